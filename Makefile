@@ -1,0 +1,145 @@
+# Sauron slim U-Net toolkit.  make | make test | make asan | make bench |
+# make install PREFIX=...   Everything is built under $(BUILD)/.
+
+# ---- switches ----
+BUILD   ?= build
+PREFIX  ?= /usr/local
+CC      ?= gcc
+OPT     ?= -O2
+WERROR  ?= -Werror
+SANFLAGS ?=
+# Debian's OpenBLAS is not used; this only matters for the PyTorch peers.
+export OPENBLAS_CORETYPE ?= Haswell
+
+WARN = -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
+       -Wmissing-prototypes -Wpointer-arith -Wcast-qual -Wdouble-promotion
+CPPFLAGS = -I. -I$(BUILD)/gen -D_POSIX_C_SOURCE=200809L \
+           -DSL_DATADIR='"$(PREFIX)/share/sauron"' -MMD -MP
+CFLAGS  = -std=c11 $(OPT) -g -fopenmp $(WARN) $(WERROR) $(SANFLAGS)
+LDFLAGS = -fopenmp $(SANFLAGS)
+
+NIFTI_LIBS = -lnifti2 -lznz -lz -lm
+PROTOBUF_CFLAGS := $(shell pkg-config --cflags libprotobuf-c 2>/dev/null)
+PROTOBUF_LIBS   := $(shell pkg-config --libs libprotobuf-c 2>/dev/null || echo -lprotobuf-c)
+CMOCKA_LIBS     := $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
+ONNX_PROTO ?= /usr/include/onnx/onnx.proto
+
+# ---- sources (explicit lists) ----
+RT_OPS = runtime/ops/optable.c runtime/ops/conv.c \
+         runtime/ops/conv_transpose.c runtime/ops/gemm.c runtime/ops/norm.c \
+         runtime/ops/activation.c runtime/ops/add.c runtime/ops/softmax.c \
+         runtime/ops/concat.c runtime/ops/pool.c runtime/ops/resize.c
+RT_SRC = runtime/common.c runtime/graph.c runtime/plan.c runtime/exec.c \
+         runtime/sslim.c runtime/nifti_io.c runtime/volume.c \
+         runtime/segment.c $(RT_OPS)
+CMP_SRC = compressor/onnx/onnx_import.c compressor/onnx/onnx_fold.c \
+          compressor/sha256.c compressor/compress_cli.c
+GEN_SRC = $(BUILD)/gen/onnx.pb-c.c
+
+BINS = segment sauron-compress sauron-inspect sauron-run
+TESTS = test_common test_graph test_ops test_conv test_exec test_sslim \
+        test_onnx test_torch test_nifti test_segment test_cli
+
+RT_OBJ  = $(RT_SRC:%.c=$(BUILD)/obj/%.o)
+CMP_OBJ = $(CMP_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/onnx.pb-c.o
+RT_LIB  = $(BUILD)/lib/libsauron_rt.a
+CMP_LIB = $(BUILD)/lib/libsauron_cmp.a
+BIN_PATHS  = $(BINS:%=$(BUILD)/bin/%)
+TEST_PATHS = $(TESTS:%=$(BUILD)/tests/%)
+
+.PHONY: all deps test test-run asan bench bench-quick check-long install \
+        clean fixtures format
+all: $(BIN_PATHS)
+
+deps:
+	@sh tools/deps.sh build
+
+# ---- generated protobuf-c code (compressor only) ----
+$(BUILD)/gen/onnx.pb-c.c $(BUILD)/gen/onnx.pb-c.h: $(ONNX_PROTO)
+	@mkdir -p $(BUILD)/gen
+	protoc-c --c_out=$(BUILD)/gen -I$(dir $(ONNX_PROTO)) $(ONNX_PROTO)
+
+$(BUILD)/obj/gen/onnx.pb-c.o: $(BUILD)/gen/onnx.pb-c.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 $(OPT) -g $(SANFLAGS) $(PROTOBUF_CFLAGS) -I$(BUILD)/gen -c $< -o $@
+
+$(CMP_OBJ): | $(BUILD)/gen/onnx.pb-c.h
+
+# ---- objects and libraries ----
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(PROTOBUF_CFLAGS) $(CFLAGS) -c $< -o $@
+
+$(RT_LIB): $(RT_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(CMP_LIB): $(CMP_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+# The runtime binary links the runtime only: the dependency arrow
+# compressor -> runtime is enforced here.
+$(BUILD)/bin/segment: $(BUILD)/obj/runtime/segment_main.o $(RT_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(NIFTI_LIBS) -o $@
+
+$(BUILD)/bin/sauron-run: $(BUILD)/obj/tools/sauron_run.o $(RT_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(NIFTI_LIBS) -o $@
+
+$(BUILD)/bin/sauron-compress: $(BUILD)/obj/compressor/main.o $(CMP_LIB) $(RT_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(PROTOBUF_LIBS) $(NIFTI_LIBS) -o $@
+
+$(BUILD)/bin/sauron-inspect: $(BUILD)/obj/tools/sauron_inspect.o $(CMP_LIB) $(RT_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(PROTOBUF_LIBS) $(NIFTI_LIBS) -o $@
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/obj/tests/testutil.o $(CMP_LIB) $(RT_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(PROTOBUF_LIBS) $(NIFTI_LIBS) $(CMOCKA_LIBS) -o $@
+
+# ---- tests ----
+# test-run builds and runs everything in $(BUILD); test also installs deps.
+test:
+	@sh tools/deps.sh test
+	@$(MAKE) --no-print-directory test-run
+
+test-run: $(BIN_PATHS) $(TEST_PATHS)
+	@BUILD=$(BUILD) sh tests/run_all.sh $(TESTS)
+
+asan:
+	@sh tools/deps.sh test
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
+	    SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	    test-run
+
+# ---- benchmarks (long; not part of test) ----
+bench: all
+	@sh tools/deps.sh bench
+	@BUILD=$(BUILD) sh tools/bench.sh
+
+bench-quick: all
+	@sh tools/deps.sh bench
+	@BUILD=$(BUILD) QUICK=1 sh tools/bench.sh
+
+# Fixtures are committed; this regenerates them (needs python3-torch).
+fixtures:
+	@sh tools/deps.sh bench
+	/usr/bin/python3 tools/make_fixtures.py tests/fixtures
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/sauron/models
+	install -m 755 $(BIN_PATHS) $(DESTDIR)$(PREFIX)/bin/
+	if ls models/*.sslim >/dev/null 2>&1; then \
+	    install -m 644 models/*.sslim models/*.md $(DESTDIR)$(PREFIX)/share/sauron/models/; fi
+
+format:
+	clang-format -i runtime/*.[ch] runtime/ops/*.[ch] compressor/*.[ch] \
+	    compressor/onnx/*.[ch] tools/*.c tests/*.[ch]
+
+clean:
+	rm -rf $(BUILD) build-asan
+
+-include $(wildcard $(BUILD)/obj/*/*.d $(BUILD)/obj/*/*/*.d)

@@ -1,0 +1,252 @@
+/* Errors, allocation, small file helpers shared by every module. */
+#define _POSIX_C_SOURCE 200809L
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The only mutable process state in the library: the last error line (so a
+ * failure is reported once, by the layer that knows most) and the test hook
+ * of the allocator.  Both are diagnostics, never part of a computation. */
+static char last_error[1024];
+static int error_reported;
+static int error_quiet;
+static long alloc_fail_countdown = -1;
+
+const char *sl_strerror(int code)
+{
+    switch (code) {
+    case SL_OK: return "ok";
+    case ERR_NOMEM: return "out of memory";
+    case ERR_IO: return "input/output error";
+    case ERR_FORMAT: return "malformed file";
+    case ERR_UNSUPPORTED: return "unsupported";
+    case ERR_SHAPE: return "inconsistent shapes";
+    case ERR_ARG: return "bad argument";
+    case ERR_EXISTS: return "output exists";
+    default: return "unknown error";
+    }
+}
+
+void sl_error(const char *fmt, ...)
+{
+    if (error_reported) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    /* One line, whatever the message contained. */
+    for (char *c = last_error; *c; c++)
+        if (*c == '\n' || *c == '\r') *c = ' ';
+    error_reported = 1;
+    if (!error_quiet) fprintf(stderr, "error: %s\n", last_error);
+}
+
+void sl_error_reset(void)
+{
+    error_reported = 0;
+    last_error[0] = '\0';
+}
+
+int sl_error_reported(void) { return error_reported; }
+const char *sl_error_last(void) { return last_error; }
+void sl_error_quiet(int quiet) { error_quiet = quiet; }
+
+void sl_check_failed(const char *expr, const char *file, int line)
+{
+    fprintf(stderr, "internal error: %s:%d: CHECK(%s) failed; please report "
+                    "this bug\n", file, line, expr);
+    abort();
+}
+
+void sl_alloc_fail_after(long n) { alloc_fail_countdown = n; }
+
+static int alloc_should_fail(void)
+{
+    if (alloc_fail_countdown < 0) return 0;
+    if (alloc_fail_countdown == 0) {
+        alloc_fail_countdown = -1;
+        return 1;
+    }
+    alloc_fail_countdown--;
+    return 0;
+}
+
+void *sl_alloc(size_t bytes)
+{
+    if (alloc_should_fail()) return NULL;
+    /* Round up: aligned_alloc wants a multiple of the alignment. */
+    size_t n = (bytes + 63) & ~(size_t)63;
+    if (n < bytes) return NULL;
+    if (n == 0) n = 64;
+    return aligned_alloc(64, n);
+}
+
+void *sl_calloc(size_t count, size_t size)
+{
+    size_t n;
+    if (sl_mul_size(count, size, &n)) return NULL;
+    void *p = sl_alloc(n);
+    if (p) memset(p, 0, n);
+    return p;
+}
+
+void *sl_realloc(void *p, size_t bytes)
+{
+    if (alloc_should_fail()) return NULL;
+    return realloc(p, bytes ? bytes : 1);
+}
+
+void sl_free(void *p) { free(p); }
+
+char *sl_strdup(const char *s)
+{
+    if (!s) return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = sl_alloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+int sl_mul_size(size_t a, size_t b, size_t *out)
+{
+    if (a && b > SIZE_MAX / a) return -1;
+    *out = a * b;
+    return 0;
+}
+
+int sl_file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+int sl_read_file(const char *path, uint8_t **data, size_t *size)
+{
+    *data = NULL;
+    *size = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        sl_error("cannot open '%s': %s; check the path", path,
+                 strerror(errno));
+        return ERR_IO;
+    }
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        sl_error("'%s' is not a regular file; give the path of a file",
+                 path);
+        return ERR_IO;
+    }
+    size_t n = (size_t)st.st_size;
+    uint8_t *buf = sl_alloc(n ? n : 1);
+    if (!buf) {
+        fclose(f);
+        sl_error("out of memory reading '%s' (%zu bytes)", path, n);
+        return ERR_NOMEM;
+    }
+    if (n && fread(buf, 1, n, f) != n) {
+        fclose(f);
+        sl_free(buf);
+        sl_error("cannot read '%s': short read; check the file", path);
+        return ERR_IO;
+    }
+    fclose(f);
+    *data = buf;
+    *size = n;
+    return SL_OK;
+}
+
+char *sl_tmp_path(const char *path)
+{
+    size_t n = strlen(path) + 32;
+    char *t = sl_alloc(n);
+    if (t) snprintf(t, n, "%s.tmp.%ld", path, (long)getpid());
+    return t;
+}
+
+int sl_write_file_atomic(const char *path, const void *data, size_t size,
+                         int force)
+{
+    if (!force && sl_file_exists(path)) {
+        sl_error("output '%s' exists; pass --force to overwrite it", path);
+        return ERR_EXISTS;
+    }
+    char *tmp = sl_tmp_path(path);
+    if (!tmp) {
+        sl_error("out of memory writing '%s'", path);
+        return ERR_NOMEM;
+    }
+    int rc = ERR_IO;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        sl_error("cannot create '%s': %s; check the folder exists and is "
+                 "writable", tmp, strerror(errno));
+        goto fail;
+    }
+    const uint8_t *p = data;
+    size_t left = size;
+    while (left) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            sl_error("cannot write '%s': %s; check free disk space", tmp,
+                     strerror(errno));
+            close(fd);
+            unlink(tmp);
+            goto fail;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        sl_error("cannot write '%s': %s; check free disk space", tmp,
+                 strerror(errno));
+        unlink(tmp);
+        goto fail;
+    }
+    if (rename(tmp, path) != 0) {
+        sl_error("cannot rename '%s' to '%s': %s", tmp, path,
+                 strerror(errno));
+        unlink(tmp);
+        goto fail;
+    }
+    rc = SL_OK;
+fail:
+    sl_free(tmp);
+    return rc;
+}
+
+double sl_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+uint32_t sl_crc32(uint32_t crc, const void *buf, size_t n)
+{
+    /* Reflected polynomial 0xEDB88320, a nibble at a time: a 16-entry
+     * constant table is fast enough for model files of a few MB. */
+    static const uint32_t table[16] = {
+        0x00000000u, 0x1db71064u, 0x3b6e20c8u, 0x26d930acu,
+        0x76dc4190u, 0x6b6b51f4u, 0x4db26158u, 0x5005713cu,
+        0xedb88320u, 0xf00f9344u, 0xd6d6a3e8u, 0xcb61b38cu,
+        0x9b64c2b0u, 0x86d3d2d4u, 0xa00ae278u, 0xbdbdf21cu,
+    };
+    const uint8_t *p = buf;
+    crc = ~crc;
+    for (size_t i = 0; i < n; i++) {
+        crc ^= p[i];
+        crc = (crc >> 4) ^ table[crc & 15];
+        crc = (crc >> 4) ^ table[crc & 15];
+    }
+    return ~crc;
+}

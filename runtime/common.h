@@ -1,0 +1,100 @@
+/* Error codes, one-line error reporting, the single allocator, CHECK.
+ *
+ * Library code returns 0 or a negative ERR_* code and reports the failure
+ * once with sl_error(): one line saying what failed, where (file, node),
+ * and what to do.  Only main() turns a code into an exit status.
+ */
+#ifndef SL_COMMON_H
+#define SL_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+    SL_OK = 0,
+    ERR_NOMEM = -1,       /* allocation failed */
+    ERR_IO = -2,          /* open/read/write/rename failed */
+    ERR_FORMAT = -3,      /* malformed or corrupted input file */
+    ERR_UNSUPPORTED = -4, /* valid input we do not handle (op, datatype) */
+    ERR_SHAPE = -5,       /* inconsistent or out-of-range shapes */
+    ERR_ARG = -6,         /* bad argument or option value */
+    ERR_EXISTS = -7,      /* output exists and --force was not given */
+};
+
+const char *sl_strerror(int code);
+
+/* Print "error: <message>" as one line on stderr.  Messages say what
+ * failed, which file or node, and what to do.  If several layers report
+ * the same failure only the first (innermost) line is printed; call
+ * sl_error_reset() before starting an independent operation. */
+void sl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void sl_error_reset(void);
+/* Nonzero once sl_error() has printed since the last reset. */
+int sl_error_reported(void);
+/* Text of the last reported error (for tests); "" if none. */
+const char *sl_error_last(void);
+/* Silence stderr output (tests that provoke errors on purpose). */
+void sl_error_quiet(int quiet);
+
+/* Every allocation goes through these so tests can make the n-th one fail.
+ * sl_alloc returns 64-byte aligned memory; sizes of 0 are allowed. */
+void *sl_alloc(size_t bytes);
+void *sl_calloc(size_t count, size_t size); /* overflow-checked, 64-aligned */
+void *sl_realloc(void *p, size_t bytes);    /* not aligned beyond malloc's */
+void sl_free(void *p);
+char *sl_strdup(const char *s);
+/* Test hook: the n-th allocation from now (0 = the next one) fails;
+ * n < 0 disables.  Process-wide; tests only. */
+void sl_alloc_fail_after(long n);
+
+/* Internal invariant (never input validation): print file:line and abort. */
+#define CHECK(x)                                                              \
+    do {                                                                      \
+        if (!(x)) sl_check_failed(#x, __FILE__, __LINE__);                    \
+    } while (0)
+void sl_check_failed(const char *expr, const char *file, int line)
+    __attribute__((noreturn));
+
+/* Overflow-checked size arithmetic: return 0 and set *out, or -1. */
+int sl_mul_size(size_t a, size_t b, size_t *out);
+
+/* Little-endian encode/decode without pointer casts. */
+static inline uint32_t sl_rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+static inline uint64_t sl_rd64(const uint8_t *p)
+{
+    return (uint64_t)sl_rd32(p) | (uint64_t)sl_rd32(p + 4) << 32;
+}
+static inline void sl_wr32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+static inline void sl_wr64(uint8_t *p, uint64_t v)
+{
+    sl_wr32(p, (uint32_t)v);
+    sl_wr32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* CRC-32 (IEEE 802.3, as zlib): crc = sl_crc32(0, buf, n) */
+uint32_t sl_crc32(uint32_t crc, const void *buf, size_t n);
+
+/* Files: read a whole file (caller frees with sl_free); write atomically
+ * to path via "path.tmp.PID" + fsync + rename.  If !force and path exists,
+ * return ERR_EXISTS (message says to pass --force). */
+int sl_read_file(const char *path, uint8_t **data, size_t *size);
+int sl_write_file_atomic(const char *path, const void *data, size_t size,
+                         int force);
+/* Temporary name beside `path` for an atomic write (caller frees). */
+char *sl_tmp_path(const char *path);
+int sl_file_exists(const char *path);
+
+/* Wall clock in seconds (monotonic). */
+double sl_now(void);
+
+#endif

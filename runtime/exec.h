@@ -1,0 +1,34 @@
+/* Executor: runs a Graph for one concrete input shape.
+ *
+ * exec_create infers shapes, plans one arena in which activations reuse
+ * memory by liveness (a buffer is free after its last consumer ran), and
+ * sizes one scratch area for the largest kernel need.  exec_run then never
+ * allocates.  Outputs point into the arena and stay valid until the next
+ * exec_run or exec_free.
+ */
+#ifndef SL_EXEC_H
+#define SL_EXEC_H
+
+#include <stddef.h>
+
+#include "graph.h"
+
+typedef struct Executor Executor;
+
+/* g must outlive the executor and must not change while it exists (its
+ * activation shapes are overwritten by shape inference).  n_threads <= 0
+ * means all cores.  Returns 0 or a negative code (message printed). */
+int exec_create(Graph *g, const Shape *input, int n_threads, Executor **out);
+void exec_free(Executor *e);
+
+/* input: numel(input shape) floats.  outputs[k] receives a pointer to
+ * graph output k (n_outputs entries), borrowed from the executor. */
+int exec_run(Executor *e, const float *input, const float **outputs);
+
+const Shape *exec_output_shape(const Executor *e, int k);
+/* Bytes of the activation arena plus scratch (the planned peak). */
+size_t exec_arena_bytes(const Executor *e);
+/* Sum of all activation sizes without reuse (to show what planning saves). */
+size_t exec_unplanned_bytes(const Executor *e);
+
+#endif

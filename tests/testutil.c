@@ -1,0 +1,140 @@
+#define _POSIX_C_SOURCE 200809L
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+uint64_t trng_next(TestRng *r)
+{
+    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+float trng_uniform(TestRng *r, float lo, float hi)
+{
+    double u = (double)(trng_next(r) >> 11) * (1.0 / 9007199254740992.0);
+    return lo + (float)(u * (double)(hi - lo));
+}
+
+void trng_fill(TestRng *r, float *x, size_t n, float lo, float hi)
+{
+    for (size_t i = 0; i < n; i++) x[i] = trng_uniform(r, lo, hi);
+}
+
+int allclose(const float *a, const float *b, size_t n, double atol,
+             double rtol, const char *what)
+{
+    double max_abs = 0, max_rel = 0;
+    size_t first_bad = (size_t)-1;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        double tol = atol + rtol * fabs((double)b[i]);
+        if (d > max_abs) max_abs = d;
+        if (b[i] != 0 && d / fabs((double)b[i]) > max_rel)
+            max_rel = d / fabs((double)b[i]);
+        if ((!(d <= tol)) && first_bad == (size_t)-1) first_bad = i;
+    }
+    if (first_bad != (size_t)-1) {
+        fprintf(stderr,
+                "allclose(%s): n=%zu max_abs=%.3g max_rel=%.3g first bad "
+                "index %zu: %.9g vs %.9g (atol %.3g rtol %.3g)\n",
+                what, n, max_abs, max_rel, first_bad, (double)a[first_bad],
+                (double)b[first_bad], atol, rtol);
+        return 0;
+    }
+    return 1;
+}
+
+const char *fixture_path(const char *name, char *buf, size_t len)
+{
+    snprintf(buf, len, "tests/fixtures/%s", name);
+    return buf;
+}
+
+const char *bin_path(const char *name, char *buf, size_t len)
+{
+    const char *b = getenv("SL_BUILD");
+    snprintf(buf, len, "%s/bin/%s", b && *b ? b : "build", name);
+    return buf;
+}
+
+const char *test_tmpdir(void)
+{
+    static char dir[256];
+    if (!dir[0]) {
+        snprintf(dir, sizeof dir, "/tmp/sauron-test-XXXXXX");
+        if (!mkdtemp(dir)) {
+            perror("mkdtemp");
+            abort();
+        }
+    }
+    return dir;
+}
+
+int run_cmd(const char *cmd, char *err_line, size_t len)
+{
+    char full[4096];
+    char errf[300];
+    snprintf(errf, sizeof errf, "%s/stderr.txt", test_tmpdir());
+    snprintf(full, sizeof full, "%s 2>%s", cmd, errf);
+    int st = system(full);
+    if (err_line && len) {
+        err_line[0] = '\0';
+        FILE *f = fopen(errf, "r");
+        if (f) {
+            if (!fgets(err_line, (int)len, f)) err_line[0] = '\0';
+            fclose(f);
+        }
+    }
+    if (st == -1 || !WIFEXITED(st)) return -1;
+    return WEXITSTATUS(st);
+}
+
+float *load_tensor(const char *path, int64_t *dims, int *ndim)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "load_tensor: cannot open %s\n", path);
+        return NULL;
+    }
+    unsigned char hdr[16];
+    float *data = NULL;
+    if (fread(hdr, 1, 16, f) != 16 || memcmp(hdr, "SLTENSOR", 8) != 0) goto bad;
+    uint32_t ver = (uint32_t)hdr[8] | (uint32_t)hdr[9] << 8 |
+                   (uint32_t)hdr[10] << 16 | (uint32_t)hdr[11] << 24;
+    uint32_t nd = (uint32_t)hdr[12] | (uint32_t)hdr[13] << 8 |
+                  (uint32_t)hdr[14] << 16 | (uint32_t)hdr[15] << 24;
+    if (ver != 1 || nd > 8) goto bad;
+    size_t numel = 1;
+    for (uint32_t i = 0; i < nd; i++) {
+        unsigned char b[8];
+        if (fread(b, 1, 8, f) != 8) goto bad;
+        int64_t d = 0;
+        for (int k = 7; k >= 0; k--) d = (d << 8) | b[k];
+        if (d < 0 || d > (1 << 28)) goto bad;
+        dims[i] = d;
+        numel *= (size_t)d;
+    }
+    *ndim = (int)nd;
+    data = malloc(numel * sizeof(float) + 1);
+    if (!data) goto bad;
+    for (size_t i = 0; i < numel; i++) {
+        unsigned char b[4];
+        if (fread(b, 1, 4, f) != 4) goto bad;
+        uint32_t u = (uint32_t)b[0] | (uint32_t)b[1] << 8 |
+                     (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+        memcpy(&data[i], &u, 4);
+    }
+    fclose(f);
+    return data;
+bad:
+    fprintf(stderr, "load_tensor: %s is not a valid SLTENSOR file\n", path);
+    free(data);
+    fclose(f);
+    return NULL;
+}

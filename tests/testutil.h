@@ -1,0 +1,45 @@
+/* Helpers shared by the test programs (cmocka). */
+#ifndef SL_TESTUTIL_H
+#define SL_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+/* Deterministic PRNG (splitmix64) so every test draws the same numbers. */
+typedef struct {
+    uint64_t s;
+} TestRng;
+uint64_t trng_next(TestRng *r);
+float trng_uniform(TestRng *r, float lo, float hi); /* [lo, hi) */
+void trng_fill(TestRng *r, float *x, size_t n, float lo, float hi);
+
+/* |a-b| <= atol + rtol*|b| for all i; on failure prints max abs/rel error
+ * and the first bad index with `what`, and returns 0. */
+int allclose(const float *a, const float *b, size_t n, double atol,
+             double rtol, const char *what);
+#define assert_allclose(a, b, n, atol, rtol)                                  \
+    assert_true(allclose((a), (b), (n), (atol), (rtol), #a " vs " #b))
+
+/* Path of a committed fixture: tests/fixtures/<name>. */
+const char *fixture_path(const char *name, char *buf, size_t len);
+/* Path of a built binary: $SL_BUILD/bin/<name> (default build/). */
+const char *bin_path(const char *name, char *buf, size_t len);
+/* A fresh temporary directory for this test program (created once). */
+const char *test_tmpdir(void);
+
+/* Run a shell command; capture stderr (first line, up to len) and return
+ * the exit status (or -1). */
+int run_cmd(const char *cmd, char *err_line, size_t len);
+
+/* Tensor fixture file (written by tools/make_fixtures.py):
+ *   "SLTENSOR" (8 bytes), u32 version = 1, u32 ndim, ndim x i64 dims,
+ *   then numel float32, all little-endian.
+ * Returns a malloc'd array (free()) and fills dims/ndim, or NULL with a
+ * message on stderr. */
+float *load_tensor(const char *path, int64_t *dims, int *ndim);
+
+#endif
