@@ -47,7 +47,7 @@ CMP_LIB = $(BUILD)/lib/libsauron_cmp.a
 BIN_PATHS  = $(BINS:%=$(BUILD)/bin/%)
 TEST_PATHS = $(TESTS:%=$(BUILD)/tests/%)
 
-.PHONY: all deps test test-run asan bench bench-quick check-long install \
+.PHONY: all deps demo test test-run asan bench bench-quick check-long install \
         clean fixtures format
 all: $(BIN_PATHS)
 
@@ -99,6 +99,16 @@ $(BUILD)/bin/sauron-inspect: $(BUILD)/obj/tools/sauron_inspect.o $(CMP_LIB) $(RT
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/obj/tests/testutil.o $(CMP_LIB) $(RT_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(PROTOBUF_LIBS) $(NIFTI_LIBS) $(CMOCKA_LIBS) -o $@
+
+# ---- the README's run command: segment the real Colin27 T1 scan ----
+DEMO_SCAN ?= /usr/share/mricron/templates/ch2.nii.gz
+demo:
+	@sh tools/deps.sh test
+	@$(MAKE) --no-print-directory all
+	@mkdir -p $(BUILD)/demo
+	cp $(DEMO_SCAN) $(BUILD)/demo/scan.nii.gz
+	$(BUILD)/bin/segment --force $(BUILD)/demo/scan.nii.gz
+	@echo "label map: $(BUILD)/demo/scan_seg.nii.gz"
 
 # ---- tests ----
 # test-run builds and runs everything in $(BUILD); test also installs deps.
