@@ -86,9 +86,20 @@ size_t conv_transpose_scratch_floats(const Shape *xs, const Shape *ys,
                                      const ConvParams *p);
 
 /* C[M,N] (+)= A[M,K] * B[K,N], row-major with leading dims; accumulate=0
- * overwrites.  Parallel over output tiles; fixed reduction order. */
+ * overwrites.  Parallel over output tiles; fixed reduction order (results
+ * are bit-identical for any thread count).  pack: caller's scratch of
+ * gemm_pack_floats(m, n, k) floats for the packed panels (gemm never
+ * allocates).  Do not call from inside an OpenMP parallel region with a
+ * shared pack buffer. */
 void gemm(float *c, const float *a, const float *b, int m, int n, int k,
-          int lda, int ldb, int ldc, int accumulate);
+          int lda, int ldb, int ldc, int accumulate, float *pack);
+size_t gemm_pack_floats(int m, int n, int k);
+/* Same with op(A) = A^T when trans_a (A stored [K,M], lda >= M) and
+ * op(B) = B^T when trans_b (B stored [N,K], ldb >= K):
+ * C[M,N] (+)= op(A)[M,K] * op(B)[K,N].  Same pack size as gemm. */
+void gemm_t(float *c, const float *a, const float *b, int m, int n, int k,
+            int lda, int ldb, int ldc, int trans_a, int trans_b,
+            int accumulate, float *pack);
 void gemm_ref(float *c, const float *a, const float *b, int m, int n, int k,
               int lda, int ldb, int ldc, int accumulate);
 
