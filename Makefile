@@ -13,7 +13,7 @@ export OPENBLAS_CORETYPE ?= Haswell
 
 WARN = -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
        -Wmissing-prototypes -Wpointer-arith -Wcast-qual -Wdouble-promotion
-CPPFLAGS = -I. -I$(BUILD)/gen -D_POSIX_C_SOURCE=200809L \
+CPPFLAGS = -I. -I$(BUILD)/gen -isystem /usr/include/nifti -D_POSIX_C_SOURCE=200809L \
            -DSL_DATADIR='"$(PREFIX)/share/sauron"' -MMD -MP
 CFLAGS  = -std=c11 $(OPT) -g -fopenmp $(WARN) $(WERROR) $(SANFLAGS)
 LDFLAGS = -fopenmp $(SANFLAGS)
