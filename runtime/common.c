@@ -58,6 +58,7 @@ void sl_error_reset(void)
 int sl_error_reported(void) { return error_reported; }
 const char *sl_error_last(void) { return last_error; }
 void sl_error_quiet(int quiet) { error_quiet = quiet; }
+int sl_error_is_quiet(void) { return error_quiet; }
 
 void sl_check_failed(const char *expr, const char *file, int line)
 {

@@ -35,6 +35,8 @@ int sl_error_reported(void);
 const char *sl_error_last(void);
 /* Silence stderr output (tests that provoke errors on purpose). */
 void sl_error_quiet(int quiet);
+/* Current quiet setting (so probing code can restore it). */
+int sl_error_is_quiet(void);
 
 /* Every allocation goes through these so tests can make the n-th one fail.
  * sl_alloc returns 64-byte aligned memory; sizes of 0 are allowed. */

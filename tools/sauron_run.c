@@ -1,0 +1,258 @@
+/* sauron-run: run a .sslim network on one raw float32 tensor and time it.
+ * Links the runtime only: ONNX models must be converted first. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/common.h"
+#include "runtime/exec.h"
+#include "runtime/graph.h"
+#include "runtime/sslim.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: sauron-run MODEL.sslim --input IN.bin --shape N,C,[D,]H,W\n"
+            "                  [--output OUT.bin] [--repeat N] [--threads N]\n"
+            "                  [--force]\n"
+            "Runs the network on a raw little-endian float32 tensor of the\n"
+            "given shape and prints the median time over --repeat runs\n"
+            "(default 1) and the peak activation memory.  --output writes\n"
+            "the first graph output as raw little-endian float32 (refuses\n"
+            "an existing file unless --force).  --threads defaults to all\n"
+            "cores.  ONNX models: convert with sauron-compress\n"
+            "--no-finetune first.\n");
+}
+
+static int parse_int(const char *s, const char *opt, long lo, long hi,
+                     long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        sl_error("%s '%s' is not an integer in %ld..%ld", opt, s, lo, hi);
+        return ERR_ARG;
+    }
+    *out = v;
+    return SL_OK;
+}
+
+static int parse_shape(const char *s, Shape *sh)
+{
+    memset(sh, 0, sizeof *sh);
+    const char *p = s;
+    while (*p) {
+        if (sh->ndim == SL_MAX_DIMS) goto bad;
+        char *end;
+        errno = 0;
+        long long v = strtoll(p, &end, 10);
+        if (errno || end == p || v < 1 || v > (1LL << 31)) goto bad;
+        sh->d[sh->ndim++] = v;
+        if (*end == ',') end++;
+        else if (*end) goto bad;
+        p = end;
+    }
+    if (sh->ndim >= 3) return SL_OK;
+bad:
+    sl_error("--shape '%s' must be 3 to %d positive integers separated by "
+             "commas, e.g. 1,1,64,64", s, SL_MAX_DIMS);
+    return ERR_ARG;
+}
+
+static int has_suffix(const char *s, const char *suf)
+{
+    size_t n = strlen(s), m = strlen(suf);
+    return n >= m && strcmp(s + n - m, suf) == 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct {
+    const char *model, *input, *output, *shape;
+    long repeat, threads;
+    int force;
+} Args;
+
+static int parse_args(int argc, char **argv, Args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->repeat = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        int has_val = i + 1 < argc;
+        if (!strcmp(s, "--force")) {
+            a->force = 1;
+        } else if (!strcmp(s, "--input") || !strcmp(s, "--output") ||
+                   !strcmp(s, "--shape") || !strcmp(s, "--repeat") ||
+                   !strcmp(s, "--threads")) {
+            if (!has_val) {
+                sl_error("%s needs a value; see sauron-run --help", s);
+                return ERR_ARG;
+            }
+            const char *v = argv[++i];
+            if (!strcmp(s, "--input")) a->input = v;
+            else if (!strcmp(s, "--output")) a->output = v;
+            else if (!strcmp(s, "--shape")) a->shape = v;
+            else if (!strcmp(s, "--repeat")) {
+                if (parse_int(v, s, 1, 100000, &a->repeat)) return ERR_ARG;
+            } else if (parse_int(v, s, 1, 4096, &a->threads)) {
+                return ERR_ARG;
+            }
+        } else if (s[0] == '-' && s[1]) {
+            sl_error("unknown option '%s'; see sauron-run --help", s);
+            return ERR_ARG;
+        } else if (!a->model) {
+            a->model = s;
+        } else {
+            sl_error("unexpected argument '%s'; give one model", s);
+            return ERR_ARG;
+        }
+    }
+    if (!a->model || !a->input || !a->shape) {
+        sl_error("need MODEL.sslim, --input and --shape; see sauron-run "
+                 "--help");
+        return ERR_ARG;
+    }
+    return SL_OK;
+}
+
+/* Raw little-endian float32 file of exactly numel(shape) values. */
+static int read_input(const char *path, const Shape *sh, float **out)
+{
+    uint8_t *raw = NULL;
+    size_t size = 0;
+    *out = NULL;
+    int rc = sl_read_file(path, &raw, &size);
+    if (rc) return rc;
+    int64_t ne = shape_numel(sh);
+    size_t want;
+    if (ne < 1 || sl_mul_size((size_t)ne, 4, &want) || size != want) {
+        char b[96];
+        sl_error("input '%s' has %zu bytes but shape %s needs %lld float32 "
+                 "(%lld bytes); check --shape", path, size,
+                 shape_str(sh, b, sizeof b), (long long)ne,
+                 (long long)ne * 4);
+        rc = ERR_ARG;
+        goto fail;
+    }
+    float *x = sl_alloc(want);
+    if (!x) {
+        sl_error("out of memory reading '%s'", path);
+        rc = ERR_NOMEM;
+        goto fail;
+    }
+    for (size_t i = 0; i < (size_t)ne; i++) {
+        uint32_t u = sl_rd32(raw + 4 * i);
+        memcpy(&x[i], &u, 4);
+    }
+    *out = x;
+fail:
+    sl_free(raw);
+    return rc;
+}
+
+static int write_output(const char *path, const float *y, const Shape *sh,
+                        int force)
+{
+    size_t ne = (size_t)shape_numel(sh);
+    uint8_t *raw = sl_alloc(ne * 4);
+    if (!raw) {
+        sl_error("out of memory writing '%s'", path);
+        return ERR_NOMEM;
+    }
+    for (size_t i = 0; i < ne; i++) {
+        uint32_t u;
+        memcpy(&u, &y[i], 4);
+        sl_wr32(raw + 4 * i, u);
+    }
+    int rc = sl_write_file_atomic(path, raw, ne * 4, force);
+    sl_free(raw);
+    return rc;
+}
+
+static int run(const Args *a)
+{
+    Graph g;
+    Executor *e = NULL;
+    float *x = NULL;
+    double *ms = NULL;
+    uint8_t *head = NULL;
+    size_t hsize = 0;
+    Shape sh;
+    int rc;
+    graph_init(&g);
+    if ((rc = parse_shape(a->shape, &sh))) goto fail;
+    if (a->output && !a->force && sl_file_exists(a->output)) {
+        sl_error("output '%s' exists; pass --force to overwrite it",
+                 a->output);
+        rc = ERR_EXISTS;
+        goto fail;
+    }
+    if ((rc = sl_read_file(a->model, &head, &hsize))) goto fail;
+    if (!sslim_is_sslim(head, hsize) && has_suffix(a->model, ".onnx")) {
+        sl_error("'%s' is an ONNX model; sauron-run reads .sslim only: "
+                 "convert with sauron-compress --no-finetune first", a->model);
+        rc = ERR_UNSUPPORTED;
+        goto fail;
+    }
+    if ((rc = sslim_decode(head, hsize, a->model, &g))) goto fail;
+    sl_free(head);
+    head = NULL;
+    if ((rc = read_input(a->input, &sh, &x))) goto fail;
+    if ((rc = exec_create(&g, &sh, (int)a->threads, &e))) goto fail;
+    ms = sl_calloc((size_t)a->repeat, sizeof *ms);
+    if (!ms) {
+        sl_error("out of memory");
+        rc = ERR_NOMEM;
+        goto fail;
+    }
+    const float *outs[SL_MAX_OUTPUTS];
+    for (long r = 0; r < a->repeat; r++) {
+        double t0 = sl_now();
+        if ((rc = exec_run(e, x, outs))) goto fail;
+        ms[r] = (sl_now() - t0) * 1e3;
+    }
+    qsort(ms, (size_t)a->repeat, sizeof *ms, cmp_double);
+    double med = a->repeat % 2 ? ms[a->repeat / 2]
+                               : 0.5 * (ms[a->repeat / 2 - 1] +
+                                        ms[a->repeat / 2]);
+    if (a->output &&
+        (rc = write_output(a->output, outs[0], exec_output_shape(e, 0),
+                           a->force)))
+        goto fail;
+    char ob[96];
+    printf("output %s\n", shape_str(exec_output_shape(e, 0), ob, sizeof ob));
+    printf("median %.3f ms over %ld runs\n", med, a->repeat);
+    printf("peak arena %.2f MB (without reuse %.2f MB)\n",
+           (double)exec_arena_bytes(e) / 1048576.0,
+           (double)exec_unplanned_bytes(e) / 1048576.0);
+    rc = SL_OK;
+fail:
+    exec_free(e);
+    graph_free(&g);
+    sl_free(x);
+    sl_free(ms);
+    sl_free(head);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        }
+    Args a;
+    if (parse_args(argc, argv, &a)) return 2;
+    int rc = run(&a);
+    if (rc && !sl_error_reported())
+        fprintf(stderr, "error: %s\n", sl_strerror(rc));
+    return rc ? 1 : 0;
+}
