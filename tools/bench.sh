@@ -1,0 +1,93 @@
+#!/bin/sh
+# Benchmark: our runtime (sauron-run) against ONNX Runtime (onnxruntime-node)
+# on the same ONNX models, same input, same machine, same run, 2 threads.
+#
+#   BUILD=build [QUICK=1] [RUNS=n] sh tools/bench.sh    (make bench / bench-quick)
+#
+# Needs the built programs in $BUILD/bin, /usr/bin/python3 with torch (to
+# export the models, once, into $BUILD/bench), node and npm (onnxruntime-node
+# is installed into $BUILD/node on first use; --ignore-scripts: the CPU
+# binaries ship inside the npm package).  Latency is the median over the
+# runs after one warm-up; peak memory is the process's maximum resident set
+# (GNU time), so ORT's figure includes node itself (its baseline is shown).
+# Also checks that our output equals ORT's within 1e-4 of the output scale.
+set -eu
+BUILD=${BUILD:-build}
+OUT=$BUILD/bench
+NODE_DIR=$BUILD/node
+ORT_VERSION=1.30.0
+THREADS=2
+if [ -n "${QUICK:-}" ]; then R2=${RUNS:-3}; R3=${RUNS:-2}; else R2=${RUNS:-20}; R3=${RUNS:-10}; fi
+
+die() { echo "error: bench: $*" >&2; exit 1; }
+for b in sauron-compress sauron-run; do
+    [ -x "$BUILD/bin/$b" ] || die "$BUILD/bin/$b missing; run 'make BUILD=$BUILD' first"
+done
+command -v node >/dev/null || die "node missing; run 'sh tools/deps.sh bench'"
+TIME=""
+[ -x /usr/bin/time ] && TIME=/usr/bin/time
+
+mkdir -p "$OUT"
+/usr/bin/python3 tools/make_bench_models.py "$OUT" ||
+    die "exporting the benchmark models failed (needs python3-torch, python3-onnx)"
+
+if [ ! -d "$NODE_DIR/node_modules/onnxruntime-node" ]; then
+    command -v npm >/dev/null || die "npm missing; run 'sh tools/deps.sh bench'"
+    mkdir -p "$NODE_DIR"
+    [ -f "$NODE_DIR/package.json" ] ||
+        echo '{"name":"sauron-bench-peer","private":true}' >"$NODE_DIR/package.json"
+    echo "bench: installing onnxruntime-node@$ORT_VERSION into $NODE_DIR" >&2
+    (cd "$NODE_DIR" && npm install --ignore-scripts --no-audit --no-fund \
+        "onnxruntime-node@$ORT_VERSION" >&2) || die "npm install onnxruntime-node failed"
+fi
+export ORT_NODE_PATH="$NODE_DIR"
+
+# peak RSS in MB from a GNU time -v log, or "n/a"
+peak_mb() {
+    awk -F: '/Maximum resident set size/ {printf "%.1f", $2 / 1024; f = 1} END {if (!f) printf "n/a"}' "$1"
+}
+timed() { # log cmd...
+    log=$1; shift
+    if [ -n "$TIME" ]; then $TIME -v -o "$log" "$@"; else : >"$log"; "$@"; fi
+}
+# value after "key" on the first line that starts with it (or n/a)
+field() { awk -v k="$1" '$1 == k {print $2; f = 1; exit} END {if (!f) print "n/a"}' "$2"; }
+
+rows=""
+status=0
+for m in bench2d bench3d; do
+    shape=$(cat "$OUT/$m.shape")
+    case $m in bench2d) runs=$R2 ;; *) runs=$R3 ;; esac
+    echo "bench: $m ($shape), $runs runs" >&2
+    "$BUILD/bin/sauron-compress" --no-finetune "$OUT/$m.onnx" "$OUT/$m.sslim" --force >&2 ||
+        die "sauron-compress failed on $OUT/$m.onnx"
+    timed "$OUT/$m.ours.time" "$BUILD/bin/sauron-run" "$OUT/$m.sslim" --input "$OUT/$m.in.bin" \
+        --shape "$shape" --repeat "$runs" --threads $THREADS --output "$OUT/$m.ours.bin" --force \
+        >"$OUT/$m.ours.txt" || die "sauron-run failed on $OUT/$m.sslim"
+    timed "$OUT/$m.ort.time" node tools/bench_ort.js "$OUT/$m.onnx" "$OUT/$m.in.bin" "$shape" \
+        --runs "$runs" --threads $THREADS --compare "$OUT/$m.ours.bin" \
+        >"$OUT/$m.ort.txt" || die "ONNX Runtime failed on $OUT/$m.onnx"
+    ours_ms=$(awk '/median/ {for (i = 1; i <= NF; i++) if ($i ~ /^[0-9.]+$/) {print $i; exit}}' "$OUT/$m.ours.txt")
+    [ -n "$ours_ms" ] || ours_ms=n/a
+    ours_mb=$(peak_mb "$OUT/$m.ours.time")
+    ort_ms=$(field ort_ms "$OUT/$m.ort.txt")
+    ort_mb=$(peak_mb "$OUT/$m.ort.time")
+    [ "$ort_mb" = n/a ] && ort_mb=$(field ort_peak_mb "$OUT/$m.ort.txt")
+    node_mb=$(field ort_base_mb "$OUT/$m.ort.txt")
+    diff=$(field max_abs_diff "$OUT/$m.ort.txt")
+    scale=$(awk '$1 == "max_abs_diff" {print $4}' "$OUT/$m.ort.txt")
+    ok=$(awk -v d="$diff" -v s="$scale" 'BEGIN {print (d != "n/a" && d + 0 <= 1e-4 * s) ? "ok" : "MISMATCH"}')
+    [ "$ok" = ok ] || status=1
+    rows="$rows$m $ours_ms $ort_ms $ours_mb $ort_mb $node_mb $diff $ok
+"
+done
+
+printf '\n%-8s %10s %10s %8s %10s %10s %8s %12s\n' model "ours ms" "ORT ms" ratio \
+    "ours MB" "ORT MB" ratio "max |diff|"
+printf '%s' "$rows" | awk '
+function ratio(a, b) { return (a + 0 > 0 && b + 0 > 0) ? sprintf("%.2f", a / b) : "n/a" }
+NF { printf "%-8s %10s %10s %8s %10s %10s %8s %12s %s\n", $1, $2, $3, ratio($2, $3),
+         $4, $5, ratio($4, $5), $7, $8; node = $6 }
+END { printf "threads %d; median latency after one warm-up; peak = max RSS of the process " \
+             "(ORT includes node, %s MB before the session)\n", '"$THREADS"', node }'
+exit $status
