@@ -1,0 +1,216 @@
+/* common.c: CRC-32, little-endian helpers, error reporting, the failing
+ * allocator hook, and atomic file writes. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "runtime/common.h"
+#include "tests/testutil.h"
+
+static void test_crc32(void **state)
+{
+    (void)state;
+    /* The standard check value of CRC-32/ISO-HDLC (zlib, PNG, gzip). */
+    assert_int_equal(sl_crc32(0, "123456789", 9), 0xCBF43926u);
+    assert_int_equal(sl_crc32(0, "", 0), 0);
+    /* Chaining over pieces equals one pass (the .sslim header CRC
+     * skips its own field this way). */
+    uint32_t c = sl_crc32(0, "1234", 4);
+    assert_int_equal(sl_crc32(c, "56789", 5), 0xCBF43926u);
+    /* One flipped bit changes it. */
+    assert_int_not_equal(sl_crc32(0, "123456788", 9), 0xCBF43926u);
+}
+
+static void test_little_endian(void **state)
+{
+    (void)state;
+    uint8_t b[8];
+    sl_wr32(b, 0x11223344u);
+    assert_int_equal(b[0], 0x44);
+    assert_int_equal(b[3], 0x11);
+    assert_int_equal(sl_rd32(b), 0x11223344u);
+    sl_wr64(b, 0x0102030405060708ull);
+    assert_int_equal(b[0], 0x08);
+    assert_int_equal(b[7], 0x01);
+    assert_true(sl_rd64(b) == 0x0102030405060708ull);
+}
+
+static void test_mul_size(void **state)
+{
+    (void)state;
+    size_t r = 0;
+    assert_int_equal(sl_mul_size(3, 5, &r), 0);
+    assert_int_equal(r, 15);
+    assert_int_equal(sl_mul_size(0, SIZE_MAX, &r), 0);
+    assert_int_equal(r, 0);
+    assert_int_equal(sl_mul_size(SIZE_MAX / 2 + 1, 2, &r), -1);
+}
+
+static void test_alloc(void **state)
+{
+    (void)state;
+    for (size_t n = 0; n < 300; n += 37) {
+        void *p = sl_alloc(n);
+        assert_non_null(p);
+        assert_int_equal((uintptr_t)p % 64, 0);
+        sl_free(p);
+    }
+    float *z = sl_calloc(100, sizeof(float));
+    assert_non_null(z);
+    for (int i = 0; i < 100; i++) assert_true(z[i] == 0.0f);
+    sl_free(z);
+    assert_null(sl_calloc(SIZE_MAX / 2, 4)); /* count*size overflows */
+    char *s = sl_strdup("abc");
+    assert_string_equal(s, "abc");
+    sl_free(s);
+    assert_null(sl_strdup(NULL));
+}
+
+static void test_failing_allocator(void **state)
+{
+    (void)state;
+    /* 0: the very next allocation fails, then the hook disarms. */
+    sl_alloc_fail_after(0);
+    assert_null(sl_alloc(16));
+    void *p = sl_alloc(16);
+    assert_non_null(p);
+    sl_free(p);
+    /* 2: two succeed, the third fails; realloc and calloc count too. */
+    sl_alloc_fail_after(2);
+    void *a = sl_alloc(8);
+    void *b = sl_realloc(NULL, 8);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_null(sl_calloc(4, 4));
+    void *c = sl_calloc(4, 4);
+    assert_non_null(c);
+    sl_free(a);
+    sl_free(b);
+    sl_free(c);
+    /* realloc failure leaves the old block intact. */
+    char *r = sl_realloc(NULL, 4);
+    assert_non_null(r);
+    memcpy(r, "xyz", 4);
+    sl_alloc_fail_after(0);
+    assert_null(sl_realloc(r, 1 << 20));
+    assert_string_equal(r, "xyz");
+    sl_free(r);
+    /* strdup goes through the allocator as well. */
+    sl_alloc_fail_after(0);
+    assert_null(sl_strdup("x"));
+    /* negative disarms */
+    sl_alloc_fail_after(-1);
+    p = sl_alloc(1);
+    assert_non_null(p);
+    sl_free(p);
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    sl_error_quiet(1);
+    assert_int_equal(sl_error_is_quiet(), 1);
+    sl_error_reset();
+    assert_int_equal(sl_error_reported(), 0);
+    assert_string_equal(sl_error_last(), "");
+    sl_error("first %d\nsecond line", 1);
+    assert_int_equal(sl_error_reported(), 1);
+    /* one line, newlines flattened */
+    assert_string_equal(sl_error_last(), "first 1 second line");
+    /* the innermost (first) report wins */
+    sl_error("outer");
+    assert_string_equal(sl_error_last(), "first 1 second line");
+    sl_error_reset();
+    sl_error("outer");
+    assert_string_equal(sl_error_last(), "outer");
+    sl_error_reset();
+    sl_error_quiet(0);
+    assert_int_equal(sl_error_is_quiet(), 0);
+    for (int c = 0; c >= ERR_EXISTS; c--)
+        assert_string_not_equal(sl_strerror(c), "unknown error");
+    assert_string_equal(sl_strerror(-1000), "unknown error");
+}
+
+static void path_in_tmp(const char *name, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/%s", test_tmpdir(), name);
+}
+
+static void test_atomic_write(void **state)
+{
+    (void)state;
+    char path[512];
+    path_in_tmp("atomic.bin", path, sizeof path);
+    unlink(path);
+    assert_int_equal(sl_write_file_atomic(path, "hello", 5, 0), 0);
+    uint8_t *d = NULL;
+    size_t n = 0;
+    assert_int_equal(sl_read_file(path, &d, &n), 0);
+    assert_int_equal(n, 5);
+    assert_memory_equal(d, "hello", 5);
+    sl_free(d);
+
+    /* Without force an existing file is refused and left untouched. */
+    sl_error_quiet(1);
+    sl_error_reset();
+    assert_int_equal(sl_write_file_atomic(path, "bye", 3, 0), ERR_EXISTS);
+    assert_non_null(strstr(sl_error_last(), "--force"));
+    sl_error_reset();
+    assert_int_equal(sl_read_file(path, &d, &n), 0);
+    assert_int_equal(n, 5);
+    sl_free(d);
+
+    /* With force it is replaced, and no temporary file is left behind. */
+    assert_int_equal(sl_write_file_atomic(path, "bye", 3, 1), 0);
+    assert_int_equal(sl_read_file(path, &d, &n), 0);
+    assert_int_equal(n, 3);
+    assert_memory_equal(d, "bye", 3);
+    sl_free(d);
+    char *tmp = sl_tmp_path(path);
+    assert_non_null(tmp);
+    assert_false(sl_file_exists(tmp));
+    sl_free(tmp);
+
+    /* A missing folder is an I/O error, with a message. */
+    char bad[600];
+    snprintf(bad, sizeof bad, "%s/no/such/dir/x.bin", test_tmpdir());
+    assert_int_equal(sl_write_file_atomic(bad, "x", 1, 0), ERR_IO);
+    assert_true(sl_error_reported());
+    sl_error_reset();
+    /* Reading a missing file or a directory is an I/O error too. */
+    assert_int_equal(sl_read_file(bad, &d, &n), ERR_IO);
+    assert_null(d);
+    sl_error_reset();
+    assert_int_equal(sl_read_file(test_tmpdir(), &d, &n), ERR_IO);
+    sl_error_reset();
+    /* An empty file reads as 0 bytes. */
+    path_in_tmp("empty.bin", path, sizeof path);
+    assert_int_equal(sl_write_file_atomic(path, "", 0, 1), 0);
+    assert_int_equal(sl_read_file(path, &d, &n), 0);
+    assert_int_equal(n, 0);
+    sl_free(d);
+    sl_error_quiet(0);
+}
+
+static void test_now(void **state)
+{
+    (void)state;
+    double a = sl_now(), b = sl_now();
+    assert_true(b >= a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_crc32),
+        cmocka_unit_test(test_little_endian),
+        cmocka_unit_test(test_mul_size),
+        cmocka_unit_test(test_alloc),
+        cmocka_unit_test(test_failing_allocator),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_atomic_write),
+        cmocka_unit_test(test_now),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
