@@ -1,0 +1,95 @@
+/* Volumes in memory and the voxel bookkeeping around the network:
+ * normalisation, NIfTI axis <-> tensor axis mapping, padding and cropping
+ * of slices/patches, the Gaussian importance map, argmax.
+ *
+ * A Volume holds float32 voxels in NIfTI storage order: i fastest, then
+ * j, then k, then modality: data[((m*nz + k)*ny + j)*nx + i].
+ *
+ * Tensor axes.  A network input is [N, C, S0, S1, S2] (3D) or
+ * [N, C, S1, S2] (2D).  ax[t] gives the NIfTI axis (0=i, 1=j, 2=k) behind
+ * tensor spatial axis t, slowest first.  For 2D models ax[0] is the axis
+ * the volume is sliced along (S0 = 1 per slice), ax[1] = H, ax[2] = W.
+ * Every gather/scatter below works on a "box": the voxels whose
+ * coordinate along ax[t] is off[t] .. off[t]+box[t]-1, laid out in a
+ * tensor [C, pad[0], pad[1], pad[2]] (pad >= box; the excess is padding).
+ */
+#ifndef SL_VOLUME_H
+#define SL_VOLUME_H
+
+#include <stdint.h>
+
+#include "graph.h"
+
+typedef struct {
+    int64_t dim[3]; /* nx, ny, nz: sizes along NIfTI i, j, k */
+    int n_mod;      /* modalities (channels) */
+    float *data;    /* owned (sl_alloc): [n_mod][nz][ny][nx] */
+} Volume;
+
+/* Allocate data for the given size (zeroed).  0 or ERR_NOMEM/ERR_SHAPE. */
+int volume_alloc(Volume *v, int64_t nx, int64_t ny, int64_t nz, int n_mod);
+void volume_free(Volume *v);
+/* Voxels per modality (nx*ny*nz). */
+int64_t volume_voxels(const Volume *v);
+
+/* Per-modality affine map applied on the fly while gathering: clip to
+ * [lo, hi] then ((double)v - shift) * scale (the zscore divides by the
+ * std: scale = 1/max(std,1e-8), computed in double). */
+typedef struct {
+    double lo, hi;
+    double shift, scale;
+} NormAffine;
+
+/* Statistics of modality m of v for normalisation `n` (n may be NULL:
+ * identity).  zscore: mean and population std over all voxels, in double,
+ * in a fixed order (thread-count independent).  CT: clip to [lo, hi],
+ * (v - lo) / (hi - lo) * 2 - 1.  Returns 0 or ERR_ARG (CT with hi <= lo). */
+int volume_norm_affine(const Volume *v, int m, const Normalize *n,
+                       NormAffine *out);
+float norm_apply(const NormAffine *a, float v);
+/* Normalise every modality in place (norms: n_mod entries, or NULL). */
+int volume_normalize(Volume *v, const Normalize *norms);
+
+/* Tensor-to-NIfTI axis map for a model (see the top of this file).
+ * dims 3: NNUNET (k, j, i), NIBABEL (i, j, k).  dims 2 along `axis`:
+ * NNUNET keeps the other two slowest first (descending), NIBABEL in
+ * i, j, k order.  Returns ERR_ARG for dims/axis out of range. */
+int volume_axes(VoxelOrder order, int dims, int axis, int ax[3]);
+
+/* Gather the box into dst [C, pad0, pad1, pad2] (C = v->n_mod), applying
+ * norms[m] (NULL: raw values); padding is 0 (after normalisation). */
+void volume_gather(float *dst, const Volume *v, const NormAffine *norms,
+                   const int ax[3], const int64_t off[3],
+                   const int64_t box[3], const int64_t pad[3]);
+
+/* scores [nc, pad0, pad1, pad2]: write the argmax over classes (first
+ * maximum wins; NaN never wins) of each box voxel into labels
+ * [nz][ny][nx] at its NIfTI position. */
+void volume_argmax_scatter(int16_t *labels, const int64_t dim[3],
+                           const float *scores, int nc, const int ax[3],
+                           const int64_t off[3], const int64_t box[3],
+                           const int64_t pad[3]);
+/* p [nc, pad0, pad1, pad2] (times 1/wsum [pad0,pad1,pad2] if wsum is not
+ * NULL): write the box into probs [nc][nz][ny][nx]. */
+void volume_probs_scatter(float *probs, const int64_t dim[3], const float *p,
+                          const float *wsum, int nc, const int ax[3],
+                          const int64_t off[3], const int64_t box[3],
+                          const int64_t pad[3]);
+
+/* In-place softmax over the class axis of x [nb][nc][sp] (sp voxels per
+ * class), in double for the sum. */
+void softmax_classes(float *x, int64_t nb, int nc, int64_t sp);
+
+/* nnU-Net Gaussian importance map w [p0, p1, p2]: sigma = p/8 per dim,
+ * centred at p/2 (integer division), maximum 1, values below the smallest
+ * positive one raised to it (so no voxel has weight 0). */
+void gaussian_map(float *w, const int64_t p[3]);
+
+/* Start offsets of sliding windows of length `patch` over `size` with
+ * step <= patch * step_frac (nnU-Net: evenly spaced, first at 0, last at
+ * size - patch).  Writes up to max entries; returns the count (1 when
+ * size <= patch). */
+int window_starts(int64_t size, int64_t patch, double step_frac,
+                  int64_t *starts, int max);
+
+#endif
