@@ -1,0 +1,159 @@
+/* Elementwise activations: Relu, LeakyRelu, Sigmoid, and Identity.
+ *
+ * All work on a flat array of n floats, so any rank is accepted.  y may
+ * equal x (in place): each element is read before it is written.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "opcheck.h"
+#include "ops.h"
+
+/* Below this many elements a parallel region costs more than it saves. */
+#define ELEMWISE_PAR_MIN 32768
+
+/* y [n] = max(x [n], 0) */
+void relu_forward(float *y, const float *x, int64_t n)
+{
+#pragma omp parallel for schedule(static) if (n > ELEMWISE_PAR_MIN)
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+/* y [n] = x >= 0 ? x : alpha * x,  x [n] */
+void leaky_relu_forward(float *y, const float *x, int64_t n,
+                        const ActParams *p)
+{
+    const float alpha = p->alpha;
+#pragma omp parallel for schedule(static) if (n > ELEMWISE_PAR_MIN)
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] >= 0.0f ? x[i] : alpha * x[i];
+}
+
+/* y [n] = 1 / (1 + exp(-x)),  x [n].  exp is only ever taken of a
+ * non-positive number, so large |x| neither overflows nor gives NaN. */
+void sigmoid_forward(float *y, const float *x, int64_t n)
+{
+#pragma omp parallel for schedule(static) if (n > ELEMWISE_PAR_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i];
+        if (v >= 0.0f) {
+            y[i] = 1.0f / (1.0f + expf(-v));
+        } else {
+            float e = expf(v);
+            y[i] = e / (1.0f + e);
+        }
+    }
+}
+
+/* ---- op-table hooks ---- */
+
+static int unary_infer(const Graph *g, const Node *n, Shape *out,
+                       const char *op)
+{
+    int rc = op_check_inputs(g, n, op, 1, 1);
+    if (rc) return rc;
+    *out = *op_in_shape(g, n, 0);
+    return 0;
+}
+
+static int64_t unary_numel(const Graph *g, const Node *n)
+{
+    return op_numel(op_in_shape(g, n, 0));
+}
+
+int relu_infer(const Graph *g, const Node *n, Shape *out)
+{
+    return unary_infer(g, n, out, "Relu");
+}
+int64_t relu_flops(const Graph *g, const Node *n)
+{
+    return unary_numel(g, n);
+}
+size_t relu_scratch(const Graph *g, const Node *n)
+{
+    (void)g;
+    (void)n;
+    return 0;
+}
+void relu_node_forward(const Graph *g, const Node *n, float *out,
+                       const float *const *in, float *scratch)
+{
+    (void)scratch;
+    relu_forward(out, in[0], unary_numel(g, n));
+}
+
+int leaky_relu_infer(const Graph *g, const Node *n, Shape *out)
+{
+    int rc = unary_infer(g, n, out, "LeakyRelu");
+    if (rc) return rc;
+    if (!isfinite(n->p.act.alpha)) {
+        sl_error("node '%s' (LeakyRelu): alpha is not a finite number; "
+                 "re-export the model",
+                 op_node_name(n));
+        return ERR_SHAPE;
+    }
+    return 0;
+}
+int64_t leaky_relu_flops(const Graph *g, const Node *n)
+{
+    return 2 * unary_numel(g, n);
+}
+size_t leaky_relu_scratch(const Graph *g, const Node *n)
+{
+    (void)g;
+    (void)n;
+    return 0;
+}
+void leaky_relu_node_forward(const Graph *g, const Node *n, float *out,
+                             const float *const *in, float *scratch)
+{
+    (void)scratch;
+    leaky_relu_forward(out, in[0], unary_numel(g, n), &n->p.act);
+}
+
+int sigmoid_infer(const Graph *g, const Node *n, Shape *out)
+{
+    return unary_infer(g, n, out, "Sigmoid");
+}
+/* exp counted as one op: FLOPs here are for comparing models, not time. */
+int64_t sigmoid_flops(const Graph *g, const Node *n)
+{
+    return 4 * unary_numel(g, n);
+}
+size_t sigmoid_scratch(const Graph *g, const Node *n)
+{
+    (void)g;
+    (void)n;
+    return 0;
+}
+void sigmoid_node_forward(const Graph *g, const Node *n, float *out,
+                          const float *const *in, float *scratch)
+{
+    (void)scratch;
+    sigmoid_forward(out, in[0], unary_numel(g, n));
+}
+
+int identity_infer(const Graph *g, const Node *n, Shape *out)
+{
+    return unary_infer(g, n, out, "Identity");
+}
+int64_t identity_flops(const Graph *g, const Node *n)
+{
+    (void)g;
+    (void)n;
+    return 0;
+}
+size_t identity_scratch(const Graph *g, const Node *n)
+{
+    (void)g;
+    (void)n;
+    return 0;
+}
+/* out [numel] = in[0] [numel]; nothing to do when the executor placed both
+ * in the same buffer. */
+void identity_node_forward(const Graph *g, const Node *n, float *out,
+                           const float *const *in, float *scratch)
+{
+    (void)scratch;
+    if (out != in[0])
+        memmove(out, in[0], (size_t)unary_numel(g, n) * sizeof(float));
+}
