@@ -1,0 +1,325 @@
+/* Convolution forward (N-d: 1 to 3 spatial dims), with groups, stride,
+ * dilation and asymmetric zero padding.
+ *
+ * Dimension letters: N batch, IC/OC channels (ICg/OCg per group),
+ * D H W spatial (padded to 3 dims, see conv_geom.h), K kernel,
+ * P = output voxels per channel.
+ *
+ * Fast path: per (sample, group) one GEMM
+ *   Y[OCg, P] = W[OCg, ICg*K] * col[ICg*K, P] + b
+ * where col is the im2col (vol2col in 3D) matrix.  col is never formed:
+ * the GEMM's B packer (im2col_pack) gathers each block straight from the
+ * input into the packed panel layout, so the only scratch is the GEMM's
+ * packing buffers, a few hundred KiB per thread whatever the volume size.
+ * A 1x1, stride 1, unpadded conv reads the input as a dense B matrix.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../common.h"
+#include "conv_geom.h"
+#include "gemm_core.h"
+#include "ops.h"
+
+/* ---- im2col straight into packed panels ---- */
+
+/* One run of consecutive output columns inside a panel that share the
+ * output (z, y) row: input base coordinates of its first column. */
+typedef struct {
+    int jj, len;    /* panel column offset, number of columns */
+    int bz, by, bx; /* o*s - pad for the first column */
+} Im2colRun;
+
+/* s->p: x [ICg, D, H, W] of one (sample, group); s->ctx: ConvGeom.
+ * Row k = ((ic*KD + kz)*KH + ky)*KW + kx, column j = (oz*OH + oy)*OW + ox,
+ * B(k, j) = x[ic][oz*sz - pz + kz*dz][oy*sy - py + ky*dy][ox*sx - px + kx*dx]
+ * or 0 outside.  dst [ceil(nc/r)][kc][r]; columns past nc are zero. */
+static void im2col_pack(const GemmSrc *s, float *dst, int k0, int kc, int j0,
+                        int nc, int r)
+{
+    const ConvGeom *g = s->ctx;
+    const int ID = g->in[0], IH = g->in[1], IW = g->in[2];
+    const int OH = g->out[1], OW = g->out[2];
+    const int sx = g->s[2];
+    Im2colRun runs[64];
+    CHECK(r <= 64);
+
+    for (int jp = 0; jp < nc; jp += r) {
+        /* Split the panel's valid columns into runs along output rows. */
+        int rv = nc - jp < r ? nc - jp : r, nrun = 0;
+        int j = j0 + jp;
+        int ox = j % OW, oy = (j / OW) % OH, oz = j / (OW * OH);
+        for (int jj = 0; jj < rv;) {
+            int len = OW - ox < rv - jj ? OW - ox : rv - jj;
+            runs[nrun++] = (Im2colRun){jj, len, oz * g->s[0] - g->pad[0],
+                                       oy * g->s[1] - g->pad[1],
+                                       ox * sx - g->pad[2]};
+            jj += len;
+            ox = 0;
+            if (++oy == OH) {
+                oy = 0;
+                oz++;
+            }
+        }
+        /* Row k0 decoded once, then advanced with carries. */
+        int kx = k0 % g->k[2], ky = (k0 / g->k[2]) % g->k[1];
+        int kz = (k0 / (g->k[2] * g->k[1])) % g->k[0];
+        int ic = k0 / (int)g->k_sp;
+        for (int kk = 0; kk < kc; kk++) {
+            float *d = dst + (size_t)kk * r;
+            const float *xc = s->p + (size_t)ic * g->in_sp;
+            int zo = kz * g->d[0], yo = ky * g->d[1], xo = kx * g->d[2];
+            for (int q = 0; q < nrun; q++) {
+                const Im2colRun *u = &runs[q];
+                float *dq = d + u->jj;
+                int iz = u->bz + zo, iy = u->by + yo, ix0 = u->bx + xo;
+                if (iz < 0 || iz >= ID || iy < 0 || iy >= IH) {
+                    memset(dq, 0, (size_t)u->len * sizeof(float));
+                    continue;
+                }
+                const float *row = xc + ((size_t)iz * IH + iy) * IW;
+                if (sx == 1) {
+                    /* Columns t with 0 <= ix0 + t < IW are copied. */
+                    int lo = ix0 < 0 ? -ix0 : 0;
+                    int hi = IW - ix0 < u->len ? IW - ix0 : u->len;
+                    if (lo > u->len) lo = u->len;
+                    if (hi < lo) hi = lo;
+                    for (int t = 0; t < lo; t++) dq[t] = 0;
+                    if (hi > lo)
+                        memcpy(dq + lo, row + ix0 + lo,
+                               (size_t)(hi - lo) * sizeof(float));
+                    for (int t = hi; t < u->len; t++) dq[t] = 0;
+                } else {
+                    for (int t = 0, ix = ix0; t < u->len; t++, ix += sx)
+                        dq[t] = ix >= 0 && ix < IW ? row[ix] : 0.0f;
+                }
+            }
+            for (int jj = rv; jj < r; jj++) d[jj] = 0;
+            if (++kx == g->k[2]) {
+                kx = 0;
+                if (++ky == g->k[1]) {
+                    ky = 0;
+                    if (++kz == g->k[0]) {
+                        kz = 0;
+                        ic++;
+                    }
+                }
+            }
+        }
+        dst += (size_t)kc * r;
+    }
+}
+
+static int conv_is_pointwise(const ConvGeom *g)
+{
+    for (int i = 0; i < 3; i++)
+        if (g->k[i] != 1 || g->s[i] != 1 || g->pad[i] != 0 ||
+            g->in[i] != g->out[i])
+            return 0;
+    return 1;
+}
+
+size_t conv_scratch_floats(const Shape *xs, const Shape *ys,
+                           const ConvParams *p)
+{
+    ConvGeom g;
+    conv_geom_fill(&g, xs, ys, p);
+    return gemm_pack_floats(g.ocg, (int)g.out_sp, (int)(g.icg * g.k_sp));
+}
+
+/* y [N,OC,out...], x [N,IC,in...], w [OC,ICg,K...], b [OC] or NULL,
+ * scratch conv_scratch_floats(). */
+void conv_forward(float *y, const float *x, const float *w, const float *b,
+                  const Shape *xs, const Shape *ys, const ConvParams *p,
+                  float *scratch)
+{
+    ConvGeom g;
+    conv_geom_fill(&g, xs, ys, p);
+    const int kdim = (int)(g.icg * g.k_sp), P = (int)g.out_sp;
+    const int pointwise = conv_is_pointwise(&g);
+    const GemmIsa isa = gemm_isa_best();
+    for (int n = 0; n < g.n; n++) {
+        for (int gr = 0; gr < g.group; gr++) {
+            const float *xg = x + ((size_t)n * g.ic + (size_t)gr * g.icg) *
+                                      (size_t)g.in_sp;
+            float *yg = y + ((size_t)n * g.oc + (size_t)gr * g.ocg) * (size_t)P;
+            GemmSrc as = {gemm_pack_a_dense, w + (size_t)gr * g.ocg * kdim,
+                          kdim, 0, NULL};
+            GemmSrc bs = {im2col_pack, xg, 0, 0, &g};
+            if (pointwise) bs = (GemmSrc){gemm_pack_b_dense, xg, P, 0, NULL};
+            gemm_run(isa, yg, P, &as, &bs, g.ocg, P, kdim, 0,
+                     b ? b + (size_t)gr * g.ocg : NULL, scratch);
+        }
+    }
+}
+
+/* Same contract as conv_forward; direct loops, sums in double. */
+void conv_forward_ref(float *y, const float *x, const float *w,
+                      const float *b, const Shape *xs, const Shape *ys,
+                      const ConvParams *p)
+{
+    ConvGeom g;
+    conv_geom_fill(&g, xs, ys, p);
+    for (int n = 0; n < g.n; n++)
+    for (int oc = 0; oc < g.oc; oc++) {
+        int gr = oc / g.ocg;
+        float *yc = y + ((size_t)n * g.oc + oc) * (size_t)g.out_sp;
+        for (int oz = 0; oz < g.out[0]; oz++)
+        for (int oy = 0; oy < g.out[1]; oy++)
+        for (int ox = 0; ox < g.out[2]; ox++) {
+            double s = b ? (double)b[oc] : 0.0;
+            for (int icl = 0; icl < g.icg; icl++) {
+                const float *xc = x + ((size_t)n * g.ic + (size_t)gr * g.icg +
+                                       icl) * (size_t)g.in_sp;
+                const float *wc = w + ((size_t)oc * g.icg + icl) * (size_t)g.k_sp;
+                for (int kz = 0; kz < g.k[0]; kz++)
+                for (int ky = 0; ky < g.k[1]; ky++)
+                for (int kx = 0; kx < g.k[2]; kx++) {
+                    int iz = oz * g.s[0] - g.pad[0] + kz * g.d[0];
+                    int iy = oy * g.s[1] - g.pad[1] + ky * g.d[1];
+                    int ix = ox * g.s[2] - g.pad[2] + kx * g.d[2];
+                    if (iz < 0 || iz >= g.in[0] || iy < 0 || iy >= g.in[1] ||
+                        ix < 0 || ix >= g.in[2])
+                        continue;
+                    s += (double)wc[((size_t)kz * g.k[1] + ky) * g.k[2] + kx] *
+                         (double)xc[((size_t)iz * g.in[1] + iy) * g.in[2] + ix];
+                }
+            }
+            yc[((size_t)oz * g.out[1] + oy) * g.out[2] + ox] = (float)s;
+        }
+    }
+}
+
+/* ---- op-table hooks ---- */
+
+int conv_check_common(const Graph *g, const Node *n, int transpose)
+{
+    const char *opname = transpose ? "ConvTranspose" : "Conv";
+    const ConvParams *p = &n->p.conv;
+    char b0[96], b1[96];
+    if (n->n_in != 2 && n->n_in != 3) {
+        sl_error("node '%s' (%s): has %d inputs, expected X, W and optional "
+                 "B; check the model export", n->name, opname, n->n_in);
+        return ERR_SHAPE;
+    }
+    const Shape *xs = &g->values[n->in[0]].shape;
+    const Shape *ws = &g->values[n->in[1]].shape;
+    if (p->nsp < 1 || p->nsp > 3 || xs->ndim != p->nsp + 2 ||
+        ws->ndim != p->nsp + 2) {
+        sl_error("node '%s' (%s): input %s and weight %s do not match a "
+                 "%d-d convolution (1 to 3 spatial dims supported)",
+                 n->name, opname, shape_str(xs, b0, sizeof b0),
+                 shape_str(ws, b1, sizeof b1), p->nsp);
+        return ERR_SHAPE;
+    }
+    if (p->group < 1) {
+        sl_error("node '%s' (%s): group %d must be >= 1", n->name, opname,
+                 p->group);
+        return ERR_SHAPE;
+    }
+    for (int i = 0; i < p->nsp; i++) {
+        if (p->kernel[i] != ws->d[2 + i] || p->stride[i] < 1 ||
+            p->dilation[i] < 1 || p->pad_lo[i] < 0 || p->pad_hi[i] < 0 ||
+            p->out_pad[i] < 0) {
+            sl_error("node '%s' (%s): spatial dim %d has kernel %d (weight "
+                     "%s), stride %d, dilation %d, pads %d/%d, output pad "
+                     "%d; need kernel equal to the weight's, stride and "
+                     "dilation >= 1, pads >= 0",
+                     n->name, opname, i, p->kernel[i],
+                     shape_str(ws, b1, sizeof b1), p->stride[i],
+                     p->dilation[i], p->pad_lo[i], p->pad_hi[i],
+                     p->out_pad[i]);
+            return ERR_SHAPE;
+        }
+    }
+    if (n->n_in == 3) {
+        const Shape *bs = &g->values[n->in[2]].shape;
+        int64_t oc = transpose ? ws->d[1] * p->group : ws->d[0];
+        if (bs->ndim != 1 || bs->d[0] != oc) {
+            sl_error("node '%s' (%s): bias %s should be [%lld] (one value "
+                     "per output channel)", n->name, opname,
+                     shape_str(bs, b0, sizeof b0), (long long)oc);
+            return ERR_SHAPE;
+        }
+    }
+    return 0;
+}
+
+int conv_check_int_range(const Node *n, const char *opname, int64_t a,
+                         int64_t b, int64_t c)
+{
+    if (a > INT_MAX / 2 || b > INT_MAX / 2 || c > INT_MAX / 2) {
+        sl_error("node '%s' (%s): GEMM sizes %lld x %lld x %lld exceed this "
+                 "runtime's limit (2^30); use a smaller patch size", n->name,
+                 opname, (long long)a, (long long)b, (long long)c);
+        return ERR_SHAPE;
+    }
+    return 0;
+}
+
+int conv_infer(const Graph *g, const Node *n, Shape *out)
+{
+    const ConvParams *p = &n->p.conv;
+    char b0[96], b1[96];
+    int rc = conv_check_common(g, n, 0);
+    if (rc) return rc;
+    const Shape *xs = &g->values[n->in[0]].shape;
+    const Shape *ws = &g->values[n->in[1]].shape;
+    if (ws->d[0] < 1 || ws->d[0] % p->group != 0 ||
+        xs->d[1] != ws->d[1] * p->group) {
+        sl_error("node '%s' (Conv): input %s has %lld channels but weight "
+                 "%s with group %d expects %lld, and output channels must "
+                 "be a multiple of group; check the model export",
+                 n->name, shape_str(xs, b0, sizeof b0), (long long)xs->d[1],
+                 shape_str(ws, b1, sizeof b1), p->group,
+                 (long long)(ws->d[1] * p->group));
+        return ERR_SHAPE;
+    }
+    out->ndim = xs->ndim;
+    out->d[0] = xs->d[0];
+    out->d[1] = ws->d[0];
+    int64_t osp = 1;
+    for (int i = 0; i < p->nsp; i++) {
+        int64_t span = (int64_t)p->dilation[i] * (p->kernel[i] - 1) + 1;
+        int64_t padded = xs->d[2 + i] + p->pad_lo[i] + p->pad_hi[i];
+        int64_t o = padded >= span ? (padded - span) / p->stride[i] + 1 : 0;
+        if (o < 1) {
+            sl_error("node '%s' (Conv): input %s is too small for kernel "
+                     "extent %lld in spatial dim %d (output size would be "
+                     "< 1); use a larger input",
+                     n->name, shape_str(xs, b0, sizeof b0), (long long)span,
+                     i);
+            return ERR_SHAPE;
+        }
+        out->d[2 + i] = o;
+        osp *= o;
+    }
+    return conv_check_int_range(n, "Conv", ws->d[0],
+                                osp, ws->d[1] * (ws->d[2] *
+                                (p->nsp > 1 ? ws->d[3] : 1) *
+                                (p->nsp > 2 ? ws->d[4] : 1)));
+}
+
+int64_t conv_flops(const Graph *g, const Node *n)
+{
+    const Shape *ws = &g->values[n->in[1]].shape;
+    const Shape *ys = &g->values[n->out].shape;
+    int64_t f = 2 * ys->d[0] * ys->d[1] * ws->d[1];
+    for (int i = 2; i < ys->ndim; i++) f *= ys->d[i] * ws->d[i];
+    return f;
+}
+
+size_t conv_scratch(const Graph *g, const Node *n)
+{
+    return conv_scratch_floats(&g->values[n->in[0]].shape,
+                               &g->values[n->out].shape, &n->p.conv);
+}
+
+void conv_node_forward(const Graph *g, const Node *n, float *out,
+                       const float *const *in, float *scratch)
+{
+    conv_forward(out, in[0], in[1], n->n_in > 2 ? in[2] : NULL,
+                 &g->values[n->in[0]].shape, &g->values[n->out].shape,
+                 &n->p.conv, scratch);
+}

@@ -1,0 +1,418 @@
+/* Blocked, packed, register-tiled single-precision GEMM.
+ *
+ *   C[M,N] (+)= A[M,K] * B[K,N]        (row-major, leading dims)
+ *
+ * Structure (as in the Goto/BLIS papers): the output is cut into tiles of
+ * at most GEMM_MC x GEMM_NC; a thread owns a tile and, for each block of
+ * GEMM_KC values of k in order, packs its A block and B block into panel
+ * layouts (gemm_core.h) and runs a register-tiled micro-kernel over every
+ * MR x NR sub-tile.  The micro-kernel keeps the MR x NR accumulators in
+ * registers and streams the packed panels, so per k step it loads NR/16
+ * vectors of B and broadcasts MR values of A.
+ *
+ * Determinism: threads split only the (M, N) tiles.  Each C element sums
+ * its k terms in ascending order inside a k block (one FMA chain in one
+ * register lane) and adds block results to C in block order; the blocking
+ * of k is a constant.  Edge tiles go through the same kernel into a
+ * temporary, with the same final add.  So C is bit-identical for any
+ * thread count and any tile split.
+ *
+ * ISA: AVX-512 and AVX2+FMA kernels are compiled with target attributes
+ * and chosen at run time; a portable scalar kernel is the fallback.
+ */
+#include <omp.h>
+#include <string.h>
+
+#include <immintrin.h>
+
+#include "../common.h"
+#include "gemm_core.h"
+#include "ops.h"
+
+/* Blocking.  This machine: L1d 48 KiB and L2 1 MiB per core.
+ * GEMM_KC: one packed B micro-panel (KC x NR floats, NR = 32 for
+ * AVX-512) is 32 KiB, kept in L1 while the A panels stream past it.
+ * GEMM_MC: the packed A block (MC x KC = 384 KiB) stays in L2; 384 covers
+ * the widest U-Net layers (320 channels) in one block so B is packed once
+ * per k block, and is a multiple of every MR.
+ * GEMM_NC: width of an output tile; B block KC x NC = 384 KiB, also
+ * L2-resident while it is packed and consumed.  A multiple of every NR. */
+#define GEMM_KC 256
+#define GEMM_MC 384
+#define GEMM_NC 384
+/* Largest MR and NR over the kernels below (sizes the edge temporary). */
+#define GEMM_MR_MAX 16
+#define GEMM_NR_MAX 64
+
+typedef void (*MicroFn)(int kc, const float *ap, const float *bp, float *c,
+                        int ldc, int mode, const float *rowinit);
+
+/* Micro-kernel store modes. */
+enum { STORE_SET = 0, STORE_ADD = 1, STORE_ROWINIT = 2 };
+
+/* ---- portable scalar kernel: MR = 4, NR = 8 ----
+ * Plain multiply-add (not fmaf, which is a slow library call on CPUs
+ * without FMA, the only ones that use this kernel). */
+
+/* ap [kc][4], bp [kc][8], c [4, 8] with ldc, rowinit [4] (STORE_ROWINIT). */
+static void kern_scalar_4x8(int kc, const float *restrict ap,
+                            const float *restrict bp, float *restrict c,
+                            int ldc, int mode, const float *rowinit)
+{
+    float acc[4][8] = {{0}};
+    for (int k = 0; k < kc; k++) {
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 8; j++)
+                acc[i][j] += ap[k * 4 + i] * bp[k * 8 + j];
+    }
+    for (int i = 0; i < 4; i++) {
+        float *ci = c + (size_t)i * ldc;
+        for (int j = 0; j < 8; j++) {
+            if (mode == STORE_SET) ci[j] = acc[i][j];
+            else if (mode == STORE_ADD) ci[j] = ci[j] + acc[i][j];
+            else ci[j] = rowinit[i] + acc[i][j];
+        }
+    }
+}
+
+/* ---- AVX2 + FMA kernel: MR = 6, NR = 16 (12 ymm accumulators) ---- */
+
+#define AVX2_TARGET __attribute__((target("avx2,fma")))
+
+/* ap [kc][6], bp [kc][16], c [6, 16] with ldc. */
+AVX2_TARGET static void kern_avx2_6x16(int kc, const float *restrict ap,
+                                       const float *restrict bp,
+                                       float *restrict c, int ldc, int mode,
+                                       const float *rowinit)
+{
+    __m256 acc[6][2];
+    for (int i = 0; i < 6; i++) {
+        acc[i][0] = _mm256_setzero_ps();
+        acc[i][1] = _mm256_setzero_ps();
+    }
+    for (int k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_loadu_ps(bp);
+        __m256 b1 = _mm256_loadu_ps(bp + 8);
+        _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++)
+        {
+            __m256 a = _mm256_broadcast_ss(ap + i);
+            acc[i][0] = _mm256_fmadd_ps(a, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(a, b1, acc[i][1]);
+        }
+        ap += 6;
+        bp += 16;
+    }
+    _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++)
+    {
+        float *ci = c + (size_t)i * ldc;
+        __m256 c0, c1;
+        if (mode == STORE_SET) {
+            c0 = _mm256_setzero_ps();
+            c1 = c0;
+        } else if (mode == STORE_ADD) {
+            c0 = _mm256_loadu_ps(ci);
+            c1 = _mm256_loadu_ps(ci + 8);
+        } else {
+            c0 = _mm256_set1_ps(rowinit[i]);
+            c1 = c0;
+        }
+        if (mode == STORE_SET) {
+            _mm256_storeu_ps(ci, acc[i][0]);
+            _mm256_storeu_ps(ci + 8, acc[i][1]);
+        } else {
+            _mm256_storeu_ps(ci, _mm256_add_ps(c0, acc[i][0]));
+            _mm256_storeu_ps(ci + 8, _mm256_add_ps(c1, acc[i][1]));
+        }
+    }
+}
+
+/* ---- AVX-512 kernel ---- */
+
+#define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
+
+/* One generator for the AVX-512 kernels: MR rows x NV vectors of 16.
+ * ap [kc][MR], bp [kc][16*NV], c [MR, 16*NV] with ldc. */
+#define DEFINE_KERN_AVX512(NAME, MR, NV)                                      \
+    AVX512_TARGET static void NAME(int kc, const float *restrict ap,          \
+                                   const float *restrict bp,                  \
+                                   float *restrict c, int ldc, int mode,      \
+                                   const float *rowinit)                      \
+    {                                                                         \
+        __m512 acc[MR][NV];                                                   \
+        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                 \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)              \
+                acc[i][v] = _mm512_setzero_ps();                              \
+        for (int k = 0; k < kc; k++) {                                        \
+            __m512 b[NV];                                                     \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)              \
+                b[v] = _mm512_loadu_ps(bp + 16 * v);                          \
+            _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)             \
+            {                                                                 \
+                __m512 a = _mm512_set1_ps(ap[i]);                             \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)          \
+                    acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);          \
+            }                                                                 \
+            ap += MR;                                                         \
+            bp += 16 * NV;                                                    \
+        }                                                                     \
+        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                 \
+        {                                                                     \
+            float *ci = c + (size_t)i * ldc;                                  \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)              \
+            {                                                                 \
+                __m512 r = acc[i][v];                                         \
+                if (mode == STORE_ADD)                                        \
+                    r = _mm512_add_ps(_mm512_loadu_ps(ci + 16 * v), r);       \
+                else if (mode == STORE_ROWINIT)                               \
+                    r = _mm512_add_ps(_mm512_set1_ps(rowinit[i]), r);         \
+                _mm512_storeu_ps(ci + 16 * v, r);                             \
+            }                                                                 \
+        }                                                                     \
+    }
+
+DEFINE_KERN_AVX512(kern_avx512_8x32, 8, 2)
+
+typedef struct {
+    int mr, nr;
+    MicroFn fn;
+    const char *name;
+} KernInfo;
+
+static const KernInfo kern_table[] = {
+    [GEMM_ISA_SCALAR] = {4, 8, kern_scalar_4x8, "scalar 4x8"},
+    [GEMM_ISA_AVX2] = {6, 16, kern_avx2_6x16, "avx2 6x16"},
+    [GEMM_ISA_AVX512] = {8, 32, kern_avx512_8x32, "avx512 8x32"},
+};
+
+GemmIsa gemm_isa_best(void)
+{
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl"))
+        return GEMM_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return GEMM_ISA_AVX2;
+    return GEMM_ISA_SCALAR;
+}
+
+const char *gemm_isa_name(GemmIsa isa) { return kern_table[isa].name; }
+
+int gemm_max_threads(void)
+{
+    int t = omp_get_max_threads();
+    int p = omp_get_num_procs();
+    return t < p ? t : p;
+}
+
+/* ---- dense packers ---- */
+
+/* A(i,k) = trans ? p[k*ld + i] : p[i*ld + k].
+ * dst [ceil(mc/r)][kc][r]; rows past mc are zero. */
+void gemm_pack_a_dense(const GemmSrc *s, float *dst, int k0, int kc, int i0,
+                       int mc, int r)
+{
+    size_t ld = (size_t)s->ld;
+    for (int ip = 0; ip < mc; ip += r) {
+        int rv = mc - ip < r ? mc - ip : r;
+        if (s->trans) {
+            for (int kk = 0; kk < kc; kk++) {
+                const float *src = s->p + (size_t)(k0 + kk) * ld + i0 + ip;
+                float *d = dst + (size_t)kk * r;
+                memcpy(d, src, (size_t)rv * sizeof(float));
+                for (int ii = rv; ii < r; ii++) d[ii] = 0;
+            }
+        } else {
+            for (int ii = 0; ii < r; ii++) {
+                if (ii < rv) {
+                    const float *src = s->p + (size_t)(i0 + ip + ii) * ld + k0;
+                    for (int kk = 0; kk < kc; kk++) dst[(size_t)kk * r + ii] = src[kk];
+                } else {
+                    for (int kk = 0; kk < kc; kk++) dst[(size_t)kk * r + ii] = 0;
+                }
+            }
+        }
+        dst += (size_t)kc * r;
+    }
+}
+
+/* B(k,j) = trans ? p[j*ld + k] : p[k*ld + j].
+ * dst [ceil(nc/r)][kc][r]; columns past nc are zero. */
+void gemm_pack_b_dense(const GemmSrc *s, float *dst, int k0, int kc, int j0,
+                       int nc, int r)
+{
+    size_t ld = (size_t)s->ld;
+    for (int jp = 0; jp < nc; jp += r) {
+        int rv = nc - jp < r ? nc - jp : r;
+        if (!s->trans) {
+            for (int kk = 0; kk < kc; kk++) {
+                const float *src = s->p + (size_t)(k0 + kk) * ld + j0 + jp;
+                float *d = dst + (size_t)kk * r;
+                memcpy(d, src, (size_t)rv * sizeof(float));
+                for (int jj = rv; jj < r; jj++) d[jj] = 0;
+            }
+        } else {
+            for (int jj = 0; jj < r; jj++) {
+                if (jj < rv) {
+                    const float *src = s->p + (size_t)(j0 + jp + jj) * ld + k0;
+                    for (int kk = 0; kk < kc; kk++) dst[(size_t)kk * r + jj] = src[kk];
+                } else {
+                    for (int kk = 0; kk < kc; kk++) dst[(size_t)kk * r + jj] = 0;
+                }
+            }
+        }
+        dst += (size_t)kc * r;
+    }
+}
+
+/* ---- driver ---- */
+
+static int min_i(int a, int b) { return a < b ? a : b; }
+static int round_up(int a, int r) { return (a + r - 1) / r * r; }
+
+/* Per-thread pack floats: A block + B block, each rounded to 16 floats so
+ * every block starts 64-byte aligned. */
+static size_t pack_per_thread(int m, int n, int k)
+{
+    size_t kc = (size_t)min_i(k, GEMM_KC);
+    size_t mc = (size_t)min_i(m + GEMM_MR_MAX, GEMM_MC);
+    size_t nc = (size_t)min_i(n + GEMM_NR_MAX, GEMM_NC);
+    size_t a = (mc * kc + 15) / 16 * 16, b = (kc * nc + 15) / 16 * 16;
+    return a + b;
+}
+
+size_t gemm_pack_floats(int m, int n, int k)
+{
+    if (m <= 0 || n <= 0 || k <= 0) return 0;
+    /* +16: the caller's buffer may not be 64-byte aligned. */
+    return (size_t)gemm_max_threads() * pack_per_thread(m, n, k) + 16;
+}
+
+/* C with no k terms: set to rowinit / 0, or leave (accumulate). */
+static void gemm_k0(float *c, int ldc, int m, int n, int accumulate,
+                    const float *rowinit)
+{
+    if (accumulate) return;
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++)
+            c[(size_t)i * ldc + j] = rowinit ? rowinit[i] : 0.0f;
+}
+
+/* One MR x NR sub-tile at (i, j) of C with mr_v x nr_v valid entries. */
+static void run_tile(const KernInfo *kd, int kc, const float *ap,
+                     const float *bp, float *c, int ldc, int mode,
+                     const float *rowinit, int mr_v, int nr_v)
+{
+    if (mr_v == kd->mr && nr_v == kd->nr) {
+        kd->fn(kc, ap, bp, c, ldc, mode, rowinit);
+        return;
+    }
+    /* Edge: same kernel into a temporary, then the same final add. */
+    float tmp[GEMM_MR_MAX * GEMM_NR_MAX];
+    kd->fn(kc, ap, bp, tmp, kd->nr, STORE_SET, NULL);
+    for (int i = 0; i < mr_v; i++) {
+        float *ci = c + (size_t)i * ldc;
+        const float *ti = tmp + (size_t)i * kd->nr;
+        for (int j = 0; j < nr_v; j++) {
+            if (mode == STORE_SET) ci[j] = ti[j];
+            else if (mode == STORE_ADD) ci[j] = ci[j] + ti[j];
+            else ci[j] = rowinit[i] + ti[j];
+        }
+    }
+}
+
+void gemm_run(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
+              const GemmSrc *b, int m, int n, int k, int accumulate,
+              const float *rowinit, float *pack)
+{
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) {
+        gemm_k0(c, ldc, m, n, accumulate, rowinit);
+        return;
+    }
+    const KernInfo *kd = &kern_table[isa];
+    const int mr = kd->mr, nr = kd->nr;
+    const int nthr = gemm_max_threads();
+
+    /* Tile sizes: as large as the blocking allows, then split until every
+     * thread has a few tiles (the split never changes the results). */
+    int mc = min_i(round_up(m, mr), GEMM_MC);
+    int nc = min_i(round_up(n, nr), GEMM_NC);
+    int tm = (m + mc - 1) / mc, tn = (n + nc - 1) / nc;
+    while (tm * tn < 4 * nthr && nc > 4 * nr) {
+        nc = round_up(nc / 2, nr);
+        tn = (n + nc - 1) / nc;
+    }
+    while (tm * tn < 2 * nthr && mc > mr) {
+        mc = round_up(mc / 2, mr);
+        tm = (m + mc - 1) / mc;
+    }
+    const int ntiles = tm * tn;
+    const size_t per = pack_per_thread(m, n, k);
+    float *base = (float *)(((uintptr_t)pack + 63) & ~(uintptr_t)63);
+    const size_t a_floats = (size_t)min_i(m + GEMM_MR_MAX, GEMM_MC) *
+                            (size_t)min_i(k, GEMM_KC);
+    const size_t a_off = (a_floats + 15) / 16 * 16;
+
+#pragma omp parallel num_threads(ntiles < nthr ? ntiles : nthr)
+    {
+        float *pa = base + (size_t)omp_get_thread_num() * per;
+        float *pb = pa + a_off;
+#pragma omp for schedule(dynamic, 1)
+        for (int t = 0; t < ntiles; t++) {
+            int i0 = (t / tn) * mc, j0 = (t % tn) * nc;
+            int mcur = min_i(mc, m - i0), ncur = min_i(nc, n - j0);
+            for (int pc = 0; pc < k; pc += GEMM_KC) {
+                int kc = min_i(GEMM_KC, k - pc);
+                int mode = pc > 0 || accumulate ? STORE_ADD
+                           : rowinit           ? STORE_ROWINIT
+                                               : STORE_SET;
+                a->pack(a, pa, pc, kc, i0, mcur, mr);
+                b->pack(b, pb, pc, kc, j0, ncur, nr);
+                for (int jr = 0; jr < ncur; jr += nr) {
+                    const float *bp = pb + (size_t)(jr / nr) * kc * nr;
+                    for (int ir = 0; ir < mcur; ir += mr) {
+                        const float *ap = pa + (size_t)(ir / mr) * kc * mr;
+                        run_tile(kd, kc, ap, bp,
+                                 c + (size_t)(i0 + ir) * ldc + j0 + jr, ldc,
+                                 mode, rowinit ? rowinit + i0 + ir : NULL,
+                                 min_i(mr, mcur - ir), min_i(nr, ncur - jr));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* ---- public entry points ---- */
+
+void gemm_t(float *c, const float *a, const float *b, int m, int n, int k,
+            int lda, int ldb, int ldc, int trans_a, int trans_b,
+            int accumulate, float *pack)
+{
+    GemmSrc as = {gemm_pack_a_dense, a, lda, trans_a, NULL};
+    GemmSrc bs = {gemm_pack_b_dense, b, ldb, trans_b, NULL};
+    gemm_run(gemm_isa_best(), c, ldc, &as, &bs, m, n, k, accumulate, NULL,
+             pack);
+}
+
+void gemm(float *c, const float *a, const float *b, int m, int n, int k,
+          int lda, int ldb, int ldc, int accumulate, float *pack)
+{
+    gemm_t(c, a, b, m, n, k, lda, ldb, ldc, 0, 0, accumulate, pack);
+}
+
+/* c [m, n] ldc, a [m, k] lda, b [k, n] ldb: the textbook triple loop. */
+void gemm_ref(float *c, const float *a, const float *b, int m, int n, int k,
+              int lda, int ldb, int ldc, int accumulate)
+{
+    for (int i = 0; i < m; i++) {
+        for (int j = 0; j < n; j++) {
+            float s = 0;
+            for (int kk = 0; kk < k; kk++)
+                s += a[(size_t)i * lda + kk] * b[(size_t)kk * ldb + j];
+            float *cij = &c[(size_t)i * ldc + j];
+            *cij = accumulate ? *cij + s : s;
+        }
+    }
+}

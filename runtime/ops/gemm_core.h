@@ -1,0 +1,61 @@
+/* Private interface of the blocked GEMM (gemm.c) for the convolution files
+ * and the kernel tests.  Not part of the public op API.
+ *
+ * The driver computes C[M,N] (+)= A[M,K] * B[K,N] where A and B are not
+ * necessarily stored matrices: each is described by a packer that writes
+ * a block of it straight into the packed panel layout.  Convolution uses
+ * this to run im2col inside the B packing, so no full column matrix ever
+ * exists in memory.
+ *
+ * Packed layouts (r = panel width: MR for A, NR for B):
+ *   A block [mc, kc] -> panels of r rows:    ap[panel][k][r]
+ *   B block [kc, nc] -> panels of r columns: bp[panel][k][r]
+ * Rows/columns past the matrix edge are zero-filled, so the micro-kernel
+ * always computes full tiles.
+ */
+#ifndef SL_GEMM_CORE_H
+#define SL_GEMM_CORE_H
+
+#include <stddef.h>
+
+typedef struct GemmSrc GemmSrc;
+/* Write rows k0..k0+kc and columns j0..j0+nc of the operand, as panels of
+ * `r` columns (for B; for A the roles of rows and columns are swapped:
+ * A rows i0..i0+nc become the panel dimension).  dst holds
+ * ceil(nc/r)*kc*r floats. */
+typedef void (*GemmPackFn)(const GemmSrc *s, float *dst, int k0, int kc,
+                           int j0, int nc, int r);
+
+struct GemmSrc {
+    GemmPackFn pack;
+    const float *p; /* dense operand, or the conv input for im2col */
+    int ld;         /* leading dimension of the dense operand */
+    int trans;      /* dense operand stored transposed */
+    const void *ctx; /* packer-specific geometry (conv) */
+};
+
+typedef enum { GEMM_ISA_SCALAR, GEMM_ISA_AVX2, GEMM_ISA_AVX512 } GemmIsa;
+
+/* Best ISA this CPU supports. */
+GemmIsa gemm_isa_best(void);
+const char *gemm_isa_name(GemmIsa isa);
+
+/* The driver.  c [M,N] with ldc.  rowinit (may be NULL): when !accumulate,
+ * C is initialised to rowinit[i] (a per-row bias) instead of 0.  pack:
+ * gemm_pack_floats(m, n, k) floats.  Parallel over (M, N) tiles inside;
+ * the K reduction order per element is fixed (blocks of GEMM_KC in order,
+ * ascending k inside), so results do not depend on the thread count. */
+void gemm_run(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
+              const GemmSrc *b, int m, int n, int k, int accumulate,
+              const float *rowinit, float *pack);
+
+/* Dense packers, usable as GemmSrc.pack for plain matrices. */
+void gemm_pack_a_dense(const GemmSrc *s, float *dst, int k0, int kc, int i0,
+                       int mc, int r);
+void gemm_pack_b_dense(const GemmSrc *s, float *dst, int k0, int kc, int j0,
+                       int nc, int r);
+
+/* Threads gemm_run uses at most (pack buffers are sized for this many). */
+int gemm_max_threads(void);
+
+#endif
