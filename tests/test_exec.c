@@ -1,0 +1,430 @@
+/* plan.c and exec.c: the buffer plan never lets live tensors overlap and
+ * saves memory; the executor computes what the reference kernels compute
+ * node by node, bit-identically for 1 and 2 threads. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/common.h"
+#include "runtime/exec.h"
+#include "runtime/graph.h"
+#include "runtime/ops/ops.h"
+#include "runtime/plan.h"
+#include "tests/graphbuild.h"
+#include "tests/testutil.h"
+
+/* Optimised kernels sum in a different order than the naive references
+ * (blocked GEMM vs direct loops), so results differ by float rounding:
+ * about 1e-6 relative per layer, amplified a little by instance norm.
+ * Outputs are softmax/sigmoid probabilities in [0, 1]; 1e-4 absolute
+ * (plus 1e-4 relative) is 100x the rounding we expect and far below any
+ * real bug (a wrong buffer or a skipped node changes outputs by ~0.1). */
+#define ATOL 1e-4
+#define RTOL 1e-4
+
+static Shape mk(int ndim, int64_t a, int64_t b, int64_t c, int64_t d,
+                int64_t e)
+{
+    Shape s = {ndim, {a, b, c, d, e}};
+    return s;
+}
+
+/* ------------------------------------------------------------- the plan */
+
+static int mem_overlap(const Plan *p, int a, int b)
+{
+    size_t a0 = p->offset[a], b0 = p->offset[b];
+    return a0 < b0 + p->bytes[b] && b0 < a0 + p->bytes[a];
+}
+
+/* Brute force over all pairs of arena values. */
+static void check_plan(const Graph *g, const Plan *p, int inplace)
+{
+    size_t need_max = 0;
+    for (int v = 0; v < g->n_values; v++) {
+        if (p->offset[v] == PLAN_NONE) {
+            assert_true(g->values[v].data != NULL ||
+                        (v != g->input && g->values[v].producer < 0));
+            continue;
+        }
+        assert_null(g->values[v].data);
+        assert_int_equal(p->offset[v] % PLAN_ALIGN, 0);
+        assert_true(p->bytes[v] >=
+                    (size_t)shape_numel(&g->values[v].shape) * 4);
+        assert_true(p->offset[v] + p->bytes[v] <= p->arena_bytes);
+        assert_true(p->first[v] <= p->last[v]);
+        if (p->bytes[v] > need_max) need_max = p->bytes[v];
+    }
+    /* graph outputs live to the end */
+    for (int k = 0; k < g->n_outputs; k++)
+        assert_int_equal(p->last[g->outputs[k]], g->n_nodes + 1);
+    int shared = 0;
+    for (int a = 0; a < g->n_values; a++) {
+        if (p->offset[a] == PLAN_NONE) continue;
+        for (int b = a + 1; b < g->n_values; b++) {
+            if (p->offset[b] == PLAN_NONE) continue;
+            int t = p->first[a] <= p->last[b] && p->first[b] <= p->last[a];
+            if (p->buffer[a] == p->buffer[b]) {
+                /* an in-place pair: same memory, lifetimes only touch at
+                 * the step where one is consumed and the other written */
+                shared++;
+                assert_true(inplace);
+                assert_int_equal(p->offset[a], p->offset[b]);
+                assert_true(p->last[a] == p->first[b] ||
+                            p->last[b] == p->first[a] || !t);
+                assert_true(p->last[a] <= p->first[b] ||
+                            p->last[b] <= p->first[a]);
+                continue;
+            }
+            if (t && mem_overlap(p, a, b))
+                fprintf(stderr, "values %d and %d overlap\n", a, b);
+            assert_false(t && mem_overlap(p, a, b));
+        }
+    }
+    if (inplace) assert_true(shared >= p->n_inplace);
+    else assert_int_equal(p->n_inplace, 0);
+    assert_true(p->arena_bytes >= need_max);
+    assert_true(p->arena_bytes < p->unplanned_bytes);
+}
+
+static void plan_graph(Graph *g, Shape in)
+{
+    assert_int_equal(graph_infer_shapes(g, &in), 0);
+    Plan p0, p1;
+    assert_int_equal(plan_create(g, 0, &p0), 0);
+    check_plan(g, &p0, 0);
+    assert_int_equal(plan_create(g, 1, &p1), 0);
+    check_plan(g, &p1, 1);
+    /* in-place reuse never costs memory (here it saves some) */
+    assert_true(p1.n_inplace > 0);
+    assert_true(p1.arena_bytes <= p0.arena_bytes);
+    assert_int_equal(p1.unplanned_bytes, p0.unplanned_bytes);
+    plan_free(&p0);
+    plan_free(&p1);
+}
+
+static void test_plan_unets(void **state)
+{
+    (void)state;
+    Graph g;
+    assert_int_equal(build_unet(&g, 2, 1, 4, 3, 1, 1), 0);
+    plan_graph(&g, mk(4, 1, 1, 32, 24, 0));
+    graph_free(&g);
+    assert_int_equal(build_unet(&g, 3, 2, 4, 2, 0, 1), 0);
+    plan_graph(&g, mk(5, 1, 2, 8, 8, 12));
+    graph_free(&g);
+    assert_int_equal(build_all_ops(&g, 1), 0);
+    plan_graph(&g, mk(4, 2, 2, 16, 10, 0));
+    graph_free(&g);
+}
+
+/* A long chain of convolutions: with reuse the arena holds about two
+ * tensors however deep the chain is. */
+static void test_plan_chain(void **state)
+{
+    (void)state;
+    Graph g;
+    GBuild b = {&g, {3}, 0, 0};
+    graph_init(&g);
+    int x = gb_input(&b, 2, 4);
+    for (int i = 0; i < 20; i++) x = gb_conv(&b, x, 4, 4, 2, 3, 1, 1, 0);
+    g.outputs[0] = x;
+    g.n_outputs = 1;
+    assert_int_equal(b.fail, 0);
+    assert_int_equal(graph_infer_shapes(&g, &(Shape){4, {1, 4, 16, 16}}),
+                     0);
+    Plan p;
+    assert_int_equal(plan_create(&g, 1, &p), 0);
+    check_plan(&g, &p, 1);
+    size_t t = 4 * 16 * 16 * 4;
+    assert_int_equal(p.unplanned_bytes, 21 * t);
+    assert_int_equal(p.arena_bytes, 2 * t);
+    plan_free(&p);
+    graph_free(&g);
+}
+
+static void test_plan_nomem(void **state)
+{
+    (void)state;
+    Graph g;
+    assert_int_equal(build_unet(&g, 2, 1, 4, 3, 0, 1), 0);
+    assert_int_equal(graph_infer_shapes(&g, &(Shape){4, {1, 1, 8, 8}}), 0);
+    Plan p;
+    sl_error_quiet(1);
+    for (int k = 0; k < 8; k++) {
+        sl_error_reset();
+        sl_alloc_fail_after(k);
+        int rc = plan_create(&g, 1, &p);
+        sl_alloc_fail_after(-1);
+        assert_int_equal(rc, ERR_NOMEM);
+        assert_null(p.offset);
+    }
+    sl_error_reset();
+    sl_error_quiet(0);
+    graph_free(&g);
+}
+
+/* ------------------------------------------- reference run, node by node */
+
+/* Runs g with the naive kernels, a fresh buffer per value; returns the
+ * graph outputs (caller frees each). */
+static void ref_run(const Graph *g, const float *input, float **outs)
+{
+    int nv = g->n_values;
+    float **buf = calloc((size_t)nv, sizeof *buf);
+    assert_non_null(buf);
+    size_t nin = (size_t)shape_numel(&g->values[g->input].shape);
+    buf[g->input] = malloc(nin * 4);
+    memcpy(buf[g->input], input, nin * 4);
+    for (int i = 0; i < g->n_nodes; i++) {
+        const Node *n = &g->nodes[i];
+        const Shape *ys = &g->values[n->out].shape;
+        const Shape *xs = &g->values[n->in[0]].shape;
+        int64_t ny = shape_numel(ys);
+        float *y = malloc((size_t)ny * 4);
+        assert_non_null(y);
+        const float *in[SL_MAX_INPUTS];
+        const Shape *ins[SL_MAX_INPUTS];
+        for (int k = 0; k < n->n_in; k++) {
+            const Value *v = &g->values[n->in[k]];
+            in[k] = v->data ? v->data : buf[n->in[k]];
+            ins[k] = &v->shape;
+            assert_non_null(in[k]);
+        }
+        const float *bias = n->n_in > 2 ? in[2] : NULL;
+        switch (n->op) {
+        case OP_CONV:
+            conv_forward_ref(y, in[0], in[1], bias, xs, ys, &n->p.conv);
+            break;
+        case OP_CONV_TRANSPOSE:
+            conv_transpose_forward_ref(y, in[0], in[1], bias, xs, ys,
+                                       &n->p.conv);
+            break;
+        case OP_INSTANCE_NORM:
+            instance_norm_forward_ref(y, in[0], in[1], in[2], xs,
+                                      &n->p.norm);
+            break;
+        case OP_BATCH_NORM:
+            batch_norm_forward_ref(y, in[0], in[1], in[2], in[3], in[4], xs,
+                                   &n->p.norm);
+            break;
+        case OP_RELU: relu_forward(y, in[0], ny); break;
+        case OP_LEAKY_RELU:
+            leaky_relu_forward(y, in[0], ny, &n->p.act);
+            break;
+        case OP_SIGMOID: sigmoid_forward(y, in[0], ny); break;
+        case OP_SOFTMAX:
+            softmax_forward_ref(y, in[0], xs, &n->p.softmax);
+            break;
+        case OP_CONCAT:
+            concat_forward(y, in, ins, n->n_in, &n->p.concat);
+            break;
+        case OP_ADD: add_forward(y, in[0], in[1], ins[0], ins[1]); break;
+        case OP_MAX_POOL:
+            max_pool_forward_ref(y, in[0], xs, ys, &n->p.pool);
+            break;
+        case OP_AVG_POOL:
+            avg_pool_forward_ref(y, in[0], xs, ys, &n->p.pool);
+            break;
+        case OP_RESIZE:
+            resize_forward_ref(y, in[0], xs, ys, &n->p.resize);
+            break;
+        case OP_IDENTITY: memcpy(y, in[0], (size_t)ny * 4); break;
+        default: fail();
+        }
+        buf[n->out] = y;
+    }
+    for (int k = 0; k < g->n_outputs; k++) {
+        size_t no = (size_t)shape_numel(&g->values[g->outputs[k]].shape);
+        outs[k] = malloc(no * 4);
+        memcpy(outs[k], buf[g->outputs[k]], no * 4);
+    }
+    for (int v = 0; v < nv; v++) free(buf[v]);
+    free(buf);
+}
+
+static float *random_input(Shape s, uint64_t seed)
+{
+    size_t n = (size_t)shape_numel(&s);
+    float *x = malloc(n * 4);
+    TestRng r = {seed};
+    trng_fill(&r, x, n, -2.0f, 2.0f);
+    return x;
+}
+
+/* Executor output vs the reference, and 1 vs 2 threads bit-identical. */
+static void check_exec(Graph *g, Shape in)
+{
+    float *x = random_input(in, 42);
+    Executor *e1 = NULL, *e2 = NULL;
+    assert_int_equal(exec_create(g, &in, 1, &e1), 0);
+    assert_int_equal(exec_create(g, &in, 2, &e2), 0);
+    assert_true(exec_arena_bytes(e1) > 0);
+    assert_true(exec_unplanned_bytes(e1) > 0);
+    const float *o1[SL_MAX_OUTPUTS], *o2[SL_MAX_OUTPUTS];
+    assert_int_equal(exec_run(e1, x, o1), 0);
+    assert_int_equal(exec_run(e2, x, o2), 0);
+    float *ref[SL_MAX_OUTPUTS];
+    ref_run(g, x, ref);
+    for (int k = 0; k < g->n_outputs; k++) {
+        const Shape *os = exec_output_shape(e1, k);
+        assert_non_null(os);
+        assert_true(shape_equal(os, &g->values[g->outputs[k]].shape));
+        size_t n = (size_t)shape_numel(os);
+        assert_allclose(o1[k], ref[k], n, ATOL, RTOL);
+        assert_memory_equal(o1[k], o2[k], n * 4);
+        free(ref[k]);
+    }
+    assert_null(exec_output_shape(e1, g->n_outputs));
+    /* Running again on other data and back: the arena is reused without
+     * stale state leaking between runs. */
+    float *x2 = random_input(in, 43);
+    size_t n0 = (size_t)shape_numel(exec_output_shape(e1, 0));
+    float *first = malloc(n0 * 4);
+    memcpy(first, o1[0], n0 * 4);
+    assert_int_equal(exec_run(e1, x2, o1), 0);
+    assert_memory_not_equal(first, o1[0], n0 * 4);
+    assert_int_equal(exec_run(e1, x, o1), 0);
+    assert_memory_equal(first, o1[0], n0 * 4);
+    free(first);
+    free(x2);
+    exec_free(e1);
+    exec_free(e2);
+    free(x);
+}
+
+static void test_exec_unet2d(void **state)
+{
+    (void)state;
+    Graph g;
+    assert_int_equal(build_unet(&g, 2, 1, 4, 3, 1, 2), 0);
+    check_exec(&g, mk(4, 2, 1, 20, 28, 0));
+    graph_free(&g);
+}
+
+static void test_exec_unet3d(void **state)
+{
+    (void)state;
+    Graph g;
+    assert_int_equal(build_unet(&g, 3, 2, 4, 3, 0, 2), 0);
+    check_exec(&g, mk(5, 1, 2, 6, 10, 8));
+    graph_free(&g);
+}
+
+static void test_exec_all_ops(void **state)
+{
+    (void)state;
+    Graph g;
+    assert_int_equal(build_all_ops(&g, 2), 0);
+    check_exec(&g, mk(4, 2, 2, 12, 18, 0));
+    graph_free(&g);
+}
+
+/* A bigger 2D case so the kernels' parallel paths really split work. */
+static void test_exec_threads_large(void **state)
+{
+    (void)state;
+    Graph g;
+    assert_int_equal(build_unet(&g, 2, 1, 16, 4, 0, 4), 0);
+    Shape in = mk(4, 1, 1, 96, 96, 0);
+    float *x = random_input(in, 5);
+    Executor *e1 = NULL, *e2 = NULL;
+    assert_int_equal(exec_create(&g, &in, 1, &e1), 0);
+    assert_int_equal(exec_create(&g, &in, 2, &e2), 0);
+    const float *o1[SL_MAX_OUTPUTS], *o2[SL_MAX_OUTPUTS];
+    assert_int_equal(exec_run(e1, x, o1), 0);
+    assert_int_equal(exec_run(e2, x, o2), 0);
+    assert_memory_equal(o1[0], o2[0], (size_t)shape_numel(&in) * 4 * 4);
+    assert_true(exec_arena_bytes(e1) < exec_unplanned_bytes(e1));
+    exec_free(e1);
+    exec_free(e2);
+    free(x);
+    graph_free(&g);
+}
+
+/* Two executors with different input sizes on one graph, run in turn:
+ * each must compute for its own size (the graph's shapes are shared). */
+static void test_two_executors(void **state)
+{
+    (void)state;
+    Graph g;
+    assert_int_equal(build_unet(&g, 2, 1, 4, 2, 0, 8), 0);
+    Shape sa = mk(4, 1, 1, 16, 16, 0), sb = mk(4, 1, 1, 24, 32, 0);
+    float *xa = random_input(sa, 1), *xb = random_input(sb, 2);
+    Executor *ea = NULL, *eb = NULL;
+    assert_int_equal(exec_create(&g, &sa, 1, &ea), 0);
+    assert_int_equal(exec_create(&g, &sb, 1, &eb), 0);
+    const float *oa[SL_MAX_OUTPUTS], *ob[SL_MAX_OUTPUTS];
+    assert_int_equal(exec_run(ea, xa, oa), 0);
+    float *ref[SL_MAX_OUTPUTS];
+    assert_int_equal(graph_infer_shapes(&g, &sa), 0);
+    ref_run(&g, xa, ref);
+    assert_allclose(oa[0], ref[0], (size_t)shape_numel(&sa) * 2, ATOL,
+                    RTOL);
+    free(ref[0]);
+    assert_int_equal(exec_run(eb, xb, ob), 0);
+    assert_int_equal(graph_infer_shapes(&g, &sb), 0);
+    ref_run(&g, xb, ref);
+    assert_allclose(ob[0], ref[0], (size_t)shape_numel(&sb) * 2, ATOL,
+                    RTOL);
+    free(ref[0]);
+    exec_free(ea);
+    exec_free(eb);
+    free(xa);
+    free(xb);
+    graph_free(&g);
+}
+
+static void test_exec_errors(void **state)
+{
+    (void)state;
+    Graph g;
+    assert_int_equal(build_unet(&g, 2, 1, 4, 3, 0, 2), 0);
+    Executor *e = (Executor *)&g; /* must be overwritten with NULL */
+    sl_error_quiet(1);
+    sl_error_reset();
+    Shape odd = mk(4, 1, 1, 17, 16, 0);
+    assert_int_equal(exec_create(&g, &odd, 1, &e), ERR_SHAPE);
+    assert_null(e);
+    assert_true(sl_error_reported());
+    sl_error_reset();
+    /* every allocation failing in turn: ERR_NOMEM, nothing leaked */
+    Shape in = mk(4, 1, 1, 16, 16, 0);
+    int k;
+    for (k = 0; k < 1000; k++) {
+        sl_error_reset();
+        sl_alloc_fail_after(k);
+        int rc = exec_create(&g, &in, 1, &e);
+        sl_alloc_fail_after(-1);
+        if (rc == 0) break;
+        assert_int_equal(rc, ERR_NOMEM);
+        assert_null(e);
+    }
+    assert_true(k > 3 && k < 1000);
+    exec_free(e);
+    /* an invalid graph is refused before anything runs */
+    g.nodes[0].p.conv.stride[0] = 0;
+    sl_error_reset();
+    assert_int_equal(exec_create(&g, &in, 1, &e), ERR_FORMAT);
+    assert_null(e);
+    sl_error_reset();
+    sl_error_quiet(0);
+    exec_free(NULL);
+    graph_free(&g);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_plan_unets),
+        cmocka_unit_test(test_plan_chain),
+        cmocka_unit_test(test_plan_nomem),
+        cmocka_unit_test(test_exec_unet2d),
+        cmocka_unit_test(test_exec_unet3d),
+        cmocka_unit_test(test_exec_all_ops),
+        cmocka_unit_test(test_exec_threads_large),
+        cmocka_unit_test(test_two_executors),
+        cmocka_unit_test(test_exec_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
