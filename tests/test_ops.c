@@ -562,8 +562,8 @@ static void test_max_pool_known(void **state)
     assert_true(fabsf(y16[0] - 1.0f) < 1e-7f);
 }
 
-/* Output sizes with and without ceil_mode, checked against PyTorch's
- * nn.MaxPool1d (computed once by hand with torch 1.13 / 2.x). */
+/* Output sizes with and without ceil_mode; the expected values were
+ * checked against F.max_pool1d of Debian's python3-torch. */
 static void test_pool_ceil_sizes(void **state)
 {
     (void)state;
@@ -839,7 +839,7 @@ static void test_resize_infer(void **state)
     assert_int_equal(infer(&t, &out), 0);
     Shape want2 = SHAPE(1, 4, 10, 13);
     assert_true(shape_equal(&out, &want2));
-    /* 1.1 * 10 = 11.000000000000002 and 0.7 * 10 = 7 (floor + 1e-6) */
+    /* floor(10 * 0.7 + 1e-6) = 7 even if the product rounds below 7 */
     Shape s10 = SHAPE(1, 1, 10);
     one_node(&t, OP_RESIZE, 1, &s10);
     t.n.p.resize = rp(1, RESIZE_LINEAR, COORD_HALF_PIXEL, NEAREST_FLOOR, 0.7);

@@ -15,7 +15,7 @@
 /* y [n] = max(x [n], 0) */
 void relu_forward(float *y, const float *x, int64_t n)
 {
-#pragma omp parallel for schedule(static) if (n > ELEMWISE_PAR_MIN)
+#pragma omp parallel for simd schedule(static) if (n > ELEMWISE_PAR_MIN)
     for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
@@ -24,7 +24,7 @@ void leaky_relu_forward(float *y, const float *x, int64_t n,
                         const ActParams *p)
 {
     const float alpha = p->alpha;
-#pragma omp parallel for schedule(static) if (n > ELEMWISE_PAR_MIN)
+#pragma omp parallel for simd schedule(static) if (n > ELEMWISE_PAR_MIN)
     for (int64_t i = 0; i < n; i++) y[i] = x[i] >= 0.0f ? x[i] : alpha * x[i];
 }
 

@@ -54,13 +54,17 @@ static void window(const PoolGeom *q, int i, int64_t o, int64_t *start,
     int64_t st = o * q->s[i] - q->pl[i];
     int d = q->dil[i];
     int lo = 0, hi = q->k[i];
-    if (st < 0) lo = (int)((-st + d - 1) / d);
-    /* last tap t with st + t*d <= in - 1 */
-    int64_t last = (q->in[i] - 1 - st);
-    if (last < 0)
-        hi = 0;
-    else if (last / d + 1 < hi)
-        hi = (int)(last / d + 1);
+    int64_t last = q->in[i] - 1 - st; /* last tap t: st + t*d <= in - 1 */
+    if (d == 1) {                     /* the common case, no division */
+        if (st < 0) lo = (int)-st;
+        if (last + 1 < hi) hi = last < 0 ? 0 : (int)(last + 1);
+    } else {
+        if (st < 0) lo = (int)((-st + d - 1) / d);
+        if (last < 0)
+            hi = 0;
+        else if (last / d + 1 < hi)
+            hi = (int)(last / d + 1);
+    }
     if (lo > hi) lo = hi;
     *start = st;
     *t0 = lo;

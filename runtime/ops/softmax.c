@@ -74,6 +74,7 @@ void softmax_forward(float *y, const float *x, const Shape *xs,
         }
         for (int64_t c = 1; c < C; c++) {
             const float *xc = xb + c * inner;
+#pragma omp simd
             for (int64_t v = 0; v < nv; v++)
                 mx[v] = xc[v] > mx[v] ? xc[v] : mx[v];
         }
@@ -90,6 +91,7 @@ void softmax_forward(float *y, const float *x, const Shape *xs,
         for (int64_t v = 0; v < nv; v++) sum[v] = 1.0f / sum[v];
         for (int64_t c = 0; c < C; c++) {
             float *yc = yb + c * inner;
+#pragma omp simd
             for (int64_t v = 0; v < nv; v++) yc[v] *= sum[v];
         }
     }
