@@ -11,6 +11,7 @@
 
 #include "runtime/common.h"
 #include "runtime/graph.h"
+#include "runtime/ops/ops.h"
 #include "tests/testutil.h"
 
 typedef struct {
