@@ -176,6 +176,41 @@ static int write_output(const char *path, const float *y, const Shape *sh,
     return rc;
 }
 
+/* Shape inference up front, so that a size the network cannot take gets
+ * one line that also names the nearest sizes it can take. */
+static int check_shape(Graph *g, const Shape *sh, const char *model)
+{
+    char why[1024], a[96], b[96];
+    sl_error_quiet(1);
+    int rc = graph_infer_shapes(g, sh);
+    snprintf(why, sizeof why, "%s", sl_error_last());
+    sl_error_reset();
+    sl_error_quiet(0);
+    if (rc == SL_OK) return SL_OK;
+    Shape ok = *sh;
+    int found = rc == ERR_SHAPE && sh->ndim >= 3;
+    for (int i = 0; found && i < sh->ndim - 2; i++) {
+        /* other dims at a generous power of two, which U-Nets accept */
+        Shape base = *sh;
+        for (int k = 2; k < sh->ndim; k++) {
+            int64_t p = 64;
+            while (p < base.d[k]) p *= 2;
+            base.d[k] = p;
+        }
+        int64_t v = graph_valid_size(g, &base, i, sh->d[2 + i]);
+        if (v < 0) found = 0;
+        else ok.d[2 + i] = v;
+    }
+    if (found)
+        sl_error("input shape %s does not fit '%s' (%s); the nearest size "
+                 "it accepts is %s: pad the input", shape_str(sh, a, sizeof a),
+                 model, why, shape_str(&ok, b, sizeof b));
+    else
+        sl_error("input shape %s does not fit '%s': %s",
+                 shape_str(sh, a, sizeof a), model, why);
+    return rc;
+}
+
 static int run(const Args *a)
 {
     Graph g;
@@ -205,6 +240,7 @@ static int run(const Args *a)
     sl_free(head);
     head = NULL;
     if ((rc = read_input(a->input, &sh, &x))) goto fail;
+    if ((rc = check_shape(&g, &sh, a->model))) goto fail;
     if ((rc = exec_create(&g, &sh, (int)a->threads, &e))) goto fail;
     ms = sl_calloc((size_t)a->repeat, sizeof *ms);
     if (!ms) {
