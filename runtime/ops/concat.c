@@ -7,6 +7,7 @@
  */
 #include <string.h>
 
+#include "../common.h"
 #include "opcheck.h"
 #include "ops.h"
 
@@ -23,6 +24,7 @@ static int norm_axis(int axis, int ndim)
 void concat_forward(float *y, const float *const *x, const Shape *const *xs,
                     int n_in, const ConcatParams *p)
 {
+    CHECK(n_in >= 1 && n_in <= SL_MAX_INPUTS);
     int axis = norm_axis(p->axis, xs[0]->ndim);
     int64_t outer = 1, inner = 1, row = 0;
     int64_t len[SL_MAX_INPUTS], off[SL_MAX_INPUTS];
