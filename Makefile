@@ -36,9 +36,9 @@ CMP_SRC = compressor/onnx/onnx_import.c compressor/onnx/onnx_fold.c \
           compressor/sha256.c compressor/compress_cli.c
 GEN_SRC = $(BUILD)/gen/onnx.pb-c.c
 
-BINS = segment sauron-compress sauron-inspect sauron-run
+BINS = segment sauron-compress sauron-inspect sauron-run sauron-eval
 TESTS = test_common test_graph test_ops test_conv test_exec test_sslim \
-        test_onnx test_torch test_nifti test_segment test_cli
+        test_onnx test_torch test_nifti test_segment test_cli test_eval
 
 RT_OBJ  = $(RT_SRC:%.c=$(BUILD)/obj/%.o)
 CMP_OBJ = $(CMP_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/onnx.pb-c.o
@@ -85,6 +85,10 @@ $(BUILD)/bin/segment: $(BUILD)/obj/runtime/segment_main.o $(RT_LIB)
 	$(CC) $(LDFLAGS) $^ $(NIFTI_LIBS) -o $@
 
 $(BUILD)/bin/sauron-run: $(BUILD)/obj/tools/sauron_run.o $(RT_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(NIFTI_LIBS) -o $@
+
+$(BUILD)/bin/sauron-eval: $(BUILD)/obj/tools/sauron_eval.o $(RT_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(NIFTI_LIBS) -o $@
 
