@@ -1,0 +1,372 @@
+/* sauron-compress: options, metadata, and the --no-finetune conversion. */
+#define _XOPEN_SOURCE 700
+#include "compress_cli.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compressor/onnx/onnx_import.h"
+#include "runtime/common.h"
+#include "runtime/sslim.h"
+
+#define SAURON_VERSION "0.1.0"
+
+/* Exit statuses: usage problems are 2 (as getopt tools do), others 1. */
+#define EXIT_USAGE 2
+
+void compress_usage(FILE *f)
+{
+    fprintf(f,
+        "usage: sauron-compress [options] in.onnx out.sslim\n"
+        "Import a trained U-Net from ONNX, fine-tune and prune it with Sauron,\n"
+        "and write a slim .sslim model for segment.\n"
+        "\n"
+        "  --data DIR            training data (nnU-Net raw layout: dataset.json,\n"
+        "                        imagesTr/, labelsTr/)\n"
+        "  --no-finetune         convert only (no training, no pruning)\n"
+        "  --axis 0|1|2          2D models: NIfTI axis to slice along (default 2)\n"
+        "  --patch D,H,W         3D models: patch size (default: the model's input)\n"
+        "  --normalize SPEC      zscore (default), none, or ct:LOW,HIGH\n"
+        "  --classes a,b,c       class names (default class0..classK-1)\n"
+        "  --modalities t1,t2    modality names (default mod0..)\n"
+        "  --order nnunet|nibabel  voxel order the model was trained on\n"
+        "                        (default nnunet)\n"
+        "  --output NAME         ONNX output to use (default: the largest)\n"
+        "  --force               overwrite out.sslim if it exists\n"
+        "  --help, --version\n");
+}
+
+/* "--opt=value" or "--opt value". */
+static const char *opt_value(int argc, char **argv, int *i, const char *name)
+{
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(a, name, n)) return NULL;
+    if (a[n] == '=') return a + n + 1;
+    if (a[n] != '\0') return NULL;
+    if (*i + 1 >= argc) {
+        sl_error("option %s needs a value; see sauron-compress --help", name);
+        return "";
+    }
+    return argv[++*i];
+}
+
+static int parse_int(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_normalize(const char *s, Normalize *n)
+{
+    memset(n, 0, sizeof *n);
+    if (!strcmp(s, "zscore")) {
+        n->kind = NORMALIZE_ZSCORE;
+        return 0;
+    }
+    if (!strcmp(s, "none")) {
+        n->kind = NORMALIZE_NONE;
+        return 0;
+    }
+    if (!strncmp(s, "ct:", 3)) {
+        char *end;
+        double lo = strtod(s + 3, &end);
+        if (*end != ',') return -1;
+        const char *h = end + 1;
+        double hi = strtod(h, &end);
+        if (end == h || *end || !(lo < hi)) return -1;
+        n->kind = NORMALIZE_CT;
+        n->lo = (float)lo;
+        n->hi = (float)hi;
+        return 0;
+    }
+    return -1;
+}
+
+int compress_parse_args(int argc, char **argv, CompressOptions *o)
+{
+    int npos = 0;
+    memset(o, 0, sizeof *o);
+    o->axis = 2;
+    o->normalize.kind = NORMALIZE_ZSCORE;
+    o->order = ORDER_NNUNET;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        long x;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            o->help = 1;
+        } else if (!strcmp(a, "--version")) {
+            o->version = 1;
+        } else if (!strcmp(a, "--no-finetune")) {
+            o->no_finetune = 1;
+        } else if (!strcmp(a, "--force")) {
+            o->force = 1;
+        } else if ((v = opt_value(argc, argv, &i, "--data"))) {
+            if (!*v) goto bad;
+            o->data_dir = v;
+        } else if ((v = opt_value(argc, argv, &i, "--axis"))) {
+            if (parse_int(v, 0, 2, &x)) {
+                sl_error("--axis '%s': expected 0, 1 or 2", v);
+                goto bad;
+            }
+            o->axis = (int)x;
+        } else if ((v = opt_value(argc, argv, &i, "--patch"))) {
+            char buf[64], *tok, *save = NULL;
+            int k = 0;
+            snprintf(buf, sizeof buf, "%s", v);
+            for (tok = strtok_r(buf, ",x", &save); tok && k < 4;
+                 tok = strtok_r(NULL, ",x", &save), k++) {
+                if (k == 3 || parse_int(tok, 1, 4096, &x)) {
+                    k = 4;
+                    break;
+                }
+                o->patch[k] = (int)x;
+            }
+            if (k != 3) {
+                sl_error("--patch '%s': expected three positive sizes D,H,W", v);
+                goto bad;
+            }
+        } else if ((v = opt_value(argc, argv, &i, "--normalize"))) {
+            if (parse_normalize(v, &o->normalize)) {
+                sl_error("--normalize '%s': expected zscore, none or ct:LOW,HIGH "
+                         "with LOW < HIGH", v);
+                goto bad;
+            }
+        } else if ((v = opt_value(argc, argv, &i, "--classes"))) {
+            if (!*v) goto bad;
+            o->classes = v;
+        } else if ((v = opt_value(argc, argv, &i, "--modalities"))) {
+            if (!*v) goto bad;
+            o->modalities = v;
+        } else if ((v = opt_value(argc, argv, &i, "--order"))) {
+            if (!strcmp(v, "nnunet")) o->order = ORDER_NNUNET;
+            else if (!strcmp(v, "nibabel")) o->order = ORDER_NIBABEL;
+            else {
+                sl_error("--order '%s': expected nnunet or nibabel", v);
+                goto bad;
+            }
+        } else if ((v = opt_value(argc, argv, &i, "--output"))) {
+            if (!*v) goto bad;
+            o->output_name = v;
+        } else if (a[0] == '-' && a[1] != '\0') {
+            sl_error("unknown option '%s'; see sauron-compress --help", a);
+            goto bad;
+        } else if (npos == 0) {
+            o->in_path = a;
+            npos++;
+        } else if (npos == 1) {
+            o->out_path = a;
+            npos++;
+        } else {
+            sl_error("unexpected argument '%s': give one input .onnx and one "
+                     "output .sslim", a);
+            goto bad;
+        }
+    }
+    if (o->help || o->version) return 0;
+    if (npos != 2) {
+        sl_error("missing %s; usage: sauron-compress [options] in.onnx out.sslim",
+                 npos ? "the output .sslim path" : "the input .onnx and output .sslim paths");
+        goto bad;
+    }
+    return 0;
+bad:
+    if (!sl_error_reported())
+        sl_error("empty or missing option value; see sauron-compress --help");
+    return ERR_ARG;
+}
+
+int compress_split_list(const char *s, const char *what, char ***items, int *n)
+{
+    int count = 1, rc = ERR_NOMEM;
+    char **out = NULL;
+    *items = NULL;
+    *n = 0;
+    for (const char *p = s; *p; p++) count += *p == ',';
+    out = sl_calloc((size_t)count, sizeof *out);
+    if (!out) goto fail;
+    const char *p = s;
+    for (int k = 0; k < count; k++) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == 0) {
+            sl_error("%s '%s': empty name in the list", what, s);
+            rc = ERR_ARG;
+            goto fail;
+        }
+        out[k] = sl_alloc(len + 1);
+        if (!out[k]) goto fail;
+        memcpy(out[k], p, len);
+        out[k][len] = '\0';
+        p = e ? e + 1 : p + len;
+    }
+    *items = out;
+    *n = count;
+    return 0;
+fail:
+    if (rc == ERR_NOMEM) sl_error("out of memory parsing %s", what);
+    for (int k = 0; out && k < count; k++) sl_free(out[k]);
+    sl_free(out);
+    return rc;
+}
+
+/* Names from a list option or "<prefix><k>" for k < want. */
+static int names_for(const char *list, const char *what, const char *prefix,
+                     int want, char ***out)
+{
+    int n, rc;
+    if (list) {
+        rc = compress_split_list(list, what, out, &n);
+        if (rc) return rc;
+        if (n != want) {
+            sl_error("%s lists %d names but the network has %d; give exactly %d",
+                     what, n, want, want);
+            for (int k = 0; k < n; k++) sl_free((*out)[k]);
+            sl_free(*out);
+            *out = NULL;
+            return ERR_ARG;
+        }
+        return 0;
+    }
+    *out = sl_calloc((size_t)want, sizeof **out);
+    if (!*out) return ERR_NOMEM;
+    for (int k = 0; k < want; k++) {
+        char buf[32];
+        snprintf(buf, sizeof buf, "%s%d", prefix, k);
+        (*out)[k] = sl_strdup(buf);
+        if (!(*out)[k]) return ERR_NOMEM; /* freed with the meta */
+    }
+    return 0;
+}
+
+int compress_fill_meta(Graph *g, const CompressOptions *o)
+{
+    ModelMeta *m = &g->meta;
+    const Shape *in = &g->values[g->input].shape;
+    const Shape *out = &g->values[g->outputs[0]].shape;
+    int rc;
+    if (out->ndim < 2 || out->d[1] < 1 || in->d[1] < 1) {
+        sl_error("'%s': output '%s' has no channel dim", o->in_path,
+                 g->values[g->outputs[0]].name);
+        return ERR_SHAPE;
+    }
+    m->n_classes = (int)out->d[1];
+    rc = names_for(o->classes, "--classes", "class", m->n_classes, &m->class_names);
+    if (rc) goto fail;
+    m->n_modalities = (int)in->d[1];
+    rc = names_for(o->modalities, "--modalities", "mod", m->n_modalities,
+                   &m->modality_names);
+    if (rc) goto fail;
+    m->normalize = sl_calloc((size_t)m->n_modalities, sizeof *m->normalize);
+    if (!m->normalize) {
+        rc = ERR_NOMEM;
+        goto fail;
+    }
+    for (int k = 0; k < m->n_modalities; k++) m->normalize[k] = o->normalize;
+    m->dims = in->ndim - 2;
+    m->axis = o->axis;
+    m->order = o->order;
+    memset(m->patch, 0, sizeof m->patch);
+    if (m->dims == 3)
+        for (int k = 0; k < 3; k++) m->patch[k] = (int)in->d[2 + k];
+    return 0;
+fail:
+    if (rc == ERR_NOMEM) sl_error("out of memory filling model metadata");
+    if (!m->class_names) m->n_classes = 0;
+    if (!m->modality_names) m->n_modalities = 0;
+    return rc;
+}
+
+/* Same file?  Compares real paths (the output may not exist yet). */
+static int same_file(const char *a, const char *b)
+{
+    char ra[PATH_MAX], rb[PATH_MAX];
+    if (!realpath(a, ra) || !realpath(b, rb)) return 0;
+    return !strcmp(ra, rb);
+}
+
+int compress_run(const CompressOptions *o)
+{
+    Graph g;
+    OnnxImportOptions io = {o->output_name, NULL};
+    int rc;
+    graph_init(&g);
+    if (same_file(o->in_path, o->out_path)) {
+        sl_error("output '%s' is the input model; choose another output path",
+                 o->out_path);
+        return ERR_ARG;
+    }
+    if (!o->force && sl_file_exists(o->out_path)) {
+        sl_error("output '%s' exists; pass --force to overwrite it", o->out_path);
+        return ERR_EXISTS;
+    }
+    rc = onnx_import(o->in_path, &io, &g);
+    if (rc) goto fail;
+    const Shape *in = &g.values[g.input].shape;
+    if (o->patch[0]) {
+        if (in->ndim != 5) {
+            sl_error("--patch is for 3D models; '%s' is a %dD model (it runs "
+                     "slice by slice: use --axis)", o->in_path, in->ndim - 2);
+            rc = ERR_ARG;
+            goto fail;
+        }
+        /* Re-import at the patch size so every folded shape matches it. */
+        Shape ps = *in;
+        for (int k = 0; k < 3; k++) ps.d[2 + k] = o->patch[k];
+        graph_free(&g);
+        graph_init(&g);
+        io.input_shape = &ps;
+        rc = onnx_import(o->in_path, &io, &g);
+        if (rc) goto fail;
+    }
+    rc = compress_fill_meta(&g, o);
+    if (rc) goto fail;
+    rc = sslim_write(&g, o->out_path, o->force);
+    if (rc) goto fail;
+    {
+        char sb[64];
+        printf("wrote %s: %dD, %d nodes, %lld parameters, input %s, %d classes\n",
+               o->out_path, g.meta.dims, g.n_nodes, (long long)graph_params(&g),
+               shape_str(&g.values[g.input].shape, sb, sizeof sb), g.meta.n_classes);
+    }
+fail:
+    graph_free(&g);
+    return rc;
+}
+
+int compress_main(int argc, char **argv)
+{
+    CompressOptions o;
+    int rc = compress_parse_args(argc, argv, &o);
+    if (rc) return EXIT_USAGE;
+    if (o.help) {
+        compress_usage(stdout);
+        return 0;
+    }
+    if (o.version) {
+        printf("sauron-compress %s (.sslim %d.%d)\n", SAURON_VERSION, SSLIM_MAJOR,
+               SSLIM_MINOR);
+        return 0;
+    }
+    if (!o.no_finetune) {
+        if (!o.data_dir)
+            fprintf(stderr, "sauron-compress: fine-tuning needs a dataset: pass "
+                            "--data DIR (nnU-Net raw layout: dataset.json, "
+                            "imagesTr/, labelsTr/) or --no-finetune to convert "
+                            "only\n");
+        else
+            fprintf(stderr, "sauron-compress: fine-tuning (--data) is not "
+                            "implemented in this build yet; pass --no-finetune "
+                            "to convert only\n");
+        return EXIT_USAGE;
+    }
+    rc = compress_run(&o);
+    if (rc == ERR_ARG) return EXIT_USAGE;
+    return rc ? 1 : 0;
+}

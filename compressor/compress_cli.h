@@ -1,0 +1,49 @@
+/* sauron-compress command line: option parsing (unit-testable) and the
+ * --no-finetune conversion ONNX -> .sslim. */
+#ifndef SL_COMPRESS_CLI_H
+#define SL_COMPRESS_CLI_H
+
+#include <stdio.h>
+
+#include "runtime/graph.h"
+
+typedef struct {
+    const char *in_path;  /* borrowed from argv */
+    const char *out_path; /* borrowed from argv */
+    const char *data_dir; /* --data, NULL if absent */
+    int no_finetune;
+    int axis;         /* --axis, 2D slicing axis, default 2 */
+    int patch[3];     /* --patch D,H,W (3D); zeros: the import shape */
+    Normalize normalize; /* --normalize, default zscore */
+    const char *classes;    /* --classes a,b,c or NULL */
+    const char *modalities; /* --modalities t1,t2 or NULL */
+    VoxelOrder order;       /* --order nnunet|nibabel */
+    const char *output_name; /* --output NAME or NULL */
+    int force;
+    int help, version; /* print and exit 0 */
+} CompressOptions;
+
+/* Parse argv[1..argc-1].  Returns 0, or ERR_ARG with one sl_error() line
+ * (an unknown option, a bad value, a missing positional argument).  With
+ * --help/--version set, positional arguments are not required. */
+int compress_parse_args(int argc, char **argv, CompressOptions *o);
+
+void compress_usage(FILE *f);
+
+/* Split "a,b,c" into n owned strings (sl_free each and the array).
+ * Empty items are an ERR_ARG naming `what`. */
+int compress_split_list(const char *s, const char *what, char ***items,
+                        int *n);
+
+/* Fill the metadata segment needs from the options and the imported
+ * graph (class and modality counts must match the network). */
+int compress_fill_meta(Graph *g, const CompressOptions *o);
+
+/* Run the conversion for parsed options.  Returns 0 or a negative code
+ * (message printed). */
+int compress_run(const CompressOptions *o);
+
+/* The whole program: returns the exit status (0 ok, 2 usage, 1 failure). */
+int compress_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,47 @@
+/* ONNX import: read a .onnx file (protobuf) into the graph IR.
+ *
+ * Constant and shape sub-graphs are folded at a concrete "import shape":
+ * the graph input's static dims, with dynamic dims replaced by 1 for the
+ * batch dim and ONNX_DEFAULT_SPATIAL for spatial dims (a size that every
+ * U-Net with up to 7 halvings accepts), unless opt->input_shape is given.
+ * Identity and Dropout disappear; exporter patterns (Transpose-Softmax-
+ * Transpose, Reshape-BatchNormalization-Reshape for instance norm,
+ * per-channel Mul/Add after a normalisation or convolution) become single
+ * IR nodes.  Weights become float32 Values owned by the graph.
+ *
+ * Outputs: all graph outputs are kept; g->outputs[0] is the chosen one
+ * (opt->output_name, or the output with the largest spatial size at the
+ * import shape, ties to the first).  Nodes needed by no output are dropped.
+ *
+ * Metadata filled here: meta.source_sha256, meta.source_name, meta.dims
+ * (number of spatial dims).  The rest comes from the caller (CLI).
+ *
+ * Returns 0, or ERR_IO (missing/unreadable file), ERR_FORMAT (not an ONNX
+ * model, bad tensor data, a node input nobody produces), ERR_UNSUPPORTED
+ * (operator, attribute or datatype, external data outside the model's
+ * folder), ERR_SHAPE (inconsistent shapes), ERR_NOMEM; one line reported
+ * with sl_error() naming the file and node.  On failure g is left empty.
+ */
+#ifndef SL_ONNX_IMPORT_H
+#define SL_ONNX_IMPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/graph.h"
+
+#define ONNX_DEFAULT_SPATIAL 128
+
+typedef struct {
+    const char *output_name; /* NULL: default (largest spatial output) */
+    const Shape *input_shape; /* NULL: from the model (see above) */
+} OnnxImportOptions;
+
+/* g must be initialised (graph_init) and empty.  opt may be NULL. */
+int onnx_import(const char *path, const OnnxImportOptions *opt, Graph *g);
+
+/* Nonzero if the buffer plausibly holds an ONNX model (a protobuf whose
+ * first field is a ModelProto field); cheap, for format detection only. */
+int onnx_looks_like_onnx(const uint8_t *data, size_t size);
+
+#endif

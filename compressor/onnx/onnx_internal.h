@@ -1,0 +1,103 @@
+/* Private to compressor/onnx/: the lowering context shared by the file
+ * reader (onnx_import.c) and the folding/lowering pass (onnx_fold.c).
+ * Protobuf-c types appear only here and in those two files. */
+#ifndef SL_ONNX_INTERNAL_H
+#define SL_ONNX_INTERNAL_H
+
+#include <stdint.h>
+
+#include "onnx.pb-c.h"
+#include "runtime/graph.h"
+
+#define OT_MAX_DIMS 8
+
+/* A constant tensor during folding: float32 data for float types, int64
+ * for integer and bool types (shape arithmetic). */
+typedef struct {
+    int ndim;
+    int64_t dims[OT_MAX_DIMS];
+    int64_t numel;
+    int is_int;
+    float *f;   /* numel floats when !is_int (owned) */
+    int64_t *i; /* numel ints when is_int (owned) */
+} OTensor;
+
+void ot_free(OTensor *t);
+/* Allocate a tensor of the given dims (data zeroed). */
+int ot_alloc(OTensor *t, int ndim, const int64_t *dims, int is_int);
+/* Element k as double / as int64 whatever the storage. */
+double ot_get(const OTensor *t, int64_t k);
+int64_t ot_geti(const OTensor *t, int64_t k);
+
+/* What an ONNX tensor name stands for while lowering. */
+typedef enum {
+    SYM_CONST, /* folded constant (initializer, Constant, shape glue) */
+    SYM_VALUE, /* an IR value (activation or graph input) */
+    SYM_VIEW   /* a pending Reshape/Transpose of an IR value */
+} SymKind;
+typedef enum { VIEW_RESHAPE, VIEW_TRANSPOSE } ViewKind;
+
+typedef struct {
+    char *name; /* owned */
+    SymKind kind;
+    OTensor t;        /* SYM_CONST */
+    int value;        /* VALUE/VIEW: IR value; CONST: IR weight or -1 */
+    ViewKind vkind;   /* SYM_VIEW */
+    int ndim;         /* SYM_VIEW: dims as ONNX sees them */
+    int64_t dims[OT_MAX_DIMS];
+    int perm[OT_MAX_DIMS]; /* VIEW_TRANSPOSE: view dim k = source perm[k] */
+    int node;              /* ONNX node index that made it (messages) */
+} Sym;
+
+typedef struct {
+    Graph *g;
+    const char *path; /* model file, for messages */
+    char *dir;        /* realpath of the model's folder (owned) */
+    int opset;
+    Sym *syms;
+    int n_syms, cap_syms;
+    const Onnx__GraphProto *gp;
+} OnnxCtx;
+
+/* Tensor proto -> OTensor (raw, typed fields, external data).  `what`
+ * names the tensor in messages. */
+int ot_from_proto(OnnxCtx *c, const Onnx__TensorProto *tp, OTensor *t);
+
+/* Symbol table. */
+int sym_find(const OnnxCtx *c, const char *name);
+/* Add a symbol; takes ownership of t's data for SYM_CONST. */
+int sym_add_const(OnnxCtx *c, const char *name, OTensor *t, int node);
+int sym_add_value(OnnxCtx *c, const char *name, int value);
+void onnx_ctx_free(OnnxCtx *c);
+
+/* Lower every node of c->gp into c->g (graph input already added). */
+int onnx_lower(OnnxCtx *c);
+
+#endif
+
+/* ---- helpers shared by onnx_fold.c and onnx_lower.c ---- */
+
+/* Node name for messages (its first output if unnamed). */
+const char *onnx_node_name(const Onnx__NodeProto *n);
+/* Report "<msg> at node 'N' (#idx, Op) in 'file'" and return code. */
+int onnx_node_fail(OnnxCtx *c, int idx, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+const Onnx__AttributeProto *attr_find(const Onnx__NodeProto *n,
+                                      const char *name);
+int64_t attr_i(const Onnx__NodeProto *n, const char *name, int64_t def);
+float attr_f(const Onnx__NodeProto *n, const char *name, float def);
+/* Copy up to max ints; returns the count, -1 if absent, -2 if > max. */
+int attr_ints(const Onnx__NodeProto *n, const char *name, int64_t *out,
+              int max);
+/* String attribute into buf (NUL-terminated), or def if absent. */
+const char *attr_s(const Onnx__NodeProto *n, const char *name,
+                   const char *def, char *buf, size_t len);
+
+/* Fold a node whose inputs are all constants (c->syms), adding its
+ * outputs as constants.  Returns 0 if folded, 1 if the op is not a
+ * foldable one, or a negative code (reported). */
+int onnx_fold(OnnxCtx *c, int idx);
+/* The dims a Reshape to `shape` gives for an input of dims in[]. */
+int onnx_reshape_dims(const int64_t *in, int in_nd, const OTensor *shape,
+                      int allowzero, int64_t *out, int *out_nd);

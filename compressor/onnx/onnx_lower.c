@@ -1,0 +1,1011 @@
+/* Lowering ONNX nodes to IR nodes, in the file's (topological) order.
+ *
+ * Each ONNX tensor name maps to a symbol: a folded constant, an IR value,
+ * or a "view" (a Reshape/Transpose of an IR value that is pending).  Views
+ * exist because exporters wrap single operations in layout changes:
+ * Transpose -> Softmax(last axis) -> Transpose back (torch, opset < 13) and
+ * Reshape [1, N*C, ...] -> BatchNormalization(batch stats) -> Reshape back
+ * (instance norm).  A view consumed by anything else is an error naming
+ * the node that made it.  Shapes are inferred node by node with the
+ * runtime's op table at the import shape, so Shape nodes fold. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "onnx_internal.h"
+#include "runtime/common.h"
+#include "runtime/ops/ops.h"
+
+static const char SUPPORTED[] =
+    "Conv, ConvTranspose, InstanceNormalization, BatchNormalization, Relu, "
+    "LeakyRelu, Sigmoid, Softmax, Concat, Add, Sub/Mul/Div by constants, "
+    "MaxPool, AveragePool, Resize, Upsample, Identity, Dropout, and shape "
+    "glue on constants (Constant, Shape, Gather, Unsqueeze, Squeeze, Cast, "
+    "Concat, Slice, Reshape, Transpose, Range, ConstantOfShape, ...)";
+
+typedef struct {
+    OnnxCtx *c;
+    int idx;
+    const Onnx__NodeProto *n;
+    int in[SL_MAX_INPUTS]; /* symbol per input, -1 if absent */
+    int n_in;
+} Lw;
+
+static int fail(Lw *l, int code, const char *msg)
+{
+    return onnx_node_fail(l->c, l->idx, code, "%s", msg);
+}
+
+/* ---- symbols and values ---- */
+
+static const OTensor *in_const(Lw *l, int j)
+{
+    if (j >= l->n_in || l->in[j] < 0) return NULL;
+    Sym *s = &l->c->syms[l->in[j]];
+    return s->kind == SYM_CONST ? &s->t : NULL;
+}
+
+static int is_act(Lw *l, int j)
+{
+    return j < l->n_in && l->in[j] >= 0 && l->c->syms[l->in[j]].kind != SYM_CONST;
+}
+
+/* IR value of input j, which must be an activation (not a view). */
+static int act_value(Lw *l, int j, int *v)
+{
+    if (j >= l->n_in || l->in[j] < 0) return fail(l, ERR_FORMAT, "missing input");
+    Sym *s = &l->c->syms[l->in[j]];
+    if (s->kind == SYM_CONST)
+        return onnx_node_fail(l->c, l->idx, ERR_UNSUPPORTED,
+                              "input '%s' is a constant where an activation is expected",
+                              s->name);
+    if (s->kind == SYM_VIEW) {
+        const Onnx__NodeProto *m = s->node >= 0 ? l->c->gp->node[s->node] : NULL;
+        return onnx_node_fail(l->c, l->idx, ERR_UNSUPPORTED,
+                              "input '%s' comes from a %s (node '%s') that changes "
+                              "the layout; only the exporter patterns "
+                              "Transpose-Softmax-Transpose and "
+                              "Reshape-BatchNormalization-Reshape are supported",
+                              s->name, m ? m->op_type : "reshape",
+                              m ? onnx_node_name(m) : "?");
+    }
+    *v = s->value;
+    return 0;
+}
+
+/* IR weight value for a constant symbol (created once, then shared). */
+static int weight_of(Lw *l, int j, int *v)
+{
+    const OTensor *t = in_const(l, j);
+    if (!t) {
+        const char *nm = j < l->n_in && l->in[j] >= 0 ? l->c->syms[l->in[j]].name : "?";
+        return onnx_node_fail(l->c, l->idx, ERR_UNSUPPORTED,
+                              "input %d ('%s') must be a constant (initializer)", j, nm);
+    }
+    Sym *s = &l->c->syms[l->in[j]];
+    if (s->value >= 0) {
+        *v = s->value;
+        return 0;
+    }
+    if (t->ndim > SL_MAX_DIMS) return fail(l, ERR_UNSUPPORTED, "weight has more than 5 dims");
+    Shape sh = {t->ndim, {0}};
+    for (int k = 0; k < t->ndim; k++) sh.d[k] = t->dims[k];
+    float *d = sl_alloc(((size_t)t->numel + 1) * sizeof(float));
+    if (!d) return fail(l, ERR_NOMEM, "out of memory for a weight");
+    for (int64_t k = 0; k < t->numel; k++) d[k] = (float)ot_get(t, k);
+    int r = graph_add_value(l->c->g, s->name, &sh, d); /* owns d */
+    if (r < 0) return r;
+    s = &l->c->syms[l->in[j]];
+    s->value = r;
+    *v = r;
+    return 0;
+}
+
+/* A private copy of weight value w (to fold something into it). */
+static int weight_copy(OnnxCtx *c, int w, int idx)
+{
+    Value *src = &c->g->values[w];
+    size_t n = (size_t)shape_numel(&src->shape);
+    char name[256];
+    float *d = sl_alloc((n + 1) * sizeof(float));
+    if (!d) return onnx_node_fail(c, idx, ERR_NOMEM, "out of memory for a weight");
+    memcpy(d, src->data, n * sizeof(float));
+    snprintf(name, sizeof name, "%s.f%d", src->name, idx);
+    Shape sh = src->shape;
+    return graph_add_value(c->g, name, &sh, d); /* owns d even on failure */
+}
+
+/* Add IR node nd with output named after ONNX output 0; infer its shape. */
+static int emit(Lw *l, Node *nd, int *out_value)
+{
+    Graph *g = l->c->g;
+    Shape empty = {0, {0}};
+    const char *oname = l->n->n_output ? l->n->output[0] : NULL;
+    if (!oname || !*oname) return fail(l, ERR_FORMAT, "node without an output");
+    nd->name = l->n->name && *l->n->name ? l->n->name : l->n->output[0];
+    int v = graph_add_value(g, oname, &empty, NULL);
+    if (v < 0) return v;
+    nd->out = v;
+    int k = graph_add_node(g, nd);
+    if (k < 0) return k;
+    Shape s;
+    int rc = op_table[nd->op].infer(g, &g->nodes[k], &s);
+    if (rc) {
+        if (!sl_error_reported())
+            onnx_node_fail(l->c, l->idx, ERR_SHAPE, "inconsistent shapes");
+        return rc < 0 ? rc : ERR_SHAPE;
+    }
+    g->values[v].shape = s;
+    rc = sym_add_value(l->c, oname, v);
+    if (rc < 0) return rc;
+    if (out_value) *out_value = v;
+    return 0;
+}
+
+/* Make ONNX output `name` stand for what symbol src stands for. */
+static int alias(OnnxCtx *c, const char *name, int src)
+{
+    Sym copy = c->syms[src];
+    int r;
+    if (copy.kind == SYM_CONST) return ERR_FORMAT; /* folded elsewhere */
+    r = sym_add_value(c, name, copy.value);
+    if (r < 0) return r;
+    Sym *s = &c->syms[r];
+    char *nm = s->name;
+    *s = copy;
+    s->name = nm;
+    memset(&s->t, 0, sizeof s->t);
+    return 0;
+}
+
+static int consumers(const OnnxCtx *c, const char *name)
+{
+    int k = 0;
+    for (size_t i = 0; i < c->gp->n_node; i++)
+        for (size_t j = 0; j < c->gp->node[i]->n_input; j++)
+            k += !strcmp(c->gp->node[i]->input[j], name);
+    for (size_t i = 0; i < c->gp->n_output; i++)
+        k += c->gp->output[i]->name && !strcmp(c->gp->output[i]->name, name) ? 2 : 0;
+    return k;
+}
+
+/* Dims an activation symbol has as ONNX sees it. */
+static void sym_dims(const OnnxCtx *c, const Sym *s, int *nd, int64_t *dims)
+{
+    if (s->kind == SYM_VIEW) {
+        *nd = s->ndim;
+        memcpy(dims, s->dims, sizeof s->dims);
+        return;
+    }
+    const Shape *sh = &c->g->values[s->value].shape;
+    *nd = sh->ndim;
+    for (int k = 0; k < sh->ndim; k++) dims[k] = sh->d[k];
+}
+
+static int same_dims(int na, const int64_t *a, const Shape *b)
+{
+    if (na != b->ndim) return 0;
+    for (int k = 0; k < na; k++)
+        if (a[k] != b->d[k]) return 0;
+    return 1;
+}
+
+/* Output 0 of the node as a view of source value src. */
+static int make_view(Lw *l, int src, ViewKind vk, int nd, const int64_t *dims,
+                     const int *perm)
+{
+    OnnxCtx *c = l->c;
+    const Shape *ss = &c->g->values[src].shape;
+    int identity = 1;
+    if (vk == VIEW_RESHAPE) {
+        identity = same_dims(nd, dims, ss);
+    } else {
+        for (int k = 0; k < nd; k++) identity &= perm[k] == k;
+    }
+    int r = sym_add_value(c, l->n->output[0], src);
+    if (r < 0) return r;
+    if (identity) return 0;
+    Sym *s = &c->syms[r];
+    s->kind = SYM_VIEW;
+    s->vkind = vk;
+    s->ndim = nd;
+    s->node = l->idx;
+    memcpy(s->dims, dims, (size_t)nd * sizeof *dims);
+    if (perm) memcpy(s->perm, perm, (size_t)nd * sizeof *perm);
+    return 0;
+}
+
+/* ---- layout ops on activations: Reshape & co, Transpose ---- */
+
+static int lower_reshape(Lw *l)
+{
+    const char *op = l->n->op_type;
+    Sym *s = &l->c->syms[l->in[0]];
+    int nd, ond = 0;
+    int64_t dims[OT_MAX_DIMS], od[OT_MAX_DIMS];
+    sym_dims(l->c, s, &nd, dims);
+    if (s->kind == SYM_VIEW && s->vkind != VIEW_RESHAPE)
+        return fail(l, ERR_UNSUPPORTED, "reshape of a transposed tensor is not supported");
+    if (!strcmp(op, "Reshape")) {
+        const OTensor *t = in_const(l, 1);
+        if (!t) return fail(l, ERR_UNSUPPORTED, "Reshape target shape is not a constant after folding");
+        if (onnx_reshape_dims(dims, nd, t, (int)attr_i(l->n, "allowzero", 0), od, &ond))
+            return fail(l, ERR_SHAPE, "Reshape to a shape with a different element count");
+    } else if (!strcmp(op, "Flatten")) {
+        int64_t ax = attr_i(l->n, "axis", 1);
+        if (ax < 0) ax += nd;
+        if (ax < 0 || ax > nd) return fail(l, ERR_FORMAT, "Flatten axis out of range");
+        od[0] = od[1] = 1;
+        for (int k = 0; k < nd; k++) od[k >= ax] *= dims[k];
+        ond = 2;
+    } else {
+        /* Squeeze / Unsqueeze: axes from the attribute or input 1. */
+        int64_t axes[OT_MAX_DIMS];
+        int na = -1;
+        const OTensor *t = in_const(l, 1);
+        if (t && t->numel <= OT_MAX_DIMS) {
+            na = (int)t->numel;
+            for (int k = 0; k < na; k++) axes[k] = ot_geti(t, k);
+        } else {
+            na = attr_ints(l->n, "axes", axes, OT_MAX_DIMS);
+        }
+        char mark[OT_MAX_DIMS] = {0};
+        int r = !strcmp(op, "Unsqueeze") ? nd + (na > 0 ? na : 0) : nd;
+        if (r > OT_MAX_DIMS) return fail(l, ERR_UNSUPPORTED, "too many dims");
+        for (int k = 0; k < na; k++) {
+            int64_t a = axes[k] < 0 ? axes[k] + r : axes[k];
+            if (a < 0 || a >= r) return fail(l, ERR_FORMAT, "axis out of range");
+            mark[a] = 1;
+        }
+        if (!strcmp(op, "Unsqueeze")) {
+            if (na < 0) return fail(l, ERR_FORMAT, "Unsqueeze without axes");
+            for (int k = 0, j = 0; k < r; k++) od[ond++] = mark[k] ? 1 : dims[j++];
+        } else {
+            for (int k = 0; k < nd; k++)
+                if (!(na < 0 ? dims[k] == 1 : mark[k] && dims[k] == 1)) od[ond++] = dims[k];
+        }
+    }
+    if (ond > OT_MAX_DIMS) return fail(l, ERR_UNSUPPORTED, "too many dims");
+    return make_view(l, s->value, VIEW_RESHAPE, ond, od, NULL);
+}
+
+static int lower_transpose(Lw *l)
+{
+    Sym *s = &l->c->syms[l->in[0]];
+    int nd, perm[OT_MAX_DIMS], np2[OT_MAX_DIMS];
+    int64_t dims[OT_MAX_DIMS], od[OT_MAX_DIMS], p64[OT_MAX_DIMS];
+    sym_dims(l->c, s, &nd, dims);
+    if (s->kind == SYM_VIEW && s->vkind != VIEW_TRANSPOSE)
+        return fail(l, ERR_UNSUPPORTED, "transpose of a reshaped tensor is not supported");
+    int np = attr_ints(l->n, "perm", p64, OT_MAX_DIMS);
+    if (np < 0) {
+        for (int k = 0; k < nd; k++) p64[k] = nd - 1 - k;
+    } else if (np != nd) {
+        return fail(l, ERR_FORMAT, "Transpose perm has the wrong length");
+    }
+    for (int k = 0; k < nd; k++) {
+        if (p64[k] < 0 || p64[k] >= nd) return fail(l, ERR_FORMAT, "Transpose perm out of range");
+        perm[k] = (int)p64[k];
+        od[k] = dims[perm[k]];
+        /* Compose with an earlier transpose: view dim k = source dim. */
+        np2[k] = s->kind == SYM_VIEW ? s->perm[perm[k]] : perm[k];
+    }
+    return make_view(l, s->value, VIEW_TRANSPOSE, nd, od, np2);
+}
+
+/* ---- per-channel constants (Mul/Add after Conv or a normalisation) ---- */
+
+/* Per-channel vector from constant k broadcast against [N,C,...]:
+ * m[c] for c < C, or -1 if k is not per-channel. */
+static int channel_vector(const OTensor *k, const Shape *x, float *m)
+{
+    int64_t C = x->d[1];
+    if (k->ndim > x->ndim) return -1;
+    int caxis = 1 - (x->ndim - k->ndim); /* position of C inside k */
+    int64_t kc = 1;
+    for (int a = 0; a < k->ndim; a++) {
+        if (a == caxis) kc = k->dims[a];
+        else if (k->dims[a] != 1) return -1;
+    }
+    if (kc != 1 && kc != C) return -1;
+    for (int64_t c = 0; c < C; c++) m[c] = (float)ot_get(k, kc == 1 ? 0 : c);
+    return 0;
+}
+
+/* Fold y = x*m + a (per channel) into the node that produced x, if it is
+ * a Conv/ConvTranspose/normalisation whose output nothing else reads.
+ * Returns 1 if folded, 0 if not possible, < 0 on error. */
+static int fold_affine(Lw *l, int x, const float *m, const float *a)
+{
+    OnnxCtx *c = l->c;
+    Graph *g = c->g;
+    int p = g->values[x].producer;
+    if (p < 0 || consumers(c, g->values[x].name) != 1) return 0;
+    Node *nd = &g->nodes[p];
+    int64_t C = g->values[x].shape.d[1];
+    int wi, bi;
+    if (nd->op == OP_CONV || nd->op == OP_CONV_TRANSPOSE) {
+        if (nd->op == OP_CONV_TRANSPOSE && nd->p.conv.group != 1 && m) return 0;
+        wi = m ? 1 : -1;
+        bi = 2;
+    } else if (nd->op == OP_INSTANCE_NORM || nd->op == OP_BATCH_NORM) {
+        if (nd->op == OP_BATCH_NORM && nd->p.norm.use_batch_stats) {
+            /* batch statistics: scale/bias still act per channel */
+        }
+        wi = m ? 1 : -1;
+        bi = 2;
+    } else {
+        return 0;
+    }
+    if (bi >= nd->n_in) {
+        /* A convolution without bias gets a zero one. */
+        Shape bs = {1, {C}};
+        float *z = sl_calloc((size_t)C + 1, sizeof(float));
+        if (!z) return fail(l, ERR_NOMEM, "out of memory");
+        char name[256];
+        snprintf(name, sizeof name, "%s.bias", nd->name);
+        int r = graph_add_value(g, name, &bs, z);
+        if (r < 0) return r;
+        nd = &g->nodes[p];
+        nd->in[nd->n_in++] = r;
+    } else {
+        int r = weight_copy(c, nd->in[bi], l->idx);
+        if (r < 0) return r;
+        nd = &g->nodes[p];
+        nd->in[bi] = r;
+    }
+    if (wi >= 0) {
+        int r = weight_copy(c, nd->in[wi], l->idx);
+        if (r < 0) return r;
+        nd = &g->nodes[p];
+        nd->in[wi] = r;
+        Value *w = &g->values[r];
+        int64_t n = shape_numel(&w->shape);
+        if (nd->op == OP_CONV) {
+            int64_t per = n / C;
+            for (int64_t k = 0; k < n; k++) w->data[k] *= m[k / per];
+        } else if (nd->op == OP_CONV_TRANSPOSE) {
+            int64_t per = n / w->shape.d[0] / C; /* [IC, OC, K...] */
+            for (int64_t k = 0; k < n; k++) w->data[k] *= m[(k / per) % C];
+        } else {
+            for (int64_t k = 0; k < C; k++) w->data[k] *= m[k];
+        }
+    }
+    float *b = g->values[nd->in[bi]].data;
+    for (int64_t k = 0; k < C; k++) {
+        if (m) b[k] *= m[k];
+        if (a) b[k] += a[k];
+    }
+    return 1;
+}
+
+/* Add/Sub/Mul/Div with at least one activation input. */
+static int lower_arith(Lw *l)
+{
+    OnnxCtx *c = l->c;
+    const char *op = l->n->op_type;
+    int is_add = !strcmp(op, "Add"), is_sub = !strcmp(op, "Sub");
+    int is_mul = !strcmp(op, "Mul"), is_div = !strcmp(op, "Div");
+    int x, y, rc;
+    float *vec = NULL;
+    if (l->n_in != 2) return fail(l, ERR_FORMAT, "binary op needs 2 inputs");
+    if (is_act(l, 0) && is_act(l, 1)) {
+        if (!is_add)
+            return onnx_node_fail(c, l->idx, ERR_UNSUPPORTED,
+                                  "unsupported operator '%s' between two activations; "
+                                  "only Add is supported", op);
+        if ((rc = act_value(l, 0, &x)) || (rc = act_value(l, 1, &y))) return rc;
+        Node nd = {0};
+        nd.op = OP_ADD;
+        nd.n_in = 2;
+        nd.in[0] = x;
+        nd.in[1] = y;
+        return emit(l, &nd, NULL);
+    }
+    int ai = is_act(l, 0) ? 0 : 1;
+    const OTensor *k = in_const(l, 1 - ai);
+    if ((is_sub || is_div) && ai == 1)
+        return fail(l, ERR_UNSUPPORTED, "constant minus/over an activation is not supported");
+    if ((rc = act_value(l, ai, &x))) return rc;
+    const Shape *xs = &c->g->values[x].shape;
+    if (xs->ndim >= 2) vec = sl_alloc(((size_t)xs->d[1] + 1) * sizeof(float));
+    if (!vec) return fail(l, ERR_NOMEM, "out of memory");
+    int per_channel = channel_vector(k, xs, vec) == 0;
+    if (per_channel) {
+        for (int64_t j = 0; j < xs->d[1]; j++) {
+            if (is_sub) vec[j] = -vec[j];
+            if (is_div) vec[j] = 1.0f / vec[j];
+        }
+        rc = fold_affine(l, x, (is_mul || is_div) ? vec : NULL,
+                         (is_add || is_sub) ? vec : NULL);
+        if (rc < 0) goto out;
+        if (rc == 1) {
+            /* The producer now computes this node's output: rename. */
+            Value *v = &c->g->values[x];
+            char *nm = sl_strdup(l->n->output[0]);
+            if (!nm) {
+                rc = fail(l, ERR_NOMEM, "out of memory");
+                goto out;
+            }
+            sl_free(v->name);
+            v->name = nm;
+            rc = sym_add_value(c, l->n->output[0], x);
+            rc = rc < 0 ? rc : 0;
+            goto out;
+        }
+    }
+    if (is_add || is_sub) {
+        /* A bias add that cannot be folded stays an Add with a weight. */
+        int w;
+        rc = weight_of(l, 1 - ai, &w);
+        if (rc) goto out;
+        if (is_sub) {
+            rc = weight_copy(c, w, l->idx);
+            if (rc < 0) goto out;
+            w = rc;
+            Value *wv = &c->g->values[w];
+            for (int64_t j = 0; j < shape_numel(&wv->shape); j++) wv->data[j] = -wv->data[j];
+        }
+        Node nd = {0};
+        nd.op = OP_ADD;
+        nd.n_in = 2;
+        nd.in[0] = x;
+        nd.in[1] = w;
+        rc = emit(l, &nd, NULL);
+        goto out;
+    }
+    rc = onnx_node_fail(c, l->idx, ERR_UNSUPPORTED,
+                        "unsupported operator '%s' by a constant that cannot be folded "
+                        "into the preceding Conv or normalisation", op);
+out:
+    sl_free(vec);
+    return rc;
+}
+
+/* ---- convolution and pooling ---- */
+
+/* Read kernel/strides/dilations/pads/auto_pad into arrays of nsp. */
+static int conv_geometry(Lw *l, int nsp, const int64_t *in_sp, int *kernel,
+                         int *stride, int *dil, int *lo, int *hi, int transpose,
+                         int *out_pad)
+{
+    int64_t v[6];
+    char buf[32];
+    int n;
+    for (int k = 0; k < nsp; k++) {
+        stride[k] = dil[k] = 1;
+        lo[k] = hi[k] = 0;
+        if (out_pad) out_pad[k] = 0;
+    }
+    if ((n = attr_ints(l->n, "kernel_shape", v, 3)) >= 0) {
+        if (n != nsp) return fail(l, ERR_FORMAT, "kernel_shape has the wrong length");
+        for (int k = 0; k < nsp; k++)
+            if (kernel[k] > 0 && kernel[k] != v[k])
+                return fail(l, ERR_SHAPE, "kernel_shape does not match the weight");
+            else
+                kernel[k] = (int)v[k];
+    }
+    for (int k = 0; k < nsp; k++)
+        if (kernel[k] <= 0) return fail(l, ERR_FORMAT, "missing or invalid kernel_shape");
+    if ((n = attr_ints(l->n, "strides", v, 3)) >= 0) {
+        if (n != nsp) return fail(l, ERR_FORMAT, "strides has the wrong length");
+        for (int k = 0; k < nsp; k++) stride[k] = (int)v[k];
+    }
+    if ((n = attr_ints(l->n, "dilations", v, 3)) >= 0) {
+        if (n != nsp) return fail(l, ERR_FORMAT, "dilations has the wrong length");
+        for (int k = 0; k < nsp; k++) dil[k] = (int)v[k];
+    }
+    if ((n = attr_ints(l->n, "pads", v, 6)) >= 0) {
+        if (n != 2 * nsp) return fail(l, ERR_FORMAT, "pads has the wrong length");
+        for (int k = 0; k < nsp; k++) {
+            lo[k] = (int)v[k];
+            hi[k] = (int)v[nsp + k];
+        }
+    }
+    if (out_pad && (n = attr_ints(l->n, "output_padding", v, 3)) >= 0) {
+        if (n != nsp) return fail(l, ERR_FORMAT, "output_padding has the wrong length");
+        for (int k = 0; k < nsp; k++) out_pad[k] = (int)v[k];
+    }
+    for (int k = 0; k < nsp; k++)
+        if (stride[k] < 1 || dil[k] < 1 || lo[k] < 0 || hi[k] < 0 ||
+            (out_pad && out_pad[k] < 0))
+            return fail(l, ERR_FORMAT, "negative or zero stride/dilation/pad");
+    const char *ap = attr_s(l->n, "auto_pad", "NOTSET", buf, sizeof buf);
+    int64_t oshape[5];
+    int no = transpose ? attr_ints(l->n, "output_shape", oshape, 5) : -1;
+    int upper = !strcmp(ap, "SAME_UPPER");
+    if (!strcmp(ap, "VALID")) {
+        for (int k = 0; k < nsp; k++) lo[k] = hi[k] = 0;
+    } else if (!strcmp(ap, "SAME_UPPER") || !strcmp(ap, "SAME_LOWER") || no >= 0) {
+        if (strcmp(ap, "NOTSET") && strcmp(ap, "SAME_UPPER") && strcmp(ap, "SAME_LOWER"))
+            goto bad_ap;
+        if (no >= 0 && no != nsp && no != nsp + 2)
+            return fail(l, ERR_FORMAT, "output_shape has the wrong length");
+        for (int k = 0; k < nsp; k++) {
+            int64_t ek = (int64_t)(kernel[k] - 1) * dil[k] + 1, total;
+            if (transpose) {
+                /* ONNX ConvTranspose: pads derived from the wanted size. */
+                int64_t want = no >= 0 ? oshape[no - nsp + k] : in_sp[k] * stride[k];
+                total = (int64_t)stride[k] * (in_sp[k] - 1) + out_pad[k] + ek - want;
+                if (total < 0) {
+                    out_pad[k] += (int)-total;
+                    total = 0;
+                }
+                lo[k] = (int)(upper ? total / 2 : total - total / 2);
+                hi[k] = (int)(total - lo[k]);
+            } else {
+                /* SAME: output = ceil(in / stride); computed at the import
+                 * shape (independent of it when stride is 1). */
+                int64_t out = (in_sp[k] + stride[k] - 1) / stride[k];
+                total = (out - 1) * stride[k] + ek - in_sp[k];
+                if (total < 0) total = 0;
+                lo[k] = (int)(upper ? total / 2 : total - total / 2);
+                hi[k] = (int)(total - lo[k]);
+            }
+        }
+    } else if (strcmp(ap, "NOTSET")) {
+        goto bad_ap;
+    }
+    return 0;
+bad_ap:
+    return onnx_node_fail(l->c, l->idx, ERR_UNSUPPORTED, "unsupported auto_pad '%s'", ap);
+}
+
+static int lower_conv(Lw *l, int transpose)
+{
+    int x, w, b = -1, rc;
+    if ((rc = act_value(l, 0, &x))) return rc;
+    if ((rc = weight_of(l, 1, &w))) return rc;
+    if (l->n_in > 2 && l->in[2] >= 0 && (rc = weight_of(l, 2, &b))) return rc;
+    Graph *g = l->c->g;
+    const Shape *ws = &g->values[w].shape, *xs = &g->values[x].shape;
+    int nsp = ws->ndim - 2;
+    if (nsp < 1 || nsp > 3 || xs->ndim != nsp + 2)
+        return fail(l, ERR_SHAPE, "weight rank does not match the input rank");
+    Node nd = {0};
+    ConvParams *p = &nd.p.conv;
+    int64_t in_sp[3];
+    nd.op = transpose ? OP_CONV_TRANSPOSE : OP_CONV;
+    p->nsp = nsp;
+    p->group = (int)attr_i(l->n, "group", 1);
+    if (p->group < 1) return fail(l, ERR_FORMAT, "group must be >= 1");
+    for (int k = 0; k < nsp; k++) {
+        p->kernel[k] = (int)ws->d[2 + k];
+        in_sp[k] = xs->d[2 + k];
+    }
+    rc = conv_geometry(l, nsp, in_sp, p->kernel, p->stride, p->dilation, p->pad_lo,
+                       p->pad_hi, transpose, transpose ? p->out_pad : NULL);
+    if (rc) return rc;
+    nd.n_in = b >= 0 ? 3 : 2;
+    nd.in[0] = x;
+    nd.in[1] = w;
+    nd.in[2] = b;
+    return emit(l, &nd, NULL);
+}
+
+static int lower_pool(Lw *l, int is_max)
+{
+    int x, rc;
+    if ((rc = act_value(l, 0, &x))) return rc;
+    if (l->n->n_output > 1 && l->n->output[1] && *l->n->output[1] &&
+        consumers(l->c, l->n->output[1]))
+        return fail(l, ERR_UNSUPPORTED, "MaxPool indices output is not supported");
+    const Shape *xs = &l->c->g->values[x].shape;
+    Node nd = {0};
+    PoolParams *p = &nd.p.pool;
+    int64_t in_sp[3];
+    int nsp = xs->ndim - 2;
+    if (nsp < 1 || nsp > 3) return fail(l, ERR_SHAPE, "pooling input must be 3D to 5D");
+    nd.op = is_max ? OP_MAX_POOL : OP_AVG_POOL;
+    p->nsp = nsp;
+    for (int k = 0; k < nsp; k++) in_sp[k] = xs->d[2 + k];
+    rc = conv_geometry(l, nsp, in_sp, p->kernel, p->stride, p->dilation, p->pad_lo,
+                       p->pad_hi, 0, NULL);
+    if (rc) return rc;
+    p->ceil_mode = (int)attr_i(l->n, "ceil_mode", 0);
+    p->count_include_pad = (int)attr_i(l->n, "count_include_pad", 0);
+    nd.n_in = 1;
+    nd.in[0] = x;
+    return emit(l, &nd, NULL);
+}
+
+/* ---- normalisation ---- */
+
+static int lower_instance_norm(Lw *l)
+{
+    int x, s, b, rc;
+    if ((rc = act_value(l, 0, &x)) || (rc = weight_of(l, 1, &s)) ||
+        (rc = weight_of(l, 2, &b)))
+        return rc;
+    Node nd = {0};
+    nd.op = OP_INSTANCE_NORM;
+    nd.p.norm.eps = attr_f(l->n, "epsilon", 1e-5f);
+    nd.n_in = 3;
+    nd.in[0] = x;
+    nd.in[1] = s;
+    nd.in[2] = b;
+    return emit(l, &nd, NULL);
+}
+
+/* BatchNormalization on a Reshape view [1, N*C, ...] of [N, C, ...] with
+ * batch statistics: per-(n, c) statistics, i.e. InstanceNorm. */
+static int lower_bn_as_instance_norm(Lw *l, const Sym *vs, float eps)
+{
+    OnnxCtx *c = l->c;
+    Graph *g = c->g;
+    const Shape *src = &g->values[vs->value].shape;
+    int64_t N = src->d[0], C = src->d[1], sp = 1, vsp = 1;
+    for (int k = 2; k < src->ndim; k++) sp *= src->d[k];
+    for (int k = 2; k < vs->ndim; k++) vsp *= vs->dims[k];
+    if (src->ndim < 3 || vs->ndim < 2 || vs->dims[0] != 1 || vs->dims[1] != N * C || vsp != sp)
+        return fail(l, ERR_UNSUPPORTED,
+                    "BatchNormalization on a reshaped tensor that is not the "
+                    "instance-norm pattern [1, N*C, ...]");
+    const OTensor *sc = in_const(l, 1), *bi = in_const(l, 2);
+    if (!sc || !bi || sc->numel != N * C || bi->numel != N * C)
+        return fail(l, ERR_UNSUPPORTED, "BatchNormalization scale/bias must be constants of N*C elements");
+    Shape cs = {1, {C}};
+    float *sd = sl_alloc(((size_t)C + 1) * sizeof(float));
+    float *bd = sl_alloc(((size_t)C + 1) * sizeof(float));
+    int si = -1, bvi = -1, rc;
+    char name[256];
+    if (!sd || !bd) {
+        sl_free(sd);
+        sl_free(bd);
+        return fail(l, ERR_NOMEM, "out of memory");
+    }
+    for (int64_t k = 0; k < N * C; k++) {
+        float a = (float)ot_get(sc, k), bb = (float)ot_get(bi, k);
+        if (k < C) {
+            sd[k] = a;
+            bd[k] = bb;
+        } else if (a != sd[k % C] || bb != bd[k % C]) {
+            sl_free(sd);
+            sl_free(bd);
+            return fail(l, ERR_UNSUPPORTED, "instance-norm pattern with per-sample scale");
+        }
+    }
+    snprintf(name, sizeof name, "%s.scale", onnx_node_name(l->n));
+    si = graph_add_value(g, name, &cs, sd);
+    if (si < 0) {
+        sl_free(bd);
+        return si;
+    }
+    snprintf(name, sizeof name, "%s.bias", onnx_node_name(l->n));
+    bvi = graph_add_value(g, name, &cs, bd);
+    if (bvi < 0) return bvi;
+    Node nd = {0};
+    nd.op = OP_INSTANCE_NORM;
+    nd.p.norm.eps = eps;
+    nd.n_in = 3;
+    nd.in[0] = vs->value;
+    nd.in[1] = si;
+    nd.in[2] = bvi;
+    int64_t vd[OT_MAX_DIMS];
+    int vn = vs->ndim;
+    memcpy(vd, vs->dims, sizeof vd);
+    int out;
+    rc = emit(l, &nd, &out);
+    if (rc) return rc;
+    /* The ONNX output still has the view's layout until reshaped back. */
+    Sym *o = &c->syms[c->n_syms - 1];
+    o->kind = SYM_VIEW;
+    o->vkind = VIEW_RESHAPE;
+    o->ndim = vn;
+    memcpy(o->dims, vd, sizeof vd);
+    o->node = l->idx;
+    return 0;
+}
+
+static int lower_batch_norm(Lw *l)
+{
+    OnnxCtx *c = l->c;
+    float eps = attr_f(l->n, "epsilon", 1e-5f);
+    int training = attr_i(l->n, "training_mode", 0) != 0;
+    /* Before opset 14 the training form is the one with extra outputs. */
+    for (size_t k = 1; k < l->n->n_output; k++)
+        if (l->n->output[k] && *l->n->output[k]) training = 1;
+    if (l->in[0] >= 0 && c->syms[l->in[0]].kind == SYM_VIEW) {
+        Sym vs = c->syms[l->in[0]];
+        if (vs.vkind == VIEW_RESHAPE && training)
+            return lower_bn_as_instance_norm(l, &vs, eps);
+    }
+    int x, w[4], rc;
+    if ((rc = act_value(l, 0, &x))) return rc;
+    for (int k = 0; k < 4; k++)
+        if ((rc = weight_of(l, k + 1, &w[k]))) return rc;
+    for (size_t k = 1; k < l->n->n_output; k++)
+        if (l->n->output[k] && *l->n->output[k] && consumers(c, l->n->output[k]))
+            return fail(l, ERR_UNSUPPORTED, "BatchNormalization running-statistics outputs are used");
+    Node nd = {0};
+    nd.op = OP_BATCH_NORM;
+    nd.p.norm.eps = eps;
+    nd.p.norm.momentum = attr_f(l->n, "momentum", 0.9f);
+    nd.p.norm.use_batch_stats = training;
+    nd.n_in = 5;
+    nd.in[0] = x;
+    for (int k = 0; k < 4; k++) nd.in[k + 1] = w[k];
+    return emit(l, &nd, NULL);
+}
+
+/* ---- activations, softmax, concat ---- */
+
+/* Elementwise op; on a view it runs on the source and keeps the view. */
+static int lower_unary(Lw *l, OpType op)
+{
+    OnnxCtx *c = l->c;
+    if (l->in[0] < 0 || c->syms[l->in[0]].kind == SYM_CONST)
+        return fail(l, ERR_FORMAT, "missing activation input");
+    Sym vs = c->syms[l->in[0]];
+    Node nd = {0};
+    nd.op = op;
+    nd.n_in = 1;
+    nd.in[0] = vs.value;
+    if (op == OP_LEAKY_RELU) nd.p.act.alpha = attr_f(l->n, "alpha", 0.01f);
+    int rc = emit(l, &nd, NULL);
+    if (rc || vs.kind != SYM_VIEW) return rc;
+    Sym *o = &c->syms[c->n_syms - 1];
+    char *nm = o->name;
+    int v = o->value;
+    *o = vs;
+    o->name = nm;
+    o->value = v;
+    return 0;
+}
+
+static int lower_softmax(Lw *l)
+{
+    OnnxCtx *c = l->c;
+    if (l->in[0] < 0 || c->syms[l->in[0]].kind == SYM_CONST)
+        return fail(l, ERR_FORMAT, "missing activation input");
+    Sym vs = c->syms[l->in[0]];
+    int nd_, axis;
+    int64_t dims[OT_MAX_DIMS];
+    sym_dims(c, &vs, &nd_, dims);
+    int64_t a = attr_i(l->n, "axis", c->opset >= 13 ? -1 : 1);
+    if (a < 0) a += nd_;
+    if (a < 0 || a >= nd_) return fail(l, ERR_FORMAT, "Softmax axis out of range");
+    axis = (int)a;
+    Node nd = {0};
+    nd.op = OP_SOFTMAX;
+    nd.n_in = 1;
+    nd.in[0] = vs.value;
+    if (vs.kind == SYM_VIEW) {
+        /* Softmax on a transposed view over one axis: the same softmax on
+         * the source over the axis it came from (torch, opset < 13). */
+        if (vs.vkind != VIEW_TRANSPOSE || (c->opset < 13 && axis != nd_ - 1))
+            return fail(l, ERR_UNSUPPORTED, "Softmax on a reshaped tensor is not supported");
+        nd.p.softmax.axis = vs.perm[axis];
+        nd.p.softmax.flatten = 0;
+    } else {
+        nd.p.softmax.axis = axis;
+        /* Opset < 13: one softmax over all dims from axis to the end. */
+        nd.p.softmax.flatten = c->opset < 13 && axis < nd_ - 1;
+    }
+    int rc = emit(l, &nd, NULL);
+    if (rc || vs.kind != SYM_VIEW) return rc;
+    Sym *o = &c->syms[c->n_syms - 1];
+    char *nm = o->name;
+    int v = o->value;
+    *o = vs;
+    o->name = nm;
+    o->value = v;
+    o->node = l->idx;
+    return 0;
+}
+
+static int lower_concat(Lw *l)
+{
+    Node nd = {0};
+    int rc;
+    if (l->n_in < 1 || l->n_in > SL_MAX_INPUTS)
+        return onnx_node_fail(l->c, l->idx, ERR_UNSUPPORTED,
+                              "Concat of %d inputs (at most %d)", l->n_in, SL_MAX_INPUTS);
+    nd.op = OP_CONCAT;
+    nd.n_in = l->n_in;
+    for (int j = 0; j < l->n_in; j++)
+        if ((rc = act_value(l, j, &nd.in[j]))) return rc;
+    int rank = l->c->g->values[nd.in[0]].shape.ndim;
+    int64_t a = attr_i(l->n, "axis", 1);
+    if (a < 0) a += rank;
+    if (a < 0 || a >= rank) return fail(l, ERR_FORMAT, "Concat axis out of range");
+    nd.p.concat.axis = (int)a;
+    return emit(l, &nd, NULL);
+}
+
+/* ---- Resize / Upsample ---- */
+
+static int lower_resize(Lw *l, int upsample)
+{
+    OnnxCtx *c = l->c;
+    Graph *g = c->g;
+    int x, rc;
+    char buf[64];
+    if ((rc = act_value(l, 0, &x))) return rc;
+    const Shape *xs = &g->values[x].shape;
+    int nsp = xs->ndim - 2;
+    if (nsp < 1 || nsp > 3) return fail(l, ERR_SHAPE, "Resize input must be 3D to 5D");
+    Node nd = {0};
+    ResizeParams *p = &nd.p.resize;
+    p->nsp = nsp;
+    const char *mode = attr_s(l->n, "mode", "nearest", buf, sizeof buf);
+    if (!strcmp(mode, "nearest")) p->mode = RESIZE_NEAREST;
+    else if (!strcmp(mode, "linear") || !strcmp(mode, "bilinear") || !strcmp(mode, "trilinear"))
+        p->mode = RESIZE_LINEAR;
+    else
+        return onnx_node_fail(c, l->idx, ERR_UNSUPPORTED,
+                              "Resize mode '%s' not supported (nearest, linear)", mode);
+    if (upsample || c->opset < 11) {
+        /* Upsample and Resize-10: asymmetric coordinates, floor. */
+        p->coord = COORD_ASYMMETRIC;
+        p->nearest = NEAREST_FLOOR;
+    } else {
+        const char *ct = attr_s(l->n, "coordinate_transformation_mode", "half_pixel", buf, sizeof buf);
+        if (!strcmp(ct, "half_pixel")) p->coord = COORD_HALF_PIXEL;
+        else if (!strcmp(ct, "pytorch_half_pixel")) p->coord = COORD_PYTORCH_HALF_PIXEL;
+        else if (!strcmp(ct, "align_corners")) p->coord = COORD_ALIGN_CORNERS;
+        else if (!strcmp(ct, "asymmetric")) p->coord = COORD_ASYMMETRIC;
+        else
+            return onnx_node_fail(c, l->idx, ERR_UNSUPPORTED,
+                                  "Resize coordinate_transformation_mode '%s' not supported", ct);
+        const char *nm = attr_s(l->n, "nearest_mode", "round_prefer_floor", buf, sizeof buf);
+        if (!strcmp(nm, "round_prefer_floor")) p->nearest = NEAREST_ROUND_PREFER_FLOOR;
+        else if (!strcmp(nm, "round_prefer_ceil")) p->nearest = NEAREST_ROUND_PREFER_CEIL;
+        else if (!strcmp(nm, "floor")) p->nearest = NEAREST_FLOOR;
+        else if (!strcmp(nm, "ceil")) p->nearest = NEAREST_CEIL;
+        else
+            return onnx_node_fail(c, l->idx, ERR_UNSUPPORTED, "Resize nearest_mode '%s' not supported", nm);
+        if (attr_i(l->n, "antialias", 0) || attr_find(l->n, "axes"))
+            return fail(l, ERR_UNSUPPORTED, "Resize antialias/axes (opset 18) not supported");
+    }
+    double sc[SL_MAX_DIMS];
+    int have = 0;
+    const OTensor *scales = NULL, *sizes = NULL;
+    if (upsample && c->opset < 9) {
+        const Onnx__AttributeProto *a = attr_find(l->n, "scales");
+        if (!a || a->n_floats != (size_t)xs->ndim) return fail(l, ERR_FORMAT, "Upsample without scales");
+        for (int k = 0; k < xs->ndim; k++) sc[k] = a->floats[k];
+        have = 1;
+    } else {
+        int si = c->opset < 11 || upsample ? 1 : 2;
+        for (int j = 1; j < l->n_in; j++)
+            if (l->in[j] >= 0 && !in_const(l, j))
+                return fail(l, ERR_UNSUPPORTED,
+                            "Resize scales/sizes are not constant after folding");
+        scales = in_const(l, si);
+        sizes = si == 2 ? in_const(l, 3) : NULL;
+        if (scales && scales->numel > 0) {
+            if (scales->numel != xs->ndim) return fail(l, ERR_FORMAT, "Resize scales have the wrong length");
+            for (int k = 0; k < xs->ndim; k++) sc[k] = ot_get(scales, k);
+            have = 1;
+        } else if (sizes && sizes->numel == xs->ndim) {
+            for (int k = 0; k < xs->ndim; k++) sc[k] = (double)ot_geti(sizes, k) / (double)xs->d[k];
+            have = 2;
+        }
+    }
+    if (!have) return fail(l, ERR_FORMAT, "Resize without scales or sizes");
+    if (sc[0] != 1.0 || sc[1] != 1.0)
+        return fail(l, ERR_UNSUPPORTED, "Resize of the batch or channel dim");
+    nd.op = OP_RESIZE;
+    nd.n_in = 1;
+    nd.in[0] = x;
+    int integral = 1;
+    for (int k = 0; k < nsp; k++) {
+        p->scale[k] = sc[2 + k];
+        if (!(p->scale[k] > 0)) return fail(l, ERR_FORMAT, "Resize scale must be positive");
+        integral &= p->scale[k] == floor(p->scale[k]);
+    }
+    if (have == 2 && !integral) {
+        /* "Resize to the size of the skip": sizes came from another
+         * tensor's shape; find the latest activation of that size so the
+         * relation holds at every input size. */
+        for (int v = g->n_values - 1; v >= 0; v--) {
+            const Shape *vs = &g->values[v].shape;
+            if (g->values[v].data || vs->ndim != xs->ndim || v == x) continue;
+            int same = 1;
+            for (int k = 0; k < nsp; k++) same &= vs->d[2 + k] == ot_geti(sizes, 2 + k);
+            if (same) {
+                nd.n_in = 2;
+                nd.in[1] = v;
+                break;
+            }
+        }
+    }
+    return emit(l, &nd, NULL);
+}
+
+/* ---- the driver ---- */
+
+static int lower_shape_of_act(Lw *l)
+{
+    OnnxCtx *c = l->c;
+    int nd;
+    int64_t dims[OT_MAX_DIMS];
+    sym_dims(c, &c->syms[l->in[0]], &nd, dims);
+    int64_t st = attr_i(l->n, "start", 0), en = attr_i(l->n, "end", nd);
+    if (st < 0) st += nd;
+    if (en < 0) en += nd;
+    st = st < 0 ? 0 : st > nd ? nd : st;
+    en = en < st ? st : en > nd ? nd : en;
+    int64_t len = en - st;
+    OTensor t;
+    int rc = ot_alloc(&t, 1, &len, 1);
+    if (rc) return fail(l, rc, "out of memory");
+    for (int64_t k = 0; k < len; k++) t.i[k] = dims[st + k];
+    rc = sym_add_const(c, l->n->output[0], &t, l->idx);
+    return rc < 0 ? rc : 0;
+}
+
+static int lower_node(Lw *l)
+{
+    const char *op = l->n->op_type;
+    if (!strcmp(op, "Conv")) return lower_conv(l, 0);
+    if (!strcmp(op, "ConvTranspose")) return lower_conv(l, 1);
+    if (!strcmp(op, "InstanceNormalization")) return lower_instance_norm(l);
+    if (!strcmp(op, "BatchNormalization")) return lower_batch_norm(l);
+    if (!strcmp(op, "Relu")) return lower_unary(l, OP_RELU);
+    if (!strcmp(op, "LeakyRelu")) return lower_unary(l, OP_LEAKY_RELU);
+    if (!strcmp(op, "Sigmoid")) return lower_unary(l, OP_SIGMOID);
+    if (!strcmp(op, "Softmax")) return lower_softmax(l);
+    if (!strcmp(op, "Concat")) return lower_concat(l);
+    if (!strcmp(op, "Add") || !strcmp(op, "Sub") || !strcmp(op, "Mul") || !strcmp(op, "Div"))
+        return lower_arith(l);
+    if (!strcmp(op, "MaxPool")) return lower_pool(l, 1);
+    if (!strcmp(op, "AveragePool")) return lower_pool(l, 0);
+    if (!strcmp(op, "Resize")) return lower_resize(l, 0);
+    if (!strcmp(op, "Upsample")) return lower_resize(l, 1);
+    if (!strcmp(op, "Shape")) return lower_shape_of_act(l);
+    if (!strcmp(op, "Identity") || !strcmp(op, "Dropout")) {
+        if (l->n->n_output > 1 && l->n->output[1] && *l->n->output[1] &&
+            consumers(l->c, l->n->output[1]))
+            return fail(l, ERR_UNSUPPORTED, "Dropout mask output is not supported");
+        return alias(l->c, l->n->output[0], l->in[0]);
+    }
+    if (!strcmp(op, "Reshape") || !strcmp(op, "Squeeze") || !strcmp(op, "Unsqueeze") ||
+        !strcmp(op, "Flatten"))
+        return lower_reshape(l);
+    if (!strcmp(op, "Transpose")) return lower_transpose(l);
+    sl_error("unsupported operator '%s' at node '%s' (#%d) in '%s'; supported: %s", op,
+             onnx_node_name(l->n), l->idx, l->c->path, SUPPORTED);
+    return ERR_UNSUPPORTED;
+}
+
+int onnx_lower(OnnxCtx *c)
+{
+    for (size_t i = 0; i < c->gp->n_node; i++) {
+        const Onnx__NodeProto *n = c->gp->node[i];
+        Lw l = {c, (int)i, n, {0}, 0};
+        int rc;
+        if (!n->op_type || !*n->op_type)
+            return onnx_node_fail(c, l.idx, ERR_FORMAT, "node without an operator type");
+        if (n->domain && *n->domain && strcmp(n->domain, "ai.onnx"))
+            return onnx_node_fail(c, l.idx, ERR_UNSUPPORTED,
+                                  "operator domain '%s' not supported (only the default "
+                                  "ONNX domain)", n->domain);
+        if (n->n_output < 1 || !n->output[0] || !*n->output[0])
+            return onnx_node_fail(c, l.idx, ERR_FORMAT, "node without an output");
+        if (n->n_input > SL_MAX_INPUTS)
+            return onnx_node_fail(c, l.idx, ERR_UNSUPPORTED, "too many inputs (%zu)", n->n_input);
+        l.n_in = (int)n->n_input;
+        for (int j = 0; j < l.n_in; j++) {
+            l.in[j] = -1;
+            if (!n->input[j] || !*n->input[j]) continue;
+            l.in[j] = sym_find(c, n->input[j]);
+            if (l.in[j] < 0)
+                return onnx_node_fail(c, l.idx, ERR_FORMAT,
+                                      "input '%s' is produced by no node and is no "
+                                      "initializer (corrupted or unsorted graph)",
+                                      n->input[j]);
+        }
+        rc = onnx_fold(c, l.idx);
+        if (rc < 0) return rc;
+        if (rc == 0) continue;
+        if (l.n_in < 1 || l.in[0] < 0) {
+            if (!strcmp(n->op_type, "Constant")) continue;
+            return onnx_node_fail(c, l.idx, ERR_FORMAT, "missing first input");
+        }
+        rc = lower_node(&l);
+        if (rc) return rc;
+    }
+    return 0;
+}

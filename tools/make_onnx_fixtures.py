@@ -1,0 +1,382 @@
+#!/usr/bin/python3
+"""Make the small ONNX fixtures of tests/test_onnx.c.  Run with Debian's
+/usr/bin/python3 (python3-onnx, python3-torch):
+
+    /usr/bin/python3 tools/make_onnx_fixtures.py tests/fixtures/onnx
+
+Most models are written with onnx.helper so that each one exercises one
+importer feature (typed initializer fields, external data, shape glue,
+exporter patterns, attributes) or one failure (unsupported op, missing
+initializer, short initializer, inconsistent shapes, external data outside
+the folder).  A few are real torch.onnx exports of a tiny U-Net at opsets
+11, 13 and 17; one of them comes with an input and PyTorch's output
+(SLTENSOR files, see tests/testutil.h) for a numeric sanity check.
+Everything is seeded and tiny (a few KB per file).
+"""
+
+import os
+import struct
+import sys
+import warnings
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OUT = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/onnx"
+F = TensorProto.FLOAT
+
+
+def rng(seed):
+    return np.random.default_rng(seed)
+
+
+def w(r, *shape):
+    return (r.standard_normal(shape) * 0.3).astype(np.float32)
+
+
+def init(name, arr):
+    return numpy_helper.from_array(np.asarray(arr), name)
+
+
+def ints(name, vals):
+    return numpy_helper.from_array(np.asarray(vals, dtype=np.int64), name)
+
+
+def save(name, nodes, inputs, outputs, inits, opset=13, extra_inputs=()):
+    g = helper.make_graph(nodes, name, list(inputs) + list(extra_inputs),
+                          outputs, inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)],
+                          producer_name="make_onnx_fixtures")
+    m.ir_version = 7
+    onnx.save(m, os.path.join(OUT, name + ".onnx"))
+    return m
+
+
+def vi(name, shape):
+    return helper.make_tensor_value_info(name, F, shape)
+
+
+def write_tensor(path, arr):
+    arr = np.ascontiguousarray(arr, dtype="<f4")
+    with open(path, "wb") as f:
+        f.write(b"SLTENSOR")
+        f.write(struct.pack("<II", 1, arr.ndim))
+        for d in arr.shape:
+            f.write(struct.pack("<q", d))
+        f.write(arr.tobytes())
+
+
+def conv_relu():
+    """Conv-Relu-Conv-Softmax, raw_data initializers, opset 13."""
+    r = rng(1)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1",
+                         kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2"),
+        helper.make_node("Softmax", ["c2"], ["y"], name="softmax", axis=1),
+    ]
+    save("conv_relu", nodes, [vi("x", [1, 1, 8, 8])], [vi("y", [1, 3, 8, 8])],
+         [init("w1", w(r, 2, 1, 3, 3)), init("b1", w(r, 2)),
+          init("w2", w(r, 3, 2, 1, 1)), init("b2", w(r, 3))])
+
+
+def typed_fields():
+    """Initializers in float_data / double_data / float16 int32_data, also
+    listed as graph inputs (old exporters); dynamic N, H, W; opset 11."""
+    r = rng(2)
+    w1 = w(r, 4, 2, 3, 3)
+    b1 = w(r, 4)
+    sc = np.array([1.0, 0.5, 2.0, -1.0], np.float16)
+    bi = np.array([0.0, 0.25, -0.5, 1.0], np.float64)
+    inits = [
+        helper.make_tensor("w1", F, w1.shape, w1.flatten().tolist()),
+        helper.make_tensor("b1", F, b1.shape, b1.tolist()),
+        helper.make_tensor("sc", TensorProto.FLOAT16, [4],
+                           sc.view(np.uint16).astype(np.int32).tolist()),
+        helper.make_tensor("bi", TensorProto.DOUBLE, [4], bi.tolist()),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv",
+                         kernel_shape=[3, 3], auto_pad="SAME_UPPER"),
+        helper.make_node("InstanceNormalization", ["c1", "sc", "bi"], ["n1"],
+                         name="inorm", epsilon=1e-5),
+        helper.make_node("LeakyRelu", ["n1"], ["y"], name="lrelu", alpha=0.2),
+    ]
+    extra = [vi("w1", [4, 2, 3, 3]), vi("b1", [4]),
+             helper.make_tensor_value_info("sc", TensorProto.FLOAT16, [4]),
+             helper.make_tensor_value_info("bi", TensorProto.DOUBLE, [4])]
+    save("typed_fields", nodes, [vi("x", ["N", 2, "H", "W"])],
+         [vi("y", ["N", 4, "H", "W"])], inits, opset=11, extra_inputs=extra)
+
+
+def shape_glue():
+    """Resize to 2x the conv output computed by Shape/Gather/Mul/Cast/
+    Concat/Unsqueeze glue, plus Identity and Dropout, opset 11."""
+    r = rng(3)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv",
+                         kernel_shape=[1, 1]),
+        helper.make_node("Identity", ["c1"], ["id1"], name="ident"),
+        helper.make_node("Dropout", ["id1"], ["d1"], name="drop"),
+        helper.make_node("Shape", ["d1"], ["sh"], name="shape"),
+        helper.make_node("Gather", ["sh", "i23"], ["hw"], name="gather", axis=0),
+        helper.make_node("Cast", ["hw"], ["hwf"], name="castf", to=F),
+        helper.make_node("Mul", ["hwf", "two"], ["hw2f"], name="mul2"),
+        helper.make_node("Floor", ["hw2f"], ["hw2fl"], name="floor"),
+        helper.make_node("Cast", ["hw2fl"], ["hw2"], name="casti",
+                         to=TensorProto.INT64),
+        helper.make_node("Slice", ["sh", "s0", "s2"], ["nc"], name="slice"),
+        helper.make_node("Concat", ["nc", "hw2"], ["sizes"], name="concat",
+                         axis=0),
+        helper.make_node("Constant", [], ["roi"], name="roi",
+                         value=helper.make_tensor("roi", F, [0], [])),
+        helper.make_node("Constant", [], ["scales"], name="scales",
+                         value=helper.make_tensor("scales", F, [0], [])),
+        helper.make_node("Resize", ["d1", "roi", "scales", "sizes"], ["y"],
+                         name="resize", mode="linear",
+                         coordinate_transformation_mode="align_corners"),
+    ]
+    save("shape_glue", nodes, [vi("x", [1, 2, 6, 5])], [vi("y", None)],
+         [init("w1", w(r, 3, 2, 1, 1)), ints("i23", [2, 3]),
+          init("two", np.array([2.0], np.float32)), ints("s0", [0]),
+          ints("s2", [2])], opset=11)
+
+
+def softmax_transpose():
+    """torch.onnx (opset < 13) softmax(dim=1): Transpose-Softmax-Transpose."""
+    r = rng(4)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv",
+                         kernel_shape=[1, 1]),
+        helper.make_node("Transpose", ["c1"], ["t1"], name="tr1",
+                         perm=[0, 2, 3, 1]),
+        helper.make_node("Softmax", ["t1"], ["s1"], name="softmax", axis=3),
+        helper.make_node("Transpose", ["s1"], ["y"], name="tr2",
+                         perm=[0, 3, 1, 2]),
+    ]
+    save("softmax_transpose", nodes, [vi("x", [1, 2, 4, 4])],
+         [vi("y", [1, 3, 4, 4])], [init("w1", w(r, 3, 2, 1, 1))], opset=11)
+    # The opset-11 meaning of a plain Softmax(axis=1): flattened over C*H*W.
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv",
+                         kernel_shape=[1, 1]),
+        helper.make_node("Softmax", ["c1"], ["y"], name="softmax", axis=1),
+    ]
+    save("softmax_flat11", nodes, [vi("x", [1, 2, 4, 4])],
+         [vi("y", [1, 3, 4, 4])], [init("w1", w(r, 3, 2, 1, 1))], opset=11)
+
+
+def instnorm_bn():
+    """Instance norm as exporters emit it: Reshape [1, N*C, -1] ->
+    BatchNormalization(training_mode=1) -> Reshape back -> Mul -> Add."""
+    r = rng(5)
+    C = 3
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv",
+                         kernel_shape=[1, 1]),
+        helper.make_node("Reshape", ["c1", "flat"], ["rs"], name="reshape1"),
+        helper.make_node("BatchNormalization",
+                         ["rs", "ones", "zeros", "zeros", "ones"], ["bn"],
+                         name="bn", epsilon=1e-5, training_mode=1),
+        helper.make_node("Shape", ["c1"], ["sh"], name="shape"),
+        helper.make_node("Reshape", ["bn", "sh"], ["rb"], name="reshape2"),
+        helper.make_node("Mul", ["rb", "gamma"], ["m"], name="mul"),
+        helper.make_node("Add", ["m", "beta"], ["a"], name="add"),
+        helper.make_node("Relu", ["a"], ["y"], name="relu"),
+    ]
+    save("instnorm_bn", nodes, [vi("x", [1, 2, 4, 4])], [vi("y", [1, C, 4, 4])],
+         [init("w1", w(r, C, 2, 1, 1)), ints("flat", [1, C, -1]),
+          init("ones", np.ones(C, np.float32)),
+          init("zeros", np.zeros(C, np.float32)),
+          init("gamma", np.array([2.0, 3.0, 4.0], np.float32).reshape(C, 1, 1)),
+          init("beta", np.array([0.5, -0.5, 1.0], np.float32).reshape(C, 1, 1))],
+         opset=15)
+
+
+def conv_transpose_geometry():
+    """ConvTranspose with output_shape (pads derived), output_padding, and
+    strided Conv with auto_pad SAME_LOWER; MaxPool/AveragePool attributes."""
+    r = rng(6)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv_same",
+                         kernel_shape=[3, 3], strides=[2, 2],
+                         auto_pad="SAME_LOWER"),
+        helper.make_node("ConvTranspose", ["c1", "wt", "bt"], ["u1"],
+                         name="up_outshape", strides=[2, 2],
+                         kernel_shape=[3, 3], output_shape=[9, 9]),
+        helper.make_node("ConvTranspose", ["c1", "wt"], ["u2"],
+                         name="up_outpad", strides=[2, 2], pads=[1, 1, 1, 1],
+                         output_padding=[1, 1]),
+        helper.make_node("MaxPool", ["u1"], ["p1"], name="maxpool",
+                         kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
+        helper.make_node("AveragePool", ["u2"], ["p2"], name="avgpool",
+                         kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                         count_include_pad=1),
+        helper.make_node("Add", ["p1", "p2"], ["y"], name="add"),
+    ]
+    save("conv_transpose", nodes, [vi("x", [1, 1, 9, 9])], [vi("y", None)],
+         [init("w1", w(r, 2, 1, 3, 3)), init("wt", w(r, 2, 2, 3, 3)),
+          init("bt", w(r, 2))], opset=13)
+
+
+def multi_output():
+    """Two heads (low-res first) and a dead branch; the default output is
+    the high-resolution one."""
+    r = rng(7)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1",
+                         kernel_shape=[1, 1]),
+        helper.make_node("MaxPool", ["c1"], ["p1"], name="pool",
+                         kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "wl"], ["low"], name="head_low",
+                         kernel_shape=[1, 1]),
+        helper.make_node("Conv", ["c1", "wh"], ["high"], name="head_high",
+                         kernel_shape=[1, 1]),
+        helper.make_node("Sigmoid", ["c1"], ["dead"], name="dead_branch"),
+    ]
+    save("multi_output", nodes, [vi("x", [1, 1, 8, 8])],
+         [vi("low", None), vi("high", None)],
+         [init("w1", w(r, 2, 1, 1, 1)), init("wl", w(r, 3, 2, 1, 1)),
+          init("wh", w(r, 3, 2, 1, 1))])
+
+
+def external_data():
+    """Weights in an external file next to the model, and bad locations."""
+    r = rng(8)
+    w1 = w(r, 2, 1, 3, 3)
+    blob = w1.astype("<f4").tobytes()
+    with open(os.path.join(OUT, "external.bin"), "wb") as f:
+        f.write(b"\0" * 16 + blob)
+    for name, loc, off in [("external", "external.bin", 16),
+                           ("external_abs", "/etc/hostname", 0),
+                           ("external_dotdot", "../onnx/external.bin", 16),
+                           ("external_oob", "external.bin", 64)]:
+        t = TensorProto()
+        t.name = "w1"
+        t.data_type = F
+        t.dims.extend(w1.shape)
+        t.data_location = TensorProto.EXTERNAL
+        for k, v in [("location", loc), ("offset", str(off)),
+                     ("length", str(len(blob)))]:
+            e = t.external_data.add()
+            e.key, e.value = k, v
+        nodes = [helper.make_node("Conv", ["x", "w1"], ["y"], name="conv",
+                                  kernel_shape=[3, 3])]
+        save(name, nodes, [vi("x", [1, 1, 6, 6])], [vi("y", None)], [t])
+
+
+def bad_models():
+    r = rng(9)
+    # An operator we do not support, at node #2.
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv",
+                         kernel_shape=[1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+        helper.make_node("Gemm", ["r1", "wg"], ["y"], name="fc"),
+    ]
+    save("bad_gemm", nodes, [vi("x", [1, 1, 4, 4])], [vi("y", None)],
+         [init("w1", w(r, 2, 1, 1, 1)), init("wg", w(r, 2, 2))])
+    # A weight nobody provides.
+    nodes = [helper.make_node("Conv", ["x", "w_missing"], ["y"], name="conv",
+                              kernel_shape=[1, 1])]
+    save("bad_missing_init", nodes, [vi("x", [1, 1, 4, 4])], [vi("y", None)], [])
+    # Initializer dims larger than its data.
+    t = helper.make_tensor("w1", F, [1, 1, 3, 3], w(r, 9).tolist())
+    t.dims[0] = 2  # dims say 18 floats, the data holds 9
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["y"], name="conv",
+                              kernel_shape=[3, 3])]
+    save("bad_short_init", nodes, [vi("x", [1, 1, 6, 6])], [vi("y", None)], [t])
+    # Channels that do not add up: Add of 2 and 3 channels.
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], name="conv_a",
+                         kernel_shape=[1, 1]),
+        helper.make_node("Conv", ["x", "w2"], ["b"], name="conv_b",
+                         kernel_shape=[1, 1]),
+        helper.make_node("Add", ["a", "b"], ["y"], name="add_mismatch"),
+    ]
+    save("bad_shapes", nodes, [vi("x", [1, 1, 4, 4])], [vi("y", None)],
+         [init("w1", w(r, 2, 1, 1, 1)), init("w2", w(r, 3, 1, 1, 1))])
+    # Conv weight expecting 3 input channels on a 1-channel input.
+    nodes = [helper.make_node("Conv", ["x", "w3"], ["y"], name="conv_ic",
+                              kernel_shape=[1, 1])]
+    save("bad_conv_channels", nodes, [vi("x", [1, 1, 4, 4])], [vi("y", None)],
+         [init("w3", w(r, 2, 3, 1, 1))])
+
+
+def torch_exports():
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as Fn
+
+    class TinyUNet(nn.Module):
+        def __init__(self, nd=2, interp=False):
+            super().__init__()
+            Conv = nn.Conv2d if nd == 2 else nn.Conv3d
+            ConvT = nn.ConvTranspose2d if nd == 2 else nn.ConvTranspose3d
+            Norm = nn.InstanceNorm2d if nd == 2 else nn.BatchNorm3d
+            Pool = nn.MaxPool2d if nd == 2 else nn.MaxPool3d
+            self.interp = interp
+            self.e1 = nn.Sequential(Conv(1, 4, 3, padding=1),
+                                    Norm(4, affine=True), nn.LeakyReLU(0.01))
+            self.pool = Pool(2)
+            self.e2 = nn.Sequential(Conv(4, 8, 3, padding=1),
+                                    Norm(8, affine=True), nn.ReLU())
+            self.up = ConvT(8, 4, 2, stride=2)
+            self.d1 = nn.Sequential(Conv(12 if interp else 8, 4, 3, padding=1),
+                                    nn.ReLU())
+            self.head = Conv(4, 3, 1)
+
+        def forward(self, x):
+            a = self.e1(x)
+            b = self.e2(self.pool(a))
+            if self.interp:
+                u = Fn.interpolate(b, size=a.shape[2:], mode="nearest")
+            else:
+                u = self.up(b)
+            y = self.head(self.d1(torch.cat([a, u], 1)))
+            return torch.softmax(y, dim=1)
+
+    for opset, nd, interp in [(11, 2, True), (13, 2, False), (17, 3, False)]:
+        torch.manual_seed(opset)
+        net = TinyUNet(nd, interp).eval()
+        with torch.no_grad():
+            for mod in net.modules():
+                if isinstance(mod, nn.BatchNorm3d):
+                    mod.running_mean.uniform_(-0.2, 0.2)
+                    mod.running_var.uniform_(0.5, 1.5)
+        shape = (1, 1, 8, 8) if nd == 2 else (1, 1, 4, 8, 8)
+        x = torch.randn(*shape)
+        name = "torch_unet%dd_op%d" % (nd, opset)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, x, os.path.join(OUT, name + ".onnx"),
+                              opset_version=opset, input_names=["input"],
+                              output_names=["probs"],
+                              do_constant_folding=opset != 11)
+        if opset == 13:
+            with torch.no_grad():
+                write_tensor(os.path.join(OUT, name + ".in.f32"), x.numpy())
+                write_tensor(os.path.join(OUT, name + ".out.f32"),
+                             net(x).numpy())
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    conv_relu()
+    typed_fields()
+    shape_glue()
+    softmax_transpose()
+    instnorm_bn()
+    conv_transpose_geometry()
+    multi_output()
+    external_data()
+    bad_models()
+    torch_exports()
+    for f in sorted(os.listdir(OUT)):
+        print("%8d %s" % (os.path.getsize(os.path.join(OUT, f)), f))
+
+
+if __name__ == "__main__":
+    main()
