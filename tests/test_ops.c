@@ -151,6 +151,30 @@ static void test_activations_known(void **state)
     assert_allclose(z, relu_want, 6, 0, 0);
 }
 
+/* Large enough for the parallel, vectorised paths (odd length: tails). */
+static void test_elementwise_large(void **state)
+{
+    (void)state;
+    const int64_t n = 100003;
+    TestRng r = {4};
+    float *x = rand_buf(&r, (size_t)n, -30, 30), *y = malloc(n * 4);
+    ActParams a = {.alpha = 0.2f};
+    relu_forward(y, x, n);
+    for (int64_t i = 0; i < n; i++)
+        assert_true(y[i] == (x[i] > 0 ? x[i] : 0.0f));
+    leaky_relu_forward(y, x, n, &a);
+    for (int64_t i = 0; i < n; i++)
+        assert_true(y[i] == (x[i] >= 0 ? x[i] : 0.2f * x[i]));
+    sigmoid_forward(y, x, n);
+    for (int64_t i = 0; i < n; i++) {
+        double want = 1.0 / (1.0 + exp(-(double)x[i]));
+        /* expf is within a few ulp: 1e-6 relative */
+        assert_true(fabs((double)y[i] - want) <= 1e-6 * want + 1e-30);
+    }
+    free(x);
+    free(y);
+}
+
 static void test_identity_node(void **state)
 {
     (void)state;
@@ -202,6 +226,8 @@ static void test_instance_norm_vs_ref(void **state)
     check_instance_norm(&a, 0);
     check_instance_norm(&b, 0);
     check_instance_norm(&c, 0);
+    Shape d = SHAPE(2, 3, 5); /* fewer voxels than statistic lanes */
+    check_instance_norm(&d, 0);
     /* A large mean relative to the spread: no cancellation. */
     check_instance_norm(&a, 1000.0f);
 }
@@ -931,6 +957,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_optable_complete),
         cmocka_unit_test(test_activations_known),
+        cmocka_unit_test(test_elementwise_large),
         cmocka_unit_test(test_identity_node),
         cmocka_unit_test(test_instance_norm_vs_ref),
         cmocka_unit_test(test_instance_norm_moments),
