@@ -36,13 +36,18 @@ int exec_create(Graph *g, const Shape *input, int n_threads, Executor **out)
     e->in_shape = *input;
     e->n_threads = n_threads > 0 ? n_threads : omp_get_num_procs();
     if ((rc = plan_create(g, 1, &e->plan))) goto fail;
+    /* Scratch needs can grow with the thread count (per-thread GEMM
+     * panels), so size it under the thread count exec_run will use. */
     size_t sc = 0;
+    int saved_threads = omp_get_max_threads();
+    omp_set_num_threads(e->n_threads);
     for (int i = 0; i < g->n_nodes; i++) {
         const Node *n = &g->nodes[i];
         if (!op_table[n->op].scratch) continue;
         size_t s = op_table[n->op].scratch(g, n);
         if (s > sc) sc = s;
     }
+    omp_set_num_threads(saved_threads);
     e->scratch_floats = sc;
     rc = ERR_NOMEM;
     size_t sc_bytes;

@@ -1,6 +1,7 @@
 /* plan.c and exec.c: the buffer plan never lets live tensors overlap and
  * saves memory; the executor computes what the reference kernels compute
  * node by node, bit-identically for 1 and 2 threads. */
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -330,10 +331,18 @@ static void test_exec_threads_large(void **state)
     float *x = random_input(in, 5);
     Executor *e1 = NULL, *e2 = NULL;
     assert_int_equal(exec_create(&g, &in, 1, &e1), 0);
+    /* Created while the caller runs one OpenMP thread, run with two: the
+     * scratch (per-thread GEMM panels) must be sized for two (ASan
+     * catches an overflow here otherwise). */
+    int outer = omp_get_max_threads();
+    omp_set_num_threads(1);
     assert_int_equal(exec_create(&g, &in, 2, &e2), 0);
     const float *o1[SL_MAX_OUTPUTS], *o2[SL_MAX_OUTPUTS];
     assert_int_equal(exec_run(e1, x, o1), 0);
     assert_int_equal(exec_run(e2, x, o2), 0);
+    /* and the caller's setting is restored after a run */
+    assert_int_equal(omp_get_max_threads(), 1);
+    omp_set_num_threads(outer);
     assert_memory_equal(o1[0], o2[0], (size_t)shape_numel(&in) * 4 * 4);
     assert_true(exec_arena_bytes(e1) < exec_unplanned_bytes(e1));
     exec_free(e1);
