@@ -1,0 +1,467 @@
+/* Segmentation driver: 2D slice batches and 3D Gaussian sliding windows
+ * over a Volume, streamed into a label map.  See segment.h. */
+#include "segment.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common.h"
+#include "exec.h"
+
+/* Slices per exec_run for 2D models.  Batching amortises per-node
+ * overheads on small slices; beyond a few slices the arena only grows. */
+#define SEG_DEFAULT_BATCH 4
+/* Executors kept alive (one per distinct input shape): one 2D batch
+ * shape per grid, usually just one or two. */
+#define SEG_MAX_EXEC 4
+/* Largest spatial size probed when looking for a size the network
+ * accepts. */
+#define SEG_MAX_PROBE 2048
+
+struct Segmenter {
+    Graph *g;
+    SegmentOptions o;
+    int softmax_last; /* graph output is already a softmax */
+    int batch_ok;     /* no op mixes samples of a batch */
+    Executor *ex[SEG_MAX_EXEC];
+    Shape key[SEG_MAX_EXEC];
+    int n_ex, evict, created;
+    size_t accum_bytes;
+};
+
+static int meta_check(const Graph *g)
+{
+    const ModelMeta *m = &g->meta;
+    if (m->n_classes < 1 || m->n_classes > 32767 || m->n_modalities < 1 ||
+        m->n_modalities > 4096) {
+        sl_error("model metadata lists %d classes and %d modalities; "
+                 "re-export the model with sauron-compress", m->n_classes,
+                 m->n_modalities);
+        return ERR_FORMAT;
+    }
+    if (m->dims == 3)
+        for (int t = 0; t < 3; t++)
+            if (m->patch[t] < 1 || m->patch[t] > SEG_MAX_PROBE) {
+                sl_error("model metadata has 3D patch %dx%dx%d; re-export "
+                         "the model with sauron-compress", m->patch[0],
+                         m->patch[1], m->patch[2]);
+                return ERR_FORMAT;
+            }
+    if (g->n_outputs < 1 || g->input < 0 || g->input >= g->n_values) {
+        sl_error("model has no input or output; re-export it with "
+                 "sauron-compress");
+        return ERR_FORMAT;
+    }
+    int ax[3];
+    return volume_axes(m->order, m->dims, m->axis, ax);
+}
+
+int segmenter_create(Graph *g, const SegmentOptions *o, Segmenter **out)
+{
+    *out = NULL;
+    int rc = meta_check(g);
+    if (rc) return rc;
+    Segmenter *s = sl_calloc(1, sizeof *s);
+    if (!s) {
+        sl_error("out of memory creating the segmenter");
+        return ERR_NOMEM;
+    }
+    s->g = g;
+    if (o) s->o = *o;
+    if (s->o.batch <= 0) s->o.batch = SEG_DEFAULT_BATCH;
+    if (!(s->o.step > 0.0 && s->o.step <= 1.0)) s->o.step = 0.5;
+    int prod = g->values[g->outputs[0]].producer;
+    s->softmax_last = prod >= 0 && g->nodes[prod].op == OP_SOFTMAX &&
+                      g->nodes[prod].p.softmax.axis == 1 &&
+                      !g->nodes[prod].p.softmax.flatten;
+    /* BatchNorm with batch statistics couples the slices of a batch:
+     * then one slice per run, so the labels never depend on batching. */
+    s->batch_ok = 1;
+    for (int i = 0; i < g->n_nodes; i++)
+        if (g->nodes[i].op == OP_BATCH_NORM &&
+            g->nodes[i].p.norm.use_batch_stats)
+            s->batch_ok = 0;
+    if (!s->batch_ok) s->o.batch = 1;
+    *out = s;
+    return 0;
+}
+
+void segmenter_free(Segmenter *s)
+{
+    if (!s) return;
+    for (int i = 0; i < s->n_ex; i++) exec_free(s->ex[i]);
+    sl_free(s);
+}
+
+size_t segmenter_accum_bytes(const Segmenter *s) { return s->accum_bytes; }
+int segmenter_exec_count(const Segmenter *s) { return s->created; }
+
+/* The executor for input shape `in`, created on first use; checks that
+ * the first output is [N, n_classes, same spatial size]. */
+static int get_exec(Segmenter *s, const Shape *in, Executor **out)
+{
+    for (int i = 0; i < s->n_ex; i++)
+        if (shape_equal(&s->key[i], in)) {
+            *out = s->ex[i];
+            return 0;
+        }
+    Executor *e = NULL;
+    int rc = exec_create(s->g, in, s->o.n_threads, &e);
+    if (rc) return rc;
+    const Shape *os = exec_output_shape(e, 0);
+    int ok = os->ndim == in->ndim && os->d[0] == in->d[0] &&
+             os->d[1] == s->g->meta.n_classes;
+    for (int t = 2; ok && t < in->ndim; t++) ok = os->d[t] == in->d[t];
+    if (!ok) {
+        char a[64], b[64];
+        sl_error("model output %s does not match input %s with %d classes "
+                 "(metadata); re-export the model with sauron-compress",
+                 shape_str(os, a, sizeof a), shape_str(in, b, sizeof b),
+                 s->g->meta.n_classes);
+        exec_free(e);
+        return ERR_SHAPE;
+    }
+    int slot = s->n_ex;
+    if (slot == SEG_MAX_EXEC) {
+        slot = s->evict;
+        s->evict = (s->evict + 1) % SEG_MAX_EXEC;
+        exec_free(s->ex[slot]);
+    } else {
+        s->n_ex++;
+    }
+    s->ex[slot] = e;
+    s->key[slot] = *in;
+    s->created++;
+    *out = e;
+    return 0;
+}
+
+/* Does input [1, C, sp...] give an output with the same spatial size? */
+static int size_ok(Graph *g, int nsp, const int64_t sp[3])
+{
+    Shape in = {.ndim = 2 + nsp, .d = {1, g->meta.n_modalities}};
+    for (int t = 0; t < nsp; t++) in.d[2 + t] = sp[t];
+    sl_error_reset();
+    if (graph_infer_shapes(g, &in)) return 0;
+    const Shape *o = &g->values[g->outputs[0]].shape;
+    if (o->ndim != in.ndim) return 0;
+    for (int t = 0; t < nsp; t++)
+        if (o->d[2 + t] != sp[t]) return 0;
+    return 1;
+}
+
+/* Smallest sizes >= want (per spatial dim) the network accepts.  U-Net
+ * constraints are per dim (divisibility by the total stride), so: find a
+ * cube the network accepts, then grow each dim on its own from there. */
+static int valid_sizes(Segmenter *s, int nsp, const int64_t want[3],
+                       int64_t got[3])
+{
+    Graph *g = s->g;
+    char saved[1024];
+    int had_error = sl_error_reported();
+    int was_quiet = sl_error_is_quiet();
+    snprintf(saved, sizeof saved, "%s", sl_error_last());
+    sl_error_quiet(1);
+    int64_t cube = -1;
+    for (int64_t c = 1; c <= SEG_MAX_PROBE && cube < 0; c++) {
+        int64_t sp[3] = {c, c, c};
+        if (size_ok(g, nsp, sp)) cube = c;
+    }
+    sl_error_reset();
+    if (had_error) sl_error("%s", saved);
+    sl_error_quiet(was_quiet);
+    if (cube < 0) {
+        sl_error("the model accepts no %dD input up to %d voxels per side; "
+                 "check the model's input shape (re-export it)", nsp,
+                 SEG_MAX_PROBE);
+        return ERR_SHAPE;
+    }
+    Shape base = {.ndim = 2 + nsp, .d = {1, g->meta.n_modalities}};
+    for (int t = 0; t < nsp; t++) base.d[2 + t] = cube;
+    for (int t = 0; t < nsp; t++) {
+        int64_t v = graph_valid_size(g, &base, t, want[t]);
+        if (v < 0) {
+            sl_error("no input size >= %lld along spatial dim %d suits the "
+                     "model; the volume is too large or the model is "
+                     "inconsistent", (long long)want[t], t);
+            return ERR_SHAPE;
+        }
+        got[t] = v;
+        base.d[2 + t] = v;
+    }
+    return 0;
+}
+
+static int norm_affines(const Segmenter *s, const Volume *in,
+                        NormAffine *na)
+{
+    const ModelMeta *m = &s->g->meta;
+    for (int c = 0; c < in->n_mod; c++) {
+        /* No normalisation in the metadata: nnU-Net's z-score, the
+         * documented default. */
+        Normalize z = {NORMALIZE_ZSCORE, 0.0f, 0.0f};
+        const Normalize *n = m->normalize ? &m->normalize[c] : &z;
+        int rc = volume_norm_affine(in, c, n, &na[c]);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static void progress(const Segmenter *s, int64_t done, int64_t total)
+{
+    if (s->o.progress) s->o.progress(s->o.progress_ctx, done, total);
+}
+
+/* ---- 2D: slice batches ---- */
+
+static int run_2d(Segmenter *s, const Volume *in, const NormAffine *na,
+                  const int ax[3], int16_t *labels, float *probs)
+{
+    const ModelMeta *m = &s->g->meta;
+    int nc = m->n_classes, C = in->n_mod;
+    int64_t n_sl = in->dim[ax[0]];
+    int64_t want[3] = {in->dim[ax[1]], in->dim[ax[2]], 1}, hw[3];
+    int rc = valid_sizes(s, 2, want, hw);
+    if (rc) return rc;
+    int64_t B = s->o.batch < n_sl ? s->o.batch : n_sl;
+    Shape shp = {.ndim = 4, .d = {B, C, hw[0], hw[1]}};
+    Executor *e = NULL;
+    float *x = NULL, *p = NULL;
+    if ((rc = get_exec(s, &shp, &e))) goto fail;
+    rc = ERR_NOMEM;
+    size_t per_in = (size_t)(C * hw[0] * hw[1]);
+    size_t per_out = (size_t)(nc * hw[0] * hw[1]);
+    x = sl_alloc(sizeof(float) * per_in * (size_t)B);
+    if (probs && !s->softmax_last)
+        p = sl_alloc(sizeof(float) * per_out * (size_t)B);
+    if (!x || (probs && !s->softmax_last && !p)) {
+        sl_error("out of memory for a batch of %lld slices",
+                 (long long)B);
+        goto fail;
+    }
+    int64_t box[3] = {1, want[0], want[1]}, pad[3] = {1, hw[0], hw[1]};
+    for (int64_t s0 = 0; s0 < n_sl; s0 += B) {
+        int64_t nb = n_sl - s0 < B ? n_sl - s0 : B;
+        for (int64_t b = 0; b < nb; b++) {
+            int64_t off[3] = {s0 + b, 0, 0};
+            volume_gather(x + b * per_in, in, na, ax, off, box, pad);
+        }
+        /* A short last batch: zero the unused slots (their outputs are
+         * ignored; zeros keep every value finite). */
+        if (nb < B)
+            memset(x + nb * per_in, 0,
+                   sizeof(float) * per_in * (size_t)(B - nb));
+        const float *outs[SL_MAX_OUTPUTS];
+        if ((rc = exec_run(e, x, outs))) goto fail;
+        const float *y = outs[0];
+        if (p) {
+            memcpy(p, y, sizeof(float) * per_out * (size_t)nb);
+            softmax_classes(p, nb, nc, hw[0] * hw[1]);
+        }
+        for (int64_t b = 0; b < nb; b++) {
+            int64_t off[3] = {s0 + b, 0, 0};
+            volume_argmax_scatter(labels, in->dim, y + b * per_out, nc, ax,
+                                  off, box, pad);
+            if (probs)
+                volume_probs_scatter(probs, in->dim,
+                                     (p ? p : y) + b * per_out, NULL, nc,
+                                     ax, off, box, pad);
+        }
+        progress(s, s0 + nb, n_sl);
+    }
+    rc = 0;
+fail:
+    sl_free(x);
+    sl_free(p);
+    return rc;
+}
+
+/* ---- 3D: Gaussian sliding window, slab accumulator ---- */
+
+typedef struct {
+    int nc;
+    int64_t S[3], Bx[3]; /* volume size, window box (tensor order) */
+    int64_t base;        /* global tensor-dim-0 index of slab plane 0 */
+    float *acc;          /* [nc][Bx0][S1][S2] weighted probabilities */
+    float *wsum;         /* [Bx0][S1][S2] sum of weights */
+} Slab;
+
+/* Write planes [base, upto) of the slab into labels (and probs). */
+static void slab_flush(const Slab *sl, int64_t upto, const Volume *in,
+                       const int ax[3], int16_t *labels, float *probs)
+{
+    if (upto <= sl->base) return;
+    int64_t off[3] = {sl->base, 0, 0};
+    int64_t box[3] = {upto - sl->base, sl->S[1], sl->S[2]};
+    int64_t pad[3] = {sl->Bx[0], sl->S[1], sl->S[2]};
+    /* The weight sum is positive and equal across classes: the argmax
+     * of the weighted sums is the argmax of the averages. */
+    volume_argmax_scatter(labels, in->dim, sl->acc, sl->nc, ax, off, box,
+                          pad);
+    if (probs)
+        volume_probs_scatter(probs, in->dim, sl->acc, sl->wsum, sl->nc, ax,
+                             off, box, pad);
+}
+
+/* Move the slab origin to new_base (>= base): keep the overlap, zero the
+ * rest. */
+static void slab_shift(Slab *sl, int64_t new_base)
+{
+    size_t plane = (size_t)(sl->S[1] * sl->S[2]);
+    int64_t d = new_base - sl->base;
+    if (d <= 0) return;
+    int64_t keep = sl->Bx[0] - d > 0 ? sl->Bx[0] - d : 0;
+    size_t cls = (size_t)sl->Bx[0] * plane;
+    for (int c = 0; c <= sl->nc; c++) {
+        float *a = c < sl->nc ? sl->acc + (size_t)c * cls : sl->wsum;
+        if (keep > 0)
+            memmove(a, a + (size_t)d * plane,
+                    sizeof(float) * (size_t)keep * plane);
+        memset(a + (size_t)keep * plane, 0,
+               sizeof(float) * (size_t)(sl->Bx[0] - keep) * plane);
+    }
+    sl->base = new_base;
+}
+
+/* acc += p * w over one window at tensor offset off (dims 1, 2) and
+ * slab plane z (dim 0).  p [nc, P0, P1, P2], w [P0, P1, P2]. */
+static void slab_add(Slab *sl, const float *p, const float *w,
+                     const int64_t P[3], int64_t z, const int64_t off[3],
+                     int n_threads)
+{
+    size_t plane = (size_t)(sl->S[1] * sl->S[2]);
+    size_t cls = (size_t)sl->Bx[0] * plane;
+    size_t pcls = (size_t)(P[0] * P[1] * P[2]);
+    int64_t B0 = sl->Bx[0], B1 = sl->Bx[1], B2 = sl->Bx[2];
+    /* Each x0 writes its own slab plane: no two threads touch the same
+     * memory and each sum has one term per window, in window order. */
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (int64_t x0 = 0; x0 < B0; x0++)
+        for (int64_t x1 = 0; x1 < B1; x1++) {
+            size_t so = (size_t)(z + x0) * plane +
+                        (size_t)(off[1] + x1) * (size_t)sl->S[2] +
+                        (size_t)off[2];
+            size_t po = (size_t)((x0 * P[1] + x1) * P[2]);
+            for (int64_t x2 = 0; x2 < B2; x2++)
+                sl->wsum[so + (size_t)x2] += w[po + (size_t)x2];
+            for (int c = 0; c < sl->nc; c++) {
+                float *a = sl->acc + (size_t)c * cls + so;
+                const float *pc = p + (size_t)c * pcls + po;
+                for (int64_t x2 = 0; x2 < B2; x2++)
+                    a[x2] += pc[x2] * w[po + (size_t)x2];
+            }
+        }
+}
+
+static int run_3d(Segmenter *s, const Volume *in, const NormAffine *na,
+                  const int ax[3], int16_t *labels, float *probs)
+{
+    const ModelMeta *m = &s->g->meta;
+    int nc = m->n_classes, C = in->n_mod, rc = ERR_NOMEM;
+    int64_t P[3], S[3];
+    int64_t *starts[3] = {NULL, NULL, NULL};
+    int nst[3];
+    float *x = NULL, *p = NULL, *w = NULL;
+    Slab sl = {.nc = nc};
+    for (int t = 0; t < 3; t++) {
+        P[t] = m->patch[t];
+        S[t] = in->dim[ax[t]];
+        sl.S[t] = S[t];
+        sl.Bx[t] = S[t] < P[t] ? S[t] : P[t];
+    }
+    Shape shp = {.ndim = 5, .d = {1, C, P[0], P[1], P[2]}};
+    Executor *e = NULL;
+    if ((rc = get_exec(s, &shp, &e))) goto fail;
+    rc = ERR_NOMEM;
+    size_t pv = (size_t)(P[0] * P[1] * P[2]);
+    size_t slab_vox = (size_t)sl.Bx[0] * (size_t)(S[1] * S[2]);
+    x = sl_alloc(sizeof(float) * pv * (size_t)C);
+    p = sl_alloc(sizeof(float) * pv * (size_t)nc);
+    w = sl_alloc(sizeof(float) * pv);
+    sl.acc = sl_calloc(slab_vox * (size_t)nc, sizeof(float));
+    sl.wsum = sl_calloc(slab_vox, sizeof(float));
+    for (int t = 0; t < 3; t++)
+        starts[t] = sl_alloc(sizeof(int64_t) * (size_t)(S[t] + 1));
+    if (!x || !p || !w || !sl.acc || !sl.wsum || !starts[0] || !starts[1] ||
+        !starts[2]) {
+        sl_error("out of memory for the sliding window (%zu MB of slab "
+                 "buffers)", slab_vox * (size_t)(nc + 1) * 4 >> 20);
+        goto fail;
+    }
+    s->accum_bytes = slab_vox * (size_t)(nc + 1) * sizeof(float);
+    gaussian_map(w, P);
+    for (int t = 0; t < 3; t++)
+        nst[t] = window_starts(S[t], P[t], s->o.step, starts[t],
+                               (int)(S[t] + 1));
+    int64_t total = (int64_t)nst[0] * nst[1] * nst[2], done = 0;
+    int nt = s->o.n_threads > 0 ? s->o.n_threads : omp_get_num_procs();
+    for (int i0 = 0; i0 < nst[0]; i0++) {
+        int64_t z = starts[0][i0];
+        /* Planes below z are final: no later window reaches them. */
+        slab_flush(&sl, z, in, ax, labels, probs);
+        slab_shift(&sl, z);
+        for (int i1 = 0; i1 < nst[1]; i1++)
+            for (int i2 = 0; i2 < nst[2]; i2++) {
+                int64_t off[3] = {z, starts[1][i1], starts[2][i2]};
+                volume_gather(x, in, na, ax, off, sl.Bx, P);
+                const float *outs[SL_MAX_OUTPUTS];
+                if ((rc = exec_run(e, x, outs))) goto fail;
+                memcpy(p, outs[0], sizeof(float) * pv * (size_t)nc);
+                if (!s->softmax_last) softmax_classes(p, 1, nc, (int64_t)pv);
+                slab_add(&sl, p, w, P, z - sl.base, off, nt);
+                progress(s, ++done, total);
+            }
+    }
+    slab_flush(&sl, S[0], in, ax, labels, probs);
+    rc = 0;
+fail:
+    for (int t = 0; t < 3; t++) sl_free(starts[t]);
+    sl_free(x);
+    sl_free(p);
+    sl_free(w);
+    sl_free(sl.acc);
+    sl_free(sl.wsum);
+    return rc;
+}
+
+int segmenter_run(Segmenter *s, const Volume *in, int16_t *labels,
+                  float *probs)
+{
+    const ModelMeta *m = &s->g->meta;
+    NormAffine *na = NULL;
+    int ax[3], rc;
+    s->accum_bytes = 0;
+    if (in->n_mod != m->n_modalities) {
+        sl_error("model expects %d modalities, the scan has %d; pass them "
+                 "as one 4D file or joined by commas", m->n_modalities,
+                 in->n_mod);
+        return ERR_SHAPE;
+    }
+    if ((rc = volume_axes(m->order, m->dims, m->axis, ax))) return rc;
+    na = sl_calloc((size_t)in->n_mod, sizeof *na);
+    if (!na) {
+        sl_error("out of memory");
+        return ERR_NOMEM;
+    }
+    if ((rc = norm_affines(s, in, na))) goto fail;
+    if (m->dims == 2)
+        rc = run_2d(s, in, na, ax, labels, probs);
+    else
+        rc = run_3d(s, in, na, ax, labels, probs);
+fail:
+    sl_free(na);
+    return rc;
+}
+
+int segment_volume(Graph *g, const Volume *in, const SegmentOptions *o,
+                   int16_t *labels, float *probs)
+{
+    Segmenter *s = NULL;
+    int rc = segmenter_create(g, o, &s);
+    if (rc) return rc;
+    rc = segmenter_run(s, in, labels, probs);
+    segmenter_free(s);
+    return rc;
+}
