@@ -33,12 +33,13 @@ RT_SRC = runtime/common.c runtime/graph.c runtime/plan.c runtime/exec.c \
          runtime/sslim.c runtime/nifti_io.c runtime/volume.c \
          runtime/segment.c $(RT_OPS)
 CMP_SRC = compressor/onnx/onnx_import.c compressor/onnx/onnx_fold.c \
-          compressor/sha256.c compressor/compress_cli.c
+          compressor/sha256.c compressor/compress_cli.c $(GRAD_SRC)
+GRAD_SRC = compressor/grad/conv_grad.c compressor/grad/conv_transpose_grad.c compressor/grad/norm_grad.c compressor/grad/activation_grad.c compressor/grad/softmax_grad.c compressor/grad/concat_grad.c compressor/grad/pool_grad.c compressor/grad/resize_grad.c
 GEN_SRC = $(BUILD)/gen/onnx.pb-c.c
 
 BINS = segment sauron-compress sauron-inspect sauron-run sauron-eval
 TESTS = test_common test_graph test_ops test_conv test_exec test_sslim \
-        test_onnx test_torch test_nifti test_segment test_cli test_eval
+        test_onnx test_torch test_nifti test_segment test_cli test_grad test_eval
 
 RT_OBJ  = $(RT_SRC:%.c=$(BUILD)/obj/%.o)
 CMP_OBJ = $(CMP_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/onnx.pb-c.o
