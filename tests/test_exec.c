@@ -5,12 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "runtime/common.h"
 #include "runtime/exec.h"
 #include "runtime/graph.h"
 #include "runtime/ops/ops.h"
 #include "runtime/plan.h"
+#include "runtime/sslim.h"
 #include "tests/graphbuild.h"
 #include "tests/testutil.h"
 
@@ -422,6 +424,91 @@ static void test_exec_errors(void **state)
     graph_free(&g);
 }
 
+/* sauron-run (the binary) computes what the library computes, and fails
+ * with one clear line on bad input. */
+static void test_sauron_run(void **state)
+{
+    (void)state;
+    char bin[256], model[512], xin[512], yout[512], onnx[512], cmd[2400];
+    char err[512];
+    const char *dir = test_tmpdir();
+    bin_path("sauron-run", bin, sizeof bin);
+    snprintf(model, sizeof model, "%s/run.sslim", dir);
+    snprintf(xin, sizeof xin, "%s/run_x.bin", dir);
+    snprintf(yout, sizeof yout, "%s/run_y.bin", dir);
+    snprintf(onnx, sizeof onnx, "%s/run.onnx", dir);
+    Graph g;
+    assert_int_equal(build_unet(&g, 2, 1, 4, 3, 0, 21), 0);
+    assert_int_equal(sslim_write(&g, model, 1), 0);
+    Shape in = mk(4, 1, 1, 16, 24, 0);
+    float *x = random_input(in, 9);
+    size_t nx = (size_t)shape_numel(&in);
+    uint8_t *raw = malloc(nx * 4);
+    for (size_t i = 0; i < nx; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        sl_wr32(raw + 4 * i, u);
+    }
+    assert_int_equal(sl_write_file_atomic(xin, raw, nx * 4, 1), 0);
+    assert_int_equal(sl_write_file_atomic(onnx, raw, 16, 1), 0);
+    free(raw);
+    unlink(yout);
+
+    snprintf(cmd, sizeof cmd, "%s --help >/dev/null", bin);
+    assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
+    snprintf(cmd, sizeof cmd,
+             "%s %s --input %s --shape 1,1,16,24 --output %s --repeat 3 "
+             "--threads 2 >/dev/null", bin, model, xin, yout);
+    int st = run_cmd(cmd, err, sizeof err);
+    if (st) fprintf(stderr, "sauron-run: %s\n", err);
+    assert_int_equal(st, 0);
+    Executor *e = NULL;
+    assert_int_equal(exec_create(&g, &in, 1, &e), 0);
+    const float *o[SL_MAX_OUTPUTS];
+    assert_int_equal(exec_run(e, x, o), 0);
+    uint8_t *y = NULL;
+    size_t ny = 0;
+    assert_int_equal(sl_read_file(yout, &y, &ny), 0);
+    assert_int_equal(ny, nx * 3 * 4);
+    for (size_t i = 0; i < nx * 3; i++) {
+        uint32_t u;
+        memcpy(&u, &o[0][i], 4);
+        assert_int_equal(sl_rd32(y + 4 * i), u); /* bit-identical */
+    }
+    sl_free(y);
+    exec_free(e);
+
+    /* each failure: exit 1 or 2, one line on stderr naming the problem */
+    struct {
+        const char *args, *needle;
+    } bad[] = {
+        {"%s %s --input %s --shape 1,1,16,24 --output %s", "--force"},
+        {"%s %s --input %s --shape 1,1,16,16", "bytes"},
+        {"%s %s --input %s --shape 1,1,16,x", "--shape"},
+        {"%s %s --input %s", "--shape"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(cmd, sizeof cmd, bad[i].args, bin, model, xin, yout);
+        st = run_cmd(cmd, err, sizeof err);
+        if (st == 0 || !strstr(err, bad[i].needle))
+            fprintf(stderr, "case %zu: exit %d, '%s'\n", i, st, err);
+        assert_true(st == 1 || st == 2);
+        assert_non_null(strstr(err, "error: "));
+        assert_non_null(strstr(err, bad[i].needle));
+    }
+    snprintf(cmd, sizeof cmd, "%s %s --input %s --shape 1,1,16,24", bin,
+             onnx, xin);
+    assert_int_equal(run_cmd(cmd, err, sizeof err), 1);
+    assert_non_null(strstr(err, "sauron-compress --no-finetune"));
+    /* a size the network cannot take: the nearest one it can */
+    snprintf(cmd, sizeof cmd, "%s %s --input %s --shape 1,1,1,%d", bin,
+             model, xin, 16 * 24);
+    assert_int_equal(run_cmd(cmd, err, sizeof err), 1);
+    assert_non_null(strstr(err, "nearest size it accepts is [1,1,2,384]"));
+    free(x);
+    graph_free(&g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -434,6 +521,7 @@ int main(void)
         cmocka_unit_test(test_exec_threads_large),
         cmocka_unit_test(test_two_executors),
         cmocka_unit_test(test_exec_errors),
+        cmocka_unit_test(test_sauron_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
