@@ -147,6 +147,12 @@ static int matches_reference(const Graph *g, const Reference *r,
         double scale = 0;
         for (size_t i = 0; i < n; i++)
             scale = fmax(scale, fabs((double)r->ref[k][i]));
+        double max_abs = 0;
+        for (size_t i = 0; i < n; i++)
+            max_abs = fmax(max_abs, fabs((double)out[go][i] -
+                                         (double)r->ref[k][i]));
+        fprintf(stderr, "%s output %d: max |ours - PyTorch| = %.3g\n", what,
+                k, max_abs);
         char label[160];
         snprintf(label, sizeof label, "%s output %d vs PyTorch", what, k);
         if (!allclose(out[go], r->ref[k], n, REL_TOL * scale, 0, label))
