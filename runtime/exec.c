@@ -12,8 +12,8 @@ struct Executor {
     Graph *g;
     Shape in_shape; /* the shape this executor was planned for */
     Plan plan;
-    uint8_t *arena;  /* plan.arena_bytes, 64-byte aligned */
-    float *scratch;  /* scratch_floats, shared by all nodes in turn */
+    uint8_t *arena; /* plan.arena_bytes, 64-byte aligned */
+    float *scratch; /* scratch_floats, shared by all nodes in turn */
     size_t scratch_floats;
     int n_threads;
     Shape out_shape[SL_MAX_OUTPUTS];
@@ -108,7 +108,8 @@ int exec_run(Executor *e, const float *input, const float **outputs)
     for (int i = 0; i < g->n_nodes; i++) {
         const Node *n = &g->nodes[i];
         const float *in[SL_MAX_INPUTS];
-        for (int k = 0; k < n->n_in; k++) in[k] = value_ptr(e, n->in[k]);
+        for (int k = 0; k < n->n_in; k++)
+            in[k] = value_ptr(e, n->in[k]);
         float *y = value_ptr(e, n->out);
         /* An in-place Identity has nothing to do (and memcpy onto itself
          * is undefined). */

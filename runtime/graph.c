@@ -63,7 +63,8 @@ void graph_init(Graph *g)
 void meta_free(ModelMeta *m)
 {
     if (m->class_names)
-        for (int i = 0; i < m->n_classes; i++) sl_free(m->class_names[i]);
+        for (int i = 0; i < m->n_classes; i++)
+            sl_free(m->class_names[i]);
     if (m->modality_names)
         for (int i = 0; i < m->n_modalities; i++)
             sl_free(m->modality_names[i]);
@@ -81,7 +82,8 @@ void graph_free(Graph *g)
         sl_free(g->values[i].name);
         sl_free(g->values[i].data);
     }
-    for (int i = 0; i < g->n_nodes; i++) sl_free(g->nodes[i].name);
+    for (int i = 0; i < g->n_nodes; i++)
+        sl_free(g->nodes[i].name);
     sl_free(g->values);
     sl_free(g->nodes);
     meta_free(&g->meta);
@@ -94,7 +96,8 @@ static int grow(void **arr, int *cap, int need, size_t size)
     if (need <= *cap) return SL_OK;
     if (need > (1 << 24)) return ERR_NOMEM; /* no sane graph is this big */
     int nc = *cap ? *cap : 16;
-    while (nc < need) nc *= 2;
+    while (nc < need)
+        nc *= 2;
     void *p = sl_realloc(*arr, (size_t)nc * size);
     if (!p) return ERR_NOMEM;
     *arr = p;
@@ -109,7 +112,8 @@ int graph_add_value(Graph *g, const char *name, const Shape *shape,
     int rc = ERR_ARG;
     if (!shape || shape->ndim < 0 || shape->ndim > SL_MAX_DIMS) {
         sl_error("value '%s': rank outside 0..%d; this is a bug in the "
-                 "caller", name ? name : "?", SL_MAX_DIMS);
+                 "caller",
+                 name ? name : "?", SL_MAX_DIMS);
         goto fail;
     }
     rc = ERR_NOMEM;
@@ -142,7 +146,8 @@ int graph_add_node(Graph *g, const Node *n)
     if (n->n_in < 0 || n->n_in > SL_MAX_INPUTS || n->out < 0 ||
         n->out >= g->n_values) {
         sl_error("node '%s': input count or output index out of range; this "
-                 "is a bug in the caller", n->name ? n->name : "?");
+                 "is a bug in the caller",
+                 n->name ? n->name : "?");
         goto fail;
     }
     rc = ERR_NOMEM;
@@ -173,7 +178,10 @@ int graph_find_value(const Graph *g, const char *name)
 
 /* ----------------------------------------------------------- validation */
 
-static int in_range(int v, int lo, int hi) { return v >= lo && v <= hi; }
+static int in_range(int v, int lo, int hi)
+{
+    return v >= lo && v <= hi;
+}
 
 /* Kernel geometry shared by Conv, ConvTranspose and the pools. */
 static int geometry_ok(int nsp, const int *kernel, const int *stride,
@@ -199,8 +207,8 @@ static int params_ok(const Node *n)
     case OP_CONV:
     case OP_CONV_TRANSPOSE: {
         const ConvParams *p = &n->p.conv;
-        if (!geometry_ok(p->nsp, p->kernel, p->stride, p->dilation,
-                         p->pad_lo, p->pad_hi) ||
+        if (!geometry_ok(p->nsp, p->kernel, p->stride, p->dilation, p->pad_lo,
+                         p->pad_hi) ||
             !in_range(p->group, 1, 1 << 20))
             return 0;
         for (int i = 0; i < p->nsp; i++)
@@ -212,11 +220,13 @@ static int params_ok(const Node *n)
         return isfinite(n->p.norm.eps) && n->p.norm.eps >= 0 &&
                isfinite(n->p.norm.momentum) &&
                in_range(n->p.norm.use_batch_stats, 0, 1);
-    case OP_LEAKY_RELU: return isfinite(n->p.act.alpha);
+    case OP_LEAKY_RELU:
+        return isfinite(n->p.act.alpha);
     case OP_SOFTMAX:
         return in_range(n->p.softmax.axis, 0, SL_MAX_DIMS - 1) &&
                in_range(n->p.softmax.flatten, 0, 1);
-    case OP_CONCAT: return in_range(n->p.concat.axis, 0, SL_MAX_DIMS - 1);
+    case OP_CONCAT:
+        return in_range(n->p.concat.axis, 0, SL_MAX_DIMS - 1);
     case OP_MAX_POOL:
     case OP_AVG_POOL: {
         const PoolParams *p = &n->p.pool;
@@ -238,7 +248,8 @@ static int params_ok(const Node *n)
             if (!(p->scale[i] > 0 && p->scale[i] <= 1024)) return 0;
         return 1;
     }
-    default: return 1;
+    default:
+        return 1;
     }
 }
 
@@ -248,13 +259,27 @@ static void op_arity(OpType op, int *lo, int *hi, int *first_weight)
     *first_weight = 99; /* index of the first input that must be a weight */
     switch (op) {
     case OP_CONV:
-    case OP_CONV_TRANSPOSE: *lo = 2, *hi = 3, *first_weight = 1; break;
-    case OP_INSTANCE_NORM: *lo = 3, *hi = 3, *first_weight = 1; break;
-    case OP_BATCH_NORM: *lo = 5, *hi = 5, *first_weight = 1; break;
-    case OP_CONCAT: *lo = 1, *hi = SL_MAX_INPUTS; break;
-    case OP_ADD: *lo = 2, *hi = 2; break;
-    case OP_RESIZE: *lo = 1, *hi = 2; break;
-    default: *lo = 1, *hi = 1; break;
+    case OP_CONV_TRANSPOSE:
+        *lo = 2, *hi = 3, *first_weight = 1;
+        break;
+    case OP_INSTANCE_NORM:
+        *lo = 3, *hi = 3, *first_weight = 1;
+        break;
+    case OP_BATCH_NORM:
+        *lo = 5, *hi = 5, *first_weight = 1;
+        break;
+    case OP_CONCAT:
+        *lo = 1, *hi = SL_MAX_INPUTS;
+        break;
+    case OP_ADD:
+        *lo = 2, *hi = 2;
+        break;
+    case OP_RESIZE:
+        *lo = 1, *hi = 2;
+        break;
+    default:
+        *lo = 1, *hi = 1;
+        break;
     }
 }
 
@@ -268,8 +293,7 @@ static int weights_plausible(const Graph *g, const Node *n)
             if (w->d[2 + i] != n->p.conv.kernel[i]) return 0;
         int64_t oc = n->op == OP_CONV ? w->d[0] : w->d[1] * n->p.conv.group;
         if (n->op == OP_CONV && w->d[0] % n->p.conv.group) return 0;
-        if (n->op == OP_CONV_TRANSPOSE && w->d[0] % n->p.conv.group)
-            return 0;
+        if (n->op == OP_CONV_TRANSPOSE && w->d[0] % n->p.conv.group) return 0;
         if (n->n_in == 3 && shape_numel(&g->values[n->in[2]].shape) != oc)
             return 0;
     }
@@ -295,8 +319,8 @@ int graph_validate(const Graph *g, const char *what)
         const Value *v = &g->values[i];
         if (v->shape.ndim < 0 || v->shape.ndim > SL_MAX_DIMS) {
             sl_error("%s: value '%s' has rank %d (max %d); re-export with "
-                     "sauron-compress", what, v->name, v->shape.ndim,
-                     SL_MAX_DIMS);
+                     "sauron-compress",
+                     what, v->name, v->shape.ndim, SL_MAX_DIMS);
             goto fail;
         }
         if (!v->data) continue;
@@ -305,18 +329,21 @@ int graph_validate(const Graph *g, const char *what)
             if (v->shape.d[k] < 1 || v->shape.d[k] > MAX_DIM) ne = -1;
         if (v->shape.ndim < 1 || ne < 1 || ne > MAX_NUMEL) {
             sl_error("%s: weight '%s' has an invalid shape; re-export with "
-                     "sauron-compress", what, v->name);
+                     "sauron-compress",
+                     what, v->name);
             goto fail;
         }
     }
     if (g->input < 0 || g->input >= g->n_values || g->values[g->input].data) {
         sl_error("%s: graph input missing or is a weight; re-export with "
-                 "sauron-compress", what);
+                 "sauron-compress",
+                 what);
         goto fail;
     }
     if (g->n_outputs < 1 || g->n_outputs > SL_MAX_OUTPUTS) {
         sl_error("%s: graph has %d outputs (need 1..%d); re-export with "
-                 "sauron-compress", what, g->n_outputs, SL_MAX_OUTPUTS);
+                 "sauron-compress",
+                 what, g->n_outputs, SL_MAX_OUTPUTS);
         goto fail;
     }
     rc = ERR_NOMEM;
@@ -333,7 +360,8 @@ int graph_validate(const Graph *g, const char *what)
         const char *nn = n->name ? n->name : "?";
         if (n->op < 0 || n->op >= OP_COUNT) {
             sl_error("%s: node %d '%s' has unknown op %d; re-export with "
-                     "sauron-compress", what, i, nn, (int)n->op);
+                     "sauron-compress",
+                     what, i, nn, (int)n->op);
             goto fail;
         }
         int lo, hi, fw;
@@ -347,14 +375,15 @@ int graph_validate(const Graph *g, const char *what)
             int v = n->in[k];
             if (v < 0 || v >= g->n_values) {
                 sl_error("%s: node %d '%s' input %d refers to value %d of "
-                         "%d", what, i, nn, k, v, g->n_values);
+                         "%d",
+                         what, i, nn, k, v, g->n_values);
                 goto fail;
             }
             int is_w = g->values[v].data != NULL;
             if (k >= fw && !is_w) {
                 sl_error("%s: node %d '%s' (%s) input %d '%s' must be a "
-                         "weight with data", what, i, nn, op_name(n->op), k,
-                         g->values[v].name);
+                         "weight with data",
+                         what, i, nn, op_name(n->op), k, g->values[v].name);
                 goto fail;
             }
             if (!is_w && v != g->input && !produced[v]) {
@@ -366,31 +395,32 @@ int graph_validate(const Graph *g, const char *what)
         }
         int o = n->out;
         if (o < 0 || o >= g->n_values) {
-            sl_error("%s: node %d '%s' output refers to value %d of %d",
-                     what, i, nn, o, g->n_values);
+            sl_error("%s: node %d '%s' output refers to value %d of %d", what,
+                     i, nn, o, g->n_values);
             goto fail;
         }
         if (g->values[o].data || o == g->input || produced[o]) {
             sl_error("%s: node %d '%s' writes '%s', which is a weight, the "
-                     "graph input, or already produced", what, i, nn,
-                     g->values[o].name);
+                     "graph input, or already produced",
+                     what, i, nn, g->values[o].name);
             goto fail;
         }
         if (g->values[o].producer != i) {
-            sl_error("%s: node %d '%s': producer of '%s' inconsistent",
-                     what, i, nn, g->values[o].name);
+            sl_error("%s: node %d '%s': producer of '%s' inconsistent", what,
+                     i, nn, g->values[o].name);
             goto fail;
         }
         produced[o] = i + 1;
         if (!params_ok(n)) {
             sl_error("%s: node %d '%s' (%s) has out-of-range parameters; "
-                     "re-export with sauron-compress", what, i, nn,
-                     op_name(n->op));
+                     "re-export with sauron-compress",
+                     what, i, nn, op_name(n->op));
             goto fail;
         }
         if (!weights_plausible(g, n)) {
             sl_error("%s: node %d '%s' (%s) has weights whose shape does not "
-                     "match its parameters", what, i, nn, op_name(n->op));
+                     "match its parameters",
+                     what, i, nn, op_name(n->op));
             goto fail;
         }
     }
@@ -399,7 +429,8 @@ int graph_validate(const Graph *g, const char *what)
         if (v < 0 || v >= g->n_values || g->values[v].data ||
             (v != g->input && !produced[v])) {
             sl_error("%s: graph output %d is not a produced activation; "
-                     "re-export with sauron-compress", what, k);
+                     "re-export with sauron-compress",
+                     what, k);
             goto fail;
         }
     }
@@ -407,7 +438,8 @@ int graph_validate(const Graph *g, const char *what)
         if (!g->values[v].data && v != g->input && !produced[v] &&
             g->values[v].producer != -1) {
             sl_error("%s: value '%s' claims a producer that does not write "
-                     "it", what, g->values[v].name);
+                     "it",
+                     what, g->values[v].name);
             goto fail;
         }
     }
@@ -437,9 +469,9 @@ int graph_infer_shapes(Graph *g, const Shape *input)
     if (in->shape.ndim > 0) {
         if (input->ndim != in->shape.ndim) {
             sl_error("input shape %s has rank %d but model '%s' expects %s "
-                     "(rank %d)", shape_str(input, a, sizeof a), input->ndim,
-                     in->name, shape_str(&in->shape, b, sizeof b),
-                     in->shape.ndim);
+                     "(rank %d)",
+                     shape_str(input, a, sizeof a), input->ndim, in->name,
+                     shape_str(&in->shape, b, sizeof b), in->shape.ndim);
             return ERR_SHAPE;
         }
         if (in->shape.ndim > 1 && in->shape.d[1] > 0 &&
@@ -456,17 +488,16 @@ int graph_infer_shapes(Graph *g, const Shape *input)
         const Node *n = &g->nodes[i];
         if (n->op < 0 || n->op >= OP_COUNT || n->out < 0 ||
             n->out >= g->n_values) {
-            sl_error("node %d '%s' is malformed; validate the graph first",
-                     i, n->name);
+            sl_error("node %d '%s' is malformed; validate the graph first", i,
+                     n->name);
             return ERR_SHAPE;
         }
         Shape out;
         memset(&out, 0, sizeof out);
         int rc = op_table[n->op].infer(g, n, &out);
         if (rc) {
-            sl_error("node %d '%s' (%s): inconsistent shapes for input %s",
-                     i, n->name, op_name(n->op),
-                     shape_str(input, a, sizeof a));
+            sl_error("node %d '%s' (%s): inconsistent shapes for input %s", i,
+                     n->name, op_name(n->op), shape_str(input, a, sizeof a));
             return ERR_SHAPE;
         }
         int64_t on = shape_numel(&out);
@@ -524,11 +555,11 @@ static int clone_meta(ModelMeta *d, const ModelMeta *s)
     d->normalize = NULL;
     d->source_name = d->notes = NULL;
     if (clone_strings(&d->class_names, s->class_names, s->n_classes) ||
-        clone_strings(&d->modality_names, s->modality_names,
-                      s->n_modalities))
+        clone_strings(&d->modality_names, s->modality_names, s->n_modalities))
         return ERR_NOMEM;
     if (s->normalize && s->n_modalities > 0) {
-        d->normalize = sl_calloc((size_t)s->n_modalities, sizeof *d->normalize);
+        d->normalize =
+            sl_calloc((size_t)s->n_modalities, sizeof *d->normalize);
         if (!d->normalize) return ERR_NOMEM;
         memcpy(d->normalize, s->normalize,
                (size_t)s->n_modalities * sizeof *d->normalize);

@@ -121,15 +121,17 @@ int plan_create(const Graph *g, int inplace, Plan *p)
         p->buffer[v] = -1;
         const Value *val = &g->values[v];
         if (val->data) continue;
-        int def = v == g->input ? 0 : val->producer >= 0 ? val->producer + 1
-                                                        : -1;
+        int def = v == g->input        ? 0
+                  : val->producer >= 0 ? val->producer + 1
+                                       : -1;
         if (def < 0) continue;
         int64_t ne = shape_numel(&val->shape);
         size_t bytes;
         if (ne < 0 || sl_mul_size((size_t)ne, sizeof(float), &bytes) ||
             bytes > SIZE_MAX / 4) {
             sl_error("activation '%s' is too large to plan; use a smaller "
-                     "input", val->name);
+                     "input",
+                     val->name);
             goto fail;
         }
         p->bytes[v] = (bytes + PLAN_ALIGN - 1) & ~(size_t)(PLAN_ALIGN - 1);
@@ -180,7 +182,8 @@ int plan_create(const Graph *g, int inplace, Plan *p)
         }
         total += p->bytes[v];
     }
-    for (int b = 0; b < nb; b++) ids[b] = b;
+    for (int b = 0; b < nb; b++)
+        ids[b] = b;
     sort_ids(ids, nb, bufs);
     size_t peak = 0;
     for (int i = 0; i < nb; i++) {

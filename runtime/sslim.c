@@ -83,7 +83,10 @@ static void put_u32(Buf *b, uint32_t v)
     sl_wr32(t, v);
     buf_put(b, t, 4);
 }
-static void put_i32(Buf *b, int v) { put_u32(b, (uint32_t)v); }
+static void put_i32(Buf *b, int v)
+{
+    put_u32(b, (uint32_t)v);
+}
 static void put_u64(Buf *b, uint64_t v)
 {
     uint8_t t[8];
@@ -115,10 +118,14 @@ static void put_str(Buf *b, const char *s)
 }
 static void put_ints(Buf *b, const int *v, int n)
 {
-    for (int i = 0; i < n; i++) put_i32(b, v[i]);
+    for (int i = 0; i < n; i++)
+        put_i32(b, v[i]);
 }
 
-static int str_ok(const char *s) { return !s || strlen(s) <= MAX_STRING; }
+static int str_ok(const char *s)
+{
+    return !s || strlen(s) <= MAX_STRING;
+}
 
 /* Metadata a reader accepts; the writer refuses anything else so that a
  * file we write can always be read back. */
@@ -127,7 +134,7 @@ static int meta_ok(const ModelMeta *m)
     if (m->n_classes < 0 || m->n_classes > MAX_CLASSES ||
         m->n_modalities < 0 || m->n_modalities > MAX_MODALITIES)
         return 0;
-    if (!(m->dims == 0 || m->dims == 2 || m->dims == 3)) return 0;
+    if (m->dims < 0 || m->dims > 3) return 0; /* 0: not set */
     if (m->axis < 0 || m->axis > 2) return 0;
     if (m->order != ORDER_NNUNET && m->order != ORDER_NIBABEL) return 0;
     for (int i = 0; i < 3; i++)
@@ -196,12 +203,16 @@ static void put_params(Buf *b, const Node *n)
         put_f32(b, n->p.norm.momentum);
         put_i32(b, n->p.norm.use_batch_stats);
         break;
-    case OP_LEAKY_RELU: put_f32(b, n->p.act.alpha); break;
+    case OP_LEAKY_RELU:
+        put_f32(b, n->p.act.alpha);
+        break;
     case OP_SOFTMAX:
         put_i32(b, n->p.softmax.axis);
         put_i32(b, n->p.softmax.flatten);
         break;
-    case OP_CONCAT: put_i32(b, n->p.concat.axis); break;
+    case OP_CONCAT:
+        put_i32(b, n->p.concat.axis);
+        break;
     case OP_MAX_POOL:
     case OP_AVG_POOL: {
         const PoolParams *p = &n->p.pool;
@@ -217,10 +228,12 @@ static void put_params(Buf *b, const Node *n)
         put_u32(b, (uint32_t)p->mode);
         put_u32(b, (uint32_t)p->coord);
         put_u32(b, (uint32_t)p->nearest);
-        for (int i = 0; i < 3; i++) put_f64(b, p->scale[i]);
+        for (int i = 0; i < 3; i++)
+            put_f64(b, p->scale[i]);
         break;
     }
-    default: break; /* Relu, Sigmoid, Add, Identity: no parameters */
+    default:
+        break; /* Relu, Sigmoid, Add, Identity: no parameters */
     }
 }
 
@@ -234,7 +247,8 @@ static void put_graph(Buf *b, const Graph *g, size_t *weights_bytes)
         const Value *v = &g->values[i];
         put_str(b, v->name);
         put_i32(b, v->shape.ndim);
-        for (int k = 0; k < v->shape.ndim; k++) put_u64(b, (uint64_t)v->shape.d[k]);
+        for (int k = 0; k < v->shape.ndim; k++)
+            put_u64(b, (uint64_t)v->shape.d[k]);
         put_u32(b, v->data != NULL);
         if (v->data) {
             size_t nb = (size_t)shape_numel(&v->shape) * sizeof(float);
@@ -259,7 +273,10 @@ static void put_graph(Buf *b, const Graph *g, size_t *weights_bytes)
     *weights_bytes = woff;
 }
 
-static size_t align_up(size_t x) { return (x + WEIGHT_ALIGN - 1) & ~(size_t)(WEIGHT_ALIGN - 1); }
+static size_t align_up(size_t x)
+{
+    return (x + WEIGHT_ALIGN - 1) & ~(size_t)(WEIGHT_ALIGN - 1);
+}
 
 int sslim_encode(const Graph *g, uint8_t **data, size_t *size)
 {
@@ -373,7 +390,10 @@ static uint32_t get_u32(Rd *r)
     const uint8_t *q = get_bytes(r, 4);
     return q ? sl_rd32(q) : 0;
 }
-static int get_i32(Rd *r) { return (int)(int32_t)get_u32(r); }
+static int get_i32(Rd *r)
+{
+    return (int)(int32_t)get_u32(r);
+}
 static uint64_t get_u64(Rd *r)
 {
     const uint8_t *q = get_bytes(r, 8);
@@ -395,7 +415,8 @@ static double get_f64(Rd *r)
 }
 static void get_ints(Rd *r, int *v, int n)
 {
-    for (int i = 0; i < n; i++) v[i] = get_i32(r);
+    for (int i = 0; i < n; i++)
+        v[i] = get_i32(r);
 }
 /* A count that cannot exceed what the remaining bytes could hold at
  * min_bytes per item, so a tiny file never makes us allocate much. */
@@ -491,8 +512,8 @@ static void get_params(Rd *r, Node *n)
     case OP_CONV:
     case OP_CONV_TRANSPOSE: {
         ConvParams *p = &n->p.conv;
-        get_geometry(r, &p->nsp, p->kernel, p->stride, p->dilation,
-                     p->pad_lo, p->pad_hi);
+        get_geometry(r, &p->nsp, p->kernel, p->stride, p->dilation, p->pad_lo,
+                     p->pad_hi);
         get_ints(r, p->out_pad, 3);
         p->group = get_i32(r);
         break;
@@ -503,17 +524,21 @@ static void get_params(Rd *r, Node *n)
         n->p.norm.momentum = get_f32(r);
         n->p.norm.use_batch_stats = get_i32(r);
         break;
-    case OP_LEAKY_RELU: n->p.act.alpha = get_f32(r); break;
+    case OP_LEAKY_RELU:
+        n->p.act.alpha = get_f32(r);
+        break;
     case OP_SOFTMAX:
         n->p.softmax.axis = get_i32(r);
         n->p.softmax.flatten = get_i32(r);
         break;
-    case OP_CONCAT: n->p.concat.axis = get_i32(r); break;
+    case OP_CONCAT:
+        n->p.concat.axis = get_i32(r);
+        break;
     case OP_MAX_POOL:
     case OP_AVG_POOL: {
         PoolParams *p = &n->p.pool;
-        get_geometry(r, &p->nsp, p->kernel, p->stride, p->dilation,
-                     p->pad_lo, p->pad_hi);
+        get_geometry(r, &p->nsp, p->kernel, p->stride, p->dilation, p->pad_lo,
+                     p->pad_hi);
         p->ceil_mode = get_i32(r);
         p->count_include_pad = get_i32(r);
         break;
@@ -530,10 +555,12 @@ static void get_params(Rd *r, Node *n)
         p->mode = (ResizeMode)mode;
         p->coord = (ResizeCoord)coord;
         p->nearest = (ResizeNearest)near;
-        for (int i = 0; i < 3; i++) p->scale[i] = get_f64(r);
+        for (int i = 0; i < 3; i++)
+            p->scale[i] = get_f64(r);
         break;
     }
-    default: break;
+    default:
+        break;
     }
 }
 
@@ -560,8 +587,8 @@ static int get_graph(Rd *r, const uint8_t *w, size_t wsize, Graph *g)
             uint64_t off = get_u64(r), nb = get_u64(r);
             int64_t ne = shape_numel(&s);
             if (r->err || ne < 1 || (uint64_t)ne > wsize / 4 ||
-                nb != (uint64_t)ne * 4 || off % WEIGHT_ALIGN ||
-                off > wsize || nb > wsize - off) {
+                nb != (uint64_t)ne * 4 || off % WEIGHT_ALIGN || off > wsize ||
+                nb > wsize - off) {
                 if (!r->err) r->err = ERR_FORMAT;
             } else if (!(data = sl_alloc((size_t)nb))) {
                 r->err = ERR_NOMEM;
@@ -621,29 +648,31 @@ static int check_layout(const uint8_t *data, size_t size, const char *what,
 {
     if (!sslim_is_sslim(data, size)) {
         sl_error("'%s' is not a .sslim file (wrong magic); give a model "
-                 "written by sauron-compress", what);
+                 "written by sauron-compress",
+                 what);
         return ERR_FORMAT;
     }
     if (size < HEADER_BYTES) goto truncated;
     uint32_t major = sl_rd32(data + 8), minor = sl_rd32(data + 12);
     if (major != SSLIM_MAJOR) {
         sl_error("'%s' is .sslim version %u.%u but this program reads "
-                 "version %d.x; re-export with sauron-compress", what, major,
-                 minor, SSLIM_MAJOR);
+                 "version %d.x; re-export with sauron-compress",
+                 what, major, minor, SSLIM_MAJOR);
         return ERR_FORMAT;
     }
     uint64_t fsize = sl_rd64(data + 24);
     if (fsize != size) {
         if (fsize > size) goto truncated;
         sl_error("'%s' is corrupted: file is %zu bytes but its header says "
-                 "%llu; re-export with sauron-compress", what, size,
-                 (unsigned long long)fsize);
+                 "%llu; re-export with sauron-compress",
+                 what, size, (unsigned long long)fsize);
         return ERR_FORMAT;
     }
     uint32_t ns = sl_rd32(data + 16);
     if (ns < 1 || ns > MAX_SECTIONS) {
         sl_error("'%s' is corrupted: %u sections; re-export with "
-                 "sauron-compress", what, ns);
+                 "sauron-compress",
+                 what, ns);
         return ERR_FORMAT;
     }
     size_t table_end = HEADER_BYTES + (size_t)ns * SECTION_BYTES;
@@ -652,7 +681,8 @@ static int check_layout(const uint8_t *data, size_t size, const char *what,
     hc = sl_crc32(hc, data + 24, table_end - 24);
     if (hc != sl_rd32(data + 20)) {
         sl_error("'%s' is corrupted: header checksum mismatch; re-export "
-                 "with sauron-compress", what);
+                 "with sauron-compress",
+                 what);
         return ERR_FORMAT;
     }
     int found[N_SEC] = {0};
@@ -673,19 +703,22 @@ static int check_layout(const uint8_t *data, size_t size, const char *what,
         for (size_t k = prev_end; k < o; k++)
             if (data[k]) {
                 sl_error("'%s' is corrupted: nonzero padding before section "
-                         "%s; re-export with sauron-compress", what, tag);
+                         "%s; re-export with sauron-compress",
+                         what, tag);
                 return ERR_FORMAT;
             }
         if (sl_crc32(0, data + o, (size_t)l) != sl_rd32(t + 4)) {
             sl_error("'%s' is corrupted: section %s checksum mismatch; "
-                     "re-export with sauron-compress", what, tag);
+                     "re-export with sauron-compress",
+                     what, tag);
             return ERR_FORMAT;
         }
         for (int s = 0; s < N_SEC; s++) {
             if (memcmp(t, TAGS[s], 4) != 0) continue;
             if (found[s]) {
                 sl_error("'%s' is corrupted: section %s appears twice; "
-                         "re-export with sauron-compress", what, tag);
+                         "re-export with sauron-compress",
+                         what, tag);
                 return ERR_FORMAT;
             }
             found[s] = 1;
@@ -696,29 +729,33 @@ static int check_layout(const uint8_t *data, size_t size, const char *what,
     }
     if (prev_end != size) {
         sl_error("'%s' is corrupted: trailing bytes after the last section; "
-                 "re-export with sauron-compress", what);
+                 "re-export with sauron-compress",
+                 what);
         return ERR_FORMAT;
     }
     for (int s = 0; s < N_SEC; s++)
         if (!found[s]) {
             sl_error("'%s' has no %s section; re-export with "
-                     "sauron-compress", what, TAGS[s]);
+                     "sauron-compress",
+                     what, TAGS[s]);
             return ERR_FORMAT;
         }
     if (off[SEC_WEIGHTS] % WEIGHT_ALIGN) {
         sl_error("'%s' is corrupted: weights not 64-byte aligned; re-export "
-                 "with sauron-compress", what);
+                 "with sauron-compress",
+                 what);
         return ERR_FORMAT;
     }
     return SL_OK;
 truncated:
-    sl_error("'%s' is truncated (%zu bytes); copy the file again or re-export "
-             "with sauron-compress", what, size);
+    sl_error(
+        "'%s' is truncated (%zu bytes); copy the file again or re-export "
+        "with sauron-compress",
+        what, size);
     return ERR_FORMAT;
 }
 
-int sslim_decode(const uint8_t *data, size_t size, const char *what,
-                 Graph *g)
+int sslim_decode(const uint8_t *data, size_t size, const char *what, Graph *g)
 {
     size_t off[N_SEC] = {0}, len[N_SEC] = {0};
     int rc;
@@ -741,7 +778,8 @@ fail:
         sl_error("out of memory reading '%s'", what);
     else
         sl_error("'%s' is malformed: bad %s section; re-export with "
-                 "sauron-compress", what, SEC_NAMES[sec]);
+                 "sauron-compress",
+                 what, SEC_NAMES[sec]);
     graph_free(g);
     return rc;
 }

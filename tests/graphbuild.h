@@ -27,7 +27,8 @@ static inline int gb_weight(GBuild *b, const char *what, int ndim,
     Shape s;
     memset(&s, 0, sizeof s);
     s.ndim = ndim;
-    for (int i = 0; i < ndim; i++) s.d[i] = dims[i];
+    for (int i = 0; i < ndim; i++)
+        s.d[i] = dims[i];
     size_t n = (size_t)shape_numel(&s);
     float *d = sl_alloc(n * sizeof(float));
     if (!d) {
@@ -57,13 +58,16 @@ static inline int gb_node(GBuild *b, OpType op, const int *in, int n_in,
         return -1;
     }
     Node n;
-    if (p) n = *p;
-    else memset(&n, 0, sizeof n);
+    if (p)
+        n = *p;
+    else
+        memset(&n, 0, sizeof n);
     snprintf(name, sizeof name, "n%d_%s", b->count++, op_name(op));
     n.op = op;
     n.name = name;
     n.n_in = n_in;
-    for (int i = 0; i < n_in; i++) n.in[i] = in[i];
+    for (int i = 0; i < n_in; i++)
+        n.in[i] = in[i];
     n.out = out;
     if (graph_add_node(b->g, &n) < 0) {
         b->fail = 1;
@@ -91,8 +95,8 @@ static inline int gb_conv(GBuild *b, int x, int ic, int oc, int nsp, int k,
     ConvParams *p = &n.p.conv;
     p->nsp = nsp;
     p->group = 1;
-    gb_geom(nsp, k, stride, pad, p->kernel, p->stride, p->dilation,
-            p->pad_lo, p->pad_hi);
+    gb_geom(nsp, k, stride, pad, p->kernel, p->stride, p->dilation, p->pad_lo,
+            p->pad_hi);
     int64_t wd[5] = {oc, ic, k, k, k};
     float sc = 1.0f / sqrtf((float)(ic * k * k * (nsp == 3 ? k : 1)));
     int in[3] = {x, gb_weight(b, "w", nsp + 2, wd, -sc, sc), -1};
@@ -109,8 +113,8 @@ static inline int gb_conv_t(GBuild *b, int x, int ic, int oc, int nsp, int k,
     ConvParams *p = &n.p.conv;
     p->nsp = nsp;
     p->group = 1;
-    gb_geom(nsp, k, stride, pad, p->kernel, p->stride, p->dilation,
-            p->pad_lo, p->pad_hi);
+    gb_geom(nsp, k, stride, pad, p->kernel, p->stride, p->dilation, p->pad_lo,
+            p->pad_hi);
     int64_t wd[5] = {ic, oc, k, k, k};
     float sc = 1.0f / sqrtf((float)(ic * k));
     int64_t bd[1] = {oc};
@@ -159,8 +163,8 @@ static inline int gb_pool(GBuild *b, OpType op, int x, int nsp, int k,
     memset(&n, 0, sizeof n);
     PoolParams *p = &n.p.pool;
     p->nsp = nsp;
-    gb_geom(nsp, k, stride, pad, p->kernel, p->stride, p->dilation,
-            p->pad_lo, p->pad_hi);
+    gb_geom(nsp, k, stride, pad, p->kernel, p->stride, p->dilation, p->pad_lo,
+            p->pad_hi);
     return gb_node(b, op, &x, 1, &n);
 }
 
@@ -192,7 +196,8 @@ static inline int gb_resize(GBuild *b, int x, int nsp, ResizeMode mode,
     p->mode = mode;
     p->coord = mode == RESIZE_LINEAR ? COORD_HALF_PIXEL : COORD_ASYMMETRIC;
     p->nearest = NEAREST_FLOOR;
-    for (int i = 0; i < 3; i++) p->scale[i] = i < nsp ? 2.0 : 1.0;
+    for (int i = 0; i < 3; i++)
+        p->scale[i] = i < nsp ? 2.0 : 1.0;
     int in[2] = {x, ref};
     return gb_node(b, OP_RESIZE, in, ref >= 0 ? 2 : 1, &n);
 }
@@ -241,7 +246,8 @@ static inline void gb_meta(Graph *g, int classes, int modalities, int nsp)
     m->axis = 2;
     if (nsp == 3) m->patch[0] = m->patch[1] = m->patch[2] = 16;
     m->order = ORDER_NIBABEL;
-    for (int i = 0; i < 32; i++) m->source_sha256[i] = (uint8_t)(i * 7 + 1);
+    for (int i = 0; i < 32; i++)
+        m->source_sha256[i] = (uint8_t)(i * 7 + 1);
     m->source_name = sl_strdup("tiny_unet.onnx");
     m->notes = sl_strdup("{\"pruned\": [8, 4]}");
 }

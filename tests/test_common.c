@@ -58,7 +58,8 @@ static void test_alloc(void **state)
     }
     float *z = sl_calloc(100, sizeof(float));
     assert_non_null(z);
-    for (int i = 0; i < 100; i++) assert_true(z[i] == 0.0f);
+    for (int i = 0; i < 100; i++)
+        assert_true(z[i] == 0.0f);
     sl_free(z);
     assert_null(sl_calloc(SIZE_MAX / 2, 4)); /* count*size overflows */
     char *s = sl_strdup("abc");

@@ -84,8 +84,10 @@ static void check_plan(const Graph *g, const Plan *p, int inplace)
             assert_false(t && mem_overlap(p, a, b));
         }
     }
-    if (inplace) assert_true(shared >= p->n_inplace);
-    else assert_int_equal(p->n_inplace, 0);
+    if (inplace)
+        assert_true(shared >= p->n_inplace);
+    else
+        assert_int_equal(p->n_inplace, 0);
     assert_true(p->arena_bytes >= need_max);
     assert_true(p->arena_bytes < p->unplanned_bytes);
 }
@@ -130,12 +132,12 @@ static void test_plan_chain(void **state)
     GBuild b = {&g, {3}, 0, 0};
     graph_init(&g);
     int x = gb_input(&b, 2, 4);
-    for (int i = 0; i < 20; i++) x = gb_conv(&b, x, 4, 4, 2, 3, 1, 1, 0);
+    for (int i = 0; i < 20; i++)
+        x = gb_conv(&b, x, 4, 4, 2, 3, 1, 1, 0);
     g.outputs[0] = x;
     g.n_outputs = 1;
     assert_int_equal(b.fail, 0);
-    assert_int_equal(graph_infer_shapes(&g, &(Shape){4, {1, 4, 16, 16}}),
-                     0);
+    assert_int_equal(graph_infer_shapes(&g, &(Shape){4, {1, 4, 16, 16}}), 0);
     Plan p;
     assert_int_equal(plan_create(&g, 1, &p), 0);
     check_plan(&g, &p, 1);
@@ -204,25 +206,30 @@ static void ref_run(const Graph *g, const float *input, float **outs)
                                        &n->p.conv);
             break;
         case OP_INSTANCE_NORM:
-            instance_norm_forward_ref(y, in[0], in[1], in[2], xs,
-                                      &n->p.norm);
+            instance_norm_forward_ref(y, in[0], in[1], in[2], xs, &n->p.norm);
             break;
         case OP_BATCH_NORM:
             batch_norm_forward_ref(y, in[0], in[1], in[2], in[3], in[4], xs,
                                    &n->p.norm);
             break;
-        case OP_RELU: relu_forward(y, in[0], ny); break;
+        case OP_RELU:
+            relu_forward(y, in[0], ny);
+            break;
         case OP_LEAKY_RELU:
             leaky_relu_forward(y, in[0], ny, &n->p.act);
             break;
-        case OP_SIGMOID: sigmoid_forward(y, in[0], ny); break;
+        case OP_SIGMOID:
+            sigmoid_forward(y, in[0], ny);
+            break;
         case OP_SOFTMAX:
             softmax_forward_ref(y, in[0], xs, &n->p.softmax);
             break;
         case OP_CONCAT:
             concat_forward(y, in, ins, n->n_in, &n->p.concat);
             break;
-        case OP_ADD: add_forward(y, in[0], in[1], ins[0], ins[1]); break;
+        case OP_ADD:
+            add_forward(y, in[0], in[1], ins[0], ins[1]);
+            break;
         case OP_MAX_POOL:
             max_pool_forward_ref(y, in[0], xs, ys, &n->p.pool);
             break;
@@ -232,8 +239,11 @@ static void ref_run(const Graph *g, const float *input, float **outs)
         case OP_RESIZE:
             resize_forward_ref(y, in[0], xs, ys, &n->p.resize);
             break;
-        case OP_IDENTITY: memcpy(y, in[0], (size_t)ny * 4); break;
-        default: fail();
+        case OP_IDENTITY:
+            memcpy(y, in[0], (size_t)ny * 4);
+            break;
+        default:
+            fail();
         }
         buf[n->out] = y;
     }
@@ -242,7 +252,8 @@ static void ref_run(const Graph *g, const float *input, float **outs)
         outs[k] = malloc(no * 4);
         memcpy(outs[k], buf[g->outputs[k]], no * 4);
     }
-    for (int v = 0; v < nv; v++) free(buf[v]);
+    for (int v = 0; v < nv; v++)
+        free(buf[v]);
     free(buf);
 }
 
@@ -370,14 +381,12 @@ static void test_two_executors(void **state)
     float *ref[SL_MAX_OUTPUTS];
     assert_int_equal(graph_infer_shapes(&g, &sa), 0);
     ref_run(&g, xa, ref);
-    assert_allclose(oa[0], ref[0], (size_t)shape_numel(&sa) * 2, ATOL,
-                    RTOL);
+    assert_allclose(oa[0], ref[0], (size_t)shape_numel(&sa) * 2, ATOL, RTOL);
     free(ref[0]);
     assert_int_equal(exec_run(eb, xb, ob), 0);
     assert_int_equal(graph_infer_shapes(&g, &sb), 0);
     ref_run(&g, xb, ref);
-    assert_allclose(ob[0], ref[0], (size_t)shape_numel(&sb) * 2, ATOL,
-                    RTOL);
+    assert_allclose(ob[0], ref[0], (size_t)shape_numel(&sb) * 2, ATOL, RTOL);
     free(ref[0]);
     exec_free(ea);
     exec_free(eb);
@@ -458,7 +467,8 @@ static void test_sauron_run(void **state)
     assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
     snprintf(cmd, sizeof cmd,
              "%s %s --input %s --shape 1,1,16,24 --output %s --repeat 3 "
-             "--threads 2 >/dev/null", bin, model, xin, yout);
+             "--threads 2 >/dev/null",
+             bin, model, xin, yout);
     int st = run_cmd(cmd, err, sizeof err);
     if (st) fprintf(stderr, "sauron-run: %s\n", err);
     assert_int_equal(st, 0);
@@ -496,13 +506,13 @@ static void test_sauron_run(void **state)
         assert_non_null(strstr(err, "error: "));
         assert_non_null(strstr(err, bad[i].needle));
     }
-    snprintf(cmd, sizeof cmd, "%s %s --input %s --shape 1,1,16,24", bin,
-             onnx, xin);
+    snprintf(cmd, sizeof cmd, "%s %s --input %s --shape 1,1,16,24", bin, onnx,
+             xin);
     assert_int_equal(run_cmd(cmd, err, sizeof err), 1);
     assert_non_null(strstr(err, "sauron-compress --no-finetune"));
     /* a size the network cannot take: the nearest one it can */
-    snprintf(cmd, sizeof cmd, "%s %s --input %s --shape 1,1,1,%d", bin,
-             model, xin, 16 * 24);
+    snprintf(cmd, sizeof cmd, "%s %s --input %s --shape 1,1,1,%d", bin, model,
+             xin, 16 * 24);
     assert_int_equal(run_cmd(cmd, err, sizeof err), 1);
     assert_non_null(strstr(err, "nearest size it accepts is [1,1,2,384]"));
     free(x);

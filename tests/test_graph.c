@@ -132,29 +132,50 @@ static void expect_invalid(int how, const char *needle)
     assert_int_equal(build_unet(&g, 2, 1, 4, 3, 0, 11), 0);
     /* node 0 is the first conv; node 1 its instance norm */
     switch (how) {
-    case 0: g.nodes[1].in[0] = g.n_values + 5; break;      /* index */
-    case 1: g.nodes[0].p.conv.stride[1] = 0; break;         /* params */
-    case 2: g.nodes[1].out = g.nodes[0].out; break;         /* twice */
-    case 3: {                                               /* order */
+    case 0:
+        g.nodes[1].in[0] = g.n_values + 5;
+        break; /* index */
+    case 1:
+        g.nodes[0].p.conv.stride[1] = 0;
+        break; /* params */
+    case 2:
+        g.nodes[1].out = g.nodes[0].out;
+        break; /* twice */
+    case 3: {  /* order */
         Node t = g.nodes[0];
         g.nodes[0] = g.nodes[1];
         g.nodes[1] = t;
         break;
     }
-    case 4: g.n_outputs = 0; break;
-    case 5: g.input = -1; break;
-    case 6: {                                               /* no data */
+    case 4:
+        g.n_outputs = 0;
+        break;
+    case 5:
+        g.input = -1;
+        break;
+    case 6: { /* no data */
         int w = g.nodes[0].in[1];
         sl_free(g.values[w].data);
         g.values[w].data = NULL;
         break;
     }
-    case 7: g.values[g.nodes[0].in[1]].shape.d[2] = 5; break; /* K */
-    case 8: g.nodes[0].op = OP_COUNT; break;
-    case 9: g.nodes[1].n_in = 1; break;                     /* arity */
-    case 10: g.nodes[g.n_nodes - 1].p.softmax.axis = 9; break; /* last */
-    case 11: g.outputs[0] = g.nodes[0].in[1]; break;        /* weight out */
-    default: fail();
+    case 7:
+        g.values[g.nodes[0].in[1]].shape.d[2] = 5;
+        break; /* K */
+    case 8:
+        g.nodes[0].op = OP_COUNT;
+        break;
+    case 9:
+        g.nodes[1].n_in = 1;
+        break; /* arity */
+    case 10:
+        g.nodes[g.n_nodes - 1].p.softmax.axis = 9;
+        break; /* last */
+    case 11:
+        g.outputs[0] = g.nodes[0].in[1];
+        break; /* weight out */
+    default:
+        fail();
     }
     sl_error_quiet(1);
     sl_error_reset();
@@ -233,8 +254,7 @@ static void expect_shape_error(Graph *g, Shape in, const char *needle)
     sl_error_reset();
     assert_int_equal(graph_infer_shapes(g, &in), ERR_SHAPE);
     if (needle && !strstr(sl_error_last(), needle))
-        fprintf(stderr, "message '%s' lacks '%s'\n", sl_error_last(),
-                needle);
+        fprintf(stderr, "message '%s' lacks '%s'\n", sl_error_last(), needle);
     if (needle) assert_non_null(strstr(sl_error_last(), needle));
     sl_error_reset();
     sl_error_quiet(0);
@@ -315,8 +335,7 @@ static void test_flops_params(void **state)
     g.outputs[0] = gb_conv(&b, x, 3, 5, 2, 3, 1, 1, 1);
     g.n_outputs = 1;
     assert_int_equal(graph_params(&g), 5 * 3 * 9 + 5);
-    assert_int_equal(graph_infer_shapes(&g, &(Shape){4, {1, 3, 10, 12}}),
-                     0);
+    assert_int_equal(graph_infer_shapes(&g, &(Shape){4, {1, 3, 10, 12}}), 0);
     /* 2 FLOPs per multiply-add; the bias may add one per output */
     int64_t macs = 5LL * 10 * 12 * 3 * 9;
     int64_t f = graph_flops(&g);
@@ -328,11 +347,9 @@ static void test_flops_params(void **state)
     for (int i = 0; i < g.n_values; i++)
         if (g.values[i].data) p += shape_numel(&g.values[i].shape);
     assert_int_equal(graph_params(&g), p);
-    assert_int_equal(graph_infer_shapes(&g, &(Shape){4, {1, 1, 16, 16}}),
-                     0);
+    assert_int_equal(graph_infer_shapes(&g, &(Shape){4, {1, 1, 16, 16}}), 0);
     int64_t f16 = graph_flops(&g);
-    assert_int_equal(graph_infer_shapes(&g, &(Shape){4, {1, 1, 32, 32}}),
-                     0);
+    assert_int_equal(graph_infer_shapes(&g, &(Shape){4, {1, 1, 32, 32}}), 0);
     /* conv work scales with pixels: 4x the pixels, about 4x the FLOPs */
     int64_t f32 = graph_flops(&g);
     assert_true(f32 > 3 * f16 && f32 <= 4 * f16 + 4096);
@@ -351,8 +368,7 @@ static void expect_same_graph(const Graph *a, const Graph *b)
         if (a->values[i].data) {
             assert_ptr_not_equal(a->values[i].data, b->values[i].data);
             assert_memory_equal(a->values[i].data, b->values[i].data,
-                                (size_t)shape_numel(&a->values[i].shape) *
-                                    4);
+                                (size_t)shape_numel(&a->values[i].shape) * 4);
         }
     }
     for (int i = 0; i < a->n_nodes; i++) {

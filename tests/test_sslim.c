@@ -60,8 +60,10 @@ static void expect_same_graph(const Graph *a, const Graph *b)
     assert_int_equal(m->order, n->order);
     assert_memory_equal(m->source_sha256, n->source_sha256, 32);
     assert_string_equal(m->source_name, n->source_name);
-    if (m->notes) assert_string_equal(m->notes, n->notes);
-    else assert_null(n->notes);
+    if (m->notes)
+        assert_string_equal(m->notes, n->notes);
+    else
+        assert_null(n->notes);
 }
 
 /* Decode that must fail with ERR_FORMAT; optional message substring. */
@@ -78,8 +80,7 @@ static void expect_reject(const uint8_t *d, size_t n, const char *needle)
     assert_null(g.values);
     assert_true(sl_error_reported());
     if (needle && !strstr(sl_error_last(), needle))
-        fprintf(stderr, "message '%s' lacks '%s'\n", sl_error_last(),
-                needle);
+        fprintf(stderr, "message '%s' lacks '%s'\n", sl_error_last(), needle);
     if (needle) assert_non_null(strstr(sl_error_last(), needle));
     assert_non_null(strstr(sl_error_last(), "bad.sslim"));
     sl_error_reset();
@@ -135,8 +136,10 @@ static void test_round_trip(void **state)
     assert_int_equal(build_all_ops(&g, 12), 0);
     /* every op type is present */
     int seen[OP_COUNT] = {0};
-    for (int i = 0; i < g.n_nodes; i++) seen[g.nodes[i].op] = 1;
-    for (int op = 0; op < OP_COUNT; op++) assert_true(seen[op]);
+    for (int i = 0; i < g.n_nodes; i++)
+        seen[g.nodes[i].op] = 1;
+    for (int op = 0; op < OP_COUNT; op++)
+        assert_true(seen[op]);
     uint8_t *d = NULL, *d2 = NULL;
     size_t n = 0, n2 = 0;
     assert_int_equal(sslim_encode(&g, &d, &n), 0);
@@ -400,7 +403,8 @@ static void test_garbage(void **state)
     for (int it = 0; it < 3000; it++) {
         size_t len = (size_t)(trng_next(&r) % (2 * n + 1));
         uint8_t *c = malloc(len ? len : 1);
-        for (size_t i = 0; i < len; i++) c[i] = (uint8_t)trng_next(&r);
+        for (size_t i = 0; i < len; i++)
+            c[i] = (uint8_t)trng_next(&r);
         /* a third keep the real header start (magic, version, counts),
          * so the checks after the magic get garbage too */
         size_t keep = it % 3 == 0 ? 24 : it % 3 == 1 ? 8 : 0;

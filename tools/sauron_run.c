@@ -12,17 +12,18 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: sauron-run MODEL.sslim --input IN.bin --shape N,C,[D,]H,W\n"
-            "                  [--output OUT.bin] [--repeat N] [--threads N]\n"
-            "                  [--force]\n"
-            "Runs the network on a raw little-endian float32 tensor of the\n"
-            "given shape and prints the median time over --repeat runs\n"
-            "(default 1) and the peak activation memory.  --output writes\n"
-            "the first graph output as raw little-endian float32 (refuses\n"
-            "an existing file unless --force).  --threads defaults to all\n"
-            "cores.  ONNX models: convert with sauron-compress\n"
-            "--no-finetune first.\n");
+    fprintf(
+        f,
+        "usage: sauron-run MODEL.sslim --input IN.bin --shape N,C,[D,]H,W\n"
+        "                  [--output OUT.bin] [--repeat N] [--threads N]\n"
+        "                  [--force]\n"
+        "Runs the network on a raw little-endian float32 tensor of the\n"
+        "given shape and prints the median time over --repeat runs\n"
+        "(default 1) and the peak activation memory.  --output writes\n"
+        "the first graph output as raw little-endian float32 (refuses\n"
+        "an existing file unless --force).  --threads defaults to all\n"
+        "cores.  ONNX models: convert with sauron-compress\n"
+        "--no-finetune first.\n");
 }
 
 static int parse_int(const char *s, const char *opt, long lo, long hi,
@@ -50,14 +51,17 @@ static int parse_shape(const char *s, Shape *sh)
         long long v = strtoll(p, &end, 10);
         if (errno || end == p || v < 1 || v > (1LL << 31)) goto bad;
         sh->d[sh->ndim++] = v;
-        if (*end == ',') end++;
-        else if (*end) goto bad;
+        if (*end == ',')
+            end++;
+        else if (*end)
+            goto bad;
         p = end;
     }
     if (sh->ndim >= 3) return SL_OK;
 bad:
     sl_error("--shape '%s' must be 3 to %d positive integers separated by "
-             "commas, e.g. 1,1,64,64", s, SL_MAX_DIMS);
+             "commas, e.g. 1,1,64,64",
+             s, SL_MAX_DIMS);
     return ERR_ARG;
 }
 
@@ -96,9 +100,12 @@ static int parse_args(int argc, char **argv, Args *a)
                 return ERR_ARG;
             }
             const char *v = argv[++i];
-            if (!strcmp(s, "--input")) a->input = v;
-            else if (!strcmp(s, "--output")) a->output = v;
-            else if (!strcmp(s, "--shape")) a->shape = v;
+            if (!strcmp(s, "--input"))
+                a->input = v;
+            else if (!strcmp(s, "--output"))
+                a->output = v;
+            else if (!strcmp(s, "--shape"))
+                a->shape = v;
             else if (!strcmp(s, "--repeat")) {
                 if (parse_int(v, s, 1, 100000, &a->repeat)) return ERR_ARG;
             } else if (parse_int(v, s, 1, 4096, &a->threads)) {
@@ -135,8 +142,8 @@ static int read_input(const char *path, const Shape *sh, float **out)
     if (ne < 1 || sl_mul_size((size_t)ne, 4, &want) || size != want) {
         char b[96];
         sl_error("input '%s' has %zu bytes but shape %s needs %lld float32 "
-                 "(%lld bytes); check --shape", path, size,
-                 shape_str(sh, b, sizeof b), (long long)ne,
+                 "(%lld bytes); check --shape",
+                 path, size, shape_str(sh, b, sizeof b), (long long)ne,
                  (long long)ne * 4);
         rc = ERR_ARG;
         goto fail;
@@ -194,17 +201,21 @@ static int check_shape(Graph *g, const Shape *sh, const char *model)
         Shape base = *sh;
         for (int k = 2; k < sh->ndim; k++) {
             int64_t p = 64;
-            while (p < base.d[k]) p *= 2;
+            while (p < base.d[k])
+                p *= 2;
             base.d[k] = p;
         }
         int64_t v = graph_valid_size(g, &base, i, sh->d[2 + i]);
-        if (v < 0) found = 0;
-        else ok.d[2 + i] = v;
+        if (v < 0)
+            found = 0;
+        else
+            ok.d[2 + i] = v;
     }
     if (found)
         sl_error("input shape %s does not fit '%s' (%s); the nearest size "
-                 "it accepts is %s: pad the input", shape_str(sh, a, sizeof a),
-                 model, why, shape_str(&ok, b, sizeof b));
+                 "it accepts is %s: pad the input",
+                 shape_str(sh, a, sizeof a), model, why,
+                 shape_str(&ok, b, sizeof b));
     else
         sl_error("input shape %s does not fit '%s': %s",
                  shape_str(sh, a, sizeof a), model, why);
@@ -232,7 +243,8 @@ static int run(const Args *a)
     if ((rc = sl_read_file(a->model, &head, &hsize))) goto fail;
     if (!sslim_is_sslim(head, hsize) && has_suffix(a->model, ".onnx")) {
         sl_error("'%s' is an ONNX model; sauron-run reads .sslim only: "
-                 "convert with sauron-compress --no-finetune first", a->model);
+                 "convert with sauron-compress --no-finetune first",
+                 a->model);
         rc = ERR_UNSUPPORTED;
         goto fail;
     }
@@ -255,12 +267,11 @@ static int run(const Args *a)
         ms[r] = (sl_now() - t0) * 1e3;
     }
     qsort(ms, (size_t)a->repeat, sizeof *ms, cmp_double);
-    double med = a->repeat % 2 ? ms[a->repeat / 2]
-                               : 0.5 * (ms[a->repeat / 2 - 1] +
-                                        ms[a->repeat / 2]);
-    if (a->output &&
-        (rc = write_output(a->output, outs[0], exec_output_shape(e, 0),
-                           a->force)))
+    double med = a->repeat % 2
+                     ? ms[a->repeat / 2]
+                     : 0.5 * (ms[a->repeat / 2 - 1] + ms[a->repeat / 2]);
+    if (a->output && (rc = write_output(a->output, outs[0],
+                                        exec_output_shape(e, 0), a->force)))
         goto fail;
     char ob[96];
     printf("output %s\n", shape_str(exec_output_shape(e, 0), ob, sizeof ob));
