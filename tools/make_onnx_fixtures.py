@@ -93,8 +93,9 @@ def typed_fields():
     inits = [
         helper.make_tensor("w1", F, w1.shape, w1.flatten().tolist()),
         helper.make_tensor("b1", F, b1.shape, b1.tolist()),
-        helper.make_tensor("sc", TensorProto.FLOAT16, [4],
-                           sc.view(np.uint16).astype(np.int32).tolist()),
+        # make_tensor stores FLOAT16 values as their bit patterns in
+        # int32_data (it converts the floats itself).
+        helper.make_tensor("sc", TensorProto.FLOAT16, [4], sc.tolist()),
         helper.make_tensor("bi", TensorProto.DOUBLE, [4], bi.tolist()),
     ]
     nodes = [
@@ -205,7 +206,7 @@ def conv_transpose_geometry():
                          auto_pad="SAME_LOWER"),
         helper.make_node("ConvTranspose", ["c1", "wt", "bt"], ["u1"],
                          name="up_outshape", strides=[2, 2],
-                         kernel_shape=[3, 3], output_shape=[9, 9]),
+                         kernel_shape=[3, 3], output_shape=[10, 10]),
         helper.make_node("ConvTranspose", ["c1", "wt"], ["u2"],
                          name="up_outpad", strides=[2, 2], pads=[1, 1, 1, 1],
                          output_padding=[1, 1]),
@@ -216,7 +217,7 @@ def conv_transpose_geometry():
                          count_include_pad=1),
         helper.make_node("Add", ["p1", "p2"], ["y"], name="add"),
     ]
-    save("conv_transpose", nodes, [vi("x", [1, 1, 9, 9])], [vi("y", None)],
+    save("conv_transpose", nodes, [vi("x", [1, 1, 10, 10])], [vi("y", None)],
          [init("w1", w(r, 2, 1, 3, 3)), init("wt", w(r, 2, 2, 3, 3)),
           init("bt", w(r, 2))], opset=13)
 
