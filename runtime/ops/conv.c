@@ -120,11 +120,160 @@ static int conv_is_pointwise(const ConvGeom *g)
     return 1;
 }
 
+/* ---- stride-1 path: shifted-pointer GEMM on a zero-padded slab ----
+ *
+ * The input of one (sample, group) is copied, a slab of output planes at
+ * a time, into a zero-padded buffer [ICg, s0, s1, s2].  On the padded
+ * grid, output column j (a padded position) needs input j + koff[k] for
+ * kernel row k, so B is read in place (gemm_run_shifted) and nothing is
+ * packed: the win for few channels, where packing costs as much as the
+ * arithmetic.  The padding ring's columns are computed and dropped, so
+ * the path is used only when they are few (SHIFT_MAX_WASTE).
+ *
+ * The slab runs along dim 0 (D) in 3D and along dim 1 (H) in 2D/1D. */
+
+/* Padded slab budget: 1 Mi floats (4 MiB) stays in this machine's L3
+ * (32 MiB shared) next to the output being written. */
+#define SHIFT_SLAB_FLOATS (1 << 20)
+/* Computed / useful columns above this: pack with im2col instead (the
+ * ring costs more than packing saves; 8x8 2D planes have 1.56). */
+#define SHIFT_MAX_WASTE 1.35
+
+typedef struct {
+    int sd;          /* slab dim: 0 or 1 */
+    int z;           /* output planes (along sd) per slab */
+    int s1, s2;      /* padded slab rows and row length */
+    int64_t cstride; /* floats per channel in the slab */
+} SlabPlan;
+
+static int span_of(const ConvGeom *g, int i) { return g->d[i] * (g->k[i] - 1) + 1; }
+
+static int conv_shift_plan(const ConvGeom *g, SlabPlan *sp)
+{
+    if (!gemm_shifted_available(gemm_isa_best()) || conv_is_pointwise(g))
+        return 0;
+    for (int i = 0; i < 3; i++)
+        if (g->s[i] != 1) return 0;
+    /* A real D dim (or a padded one) needs D slabs. */
+    sp->sd = g->out[0] == 1 && g->in[0] == 1 && g->k[0] == 1 && g->pad[0] == 0
+                 ? 1 : 0;
+    int64_t s1full = (int64_t)g->out[1] + span_of(g, 1) - 1;
+    int64_t s2 = (int64_t)g->out[2] + span_of(g, 2) - 1;
+    double waste = (double)s2 / g->out[2];
+    if (sp->sd == 0) waste *= (double)s1full / g->out[1];
+    if (waste > SHIFT_MAX_WASTE) return 0;
+    /* Floats per channel per output plane along sd. */
+    int64_t plane = sp->sd == 0 ? s1full * s2 : s2;
+    int64_t span = span_of(g, sp->sd);
+    int64_t z = SHIFT_SLAB_FLOATS / ((int64_t)g->icg * plane) - (span - 1);
+    if (z < 1) z = 1;
+    if (z > g->out[sp->sd]) z = g->out[sp->sd];
+    sp->z = (int)z;
+    sp->s2 = (int)s2;
+    sp->s1 = (int)(sp->sd == 0 ? s1full : z + span - 1);
+    sp->cstride = (sp->sd == 0 ? z + span - 1 : 1) * (int64_t)sp->s1 * s2;
+    /* koff is int32 and the GEMM takes int sizes. */
+    return (int64_t)g->icg * sp->cstride < INT_MAX / 4;
+}
+
+static size_t shift_scratch(const ConvGeom *g, const SlabPlan *sp)
+{
+    size_t slab = ((size_t)g->icg * (size_t)sp->cstride + 64 + 15) / 16 * 16;
+    size_t kdim = (size_t)(g->icg * g->k_sp);
+    return slab + (kdim + 15) / 16 * 16 + gemm_shifted_pack_floats((int)kdim);
+}
+
+/* slab [ICg][s0][s1][s2] <- zero-padded input planes for output planes
+ * o0 .. o0+zc along sp->sd.  xg [ICg, D, H, W] of one (sample, group). */
+static void slab_fill(float *slab, const float *xg, const ConvGeom *g,
+                      const SlabPlan *sp, int o0, int zc)
+{
+    const int s0 = sp->sd == 0 ? zc + span_of(g, 0) - 1 : 1;
+    const int s1 = sp->sd == 0 ? sp->s1 : zc + span_of(g, 1) - 1;
+    const int s2 = sp->s2, iw = g->in[2], px = g->pad[2];
+    const int rows = g->icg * s0 * s1;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        int ic = r / (s0 * s1), a = r / s1 % s0, bb = r % s1;
+        int iz = (sp->sd == 0 ? o0 + a : 0) - g->pad[0];
+        int iy = (sp->sd == 1 ? o0 : 0) + bb - g->pad[1];
+        float *d = slab + (size_t)ic * (size_t)sp->cstride +
+                   ((size_t)a * sp->s1 + bb) * (size_t)s2;
+        if (iz < 0 || iz >= g->in[0] || iy < 0 || iy >= g->in[1]) {
+            memset(d, 0, (size_t)s2 * sizeof(float));
+            continue;
+        }
+        const float *xr = xg + (size_t)ic * (size_t)g->in_sp +
+                          ((size_t)iz * g->in[1] + iy) * (size_t)iw;
+        memset(d, 0, (size_t)px * sizeof(float));
+        memcpy(d + px, xr, (size_t)iw * sizeof(float));
+        memset(d + px + iw, 0, (size_t)(s2 - px - iw) * sizeof(float));
+    }
+}
+
+static void conv_forward_shifted(float *y, const float *x, const float *w,
+                                 const float *b, const ConvGeom *g,
+                                 const SlabPlan *sp, float *scratch)
+{
+    const int kdim = (int)(g->icg * g->k_sp);
+    const size_t slab_floats = (size_t)g->icg * (size_t)sp->cstride;
+    float *slab = scratch;
+    int32_t *koff = (int32_t *)(scratch + (slab_floats + 64 + 15) / 16 * 16);
+    float *pack = (float *)koff + ((size_t)kdim + 15) / 16 * 16;
+    /* Row k = ((ic*KD + kz)*KH + ky)*KW + kx of B starts koff[k] floats
+     * into the slab.  (Scratch has no declared type, so storing int32
+     * values in it is well defined.) */
+    for (int k = 0; k < kdim; k++) {
+        int kx = k % g->k[2], ky = k / g->k[2] % g->k[1];
+        int kz = k / (g->k[2] * g->k[1]) % g->k[0];
+        int ic = k / (int)g->k_sp;
+        koff[k] = (int32_t)(ic * sp->cstride +
+                            ((int64_t)kz * g->d[0] * sp->s1 +
+                             (int64_t)ky * g->d[1]) * sp->s2 +
+                            (int64_t)kx * g->d[2]);
+    }
+    /* Reads run up to NR - 1 floats past the last slab value. */
+    memset(slab + slab_floats, 0, 64 * sizeof(float));
+    CHECK(gemm_shifted_nr() <= 64);
+    const int OH = g->out[1], OW = g->out[2];
+    const int nsd = g->out[sp->sd];
+    for (int n = 0; n < g->n; n++) {
+        for (int gr = 0; gr < g->group; gr++) {
+            const float *xg = x + ((size_t)n * g->ic + (size_t)gr * g->icg) *
+                                      (size_t)g->in_sp;
+            float *yg = y + ((size_t)n * g->oc + (size_t)gr * g->ocg) *
+                                (size_t)g->out_sp;
+            GemmSrc as = {gemm_pack_a_dense, w + (size_t)gr * g->ocg * kdim,
+                          kdim, 0, NULL};
+            for (int o0 = 0; o0 < nsd; o0 += sp->z) {
+                int zc = nsd - o0 < sp->z ? nsd - o0 : sp->z;
+                slab_fill(slab, xg, g, sp, o0, zc);
+                ShiftMap mp;
+                int ncols;
+                if (sp->sd == 0) {
+                    mp = (ShiftMap){sp->s1, sp->s2, zc, OH, OW,
+                                    (int64_t)o0 * OH * OW, (int64_t)OH * OW, OW};
+                    ncols = ((zc - 1) * sp->s1 + (OH - 1)) * sp->s2 + OW;
+                } else {
+                    mp = (ShiftMap){zc + span_of(g, 1) - 1, sp->s2, 1, zc, OW,
+                                    (int64_t)o0 * OW, 0, OW};
+                    ncols = (zc - 1) * sp->s2 + OW;
+                }
+                gemm_run_shifted(gemm_isa_best(), yg, (int)g->out_sp, &as,
+                                 slab, koff, &mp, g->ocg, ncols, kdim,
+                                 b ? b + (size_t)gr * g->ocg : NULL, pack);
+            }
+        }
+    }
+}
+
 size_t conv_scratch_floats(const Shape *xs, const Shape *ys,
                            const ConvParams *p)
 {
     ConvGeom g;
+    SlabPlan sp;
     conv_geom_fill(&g, xs, ys, p);
+    if (conv_shift_plan(&g, &sp)) return shift_scratch(&g, &sp);
     return gemm_pack_floats(g.ocg, (int)g.out_sp, (int)(g.icg * g.k_sp));
 }
 
@@ -135,7 +284,12 @@ void conv_forward(float *y, const float *x, const float *w, const float *b,
                   float *scratch)
 {
     ConvGeom g;
+    SlabPlan sp;
     conv_geom_fill(&g, xs, ys, p);
+    if (conv_shift_plan(&g, &sp)) {
+        conv_forward_shifted(y, x, w, b, &g, &sp, scratch);
+        return;
+    }
     const int kdim = (int)(g.icg * g.k_sp), P = (int)g.out_sp;
     const int pointwise = conv_is_pointwise(&g);
     const GemmIsa isa = gemm_isa_best();

@@ -172,6 +172,52 @@ AVX2_TARGET static void kern_avx2_6x16(int kc, const float *restrict ap,
 
 DEFINE_KERN_AVX512(kern_avx512_8x32, 8, 2)
 
+/* Shifted-pointer variant: B row k is read in place at xb + koff[k]
+ * instead of from a packed panel.
+ * ap [kc][MR], xb + koff[k] .. + 16*NV, c [MR, 16*NV] with ldc. */
+#define DEFINE_KERN_SHIFTED_AVX512(NAME, MR, NV)                              \
+    AVX512_TARGET static void NAME(int kc, const float *restrict ap,          \
+                                   const float *restrict xb,                  \
+                                   const int32_t *restrict koff,              \
+                                   float *restrict c, int ldc, int mode,      \
+                                   const float *rowinit)                      \
+    {                                                                         \
+        __m512 acc[MR][NV];                                                   \
+        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                 \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)              \
+                acc[i][v] = _mm512_setzero_ps();                              \
+        for (int k = 0; k < kc; k++) {                                        \
+            const float *src = xb + koff[k];                                  \
+            __m512 b[NV];                                                     \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)              \
+                b[v] = _mm512_loadu_ps(src + 16 * v);                         \
+            _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)             \
+            {                                                                 \
+                __m512 a = _mm512_set1_ps(ap[i]);                             \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)          \
+                    acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);          \
+            }                                                                 \
+            ap += MR;                                                         \
+        }                                                                     \
+        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                 \
+        {                                                                     \
+            float *ci = c + (size_t)i * ldc;                                  \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)              \
+            {                                                                 \
+                __m512 r = acc[i][v];                                         \
+                if (mode == STORE_ADD)                                        \
+                    r = _mm512_add_ps(_mm512_loadu_ps(ci + 16 * v), r);       \
+                else if (mode == STORE_ROWINIT)                               \
+                    r = _mm512_add_ps(_mm512_set1_ps(rowinit[i]), r);         \
+                _mm512_storeu_ps(ci + 16 * v, r);                             \
+            }                                                                 \
+        }                                                                     \
+    }
+
+#define SHIFTED_MR 8
+#define SHIFTED_NR 32
+DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_8x32, 8, 2)
+
 typedef struct {
     int mr, nr;
     MicroFn fn;
@@ -380,6 +426,162 @@ void gemm_run(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
                     }
                 }
             }
+        }
+    }
+}
+
+/* ---- shifted-pointer driver ---- */
+
+int gemm_shifted_available(GemmIsa isa) { return isa == GEMM_ISA_AVX512; }
+int gemm_shifted_nr(void) { return SHIFTED_NR; }
+
+/* One k block (k <= GEMM_KC): micro-tile of the shifted GEMM at product
+ * columns j .. j+NR (nr_v valid) and rows mr_v, straight into C when the
+ * columns are one run of valid outputs, else through a temporary and the
+ * column map. */
+static void shifted_tile(int kc, const float *ap, const float *xb,
+                         const int32_t *koff, float *c, int ldc,
+                         const ShiftMap *mp, int j, int nr_v, int mr_v,
+                         const float *rowinit)
+{
+    int plane = mp->s1 * mp->s2;
+    int z = j / plane, y = j % plane / mp->s2, x = j % mp->s2;
+    int mode = rowinit ? STORE_ROWINIT : STORE_SET;
+    if (mr_v == SHIFTED_MR && nr_v == SHIFTED_NR && z < mp->zv &&
+        y < mp->yv && x + SHIFTED_NR <= mp->ow) {
+        int64_t off = mp->base + z * mp->zpitch + y * mp->ypitch + x;
+        kern_shifted_avx512_8x32(kc, ap, xb, koff, c + off, ldc, mode,
+                                 rowinit);
+        return;
+    }
+    float tmp[SHIFTED_MR * SHIFTED_NR];
+    kern_shifted_avx512_8x32(kc, ap, xb, koff, tmp, SHIFTED_NR, STORE_SET,
+                             NULL);
+    for (int jj = 0; jj < nr_v; jj++) {
+        if (z < mp->zv && y < mp->yv && x < mp->ow) {
+            int64_t off = mp->base + z * mp->zpitch + y * mp->ypitch + x;
+            for (int i = 0; i < mr_v; i++) {
+                float t = tmp[i * SHIFTED_NR + jj];
+                c[(size_t)i * ldc + off] = rowinit ? rowinit[i] + t : t;
+            }
+        }
+        if (++x == mp->s2) {
+            x = 0;
+            if (++y == mp->s1) {
+                y = 0;
+                z++;
+            }
+        }
+    }
+}
+
+/* Shifted tiles accumulate in a per-thread buffer in product-column
+ * order (all k blocks), then go to C once through the column map: the
+ * padded rows do not line up with micro-tiles, and mapping every k block
+ * would cost as much as the arithmetic when K is large.  (With one k
+ * block, shifted_tile stores straight into C instead: for few channels
+ * the extra pass through the buffer would cost more than it saves.)  128 columns:
+ * with GEMM_MC rows that is 192 KiB, in L2 beside the A block. */
+#define SHIFTED_NC 128
+
+static size_t shifted_per_thread(int k)
+{
+    size_t a = (size_t)GEMM_MC * (size_t)min_i(k, GEMM_KC);
+    return (a + 15) / 16 * 16 + (size_t)GEMM_MC * SHIFTED_NC;
+}
+
+size_t gemm_shifted_pack_floats(int k)
+{
+    return (size_t)gemm_max_threads() * shifted_per_thread(k) + 16;
+}
+
+/* c [mv rows] <- rowinit + t [mv, ldt] over product columns j0 .. j0+nv
+ * through the column map. */
+static void shifted_store(float *c, int ldc, const float *t, int ldt,
+                          const ShiftMap *mp, int j0, int nv, int mv,
+                          const float *rowinit)
+{
+    int plane = mp->s1 * mp->s2;
+    int z = j0 / plane, y = j0 % plane / mp->s2, x = j0 % mp->s2;
+    for (int jj = 0; jj < nv;) {
+        /* One run: columns jj .. jj+len of padded row (z, y). */
+        int len = mp->s2 - x < nv - jj ? mp->s2 - x : nv - jj;
+        int lv = x < mp->ow ? (mp->ow - x < len ? mp->ow - x : len) : 0;
+        if (z < mp->zv && y < mp->yv && lv > 0) {
+            int64_t off = mp->base + z * mp->zpitch + y * mp->ypitch + x;
+            for (int i = 0; i < mv; i++) {
+                float *ci = c + (size_t)i * ldc + off;
+                const float *ti = t + (size_t)i * ldt + jj;
+                float r = rowinit ? rowinit[i] : 0.0f;
+                if (rowinit)
+                    for (int q = 0; q < lv; q++) ci[q] = r + ti[q];
+                else
+                    memcpy(ci, ti, (size_t)lv * sizeof(float));
+            }
+        }
+        jj += len;
+        x = 0;
+        if (++y == mp->s1) {
+            y = 0;
+            z++;
+        }
+    }
+}
+
+void gemm_run_shifted(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
+                      const float *xb, const int32_t *koff,
+                      const ShiftMap *map, int m, int n, int k,
+                      const float *rowinit, float *pack)
+{
+    CHECK(gemm_shifted_available(isa));
+    if (m <= 0 || n <= 0 || k <= 0) return;
+    const int mr = SHIFTED_MR, nr = SHIFTED_NR;
+    const int nthr = gemm_max_threads();
+    int mc = min_i(round_up(m, mr), GEMM_MC);
+    int nc = min_i(round_up(n, nr), SHIFTED_NC);
+    int tm = (m + mc - 1) / mc, tn = (n + nc - 1) / nc;
+    while (tm * tn < 2 * nthr && mc > mr) {
+        mc = round_up(mc / 2, mr);
+        tm = (m + mc - 1) / mc;
+    }
+    const int ntiles = tm * tn;
+    const size_t per = shifted_per_thread(k);
+    const size_t a_off = ((size_t)GEMM_MC * (size_t)min_i(k, GEMM_KC) + 15) / 16 * 16;
+    float *base = (float *)(((uintptr_t)pack + 63) & ~(uintptr_t)63);
+
+#pragma omp parallel num_threads(ntiles < nthr ? ntiles : nthr)
+    {
+        float *pa = base + (size_t)omp_get_thread_num() * per;
+        float *ct = pa + a_off; /* [mc rounded to MR][SHIFTED_NC] */
+#pragma omp for schedule(dynamic, 1)
+        for (int t = 0; t < ntiles; t++) {
+            int i0 = (t / tn) * mc, j0 = (t % tn) * nc;
+            int mcur = min_i(mc, m - i0), ncur = min_i(nc, n - j0);
+            if (k <= GEMM_KC) {
+                a->pack(a, pa, 0, k, i0, mcur, mr);
+                for (int jr = 0; jr < ncur; jr += nr)
+                    for (int ir = 0; ir < mcur; ir += mr)
+                        shifted_tile(k, pa + (size_t)(ir / mr) * k * mr,
+                                     xb + j0 + jr, koff,
+                                     c + (size_t)(i0 + ir) * ldc, ldc, map,
+                                     j0 + jr, min_i(nr, ncur - jr),
+                                     min_i(mr, mcur - ir),
+                                     rowinit ? rowinit + i0 + ir : NULL);
+                continue;
+            }
+            for (int pc = 0; pc < k; pc += GEMM_KC) {
+                int kc = min_i(GEMM_KC, k - pc);
+                a->pack(a, pa, pc, kc, i0, mcur, mr);
+                for (int jr = 0; jr < ncur; jr += nr)
+                    for (int ir = 0; ir < mcur; ir += mr)
+                        kern_shifted_avx512_8x32(
+                            kc, pa + (size_t)(ir / mr) * kc * mr,
+                            xb + j0 + jr, koff + pc,
+                            ct + (size_t)ir * SHIFTED_NC + jr, SHIFTED_NC,
+                            pc > 0 ? STORE_ADD : STORE_SET, NULL);
+            }
+            shifted_store(c + (size_t)i0 * ldc, ldc, ct, SHIFTED_NC, map, j0,
+                          ncur, mcur, rowinit ? rowinit + i0 : NULL);
         }
     }
 }

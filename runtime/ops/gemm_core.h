@@ -17,6 +17,7 @@
 #define SL_GEMM_CORE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct GemmSrc GemmSrc;
 /* Write rows k0..k0+kc and columns j0..j0+nc of the operand, as panels of
@@ -54,6 +55,31 @@ void gemm_pack_a_dense(const GemmSrc *s, float *dst, int k0, int kc, int i0,
                        int mc, int r);
 void gemm_pack_b_dense(const GemmSrc *s, float *dst, int k0, int kc, int j0,
                        int nc, int r);
+
+/* Shifted-pointer ("implicit") GEMM for stride-1 convolution on a
+ * zero-padded input slab: B(k, j) = xb[koff[k] + j], so B is read in
+ * place and never packed.  Column j of the product is slab position
+ * (z', y', x') = (j / (s1*s2), j / s2 % s1, j % s2) and is stored at
+ * c[i*ldc + base + z'*zpitch + y'*ypitch + x'] when z' < zv, y' < yv and
+ * x' < ow; other columns (the padding ring) are computed and dropped.
+ * Overwrites C (plus rowinit[i] when given).  Same determinism as
+ * gemm_run.  AVX-512 only: call only when gemm_shifted_available(). */
+typedef struct {
+    int s1, s2;     /* slab row count and row length (padded) */
+    int zv, yv, ow; /* valid planes, rows per plane, columns per row */
+    int64_t base, zpitch, ypitch;
+} ShiftMap;
+
+int gemm_shifted_available(GemmIsa isa);
+/* Micro-kernel width (columns) of the shifted path: xb must allow reads
+ * up to koff[k-1] + n - 1 + (this - 1). */
+int gemm_shifted_nr(void);
+/* pack floats gemm_run_shifted needs for depth k. */
+size_t gemm_shifted_pack_floats(int k);
+void gemm_run_shifted(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
+                      const float *xb, const int32_t *koff,
+                      const ShiftMap *map, int m, int n, int k,
+                      const float *rowinit, float *pack);
 
 /* Threads gemm_run uses at most (pack buffers are sized for this many). */
 int gemm_max_threads(void);
