@@ -89,6 +89,11 @@ $(BUILD)/bin/sauron-run: $(BUILD)/obj/tools/sauron_run.o $(RT_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(NIFTI_LIBS) -o $@
 
+# Kernel benchmark (not in BINS): build-dir/bin/bench-kernels
+$(BUILD)/bin/bench-kernels: $(BUILD)/obj/tools/bench_kernels.o $(RT_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(NIFTI_LIBS) -o $@
+
 $(BUILD)/bin/sauron-eval: $(BUILD)/obj/tools/sauron_eval.o $(RT_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(NIFTI_LIBS) -o $@
