@@ -30,5 +30,6 @@ void sigmoid_backward(float *dx, const float *dy, const float *y, int64_t n)
 {
     if (!dx) return;
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * y[i] * (1.0f - y[i]);
+    for (int64_t i = 0; i < n; i++)
+        dx[i] += dy[i] * y[i] * (1.0f - y[i]);
 }

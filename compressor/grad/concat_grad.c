@@ -14,8 +14,10 @@ void concat_backward(float *const *dx, const float *dy,
 {
     CHECK(n_in >= 1 && p->axis >= 0 && p->axis < xs[0]->ndim);
     int64_t outer = 1, row = 0;
-    for (int d = 0; d < p->axis; d++) outer *= xs[0]->d[d];
-    for (int i = 0; i < n_in; i++) row += shape_numel(xs[i]) / outer;
+    for (int d = 0; d < p->axis; d++)
+        outer *= xs[0]->d[d];
+    for (int i = 0; i < n_in; i++)
+        row += shape_numel(xs[i]) / outer;
     int64_t off = 0;
     for (int i = 0; i < n_in; i++) {
         int64_t blk = shape_numel(xs[i]) / outer;
@@ -25,7 +27,8 @@ void concat_backward(float *const *dx, const float *dy,
             for (int64_t o = 0; o < outer; o++) {
                 const float *src = dy + o * row + off;
                 float *dst = d + o * blk;
-                for (int64_t j = 0; j < blk; j++) dst[j] += src[j];
+                for (int64_t j = 0; j < blk; j++)
+                    dst[j] += src[j];
             }
         }
         off += blk;
@@ -39,12 +42,14 @@ void add_backward(float *da, float *db, const float *dy, const Shape *as,
     const int64_t na = shape_numel(as), nb = shape_numel(bs);
     if (da) {
 #pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < na; i++) da[i] += dy[i];
+        for (int64_t i = 0; i < na; i++)
+            da[i] += dy[i];
     }
     if (!db) return;
     if (nb == na) { /* same shape: nothing is broadcast */
 #pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < nb; i++) db[i] += dy[i];
+        for (int64_t i = 0; i < nb; i++)
+            db[i] += dy[i];
         return;
     }
     /* b's dims aligned to a's trailing dims, leading ones added.  Dims

@@ -19,7 +19,10 @@
  * on long rows, small enough that a 3D patch never needs P x R floats. */
 #define CONV_GRAD_TILE_P 4096
 
-static int64_t prod3(const int64_t *v) { return v[0] * v[1] * v[2]; }
+static int64_t prod3(const int64_t *v)
+{
+    return v[0] * v[1] * v[2];
+}
 
 void grad_geom_init(GradGeom *gm, const Shape *src, const Shape *dst,
                     const ConvParams *p)
@@ -55,12 +58,12 @@ void grad_im2col(float *col, const float *src, const GradGeom *gm, int nc,
         int64_t o2 = p0 % gm->dst[2], o1 = (p0 / gm->dst[2]) % gm->dst[1];
         int64_t o0 = p0 / (gm->dst[2] * gm->dst[1]);
         for (int64_t pi = 0; pi < t; pi++) {
-            int64_t i0 = o0 * gm->stride[0] - gm->pad[0] +
-                         (int64_t)k0 * gm->dil[0];
-            int64_t i1 = o1 * gm->stride[1] - gm->pad[1] +
-                         (int64_t)k1 * gm->dil[1];
-            int64_t i2 = o2 * gm->stride[2] - gm->pad[2] +
-                         (int64_t)k2 * gm->dil[2];
+            int64_t i0 =
+                o0 * gm->stride[0] - gm->pad[0] + (int64_t)k0 * gm->dil[0];
+            int64_t i1 =
+                o1 * gm->stride[1] - gm->pad[1] + (int64_t)k1 * gm->dil[1];
+            int64_t i2 =
+                o2 * gm->stride[2] - gm->pad[2] + (int64_t)k2 * gm->dil[2];
             int in = i0 >= 0 && i0 < gm->src[0] && i1 >= 0 &&
                      i1 < gm->src[1] && i2 >= 0 && i2 < gm->src[2];
             out[pi] = in ? s[(i0 * gm->src[1] + i1) * gm->src[2] + i2] : 0.0f;
@@ -124,7 +127,8 @@ void grad_bias(float *db, const float *dy, const Shape *ys)
         double s = 0;
         for (int64_t n = 0; n < n_batch; n++) {
             const float *v = dy + (n * c_count + c) * sp;
-            for (int64_t i = 0; i < sp; i++) s += (double)v[i];
+            for (int64_t i = 0; i < sp; i++)
+                s += (double)v[i];
         }
         db[c] += (float)s;
     }
@@ -155,7 +159,8 @@ size_t conv_backward_scratch_floats(const Shape *xs, const Shape *ys,
     int64_t rows = xs->d[1] / p->group * kk;
     int64_t ocg = ys->d[1] / p->group;
     int64_t tile = tile_cols(pos), last = pos % tile ? pos % tile : tile;
-    size_t pa = pack_floats(rows, ocg, tile), pb = pack_floats(rows, ocg, last);
+    size_t pa = pack_floats(rows, ocg, tile),
+           pb = pack_floats(rows, ocg, last);
     /* one im2col tile, reused for col(x) and dcol, plus gemm packing */
     return (size_t)(rows * tile) + (pa > pb ? pa : pb);
 }

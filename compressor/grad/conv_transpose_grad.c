@@ -42,16 +42,17 @@ size_t conv_transpose_backward_scratch_floats(const Shape *xs,
     int64_t rows = ys->d[1] / p->group * kk;
     int64_t icg = xs->d[1] / p->group;
     int64_t tile = tile_cols(pin), last = pin % tile ? pin % tile : tile;
-    size_t pa = pack_floats(rows, icg, tile), pb = pack_floats(rows, icg, last);
+    size_t pa = pack_floats(rows, icg, tile),
+           pb = pack_floats(rows, icg, last);
     return (size_t)(rows * tile) + (pa > pb ? pa : pb);
 }
 
 /* dx, x [N,IC,in...]; dw, w [IC,OC/g,K...]; db [OC]; dy [N,OC,out...];
  * scratch: conv_transpose_backward_scratch_floats().  Accumulates. */
-void conv_transpose_backward(float *dx, float *dw, float *db,
-                             const float *dy, const float *x, const float *w,
-                             const Shape *xs, const Shape *ys,
-                             const ConvParams *p, float *scratch)
+void conv_transpose_backward(float *dx, float *dw, float *db, const float *dy,
+                             const float *x, const float *w, const Shape *xs,
+                             const Shape *ys, const ConvParams *p,
+                             float *scratch)
 {
     GradGeom gm;
     /* gather from dy (the forward's output grid) at input positions */
@@ -87,8 +88,8 @@ void conv_transpose_backward(float *dx, float *dw, float *db,
                          (int)pin, 1, pack);
                 /* dw_g [ICg,R] += x_g [ICg,t] * col [R,t]^T */
                 if (dw_g)
-                    gemm_t(dw_g, x_g + p0, col, icg, (int)rows, t, (int)pin, t,
-                           (int)rows, 0, 1, 1, pack);
+                    gemm_t(dw_g, x_g + p0, col, icg, (int)rows, t, (int)pin,
+                           t, (int)rows, 0, 1, 1, pack);
             }
         }
     }

@@ -45,10 +45,10 @@ size_t conv_backward_scratch_floats(const Shape *xs, const Shape *ys,
  * += w[ic,oc,k] * x[n,ic,i] for ic in group(oc), plus b[oc] everywhere.
  * dx [N,IC,in...], dw [IC,OC/g,K...], db [OC] (accumulates; each may be
  * NULL).  Scratch: conv_transpose_backward_scratch_floats() floats. */
-void conv_transpose_backward(float *dx, float *dw, float *db,
-                             const float *dy, const float *x, const float *w,
-                             const Shape *xs, const Shape *ys,
-                             const ConvParams *p, float *scratch);
+void conv_transpose_backward(float *dx, float *dw, float *db, const float *dy,
+                             const float *x, const float *w, const Shape *xs,
+                             const Shape *ys, const ConvParams *p,
+                             float *scratch);
 size_t conv_transpose_backward_scratch_floats(const Shape *xs,
                                               const Shape *ys,
                                               const ConvParams *p);

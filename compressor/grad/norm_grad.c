@@ -20,7 +20,8 @@ static void plane_stats(const float *v, int64_t count, double *mean,
                         double *var)
 {
     double s = 0, q = 0;
-    for (int64_t i = 0; i < count; i++) s += (double)v[i];
+    for (int64_t i = 0; i < count; i++)
+        s += (double)v[i];
     double m = s / (double)count;
     for (int64_t i = 0; i < count; i++) {
         double d = (double)v[i] - m;
@@ -89,7 +90,8 @@ void batch_norm_forward_train(float *y, float *save_mean, float *save_rstd,
             double s = 0, q = 0;
             for (int64_t n = 0; n < n_batch; n++) {
                 const float *xp = x + (n * c_count + c) * sp;
-                for (int64_t i = 0; i < sp; i++) s += (double)xp[i];
+                for (int64_t i = 0; i < sp; i++)
+                    s += (double)xp[i];
             }
             mean = s / (double)m;
             for (int64_t n = 0; n < n_batch; n++) {
@@ -102,8 +104,8 @@ void batch_norm_forward_train(float *y, float *save_mean, float *save_rstd,
             var = q / (double)m;
             /* PyTorch refuses M = 1; we keep the biased value there. */
             double unbiased = m > 1 ? q / (double)(m - 1) : var;
-            running_mean[c] = (float)((1.0 - mom) * (double)running_mean[c] +
-                                      mom * mean);
+            running_mean[c] =
+                (float)((1.0 - mom) * (double)running_mean[c] + mom * mean);
             running_var[c] = (float)((1.0 - mom) * (double)running_var[c] +
                                      mom * unbiased);
         } else {
@@ -156,7 +158,8 @@ void batch_norm_backward(float *dx, float *dscale, float *dbias,
             int64_t off = (n * c_count + c) * sp;
             for (int64_t i = 0; i < sp; i++) {
                 double xh = ((double)x[off + i] - mean) * rstd;
-                dx[off + i] += (float)(k * ((double)dy[off + i] - mg - xh * mgx));
+                dx[off + i] +=
+                    (float)(k * ((double)dy[off + i] - mg - xh * mgx));
             }
         }
     }

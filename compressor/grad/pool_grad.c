@@ -28,9 +28,8 @@ static void pool_geom(PoolGeom *g, const Shape *xs, const Shape *ys,
         g->k[d] = used ? p->kernel[d] : 1;
         g->stride[d] = used ? p->stride[d] : 1;
         /* dilation 0 means "not given", as in the forward */
-        g->dil[d] = used && use_dilation && p->dilation[d] > 1
-                        ? p->dilation[d]
-                        : 1;
+        g->dil[d] =
+            used && use_dilation && p->dilation[d] > 1 ? p->dilation[d] : 1;
         g->pad_lo[d] = used ? p->pad_lo[d] : 0;
         g->pad_hi[d] = used ? p->pad_hi[d] : 0;
     }
@@ -69,7 +68,8 @@ void max_pool_backward(float *dx, const float *dy, const float *x,
                                 int64_t i2 = o2 * g.stride[2] - g.pad_lo[2] +
                                              (int64_t)k2 * g.dil[2];
                                 if (i2 < 0 || i2 >= g.in[2]) continue;
-                                int64_t i = (i0 * g.in[1] + i1) * g.in[2] + i2;
+                                int64_t i =
+                                    (i0 * g.in[1] + i1) * g.in[2] + i2;
                                 if (best < 0 || xp[i] > bv) {
                                     best = i;
                                     bv = xp[i];
