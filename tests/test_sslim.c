@@ -285,6 +285,52 @@ static void test_messages(void **state)
     sl_free(d);
 }
 
+/* A newer minor version may add sections: an unknown tag is checked and
+ * skipped.  The three sections move 64 bytes later (keeping the weights
+ * aligned) to make room for a fourth table entry; XTRA goes at the end. */
+static void test_unknown_section(void **state)
+{
+    (void)state;
+    Graph g, h;
+    small_graph(&g);
+    uint8_t *d = NULL;
+    size_t n = 0;
+    assert_int_equal(sslim_encode(&g, &d, &n), 0);
+    assert_int_equal(sl_rd32(d + 16), 3);
+    size_t extra = 10, m = n + 64 + extra;
+    uint8_t *c = calloc(m, 1);
+    memcpy(c, d, 32 + 3 * 24);
+    memcpy(c + 104 + 64, d + 104, n - 104);
+    for (int i = 0; i < 3; i++) {
+        uint8_t *t = c + 32 + 24 * i;
+        sl_wr64(t + 8, sl_rd64(t + 8) + 64);
+    }
+    uint8_t *t = c + 32 + 3 * 24;
+    memcpy(t, "XTRA", 4);
+    sl_wr64(t + 8, n + 64);
+    sl_wr64(t + 16, extra);
+    memset(c + n + 64, 0xab, extra);
+    sl_wr32(c + 16, 4);
+    sl_wr64(c + 24, m);
+    fix_crcs(c, m);
+    assert_int_equal(sslim_decode(c, m, "four sections", &h), 0);
+    expect_same_graph(&g, &h);
+    graph_free(&h);
+    /* ... and its checksum is still checked */
+    c[m - 1] ^= 1;
+    sl_error_quiet(1);
+    expect_reject(c, m, "section XTRA checksum mismatch");
+    /* a required section missing (renamed) is reported by name */
+    c[m - 1] ^= 1;
+    memcpy(c + 32 + 24, "GRPX", 4);
+    fix_crcs(c, m);
+    expect_reject(c, m, "no GRPH section");
+    sl_error_quiet(0);
+    free(c);
+    sl_free(d);
+    graph_free(&g);
+}
+
 static void test_truncation(void **state)
 {
     (void)state;
@@ -463,6 +509,7 @@ int main(void)
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_file_io),
         cmocka_unit_test(test_messages),
+        cmocka_unit_test(test_unknown_section),
         cmocka_unit_test(test_truncation),
         cmocka_unit_test(test_corruption),
         cmocka_unit_test(test_structural_fuzz),
