@@ -38,7 +38,8 @@ typedef struct {
 
 /* Run a shell command with stderr captured to a file of ours; count its
  * non-empty lines.  stdout goes to tmp/stdout.txt. */
-static CmdResult run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static CmdResult run(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
 static CmdResult run(const char *fmt, ...)
 {
     CmdResult r;
@@ -133,11 +134,16 @@ static void compress_fixture(const char *name, const char *classes,
 static double label_at(const nifti_image *nim, size_t i)
 {
     switch (nim->datatype) {
-    case NIFTI_TYPE_UINT8: return ((const uint8_t *)nim->data)[i];
-    case NIFTI_TYPE_INT16: return ((const int16_t *)nim->data)[i];
-    case NIFTI_TYPE_INT32: return ((const int32_t *)nim->data)[i];
-    case NIFTI_TYPE_UINT16: return ((const uint16_t *)nim->data)[i];
-    default: return NAN;
+    case NIFTI_TYPE_UINT8:
+        return ((const uint8_t *)nim->data)[i];
+    case NIFTI_TYPE_INT16:
+        return ((const int16_t *)nim->data)[i];
+    case NIFTI_TYPE_INT32:
+        return ((const int32_t *)nim->data)[i];
+    case NIFTI_TYPE_UINT16:
+        return ((const uint16_t *)nim->data)[i];
+    default:
+        return NAN;
     }
 }
 
@@ -170,8 +176,8 @@ static void test_end_to_end_matches_pytorch(void **state)
     assert_int_equal(r.status, 0);
     compress_fixture("e2e2d", "background,fg", model);
 
-    r = run("%s %s -m %s --threads 2",
-            bin_path("segment", bin, sizeof bin), scan, model);
+    r = run("%s %s -m %s --threads 2", bin_path("segment", bin, sizeof bin),
+            scan, model);
     if (r.status != 0) fprintf(stderr, "segment: %s\n", r.first);
     assert_int_equal(r.status, 0);
     assert_true(same_file(src, scan)); /* the input is never modified */
@@ -186,9 +192,9 @@ static void test_end_to_end_matches_pytorch(void **state)
 
     int64_t pd[8];
     int pnd = 0;
-    float *prob = load_tensor(fixture_path("torch/e2e_prob.f32", prob_path,
-                                           sizeof prob_path),
-                              pd, &pnd);
+    float *prob = load_tensor(
+        fixture_path("torch/e2e_prob.f32", prob_path, sizeof prob_path), pd,
+        &pnd);
     assert_non_null(prob);
     /* [K, classes, J, I] in nnU-Net order: slice k holds [j, i] */
     assert_int_equal(pnd, 4);
@@ -211,10 +217,11 @@ static void test_end_to_end_matches_pytorch(void **state)
                 }
                 if ((p1 > p0) != (lab == 1)) {
                     if (wrong++ < 5)
-                        fprintf(stderr,
-                                "label (%ld,%ld,%ld) = %g, PyTorch p = %g/%g\n",
-                                (long)i, (long)j, (long)k, lab, (double)p0,
-                                (double)p1);
+                        fprintf(
+                            stderr,
+                            "label (%ld,%ld,%ld) = %g, PyTorch p = %g/%g\n",
+                            (long)i, (long)j, (long)k, lab, (double)p0,
+                            (double)p1);
                 }
             }
     fprintf(stderr, "e2e: labels %zu/%zu, %zu near-ties skipped, %zu wrong\n",
@@ -244,10 +251,9 @@ static void test_compress_without_data(void **state)
     (void)state;
     char bin[256], onnx[300], out[300];
     tmp("nodata.sslim", out, sizeof out);
-    CmdResult r = run("%s %s %s", bin_path("sauron-compress", bin, sizeof bin),
-                      fixture_path("torch/nnunet2d_op13.onnx", onnx,
-                                   sizeof onnx),
-                      out);
+    CmdResult r =
+        run("%s %s %s", bin_path("sauron-compress", bin, sizeof bin),
+            fixture_path("torch/nnunet2d_op13.onnx", onnx, sizeof onnx), out);
     assert_one_line_failure(&r, "compress without --data");
     assert_int_equal(r.status, 2); /* usage error */
     assert_false(sl_file_exists(out));
@@ -258,9 +264,9 @@ static void test_compress_missing_input(void **state)
     (void)state;
     char bin[256], out[300];
     tmp("missing.sslim", out, sizeof out);
-    CmdResult r = run("%s --no-finetune %s/no_such_model.onnx %s",
-                      bin_path("sauron-compress", bin, sizeof bin),
-                      test_tmpdir(), out);
+    CmdResult r =
+        run("%s --no-finetune %s/no_such_model.onnx %s",
+            bin_path("sauron-compress", bin, sizeof bin), test_tmpdir(), out);
     assert_one_line_failure(&r, "compress missing input");
     assert_non_null(strstr(r.first, "no_such_model.onnx")); /* names it */
     assert_false(sl_file_exists(out));
@@ -299,8 +305,8 @@ static void test_segment_bad_inputs(void **state)
     bin_path("segment", bin, sizeof bin);
     tmp("seg_model.sslim", model, sizeof model);
     compress_fixture("e2e2d", "background,fg", model);
-    CmdResult r = run("%s %s/no_such_scan.nii.gz -m %s", bin, test_tmpdir(),
-                      model);
+    CmdResult r =
+        run("%s %s/no_such_scan.nii.gz -m %s", bin, test_tmpdir(), model);
     assert_one_line_failure(&r, "segment missing scan");
     /* a model file that is not a model */
     tmp("junk.sslim", junk, sizeof junk);
@@ -326,7 +332,8 @@ static long long json_int(const char *text, const char *key)
     const char *p = strstr(text, pat);
     if (!p) return -1;
     p += strlen(pat);
-    while (*p == ' ' || *p == ':' || *p == '\t' || *p == '\n') p++;
+    while (*p == ' ' || *p == ':' || *p == '\t' || *p == '\n')
+        p++;
     char *end = NULL;
     long long v = strtoll(p, &end, 10);
     return end == p ? -1 : v;
@@ -346,9 +353,9 @@ static void test_inspect_json_params(void **state)
         free(m);
         assert_true(want > 0);
         snprintf(rel, sizeof rel, "torch/%s.onnx", names[t]);
-        CmdResult r = run("%s %s --json",
-                          bin_path("sauron-inspect", bin, sizeof bin),
-                          fixture_path(rel, onnx, sizeof onnx));
+        CmdResult r =
+            run("%s %s --json", bin_path("sauron-inspect", bin, sizeof bin),
+                fixture_path(rel, onnx, sizeof onnx));
         if (r.status != 0) fprintf(stderr, "sauron-inspect: %s\n", r.first);
         assert_int_equal(r.status, 0);
         char *js = slurp(tmp("stdout.txt", outp, sizeof outp), &n);
@@ -367,9 +374,9 @@ static void test_inspect_missing_file(void **state)
 {
     (void)state;
     char bin[256];
-    CmdResult r = run("%s %s/nothing.onnx --json",
-                      bin_path("sauron-inspect", bin, sizeof bin),
-                      test_tmpdir());
+    CmdResult r =
+        run("%s %s/nothing.onnx --json",
+            bin_path("sauron-inspect", bin, sizeof bin), test_tmpdir());
     assert_one_line_failure(&r, "inspect missing file");
 }
 
@@ -385,9 +392,8 @@ static void test_run_matches_library(void **state)
     compress_fixture("nnunet2d_op13", "background,a,b", model);
     int64_t d[8];
     int nd = 0;
-    float *x = load_tensor(fixture_path("torch/nnunet2d_op13.in.f32", fx,
-                                        sizeof fx),
-                           d, &nd);
+    float *x = load_tensor(
+        fixture_path("torch/nnunet2d_op13.in.f32", fx, sizeof fx), d, &nd);
     assert_non_null(x);
     assert_int_equal(nd, 4);
     Shape xs = {4, {d[0], d[1], d[2], d[3]}};

@@ -45,7 +45,8 @@ typedef struct {
 static void reference_free(Reference *r)
 {
     free(r->x);
-    for (int k = 0; k < r->n_ref; k++) free(r->ref[k]);
+    for (int k = 0; k < r->n_ref; k++)
+        free(r->ref[k]);
     memset(r, 0, sizeof *r);
 }
 
@@ -149,8 +150,8 @@ static int matches_reference(const Graph *g, const Reference *r,
             scale = fmax(scale, fabs((double)r->ref[k][i]));
         double max_abs = 0;
         for (size_t i = 0; i < n; i++)
-            max_abs = fmax(max_abs, fabs((double)out[go][i] -
-                                         (double)r->ref[k][i]));
+            max_abs = fmax(max_abs,
+                           fabs((double)out[go][i] - (double)r->ref[k][i]));
         fprintf(stderr, "%s output %d: max |ours - PyTorch| = %.3g\n", what,
                 k, max_abs);
         char label[160];
@@ -176,7 +177,8 @@ static void assert_bit_identical(float *const *a, float *const *b,
         size_t m = (size_t)shape_numel(&os[k]);
         if (memcmp(a[k], b[k], m * sizeof(float)) != 0) {
             size_t i = 0;
-            while (i < m && memcmp(&a[k][i], &b[k][i], sizeof(float)) == 0) i++;
+            while (i < m && memcmp(&a[k][i], &b[k][i], sizeof(float)) == 0)
+                i++;
             fprintf(stderr, "%s: output %d differs at %zu: %.9g vs %.9g\n",
                     what, k, i, (double)a[k][i], (double)b[k][i]);
             fail();
@@ -310,8 +312,10 @@ static Fixture fixtures[] = {
     {"resize3d", 1},      {"deepsup2d", 3},     {"e2e2d", 1},
 };
 
-#define FIXTURE_TEST(i)                                                       \
-    {fixtures[i].name, test_fixture, NULL, NULL, (void *)&fixtures[i]}
+#define FIXTURE_TEST(i)                                                      \
+    {                                                                        \
+        fixtures[i].name, test_fixture, NULL, NULL, (void *)&fixtures[i]     \
+    }
 
 int main(void)
 {
