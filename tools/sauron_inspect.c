@@ -78,8 +78,9 @@ static void print_text(const Graph *g, const char *path, const char *fmt)
                n->name, shape_str(&g->values[n->out].shape, sb, sizeof sb),
                (long long)node_params(g, n), (long long)op_table[n->op].flops(g, n));
     }
-    printf("total: %d layers, %lld parameters, %.3f GFLOPs for input %s\n",
-           g->n_nodes, (long long)graph_params(g), (double)graph_flops(g) * 1e-9,
+    printf("total: %d layers, %lld parameters, %lld FLOPs (%.3f GFLOPs) for "
+           "input %s\n", g->n_nodes, (long long)graph_params(g),
+           (long long)graph_flops(g), (double)graph_flops(g) * 1e-9,
            shape_str(&g->values[g->input].shape, sb, sizeof sb));
     printf("outputs:");
     for (int k = 0; k < g->n_outputs; k++)
@@ -97,7 +98,10 @@ static void print_text(const Graph *g, const char *path, const char *fmt)
                    m->normalize ? norm_str(&m->normalize[k], nb, sizeof nb) : "?");
         printf("\n");
     }
-    if (m->dims == 2) printf("2D, slicing axis %d, order %s\n", m->axis,
+    if (!strcmp(fmt, "onnx"))
+        printf("%dD model; classes, modalities, normalisation and slicing are "
+               "set by sauron-compress\n", m->dims);
+    else if (m->dims == 2) printf("2D, slicing axis %d, order %s\n", m->axis,
                              m->order == ORDER_NIBABEL ? "nibabel" : "nnunet");
     else if (m->dims == 3) printf("3D, patch %d,%d,%d, order %s\n", m->patch[0],
                                   m->patch[1], m->patch[2],

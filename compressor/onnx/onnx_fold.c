@@ -13,7 +13,7 @@
 
 /* Largest constant folding may create: shape glue is tiny, and this stops
  * a crafted ConstantOfShape from allocating gigabytes. */
-#define FOLD_MAX_NUMEL ((int64_t)1 << 26)
+#define FOLD_MAX_NUMEL ((int64_t)1 << 24)
 
 /* ---- attributes and messages ---- */
 

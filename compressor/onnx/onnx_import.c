@@ -264,32 +264,38 @@ int ot_from_proto(OnnxCtx *c, const Onnx__TensorProto *tp, OTensor *t)
                  c->path, tp->n_dims, OT_MAX_DIMS);
         return ERR_UNSUPPORTED;
     }
-    rc = ot_alloc(t, (int)tp->n_dims, tp->dims, is_int);
-    if (rc == ERR_FORMAT) {
-        sl_error("tensor '%s' in '%s' has negative or huge dims; the file "
-                 "is corrupted", tn, c->path);
-        return rc;
+    /* Check the declared size against the data actually present before
+     * allocating anything: a crafted header must not make us allocate. */
+    int64_t numel = 1;
+    for (size_t k = 0; k < tp->n_dims; k++) {
+        int64_t d = tp->dims[k];
+        if (d < 0 || (d > 0 && numel > OT_MAX_NUMEL / d)) {
+            sl_error("tensor '%s' in '%s' has negative or huge dims; the file "
+                     "is corrupted", tn, c->path);
+            return ERR_FORMAT;
+        }
+        numel *= d;
     }
-    if (rc) return rc;
-    size_t bytes = (size_t)t->numel * (size_t)es;
+    size_t bytes = (size_t)numel * (size_t)es;
     if (tp->has_data_location &&
         tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL) {
-        rc = read_external(c, tp, bytes, &ext);
-        if (rc) goto fail;
-        decode_raw(t, dt, ext);
+        rc = read_external(c, tp, bytes, &ext); /* bounded by the file */
+        if (rc) return rc;
+        rc = ot_alloc(t, (int)tp->n_dims, tp->dims, is_int);
+        if (!rc) decode_raw(t, dt, ext);
         sl_free(ext);
-        return 0;
+        return rc;
     }
     if (tp->has_raw_data) {
         if (tp->raw_data.len != bytes) {
             sl_error("tensor '%s' in '%s': dims need %zu bytes but raw data "
                      "has %zu; the file is corrupted", tn, c->path, bytes,
                      tp->raw_data.len);
-            rc = ERR_FORMAT;
-            goto fail;
+            return ERR_FORMAT;
         }
-        decode_raw(t, dt, tp->raw_data.data);
-        return 0;
+        rc = ot_alloc(t, (int)tp->n_dims, tp->dims, is_int);
+        if (!rc) decode_raw(t, dt, tp->raw_data.data);
+        return rc;
     }
     size_t have;
     switch (dt) {
@@ -300,13 +306,14 @@ int ot_from_proto(OnnxCtx *c, const Onnx__TensorProto *tp, OTensor *t)
     case ONNX__TENSOR_PROTO__DATA_TYPE__UINT32: have = tp->n_uint64_data; break;
     default: have = tp->n_int32_data; break;
     }
-    if (have != (size_t)t->numel) {
+    if (have != (size_t)numel) {
         sl_error("tensor '%s' in '%s': dims say %lld elements but it holds "
-                 "%zu; the file is corrupted", tn, c->path,
-                 (long long)t->numel, have);
-        rc = ERR_FORMAT;
-        goto fail;
+                 "%zu; the file is corrupted", tn, c->path, (long long)numel,
+                 have);
+        return ERR_FORMAT;
     }
+    rc = ot_alloc(t, (int)tp->n_dims, tp->dims, is_int);
+    if (rc) return rc;
     for (int64_t k = 0; k < t->numel; k++) {
         switch (dt) {
         case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: t->f[k] = tp->float_data[k]; break;
@@ -324,9 +331,6 @@ int ot_from_proto(OnnxCtx *c, const Onnx__TensorProto *tp, OTensor *t)
         }
     }
     return 0;
-fail:
-    ot_free(t);
-    return rc;
 }
 
 /* ---- symbol table ---- */
@@ -495,7 +499,12 @@ static int add_input(OnnxCtx *c, const OnnxImportOptions *opt)
         return ERR_UNSUPPORTED;
     }
     for (int k = 0; k < s.ndim; k++)
-        if (s.d[k] <= 0) {
+        if (s.d[k] > ONNX_MAX_DIM) {
+            sl_error("input '%s' of '%s': dim %d is %lld (at most %d); the "
+                     "model or the requested shape is wrong", in->name,
+                     c->path, k, (long long)s.d[k], ONNX_MAX_DIM);
+            return ERR_SHAPE;
+        } else if (s.d[k] <= 0) {
             sl_error("input '%s' of '%s': cannot determine dim %d (dynamic "
                      "channel count?); give the input shape explicitly",
                      in->name, c->path, k);
@@ -557,9 +566,9 @@ static int set_outputs(OnnxCtx *c, const OnnxImportOptions *opt)
     }
     if (chosen < 0) {
         sl_error("'%s' has no output named '%s'; its outputs are: %s%s%s%s",
-                 c->path, opt->output_name, gp->output[0]->name,
+                 c->path, opt->output_name, gp->output[0]->name ? gp->output[0]->name : "",
                  gp->n_output > 1 ? ", " : "",
-                 gp->n_output > 1 ? gp->output[1]->name : "",
+                 gp->n_output > 1 && gp->output[1]->name ? gp->output[1]->name : "",
                  gp->n_output > 2 ? ", ..." : "");
         return ERR_ARG;
     }

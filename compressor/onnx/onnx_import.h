@@ -31,6 +31,8 @@
 #include "runtime/graph.h"
 
 #define ONNX_DEFAULT_SPATIAL 128
+/* Largest input dim accepted (a sanity bound against corrupted files). */
+#define ONNX_MAX_DIM 65536
 
 typedef struct {
     const char *output_name; /* NULL: default (largest spatial output) */

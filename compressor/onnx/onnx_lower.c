@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "onnx_import.h"
 #include "onnx_internal.h"
 #include "runtime/common.h"
 #include "runtime/ops/ops.h"
@@ -30,6 +31,16 @@ typedef struct {
     int in[SL_MAX_INPUTS]; /* symbol per input, -1 if absent */
     int n_in;
 } Lw;
+
+/* Geometry attributes beyond this are corrupted files, not networks. */
+#define ATTR_MAX 4096
+
+/* int64 attribute to int without overflow (out-of-range values are
+ * rejected by the caller's range check). */
+static int clamp_attr(int64_t v)
+{
+    return v > ATTR_MAX ? ATTR_MAX + 1 : v < -1 ? -1 : (int)v;
+}
 
 static int fail(Lw *l, int code, const char *msg)
 {
@@ -147,7 +158,11 @@ static int alias(OnnxCtx *c, const char *name, int src)
 {
     Sym copy = c->syms[src];
     int r;
-    if (copy.kind == SYM_CONST) return ERR_FORMAT; /* folded elsewhere */
+    if (copy.kind == SYM_CONST) {
+        /* Constants are folded before lowering; this is a bug if reached. */
+        sl_error("internal: alias of constant '%s' in '%s'", copy.name, c->path);
+        return ERR_FORMAT;
+    }
     r = sym_add_value(c, name, copy.value);
     if (r < 0) return r;
     Sym *s = &c->syms[r];
@@ -483,33 +498,37 @@ static int conv_geometry(Lw *l, int nsp, const int64_t *in_sp, int *kernel,
             if (kernel[k] > 0 && kernel[k] != v[k])
                 return fail(l, ERR_SHAPE, "kernel_shape does not match the weight");
             else
-                kernel[k] = (int)v[k];
+                kernel[k] = clamp_attr(v[k]);
     }
     for (int k = 0; k < nsp; k++)
         if (kernel[k] <= 0) return fail(l, ERR_FORMAT, "missing or invalid kernel_shape");
     if ((n = attr_ints(l->n, "strides", v, 3)) >= 0) {
         if (n != nsp) return fail(l, ERR_FORMAT, "strides has the wrong length");
-        for (int k = 0; k < nsp; k++) stride[k] = (int)v[k];
+        for (int k = 0; k < nsp; k++) stride[k] = clamp_attr(v[k]);
     }
     if ((n = attr_ints(l->n, "dilations", v, 3)) >= 0) {
         if (n != nsp) return fail(l, ERR_FORMAT, "dilations has the wrong length");
-        for (int k = 0; k < nsp; k++) dil[k] = (int)v[k];
+        for (int k = 0; k < nsp; k++) dil[k] = clamp_attr(v[k]);
     }
     if ((n = attr_ints(l->n, "pads", v, 6)) >= 0) {
         if (n != 2 * nsp) return fail(l, ERR_FORMAT, "pads has the wrong length");
         for (int k = 0; k < nsp; k++) {
-            lo[k] = (int)v[k];
-            hi[k] = (int)v[nsp + k];
+            lo[k] = clamp_attr(v[k]);
+            hi[k] = clamp_attr(v[nsp + k]);
         }
     }
     if (out_pad && (n = attr_ints(l->n, "output_padding", v, 3)) >= 0) {
         if (n != nsp) return fail(l, ERR_FORMAT, "output_padding has the wrong length");
-        for (int k = 0; k < nsp; k++) out_pad[k] = (int)v[k];
+        for (int k = 0; k < nsp; k++) out_pad[k] = clamp_attr(v[k]);
     }
+    /* Attributes were int64 in the file: bound them before they meet int
+     * arithmetic (a corrupted file must give an error, not overflow). */
     for (int k = 0; k < nsp; k++)
-        if (stride[k] < 1 || dil[k] < 1 || lo[k] < 0 || hi[k] < 0 ||
-            (out_pad && out_pad[k] < 0))
-            return fail(l, ERR_FORMAT, "negative or zero stride/dilation/pad");
+        if (kernel[k] > ATTR_MAX || stride[k] < 1 || stride[k] > ATTR_MAX ||
+            dil[k] < 1 || dil[k] > ATTR_MAX || lo[k] < 0 || lo[k] > ATTR_MAX ||
+            hi[k] < 0 || hi[k] > ATTR_MAX ||
+            (out_pad && (out_pad[k] < 0 || out_pad[k] > ATTR_MAX)))
+            return fail(l, ERR_FORMAT, "stride/dilation/pad/kernel out of range");
     const char *ap = attr_s(l->n, "auto_pad", "NOTSET", buf, sizeof buf);
     int64_t oshape[5];
     int no = transpose ? attr_ints(l->n, "output_shape", oshape, 5) : -1;
@@ -526,6 +545,8 @@ static int conv_geometry(Lw *l, int nsp, const int64_t *in_sp, int *kernel,
             if (transpose) {
                 /* ONNX ConvTranspose: pads derived from the wanted size. */
                 int64_t want = no >= 0 ? oshape[no - nsp + k] : in_sp[k] * stride[k];
+                if (want < 1 || want > ONNX_MAX_DIM)
+                    return fail(l, ERR_FORMAT, "output_shape out of range");
                 total = (int64_t)stride[k] * (in_sp[k] - 1) + out_pad[k] + ek - want;
                 if (total < 0) {
                     out_pad[k] += (int)-total;
@@ -936,6 +957,20 @@ static int lower_shape_of_act(Lw *l)
     return rc < 0 ? rc : 0;
 }
 
+/* Operators lower_node() knows (for the unsupported-operator message). */
+static const char *const KNOWN[] = {
+    "Conv", "ConvTranspose", "InstanceNormalization", "BatchNormalization",
+    "Relu", "LeakyRelu", "Sigmoid", "Softmax", "Concat", "Add", "Sub", "Mul",
+    "Div", "MaxPool", "AveragePool", "Resize", "Upsample", "Shape", "Identity",
+    "Dropout", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose"};
+
+static int unsupported(Lw *l)
+{
+    sl_error("unsupported operator '%s' at node '%s' (#%d) in '%s'; supported: %s",
+             l->n->op_type, onnx_node_name(l->n), l->idx, l->c->path, SUPPORTED);
+    return ERR_UNSUPPORTED;
+}
+
 static int lower_node(Lw *l)
 {
     const char *op = l->n->op_type;
@@ -965,9 +1000,7 @@ static int lower_node(Lw *l)
         !strcmp(op, "Flatten"))
         return lower_reshape(l);
     if (!strcmp(op, "Transpose")) return lower_transpose(l);
-    sl_error("unsupported operator '%s' at node '%s' (#%d) in '%s'; supported: %s", op,
-             onnx_node_name(l->n), l->idx, l->c->path, SUPPORTED);
-    return ERR_UNSUPPORTED;
+    return unsupported(l);
 }
 
 int onnx_lower(OnnxCtx *c)
@@ -1000,10 +1033,12 @@ int onnx_lower(OnnxCtx *c)
         rc = onnx_fold(c, l.idx);
         if (rc < 0) return rc;
         if (rc == 0) continue;
-        if (l.n_in < 1 || l.in[0] < 0) {
-            if (!strcmp(n->op_type, "Constant")) continue;
+        int known = 0;
+        for (size_t k = 0; k < sizeof KNOWN / sizeof KNOWN[0]; k++)
+            known |= !strcmp(n->op_type, KNOWN[k]);
+        if (!known) return unsupported(&l);
+        if (l.n_in < 1 || l.in[0] < 0)
             return onnx_node_fail(c, l.idx, ERR_FORMAT, "missing first input");
-        }
         rc = lower_node(&l);
         if (rc) return rc;
     }
