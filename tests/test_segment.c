@@ -237,6 +237,19 @@ static float mid_threshold(const Volume *v, const ModelSpec *ms)
     return (float)(0.5 * (a + b));
 }
 
+/* The tensor axis -> NIfTI axis table written out from the design (not
+ * from volume_axes, so a bug there cannot hide in the expectation). */
+static void test_axes(const ModelSpec *ms, int ax[3])
+{
+    static const int t3[2][3] = {{2, 1, 0}, {0, 1, 2}};
+    static const int t2[2][3][3] = {
+        {{0, 2, 1}, {1, 2, 0}, {2, 1, 0}}, /* nnU-Net: slowest first */
+        {{0, 1, 2}, {1, 0, 2}, {2, 0, 1}}, /* nibabel: i, j, k order */
+    };
+    const int *src = ms->dims == 3 ? t3[ms->order] : t2[ms->order][ms->axis];
+    memcpy(ax, src, 3 * sizeof(int));
+}
+
 /* Expected label map: threshold of the normalised value at the voxel
  * (threshold kind) or at its neighbour +1 along tensor axis ax[first],
  * -1 along ax[last] (shift kind; outside the volume reads 0). */
@@ -246,7 +259,7 @@ static int16_t *expected(const Volume *v, const ModelSpec *ms)
     one.n_mod = 1;
     double *nv = normalised(&one, ms);
     int ax[3];
-    assert_int_equal(volume_axes(ms->order, ms->dims, ms->axis, ax), 0);
+    test_axes(ms, ax);
     int64_t n = volume_voxels(v);
     int16_t *e = malloc(sizeof(int16_t) * (size_t)n);
     assert_non_null(e);
@@ -539,6 +552,101 @@ static void test_3d_sliding_window(void **state)
     volume_free(&two);
     segmenter_free(s);
     free(lab);
+    graph_free(&g);
+    volume_free(&v);
+}
+
+/* Windows disagree near their borders (the shift kernel reads zero
+ * padding there), so the fused probabilities depend on every window
+ * position and Gaussian weight: compare with a double-precision
+ * whole-volume reference written independently here. */
+static void test_3d_fusion_reference(void **state)
+{
+    (void)state;
+    ModelSpec ms = {.dims = 3, .nmod = 1, .kind = KIND_SHIFT,
+                    .patch = {6, 8, 4}, .norm = NORMALIZE_ZSCORE};
+    const int64_t nx = 11, ny = 13, nz = 9;
+    Volume v;
+    fill_volume(&v, nx, ny, nz, 1, 77);
+    ms.t = mid_threshold(&v, &ms);
+    double *xn = normalised(&v, &ms);
+    int64_t n = volume_voxels(&v);
+    double *num = calloc((size_t)n, sizeof(double));
+    double *den = calloc((size_t)n, sizeof(double));
+    /* Tensor order (k, j, i); window starts as nnU-Net places them. */
+    const int64_t S[3] = {nz, ny, nx}, P[3] = {6, 8, 4};
+    int64_t st[3][16];
+    int ns[3];
+    for (int t = 0; t < 3; t++) {
+        if (S[t] <= P[t]) {
+            ns[t] = 1;
+            st[t][0] = 0;
+            continue;
+        }
+        int64_t steps =
+            (int64_t)ceil((double)(S[t] - P[t]) / (0.5 * (double)P[t])) + 1;
+        ns[t] = (int)steps;
+        for (int64_t i = 0; i < steps; i++)
+            st[t][i] = (int64_t)nearbyint((double)(S[t] - P[t]) /
+                                          (double)(steps - 1) * (double)i);
+    }
+    for (int a = 0; a < ns[0]; a++)
+        for (int b = 0; b < ns[1]; b++)
+            for (int c = 0; c < ns[2]; c++) {
+                int64_t o[3] = {st[0][a], st[1][b], st[2][c]};
+                int64_t B[3];
+                for (int t = 0; t < 3; t++)
+                    B[t] = S[t] < P[t] ? S[t] : P[t];
+                for (int64_t x0 = 0; x0 < B[0]; x0++)
+                    for (int64_t x1 = 0; x1 < B[1]; x1++)
+                        for (int64_t x2 = 0; x2 < B[2]; x2++) {
+                            /* out(d,h,w) = x(d+1, h, w-1) inside the
+                             * window's box, else zero padding. */
+                            int64_t y0 = x0 + 1, y2 = x2 - 1;
+                            double val = 0.0;
+                            if (y0 < B[0] && y2 >= 0)
+                                val = xn[((o[0] + y0) * ny + o[1] + x1) * nx +
+                                         o[2] + y2];
+                            double p1 =
+                                1.0 / (1.0 + exp(-2.0 * (val - (double)ms.t)));
+                            double e = 0.0;
+                            int64_t x[3] = {x0, x1, x2};
+                            for (int t = 0; t < 3; t++) {
+                                double sg = (double)P[t] / 8.0;
+                                double d = (double)(x[t] - P[t] / 2);
+                                e += d * d / (2 * sg * sg);
+                            }
+                            double w = exp(-e);
+                            int64_t gi = ((o[0] + x0) * ny + o[1] + x1) * nx +
+                                         o[2] + x2;
+                            num[gi] += w * p1;
+                            den[gi] += w;
+                        }
+            }
+    float *want = malloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) want[i] = (float)(num[i] / den[i]);
+    Graph g;
+    graph_init(&g);
+    build_model(&g, &ms);
+    int16_t *lab = malloc(sizeof(int16_t) * (size_t)n);
+    float *probs = malloc(sizeof(float) * 2 * (size_t)n);
+    assert_int_equal(segment_volume(&g, &v, NULL, lab, probs), 0);
+    /* float32 accumulation of at most 8 overlapping windows with weights
+     * >= exp(-8*3): 1e-5 absolute is ~100 ulps of a probability. */
+    assert_allclose(probs + n, want, (size_t)n, 1e-5, 0);
+    int mixed = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (want[i] > 0.01f && want[i] < 0.99f) mixed++;
+        if (fabsf(want[i] - 0.5f) > 1e-4f)
+            assert_int_equal(lab[i], want[i] > 0.5f);
+    }
+    assert_true(mixed > 0); /* the windows really disagreed somewhere */
+    free(lab);
+    free(probs);
+    free(want);
+    free(num);
+    free(den);
+    free(xn);
     graph_free(&g);
     volume_free(&v);
 }
@@ -913,6 +1021,7 @@ int main(void)
         cmocka_unit_test(test_2d_threshold),
         cmocka_unit_test(test_2d_axes_and_orders),
         cmocka_unit_test(test_3d_sliding_window),
+        cmocka_unit_test(test_3d_fusion_reference),
         cmocka_unit_test(test_batching_and_threads_agree),
         cmocka_unit_test(test_cli),
         cmocka_unit_test(test_cli_3d_threads),
