@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <immintrin.h>
+
 #include "../common.h"
 #include "conv_geom.h"
 #include "gemm_core.h"
@@ -120,58 +122,69 @@ static int conv_is_pointwise(const ConvGeom *g)
     return 1;
 }
 
-/* ---- stride-1 path: shifted-pointer GEMM on a zero-padded slab ----
+/* ---- shifted-pointer path on a zero-padded, phase-split slab ----
  *
  * The input of one (sample, group) is copied, a slab of output planes at
- * a time, into a zero-padded buffer [ICg, s0, s1, s2].  On the padded
- * grid, output column j (a padded position) needs input j + koff[k] for
- * kernel row k, so B is read in place (gemm_run_shifted) and nothing is
- * packed: the win for few channels, where packing costs as much as the
- * arithmetic.  The padding ring's columns are computed and dropped, so
- * the path is used only when they are few (SHIFT_MAX_WASTE).
- *
- * The slab runs along dim 0 (D) in 3D and along dim 1 (H) in 2D/1D. */
+ * a time, into a zero-padded buffer.  With stride s, padded position
+ * o*s + t (t = k*d, the kernel tap's offset) is split into phase
+ * t % s and phase-grid position o + t / s; the slab stores each phase's
+ * grid separately: [ICg][phases][s0][s1][s2].  Then output column j (a
+ * phase-grid position) needs slab value j + koff[k] for kernel row k,
+ * for every stride, so B is read in place (gemm_run_shifted) and nothing
+ * is packed: the win for few channels, where packing costs as much as
+ * the arithmetic, and for strided convs, whose im2col gathers are slow.
+ * Grid positions past the output (the ring of t / s extra rows and
+ * columns) are computed and dropped, so the path is used only when they
+ * are few (SHIFT_MAX_WASTE).  The slab runs along dim 0 (D) in 3D and
+ * along dim 1 (H) in 2D/1D. */
 
-/* Padded slab budget: 1 Mi floats (4 MiB) stays in this machine's L3
- * (32 MiB shared) next to the output being written. */
+/* Slab budget: 1 Mi floats (4 MiB) stays in this machine's L3 (32 MiB
+ * shared) next to the output being written. */
 #define SHIFT_SLAB_FLOATS (1 << 20)
-/* Computed / useful columns above this: pack with im2col instead (the
- * ring costs more than packing saves; 8x8 2D planes have 1.56). */
-#define SHIFT_MAX_WASTE 1.35
+/* Computed / useful columns above this: im2col instead (the ring costs
+ * more than packing saves; an 8x8 2D plane with a 3x3 kernel has 1.25,
+ * a 6^3 3D one 1.78). */
+#define SHIFT_MAX_WASTE 1.4
 
 typedef struct {
-    int sd;          /* slab dim: 0 or 1 */
-    int z;           /* output planes (along sd) per slab */
-    int s1, s2;      /* padded slab rows and row length */
-    int64_t cstride; /* floats per channel in the slab */
+    int sd;              /* slab dim: 0 or 1 */
+    int z;               /* output planes (along sd) per slab */
+    int qmax[3];         /* largest t / s per dim */
+    int nph[3];          /* phases per dim (the stride) */
+    int s1, s2;          /* grid rows per plane (full slab) and row length */
+    int64_t phase_stride; /* floats per (channel, phase) grid */
+    int64_t cstride;     /* floats per channel */
 } SlabPlan;
-
-static int span_of(const ConvGeom *g, int i) { return g->d[i] * (g->k[i] - 1) + 1; }
 
 static int conv_shift_plan(const ConvGeom *g, SlabPlan *sp)
 {
     if (!gemm_shifted_available(gemm_isa_best()) || conv_is_pointwise(g))
         return 0;
-    for (int i = 0; i < 3; i++)
-        if (g->s[i] != 1) return 0;
+    for (int i = 0; i < 3; i++) {
+        sp->nph[i] = g->s[i];
+        sp->qmax[i] = g->d[i] * (g->k[i] - 1) / g->s[i];
+    }
     /* A real D dim (or a padded one) needs D slabs. */
-    sp->sd = g->out[0] == 1 && g->in[0] == 1 && g->k[0] == 1 && g->pad[0] == 0
+    sp->sd = g->out[0] == 1 && g->in[0] == 1 && g->k[0] == 1 &&
+                     g->pad[0] == 0 && g->s[0] == 1
                  ? 1 : 0;
-    int64_t s1full = (int64_t)g->out[1] + span_of(g, 1) - 1;
-    int64_t s2 = (int64_t)g->out[2] + span_of(g, 2) - 1;
-    double waste = (double)s2 / g->out[2];
-    if (sp->sd == 0) waste *= (double)s1full / g->out[1];
+    int64_t g1 = (int64_t)g->out[1] + sp->qmax[1];
+    int64_t g2 = (int64_t)g->out[2] + sp->qmax[2];
+    double waste = (double)g2 / g->out[2];
+    if (sp->sd == 0) waste *= (double)g1 / g->out[1];
     if (waste > SHIFT_MAX_WASTE) return 0;
-    /* Floats per channel per output plane along sd. */
-    int64_t plane = sp->sd == 0 ? s1full * s2 : s2;
-    int64_t span = span_of(g, sp->sd);
-    int64_t z = SHIFT_SLAB_FLOATS / ((int64_t)g->icg * plane) - (span - 1);
+    int64_t nph = (int64_t)sp->nph[0] * sp->nph[1] * sp->nph[2];
+    /* Floats per output plane along sd, over all channels and phases. */
+    int64_t plane = (int64_t)g->icg * nph * (sp->sd == 0 ? g1 * g2 : g2);
+    int64_t z = SHIFT_SLAB_FLOATS / plane - sp->qmax[sp->sd];
     if (z < 1) z = 1;
     if (z > g->out[sp->sd]) z = g->out[sp->sd];
     sp->z = (int)z;
-    sp->s2 = (int)s2;
-    sp->s1 = (int)(sp->sd == 0 ? s1full : z + span - 1);
-    sp->cstride = (sp->sd == 0 ? z + span - 1 : 1) * (int64_t)sp->s1 * s2;
+    sp->s2 = (int)g2;
+    sp->s1 = (int)(sp->sd == 0 ? g1 : z + sp->qmax[1]);
+    sp->phase_stride = (sp->sd == 0 ? z + sp->qmax[0] : 1) *
+                       (int64_t)sp->s1 * g2;
+    sp->cstride = nph * sp->phase_stride;
     /* koff is int32 and the GEMM takes int sizes. */
     return (int64_t)g->icg * sp->cstride < INT_MAX / 4;
 }
@@ -183,21 +196,46 @@ static size_t shift_scratch(const ConvGeom *g, const SlabPlan *sp)
     return slab + (kdim + 15) / 16 * 16 + gemm_shifted_pack_floats((int)kdim);
 }
 
-/* slab [ICg][s0][s1][s2] <- zero-padded input planes for output planes
- * o0 .. o0+zc along sp->sd.  xg [ICg, D, H, W] of one (sample, group). */
+/* d[c] = src[2c] for c < n (every other float: the stride-2 phases).
+ * The shifted path runs only with AVX-512, so this needs no fallback. */
+__attribute__((target("avx512f"))) static void
+copy_stride2(float *restrict d, const float *restrict src, int n)
+{
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16,
+                                          14, 12, 10, 8, 6, 4, 2, 0);
+    int c = 0;
+    /* c + 17 <= n keeps the second load (up to src[2c + 31]) inside the
+     * 2n - 1 floats the caller guarantees. */
+    for (; c + 17 <= n; c += 16) {
+        __m512 lo = _mm512_loadu_ps(src + 2 * c);
+        __m512 hi = _mm512_loadu_ps(src + 2 * c + 16);
+        _mm512_storeu_ps(d + c, _mm512_permutex2var_ps(lo, even, hi));
+    }
+    for (; c < n; c++) d[c] = src[2 * c];
+}
+
+/* slab [ICg][phz][phy][phx][s0][s1][s2] <- phase grids of the zero-padded
+ * input for output planes o0 .. o0+zc along sp->sd: grid position c of
+ * phase ph in a dim holds padded position c*s + ph, i.e. input position
+ * c*s + ph - pad.  xg [ICg, D, H, W] of one (sample, group). */
 static void slab_fill(float *slab, const float *xg, const ConvGeom *g,
                       const SlabPlan *sp, int o0, int zc)
 {
-    const int s0 = sp->sd == 0 ? zc + span_of(g, 0) - 1 : 1;
-    const int s1 = sp->sd == 0 ? sp->s1 : zc + span_of(g, 1) - 1;
-    const int s2 = sp->s2, iw = g->in[2], px = g->pad[2];
-    const int rows = g->icg * s0 * s1;
+    const int s0 = sp->sd == 0 ? zc + sp->qmax[0] : 1;
+    const int s1 = sp->sd == 0 ? sp->s1 : zc + sp->qmax[1];
+    const int s2 = sp->s2, iw = g->in[2], sx = g->s[2], px = g->pad[2];
+    const int nph = sp->nph[0] * sp->nph[1] * sp->nph[2];
+    const int rows = g->icg * nph * s0 * s1;
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
-        int ic = r / (s0 * s1), a = r / s1 % s0, bb = r % s1;
-        int iz = (sp->sd == 0 ? o0 + a : 0) - g->pad[0];
-        int iy = (sp->sd == 1 ? o0 : 0) + bb - g->pad[1];
+        int bb = r % s1, a = r / s1 % s0, ph = r / (s1 * s0) % nph;
+        int ic = r / (s1 * s0 * nph);
+        int phx = ph % sp->nph[2], phy = ph / sp->nph[2] % sp->nph[1];
+        int phz = ph / (sp->nph[2] * sp->nph[1]);
+        int iz = ((sp->sd == 0 ? o0 : 0) + a) * g->s[0] + phz - g->pad[0];
+        int iy = ((sp->sd == 1 ? o0 : 0) + bb) * g->s[1] + phy - g->pad[1];
         float *d = slab + (size_t)ic * (size_t)sp->cstride +
+                   (size_t)ph * (size_t)sp->phase_stride +
                    ((size_t)a * sp->s1 + bb) * (size_t)s2;
         if (iz < 0 || iz >= g->in[0] || iy < 0 || iy >= g->in[1]) {
             memset(d, 0, (size_t)s2 * sizeof(float));
@@ -205,9 +243,30 @@ static void slab_fill(float *slab, const float *xg, const ConvGeom *g,
         }
         const float *xr = xg + (size_t)ic * (size_t)g->in_sp +
                           ((size_t)iz * g->in[1] + iy) * (size_t)iw;
-        memset(d, 0, (size_t)px * sizeof(float));
-        memcpy(d + px, xr, (size_t)iw * sizeof(float));
-        memset(d + px + iw, 0, (size_t)(s2 - px - iw) * sizeof(float));
+        int x0 = phx - px; /* input x of grid column 0 */
+        if (sx == 1) {
+            /* Columns c with 0 <= x0 + c < iw are copied. */
+            int lo = x0 < 0 ? -x0 : 0, hi = iw - x0;
+            if (lo > s2) lo = s2;
+            if (hi > s2) hi = s2;
+            if (hi < lo) hi = lo;
+            memset(d, 0, (size_t)lo * sizeof(float));
+            memcpy(d + lo, xr + x0 + lo, (size_t)(hi - lo) * sizeof(float));
+            memset(d + hi, 0, (size_t)(s2 - hi) * sizeof(float));
+        } else {
+            /* Columns lo .. hi have 0 <= x0 + c*sx < iw. */
+            int lo = x0 < 0 ? (-x0 + sx - 1) / sx : 0;
+            int hi = iw - x0 > 0 ? (iw - x0 + sx - 1) / sx : 0;
+            if (lo > s2) lo = s2;
+            if (hi > s2) hi = s2;
+            if (hi < lo) hi = lo;
+            memset(d, 0, (size_t)lo * sizeof(float));
+            if (sx == 2)
+                copy_stride2(d + lo, xr + x0 + 2 * lo, hi - lo);
+            else
+                for (int c = lo; c < hi; c++) d[c] = xr[x0 + c * sx];
+            memset(d + hi, 0, (size_t)(s2 - hi) * sizeof(float));
+        }
     }
 }
 
@@ -221,18 +280,20 @@ static void conv_forward_shifted(float *y, const float *x, const float *w,
     int32_t *koff = (int32_t *)(scratch + (slab_floats + 64 + 15) / 16 * 16);
     float *pack = (float *)koff + ((size_t)kdim + 15) / 16 * 16;
     /* Row k = ((ic*KD + kz)*KH + ky)*KW + kx of B starts koff[k] floats
-     * into the slab.  (Scratch has no declared type, so storing int32
-     * values in it is well defined.) */
+     * into the slab: channel, phase of each tap offset, grid shift.
+     * (Scratch has no declared type, so storing int32 in it is fine.) */
     for (int k = 0; k < kdim; k++) {
         int kx = k % g->k[2], ky = k / g->k[2] % g->k[1];
         int kz = k / (g->k[2] * g->k[1]) % g->k[0];
         int ic = k / (int)g->k_sp;
-        koff[k] = (int32_t)(ic * sp->cstride +
-                            ((int64_t)kz * g->d[0] * sp->s1 +
-                             (int64_t)ky * g->d[1]) * sp->s2 +
-                            (int64_t)kx * g->d[2]);
+        int tz = kz * g->d[0], ty = ky * g->d[1], tx = kx * g->d[2];
+        int ph = ((tz % g->s[0]) * sp->nph[1] + ty % g->s[1]) * sp->nph[2] +
+                 tx % g->s[2];
+        koff[k] = (int32_t)(ic * sp->cstride + ph * sp->phase_stride +
+                            ((int64_t)(tz / g->s[0]) * sp->s1 +
+                             ty / g->s[1]) * sp->s2 + tx / g->s[2]);
     }
-    /* Reads run up to NR - 1 floats past the last slab value. */
+    /* Dropped columns read up to NR - 1 floats past the last slab value. */
     memset(slab + slab_floats, 0, 64 * sizeof(float));
     CHECK(gemm_shifted_nr() <= 64);
     const int OH = g->out[1], OW = g->out[2];
@@ -255,7 +316,7 @@ static void conv_forward_shifted(float *y, const float *x, const float *w,
                                     (int64_t)o0 * OH * OW, (int64_t)OH * OW, OW};
                     ncols = ((zc - 1) * sp->s1 + (OH - 1)) * sp->s2 + OW;
                 } else {
-                    mp = (ShiftMap){zc + span_of(g, 1) - 1, sp->s2, 1, zc, OW,
+                    mp = (ShiftMap){zc + sp->qmax[1], sp->s2, 1, zc, OW,
                                     (int64_t)o0 * OW, 0, OW};
                     ncols = (zc - 1) * sp->s2 + OW;
                 }

@@ -435,7 +435,7 @@ void gemm_run(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
 int gemm_shifted_available(GemmIsa isa) { return isa == GEMM_ISA_AVX512; }
 int gemm_shifted_nr(void) { return SHIFTED_NR; }
 
-/* One k block (k <= GEMM_KC): micro-tile of the shifted GEMM at product
+/* One k block (see SHIFTED_K1): micro-tile of the shifted GEMM at product
  * columns j .. j+NR (nr_v valid) and rows mr_v, straight into C when the
  * columns are one run of valid outputs, else through a temporary and the
  * column map. */
@@ -484,10 +484,24 @@ static void shifted_tile(int kc, const float *ap, const float *xb,
  * with GEMM_MC rows that is 192 KiB, in L2 beside the A block. */
 #define SHIFTED_NC 128
 
-static size_t shifted_per_thread(int k)
+/* One k block up to SHIFTED_K1 deep (3x3 convs of up to 64 channels,
+ * 3x3x3 of up to 23) when the A block stays under SHIFTED_A1 floats
+ * (384 KiB of L2): single pass, stores straight to C.  The unpacked B
+ * rows of a 32-column panel overlap (neighbouring taps), so 640 rows
+ * still touch under ~40 KiB of L1. */
+#define SHIFTED_K1 640
+#define SHIFTED_A1 (96 * 1024)
+
+static size_t shifted_a_floats(int k)
 {
     size_t a = (size_t)GEMM_MC * (size_t)min_i(k, GEMM_KC);
-    return (a + 15) / 16 * 16 + (size_t)GEMM_MC * SHIFTED_NC;
+    if (a < SHIFTED_A1) a = SHIFTED_A1;
+    return (a + 15) / 16 * 16;
+}
+
+static size_t shifted_per_thread(int k)
+{
+    return shifted_a_floats(k) + (size_t)GEMM_MC * SHIFTED_NC;
 }
 
 size_t gemm_shifted_pack_floats(int k)
@@ -545,8 +559,9 @@ void gemm_run_shifted(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
         tm = (m + mc - 1) / mc;
     }
     const int ntiles = tm * tn;
+    const int one_block = k <= SHIFTED_K1 && (size_t)mc * k <= SHIFTED_A1;
     const size_t per = shifted_per_thread(k);
-    const size_t a_off = ((size_t)GEMM_MC * (size_t)min_i(k, GEMM_KC) + 15) / 16 * 16;
+    const size_t a_off = shifted_a_floats(k);
     float *base = (float *)(((uintptr_t)pack + 63) & ~(uintptr_t)63);
 
 #pragma omp parallel num_threads(ntiles < nthr ? ntiles : nthr)
@@ -557,7 +572,7 @@ void gemm_run_shifted(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
         for (int t = 0; t < ntiles; t++) {
             int i0 = (t / tn) * mc, j0 = (t % tn) * nc;
             int mcur = min_i(mc, m - i0), ncur = min_i(nc, n - j0);
-            if (k <= GEMM_KC) {
+            if (one_block) {
                 a->pack(a, pa, 0, k, i0, mcur, mr);
                 for (int jr = 0; jr < ncur; jr += nr)
                     for (int ir = 0; ir < mcur; ir += mr)
