@@ -8,7 +8,7 @@
 # export the models, once, into $BUILD/bench), node and npm (onnxruntime-node
 # is installed into $BUILD/node on first use; --ignore-scripts: the CPU
 # binaries ship inside the npm package).  Latency is the median over the
-# runs after one warm-up; peak memory is the process's maximum resident set
+# runs, the first included on both sides (sauron-run has no warm-up); peak memory is the process's maximum resident set
 # (GNU time), so ORT's figure includes node itself (its baseline is shown).
 # Also checks that our output equals ORT's within 1e-4 of the output scale.
 set -eu
@@ -17,7 +17,7 @@ OUT=$BUILD/bench
 NODE_DIR=$BUILD/node
 ORT_VERSION=1.30.0
 THREADS=2
-if [ -n "${QUICK:-}" ]; then R2=${RUNS:-3}; R3=${RUNS:-2}; else R2=${RUNS:-20}; R3=${RUNS:-10}; fi
+if [ -n "${QUICK:-}" ]; then R2=${RUNS:-5}; R3=${RUNS:-3}; else R2=${RUNS:-20}; R3=${RUNS:-10}; fi
 
 die() { echo "error: bench: $*" >&2; exit 1; }
 for b in sauron-compress sauron-run; do
@@ -88,6 +88,8 @@ printf '%s' "$rows" | awk '
 function ratio(a, b) { return (a + 0 > 0 && b + 0 > 0) ? sprintf("%.2f", a / b) : "n/a" }
 NF { printf "%-8s %10s %10s %8s %10s %10s %8s %12s %s\n", $1, $2, $3, ratio($2, $3),
          $4, $5, ratio($4, $5), $7, $8; node = $6 }
-END { printf "threads %d; median latency after one warm-up; peak = max RSS of the process " \
-             "(ORT includes node, %s MB before the session)\n", '"$THREADS"', node }'
+END { printf "threads %d; latency: median over all runs, the first included on both " \
+             "sides; peak = max RSS of the process (ORT includes " \
+             "node, %s MB before the session); other load on the machine skews both\n", \
+             '"$THREADS"', node }'
 exit $status

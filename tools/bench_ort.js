@@ -1,9 +1,10 @@
 // ONNX Runtime peer for the benchmark (tools/bench.sh).
 //
 //   node tools/bench_ort.js model.onnx input.bin 1,1,256,256 \
-//        [--runs N] [--threads 2] [--out out.bin] [--compare ours.bin]
+//        [--runs N] [--warmup W] [--threads 2] [--out out.bin] [--compare ours.bin]
 //
-// Runs the model N times after one warm-up with `threads` intra-op threads
+// Runs the model N times (after W untimed warm-up runs, default 0: the
+// first run is timed like sauron-run's) with `threads` intra-op threads
 // (one inter-op thread, sequential execution, all graph optimisations),
 // and prints machine-readable lines:
 //   ort_ms <median latency ms>
@@ -55,9 +56,10 @@ function readFloats(file) {
 async function main() {
     const a = process.argv.slice(2);
     const pos = [];
-    const opt = { runs: 10, threads: 2, out: null, compare: null };
+    const opt = { runs: 10, warmup: 0, threads: 2, out: null, compare: null };
     for (let i = 0; i < a.length; i++) {
         if (a[i] === '--runs') opt.runs = Number(a[++i]);
+        else if (a[i] === '--warmup') opt.warmup = Number(a[++i]);
         else if (a[i] === '--threads') opt.threads = Number(a[++i]);
         else if (a[i] === '--out') opt.out = a[++i];
         else if (a[i] === '--compare') opt.compare = a[++i];
@@ -82,7 +84,8 @@ async function main() {
     });
     const feeds = {};
     feeds[sess.inputNames[0]] = new ort.Tensor('float32', x, dims);
-    let out = await sess.run(feeds); // warm-up
+    let out = null;
+    for (let r = 0; r < opt.warmup; r++) out = await sess.run(feeds);
     const times = [];
     for (let r = 0; r < opt.runs; r++) {
         const t0 = process.hrtime.bigint();
