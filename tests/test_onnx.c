@@ -341,35 +341,112 @@ static void test_torch_exports(void **state)
     graph_free(&g);
 }
 
-/* The opset-13 export run by the runtime equals PyTorch's output. */
-static void test_torch_numeric(void **state)
+/* Run graph g on fixture input `in` and compare output 0 with `out`. */
+static void run_and_compare(Graph *g, const char *in, const char *out, double atol)
 {
-    (void)state;
-    Graph g;
     Executor *e = NULL;
     int64_t di[8], dout[8];
     int ni, no;
-    float *x = load_tensor(fx("torch_unet2d_op13.in.f32"), di, &ni);
-    float *ref = load_tensor(fx("torch_unet2d_op13.out.f32"), dout, &no);
+    float *x = load_tensor(fx(in), di, &ni);
+    float *ref = load_tensor(fx(out), dout, &no);
     assert_non_null(x);
     assert_non_null(ref);
-    import_ok("torch_unet2d_op13.onnx", NULL, &g);
     Shape s = {ni, {0}};
     for (int k = 0; k < ni; k++) s.d[k] = di[k];
-    assert_int_equal(exec_create(&g, &s, 1, &e), 0);
+    assert_int_equal(exec_create(g, &s, 1, &e), 0);
     const float *outs[SL_MAX_OUTPUTS];
     assert_int_equal(exec_run(e, x, outs), 0);
     size_t n = 1;
     for (int k = 0; k < no; k++) n *= (size_t)dout[k];
     assert_int_equal((int64_t)n, shape_numel(exec_output_shape(e, 0)));
+    assert_allclose(outs[0], ref, n, atol, 0);
+    exec_free(e);
+    free(x);
+    free(ref);
+}
+
+/* The opset-13 export run by the runtime equals PyTorch's output. */
+static void test_torch_numeric(void **state)
+{
+    (void)state;
+    Graph g;
+    import_ok("torch_unet2d_op13.onnx", NULL, &g);
     /* Softmax probabilities of a 13-layer float32 net: rounding differs
      * from PyTorch's by ~1e-7 per op; 1e-5 absolute leaves a wide margin
      * while a wrong axis, pad or fold gives errors of 1e-2 and more. */
-    assert_allclose(outs[0], ref, n, 1e-5, 0);
-    exec_free(e);
+    run_and_compare(&g, "torch_unet2d_op13.in.f32", "torch_unet2d_op13.out.f32", 1e-5);
     graph_free(&g);
-    free(x);
-    free(ref);
+}
+
+static void test_misc_ops(void **state)
+{
+    (void)state;
+    Graph g;
+    import_ok("misc_ops.onnx", NULL, &g);
+    const OpType ops[] = {OP_CONV, OP_RELU, OP_CONV, OP_BATCH_NORM, OP_LEAKY_RELU,
+                          OP_RESIZE, OP_BATCH_NORM, OP_CONCAT, OP_ADD, OP_MAX_POOL};
+    assert_ops(&g, ops, 10);
+    /* SAME_UPPER, K 3, stride 2 on 8: out 4, total pad 1, at the end. */
+    assert_int_equal(g.nodes[2].p.conv.pad_lo[0], 0);
+    assert_int_equal(g.nodes[2].p.conv.pad_hi[0], 1);
+    /* BN then "- k" then "/ k2" per channel, folded into BN:
+     * scale s/k2 = [0.5, 0.5], bias (b - k)/k2 = [-0.25, -0.75]. */
+    const Node *bn = &g.nodes[3];
+    assert_int_equal(bn->p.norm.use_batch_stats, 0);
+    assert_true(bn->p.norm.eps == 1e-3f);
+    assert_true(bn->p.norm.momentum == 0.8f);
+    const float sc[2] = {0.5f, 0.5f}, bi[2] = {-0.25f, -0.75f};
+    const float mean[2] = {0.1f, 0.2f}, var[2] = {1.5f, 0.5f};
+    assert_memory_equal(weight(&g, 3, 1), sc, sizeof sc);
+    assert_memory_equal(weight(&g, 3, 2), bi, sizeof bi);
+    assert_memory_equal(weight(&g, 3, 3), mean, sizeof mean);
+    assert_memory_equal(weight(&g, 3, 4), var, sizeof var);
+    /* The Unsqueeze/Squeeze pair vanished; LeakyRelu default alpha. */
+    assert_int_equal(g.nodes[4].in[0], g.nodes[3].out);
+    assert_true(g.nodes[4].p.act.alpha == 0.01f);
+    const ResizeParams *rp = &g.nodes[5].p.resize;
+    assert_int_equal(rp->coord, COORD_HALF_PIXEL);
+    assert_int_equal(rp->nearest, NEAREST_ROUND_PREFER_FLOOR);
+    assert_true(rp->scale[0] == 2.0 && rp->scale[1] == 2.0);
+    /* training_mode=1 on a plain tensor: batch statistics. */
+    assert_int_equal(g.nodes[6].p.norm.use_batch_stats, 1);
+    assert_int_equal(g.nodes[7].p.concat.axis, 1); /* -3 of rank 4 */
+    /* Bias after a Concat cannot fold: an Add with a [4,1,1] weight. */
+    const Value *b = &g.values[g.nodes[8].in[1]];
+    assert_non_null(b->data);
+    assert_int_equal(b->shape.ndim, 3);
+    assert_int_equal(b->shape.d[0], 4);
+    assert_int_equal(g.nodes[9].p.pool.dilation[1], 2);
+    /* Against the same computation in PyTorch: ~10 float32 ops on O(1)
+     * values; 1e-5 absolute is far above rounding (~1e-6) and far below
+     * what a wrong fold, pad or mode would give (>1e-2). */
+    run_and_compare(&g, "misc_ops.in.f32", "misc_ops.out.f32", 1e-5);
+    graph_free(&g);
+}
+
+static void test_upsample_and_resize_to_skip(void **state)
+{
+    (void)state;
+    Graph g;
+    import_ok("upsample9.onnx", NULL, &g);
+    assert_int_equal(g.n_nodes, 1);
+    const ResizeParams *p = &g.nodes[0].p.resize;
+    assert_int_equal(p->mode, RESIZE_NEAREST);
+    assert_int_equal(p->coord, COORD_ASYMMETRIC);
+    assert_int_equal(p->nearest, NEAREST_FLOOR);
+    assert_true(p->scale[0] == 2.0 && p->scale[1] == 3.0);
+    assert_int_equal(g.values[g.outputs[0]].shape.d[3], 12);
+    graph_free(&g);
+    /* sizes from Shape(skip), 2x2 -> 5x5: the Resize takes the skip as a
+     * second input so it follows the skip at every input size. */
+    import_ok("resize_sizes.onnx", NULL, &g);
+    assert_int_equal(g.nodes[2].op, OP_RESIZE);
+    assert_int_equal(g.nodes[2].n_in, 2);
+    assert_int_equal(g.nodes[2].in[1], g.nodes[0].out);
+    Shape s = {4, {1, 1, 14, 14}};
+    assert_int_equal(graph_infer_shapes(&g, &s), 0);
+    assert_int_equal(g.values[g.outputs[0]].shape.d[2], 7);
+    graph_free(&g);
 }
 
 /* ---- external data ---- */
@@ -414,6 +491,10 @@ static void test_bad_models(void **state)
     import_fails(fx("bad_shapes.onnx"), ERR_SHAPE, "add_mismatch", NULL);
     import_fails(fx("bad_conv_channels.onnx"), ERR_SHAPE, "conv_ic", NULL);
     import_fails("tests/fixtures/onnx/no_such_model.onnx", ERR_IO, "no_such_model.onnx", NULL);
+    /* 2^30 floats declared, none stored: refused before any allocation. */
+    import_fails(fx("bad_huge_init.onnx"), ERR_FORMAT, "'w_huge'", "bad_huge_init.onnx");
+    import_fails(fx("bad_huge_input.onnx"), ERR_SHAPE, "bad_huge_input.onnx", "dim 2");
+    import_fails(fx("bad_opset.onnx"), ERR_UNSUPPORTED, "opset 5", "bad_opset.onnx");
 }
 
 static void write_bytes(const char *path, const uint8_t *b, size_t n)
@@ -673,6 +754,8 @@ int main(void)
         cmocka_unit_test(test_multi_output),
         cmocka_unit_test(test_torch_exports),
         cmocka_unit_test(test_torch_numeric),
+        cmocka_unit_test(test_misc_ops),
+        cmocka_unit_test(test_upsample_and_resize_to_skip),
         cmocka_unit_test(test_external_data),
         cmocka_unit_test(test_bad_models),
         cmocka_unit_test(test_truncated_and_random),

@@ -306,6 +306,104 @@ def bad_models():
          [init("w3", w(r, 2, 3, 1, 1))])
 
 
+def misc_ops():
+    """BatchNormalization (inference and batch statistics), Sub/Div by
+    per-channel constants folded into it, Unsqueeze/Squeeze round trip,
+    default LeakyRelu alpha, Resize by scales, Concat with a negative axis,
+    dilated MaxPool, SAME_UPPER strided conv, an unfoldable bias Add."""
+    r = rng(10)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv_su",
+                         kernel_shape=[3, 3], strides=[2, 2],
+                         auto_pad="SAME_UPPER"),
+        helper.make_node("BatchNormalization", ["c1", "s", "b", "m", "v"],
+                         ["bn"], name="bn", epsilon=1e-3, momentum=0.8),
+        helper.make_node("Sub", ["bn", "k"], ["sub"], name="sub"),
+        helper.make_node("Div", ["sub", "k2"], ["div"], name="div"),
+        helper.make_node("Unsqueeze", ["div", "ax0"], ["us"], name="unsq"),
+        helper.make_node("Squeeze", ["us", "ax0"], ["sq"], name="sq"),
+        helper.make_node("LeakyRelu", ["sq"], ["lr"], name="lrelu"),
+        helper.make_node("Resize", ["lr", "", "sc"], ["up"], name="resize"),
+        helper.make_node("BatchNormalization", ["up", "s", "b", "m", "v"],
+                         ["bt"], name="bn_train", training_mode=1),
+        helper.make_node("Concat", ["bt", "lr2"], ["cat"], name="cat", axis=-3),
+        helper.make_node("Add", ["cat", "bias4"], ["add"], name="bias_add"),
+        helper.make_node("MaxPool", ["add"], ["y"], name="pool_dil",
+                         kernel_shape=[2, 2], dilations=[2, 2]),
+        helper.make_node("Conv", ["x", "w2"], ["c2"], name="conv2",
+                         kernel_shape=[1, 1]),
+        helper.make_node("Relu", ["c2"], ["lr2"], name="relu2"),
+    ]
+    # Nodes must be topologically sorted: move the side branch first.
+    nodes = nodes[-2:] + nodes[:-2]
+    save("misc_ops", nodes, [vi("x", [1, 1, 8, 8])], [vi("y", None)],
+         [init("w1", w(r, 2, 1, 3, 3)), init("w2", w(r, 2, 1, 1, 1)),
+          init("s", np.array([1.0, 2.0], np.float32)),
+          init("b", np.array([0.5, -1.0], np.float32)),
+          init("m", np.array([0.1, 0.2], np.float32)),
+          init("v", np.array([1.5, 0.5], np.float32)),
+          init("k", np.array([1.0, 2.0], np.float32).reshape(1, 2, 1, 1)),
+          init("k2", np.array([2.0, 4.0], np.float32).reshape(2, 1, 1)),
+          ints("ax0", [0]),
+          init("sc", np.array([1, 1, 2, 2], np.float32)),
+          init("bias4", np.arange(4, dtype=np.float32).reshape(4, 1, 1))])
+    # The same computation in PyTorch, for a numeric check of the folds.
+    import torch
+    import torch.nn.functional as Fn
+    def T(a):
+        return torch.from_numpy(np.array(a))
+    x = rng(11).standard_normal((1, 1, 8, 8)).astype(np.float32)
+    prm = {t.name: numpy_helper.to_array(t) for t in onnx.load(
+        os.path.join(OUT, "misc_ops.onnx")).graph.initializer}
+    xt = T(x)
+    c1 = Fn.conv2d(Fn.pad(xt, (0, 1, 0, 1)), T(prm["w1"]), stride=2)
+    s_, b_, m_, v_ = (T(prm[k]) for k in "sbmv")
+    bn = Fn.batch_norm(c1, m_, v_, s_, b_, False, 0.0, 1e-3)
+    div = (bn - T(prm["k"])) / T(prm["k2"])
+    lr = Fn.leaky_relu(div, 0.01)
+    up = Fn.interpolate(lr, scale_factor=2, mode="nearest")
+    bt = Fn.batch_norm(up, None, None, s_, b_, True, 0.0, 1e-5)
+    lr2 = Fn.relu(Fn.conv2d(xt, T(prm["w2"])))
+    add = torch.cat([bt, lr2], 1) + T(prm["bias4"])
+    y = Fn.max_pool2d(add, 2, stride=1, dilation=2)
+    write_tensor(os.path.join(OUT, "misc_ops.in.f32"), x)
+    write_tensor(os.path.join(OUT, "misc_ops.out.f32"), y.numpy())
+    # Opset 9 Upsample with a scales input.
+    nodes = [helper.make_node("Upsample", ["x", "sc"], ["y"], name="up",
+                              mode="nearest")]
+    save("upsample9", nodes, [vi("x", [1, 1, 4, 4])], [vi("y", None)],
+         [init("sc", np.array([1, 1, 2, 3], np.float32))], opset=9)
+    # Resize to the size of a skip (5x5 from 2x2: not an integer scale).
+    nodes = [
+        helper.make_node("Conv", ["x", "w3"], ["skip"], name="conv_s2",
+                         kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("MaxPool", ["skip"], ["low"], name="pool",
+                         kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Shape", ["skip"], ["sh"], name="shape"),
+        helper.make_node("Resize", ["low", "", "", "sh"], ["up"],
+                         name="resize_to_skip"),
+        helper.make_node("Add", ["up", "skip"], ["y"], name="add"),
+    ]
+    save("resize_sizes", nodes, [vi("x", [1, 1, 10, 10])], [vi("y", None)],
+         [init("w3", w(r, 2, 1, 2, 2))])
+
+
+def hostile_models():
+    """Declared sizes far beyond the data, and an opset we refuse."""
+    t = TensorProto()
+    t.name = "w_huge"
+    t.data_type = F
+    t.dims.extend([1 << 14, 1 << 14, 4])  # 2^30 floats declared, none stored
+    nodes = [helper.make_node("Conv", ["x", "w_huge"], ["y"], name="conv",
+                              kernel_shape=[1, 1])]
+    save("bad_huge_init", nodes, [vi("x", [1, 1, 4, 4])], [vi("y", None)], [t])
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu")]
+    save("bad_huge_input", nodes, [vi("x", [1, 1, 1 << 30, 1 << 30])],
+         [vi("y", None)], [])
+    save("bad_opset", nodes, [vi("x", [1, 1, 4, 4])], [vi("y", None)], [],
+         opset=5)
+
+
 def torch_exports():
     import torch
     import torch.nn as nn
@@ -374,6 +472,8 @@ def main():
     multi_output()
     external_data()
     bad_models()
+    misc_ops()
+    hostile_models()
     torch_exports()
     for f in sorted(os.listdir(OUT)):
         print("%8d %s" % (os.path.getsize(os.path.join(OUT, f)), f))
