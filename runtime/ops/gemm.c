@@ -214,9 +214,26 @@ DEFINE_KERN_AVX512(kern_avx512_8x32, 8, 2)
         }                                                                     \
     }
 
-#define SHIFTED_MR 8
-#define SHIFTED_NR 32
 DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_8x32, 8, 2)
+/* For 1 to 4 output channels (pruned layers): no wasted rows, and 16
+ * accumulators still hide the FMA latency. */
+DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_4x64, 4, 4)
+
+typedef void (*ShiftFn)(int kc, const float *ap, const float *xb,
+                        const int32_t *koff, float *c, int ldc, int mode,
+                        const float *rowinit);
+typedef struct {
+    int mr, nr;
+    ShiftFn fn;
+} ShiftKern;
+
+/* Both tiles hold 256 floats (the edge temporary); NR <= 64. */
+#define SHIFTED_TILE 256
+#define SHIFTED_NR_MAX 64
+static const ShiftKern shift_kerns[] = {
+    {8, 32, kern_shifted_avx512_8x32},
+    {4, 64, kern_shifted_avx512_4x64},
+};
 
 typedef struct {
     int mr, nr;
@@ -433,35 +450,33 @@ void gemm_run(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
 /* ---- shifted-pointer driver ---- */
 
 int gemm_shifted_available(GemmIsa isa) { return isa == GEMM_ISA_AVX512; }
-int gemm_shifted_nr(void) { return SHIFTED_NR; }
+int gemm_shifted_nr(void) { return SHIFTED_NR_MAX; }
 
 /* One k block (see SHIFTED_K1): micro-tile of the shifted GEMM at product
  * columns j .. j+NR (nr_v valid) and rows mr_v, straight into C when the
  * columns are one run of valid outputs, else through a temporary and the
  * column map. */
-static void shifted_tile(int kc, const float *ap, const float *xb,
-                         const int32_t *koff, float *c, int ldc,
-                         const ShiftMap *mp, int j, int nr_v, int mr_v,
-                         const float *rowinit)
+static void shifted_tile(const ShiftKern *sk, int kc, const float *ap,
+                         const float *xb, const int32_t *koff, float *c,
+                         int ldc, const ShiftMap *mp, int j, int nr_v,
+                         int mr_v, const float *rowinit)
 {
     int plane = mp->s1 * mp->s2;
     int z = j / plane, y = j % plane / mp->s2, x = j % mp->s2;
     int mode = rowinit ? STORE_ROWINIT : STORE_SET;
-    if (mr_v == SHIFTED_MR && nr_v == SHIFTED_NR && z < mp->zv &&
-        y < mp->yv && x + SHIFTED_NR <= mp->ow) {
+    if (mr_v == sk->mr && nr_v == sk->nr && z < mp->zv && y < mp->yv &&
+        x + sk->nr <= mp->ow) {
         int64_t off = mp->base + z * mp->zpitch + y * mp->ypitch + x;
-        kern_shifted_avx512_8x32(kc, ap, xb, koff, c + off, ldc, mode,
-                                 rowinit);
+        sk->fn(kc, ap, xb, koff, c + off, ldc, mode, rowinit);
         return;
     }
-    float tmp[SHIFTED_MR * SHIFTED_NR];
-    kern_shifted_avx512_8x32(kc, ap, xb, koff, tmp, SHIFTED_NR, STORE_SET,
-                             NULL);
+    float tmp[SHIFTED_TILE];
+    sk->fn(kc, ap, xb, koff, tmp, sk->nr, STORE_SET, NULL);
     for (int jj = 0; jj < nr_v; jj++) {
         if (z < mp->zv && y < mp->yv && x < mp->ow) {
             int64_t off = mp->base + z * mp->zpitch + y * mp->ypitch + x;
             for (int i = 0; i < mr_v; i++) {
-                float t = tmp[i * SHIFTED_NR + jj];
+                float t = tmp[i * sk->nr + jj];
                 c[(size_t)i * ldc + off] = rowinit ? rowinit[i] + t : t;
             }
         }
@@ -549,7 +564,8 @@ void gemm_run_shifted(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
 {
     CHECK(gemm_shifted_available(isa));
     if (m <= 0 || n <= 0 || k <= 0) return;
-    const int mr = SHIFTED_MR, nr = SHIFTED_NR;
+    const ShiftKern *sk = &shift_kerns[m <= 4 ? 1 : 0];
+    const int mr = sk->mr, nr = sk->nr;
     const int nthr = gemm_max_threads();
     int mc = min_i(round_up(m, mr), GEMM_MC);
     int nc = min_i(round_up(n, nr), SHIFTED_NC);
@@ -576,7 +592,7 @@ void gemm_run_shifted(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
                 a->pack(a, pa, 0, k, i0, mcur, mr);
                 for (int jr = 0; jr < ncur; jr += nr)
                     for (int ir = 0; ir < mcur; ir += mr)
-                        shifted_tile(k, pa + (size_t)(ir / mr) * k * mr,
+                        shifted_tile(sk, k, pa + (size_t)(ir / mr) * k * mr,
                                      xb + j0 + jr, koff,
                                      c + (size_t)(i0 + ir) * ldc, ldc, map,
                                      j0 + jr, min_i(nr, ncur - jr),
@@ -589,7 +605,7 @@ void gemm_run_shifted(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
                 a->pack(a, pa, pc, kc, i0, mcur, mr);
                 for (int jr = 0; jr < ncur; jr += nr)
                     for (int ir = 0; ir < mcur; ir += mr)
-                        kern_shifted_avx512_8x32(
+                        sk->fn(
                             kc, pa + (size_t)(ir / mr) * kc * mr,
                             xb + j0 + jr, koff + pc,
                             ct + (size_t)ir * SHIFTED_NC + jr, SHIFTED_NC,
