@@ -1,13 +1,12 @@
 /* Conv backward, and the im2col/col2im helpers both conv files share.
  *
- * N batch, IC/OC channels, in.../out... spatial (1 to 3 dims, padded to 3
- * with size-1 dims so 2D and 3D share one path), K kernel, KK = prod(K).
- * Per group g, with ICg = IC/group, OCg = OC/group, R = ICg*KK and P the
- * number of output positions:
- *   dw_g [OCg, R]  += dy_g [OCg, P] * col [R, P]^T   (col = im2col(x))
- *   dcol [R, P]     = w_g [OCg, R]^T * dy_g [OCg, P]; dx_g += col2im(dcol)
- * P is cut into tiles of CONV_GRAD_TILE_P columns so the scratch stays
- * bounded on large 3D volumes.
+ * N batch, IC/OC channels, in.../out... spatial (1 to 3 dims, padded on
+ * the left to 3 with size-1 dims so 2D and 3D share one path), K kernel, KK =
+ * prod(K). Per group g, with ICg = IC/group, OCg = OC/group, R = ICg*KK and P
+ * the number of output positions: dw_g [OCg, R]  += dy_g [OCg, P] * col [R,
+ * P]^T   (col = im2col(x)) dcol [R, P]     = w_g [OCg, R]^T * dy_g [OCg, P];
+ * dx_g += col2im(dcol) P is cut into tiles of CONV_GRAD_TILE_P columns so the
+ * scratch stays bounded on large 3D volumes.
  */
 #include "compressor/grad/grad.h"
 
@@ -29,14 +28,72 @@ void grad_geom_init(GradGeom *gm, const Shape *src, const Shape *dst,
 {
     CHECK(p->nsp >= 1 && p->nsp <= 3);
     CHECK(src->ndim == 2 + p->nsp && dst->ndim == 2 + p->nsp);
+    /* unused dims lead, so the innermost dim is always the model's W and
+     * the line loops below run over contiguous memory */
     for (int d = 0; d < 3; d++) {
-        int used = d < p->nsp;
-        gm->src[d] = used ? src->d[2 + d] : 1;
-        gm->dst[d] = used ? dst->d[2 + d] : 1;
-        gm->k[d] = used ? p->kernel[d] : 1;
-        gm->stride[d] = used ? p->stride[d] : 1;
-        gm->dil[d] = used ? p->dilation[d] : 1;
-        gm->pad[d] = used ? p->pad_lo[d] : 0;
+        int j = d - (3 - p->nsp);
+        gm->src[d] = j >= 0 ? src->d[2 + j] : 1;
+        gm->dst[d] = j >= 0 ? dst->d[2 + j] : 1;
+        gm->k[d] = j >= 0 ? p->kernel[j] : 1;
+        gm->stride[d] = j >= 0 ? p->stride[j] : 1;
+        gm->dil[d] = j >= 0 ? p->dilation[j] : 1;
+        gm->pad[d] = j >= 0 ? p->pad_lo[j] : 0;
+    }
+}
+
+static int64_t floor_div(int64_t a, int64_t b) /* b > 0 */
+{
+    return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+
+/* A "line" is a run of len consecutive positions along the innermost dst
+ * dim, starting at o2, for one tap k2.  Its taps read src at
+ * (o2 + j) * stride + off, off = k2 * dil - pad; [*lo, *hi) are the j
+ * that land inside [0, n). */
+static void line_range(int64_t o2, int64_t len, int64_t stride, int64_t off,
+                       int64_t n, int64_t *lo, int64_t *hi)
+{
+    int64_t a = -floor_div(off, stride) - o2; /* ceil(-off/s) - o2 */
+    int64_t b = floor_div(n - 1 - off, stride) - o2 + 1;
+    *lo = a < 0 ? 0 : a > len ? len : a;
+    *hi = b > len ? len : b < *lo ? *lo : b;
+}
+
+/* Walks the lines of positions [p0, p1) of the dst grid for tap (k0, k1,
+ * k2): for each, the src row it reads (NULL when that row is outside src),
+ * the offset pi of the line in the tile, its length and inside range.
+ * Shared by im2col and col2im so both visit exactly the same taps. */
+typedef struct {
+    int64_t o0, o1, o2, pi;
+} LineIter;
+
+static void line_begin(LineIter *it, const GradGeom *gm, int64_t p0)
+{
+    it->o2 = p0 % gm->dst[2];
+    it->o1 = (p0 / gm->dst[2]) % gm->dst[1];
+    it->o0 = p0 / (gm->dst[2] * gm->dst[1]);
+    it->pi = 0;
+}
+
+/* Row index into src [src0, src1, src2] for the current line, or -1. */
+static int64_t line_row(const LineIter *it, const GradGeom *gm, int k0,
+                        int k1)
+{
+    int64_t i0 =
+        it->o0 * gm->stride[0] - gm->pad[0] + (int64_t)k0 * gm->dil[0];
+    int64_t i1 =
+        it->o1 * gm->stride[1] - gm->pad[1] + (int64_t)k1 * gm->dil[1];
+    if (i0 < 0 || i0 >= gm->src[0] || i1 < 0 || i1 >= gm->src[1]) return -1;
+    return (i0 * gm->src[1] + i1) * gm->src[2];
+}
+
+static void line_next(LineIter *it, const GradGeom *gm, int64_t len)
+{
+    it->pi += len;
+    it->o2 = 0;
+    if (++it->o1 == gm->dst[1]) {
+        it->o1 = 0;
+        it->o0++;
     }
 }
 
@@ -46,34 +103,40 @@ void grad_im2col(float *col, const float *src, const GradGeom *gm, int nc,
 {
     const int64_t t = p1 - p0, srcsz = prod3(gm->src);
     const int kk = gm->k[0] * gm->k[1] * gm->k[2];
-    const int64_t rows = (int64_t)nc * kk;
+    const int64_t rows = (int64_t)nc * kk, s2 = gm->stride[2];
     /* Each thread writes whole rows (one channel and tap) of col. */
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; r++) {
         int c = (int)(r / kk), k = (int)(r % kk);
         int k2 = k % gm->k[2], k1 = (k / gm->k[2]) % gm->k[1];
         int k0 = k / (gm->k[2] * gm->k[1]);
+        int64_t off = (int64_t)k2 * gm->dil[2] - gm->pad[2];
         const float *s = src + c * srcsz;
         float *out = col + r * t;
-        int64_t o2 = p0 % gm->dst[2], o1 = (p0 / gm->dst[2]) % gm->dst[1];
-        int64_t o0 = p0 / (gm->dst[2] * gm->dst[1]);
-        for (int64_t pi = 0; pi < t; pi++) {
-            int64_t i0 =
-                o0 * gm->stride[0] - gm->pad[0] + (int64_t)k0 * gm->dil[0];
-            int64_t i1 =
-                o1 * gm->stride[1] - gm->pad[1] + (int64_t)k1 * gm->dil[1];
-            int64_t i2 =
-                o2 * gm->stride[2] - gm->pad[2] + (int64_t)k2 * gm->dil[2];
-            int in = i0 >= 0 && i0 < gm->src[0] && i1 >= 0 &&
-                     i1 < gm->src[1] && i2 >= 0 && i2 < gm->src[2];
-            out[pi] = in ? s[(i0 * gm->src[1] + i1) * gm->src[2] + i2] : 0.0f;
-            if (++o2 == gm->dst[2]) {
-                o2 = 0;
-                if (++o1 == gm->dst[1]) {
-                    o1 = 0;
-                    o0++;
-                }
+        LineIter it;
+        line_begin(&it, gm, p0);
+        while (it.pi < t) {
+            int64_t len = gm->dst[2] - it.o2, lo = 0, hi = 0;
+            if (len > t - it.pi) len = t - it.pi;
+            int64_t row = line_row(&it, gm, k0, k1);
+            if (row >= 0)
+                line_range(it.o2, len, s2, off, gm->src[2], &lo, &hi);
+            float *o = out + it.pi;
+            for (int64_t j = 0; j < lo; j++)
+                o[j] = 0.0f;
+            if (hi > lo) {
+                /* index, not pointer: base + j stays inside for j >= lo */
+                int64_t base = row + it.o2 * s2 + off;
+                if (s2 == 1)
+                    for (int64_t j = lo; j < hi; j++)
+                        o[j] = s[base + j];
+                else
+                    for (int64_t j = lo; j < hi; j++)
+                        o[j] = s[base + j * s2];
             }
+            for (int64_t j = hi; j < len; j++)
+                o[j] = 0.0f;
+            line_next(&it, gm, len);
         }
     }
 }
@@ -84,6 +147,7 @@ void grad_col2im(float *dsrc, const float *col, const GradGeom *gm, int nc,
 {
     const int64_t t = p1 - p0, srcsz = prod3(gm->src);
     const int kk = gm->k[0] * gm->k[1] * gm->k[2];
+    const int64_t s2 = gm->stride[2];
     /* A channel's plane of dsrc is written only from that channel's rows,
      * so channels are independent; within one the order is fixed. */
 #pragma omp parallel for schedule(static)
@@ -92,26 +156,26 @@ void grad_col2im(float *dsrc, const float *col, const GradGeom *gm, int nc,
         for (int k = 0; k < kk; k++) {
             int k2 = k % gm->k[2], k1 = (k / gm->k[2]) % gm->k[1];
             int k0 = k / (gm->k[2] * gm->k[1]);
+            int64_t off = (int64_t)k2 * gm->dil[2] - gm->pad[2];
             const float *in = col + ((int64_t)c * kk + k) * t;
-            int64_t o2 = p0 % gm->dst[2], o1 = (p0 / gm->dst[2]) % gm->dst[1];
-            int64_t o0 = p0 / (gm->dst[2] * gm->dst[1]);
-            for (int64_t pi = 0; pi < t; pi++) {
-                int64_t i0 = o0 * gm->stride[0] - gm->pad[0] +
-                             (int64_t)k0 * gm->dil[0];
-                int64_t i1 = o1 * gm->stride[1] - gm->pad[1] +
-                             (int64_t)k1 * gm->dil[1];
-                int64_t i2 = o2 * gm->stride[2] - gm->pad[2] +
-                             (int64_t)k2 * gm->dil[2];
-                if (i0 >= 0 && i0 < gm->src[0] && i1 >= 0 &&
-                    i1 < gm->src[1] && i2 >= 0 && i2 < gm->src[2])
-                    d[(i0 * gm->src[1] + i1) * gm->src[2] + i2] += in[pi];
-                if (++o2 == gm->dst[2]) {
-                    o2 = 0;
-                    if (++o1 == gm->dst[1]) {
-                        o1 = 0;
-                        o0++;
-                    }
+            LineIter it;
+            line_begin(&it, gm, p0);
+            while (it.pi < t) {
+                int64_t len = gm->dst[2] - it.o2, lo = 0, hi = 0;
+                if (len > t - it.pi) len = t - it.pi;
+                int64_t row = line_row(&it, gm, k0, k1);
+                if (row >= 0) {
+                    line_range(it.o2, len, s2, off, gm->src[2], &lo, &hi);
+                    int64_t base = row + it.o2 * s2 + off;
+                    const float *ir = in + it.pi;
+                    if (s2 == 1)
+                        for (int64_t j = lo; j < hi; j++)
+                            d[base + j] += ir[j];
+                    else
+                        for (int64_t j = lo; j < hi; j++)
+                            d[base + j * s2] += ir[j];
                 }
+                line_next(&it, gm, len);
             }
         }
     }

@@ -56,7 +56,7 @@ size_t conv_transpose_backward_scratch_floats(const Shape *xs,
 /* Shared by the two conv files.  Gathers src [nc,src_sp...] (one image)
  * into col [nc*KK, p1-p0] for the positions [p0,p1) of the dst grid: row
  * (c, k), column p holds src[c, o(p)*stride - pad_lo + k*dilation], 0 when
- * outside src.  Geometry is 3-d with unused trailing dims of size 1. */
+ * outside src.  Geometry is 3-d with unused leading dims of size 1. */
 typedef struct {
     int64_t src[3], dst[3];
     int k[3], stride[3], dil[3], pad[3];
