@@ -19,6 +19,8 @@
  */
 #include <string.h>
 
+#include <immintrin.h>
+
 #include "../common.h"
 #include "conv_geom.h"
 #include "gemm_core.h"
@@ -57,6 +59,64 @@ size_t conv_transpose_scratch_floats(const Shape *xs, const Shape *ys,
     conv_geom_fill(&g, xs, ys, p);
     int m = (int)(g.ocg * g.k_sp), nc = ct_chunk(&g);
     return (size_t)m * (size_t)nc + 16 + gemm_pack_floats(m, nc, g.icg);
+}
+
+/* y[2i] = bias + a[i], y[2i+1] = bias + b[i] for i < n: one output row
+ * of a 2-wide, stride-2 tiling kernel from its two column rows. */
+__attribute__((target("avx512f"))) static void
+interleave2_avx512(float *restrict y, const float *restrict a,
+                   const float *restrict b, float bias, int n)
+{
+    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3,
+                                        18, 2, 17, 1, 16, 0);
+    const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27,
+                                        11, 26, 10, 25, 9, 24, 8);
+    const __m512 vb = _mm512_set1_ps(bias);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 va = _mm512_add_ps(vb, _mm512_loadu_ps(a + i));
+        __m512 vc = _mm512_add_ps(vb, _mm512_loadu_ps(b + i));
+        _mm512_storeu_ps(y + 2 * i, _mm512_permutex2var_ps(va, lo, vc));
+        _mm512_storeu_ps(y + 2 * i + 16, _mm512_permutex2var_ps(va, hi, vc));
+    }
+    for (; i < n; i++) {
+        y[2 * i] = bias + a[i];
+        y[2 * i + 1] = bias + b[i];
+    }
+}
+
+/* Tiling case with kernel = stride = 2 along W: yg [OCg, out...],
+ * col [OCg*K, nc] for input columns j0 .. j0+nc, bg [OCg] or NULL.
+ * Each output row is written once, contiguously. */
+static void col2im_tiling_w2(float *yg, const float *col, const float *bg,
+                             const ConvGeom *g, int j0, int nc)
+{
+    const int OH = g->out[1], OW = g->out[2];
+    const int IH = g->in[1], IW = g->in[2];
+#pragma omp parallel for schedule(static)
+    for (int oc = 0; oc < g->ocg; oc++) {
+        float *yc = yg + (size_t)oc * (size_t)g->out_sp;
+        float bias = bg ? bg[oc] : 0.0f;
+        for (int kz = 0; kz < g->k[0]; kz++)
+        for (int ky = 0; ky < g->k[1]; ky++) {
+            const float *c0 = col + (((size_t)oc * g->k[0] + kz) * g->k[1] +
+                                     ky) * 2 * (size_t)nc;
+            const float *c1 = c0 + nc;
+            int jj = 0, ix = j0 % IW, iy = j0 / IW % IH, iz = j0 / (IW * IH);
+            while (jj < nc) {
+                int len = IW - ix < nc - jj ? IW - ix : nc - jj;
+                int oz = iz * g->s[0] + kz, oy = iy * g->s[1] + ky;
+                float *yr = yc + ((size_t)oz * OH + oy) * OW + 2 * ix;
+                interleave2_avx512(yr, c0 + jj, c1 + jj, bias, len);
+                jj += len;
+                ix = 0;
+                if (++iy == IH) {
+                    iy = 0;
+                    iz++;
+                }
+            }
+        }
+    }
 }
 
 /* Scatter one chunk of columns [j0, j0+nc) into y.
@@ -115,6 +175,7 @@ void conv_transpose_forward(float *y, const float *x, const float *w,
     const int m = (int)(g.ocg * g.k_sp), pin = (int)g.in_sp;
     const int chunk = ct_chunk(&g), tiling = ct_is_tiling(&g);
     const GemmIsa isa = gemm_isa_best();
+    const int tiling_w2 = tiling && g.k[2] == 2 && isa == GEMM_ISA_AVX512;
     float *col = scratch;
     float *pack = scratch + ((size_t)m * (size_t)chunk + 15) / 16 * 16;
     for (int n = 0; n < g.n; n++) {
@@ -138,7 +199,10 @@ void conv_transpose_forward(float *y, const float *x, const float *w,
                 int nc = pin - j0 < chunk ? pin - j0 : chunk;
                 GemmSrc bs = {gemm_pack_b_dense, xg + j0, pin, 0, NULL};
                 gemm_run(isa, col, nc, &as, &bs, m, nc, g.icg, 0, NULL, pack);
-                col2im_chunk(yg, col, bg, &g, j0, nc, tiling);
+                if (tiling_w2)
+                    col2im_tiling_w2(yg, col, bg, &g, j0, nc);
+                else
+                    col2im_chunk(yg, col, bg, &g, j0, nc, tiling);
             }
         }
     }
