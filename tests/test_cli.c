@@ -164,74 +164,133 @@ static void assert_same_geometry(const nifti_image *a, const nifti_image *b)
         }
 }
 
-static void test_end_to_end_matches_pytorch(void **state)
+/* Expected probabilities of a committed e2e fixture, with the strides
+ * that map (class, i, j, k) into it. */
+typedef struct {
+    float *p;
+    int64_t nc, ni, nj, nk;
+    int class_major; /* 1: [C, K, J, I] (3D); 0: [K, C, J, I] (2D slices) */
+} Expected;
+
+static float expected_at(const Expected *x, int64_t c, int64_t i, int64_t j,
+                         int64_t k)
 {
-    (void)state;
-    char bin[256], scan[300], model[300], seg[300], src[300], prob_path[300];
-    fixture_path("torch/e2e_scan.nii.gz", src, sizeof src);
-    tmp("scan.nii.gz", scan, sizeof scan);
-    tmp("e2e.sslim", model, sizeof model);
-    tmp("scan_seg.nii.gz", seg, sizeof seg);
-    CmdResult r = run("cp %s %s && rm -f %s", src, scan, seg);
-    assert_int_equal(r.status, 0);
-    compress_fixture("e2e2d", "background,fg", model);
+    int64_t idx = x->class_major ? ((c * x->nk + k) * x->nj + j) * x->ni + i
+                                 : ((k * x->nc + c) * x->nj + j) * x->ni + i;
+    return x->p[idx];
+}
 
-    r = run("%s %s -m %s --threads 2", bin_path("segment", bin, sizeof bin),
-            scan, model);
-    if (r.status != 0) fprintf(stderr, "segment: %s\n", r.first);
-    assert_int_equal(r.status, 0);
-    assert_true(same_file(src, scan)); /* the input is never modified */
-
+/* Compare segment's label map and probability file with PyTorch's
+ * probabilities.  Probabilities: 1e-4 (DESIGN.md: relative to the output
+ * scale, 1 here; test_torch measures < 1e-6 for the network itself, the
+ * rest is z-score statistics and sliding-window weighting).  Labels: the
+ * argmax wherever PyTorch's top two classes differ by more than
+ * TIE_MARGIN (two classes: |p1 - p0|). */
+static void check_against_pytorch(const char *scan, const char *seg,
+                                  const char *probs, const Expected *x,
+                                  const char *what, int expect_match)
+{
     nifti_image *in = nifti_image_read(scan, 0);
     nifti_image *out = nifti_image_read(seg, 1);
+    nifti_image *pr = nifti_image_read(probs, 1);
     assert_non_null(in);
     assert_non_null(out);
+    assert_non_null(pr);
     assert_same_geometry(out, in);
     assert_true(out->scl_slope == 0 || out->scl_slope == 1);
     assert_true(out->scl_inter == 0 || out->scl_slope == 0);
-
-    int64_t pd[8];
-    int pnd = 0;
-    float *prob = load_tensor(
-        fixture_path("torch/e2e_prob.f32", prob_path, sizeof prob_path), pd,
-        &pnd);
-    assert_non_null(prob);
-    /* [K, classes, J, I] in nnU-Net order: slice k holds [j, i] */
-    assert_int_equal(pnd, 4);
-    const int64_t nk = pd[0], nc = pd[1], nj = pd[2], ni = pd[3];
-    assert_int_equal(nc, 2);
-    assert_true(ni == in->nx && nj == in->ny && nk == in->nz);
+    assert_true(x->ni == in->nx && x->nj == in->ny && x->nk == in->nz);
+    assert_int_equal(x->nc, 2);
+    /* probabilities: 4D float32, one volume per class, same grid */
+    assert_int_equal(pr->datatype, NIFTI_TYPE_FLOAT32);
+    assert_true(pr->nx == in->nx && pr->ny == in->ny && pr->nz == in->nz);
+    assert_int_equal(pr->nt, x->nc);
+    const float *pv = pr->data;
+    size_t nvox = (size_t)(x->ni * x->nj * x->nk);
     size_t ties = 0, wrong = 0, counts[2] = {0, 0};
-    for (int64_t k = 0; k < nk; k++)
-        for (int64_t j = 0; j < nj; j++)
-            for (int64_t i = 0; i < ni; i++) {
-                size_t v = (size_t)(i + ni * (j + nj * k));
+    double max_diff = 0;
+    for (int64_t k = 0; k < x->nk; k++)
+        for (int64_t j = 0; j < x->nj; j++)
+            for (int64_t i = 0; i < x->ni; i++) {
+                size_t v = (size_t)(i + x->ni * (j + x->nj * k));
+                float p0 = expected_at(x, 0, i, j, k);
+                float p1 = expected_at(x, 1, i, j, k);
+                max_diff = fmax(max_diff, fabs((double)pv[v] - (double)p0));
+                max_diff =
+                    fmax(max_diff, fabs((double)pv[nvox + v] - (double)p1));
                 double lab = label_at(out, v);
                 assert_true(lab == 0 || lab == 1);
                 counts[(int)lab]++;
-                float p0 = prob[((k * nc + 0) * nj + j) * ni + i];
-                float p1 = prob[((k * nc + 1) * nj + j) * ni + i];
                 if (fabs((double)p1 - (double)p0) < TIE_MARGIN) {
                     ties++;
                     continue;
                 }
-                if ((p1 > p0) != (lab == 1)) {
-                    if (wrong++ < 5)
-                        fprintf(
-                            stderr,
-                            "label (%ld,%ld,%ld) = %g, PyTorch p = %g/%g\n",
-                            (long)i, (long)j, (long)k, lab, (double)p0,
-                            (double)p1);
-                }
+                if ((p1 > p0) != (lab == 1) && wrong++ < 5)
+                    fprintf(
+                        stderr,
+                        "%s: label (%ld,%ld,%ld) = %g, PyTorch p = %g/%g\n",
+                        what, (long)i, (long)j, (long)k, lab, (double)p0,
+                        (double)p1);
             }
-    fprintf(stderr, "e2e: labels %zu/%zu, %zu near-ties skipped, %zu wrong\n",
-            counts[0], counts[1], ties, wrong);
+    fprintf(stderr,
+            "%s: labels %zu/%zu, %zu near-ties skipped, %zu wrong, max "
+            "|prob - PyTorch| %.3g\n",
+            what, counts[0], counts[1], ties, wrong, max_diff);
+    if (!expect_match) {
+        /* the negative control: a wrong setting must be caught */
+        assert_true(max_diff > 1e-2 && wrong > 0);
+        goto done;
+    }
     assert_int_equal(wrong, 0);
-    /* the fixture has both classes; a constant map would be no check */
-    assert_true(counts[0] > 100 && counts[1] > 100);
-    free(prob);
+    assert_true(max_diff <= 1e-4);
+    /* the fixtures have both classes; a constant map would be no check */
+    assert_true(counts[0] > nvox / 20 && counts[1] > nvox / 20);
+done:
     nifti_image_free(in);
     nifti_image_free(out);
+    nifti_image_free(pr);
+}
+
+static void load_expected(const char *name, int class_major, Expected *x)
+{
+    char rel[128], path[300];
+    int64_t d[8];
+    int nd = 0;
+    snprintf(rel, sizeof rel, "torch/%s", name);
+    x->p = load_tensor(fixture_path(rel, path, sizeof path), d, &nd);
+    assert_non_null(x->p);
+    assert_int_equal(nd, 4);
+    x->class_major = class_major;
+    x->nc = class_major ? d[0] : d[1];
+    x->nk = class_major ? d[1] : d[0];
+    x->nj = d[2];
+    x->ni = d[3];
+}
+
+static void test_end_to_end_matches_pytorch(void **state)
+{
+    (void)state;
+    char bin[256], scan[300], model[300], seg[300], src[300], prob[300];
+    fixture_path("torch/e2e_scan.nii.gz", src, sizeof src);
+    tmp("scan.nii.gz", scan, sizeof scan);
+    tmp("e2e.sslim", model, sizeof model);
+    tmp("scan_seg.nii.gz", seg, sizeof seg);
+    tmp("scan_prob.nii.gz", prob, sizeof prob);
+    CmdResult r = run("cp %s %s && rm -f %s %s", src, scan, seg, prob);
+    assert_int_equal(r.status, 0);
+    compress_fixture("e2e2d", "background,fg", model);
+
+    r = run("%s %s -m %s --threads 2 --probabilities %s",
+            bin_path("segment", bin, sizeof bin), scan, model, prob);
+    if (r.status != 0) fprintf(stderr, "segment: %s\n", r.first);
+    assert_int_equal(r.status, 0);
+    assert_true(same_file(src, scan)); /* the input is never modified */
+
+    /* slices along k in nnU-Net order: PyTorch saw [K, 1, J, I] */
+    Expected x;
+    load_expected("e2e_prob.f32", 0, &x);
+    check_against_pytorch(scan, seg, prob, &x, "e2e 2D", 1);
+    free(x.p);
 
     /* a second run must not overwrite the label map without --force */
     size_t n0 = 0;
@@ -244,6 +303,61 @@ static void test_end_to_end_matches_pytorch(void **state)
     assert_true(after && n0 == n1 && memcmp(before, after, n0) == 0);
     free(before);
     free(after);
+}
+
+/* 3D: the scan is exactly one patch, so segment's sliding window is one
+ * network run and PyTorch's output on the whole volume is the reference. */
+static void test_end_to_end_3d_matches_pytorch(void **state)
+{
+    (void)state;
+    char bin[256], onnx[300], scan[300], model[300], seg[300], prob[300];
+    fixture_path("torch/e2e3d_scan.nii.gz", scan, sizeof scan);
+    tmp("e2e3d.sslim", model, sizeof model);
+    tmp("e2e3d_seg.nii.gz", seg, sizeof seg);
+    tmp("e2e3d_prob.nii.gz", prob, sizeof prob);
+    CmdResult r =
+        run("%s --no-finetune %s %s --normalize zscore --classes "
+            "background,fg --force",
+            bin_path("sauron-compress", bin, sizeof bin),
+            fixture_path("torch/nnunet3d.onnx", onnx, sizeof onnx), model);
+    if (r.status != 0) fprintf(stderr, "sauron-compress: %s\n", r.first);
+    assert_int_equal(r.status, 0);
+    /* -o: the committed scan's folder must stay untouched */
+    r = run("%s %s -m %s -o %s --probabilities %s --threads 2 --force",
+            bin_path("segment", bin, sizeof bin), scan, model, seg, prob);
+    if (r.status != 0) fprintf(stderr, "segment: %s\n", r.first);
+    assert_int_equal(r.status, 0);
+    Expected x;
+    load_expected("e2e3d_prob.f32", 1, &x);
+    check_against_pytorch(scan, seg, prob, &x, "e2e 3D", 1);
+    free(x.p);
+}
+
+/* Negative control for the end-to-end check: the same model stored with
+ * the wrong voxel order (--order nibabel: slices seen as [i, j]) must be
+ * reported as different from PyTorch. */
+static void test_end_to_end_detects_wrong_order(void **state)
+{
+    (void)state;
+    char bin[256], onnx[300], src[300], model[300], seg[300], prob[300];
+    fixture_path("torch/e2e_scan.nii.gz", src, sizeof src);
+    tmp("e2e_nib.sslim", model, sizeof model);
+    tmp("e2e_nib_seg.nii.gz", seg, sizeof seg);
+    tmp("e2e_nib_prob.nii.gz", prob, sizeof prob);
+    CmdResult r =
+        run("%s --no-finetune %s %s --axis 2 --order nibabel "
+            "--classes background,fg --force",
+            bin_path("sauron-compress", bin, sizeof bin),
+            fixture_path("torch/e2e2d.onnx", onnx, sizeof onnx), model);
+    assert_int_equal(r.status, 0);
+    r = run("%s %s -m %s -o %s --probabilities %s --force",
+            bin_path("segment", bin, sizeof bin), src, model, seg, prob);
+    if (r.status != 0) fprintf(stderr, "segment: %s\n", r.first);
+    assert_int_equal(r.status, 0);
+    Expected x;
+    load_expected("e2e_prob.f32", 0, &x);
+    check_against_pytorch(src, seg, prob, &x, "e2e 2D, wrong order", 0);
+    free(x.p);
 }
 
 static void test_compress_without_data(void **state)
@@ -365,6 +479,12 @@ static void test_inspect_json_params(void **state)
             fprintf(stderr, "%s: inspect params %lld, PyTorch %lld\n",
                     names[t], got, want);
         assert_true(got == want);
+        /* and the per-layer figures add up to the total */
+        long long sum = 0;
+        const char *q = strstr(js, "\"params\"");
+        while (q && (q = strstr(q + 1, "\"params\"")) != NULL)
+            sum += json_int(q, "params");
+        assert_true(sum == want);
         assert_true(json_int(js, "flops") > 0);
         free(js);
     }
@@ -468,6 +588,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_end_to_end_matches_pytorch),
+        cmocka_unit_test(test_end_to_end_3d_matches_pytorch),
+        cmocka_unit_test(test_end_to_end_detects_wrong_order),
         cmocka_unit_test(test_compress_without_data),
         cmocka_unit_test(test_compress_missing_input),
         cmocka_unit_test(test_compress_refuses_existing_output),

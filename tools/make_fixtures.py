@@ -15,6 +15,9 @@ Writes into <dir>/torch/:
                            oblique affine, for the end-to-end test
   e2e_prob.f32             PyTorch probabilities for that scan, slice by
                            slice along k, tensor [K, classes, J, I]
+  e2e3d_scan.nii.gz        a float32 16^3 scan (the nnunet3d patch size, so
+                           one window covers it) and e2e3d_prob.f32, the
+                           nnunet3d probabilities for it, [classes, K, J, I]
 
 SLTENSOR: "SLTENSOR", u32 version 1, u32 ndim, ndim x i64 dims, float32
 data; little-endian (tests/testutil.h load_tensor).
@@ -167,6 +170,34 @@ def make_e2e_scan(out, model):
              int((margin < 1e-3).sum())))
 
 
+def make_e2e3d_scan(out, model):
+    """A 16^3 float32 scan, exactly one patch of nnunet3d: the sliding
+    window then reduces to one network run whatever its overlap and
+    weighting, so PyTorch's output on the whole normalised volume is the
+    reference.  Tensor order [k, j, i] (nnU-Net)."""
+    import nibabel as nib
+    n = 16
+    rng = np.random.default_rng(11)
+    ii, jj, kk = np.meshgrid(np.arange(n), np.arange(n), np.arange(n),
+                             indexing="ij")
+    vol = (50.0 * np.exp(-((ii - 5) ** 2 + (jj - 9) ** 2 + (kk - 11) ** 2) / 20.0)
+           + 0.02 * ii * jj + 5 * rng.standard_normal((n, n, n))).astype(np.float32)
+    affine = np.array([[-1.2, 0, 0, 20.0],
+                       [0, 1.1, 0.1, -14.0],
+                       [0, 0, 1.5, 3.0],
+                       [0, 0, 0, 1]])
+    img = nib.Nifti1Image(vol, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(None, code=0)
+    path = os.path.join(out, "e2e3d_scan.nii.gz")
+    nib.save(img, path)
+    x = zscore(nib.load(path).get_fdata(dtype=np.float64))
+    t = np.ascontiguousarray(x.transpose(2, 1, 0))[None, None]  # [1,1,K,J,I]
+    with torch.no_grad():
+        prob = model(torch.from_numpy(t)).numpy()[0]
+    write_tensor(os.path.join(out, "e2e3d_prob.f32"), prob)
+
+
 def main():
     top = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures"
     out = os.path.join(top, "torch")
@@ -177,6 +208,7 @@ def main():
         models[name] = make_fixture(out, name, 1000 + 10 * seed)
         print("fixture", name)
     make_e2e_scan(out, models["e2e2d"])
+    make_e2e3d_scan(out, models["nnunet3d"])
     total = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
     print("total %.0f kB in %s" % (total / 1024, out))
 
