@@ -9,7 +9,8 @@
  * training step zeroes them once per step.  Any d* pointer may be NULL when
  * that gradient is not needed (dx of the first layer, frozen weights).
  * Kernels never allocate: scratch comes from the caller, sized by the
- * *_backward_scratch_floats functions.
+ * *_backward_scratch_floats functions (which include gemm's packing
+ * space, so size it after the OpenMP thread count is set, as for gemm).
  *
  * Determinism: weight gradients are computed in parallel over output
  * channels (each thread owns whole rows of dW), input gradients in parallel
@@ -156,7 +157,8 @@ void max_pool_backward(float *dx, const float *dy, const float *x,
 /* Differentiates y[n,c,o] = sum over taps inside x / divisor, where the
  * divisor counts the taps inside x, or with p->count_include_pad the taps
  * inside the padded extent [-pad_lo, in + pad_hi) (taps a ceil_mode window
- * puts beyond that do not count, as in PyTorch).
+ * puts beyond that do not count, as in PyTorch).  AveragePool has no
+ * dilation: p->dilation is ignored, as in the forward.
  * dx [N,C,in...], dy [N,C,out...] (accumulates). */
 void avg_pool_backward(float *dx, const float *dy, const Shape *xs,
                        const Shape *ys, const PoolParams *p);
