@@ -12,10 +12,13 @@
  * *_backward_scratch_floats functions (which include gemm's packing
  * space, so size it after the OpenMP thread count is set, as for gemm).
  *
- * Determinism: weight gradients are computed in parallel over output
- * channels (each thread owns whole rows of dW), input gradients in parallel
- * over (n, c) planes or channels, with every reduction in a fixed order and
- * without atomics, so results are bit-identical for any OpenMP thread count.
+ * Determinism: conv weight gradients go through gemm, whose threads own
+ * disjoint tiles of dW with a fixed reduction order; per-channel gradients
+ * (bias, norm scale/bias) are parallel over channels, each thread owning
+ * whole entries; input gradients are parallel over (n, c) planes or
+ * channels.  Every reduction runs in a fixed order without atomics, so
+ * results are bit-identical for any OpenMP thread count (test_grad checks
+ * 1 vs 2 threads).
  *
  * Dimension letters: N batch, C/IC/OC channels, D H W spatial, K kernel;
  * "sp..." is 1 to 3 spatial dims.
