@@ -173,16 +173,20 @@ AVX2_TARGET static void kern_avx2_6x16(int kc, const float *restrict ap,
 DEFINE_KERN_AVX512(kern_avx512_8x32, 8, 2)
 
 /* Shifted-pointer variant: B row k is read in place at xb + koff[k]
- * instead of from a packed panel.
- * ap [kc][MR], xb + koff[k] .. + 16*NV, c [MR, 16*NV] with ldc. */
-#define DEFINE_KERN_SHIFTED_AVX512(NAME, MR, NV)                              \
+ * instead of from a packed panel.  A element (i, k) is ap[i*ARS + k*AKS]:
+ * packed panels (ARS 1, AKS MR) or rows of the weight matrix read in
+ * place (ARS lda, AKS 1; 8 sequential streams, which the prefetchers
+ * follow, so packing the weights on every call is not worth its cost).
+ * xb + koff[k] .. + 16*NV, c [MR, 16*NV] with ldc. */
+#define DEFINE_KERN_SHIFTED_AVX512(NAME, MR, NV, ARS, AKS)                    \
     AVX512_TARGET static void NAME(int kc, const float *restrict ap,          \
-                                   const float *restrict xb,                  \
+                                   int lda, const float *restrict xb,         \
                                    const int32_t *restrict koff,              \
                                    float *restrict c, int ldc, int mode,      \
                                    const float *rowinit)                      \
     {                                                                         \
         __m512 acc[MR][NV];                                                   \
+        (void)lda;                                                            \
         _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                 \
             _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)              \
                 acc[i][v] = _mm512_setzero_ps();                              \
@@ -193,11 +197,11 @@ DEFINE_KERN_AVX512(kern_avx512_8x32, 8, 2)
                 b[v] = _mm512_loadu_ps(src + 16 * v);                         \
             _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)             \
             {                                                                 \
-                __m512 a = _mm512_set1_ps(ap[i]);                             \
+                __m512 a = _mm512_set1_ps(ap[(size_t)i * (ARS)]);             \
                 _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)          \
                     acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);          \
             }                                                                 \
-            ap += MR;                                                         \
+            ap += (AKS);                                                      \
         }                                                                     \
         _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                 \
         {                                                                     \
@@ -214,25 +218,28 @@ DEFINE_KERN_AVX512(kern_avx512_8x32, 8, 2)
         }                                                                     \
     }
 
-DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_8x32, 8, 2)
+DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_8x32, 8, 2, 1, 8)
+DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_8x32_u, 8, 2, lda, 1)
 /* For 1 to 4 output channels (pruned layers): no wasted rows, and 16
  * accumulators still hide the FMA latency. */
-DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_4x64, 4, 4)
+DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_4x64, 4, 4, 1, 4)
+DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_4x64_u, 4, 4, lda, 1)
 
-typedef void (*ShiftFn)(int kc, const float *ap, const float *xb,
+typedef void (*ShiftFn)(int kc, const float *ap, int lda, const float *xb,
                         const int32_t *koff, float *c, int ldc, int mode,
                         const float *rowinit);
 typedef struct {
     int mr, nr;
-    ShiftFn fn;
+    ShiftFn fn;  /* packed A */
+    ShiftFn fnu; /* A rows in place */
 } ShiftKern;
 
 /* Both tiles hold 256 floats (the edge temporary); NR <= 64. */
 #define SHIFTED_TILE 256
 #define SHIFTED_NR_MAX 64
 static const ShiftKern shift_kerns[] = {
-    {8, 32, kern_shifted_avx512_8x32},
-    {4, 64, kern_shifted_avx512_4x64},
+    {8, 32, kern_shifted_avx512_8x32, kern_shifted_avx512_8x32_u},
+    {4, 64, kern_shifted_avx512_4x64, kern_shifted_avx512_4x64_u},
 };
 
 typedef struct {
@@ -456,10 +463,11 @@ int gemm_shifted_nr(void) { return SHIFTED_NR_MAX; }
  * columns j .. j+NR (nr_v valid) and rows mr_v, straight into C when the
  * columns are one run of valid outputs, else through a temporary and the
  * column map. */
-static void shifted_tile(const ShiftKern *sk, int kc, const float *ap,
-                         const float *xb, const int32_t *koff, float *c,
-                         int ldc, const ShiftMap *mp, int j, int nr_v,
-                         int mr_v, const float *rowinit)
+static void shifted_tile(const ShiftKern *sk, ShiftFn fn, int kc,
+                         const float *ap, int lda, const float *xb,
+                         const int32_t *koff, float *c, int ldc,
+                         const ShiftMap *mp, int j, int nr_v, int mr_v,
+                         const float *rowinit)
 {
     int plane = mp->s1 * mp->s2;
     int z = j / plane, y = j % plane / mp->s2, x = j % mp->s2;
@@ -467,11 +475,11 @@ static void shifted_tile(const ShiftKern *sk, int kc, const float *ap,
     if (mr_v == sk->mr && nr_v == sk->nr && z < mp->zv && y < mp->yv &&
         x + sk->nr <= mp->ow) {
         int64_t off = mp->base + z * mp->zpitch + y * mp->ypitch + x;
-        sk->fn(kc, ap, xb, koff, c + off, ldc, mode, rowinit);
+        fn(kc, ap, lda, xb, koff, c + off, ldc, mode, rowinit);
         return;
     }
     float tmp[SHIFTED_TILE];
-    sk->fn(kc, ap, xb, koff, tmp, sk->nr, STORE_SET, NULL);
+    fn(kc, ap, lda, xb, koff, tmp, sk->nr, STORE_SET, NULL);
     for (int jj = 0; jj < nr_v; jj++) {
         if (z < mp->zv && y < mp->yv && x < mp->ow) {
             int64_t off = mp->base + z * mp->zpitch + y * mp->ypitch + x;
@@ -576,6 +584,8 @@ void gemm_run_shifted(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
     }
     const int ntiles = tm * tn;
     const int one_block = k <= SHIFTED_K1 && (size_t)mc * k <= SHIFTED_A1;
+    const int kblk = one_block ? k : GEMM_KC;
+    const int in_place = a->pack == gemm_pack_a_dense && !a->trans;
     const size_t per = shifted_per_thread(k);
     const size_t a_off = shifted_a_floats(k);
     float *base = (float *)(((uintptr_t)pack + 63) & ~(uintptr_t)63);
@@ -588,31 +598,41 @@ void gemm_run_shifted(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
         for (int t = 0; t < ntiles; t++) {
             int i0 = (t / tn) * mc, j0 = (t % tn) * nc;
             int mcur = min_i(mc, m - i0), ncur = min_i(nc, n - j0);
-            if (one_block) {
-                a->pack(a, pa, 0, k, i0, mcur, mr);
-                for (int jr = 0; jr < ncur; jr += nr)
-                    for (int ir = 0; ir < mcur; ir += mr)
-                        shifted_tile(sk, k, pa + (size_t)(ir / mr) * k * mr,
-                                     xb + j0 + jr, koff,
-                                     c + (size_t)(i0 + ir) * ldc, ldc, map,
-                                     j0 + jr, min_i(nr, ncur - jr),
-                                     min_i(mr, mcur - ir),
-                                     rowinit ? rowinit + i0 + ir : NULL);
-                continue;
+            /* Full row panels read A in place when it is a plain matrix;
+             * a partial last panel (and any other A) is packed. */
+            int mfull = in_place ? mcur / mr * mr : 0;
+            for (int pc = 0; pc < k; pc += kblk) {
+                int kc = min_i(kblk, k - pc);
+                if (mfull < mcur)
+                    a->pack(a, pa, pc, kc, i0 + mfull, mcur - mfull, mr);
+                for (int jr = 0; jr < ncur; jr += nr) {
+                    for (int ir = 0; ir < mcur; ir += mr) {
+                        const float *ap;
+                        ShiftFn fn;
+                        if (ir < mfull) {
+                            ap = a->p + (size_t)(i0 + ir) * a->ld + pc;
+                            fn = sk->fnu;
+                        } else {
+                            ap = pa + (size_t)((ir - mfull) / mr) * kc * mr;
+                            fn = sk->fn;
+                        }
+                        if (one_block)
+                            shifted_tile(sk, fn, kc, ap, a->ld, xb + j0 + jr,
+                                         koff, c + (size_t)(i0 + ir) * ldc,
+                                         ldc, map, j0 + jr,
+                                         min_i(nr, ncur - jr),
+                                         min_i(mr, mcur - ir),
+                                         rowinit ? rowinit + i0 + ir : NULL);
+                        else
+                            fn(kc, ap, a->ld, xb + j0 + jr, koff + pc,
+                               ct + (size_t)ir * SHIFTED_NC + jr, SHIFTED_NC,
+                               pc > 0 ? STORE_ADD : STORE_SET, NULL);
+                    }
+                }
             }
-            for (int pc = 0; pc < k; pc += GEMM_KC) {
-                int kc = min_i(GEMM_KC, k - pc);
-                a->pack(a, pa, pc, kc, i0, mcur, mr);
-                for (int jr = 0; jr < ncur; jr += nr)
-                    for (int ir = 0; ir < mcur; ir += mr)
-                        sk->fn(
-                            kc, pa + (size_t)(ir / mr) * kc * mr,
-                            xb + j0 + jr, koff + pc,
-                            ct + (size_t)ir * SHIFTED_NC + jr, SHIFTED_NC,
-                            pc > 0 ? STORE_ADD : STORE_SET, NULL);
-            }
-            shifted_store(c + (size_t)i0 * ldc, ldc, ct, SHIFTED_NC, map, j0,
-                          ncur, mcur, rowinit ? rowinit + i0 : NULL);
+            if (!one_block)
+                shifted_store(c + (size_t)i0 * ldc, ldc, ct, SHIFTED_NC, map,
+                              j0, ncur, mcur, rowinit ? rowinit + i0 : NULL);
         }
     }
 }
