@@ -29,6 +29,7 @@
 
 /* Margin below which PyTorch's argmax is a near-tie (see above). */
 #define TIE_MARGIN 1e-3
+#define MAX_CLASSES 8
 
 typedef struct {
     int status;
@@ -200,42 +201,55 @@ static void check_against_pytorch(const char *scan, const char *seg,
     assert_true(out->scl_slope == 0 || out->scl_slope == 1);
     assert_true(out->scl_inter == 0 || out->scl_slope == 0);
     assert_true(x->ni == in->nx && x->nj == in->ny && x->nk == in->nz);
-    assert_int_equal(x->nc, 2);
+    assert_in_range(x->nc, 2, MAX_CLASSES);
     /* probabilities: 4D float32, one volume per class, same grid */
     assert_int_equal(pr->datatype, NIFTI_TYPE_FLOAT32);
     assert_true(pr->nx == in->nx && pr->ny == in->ny && pr->nz == in->nz);
     assert_int_equal(pr->nt, x->nc);
     const float *pv = pr->data;
     size_t nvox = (size_t)(x->ni * x->nj * x->nk);
-    size_t ties = 0, wrong = 0, counts[2] = {0, 0};
+    size_t ties = 0, wrong = 0, counts[MAX_CLASSES] = {0};
     double max_diff = 0;
     for (int64_t k = 0; k < x->nk; k++)
         for (int64_t j = 0; j < x->nj; j++)
             for (int64_t i = 0; i < x->ni; i++) {
                 size_t v = (size_t)(i + x->ni * (j + x->nj * k));
-                float p0 = expected_at(x, 0, i, j, k);
-                float p1 = expected_at(x, 1, i, j, k);
-                max_diff = fmax(max_diff, fabs((double)pv[v] - (double)p0));
-                max_diff =
-                    fmax(max_diff, fabs((double)pv[nvox + v] - (double)p1));
+                /* PyTorch's top two classes at this voxel */
+                int best = -1;
+                double p1st = -1, p2nd = -1;
+                for (int64_t c = 0; c < x->nc; c++) {
+                    double p = (double)expected_at(x, c, i, j, k);
+                    max_diff = fmax(
+                        max_diff, fabs((double)pv[(size_t)c * nvox + v] - p));
+                    if (p > p1st) {
+                        p2nd = p1st;
+                        p1st = p;
+                        best = (int)c;
+                    } else if (p > p2nd) {
+                        p2nd = p;
+                    }
+                }
                 double lab = label_at(out, v);
-                assert_true(lab == 0 || lab == 1);
+                assert_true(lab >= 0 && lab < (double)x->nc &&
+                            lab == floor(lab));
                 counts[(int)lab]++;
-                if (fabs((double)p1 - (double)p0) < TIE_MARGIN) {
+                if (p1st - p2nd < TIE_MARGIN) {
                     ties++;
                     continue;
                 }
-                if ((p1 > p0) != (lab == 1) && wrong++ < 5)
-                    fprintf(
-                        stderr,
-                        "%s: label (%ld,%ld,%ld) = %g, PyTorch p = %g/%g\n",
-                        what, (long)i, (long)j, (long)k, lab, (double)p0,
-                        (double)p1);
+                if (lab != best && wrong++ < 5)
+                    fprintf(stderr,
+                            "%s: label (%ld,%ld,%ld) = %g, PyTorch argmax %d "
+                            "(p %.6g, next %.6g)\n",
+                            what, (long)i, (long)j, (long)k, lab, best, p1st,
+                            p2nd);
             }
+    fprintf(stderr, "%s: labels", what);
+    for (int64_t c = 0; c < x->nc; c++)
+        fprintf(stderr, "%s%zu", c ? "/" : " ", counts[c]);
     fprintf(stderr,
-            "%s: labels %zu/%zu, %zu near-ties skipped, %zu wrong, max "
-            "|prob - PyTorch| %.3g\n",
-            what, counts[0], counts[1], ties, wrong, max_diff);
+            ", %zu near-ties skipped, %zu wrong, max |prob - PyTorch| %.3g\n",
+            ties, wrong, max_diff);
     if (!expect_match) {
         /* the negative control: a wrong setting must be caught */
         assert_true(max_diff > 1e-2 && wrong > 0);
@@ -243,8 +257,11 @@ static void check_against_pytorch(const char *scan, const char *seg,
     }
     assert_int_equal(wrong, 0);
     assert_true(max_diff <= 1e-4);
-    /* the fixtures have both classes; a constant map would be no check */
-    assert_true(counts[0] > nvox / 20 && counts[1] > nvox / 20);
+    /* at least two classes really present: a constant map is no check */
+    int present = 0;
+    for (int64_t c = 0; c < x->nc; c++)
+        present += counts[c] > nvox / 20;
+    assert_true(present >= 2);
 done:
     nifti_image_free(in);
     nifti_image_free(out);
@@ -330,6 +347,40 @@ static void test_end_to_end_3d_matches_pytorch(void **state)
     Expected x;
     load_expected("e2e3d_prob.f32", 1, &x);
     check_against_pytorch(scan, seg, prob, &x, "e2e 3D", 1);
+    free(x.p);
+}
+
+/* Two modalities given as comma-joined files: each normalised on its own
+ * (their ranges differ by 1000x) and fed as channels 0 and 1. */
+static void test_end_to_end_two_modalities(void **state)
+{
+    (void)state;
+    char bin[256], onnx[300], m0[300], m1[300], model[300], seg[300];
+    char prob[300];
+    fixture_path("torch/e2e2mod_mod0.nii.gz", m0, sizeof m0);
+    fixture_path("torch/e2e2mod_mod1.nii.gz", m1, sizeof m1);
+    tmp("e2e2mod.sslim", model, sizeof model);
+    tmp("e2e2mod_seg.nii.gz", seg, sizeof seg);
+    tmp("e2e2mod_prob.nii.gz", prob, sizeof prob);
+    CmdResult r = run(
+        "%s --no-finetune %s %s --axis 2 --normalize zscore "
+        "--modalities t1,t2 --classes bg,a,b --force",
+        bin_path("sauron-compress", bin, sizeof bin),
+        fixture_path("torch/nnunet2d_2mod.onnx", onnx, sizeof onnx), model);
+    if (r.status != 0) fprintf(stderr, "sauron-compress: %s\n", r.first);
+    assert_int_equal(r.status, 0);
+    r = run("%s %s,%s -m %s -o %s --probabilities %s --force",
+            bin_path("segment", bin, sizeof bin), m0, m1, model, seg, prob);
+    if (r.status != 0) fprintf(stderr, "segment: %s\n", r.first);
+    assert_int_equal(r.status, 0);
+    Expected x;
+    load_expected("e2e2mod_prob.f32", 0, &x);
+    check_against_pytorch(m0, seg, prob, &x, "e2e 2 modalities", 1);
+    /* swapped modalities must not pass */
+    r = run("%s %s,%s -m %s -o %s --probabilities %s --force",
+            bin_path("segment", bin, sizeof bin), m1, m0, model, seg, prob);
+    assert_int_equal(r.status, 0);
+    check_against_pytorch(m0, seg, prob, &x, "e2e modalities swapped", 0);
     free(x.p);
 }
 
@@ -590,6 +641,7 @@ int main(void)
         cmocka_unit_test(test_end_to_end_matches_pytorch),
         cmocka_unit_test(test_end_to_end_3d_matches_pytorch),
         cmocka_unit_test(test_end_to_end_detects_wrong_order),
+        cmocka_unit_test(test_end_to_end_two_modalities),
         cmocka_unit_test(test_compress_without_data),
         cmocka_unit_test(test_compress_missing_input),
         cmocka_unit_test(test_compress_refuses_existing_output),

@@ -18,6 +18,10 @@ Writes into <dir>/torch/:
   e2e3d_scan.nii.gz        a float32 16^3 scan (the nnunet3d patch size, so
                            one window covers it) and e2e3d_prob.f32, the
                            nnunet3d probabilities for it, [classes, K, J, I]
+  e2e2mod_mod0.nii.gz, e2e2mod_mod1.nii.gz, e2e2mod_prob.f32
+                           two modalities of one 32^2 x 3 case (float32,
+                           different intensity ranges) and the nnunet2d_2mod
+                           probabilities, slices along k, [K, classes, J, I]
 
 SLTENSOR: "SLTENSOR", u32 version 1, u32 ndim, ndim x i64 dims, float32
 data; little-endian (tests/testutil.h load_tensor).
@@ -198,6 +202,33 @@ def make_e2e3d_scan(out, model):
     write_tensor(os.path.join(out, "e2e3d_prob.f32"), prob)
 
 
+def make_e2e2mod_scans(out, model):
+    """Two modalities on one grid, very different intensity ranges, so a
+    runtime that normalises them jointly or swaps them fails."""
+    import nibabel as nib
+    ni, nj, nk = 32, 32, 3
+    rng = np.random.default_rng(23)
+    ii, jj, kk = np.meshgrid(np.arange(ni), np.arange(nj), np.arange(nk),
+                             indexing="ij")
+    m0 = 1000.0 + 300.0 * np.exp(-((ii - 12) ** 2 + (jj - 20) ** 2) / 50.0) \
+        + 40 * rng.standard_normal((ni, nj, nk))
+    m1 = 2.0 * np.sin(ii / 5.0) + 0.1 * kk + 0.5 * rng.standard_normal((ni, nj, nk))
+    affine = np.diag([1.0, 1.0, 2.5, 1.0])
+    norm = []
+    for idx, m in enumerate((m0, m1)):
+        img = nib.Nifti1Image(m.astype(np.float32), affine)
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
+        path = os.path.join(out, "e2e2mod_mod%d.nii.gz" % idx)
+        nib.save(img, path)
+        norm.append(zscore(nib.load(path).get_fdata(dtype=np.float64)))
+    # [K, 2, J, I]: slice k of modality c is norm[c][:, :, k].T
+    x = np.stack([np.stack([n[:, :, k].T for n in norm]) for k in range(nk)])
+    with torch.no_grad():
+        prob = model(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+    write_tensor(os.path.join(out, "e2e2mod_prob.f32"), prob)
+
+
 def main():
     top = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures"
     out = os.path.join(top, "torch")
@@ -209,6 +240,7 @@ def main():
         print("fixture", name)
     make_e2e_scan(out, models["e2e2d"])
     make_e2e3d_scan(out, models["nnunet3d"])
+    make_e2e2mod_scans(out, models["nnunet2d_2mod"])
     total = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
     print("total %.0f kB in %s" % (total / 1024, out))
 
