@@ -71,7 +71,10 @@ def check_same_grid(ref, other, name):
 
 def largest_component(mask):
     """Largest 6-connected component (drops the ~100 specks BET left)."""
-    import scipy.ndimage as ndi  # Debian python3-scipy
+    try:
+        import scipy.ndimage as ndi
+    except ImportError:
+        sys.exit("error: scipy is missing; install Debian's python3-scipy")
     lab, n = ndi.label(mask)
     if n <= 1:
         return mask
