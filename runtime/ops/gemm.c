@@ -44,8 +44,10 @@
 #define GEMM_MR_MAX 16
 #define GEMM_NR_MAX 64
 
-typedef void (*MicroFn)(int kc, const float *ap, const float *bp, float *c,
-                        int ldc, int mode, const float *rowinit);
+/* ap: packed A panel, or (in-place kernels) the first of MR weight rows
+ * lda apart. */
+typedef void (*MicroFn)(int kc, const float *ap, int lda, const float *bp,
+                        float *c, int ldc, int mode, const float *rowinit);
 
 /* Micro-kernel store modes. */
 enum { STORE_SET = 0, STORE_ADD = 1, STORE_ROWINIT = 2 };
@@ -55,10 +57,11 @@ enum { STORE_SET = 0, STORE_ADD = 1, STORE_ROWINIT = 2 };
  * without FMA, the only ones that use this kernel). */
 
 /* ap [kc][4], bp [kc][8], c [4, 8] with ldc, rowinit [4] (STORE_ROWINIT). */
-static void kern_scalar_4x8(int kc, const float *restrict ap,
+static void kern_scalar_4x8(int kc, const float *restrict ap, int lda,
                             const float *restrict bp, float *restrict c,
                             int ldc, int mode, const float *rowinit)
 {
+    (void)lda;
     float acc[4][8] = {{0}};
     for (int k = 0; k < kc; k++) {
         for (int i = 0; i < 4; i++)
@@ -81,10 +84,11 @@ static void kern_scalar_4x8(int kc, const float *restrict ap,
 
 /* ap [kc][6], bp [kc][16], c [6, 16] with ldc. */
 AVX2_TARGET static void kern_avx2_6x16(int kc, const float *restrict ap,
-                                       const float *restrict bp,
+                                       int lda, const float *restrict bp,
                                        float *restrict c, int ldc, int mode,
                                        const float *rowinit)
 {
+    (void)lda;
     __m256 acc[6][2];
     for (int i = 0; i < 6; i++) {
         acc[i][0] = _mm256_setzero_ps();
@@ -131,14 +135,17 @@ AVX2_TARGET static void kern_avx2_6x16(int kc, const float *restrict ap,
 #define AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
 
 /* One generator for the AVX-512 kernels: MR rows x NV vectors of 16.
- * ap [kc][MR], bp [kc][16*NV], c [MR, 16*NV] with ldc. */
-#define DEFINE_KERN_AVX512(NAME, MR, NV)                                      \
+ * A element (i, k) is ap[i*ARS + k*AKS]: a packed panel [kc][MR]
+ * (ARS 1, AKS MR) or MR weight rows read in place (ARS lda, AKS 1).
+ * bp [kc][16*NV], c [MR, 16*NV] with ldc. */
+#define DEFINE_KERN_AVX512(NAME, MR, NV, ARS, AKS)                            \
     AVX512_TARGET static void NAME(int kc, const float *restrict ap,          \
-                                   const float *restrict bp,                  \
+                                   int lda, const float *restrict bp,         \
                                    float *restrict c, int ldc, int mode,      \
                                    const float *rowinit)                      \
     {                                                                         \
         __m512 acc[MR][NV];                                                   \
+        (void)lda;                                                            \
         _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                 \
             _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)              \
                 acc[i][v] = _mm512_setzero_ps();                              \
@@ -148,11 +155,11 @@ AVX2_TARGET static void kern_avx2_6x16(int kc, const float *restrict ap,
                 b[v] = _mm512_loadu_ps(bp + 16 * v);                          \
             _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)             \
             {                                                                 \
-                __m512 a = _mm512_set1_ps(ap[i]);                             \
+                __m512 a = _mm512_set1_ps(ap[(size_t)i * (ARS)]);             \
                 _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)          \
                     acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);          \
             }                                                                 \
-            ap += MR;                                                         \
+            ap += (AKS);                                                      \
             bp += 16 * NV;                                                    \
         }                                                                     \
         _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                 \
@@ -170,7 +177,8 @@ AVX2_TARGET static void kern_avx2_6x16(int kc, const float *restrict ap,
         }                                                                     \
     }
 
-DEFINE_KERN_AVX512(kern_avx512_8x32, 8, 2)
+DEFINE_KERN_AVX512(kern_avx512_8x32, 8, 2, 1, 8)
+DEFINE_KERN_AVX512(kern_avx512_8x32_u, 8, 2, lda, 1)
 
 /* Shifted-pointer variant: B row k is read in place at xb + koff[k]
  * instead of from a packed panel.  A element (i, k) is ap[i*ARS + k*AKS]:
@@ -244,14 +252,16 @@ static const ShiftKern shift_kerns[] = {
 
 typedef struct {
     int mr, nr;
-    MicroFn fn;
+    MicroFn fn;  /* packed A */
+    MicroFn fnu; /* A rows in place, or NULL */
     const char *name;
 } KernInfo;
 
 static const KernInfo kern_table[] = {
-    [GEMM_ISA_SCALAR] = {4, 8, kern_scalar_4x8, "scalar 4x8"},
-    [GEMM_ISA_AVX2] = {6, 16, kern_avx2_6x16, "avx2 6x16"},
-    [GEMM_ISA_AVX512] = {8, 32, kern_avx512_8x32, "avx512 8x32"},
+    [GEMM_ISA_SCALAR] = {4, 8, kern_scalar_4x8, NULL, "scalar 4x8"},
+    [GEMM_ISA_AVX2] = {6, 16, kern_avx2_6x16, NULL, "avx2 6x16"},
+    [GEMM_ISA_AVX512] = {8, 32, kern_avx512_8x32, kern_avx512_8x32_u,
+                         "avx512 8x32"},
 };
 
 GemmIsa gemm_isa_best(void)
@@ -368,18 +378,19 @@ static void gemm_k0(float *c, int ldc, int m, int n, int accumulate,
             c[(size_t)i * ldc + j] = rowinit ? rowinit[i] : 0.0f;
 }
 
-/* One MR x NR sub-tile at (i, j) of C with mr_v x nr_v valid entries. */
-static void run_tile(const KernInfo *kd, int kc, const float *ap,
-                     const float *bp, float *c, int ldc, int mode,
+/* One MR x NR sub-tile at (i, j) of C with mr_v x nr_v valid entries,
+ * computed by fn (packed A, or rows lda apart in place). */
+static void run_tile(const KernInfo *kd, MicroFn fn, int kc, const float *ap,
+                     int lda, const float *bp, float *c, int ldc, int mode,
                      const float *rowinit, int mr_v, int nr_v)
 {
     if (mr_v == kd->mr && nr_v == kd->nr) {
-        kd->fn(kc, ap, bp, c, ldc, mode, rowinit);
+        fn(kc, ap, lda, bp, c, ldc, mode, rowinit);
         return;
     }
     /* Edge: same kernel into a temporary, then the same final add. */
     float tmp[GEMM_MR_MAX * GEMM_NR_MAX];
-    kd->fn(kc, ap, bp, tmp, kd->nr, STORE_SET, NULL);
+    fn(kc, ap, lda, bp, tmp, kd->nr, STORE_SET, NULL);
     for (int i = 0; i < mr_v; i++) {
         float *ci = c + (size_t)i * ldc;
         const float *ti = tmp + (size_t)i * kd->nr;
@@ -403,6 +414,7 @@ void gemm_run(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
     const KernInfo *kd = &kern_table[isa];
     const int mr = kd->mr, nr = kd->nr;
     const int nthr = gemm_max_threads();
+    const int in_place = kd->fnu && a->pack == gemm_pack_a_dense && !a->trans;
 
     /* Tile sizes: as large as the blocking allows, then split until every
      * thread has a few tiles (the split never changes the results). */
@@ -437,13 +449,20 @@ void gemm_run(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
                 int mode = pc > 0 || accumulate ? STORE_ADD
                            : rowinit           ? STORE_ROWINIT
                                                : STORE_SET;
-                a->pack(a, pa, pc, kc, i0, mcur, mr);
+                /* Full row panels of a plain A are read in place; a
+                 * partial last panel (and any other A) is packed. */
+                int mfull = in_place ? mcur / mr * mr : 0;
+                if (mfull < mcur)
+                    a->pack(a, pa, pc, kc, i0 + mfull, mcur - mfull, mr);
                 b->pack(b, pb, pc, kc, j0, ncur, nr);
                 for (int jr = 0; jr < ncur; jr += nr) {
                     const float *bp = pb + (size_t)(jr / nr) * kc * nr;
                     for (int ir = 0; ir < mcur; ir += mr) {
-                        const float *ap = pa + (size_t)(ir / mr) * kc * mr;
-                        run_tile(kd, kc, ap, bp,
+                        int ip = ir < mfull;
+                        const float *ap =
+                            ip ? a->p + (size_t)(i0 + ir) * a->ld + pc
+                               : pa + (size_t)((ir - mfull) / mr) * kc * mr;
+                        run_tile(kd, ip ? kd->fnu : kd->fn, kc, ap, a->ld, bp,
                                  c + (size_t)(i0 + ir) * ldc + j0 + jr, ldc,
                                  mode, rowinit ? rowinit + i0 + ir : NULL,
                                  min_i(mr, mcur - ir), min_i(nr, ncur - jr));
