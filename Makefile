@@ -48,6 +48,7 @@ CMP_LIB = $(BUILD)/lib/libsauron_cmp.a
 BIN_PATHS  = $(BINS:%=$(BUILD)/bin/%)
 TEST_PATHS = $(TESTS:%=$(BUILD)/tests/%)
 
+.SECONDARY:
 .PHONY: all deps demo test test-run asan bench bench-quick check-long install \
         clean fixtures format
 all: $(BIN_PATHS)
