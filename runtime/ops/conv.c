@@ -5,13 +5,20 @@
  * D H W spatial (padded to 3 dims, see conv_geom.h), K kernel,
  * P = output voxels per channel.
  *
- * Fast path: per (sample, group) one GEMM
+ * Every fast path computes, per (sample, group), the GEMM
  *   Y[OCg, P] = W[OCg, ICg*K] * col[ICg*K, P] + b
- * where col is the im2col (vol2col in 3D) matrix.  col is never formed:
- * the GEMM's B packer (im2col_pack) gathers each block straight from the
- * input into the packed panel layout, so the only scratch is the GEMM's
- * packing buffers, a few hundred KiB per thread whatever the volume size.
- * A 1x1, stride 1, unpadded conv reads the input as a dense B matrix.
+ * where col is the im2col (vol2col in 3D) matrix, which is never formed:
+ *  - slab path (the usual one, AVX-512): the input is copied, a slab of
+ *    planes at a time, into a zero-padded, phase-split buffer in which
+ *    every col row is the buffer read at a fixed offset, so the GEMM reads
+ *    B in place (gemm_run_shifted).  Scratch: slab (<= 4 MiB unless one
+ *    plane is bigger) plus per-thread tiles.
+ *  - im2col path (small planes, where the slab's padding ring would be
+ *    too much extra work, and CPUs without AVX-512): the GEMM's B packer
+ *    (im2col_pack) gathers each block straight from the input into the
+ *    packed panel layout; scratch is the GEMM's packing buffers.
+ *  - a 1x1, stride 1, unpadded conv reads the input as a dense B matrix.
+ * Scratch stays a few MiB whatever the volume size.
  */
 #include <limits.h>
 #include <stdio.h>

@@ -17,6 +17,14 @@
  * temporary, with the same final add.  So C is bit-identical for any
  * thread count and any tile split.
  *
+ * With AVX-512, full MR-row panels of a plain (untransposed) A are read
+ * in place instead of packed: MR sequential row streams prefetch well,
+ * and a tile would otherwise repack the same weights for every N tile.
+ *
+ * A second driver, gemm_run_shifted, serves stride-1-like convolution on
+ * a padded slab: B rows are read in place at per-row offsets (see
+ * gemm_core.h and conv.c), with the same determinism rules.
+ *
  * ISA: AVX-512 and AVX2+FMA kernels are compiled with target attributes
  * and chosen at run time; a portable scalar kernel is the fallback.
  */

@@ -56,9 +56,9 @@ void gemm_pack_a_dense(const GemmSrc *s, float *dst, int k0, int kc, int i0,
 void gemm_pack_b_dense(const GemmSrc *s, float *dst, int k0, int kc, int j0,
                        int nc, int r);
 
-/* Shifted-pointer ("implicit") GEMM for stride-1 convolution on a
- * zero-padded input slab: B(k, j) = xb[koff[k] + j], so B is read in
- * place and never packed.  Column j of the product is slab position
+/* Shifted-pointer ("implicit") GEMM for convolution on a zero-padded,
+ * phase-split input slab (any stride; see conv.c): B(k, j) =
+ * xb[koff[k] + j], so B is read in place and never packed.  Column j of the product is slab position
  * (z', y', x') = (j / (s1*s2), j / s2 % s1, j % s2) and is stored at
  * c[i*ldc + base + z'*zpitch + y'*ypitch + x'] when z' < zv, y' < yv and
  * x' < ow; other columns (the padding ring) are computed and dropped.
@@ -71,8 +71,8 @@ typedef struct {
 } ShiftMap;
 
 int gemm_shifted_available(GemmIsa isa);
-/* Micro-kernel width (columns) of the shifted path: xb must allow reads
- * up to koff[k-1] + n - 1 + (this - 1). */
+/* Widest micro-kernel of the shifted path: xb must allow reads up to
+ * max_k koff[k] + n - 1 + (this - 1). */
 int gemm_shifted_nr(void);
 /* pack floats gemm_run_shifted needs for depth k. */
 size_t gemm_shifted_pack_floats(int k);
