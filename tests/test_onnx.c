@@ -540,6 +540,52 @@ static void test_truncated_and_random(void **state)
     }
 }
 
+
+/* Random byte corruptions of real models: any outcome but a crash, a hang
+ * or a leak (the sanitizer build checks the last two). */
+static void test_corrupted_bytes(void **state)
+{
+    (void)state;
+    static const char *names[] = {"torch_unet2d_op11.onnx", "misc_ops.onnx",
+                                  "instnorm_bn.onnx", "shape_glue.onnx"};
+    char path[512];
+    snprintf(path, sizeof path, "%s/mut.onnx", test_tmpdir());
+    TestRng r = {7};
+    int failed = 0, total = 0;
+    sl_error_quiet(1);
+    for (size_t f = 0; f < sizeof names / sizeof names[0]; f++) {
+        uint8_t *bytes;
+        size_t size;
+        assert_int_equal(sl_read_file(fx(names[f]), &bytes, &size), 0);
+        for (int t = 0; t < 150; t++) {
+            uint8_t *m = sl_alloc(size);
+            memcpy(m, bytes, size);
+            int flips = 1 + (int)(trng_next(&r) % 4);
+            for (int k = 0; k < flips; k++)
+                m[trng_next(&r) % size] = (uint8_t)trng_next(&r);
+            write_bytes(path, m, size);
+            sl_free(m);
+            Graph g;
+            graph_init(&g);
+            sl_error_reset();
+            int rc = onnx_import(path, NULL, &g);
+            total++;
+            if (rc) {
+                failed++;
+                assert_true(sl_error_reported());
+                assert_int_equal(g.n_values, 0);
+            } else {
+                assert_int_equal(graph_validate(&g, path), 0);
+            }
+            graph_free(&g);
+        }
+        sl_free(bytes);
+    }
+    sl_error_quiet(0);
+    /* Most corruptions must be caught; a flip inside a weight is not one. */
+    assert_true(failed > 0 && failed <= total);
+}
+
 /* Every allocation failing in turn: an error, never a crash or a leak. */
 static void test_allocation_failures(void **state)
 {
@@ -759,6 +805,7 @@ int main(void)
         cmocka_unit_test(test_external_data),
         cmocka_unit_test(test_bad_models),
         cmocka_unit_test(test_truncated_and_random),
+        cmocka_unit_test(test_corrupted_bytes),
         cmocka_unit_test(test_allocation_failures),
         cmocka_unit_test(test_cli_parse),
         cmocka_unit_test(test_cli_convert),

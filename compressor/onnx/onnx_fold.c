@@ -109,6 +109,9 @@ int onnx_reshape_dims(const int64_t *in, int in_nd, const OTensor *shape,
         } else if (v < 0) {
             return -1;
         }
+        /* Bound before multiplying: the shape may come from a corrupted
+         * constant. */
+        if (v > OT_MAX_DIM_VALUE || (v && known > ((int64_t)1 << 62) / v)) return -1;
         out[k] = v;
         known *= v;
     }
@@ -133,7 +136,7 @@ static void strides_of(const int64_t *dims, int nd, int64_t *st)
 
 static void ot_set(OTensor *t, int64_t k, double v)
 {
-    if (t->is_int) t->i[k] = (int64_t)v;
+    if (t->is_int) t->i[k] = ot_d2i(v);
     else t->f[k] = (float)v;
 }
 
@@ -363,7 +366,9 @@ static int fold_slice(Fold *f)
     }
     for (int k = 0; k < ns; k++) {
         int ax;
-        if (norm_axis(axes[k], a->ndim, &ax) || steps[k] == 0) return bad(f, "Slice axis/step invalid");
+        if (norm_axis(axes[k], a->ndim, &ax) || steps[k] == 0 ||
+            steps[k] > OT_MAX_DIM_VALUE || steps[k] < -OT_MAX_DIM_VALUE)
+            return bad(f, "Slice axis/step invalid");
         int64_t d = a->dims[ax], s = starts[k], e = ends[k];
         if (s < 0) s += d;
         if (e < 0) e += d;
@@ -451,15 +456,22 @@ static int fold_binary(Fold *f, BinOp op)
             ib += i * sb[k];
         }
         if (is_int && !cmp && op != BIN_POW) {
+            /* Shape arithmetic: exact in int64.  Wrap instead of overflow
+             * (corrupted constants only), and skip INT64_MIN / -1. */
             int64_t x = a->i[ia], y = b->i[ib], r = 0;
+            uint64_t ux = (uint64_t)x, uy = (uint64_t)y;
+            int ok_div = y != 0 && !(y == -1 && x == INT64_MIN);
             switch (op) {
-            case BIN_ADD: r = x + y; break;
-            case BIN_SUB: r = x - y; break;
-            case BIN_MUL: r = x * y; break;
-            case BIN_DIV: r = y ? x / y : 0; break;
+            case BIN_ADD: r = (int64_t)(ux + uy); break;
+            case BIN_SUB: r = (int64_t)(ux - uy); break;
+            case BIN_MUL: r = (int64_t)(ux * uy); break;
+            case BIN_DIV: r = ok_div ? x / y : 0; break;
             case BIN_MIN: r = x < y ? x : y; break;
             case BIN_MAX: r = x > y ? x : y; break;
-            case BIN_MOD: r = y ? ((x % y) + y) % y : 0; break;
+            case BIN_MOD: /* Python's sign rule (ONNX Mod, fmod=0) */
+                r = ok_div ? x % y : 0;
+                if (r != 0 && (r < 0) != (y < 0)) r += y;
+                break;
             default: break;
             }
             f->out.i[o] = r;
@@ -495,6 +507,7 @@ static int fold_range(Fold *f)
     double s = ot_get(f->in[0], 0), l = ot_get(f->in[1], 0), d = ot_get(f->in[2], 0);
     if (d == 0) return bad(f, "Range with delta 0");
     double cnt = ceil((l - s) / d);
+    if (!(cnt <= (double)FOLD_MAX_NUMEL)) return bad(f, "Range too long");
     int64_t n = cnt > 0 ? (int64_t)cnt : 0;
     int rc = new_out(f->c, f->idx, &f->out, 1, &n, f->in[0]->is_int);
     for (int64_t k = 0; !rc && k < n; k++) ot_set(&f->out, k, s + (double)k * d);

@@ -61,9 +61,16 @@ double ot_get(const OTensor *t, int64_t k)
     return t->is_int ? (double)t->i[k] : (double)t->f[k];
 }
 
+int64_t ot_d2i(double v)
+{
+    /* float -> int64 is undefined out of range; constants can be garbage. */
+    if (!(v > -9.2e18 && v < 9.2e18)) return v > 0 ? INT64_MAX : INT64_MIN;
+    return (int64_t)v;
+}
+
 int64_t ot_geti(const OTensor *t, int64_t k)
 {
-    return t->is_int ? t->i[k] : (int64_t)t->f[k];
+    return t->is_int ? t->i[k] : ot_d2i((double)t->f[k]);
 }
 
 /* IEEE half / bfloat16 bits -> float. */
@@ -497,6 +504,15 @@ static int add_input(OnnxCtx *c, const OnnxImportOptions *opt)
         sl_error("input '%s' of '%s': rank %d; expected 3 to 5 dims",
                  in->name, c->path, s.ndim);
         return ERR_UNSUPPORTED;
+    }
+    int64_t total = 1;
+    for (int k = 0; k < s.ndim; k++)
+        total = s.d[k] > 0 && s.d[k] <= ONNX_MAX_DIM ? total * s.d[k] : total;
+    if (total > ((int64_t)1 << 36)) {
+        sl_error("input '%s' of '%s' has %lld elements; that is not a scan "
+                 "(the file or the requested shape is wrong)", in->name,
+                 c->path, (long long)total);
+        return ERR_SHAPE;
     }
     for (int k = 0; k < s.ndim; k++)
         if (s.d[k] > ONNX_MAX_DIM) {

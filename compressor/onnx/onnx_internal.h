@@ -28,6 +28,10 @@ int ot_alloc(OTensor *t, int ndim, const int64_t *dims, int is_int);
 /* Element k as double / as int64 whatever the storage. */
 double ot_get(const OTensor *t, int64_t k);
 int64_t ot_geti(const OTensor *t, int64_t k);
+/* double -> int64, saturating (and NaN -> INT64_MIN) instead of UB. */
+int64_t ot_d2i(double v);
+/* Largest single dim a folded shape may have. */
+#define OT_MAX_DIM_VALUE ((int64_t)1 << 31)
 
 /* What an ONNX tensor name stands for while lowering. */
 typedef enum {

@@ -913,7 +913,8 @@ static int lower_resize(Lw *l, int upsample)
     int integral = 1;
     for (int k = 0; k < nsp; k++) {
         p->scale[k] = sc[2 + k];
-        if (!(p->scale[k] > 0)) return fail(l, ERR_FORMAT, "Resize scale must be positive");
+        if (!(p->scale[k] > 0 && p->scale[k] <= 1024))
+            return fail(l, ERR_FORMAT, "Resize scale must be in (0, 1024]");
         integral &= p->scale[k] == floor(p->scale[k]);
     }
     if (have == 2 && !integral) {
