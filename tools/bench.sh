@@ -42,6 +42,12 @@ if [ ! -d "$NODE_DIR/node_modules/onnxruntime-node" ]; then
 fi
 export ORT_NODE_PATH="$NODE_DIR"
 
+# the PyTorch fixtures the tests compare against must also be ORT's answers
+echo "bench: ONNX Runtime vs the committed PyTorch fixtures" >&2
+node tools/bench_ort.js --fixtures tests/fixtures/torch >"$OUT/fixtures_ort.txt" ||
+    { cat "$OUT/fixtures_ort.txt" >&2; die "ONNX Runtime disagrees with a PyTorch fixture"; }
+fixtures_line="fixtures: ONNX Runtime equals PyTorch on $(grep -c ' ok$' "$OUT/fixtures_ort.txt") outputs, max |diff| $(awk '{print $4}' "$OUT/fixtures_ort.txt" | sort -g | tail -1)"
+
 # peak RSS in MB from a GNU time -v log, or "n/a"
 peak_mb() {
     awk -F: '/Maximum resident set size/ {printf "%.1f", $2 / 1024; f = 1} END {if (!f) printf "n/a"}' "$1"
@@ -92,4 +98,5 @@ END { printf "threads %d; latency: median over all runs, the first included on b
              "sides; peak = max RSS of the process (ORT includes " \
              "node, %s MB before the session); other load on the machine skews both\n", \
              '"$THREADS"', node }'
+echo "$fixtures_line"
 exit $status

@@ -12,6 +12,12 @@
 //   ort_base_mb <RSS before the session was created, MB: node itself>
 //   max_abs_diff <d> scale <s>   (with --compare: vs our raw float32 output)
 // --out writes ORT's first output as raw little-endian float32.
+//
+//   node tools/bench_ort.js --fixtures tests/fixtures/torch
+// checks instead that ONNX Runtime reproduces every committed PyTorch
+// fixture output (<name>.onnx, .in.f32, .out*.f32) within 1e-4 of the
+// output scale, so the PyTorch references the tests use also stand for ORT;
+// prints one line per output and exits 1 on a mismatch.
 // onnxruntime-node is resolved from $ORT_NODE_PATH (tools/bench.sh installs
 // it there) or the usual module paths.
 'use strict';
@@ -53,8 +59,50 @@ function readFloats(file) {
     return f;
 }
 
+function readTensor(file) {
+    const b = fs.readFileSync(file);
+    if (b.length < 16 || b.toString('latin1', 0, 8) !== 'SLTENSOR')
+        die(file + ': not an SLTENSOR file');
+    const nd = b.readUInt32LE(12);
+    const dims = [];
+    for (let i = 0; i < nd; i++) dims.push(Number(b.readBigInt64LE(16 + 8 * i)));
+    const off = 16 + 8 * nd;
+    const f = new Float32Array((b.length - off) / 4);
+    for (let i = 0; i < f.length; i++) f[i] = b.readFloatLE(off + 4 * i);
+    return { dims, f };
+}
+
+async function checkFixtures(dir) {
+    const ort = loadOrt();
+    const names = fs.readdirSync(dir).filter((n) => n.endsWith('.onnx')).sort();
+    let bad = 0;
+    for (const file of names) {
+        const name = file.slice(0, -5);
+        const sess = await ort.InferenceSession.create(path.join(dir, file));
+        const x = readTensor(path.join(dir, name + '.in.f32'));
+        const feeds = {};
+        feeds[sess.inputNames[0]] = new ort.Tensor('float32', x.f, x.dims);
+        const out = await sess.run(feeds);
+        sess.outputNames.forEach((on, k) => {
+            const ref = readTensor(path.join(dir, name + (k ? '.out' + k : '.out') + '.f32'));
+            const y = out[on].data;
+            let d = y.length === ref.f.length ? 0 : Infinity, s = 0;
+            for (let i = 0; i < y.length && d !== Infinity; i++) {
+                d = Math.max(d, Math.abs(y[i] - ref.f[i]));
+                s = Math.max(s, Math.abs(ref.f[i]));
+            }
+            const ok = d <= 1e-4 * s;
+            if (!ok) bad++;
+            console.log(name + ' ' + on + ' max_abs_diff ' + d.toExponential(2) +
+                        (ok ? ' ok' : ' MISMATCH'));
+        });
+    }
+    if (bad) die(bad + ' fixture output(s) differ between ONNX Runtime and PyTorch');
+}
+
 async function main() {
     const a = process.argv.slice(2);
+    if (a[0] === '--fixtures') return checkFixtures(a[1] || 'tests/fixtures/torch');
     const pos = [];
     const opt = { runs: 10, warmup: 0, threads: 2, out: null, compare: null };
     for (let i = 0; i < a.length; i++) {
