@@ -449,6 +449,19 @@ static void test_upsample_and_resize_to_skip(void **state)
     graph_free(&g);
 }
 
+
+static void test_noop_glue(void **state)
+{
+    (void)state;
+    Graph g;
+    import_ok("noop_glue.onnx", NULL, &g);
+    const OpType ops[] = {OP_CONV, OP_CONV, OP_CONCAT};
+    assert_ops(&g, ops, 3);
+    assert_int_equal(g.nodes[2].in[1], g.nodes[1].out);
+    graph_free(&g);
+    import_fails(fx("bad_pad.onnx"), ERR_UNSUPPORTED, "pad_real", "non-zero");
+}
+
 /* ---- external data ---- */
 
 static void test_external_data(void **state)
@@ -802,6 +815,7 @@ int main(void)
         cmocka_unit_test(test_torch_numeric),
         cmocka_unit_test(test_misc_ops),
         cmocka_unit_test(test_upsample_and_resize_to_skip),
+        cmocka_unit_test(test_noop_glue),
         cmocka_unit_test(test_external_data),
         cmocka_unit_test(test_bad_models),
         cmocka_unit_test(test_truncated_and_random),

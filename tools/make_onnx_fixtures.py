@@ -388,6 +388,36 @@ def misc_ops():
          [init("w3", w(r, 2, 1, 2, 2))])
 
 
+def noop_glue():
+    """Pad/Slice/Cast on activations that do nothing at the import shape
+    (Pytorch-UNet pads the upsampled tensor by the size difference to the
+    skip, which is zero at sizes the network takes), and a real Pad."""
+    r = rng(12)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["skip"], name="conv",
+                         kernel_shape=[1, 1]),
+        helper.make_node("Shape", ["skip"], ["s1"], name="shape1"),
+        helper.make_node("Shape", ["x2"], ["s2"], name="shape2"),
+        helper.make_node("Sub", ["s1", "s2"], ["diff"], name="diff"),
+        helper.make_node("Concat", ["diff", "diff"], ["pads"], name="pads", axis=0),
+        helper.make_node("Conv", ["x", "w2"], ["x2"], name="conv2",
+                         kernel_shape=[1, 1]),
+    ]
+    nodes = [nodes[0], nodes[5]] + nodes[1:5] + [
+        helper.make_node("Pad", ["x2", "pads"], ["padded"], name="pad0"),
+        helper.make_node("Cast", ["padded"], ["cast"], name="castf", to=F),
+        helper.make_node("Slice", ["cast", "st", "en", "ax"], ["sl"],
+                         name="slice_all"),
+        helper.make_node("Concat", ["skip", "sl"], ["y"], name="cat", axis=1),
+    ]
+    save("noop_glue", nodes, [vi("x", [1, 1, 6, 6])], [vi("y", None)],
+         [init("w1", w(r, 2, 1, 1, 1)), init("w2", w(r, 2, 1, 1, 1)),
+          ints("st", [0, 0]), ints("en", [1 << 62, 1 << 62]), ints("ax", [2, 3])])
+    nodes = [helper.make_node("Pad", ["x", "p"], ["y"], name="pad_real")]
+    save("bad_pad", nodes, [vi("x", [1, 1, 6, 6])], [vi("y", None)],
+         [ints("p", [0, 0, 1, 1, 0, 0, 1, 1])])
+
+
 def hostile_models():
     """Declared sizes far beyond the data, and an opset we refuse."""
     t = TensorProto()
@@ -474,6 +504,7 @@ def main():
     bad_models()
     misc_ops()
     hostile_models()
+    noop_glue()
     torch_exports()
     for f in sorted(os.listdir(OUT)):
         print("%8d %s" % (os.path.getsize(os.path.join(OUT, f)), f))

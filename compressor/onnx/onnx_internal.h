@@ -77,6 +77,30 @@ void onnx_ctx_free(OnnxCtx *c);
 /* Lower every node of c->gp into c->g (graph input already added). */
 int onnx_lower(OnnxCtx *c);
 
+
+/* ---- lowering (onnx_lower.c, onnx_layout.c) ---- */
+
+/* One ONNX node being lowered: its symbol per input (-1 if absent). */
+typedef struct {
+    OnnxCtx *c;
+    int idx;
+    const Onnx__NodeProto *n;
+    int in[SL_MAX_INPUTS]; /* symbol per input, -1 if absent */
+    int n_in;
+} Lw;
+
+/* "<msg> at node ..." for the node being lowered; returns code. */
+int lw_fail(Lw *l, int code, const char *msg);
+/* Input j as a constant, or NULL. */
+const OTensor *lw_const(Lw *l, int j);
+/* ONNX name `name` now stands for what symbol src stands for. */
+int lw_alias(OnnxCtx *c, const char *name, int src);
+/* Dims of an activation symbol (a view's dims, or its value's shape). */
+void lw_sym_dims(const OnnxCtx *c, const Sym *s, int *nd, int64_t *dims);
+/* Reshape/Squeeze/Unsqueeze/Flatten/Transpose/Pad/Slice/Cast on an
+ * activation. */
+int onnx_lower_layout(Lw *l);
+
 #endif
 
 /* ---- helpers shared by onnx_fold.c and onnx_lower.c ---- */

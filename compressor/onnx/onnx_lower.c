@@ -20,17 +20,11 @@
 static const char SUPPORTED[] =
     "Conv, ConvTranspose, InstanceNormalization, BatchNormalization, Relu, "
     "LeakyRelu, Sigmoid, Softmax, Concat, Add, Sub/Mul/Div by constants, "
-    "MaxPool, AveragePool, Resize, Upsample, Identity, Dropout, and shape "
+    "MaxPool, AveragePool, Resize, Upsample, Identity, Dropout, zero Pad, "
+    "full Slice, and shape "
     "glue on constants (Constant, Shape, Gather, Unsqueeze, Squeeze, Cast, "
     "Concat, Slice, Reshape, Transpose, Range, ConstantOfShape, ...)";
 
-typedef struct {
-    OnnxCtx *c;
-    int idx;
-    const Onnx__NodeProto *n;
-    int in[SL_MAX_INPUTS]; /* symbol per input, -1 if absent */
-    int n_in;
-} Lw;
 
 /* Geometry attributes beyond this are corrupted files, not networks. */
 #define ATTR_MAX 4096
@@ -42,14 +36,14 @@ static int clamp_attr(int64_t v)
     return v > ATTR_MAX ? ATTR_MAX + 1 : v < -1 ? -1 : (int)v;
 }
 
-static int fail(Lw *l, int code, const char *msg)
+int lw_fail(Lw *l, int code, const char *msg)
 {
     return onnx_node_fail(l->c, l->idx, code, "%s", msg);
 }
 
 /* ---- symbols and values ---- */
 
-static const OTensor *in_const(Lw *l, int j)
+const OTensor *lw_const(Lw *l, int j)
 {
     if (j >= l->n_in || l->in[j] < 0) return NULL;
     Sym *s = &l->c->syms[l->in[j]];
@@ -64,7 +58,7 @@ static int is_act(Lw *l, int j)
 /* IR value of input j, which must be an activation (not a view). */
 static int act_value(Lw *l, int j, int *v)
 {
-    if (j >= l->n_in || l->in[j] < 0) return fail(l, ERR_FORMAT, "missing input");
+    if (j >= l->n_in || l->in[j] < 0) return lw_fail(l, ERR_FORMAT, "missing input");
     Sym *s = &l->c->syms[l->in[j]];
     if (s->kind == SYM_CONST)
         return onnx_node_fail(l->c, l->idx, ERR_UNSUPPORTED,
@@ -87,7 +81,7 @@ static int act_value(Lw *l, int j, int *v)
 /* IR weight value for a constant symbol (created once, then shared). */
 static int weight_of(Lw *l, int j, int *v)
 {
-    const OTensor *t = in_const(l, j);
+    const OTensor *t = lw_const(l, j);
     if (!t) {
         const char *nm = j < l->n_in && l->in[j] >= 0 ? l->c->syms[l->in[j]].name : "?";
         return onnx_node_fail(l->c, l->idx, ERR_UNSUPPORTED,
@@ -98,11 +92,11 @@ static int weight_of(Lw *l, int j, int *v)
         *v = s->value;
         return 0;
     }
-    if (t->ndim > SL_MAX_DIMS) return fail(l, ERR_UNSUPPORTED, "weight has more than 5 dims");
+    if (t->ndim > SL_MAX_DIMS) return lw_fail(l, ERR_UNSUPPORTED, "weight has more than 5 dims");
     Shape sh = {t->ndim, {0}};
     for (int k = 0; k < t->ndim; k++) sh.d[k] = t->dims[k];
     float *d = sl_alloc(((size_t)t->numel + 1) * sizeof(float));
-    if (!d) return fail(l, ERR_NOMEM, "out of memory for a weight");
+    if (!d) return lw_fail(l, ERR_NOMEM, "out of memory for a weight");
     for (int64_t k = 0; k < t->numel; k++) d[k] = (float)ot_get(t, k);
     int r = graph_add_value(l->c->g, s->name, &sh, d); /* owns d */
     if (r < 0) return r;
@@ -132,7 +126,7 @@ static int emit(Lw *l, Node *nd, int *out_value)
     Graph *g = l->c->g;
     Shape empty = {0, {0}};
     const char *oname = l->n->n_output ? l->n->output[0] : NULL;
-    if (!oname || !*oname) return fail(l, ERR_FORMAT, "node without an output");
+    if (!oname || !*oname) return lw_fail(l, ERR_FORMAT, "node without an output");
     nd->name = l->n->name && *l->n->name ? l->n->name : l->n->output[0];
     int v = graph_add_value(g, oname, &empty, NULL);
     if (v < 0) return v;
@@ -154,7 +148,7 @@ static int emit(Lw *l, Node *nd, int *out_value)
 }
 
 /* Make ONNX output `name` stand for what symbol src stands for. */
-static int alias(OnnxCtx *c, const char *name, int src)
+int lw_alias(OnnxCtx *c, const char *name, int src)
 {
     Sym copy = c->syms[src];
     int r;
@@ -182,130 +176,6 @@ static int consumers(const OnnxCtx *c, const char *name)
     for (size_t i = 0; i < c->gp->n_output; i++)
         k += c->gp->output[i]->name && !strcmp(c->gp->output[i]->name, name) ? 2 : 0;
     return k;
-}
-
-/* Dims an activation symbol has as ONNX sees it. */
-static void sym_dims(const OnnxCtx *c, const Sym *s, int *nd, int64_t *dims)
-{
-    if (s->kind == SYM_VIEW) {
-        *nd = s->ndim;
-        memcpy(dims, s->dims, sizeof s->dims);
-        return;
-    }
-    const Shape *sh = &c->g->values[s->value].shape;
-    *nd = sh->ndim;
-    for (int k = 0; k < sh->ndim; k++) dims[k] = sh->d[k];
-}
-
-static int same_dims(int na, const int64_t *a, const Shape *b)
-{
-    if (na != b->ndim) return 0;
-    for (int k = 0; k < na; k++)
-        if (a[k] != b->d[k]) return 0;
-    return 1;
-}
-
-/* Output 0 of the node as a view of source value src. */
-static int make_view(Lw *l, int src, ViewKind vk, int nd, const int64_t *dims,
-                     const int *perm)
-{
-    OnnxCtx *c = l->c;
-    const Shape *ss = &c->g->values[src].shape;
-    int identity = 1;
-    if (vk == VIEW_RESHAPE) {
-        identity = same_dims(nd, dims, ss);
-    } else {
-        for (int k = 0; k < nd; k++) identity &= perm[k] == k;
-    }
-    int r = sym_add_value(c, l->n->output[0], src);
-    if (r < 0) return r;
-    if (identity) return 0;
-    Sym *s = &c->syms[r];
-    s->kind = SYM_VIEW;
-    s->vkind = vk;
-    s->ndim = nd;
-    s->node = l->idx;
-    memcpy(s->dims, dims, (size_t)nd * sizeof *dims);
-    if (perm) memcpy(s->perm, perm, (size_t)nd * sizeof *perm);
-    return 0;
-}
-
-/* ---- layout ops on activations: Reshape & co, Transpose ---- */
-
-static int lower_reshape(Lw *l)
-{
-    const char *op = l->n->op_type;
-    Sym *s = &l->c->syms[l->in[0]];
-    int nd, ond = 0;
-    int64_t dims[OT_MAX_DIMS], od[OT_MAX_DIMS];
-    sym_dims(l->c, s, &nd, dims);
-    if (s->kind == SYM_VIEW && s->vkind != VIEW_RESHAPE)
-        return fail(l, ERR_UNSUPPORTED, "reshape of a transposed tensor is not supported");
-    if (!strcmp(op, "Reshape")) {
-        const OTensor *t = in_const(l, 1);
-        if (!t) return fail(l, ERR_UNSUPPORTED, "Reshape target shape is not a constant after folding");
-        if (onnx_reshape_dims(dims, nd, t, (int)attr_i(l->n, "allowzero", 0), od, &ond))
-            return fail(l, ERR_SHAPE, "Reshape to a shape with a different element count");
-    } else if (!strcmp(op, "Flatten")) {
-        int64_t ax = attr_i(l->n, "axis", 1);
-        if (ax < 0) ax += nd;
-        if (ax < 0 || ax > nd) return fail(l, ERR_FORMAT, "Flatten axis out of range");
-        od[0] = od[1] = 1;
-        for (int k = 0; k < nd; k++) od[k >= ax] *= dims[k];
-        ond = 2;
-    } else {
-        /* Squeeze / Unsqueeze: axes from the attribute or input 1. */
-        int64_t axes[OT_MAX_DIMS];
-        int na = -1;
-        const OTensor *t = in_const(l, 1);
-        if (t && t->numel <= OT_MAX_DIMS) {
-            na = (int)t->numel;
-            for (int k = 0; k < na; k++) axes[k] = ot_geti(t, k);
-        } else {
-            na = attr_ints(l->n, "axes", axes, OT_MAX_DIMS);
-        }
-        char mark[OT_MAX_DIMS] = {0};
-        int r = !strcmp(op, "Unsqueeze") ? nd + (na > 0 ? na : 0) : nd;
-        if (r > OT_MAX_DIMS) return fail(l, ERR_UNSUPPORTED, "too many dims");
-        for (int k = 0; k < na; k++) {
-            int64_t a = axes[k] < 0 ? axes[k] + r : axes[k];
-            if (a < 0 || a >= r) return fail(l, ERR_FORMAT, "axis out of range");
-            mark[a] = 1;
-        }
-        if (!strcmp(op, "Unsqueeze")) {
-            if (na < 0) return fail(l, ERR_FORMAT, "Unsqueeze without axes");
-            for (int k = 0, j = 0; k < r; k++) od[ond++] = mark[k] ? 1 : dims[j++];
-        } else {
-            for (int k = 0; k < nd; k++)
-                if (!(na < 0 ? dims[k] == 1 : mark[k] && dims[k] == 1)) od[ond++] = dims[k];
-        }
-    }
-    if (ond > OT_MAX_DIMS) return fail(l, ERR_UNSUPPORTED, "too many dims");
-    return make_view(l, s->value, VIEW_RESHAPE, ond, od, NULL);
-}
-
-static int lower_transpose(Lw *l)
-{
-    Sym *s = &l->c->syms[l->in[0]];
-    int nd, perm[OT_MAX_DIMS], np2[OT_MAX_DIMS];
-    int64_t dims[OT_MAX_DIMS], od[OT_MAX_DIMS], p64[OT_MAX_DIMS];
-    sym_dims(l->c, s, &nd, dims);
-    if (s->kind == SYM_VIEW && s->vkind != VIEW_TRANSPOSE)
-        return fail(l, ERR_UNSUPPORTED, "transpose of a reshaped tensor is not supported");
-    int np = attr_ints(l->n, "perm", p64, OT_MAX_DIMS);
-    if (np < 0) {
-        for (int k = 0; k < nd; k++) p64[k] = nd - 1 - k;
-    } else if (np != nd) {
-        return fail(l, ERR_FORMAT, "Transpose perm has the wrong length");
-    }
-    for (int k = 0; k < nd; k++) {
-        if (p64[k] < 0 || p64[k] >= nd) return fail(l, ERR_FORMAT, "Transpose perm out of range");
-        perm[k] = (int)p64[k];
-        od[k] = dims[perm[k]];
-        /* Compose with an earlier transpose: view dim k = source dim. */
-        np2[k] = s->kind == SYM_VIEW ? s->perm[perm[k]] : perm[k];
-    }
-    return make_view(l, s->value, VIEW_TRANSPOSE, nd, od, np2);
 }
 
 /* ---- per-channel constants (Mul/Add after Conv or a normalisation) ---- */
@@ -356,7 +226,7 @@ static int fold_affine(Lw *l, int x, const float *m, const float *a)
         /* A convolution without bias gets a zero one. */
         Shape bs = {1, {C}};
         float *z = sl_calloc((size_t)C + 1, sizeof(float));
-        if (!z) return fail(l, ERR_NOMEM, "out of memory");
+        if (!z) return lw_fail(l, ERR_NOMEM, "out of memory");
         char name[256];
         snprintf(name, sizeof name, "%s.bias", nd->name);
         int r = graph_add_value(g, name, &bs, z);
@@ -403,7 +273,7 @@ static int lower_arith(Lw *l)
     int is_mul = !strcmp(op, "Mul"), is_div = !strcmp(op, "Div");
     int x, y, rc;
     float *vec = NULL;
-    if (l->n_in != 2) return fail(l, ERR_FORMAT, "binary op needs 2 inputs");
+    if (l->n_in != 2) return lw_fail(l, ERR_FORMAT, "binary op needs 2 inputs");
     if (is_act(l, 0) && is_act(l, 1)) {
         if (!is_add)
             return onnx_node_fail(c, l->idx, ERR_UNSUPPORTED,
@@ -418,13 +288,13 @@ static int lower_arith(Lw *l)
         return emit(l, &nd, NULL);
     }
     int ai = is_act(l, 0) ? 0 : 1;
-    const OTensor *k = in_const(l, 1 - ai);
+    const OTensor *k = lw_const(l, 1 - ai);
     if ((is_sub || is_div) && ai == 1)
-        return fail(l, ERR_UNSUPPORTED, "constant minus/over an activation is not supported");
+        return lw_fail(l, ERR_UNSUPPORTED, "constant minus/over an activation is not supported");
     if ((rc = act_value(l, ai, &x))) return rc;
     const Shape *xs = &c->g->values[x].shape;
     if (xs->ndim >= 2) vec = sl_alloc(((size_t)xs->d[1] + 1) * sizeof(float));
-    if (!vec) return fail(l, ERR_NOMEM, "out of memory");
+    if (!vec) return lw_fail(l, ERR_NOMEM, "out of memory");
     int per_channel = channel_vector(k, xs, vec) == 0;
     if (per_channel) {
         for (int64_t j = 0; j < xs->d[1]; j++) {
@@ -439,7 +309,7 @@ static int lower_arith(Lw *l)
             Value *v = &c->g->values[x];
             char *nm = sl_strdup(l->n->output[0]);
             if (!nm) {
-                rc = fail(l, ERR_NOMEM, "out of memory");
+                rc = lw_fail(l, ERR_NOMEM, "out of memory");
                 goto out;
             }
             sl_free(v->name);
@@ -493,32 +363,32 @@ static int conv_geometry(Lw *l, int nsp, const int64_t *in_sp, int *kernel,
         if (out_pad) out_pad[k] = 0;
     }
     if ((n = attr_ints(l->n, "kernel_shape", v, 3)) >= 0) {
-        if (n != nsp) return fail(l, ERR_FORMAT, "kernel_shape has the wrong length");
+        if (n != nsp) return lw_fail(l, ERR_FORMAT, "kernel_shape has the wrong length");
         for (int k = 0; k < nsp; k++)
             if (kernel[k] > 0 && kernel[k] != v[k])
-                return fail(l, ERR_SHAPE, "kernel_shape does not match the weight");
+                return lw_fail(l, ERR_SHAPE, "kernel_shape does not match the weight");
             else
                 kernel[k] = clamp_attr(v[k]);
     }
     for (int k = 0; k < nsp; k++)
-        if (kernel[k] <= 0) return fail(l, ERR_FORMAT, "missing or invalid kernel_shape");
+        if (kernel[k] <= 0) return lw_fail(l, ERR_FORMAT, "missing or invalid kernel_shape");
     if ((n = attr_ints(l->n, "strides", v, 3)) >= 0) {
-        if (n != nsp) return fail(l, ERR_FORMAT, "strides has the wrong length");
+        if (n != nsp) return lw_fail(l, ERR_FORMAT, "strides has the wrong length");
         for (int k = 0; k < nsp; k++) stride[k] = clamp_attr(v[k]);
     }
     if ((n = attr_ints(l->n, "dilations", v, 3)) >= 0) {
-        if (n != nsp) return fail(l, ERR_FORMAT, "dilations has the wrong length");
+        if (n != nsp) return lw_fail(l, ERR_FORMAT, "dilations has the wrong length");
         for (int k = 0; k < nsp; k++) dil[k] = clamp_attr(v[k]);
     }
     if ((n = attr_ints(l->n, "pads", v, 6)) >= 0) {
-        if (n != 2 * nsp) return fail(l, ERR_FORMAT, "pads has the wrong length");
+        if (n != 2 * nsp) return lw_fail(l, ERR_FORMAT, "pads has the wrong length");
         for (int k = 0; k < nsp; k++) {
             lo[k] = clamp_attr(v[k]);
             hi[k] = clamp_attr(v[nsp + k]);
         }
     }
     if (out_pad && (n = attr_ints(l->n, "output_padding", v, 3)) >= 0) {
-        if (n != nsp) return fail(l, ERR_FORMAT, "output_padding has the wrong length");
+        if (n != nsp) return lw_fail(l, ERR_FORMAT, "output_padding has the wrong length");
         for (int k = 0; k < nsp; k++) out_pad[k] = clamp_attr(v[k]);
     }
     /* Attributes were int64 in the file: bound them before they meet int
@@ -528,7 +398,7 @@ static int conv_geometry(Lw *l, int nsp, const int64_t *in_sp, int *kernel,
             dil[k] < 1 || dil[k] > ATTR_MAX || lo[k] < 0 || lo[k] > ATTR_MAX ||
             hi[k] < 0 || hi[k] > ATTR_MAX ||
             (out_pad && (out_pad[k] < 0 || out_pad[k] > ATTR_MAX)))
-            return fail(l, ERR_FORMAT, "stride/dilation/pad/kernel out of range");
+            return lw_fail(l, ERR_FORMAT, "stride/dilation/pad/kernel out of range");
     const char *ap = attr_s(l->n, "auto_pad", "NOTSET", buf, sizeof buf);
     int64_t oshape[5];
     int no = transpose ? attr_ints(l->n, "output_shape", oshape, 5) : -1;
@@ -539,14 +409,14 @@ static int conv_geometry(Lw *l, int nsp, const int64_t *in_sp, int *kernel,
         if (strcmp(ap, "NOTSET") && strcmp(ap, "SAME_UPPER") && strcmp(ap, "SAME_LOWER"))
             goto bad_ap;
         if (no >= 0 && no != nsp && no != nsp + 2)
-            return fail(l, ERR_FORMAT, "output_shape has the wrong length");
+            return lw_fail(l, ERR_FORMAT, "output_shape has the wrong length");
         for (int k = 0; k < nsp; k++) {
             int64_t ek = (int64_t)(kernel[k] - 1) * dil[k] + 1, total;
             if (transpose) {
                 /* ONNX ConvTranspose: pads derived from the wanted size. */
                 int64_t want = no >= 0 ? oshape[no - nsp + k] : in_sp[k] * stride[k];
                 if (want < 1 || want > ONNX_MAX_DIM)
-                    return fail(l, ERR_FORMAT, "output_shape out of range");
+                    return lw_fail(l, ERR_FORMAT, "output_shape out of range");
                 total = (int64_t)stride[k] * (in_sp[k] - 1) + out_pad[k] + ek - want;
                 if (total < 0) {
                     out_pad[k] += (int)-total;
@@ -582,14 +452,14 @@ static int lower_conv(Lw *l, int transpose)
     const Shape *ws = &g->values[w].shape, *xs = &g->values[x].shape;
     int nsp = ws->ndim - 2;
     if (nsp < 1 || nsp > 3 || xs->ndim != nsp + 2)
-        return fail(l, ERR_SHAPE, "weight rank does not match the input rank");
+        return lw_fail(l, ERR_SHAPE, "weight rank does not match the input rank");
     Node nd = {0};
     ConvParams *p = &nd.p.conv;
     int64_t in_sp[3];
     nd.op = transpose ? OP_CONV_TRANSPOSE : OP_CONV;
     p->nsp = nsp;
     p->group = (int)attr_i(l->n, "group", 1);
-    if (p->group < 1) return fail(l, ERR_FORMAT, "group must be >= 1");
+    if (p->group < 1) return lw_fail(l, ERR_FORMAT, "group must be >= 1");
     for (int k = 0; k < nsp; k++) {
         p->kernel[k] = (int)ws->d[2 + k];
         in_sp[k] = xs->d[2 + k];
@@ -610,13 +480,13 @@ static int lower_pool(Lw *l, int is_max)
     if ((rc = act_value(l, 0, &x))) return rc;
     if (l->n->n_output > 1 && l->n->output[1] && *l->n->output[1] &&
         consumers(l->c, l->n->output[1]))
-        return fail(l, ERR_UNSUPPORTED, "MaxPool indices output is not supported");
+        return lw_fail(l, ERR_UNSUPPORTED, "MaxPool indices output is not supported");
     const Shape *xs = &l->c->g->values[x].shape;
     Node nd = {0};
     PoolParams *p = &nd.p.pool;
     int64_t in_sp[3];
     int nsp = xs->ndim - 2;
-    if (nsp < 1 || nsp > 3) return fail(l, ERR_SHAPE, "pooling input must be 3D to 5D");
+    if (nsp < 1 || nsp > 3) return lw_fail(l, ERR_SHAPE, "pooling input must be 3D to 5D");
     nd.op = is_max ? OP_MAX_POOL : OP_AVG_POOL;
     p->nsp = nsp;
     for (int k = 0; k < nsp; k++) in_sp[k] = xs->d[2 + k];
@@ -659,12 +529,12 @@ static int lower_bn_as_instance_norm(Lw *l, const Sym *vs, float eps)
     for (int k = 2; k < src->ndim; k++) sp *= src->d[k];
     for (int k = 2; k < vs->ndim; k++) vsp *= vs->dims[k];
     if (src->ndim < 3 || vs->ndim < 2 || vs->dims[0] != 1 || vs->dims[1] != N * C || vsp != sp)
-        return fail(l, ERR_UNSUPPORTED,
+        return lw_fail(l, ERR_UNSUPPORTED,
                     "BatchNormalization on a reshaped tensor that is not the "
                     "instance-norm pattern [1, N*C, ...]");
-    const OTensor *sc = in_const(l, 1), *bi = in_const(l, 2);
+    const OTensor *sc = lw_const(l, 1), *bi = lw_const(l, 2);
     if (!sc || !bi || sc->numel != N * C || bi->numel != N * C)
-        return fail(l, ERR_UNSUPPORTED, "BatchNormalization scale/bias must be constants of N*C elements");
+        return lw_fail(l, ERR_UNSUPPORTED, "BatchNormalization scale/bias must be constants of N*C elements");
     Shape cs = {1, {C}};
     float *sd = sl_alloc(((size_t)C + 1) * sizeof(float));
     float *bd = sl_alloc(((size_t)C + 1) * sizeof(float));
@@ -673,7 +543,7 @@ static int lower_bn_as_instance_norm(Lw *l, const Sym *vs, float eps)
     if (!sd || !bd) {
         sl_free(sd);
         sl_free(bd);
-        return fail(l, ERR_NOMEM, "out of memory");
+        return lw_fail(l, ERR_NOMEM, "out of memory");
     }
     for (int64_t k = 0; k < N * C; k++) {
         float a = (float)ot_get(sc, k), bb = (float)ot_get(bi, k);
@@ -683,7 +553,7 @@ static int lower_bn_as_instance_norm(Lw *l, const Sym *vs, float eps)
         } else if (a != sd[k % C] || bb != bd[k % C]) {
             sl_free(sd);
             sl_free(bd);
-            return fail(l, ERR_UNSUPPORTED, "instance-norm pattern with per-sample scale");
+            return lw_fail(l, ERR_UNSUPPORTED, "instance-norm pattern with per-sample scale");
         }
     }
     snprintf(name, sizeof name, "%s.scale", onnx_node_name(l->n));
@@ -737,7 +607,7 @@ static int lower_batch_norm(Lw *l)
         if ((rc = weight_of(l, k + 1, &w[k]))) return rc;
     for (size_t k = 1; k < l->n->n_output; k++)
         if (l->n->output[k] && *l->n->output[k] && consumers(c, l->n->output[k]))
-            return fail(l, ERR_UNSUPPORTED, "BatchNormalization running-statistics outputs are used");
+            return lw_fail(l, ERR_UNSUPPORTED, "BatchNormalization running-statistics outputs are used");
     Node nd = {0};
     nd.op = OP_BATCH_NORM;
     nd.p.norm.eps = eps;
@@ -756,7 +626,7 @@ static int lower_unary(Lw *l, OpType op)
 {
     OnnxCtx *c = l->c;
     if (l->in[0] < 0 || c->syms[l->in[0]].kind == SYM_CONST)
-        return fail(l, ERR_FORMAT, "missing activation input");
+        return lw_fail(l, ERR_FORMAT, "missing activation input");
     Sym vs = c->syms[l->in[0]];
     Node nd = {0};
     nd.op = op;
@@ -778,14 +648,14 @@ static int lower_softmax(Lw *l)
 {
     OnnxCtx *c = l->c;
     if (l->in[0] < 0 || c->syms[l->in[0]].kind == SYM_CONST)
-        return fail(l, ERR_FORMAT, "missing activation input");
+        return lw_fail(l, ERR_FORMAT, "missing activation input");
     Sym vs = c->syms[l->in[0]];
     int nd_, axis;
     int64_t dims[OT_MAX_DIMS];
-    sym_dims(c, &vs, &nd_, dims);
+    lw_sym_dims(c, &vs, &nd_, dims);
     int64_t a = attr_i(l->n, "axis", c->opset >= 13 ? -1 : 1);
     if (a < 0) a += nd_;
-    if (a < 0 || a >= nd_) return fail(l, ERR_FORMAT, "Softmax axis out of range");
+    if (a < 0 || a >= nd_) return lw_fail(l, ERR_FORMAT, "Softmax axis out of range");
     axis = (int)a;
     Node nd = {0};
     nd.op = OP_SOFTMAX;
@@ -795,7 +665,7 @@ static int lower_softmax(Lw *l)
         /* Softmax on a transposed view over one axis: the same softmax on
          * the source over the axis it came from (torch, opset < 13). */
         if (vs.vkind != VIEW_TRANSPOSE || (c->opset < 13 && axis != nd_ - 1))
-            return fail(l, ERR_UNSUPPORTED, "Softmax on a reshaped tensor is not supported");
+            return lw_fail(l, ERR_UNSUPPORTED, "Softmax on a reshaped tensor is not supported");
         nd.p.softmax.axis = vs.perm[axis];
         nd.p.softmax.flatten = 0;
     } else {
@@ -829,7 +699,7 @@ static int lower_concat(Lw *l)
     int rank = l->c->g->values[nd.in[0]].shape.ndim;
     int64_t a = attr_i(l->n, "axis", 1);
     if (a < 0) a += rank;
-    if (a < 0 || a >= rank) return fail(l, ERR_FORMAT, "Concat axis out of range");
+    if (a < 0 || a >= rank) return lw_fail(l, ERR_FORMAT, "Concat axis out of range");
     nd.p.concat.axis = (int)a;
     return emit(l, &nd, NULL);
 }
@@ -845,7 +715,7 @@ static int lower_resize(Lw *l, int upsample)
     if ((rc = act_value(l, 0, &x))) return rc;
     const Shape *xs = &g->values[x].shape;
     int nsp = xs->ndim - 2;
-    if (nsp < 1 || nsp > 3) return fail(l, ERR_SHAPE, "Resize input must be 3D to 5D");
+    if (nsp < 1 || nsp > 3) return lw_fail(l, ERR_SHAPE, "Resize input must be 3D to 5D");
     Node nd = {0};
     ResizeParams *p = &nd.p.resize;
     p->nsp = nsp;
@@ -877,26 +747,26 @@ static int lower_resize(Lw *l, int upsample)
         else
             return onnx_node_fail(c, l->idx, ERR_UNSUPPORTED, "Resize nearest_mode '%s' not supported", nm);
         if (attr_i(l->n, "antialias", 0) || attr_find(l->n, "axes"))
-            return fail(l, ERR_UNSUPPORTED, "Resize antialias/axes (opset 18) not supported");
+            return lw_fail(l, ERR_UNSUPPORTED, "Resize antialias/axes (opset 18) not supported");
     }
     double sc[SL_MAX_DIMS];
     int have = 0;
     const OTensor *scales = NULL, *sizes = NULL;
     if (upsample && c->opset < 9) {
         const Onnx__AttributeProto *a = attr_find(l->n, "scales");
-        if (!a || a->n_floats != (size_t)xs->ndim) return fail(l, ERR_FORMAT, "Upsample without scales");
+        if (!a || a->n_floats != (size_t)xs->ndim) return lw_fail(l, ERR_FORMAT, "Upsample without scales");
         for (int k = 0; k < xs->ndim; k++) sc[k] = a->floats[k];
         have = 1;
     } else {
         int si = c->opset < 11 || upsample ? 1 : 2;
         for (int j = 1; j < l->n_in; j++)
-            if (l->in[j] >= 0 && !in_const(l, j))
-                return fail(l, ERR_UNSUPPORTED,
+            if (l->in[j] >= 0 && !lw_const(l, j))
+                return lw_fail(l, ERR_UNSUPPORTED,
                             "Resize scales/sizes are not constant after folding");
-        scales = in_const(l, si);
-        sizes = si == 2 ? in_const(l, 3) : NULL;
+        scales = lw_const(l, si);
+        sizes = si == 2 ? lw_const(l, 3) : NULL;
         if (scales && scales->numel > 0) {
-            if (scales->numel != xs->ndim) return fail(l, ERR_FORMAT, "Resize scales have the wrong length");
+            if (scales->numel != xs->ndim) return lw_fail(l, ERR_FORMAT, "Resize scales have the wrong length");
             for (int k = 0; k < xs->ndim; k++) sc[k] = ot_get(scales, k);
             have = 1;
         } else if (sizes && sizes->numel == xs->ndim) {
@@ -904,9 +774,9 @@ static int lower_resize(Lw *l, int upsample)
             have = 2;
         }
     }
-    if (!have) return fail(l, ERR_FORMAT, "Resize without scales or sizes");
+    if (!have) return lw_fail(l, ERR_FORMAT, "Resize without scales or sizes");
     if (sc[0] != 1.0 || sc[1] != 1.0)
-        return fail(l, ERR_UNSUPPORTED, "Resize of the batch or channel dim");
+        return lw_fail(l, ERR_UNSUPPORTED, "Resize of the batch or channel dim");
     nd.op = OP_RESIZE;
     nd.n_in = 1;
     nd.in[0] = x;
@@ -914,7 +784,7 @@ static int lower_resize(Lw *l, int upsample)
     for (int k = 0; k < nsp; k++) {
         p->scale[k] = sc[2 + k];
         if (!(p->scale[k] > 0 && p->scale[k] <= 1024))
-            return fail(l, ERR_FORMAT, "Resize scale must be in (0, 1024]");
+            return lw_fail(l, ERR_FORMAT, "Resize scale must be in (0, 1024]");
         integral &= p->scale[k] == floor(p->scale[k]);
     }
     if (have == 2 && !integral) {
@@ -943,7 +813,7 @@ static int lower_shape_of_act(Lw *l)
     OnnxCtx *c = l->c;
     int nd;
     int64_t dims[OT_MAX_DIMS];
-    sym_dims(c, &c->syms[l->in[0]], &nd, dims);
+    lw_sym_dims(c, &c->syms[l->in[0]], &nd, dims);
     int64_t st = attr_i(l->n, "start", 0), en = attr_i(l->n, "end", nd);
     if (st < 0) st += nd;
     if (en < 0) en += nd;
@@ -952,7 +822,7 @@ static int lower_shape_of_act(Lw *l)
     int64_t len = en - st;
     OTensor t;
     int rc = ot_alloc(&t, 1, &len, 1);
-    if (rc) return fail(l, rc, "out of memory");
+    if (rc) return lw_fail(l, rc, "out of memory");
     for (int64_t k = 0; k < len; k++) t.i[k] = dims[st + k];
     rc = sym_add_const(c, l->n->output[0], &t, l->idx);
     return rc < 0 ? rc : 0;
@@ -963,7 +833,8 @@ static const char *const KNOWN[] = {
     "Conv", "ConvTranspose", "InstanceNormalization", "BatchNormalization",
     "Relu", "LeakyRelu", "Sigmoid", "Softmax", "Concat", "Add", "Sub", "Mul",
     "Div", "MaxPool", "AveragePool", "Resize", "Upsample", "Shape", "Identity",
-    "Dropout", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose"};
+    "Dropout", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose",
+    "Pad", "Slice", "Cast"};
 
 static int unsupported(Lw *l)
 {
@@ -994,13 +865,13 @@ static int lower_node(Lw *l)
     if (!strcmp(op, "Identity") || !strcmp(op, "Dropout")) {
         if (l->n->n_output > 1 && l->n->output[1] && *l->n->output[1] &&
             consumers(l->c, l->n->output[1]))
-            return fail(l, ERR_UNSUPPORTED, "Dropout mask output is not supported");
-        return alias(l->c, l->n->output[0], l->in[0]);
+            return lw_fail(l, ERR_UNSUPPORTED, "Dropout mask output is not supported");
+        return lw_alias(l->c, l->n->output[0], l->in[0]);
     }
     if (!strcmp(op, "Reshape") || !strcmp(op, "Squeeze") || !strcmp(op, "Unsqueeze") ||
-        !strcmp(op, "Flatten"))
-        return lower_reshape(l);
-    if (!strcmp(op, "Transpose")) return lower_transpose(l);
+        !strcmp(op, "Flatten") || !strcmp(op, "Transpose") || !strcmp(op, "Pad") ||
+        !strcmp(op, "Slice") || !strcmp(op, "Cast"))
+        return onnx_lower_layout(l);
     return unsupported(l);
 }
 

@@ -1,0 +1,194 @@
+/* Layout operators on activations: Reshape, Squeeze, Unsqueeze, Flatten
+ * and Transpose become pending "views" of an IR value (see onnx_lower.c);
+ * Pad, Slice and Cast are accepted where they change nothing. */
+#include <string.h>
+
+#include "onnx_internal.h"
+#include "runtime/common.h"
+
+/* Dims an activation symbol has as ONNX sees it. */
+void lw_sym_dims(const OnnxCtx *c, const Sym *s, int *nd, int64_t *dims)
+{
+    if (s->kind == SYM_VIEW) {
+        *nd = s->ndim;
+        memcpy(dims, s->dims, sizeof s->dims);
+        return;
+    }
+    const Shape *sh = &c->g->values[s->value].shape;
+    *nd = sh->ndim;
+    for (int k = 0; k < sh->ndim; k++) dims[k] = sh->d[k];
+}
+
+static int same_dims(int na, const int64_t *a, const Shape *b)
+{
+    if (na != b->ndim) return 0;
+    for (int k = 0; k < na; k++)
+        if (a[k] != b->d[k]) return 0;
+    return 1;
+}
+
+/* Output 0 of the node as a view of source value src. */
+static int make_view(Lw *l, int src, ViewKind vk, int nd, const int64_t *dims,
+                     const int *perm)
+{
+    OnnxCtx *c = l->c;
+    const Shape *ss = &c->g->values[src].shape;
+    int identity = 1;
+    if (vk == VIEW_RESHAPE) {
+        identity = same_dims(nd, dims, ss);
+    } else {
+        for (int k = 0; k < nd; k++) identity &= perm[k] == k;
+    }
+    int r = sym_add_value(c, l->n->output[0], src);
+    if (r < 0) return r;
+    if (identity) return 0;
+    Sym *s = &c->syms[r];
+    s->kind = SYM_VIEW;
+    s->vkind = vk;
+    s->ndim = nd;
+    s->node = l->idx;
+    memcpy(s->dims, dims, (size_t)nd * sizeof *dims);
+    if (perm) memcpy(s->perm, perm, (size_t)nd * sizeof *perm);
+    return 0;
+}
+
+/* ---- layout ops on activations: Reshape & co, Transpose ---- */
+
+static int lower_reshape(Lw *l)
+{
+    const char *op = l->n->op_type;
+    Sym *s = &l->c->syms[l->in[0]];
+    int nd, ond = 0;
+    int64_t dims[OT_MAX_DIMS], od[OT_MAX_DIMS];
+    lw_sym_dims(l->c, s, &nd, dims);
+    if (s->kind == SYM_VIEW && s->vkind != VIEW_RESHAPE)
+        return lw_fail(l, ERR_UNSUPPORTED, "reshape of a transposed tensor is not supported");
+    if (!strcmp(op, "Reshape")) {
+        const OTensor *t = lw_const(l, 1);
+        if (!t) return lw_fail(l, ERR_UNSUPPORTED, "Reshape target shape is not a constant after folding");
+        if (onnx_reshape_dims(dims, nd, t, (int)attr_i(l->n, "allowzero", 0), od, &ond))
+            return lw_fail(l, ERR_SHAPE, "Reshape to a shape with a different element count");
+    } else if (!strcmp(op, "Flatten")) {
+        int64_t ax = attr_i(l->n, "axis", 1);
+        if (ax < 0) ax += nd;
+        if (ax < 0 || ax > nd) return lw_fail(l, ERR_FORMAT, "Flatten axis out of range");
+        od[0] = od[1] = 1;
+        for (int k = 0; k < nd; k++) od[k >= ax] *= dims[k];
+        ond = 2;
+    } else {
+        /* Squeeze / Unsqueeze: axes from the attribute or input 1. */
+        int64_t axes[OT_MAX_DIMS];
+        int na = -1;
+        const OTensor *t = lw_const(l, 1);
+        if (t && t->numel <= OT_MAX_DIMS) {
+            na = (int)t->numel;
+            for (int k = 0; k < na; k++) axes[k] = ot_geti(t, k);
+        } else {
+            na = attr_ints(l->n, "axes", axes, OT_MAX_DIMS);
+        }
+        char mark[OT_MAX_DIMS] = {0};
+        int r = !strcmp(op, "Unsqueeze") ? nd + (na > 0 ? na : 0) : nd;
+        if (r > OT_MAX_DIMS) return lw_fail(l, ERR_UNSUPPORTED, "too many dims");
+        for (int k = 0; k < na; k++) {
+            int64_t a = axes[k] < 0 ? axes[k] + r : axes[k];
+            if (a < 0 || a >= r) return lw_fail(l, ERR_FORMAT, "axis out of range");
+            mark[a] = 1;
+        }
+        if (!strcmp(op, "Unsqueeze")) {
+            if (na < 0) return lw_fail(l, ERR_FORMAT, "Unsqueeze without axes");
+            for (int k = 0, j = 0; k < r; k++) od[ond++] = mark[k] ? 1 : dims[j++];
+        } else {
+            for (int k = 0; k < nd; k++)
+                if (!(na < 0 ? dims[k] == 1 : mark[k] && dims[k] == 1)) od[ond++] = dims[k];
+        }
+    }
+    if (ond > OT_MAX_DIMS) return lw_fail(l, ERR_UNSUPPORTED, "too many dims");
+    return make_view(l, s->value, VIEW_RESHAPE, ond, od, NULL);
+}
+
+static int lower_transpose(Lw *l)
+{
+    Sym *s = &l->c->syms[l->in[0]];
+    int nd, perm[OT_MAX_DIMS], np2[OT_MAX_DIMS];
+    int64_t dims[OT_MAX_DIMS], od[OT_MAX_DIMS], p64[OT_MAX_DIMS];
+    lw_sym_dims(l->c, s, &nd, dims);
+    if (s->kind == SYM_VIEW && s->vkind != VIEW_TRANSPOSE)
+        return lw_fail(l, ERR_UNSUPPORTED, "transpose of a reshaped tensor is not supported");
+    int np = attr_ints(l->n, "perm", p64, OT_MAX_DIMS);
+    if (np < 0) {
+        for (int k = 0; k < nd; k++) p64[k] = nd - 1 - k;
+    } else if (np != nd) {
+        return lw_fail(l, ERR_FORMAT, "Transpose perm has the wrong length");
+    }
+    for (int k = 0; k < nd; k++) {
+        if (p64[k] < 0 || p64[k] >= nd) return lw_fail(l, ERR_FORMAT, "Transpose perm out of range");
+        perm[k] = (int)p64[k];
+        od[k] = dims[perm[k]];
+        /* Compose with an earlier transpose: view dim k = source dim. */
+        np2[k] = s->kind == SYM_VIEW ? s->perm[perm[k]] : perm[k];
+    }
+    return make_view(l, s->value, VIEW_TRANSPOSE, nd, od, np2);
+}
+
+/* Pad, Slice and Cast on an activation are accepted only where they do
+ * nothing (zero pads at the import shape, a full-range slice, a cast to
+ * float): exporters emit them for sizes that turn out to match. */
+static int lower_noop(Lw *l)
+{
+    const char *op = l->n->op_type;
+    Sym *s = &l->c->syms[l->in[0]];
+    int nd;
+    int64_t dims[OT_MAX_DIMS];
+    lw_sym_dims(l->c, s, &nd, dims);
+    if (!strcmp(op, "Cast")) {
+        if (attr_i(l->n, "to", 1) != 1)
+            return lw_fail(l, ERR_UNSUPPORTED, "Cast of an activation to a non-float type");
+    } else if (!strcmp(op, "Pad")) {
+        int64_t pads[2 * OT_MAX_DIMS];
+        int np;
+        char buf[32];
+        const OTensor *t = lw_const(l, 1);
+        if (l->c->opset < 11) {
+            np = attr_ints(l->n, "pads", pads, 2 * OT_MAX_DIMS);
+        } else {
+            np = t && t->numel <= 2 * OT_MAX_DIMS ? (int)t->numel : -1;
+            for (int k = 0; k < np; k++) pads[k] = ot_geti(t, k);
+        }
+        if (np < 0 || (l->n_in > 1 && l->in[1] >= 0 && !t && l->c->opset >= 11))
+            return lw_fail(l, ERR_UNSUPPORTED, "Pad with pads that are not constant after folding");
+        for (int k = 0; k < np; k++)
+            if (pads[k] != 0)
+                return onnx_node_fail(l->c, l->idx, ERR_UNSUPPORTED,
+                                      "Pad by non-zero amounts at the import shape is not "
+                                      "supported (mode '%s'); export at a size the network "
+                                      "takes without padding",
+                                      attr_s(l->n, "mode", "constant", buf, sizeof buf));
+    } else { /* Slice */
+        const OTensor *st = lw_const(l, 1), *en = lw_const(l, 2);
+        const OTensor *ax = lw_const(l, 3), *sp = lw_const(l, 4);
+        if (l->c->opset < 10 || !st || !en || st->numel != en->numel)
+            return lw_fail(l, ERR_UNSUPPORTED, "Slice of an activation is not supported");
+        for (int64_t k = 0; k < st->numel; k++) {
+            int64_t a = ax && ax->numel == st->numel ? ot_geti(ax, k) : k;
+            if (a < 0) a += nd;
+            int64_t b = ot_geti(st, k), e = ot_geti(en, k);
+            int64_t step = sp && sp->numel == st->numel ? ot_geti(sp, k) : 1;
+            if (a < 0 || a >= nd) return lw_fail(l, ERR_FORMAT, "Slice axis out of range");
+            if (b < 0) b += dims[a];
+            if (e < 0) e += dims[a];
+            if (step != 1 || b > 0 || e < dims[a])
+                return lw_fail(l, ERR_UNSUPPORTED,
+                            "Slice of an activation that drops elements is not supported");
+        }
+    }
+    return lw_alias(l->c, l->n->output[0], l->in[0]);
+}
+
+int onnx_lower_layout(Lw *l)
+{
+    const char *op = l->n->op_type;
+    if (!strcmp(op, "Transpose")) return lower_transpose(l);
+    if (!strcmp(op, "Pad") || !strcmp(op, "Slice") || !strcmp(op, "Cast"))
+        return lower_noop(l);
+    return lower_reshape(l);
+}
