@@ -72,6 +72,30 @@ static const float *weight(const Graph *g, int node, int input)
     return v->data;
 }
 
+/* Run graph g on fixture input `in` and compare output 0 with `out`. */
+static void run_and_compare(Graph *g, const char *in, const char *out, double atol)
+{
+    Executor *e = NULL;
+    int64_t di[8], dout[8];
+    int ni, no;
+    float *x = load_tensor(fx(in), di, &ni);
+    float *ref = load_tensor(fx(out), dout, &no);
+    assert_non_null(x);
+    assert_non_null(ref);
+    Shape s = {ni, {0}};
+    for (int k = 0; k < ni; k++) s.d[k] = di[k];
+    assert_int_equal(exec_create(g, &s, 1, &e), 0);
+    const float *outs[SL_MAX_OUTPUTS];
+    assert_int_equal(exec_run(e, x, outs), 0);
+    size_t n = 1;
+    for (int k = 0; k < no; k++) n *= (size_t)dout[k];
+    assert_int_equal((int64_t)n, shape_numel(exec_output_shape(e, 0)));
+    assert_allclose(outs[0], ref, n, atol, 0);
+    exec_free(e);
+    free(x);
+    free(ref);
+}
+
 /* ---- sha256 ---- */
 
 static void test_sha256_vectors(void **state)
@@ -242,6 +266,19 @@ static void test_instance_norm_pattern(void **state)
     assert_memory_equal(weight(&g, 1, 2), bi, sizeof bi);
     assert_int_equal(g.nodes[1].in[0], g.nodes[0].out);
     assert_true(g.nodes[1].p.norm.eps == 1e-5f);
+    /* Against torch's instance_norm: statistics over 16 values, O(1)
+     * outputs; 1e-5 absolute is ~50x float32 rounding. */
+    run_and_compare(&g, "instnorm_bn.in.f32", "instnorm_bn.out.f32", 1e-5);
+    graph_free(&g);
+    /* N = 2 (view [1, 6, 16]) and the opset-9 five-output training form:
+     * still one InstanceNorm with the per-channel half of the scale. */
+    import_ok("instnorm_bn_n2.onnx", NULL, &g);
+    assert_int_equal(g.n_nodes, 1);
+    assert_int_equal(g.nodes[0].op, OP_INSTANCE_NORM);
+    const float sc2[3] = {1.0f, 2.0f, 3.0f};
+    assert_int_equal(g.values[g.nodes[0].in[1]].shape.d[0], 3);
+    assert_memory_equal(weight(&g, 0, 1), sc2, sizeof sc2);
+    assert_int_equal(g.values[g.outputs[0]].shape.d[0], 2);
     graph_free(&g);
 }
 
@@ -339,30 +376,6 @@ static void test_torch_exports(void **state)
     assert_int_equal(g.nodes[resize].p.resize.nearest, NEAREST_FLOOR);
     assert_true(g.nodes[resize].p.resize.scale[0] == 2.0);
     graph_free(&g);
-}
-
-/* Run graph g on fixture input `in` and compare output 0 with `out`. */
-static void run_and_compare(Graph *g, const char *in, const char *out, double atol)
-{
-    Executor *e = NULL;
-    int64_t di[8], dout[8];
-    int ni, no;
-    float *x = load_tensor(fx(in), di, &ni);
-    float *ref = load_tensor(fx(out), dout, &no);
-    assert_non_null(x);
-    assert_non_null(ref);
-    Shape s = {ni, {0}};
-    for (int k = 0; k < ni; k++) s.d[k] = di[k];
-    assert_int_equal(exec_create(g, &s, 1, &e), 0);
-    const float *outs[SL_MAX_OUTPUTS];
-    assert_int_equal(exec_run(e, x, outs), 0);
-    size_t n = 1;
-    for (int k = 0; k < no; k++) n *= (size_t)dout[k];
-    assert_int_equal((int64_t)n, shape_numel(exec_output_shape(e, 0)));
-    assert_allclose(outs[0], ref, n, atol, 0);
-    exec_free(e);
-    free(x);
-    free(ref);
 }
 
 /* The opset-13 export run by the runtime equals PyTorch's output. */

@@ -194,6 +194,31 @@ def instnorm_bn():
           init("gamma", np.array([2.0, 3.0, 4.0], np.float32).reshape(C, 1, 1)),
           init("beta", np.array([0.5, -0.5, 1.0], np.float32).reshape(C, 1, 1))],
          opset=15)
+    import torch
+    import torch.nn.functional as Fn
+    prm = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in
+           onnx.load(os.path.join(OUT, "instnorm_bn.onnx")).graph.initializer}
+    x = rng(13).standard_normal((1, 2, 4, 4)).astype(np.float32)
+    y = Fn.conv2d(torch.from_numpy(x), prm["w1"])
+    y = Fn.instance_norm(y, eps=1e-5) * prm["gamma"] + prm["beta"]
+    write_tensor(os.path.join(OUT, "instnorm_bn.in.f32"), x)
+    write_tensor(os.path.join(OUT, "instnorm_bn.out.f32"), Fn.relu(y).numpy())
+    # Batch of 2, opset 9: the training form is the one with extra outputs.
+    N = 2
+    nodes = [
+        helper.make_node("Reshape", ["x", "flat"], ["rs"], name="reshape1"),
+        helper.make_node("BatchNormalization",
+                         ["rs", "sc", "bi", "zeros", "ones"],
+                         ["bn", "rm", "rv", "sm", "sv"], name="bn_n2"),
+        helper.make_node("Shape", ["x"], ["sh"], name="shape"),
+        helper.make_node("Reshape", ["bn", "sh"], ["y"], name="reshape2"),
+    ]
+    save("instnorm_bn_n2", nodes, [vi("x", [N, C, 4, 4])], [vi("y", None)],
+         [ints("flat", [1, N * C, -1]),
+          init("sc", np.tile(np.array([1.0, 2.0, 3.0], np.float32), N)),
+          init("bi", np.tile(np.array([0.0, 0.5, 1.0], np.float32), N)),
+          init("ones", np.ones(N * C, np.float32)),
+          init("zeros", np.zeros(N * C, np.float32))], opset=9)
 
 
 def conv_transpose_geometry():

@@ -6,8 +6,14 @@
  * U-Net with up to 7 halvings accepts), unless opt->input_shape is given.
  * Identity and Dropout disappear; exporter patterns (Transpose-Softmax-
  * Transpose, Reshape-BatchNormalization-Reshape for instance norm,
- * per-channel Mul/Add after a normalisation or convolution) become single
- * IR nodes.  Weights become float32 Values owned by the graph.
+ * per-channel Mul/Add/Sub/Div after a normalisation or convolution)
+ * become single IR nodes; Pad/Slice/Cast that change nothing at the import
+ * shape disappear.  Weights become float32 Values owned by the graph.
+ *
+ * Resolved at the import shape (exact there, and wherever the network
+ * runs at sizes graph_valid_size accepts): Conv/pool auto_pad SAME with
+ * stride > 1, ConvTranspose output_shape, Resize "sizes" (a scale, or the
+ * activation of that size when the ratio is not an integer).
  *
  * Outputs: all graph outputs are kept; g->outputs[0] is the chosen one
  * (opt->output_name, or the output with the largest spatial size at the
