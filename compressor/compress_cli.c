@@ -18,16 +18,21 @@
 
 void compress_usage(FILE *f)
 {
-    fprintf(f,
+    fprintf(
+        f,
         "usage: sauron-compress [options] in.onnx out.sslim\n"
-        "Import a trained U-Net from ONNX, fine-tune and prune it with Sauron,\n"
+        "Import a trained U-Net from ONNX, fine-tune and prune it with "
+        "Sauron,\n"
         "and write a slim .sslim model for segment.\n"
         "\n"
-        "  --data DIR            training data (nnU-Net raw layout: dataset.json,\n"
+        "  --data DIR            training data (nnU-Net raw layout: "
+        "dataset.json,\n"
         "                        imagesTr/, labelsTr/)\n"
         "  --no-finetune         convert only (no training, no pruning)\n"
-        "  --axis 0|1|2          2D models: NIfTI axis to slice along (default 2)\n"
-        "  --patch D,H,W         3D models: patch size (default: the model's input)\n"
+        "  --axis 0|1|2          2D models: NIfTI axis to slice along "
+        "(default 2)\n"
+        "  --patch D,H,W         3D models: patch size (default: the model's "
+        "input)\n"
         "  --normalize SPEC      zscore (default), none, or ct:LOW,HIGH\n"
         "  --classes a,b,c       class names (default class0..classK-1)\n"
         "  --modalities t1,t2    modality names (default mod0..)\n"
@@ -129,13 +134,16 @@ int compress_parse_args(int argc, char **argv, CompressOptions *o)
                 o->patch[k] = (int)x;
             }
             if (k != 3) {
-                sl_error("--patch '%s': expected three positive sizes D,H,W", v);
+                sl_error("--patch '%s': expected three positive sizes D,H,W",
+                         v);
                 goto bad;
             }
         } else if ((v = opt_value(argc, argv, &i, "--normalize"))) {
             if (parse_normalize(v, &o->normalize)) {
-                sl_error("--normalize '%s': expected zscore, none or ct:LOW,HIGH "
-                         "with LOW < HIGH", v);
+                sl_error(
+                    "--normalize '%s': expected zscore, none or ct:LOW,HIGH "
+                    "with LOW < HIGH",
+                    v);
                 goto bad;
             }
         } else if ((v = opt_value(argc, argv, &i, "--classes"))) {
@@ -145,8 +153,10 @@ int compress_parse_args(int argc, char **argv, CompressOptions *o)
             if (!*v) goto bad;
             o->modalities = v;
         } else if ((v = opt_value(argc, argv, &i, "--order"))) {
-            if (!strcmp(v, "nnunet")) o->order = ORDER_NNUNET;
-            else if (!strcmp(v, "nibabel")) o->order = ORDER_NIBABEL;
+            if (!strcmp(v, "nnunet"))
+                o->order = ORDER_NNUNET;
+            else if (!strcmp(v, "nibabel"))
+                o->order = ORDER_NIBABEL;
             else {
                 sl_error("--order '%s': expected nnunet or nibabel", v);
                 goto bad;
@@ -165,14 +175,17 @@ int compress_parse_args(int argc, char **argv, CompressOptions *o)
             npos++;
         } else {
             sl_error("unexpected argument '%s': give one input .onnx and one "
-                     "output .sslim", a);
+                     "output .sslim",
+                     a);
             goto bad;
         }
     }
     if (o->help || o->version) return 0;
     if (npos != 2) {
-        sl_error("missing %s; usage: sauron-compress [options] in.onnx out.sslim",
-                 npos ? "the output .sslim path" : "the input .onnx and output .sslim paths");
+        sl_error(
+            "missing %s; usage: sauron-compress [options] in.onnx out.sslim",
+            npos ? "the output .sslim path"
+                 : "the input .onnx and output .sslim paths");
         goto bad;
     }
     return 0;
@@ -182,13 +195,15 @@ bad:
     return ERR_ARG;
 }
 
-int compress_split_list(const char *s, const char *what, char ***items, int *n)
+int compress_split_list(const char *s, const char *what, char ***items,
+                        int *n)
 {
     int count = 1, rc = ERR_NOMEM;
     char **out = NULL;
     *items = NULL;
     *n = 0;
-    for (const char *p = s; *p; p++) count += *p == ',';
+    for (const char *p = s; *p; p++)
+        count += *p == ',';
     out = sl_calloc((size_t)count, sizeof *out);
     if (!out) goto fail;
     const char *p = s;
@@ -211,7 +226,8 @@ int compress_split_list(const char *s, const char *what, char ***items, int *n)
     return 0;
 fail:
     if (rc == ERR_NOMEM) sl_error("out of memory parsing %s", what);
-    for (int k = 0; out && k < count; k++) sl_free(out[k]);
+    for (int k = 0; out && k < count; k++)
+        sl_free(out[k]);
     sl_free(out);
     return rc;
 }
@@ -225,9 +241,11 @@ static int names_for(const char *list, const char *what, const char *prefix,
         rc = compress_split_list(list, what, out, &n);
         if (rc) return rc;
         if (n != want) {
-            sl_error("%s lists %d names but the network has %d; give exactly %d",
-                     what, n, want, want);
-            for (int k = 0; k < n; k++) sl_free((*out)[k]);
+            sl_error(
+                "%s lists %d names but the network has %d; give exactly %d",
+                what, n, want, want);
+            for (int k = 0; k < n; k++)
+                sl_free((*out)[k]);
             sl_free(*out);
             *out = NULL;
             return ERR_ARG;
@@ -257,7 +275,8 @@ int compress_fill_meta(Graph *g, const CompressOptions *o)
         return ERR_SHAPE;
     }
     m->n_classes = (int)out->d[1];
-    rc = names_for(o->classes, "--classes", "class", m->n_classes, &m->class_names);
+    rc = names_for(o->classes, "--classes", "class", m->n_classes,
+                   &m->class_names);
     if (rc) goto fail;
     m->n_modalities = (int)in->d[1];
     rc = names_for(o->modalities, "--modalities", "mod", m->n_modalities,
@@ -268,13 +287,15 @@ int compress_fill_meta(Graph *g, const CompressOptions *o)
         rc = ERR_NOMEM;
         goto fail;
     }
-    for (int k = 0; k < m->n_modalities; k++) m->normalize[k] = o->normalize;
+    for (int k = 0; k < m->n_modalities; k++)
+        m->normalize[k] = o->normalize;
     m->dims = in->ndim - 2;
     m->axis = o->axis;
     m->order = o->order;
     memset(m->patch, 0, sizeof m->patch);
     if (m->dims == 3)
-        for (int k = 0; k < 3; k++) m->patch[k] = (int)in->d[2 + k];
+        for (int k = 0; k < 3; k++)
+            m->patch[k] = (int)in->d[2 + k];
     return 0;
 fail:
     if (rc == ERR_NOMEM) sl_error("out of memory filling model metadata");
@@ -303,7 +324,8 @@ int compress_run(const CompressOptions *o)
         return ERR_ARG;
     }
     if (!o->force && sl_file_exists(o->out_path)) {
-        sl_error("output '%s' exists; pass --force to overwrite it", o->out_path);
+        sl_error("output '%s' exists; pass --force to overwrite it",
+                 o->out_path);
         return ERR_EXISTS;
     }
     rc = onnx_import(o->in_path, &io, &g);
@@ -312,13 +334,15 @@ int compress_run(const CompressOptions *o)
     if (o->patch[0]) {
         if (in->ndim != 5) {
             sl_error("--patch is for 3D models; '%s' is a %dD model (it runs "
-                     "slice by slice: use --axis)", o->in_path, in->ndim - 2);
+                     "slice by slice: use --axis)",
+                     o->in_path, in->ndim - 2);
             rc = ERR_ARG;
             goto fail;
         }
         /* Re-import at the patch size so every folded shape matches it. */
         Shape ps = *in;
-        for (int k = 0; k < 3; k++) ps.d[2 + k] = o->patch[k];
+        for (int k = 0; k < 3; k++)
+            ps.d[2 + k] = o->patch[k];
         graph_free(&g);
         graph_init(&g);
         io.input_shape = &ps;
@@ -331,9 +355,12 @@ int compress_run(const CompressOptions *o)
     if (rc) goto fail;
     {
         char sb[64];
-        printf("wrote %s: %dD, %d nodes, %lld parameters, input %s, %d classes\n",
-               o->out_path, g.meta.dims, g.n_nodes, (long long)graph_params(&g),
-               shape_str(&g.values[g.input].shape, sb, sizeof sb), g.meta.n_classes);
+        printf("wrote %s: %dD, %d nodes, %lld parameters, input %s, %d "
+               "classes\n",
+               o->out_path, g.meta.dims, g.n_nodes,
+               (long long)graph_params(&g),
+               shape_str(&g.values[g.input].shape, sb, sizeof sb),
+               g.meta.n_classes);
     }
 fail:
     graph_free(&g);
@@ -350,20 +377,22 @@ int compress_main(int argc, char **argv)
         return 0;
     }
     if (o.version) {
-        printf("sauron-compress %s (.sslim %d.%d)\n", SAURON_VERSION, SSLIM_MAJOR,
-               SSLIM_MINOR);
+        printf("sauron-compress %s (.sslim %d.%d)\n", SAURON_VERSION,
+               SSLIM_MAJOR, SSLIM_MINOR);
         return 0;
     }
     if (!o.no_finetune) {
         if (!o.data_dir)
-            fprintf(stderr, "sauron-compress: fine-tuning needs a dataset: pass "
-                            "--data DIR (nnU-Net raw layout: dataset.json, "
-                            "imagesTr/, labelsTr/) or --no-finetune to convert "
-                            "only\n");
+            fprintf(stderr,
+                    "sauron-compress: fine-tuning needs a dataset: pass "
+                    "--data DIR (nnU-Net raw layout: dataset.json, "
+                    "imagesTr/, labelsTr/) or --no-finetune to convert "
+                    "only\n");
         else
-            fprintf(stderr, "sauron-compress: fine-tuning (--data) is not "
-                            "implemented in this build yet; pass --no-finetune "
-                            "to convert only\n");
+            fprintf(stderr,
+                    "sauron-compress: fine-tuning (--data) is not "
+                    "implemented in this build yet; pass --no-finetune "
+                    "to convert only\n");
         return EXIT_USAGE;
     }
     rc = compress_run(&o);

@@ -12,12 +12,12 @@ typedef struct {
     const char *out_path; /* borrowed from argv */
     const char *data_dir; /* --data, NULL if absent */
     int no_finetune;
-    int axis;         /* --axis, 2D slicing axis, default 2 */
-    int patch[3];     /* --patch D,H,W (3D); zeros: the import shape */
-    Normalize normalize; /* --normalize, default zscore */
-    const char *classes;    /* --classes a,b,c or NULL */
-    const char *modalities; /* --modalities t1,t2 or NULL */
-    VoxelOrder order;       /* --order nnunet|nibabel */
+    int axis;                /* --axis, 2D slicing axis, default 2 */
+    int patch[3];            /* --patch D,H,W (3D); zeros: the import shape */
+    Normalize normalize;     /* --normalize, default zscore */
+    const char *classes;     /* --classes a,b,c or NULL */
+    const char *modalities;  /* --modalities t1,t2 or NULL */
+    VoxelOrder order;        /* --order nnunet|nibabel */
     const char *output_name; /* --output NAME or NULL */
     int force;
     int help, version; /* print and exit 0 */

@@ -18,7 +18,10 @@ static const uint32_t K256[64] = {
     0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
     0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
 
-static uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+static uint32_t rotr(uint32_t x, int n)
+{
+    return (x >> n) | (x << (32 - n));
+}
 
 static void sha256_block(uint32_t h[8], const uint8_t *p)
 {
@@ -27,8 +30,10 @@ static void sha256_block(uint32_t h[8], const uint8_t *p)
         w[t] = (uint32_t)p[4 * t] << 24 | (uint32_t)p[4 * t + 1] << 16 |
                (uint32_t)p[4 * t + 2] << 8 | (uint32_t)p[4 * t + 3];
     for (int t = 16; t < 64; t++) {
-        uint32_t s0 = rotr(w[t - 15], 7) ^ rotr(w[t - 15], 18) ^ (w[t - 15] >> 3);
-        uint32_t s1 = rotr(w[t - 2], 17) ^ rotr(w[t - 2], 19) ^ (w[t - 2] >> 10);
+        uint32_t s0 =
+            rotr(w[t - 15], 7) ^ rotr(w[t - 15], 18) ^ (w[t - 15] >> 3);
+        uint32_t s1 =
+            rotr(w[t - 2], 17) ^ rotr(w[t - 2], 19) ^ (w[t - 2] >> 10);
         w[t] = w[t - 16] + s0 + w[t - 7] + s1;
     }
     uint32_t a = h[0], b = h[1], c = h[2], d = h[3];
@@ -83,7 +88,8 @@ void sha256_update(Sha256 *s, const void *data, size_t n)
         sha256_block(s->h, s->buf);
         s->nbuf = 0;
     }
-    for (; n >= 64; p += 64, n -= 64) sha256_block(s->h, p);
+    for (; n >= 64; p += 64, n -= 64)
+        sha256_block(s->h, p);
     if (n) memcpy(s->buf, p, n);
     s->nbuf = n;
 }
@@ -94,7 +100,8 @@ void sha256_final(Sha256 *s, uint8_t digest[32])
     uint8_t pad[72] = {0x80};
     /* Pad to 56 mod 64, then the 64-bit big-endian bit length. */
     size_t npad = (s->nbuf < 56 ? 56 : 120) - s->nbuf;
-    for (int i = 0; i < 8; i++) pad[npad + (size_t)i] = (uint8_t)(bits >> (56 - 8 * i));
+    for (int i = 0; i < 8; i++)
+        pad[npad + (size_t)i] = (uint8_t)(bits >> (56 - 8 * i));
     sha256_update(s, pad, npad + 8);
     for (int i = 0; i < 8; i++) {
         digest[4 * i] = (uint8_t)(s->h[i] >> 24);

@@ -28,7 +28,8 @@ static const char *fx(const char *name)
 }
 
 /* Import a fixture that must succeed. */
-static void import_ok(const char *name, const OnnxImportOptions *opt, Graph *g)
+static void import_ok(const char *name, const OnnxImportOptions *opt,
+                      Graph *g)
 {
     sl_error_reset();
     graph_init(g);
@@ -60,9 +61,11 @@ static void import_fails(const char *path, int code, const char *needle1,
 
 static void assert_ops(const Graph *g, const OpType *ops, int n)
 {
-    if (g->n_nodes != n) fprintf(stderr, "%d nodes, want %d\n", g->n_nodes, n);
+    if (g->n_nodes != n)
+        fprintf(stderr, "%d nodes, want %d\n", g->n_nodes, n);
     assert_int_equal(g->n_nodes, n);
-    for (int k = 0; k < n; k++) assert_int_equal(g->nodes[k].op, ops[k]);
+    for (int k = 0; k < n; k++)
+        assert_int_equal(g->nodes[k].op, ops[k]);
 }
 
 static const float *weight(const Graph *g, int node, int input)
@@ -73,7 +76,8 @@ static const float *weight(const Graph *g, int node, int input)
 }
 
 /* Run graph g on fixture input `in` and compare output 0 with `out`. */
-static void run_and_compare(Graph *g, const char *in, const char *out, double atol)
+static void run_and_compare(Graph *g, const char *in, const char *out,
+                            double atol)
 {
     Executor *e = NULL;
     int64_t di[8], dout[8];
@@ -83,12 +87,14 @@ static void run_and_compare(Graph *g, const char *in, const char *out, double at
     assert_non_null(x);
     assert_non_null(ref);
     Shape s = {ni, {0}};
-    for (int k = 0; k < ni; k++) s.d[k] = di[k];
+    for (int k = 0; k < ni; k++)
+        s.d[k] = di[k];
     assert_int_equal(exec_create(g, &s, 1, &e), 0);
     const float *outs[SL_MAX_OUTPUTS];
     assert_int_equal(exec_run(e, x, outs), 0);
     size_t n = 1;
-    for (int k = 0; k < no; k++) n *= (size_t)dout[k];
+    for (int k = 0; k < no; k++)
+        n *= (size_t)dout[k];
     assert_int_equal((int64_t)n, shape_numel(exec_output_shape(e, 0)));
     assert_allclose(outs[0], ref, n, atol, 0);
     exec_free(e);
@@ -102,12 +108,17 @@ static void test_sha256_vectors(void **state)
 {
     (void)state;
     /* FIPS 180-4 / NIST example vectors. */
-    static const struct { const char *msg, *hex; } v[] = {
-        {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
-        {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+    static const struct {
+        const char *msg, *hex;
+    } v[] = {
+        {"",
+         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+        {"abc",
+         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
         {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
          "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
-        {"abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu",
+        {"abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijk"
+         "lmnopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu",
          "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1"},
     };
     uint8_t d[32];
@@ -131,7 +142,9 @@ static void test_sha256_vectors(void **state)
     }
     sha256_final(&s, d);
     sha256_hex(d, hex);
-    assert_string_equal(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    assert_string_equal(
+        hex,
+        "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
 /* ---- structure of imported fixtures ---- */
@@ -154,7 +167,8 @@ static void test_conv_relu(void **state)
     assert_string_equal(g.nodes[0].name, "conv1");
     assert_int_equal(g.nodes[3].p.softmax.axis, 1);
     assert_int_equal(g.nodes[3].p.softmax.flatten, 0);
-    const Shape *in = &g.values[g.input].shape, *out = &g.values[g.outputs[0]].shape;
+    const Shape *in = &g.values[g.input].shape,
+                *out = &g.values[g.outputs[0]].shape;
     assert_int_equal(in->ndim, 4);
     assert_int_equal(in->d[2], 8);
     assert_int_equal(out->d[1], 3);
@@ -191,7 +205,8 @@ static void test_typed_fields_and_dynamic_dims(void **state)
     assert_int_equal(g.nodes[0].p.conv.pad_lo[0], 1);
     assert_int_equal(g.nodes[0].p.conv.pad_hi[1], 1);
     /* float16 scale and double bias decoded exactly (representable). */
-    const float sc[4] = {1.0f, 0.5f, 2.0f, -1.0f}, bi[4] = {0.0f, 0.25f, -0.5f, 1.0f};
+    const float sc[4] = {1.0f, 0.5f, 2.0f, -1.0f},
+                bi[4] = {0.0f, 0.25f, -0.5f, 1.0f};
     assert_memory_equal(weight(&g, 1, 1), sc, sizeof sc);
     assert_memory_equal(weight(&g, 1, 2), bi, sizeof bi);
     assert_true(g.nodes[2].p.act.alpha == 0.2f);
@@ -287,10 +302,11 @@ static void test_conv_pool_geometry(void **state)
     (void)state;
     Graph g;
     import_ok("conv_transpose.onnx", NULL, &g);
-    const OpType ops[] = {OP_CONV, OP_CONV_TRANSPOSE, OP_CONV_TRANSPOSE,
-                          OP_MAX_POOL, OP_AVG_POOL, OP_ADD};
+    const OpType ops[] = {OP_CONV,     OP_CONV_TRANSPOSE, OP_CONV_TRANSPOSE,
+                          OP_MAX_POOL, OP_AVG_POOL,       OP_ADD};
     assert_ops(&g, ops, 6);
-    /* Conv 3x3 stride 2 SAME_LOWER on 10: out 5, total pad 1, at the start. */
+    /* Conv 3x3 stride 2 SAME_LOWER on 10: out 5, total pad 1, at the start.
+     */
     const ConvParams *c = &g.nodes[0].p.conv;
     assert_int_equal(c->stride[0], 2);
     assert_int_equal(c->pad_lo[0], 1);
@@ -328,7 +344,8 @@ static void test_multi_output(void **state)
     assert_string_equal(g.values[g.outputs[0]].name, "high");
     assert_string_equal(g.values[g.outputs[1]].name, "low");
     assert_int_equal(g.n_nodes, 4);
-    for (int k = 0; k < g.n_nodes; k++) assert_int_not_equal(g.nodes[k].op, OP_SIGMOID);
+    for (int k = 0; k < g.n_nodes; k++)
+        assert_int_not_equal(g.nodes[k].op, OP_SIGMOID);
     graph_free(&g);
     OnnxImportOptions o = {"low", NULL};
     import_ok("multi_output.onnx", &o, &g);
@@ -349,9 +366,11 @@ static void test_torch_exports(void **state)
     (void)state;
     Graph g;
     import_ok("torch_unet2d_op13.onnx", NULL, &g);
-    const OpType ops[] = {OP_CONV, OP_INSTANCE_NORM, OP_LEAKY_RELU, OP_MAX_POOL,
-                          OP_CONV, OP_INSTANCE_NORM, OP_RELU, OP_CONV_TRANSPOSE,
-                          OP_CONCAT, OP_CONV, OP_RELU, OP_CONV, OP_SOFTMAX};
+    const OpType ops[] = {OP_CONV,     OP_INSTANCE_NORM,  OP_LEAKY_RELU,
+                          OP_MAX_POOL, OP_CONV,           OP_INSTANCE_NORM,
+                          OP_RELU,     OP_CONV_TRANSPOSE, OP_CONCAT,
+                          OP_CONV,     OP_RELU,           OP_CONV,
+                          OP_SOFTMAX};
     assert_ops(&g, ops, 13);
     assert_int_equal(g.nodes[8].p.concat.axis, 1);
     assert_true(g.nodes[2].p.act.alpha == 0.01f);
@@ -387,7 +406,8 @@ static void test_torch_numeric(void **state)
     /* Softmax probabilities of a 13-layer float32 net: rounding differs
      * from PyTorch's by ~1e-7 per op; 1e-5 absolute leaves a wide margin
      * while a wrong axis, pad or fold gives errors of 1e-2 and more. */
-    run_and_compare(&g, "torch_unet2d_op13.in.f32", "torch_unet2d_op13.out.f32", 1e-5);
+    run_and_compare(&g, "torch_unet2d_op13.in.f32",
+                    "torch_unet2d_op13.out.f32", 1e-5);
     graph_free(&g);
 }
 
@@ -396,8 +416,9 @@ static void test_misc_ops(void **state)
     (void)state;
     Graph g;
     import_ok("misc_ops.onnx", NULL, &g);
-    const OpType ops[] = {OP_CONV, OP_RELU, OP_CONV, OP_BATCH_NORM, OP_LEAKY_RELU,
-                          OP_RESIZE, OP_BATCH_NORM, OP_CONCAT, OP_ADD, OP_MAX_POOL};
+    const OpType ops[] = {
+        OP_CONV,   OP_RELU,       OP_CONV,   OP_BATCH_NORM, OP_LEAKY_RELU,
+        OP_RESIZE, OP_BATCH_NORM, OP_CONCAT, OP_ADD,        OP_MAX_POOL};
     assert_ops(&g, ops, 10);
     /* SAME_UPPER, K 3, stride 2 on 8: out 4, total pad 1, at the end. */
     assert_int_equal(g.nodes[2].p.conv.pad_lo[0], 0);
@@ -462,7 +483,6 @@ static void test_upsample_and_resize_to_skip(void **state)
     graph_free(&g);
 }
 
-
 static void test_noop_glue(void **state)
 {
     (void)state;
@@ -484,9 +504,12 @@ static void test_external_data(void **state)
     import_ok("external.onnx", NULL, &g);
     assert_int_equal(graph_params(&g), 18);
     graph_free(&g);
-    import_fails(fx("external_abs.onnx"), ERR_UNSUPPORTED, "external_abs.onnx", "outside");
-    import_fails(fx("external_dotdot.onnx"), ERR_UNSUPPORTED, "external_dotdot.onnx", "outside");
-    import_fails(fx("external_oob.onnx"), ERR_FORMAT, "external_oob.onnx", "offset 64");
+    import_fails(fx("external_abs.onnx"), ERR_UNSUPPORTED,
+                 "external_abs.onnx", "outside");
+    import_fails(fx("external_dotdot.onnx"), ERR_UNSUPPORTED,
+                 "external_dotdot.onnx", "outside");
+    import_fails(fx("external_oob.onnx"), ERR_FORMAT, "external_oob.onnx",
+                 "offset 64");
     /* A data file that is a symlink out of the model's folder. */
     char model[512], link[512], target[512], cwd[256];
     snprintf(model, sizeof model, "%s/external.onnx", test_tmpdir());
@@ -511,16 +534,23 @@ static void test_external_data(void **state)
 static void test_bad_models(void **state)
 {
     (void)state;
-    import_fails(fx("bad_gemm.onnx"), ERR_UNSUPPORTED, "'Gemm' at node 'fc' (#2)", "bad_gemm.onnx");
-    import_fails(fx("bad_missing_init.onnx"), ERR_FORMAT, "w_missing", "bad_missing_init.onnx");
-    import_fails(fx("bad_short_init.onnx"), ERR_FORMAT, "'w1'", "bad_short_init.onnx");
+    import_fails(fx("bad_gemm.onnx"), ERR_UNSUPPORTED,
+                 "'Gemm' at node 'fc' (#2)", "bad_gemm.onnx");
+    import_fails(fx("bad_missing_init.onnx"), ERR_FORMAT, "w_missing",
+                 "bad_missing_init.onnx");
+    import_fails(fx("bad_short_init.onnx"), ERR_FORMAT, "'w1'",
+                 "bad_short_init.onnx");
     import_fails(fx("bad_shapes.onnx"), ERR_SHAPE, "add_mismatch", NULL);
     import_fails(fx("bad_conv_channels.onnx"), ERR_SHAPE, "conv_ic", NULL);
-    import_fails("tests/fixtures/onnx/no_such_model.onnx", ERR_IO, "no_such_model.onnx", NULL);
+    import_fails("tests/fixtures/onnx/no_such_model.onnx", ERR_IO,
+                 "no_such_model.onnx", NULL);
     /* 2^30 floats declared, none stored: refused before any allocation. */
-    import_fails(fx("bad_huge_init.onnx"), ERR_FORMAT, "'w_huge'", "bad_huge_init.onnx");
-    import_fails(fx("bad_huge_input.onnx"), ERR_SHAPE, "bad_huge_input.onnx", "dim 2");
-    import_fails(fx("bad_opset.onnx"), ERR_UNSUPPORTED, "opset 5", "bad_opset.onnx");
+    import_fails(fx("bad_huge_init.onnx"), ERR_FORMAT, "'w_huge'",
+                 "bad_huge_init.onnx");
+    import_fails(fx("bad_huge_input.onnx"), ERR_SHAPE, "bad_huge_input.onnx",
+                 "dim 2");
+    import_fails(fx("bad_opset.onnx"), ERR_UNSUPPORTED, "opset 5",
+                 "bad_opset.onnx");
 }
 
 static void write_bytes(const char *path, const uint8_t *b, size_t n)
@@ -560,12 +590,12 @@ static void test_truncated_and_random(void **state)
     TestRng r = {42};
     uint8_t rnd[4096];
     for (int t = 0; t < 8; t++) {
-        for (size_t k = 0; k < sizeof rnd; k++) rnd[k] = (uint8_t)trng_next(&r);
+        for (size_t k = 0; k < sizeof rnd; k++)
+            rnd[k] = (uint8_t)trng_next(&r);
         write_bytes(path, rnd, sizeof rnd);
         import_fails(path, ERR_FORMAT, "cut.onnx", NULL);
     }
 }
-
 
 /* Random byte corruptions of real models: any outcome but a crash, a hang
  * or a leak (the sanitizer build checks the last two). */
@@ -625,7 +655,8 @@ static void test_allocation_failures(void **state)
         sl_alloc_fail_after(k);
         int rc = onnx_import(fx("instnorm_bn.onnx"), NULL, &g);
         sl_alloc_fail_after(-1);
-        if (rc == 0) ok = 1;
+        if (rc == 0)
+            ok = 1;
         else {
             assert_true(sl_error_reported());
             assert_int_equal(g.n_values, 0);
@@ -643,7 +674,8 @@ static int parse(CompressOptions *o, const char *line)
     char buf[512], *argv[32], *save = NULL;
     int argc = 0;
     snprintf(buf, sizeof buf, "sauron-compress %s", line);
-    for (char *t = strtok_r(buf, " ", &save); t && argc < 31; t = strtok_r(NULL, " ", &save))
+    for (char *t = strtok_r(buf, " ", &save); t && argc < 31;
+         t = strtok_r(NULL, " ", &save))
         argv[argc++] = t;
     argv[argc] = NULL;
     sl_error_reset();
@@ -666,12 +698,15 @@ static void test_cli_parse(void **state)
     assert_int_equal(o.order, ORDER_NNUNET);
     assert_int_equal(o.no_finetune, 0);
     assert_int_equal(o.patch[0], 0);
-    assert_int_equal(parse(&o, "--no-finetune --axis 1 --order nibabel --force a b"), 0);
+    assert_int_equal(
+        parse(&o, "--no-finetune --axis 1 --order nibabel --force a b"), 0);
     assert_int_equal(o.axis, 1);
     assert_int_equal(o.order, ORDER_NIBABEL);
     assert_int_equal(o.force, 1);
     assert_int_equal(o.no_finetune, 1);
-    assert_int_equal(parse(&o, "--axis=0 --patch 32,64,48 --normalize ct:-100,250 a b"), 0);
+    assert_int_equal(
+        parse(&o, "--axis=0 --patch 32,64,48 --normalize ct:-100,250 a b"),
+        0);
     assert_int_equal(o.axis, 0);
     assert_int_equal(o.patch[0], 32);
     assert_int_equal(o.patch[2], 48);
@@ -684,9 +719,18 @@ static void test_cli_parse(void **state)
     assert_int_equal(parse(&o, "--version"), 0);
     assert_int_equal(o.version, 1);
     static const char *bad[] = {
-        "a.onnx", "", "--axis 3 a b", "--axis x a b", "--patch 1,2 a b",
-        "--patch 0,8,8 a b", "--normalize ct:5,1 a b", "--normalize zz a b",
-        "--order ijk a b", "--bogus a b", "a b c", "--axis",
+        "a.onnx",
+        "",
+        "--axis 3 a b",
+        "--axis x a b",
+        "--patch 1,2 a b",
+        "--patch 0,8,8 a b",
+        "--normalize ct:5,1 a b",
+        "--normalize zz a b",
+        "--order ijk a b",
+        "--bogus a b",
+        "a b c",
+        "--axis",
     };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         int rc = parse(&o, bad[k]);
@@ -701,7 +745,8 @@ static int run_main(const char *line)
     char buf[1024], *argv[32], *save = NULL;
     int argc = 0;
     snprintf(buf, sizeof buf, "sauron-compress %s", line);
-    for (char *t = strtok_r(buf, " ", &save); t && argc < 31; t = strtok_r(NULL, " ", &save))
+    for (char *t = strtok_r(buf, " ", &save); t && argc < 31;
+         t = strtok_r(NULL, " ", &save))
         argv[argc++] = t;
     argv[argc] = NULL;
     sl_error_reset();
@@ -723,17 +768,21 @@ static void test_cli_convert(void **state)
     snprintf(line, sizeof line, "%s %s", fx("conv_relu.onnx"), out);
     assert_int_equal(run_main(line), 2);
     assert_false(sl_file_exists(out));
-    snprintf(line, sizeof line, "--data /nonexistent %s %s", fx("conv_relu.onnx"), out);
+    snprintf(line, sizeof line, "--data /nonexistent %s %s",
+             fx("conv_relu.onnx"), out);
     assert_int_equal(run_main(line), 2);
     assert_false(sl_file_exists(out));
     /* Class count must match the network's 3 output channels. */
-    snprintf(line, sizeof line, "--no-finetune --classes bg,fg %s %s", fx("conv_relu.onnx"), out);
+    snprintf(line, sizeof line, "--no-finetune --classes bg,fg %s %s",
+             fx("conv_relu.onnx"), out);
     assert_int_equal(run_main(line), 2);
     assert_non_null(strstr(sl_error_last(), "--classes"));
     assert_false(sl_file_exists(out));
     snprintf(line, sizeof line,
-             "--no-finetune --classes bg,liver,tumour --modalities ct --normalize ct:-100,200 "
-             "--axis 1 %s %s", fx("conv_relu.onnx"), out);
+             "--no-finetune --classes bg,liver,tumour --modalities ct "
+             "--normalize ct:-100,200 "
+             "--axis 1 %s %s",
+             fx("conv_relu.onnx"), out);
     assert_int_equal(run_main(line), 0);
     assert_int_equal(sslim_read(out, &g), 0);
     assert_int_equal(g.meta.n_classes, 3);
@@ -758,7 +807,8 @@ static void test_cli_convert(void **state)
     snprintf(copy, sizeof copy, "%s/in.onnx", test_tmpdir());
     assert_int_equal(sl_read_file(fx("conv_relu.onnx"), &bytes, &size), 0);
     write_bytes(copy, bytes, size);
-    snprintf(line, sizeof line, "--no-finetune --force %s %s/./in.onnx", copy, test_tmpdir());
+    snprintf(line, sizeof line, "--no-finetune --force %s %s/./in.onnx", copy,
+             test_tmpdir());
     assert_int_equal(run_main(line), 2);
     uint8_t *after;
     size_t size2;
@@ -790,7 +840,8 @@ static void test_inspect_json(void **state)
     (void)state;
     char bin[256], cmd[1024], path[400];
     snprintf(path, sizeof path, "%s/inspect.json", test_tmpdir());
-    snprintf(cmd, sizeof cmd, "%s %s --json > %s", bin_path("sauron-inspect", bin, sizeof bin),
+    snprintf(cmd, sizeof cmd, "%s %s --json > %s",
+             bin_path("sauron-inspect", bin, sizeof bin),
              fx("conv_relu.onnx"), path);
     assert_int_equal(run_cmd(cmd, NULL, 0), 0);
     uint8_t *b;
@@ -802,7 +853,8 @@ static void test_inspect_json(void **state)
     assert_non_null(strstr(s, "\"params\": 29,"));
     assert_non_null(strstr(s, "\"flops\": "));
     assert_non_null(strstr(s, "\"layers\": ["));
-    assert_non_null(strstr(s, "\"name\": \"conv1\", \"op\": \"Conv\", \"shape\": [1, 2, 8, 8]"));
+    assert_non_null(strstr(
+        s, "\"name\": \"conv1\", \"op\": \"Conv\", \"shape\": [1, 2, 8, 8]"));
     assert_non_null(strstr(s, "\"meta\": {"));
     sl_free(s);
     sl_free(b);

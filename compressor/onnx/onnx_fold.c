@@ -32,8 +32,8 @@ int onnx_node_fail(OnnxCtx *c, int idx, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    sl_error("%s at node '%s' (#%d, %s) in '%s'", msg, onnx_node_name(n),
-             idx, n->op_type ? n->op_type : "?", c->path);
+    sl_error("%s at node '%s' (#%d, %s) in '%s'", msg, onnx_node_name(n), idx,
+             n->op_type ? n->op_type : "?", c->path);
     return code;
 }
 
@@ -64,7 +64,8 @@ int attr_ints(const Onnx__NodeProto *n, const char *name, int64_t *out,
     const Onnx__AttributeProto *a = attr_find(n, name);
     if (!a) return -1;
     if (a->n_ints > (size_t)max) return -2;
-    for (size_t k = 0; k < a->n_ints; k++) out[k] = a->ints[k];
+    for (size_t k = 0; k < a->n_ints; k++)
+        out[k] = a->ints[k];
     return (int)a->n_ints;
 }
 
@@ -94,7 +95,8 @@ int onnx_reshape_dims(const int64_t *in, int in_nd, const OTensor *shape,
     int64_t known = 1, in_numel = 1;
     int neg = -1;
     if (shape->ndim > 1 || shape->numel > OT_MAX_DIMS) return -1;
-    for (int k = 0; k < in_nd; k++) in_numel *= in[k];
+    for (int k = 0; k < in_nd; k++)
+        in_numel *= in[k];
     *out_nd = (int)shape->numel;
     for (int k = 0; k < *out_nd; k++) {
         int64_t v = ot_geti(shape, k);
@@ -111,7 +113,8 @@ int onnx_reshape_dims(const int64_t *in, int in_nd, const OTensor *shape,
         }
         /* Bound before multiplying: the shape may come from a corrupted
          * constant. */
-        if (v > OT_MAX_DIM_VALUE || (v && known > ((int64_t)1 << 62) / v)) return -1;
+        if (v > OT_MAX_DIM_VALUE || (v && known > ((int64_t)1 << 62) / v))
+            return -1;
         out[k] = v;
         known *= v;
     }
@@ -136,15 +139,19 @@ static void strides_of(const int64_t *dims, int nd, int64_t *st)
 
 static void ot_set(OTensor *t, int64_t k, double v)
 {
-    if (t->is_int) t->i[k] = ot_d2i(v);
-    else t->f[k] = (float)v;
+    if (t->is_int)
+        t->i[k] = ot_d2i(v);
+    else
+        t->f[k] = (float)v;
 }
 
 /* Copy element ks of a into element kd of b (types may differ). */
 static void ot_copy_el(OTensor *b, int64_t kd, const OTensor *a, int64_t ks)
 {
-    if (b->is_int) b->i[kd] = ot_geti(a, ks);
-    else b->f[kd] = (float)ot_get(a, ks);
+    if (b->is_int)
+        b->i[kd] = ot_geti(a, ks);
+    else
+        b->f[kd] = (float)ot_get(a, ks);
 }
 
 static int new_out(OnnxCtx *c, int idx, OTensor *t, int ndim,
@@ -152,15 +159,21 @@ static int new_out(OnnxCtx *c, int idx, OTensor *t, int ndim,
 {
     int64_t n = 1;
     for (int k = 0; k < ndim; k++) {
-        if (dims[k] < 0) return onnx_node_fail(c, idx, ERR_SHAPE, "negative dim in a folded constant");
-        n = dims[k] && n > FOLD_MAX_NUMEL / dims[k] ? FOLD_MAX_NUMEL + 1 : n * dims[k];
+        if (dims[k] < 0)
+            return onnx_node_fail(c, idx, ERR_SHAPE,
+                                  "negative dim in a folded constant");
+        n = dims[k] && n > FOLD_MAX_NUMEL / dims[k] ? FOLD_MAX_NUMEL + 1
+                                                    : n * dims[k];
     }
     if (ndim > OT_MAX_DIMS || n > FOLD_MAX_NUMEL)
-        return onnx_node_fail(c, idx, ERR_UNSUPPORTED,
-                              "folded constant too large (%d dims, %lld elements)",
-                              ndim, (long long)n);
+        return onnx_node_fail(
+            c, idx, ERR_UNSUPPORTED,
+            "folded constant too large (%d dims, %lld elements)", ndim,
+            (long long)n);
     int rc = ot_alloc(t, ndim, dims, is_int);
-    return rc ? onnx_node_fail(c, idx, rc, "cannot allocate a folded constant") : 0;
+    return rc ? onnx_node_fail(c, idx, rc,
+                               "cannot allocate a folded constant")
+              : 0;
 }
 
 /* ---- the folders ---- */
@@ -184,18 +197,21 @@ static int fold_constant(Fold *f)
     const Onnx__AttributeProto *a;
     if ((a = attr_find(f->n, "value")) && a->t)
         return ot_from_proto(f->c, a->t, &f->out);
-    if ((a = attr_find(f->n, "value_float")) || (a = attr_find(f->n, "value_int"))) {
+    if ((a = attr_find(f->n, "value_float")) ||
+        (a = attr_find(f->n, "value_int"))) {
         int is_int = !strcmp(a->name, "value_int");
         int rc = new_out(f->c, f->idx, &f->out, 0, NULL, is_int);
         if (!rc) ot_set(&f->out, 0, is_int ? (double)a->i : (double)a->f);
         return rc;
     }
-    if ((a = attr_find(f->n, "value_floats")) || (a = attr_find(f->n, "value_ints"))) {
+    if ((a = attr_find(f->n, "value_floats")) ||
+        (a = attr_find(f->n, "value_ints"))) {
         int is_int = !strcmp(a->name, "value_ints");
         int64_t d = is_int ? (int64_t)a->n_ints : (int64_t)a->n_floats;
         int rc = new_out(f->c, f->idx, &f->out, 1, &d, is_int);
         for (int64_t k = 0; !rc && k < d; k++)
-            ot_set(&f->out, k, is_int ? (double)a->ints[k] : (double)a->floats[k]);
+            ot_set(&f->out, k,
+                   is_int ? (double)a->ints[k] : (double)a->floats[k]);
         return rc;
     }
     return onnx_node_fail(f->c, f->idx, ERR_UNSUPPORTED,
@@ -205,7 +221,8 @@ static int fold_constant(Fold *f)
 static int fold_copy(Fold *f, const OTensor *a, int ndim, const int64_t *dims)
 {
     int rc = new_out(f->c, f->idx, &f->out, ndim, dims, a->is_int);
-    for (int64_t k = 0; !rc && k < a->numel; k++) ot_copy_el(&f->out, k, a, k);
+    for (int64_t k = 0; !rc && k < a->numel; k++)
+        ot_copy_el(&f->out, k, a, k);
     return rc;
 }
 
@@ -233,7 +250,8 @@ static int fold_shape(Fold *f)
     en = en < st ? st : en > a->ndim ? a->ndim : en;
     int64_t d = en - st;
     int rc = new_out(f->c, f->idx, &f->out, 1, &d, 1);
-    for (int64_t k = 0; !rc && k < d; k++) f->out.i[k] = a->dims[st + k];
+    for (int64_t k = 0; !rc && k < d; k++)
+        f->out.i[k] = a->dims[st + k];
     return rc;
 }
 
@@ -242,23 +260,31 @@ static int fold_gather(Fold *f)
     const OTensor *a = f->in[0], *ix = f->in[1];
     int axis, nd = 0;
     int64_t dims[OT_MAX_DIMS], st[OT_MAX_DIMS];
-    if (!ix || !ix->is_int || norm_axis(attr_i(f->n, "axis", 0), a->ndim, &axis))
+    if (!ix || !ix->is_int ||
+        norm_axis(attr_i(f->n, "axis", 0), a->ndim, &axis))
         return bad(f, "Gather with a bad axis or non-integer indices");
-    if (a->ndim - 1 + ix->ndim > OT_MAX_DIMS) return bad(f, "Gather result rank too large");
-    for (int k = 0; k < axis; k++) dims[nd++] = a->dims[k];
-    for (int k = 0; k < ix->ndim; k++) dims[nd++] = ix->dims[k];
-    for (int k = axis + 1; k < a->ndim; k++) dims[nd++] = a->dims[k];
+    if (a->ndim - 1 + ix->ndim > OT_MAX_DIMS)
+        return bad(f, "Gather result rank too large");
+    for (int k = 0; k < axis; k++)
+        dims[nd++] = a->dims[k];
+    for (int k = 0; k < ix->ndim; k++)
+        dims[nd++] = ix->dims[k];
+    for (int k = axis + 1; k < a->ndim; k++)
+        dims[nd++] = a->dims[k];
     int rc = new_out(f->c, f->idx, &f->out, nd, dims, a->is_int);
     if (rc) return rc;
     strides_of(a->dims, a->ndim, st);
     int64_t outer = 1, inner = st[axis], m = ix->numel, o = 0;
-    for (int k = 0; k < axis; k++) outer *= a->dims[k];
+    for (int k = 0; k < axis; k++)
+        outer *= a->dims[k];
     for (int64_t p = 0; p < outer; p++)
         for (int64_t j = 0; j < m; j++) {
             int64_t q = ix->i[j] < 0 ? ix->i[j] + a->dims[axis] : ix->i[j];
-            if (q < 0 || q >= a->dims[axis]) return bad(f, "Gather index out of range");
+            if (q < 0 || q >= a->dims[axis])
+                return bad(f, "Gather index out of range");
             for (int64_t r = 0; r < inner; r++)
-                ot_copy_el(&f->out, o++, a, p * a->dims[axis] * inner + q * inner + r);
+                ot_copy_el(&f->out, o++, a,
+                           p * a->dims[axis] * inner + q * inner + r);
         }
     return 0;
 }
@@ -268,7 +294,8 @@ static int get_axes(Fold *f, int64_t *axes, int max)
 {
     if (f->n_in > 1 && f->in[1]) {
         if (f->in[1]->numel > max) return -2;
-        for (int64_t k = 0; k < f->in[1]->numel; k++) axes[k] = ot_geti(f->in[1], k);
+        for (int64_t k = 0; k < f->in[1]->numel; k++)
+            axes[k] = ot_geti(f->in[1], k);
         return (int)f->in[1]->numel;
     }
     return attr_ints(f->n, "axes", axes, max);
@@ -279,14 +306,17 @@ static int fold_unsqueeze(Fold *f)
     const OTensor *a = f->in[0];
     int64_t axes[OT_MAX_DIMS], dims[OT_MAX_DIMS];
     int na = get_axes(f, axes, OT_MAX_DIMS), r;
-    if (na < 0 || a->ndim + na > OT_MAX_DIMS) return bad(f, "Unsqueeze without valid axes");
+    if (na < 0 || a->ndim + na > OT_MAX_DIMS)
+        return bad(f, "Unsqueeze without valid axes");
     int nd = a->ndim + na;
     char is_new[OT_MAX_DIMS] = {0};
     for (int k = 0; k < na; k++) {
-        if (norm_axis(axes[k], nd, &r) || is_new[r]) return bad(f, "Unsqueeze axis out of range");
+        if (norm_axis(axes[k], nd, &r) || is_new[r])
+            return bad(f, "Unsqueeze axis out of range");
         is_new[r] = 1;
     }
-    for (int k = 0, j = 0; k < nd; k++) dims[k] = is_new[k] ? 1 : a->dims[j++];
+    for (int k = 0, j = 0; k < nd; k++)
+        dims[k] = is_new[k] ? 1 : a->dims[j++];
     return fold_copy(f, a, nd, dims);
 }
 
@@ -311,27 +341,33 @@ static int fold_concat(Fold *f)
 {
     const OTensor *a = f->in[0];
     int axis, is_int = 1;
-    if (norm_axis(attr_i(f->n, "axis", 0), a->ndim, &axis)) return bad(f, "Concat axis out of range");
+    if (norm_axis(attr_i(f->n, "axis", 0), a->ndim, &axis))
+        return bad(f, "Concat axis out of range");
     int64_t dims[OT_MAX_DIMS];
     memcpy(dims, a->dims, sizeof dims);
     dims[axis] = 0;
     for (int j = 0; j < f->n_in; j++) {
         const OTensor *b = f->in[j];
-        if (!b || b->ndim != a->ndim) return bad(f, "Concat of constants with different ranks");
+        if (!b || b->ndim != a->ndim)
+            return bad(f, "Concat of constants with different ranks");
         for (int k = 0; k < a->ndim; k++)
-            if (k != axis && b->dims[k] != a->dims[k]) return bad(f, "Concat of constants with different dims");
+            if (k != axis && b->dims[k] != a->dims[k])
+                return bad(f, "Concat of constants with different dims");
         dims[axis] += b->dims[axis];
         is_int &= b->is_int;
     }
     int rc = new_out(f->c, f->idx, &f->out, a->ndim, dims, is_int);
     if (rc) return rc;
     int64_t outer = 1, inner = 1, o = 0;
-    for (int k = 0; k < axis; k++) outer *= a->dims[k];
-    for (int k = axis + 1; k < a->ndim; k++) inner *= a->dims[k];
+    for (int k = 0; k < axis; k++)
+        outer *= a->dims[k];
+    for (int k = axis + 1; k < a->ndim; k++)
+        inner *= a->dims[k];
     for (int64_t p = 0; p < outer; p++)
         for (int j = 0; j < f->n_in; j++) {
             int64_t blk = f->in[j]->dims[axis] * inner;
-            for (int64_t r = 0; r < blk; r++) ot_copy_el(&f->out, o++, f->in[j], p * blk + r);
+            for (int64_t r = 0; r < blk; r++)
+                ot_copy_el(&f->out, o++, f->in[j], p * blk + r);
         }
     return 0;
 }
@@ -339,26 +375,37 @@ static int fold_concat(Fold *f)
 static int fold_slice(Fold *f)
 {
     const OTensor *a = f->in[0];
-    int64_t starts[OT_MAX_DIMS], ends[OT_MAX_DIMS], axes[OT_MAX_DIMS], steps[OT_MAX_DIMS];
+    int64_t starts[OT_MAX_DIMS], ends[OT_MAX_DIMS], axes[OT_MAX_DIMS],
+        steps[OT_MAX_DIMS];
     int ns;
     if (f->c->opset < 10) {
         ns = attr_ints(f->n, "starts", starts, OT_MAX_DIMS);
-        if (ns < 0 || attr_ints(f->n, "ends", ends, OT_MAX_DIMS) != ns) return bad(f, "Slice without starts/ends");
+        if (ns < 0 || attr_ints(f->n, "ends", ends, OT_MAX_DIMS) != ns)
+            return bad(f, "Slice without starts/ends");
         if (attr_ints(f->n, "axes", axes, OT_MAX_DIMS) < 0)
-            for (int k = 0; k < ns; k++) axes[k] = k;
-        for (int k = 0; k < ns; k++) steps[k] = 1;
+            for (int k = 0; k < ns; k++)
+                axes[k] = k;
+        for (int k = 0; k < ns; k++)
+            steps[k] = 1;
     } else {
-        if (f->n_in < 3 || !f->in[1] || !f->in[2]) return bad(f, "Slice without starts/ends");
+        if (f->n_in < 3 || !f->in[1] || !f->in[2])
+            return bad(f, "Slice without starts/ends");
         ns = (int)f->in[1]->numel;
-        if (ns > OT_MAX_DIMS || f->in[2]->numel != ns) return bad(f, "Slice starts/ends mismatch");
+        if (ns > OT_MAX_DIMS || f->in[2]->numel != ns)
+            return bad(f, "Slice starts/ends mismatch");
         for (int k = 0; k < ns; k++) {
             starts[k] = ot_geti(f->in[1], k);
             ends[k] = ot_geti(f->in[2], k);
-            axes[k] = f->n_in > 3 && f->in[3] && f->in[3]->numel == ns ? ot_geti(f->in[3], k) : k;
-            steps[k] = f->n_in > 4 && f->in[4] && f->in[4]->numel == ns ? ot_geti(f->in[4], k) : 1;
+            axes[k] = f->n_in > 3 && f->in[3] && f->in[3]->numel == ns
+                          ? ot_geti(f->in[3], k)
+                          : k;
+            steps[k] = f->n_in > 4 && f->in[4] && f->in[4]->numel == ns
+                           ? ot_geti(f->in[4], k)
+                           : 1;
         }
     }
-    int64_t lo[OT_MAX_DIMS], step[OT_MAX_DIMS], dims[OT_MAX_DIMS], st[OT_MAX_DIMS];
+    int64_t lo[OT_MAX_DIMS], step[OT_MAX_DIMS], dims[OT_MAX_DIMS],
+        st[OT_MAX_DIMS];
     for (int k = 0; k < a->ndim; k++) {
         lo[k] = 0;
         step[k] = 1;
@@ -399,25 +446,46 @@ static int fold_slice(Fold *f)
     return 0;
 }
 
-typedef enum { BIN_ADD, BIN_SUB, BIN_MUL, BIN_DIV, BIN_POW, BIN_EQ, BIN_LT,
-               BIN_GT, BIN_MIN, BIN_MAX, BIN_MOD } BinOp;
+typedef enum {
+    BIN_ADD,
+    BIN_SUB,
+    BIN_MUL,
+    BIN_DIV,
+    BIN_POW,
+    BIN_EQ,
+    BIN_LT,
+    BIN_GT,
+    BIN_MIN,
+    BIN_MAX,
+    BIN_MOD
+} BinOp;
 
 static double bin_apply(BinOp op, double x, double y, int is_int)
 {
     switch (op) {
-    case BIN_ADD: return x + y;
-    case BIN_SUB: return x - y;
-    case BIN_MUL: return x * y;
+    case BIN_ADD:
+        return x + y;
+    case BIN_SUB:
+        return x - y;
+    case BIN_MUL:
+        return x * y;
     case BIN_DIV:
         if (is_int) return y != 0 ? (double)((int64_t)x / (int64_t)y) : 0;
         return x / y;
-    case BIN_POW: return pow(x, y);
-    case BIN_EQ: return x == y;
-    case BIN_LT: return x < y;
-    case BIN_GT: return x > y;
-    case BIN_MIN: return x < y ? x : y;
-    case BIN_MAX: return x > y ? x : y;
-    case BIN_MOD: return y != 0 ? x - y * floor(x / y) : 0;
+    case BIN_POW:
+        return pow(x, y);
+    case BIN_EQ:
+        return x == y;
+    case BIN_LT:
+        return x < y;
+    case BIN_GT:
+        return x > y;
+    case BIN_MIN:
+        return x < y ? x : y;
+    case BIN_MAX:
+        return x > y ? x : y;
+    case BIN_MOD:
+        return y != 0 ? x - y * floor(x / y) : 0;
     }
     return 0;
 }
@@ -428,13 +496,15 @@ static int fold_binary(Fold *f, BinOp op)
     const OTensor *a = f->in[0], *b = f->in[1];
     if (!a || !b) return bad(f, "binary op with a missing input");
     int nd = a->ndim > b->ndim ? a->ndim : b->ndim;
-    int64_t dims[OT_MAX_DIMS], sa[OT_MAX_DIMS], sb[OT_MAX_DIMS], ta[OT_MAX_DIMS], tb[OT_MAX_DIMS];
+    int64_t dims[OT_MAX_DIMS], sa[OT_MAX_DIMS], sb[OT_MAX_DIMS],
+        ta[OT_MAX_DIMS], tb[OT_MAX_DIMS];
     int64_t da[OT_MAX_DIMS], db[OT_MAX_DIMS];
     for (int k = 0; k < nd; k++) {
         int ka = k - (nd - a->ndim), kb = k - (nd - b->ndim);
         da[k] = ka >= 0 ? a->dims[ka] : 1;
         db[k] = kb >= 0 ? b->dims[kb] : 1;
-        if (da[k] != db[k] && da[k] != 1 && db[k] != 1) return bad(f, "constants do not broadcast");
+        if (da[k] != db[k] && da[k] != 1 && db[k] != 1)
+            return bad(f, "constants do not broadcast");
         dims[k] = da[k] == 1 ? db[k] : da[k];
     }
     int cmp = op == BIN_EQ || op == BIN_LT || op == BIN_GT;
@@ -462,21 +532,35 @@ static int fold_binary(Fold *f, BinOp op)
             uint64_t ux = (uint64_t)x, uy = (uint64_t)y;
             int ok_div = y != 0 && !(y == -1 && x == INT64_MIN);
             switch (op) {
-            case BIN_ADD: r = (int64_t)(ux + uy); break;
-            case BIN_SUB: r = (int64_t)(ux - uy); break;
-            case BIN_MUL: r = (int64_t)(ux * uy); break;
-            case BIN_DIV: r = ok_div ? x / y : 0; break;
-            case BIN_MIN: r = x < y ? x : y; break;
-            case BIN_MAX: r = x > y ? x : y; break;
+            case BIN_ADD:
+                r = (int64_t)(ux + uy);
+                break;
+            case BIN_SUB:
+                r = (int64_t)(ux - uy);
+                break;
+            case BIN_MUL:
+                r = (int64_t)(ux * uy);
+                break;
+            case BIN_DIV:
+                r = ok_div ? x / y : 0;
+                break;
+            case BIN_MIN:
+                r = x < y ? x : y;
+                break;
+            case BIN_MAX:
+                r = x > y ? x : y;
+                break;
             case BIN_MOD: /* Python's sign rule (ONNX Mod, fmod=0) */
                 r = ok_div ? x % y : 0;
                 if (r != 0 && (r < 0) != (y < 0)) r += y;
                 break;
-            default: break;
+            default:
+                break;
             }
             f->out.i[o] = r;
         } else {
-            ot_set(&f->out, o, bin_apply(op, ot_get(a, ia), ot_get(b, ib), is_int));
+            ot_set(&f->out, o,
+                   bin_apply(op, ot_get(a, ia), ot_get(b, ib), is_int));
         }
     }
     return 0;
@@ -488,14 +572,22 @@ static int fold_unary(Fold *f, const char *op)
     int rc = new_out(f->c, f->idx, &f->out, a->ndim, a->dims, a->is_int);
     for (int64_t k = 0; !rc && k < a->numel; k++) {
         double x = ot_get(a, k), y = x;
-        if (!strcmp(op, "Floor")) y = floor(x);
-        else if (!strcmp(op, "Ceil")) y = ceil(x);
-        else if (!strcmp(op, "Neg")) y = -x;
-        else if (!strcmp(op, "Abs")) y = fabs(x);
-        else if (!strcmp(op, "Sqrt")) y = sqrt(x);
-        else if (!strcmp(op, "Reciprocal")) y = 1.0 / x;
-        else if (!strcmp(op, "Not")) y = x == 0;
-        else if (!strcmp(op, "Round")) y = nearbyint(x);
+        if (!strcmp(op, "Floor"))
+            y = floor(x);
+        else if (!strcmp(op, "Ceil"))
+            y = ceil(x);
+        else if (!strcmp(op, "Neg"))
+            y = -x;
+        else if (!strcmp(op, "Abs"))
+            y = fabs(x);
+        else if (!strcmp(op, "Sqrt"))
+            y = sqrt(x);
+        else if (!strcmp(op, "Reciprocal"))
+            y = 1.0 / x;
+        else if (!strcmp(op, "Not"))
+            y = x == 0;
+        else if (!strcmp(op, "Round"))
+            y = nearbyint(x);
         ot_set(&f->out, k, y);
     }
     return rc;
@@ -503,14 +595,17 @@ static int fold_unary(Fold *f, const char *op)
 
 static int fold_range(Fold *f)
 {
-    if (f->n_in < 3 || !f->in[0] || !f->in[1] || !f->in[2]) return bad(f, "Range needs 3 inputs");
-    double s = ot_get(f->in[0], 0), l = ot_get(f->in[1], 0), d = ot_get(f->in[2], 0);
+    if (f->n_in < 3 || !f->in[0] || !f->in[1] || !f->in[2])
+        return bad(f, "Range needs 3 inputs");
+    double s = ot_get(f->in[0], 0), l = ot_get(f->in[1], 0),
+           d = ot_get(f->in[2], 0);
     if (d == 0) return bad(f, "Range with delta 0");
     double cnt = ceil((l - s) / d);
     if (!(cnt <= (double)FOLD_MAX_NUMEL)) return bad(f, "Range too long");
     int64_t n = cnt > 0 ? (int64_t)cnt : 0;
     int rc = new_out(f->c, f->idx, &f->out, 1, &n, f->in[0]->is_int);
-    for (int64_t k = 0; !rc && k < n; k++) ot_set(&f->out, k, s + (double)k * d);
+    for (int64_t k = 0; !rc && k < n; k++)
+        ot_set(&f->out, k, s + (double)k * d);
     return rc;
 }
 
@@ -521,8 +616,10 @@ static int fold_constant_of_shape(Fold *f)
     OTensor v = {0};
     int rc, is_int = 0;
     double fill = 0;
-    if (sh->numel > OT_MAX_DIMS) return bad(f, "ConstantOfShape rank too large");
-    for (int64_t k = 0; k < sh->numel; k++) dims[k] = ot_geti(sh, k);
+    if (sh->numel > OT_MAX_DIMS)
+        return bad(f, "ConstantOfShape rank too large");
+    for (int64_t k = 0; k < sh->numel; k++)
+        dims[k] = ot_geti(sh, k);
     const Onnx__AttributeProto *a = attr_find(f->n, "value");
     if (a && a->t) {
         rc = ot_from_proto(f->c, a->t, &v);
@@ -536,7 +633,8 @@ static int fold_constant_of_shape(Fold *f)
         ot_free(&v);
     }
     rc = new_out(f->c, f->idx, &f->out, (int)sh->numel, dims, is_int);
-    for (int64_t k = 0; !rc && k < f->out.numel; k++) ot_set(&f->out, k, fill);
+    for (int64_t k = 0; !rc && k < f->out.numel; k++)
+        ot_set(&f->out, k, fill);
     return rc;
 }
 
@@ -561,7 +659,8 @@ static int fold_reshape(Fold *f)
     rc = onnx_reshape_dims(a->dims, a->ndim, shape.i ? &shape : f->in[1],
                            (int)attr_i(f->n, "allowzero", 0), dims, &nd);
     ot_free(&shape);
-    if (rc) return bad(f, "Reshape to a shape with a different element count");
+    if (rc)
+        return bad(f, "Reshape to a shape with a different element count");
     return fold_copy(f, a, nd, dims);
 }
 
@@ -571,11 +670,13 @@ static int fold_transpose(Fold *f)
     int64_t perm[OT_MAX_DIMS], dims[OT_MAX_DIMS], st[OT_MAX_DIMS];
     int np = attr_ints(f->n, "perm", perm, OT_MAX_DIMS);
     if (np < 0)
-        for (int k = 0; k < a->ndim; k++) perm[k] = a->ndim - 1 - k;
+        for (int k = 0; k < a->ndim; k++)
+            perm[k] = a->ndim - 1 - k;
     else if (np != a->ndim)
         return bad(f, "Transpose perm of the wrong length");
     for (int k = 0; k < a->ndim; k++) {
-        if (perm[k] < 0 || perm[k] >= a->ndim) return bad(f, "Transpose perm out of range");
+        if (perm[k] < 0 || perm[k] >= a->ndim)
+            return bad(f, "Transpose perm out of range");
         dims[k] = a->dims[perm[k]];
     }
     int rc = new_out(f->c, f->idx, &f->out, a->ndim, dims, a->is_int);
@@ -595,9 +696,11 @@ static int fold_transpose(Fold *f)
 static int fold_where(Fold *f)
 {
     const OTensor *cnd = f->in[0], *x = f->in[1], *y = f->in[2];
-    if (f->n_in < 3 || !cnd || !x || !y || cnd->numel != x->numel || x->numel != y->numel)
+    if (f->n_in < 3 || !cnd || !x || !y || cnd->numel != x->numel ||
+        x->numel != y->numel)
         return bad(f, "Where on constants of different sizes");
-    int rc = new_out(f->c, f->idx, &f->out, x->ndim, x->dims, x->is_int && y->is_int);
+    int rc = new_out(f->c, f->idx, &f->out, x->ndim, x->dims,
+                     x->is_int && y->is_int);
     for (int64_t k = 0; !rc && k < x->numel; k++)
         ot_set(&f->out, k, ot_get(cnd, k) != 0 ? ot_get(x, k) : ot_get(y, k));
     return rc;
@@ -618,47 +721,75 @@ int onnx_fold(OnnxCtx *c, int idx)
         f.in[j] = &c->syms[s].t;
     }
     if (strcmp(op, "Constant") && !f.in[0]) return 1;
-    if (!strcmp(op, "Constant")) rc = fold_constant(&f);
+    if (!strcmp(op, "Constant"))
+        rc = fold_constant(&f);
     else if (!strcmp(op, "Identity") || !strcmp(op, "Dropout"))
         rc = fold_copy(&f, f.in[0], f.in[0]->ndim, f.in[0]->dims);
-    else if (!strcmp(op, "Cast")) rc = fold_cast(&f);
-    else if (!strcmp(op, "Shape")) rc = fold_shape(&f);
+    else if (!strcmp(op, "Cast"))
+        rc = fold_cast(&f);
+    else if (!strcmp(op, "Shape"))
+        rc = fold_shape(&f);
     else if (!strcmp(op, "Size")) {
         int64_t one = 1;
         rc = new_out(c, idx, &f.out, 0, &one, 1);
         if (!rc) f.out.i[0] = f.in[0]->numel;
-    } else if (!strcmp(op, "Gather")) rc = fold_gather(&f);
-    else if (!strcmp(op, "Unsqueeze")) rc = fold_unsqueeze(&f);
-    else if (!strcmp(op, "Squeeze")) rc = fold_squeeze(&f);
-    else if (!strcmp(op, "Concat")) rc = fold_concat(&f);
-    else if (!strcmp(op, "Slice")) rc = fold_slice(&f);
-    else if (!strcmp(op, "Add")) rc = fold_binary(&f, BIN_ADD);
-    else if (!strcmp(op, "Sub")) rc = fold_binary(&f, BIN_SUB);
-    else if (!strcmp(op, "Mul")) rc = fold_binary(&f, BIN_MUL);
-    else if (!strcmp(op, "Div")) rc = fold_binary(&f, BIN_DIV);
-    else if (!strcmp(op, "Pow")) rc = fold_binary(&f, BIN_POW);
-    else if (!strcmp(op, "Equal")) rc = fold_binary(&f, BIN_EQ);
-    else if (!strcmp(op, "Less")) rc = fold_binary(&f, BIN_LT);
-    else if (!strcmp(op, "Greater")) rc = fold_binary(&f, BIN_GT);
-    else if (!strcmp(op, "Min")) rc = fold_binary(&f, BIN_MIN);
-    else if (!strcmp(op, "Max")) rc = fold_binary(&f, BIN_MAX);
-    else if (!strcmp(op, "Mod")) rc = fold_binary(&f, BIN_MOD);
-    else if (!strcmp(op, "Floor") || !strcmp(op, "Ceil") || !strcmp(op, "Neg") ||
-             !strcmp(op, "Abs") || !strcmp(op, "Sqrt") || !strcmp(op, "Reciprocal") ||
+    } else if (!strcmp(op, "Gather"))
+        rc = fold_gather(&f);
+    else if (!strcmp(op, "Unsqueeze"))
+        rc = fold_unsqueeze(&f);
+    else if (!strcmp(op, "Squeeze"))
+        rc = fold_squeeze(&f);
+    else if (!strcmp(op, "Concat"))
+        rc = fold_concat(&f);
+    else if (!strcmp(op, "Slice"))
+        rc = fold_slice(&f);
+    else if (!strcmp(op, "Add"))
+        rc = fold_binary(&f, BIN_ADD);
+    else if (!strcmp(op, "Sub"))
+        rc = fold_binary(&f, BIN_SUB);
+    else if (!strcmp(op, "Mul"))
+        rc = fold_binary(&f, BIN_MUL);
+    else if (!strcmp(op, "Div"))
+        rc = fold_binary(&f, BIN_DIV);
+    else if (!strcmp(op, "Pow"))
+        rc = fold_binary(&f, BIN_POW);
+    else if (!strcmp(op, "Equal"))
+        rc = fold_binary(&f, BIN_EQ);
+    else if (!strcmp(op, "Less"))
+        rc = fold_binary(&f, BIN_LT);
+    else if (!strcmp(op, "Greater"))
+        rc = fold_binary(&f, BIN_GT);
+    else if (!strcmp(op, "Min"))
+        rc = fold_binary(&f, BIN_MIN);
+    else if (!strcmp(op, "Max"))
+        rc = fold_binary(&f, BIN_MAX);
+    else if (!strcmp(op, "Mod"))
+        rc = fold_binary(&f, BIN_MOD);
+    else if (!strcmp(op, "Floor") || !strcmp(op, "Ceil") ||
+             !strcmp(op, "Neg") || !strcmp(op, "Abs") ||
+             !strcmp(op, "Sqrt") || !strcmp(op, "Reciprocal") ||
              !strcmp(op, "Not") || !strcmp(op, "Round"))
         rc = fold_unary(&f, op);
-    else if (!strcmp(op, "Range")) rc = fold_range(&f);
-    else if (!strcmp(op, "ConstantOfShape")) rc = fold_constant_of_shape(&f);
-    else if (!strcmp(op, "Reshape")) rc = fold_reshape(&f);
+    else if (!strcmp(op, "Range"))
+        rc = fold_range(&f);
+    else if (!strcmp(op, "ConstantOfShape"))
+        rc = fold_constant_of_shape(&f);
+    else if (!strcmp(op, "Reshape"))
+        rc = fold_reshape(&f);
     else if (!strcmp(op, "Flatten")) {
         int ax;
-        if (norm_axis(attr_i(n, "axis", 1), f.in[0]->ndim + 1, &ax)) return bad(&f, "Flatten axis out of range");
+        if (norm_axis(attr_i(n, "axis", 1), f.in[0]->ndim + 1, &ax))
+            return bad(&f, "Flatten axis out of range");
         int64_t d[2] = {1, 1};
-        for (int k = 0; k < f.in[0]->ndim; k++) d[k >= ax] *= f.in[0]->dims[k];
+        for (int k = 0; k < f.in[0]->ndim; k++)
+            d[k >= ax] *= f.in[0]->dims[k];
         rc = fold_copy(&f, f.in[0], 2, d);
-    } else if (!strcmp(op, "Transpose")) rc = fold_transpose(&f);
-    else if (!strcmp(op, "Where")) rc = fold_where(&f);
-    else return 1;
+    } else if (!strcmp(op, "Transpose"))
+        rc = fold_transpose(&f);
+    else if (!strcmp(op, "Where"))
+        rc = fold_where(&f);
+    else
+        return 1;
     if (rc) {
         ot_free(&f.out);
         return rc;

@@ -6,8 +6,8 @@
 
 #include <fcntl.h>
 #include <limits.h>
-#include <stdio.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -119,20 +119,31 @@ static int dtype_size(int dt, int *is_int)
 {
     *is_int = 1;
     switch (dt) {
-    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: *is_int = 0; return 4;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: *is_int = 0; return 8;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT:
+        *is_int = 0;
+        return 4;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE:
+        *is_int = 0;
+        return 8;
     case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16:
-    case ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16: *is_int = 0; return 2;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16:
+        *is_int = 0;
+        return 2;
     case ONNX__TENSOR_PROTO__DATA_TYPE__INT64:
-    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT64: return 8;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT64:
+        return 8;
     case ONNX__TENSOR_PROTO__DATA_TYPE__INT32:
-    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT32: return 4;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT32:
+        return 4;
     case ONNX__TENSOR_PROTO__DATA_TYPE__INT16:
-    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT16: return 2;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT16:
+        return 2;
     case ONNX__TENSOR_PROTO__DATA_TYPE__INT8:
     case ONNX__TENSOR_PROTO__DATA_TYPE__UINT8:
-    case ONNX__TENSOR_PROTO__DATA_TYPE__BOOL: return 1;
-    default: return 0;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__BOOL:
+        return 1;
+    default:
+        return 0;
     }
 }
 
@@ -141,8 +152,12 @@ static void decode_raw(OTensor *t, int dt, const uint8_t *p)
 {
     for (int64_t k = 0; k < t->numel; k++) {
         switch (dt) {
-        case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: t->f[k] = f32_from_le(p + 4 * k); break;
-        case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: t->f[k] = (float)f64_from_le(p + 8 * k); break;
+        case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT:
+            t->f[k] = f32_from_le(p + 4 * k);
+            break;
+        case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE:
+            t->f[k] = (float)f64_from_le(p + 8 * k);
+            break;
         case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16:
             t->f[k] = half_to_float((uint16_t)(p[2 * k] | p[2 * k + 1] << 8));
             break;
@@ -150,23 +165,35 @@ static void decode_raw(OTensor *t, int dt, const uint8_t *p)
             t->f[k] = bf16_to_float((uint16_t)(p[2 * k] | p[2 * k + 1] << 8));
             break;
         case ONNX__TENSOR_PROTO__DATA_TYPE__INT64:
-        case ONNX__TENSOR_PROTO__DATA_TYPE__UINT64: t->i[k] = (int64_t)sl_rd64(p + 8 * k); break;
-        case ONNX__TENSOR_PROTO__DATA_TYPE__INT32: t->i[k] = (int32_t)sl_rd32(p + 4 * k); break;
-        case ONNX__TENSOR_PROTO__DATA_TYPE__UINT32: t->i[k] = sl_rd32(p + 4 * k); break;
+        case ONNX__TENSOR_PROTO__DATA_TYPE__UINT64:
+            t->i[k] = (int64_t)sl_rd64(p + 8 * k);
+            break;
+        case ONNX__TENSOR_PROTO__DATA_TYPE__INT32:
+            t->i[k] = (int32_t)sl_rd32(p + 4 * k);
+            break;
+        case ONNX__TENSOR_PROTO__DATA_TYPE__UINT32:
+            t->i[k] = sl_rd32(p + 4 * k);
+            break;
         case ONNX__TENSOR_PROTO__DATA_TYPE__INT16:
             t->i[k] = (int16_t)(uint16_t)(p[2 * k] | p[2 * k + 1] << 8);
             break;
-        case ONNX__TENSOR_PROTO__DATA_TYPE__UINT16: t->i[k] = p[2 * k] | p[2 * k + 1] << 8; break;
-        case ONNX__TENSOR_PROTO__DATA_TYPE__INT8: t->i[k] = (int8_t)p[k]; break;
-        default: t->i[k] = p[k]; break; /* UINT8, BOOL */
+        case ONNX__TENSOR_PROTO__DATA_TYPE__UINT16:
+            t->i[k] = p[2 * k] | p[2 * k + 1] << 8;
+            break;
+        case ONNX__TENSOR_PROTO__DATA_TYPE__INT8:
+            t->i[k] = (int8_t)p[k];
+            break;
+        default:
+            t->i[k] = p[k];
+            break; /* UINT8, BOOL */
         }
     }
 }
 
 /* Read [offset, offset+len) of an external data file into a new buffer,
  * refusing locations outside the model's folder. */
-static int read_external(OnnxCtx *c, const Onnx__TensorProto *tp,
-                         size_t want, uint8_t **out)
+static int read_external(OnnxCtx *c, const Onnx__TensorProto *tp, size_t want,
+                         uint8_t **out)
 {
     const char *loc = NULL;
     int64_t off = 0, len = -1;
@@ -178,18 +205,23 @@ static int read_external(OnnxCtx *c, const Onnx__TensorProto *tp,
         const Onnx__StringStringEntryProto *e = tp->external_data[k];
         if (!e->key || !e->value) continue;
         char *end = NULL;
-        if (!strcmp(e->key, "location")) loc = e->value;
-        else if (!strcmp(e->key, "offset")) off = strtoll(e->value, &end, 10);
-        else if (!strcmp(e->key, "length")) len = strtoll(e->value, &end, 10);
+        if (!strcmp(e->key, "location"))
+            loc = e->value;
+        else if (!strcmp(e->key, "offset"))
+            off = strtoll(e->value, &end, 10);
+        else if (!strcmp(e->key, "length"))
+            len = strtoll(e->value, &end, 10);
         if (end && (*end || end == e->value)) {
             sl_error("tensor '%s' in '%s': bad external data %s '%s'; "
-                     "re-export the model", tn, c->path, e->key, e->value);
+                     "re-export the model",
+                     tn, c->path, e->key, e->value);
             return ERR_FORMAT;
         }
     }
     if (!loc || !*loc) {
         sl_error("tensor '%s' in '%s' has external data without a location; "
-                 "re-export the model", tn, c->path);
+                 "re-export the model",
+                 tn, c->path);
         return ERR_FORMAT;
     }
     /* External data must stay beside the model: an absolute path or ".."
@@ -197,19 +229,23 @@ static int read_external(OnnxCtx *c, const Onnx__TensorProto *tp,
     if (loc[0] == '/' || strstr(loc, "..")) {
         sl_error("tensor '%s' in '%s': external data location '%s' is "
                  "outside the model's folder; refused (keep the data file "
-                 "next to the .onnx)", tn, c->path, loc);
+                 "next to the .onnx)",
+                 tn, c->path, loc);
         return ERR_UNSUPPORTED;
     }
-    if ((size_t)snprintf(full, sizeof full, "%s/%s", c->dir, loc) >= sizeof full ||
+    if ((size_t)snprintf(full, sizeof full, "%s/%s", c->dir, loc) >=
+            sizeof full ||
         !realpath(full, real)) {
         sl_error("tensor '%s' in '%s': cannot open external data file '%s'; "
-                 "copy it next to the model", tn, c->path, loc);
+                 "copy it next to the model",
+                 tn, c->path, loc);
         return ERR_IO;
     }
     size_t dl = strlen(c->dir);
     if (strncmp(real, c->dir, dl) != 0 || real[dl] != '/') {
         sl_error("tensor '%s' in '%s': external data '%s' resolves outside "
-                 "the model's folder; refused", tn, c->path, loc);
+                 "the model's folder; refused",
+                 tn, c->path, loc);
         return ERR_UNSUPPORTED;
     }
     struct stat st;
@@ -225,8 +261,9 @@ static int read_external(OnnxCtx *c, const Onnx__TensorProto *tp,
         len > (int64_t)st.st_size - off) {
         sl_error("tensor '%s' in '%s': external data offset %lld length %lld "
                  "does not fit file '%s' (%lld bytes) or the tensor's %zu "
-                 "bytes; re-export the model", tn, c->path, (long long)off,
-                 (long long)len, loc, (long long)st.st_size, want);
+                 "bytes; re-export the model",
+                 tn, c->path, (long long)off, (long long)len, loc,
+                 (long long)st.st_size, want);
         goto fail;
     }
     buf = sl_alloc(want + 1);
@@ -236,9 +273,11 @@ static int read_external(OnnxCtx *c, const Onnx__TensorProto *tp,
         goto fail;
     }
     for (size_t got = 0; got < want;) {
-        ssize_t r = pread(fd, buf + got, want - got, (off_t)(off + (int64_t)got));
+        ssize_t r =
+            pread(fd, buf + got, want - got, (off_t)(off + (int64_t)got));
         if (r <= 0) {
-            sl_error("tensor '%s' in '%s': short read from '%s'", tn, c->path, loc);
+            sl_error("tensor '%s' in '%s': short read from '%s'", tn, c->path,
+                     loc);
             rc = ERR_IO;
             goto fail;
         }
@@ -263,12 +302,13 @@ int ot_from_proto(OnnxCtx *c, const Onnx__TensorProto *tp, OTensor *t)
     memset(t, 0, sizeof *t);
     if (!es) {
         sl_error("tensor '%s' in '%s' has data type %d which is not "
-                 "supported (use float32)", tn, c->path, dt);
+                 "supported (use float32)",
+                 tn, c->path, dt);
         return ERR_UNSUPPORTED;
     }
     if (tp->n_dims > OT_MAX_DIMS) {
-        sl_error("tensor '%s' in '%s' has %zu dims (at most %d)", tn,
-                 c->path, tp->n_dims, OT_MAX_DIMS);
+        sl_error("tensor '%s' in '%s' has %zu dims (at most %d)", tn, c->path,
+                 tp->n_dims, OT_MAX_DIMS);
         return ERR_UNSUPPORTED;
     }
     /* Check the declared size against the data actually present before
@@ -277,8 +317,10 @@ int ot_from_proto(OnnxCtx *c, const Onnx__TensorProto *tp, OTensor *t)
     for (size_t k = 0; k < tp->n_dims; k++) {
         int64_t d = tp->dims[k];
         if (d < 0 || (d > 0 && numel > OT_MAX_NUMEL / d)) {
-            sl_error("tensor '%s' in '%s' has negative or huge dims; the file "
-                     "is corrupted", tn, c->path);
+            sl_error(
+                "tensor '%s' in '%s' has negative or huge dims; the file "
+                "is corrupted",
+                tn, c->path);
             return ERR_FORMAT;
         }
         numel *= d;
@@ -296,8 +338,8 @@ int ot_from_proto(OnnxCtx *c, const Onnx__TensorProto *tp, OTensor *t)
     if (tp->has_raw_data) {
         if (tp->raw_data.len != bytes) {
             sl_error("tensor '%s' in '%s': dims need %zu bytes but raw data "
-                     "has %zu; the file is corrupted", tn, c->path, bytes,
-                     tp->raw_data.len);
+                     "has %zu; the file is corrupted",
+                     tn, c->path, bytes, tp->raw_data.len);
             return ERR_FORMAT;
         }
         rc = ot_alloc(t, (int)tp->n_dims, tp->dims, is_int);
@@ -306,35 +348,55 @@ int ot_from_proto(OnnxCtx *c, const Onnx__TensorProto *tp, OTensor *t)
     }
     size_t have;
     switch (dt) {
-    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: have = tp->n_float_data; break;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: have = tp->n_double_data; break;
-    case ONNX__TENSOR_PROTO__DATA_TYPE__INT64: have = tp->n_int64_data; break;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT:
+        have = tp->n_float_data;
+        break;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE:
+        have = tp->n_double_data;
+        break;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__INT64:
+        have = tp->n_int64_data;
+        break;
     case ONNX__TENSOR_PROTO__DATA_TYPE__UINT64:
-    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT32: have = tp->n_uint64_data; break;
-    default: have = tp->n_int32_data; break;
+    case ONNX__TENSOR_PROTO__DATA_TYPE__UINT32:
+        have = tp->n_uint64_data;
+        break;
+    default:
+        have = tp->n_int32_data;
+        break;
     }
     if (have != (size_t)numel) {
         sl_error("tensor '%s' in '%s': dims say %lld elements but it holds "
-                 "%zu; the file is corrupted", tn, c->path, (long long)numel,
-                 have);
+                 "%zu; the file is corrupted",
+                 tn, c->path, (long long)numel, have);
         return ERR_FORMAT;
     }
     rc = ot_alloc(t, (int)tp->n_dims, tp->dims, is_int);
     if (rc) return rc;
     for (int64_t k = 0; k < t->numel; k++) {
         switch (dt) {
-        case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT: t->f[k] = tp->float_data[k]; break;
-        case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE: t->f[k] = (float)tp->double_data[k]; break;
+        case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT:
+            t->f[k] = tp->float_data[k];
+            break;
+        case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE:
+            t->f[k] = (float)tp->double_data[k];
+            break;
         case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16:
             t->f[k] = half_to_float((uint16_t)tp->int32_data[k]);
             break;
         case ONNX__TENSOR_PROTO__DATA_TYPE__BFLOAT16:
             t->f[k] = bf16_to_float((uint16_t)tp->int32_data[k]);
             break;
-        case ONNX__TENSOR_PROTO__DATA_TYPE__INT64: t->i[k] = tp->int64_data[k]; break;
+        case ONNX__TENSOR_PROTO__DATA_TYPE__INT64:
+            t->i[k] = tp->int64_data[k];
+            break;
         case ONNX__TENSOR_PROTO__DATA_TYPE__UINT64:
-        case ONNX__TENSOR_PROTO__DATA_TYPE__UINT32: t->i[k] = (int64_t)tp->uint64_data[k]; break;
-        default: t->i[k] = tp->int32_data[k]; break;
+        case ONNX__TENSOR_PROTO__DATA_TYPE__UINT32:
+            t->i[k] = (int64_t)tp->uint64_data[k];
+            break;
+        default:
+            t->i[k] = tp->int32_data[k];
+            break;
         }
     }
     return 0;
@@ -447,14 +509,17 @@ static int add_input(OnnxCtx *c, const OnnxImportOptions *opt)
     }
     if (n_real != 1) {
         sl_error("'%s' has %d graph inputs besides its weights; an image "
-                 "network must have exactly one", c->path, n_real);
+                 "network must have exactly one",
+                 c->path, n_real);
         return n_real ? ERR_UNSUPPORTED : ERR_FORMAT;
     }
     Shape s = {0};
     const Onnx__TypeProto *tp = in->type;
     const Onnx__TensorShapeProto *sp =
         tp && tp->value_case == ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE &&
-                tp->tensor_type ? tp->tensor_type->shape : NULL;
+                tp->tensor_type
+            ? tp->tensor_type->shape
+            : NULL;
     if (tp && tp->value_case == ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE &&
         tp->tensor_type && tp->tensor_type->has_elem_type &&
         tp->tensor_type->elem_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) {
@@ -468,17 +533,19 @@ static int add_input(OnnxCtx *c, const OnnxImportOptions *opt)
     } else {
         if (!sp || sp->n_dim < 3 || sp->n_dim > SL_MAX_DIMS) {
             sl_error("input '%s' of '%s' has %s; expected [N, C, (D,) H, W] "
-                     "(give the input shape explicitly)", in->name, c->path,
+                     "(give the input shape explicitly)",
+                     in->name, c->path,
                      sp ? "an unsupported rank" : "no shape");
             return ERR_UNSUPPORTED;
         }
         s.ndim = (int)sp->n_dim;
         for (int k = 0; k < s.ndim; k++) {
             const Onnx__TensorShapeProto__Dimension *d = sp->dim[k];
-            int64_t v = d->value_case ==
-                                ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE
-                            ? d->dim_value
-                            : 0;
+            int64_t v =
+                d->value_case ==
+                        ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE
+                    ? d->dim_value
+                    : 0;
             if (v <= 0) v = k == 0 ? 1 : k == 1 ? 0 : ONNX_DEFAULT_SPATIAL;
             s.d[k] = v;
         }
@@ -487,8 +554,8 @@ static int add_input(OnnxCtx *c, const OnnxImportOptions *opt)
              * how many channels the network really takes. */
             for (size_t k = 0; k < gp->n_node && !s.d[1]; k++) {
                 const Onnx__NodeProto *n = gp->node[k];
-                if (!n->op_type || strcmp(n->op_type, "Conv") || n->n_input < 2 ||
-                    strcmp(n->input[0], in->name))
+                if (!n->op_type || strcmp(n->op_type, "Conv") ||
+                    n->n_input < 2 || strcmp(n->input[0], in->name))
                     continue;
                 int w = sym_find(c, n->input[1]);
                 int64_t grp = 1;
@@ -510,15 +577,15 @@ static int add_input(OnnxCtx *c, const OnnxImportOptions *opt)
         total = s.d[k] > 0 && s.d[k] <= ONNX_MAX_DIM ? total * s.d[k] : total;
     if (total > ((int64_t)1 << 36)) {
         sl_error("input '%s' of '%s' has %lld elements; that is not a scan "
-                 "(the file or the requested shape is wrong)", in->name,
-                 c->path, (long long)total);
+                 "(the file or the requested shape is wrong)",
+                 in->name, c->path, (long long)total);
         return ERR_SHAPE;
     }
     for (int k = 0; k < s.ndim; k++)
         if (s.d[k] > ONNX_MAX_DIM) {
             sl_error("input '%s' of '%s': dim %d is %lld (at most %d); the "
-                     "model or the requested shape is wrong", in->name,
-                     c->path, k, (long long)s.d[k], ONNX_MAX_DIM);
+                     "model or the requested shape is wrong",
+                     in->name, c->path, k, (long long)s.d[k], ONNX_MAX_DIM);
             return ERR_SHAPE;
         } else if (s.d[k] <= 0) {
             sl_error("input '%s' of '%s': cannot determine dim %d (dynamic "
@@ -537,7 +604,8 @@ static int add_input(OnnxCtx *c, const OnnxImportOptions *opt)
 static int64_t spatial_numel(const Shape *s)
 {
     int64_t n = 1;
-    for (int k = 2; k < s->ndim; k++) n *= s->d[k];
+    for (int k = 2; k < s->ndim; k++)
+        n *= s->d[k];
     return n;
 }
 
@@ -549,7 +617,8 @@ static int set_outputs(OnnxCtx *c, const OnnxImportOptions *opt)
     int64_t best = -1;
     g->n_outputs = 0;
     if (gp->n_output == 0) {
-        sl_error("'%s' declares no graph output; re-export the model", c->path);
+        sl_error("'%s' declares no graph output; re-export the model",
+                 c->path);
         return ERR_FORMAT;
     }
     for (size_t k = 0; k < gp->n_output; k++) {
@@ -557,24 +626,29 @@ static int set_outputs(OnnxCtx *c, const OnnxImportOptions *opt)
         int s = sym_find(c, name);
         if (s < 0) {
             sl_error("output '%s' of '%s' is produced by no node; the file "
-                     "is corrupted", name, c->path);
+                     "is corrupted",
+                     name, c->path);
             return ERR_FORMAT;
         }
         if (c->syms[s].kind != SYM_VALUE) {
             sl_error("output '%s' of '%s' is %s, not a network output; "
-                     "re-export without it", name, c->path,
-                     c->syms[s].kind == SYM_CONST ? "a constant"
-                                                  : "a reshaped/transposed tensor");
+                     "re-export without it",
+                     name, c->path,
+                     c->syms[s].kind == SYM_CONST
+                         ? "a constant"
+                         : "a reshaped/transposed tensor");
             return ERR_UNSUPPORTED;
         }
         int v = c->syms[s].value;
         if (v == g->input) {
-            sl_error("output '%s' of '%s' is the graph input itself", name, c->path);
+            sl_error("output '%s' of '%s' is the graph input itself", name,
+                     c->path);
             return ERR_UNSUPPORTED;
         }
         int64_t n = spatial_numel(&g->values[v].shape);
         if (opt && opt->output_name) {
-            if (chosen < 0 && !strcmp(opt->output_name, name)) chosen = (int)k;
+            if (chosen < 0 && !strcmp(opt->output_name, name))
+                chosen = (int)k;
         } else if (n > best) {
             best = n;
             chosen = (int)k;
@@ -582,9 +656,11 @@ static int set_outputs(OnnxCtx *c, const OnnxImportOptions *opt)
     }
     if (chosen < 0) {
         sl_error("'%s' has no output named '%s'; its outputs are: %s%s%s%s",
-                 c->path, opt->output_name, gp->output[0]->name ? gp->output[0]->name : "",
+                 c->path, opt->output_name,
+                 gp->output[0]->name ? gp->output[0]->name : "",
                  gp->n_output > 1 ? ", " : "",
-                 gp->n_output > 1 && gp->output[1]->name ? gp->output[1]->name : "",
+                 gp->n_output > 1 && gp->output[1]->name ? gp->output[1]->name
+                                                         : "",
                  gp->n_output > 2 ? ", ..." : "");
         return ERR_ARG;
     }
@@ -596,7 +672,8 @@ static int set_outputs(OnnxCtx *c, const OnnxImportOptions *opt)
     /* IR values carry the ONNX output names (an output reached through an
      * Identity or a folded layout change still has its producer's). */
     for (size_t k = 0; k < gp->n_output; k++) {
-        Value *v = &g->values[c->syms[sym_find(c, gp->output[k]->name)].value];
+        Value *v =
+            &g->values[c->syms[sym_find(c, gp->output[k]->name)].value];
         if (!strcmp(v->name, gp->output[k]->name)) continue;
         char *nm = sl_strdup(gp->output[k]->name);
         if (!nm) return ERR_NOMEM;
@@ -609,7 +686,8 @@ static int set_outputs(OnnxCtx *c, const OnnxImportOptions *opt)
         if ((int)k == chosen) continue;
         int v = c->syms[sym_find(c, gp->output[k]->name)].value;
         int dup = 0;
-        for (int j = 0; j < g->n_outputs; j++) dup |= g->outputs[j] == v;
+        for (int j = 0; j < g->n_outputs; j++)
+            dup |= g->outputs[j] == v;
         if (!dup) g->outputs[g->n_outputs++] = v;
     }
     return 0;
@@ -626,7 +704,8 @@ static int graph_compact(Graph *src, Graph *dst)
         sl_error("out of memory compacting the imported graph");
         goto fail;
     }
-    for (int k = 0; k < src->n_values; k++) vmap[k] = -1;
+    for (int k = 0; k < src->n_values; k++)
+        vmap[k] = -1;
     /* Mark backwards: nodes are in topological order. */
     for (int k = 0; k < src->n_outputs; k++) {
         int p = src->values[src->outputs[k]].producer;
@@ -658,7 +737,8 @@ static int graph_compact(Graph *src, Graph *dst)
             if (rc < 0) goto fail;
             vmap[v] = rc;
         }
-        for (int j = 0; j < n.n_in; j++) n.in[j] = vmap[n.in[j]];
+        for (int j = 0; j < n.n_in; j++)
+            n.in[j] = vmap[n.in[j]];
         n.out = vmap[n.out];
         rc = graph_add_node(dst, &n);
         if (rc < 0) goto fail;
@@ -713,16 +793,19 @@ int onnx_import(const char *path, const OnnxImportOptions *opt, Graph *g)
     m = size ? onnx__model_proto__unpack(&al, size, bytes) : NULL;
     if (!m || !m->graph || m->graph->n_node == 0) {
         sl_error("'%s' is not an ONNX model (%s); export it with "
-                 "torch.onnx.export", path,
-                 !size ? "empty file" : !m ? "not a valid protobuf ModelProto"
-                                           : "no graph or no nodes");
+                 "torch.onnx.export",
+                 path,
+                 !size ? "empty file"
+                 : !m  ? "not a valid protobuf ModelProto"
+                       : "no graph or no nodes");
         rc = ERR_FORMAT;
         goto fail;
     }
     c.opset = opset_of(m);
     if (c.opset < 7 || c.opset > 18) {
         sl_error("'%s' uses ONNX opset %d; supported are 7 to 18 (re-export "
-                 "with opset_version=17)", path, c.opset);
+                 "with opset_version=17)",
+                 path, c.opset);
         rc = ERR_UNSUPPORTED;
         goto fail;
     }
@@ -734,8 +817,10 @@ int onnx_import(const char *path, const OnnxImportOptions *opt, Graph *g)
         if (dl >= sizeof dirbuf) dl = sizeof dirbuf - 1;
         memcpy(dirbuf, path, dl);
         dirbuf[dl] = '\0';
-        if (!slash) strcpy(dirbuf, ".");
-        else if (dl == 0) strcpy(dirbuf, "/");
+        if (!slash)
+            strcpy(dirbuf, ".");
+        else if (dl == 0)
+            strcpy(dirbuf, "/");
         if (!realpath(dirbuf, real)) {
             sl_error("cannot resolve the folder of '%s'", path);
             rc = ERR_IO;

@@ -41,7 +41,7 @@
 #define ONNX_MAX_DIM 65536
 
 typedef struct {
-    const char *output_name; /* NULL: default (largest spatial output) */
+    const char *output_name;  /* NULL: default (largest spatial output) */
     const Shape *input_shape; /* NULL: from the model (see above) */
 } OnnxImportOptions;
 

@@ -44,10 +44,10 @@ typedef enum { VIEW_RESHAPE, VIEW_TRANSPOSE } ViewKind;
 typedef struct {
     char *name; /* owned */
     SymKind kind;
-    OTensor t;        /* SYM_CONST */
-    int value;        /* VALUE/VIEW: IR value; CONST: IR weight or -1 */
-    ViewKind vkind;   /* SYM_VIEW */
-    int ndim;         /* SYM_VIEW: dims as ONNX sees them */
+    OTensor t;      /* SYM_CONST */
+    int value;      /* VALUE/VIEW: IR value; CONST: IR weight or -1 */
+    ViewKind vkind; /* SYM_VIEW */
+    int ndim;       /* SYM_VIEW: dims as ONNX sees them */
     int64_t dims[OT_MAX_DIMS];
     int perm[OT_MAX_DIMS]; /* VIEW_TRANSPOSE: view dim k = source perm[k] */
     int node;              /* ONNX node index that made it (messages) */
@@ -77,7 +77,6 @@ void onnx_ctx_free(OnnxCtx *c);
 /* Lower every node of c->gp into c->g (graph input already added). */
 int onnx_lower(OnnxCtx *c);
 
-
 /* ---- lowering (onnx_lower.c, onnx_layout.c) ---- */
 
 /* One ONNX node being lowered: its symbol per input (-1 if absent). */
@@ -100,6 +99,12 @@ void lw_sym_dims(const OnnxCtx *c, const Sym *s, int *nd, int64_t *dims);
 /* Reshape/Squeeze/Unsqueeze/Flatten/Transpose/Pad/Slice/Cast on an
  * activation. */
 int onnx_lower_layout(Lw *l);
+/* IR value of activation input j (not a view), or an error. */
+int lw_act_value(Lw *l, int j, int *v);
+/* Add IR node nd for the node's output 0 and infer its shape. */
+int lw_emit(Lw *l, Node *nd, int *out_value);
+/* Resize (any opset) or Upsample. */
+int onnx_lower_resize(Lw *l, int upsample);
 
 #endif
 

@@ -25,7 +25,6 @@ static const char SUPPORTED[] =
     "glue on constants (Constant, Shape, Gather, Unsqueeze, Squeeze, Cast, "
     "Concat, Slice, Reshape, Transpose, Range, ConstantOfShape, ...)";
 
-
 /* Geometry attributes beyond this are corrupted files, not networks. */
 #define ATTR_MAX 4096
 
@@ -52,27 +51,31 @@ const OTensor *lw_const(Lw *l, int j)
 
 static int is_act(Lw *l, int j)
 {
-    return j < l->n_in && l->in[j] >= 0 && l->c->syms[l->in[j]].kind != SYM_CONST;
+    return j < l->n_in && l->in[j] >= 0 &&
+           l->c->syms[l->in[j]].kind != SYM_CONST;
 }
 
 /* IR value of input j, which must be an activation (not a view). */
-static int act_value(Lw *l, int j, int *v)
+int lw_act_value(Lw *l, int j, int *v)
 {
-    if (j >= l->n_in || l->in[j] < 0) return lw_fail(l, ERR_FORMAT, "missing input");
+    if (j >= l->n_in || l->in[j] < 0)
+        return lw_fail(l, ERR_FORMAT, "missing input");
     Sym *s = &l->c->syms[l->in[j]];
     if (s->kind == SYM_CONST)
-        return onnx_node_fail(l->c, l->idx, ERR_UNSUPPORTED,
-                              "input '%s' is a constant where an activation is expected",
-                              s->name);
+        return onnx_node_fail(
+            l->c, l->idx, ERR_UNSUPPORTED,
+            "input '%s' is a constant where an activation is expected",
+            s->name);
     if (s->kind == SYM_VIEW) {
-        const Onnx__NodeProto *m = s->node >= 0 ? l->c->gp->node[s->node] : NULL;
-        return onnx_node_fail(l->c, l->idx, ERR_UNSUPPORTED,
-                              "input '%s' comes from a %s (node '%s') that changes "
-                              "the layout; only the exporter patterns "
-                              "Transpose-Softmax-Transpose and "
-                              "Reshape-BatchNormalization-Reshape are supported",
-                              s->name, m ? m->op_type : "reshape",
-                              m ? onnx_node_name(m) : "?");
+        const Onnx__NodeProto *m =
+            s->node >= 0 ? l->c->gp->node[s->node] : NULL;
+        return onnx_node_fail(
+            l->c, l->idx, ERR_UNSUPPORTED,
+            "input '%s' comes from a %s (node '%s') that changes "
+            "the layout; only the exporter patterns "
+            "Transpose-Softmax-Transpose and "
+            "Reshape-BatchNormalization-Reshape are supported",
+            s->name, m ? m->op_type : "reshape", m ? onnx_node_name(m) : "?");
     }
     *v = s->value;
     return 0;
@@ -83,21 +86,26 @@ static int weight_of(Lw *l, int j, int *v)
 {
     const OTensor *t = lw_const(l, j);
     if (!t) {
-        const char *nm = j < l->n_in && l->in[j] >= 0 ? l->c->syms[l->in[j]].name : "?";
-        return onnx_node_fail(l->c, l->idx, ERR_UNSUPPORTED,
-                              "input %d ('%s') must be a constant (initializer)", j, nm);
+        const char *nm =
+            j < l->n_in && l->in[j] >= 0 ? l->c->syms[l->in[j]].name : "?";
+        return onnx_node_fail(
+            l->c, l->idx, ERR_UNSUPPORTED,
+            "input %d ('%s') must be a constant (initializer)", j, nm);
     }
     Sym *s = &l->c->syms[l->in[j]];
     if (s->value >= 0) {
         *v = s->value;
         return 0;
     }
-    if (t->ndim > SL_MAX_DIMS) return lw_fail(l, ERR_UNSUPPORTED, "weight has more than 5 dims");
+    if (t->ndim > SL_MAX_DIMS)
+        return lw_fail(l, ERR_UNSUPPORTED, "weight has more than 5 dims");
     Shape sh = {t->ndim, {0}};
-    for (int k = 0; k < t->ndim; k++) sh.d[k] = t->dims[k];
+    for (int k = 0; k < t->ndim; k++)
+        sh.d[k] = t->dims[k];
     float *d = sl_alloc(((size_t)t->numel + 1) * sizeof(float));
     if (!d) return lw_fail(l, ERR_NOMEM, "out of memory for a weight");
-    for (int64_t k = 0; k < t->numel; k++) d[k] = (float)ot_get(t, k);
+    for (int64_t k = 0; k < t->numel; k++)
+        d[k] = (float)ot_get(t, k);
     int r = graph_add_value(l->c->g, s->name, &sh, d); /* owns d */
     if (r < 0) return r;
     s = &l->c->syms[l->in[j]];
@@ -113,7 +121,9 @@ static int weight_copy(OnnxCtx *c, int w, int idx)
     size_t n = (size_t)shape_numel(&src->shape);
     char name[256];
     float *d = sl_alloc((n + 1) * sizeof(float));
-    if (!d) return onnx_node_fail(c, idx, ERR_NOMEM, "out of memory for a weight");
+    if (!d)
+        return onnx_node_fail(c, idx, ERR_NOMEM,
+                              "out of memory for a weight");
     memcpy(d, src->data, n * sizeof(float));
     snprintf(name, sizeof name, "%s.f%d", src->name, idx);
     Shape sh = src->shape;
@@ -121,12 +131,13 @@ static int weight_copy(OnnxCtx *c, int w, int idx)
 }
 
 /* Add IR node nd with output named after ONNX output 0; infer its shape. */
-static int emit(Lw *l, Node *nd, int *out_value)
+int lw_emit(Lw *l, Node *nd, int *out_value)
 {
     Graph *g = l->c->g;
     Shape empty = {0, {0}};
     const char *oname = l->n->n_output ? l->n->output[0] : NULL;
-    if (!oname || !*oname) return lw_fail(l, ERR_FORMAT, "node without an output");
+    if (!oname || !*oname)
+        return lw_fail(l, ERR_FORMAT, "node without an output");
     nd->name = l->n->name && *l->n->name ? l->n->name : l->n->output[0];
     int v = graph_add_value(g, oname, &empty, NULL);
     if (v < 0) return v;
@@ -154,7 +165,8 @@ int lw_alias(OnnxCtx *c, const char *name, int src)
     int r;
     if (copy.kind == SYM_CONST) {
         /* Constants are folded before lowering; this is a bug if reached. */
-        sl_error("internal: alias of constant '%s' in '%s'", copy.name, c->path);
+        sl_error("internal: alias of constant '%s' in '%s'", copy.name,
+                 c->path);
         return ERR_FORMAT;
     }
     r = sym_add_value(c, name, copy.value);
@@ -174,7 +186,9 @@ static int consumers(const OnnxCtx *c, const char *name)
         for (size_t j = 0; j < c->gp->node[i]->n_input; j++)
             k += !strcmp(c->gp->node[i]->input[j], name);
     for (size_t i = 0; i < c->gp->n_output; i++)
-        k += c->gp->output[i]->name && !strcmp(c->gp->output[i]->name, name) ? 2 : 0;
+        k += c->gp->output[i]->name && !strcmp(c->gp->output[i]->name, name)
+                 ? 2
+                 : 0;
     return k;
 }
 
@@ -189,11 +203,14 @@ static int channel_vector(const OTensor *k, const Shape *x, float *m)
     int caxis = 1 - (x->ndim - k->ndim); /* position of C inside k */
     int64_t kc = 1;
     for (int a = 0; a < k->ndim; a++) {
-        if (a == caxis) kc = k->dims[a];
-        else if (k->dims[a] != 1) return -1;
+        if (a == caxis)
+            kc = k->dims[a];
+        else if (k->dims[a] != 1)
+            return -1;
     }
     if (kc != 1 && kc != C) return -1;
-    for (int64_t c = 0; c < C; c++) m[c] = (float)ot_get(k, kc == 1 ? 0 : c);
+    for (int64_t c = 0; c < C; c++)
+        m[c] = (float)ot_get(k, kc == 1 ? 0 : c);
     return 0;
 }
 
@@ -210,7 +227,8 @@ static int fold_affine(Lw *l, int x, const float *m, const float *a)
     int64_t C = g->values[x].shape.d[1];
     int wi, bi;
     if (nd->op == OP_CONV || nd->op == OP_CONV_TRANSPOSE) {
-        if (nd->op == OP_CONV_TRANSPOSE && nd->p.conv.group != 1 && m) return 0;
+        if (nd->op == OP_CONV_TRANSPOSE && nd->p.conv.group != 1 && m)
+            return 0;
         wi = m ? 1 : -1;
         bi = 2;
     } else if (nd->op == OP_INSTANCE_NORM || nd->op == OP_BATCH_NORM) {
@@ -248,12 +266,15 @@ static int fold_affine(Lw *l, int x, const float *m, const float *a)
         int64_t n = shape_numel(&w->shape);
         if (nd->op == OP_CONV) {
             int64_t per = n / C;
-            for (int64_t k = 0; k < n; k++) w->data[k] *= m[k / per];
+            for (int64_t k = 0; k < n; k++)
+                w->data[k] *= m[k / per];
         } else if (nd->op == OP_CONV_TRANSPOSE) {
             int64_t per = n / w->shape.d[0] / C; /* [IC, OC, K...] */
-            for (int64_t k = 0; k < n; k++) w->data[k] *= m[(k / per) % C];
+            for (int64_t k = 0; k < n; k++)
+                w->data[k] *= m[(k / per) % C];
         } else {
-            for (int64_t k = 0; k < C; k++) w->data[k] *= m[k];
+            for (int64_t k = 0; k < C; k++)
+                w->data[k] *= m[k];
         }
     }
     float *b = g->values[nd->in[bi]].data;
@@ -273,25 +294,30 @@ static int lower_arith(Lw *l)
     int is_mul = !strcmp(op, "Mul"), is_div = !strcmp(op, "Div");
     int x, y, rc;
     float *vec = NULL;
-    if (l->n_in != 2) return lw_fail(l, ERR_FORMAT, "binary op needs 2 inputs");
+    if (l->n_in != 2)
+        return lw_fail(l, ERR_FORMAT, "binary op needs 2 inputs");
     if (is_act(l, 0) && is_act(l, 1)) {
         if (!is_add)
-            return onnx_node_fail(c, l->idx, ERR_UNSUPPORTED,
-                                  "unsupported operator '%s' between two activations; "
-                                  "only Add is supported", op);
-        if ((rc = act_value(l, 0, &x)) || (rc = act_value(l, 1, &y))) return rc;
+            return onnx_node_fail(
+                c, l->idx, ERR_UNSUPPORTED,
+                "unsupported operator '%s' between two activations; "
+                "only Add is supported",
+                op);
+        if ((rc = lw_act_value(l, 0, &x)) || (rc = lw_act_value(l, 1, &y)))
+            return rc;
         Node nd = {0};
         nd.op = OP_ADD;
         nd.n_in = 2;
         nd.in[0] = x;
         nd.in[1] = y;
-        return emit(l, &nd, NULL);
+        return lw_emit(l, &nd, NULL);
     }
     int ai = is_act(l, 0) ? 0 : 1;
     const OTensor *k = lw_const(l, 1 - ai);
     if ((is_sub || is_div) && ai == 1)
-        return lw_fail(l, ERR_UNSUPPORTED, "constant minus/over an activation is not supported");
-    if ((rc = act_value(l, ai, &x))) return rc;
+        return lw_fail(l, ERR_UNSUPPORTED,
+                       "constant minus/over an activation is not supported");
+    if ((rc = lw_act_value(l, ai, &x))) return rc;
     const Shape *xs = &c->g->values[x].shape;
     if (xs->ndim >= 2) vec = sl_alloc(((size_t)xs->d[1] + 1) * sizeof(float));
     if (!vec) return lw_fail(l, ERR_NOMEM, "out of memory");
@@ -329,19 +355,22 @@ static int lower_arith(Lw *l)
             if (rc < 0) goto out;
             w = rc;
             Value *wv = &c->g->values[w];
-            for (int64_t j = 0; j < shape_numel(&wv->shape); j++) wv->data[j] = -wv->data[j];
+            for (int64_t j = 0; j < shape_numel(&wv->shape); j++)
+                wv->data[j] = -wv->data[j];
         }
         Node nd = {0};
         nd.op = OP_ADD;
         nd.n_in = 2;
         nd.in[0] = x;
         nd.in[1] = w;
-        rc = emit(l, &nd, NULL);
+        rc = lw_emit(l, &nd, NULL);
         goto out;
     }
-    rc = onnx_node_fail(c, l->idx, ERR_UNSUPPORTED,
-                        "unsupported operator '%s' by a constant that cannot be folded "
-                        "into the preceding Conv or normalisation", op);
+    rc = onnx_node_fail(
+        c, l->idx, ERR_UNSUPPORTED,
+        "unsupported operator '%s' by a constant that cannot be folded "
+        "into the preceding Conv or normalisation",
+        op);
 out:
     sl_free(vec);
     return rc;
@@ -351,8 +380,8 @@ out:
 
 /* Read kernel/strides/dilations/pads/auto_pad into arrays of nsp. */
 static int conv_geometry(Lw *l, int nsp, const int64_t *in_sp, int *kernel,
-                         int *stride, int *dil, int *lo, int *hi, int transpose,
-                         int *out_pad)
+                         int *stride, int *dil, int *lo, int *hi,
+                         int transpose, int *out_pad)
 {
     int64_t v[6];
     char buf[32];
@@ -363,61 +392,81 @@ static int conv_geometry(Lw *l, int nsp, const int64_t *in_sp, int *kernel,
         if (out_pad) out_pad[k] = 0;
     }
     if ((n = attr_ints(l->n, "kernel_shape", v, 3)) >= 0) {
-        if (n != nsp) return lw_fail(l, ERR_FORMAT, "kernel_shape has the wrong length");
+        if (n != nsp)
+            return lw_fail(l, ERR_FORMAT,
+                           "kernel_shape has the wrong length");
         for (int k = 0; k < nsp; k++)
             if (kernel[k] > 0 && kernel[k] != v[k])
-                return lw_fail(l, ERR_SHAPE, "kernel_shape does not match the weight");
+                return lw_fail(l, ERR_SHAPE,
+                               "kernel_shape does not match the weight");
             else
                 kernel[k] = clamp_attr(v[k]);
     }
     for (int k = 0; k < nsp; k++)
-        if (kernel[k] <= 0) return lw_fail(l, ERR_FORMAT, "missing or invalid kernel_shape");
+        if (kernel[k] <= 0)
+            return lw_fail(l, ERR_FORMAT, "missing or invalid kernel_shape");
     if ((n = attr_ints(l->n, "strides", v, 3)) >= 0) {
-        if (n != nsp) return lw_fail(l, ERR_FORMAT, "strides has the wrong length");
-        for (int k = 0; k < nsp; k++) stride[k] = clamp_attr(v[k]);
+        if (n != nsp)
+            return lw_fail(l, ERR_FORMAT, "strides has the wrong length");
+        for (int k = 0; k < nsp; k++)
+            stride[k] = clamp_attr(v[k]);
     }
     if ((n = attr_ints(l->n, "dilations", v, 3)) >= 0) {
-        if (n != nsp) return lw_fail(l, ERR_FORMAT, "dilations has the wrong length");
-        for (int k = 0; k < nsp; k++) dil[k] = clamp_attr(v[k]);
+        if (n != nsp)
+            return lw_fail(l, ERR_FORMAT, "dilations has the wrong length");
+        for (int k = 0; k < nsp; k++)
+            dil[k] = clamp_attr(v[k]);
     }
     if ((n = attr_ints(l->n, "pads", v, 6)) >= 0) {
-        if (n != 2 * nsp) return lw_fail(l, ERR_FORMAT, "pads has the wrong length");
+        if (n != 2 * nsp)
+            return lw_fail(l, ERR_FORMAT, "pads has the wrong length");
         for (int k = 0; k < nsp; k++) {
             lo[k] = clamp_attr(v[k]);
             hi[k] = clamp_attr(v[nsp + k]);
         }
     }
     if (out_pad && (n = attr_ints(l->n, "output_padding", v, 3)) >= 0) {
-        if (n != nsp) return lw_fail(l, ERR_FORMAT, "output_padding has the wrong length");
-        for (int k = 0; k < nsp; k++) out_pad[k] = clamp_attr(v[k]);
+        if (n != nsp)
+            return lw_fail(l, ERR_FORMAT,
+                           "output_padding has the wrong length");
+        for (int k = 0; k < nsp; k++)
+            out_pad[k] = clamp_attr(v[k]);
     }
     /* Attributes were int64 in the file: bound them before they meet int
      * arithmetic (a corrupted file must give an error, not overflow). */
     for (int k = 0; k < nsp; k++)
         if (kernel[k] > ATTR_MAX || stride[k] < 1 || stride[k] > ATTR_MAX ||
-            dil[k] < 1 || dil[k] > ATTR_MAX || lo[k] < 0 || lo[k] > ATTR_MAX ||
-            hi[k] < 0 || hi[k] > ATTR_MAX ||
+            dil[k] < 1 || dil[k] > ATTR_MAX || lo[k] < 0 ||
+            lo[k] > ATTR_MAX || hi[k] < 0 || hi[k] > ATTR_MAX ||
             (out_pad && (out_pad[k] < 0 || out_pad[k] > ATTR_MAX)))
-            return lw_fail(l, ERR_FORMAT, "stride/dilation/pad/kernel out of range");
+            return lw_fail(l, ERR_FORMAT,
+                           "stride/dilation/pad/kernel out of range");
     const char *ap = attr_s(l->n, "auto_pad", "NOTSET", buf, sizeof buf);
     int64_t oshape[5];
     int no = transpose ? attr_ints(l->n, "output_shape", oshape, 5) : -1;
     int upper = !strcmp(ap, "SAME_UPPER");
     if (!strcmp(ap, "VALID")) {
-        for (int k = 0; k < nsp; k++) lo[k] = hi[k] = 0;
-    } else if (!strcmp(ap, "SAME_UPPER") || !strcmp(ap, "SAME_LOWER") || no >= 0) {
-        if (strcmp(ap, "NOTSET") && strcmp(ap, "SAME_UPPER") && strcmp(ap, "SAME_LOWER"))
+        for (int k = 0; k < nsp; k++)
+            lo[k] = hi[k] = 0;
+    } else if (!strcmp(ap, "SAME_UPPER") || !strcmp(ap, "SAME_LOWER") ||
+               no >= 0) {
+        if (strcmp(ap, "NOTSET") && strcmp(ap, "SAME_UPPER") &&
+            strcmp(ap, "SAME_LOWER"))
             goto bad_ap;
         if (no >= 0 && no != nsp && no != nsp + 2)
-            return lw_fail(l, ERR_FORMAT, "output_shape has the wrong length");
+            return lw_fail(l, ERR_FORMAT,
+                           "output_shape has the wrong length");
         for (int k = 0; k < nsp; k++) {
             int64_t ek = (int64_t)(kernel[k] - 1) * dil[k] + 1, total;
             if (transpose) {
                 /* ONNX ConvTranspose: pads derived from the wanted size. */
-                int64_t want = no >= 0 ? oshape[no - nsp + k] : in_sp[k] * stride[k];
+                int64_t want =
+                    no >= 0 ? oshape[no - nsp + k] : in_sp[k] * stride[k];
                 if (want < 1 || want > ONNX_MAX_DIM)
-                    return lw_fail(l, ERR_FORMAT, "output_shape out of range");
-                total = (int64_t)stride[k] * (in_sp[k] - 1) + out_pad[k] + ek - want;
+                    return lw_fail(l, ERR_FORMAT,
+                                   "output_shape out of range");
+                total = (int64_t)stride[k] * (in_sp[k] - 1) + out_pad[k] +
+                        ek - want;
                 if (total < 0) {
                     out_pad[k] += (int)-total;
                     total = 0;
@@ -439,20 +488,22 @@ static int conv_geometry(Lw *l, int nsp, const int64_t *in_sp, int *kernel,
     }
     return 0;
 bad_ap:
-    return onnx_node_fail(l->c, l->idx, ERR_UNSUPPORTED, "unsupported auto_pad '%s'", ap);
+    return onnx_node_fail(l->c, l->idx, ERR_UNSUPPORTED,
+                          "unsupported auto_pad '%s'", ap);
 }
 
 static int lower_conv(Lw *l, int transpose)
 {
     int x, w, b = -1, rc;
-    if ((rc = act_value(l, 0, &x))) return rc;
+    if ((rc = lw_act_value(l, 0, &x))) return rc;
     if ((rc = weight_of(l, 1, &w))) return rc;
     if (l->n_in > 2 && l->in[2] >= 0 && (rc = weight_of(l, 2, &b))) return rc;
     Graph *g = l->c->g;
     const Shape *ws = &g->values[w].shape, *xs = &g->values[x].shape;
     int nsp = ws->ndim - 2;
     if (nsp < 1 || nsp > 3 || xs->ndim != nsp + 2)
-        return lw_fail(l, ERR_SHAPE, "weight rank does not match the input rank");
+        return lw_fail(l, ERR_SHAPE,
+                       "weight rank does not match the input rank");
     Node nd = {0};
     ConvParams *p = &nd.p.conv;
     int64_t in_sp[3];
@@ -464,40 +515,44 @@ static int lower_conv(Lw *l, int transpose)
         p->kernel[k] = (int)ws->d[2 + k];
         in_sp[k] = xs->d[2 + k];
     }
-    rc = conv_geometry(l, nsp, in_sp, p->kernel, p->stride, p->dilation, p->pad_lo,
-                       p->pad_hi, transpose, transpose ? p->out_pad : NULL);
+    rc = conv_geometry(l, nsp, in_sp, p->kernel, p->stride, p->dilation,
+                       p->pad_lo, p->pad_hi, transpose,
+                       transpose ? p->out_pad : NULL);
     if (rc) return rc;
     nd.n_in = b >= 0 ? 3 : 2;
     nd.in[0] = x;
     nd.in[1] = w;
     nd.in[2] = b;
-    return emit(l, &nd, NULL);
+    return lw_emit(l, &nd, NULL);
 }
 
 static int lower_pool(Lw *l, int is_max)
 {
     int x, rc;
-    if ((rc = act_value(l, 0, &x))) return rc;
+    if ((rc = lw_act_value(l, 0, &x))) return rc;
     if (l->n->n_output > 1 && l->n->output[1] && *l->n->output[1] &&
         consumers(l->c, l->n->output[1]))
-        return lw_fail(l, ERR_UNSUPPORTED, "MaxPool indices output is not supported");
+        return lw_fail(l, ERR_UNSUPPORTED,
+                       "MaxPool indices output is not supported");
     const Shape *xs = &l->c->g->values[x].shape;
     Node nd = {0};
     PoolParams *p = &nd.p.pool;
     int64_t in_sp[3];
     int nsp = xs->ndim - 2;
-    if (nsp < 1 || nsp > 3) return lw_fail(l, ERR_SHAPE, "pooling input must be 3D to 5D");
+    if (nsp < 1 || nsp > 3)
+        return lw_fail(l, ERR_SHAPE, "pooling input must be 3D to 5D");
     nd.op = is_max ? OP_MAX_POOL : OP_AVG_POOL;
     p->nsp = nsp;
-    for (int k = 0; k < nsp; k++) in_sp[k] = xs->d[2 + k];
-    rc = conv_geometry(l, nsp, in_sp, p->kernel, p->stride, p->dilation, p->pad_lo,
-                       p->pad_hi, 0, NULL);
+    for (int k = 0; k < nsp; k++)
+        in_sp[k] = xs->d[2 + k];
+    rc = conv_geometry(l, nsp, in_sp, p->kernel, p->stride, p->dilation,
+                       p->pad_lo, p->pad_hi, 0, NULL);
     if (rc) return rc;
     p->ceil_mode = (int)attr_i(l->n, "ceil_mode", 0);
     p->count_include_pad = (int)attr_i(l->n, "count_include_pad", 0);
     nd.n_in = 1;
     nd.in[0] = x;
-    return emit(l, &nd, NULL);
+    return lw_emit(l, &nd, NULL);
 }
 
 /* ---- normalisation ---- */
@@ -505,7 +560,7 @@ static int lower_pool(Lw *l, int is_max)
 static int lower_instance_norm(Lw *l)
 {
     int x, s, b, rc;
-    if ((rc = act_value(l, 0, &x)) || (rc = weight_of(l, 1, &s)) ||
+    if ((rc = lw_act_value(l, 0, &x)) || (rc = weight_of(l, 1, &s)) ||
         (rc = weight_of(l, 2, &b)))
         return rc;
     Node nd = {0};
@@ -515,7 +570,7 @@ static int lower_instance_norm(Lw *l)
     nd.in[0] = x;
     nd.in[1] = s;
     nd.in[2] = b;
-    return emit(l, &nd, NULL);
+    return lw_emit(l, &nd, NULL);
 }
 
 /* BatchNormalization on a Reshape view [1, N*C, ...] of [N, C, ...] with
@@ -526,15 +581,21 @@ static int lower_bn_as_instance_norm(Lw *l, const Sym *vs, float eps)
     Graph *g = c->g;
     const Shape *src = &g->values[vs->value].shape;
     int64_t N = src->d[0], C = src->d[1], sp = 1, vsp = 1;
-    for (int k = 2; k < src->ndim; k++) sp *= src->d[k];
-    for (int k = 2; k < vs->ndim; k++) vsp *= vs->dims[k];
-    if (src->ndim < 3 || vs->ndim < 2 || vs->dims[0] != 1 || vs->dims[1] != N * C || vsp != sp)
-        return lw_fail(l, ERR_UNSUPPORTED,
-                    "BatchNormalization on a reshaped tensor that is not the "
-                    "instance-norm pattern [1, N*C, ...]");
+    for (int k = 2; k < src->ndim; k++)
+        sp *= src->d[k];
+    for (int k = 2; k < vs->ndim; k++)
+        vsp *= vs->dims[k];
+    if (src->ndim < 3 || vs->ndim < 2 || vs->dims[0] != 1 ||
+        vs->dims[1] != N * C || vsp != sp)
+        return lw_fail(
+            l, ERR_UNSUPPORTED,
+            "BatchNormalization on a reshaped tensor that is not the "
+            "instance-norm pattern [1, N*C, ...]");
     const OTensor *sc = lw_const(l, 1), *bi = lw_const(l, 2);
     if (!sc || !bi || sc->numel != N * C || bi->numel != N * C)
-        return lw_fail(l, ERR_UNSUPPORTED, "BatchNormalization scale/bias must be constants of N*C elements");
+        return lw_fail(l, ERR_UNSUPPORTED,
+                       "BatchNormalization scale/bias must be constants of "
+                       "N*C elements");
     Shape cs = {1, {C}};
     float *sd = sl_alloc(((size_t)C + 1) * sizeof(float));
     float *bd = sl_alloc(((size_t)C + 1) * sizeof(float));
@@ -553,7 +614,8 @@ static int lower_bn_as_instance_norm(Lw *l, const Sym *vs, float eps)
         } else if (a != sd[k % C] || bb != bd[k % C]) {
             sl_free(sd);
             sl_free(bd);
-            return lw_fail(l, ERR_UNSUPPORTED, "instance-norm pattern with per-sample scale");
+            return lw_fail(l, ERR_UNSUPPORTED,
+                           "instance-norm pattern with per-sample scale");
         }
     }
     snprintf(name, sizeof name, "%s.scale", onnx_node_name(l->n));
@@ -576,7 +638,7 @@ static int lower_bn_as_instance_norm(Lw *l, const Sym *vs, float eps)
     int vn = vs->ndim;
     memcpy(vd, vs->dims, sizeof vd);
     int out;
-    rc = emit(l, &nd, &out);
+    rc = lw_emit(l, &nd, &out);
     if (rc) return rc;
     /* The ONNX output still has the view's layout until reshaped back. */
     Sym *o = &c->syms[c->n_syms - 1];
@@ -602,12 +664,15 @@ static int lower_batch_norm(Lw *l)
             return lower_bn_as_instance_norm(l, &vs, eps);
     }
     int x, w[4], rc;
-    if ((rc = act_value(l, 0, &x))) return rc;
+    if ((rc = lw_act_value(l, 0, &x))) return rc;
     for (int k = 0; k < 4; k++)
         if ((rc = weight_of(l, k + 1, &w[k]))) return rc;
     for (size_t k = 1; k < l->n->n_output; k++)
-        if (l->n->output[k] && *l->n->output[k] && consumers(c, l->n->output[k]))
-            return lw_fail(l, ERR_UNSUPPORTED, "BatchNormalization running-statistics outputs are used");
+        if (l->n->output[k] && *l->n->output[k] &&
+            consumers(c, l->n->output[k]))
+            return lw_fail(
+                l, ERR_UNSUPPORTED,
+                "BatchNormalization running-statistics outputs are used");
     Node nd = {0};
     nd.op = OP_BATCH_NORM;
     nd.p.norm.eps = eps;
@@ -615,8 +680,9 @@ static int lower_batch_norm(Lw *l)
     nd.p.norm.use_batch_stats = training;
     nd.n_in = 5;
     nd.in[0] = x;
-    for (int k = 0; k < 4; k++) nd.in[k + 1] = w[k];
-    return emit(l, &nd, NULL);
+    for (int k = 0; k < 4; k++)
+        nd.in[k + 1] = w[k];
+    return lw_emit(l, &nd, NULL);
 }
 
 /* ---- activations, softmax, concat ---- */
@@ -633,7 +699,7 @@ static int lower_unary(Lw *l, OpType op)
     nd.n_in = 1;
     nd.in[0] = vs.value;
     if (op == OP_LEAKY_RELU) nd.p.act.alpha = attr_f(l->n, "alpha", 0.01f);
-    int rc = emit(l, &nd, NULL);
+    int rc = lw_emit(l, &nd, NULL);
     if (rc || vs.kind != SYM_VIEW) return rc;
     Sym *o = &c->syms[c->n_syms - 1];
     char *nm = o->name;
@@ -655,7 +721,8 @@ static int lower_softmax(Lw *l)
     lw_sym_dims(c, &vs, &nd_, dims);
     int64_t a = attr_i(l->n, "axis", c->opset >= 13 ? -1 : 1);
     if (a < 0) a += nd_;
-    if (a < 0 || a >= nd_) return lw_fail(l, ERR_FORMAT, "Softmax axis out of range");
+    if (a < 0 || a >= nd_)
+        return lw_fail(l, ERR_FORMAT, "Softmax axis out of range");
     axis = (int)a;
     Node nd = {0};
     nd.op = OP_SOFTMAX;
@@ -665,7 +732,8 @@ static int lower_softmax(Lw *l)
         /* Softmax on a transposed view over one axis: the same softmax on
          * the source over the axis it came from (torch, opset < 13). */
         if (vs.vkind != VIEW_TRANSPOSE || (c->opset < 13 && axis != nd_ - 1))
-            return lw_fail(l, ERR_UNSUPPORTED, "Softmax on a reshaped tensor is not supported");
+            return lw_fail(l, ERR_UNSUPPORTED,
+                           "Softmax on a reshaped tensor is not supported");
         nd.p.softmax.axis = vs.perm[axis];
         nd.p.softmax.flatten = 0;
     } else {
@@ -673,7 +741,7 @@ static int lower_softmax(Lw *l)
         /* Opset < 13: one softmax over all dims from axis to the end. */
         nd.p.softmax.flatten = c->opset < 13 && axis < nd_ - 1;
     }
-    int rc = emit(l, &nd, NULL);
+    int rc = lw_emit(l, &nd, NULL);
     if (rc || vs.kind != SYM_VIEW) return rc;
     Sym *o = &c->syms[c->n_syms - 1];
     char *nm = o->name;
@@ -691,119 +759,19 @@ static int lower_concat(Lw *l)
     int rc;
     if (l->n_in < 1 || l->n_in > SL_MAX_INPUTS)
         return onnx_node_fail(l->c, l->idx, ERR_UNSUPPORTED,
-                              "Concat of %d inputs (at most %d)", l->n_in, SL_MAX_INPUTS);
+                              "Concat of %d inputs (at most %d)", l->n_in,
+                              SL_MAX_INPUTS);
     nd.op = OP_CONCAT;
     nd.n_in = l->n_in;
     for (int j = 0; j < l->n_in; j++)
-        if ((rc = act_value(l, j, &nd.in[j]))) return rc;
+        if ((rc = lw_act_value(l, j, &nd.in[j]))) return rc;
     int rank = l->c->g->values[nd.in[0]].shape.ndim;
     int64_t a = attr_i(l->n, "axis", 1);
     if (a < 0) a += rank;
-    if (a < 0 || a >= rank) return lw_fail(l, ERR_FORMAT, "Concat axis out of range");
+    if (a < 0 || a >= rank)
+        return lw_fail(l, ERR_FORMAT, "Concat axis out of range");
     nd.p.concat.axis = (int)a;
-    return emit(l, &nd, NULL);
-}
-
-/* ---- Resize / Upsample ---- */
-
-static int lower_resize(Lw *l, int upsample)
-{
-    OnnxCtx *c = l->c;
-    Graph *g = c->g;
-    int x, rc;
-    char buf[64];
-    if ((rc = act_value(l, 0, &x))) return rc;
-    const Shape *xs = &g->values[x].shape;
-    int nsp = xs->ndim - 2;
-    if (nsp < 1 || nsp > 3) return lw_fail(l, ERR_SHAPE, "Resize input must be 3D to 5D");
-    Node nd = {0};
-    ResizeParams *p = &nd.p.resize;
-    p->nsp = nsp;
-    const char *mode = attr_s(l->n, "mode", "nearest", buf, sizeof buf);
-    if (!strcmp(mode, "nearest")) p->mode = RESIZE_NEAREST;
-    else if (!strcmp(mode, "linear") || !strcmp(mode, "bilinear") || !strcmp(mode, "trilinear"))
-        p->mode = RESIZE_LINEAR;
-    else
-        return onnx_node_fail(c, l->idx, ERR_UNSUPPORTED,
-                              "Resize mode '%s' not supported (nearest, linear)", mode);
-    if (upsample || c->opset < 11) {
-        /* Upsample and Resize-10: asymmetric coordinates, floor. */
-        p->coord = COORD_ASYMMETRIC;
-        p->nearest = NEAREST_FLOOR;
-    } else {
-        const char *ct = attr_s(l->n, "coordinate_transformation_mode", "half_pixel", buf, sizeof buf);
-        if (!strcmp(ct, "half_pixel")) p->coord = COORD_HALF_PIXEL;
-        else if (!strcmp(ct, "pytorch_half_pixel")) p->coord = COORD_PYTORCH_HALF_PIXEL;
-        else if (!strcmp(ct, "align_corners")) p->coord = COORD_ALIGN_CORNERS;
-        else if (!strcmp(ct, "asymmetric")) p->coord = COORD_ASYMMETRIC;
-        else
-            return onnx_node_fail(c, l->idx, ERR_UNSUPPORTED,
-                                  "Resize coordinate_transformation_mode '%s' not supported", ct);
-        const char *nm = attr_s(l->n, "nearest_mode", "round_prefer_floor", buf, sizeof buf);
-        if (!strcmp(nm, "round_prefer_floor")) p->nearest = NEAREST_ROUND_PREFER_FLOOR;
-        else if (!strcmp(nm, "round_prefer_ceil")) p->nearest = NEAREST_ROUND_PREFER_CEIL;
-        else if (!strcmp(nm, "floor")) p->nearest = NEAREST_FLOOR;
-        else if (!strcmp(nm, "ceil")) p->nearest = NEAREST_CEIL;
-        else
-            return onnx_node_fail(c, l->idx, ERR_UNSUPPORTED, "Resize nearest_mode '%s' not supported", nm);
-        if (attr_i(l->n, "antialias", 0) || attr_find(l->n, "axes"))
-            return lw_fail(l, ERR_UNSUPPORTED, "Resize antialias/axes (opset 18) not supported");
-    }
-    double sc[SL_MAX_DIMS];
-    int have = 0;
-    const OTensor *scales = NULL, *sizes = NULL;
-    if (upsample && c->opset < 9) {
-        const Onnx__AttributeProto *a = attr_find(l->n, "scales");
-        if (!a || a->n_floats != (size_t)xs->ndim) return lw_fail(l, ERR_FORMAT, "Upsample without scales");
-        for (int k = 0; k < xs->ndim; k++) sc[k] = a->floats[k];
-        have = 1;
-    } else {
-        int si = c->opset < 11 || upsample ? 1 : 2;
-        for (int j = 1; j < l->n_in; j++)
-            if (l->in[j] >= 0 && !lw_const(l, j))
-                return lw_fail(l, ERR_UNSUPPORTED,
-                            "Resize scales/sizes are not constant after folding");
-        scales = lw_const(l, si);
-        sizes = si == 2 ? lw_const(l, 3) : NULL;
-        if (scales && scales->numel > 0) {
-            if (scales->numel != xs->ndim) return lw_fail(l, ERR_FORMAT, "Resize scales have the wrong length");
-            for (int k = 0; k < xs->ndim; k++) sc[k] = ot_get(scales, k);
-            have = 1;
-        } else if (sizes && sizes->numel == xs->ndim) {
-            for (int k = 0; k < xs->ndim; k++) sc[k] = (double)ot_geti(sizes, k) / (double)xs->d[k];
-            have = 2;
-        }
-    }
-    if (!have) return lw_fail(l, ERR_FORMAT, "Resize without scales or sizes");
-    if (sc[0] != 1.0 || sc[1] != 1.0)
-        return lw_fail(l, ERR_UNSUPPORTED, "Resize of the batch or channel dim");
-    nd.op = OP_RESIZE;
-    nd.n_in = 1;
-    nd.in[0] = x;
-    int integral = 1;
-    for (int k = 0; k < nsp; k++) {
-        p->scale[k] = sc[2 + k];
-        if (!(p->scale[k] > 0 && p->scale[k] <= 1024))
-            return lw_fail(l, ERR_FORMAT, "Resize scale must be in (0, 1024]");
-        integral &= p->scale[k] == floor(p->scale[k]);
-    }
-    if (have == 2 && !integral) {
-        /* "Resize to the size of the skip": sizes came from another
-         * tensor's shape; find the latest activation of that size so the
-         * relation holds at every input size. */
-        for (int v = g->n_values - 1; v >= 0; v--) {
-            const Shape *vs = &g->values[v].shape;
-            if (g->values[v].data || vs->ndim != xs->ndim || v == x) continue;
-            int same = 1;
-            for (int k = 0; k < nsp; k++) same &= vs->d[2 + k] == ot_geti(sizes, 2 + k);
-            if (same) {
-                nd.n_in = 2;
-                nd.in[1] = v;
-                break;
-            }
-        }
-    }
-    return emit(l, &nd, NULL);
+    return lw_emit(l, &nd, NULL);
 }
 
 /* ---- the driver ---- */
@@ -823,23 +791,47 @@ static int lower_shape_of_act(Lw *l)
     OTensor t;
     int rc = ot_alloc(&t, 1, &len, 1);
     if (rc) return lw_fail(l, rc, "out of memory");
-    for (int64_t k = 0; k < len; k++) t.i[k] = dims[st + k];
+    for (int64_t k = 0; k < len; k++)
+        t.i[k] = dims[st + k];
     rc = sym_add_const(c, l->n->output[0], &t, l->idx);
     return rc < 0 ? rc : 0;
 }
 
 /* Operators lower_node() knows (for the unsupported-operator message). */
-static const char *const KNOWN[] = {
-    "Conv", "ConvTranspose", "InstanceNormalization", "BatchNormalization",
-    "Relu", "LeakyRelu", "Sigmoid", "Softmax", "Concat", "Add", "Sub", "Mul",
-    "Div", "MaxPool", "AveragePool", "Resize", "Upsample", "Shape", "Identity",
-    "Dropout", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose",
-    "Pad", "Slice", "Cast"};
+static const char *const KNOWN[] = {"Conv",
+                                    "ConvTranspose",
+                                    "InstanceNormalization",
+                                    "BatchNormalization",
+                                    "Relu",
+                                    "LeakyRelu",
+                                    "Sigmoid",
+                                    "Softmax",
+                                    "Concat",
+                                    "Add",
+                                    "Sub",
+                                    "Mul",
+                                    "Div",
+                                    "MaxPool",
+                                    "AveragePool",
+                                    "Resize",
+                                    "Upsample",
+                                    "Shape",
+                                    "Identity",
+                                    "Dropout",
+                                    "Reshape",
+                                    "Squeeze",
+                                    "Unsqueeze",
+                                    "Flatten",
+                                    "Transpose",
+                                    "Pad",
+                                    "Slice",
+                                    "Cast"};
 
 static int unsupported(Lw *l)
 {
-    sl_error("unsupported operator '%s' at node '%s' (#%d) in '%s'; supported: %s",
-             l->n->op_type, onnx_node_name(l->n), l->idx, l->c->path, SUPPORTED);
+    sl_error(
+        "unsupported operator '%s' at node '%s' (#%d) in '%s'; supported: %s",
+        l->n->op_type, onnx_node_name(l->n), l->idx, l->c->path, SUPPORTED);
     return ERR_UNSUPPORTED;
 }
 
@@ -855,21 +847,24 @@ static int lower_node(Lw *l)
     if (!strcmp(op, "Sigmoid")) return lower_unary(l, OP_SIGMOID);
     if (!strcmp(op, "Softmax")) return lower_softmax(l);
     if (!strcmp(op, "Concat")) return lower_concat(l);
-    if (!strcmp(op, "Add") || !strcmp(op, "Sub") || !strcmp(op, "Mul") || !strcmp(op, "Div"))
+    if (!strcmp(op, "Add") || !strcmp(op, "Sub") || !strcmp(op, "Mul") ||
+        !strcmp(op, "Div"))
         return lower_arith(l);
     if (!strcmp(op, "MaxPool")) return lower_pool(l, 1);
     if (!strcmp(op, "AveragePool")) return lower_pool(l, 0);
-    if (!strcmp(op, "Resize")) return lower_resize(l, 0);
-    if (!strcmp(op, "Upsample")) return lower_resize(l, 1);
+    if (!strcmp(op, "Resize")) return onnx_lower_resize(l, 0);
+    if (!strcmp(op, "Upsample")) return onnx_lower_resize(l, 1);
     if (!strcmp(op, "Shape")) return lower_shape_of_act(l);
     if (!strcmp(op, "Identity") || !strcmp(op, "Dropout")) {
         if (l->n->n_output > 1 && l->n->output[1] && *l->n->output[1] &&
             consumers(l->c, l->n->output[1]))
-            return lw_fail(l, ERR_UNSUPPORTED, "Dropout mask output is not supported");
+            return lw_fail(l, ERR_UNSUPPORTED,
+                           "Dropout mask output is not supported");
         return lw_alias(l->c, l->n->output[0], l->in[0]);
     }
-    if (!strcmp(op, "Reshape") || !strcmp(op, "Squeeze") || !strcmp(op, "Unsqueeze") ||
-        !strcmp(op, "Flatten") || !strcmp(op, "Transpose") || !strcmp(op, "Pad") ||
+    if (!strcmp(op, "Reshape") || !strcmp(op, "Squeeze") ||
+        !strcmp(op, "Unsqueeze") || !strcmp(op, "Flatten") ||
+        !strcmp(op, "Transpose") || !strcmp(op, "Pad") ||
         !strcmp(op, "Slice") || !strcmp(op, "Cast"))
         return onnx_lower_layout(l);
     return unsupported(l);
@@ -882,25 +877,31 @@ int onnx_lower(OnnxCtx *c)
         Lw l = {c, (int)i, n, {0}, 0};
         int rc;
         if (!n->op_type || !*n->op_type)
-            return onnx_node_fail(c, l.idx, ERR_FORMAT, "node without an operator type");
+            return onnx_node_fail(c, l.idx, ERR_FORMAT,
+                                  "node without an operator type");
         if (n->domain && *n->domain && strcmp(n->domain, "ai.onnx"))
-            return onnx_node_fail(c, l.idx, ERR_UNSUPPORTED,
-                                  "operator domain '%s' not supported (only the default "
-                                  "ONNX domain)", n->domain);
+            return onnx_node_fail(
+                c, l.idx, ERR_UNSUPPORTED,
+                "operator domain '%s' not supported (only the default "
+                "ONNX domain)",
+                n->domain);
         if (n->n_output < 1 || !n->output[0] || !*n->output[0])
-            return onnx_node_fail(c, l.idx, ERR_FORMAT, "node without an output");
+            return onnx_node_fail(c, l.idx, ERR_FORMAT,
+                                  "node without an output");
         if (n->n_input > SL_MAX_INPUTS)
-            return onnx_node_fail(c, l.idx, ERR_UNSUPPORTED, "too many inputs (%zu)", n->n_input);
+            return onnx_node_fail(c, l.idx, ERR_UNSUPPORTED,
+                                  "too many inputs (%zu)", n->n_input);
         l.n_in = (int)n->n_input;
         for (int j = 0; j < l.n_in; j++) {
             l.in[j] = -1;
             if (!n->input[j] || !*n->input[j]) continue;
             l.in[j] = sym_find(c, n->input[j]);
             if (l.in[j] < 0)
-                return onnx_node_fail(c, l.idx, ERR_FORMAT,
-                                      "input '%s' is produced by no node and is no "
-                                      "initializer (corrupted or unsorted graph)",
-                                      n->input[j]);
+                return onnx_node_fail(
+                    c, l.idx, ERR_FORMAT,
+                    "input '%s' is produced by no node and is no "
+                    "initializer (corrupted or unsorted graph)",
+                    n->input[j]);
         }
         rc = onnx_fold(c, l.idx);
         if (rc < 0) return rc;
@@ -910,7 +911,8 @@ int onnx_lower(OnnxCtx *c)
             known |= !strcmp(n->op_type, KNOWN[k]);
         if (!known) return unsupported(&l);
         if (l.n_in < 1 || l.in[0] < 0)
-            return onnx_node_fail(c, l.idx, ERR_FORMAT, "missing first input");
+            return onnx_node_fail(c, l.idx, ERR_FORMAT,
+                                  "missing first input");
         rc = lower_node(&l);
         if (rc) return rc;
     }
