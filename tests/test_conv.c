@@ -17,6 +17,7 @@
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "runtime/common.h"
@@ -283,6 +284,27 @@ static void test_conv_transpose(void **state)
         run_case(&convt_cases[i], 1);
 }
 
+/* The same cases with the micro-kernel capped to AVX2 and to scalar
+ * (SL_GEMM_ISA): the im2col packer with other panel widths, the
+ * non-slab paths everywhere. */
+static void test_fallback_isas(void **state)
+{
+    (void)state;
+    static const char *caps[] = {"avx2", "scalar"};
+    for (int c = 0; c < 2; c++) {
+        if (c == 0 && gemm_isa_best() < GEMM_ISA_AVX2) continue;
+        setenv("SL_GEMM_ISA", caps[c], 1);
+        assert_true(gemm_isa_best() <= (c == 0 ? GEMM_ISA_AVX2 : GEMM_ISA_SCALAR));
+        for (size_t i = 0; i < sizeof conv2d_cases / sizeof conv2d_cases[0]; i++)
+            run_case(&conv2d_cases[i], 0);
+        for (size_t i = 0; i < sizeof conv3d_cases / sizeof conv3d_cases[0]; i++)
+            run_case(&conv3d_cases[i], 0);
+        for (size_t i = 0; i < sizeof convt_cases / sizeof convt_cases[0]; i++)
+            run_case(&convt_cases[i], 1);
+        unsetenv("SL_GEMM_ISA");
+    }
+}
+
 /* ---- determinism across thread counts ---- */
 
 static void run_threads(const ConvCase *cc, int transpose)
@@ -323,6 +345,9 @@ static void test_threads_identical(void **state)
     static const ConvCase cw = {2, 1, 320, 40, {8, 8}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1, 1};
     static const ConvCase t1 = {2, 1, 16, 8, {30, 31}, {2, 2}, {2, 2}, {1, 1}, {0}, {0}, {0}, 1, 1};
     static const ConvCase t2 = {3, 1, 6, 4, {7, 8, 9}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1, 1};
+    /* 6^3 planes: too much ring for the slab path, so im2col. */
+    static const ConvCase c4 = {3, 1, 40, 36, {6, 6, 6}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0}, 1, 1};
+    run_threads(&c4, 0);
     run_threads(&c2, 0);
     run_threads(&c3, 0);
     run_threads(&cw, 0);
@@ -475,6 +500,7 @@ int main(void)
         cmocka_unit_test(test_conv2d),
         cmocka_unit_test(test_conv3d),
         cmocka_unit_test(test_conv_transpose),
+        cmocka_unit_test(test_fallback_isas),
         cmocka_unit_test(test_threads_identical),
         cmocka_unit_test(test_infer),
     };

@@ -29,6 +29,7 @@
  * and chosen at run time; a portable scalar kernel is the fallback.
  */
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <immintrin.h>
@@ -274,14 +275,21 @@ static const KernInfo kern_table[] = {
 
 GemmIsa gemm_isa_best(void)
 {
+    GemmIsa best = GEMM_ISA_SCALAR;
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") &&
         __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl"))
-        return GEMM_ISA_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return GEMM_ISA_AVX2;
-    return GEMM_ISA_SCALAR;
+        best = GEMM_ISA_AVX512;
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        best = GEMM_ISA_AVX2;
+    /* SL_GEMM_ISA=avx2|scalar caps the choice, so the fallback paths can
+     * be tested and timed on an AVX-512 machine. */
+    const char *cap = getenv("SL_GEMM_ISA");
+    if (cap && !strcmp(cap, "scalar")) best = GEMM_ISA_SCALAR;
+    if (cap && !strcmp(cap, "avx2") && best > GEMM_ISA_AVX2)
+        best = GEMM_ISA_AVX2;
+    return best;
 }
 
 const char *gemm_isa_name(GemmIsa isa) { return kern_table[isa].name; }

@@ -37,7 +37,9 @@ struct GemmSrc {
 
 typedef enum { GEMM_ISA_SCALAR, GEMM_ISA_AVX2, GEMM_ISA_AVX512 } GemmIsa;
 
-/* Best ISA this CPU supports. */
+/* Best ISA this CPU supports, capped by the environment variable
+ * SL_GEMM_ISA=avx2|scalar when set (tests and benchmarks of the
+ * fallbacks). */
 GemmIsa gemm_isa_best(void);
 const char *gemm_isa_name(GemmIsa isa);
 
