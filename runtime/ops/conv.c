@@ -8,13 +8,13 @@
  * Every fast path computes, per (sample, group), the GEMM
  *   Y[OCg, P] = W[OCg, ICg*K] * col[ICg*K, P] + b
  * where col is the im2col (vol2col in 3D) matrix, which is never formed:
- *  - slab path (the usual one, AVX-512): the input is copied, a slab of
+ *  - slab path (the usual one; AVX-512 or AVX2): the input is copied, a slab of
  *    planes at a time, into a zero-padded, phase-split buffer in which
  *    every col row is the buffer read at a fixed offset, so the GEMM reads
  *    B in place (gemm_run_shifted).  Scratch: slab (<= 4 MiB unless one
  *    plane is bigger) plus per-thread tiles.
  *  - im2col path (small planes, where the slab's padding ring would be
- *    too much extra work, and CPUs without AVX-512): the GEMM's B packer
+ *    too much extra work, and CPUs without AVX2): the GEMM's B packer
  *    (im2col_pack) gathers each block straight from the input into the
  *    packed panel layout; scratch is the GEMM's packing buffers.
  *  - a 1x1, stride 1, unpadded conv reads the input as a dense B matrix.
@@ -204,7 +204,7 @@ static size_t shift_scratch(const ConvGeom *g, const SlabPlan *sp)
 }
 
 /* d[c] = src[2c] for c < n (every other float: the stride-2 phases).
- * The shifted path runs only with AVX-512, so this needs no fallback. */
+ * AVX-512 only; the caller has a scalar loop for other CPUs. */
 __attribute__((target("avx512f"))) static void
 copy_stride2(float *restrict d, const float *restrict src, int n)
 {
@@ -233,6 +233,7 @@ static void slab_fill(float *slab, const float *xg, const ConvGeom *g,
     const int s2 = sp->s2, iw = g->in[2], sx = g->s[2], px = g->pad[2];
     const int nph = sp->nph[0] * sp->nph[1] * sp->nph[2];
     const int rows = g->icg * nph * s0 * s1;
+    const int avx512 = gemm_isa_best() == GEMM_ISA_AVX512;
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
         int bb = r % s1, a = r / s1 % s0, ph = r / (s1 * s0) % nph;
@@ -268,7 +269,7 @@ static void slab_fill(float *slab, const float *xg, const ConvGeom *g,
             if (hi > s2) hi = s2;
             if (hi < lo) hi = lo;
             memset(d, 0, (size_t)lo * sizeof(float));
-            if (sx == 2)
+            if (sx == 2 && avx512)
                 copy_stride2(d + lo, xr + x0 + 2 * lo, hi - lo);
             else
                 for (int c = lo; c < hi; c++) d[c] = xr[x0 + c * sx];

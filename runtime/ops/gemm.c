@@ -251,12 +251,64 @@ typedef struct {
     ShiftFn fnu; /* A rows in place */
 } ShiftKern;
 
-/* Both tiles hold 256 floats (the edge temporary); NR <= 64. */
+/* AVX2 + FMA versions (16 ymm registers): 6x16 keeps 12 accumulators,
+ * 4x16 (for 1 to 4 output channels) the 8 that two FMA pipes of latency
+ * 4 need.  ap, xb, c as in the AVX-512 generator. */
+#define DEFINE_KERN_SHIFTED_AVX2(NAME, MR, NV, ARS, AKS)                      \
+    AVX2_TARGET static void NAME(int kc, const float *restrict ap, int lda,   \
+                                 const float *restrict xb,                    \
+                                 const int32_t *restrict koff,                \
+                                 float *restrict c, int ldc, int mode,        \
+                                 const float *rowinit)                        \
+    {                                                                         \
+        __m256 acc[MR][NV];                                                   \
+        (void)lda;                                                            \
+        _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                  \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)              \
+                acc[i][v] = _mm256_setzero_ps();                              \
+        for (int k = 0; k < kc; k++) {                                        \
+            const float *src = xb + koff[k];                                  \
+            __m256 b[NV];                                                     \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)              \
+                b[v] = _mm256_loadu_ps(src + 8 * v);                          \
+            _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)              \
+            {                                                                 \
+                __m256 a = _mm256_broadcast_ss(ap + (size_t)i * (ARS));       \
+                _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)          \
+                    acc[i][v] = _mm256_fmadd_ps(a, b[v], acc[i][v]);          \
+            }                                                                 \
+            ap += (AKS);                                                      \
+        }                                                                     \
+        _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                  \
+        {                                                                     \
+            float *ci = c + (size_t)i * ldc;                                  \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)              \
+            {                                                                 \
+                __m256 r = acc[i][v];                                         \
+                if (mode == STORE_ADD)                                        \
+                    r = _mm256_add_ps(_mm256_loadu_ps(ci + 8 * v), r);        \
+                else if (mode == STORE_ROWINIT)                               \
+                    r = _mm256_add_ps(_mm256_set1_ps(rowinit[i]), r);         \
+                _mm256_storeu_ps(ci + 8 * v, r);                              \
+            }                                                                 \
+        }                                                                     \
+    }
+
+DEFINE_KERN_SHIFTED_AVX2(kern_shifted_avx2_6x16, 6, 2, 1, 6)
+DEFINE_KERN_SHIFTED_AVX2(kern_shifted_avx2_6x16_u, 6, 2, lda, 1)
+DEFINE_KERN_SHIFTED_AVX2(kern_shifted_avx2_4x16, 4, 2, 1, 4)
+DEFINE_KERN_SHIFTED_AVX2(kern_shifted_avx2_4x16_u, 4, 2, lda, 1)
+
+/* Every tile holds at most 256 floats (the edge temporary); NR <= 64 and
+ * divides SHIFTED_NC; MR divides GEMM_MC.  [isa][0]: general, [isa][1]:
+ * narrow, for few rows. */
 #define SHIFTED_TILE 256
 #define SHIFTED_NR_MAX 64
-static const ShiftKern shift_kerns[] = {
-    {8, 32, kern_shifted_avx512_8x32, kern_shifted_avx512_8x32_u},
-    {4, 64, kern_shifted_avx512_4x64, kern_shifted_avx512_4x64_u},
+static const ShiftKern shift_kerns[][2] = {
+    [GEMM_ISA_AVX2] = {{6, 16, kern_shifted_avx2_6x16, kern_shifted_avx2_6x16_u},
+                       {4, 16, kern_shifted_avx2_4x16, kern_shifted_avx2_4x16_u}},
+    [GEMM_ISA_AVX512] = {{8, 32, kern_shifted_avx512_8x32, kern_shifted_avx512_8x32_u},
+                         {4, 64, kern_shifted_avx512_4x64, kern_shifted_avx512_4x64_u}},
 };
 
 typedef struct {
@@ -491,7 +543,7 @@ void gemm_run(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
 
 /* ---- shifted-pointer driver ---- */
 
-int gemm_shifted_available(GemmIsa isa) { return isa == GEMM_ISA_AVX512; }
+int gemm_shifted_available(GemmIsa isa) { return isa >= GEMM_ISA_AVX2; }
 int gemm_shifted_nr(void) { return SHIFTED_NR_MAX; }
 
 /* One k block (see SHIFTED_K1): micro-tile of the shifted GEMM at product
@@ -607,7 +659,12 @@ void gemm_run_shifted(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
 {
     CHECK(gemm_shifted_available(isa));
     if (m <= 0 || n <= 0 || k <= 0) return;
-    const ShiftKern *sk = &shift_kerns[m <= 4 ? 1 : 0];
+    /* The narrow kernel when it wastes fewer rows (few output channels,
+     * e.g. 4, 8 or 12 with AVX2's 6-row kernel). */
+    const ShiftKern *wide = &shift_kerns[isa][0], *narrow = &shift_kerns[isa][1];
+    const ShiftKern *sk =
+        m <= 16 && round_up(m, narrow->mr) - m < round_up(m, wide->mr) - m
+            ? narrow : wide;
     const int mr = sk->mr, nr = sk->nr;
     const int nthr = gemm_max_threads();
     int mc = min_i(round_up(m, mr), GEMM_MC);

@@ -65,7 +65,8 @@ void gemm_pack_b_dense(const GemmSrc *s, float *dst, int k0, int kc, int j0,
  * c[i*ldc + base + z'*zpitch + y'*ypitch + x'] when z' < zv, y' < yv and
  * x' < ow; other columns (the padding ring) are computed and dropped.
  * Overwrites C (plus rowinit[i] when given).  Same determinism as
- * gemm_run.  AVX-512 only: call only when gemm_shifted_available(). */
+ * gemm_run.  AVX-512 and AVX2 only: call only when
+ * gemm_shifted_available(isa). */
 typedef struct {
     int s1, s2;     /* slab row count and row length (padded) */
     int zv, yv, ow; /* valid planes, rows per plane, columns per row */
