@@ -35,7 +35,7 @@ RT_SRC = runtime/common.c runtime/graph.c runtime/plan.c runtime/exec.c \
 CMP_SRC = compressor/onnx/onnx_import.c compressor/onnx/onnx_fold.c compressor/onnx/onnx_lower.c compressor/onnx/onnx_layout.c \
           compressor/sha256.c compressor/compress_cli.c $(GRAD_SRC)
 GRAD_SRC = compressor/grad/conv_grad.c compressor/grad/conv_transpose_grad.c compressor/grad/norm_grad.c compressor/grad/activation_grad.c compressor/grad/softmax_grad.c compressor/grad/concat_grad.c compressor/grad/pool_grad.c compressor/grad/resize_grad.c
-CMP_SRC += compressor/train/slice.c compressor/train/backward_table.c compressor/train/train_exec.c
+CMP_SRC += compressor/train/slice.c compressor/train/backward_table.c compressor/train/train_exec.c compressor/train/loss.c compressor/train/optim.c
 CMP_SRC += compressor/sauron/groups.c compressor/sauron/surgery.c
 CMP_SRC += compressor/sauron/distance.c compressor/sauron/threshold.c
 GEN_SRC = $(BUILD)/gen/onnx.pb-c.c
