@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "compressor/onnx/onnx_import.h"
+#include "compressor/sauron/groups.h"
 #include "compressor/sha256.h"
 #include "runtime/common.h"
 #include "runtime/graph.h"
@@ -14,10 +15,14 @@
 static void usage(FILE *f)
 {
     fprintf(
-        f, "usage: sauron-inspect MODEL [--shape N,C,(D,)H,W] [--json]\n"
+        f, "usage: sauron-inspect MODEL [--shape N,C,(D,)H,W] [--json] "
+           "[--groups]\n"
            "Show the layers of an ONNX or .sslim model: op, output shape,\n"
            "parameters and FLOPs for one input (default: the model's import\n"
-           "shape or 3D patch), totals and metadata.\n");
+           "shape or 3D patch), totals and metadata.\n"
+           "--groups: list the prunable points instead (channels, producer,\n"
+           "norm and activation, uses with channel offsets, Add groups, or\n"
+           "why a point is excluded).\n");
 }
 
 static int parse_shape(const char *s, Shape *sh)
@@ -189,7 +194,7 @@ static void print_json(const Graph *g, const char *path, const char *fmt)
 int main(int argc, char **argv)
 {
     const char *path = NULL;
-    int json = 0, rc = 1, have_shape = 0;
+    int json = 0, rc = 1, have_shape = 0, groups = 0;
     Shape shape = {0};
     Graph g;
     uint8_t *bytes = NULL;
@@ -202,6 +207,8 @@ int main(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--json")) {
             json = 1;
+        } else if (!strcmp(a, "--groups")) {
+            groups = 1;
         } else if (!strcmp(a, "--shape") || !strncmp(a, "--shape=", 8)) {
             const char *v = a[7] == '='    ? a + 8
                             : i + 1 < argc ? argv[++i]
@@ -250,7 +257,12 @@ int main(int argc, char **argv)
         goto out;
     }
     if (graph_infer_shapes(&g, &shape)) goto out;
-    if (json)
+    if (groups) {
+        PruneGroups pg;
+        if (sauron_find_groups(&g, &pg)) goto out;
+        sauron_groups_print(stdout, &g, &pg);
+        sauron_groups_free(&pg);
+    } else if (json)
         print_json(&g, path, is_sslim ? "sslim" : "onnx");
     else
         print_text(&g, path, is_sslim ? "sslim" : "onnx");

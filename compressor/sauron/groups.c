@@ -470,6 +470,7 @@ static void check_point(Analysis *a, int p)
     if (o >= 0 && pt->channels == a->ch[g->outputs[o]] &&
         (classes <= 0 || classes == pt->channels)) {
         pt->head = 1;
+        pt->prunable = 1; /* the head reason replaces any earlier one */
         exclude(pt, "class head (%d classes) of output '%s'", pt->channels,
                 g->values[g->outputs[o]].name);
     }
