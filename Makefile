@@ -44,6 +44,7 @@ BINS = segment sauron-compress sauron-inspect sauron-run sauron-eval
 TESTS = test_common test_graph test_ops test_conv test_exec test_sslim \
         test_onnx test_torch test_nifti test_segment test_cli test_grad test_eval
 TESTS += test_sauron
+TESTS += test_surgery
 
 RT_OBJ  = $(RT_SRC:%.c=$(BUILD)/obj/%.o)
 CMP_OBJ = $(CMP_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/onnx.pb-c.o
