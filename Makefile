@@ -38,12 +38,15 @@ GRAD_SRC = compressor/grad/conv_grad.c compressor/grad/conv_transpose_grad.c com
 CMP_SRC += compressor/train/slice.c compressor/train/backward_table.c compressor/train/train_exec.c compressor/train/loss.c compressor/train/optim.c
 CMP_SRC += compressor/sauron/groups.c compressor/sauron/surgery.c
 CMP_SRC += compressor/sauron/distance.c compressor/sauron/threshold.c
+CMP_SRC += compressor/data/json.c compressor/data/dataset.c compressor/data/split.c compressor/data/sampler.c compressor/data/augment.c compressor/data/prefetch.c
 GEN_SRC = $(BUILD)/gen/onnx.pb-c.c
 
 BINS = segment sauron-compress sauron-inspect sauron-run sauron-eval
 TESTS = test_common test_graph test_ops test_conv test_exec test_sslim \
         test_onnx test_torch test_nifti test_segment test_cli test_grad test_eval
 TESTS += test_sauron
+TESTS += test_data
+TESTS += test_train test_loss_optim
 TESTS += test_surgery
 
 RT_OBJ  = $(RT_SRC:%.c=$(BUILD)/obj/%.o)
