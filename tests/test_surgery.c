@@ -836,6 +836,100 @@ static void test_surgery_onnx(void **state)
     }
 }
 
+/* Channels through Resize, Concat, a BatchNorm on the concatenation (its
+ * parameters sliced at the offset), Sigmoid, Identity and AveragePool:
+ *   P = block(2 -> 4), Q = block(P -> 3, stride 2), cat = concat(P,
+ *   resize(Q)), out = softmax(conv1x1(avgpool(identity(sigmoid(BN(cat)))))
+ * Points: 0 P, 1 Q, 2 head. */
+static void test_surgery_passthrough(void **state)
+{
+    (void)state;
+    for (int p = 0; p < 2; p++) {
+        Graph g0, g, gz;
+        PruneGroups pg;
+        GBuild b = {&g0, {41}, 0, 0};
+        graph_init(&g0);
+        int x = gb_input(&b, 2, 2);
+        int pp = gb_block(&b, x, 2, 4, 2, 1);
+        int q = gb_block(&b, pp, 4, 3, 2, 2);
+        int cat = gb_concat(&b, pp, gb_resize(&b, q, 2, RESIZE_NEAREST, -1));
+        int y = gb_unary(&b, OP_SIGMOID, gb_bnorm(&b, cat, 7), 0);
+        y = gb_pool(&b, OP_AVG_POOL, gb_unary(&b, OP_IDENTITY, y, 0), 2, 3, 1,
+                    1);
+        g0.outputs[0] = gb_softmax(&b, gb_conv(&b, y, 7, 3, 2, 1, 1, 0, 1));
+        g0.n_outputs = 1;
+        gb_meta(&g0, 3, 2, 2);
+        assert_false(b.fail);
+        assert_int_equal(sauron_find_groups(&g0, &pg), 0);
+        assert_int_equal(sauron_groups_prunable(&pg), 2);
+        const PrunePoint *pt = pg.points;
+        int bn = g0.nodes[g0.values[cat].producer + 1].op == OP_BATCH_NORM
+                     ? g0.values[cat].producer + 1
+                     : -1;
+        assert_true(bn >= 0);
+        assert_true(has_use(&pt[0], PRUNE_USE_NORM, bn, 0));
+        assert_true(has_use(&pt[1], PRUNE_USE_NORM, bn, 4));
+        assert_true(has_use(&pt[1], PRUNE_USE_CONV, pt[2].conv, 4));
+        assert_int_equal(graph_clone(&g, &g0), 0);
+        assert_int_equal(graph_clone(&gz, &g0), 0);
+        int ch = 1;
+        if (p == 0) zero_in_channel(&gz, pt[1].conv, ch);
+        zero_in_channel(&gz, pt[2].conv, (p ? 4 : 0) + ch);
+        assert_int_equal(sauron_prune(&g, &pg, p, &ch, 1, NULL, NULL), 0);
+        for (int j = 1; j < 5; j++) {
+            const Value *a = &g0.values[g0.nodes[bn].in[j]];
+            const Value *v = &g.values[g.nodes[bn].in[j]];
+            int gone = (p ? 4 : 0) + ch;
+            assert_int_equal(v->shape.d[0], 6);
+            for (int k = 0; k < 6; k++)
+                assert_true(v->data[k] == a->data[k < gone ? k : k + 1]);
+        }
+        Shape in = in_shape(2, 2);
+        float *xx = make_input(&in, 2);
+        compare_outputs(&g, &gz, &in, xx, EQ_ATOL);
+        assert_true(compare_outputs(&g0, &gz, &in, xx, -1) > 1e-4);
+        sl_free(xx);
+        sauron_groups_free(&pg);
+        graph_free(&g0);
+        graph_free(&g);
+        graph_free(&gz);
+    }
+}
+
+/* Every allocation failing in turn: ERR_NOMEM and an unchanged graph, or
+ * success; never a crash or a leak (ASan). */
+static void test_alloc_failures(void **state)
+{
+    (void)state;
+    NetSpec s = {2, 2, 4, 6, 3, 5, 3, 1, 1, 1};
+    Graph g0, g;
+    build_net(&g0, &s, 13);
+    int rm[2] = {0, 2}, done = 0;
+    sl_error_quiet(1);
+    for (long n = 0; n < 400 && !done; n++) {
+        PruneGroups pg;
+        TensorSlice *ts = NULL;
+        int n_ts = 0;
+        assert_int_equal(graph_clone(&g, &g0), 0);
+        sl_error_reset();
+        sl_alloc_fail_after(n);
+        int rc = sauron_find_groups(&g, &pg);
+        if (rc == 0) {
+            rc = sauron_prune(&g, &pg, 0, rm, 2, &ts, &n_ts);
+            if (rc) assert_true(graphs_same_weights(&g, &g0));
+            sauron_groups_free(&pg);
+        }
+        sl_alloc_fail_after(-1);
+        assert_true(rc == 0 || rc == ERR_NOMEM);
+        done = rc == 0;
+        sl_free(ts);
+        graph_free(&g);
+    }
+    sl_error_quiet(0);
+    assert_true(done);
+    graph_free(&g0);
+}
+
 static void test_inspect_groups(void **state)
 {
     (void)state;
@@ -873,6 +967,8 @@ int main(void)
         cmocka_unit_test(test_surgery_params),
         cmocka_unit_test(test_surgery_sslim_roundtrip),
         cmocka_unit_test(test_surgery_onnx),
+        cmocka_unit_test(test_surgery_passthrough),
+        cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_inspect_groups),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

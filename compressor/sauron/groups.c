@@ -536,6 +536,11 @@ int sauron_find_groups(const Graph *g, PruneGroups *out)
     memset(out, 0, sizeof *out);
     a.g = g;
     a.pg = out;
+    if (g->input < 0 || g->input >= g->n_values) {
+        sl_error("channel analysis: the graph has no input; validate it "
+                 "first (graph_validate)");
+        return ERR_FORMAT;
+    }
     a.rank = g->values[g->input].shape.ndim >= 3
                  ? g->values[g->input].shape.ndim
                  : 4;

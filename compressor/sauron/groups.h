@@ -78,7 +78,8 @@ typedef struct {
     int n_groups;
 } PruneGroups;
 
-/* Analyse g (weights must be present; activation shapes are not needed).
+/* Analyse g, a graph that passed graph_validate (weights must be present;
+ * activation shapes are not needed).
  * out is overwritten (call sauron_groups_free on a previous result
  * first).  Returns 0, ERR_NOMEM, or ERR_FORMAT for a graph whose channel
  * counts do not add up (message names the node).  A graph without any
