@@ -353,6 +353,15 @@ int gemm_max_threads(void)
     return t < p ? t : p;
 }
 
+/* Pack buffers are sized for every processor, not for the current thread
+ * count: a caller may size scratch under one omp_set_num_threads() and
+ * run under another, and gemm_max_threads() never exceeds this. */
+static int gemm_pack_threads(void)
+{
+    int p = omp_get_num_procs();
+    return p > 0 ? p : 1;
+}
+
 /* ---- dense packers ---- */
 
 /* A(i,k) = trans ? p[k*ld + i] : p[i*ld + k].
@@ -433,7 +442,7 @@ size_t gemm_pack_floats(int m, int n, int k)
 {
     if (m <= 0 || n <= 0 || k <= 0) return 0;
     /* +16: the caller's buffer may not be 64-byte aligned. */
-    return (size_t)gemm_max_threads() * pack_per_thread(m, n, k) + 16;
+    return (size_t)gemm_pack_threads() * pack_per_thread(m, n, k) + 16;
 }
 
 /* C with no k terms: set to rowinit / 0, or leave (accumulate). */
@@ -616,7 +625,7 @@ static size_t shifted_per_thread(int k)
 
 size_t gemm_shifted_pack_floats(int k)
 {
-    return (size_t)gemm_max_threads() * shifted_per_thread(k) + 16;
+    return (size_t)gemm_pack_threads() * shifted_per_thread(k) + 16;
 }
 
 /* c [mv rows] <- rowinit + t [mv, ldt] over product columns j0 .. j0+nv

@@ -84,7 +84,9 @@ void gemm_run_shifted(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
                       const ShiftMap *map, int m, int n, int k,
                       const float *rowinit, float *pack);
 
-/* Threads gemm_run uses at most (pack buffers are sized for this many). */
+/* Threads gemm_run uses: min(omp_get_max_threads(), processors).  Pack
+ * buffers are sized for all processors, so scratch sized under one
+ * thread count stays valid under any other. */
 int gemm_max_threads(void);
 
 #endif
