@@ -18,172 +18,17 @@
 #include "compressor/onnx/onnx_import.h"
 #include "compressor/sauron/groups.h"
 #include "compressor/sauron/surgery.h"
+#include "compressor/train/optim.h"
 #include "compressor/train/slice.h"
 #include "runtime/common.h"
 #include "runtime/exec.h"
 #include "runtime/graph.h"
 #include "runtime/sslim.h"
 #include "tests/graphbuild.h"
+#include "tests/prune_nets.h"
 #include "tests/testutil.h"
 
 #define EQ_ATOL 1e-5 /* see the header comment */
-
-/* A small U-Net with independent channel counts:
- *   enc = block(in_c -> c_enc), down = block(c_enc -> c_down, stride 2),
- *   up = convT(c_down -> c_up, k2 s2), cat = concat(enc, up) or
- *   concat(up, enc), dec = block(c_enc + c_up -> c_dec),
- *   out0 = softmax(conv1x1(dec -> classes)),
- *   deep: out1 = sigmoid(conv1x1(down -> classes)).
- * Points in node order: 0 enc, 1 down, 2 up, 3 dec, 4 head, 5 deep head. */
-typedef struct {
-    int nsp, in_c, c_enc, c_down, c_up, c_dec, classes;
-    int up_first, bn, deep;
-} NetSpec;
-
-static int net_block(GBuild *b, const NetSpec *s, int x, int ic, int oc,
-                     int stride)
-{
-    if (!s->bn) return gb_block(b, x, ic, oc, s->nsp, stride);
-    int y = gb_conv(b, x, ic, oc, s->nsp, 3, stride, 1, 1);
-    y = gb_bnorm(b, y, oc);
-    return gb_unary(b, OP_RELU, y, 0);
-}
-
-static void build_net(Graph *g, const NetSpec *s, uint64_t seed)
-{
-    GBuild b = {g, {seed}, 0, 0};
-    graph_init(g);
-    int x = gb_input(&b, s->nsp, s->in_c);
-    int enc = net_block(&b, s, x, s->in_c, s->c_enc, 1);
-    int down = net_block(&b, s, enc, s->c_enc, s->c_down, 2);
-    int up = gb_conv_t(&b, down, s->c_down, s->c_up, s->nsp, 2, 2, 0);
-    int cat = s->up_first ? gb_concat(&b, up, enc) : gb_concat(&b, enc, up);
-    int dec = net_block(&b, s, cat, s->c_enc + s->c_up, s->c_dec, 1);
-    int logits = gb_conv(&b, dec, s->c_dec, s->classes, s->nsp, 1, 1, 0, 1);
-    g->outputs[0] = gb_softmax(&b, logits);
-    g->n_outputs = 1;
-    if (s->deep) {
-        int h = gb_conv(&b, down, s->c_down, s->classes, s->nsp, 1, 1, 0, 0);
-        g->outputs[g->n_outputs++] = gb_unary(&b, OP_SIGMOID, h, 0);
-    }
-    gb_meta(g, s->classes, s->in_c, s->nsp);
-    assert_false(b.fail);
-}
-
-/* Residual graph, input [N, 2, H, W]:
- *   A = block(2 -> 4); B = IN(conv(A)); r = lrelu(B + A);
- *   C = block(r -> 4); D = IN(conv(C)); r2 = lrelu(D + r);
- *   out = softmax(conv1x1(r2 -> 3)).
- * Points: 0 A, 1 B, 2 C, 3 D, 4 head; A, B, D are tied by the Adds. */
-static void build_residual(Graph *g, uint64_t seed)
-{
-    GBuild b = {g, {seed}, 0, 0};
-    graph_init(g);
-    int x = gb_input(&b, 2, 2);
-    int a = gb_block(&b, x, 2, 4, 2, 1);
-    int bb = gb_inorm(&b, gb_conv(&b, a, 4, 4, 2, 3, 1, 1, 1), 4);
-    int in[2] = {bb, a};
-    int r = gb_unary(&b, OP_LEAKY_RELU, gb_node(&b, OP_ADD, in, 2, NULL),
-                     0.01f);
-    int c = gb_block(&b, r, 4, 4, 2, 1);
-    int d = gb_inorm(&b, gb_conv(&b, c, 4, 4, 2, 3, 1, 1, 1), 4);
-    in[0] = d;
-    in[1] = r;
-    int r2 = gb_unary(&b, OP_LEAKY_RELU, gb_node(&b, OP_ADD, in, 2, NULL),
-                      0.01f);
-    g->outputs[0] = gb_softmax(&b, gb_conv(&b, r2, 4, 3, 2, 1, 1, 0, 1));
-    g->n_outputs = 1;
-    gb_meta(g, 3, 2, 2);
-    assert_false(b.fail);
-}
-
-static Shape in_shape(int nsp, int c)
-{
-    Shape s = {2 + nsp, {1, c, 8, 8, 8}};
-    if (nsp == 3) s.d[2] = s.d[3] = s.d[4] = 4;
-    return s;
-}
-
-/* Run g on x; copy output k into a new sl_alloc'd array. */
-static float *run_out(Graph *g, const Shape *in, const float *x, int k,
-                      size_t *n)
-{
-    Executor *e = NULL;
-    const float *outs[SL_MAX_OUTPUTS];
-    assert_int_equal(exec_create(g, in, 1, &e), 0);
-    assert_int_equal(exec_run(e, x, outs), 0);
-    *n = (size_t)shape_numel(exec_output_shape(e, k));
-    float *y = sl_alloc(*n * sizeof(float));
-    assert_non_null(y);
-    memcpy(y, outs[k], *n * sizeof(float));
-    exec_free(e);
-    return y;
-}
-
-static float *make_input(const Shape *s, uint64_t seed)
-{
-    TestRng r = {seed};
-    size_t n = (size_t)shape_numel(s);
-    float *x = sl_alloc(n * sizeof(float));
-    assert_non_null(x);
-    trng_fill(&r, x, n, -1.0f, 1.0f);
-    return x;
-}
-
-/* Zero input channel ch of a Conv (W[:, ch]) or ConvTranspose (W[ch]). */
-static void zero_in_channel(Graph *g, int node, int ch)
-{
-    const Node *n = &g->nodes[node];
-    Value *w = &g->values[n->in[1]];
-    int64_t inner = 1;
-    for (int i = 2; i < w->shape.ndim; i++)
-        inner *= w->shape.d[i];
-    if (n->op == OP_CONV) {
-        for (int64_t o = 0; o < w->shape.d[0]; o++)
-            memset(w->data + (o * w->shape.d[1] + ch) * inner, 0,
-                   (size_t)inner * sizeof(float));
-    } else {
-        assert_int_equal(n->op, OP_CONV_TRANSPOSE);
-        memset(w->data + ch * w->shape.d[1] * inner, 0,
-               (size_t)(w->shape.d[1] * inner) * sizeof(float));
-    }
-}
-
-/* Max |a - b| over all outputs of two graphs on the same input. */
-static double compare_outputs(Graph *a, Graph *b, const Shape *in,
-                              const float *x, double atol)
-{
-    double worst = 0;
-    for (int k = 0; k < a->n_outputs; k++) {
-        size_t na, nb;
-        float *ya = run_out(a, in, x, k, &na);
-        float *yb = run_out(b, in, x, k, &nb);
-        assert_int_equal(na, nb);
-        for (size_t i = 0; i < na; i++) {
-            double d = ya[i] > yb[i] ? ya[i] - yb[i] : yb[i] - ya[i];
-            if (d > worst) worst = d;
-        }
-        if (atol >= 0) assert_true(allclose(ya, yb, na, atol, 0, "output"));
-        sl_free(ya);
-        sl_free(yb);
-    }
-    return worst;
-}
-
-static int has_use(const PrunePoint *pt, PruneUseKind kind, int node,
-                   int offset)
-{
-    for (int k = 0; k < pt->n_uses; k++)
-        if (pt->uses[k].kind == kind && pt->uses[k].node == node &&
-            pt->uses[k].offset == offset)
-            return 1;
-    return 0;
-}
-
-static int weight_dim(const Graph *g, int node, int input, int axis)
-{
-    return (int)g->values[g->nodes[node].in[input]].shape.d[axis];
-}
 
 /* ------------------------------------------------------------ groups */
 
@@ -252,8 +97,8 @@ static void check_concat_offsets(const Graph *g, const PruneGroups *pg)
             for (int q = 0; q < pg->n_points; q++)
                 if (pg->points[q].value == n->in[j]) p = q;
             assert_true(p >= 0);
-            assert_true(has_use(&pg->points[p], PRUNE_USE_CONV, consumer,
-                                off));
+            assert_true(
+                has_use(&pg->points[p], PRUNE_USE_CONV, consumer, off));
             off += pg->points[p].channels;
             checked++;
         }
@@ -266,9 +111,8 @@ static void import_fixture(const char *name, Graph *g)
 {
     char path[512];
     graph_init(g);
-    assert_int_equal(onnx_import(fixture_path(name, path, sizeof path), NULL,
-                                 g),
-                     0);
+    assert_int_equal(
+        onnx_import(fixture_path(name, path, sizeof path), NULL, g), 0);
 }
 
 static void test_groups_onnx(void **state)
@@ -319,8 +163,10 @@ static void test_groups_onnx(void **state)
     assert_int_equal(p1->n_uses, 2);
     int dec = -1, enc1 = -1;
     for (int k = 0; k < g.n_nodes; k++) {
-        if (!strcmp(g.nodes[k].name, "/dec.1/dec.1.0/dec.1.0.0/Conv")) dec = k;
-        if (!strcmp(g.nodes[k].name, "/enc.1/enc.1.0/enc.1.0.0/Conv")) enc1 = k;
+        if (!strcmp(g.nodes[k].name, "/dec.1/dec.1.0/dec.1.0.0/Conv"))
+            dec = k;
+        if (!strcmp(g.nodes[k].name, "/enc.1/enc.1.0/enc.1.0.0/Conv"))
+            enc1 = k;
     }
     assert_true(has_use(p1, PRUNE_USE_CONV, dec, 4));
     assert_true(has_use(p1, PRUNE_USE_CONV, enc1, 0));
@@ -525,9 +371,9 @@ static void test_surgery_conv_transpose(void **state)
     int rm_up = 1, rm_down[2] = {0, 5};
     PruneRequest req[2] = {{2, 1, &rm_up}, {1, 2, rm_down}};
     assert_int_equal(sauron_prune_batch(&g, &pg, req, 2, NULL, NULL), 0);
-    assert_int_equal(weight_dim(&g, up, 1, 0), 4);  /* IC = c_down - 2 */
-    assert_int_equal(weight_dim(&g, up, 1, 1), 2);  /* OC = c_up - 1 */
-    assert_int_equal(weight_dim(&g, up, 2, 0), 2);  /* bias */
+    assert_int_equal(weight_dim(&g, up, 1, 0), 4); /* IC = c_down - 2 */
+    assert_int_equal(weight_dim(&g, up, 1, 1), 2); /* OC = c_up - 1 */
+    assert_int_equal(weight_dim(&g, up, 2, 0), 2); /* bias */
     assert_int_equal(weight_dim(&g, down, 1, 0), 4);
     assert_int_equal(weight_dim(&g, down, 2, 0), 4);
     assert_int_equal(weight_dim(&g, dec, 1, 1), 6); /* 4 + 2 */
@@ -556,9 +402,8 @@ static void test_surgery_add(void **state)
             zero_in_channel(&gz, p[4].conv, rm[k]); /* head reads .. + D */
         }
         /* asking for A or for D prunes the whole tied group */
-        assert_int_equal(sauron_prune(&gp, &pg, via ? 3 : 0, rm, 2, NULL,
-                                      NULL),
-                         0);
+        assert_int_equal(
+            sauron_prune(&gp, &pg, via ? 3 : 0, rm, 2, NULL, NULL), 0);
         for (int q = 0; q < 4; q++)
             assert_int_equal(weight_dim(&gp, p[q].conv, 1, 0),
                              q == 2 ? 4 : 2);
@@ -605,19 +450,6 @@ static void test_surgery_batchnorm(void **state)
     int chans[4] = {3, 1, 0, 3};
     for (int p = 0; p < 4; p++)
         equivalence_net(&s, p, chans[p]);
-}
-
-static int graphs_same_weights(const Graph *a, const Graph *b)
-{
-    for (int v = 0; v < a->n_values; v++) {
-        const Value *x = &a->values[v], *y = &b->values[v];
-        if (!x->data) continue;
-        if (!shape_equal(&x->shape, &y->shape) ||
-            memcmp(x->data, y->data,
-                   (size_t)shape_numel(&x->shape) * sizeof(float)))
-            return 0;
-    }
-    return 1;
 }
 
 static void test_surgery_refusals(void **state)
@@ -797,8 +629,7 @@ static void test_surgery_onnx(void **state)
 {
     (void)state;
     const char *names[] = {"torch/nnunet2d_op13.onnx",
-                           "torch/classic2d_bn.onnx",
-                           "torch/deepsup2d.onnx"};
+                           "torch/classic2d_bn.onnx", "torch/deepsup2d.onnx"};
     for (int f = 0; f < 3; f++) {
         Graph g0, g, gz;
         PruneGroups pg;
@@ -930,6 +761,104 @@ static void test_alloc_failures(void **state)
     graph_free(&g0);
 }
 
+/* Gradients for every weight of g (one buffer per value, NULL for
+ * activations), filled from seed; slices ts applied when given. */
+static float **make_grads(const Graph *g, const Graph *full, uint64_t seed,
+                          const TensorSlice *ts, int n_ts)
+{
+    TestRng r = {seed};
+    float **gr = sl_calloc((size_t)g->n_values, sizeof(float *));
+    assert_non_null(gr);
+    for (int v = 0; v < g->n_values; v++) {
+        if (!full->values[v].data) continue;
+        Shape sh = full->values[v].shape;
+        size_t n = (size_t)shape_numel(&sh);
+        gr[v] = sl_alloc(n * sizeof(float));
+        assert_non_null(gr[v]);
+        trng_fill(&r, gr[v], n, -1.0f, 1.0f);
+        for (int k = 0; k < n_ts; k++)
+            if (ts[k].value == v)
+                assert_int_equal(tensor_slice_apply(&gr[v], &sh, &ts[k]), 0);
+    }
+    return gr;
+}
+
+static void adam_step(Optim *opt, Graph *g, float **gr)
+{
+    TrainParam tp[64];
+    int n = 0;
+    for (int v = 0; v < g->n_values && n < 64; v++)
+        if (g->values[v].data)
+            tp[n++] = (TrainParam){v, g->values[v].shape,
+                                   shape_numel(&g->values[v].shape),
+                                   g->values[v].data, gr[v]};
+    assert_int_equal(optim_step(opt, tp, n, 1e-2f), 0);
+}
+
+static void free_grads(const Graph *g, float **gr)
+{
+    for (int v = 0; v < g->n_values; v++)
+        sl_free(gr[v]);
+    sl_free(gr);
+}
+
+/* Adam state sliced with the surgery's slices: a step after pruning equals
+ * the full-size step then pruned (Adam is elementwise), weights and both
+ * moments bit for bit. */
+static void test_surgery_optim_state(void **state)
+{
+    (void)state;
+    NetSpec s = {2, 2, 4, 6, 3, 5, 3, 1, 1, 1};
+    Graph ga, gb;
+    PruneGroups pg;
+    Optim *oa = NULL, *ob = NULL;
+    OptimOptions oo;
+    optim_options_default(&oo, OPTIM_ADAM);
+    build_net(&ga, &s, 51);
+    assert_int_equal(graph_clone(&gb, &ga), 0);
+    assert_int_equal(optim_create(&oo, &oa), 0);
+    assert_int_equal(optim_create(&oo, &ob), 0);
+    for (int step = 0; step < 2; step++) {
+        float **gr = make_grads(&ga, &ga, 100 + (uint64_t)step, NULL, 0);
+        adam_step(oa, &ga, gr);
+        adam_step(ob, &gb, gr);
+        free_grads(&ga, gr);
+    }
+    assert_int_equal(sauron_find_groups(&ga, &pg), 0);
+    int r0[1] = {2}, r1[2] = {0, 4}, r2[1] = {1}, r3[1] = {3};
+    PruneRequest req[4] = {{0, 1, r0}, {1, 2, r1}, {2, 1, r2}, {3, 1, r3}};
+    TensorSlice *ts = NULL;
+    int n_ts = 0;
+    assert_int_equal(sauron_prune_batch(&ga, &pg, req, 4, &ts, &n_ts), 0);
+    assert_int_equal(optim_slice_all(oa, ts, n_ts), 0);
+    float **small = make_grads(&ga, &gb, 200, ts, n_ts);
+    float **full = make_grads(&gb, &gb, 200, NULL, 0);
+    adam_step(oa, &ga, small);
+    adam_step(ob, &gb, full);
+    assert_int_equal(optim_slice_all(ob, ts, n_ts), 0);
+    for (int k = 0; k < n_ts; k++) {
+        Value *v = &gb.values[ts[k].value];
+        assert_int_equal(tensor_slice_apply(&v->data, &v->shape, &ts[k]), 0);
+    }
+    assert_true(graphs_same_weights(&ga, &gb));
+    for (int v = 0; v < ga.n_values; v++) {
+        if (!ga.values[v].data) continue;
+        OptimState *a = optim_find(oa, v), *b = optim_find(ob, v);
+        assert_true(a && b && a->numel == shape_numel(&ga.values[v].shape));
+        assert_true(a->numel == b->numel && a->step == 3 && b->step == 3);
+        assert_memory_equal(a->m, b->m, (size_t)a->numel * sizeof(float));
+        assert_memory_equal(a->v, b->v, (size_t)a->numel * sizeof(float));
+    }
+    free_grads(&ga, small);
+    free_grads(&gb, full);
+    sl_free(ts);
+    sauron_groups_free(&pg);
+    optim_free(oa);
+    optim_free(ob);
+    graph_free(&ga);
+    graph_free(&gb);
+}
+
 static void test_inspect_groups(void **state)
 {
     (void)state;
@@ -969,6 +898,7 @@ int main(void)
         cmocka_unit_test(test_surgery_onnx),
         cmocka_unit_test(test_surgery_passthrough),
         cmocka_unit_test(test_alloc_failures),
+        cmocka_unit_test(test_surgery_optim_state),
         cmocka_unit_test(test_inspect_groups),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -73,8 +73,8 @@ static int build_uses(Analysis *a)
     int nv = g->n_values;
     a->use_start = sl_calloc((size_t)nv + 1, sizeof(int));
     a->wuses = sl_calloc((size_t)nv, sizeof(int));
-    a->use_list = sl_calloc((size_t)g->n_nodes * SL_MAX_INPUTS + 1,
-                            sizeof(int));
+    a->use_list =
+        sl_calloc((size_t)g->n_nodes * SL_MAX_INPUTS + 1, sizeof(int));
     if (!a->use_start || !a->wuses || !a->use_list) return ERR_NOMEM;
     for (int i = 0; i < g->n_nodes; i++)
         for (int j = 0; j < g->nodes[i].n_in; j++) {
@@ -133,7 +133,8 @@ static int infer_channels(Analysis *a)
                 want = (int)w->d[0];
                 c = (int)w->d[1] * grp;
             }
-        } else if (n->op == OP_CONCAT && is_channel_axis(a, n->p.concat.axis)) {
+        } else if (n->op == OP_CONCAT &&
+                   is_channel_axis(a, n->p.concat.axis)) {
             c = 0;
             for (int j = 0; j < n->n_in; j++)
                 c += a->ch[n->in[j]];
@@ -249,13 +250,19 @@ static void tie_add(Analysis *a, const Node *n)
         if (p.p >= 0 && q.p >= 0 && p.c == q.c) {
             uf_union(a->parent, p.p, q.p);
         } else if (p.p >= 0 && q.p >= 0) {
-            exclude(&pts[p.p], "Add '%s' sums its channel %d with channel %d "
-                    "of another point", n->name, p.c, q.c);
-            exclude(&pts[q.p], "Add '%s' sums its channel %d with channel %d "
-                    "of another point", n->name, q.c, p.c);
+            exclude(&pts[p.p],
+                    "Add '%s' sums its channel %d with channel %d "
+                    "of another point",
+                    n->name, p.c, q.c);
+            exclude(&pts[q.p],
+                    "Add '%s' sums its channel %d with channel %d "
+                    "of another point",
+                    n->name, q.c, p.c);
         } else if (p.p >= 0 || q.p >= 0) {
-            exclude(&pts[p.p >= 0 ? p.p : q.p], "Add '%s' ties it to channels "
-                    "that no prunable point produces", n->name);
+            exclude(&pts[p.p >= 0 ? p.p : q.p],
+                    "Add '%s' ties it to channels "
+                    "that no prunable point produces",
+                    n->name);
         }
     }
 }
@@ -495,8 +502,10 @@ static void check_point(Analysis *a, int p)
             const Node *nd = &g->nodes[nodes[m]];
             for (int j = 1; j < nd->n_in; j++)
                 if (a->wuses[nd->in[j]] > 1)
-                    exclude(pt, "weight '%s' of '%s' is shared with another "
-                            "node", g->values[nd->in[j]].name, nd->name);
+                    exclude(pt,
+                            "weight '%s' of '%s' is shared with another "
+                            "node",
+                            g->values[nd->in[j]].name, nd->name);
         }
     }
 }
@@ -592,11 +601,16 @@ int sauron_groups_prunable(const PruneGroups *pg)
 static const char *use_kind_name(PruneUseKind k)
 {
     switch (k) {
-    case PRUNE_USE_CONV: return "conv input";
-    case PRUNE_USE_CONV_T: return "convT input";
-    case PRUNE_USE_NORM: return "norm";
-    case PRUNE_USE_OUTPUT: return "output";
-    case PRUNE_USE_SOFTMAX: return "softmax";
+    case PRUNE_USE_CONV:
+        return "conv input";
+    case PRUNE_USE_CONV_T:
+        return "convT input";
+    case PRUNE_USE_NORM:
+        return "norm";
+    case PRUNE_USE_OUTPUT:
+        return "output";
+    case PRUNE_USE_SOFTMAX:
+        return "softmax";
     }
     return "?";
 }
@@ -631,11 +645,14 @@ void sauron_groups_print(FILE *f, const Graph *g, const PruneGroups *pg)
             fprintf(f, "  use: %-11s '%s' at channel offset %d\n",
                     use_kind_name(u->kind), nm, u->offset);
         }
-        if (pt->prunable) fprintf(f, "  prunable\n");
-        else fprintf(f, "  not prunable: %s\n", pt->reason);
+        if (pt->prunable)
+            fprintf(f, "  prunable\n");
+        else
+            fprintf(f, "  not prunable: %s\n", pt->reason);
     }
-    fprintf(f, "%d points (%d prunable) in %d groups; %d of %d channels "
-               "prunable\n",
+    fprintf(f,
+            "%d points (%d prunable) in %d groups; %d of %d channels "
+            "prunable\n",
             pg->n_points, sauron_groups_prunable(pg), pg->n_groups,
             prunable_ch, channels);
 }

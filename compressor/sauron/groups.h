@@ -1,9 +1,9 @@
 /* Channel dependencies of a graph: where Sauron may remove channels.
  *
  * A prunable point is the last tensor of a chain
- *   Conv | ConvTranspose  ->  [InstanceNorm | BatchNorm]  ->  [Relu | LeakyRelu]
- * in which every intermediate tensor has exactly one consumer (the next
- * node of the chain).  Channel c of the point is output filter c of the
+ *   Conv | ConvTranspose  ->  [InstanceNorm | BatchNorm]  ->  [Relu |
+ * LeakyRelu] in which every intermediate tensor has exactly one consumer (the
+ * next node of the chain).  Channel c of the point is output filter c of the
  * chain's convolution, so removing it removes one filter.
  *
  * From each point its channels are followed forward through Concat (the

@@ -169,7 +169,8 @@ static int plan_slices(const Plan *pl, TensorSlice **out, int *n_out)
 
 static int edit_cmp_ok(const Edit *a, const Edit *b)
 {
-    return a->value < b->value || (a->value == b->value && a->axis <= b->axis);
+    return a->value < b->value ||
+           (a->value == b->value && a->axis <= b->axis);
 }
 
 /* Order edits by (value, axis) so a weight's axis-0 slice comes first. */
@@ -194,14 +195,16 @@ int sauron_prune_batch(Graph *g, const PruneGroups *pg,
     TensorSlice *ts = NULL;
     int n_ts = 0, rc = 0;
     size_t total = 0;
-    int *gmask_of = NULL; /* group -> offset into masks of its first request */
+    int *gmask_of =
+        NULL; /* group -> offset into masks of its first request */
     unsigned char *masks = NULL, *rm = NULL;
     if (slices) *slices = NULL;
     if (n_slices) *n_slices = 0;
     for (int r = 0; r < n_req; r++) {
         if (req[r].point < 0 || req[r].point >= pg->n_points) {
             sl_error("pruning surgery: point %d does not exist (the model "
-                     "has %d points)", req[r].point, pg->n_points);
+                     "has %d points)",
+                     req[r].point, pg->n_points);
             return ERR_ARG;
         }
         total += (size_t)pg->points[req[r].point].channels;
@@ -222,7 +225,8 @@ int sauron_prune_batch(Graph *g, const PruneGroups *pg,
         if (pt->group < 0 || pt->group >= pg->n_groups) {
             rc = ERR_FORMAT;
             sl_error("pruning surgery: point %d has no valid group; re-run "
-                     "sauron_find_groups", req[r].point);
+                     "sauron_find_groups",
+                     req[r].point);
             goto fail;
         }
         int *first = &gmask_of[pt->group];
@@ -232,7 +236,8 @@ int sauron_prune_batch(Graph *g, const PruneGroups *pg,
             rc = ERR_ARG;
             sl_error("pruning surgery: point %d is tied by Add to another "
                      "requested point but names other channels; tied points "
-                     "lose the same channels", req[r].point);
+                     "lose the same channels",
+                     req[r].point);
             goto fail;
         }
         off += pt->channels;
@@ -260,8 +265,10 @@ int sauron_prune_batch(Graph *g, const PruneGroups *pg,
     plan_free(&pl);
     sl_free(masks);
     sl_free(gmask_of);
-    if (slices) *slices = ts;
-    else sl_free(ts);
+    if (slices)
+        *slices = ts;
+    else
+        sl_free(ts);
     if (n_slices) *n_slices = n_ts;
     return 0;
 fail:
