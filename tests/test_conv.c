@@ -366,6 +366,10 @@ static void test_threads_identical(void **state)
     /* 6^3 planes: too much ring for the slab path, so im2col. */
     static const ConvCase c4 = {3, 1, 40, 36, {6, 6, 6}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0}, 1, 1};
     run_threads(&c4, 0);
+    /* Many output channels, deep K, few columns: the tile split differs
+     * between 1 and 2 threads, the k blocking must not. */
+    static const ConvCase c5 = {2, 1, 67, 384, {8, 10}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1, 1};
+    run_threads(&c5, 0);
     run_threads(&c2, 0);
     run_threads(&c3, 0);
     run_threads(&cw, 0);

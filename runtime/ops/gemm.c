@@ -684,7 +684,11 @@ void gemm_run_shifted(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
         tm = (m + mc - 1) / mc;
     }
     const int ntiles = tm * tn;
-    const int one_block = k <= SHIFTED_K1 && (size_t)mc * k <= SHIFTED_A1;
+    /* Decided on the unsplit row block, never on mc: the k blocking
+     * fixes the rounding, and mc depends on the thread count. */
+    const int one_block =
+        k <= SHIFTED_K1 &&
+        (size_t)min_i(round_up(m, mr), GEMM_MC) * k <= SHIFTED_A1;
     const int kblk = one_block ? k : GEMM_KC;
     const int in_place = a->pack == gemm_pack_a_dense && !a->trans;
     const size_t per = shifted_per_thread(k);
