@@ -392,6 +392,32 @@ static void test_threads_identical(void **state)
     assert_true(same);
 }
 
+/* Random shapes, fast path only: every tile split, k-blocking and
+ * kernel choice must give the same bits for 1 and 2 threads. */
+static void test_threads_random(void **state)
+{
+    (void)state;
+    TestRng r = {4242};
+    for (int t = 0; t < 16; t++) {
+        ConvCase cc;
+        memset(&cc, 0, sizeof cc);
+        cc.nsp = t % 3 == 2 ? 3 : 2;
+        cc.n = 1;
+        cc.ic = 1 + (int)(trng_next(&r) % 80);
+        cc.oc = 1 + (int)(trng_next(&r) % 400);
+        cc.group = 1;
+        cc.bias = 1;
+        for (int i = 0; i < cc.nsp; i++) {
+            cc.in[i] = 3 + (int)(trng_next(&r) % (cc.nsp == 3 ? 12 : 40));
+            cc.k[i] = 1 + (int)(trng_next(&r) % 3);
+            cc.s[i] = 1 + (int)(trng_next(&r) % 2);
+            cc.d[i] = 1;
+            cc.plo[i] = cc.phi[i] = (int)(trng_next(&r) % 2);
+        }
+        run_threads(&cc, (int)(trng_next(&r) % 4 == 0));
+    }
+}
+
 /* ---- op-table hooks ---- */
 
 static int add_val(Graph *g, const char *name, int ndim, const int64_t *d,
@@ -524,6 +550,7 @@ int main(void)
         cmocka_unit_test(test_conv_transpose),
         cmocka_unit_test(test_fallback_isas),
         cmocka_unit_test(test_threads_identical),
+        cmocka_unit_test(test_threads_random),
         cmocka_unit_test(test_infer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
