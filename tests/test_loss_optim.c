@@ -537,6 +537,52 @@ static void test_overfit(void **state)
     free(x);
 }
 
+/* Every allocation of executor creation, the loss and the optimiser
+ * failing in turn: ERR_NOMEM, nothing leaked (ASan), then success. */
+static void test_alloc_failures(void **state)
+{
+    (void)state;
+    Graph g;
+    assert_int_equal(build_unet(&g, 2, 1, 4, 3, 1, 8), 0);
+    Shape xs = {4, {1, 1, 8, 8}};
+    float x[64];
+    uint8_t lab[64];
+    TestRng rng = {2};
+    trng_fill(&rng, x, 64, -1.0f, 1.0f);
+    box_labels(lab, 1, 8, 8);
+    OptimOptions oo;
+    optim_options_default(&oo, OPTIM_ADAM);
+    sl_error_quiet(1);
+    int rc = ERR_NOMEM, n = 0;
+    for (; rc != 0; n++) {
+        TrainExec *t = NULL;
+        Optim *opt = NULL;
+        LossOptions lo;
+        LossValue v;
+        loss_options_default(&lo, 2);
+        sl_alloc_fail_after(n);
+        rc = train_exec_create(&g, &xs, 1, &t);
+        if (!rc) rc = optim_create(&oo, &opt);
+        if (!rc) {
+            train_zero_grads(t);
+            rc = train_forward(t, x);
+        }
+        if (!rc) rc = train_loss_outputs(t, &v, lab, NULL, &lo);
+        if (!rc) rc = train_backward(t);
+        if (!rc) rc = optim_step(opt, train_params(t), train_n_params(t), 0.1f);
+        sl_alloc_fail_after(-1);
+        assert_true(rc == 0 || rc == ERR_NOMEM);
+        if (rc) assert_true(t == NULL || opt == NULL || n > 0);
+        optim_free(opt);
+        train_exec_free(t);
+        assert_true(n < 10000);
+    }
+    sl_error_quiet(0);
+    sl_error_reset();
+    assert_true(n > 10); /* many allocation points were exercised */
+    graph_free(&g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -553,6 +599,7 @@ int main(void)
         cmocka_unit_test(test_determinism_threads),
         cmocka_unit_test(test_gradient_injection),
         cmocka_unit_test(test_overfit),
+        cmocka_unit_test(test_alloc_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
