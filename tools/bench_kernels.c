@@ -134,8 +134,8 @@ int main(int argc, char **argv)
     if (threads2 < 1) threads2 = 1;
     printf("micro-kernel: %s; GFLOP/s, best of runs (%s time)\n",
            gemm_isa_name(gemm_isa_best()), cputime ? "CPU" : "wall");
-    printf("%-32s %9s %9s %9s\n", "layer", "GFLOP", "1 thr",
-           threads2 == 2 ? "2 thr" : "N thr");
+    printf("%-32s %9s %9s %9s %10s\n", "layer", "GFLOP", "1 thr",
+           threads2 == 2 ? "2 thr" : "N thr", "scratch MB");
     double tot_f = 0, tot_t[2] = {0, 0};
     for (size_t li = 0; li < sizeof layers / sizeof layers[0]; li++) {
         const Layer *l = &layers[li];
@@ -165,8 +165,8 @@ int main(int argc, char **argv)
             tot_t[ti] += t[ti];
         }
         tot_f += f;
-        printf("%-32s %9.3f %9.1f %9.1f\n", l->name, f * 1e-9,
-               f / t[0] * 1e-9, f / t[1] * 1e-9);
+        printf("%-32s %9.3f %9.1f %9.1f %10.1f\n", l->name, f * 1e-9,
+               f / t[0] * 1e-9, f / t[1] * 1e-9, (double)ns * 4e-6);
         fflush(stdout);
         sl_free(x); sl_free(w); sl_free(b); sl_free(y); sl_free(scratch);
     }
