@@ -196,9 +196,10 @@ static double opt_term_double(const double *F, const Shape *fs, int sf)
                 for (int64_t a = 0; a < k[0]; a++)
                     for (int64_t bb = 0; bb < k[1]; bb++)
                         for (int64_t cc = 0; cc < k[2]; cc++) {
-                            int64_t s = ((qd * k[0] + a) * sz[1] +
-                                         qh * k[1] + bb) * sz[2] +
-                                        qw * k[2] + cc;
+                            int64_t s =
+                                ((qd * k[0] + a) * sz[1] + qh * k[1] + bb) *
+                                    sz[2] +
+                                qw * k[2] + cc;
                             acc += (x[s] - mn) / (mx - mn);
                         }
                 p[c * Q + q] = acc / (double)(k[0] * k[1] * k[2]);
@@ -801,7 +802,7 @@ static void test_budget_rules(void **st)
     const double nan3[3] = {0.1, NAN, 0.1};
     assert_false(sauron_dice_breach(nan3, 3, 0.9, &c));
     assert_false(sauron_dice_breach(low, 2, NAN, &c));
-    c.dice_window = 2; /* even window: mean of the two */
+    c.dice_window = 2;                 /* even window: mean of the two */
     const double w2[2] = {0.95, 0.82}; /* 0.885 < 0.89 */
     assert_true(sauron_dice_breach(w2, 2, 0.9, &c));
 }
@@ -821,7 +822,8 @@ static void test_budget_ramp_and_recovery(void **st)
     for (int e = 1; e <= 10; e++) {
         /* a mid-epoch query (--prune-every) sees a fractional rung */
         sauron_sched_update(&s, e - 0.5, &prune);
-        assert_int_equal(s.pt[0].rung, e - 0.5 >= 5 ? 15 : (int)floor(3 * (e - 0.5)));
+        assert_int_equal(s.pt[0].rung,
+                         e - 0.5 >= 5 ? 15 : (int)floor(3 * (e - 0.5)));
         assert_int_equal(prune, e - 0.5 <= 8.0);
         assert_int_equal(sauron_sched_end_epoch(&s, 0.1, 0.9), 0);
         sauron_sched_update(&s, e, &prune);
@@ -858,9 +860,9 @@ static void test_budget_dice_freeze(void **st)
     SauronSched s;
     const int ch[3] = {8, 8, 8};
     assert_int_equal(sauron_sched_init(&s, &c, 3, ch, 20, 0.9), 0);
-    const double dice[20] = {0.9,  0.9,  0.9,  0.9,  0.9,  0.85, 0.85,
-                             0.85, 0.9,  0.9,  0.9,  0.9,  0.9,  0.9,
-                             0.8,  0.8,  0.9,  0.9,  0.9,  0.9};
+    const double dice[20] = {0.9,  0.9, 0.9, 0.9, 0.9, 0.85, 0.85,
+                             0.85, 0.9, 0.9, 0.9, 0.9, 0.9,  0.9,
+                             0.8,  0.8, 0.9, 0.9, 0.9, 0.9};
     int prune;
     for (int e = 1; e <= 20; e++) {
         assert_int_equal(sauron_sched_end_epoch(&s, 0.1, dice[e - 1]), 0);
@@ -952,6 +954,84 @@ static void test_sched_alloc_failure(void **st)
     sl_error_reset();
 }
 
+/* Checkpoint round trip: a budgeted run with a freeze is saved at epoch 9,
+ * reloaded, and both copies continue identically; other settings, wrong
+ * bytes and every truncation are refused without a crash. */
+static void sched_run(SauronSched *s, int e0, int e1)
+{
+    int prune;
+    for (int e = e0; e <= e1; e++) {
+        assert_int_equal(
+            sauron_sched_end_epoch(s, 1.0 / e, e == 6 || e == 7 ? 0.8 : 0.9),
+            0);
+        sauron_sched_update(s, e, &prune);
+        for (int i = 0; prune && i < s->npoints; i++)
+            assert_int_equal(sauron_sched_record(s, i, e, 20 - (i == 1) * e),
+                             0);
+    }
+}
+
+static void test_sched_checkpoint(void **st)
+{
+    (void)st;
+    SauronSchedConfig c;
+    sauron_sched_defaults(&c);
+    SauronSched a, b;
+    const int ch[3] = {20, 20, 20};
+    assert_int_equal(sauron_sched_init(&a, &c, 3, ch, 20, 0.9), 0);
+    sched_run(&a, 1, 9);
+    assert_true(a.pt[1].frozen && !a.pt[0].frozen);
+    size_t n = sauron_sched_save_size(&a);
+    uint8_t *buf = malloc(n);
+    assert_int_equal(sauron_sched_save(&a, buf, n), 0);
+    assert_int_equal(sauron_sched_load(&b, buf, n, &c, 20, 3, "ckpt"), 0);
+    sched_run(&a, 10, 20);
+    sched_run(&b, 10, 20);
+    size_t na = sauron_sched_save_size(&a);
+    assert_int_equal(na, sauron_sched_save_size(&b));
+    uint8_t *ba = malloc(na), *bb = malloc(na);
+    sauron_sched_save(&a, ba, na);
+    sauron_sched_save(&b, bb, na);
+    assert_memory_equal(ba, bb, na);
+    for (int i = 0; i < 3; i++)
+        assert_true(a.pt[i].tau == b.pt[i].tau);
+    sauron_sched_free(&b);
+
+    sl_error_quiet(1);
+    SauronSchedConfig other = c;
+    other.tau_max = 0.4;
+    sl_error_reset();
+    assert_int_equal(sauron_sched_load(&b, buf, n, &other, 20, 3, "ckpt"),
+                     ERR_ARG);
+    assert_non_null(strstr(sl_error_last(), "--tau-max"));
+    sl_error_reset();
+    assert_int_equal(sauron_sched_load(&b, buf, n, &c, 30, 3, "ckpt"),
+                     ERR_ARG);
+    assert_non_null(strstr(sl_error_last(), "--epochs"));
+    for (size_t k = 0; k < n; k++) /* every truncation */
+        assert_int_equal(sauron_sched_load(&b, buf, k, &c, 20, 3, "ckpt"),
+                         ERR_FORMAT);
+    for (size_t k = 0; k < n; k++) { /* every byte flipped: no crash */
+        buf[k] ^= 0xA5;
+        if (sauron_sched_load(&b, buf, n, &c, 20, 3, "ckpt") == 0)
+            sauron_sched_free(&b);
+        buf[k] ^= 0xA5;
+    }
+    for (int k = 0; k < 8; k++) { /* each allocation failing in turn */
+        sl_alloc_fail_after(k);
+        int rc = sauron_sched_load(&b, buf, n, &c, 20, 3, "ckpt");
+        sl_alloc_fail_after(-1);
+        assert_true(rc == 0 || rc == ERR_NOMEM);
+        if (rc == 0) sauron_sched_free(&b);
+    }
+    sl_error_quiet(0);
+    sl_error_reset();
+    sauron_sched_free(&a);
+    free(buf);
+    free(ba);
+    free(bb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -981,6 +1061,7 @@ int main(void)
         cmocka_unit_test(test_budget_dice_freeze),
         cmocka_unit_test(test_best_within_margin),
         cmocka_unit_test(test_sched_alloc_failure),
+        cmocka_unit_test(test_sched_checkpoint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

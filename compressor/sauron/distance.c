@@ -22,12 +22,12 @@
 #define DP0_BLOCK 256
 
 typedef struct {
-    int64_t n, c;      /* N, C */
-    int64_t sz[3];     /* D, H, W */
-    int64_t out[3];    /* pooled D, H, W */
-    int k[3];          /* pooling kernel = stride per dim */
-    int64_t S, Q;      /* spatial and pooled sizes */
-    int K;             /* k[0] * k[1] * k[2] */
+    int64_t n, c;   /* N, C */
+    int64_t sz[3];  /* D, H, W */
+    int64_t out[3]; /* pooled D, H, W */
+    int k[3];       /* pooling kernel = stride per dim */
+    int64_t S, Q;   /* spatial and pooled sizes */
+    int K;          /* k[0] * k[1] * k[2] */
 } DistGeom;
 
 static void dist_geom(DistGeom *g, const Shape *fs, int sf)
@@ -81,7 +81,10 @@ int64_t sauron_pooled_size(const Shape *fs, int sf)
     return g.Q;
 }
 
-static size_t round64(size_t b) { return (b + 63) & ~(size_t)63; }
+static size_t round64(size_t b)
+{
+    return (b + 63) & ~(size_t)63;
+}
 
 size_t sauron_opt_saved_bytes(const Shape *fs, int sf)
 {
@@ -126,7 +129,8 @@ static void pool_map(float *restrict dst, const float *restrict src,
                 row[ow] = 0.0f;
             for (int a = 0; a < kd; a++)
                 for (int b = 0; b < kh; b++) {
-                    const float *s = src + ((od * kd + a) * H + oh * kh + b) * W;
+                    const float *s =
+                        src + ((od * kd + a) * H + oh * kh + b) * W;
                     for (int64_t ow = 0; ow < PW; ow++)
                         for (int j = 0; j < kw; j++)
                             row[ow] += s[ow * kw + j];
@@ -159,6 +163,45 @@ static void scatter_map(float *restrict dst, const float *restrict x,
         }
 }
 
+/* Minimum and maximum of x [S] and the FIRST index of each (ties go to
+ * the earliest element).  Lane-wise min/max over blocks of MM_LANES
+ * elements vectorise; the indices then come from a scan that stops at the
+ * first match, about half a pass on average. */
+#define MM_LANES 16
+static void min_max_first(const float *restrict x, int64_t S, float *mn_out,
+                          float *mx_out, int64_t *imn, int64_t *imx)
+{
+    float lmn[MM_LANES], lmx[MM_LANES];
+    for (int j = 0; j < MM_LANES; j++)
+        lmn[j] = lmx[j] = x[0];
+    int64_t s = 0;
+    for (; s + MM_LANES <= S; s += MM_LANES)
+        for (int j = 0; j < MM_LANES; j++) {
+            float v = x[s + j];
+            lmn[j] = v < lmn[j] ? v : lmn[j];
+            lmx[j] = v > lmx[j] ? v : lmx[j];
+        }
+    float mn = lmn[0], mx = lmx[0];
+    for (int j = 1; j < MM_LANES; j++) {
+        mn = lmn[j] < mn ? lmn[j] : mn;
+        mx = lmx[j] > mx ? lmx[j] : mx;
+    }
+    for (; s < S; s++) {
+        mn = x[s] < mn ? x[s] : mn;
+        mx = x[s] > mx ? x[s] : mx;
+    }
+    int64_t i = 0;
+    while (i < S - 1 && !(x[i] == mn)) /* stops at S-1 if mn is NaN */
+        i++;
+    *imn = i;
+    i = 0;
+    while (i < S - 1 && !(x[i] == mx))
+        i++;
+    *imx = i;
+    *mn_out = mn;
+    *mx_out = mx;
+}
+
 /* sqrt(mean_q (a[q] - b[q])^2) in double, fixed order. */
 static double rms_diff(const float *a, const float *b, int64_t Q)
 {
@@ -183,18 +226,9 @@ double sauron_opt_forward(SauronOptSaved *sv, const float *F, const Shape *fs,
     for (int64_t t = 0; t < NC; t++) {
         const float *x = F + t * S;
         float *p = sv->pooled + t * Q;
-        float mn = x[0], mx = x[0];
-        int64_t imn = 0, imx = 0;
-        for (int64_t s = 1; s < S; s++) { /* strict: first index wins ties */
-            if (x[s] < mn) {
-                mn = x[s];
-                imn = s;
-            }
-            if (x[s] > mx) {
-                mx = x[s];
-                imx = s;
-            }
-        }
+        float mn, mx;
+        int64_t imn, imx;
+        min_max_first(x, S, &mn, &mx, &imn, &imx);
         sv->argmin[t] = imn;
         sv->argmax[t] = imx;
         float R = mx - mn;
@@ -215,8 +249,8 @@ double sauron_opt_forward(SauronOptSaved *sv, const float *F, const Shape *fs,
     for (int64_t t = 0; t < NC; t++) {
         int64_t c = t % C;
         const float *p0 = sv->pooled + (t - c) * Q;
-        sv->dist[t] = c == 0 ? 0.0f
-                             : (float)rms_diff(p0, sv->pooled + t * Q, Q);
+        sv->dist[t] =
+            c == 0 ? 0.0f : (float)rms_diff(p0, sv->pooled + t * Q, Q);
     }
 
     if (C < 2) return 0.0;
@@ -361,8 +395,8 @@ void sauron_prune_distance(float *e, const float *F, const Shape *fs, int sf,
         for (int64_t c = 0; c < C; c++)
             if ((double)er[n * C + c] > mx) mx = (double)er[n * C + c];
         for (int64_t c = 0; c < C; c++)
-            er[n * C + c] = (float)((double)er[n * C + c] /
-                                    (mx + SAURON_PRUNE_EPS));
+            er[n * C + c] =
+                (float)((double)er[n * C + c] / (mx + SAURON_PRUNE_EPS));
     }
     for (int64_t c = 0; c < C; c++) {
         double acc = 0.0;

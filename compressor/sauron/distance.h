@@ -49,18 +49,18 @@
 
 #include "runtime/graph.h"
 
-#define SAURON_RANGE_EPS 1e-6f   /* relative flat-channel guard, above */
-#define SAURON_PRUNE_EPS 1e-15   /* added to the per-sample max e_c */
+#define SAURON_RANGE_EPS 1e-6f /* relative flat-channel guard, above */
+#define SAURON_PRUNE_EPS 1e-15 /* added to the per-sample max e_c */
 
 /* What sauron_opt_forward saves for sauron_opt_backward.  Carve it from one
  * caller buffer of sauron_opt_saved_bytes() bytes with
  * sauron_opt_saved_carve(); the caller owns the buffer. */
 typedef struct {
-    float *pooled;    /* [N, C, Q] p_c: normalised, pooled maps */
-    float *dist;      /* [N, C] d_c; entry c = 0 is 0 */
-    float *range;     /* [N, C] R, or 0 for a channel treated as constant */
-    int64_t *argmin;  /* [N, C] flat spatial index of the first minimum */
-    int64_t *argmax;  /* [N, C] flat spatial index of the first maximum */
+    float *pooled;   /* [N, C, Q] p_c: normalised, pooled maps */
+    float *dist;     /* [N, C] d_c; entry c = 0 is 0 */
+    float *range;    /* [N, C] R, or 0 for a channel treated as constant */
+    int64_t *argmin; /* [N, C] flat spatial index of the first minimum */
+    int64_t *argmax; /* [N, C] flat spatial index of the first maximum */
 } SauronOptSaved;
 
 /* 0 if fs (3 to 5 dims, all positive) and sf (>= 1) are usable; else
@@ -109,6 +109,7 @@ void sauron_prune_distance(float *e, const float *F, const Shape *fs, int sf,
  * c != r with e[c] < tau, in increasing order, and returns their number.
  * r is never a candidate, so at least one channel always stays; a NaN e[c]
  * keeps its channel. */
-int sauron_prune_candidates(int *out, const float *e, int C, int r, float tau);
+int sauron_prune_candidates(int *out, const float *e, int C, int r,
+                            float tau);
 
 #endif

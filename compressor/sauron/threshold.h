@@ -110,7 +110,7 @@ int sauron_dice_breach(const double *dice, int n, double dice_ref,
  * epoch).  Call for epoch 0 with the imported model so there always is
  * one.  Returns 1 when this epoch is the new best (and updates *b). */
 typedef struct {
-    int have;     /* 0 until an epoch within the margin was seen */
+    int have; /* 0 until an epoch within the margin was seen */
     int epoch;
     double dice;
     double flops;
@@ -138,16 +138,16 @@ typedef struct {
 
 typedef struct {
     SauronSchedConfig cfg;
-    int epochs;        /* E (budgeted schedule) */
-    double dice_ref;   /* validation Dice of the imported model */
+    int epochs;      /* E (budgeted schedule) */
+    double dice_ref; /* validation Dice of the imported model */
     int npoints;
-    SauronPoint *pt;   /* [npoints] */
+    SauronPoint *pt; /* [npoints] */
     int nloss, ndice, cap;
-    double *loss;      /* [nloss] training loss per epoch */
-    double *dice;      /* [ndice] validation Dice per epoch */
-    int dice_checked;  /* ndice at the last Dice-guard check */
-    int last_freeze;   /* ndice when the guard last froze points (0) */
-    SauronBest best;   /* for sauron_best_within_margin */
+    double *loss;     /* [nloss] training loss per epoch */
+    double *dice;     /* [ndice] validation Dice per epoch */
+    int dice_checked; /* ndice at the last Dice-guard check */
+    int last_freeze;  /* ndice when the guard last froze points (0) */
+    SauronBest best;  /* for sauron_best_within_margin */
 } SauronSched;
 
 /* channels[npoints]: channel counts at import.  Taus start at rung 0. */
@@ -182,5 +182,22 @@ int sauron_sched_record(SauronSched *s, int point, double progress,
 
 /* Channels point i lost in pruning steps at progress >= since. */
 int sauron_point_lost_since(const SauronPoint *pt, double since);
+
+/* ---- checkpoint (for --resume) ----
+ * The whole schedule (config, histories, every point's state) as a
+ * self-contained little-endian blob with magic "SLSCHED1" and a version.
+ * Size it with sauron_sched_save_size, write it with sauron_sched_save
+ * (overwrites buf; always 0).  sauron_sched_load rebuilds *s (owned by the
+ * caller afterwards: sauron_sched_free) from such a blob and refuses, with
+ * ERR_ARG and a line naming the first difference, a state saved with other
+ * settings (expect), another --epochs or another number of prunable
+ * points; ERR_FORMAT for a bad magic/version or a truncated or corrupt
+ * blob (every count is bounded by the bytes left); `what` names the file
+ * in messages. */
+size_t sauron_sched_save_size(const SauronSched *s);
+int sauron_sched_save(const SauronSched *s, uint8_t *buf, size_t len);
+int sauron_sched_load(SauronSched *s, const uint8_t *buf, size_t len,
+                      const SauronSchedConfig *expect, int expect_epochs,
+                      int expect_points, const char *what);
 
 #endif
