@@ -229,6 +229,9 @@ static const ConvCase conv2d_cases[] = {
     /* stride 1 on wide rows (padded-slab path), several slabs */
     {2, 1, 64, 8, {200, 128}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1, 1},
     {2, 2, 3, 4, {9, 40}, {3, 5}, {1, 1}, {2, 1}, {0, 3}, {2, 1}, {0}, 1, 1},
+    /* K = 720: several k blocks on the slab path, with a partial row
+     * panel (29 = 3*8 + 5) */
+    {2, 1, 80, 29, {12, 40}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1, 1},
     /* strided on wide rows (phase-split slab path): stride 3 with
      * dilation 2, and stride 2 */
     {2, 1, 3, 5, {20, 61}, {5, 3}, {3, 3}, {2, 2}, {4, 1}, {3, 2}, {0}, 1, 1},
