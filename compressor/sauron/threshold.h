@@ -23,11 +23,17 @@
  *       sauron_sched_end_epoch(&s, train_loss, dice);
  *       if sauron_best_within_margin(&s.best, e, dice, flops, s.dice_ref,
  *                                    &s.cfg): save the "best" checkpoint
+ *               (the network just validated, i.e. before this prune)
  *       sauron_sched_update(&s, e, &now);
- *       if now: for each point i: delta_prune with tau = s.pt[i].tau, the
- *               surgery, then sauron_sched_record(&s, i, e, channels_i)
+ *       if now: for each point i: delta_prune on the calibration batch
+ *               (reference from sauron_draw_reference on the run's seeded
+ *               state, which the checkpoint must keep too) with
+ *               tau = s.pt[i].tau, the surgery, then
+ *               sauron_sched_record(&s, i, e, channels_i)
  *               (record after EVERY pruning step, even one that removed
- *               nothing: the paper's rule reads the last step's loss).
+ *               nothing: the paper's rule reads the channels lost in the
+ *               last step, the Dice guard the steps in its window);
+ *       checkpoint: sauron_sched_save (below) with the weights.
  *
  * Ownership: SauronSched owns its arrays (sl_alloc); free with
  * sauron_sched_free.  Functions returning int give 0 or ERR_* (with one
