@@ -45,7 +45,7 @@ BINS = segment sauron-compress sauron-inspect sauron-run sauron-eval
 TESTS = test_common test_graph test_ops test_conv test_exec test_sslim \
         test_onnx test_torch test_nifti test_segment test_cli test_grad test_eval
 TESTS += test_sauron
-TESTS += test_data
+TESTS += test_data test_sampler
 TESTS += test_train test_loss_optim
 TESTS += test_surgery
 

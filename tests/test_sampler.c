@@ -1,0 +1,467 @@
+/* Training batches: sampler (foreground oversampling, determinism,
+ * shapes), augmentation (flips, rotation/scale, alignment, intensity)
+ * and the prefetch thread, on datasets built in memory. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compressor/data/augment.h"
+#include "compressor/data/dataset.h"
+#include "compressor/data/prefetch.h"
+#include "compressor/data/sampler.h"
+#include "runtime/common.h"
+#include "testutil.h"
+
+#define PI_2 1.57079632679489661923
+
+/* ------------------------------------------- hand-built in-memory data */
+
+/* A loaded Dataset built in memory: one modality, 2 classes, n cases of
+ * size S (tensor order) with image = x-ramp and a small foreground cube
+ * (class 1) of side `fg` at a case-dependent place. */
+static void mem_dataset(Dataset *ds, int n, const int64_t S[3], int dims,
+                        int fg)
+{
+    memset(ds, 0, sizeof *ds);
+    ds->dir = sl_strdup("memory");
+    ds->n_modalities = 1;
+    ds->n_classes = 2;
+    ds->n_cases = n;
+    ds->layout.dims = dims;
+    ds->cases = sl_calloc((size_t)n, sizeof *ds->cases);
+    TestRng r = {5};
+    int64_t nv = S[0] * S[1] * S[2];
+    for (int ci = 0; ci < n; ci++) {
+        DataCase *c = &ds->cases[ci];
+        memcpy(c->S, S, sizeof c->S);
+        c->n_classes = 2;
+        c->image = sl_alloc(sizeof(float) * (size_t)nv);
+        c->label = sl_calloc((size_t)nv, 1);
+        trng_fill(&r, c->image, (size_t)nv, -1.0f, 1.0f);
+        int64_t o[3];
+        for (int t = 0; t < 3; t++) {
+            int64_t side = S[t] < fg ? S[t] : fg;
+            o[t] = (int64_t)(trng_next(&r) % (uint64_t)(S[t] - side + 1));
+        }
+        int64_t cnt = 0;
+        for (int64_t a = 0; a < S[0]; a++)
+            for (int64_t b = 0; b < S[1]; b++)
+                for (int64_t d = 0; d < S[2]; d++) {
+                    int in = a >= o[0] && a < o[0] + fg && b >= o[1] &&
+                             b < o[1] + fg && d >= o[2] && d < o[2] + fg;
+                    c->label[(a * S[1] + b) * S[2] + d] = (uint8_t)in;
+                    cnt += in;
+                }
+        c->fg_start = sl_calloc(3, sizeof(int64_t));
+        c->fg_loc = sl_alloc(sizeof(int64_t) * (size_t)(cnt + 1));
+        c->fg_start[2] = cnt;
+        int64_t q = 0;
+        for (int64_t v = 0; v < nv; v++)
+            if (c->label[v]) c->fg_loc[q++] = v;
+    }
+}
+
+static void mem_dataset_free(Dataset *ds)
+{
+    for (int i = 0; i < ds->n_cases; i++) {
+        sl_free(ds->cases[i].image);
+        sl_free(ds->cases[i].label);
+        sl_free(ds->cases[i].fg_loc);
+        sl_free(ds->cases[i].fg_start);
+    }
+    sl_free(ds->cases);
+    sl_free(ds->dir);
+}
+
+static int has_fg(const uint8_t *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (y[i]) return 1;
+    return 0;
+}
+
+static void test_sampler_shapes_determinism(void **state)
+{
+    (void)state;
+    Dataset ds;
+    int64_t S[3] = {20, 40, 36};
+    mem_dataset(&ds, 3, S, 3, 4);
+    int cases[3] = {0, 1, 2};
+    SamplerOptions o;
+    sampler_defaults(&o, 3);
+    o.batch = 3;
+    o.patch[0] = 16;
+    o.patch[1] = 24;
+    o.patch[2] = 48; /* larger than the case: padding */
+    o.seed = 99;
+    o.aug.p_rotate = o.aug.p_scale = 0.5;
+    Sampler s;
+    assert_int_equal(sampler_init(&s, &ds, cases, 3, &o), 0);
+    Batch a, b;
+    assert_int_equal(batch_alloc(&a, &s), 0);
+    assert_int_equal(batch_alloc(&b, &s), 0);
+    Shape sh;
+    batch_input_shape(&a, &sh);
+    assert_int_equal(sh.ndim, 5);
+    assert_int_equal(sh.d[0], 3);
+    assert_int_equal(sh.d[1], 1);
+    assert_int_equal(sh.d[4], 48);
+    size_t nx = (size_t)3 * 16 * 24 * 48;
+    sampler_fill(&s, 5, &a);
+    sampler_fill(&s, 6, &b);
+    assert_int_equal(a.k, 5);
+    assert_true(memcmp(a.x, b.x, nx * sizeof(float)) != 0);
+    sampler_fill(&s, 5, &b); /* again, after another batch: same bytes */
+    assert_memory_equal(a.x, b.x, nx * sizeof(float));
+    assert_memory_equal(a.y, b.y, nx);
+    for (size_t i = 0; i < nx; i++) assert_true(a.y[i] <= 1);
+
+    /* Prefetch gives exactly the batches sampler_fill gives, in order. */
+    Prefetcher *pf;
+    assert_int_equal(prefetch_start(&pf, &s, 3), 0);
+    for (int64_t k = 3; k < 9; k++) {
+        const Batch *got;
+        assert_int_equal(prefetch_next(pf, &got), 0);
+        assert_int_equal(got->k, k);
+        sampler_fill(&s, k, &b);
+        assert_memory_equal(got->x, b.x, nx * sizeof(float));
+        assert_memory_equal(got->y, b.y, nx);
+        assert_memory_equal(got->case_idx, b.case_idx, sizeof(int) * 3);
+    }
+    assert_true(prefetch_wait_seconds(pf) >= 0.0);
+    prefetch_stop(pf);
+    /* Stopping right after the start (producer mid-batch) is clean. */
+    assert_int_equal(prefetch_start(&pf, &s, 0), 0);
+    prefetch_stop(pf);
+
+    batch_free(&a);
+    batch_free(&b);
+    sampler_free(&s);
+
+    /* Bad options. */
+    sl_error_quiet(1);
+    o.batch = 0;
+    sl_error_reset();
+    assert_int_equal(sampler_init(&s, &ds, cases, 3, &o), ERR_ARG);
+    assert_non_null(strstr(sl_error_last(), "--batch"));
+    o.batch = 2;
+    o.fg_rate = 1.5;
+    assert_int_equal(sampler_init(&s, &ds, cases, 3, &o), ERR_ARG);
+    o.fg_rate = 0.33;
+    assert_int_equal(sampler_init(&s, &ds, cases, 0, &o), ERR_ARG);
+    o.patch[0] = 0;
+    assert_int_equal(sampler_init(&s, &ds, cases, 3, &o), ERR_ARG);
+    sl_error_quiet(0);
+    mem_dataset_free(&ds);
+}
+
+/* Foreground oversampling: a 3x3 foreground square in 2D slices of a
+ * 30x64x64 case hardly ever appears by chance in a 32x32 patch (only 3 of
+ * 30 slices hold any); forced samples must contain it and their count is
+ * exactly ceil(n * rate). */
+static void test_sampler_foreground(void **state)
+{
+    (void)state;
+    Dataset ds;
+    int64_t S[3] = {30, 64, 64};
+    mem_dataset(&ds, 2, S, 2, 3);
+    int cases[2] = {0, 1};
+    SamplerOptions o;
+    sampler_defaults(&o, 2);
+    o.batch = 4;
+    o.patch[0] = 1;
+    o.patch[1] = 32;
+    o.patch[2] = 32;
+    o.seed = 3;
+    for (int aug = 0; aug < 2; aug++) {
+        if (!aug) augment_off(&o.aug);
+        else augment_defaults(&o.aug, 2);
+        Sampler s;
+        Batch b;
+        assert_int_equal(sampler_init(&s, &ds, cases, 2, &o), 0);
+        assert_int_equal(batch_alloc(&b, &s), 0);
+        int n = 0, forced = 0, fg = 0, forced_fg = 0;
+        int64_t pv = 32 * 32;
+        for (int64_t k = 0; k < 75; k++) {
+            sampler_fill(&s, k, &b);
+            for (int i = 0; i < 4; i++) {
+                int h = has_fg(b.y + i * pv, pv);
+                n++;
+                forced += b.forced[i];
+                fg += h;
+                forced_fg += h && b.forced[i];
+            }
+        }
+        assert_int_equal(forced, (int)ceil(n * 0.33));
+        assert_true((double)fg / n >= 0.33);
+        /* Without augmentation the chosen voxel is always inside; with
+         * rotations it can leave the patch only when the clamped centre
+         * is off the voxel, which a 3x3 structure in a 64 wide case
+         * allows rarely. */
+        if (!aug) assert_int_equal(forced_fg, forced);
+        else assert_true(forced_fg >= forced * 9 / 10);
+        batch_free(&b);
+        sampler_free(&s);
+    }
+    mem_dataset_free(&ds);
+}
+
+/* Cost of one 2D batch of 4 at 256x256 with default augmentation (the
+ * issue asks for "a few ms"; printed for the report, bounded loosely so
+ * a slow sanitizer build passes). */
+static void test_sampler_speed(void **state)
+{
+    (void)state;
+    Dataset ds;
+    int64_t S[3] = {24, 256, 256};
+    mem_dataset(&ds, 2, S, 2, 30);
+    int cases[2] = {0, 1};
+    SamplerOptions o;
+    sampler_defaults(&o, 2);
+    o.batch = 4;
+    o.patch[1] = o.patch[2] = 256;
+    Sampler s;
+    Batch b;
+    assert_int_equal(sampler_init(&s, &ds, cases, 2, &o), 0);
+    assert_int_equal(batch_alloc(&b, &s), 0);
+    int nb = 40;
+    double t0 = sl_now();
+    for (int k = 0; k < nb; k++) sampler_fill(&s, k, &b);
+    double ms = (sl_now() - t0) * 1e3 / nb;
+    /* Worst case: every sample rotated (general interpolation path). */
+    o.aug.p_rotate = 1.0;
+    sampler_free(&s);
+    assert_int_equal(sampler_init(&s, &ds, cases, 2, &o), 0);
+    t0 = sl_now();
+    for (int k = 0; k < nb; k++) sampler_fill(&s, k, &b);
+    double ms_rot = (sl_now() - t0) * 1e3 / nb;
+    printf("sampler: 2D batch 4x1x256x256, default augmentation %.2f ms, "
+           "all rotated %.2f ms\n", ms, ms_rot);
+    assert_true(ms < 500.0);
+    batch_free(&b);
+    sampler_free(&s);
+    mem_dataset_free(&ds);
+}
+
+/* ------------------------------------------------------- augmentation */
+
+static void test_augment_flips_identity(void **state)
+{
+    (void)state;
+    int64_t S[3] = {5, 7, 6}, P[3] = {5, 7, 6};
+    int C = 2;
+    int64_t nv = S[0] * S[1] * S[2];
+    float *img = malloc(sizeof(float) * (size_t)(C * nv));
+    uint8_t *lab = malloc((size_t)nv);
+    float *x = malloc(sizeof(float) * (size_t)(C * nv));
+    uint8_t *y = malloc((size_t)nv);
+    TestRng r = {11};
+    trng_fill(&r, img, (size_t)(C * nv), -3.0f, 3.0f);
+    for (int64_t v = 0; v < nv; v++) lab[v] = (uint8_t)(trng_next(&r) % 3);
+    double c[3];
+    for (int t = 0; t < 3; t++) c[t] = 0.5 * (double)(S[t] - 1);
+    for (int mask = 0; mask < 8; mask++) {
+        AugXform t;
+        augment_identity(&t);
+        for (int a = 0; a < 3; a++)
+            if (mask >> a & 1) t.A[a][a] = -1.0;
+        augment_resample(x, y, img, lab, C, S, P, c, &t);
+        for (int64_t a = 0; a < S[0]; a++)
+            for (int64_t b = 0; b < S[1]; b++)
+                for (int64_t d = 0; d < S[2]; d++) {
+                    int64_t sa = mask & 1 ? S[0] - 1 - a : a;
+                    int64_t sb = mask & 2 ? S[1] - 1 - b : b;
+                    int64_t sd = mask & 4 ? S[2] - 1 - d : d;
+                    int64_t o = (a * S[1] + b) * S[2] + d;
+                    int64_t s = (sa * S[1] + sb) * S[2] + sd;
+                    assert_int_equal(y[o], lab[s]);
+                    for (int ch = 0; ch < C; ch++)
+                        assert_true(x[ch * nv + o] == img[ch * nv + s]);
+                }
+    }
+    /* Rotation by 0 and scale 1 drawn through the options: identity.
+     * Likewise a 1e-12 rad rotation on the interpolating path: weights
+     * of 1e-12 change values by far less than 1e-6. */
+    AugmentOptions o;
+    augment_off(&o);
+    o.enabled = 1;
+    o.p_rotate = o.p_scale = 1.0;
+    o.max_angle = 0.0;
+    o.scale_lo = o.scale_hi = 1.0;
+    for (int pass = 0; pass < 2; pass++) {
+        Rng rr;
+        rng_seed(&rr, 1, 2, 3);
+        AugXform t;
+        if (pass) o.max_angle = 1e-12;
+        augment_draw_xform(&o, 3, &rr, &t);
+        augment_resample(x, y, img, lab, C, S, P, c, &t);
+        assert_memory_equal(y, lab, (size_t)nv);
+        if (!pass) assert_memory_equal(x, img, sizeof(float) * (size_t)(C * nv));
+        else assert_allclose(x, img, (size_t)(C * nv), 1e-6, 0);
+    }
+    free(img);
+    free(lab);
+    free(x);
+    free(y);
+}
+
+/* 2D rotation by 90 degrees (general path: cos(pi/2) is 6e-17, not 0)
+ * equals the exact rot90 permutation within 1e-5; the slice index is
+ * kept. */
+static void test_augment_rot90(void **state)
+{
+    (void)state;
+    int64_t S[3] = {3, 9, 9}, P[3] = {1, 9, 9};
+    int64_t nv = S[0] * S[1] * S[2];
+    float *img = malloc(sizeof(float) * (size_t)nv);
+    uint8_t *lab = malloc((size_t)nv);
+    float x[81];
+    uint8_t y[81];
+    TestRng r = {12};
+    trng_fill(&r, img, (size_t)nv, 0.0f, 1.0f);
+    for (int64_t v = 0; v < nv; v++) lab[v] = (uint8_t)(trng_next(&r) % 4);
+    AugXform t;
+    augment_identity(&t);
+    t.A[1][1] = cos(PI_2);
+    t.A[1][2] = -sin(PI_2);
+    t.A[2][1] = sin(PI_2);
+    t.A[2][2] = cos(PI_2);
+    double c[3] = {2.0, 4.0, 4.0};
+    augment_resample(x, y, img, lab, 1, S, P, c, &t);
+    /* source = c + A (o - h): (b, d) reads (4 - (d - 4), 4 + (b - 4)) */
+    for (int b = 0; b < 9; b++)
+        for (int d = 0; d < 9; d++) {
+            int64_t s = (2 * 9 + (8 - d)) * 9 + b;
+            assert_true(fabsf(x[b * 9 + d] - img[s]) < 1e-5f);
+            assert_int_equal(y[b * 9 + d], lab[s]);
+        }
+    free(img);
+    free(lab);
+}
+
+/* A labelled square moves with the image under random spatial
+ * augmentation; labels stay within the label set.  Bounds: an image of
+ * 10 inside the square and 0 outside, linear interpolation; where the
+ * nearest source voxel is inside (label 1) that voxel's weight is at
+ * least 1/4 in 2D (1/8 in 3D), so x >= 2.5 (1.25); where it is outside,
+ * x <= 7.5 (8.75). */
+static void test_augment_alignment(void **state)
+{
+    (void)state;
+    for (int dims = 2; dims <= 3; dims++) {
+        int64_t S[3] = {dims == 2 ? 3 : 24, 24, 24};
+        int64_t P[3] = {dims == 2 ? 1 : 20, 20, 20};
+        int64_t nv = S[0] * S[1] * S[2], pv = P[0] * P[1] * P[2];
+        float *img = calloc((size_t)nv, sizeof(float));
+        uint8_t *lab = calloc((size_t)nv, 1);
+        float *x = malloc(sizeof(float) * (size_t)pv);
+        uint8_t *y = malloc((size_t)pv);
+        for (int64_t a = 0; a < S[0]; a++)
+            for (int64_t b = 6; b < 14; b++)
+                for (int64_t d = 8; d < 16; d++) {
+                    if (dims == 3 && (a < 8 || a >= 16)) continue;
+                    img[(a * S[1] + b) * S[2] + d] = 10.0f;
+                    lab[(a * S[1] + b) * S[2] + d] = 1;
+                }
+        AugmentOptions o;
+        augment_defaults(&o, dims);
+        o.p_rotate = o.p_scale = 0.8;
+        double lo_in = dims == 2 ? 2.5 : 1.25, hi_out = dims == 2 ? 7.5 : 8.75;
+        int labelled = 0;
+        for (int it = 0; it < 60; it++) {
+            Rng r;
+            rng_seed(&r, 77, (uint64_t)it, 0);
+            AugXform t;
+            augment_draw_xform(&o, dims, &r, &t);
+            double c[3] = {dims == 2 ? 1.0 : 12.0, 10.0, 12.0};
+            augment_resample(x, y, img, lab, 1, S, P, c, &t);
+            for (int64_t v = 0; v < pv; v++) {
+                assert_true(y[v] <= 1);
+                if (y[v]) assert_true((double)x[v] >= lo_in - 1e-4);
+                else assert_true((double)x[v] <= hi_out + 1e-4);
+                labelled += y[v];
+            }
+        }
+        assert_true(labelled > 0);
+        free(img);
+        free(lab);
+        free(x);
+        free(y);
+    }
+}
+
+/* Gamma keeps each channel's mean and std (retain_stats); noise changes
+ * values by about sigma <= noise_sigma_max. */
+static void test_augment_intensity(void **state)
+{
+    (void)state;
+    int64_t n = 4096;
+    float *x = malloc(sizeof(float) * 2 * (size_t)n);
+    float *x0 = malloc(sizeof(float) * 2 * (size_t)n);
+    TestRng tr = {13};
+    trng_fill(&tr, x0, 2 * (size_t)n, -2.0f, 3.0f);
+    AugmentOptions o;
+    augment_off(&o);
+    o.enabled = 1;
+    o.gamma_lo = 0.7;
+    o.gamma_hi = 1.5;
+    for (int inv = 0; inv < 2; inv++) {
+        o.p_gamma = inv ? 0.0 : 1.0;
+        o.p_gamma_invert = inv ? 1.0 : 0.0;
+        memcpy(x, x0, sizeof(float) * 2 * (size_t)n);
+        Rng r;
+        rng_seed(&r, 5, (uint64_t)inv, 0);
+        augment_intensity(x, 2, n, &o, &r);
+        assert_true(memcmp(x, x0, sizeof(float) * 2 * (size_t)n) != 0);
+        for (int c = 0; c < 2; c++) {
+            double s0 = 0, s1 = 0, q0 = 0, q1 = 0;
+            for (int64_t i = 0; i < n; i++) {
+                s0 += (double)x0[c * n + i];
+                s1 += (double)x[c * n + i];
+            }
+            for (int64_t i = 0; i < n; i++) {
+                q0 += pow((double)x0[c * n + i] - s0 / n, 2);
+                q1 += pow((double)x[c * n + i] - s1 / n, 2);
+            }
+            /* float32 storage of the result: 1e-4 absolute on stats of
+             * values of order 1. */
+            assert_true(fabs(s0 / n - s1 / n) < 1e-4);
+            assert_true(fabs(sqrt(q0 / n) - sqrt(q1 / n)) < 1e-4);
+        }
+    }
+    augment_off(&o);
+    o.enabled = 1;
+    o.p_noise = 1.0;
+    o.noise_sigma_max = 0.1;
+    memcpy(x, x0, sizeof(float) * 2 * (size_t)n);
+    Rng r;
+    rng_seed(&r, 6, 0, 0);
+    augment_intensity(x, 2, n, &o, &r);
+    double ss = 0;
+    for (int64_t i = 0; i < 2 * n; i++)
+        ss += pow((double)x[i] - (double)x0[i], 2);
+    double sd = sqrt(ss / (2.0 * (double)n));
+    assert_true(sd > 0.0 && sd < 0.11);
+    /* Disabled: untouched. */
+    augment_off(&o);
+    memcpy(x, x0, sizeof(float) * 2 * (size_t)n);
+    augment_intensity(x, 2, n, &o, &r);
+    assert_memory_equal(x, x0, sizeof(float) * 2 * (size_t)n);
+    free(x);
+    free(x0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sampler_shapes_determinism),
+        cmocka_unit_test(test_sampler_foreground),
+        cmocka_unit_test(test_sampler_speed),
+        cmocka_unit_test(test_augment_flips_identity),
+        cmocka_unit_test(test_augment_rot90),
+        cmocka_unit_test(test_augment_alignment),
+        cmocka_unit_test(test_augment_intensity),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
