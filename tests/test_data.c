@@ -76,13 +76,45 @@ static void test_json_invalid(void **state)
 {
     (void)state;
     const char *bad[] = {
-        "", " ", "{", "}", "[1,]", "{\"a\":1,}", "01", "+1", "1.", ".5",
-        "-", "1e", "NaN", "Infinity", "\"\\x\"", "\"abc", "{\"a\" 1}",
-        "[1 2]", "tru", "nul", "\"a\x01\"", "{\"a\":1,\"a\":2}",
-        "// c\n{}", "\"\\ud800\"", "\"\\udc00\"", "\"\\ud800\\u0041\"",
-        "\"\xff\"", "\"\xc0\xaf\"", "\"\xed\xa0\x80\"", "1 2", "{1:2}",
-        "[", "[[[", "{\"a\":}", "\"\\u12\"", "\"\\u0000\"", "1e999",
-        "'a'", "[1,,2]",
+        "",
+        " ",
+        "{",
+        "}",
+        "[1,]",
+        "{\"a\":1,}",
+        "01",
+        "+1",
+        "1.",
+        ".5",
+        "-",
+        "1e",
+        "NaN",
+        "Infinity",
+        "\"\\x\"",
+        "\"abc",
+        "{\"a\" 1}",
+        "[1 2]",
+        "tru",
+        "nul",
+        "\"a\x01\"",
+        "{\"a\":1,\"a\":2}",
+        "// c\n{}",
+        "\"\\ud800\"",
+        "\"\\udc00\"",
+        "\"\\ud800\\u0041\"",
+        "\"\xff\"",
+        "\"\xc0\xaf\"",
+        "\"\xed\xa0\x80\"",
+        "1 2",
+        "{1:2}",
+        "[",
+        "[[[",
+        "{\"a\":}",
+        "\"\\u12\"",
+        "\"\\u0000\"",
+        "1e999",
+        "'a'",
+        "[1,,2]",
     };
     sl_error_quiet(1);
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
@@ -98,8 +130,10 @@ static void test_json_invalid(void **state)
     /* Nesting beyond the limit is refused, not a stack overflow. */
     char deep[4 * JSON_MAX_DEPTH + 8];
     size_t n = 0;
-    for (int i = 0; i < 2 * JSON_MAX_DEPTH; i++) deep[n++] = '[';
-    for (int i = 0; i < 2 * JSON_MAX_DEPTH; i++) deep[n++] = ']';
+    for (int i = 0; i < 2 * JSON_MAX_DEPTH; i++)
+        deep[n++] = '[';
+    for (int i = 0; i < 2 * JSON_MAX_DEPTH; i++)
+        deep[n++] = ']';
     JsonValue *v = NULL;
     sl_error_reset();
     assert_int_equal(json_parse(deep, n, "deep", &v), ERR_FORMAT);
@@ -155,7 +189,8 @@ static void test_json_garbage(void **state)
 static void test_json_nomem(void **state)
 {
     (void)state;
-    const char *doc = "{\"a\": [1, 2, {\"b\": \"xyz\\u00e9\"}], \"c\": \"d\"}";
+    const char *doc =
+        "{\"a\": [1, 2, {\"b\": \"xyz\\u00e9\"}], \"c\": \"d\"}";
     sl_error_quiet(1);
     int rc = ERR_NOMEM;
     long n;
@@ -184,8 +219,8 @@ static void write_nii(const char *path, const int64_t dim[3], int dt,
     uint8_t h[352] = {0};
     int32_t i32 = 348;
     memcpy(h, &i32, 4);
-    int16_t d[8] = {3, (int16_t)dim[0], (int16_t)dim[1], (int16_t)dim[2],
-                    1, 1, 1, 1};
+    int16_t d[8] = {
+        3, (int16_t)dim[0], (int16_t)dim[1], (int16_t)dim[2], 1, 1, 1, 1};
     memcpy(h + 40, d, sizeof d);
     int16_t dtype = (int16_t)dt, bitpix = dt == 16 ? 32 : 8;
     memcpy(h + 70, &dtype, 2);
@@ -256,10 +291,13 @@ static const char *make_dataset(char *dir, size_t len, int n, int nm,
     FILE *f = fopen(p, "w");
     assert_non_null(f);
     fprintf(f, "{\"channel_names\": {");
-    for (int m = 0; m < nm; m++) fprintf(f, "%s\"%d\": \"M%d\"", m ? ", " : "", m, m);
-    fprintf(f, "}, \"labels\": {\"background\": 0, \"liver\": 1, "
-               "\"spleen\": 2}, \"numTraining\": %d, \"file_ending\": "
-               "\"%s\"}\n", n, ending);
+    for (int m = 0; m < nm; m++)
+        fprintf(f, "%s\"%d\": \"M%d\"", m ? ", " : "", m, m);
+    fprintf(f,
+            "}, \"labels\": {\"background\": 0, \"liver\": 1, "
+            "\"spleen\": 2}, \"numTraining\": %d, \"file_ending\": "
+            "\"%s\"}\n",
+            n, ending);
     fclose(f);
     int64_t dim[3] = {NX, NY, NZ};
     float img[NVOX];
@@ -269,7 +307,8 @@ static const char *make_dataset(char *dir, size_t len, int n, int nm,
             for (int k = 0; k < NZ; k++)
                 for (int j = 0; j < NY; j++)
                     for (int i = 0; i < NX; i++)
-                        img[(k * NY + j) * NX + i] = (float)case_value(c, m, i, j, k);
+                        img[(k * NY + j) * NX + i] =
+                            (float)case_value(c, m, i, j, k);
             snprintf(p, sizeof p, "%s/imagesTr/case%02d_%04d%s", dir, c, m,
                      ending);
             write_nii(p, dim, 16, img, 0.0f);
@@ -318,13 +357,16 @@ static void test_dataset_load(void **state)
     for (int m = 0; m < 2; m++) {
         const float *x = c->image + (size_t)m * NVOX;
         double s = 0, ss = 0, rs = 0, rss = 0;
-        for (int v = 0; v < NVOX; v++) s += (double)x[v];
-        for (int v = 0; v < NVOX; v++) ss += pow((double)x[v] - s / NVOX, 2);
+        for (int v = 0; v < NVOX; v++)
+            s += (double)x[v];
+        for (int v = 0; v < NVOX; v++)
+            ss += pow((double)x[v] - s / NVOX, 2);
         assert_true(fabs(s / NVOX) < 1e-5);
         assert_true(fabs(sqrt(ss / NVOX) - 1.0) < 1e-5);
         for (int k = 0; k < NZ; k++)
             for (int j = 0; j < NY; j++)
-                for (int i = 0; i < NX; i++) rs += case_value(1, m, i, j, k);
+                for (int i = 0; i < NX; i++)
+                    rs += case_value(1, m, i, j, k);
         double mean = rs / NVOX;
         for (int k = 0; k < NZ; k++)
             for (int j = 0; j < NY; j++)
@@ -371,8 +413,8 @@ static void test_dataset_load(void **state)
     assert_int_equal(dataset_open(&ds, dir), 0);
     Normalize ct[2] = {{NORMALIZE_CT, 100.0f, 140.0f},
                        {NORMALIZE_NONE, 0, 0}};
-    DataLayout l2 = {.dims = 2, .axis = 0, .order = ORDER_NNUNET,
-                     .normalize = ct};
+    DataLayout l2 = {
+        .dims = 2, .axis = 0, .order = ORDER_NNUNET, .normalize = ct};
     assert_int_equal(dataset_load(&ds, &l2), 0);
     c = &ds.cases[2];
     assert_int_equal(c->S[0], NX);
@@ -384,8 +426,7 @@ static void test_dataset_load(void **state)
     /* CT: clip to [100, 140] then map to [-1, 1]; none: raw. */
     double raw0 = case_value(2, 0, i, j, k);
     double cl = raw0 < 100 ? 100 : raw0 > 140 ? 140 : raw0;
-    assert_true(fabs((double)c->image[q] - ((cl - 100) / 40 * 2 - 1)) <
-                1e-5);
+    assert_true(fabs((double)c->image[q] - ((cl - 100) / 40 * 2 - 1)) < 1e-5);
     assert_true((double)c->image[NVOX + q] == case_value(2, 1, i, j, k));
     for (int vv = 0; vv < NVOX; vv++)
         assert_true(c->image[vv] >= -1.0f && c->image[vv] <= 1.0f);
@@ -412,8 +453,10 @@ static void test_dataset_v1_and_test_set(void **state)
     int64_t dim[3] = {NX, NY, NZ};
     float img[NVOX];
     uint8_t lab[NVOX];
-    for (int v = 0; v < NVOX; v++) img[v] = (float)(v % 17);
-    for (int v = 0; v < NVOX; v++) lab[v] = (uint8_t)(v % 3 == 0);
+    for (int v = 0; v < NVOX; v++)
+        img[v] = (float)(v % 17);
+    for (int v = 0; v < NVOX; v++)
+        lab[v] = (uint8_t)(v % 3 == 0);
     snprintf(p, sizeof p, "%s/imagesTs/t1_0000.nii", dir);
     write_nii(p, dim, 16, img, 0.0f);
     snprintf(p, sizeof p, "%s/imagesTs/t0_0000.nii", dir);
@@ -513,7 +556,8 @@ static void test_dataset_bad_inputs(void **state)
 
     /* Undeclared label value 7. */
     dir = make_dataset(dbuf, sizeof dbuf, 3, 1, ".nii");
-    for (int v = 0; v < NVOX; v++) lab[v] = 0;
+    for (int v = 0; v < NVOX; v++)
+        lab[v] = 0;
     lab[(3 * NY + 4) * NX + 5] = 7;
     snprintf(p, sizeof p, "%s/labelsTr/case01.nii", dir);
     write_nii(p, dim, 2, lab, 0.0f);
@@ -528,7 +572,8 @@ static void test_dataset_bad_inputs(void **state)
 
     /* ... and affine (origin shifted by 2 mm). */
     dir = make_dataset(dbuf, sizeof dbuf, 2, 1, ".nii");
-    for (int v = 0; v < NVOX; v++) lab[v] = 0;
+    for (int v = 0; v < NVOX; v++)
+        lab[v] = 0;
     snprintf(p, sizeof p, "%s/labelsTr/case01.nii", dir);
     write_nii(p, dim, 2, lab, 2.0f);
     expect_fail(dir, ERR_FORMAT, "case01", "voxel-to-world", NULL);
@@ -549,17 +594,20 @@ static void test_dataset_bad_inputs(void **state)
     f = fopen(p, "w");
     fputs("{\"channel_names\": {\"0\": \"T1\"}, \"labels\": "
           "{\"background\": 0, \"a\": 1}, \"numTraining\": 5, "
-          "\"file_ending\": \".nii\"}", f);
+          "\"file_ending\": \".nii\"}",
+          f);
     fclose(f);
     expect_fail(dir, ERR_FORMAT, "numTraining 5", "2 cases", NULL);
     f = fopen(p, "w");
     fputs("{\"channel_names\": {\"0\": \"T1\"}, \"labels\": "
-          "{\"background\": 0, \"a\": 2}, \"file_ending\": \".nii\"}", f);
+          "{\"background\": 0, \"a\": 2}, \"file_ending\": \".nii\"}",
+          f);
     fclose(f);
     expect_fail(dir, ERR_FORMAT, "label \"a\"", "0..1", NULL);
     f = fopen(p, "w");
     fputs("{\"channel_names\": {\"0\": \"T1\"}, \"labels\": "
-          "{\"background\": 0, \"a\": 1}, \"file_ending\": \".nii\"}", f);
+          "{\"background\": 0, \"a\": 1}, \"file_ending\": \".nii\"}",
+          f);
     fclose(f);
     snprintf(q, sizeof q, "%s/imagesTr/stray.nii", dir);
     write_nii(q, dim, 16, img, 0.0f);
@@ -613,9 +661,12 @@ static void test_split(void **state)
     assert_memory_equal(a.train, b.train, sizeof(int) * 8);
     /* Disjoint and covering. */
     int seen[10] = {0};
-    for (int i = 0; i < a.n_val; i++) seen[a.val[i]]++;
-    for (int i = 0; i < a.n_train; i++) seen[a.train[i]]++;
-    for (int i = 0; i < 10; i++) assert_int_equal(seen[i], 1);
+    for (int i = 0; i < a.n_val; i++)
+        seen[a.val[i]]++;
+    for (int i = 0; i < a.n_train; i++)
+        seen[a.train[i]]++;
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(seen[i], 1);
     split_free(&b);
     /* Another seed gives another split (for at least one of 20 seeds). */
     int differ = 0;
@@ -689,7 +740,8 @@ static void test_phantom(void **state)
     snprintf(dir, sizeof dir, "%s/phantom", test_tmpdir());
     snprintf(cmd, sizeof cmd,
              "/usr/bin/python3 tools/make_phantom.py %s --cases 3 --test 1 "
-             "--size 24,20,12 --modalities 2 --seed 4 >/dev/null", dir);
+             "--size 24,20,12 --modalities 2 --seed 4 >/dev/null",
+             dir);
     if (run_cmd("/usr/bin/python3 -c 'import nibabel, numpy'", err,
                 sizeof err) != 0) {
         printf("skipped: /usr/bin/python3 with nibabel and numpy missing\n");

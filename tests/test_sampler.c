@@ -115,7 +115,8 @@ static void test_sampler_shapes_determinism(void **state)
     sampler_fill(&s, 5, &b); /* again, after another batch: same bytes */
     assert_memory_equal(a.x, b.x, nx * sizeof(float));
     assert_memory_equal(a.y, b.y, nx);
-    for (size_t i = 0; i < nx; i++) assert_true(a.y[i] <= 1);
+    for (size_t i = 0; i < nx; i++)
+        assert_true(a.y[i] <= 1);
 
     /* Prefetch gives exactly the batches sampler_fill gives, in order. */
     Prefetcher *pf;
@@ -175,8 +176,10 @@ static void test_sampler_foreground(void **state)
     o.patch[2] = 32;
     o.seed = 3;
     for (int aug = 0; aug < 2; aug++) {
-        if (!aug) augment_off(&o.aug);
-        else augment_defaults(&o.aug, 2);
+        if (!aug)
+            augment_off(&o.aug);
+        else
+            augment_defaults(&o.aug, 2);
         Sampler s;
         Batch b;
         assert_int_equal(sampler_init(&s, &ds, cases, 2, &o), 0);
@@ -199,8 +202,10 @@ static void test_sampler_foreground(void **state)
          * rotations it can leave the patch only when the clamped centre
          * is off the voxel, which a 3x3 structure in a 64 wide case
          * allows rarely. */
-        if (!aug) assert_int_equal(forced_fg, forced);
-        else assert_true(forced_fg >= forced * 9 / 10);
+        if (!aug)
+            assert_int_equal(forced_fg, forced);
+        else
+            assert_true(forced_fg >= forced * 9 / 10);
         batch_free(&b);
         sampler_free(&s);
     }
@@ -227,17 +232,20 @@ static void test_sampler_speed(void **state)
     assert_int_equal(batch_alloc(&b, &s), 0);
     int nb = 40;
     double t0 = sl_now();
-    for (int k = 0; k < nb; k++) sampler_fill(&s, k, &b);
+    for (int k = 0; k < nb; k++)
+        sampler_fill(&s, k, &b);
     double ms = (sl_now() - t0) * 1e3 / nb;
     /* Worst case: every sample rotated (general interpolation path). */
     o.aug.p_rotate = 1.0;
     sampler_free(&s);
     assert_int_equal(sampler_init(&s, &ds, cases, 2, &o), 0);
     t0 = sl_now();
-    for (int k = 0; k < nb; k++) sampler_fill(&s, k, &b);
+    for (int k = 0; k < nb; k++)
+        sampler_fill(&s, k, &b);
     double ms_rot = (sl_now() - t0) * 1e3 / nb;
     printf("sampler: 2D batch 4x1x256x256, default augmentation %.2f ms, "
-           "all rotated %.2f ms\n", ms, ms_rot);
+           "all rotated %.2f ms\n",
+           ms, ms_rot);
     assert_true(ms < 500.0);
     batch_free(&b);
     sampler_free(&s);
@@ -258,9 +266,11 @@ static void test_augment_flips_identity(void **state)
     uint8_t *y = malloc((size_t)nv);
     TestRng r = {11};
     trng_fill(&r, img, (size_t)(C * nv), -3.0f, 3.0f);
-    for (int64_t v = 0; v < nv; v++) lab[v] = (uint8_t)(trng_next(&r) % 3);
+    for (int64_t v = 0; v < nv; v++)
+        lab[v] = (uint8_t)(trng_next(&r) % 3);
     double c[3];
-    for (int t = 0; t < 3; t++) c[t] = 0.5 * (double)(S[t] - 1);
+    for (int t = 0; t < 3; t++)
+        c[t] = 0.5 * (double)(S[t] - 1);
     for (int mask = 0; mask < 8; mask++) {
         AugXform t;
         augment_identity(&t);
@@ -297,8 +307,10 @@ static void test_augment_flips_identity(void **state)
         augment_draw_xform(&o, 3, &rr, &t);
         augment_resample(x, y, img, lab, C, S, P, c, &t);
         assert_memory_equal(y, lab, (size_t)nv);
-        if (!pass) assert_memory_equal(x, img, sizeof(float) * (size_t)(C * nv));
-        else assert_allclose(x, img, (size_t)(C * nv), 1e-6, 0);
+        if (!pass)
+            assert_memory_equal(x, img, sizeof(float) * (size_t)(C * nv));
+        else
+            assert_allclose(x, img, (size_t)(C * nv), 1e-6, 0);
     }
     free(img);
     free(lab);
@@ -320,7 +332,8 @@ static void test_augment_rot90(void **state)
     uint8_t y[81];
     TestRng r = {12};
     trng_fill(&r, img, (size_t)nv, 0.0f, 1.0f);
-    for (int64_t v = 0; v < nv; v++) lab[v] = (uint8_t)(trng_next(&r) % 4);
+    for (int64_t v = 0; v < nv; v++)
+        lab[v] = (uint8_t)(trng_next(&r) % 4);
     AugXform t;
     augment_identity(&t);
     t.A[1][1] = cos(PI_2);
@@ -367,7 +380,8 @@ static void test_augment_alignment(void **state)
         AugmentOptions o;
         augment_defaults(&o, dims);
         o.p_rotate = o.p_scale = 0.8;
-        double lo_in = dims == 2 ? 2.5 : 1.25, hi_out = dims == 2 ? 7.5 : 8.75;
+        double lo_in = dims == 2 ? 2.5 : 1.25,
+               hi_out = dims == 2 ? 7.5 : 8.75;
         int labelled = 0;
         for (int it = 0; it < 60; it++) {
             Rng r;
@@ -378,8 +392,10 @@ static void test_augment_alignment(void **state)
             augment_resample(x, y, img, lab, 1, S, P, c, &t);
             for (int64_t v = 0; v < pv; v++) {
                 assert_true(y[v] <= 1);
-                if (y[v]) assert_true((double)x[v] >= lo_in - 1e-4);
-                else assert_true((double)x[v] <= hi_out + 1e-4);
+                if (y[v])
+                    assert_true((double)x[v] >= lo_in - 1e-4);
+                else
+                    assert_true((double)x[v] <= hi_out + 1e-4);
                 labelled += y[v];
             }
         }

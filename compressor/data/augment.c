@@ -38,7 +38,8 @@ void augment_off(AugmentOptions *o)
 void augment_identity(AugXform *t)
 {
     memset(t, 0, sizeof *t);
-    for (int i = 0; i < 3; i++) t->A[i][i] = 1.0;
+    for (int i = 0; i < 3; i++)
+        t->A[i][i] = 1.0;
 }
 
 /* t = t * (rotation by a about tensor axis `axis`) */
@@ -54,7 +55,8 @@ static void rotate_about(AugXform *t, int axis, double a)
     for (int i = 0; i < 3; i++)
         for (int j = 0; j < 3; j++) {
             double s = 0.0;
-            for (int k = 0; k < 3; k++) s += t->A[i][k] * R[k][j];
+            for (int k = 0; k < 3; k++)
+                s += t->A[i][k] * R[k][j];
             M[i][j] = s;
         }
     memcpy(t->A, M, sizeof M);
@@ -78,10 +80,12 @@ void augment_draw_xform(const AugmentOptions *o, int dims, Rng *r,
         }
     }
     double s = 1.0;
-    if (rng_uniform(r) < o->p_scale) s = rng_range(r, o->scale_lo, o->scale_hi);
+    if (rng_uniform(r) < o->p_scale)
+        s = rng_range(r, o->scale_lo, o->scale_hi);
     /* A = s R F: flip the output axis first, then rotate and scale. */
     for (int i = first; i < 3; i++)
-        for (int j = first; j < 3; j++) t->A[i][j] *= s * flip[j];
+        for (int j = first; j < 3; j++)
+            t->A[i][j] *= s * flip[j];
 }
 
 /* floor() for source coordinates (|v| far below 2^62: the case and
@@ -134,21 +138,26 @@ static void resample_integral(float *x, uint8_t *y, const float *img,
                 p[r] = b[r] + A[r][0] * o0 + A[r][1] * o1;
                 clip_line(p[r], A[r][2], S[r], &lo, &hi);
             }
-            if (lo > hi) lo = hi = P[2]; /* whole row outside */
-            else hi++;                   /* [lo, hi) */
+            if (lo > hi)
+                lo = hi = P[2]; /* whole row outside */
+            else
+                hi++; /* [lo, hi) */
             int64_t src = (p[0] * S[1] + p[1]) * S[2] + p[2];
             for (int c = 0; c < C; c++) {
                 float *xr = x + c * pvol + q0;
                 const float *sr = img + c * vol + src;
-                for (int64_t o2 = 0; o2 < lo; o2++) xr[o2] = 0.0f;
-                for (int64_t o2 = lo; o2 < hi; o2++) xr[o2] = sr[o2 * step];
-                for (int64_t o2 = hi; o2 < P[2]; o2++) xr[o2] = 0.0f;
+                for (int64_t o2 = 0; o2 < lo; o2++)
+                    xr[o2] = 0.0f;
+                for (int64_t o2 = lo; o2 < hi; o2++)
+                    xr[o2] = sr[o2 * step];
+                for (int64_t o2 = hi; o2 < P[2]; o2++)
+                    xr[o2] = 0.0f;
             }
             if (!y) continue;
             uint8_t *yr = y + q0;
             for (int64_t o2 = 0; o2 < P[2]; o2++)
-                yr[o2] = o2 >= lo && o2 < hi && lab ? lab[src + o2 * step]
-                                                    : 0;
+                yr[o2] =
+                    o2 >= lo && o2 < hi && lab ? lab[src + o2 * step] : 0;
         }
 }
 
@@ -159,7 +168,8 @@ static int linear_taps(const double p[3], const int64_t S[3], int64_t off[8],
                        double wt[8])
 {
     int nt = 0;
-    double f0 = fast_floor(p[0]), f1 = fast_floor(p[1]), f2 = fast_floor(p[2]);
+    double f0 = fast_floor(p[0]), f1 = fast_floor(p[1]),
+           f2 = fast_floor(p[2]);
     double w0 = p[0] - f0, w1 = p[1] - f1, w2 = p[2] - f2;
     for (int d0 = 0; d0 <= (w0 > 0.0); d0++) {
         double i0 = f0 + d0;
@@ -172,8 +182,8 @@ static int linear_taps(const double p[3], const int64_t S[3], int64_t off[8],
             for (int d2 = 0; d2 <= (w2 > 0.0); d2++) {
                 double i2 = f2 + d2;
                 if (i2 < 0.0 || i2 >= (double)S[2]) continue;
-                off[nt] = ((int64_t)i0 * S[1] + (int64_t)i1) * S[2] +
-                          (int64_t)i2;
+                off[nt] =
+                    ((int64_t)i0 * S[1] + (int64_t)i1) * S[2] + (int64_t)i2;
                 wt[nt++] = a1 * (d2 ? w2 : 1.0 - w2);
             }
         }
@@ -188,7 +198,8 @@ void augment_resample(float *x, uint8_t *y, const float *img,
 {
     const double(*A)[3] = t->A;
     double h[3], b[3];
-    for (int r = 0; r < 3; r++) h[r] = 0.5 * (double)(P[r] - 1);
+    for (int r = 0; r < 3; r++)
+        h[r] = 0.5 * (double)(P[r] - 1);
     int integral = 1;
     int64_t Ai[3][3], bi[3];
     for (int r = 0; r < 3; r++) {
@@ -224,19 +235,21 @@ void augment_resample(float *x, uint8_t *y, const float *img,
                         in &= f >= 0.0 && f < (double)S[r];
                         n[r] = in ? (int64_t)f : 0;
                     }
-                    y[q0 + o2] = in && lab ? lab[n[0] * s0 + n[1] * s1 + n[2]]
-                                           : 0;
+                    y[q0 + o2] =
+                        in && lab ? lab[n[0] * s0 + n[1] * s1 + n[2]] : 0;
                 }
-                double f0 = fast_floor(p[0]), f1 = fast_floor(p[1]), f2 = fast_floor(p[2]);
+                double f0 = fast_floor(p[0]), f1 = fast_floor(p[1]),
+                       f2 = fast_floor(p[2]);
                 double w0 = p[0] - f0, w1 = p[1] - f1, w2 = p[2] - f2;
                 /* Interior fast path: all taps inside; axis 0 integral
                  * (every 2D sample) needs only the 4 taps of its plane. */
                 if (f0 >= 0.0 && f0 + (w0 > 0.0) < (double)S[0] &&
                     f1 >= 0.0 && f1 + 1.0 < (double)S[1] && f2 >= 0.0 &&
                     f2 + 1.0 < (double)S[2]) {
-                    int64_t base = (int64_t)f0 * s0 + (int64_t)f1 * s1 +
-                                   (int64_t)f2;
-                    double a00 = (1.0 - w1) * (1.0 - w2), a01 = (1.0 - w1) * w2;
+                    int64_t base =
+                        (int64_t)f0 * s0 + (int64_t)f1 * s1 + (int64_t)f2;
+                    double a00 = (1.0 - w1) * (1.0 - w2),
+                           a01 = (1.0 - w1) * w2;
                     double a10 = w1 * (1.0 - w2), a11 = w1 * w2;
                     for (int ch = 0; ch < C; ch++) {
                         const float *q = img + ch * vol + base;
@@ -245,10 +258,9 @@ void augment_resample(float *x, uint8_t *y, const float *img,
                                    a11 * (double)q[s1 + 1];
                         if (w0 > 0.0) {
                             q += s0;
-                            double u = a00 * (double)q[0] +
-                                       a01 * (double)q[1] +
-                                       a10 * (double)q[s1] +
-                                       a11 * (double)q[s1 + 1];
+                            double u =
+                                a00 * (double)q[0] + a01 * (double)q[1] +
+                                a10 * (double)q[s1] + a11 * (double)q[s1 + 1];
                             v = (1.0 - w0) * v + w0 * u;
                         }
                         x[ch * pvol + q0 + o2] = (float)v;

@@ -22,7 +22,8 @@
 #define DATA_MAX_MODALITIES 16
 
 /* sl_alloc'd printf. */
-static char *str_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *str_fmt(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
 static char *str_fmt(const char *fmt, ...)
 {
     va_list ap;
@@ -40,7 +41,8 @@ static char *str_fmt(const char *fmt, ...)
 
 static void free_names(char **names, int n)
 {
-    for (int i = 0; names && i < n; i++) sl_free(names[i]);
+    for (int i = 0; names && i < n; i++)
+        sl_free(names[i]);
     sl_free(names);
 }
 
@@ -64,8 +66,8 @@ static int cmp_str(const void *a, const void *b)
 /* Index of name in the sorted list, or -1. */
 static int find_name(char **names, int n, const char *name)
 {
-    char *const *hit = bsearch(&name, names, (size_t)n, sizeof *names,
-                               cmp_str);
+    char *const *hit =
+        bsearch(&name, names, (size_t)n, sizeof *names, cmp_str);
     return hit ? (int)(hit - names) : -1;
 }
 
@@ -126,7 +128,8 @@ static int parse_labels(Dataset *ds, const JsonValue *root, const char *path)
         lb->n > DATA_MAX_CLASSES) {
         sl_error("'%s' has no usable \"labels\" (an object such as "
                  "{\"background\": 0, \"brain\": 1} with 2..%d classes); "
-                 "add it", path, DATA_MAX_CLASSES);
+                 "add it",
+                 path, DATA_MAX_CLASSES);
         return ERR_FORMAT;
     }
     int n = lb->n;
@@ -147,8 +150,8 @@ static int parse_labels(Dataset *ds, const JsonValue *root, const char *path)
             if (!json_is_int(m->value, 0, n - 1)) {
                 sl_error("'%s': label \"%s\" has value %g; values must be "
                          "0..%d, consecutive as in nnU-Net; fix "
-                         "dataset.json", path, m->key, m->value->number,
-                         n - 1);
+                         "dataset.json",
+                         path, m->key, m->value->number, n - 1);
                 return ERR_FORMAT;
             }
             val = (int)m->value->number;
@@ -157,8 +160,8 @@ static int parse_labels(Dataset *ds, const JsonValue *root, const char *path)
             val = key_index(m->key, n);
             if (val < 0) {
                 sl_error("'%s': label key \"%s\" is not an index 0..%d "
-                         "(nnU-Net v1 style); fix dataset.json", path,
-                         m->key, n - 1);
+                         "(nnU-Net v1 style); fix dataset.json",
+                         path, m->key, n - 1);
                 return ERR_FORMAT;
             }
             name = m->value->str;
@@ -174,8 +177,8 @@ static int parse_labels(Dataset *ds, const JsonValue *root, const char *path)
         }
         if (ds->class_names[val]) {
             sl_error("'%s': label value %d is declared twice (\"%s\" and "
-                     "\"%s\"); fix dataset.json", path, val,
-                     ds->class_names[val], name);
+                     "\"%s\"); fix dataset.json",
+                     path, val, ds->class_names[val], name);
             return ERR_FORMAT;
         }
         if (!(ds->class_names[val] = sl_strdup(name))) return ERR_NOMEM;
@@ -191,8 +194,8 @@ static int parse_json(Dataset *ds, const char *path, int *num_training)
     if (rc) goto fail;
     rc = ERR_FORMAT;
     if (root->type != JSON_OBJECT) {
-        sl_error("'%s' holds a JSON %s; dataset.json must be an object",
-                 path, json_type_name(root->type));
+        sl_error("'%s' holds a JSON %s; dataset.json must be an object", path,
+                 json_type_name(root->type));
         goto fail;
     }
     if ((rc = parse_channels(ds, root, path))) goto fail;
@@ -215,7 +218,8 @@ static int parse_json(Dataset *ds, const char *path, int *num_training)
     if (nt) {
         if (!json_is_int(nt, 0, 1000000000)) {
             sl_error("'%s': \"numTraining\" must be a non-negative "
-                     "integer; fix or remove it", path);
+                     "integer; fix or remove it",
+                     path);
             goto fail;
         }
         *num_training = (int)nt->number;
@@ -306,8 +310,9 @@ static int image_cases(const Dataset *ds, const char *sub, char ***out,
         if (split_image_name(files[i], &cl, &m) || m >= ds->n_modalities) {
             sl_error("'%s/%s%s' is not named CASE_XXXX with a modality "
                      "index below %d (dataset.json declares %d channels); "
-                     "rename or remove it", dir, files[i], ds->file_ending,
-                     ds->n_modalities, ds->n_modalities);
+                     "rename or remove it",
+                     dir, files[i], ds->file_ending, ds->n_modalities,
+                     ds->n_modalities);
             rc = ERR_FORMAT;
             goto fail;
         }
@@ -335,8 +340,7 @@ fail:
 static char *image_path(const Dataset *ds, const char *sub, const char *name,
                         int m)
 {
-    return str_fmt("%s/%s/%s_%04d%s", ds->dir, sub, name, m,
-                   ds->file_ending);
+    return str_fmt("%s/%s/%s_%04d%s", ds->dir, sub, name, m, ds->file_ending);
 }
 
 /* Every case in `cases` has all modality files in `sub`. */
@@ -376,14 +380,16 @@ int dataset_open(Dataset *ds, const char *dir)
     if (!(json = str_fmt("%s/dataset.json", dir))) goto fail;
     if (!is_dir(dir)) {
         sl_error("dataset folder '%s' not found; give an nnU-Net raw "
-                 "dataset folder (dataset.json, imagesTr, labelsTr)", dir);
+                 "dataset folder (dataset.json, imagesTr, labelsTr)",
+                 dir);
         rc = ERR_IO;
         goto fail;
     }
     if (!sl_file_exists(json)) {
         sl_error("'%s' has no dataset.json; give an nnU-Net raw dataset "
                  "folder (dataset.json with channel_names and labels, "
-                 "imagesTr, labelsTr)", dir);
+                 "imagesTr, labelsTr)",
+                 dir);
         rc = ERR_FORMAT;
         goto fail;
     }
@@ -406,15 +412,16 @@ int dataset_open(Dataset *ds, const char *dir)
         }
     if (ds->n_cases == 0) {
         sl_error("dataset '%s' has no training cases (no '*%s' files in "
-                 "labelsTr and imagesTr); add cases", dir, ds->file_ending);
+                 "labelsTr and imagesTr); add cases",
+                 dir, ds->file_ending);
         goto fail;
     }
     if ((rc = check_modalities(ds, "imagesTr", ds->case_names, ds->n_cases)))
         goto fail;
     if (num_training >= 0 && num_training != ds->n_cases) {
         sl_error("'%s' says numTraining %d but labelsTr holds %d cases; fix "
-                 "numTraining or the files", json, num_training,
-                 ds->n_cases);
+                 "numTraining or the files",
+                 json, num_training, ds->n_cases);
         rc = ERR_FORMAT;
         goto fail;
     }
@@ -469,8 +476,9 @@ int dataset_case_paths(const Dataset *ds, int test, int i, char **image,
         strcat(*image, parts[m]);
     }
     if (!test || ds->test_has_label[i]) {
-        *label = str_fmt("%s/%s/%s%s", ds->dir, test ? "labelsTs" : "labelsTr",
-                         name, ds->file_ending);
+        *label =
+            str_fmt("%s/%s/%s%s", ds->dir, test ? "labelsTs" : "labelsTr",
+                    name, ds->file_ending);
         if (!*label) goto fail;
     }
     rc = 0;
@@ -480,7 +488,8 @@ fail:
         sl_free(*image);
         *image = NULL;
     }
-    for (int m = 0; m < DATA_MAX_MODALITIES; m++) sl_free(parts[m]);
+    for (int m = 0; m < DATA_MAX_MODALITIES; m++)
+        sl_free(parts[m]);
     return rc;
 }
 
@@ -505,7 +514,6 @@ void data_case_free(DataCase *c)
     memset(c, 0, sizeof *c);
 }
 
-
 /* The label must lie on the image's grid in space.  Voxel-to-world
  * matrices (sform if set, else qform, which libnifti builds from pixdim
  * when qform_code is 0) must agree within 1e-4 * (1 + |a| + |b|) per
@@ -519,7 +527,8 @@ static int check_affine(const char *image, const char *label,
     int rc = ERR_FORMAT;
     if (!a || !b) {
         sl_error("case '%s': cannot read the header of '%s'; re-export the "
-                 "file", name, a ? label : image);
+                 "file",
+                 name, a ? label : image);
         goto fail;
     }
     const nifti_dmat44 *ma = a->sform_code > 0 ? &a->sto_xyz : &a->qto_xyz;
@@ -531,7 +540,8 @@ static int check_affine(const char *image, const char *label,
                 sl_error("case '%s': image '%s' and label '%s' have "
                          "different voxel-to-world matrices (row %d col %d: "
                          "%g vs %g); resample the label onto the image "
-                         "grid", name, image, label, r, c, x, y);
+                         "grid",
+                         name, image, label, r, c, x, y);
                 goto fail;
             }
         }
@@ -577,11 +587,12 @@ static int collect_fg(DataCase *c)
     if (!count || !seen) goto fail;
     if (!(c->fg_start = sl_calloc((size_t)nc + 1, sizeof *c->fg_start)))
         goto fail;
-    for (int64_t i = 0; i < n; i++) count[c->label[i]]++;
+    for (int64_t i = 0; i < n; i++)
+        count[c->label[i]]++;
     count[0] = 0;
     for (int k = 0; k < nc; k++) {
-        int64_t keep = count[k] < DATA_MAX_FG_LOCS ? count[k]
-                                                   : DATA_MAX_FG_LOCS;
+        int64_t keep =
+            count[k] < DATA_MAX_FG_LOCS ? count[k] : DATA_MAX_FG_LOCS;
         c->fg_start[k + 1] = c->fg_start[k] + keep;
     }
     c->fg_loc = sl_alloc(sizeof *c->fg_loc * (size_t)(c->fg_start[nc] + 1));
@@ -596,8 +607,8 @@ static int collect_fg(DataCase *c)
     }
     rc = 0;
 fail:
-    if (rc) sl_error("out of memory collecting foreground of case '%s'",
-                     c->name);
+    if (rc)
+        sl_error("out of memory collecting foreground of case '%s'", c->name);
     sl_free(count);
     sl_free(seen);
     return rc;
@@ -619,7 +630,8 @@ static int load_case(const Dataset *ds, const char *name, const char *image,
     if (img.n_mod != ds->n_modalities) {
         sl_error("case '%s': its image files hold %d volumes but "
                  "dataset.json declares %d channels; give one 3D file per "
-                 "modality", name, img.n_mod, ds->n_modalities);
+                 "modality",
+                 name, img.n_mod, ds->n_modalities);
         goto fail;
     }
     if (label) {
@@ -627,18 +639,18 @@ static int load_case(const Dataset *ds, const char *name, const char *image,
         rc = ERR_FORMAT;
         if (lab.n_mod != 1) {
             sl_error("case '%s': label '%s' holds %d volumes; give one 3D "
-                     "label map", name, label, lab.n_mod);
+                     "label map",
+                     name, label, lab.n_mod);
             goto fail;
         }
         for (int t = 0; t < 3; t++)
             if (lab.dim[t] != img.dim[t]) {
                 sl_error("case '%s': image grid %lldx%lldx%lld and label "
                          "grid %lldx%lldx%lld ('%s') differ; resample the "
-                         "label onto the image grid", name,
-                         (long long)img.dim[0], (long long)img.dim[1],
+                         "label onto the image grid",
+                         name, (long long)img.dim[0], (long long)img.dim[1],
                          (long long)img.dim[2], (long long)lab.dim[0],
-                         (long long)lab.dim[1], (long long)lab.dim[2],
-                         label);
+                         (long long)lab.dim[1], (long long)lab.dim[2], label);
                 goto fail;
             }
         /* The first modality file (the spec joins them with commas and
@@ -661,7 +673,8 @@ static int load_case(const Dataset *ds, const char *name, const char *image,
         if ((rc = volume_norm_affine(&img, m, &ds->normalize[m], &na[m])))
             goto fail;
     rc = ERR_NOMEM;
-    for (int t = 0; t < 3; t++) out->S[t] = img.dim[ds->ax[t]];
+    for (int t = 0; t < 3; t++)
+        out->S[t] = img.dim[ds->ax[t]];
     int64_t nv = volume_voxels(&img), off[3] = {0, 0, 0};
     if (!(out->name = sl_strdup(name)) ||
         !(out->image = sl_alloc(sizeof(float) * (size_t)(nv * img.n_mod))) ||
@@ -676,7 +689,8 @@ static int load_case(const Dataset *ds, const char *name, const char *image,
             goto fail;
         }
         volume_gather(ltmp, &lab, NULL, ds->ax, off, out->S, out->S);
-        for (int64_t i = 0; i < nv; i++) out->label[i] = (uint8_t)ltmp[i];
+        for (int64_t i = 0; i < nv; i++)
+            out->label[i] = (uint8_t)ltmp[i];
     }
     if ((rc = collect_fg(out))) goto fail;
     rc = 0;
@@ -705,9 +719,8 @@ static int set_layout(Dataset *ds, const DataLayout *lay)
             !(ds->normalize[m].hi > ds->normalize[m].lo)) {
             sl_error("CT normalisation window [%g, %g] of modality %d (%s) "
                      "is empty; give ct:LOW,HIGH with LOW < HIGH",
-                     (double)ds->normalize[m].lo,
-                     (double)ds->normalize[m].hi, m,
-                     ds->modality_names[m]);
+                     (double)ds->normalize[m].lo, (double)ds->normalize[m].hi,
+                     m, ds->modality_names[m]);
             return ERR_ARG;
         }
     }
@@ -737,7 +750,8 @@ int dataset_load(Dataset *ds, const DataLayout *lay)
     }
     return 0;
 fail:
-    for (int i = 0; i < ds->n_cases; i++) data_case_free(&ds->cases[i]);
+    for (int i = 0; i < ds->n_cases; i++)
+        data_case_free(&ds->cases[i]);
     sl_free(ds->cases);
     ds->cases = NULL;
     return rc;
@@ -766,7 +780,8 @@ void dataset_free(Dataset *ds)
 {
     if (!ds) return;
     if (ds->cases)
-        for (int i = 0; i < ds->n_cases; i++) data_case_free(&ds->cases[i]);
+        for (int i = 0; i < ds->n_cases; i++)
+            data_case_free(&ds->cases[i]);
     sl_free(ds->cases);
     sl_free(ds->dir);
     sl_free(ds->file_ending);

@@ -55,13 +55,13 @@ typedef struct {
 } DataLayout;
 
 typedef struct {
-    char *name;       /* case identifier (owned) */
-    int64_t S[3];     /* tensor-order spatial size */
-    float *image;     /* [C][S0][S1][S2], normalised (owned) */
-    uint8_t *label;   /* [S0][S1][S2], class index (owned) */
-    int n_classes;    /* copy of the dataset's count */
-    int64_t *fg_loc;  /* flat indices into [S0][S1][S2] of foreground
-                         voxels, class by class (owned) */
+    char *name;        /* case identifier (owned) */
+    int64_t S[3];      /* tensor-order spatial size */
+    float *image;      /* [C][S0][S1][S2], normalised (owned) */
+    uint8_t *label;    /* [S0][S1][S2], class index (owned) */
+    int n_classes;     /* copy of the dataset's count */
+    int64_t *fg_loc;   /* flat indices into [S0][S1][S2] of foreground
+                          voxels, class by class (owned) */
     int64_t *fg_start; /* [n_classes + 1]: class c's locations are
                           fg_loc[fg_start[c] .. fg_start[c+1]); class 0
                           (background) has none */
@@ -82,8 +82,8 @@ typedef struct {
     /* Set by dataset_load: */
     DataLayout layout;    /* as given, normalize -> ds->normalize */
     Normalize *normalize; /* [n_modalities] as applied (owned) */
-    int ax[3];         /* tensor axis -> NIfTI axis */
-    DataCase *cases;   /* [n_cases], same order as case_names */
+    int ax[3];            /* tensor axis -> NIfTI axis */
+    DataCase *cases;      /* [n_cases], same order as case_names */
 } Dataset;
 
 /* Read DIR/dataset.json and list the cases; checks that every training

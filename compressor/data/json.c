@@ -51,7 +51,8 @@ void json_free(JsonValue *v)
 {
     if (!v) return;
     sl_free(v->str);
-    for (int i = 0; v->items && i < v->n; i++) json_free(v->items[i]);
+    for (int i = 0; v->items && i < v->n; i++)
+        json_free(v->items[i]);
     sl_free(v->items);
     for (int i = 0; v->members && i < v->n; i++) {
         sl_free(v->members[i].key);
@@ -84,7 +85,8 @@ static int buf_put(Parser *p, Buf *b, const char *src, size_t n)
 {
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 32;
-        while (cap < b->n + n + 1) cap *= 2;
+        while (cap < b->n + n + 1)
+            cap *= 2;
         char *nb = sl_realloc(b->b, cap);
         if (!nb) return nomem(p);
         b->b = nb;
@@ -104,10 +106,14 @@ static int hex4(Parser *p, unsigned *out)
     for (int i = 0; i < 4; i++) {
         char c = p->s[p->pos + (size_t)i];
         unsigned d;
-        if (c >= '0' && c <= '9') d = (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f') d = (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F') d = (unsigned)(c - 'A' + 10);
-        else return fail_at(p, p->pos + (size_t)i, "bad hex digit in \\u");
+        if (c >= '0' && c <= '9')
+            d = (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            d = (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            d = (unsigned)(c - 'A' + 10);
+        else
+            return fail_at(p, p->pos + (size_t)i, "bad hex digit in \\u");
         v = v * 16 + d;
     }
     p->pos += 4;
@@ -147,17 +153,20 @@ static size_t utf8_valid(const unsigned char *s, size_t n)
     size_t k;
     unsigned cp, min;
     if (c < 0x80) return 1;
-    if ((c & 0xE0) == 0xC0) k = 2, cp = c & 0x1F, min = 0x80;
-    else if ((c & 0xF0) == 0xE0) k = 3, cp = c & 0x0F, min = 0x800;
-    else if ((c & 0xF8) == 0xF0) k = 4, cp = c & 0x07, min = 0x10000;
-    else return 0;
+    if ((c & 0xE0) == 0xC0)
+        k = 2, cp = c & 0x1F, min = 0x80;
+    else if ((c & 0xF0) == 0xE0)
+        k = 3, cp = c & 0x0F, min = 0x800;
+    else if ((c & 0xF8) == 0xF0)
+        k = 4, cp = c & 0x07, min = 0x10000;
+    else
+        return 0;
     if (n < k) return 0;
     for (size_t i = 1; i < k; i++) {
         if ((s[i] & 0xC0) != 0x80) return 0;
         cp = cp << 6 | (s[i] & 0x3F);
     }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
     return k;
 }
 
@@ -169,8 +178,8 @@ static int parse_string(Parser *p, char **out)
     p->pos++; /* opening quote */
     for (;;) {
         if (p->pos >= p->len) {
-            sl_free(b.b);
-            return fail_at(p, p->pos, "unterminated string");
+            fail_at(p, p->pos, "unterminated string");
+            goto fail;
         }
         unsigned char c = (unsigned char)p->s[p->pos];
         if (c == '"') {
@@ -178,16 +187,15 @@ static int parse_string(Parser *p, char **out)
             break;
         }
         if (c < 0x20) {
-            sl_free(b.b);
-            return fail_at(p, p->pos,
-                           "control character in string (escape it)");
+            fail_at(p, p->pos, "control character in string (escape it)");
+            goto fail;
         }
         if (c != '\\') {
             size_t k = utf8_valid((const unsigned char *)p->s + p->pos,
                                   p->len - p->pos);
             if (!k) {
-                sl_free(b.b);
-                return fail_at(p, p->pos, "invalid UTF-8 in string");
+                fail_at(p, p->pos, "invalid UTF-8 in string");
+                goto fail;
             }
             if (buf_put(p, &b, p->s + p->pos, k)) goto fail;
             p->pos += k;
@@ -195,21 +203,38 @@ static int parse_string(Parser *p, char **out)
         }
         size_t esc = p->pos++;
         if (p->pos >= p->len) {
-            sl_free(b.b);
-            return fail_at(p, esc, "unterminated escape");
+            fail_at(p, esc, "unterminated escape");
+            goto fail;
         }
         char e = p->s[p->pos++], ch;
+        unsigned cp, lo;
+        char u[4];
         switch (e) {
-        case '"': ch = '"'; break;
-        case '\\': ch = '\\'; break;
-        case '/': ch = '/'; break;
-        case 'b': ch = '\b'; break;
-        case 'f': ch = '\f'; break;
-        case 'n': ch = '\n'; break;
-        case 'r': ch = '\r'; break;
-        case 't': ch = '\t'; break;
-        case 'u': {
-            unsigned cp, lo;
+        case '"':
+            ch = '"';
+            break;
+        case '\\':
+            ch = '\\';
+            break;
+        case '/':
+            ch = '/';
+            break;
+        case 'b':
+            ch = '\b';
+            break;
+        case 'f':
+            ch = '\f';
+            break;
+        case 'n':
+            ch = '\n';
+            break;
+        case 'r':
+            ch = '\r';
+            break;
+        case 't':
+            ch = '\t';
+            break;
+        case 'u':
             if (hex4(p, &cp)) goto fail;
             if (cp >= 0xDC00 && cp <= 0xDFFF) {
                 fail_at(p, esc, "unpaired low surrogate in \\u escape");
@@ -233,10 +258,8 @@ static int parse_string(Parser *p, char **out)
                 fail_at(p, esc, "\\u0000 is not allowed in names");
                 goto fail;
             }
-            char u[4];
             if (buf_put(p, &b, u, utf8_encode(cp, u))) goto fail;
             continue;
-        }
         default:
             fail_at(p, esc, "unknown escape in string");
             goto fail;
@@ -253,7 +276,10 @@ fail:
 
 /* ---- numbers ---- */
 
-static int is_digit(int c) { return c >= '0' && c <= '9'; }
+static int is_digit(int c)
+{
+    return c >= '0' && c <= '9';
+}
 
 static int parse_number(Parser *p, double *out)
 {
@@ -264,7 +290,8 @@ static int parse_number(Parser *p, double *out)
         if (is_digit(peek(p)))
             return fail_at(p, p->pos, "leading zero in number");
     } else if (is_digit(peek(p))) {
-        while (is_digit(peek(p))) p->pos++;
+        while (is_digit(peek(p)))
+            p->pos++;
     } else {
         return fail_at(p, p->pos, "expected a digit");
     }
@@ -272,14 +299,16 @@ static int parse_number(Parser *p, double *out)
         p->pos++;
         if (!is_digit(peek(p)))
             return fail_at(p, p->pos, "expected a digit after '.'");
-        while (is_digit(peek(p))) p->pos++;
+        while (is_digit(peek(p)))
+            p->pos++;
     }
     if (peek(p) == 'e' || peek(p) == 'E') {
         p->pos++;
         if (peek(p) == '+' || peek(p) == '-') p->pos++;
         if (!is_digit(peek(p)))
             return fail_at(p, p->pos, "expected a digit in the exponent");
-        while (is_digit(peek(p))) p->pos++;
+        while (is_digit(peek(p)))
+            p->pos++;
     }
     /* The grammar above was checked on the bounded text; strtod needs a
      * NUL-terminated copy (the input need not be terminated). */
@@ -345,8 +374,9 @@ static JsonValue *parse_array(Parser *p, int depth)
             p->pos++;
             return v;
         }
-        fail_at(p, p->pos, c < 0 ? "unterminated array"
-                                 : "expected ',' or ']' in array");
+        fail_at(p, p->pos,
+                c < 0 ? "unterminated array"
+                      : "expected ',' or ']' in array");
         goto fail;
     }
 fail:
@@ -370,8 +400,9 @@ static JsonValue *parse_object(Parser *p, int depth)
         skip_ws(p);
         size_t kpos = p->pos;
         if (peek(p) != '"') {
-            fail_at(p, p->pos, peek(p) < 0 ? "unterminated object"
-                                           : "expected a string key");
+            fail_at(p, p->pos,
+                    peek(p) < 0 ? "unterminated object"
+                                : "expected a string key");
             goto fail;
         }
         if (parse_string(p, &key)) goto fail;
@@ -413,8 +444,9 @@ static JsonValue *parse_object(Parser *p, int depth)
             p->pos++;
             return v;
         }
-        fail_at(p, p->pos, c < 0 ? "unterminated object"
-                                 : "expected ',' or '}' in object");
+        fail_at(p, p->pos,
+                c < 0 ? "unterminated object"
+                      : "expected ',' or '}' in object");
         goto fail;
     }
 fail:
@@ -433,8 +465,10 @@ static JsonValue *parse_value(Parser *p, int depth)
     }
     int c = peek(p);
     switch (c) {
-    case '{': return parse_object(p, depth);
-    case '[': return parse_array(p, depth);
+    case '{':
+        return parse_object(p, depth);
+    case '[':
+        return parse_array(p, depth);
     case '"':
         if (!(v = new_value(p, JSON_STRING))) return NULL;
         if (parse_string(p, &v->str)) goto fail;
@@ -449,7 +483,9 @@ static JsonValue *parse_value(Parser *p, int depth)
         if (!(v = new_value(p, JSON_NULL))) return NULL;
         if (expect_word(p, "null")) goto fail;
         return v;
-    case -1: fail_at(p, p->pos, "unexpected end of text"); return NULL;
+    case -1:
+        fail_at(p, p->pos, "unexpected end of text");
+        return NULL;
     default:
         if (c == '-' || is_digit(c)) {
             if (!(v = new_value(p, JSON_NUMBER))) return NULL;
@@ -490,7 +526,8 @@ int json_parse(const char *text, size_t len, const char *what,
             }
         }
         sl_error("'%s' is not valid JSON: %s at line %d column %d; fix the "
-                 "file", what, p.err, line, col);
+                 "file",
+                 what, p.err, line, col);
         return ERR_FORMAT;
     }
     *out = v;
@@ -520,12 +557,18 @@ const JsonValue *json_get(const JsonValue *v, const char *key)
 const char *json_type_name(JsonType t)
 {
     switch (t) {
-    case JSON_NULL: return "null";
-    case JSON_BOOL: return "boolean";
-    case JSON_NUMBER: return "number";
-    case JSON_STRING: return "string";
-    case JSON_ARRAY: return "array";
-    case JSON_OBJECT: return "object";
+    case JSON_NULL:
+        return "null";
+    case JSON_BOOL:
+        return "boolean";
+    case JSON_NUMBER:
+        return "number";
+    case JSON_STRING:
+        return "string";
+    case JSON_ARRAY:
+        return "array";
+    case JSON_OBJECT:
+        return "object";
     }
     return "?";
 }
@@ -542,14 +585,26 @@ void json_write_string(FILE *f, const char *s)
     fputc('"', f);
     for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
         switch (*c) {
-        case '"': fputs("\\\"", f); break;
-        case '\\': fputs("\\\\", f); break;
-        case '\n': fputs("\\n", f); break;
-        case '\r': fputs("\\r", f); break;
-        case '\t': fputs("\\t", f); break;
+        case '"':
+            fputs("\\\"", f);
+            break;
+        case '\\':
+            fputs("\\\\", f);
+            break;
+        case '\n':
+            fputs("\\n", f);
+            break;
+        case '\r':
+            fputs("\\r", f);
+            break;
+        case '\t':
+            fputs("\\t", f);
+            break;
         default:
-            if (*c < 0x20) fprintf(f, "\\u%04x", *c);
-            else fputc(*c, f);
+            if (*c < 0x20)
+                fprintf(f, "\\u%04x", *c);
+            else
+                fputc(*c, f);
         }
     }
     fputc('"', f);

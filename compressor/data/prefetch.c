@@ -63,8 +63,7 @@ int prefetch_start(Prefetcher **out, const Sampler *s, int64_t first_k)
     pthread_cond_init(&p->cv, NULL);
     int e = pthread_create(&p->thread, NULL, producer, p);
     if (e) {
-        sl_error("cannot start the batch prefetch thread: %s",
-                 strerror(e));
+        sl_error("cannot start the batch prefetch thread: %s", strerror(e));
         pthread_mutex_destroy(&p->mu);
         pthread_cond_destroy(&p->cv);
         rc = ERR_IO;
@@ -94,7 +93,8 @@ int prefetch_next(Prefetcher *p, const Batch **out)
         pthread_cond_broadcast(&p->cv);
     }
     int i = (int)(p->next_take % 2);
-    while (!p->ready[i]) pthread_cond_wait(&p->cv, &p->mu);
+    while (!p->ready[i])
+        pthread_cond_wait(&p->cv, &p->mu);
     CHECK(p->slot[i].k == p->next_take);
     p->held = i;
     p->next_take++;

@@ -31,7 +31,8 @@ static inline void rng_seed(Rng *r, uint64_t seed, uint64_t a, uint64_t b)
     uint64_t ha = a, hb = b;
     x ^= rng_splitmix(&ha) * 3u;
     x ^= rng_splitmix(&hb) * 7u;
-    for (int i = 0; i < 4; i++) r->s[i] = rng_splitmix(&x);
+    for (int i = 0; i < 4; i++)
+        r->s[i] = rng_splitmix(&x);
 }
 
 static inline uint64_t rng_rotl(uint64_t x, int k)

@@ -22,14 +22,15 @@ void sampler_defaults(SamplerOptions *o, int dims)
     augment_defaults(&o->aug, dims);
 }
 
-int sampler_init(Sampler *s, const Dataset *ds, const int *cases,
-                 int n_cases, const SamplerOptions *o)
+int sampler_init(Sampler *s, const Dataset *ds, const int *cases, int n_cases,
+                 const SamplerOptions *o)
 {
     memset(s, 0, sizeof *s);
     int dims = ds->layout.dims;
     if (!ds->cases) {
         sl_error("sampler: the dataset '%s' is not loaded (call "
-                 "dataset_load first)", ds->dir);
+                 "dataset_load first)",
+                 ds->dir);
         return ERR_ARG;
     }
     if (o->batch < 1) {
@@ -38,7 +39,8 @@ int sampler_init(Sampler *s, const Dataset *ds, const int *cases,
     }
     if (n_cases < 1) {
         sl_error("no cases to sample from in dataset '%s'; add cases or "
-                 "lower the validation fraction", ds->dir);
+                 "lower the validation fraction",
+                 ds->dir);
         return ERR_ARG;
     }
     int64_t n = (int64_t)o->batch * ds->n_modalities;
@@ -54,8 +56,8 @@ int sampler_init(Sampler *s, const Dataset *ds, const int *cases,
         n *= o->patch[t];
         if (n > SAMPLER_MAX_BATCH_FLOATS) {
             sl_error("a batch of %d patches of %lldx%lldx%lld is too large; "
-                     "lower --batch or the patch size", o->batch,
-                     (long long)o->patch[0], (long long)o->patch[1],
+                     "lower --batch or the patch size",
+                     o->batch, (long long)o->patch[0], (long long)o->patch[1],
                      (long long)o->patch[2]);
             return ERR_ARG;
         }
@@ -127,7 +129,8 @@ void batch_input_shape(const Batch *b, Shape *out)
         out->d[3] = b->P[2];
     } else {
         out->ndim = 5;
-        for (int t = 0; t < 3; t++) out->d[2 + t] = b->P[t];
+        for (int t = 0; t < 3; t++)
+            out->d[2 + t] = b->P[t];
     }
 }
 

@@ -66,8 +66,8 @@ typedef struct {
 /* Bind a sampler to cases (e.g. DataSplit.train or .val) of a loaded
  * dataset.  ERR_ARG with a clear line for batch < 1, a bad patch, a
  * fg_rate outside [0, 1] or no cases; ERR_NOMEM. */
-int sampler_init(Sampler *s, const Dataset *ds, const int *cases,
-                 int n_cases, const SamplerOptions *o);
+int sampler_init(Sampler *s, const Dataset *ds, const int *cases, int n_cases,
+                 const SamplerOptions *o);
 void sampler_free(Sampler *s);
 
 /* Buffers for one batch of s.  0 or ERR_NOMEM/ERR_SHAPE. */

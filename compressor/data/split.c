@@ -26,7 +26,8 @@ int split_make(DataSplit *sp, int n_cases, double val_frac, uint64_t seed)
     memset(sp, 0, sizeof *sp);
     if (!(val_frac >= 0.0 && val_frac < 1.0) || n_cases < 1) {
         sl_error("validation fraction %g with %d cases: give a fraction in "
-                 "[0, 1) and at least one case", val_frac, n_cases);
+                 "[0, 1) and at least one case",
+                 val_frac, n_cases);
         return ERR_ARG;
     }
     int n_val = (int)floor((double)n_cases * val_frac + 0.5);
@@ -47,7 +48,8 @@ int split_make(DataSplit *sp, int n_cases, double val_frac, uint64_t seed)
     }
     Rng r;
     rng_seed(&r, seed, SPLIT_STREAM, 0);
-    for (int i = 0; i < n_cases; i++) perm[i] = i;
+    for (int i = 0; i < n_cases; i++)
+        perm[i] = i;
     for (int i = n_cases - 1; i > 0; i--) {
         int j = (int)rng_below(&r, i + 1);
         int t = perm[i];
@@ -122,7 +124,8 @@ static int read_list(const JsonValue *arr, const Dataset *ds, char *used,
     *n = 0;
     if (!arr || arr->type != JSON_ARRAY) {
         sl_error("'%s' lacks the \"train\"/\"val\" lists; it was not "
-                 "written by sauron-compress, remove it", path);
+                 "written by sauron-compress, remove it",
+                 path);
         return ERR_FORMAT;
     }
     if (!(*out = sl_alloc(sizeof(int) * (size_t)(arr->n + 1)))) {
@@ -137,7 +140,8 @@ static int read_list(const JsonValue *arr, const Dataset *ds, char *used,
         if (k < 0 || used[k]) {
             sl_error("'%s': entry %d is %s; the split does not match "
                      "dataset '%s' (remove the split file to make a new "
-                     "one)", path, i,
+                     "one)",
+                     path, i,
                      k < 0 ? "not a case of the dataset" : "listed twice",
                      ds->dir);
             sl_free(*out);
@@ -167,19 +171,21 @@ int split_read(DataSplit *sp, const Dataset *ds, const char *path)
     const JsonValue *frac = json_get(root, "val_fraction");
     if ((rc = read_list(json_get(root, "train"), ds, used, &sp->train,
                         &sp->n_train, path)) ||
-        (rc = read_list(json_get(root, "val"), ds, used, &sp->val,
-                        &sp->n_val, path)))
+        (rc = read_list(json_get(root, "val"), ds, used, &sp->val, &sp->n_val,
+                        path)))
         goto fail;
     if (sp->n_train < 1) {
         sl_error("'%s' lists no training case; remove it to make a new "
-                 "split", path);
+                 "split",
+                 path);
         rc = ERR_FORMAT;
         goto fail;
     }
     /* Seeds above 2^53 lose bits as JSON numbers; informative only. */
     sp->seed = seed && seed->type == JSON_NUMBER && seed->number >= 0 &&
                        seed->number < 18446744073709551616.0
-                   ? (uint64_t)seed->number : 0;
+                   ? (uint64_t)seed->number
+                   : 0;
     sp->val_frac = frac && frac->type == JSON_NUMBER ? frac->number : 0.0;
     rc = 0;
 fail:
