@@ -496,11 +496,13 @@ void gemm_run(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
     const int in_place = kd->fnu && a->pack == gemm_pack_a_dense && !a->trans;
 
     /* Tile sizes: as large as the blocking allows, then split until every
-     * thread has a few tiles (the split never changes the results). */
+     * thread has a few tiles (the split never changes the results).  N
+     * first: M tiles would each pack the same B block; but while A is
+     * packed too, not below 4 panels, as N tiles each pack A. */
     int mc = min_i(round_up(m, mr), GEMM_MC);
     int nc = min_i(round_up(n, nr), GEMM_NC);
     int tm = (m + mc - 1) / mc, tn = (n + nc - 1) / nc;
-    while (tm * tn < 4 * nthr && nc > 4 * nr) {
+    while (tm * tn < 4 * nthr && nc > (in_place ? nr : 4 * nr)) {
         nc = round_up(nc / 2, nr);
         tn = (n + nc - 1) / nc;
     }
