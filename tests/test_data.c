@@ -430,6 +430,28 @@ static void test_dataset_load(void **state)
     assert_true((double)c->image[NVOX + q] == case_value(2, 1, i, j, k));
     for (int vv = 0; vv < NVOX; vv++)
         assert_true(c->image[vv] >= -1.0f && c->image[vv] <= 1.0f);
+    /* Every slice is bit-identical to the [C, H, W] input segment builds
+     * for that slice (its run_2d gathers box {1, H, W} at {slice, 0, 0}
+     * with the model's normalisation). */
+    assert_int_equal(dataset_case_paths(&ds, 0, 2, &image, &label), 0);
+    assert_int_equal(nio_read(image, &v, NULL), 0);
+    assert_int_equal(volume_axes(ORDER_NNUNET, 2, 0, ax), 0);
+    for (int m = 0; m < 2; m++)
+        assert_int_equal(volume_norm_affine(&v, m, &ct[m], &na[m]), 0);
+    int64_t plane = c->S[1] * c->S[2];
+    float *sl = malloc(sizeof(float) * 2 * (size_t)plane);
+    for (int64_t s0 = 0; s0 < c->S[0]; s0++) {
+        int64_t o2[3] = {s0, 0, 0}, box[3] = {1, c->S[1], c->S[2]};
+        volume_gather(sl, &v, na, ax, o2, box, box);
+        for (int m = 0; m < 2; m++)
+            assert_memory_equal(sl + m * plane,
+                                c->image + m * NVOX + s0 * plane,
+                                sizeof(float) * (size_t)plane);
+    }
+    free(sl);
+    volume_free(&v);
+    sl_free(image);
+    sl_free(label);
     dataset_free(&ds);
 }
 

@@ -25,6 +25,13 @@
  * [C][S1][S2] is exactly one of segment's [C, H, W] inputs (before
  * segment's zero padding at the high end of H and W).
  *
+ * Normalisation comes from the DataLayout (the model's metadata or the
+ * --normalize flag); channel names in dataset.json are not interpreted:
+ * nnU-Net's "CT" scheme (dataset-wide foreground percentiles) is not
+ * computed here, give ct:LOW,HIGH explicitly.  Memory: every training
+ * case stays in RAM (4 bytes per voxel and modality + 1 per voxel); no
+ * memory-mapped cache as nnU-Net has.
+ *
  * Errors: every check names the case and file and says what to do;
  * ERR_FORMAT for a broken dataset (no dataset.json, missing modality or
  * label file, undeclared label value, grid mismatch, no training cases),
@@ -93,7 +100,8 @@ int dataset_open(Dataset *ds, const char *dir);
 
 /* Load every training case for a model with layout `lay` (copied; the
  * normalisation array too): read, check grids and labels, normalise,
- * reorder, collect foreground locations.  Call once after dataset_open. */
+ * reorder, collect foreground locations.  Call once after dataset_open;
+ * on failure the cases are freed and only dataset_free may follow. */
 int dataset_load(Dataset *ds, const DataLayout *lay);
 
 /* Layout of a model: dims, axis, order and normalisation from its

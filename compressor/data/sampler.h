@@ -19,6 +19,9 @@
  *     somewhere inside the zero-padded patch);
  *   - then augment_resample (crop + flips/rotation/scale in one pass) and
  *     augment_intensity, as the options say.
+ * Validation: a second sampler over the validation cases with
+ * augment_off and a fixed seed gives the same batches every epoch
+ * (sampler_fill(val, k) for k = 0..n-1), so epoch losses compare.
  * 2D models (patch[0] == 1): tensor axis 0 of a case is the slice axis;
  * a sample is one slice [C][P1][P2] (H = P1, W = P2), padded with zeros
  * or cropped to the patch.  3D models: patches [C][P0][P1][P2].
