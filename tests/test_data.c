@@ -604,7 +604,7 @@ static void test_dataset_bad_inputs(void **state)
     dir = make_dataset(dbuf, sizeof dbuf, 2, 2, ".nii");
     snprintf(p, sizeof p, "%s/imagesTr/case00_0001.nii", dir);
     write_nii(p, dsmall, 16, img, 0.0f);
-    expect_fail(dir, ERR_SHAPE, "case00_0001", "dimensions", NULL);
+    expect_fail(dir, ERR_FORMAT, "case00_0001", "dimensions", NULL);
 
     /* Empty training set. */
     dir = make_dataset(dbuf, sizeof dbuf, 0, 1, ".nii");

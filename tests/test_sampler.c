@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "compressor/data/augment.h"
 #include "compressor/data/dataset.h"
@@ -247,8 +248,66 @@ static void test_sampler_speed(void **state)
            "all rotated %.2f ms\n",
            ms, ms_rot);
     assert_true(ms < 500.0);
+    /* Overlap: with a simulated 30 ms training step the consumer waits
+     * only for the first batch (reported, not asserted: timing on a
+     * loaded machine is not a test). */
+    Prefetcher *pf;
+    assert_int_equal(prefetch_start(&pf, &s, 0), 0);
+    int steps = 10;
+    t0 = sl_now();
+    for (int k = 0; k < steps; k++) {
+        const Batch *got;
+        assert_int_equal(prefetch_next(pf, &got), 0);
+        assert_int_equal(got->k, k);
+        struct timespec ts = {0, 30 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    printf("prefetch: %d steps of 30 ms took %.1f ms, consumer waited "
+           "%.2f ms in total\n",
+           steps, (sl_now() - t0) * 1e3, prefetch_wait_seconds(pf) * 1e3);
+    prefetch_stop(pf);
     batch_free(&b);
     sampler_free(&s);
+    mem_dataset_free(&ds);
+}
+
+/* Failing each allocation in turn: sampler, batch and prefetcher set-up
+ * fail with ERR_NOMEM and leave nothing behind (ASan checks leaks). */
+static void test_sampler_nomem(void **state)
+{
+    (void)state;
+    Dataset ds;
+    int64_t S[3] = {4, 16, 16};
+    mem_dataset(&ds, 1, S, 2, 3);
+    int cases[1] = {0};
+    SamplerOptions o;
+    sampler_defaults(&o, 2);
+    o.patch[1] = o.patch[2] = 16;
+    int rc = ERR_NOMEM;
+    long n;
+    sl_error_quiet(1);
+    for (n = 0; rc != 0 && n < 100; n++) {
+        Sampler s;
+        Batch b;
+        Prefetcher *pf = NULL;
+        sl_error_reset();
+        sl_alloc_fail_after(n);
+        rc = sampler_init(&s, &ds, cases, 1, &o);
+        if (!rc) {
+            rc = batch_alloc(&b, &s);
+            if (!rc) {
+                rc = prefetch_start(&pf, &s, 0);
+                if (!rc) prefetch_stop(pf);
+                batch_free(&b);
+            }
+            sampler_free(&s);
+        }
+        sl_alloc_fail_after(-1);
+        assert_true(rc == 0 || rc == ERR_NOMEM);
+    }
+    sl_error_quiet(0);
+    assert_int_equal(rc, 0);
+    assert_true(n > 5);
     mem_dataset_free(&ds);
 }
 
@@ -474,6 +533,7 @@ int main(void)
         cmocka_unit_test(test_sampler_shapes_determinism),
         cmocka_unit_test(test_sampler_foreground),
         cmocka_unit_test(test_sampler_speed),
+        cmocka_unit_test(test_sampler_nomem),
         cmocka_unit_test(test_augment_flips_identity),
         cmocka_unit_test(test_augment_rot90),
         cmocka_unit_test(test_augment_alignment),

@@ -625,7 +625,12 @@ static int load_case(const Dataset *ds, const char *name, const char *image,
     int rc;
     memset(out, 0, sizeof *out);
     out->n_classes = ds->n_classes;
-    if ((rc = nio_read(image, &img, NULL))) goto fail;
+    /* nio_read's message names both modality files (and so the case);
+     * for a dataset a grid mismatch is a broken dataset: ERR_FORMAT. */
+    if ((rc = nio_read(image, &img, NULL))) {
+        if (rc == ERR_SHAPE) rc = ERR_FORMAT;
+        goto fail;
+    }
     rc = ERR_FORMAT;
     if (img.n_mod != ds->n_modalities) {
         sl_error("case '%s': its image files hold %d volumes but "
