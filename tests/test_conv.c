@@ -1,18 +1,22 @@
-/* Convolution kernels: the fast GEMM-based paths against the naive
- * references on awkward shapes (1D, 2D, 3D; odd sizes, stride, dilation,
- * asymmetric pads, groups, 1x1, transposed with kernel == stride and with
- * overlap, output padding), every GEMM micro-kernel this CPU can run, bit
- * identity between 1 and 2 threads, and the op-table hooks (shape
- * inference errors, FLOPs).
+/* Convolution kernels: the fast paths (padded-slab, im2col, pointwise,
+ * transposed) against the naive references on awkward shapes (1D, 2D,
+ * 3D; odd sizes, stride, dilation, asymmetric pads, groups, 1x1,
+ * transposed with kernel == stride and with overlap, output padding,
+ * several k blocks, several slabs and column chunks), the same cases on
+ * the AVX2 and scalar micro-kernels (SL_GEMM_ISA), GEMM vs gemm_ref on
+ * awkward M, N, K, bit identity between 1 and 2 threads (fixed and random
+ * shapes), and the op-table hooks (shape inference errors, FLOPs).
  *
- * Tolerance.  Inputs and weights are uniform in [-1, 1].  An output is a
- * sum of K products (K = IC/group * kernel volume, or the GEMM depth).
- * The references sum in double (conv) or float (gemm_ref); the fast path
- * sums in float with FMA.  Float rounding of a K-term sum gives an error
- * of about u * sqrt(K) * (typical partial sum ~ sqrt(K/3)) with
- * u = 6e-8, i.e. ~ 3.5e-8 * K; we allow atol = 4e-7 * K (10x that, and
- * the same for both sides of gemm vs gemm_ref) plus rtol 1e-5.  An
- * indexing bug moves outputs by O(0.1), far outside this.
+ * Tolerance.  Inputs and weights are uniform in [-1, 1], so a product
+ * has variance 1/9.  An output is a sum of K products (K = IC/group *
+ * kernel volume, or the GEMM depth): partial sums are ~ sqrt(K)/3, and
+ * float rounding of the K additions (u = 6e-8 each, random signs) gives
+ * an error of ~ u * sqrt(K) * sqrt(K)/3 = 2e-8 * K.  The conv references
+ * sum in double; gemm_ref sums in float.  We allow atol = 4e-7 * K per
+ * rounding side (20x the estimate; 2x that for gemm vs gemm_ref) plus
+ * rtol 1e-5.  An indexing bug moves outputs by O(0.1), far outside this.
+ * Scratch is filled with NaN, so a kernel that reads scratch it did not
+ * write fails the comparison.
  */
 #include <math.h>
 #include <omp.h>
