@@ -16,7 +16,7 @@
 #include "tests/testutil.h"
 
 /* |a - b| <= eps in double (cmocka's assert_float_equal works in float) */
-#define assert_near(a, b, eps)                                                \
+#define assert_near(a, b, eps)                                               \
     assert_true(fabs((double)(a) - (double)(b)) <= (double)(eps))
 
 static float *load_grad_tensor(const char *file, Shape *s)
@@ -133,8 +133,8 @@ static void test_loss_finite_differences(void **state)
         }
         char what[64];
         snprintf(what, sizeof what, "loss fd case %d", c);
-        assert_true(allclose(dx, fd, (size_t)n,
-                             1e-4 * (double)max_abs(fd, n), 1e-3, what));
+        assert_true(allclose(dx, fd, (size_t)n, 1e-4 * (double)max_abs(fd, n),
+                             1e-3, what));
         free(fd);
     }
     free(x);
@@ -248,10 +248,8 @@ static void test_poly_lr(void **state)
 {
     (void)state;
     assert_near(optim_poly_lr(1e-2f, 0, 100), 1e-2, 1e-9);
-    assert_near(optim_poly_lr(1e-2f, 50, 100), 1e-2 * pow(0.5, 0.9),
-                       1e-8);
-    assert_near(optim_poly_lr(1e-2f, 99, 100), 1e-2 * pow(0.01, 0.9),
-                       1e-9);
+    assert_near(optim_poly_lr(1e-2f, 50, 100), 1e-2 * pow(0.5, 0.9), 1e-8);
+    assert_near(optim_poly_lr(1e-2f, 99, 100), 1e-2 * pow(0.01, 0.9), 1e-9);
     assert_near(optim_poly_lr(1e-2f, 100, 100), 0.0, 0.0);
 }
 
@@ -527,8 +525,8 @@ static void test_overfit(void **state)
         assert_true(isfinite(last));
     }
     if (!(last < 0.25 * first))
-        fail_msg("overfit: loss %.4f -> %.4f, expected a 4x cut",
-                 first, last);
+        fail_msg("overfit: loss %.4f -> %.4f, expected a 4x cut", first,
+                 last);
     fprintf(stderr, "overfit: loss %.4f -> %.4f after 50 Adam steps\n", first,
             last);
     optim_free(opt);
@@ -569,7 +567,8 @@ static void test_alloc_failures(void **state)
         }
         if (!rc) rc = train_loss_outputs(t, &v, lab, NULL, &lo);
         if (!rc) rc = train_backward(t);
-        if (!rc) rc = optim_step(opt, train_params(t), train_n_params(t), 0.1f);
+        if (!rc)
+            rc = optim_step(opt, train_params(t), train_n_params(t), 0.1f);
         sl_alloc_fail_after(-1);
         assert_true(rc == 0 || rc == ERR_NOMEM);
         if (rc) assert_true(t == NULL || opt == NULL || n > 0);

@@ -13,8 +13,7 @@
 #include "runtime/common.h"
 #include "tests/testutil.h"
 
-static float *load_grad_tensor(const char *name, const char *suffix,
-                               Shape *s)
+static float *load_grad_tensor(const char *name, const char *suffix, Shape *s)
 {
     char rel[256], path[300];
     snprintf(rel, sizeof rel, "grad/%s%s", name, suffix);

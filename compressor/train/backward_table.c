@@ -55,9 +55,9 @@ static void convt_bwd(const Graph *g, const Node *n, float *const *din,
 {
     (void)out;
     (void)saved;
-    conv_transpose_backward(din[0], din[1], n->n_in > 2 ? din[2] : NULL,
-                            dout, in[0], in[1], in_shape(g, n, 0),
-                            out_shape(g, n), &n->p.conv, scratch);
+    conv_transpose_backward(din[0], din[1], n->n_in > 2 ? din[2] : NULL, dout,
+                            in[0], in[1], in_shape(g, n, 0), out_shape(g, n),
+                            &n->p.conv, scratch);
 }
 
 /* ---- normalisation ---- */
@@ -101,8 +101,7 @@ static void bn_train_fwd(const Graph *g, const Node *n, float *out,
 
 static void bn_bwd(const Graph *g, const Node *n, float *const *din,
                    const float *dout, const float *out,
-                   const float *const *in, const float *saved,
-                   float *scratch)
+                   const float *const *in, const float *saved, float *scratch)
 {
     (void)out;
     (void)scratch;
@@ -122,7 +121,8 @@ static void relu_bwd(const Graph *g, const Node *n, float *const *din,
     (void)in;
     (void)saved;
     (void)scratch;
-    if (din[0]) relu_backward(din[0], dout, out, shape_numel(out_shape(g, n)));
+    if (din[0])
+        relu_backward(din[0], dout, out, shape_numel(out_shape(g, n)));
 }
 
 /* Reads the output, not the input: for alpha > 0, y > 0 exactly when

@@ -24,8 +24,8 @@ void loss_options_default(LossOptions *o, int nsp)
 
 /* p [K] = probabilities of one voxel; x [K] strided by s_stride.  Returns
  * log-sum-exp of the logits (0 for probabilities). */
-static double voxel_probs(double *p, const float *x, int64_t s_stride, int k_n,
-                          int from_logits)
+static double voxel_probs(double *p, const float *x, int64_t s_stride,
+                          int k_n, int from_logits)
 {
     if (!from_logits) {
         for (int k = 0; k < k_n; k++)
@@ -123,7 +123,8 @@ int loss_ce_dice(LossValue *val, float *dx, const float *x, const Shape *xs,
     for (int64_t gi = 0; gi < n_groups; gi++)
         for (int k = k0; k < kn; k++) {
             double inter = 0, psum = 0, gsum = 0;
-            int64_t b_lo = o->batch_dice ? 0 : gi, b_hi = o->batch_dice ? bn : gi + 1;
+            int64_t b_lo = o->batch_dice ? 0 : gi,
+                    b_hi = o->batch_dice ? bn : gi + 1;
             for (int64_t b = b_lo; b < b_hi; b++) {
                 const double *a = acc + b * (3 * kn + 1);
                 inter += a[k];
@@ -210,7 +211,8 @@ void loss_downsample_labels(uint8_t *dst, const uint8_t *src, int64_t batch,
         in[3 - nsp + i] = src_sp[i];
         out[3 - nsp + i] = dst_sp[i];
     }
-    const int64_t in_n = in[0] * in[1] * in[2], out_n = out[0] * out[1] * out[2];
+    const int64_t in_n = in[0] * in[1] * in[2],
+                  out_n = out[0] * out[1] * out[2];
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t b = 0; b < batch; b++)
         for (int64_t z = 0; z < out[0]; z++) {
@@ -232,7 +234,8 @@ void loss_downsample_labels(uint8_t *dst, const uint8_t *src, int64_t batch,
 int loss_deep_supervision(LossValue *val, float *const *dx,
                           const float *const *x, const Shape *const *xs,
                           int n_heads, const uint8_t *labels,
-                          const float *weights, const int *from_logits_per_head,
+                          const float *weights,
+                          const int *from_logits_per_head,
                           const LossOptions *o)
 {
     uint8_t *small = NULL;
@@ -279,7 +282,8 @@ int loss_deep_supervision(LossValue *val, float *const *dx,
                                    xs[0]->d + 2, xs[h]->d + 2);
             lab = small;
         }
-        rc = loss_ce_dice(val, dx ? dx[h] : NULL, x[h], xs[h], lab, &oh, w[h]);
+        rc =
+            loss_ce_dice(val, dx ? dx[h] : NULL, x[h], xs[h], lab, &oh, w[h]);
         if (rc) goto fail;
     }
     rc = 0;
@@ -312,7 +316,13 @@ int train_loss_outputs(TrainExec *t, LossValue *val, const uint8_t *labels,
         dx[k] = train_grad(t, v);
         xs[k] = train_shape(t, v);
         logits[k] = !loss_output_is_probability(g, k);
-        CHECK(x[k] && dx[k]);
+        if (!x[k] || !dx[k]) {
+            sl_error("loss: graph output %d ('%s') is not a trained "
+                     "activation; the model's outputs must be computed by "
+                     "nodes",
+                     k, g->values[v].name ? g->values[v].name : "?");
+            return ERR_ARG;
+        }
     }
     return loss_deep_supervision(val, dx, x, xs, g->n_outputs, labels,
                                  weights, logits, o);

@@ -89,7 +89,8 @@ void loss_downsample_labels(uint8_t *dst, const uint8_t *src, int64_t batch,
 int loss_deep_supervision(LossValue *val, float *const *dx,
                           const float *const *x, const Shape *const *xs,
                           int n_heads, const uint8_t *labels,
-                          const float *weights, const int *from_logits_per_head,
+                          const float *weights,
+                          const int *from_logits_per_head,
                           const LossOptions *o);
 
 /* Nonzero if graph output k ends in a Softmax over the channel axis (the

@@ -38,7 +38,8 @@ int optim_create(const OptimOptions *o, Optim **out)
     if (!(o->lr >= 0.0f) || !(o->weight_decay >= 0.0f) ||
         !(o->beta1 >= 0.0f && o->beta1 < 1.0f) ||
         !(o->beta2 >= 0.0f && o->beta2 < 1.0f) || !(o->eps >= 0.0f) ||
-        !(o->momentum >= 0.0f) || (o->kind != OPTIM_ADAM && o->kind != OPTIM_SGD)) {
+        !(o->momentum >= 0.0f) ||
+        (o->kind != OPTIM_ADAM && o->kind != OPTIM_SGD)) {
         sl_error("optimiser: invalid options (lr %g, weight decay %g, betas "
                  "%g/%g, momentum %g); use non-negative values, betas < 1",
                  (double)o->lr, (double)o->weight_decay, (double)o->beta1,
@@ -70,9 +71,15 @@ void optim_free(Optim *opt)
     sl_free(opt);
 }
 
-const OptimOptions *optim_options(const Optim *opt) { return &opt->o; }
+const OptimOptions *optim_options(const Optim *opt)
+{
+    return &opt->o;
+}
 
-int optim_n_states(const Optim *opt) { return opt->n_st; }
+int optim_n_states(const Optim *opt)
+{
+    return opt->n_st;
+}
 
 OptimState *optim_state(Optim *opt, int i)
 {

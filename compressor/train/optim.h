@@ -34,8 +34,8 @@ typedef enum { OPTIM_ADAM, OPTIM_SGD } OptimKind;
 
 typedef struct {
     OptimKind kind;
-    float lr;           /* base learning rate (before the schedule) */
-    float weight_decay; /* L2 coefficient added to the gradient */
+    float lr;                /* base learning rate (before the schedule) */
+    float weight_decay;      /* L2 coefficient added to the gradient */
     float beta1, beta2, eps; /* Adam */
     float momentum;          /* SGD */
     int nesterov;            /* SGD */
@@ -45,12 +45,12 @@ typedef struct {
 void optim_options_default(OptimOptions *o, OptimKind kind);
 
 typedef struct {
-    int value;     /* graph value index */
-    Shape shape;   /* the parameter's shape when last stepped or sliced */
+    int value;   /* graph value index */
+    Shape shape; /* the parameter's shape when last stepped or sliced */
     int64_t numel;
-    int64_t step;  /* steps taken */
-    float *m;      /* Adam first moment, or SGD momentum buffer */
-    float *v;      /* Adam second moment (NULL for SGD) */
+    int64_t step; /* steps taken */
+    float *m;     /* Adam first moment, or SGD momentum buffer */
+    float *v;     /* Adam second moment (NULL for SGD) */
 } OptimState;
 
 typedef struct Optim Optim;

@@ -48,8 +48,10 @@ int tensor_slice_apply(float **data, Shape *s, const TensorSlice *ts)
         return ERR_ARG;
     }
     int64_t outer = 1, inner = 1, len = s->d[ts->axis];
-    for (int i = 0; i < ts->axis; i++) outer *= s->d[i];
-    for (int i = ts->axis + 1; i < s->ndim; i++) inner *= s->d[i];
+    for (int i = 0; i < ts->axis; i++)
+        outer *= s->d[i];
+    for (int i = ts->axis + 1; i < s->ndim; i++)
+        inner *= s->d[i];
     float *x = *data;
     for (int64_t o = 0; o < outer; o++)
         for (int j = 0; j < ts->n_keep; j++) {

@@ -15,12 +15,12 @@ struct TrainExec {
     Graph *g;
     Shape in_shape;
     int n_threads;
-    int n_values; /* g->n_values at creation */
-    Shape *shape; /* per value: shape for this input */
-    float **buf;  /* per value: activation buffer (aliases for in-place) */
-    uint8_t *own; /* per value: buf[v] allocated by us (not an alias) */
+    int n_values;  /* g->n_values at creation */
+    Shape *shape;  /* per value: shape for this input */
+    float **buf;   /* per value: activation buffer (aliases for in-place) */
+    uint8_t *own;  /* per value: buf[v] allocated by us (not an alias) */
     uint8_t *gone; /* per value: overwritten in place by a consumer */
-    float **grad; /* per value: gradient buffer or NULL */
+    float **grad;  /* per value: gradient buffer or NULL */
     int64_t *grad_numel;
     float **saved; /* per node: training-forward state for the backward */
     float *scratch;
@@ -92,7 +92,8 @@ static size_t scratch_need(const TrainExec *t)
     omp_set_num_threads(t->n_threads);
     for (int i = 0; i < g->n_nodes; i++) {
         const Node *n = &g->nodes[i];
-        size_t f = op_table[n->op].scratch ? op_table[n->op].scratch(g, n) : 0;
+        size_t f =
+            op_table[n->op].scratch ? op_table[n->op].scratch(g, n) : 0;
         size_t b = backward_table[n->op].scratch
                        ? backward_table[n->op].scratch(g, n)
                        : 0;
@@ -163,8 +164,8 @@ int train_exec_create(Graph *g, const Shape *input, int n_threads,
     t->gone = sl_calloc(nv, 1);
     t->grad = sl_calloc(nv, sizeof *t->grad);
     t->grad_numel = sl_calloc(nv, sizeof *t->grad_numel);
-    t->saved = sl_calloc((size_t)(g->n_nodes ? g->n_nodes : 1),
-                         sizeof *t->saved);
+    t->saved =
+        sl_calloc((size_t)(g->n_nodes ? g->n_nodes : 1), sizeof *t->saved);
     uses = sl_calloc(nv, sizeof *uses);
     if (!t->shape || !t->buf || !t->own || !t->gone || !t->grad ||
         !t->grad_numel || !t->saved || !uses)
@@ -332,9 +333,15 @@ int train_backward(TrainExec *t)
     return 0;
 }
 
-int train_n_params(const TrainExec *t) { return t->n_params; }
+int train_n_params(const TrainExec *t)
+{
+    return t->n_params;
+}
 
-TrainParam *train_params(TrainExec *t) { return t->params; }
+TrainParam *train_params(TrainExec *t)
+{
+    return t->params;
+}
 
 float *train_value(TrainExec *t, int v)
 {
@@ -354,6 +361,12 @@ const Shape *train_shape(const TrainExec *t, int v)
     return &t->shape[v];
 }
 
-const Graph *train_graph(const TrainExec *t) { return t->g; }
+const Graph *train_graph(const TrainExec *t)
+{
+    return t->g;
+}
 
-size_t train_bytes(const TrainExec *t) { return t->bytes; }
+size_t train_bytes(const TrainExec *t)
+{
+    return t->bytes;
+}
