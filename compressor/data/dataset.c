@@ -317,14 +317,22 @@ static int image_cases(const Dataset *ds, const char *sub, char ***out,
             goto fail;
         }
         files[i][cl] = '\0';
-        /* Files are sorted, so a case's modalities are adjacent. */
-        if (nc && strcmp(cases[nc - 1], files[i]) == 0) continue;
         if (!(cases[nc] = sl_strdup(files[i]))) goto fail;
         nc++;
     }
-    /* Truncated names can sort differently from the full file names
-     * ("a_0000" < "a_b_0000" but "a" < "a_b" too; re-sort to be safe). */
+    /* Sort the case names, then drop repeats (one per modality file).
+     * Sorting the full file names is not enough: a case named
+     * "x_0000" sorts between "x_0000.nii.gz" and "x_0001.nii.gz". */
     if (nc) qsort(cases, (size_t)nc, sizeof *cases, cmp_str);
+    int nu = 0;
+    for (int i = 0; i < nc; i++) {
+        if (nu && strcmp(cases[nu - 1], cases[i]) == 0) {
+            sl_free(cases[i]);
+            continue;
+        }
+        cases[nu++] = cases[i];
+    }
+    nc = nu;
     *out = cases;
     *n_out = nc;
     cases = NULL;
