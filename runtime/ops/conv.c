@@ -237,7 +237,7 @@ static void slab_fill(float *slab, const float *xg, const ConvGeom *g,
     const int nzy = sp->nph[0] * sp->nph[1];
     const int rows = g->icg * nzy * s0 * s1;
     const int avx512 = gemm_isa_best() == GEMM_ISA_AVX512;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(gemm_max_threads())
     for (int r = 0; r < rows; r++) {
         int bb = r % s1, a = r / s1 % s0, pzy = r / (s1 * s0) % nzy;
         int ic = r / (s1 * s0 * nzy);

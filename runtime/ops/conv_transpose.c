@@ -93,7 +93,7 @@ static void col2im_tiling_w2(float *yg, const float *col, const float *bg,
 {
     const int OH = g->out[1], OW = g->out[2];
     const int IH = g->in[1], IW = g->in[2];
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(gemm_max_threads())
     for (int oc = 0; oc < g->ocg; oc++) {
         float *yc = yg + (size_t)oc * (size_t)g->out_sp;
         float bias = bg ? bg[oc] : 0.0f;
@@ -128,7 +128,7 @@ static void col2im_chunk(float *yg, const float *col, const float *bg,
 {
     const int OD = g->out[0], OH = g->out[1], OW = g->out[2];
     const int IH = g->in[1], IW = g->in[2];
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(gemm_max_threads())
     for (int oc = 0; oc < g->ocg; oc++) {
         float *yc = yg + (size_t)oc * (size_t)g->out_sp;
         float bias = bg ? bg[oc] : 0.0f;
