@@ -276,6 +276,9 @@ static void slab_fill(float *slab, const float *xg, const ConvGeom *g,
     }
 }
 
+/* y [N,OC,out...], x [N,IC,in...], w [OC,ICg,K...], b [OC] or NULL;
+ * scratch shift_scratch(): slab [ICg * cstride + 64], koff [ICg*K] int32,
+ * GEMM tiles. */
 static void conv_forward_shifted(float *y, const float *x, const float *w,
                                  const float *b, const ConvGeom *g,
                                  const SlabPlan *sp, float *scratch)

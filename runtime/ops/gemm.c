@@ -481,6 +481,8 @@ static void run_tile(const KernInfo *kd, MicroFn fn, int kc, const float *ap,
     }
 }
 
+/* c [m, n] with ldc; a, b: operand sources (gemm_core.h); rowinit [m] or
+ * NULL; pack gemm_pack_floats(m, n, k). */
 void gemm_run(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
               const GemmSrc *b, int m, int n, int k, int accumulate,
               const float *rowinit, float *pack)
@@ -665,6 +667,9 @@ static void shifted_store(float *c, int ldc, const float *t, int ldt,
     }
 }
 
+/* c [m, out positions] with ldc; a: weights source; xb: slab, read at
+ * koff[k] + j; map: product column -> output position; rowinit [m] or
+ * NULL; pack gemm_shifted_pack_floats(k). */
 void gemm_run_shifted(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
                       const float *xb, const int32_t *koff,
                       const ShiftMap *map, int m, int n, int k,
