@@ -41,8 +41,10 @@ static void write_labels(const char *path, const Grid *g, const float *lab)
     assert_non_null(nim);
     int64_t n = g->n[0] * g->n[1] * g->n[2];
     for (int64_t i = 0; i < n; i++) {
-        if (g->dt == NIFTI_TYPE_UINT8) ((uint8_t *)nim->data)[i] = (uint8_t)lab[i];
-        else ((float *)nim->data)[i] = lab[i];
+        if (g->dt == NIFTI_TYPE_UINT8)
+            ((uint8_t *)nim->data)[i] = (uint8_t)lab[i];
+        else
+            ((float *)nim->data)[i] = lab[i];
     }
     nim->pixdim[1] = nim->dx = g->sp[0];
     nim->pixdim[2] = nim->dy = g->sp[1];
@@ -50,7 +52,8 @@ static void write_labels(const char *path, const Grid *g, const float *lab)
     nim->qform_code = 0;
     nim->sform_code = NIFTI_XFORM_SCANNER_ANAT;
     memset(&nim->sto_xyz, 0, sizeof nim->sto_xyz);
-    for (int d = 0; d < 3; d++) nim->sto_xyz.m[d][d] = g->sp[d];
+    for (int d = 0; d < 3; d++)
+        nim->sto_xyz.m[d][d] = g->sp[d];
     nim->sto_xyz.m[0][3] = g->origin_x;
     nim->sto_xyz.m[1][3] = -20;
     nim->sto_xyz.m[2][3] = 7;
@@ -155,7 +158,8 @@ static void test_offset_cubes_anisotropic(void **state)
 {
     (void)state;
     const double sp[3] = {2.0, 0.7, 1.3};
-    for (int axis = 0; axis < 3; axis++) check_offset(axis, sp);
+    for (int axis = 0; axis < 3; axis++)
+        check_offset(axis, sp);
 }
 
 /* ---- brute-force oracle ---- */
@@ -165,7 +169,7 @@ static int boundary(const float *lab, const int64_t n[3], float c, int64_t x,
 {
     int64_t i = (z * n[1] + y) * n[0] + x;
     if (lab[i] != c) return 0;
-    const int64_t d[6][3] = {{-1, 0, 0}, {1, 0, 0}, {0, -1, 0},
+    const int64_t d[6][3] = {{-1, 0, 0}, {1, 0, 0},  {0, -1, 0},
                              {0, 1, 0},  {0, 0, -1}, {0, 0, 1}};
     for (int k = 0; k < 6; k++) {
         int64_t X = x + d[k][0], Y = y + d[k][1], Z = z + d[k][2];
@@ -235,7 +239,8 @@ static void random_labels(TestRng *r, float *lab, const Grid *g)
             for (int d = 0; d < 3; d++) {
                 int m = (int)g->n[d];
                 lo[d] = (int)trng_uniform(r, 0.0f, (float)(m - 2));
-                hi[d] = lo[d] + 1 + (int)trng_uniform(r, 0.0f, (float)(m / 2));
+                hi[d] =
+                    lo[d] + 1 + (int)trng_uniform(r, 0.0f, (float)(m / 2));
                 if (hi[d] > m) hi[d] = m;
             }
             fill_box(lab, g, lo, hi, (float)c);
@@ -273,8 +278,9 @@ static void test_random_vs_bruteforce(void **state)
             if (fabs(dice[c - 1] - want_dice) > 1e-12 ||
                 fabs(hd[c - 1] - want_hd) > 1e-9)
                 fail_msg("trial %d class %d: dice %.17g vs %.17g, hd95 "
-                         "%.17g vs %.17g", trial, c, dice[c - 1], want_dice,
-                         hd[c - 1], want_hd);
+                         "%.17g vs %.17g",
+                         trial, c, dice[c - 1], want_dice, hd[c - 1],
+                         want_hd);
         }
     }
     free(p);
@@ -314,8 +320,10 @@ static void test_empty_rules(void **state)
     size_t len = fread(buf, 1, sizeof buf - 1, f);
     buf[len] = '\0';
     fclose(f);
-    assert_non_null(strstr(buf, "{\"class\": 2, \"dice\": 0, \"hd95_mm\": null"));
-    assert_non_null(strstr(buf, "{\"class\": 3, \"dice\": 1, \"hd95_mm\": 0,"));
+    assert_non_null(
+        strstr(buf, "{\"class\": 2, \"dice\": 0, \"hd95_mm\": null"));
+    assert_non_null(
+        strstr(buf, "{\"class\": 3, \"dice\": 1, \"hd95_mm\": 0,"));
     assert_non_null(strstr(buf, "\"mean_hd95_mm\": null"));
     assert_null(strstr(buf, "inf"));
     /* an existing output is kept unless --force */

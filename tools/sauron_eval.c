@@ -38,14 +38,14 @@
 #include "runtime/nifti_io.h"
 #include "runtime/volume.h"
 
-#define MAX_CLASSES 32767 /* labels are read as int16-range integers */
+#define MAX_CLASSES 32767        /* labels are read as int16-range integers */
 #define INF_D ((double)INFINITY) /* INFINITY is a float constant */
 
 typedef struct {
-    int64_t dim[3];    /* nx, ny, nz */
-    double sp[3];      /* voxel size in mm along i, j, k */
-    double aff[4][4];  /* voxel -> world (sform, else qform, else pixdim) */
-    int16_t *lab;      /* [nz][ny][nx], owned */
+    int64_t dim[3];   /* nx, ny, nz */
+    double sp[3];     /* voxel size in mm along i, j, k */
+    double aff[4][4]; /* voxel -> world (sform, else qform, else pixdim) */
+    int16_t *lab;     /* [nz][ny][nx], owned */
 } LabelMap;
 
 typedef struct {
@@ -57,18 +57,19 @@ typedef struct {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: sauron-eval PRED.nii.gz GT.nii.gz [--classes N]\n"
-            "                   [--csv OUT.csv] [--json OUT.json] [--force]\n"
-            "Dice and HD95 (mm) per class between two label maps on the\n"
-            "same grid (dims, pixdim and voxel-to-world matrix must match).\n"
-            "Classes 1..N-1 are scored (N: --classes, default largest label\n"
-            "+ 1).  HD95: 95th percentile (numpy-style linear interpolation)\n"
-            "of the pooled symmetric distances between the boundary voxels\n"
-            "(6-neighbourhood) of the two masks, using pixdim spacing.\n"
-            "Both masks empty: Dice 1, HD95 0.  One empty: Dice 0, HD95\n"
-            "inf (null in JSON).  Prints a table on stdout; --csv/--json\n"
-            "also write it to files (refusing to overwrite without --force).\n");
+    fprintf(
+        f,
+        "usage: sauron-eval PRED.nii.gz GT.nii.gz [--classes N]\n"
+        "                   [--csv OUT.csv] [--json OUT.json] [--force]\n"
+        "Dice and HD95 (mm) per class between two label maps on the\n"
+        "same grid (dims, pixdim and voxel-to-world matrix must match).\n"
+        "Classes 1..N-1 are scored (N: --classes, default largest label\n"
+        "+ 1).  HD95: 95th percentile (numpy-style linear interpolation)\n"
+        "of the pooled symmetric distances between the boundary voxels\n"
+        "(6-neighbourhood) of the two masks, using pixdim spacing.\n"
+        "Both masks empty: Dice 1, HD95 0.  One empty: Dice 0, HD95\n"
+        "inf (null in JSON).  Prints a table on stdout; --csv/--json\n"
+        "also write it to files (refusing to overwrite without --force).\n");
 }
 
 /* ---- reading ---- */
@@ -78,9 +79,12 @@ static void effective_affine(const nifti_image *h, double aff[4][4])
 {
     for (int r = 0; r < 4; r++)
         for (int c = 0; c < 4; c++) {
-            if (h->sform_code > 0) aff[r][c] = h->sto_xyz.m[r][c];
-            else if (h->qform_code > 0) aff[r][c] = h->qto_xyz.m[r][c];
-            else aff[r][c] = r == c ? (r < 3 ? h->pixdim[r + 1] : 1.0) : 0.0;
+            if (h->sform_code > 0)
+                aff[r][c] = h->sto_xyz.m[r][c];
+            else if (h->qform_code > 0)
+                aff[r][c] = h->qto_xyz.m[r][c];
+            else
+                aff[r][c] = r == c ? (r < 3 ? h->pixdim[r + 1] : 1.0) : 0.0;
         }
 }
 
@@ -92,7 +96,8 @@ static int read_labels(const char *path, LabelMap *m)
     memset(m, 0, sizeof *m);
     if (strchr(path, ',')) {
         sl_error("'%s': file names containing ',' are not supported; "
-                 "rename the file", path);
+                 "rename the file",
+                 path);
         return ERR_ARG;
     }
     rc = nio_read(path, &v, NULL);
@@ -159,10 +164,10 @@ static int same_grid(const LabelMap *a, const char *pa, const LabelMap *b,
     char what[160] = "";
     if (a->dim[0] != b->dim[0] || a->dim[1] != b->dim[1] ||
         a->dim[2] != b->dim[2]) {
-        snprintf(what, sizeof what, "dimensions %lldx%lldx%lld vs %lldx%lldx%lld",
-                 (long long)a->dim[0], (long long)a->dim[1],
-                 (long long)a->dim[2], (long long)b->dim[0],
-                 (long long)b->dim[1], (long long)b->dim[2]);
+        snprintf(
+            what, sizeof what, "dimensions %lldx%lldx%lld vs %lldx%lldx%lld",
+            (long long)a->dim[0], (long long)a->dim[1], (long long)a->dim[2],
+            (long long)b->dim[0], (long long)b->dim[1], (long long)b->dim[2]);
     } else {
         for (int d = 0; d < 3 && !what[0]; d++)
             if (fabs(a->sp[d] - b->sp[d]) > 1e-5 * (a->sp[d] + b->sp[d]))
@@ -173,13 +178,15 @@ static int same_grid(const LabelMap *a, const char *pa, const LabelMap *b,
         for (int r = 0; r < 3 && !what[0]; r++)
             for (int c = 0; c < 4 && !what[0]; c++)
                 if (fabs(a->aff[r][c] - b->aff[r][c]) > 1e-4)
-                    snprintf(what, sizeof what,
-                             "voxel-to-world matrix (row %d col %d: %g vs %g)",
-                             r, c, a->aff[r][c], b->aff[r][c]);
+                    snprintf(
+                        what, sizeof what,
+                        "voxel-to-world matrix (row %d col %d: %g vs %g)", r,
+                        c, a->aff[r][c], b->aff[r][c]);
     }
     if (!what[0]) return SL_OK;
     sl_error("'%s' and '%s' are not on the same grid: %s; resample the "
-             "prediction to the reference grid first", pa, pb, what);
+             "prediction to the reference grid first",
+             pa, pb, what);
     return ERR_SHAPE;
 }
 
@@ -209,13 +216,15 @@ static void edt_line(double *d, const double *f, int64_t n, double sp,
         z[k + 1] = INF_D;
     }
     if (k < 0) {
-        for (int64_t q = 0; q < n; q++) d[q] = INF_D;
+        for (int64_t q = 0; q < n; q++)
+            d[q] = INF_D;
         return;
     }
     int64_t j = 0;
     for (int64_t q = 0; q < n; q++) {
         double xq = (double)q * sp;
-        while (z[j + 1] < xq) j++;
+        while (z[j + 1] < xq)
+            j++;
         double dx = xq - (double)v[j] * sp;
         d[q] = dx * dx + f[v[j]];
     }
@@ -249,10 +258,13 @@ static int edt3(double *g, const int64_t b[3], const double sp[3])
             double *d = f + nmax;
             double *z = d + nmax;
             int64_t *v = (int64_t *)(void *)(z + nmax + 1);
-            int64_t base = (l % b[a1]) * stride[a1] + (l / b[a1]) * stride[a2];
-            for (int64_t q = 0; q < n; q++) f[q] = g[base + q * st];
+            int64_t base =
+                (l % b[a1]) * stride[a1] + (l / b[a1]) * stride[a2];
+            for (int64_t q = 0; q < n; q++)
+                f[q] = g[base + q * st];
             edt_line(d, f, n, sp[ax], v, z);
-            for (int64_t q = 0; q < n; q++) g[base + q * st] = d[q];
+            for (int64_t q = 0; q < n; q++)
+                g[base + q * st] = d[q];
         }
     }
     sl_free(scratch);
@@ -318,7 +330,8 @@ static int hd95(const uint8_t *p, const uint8_t *g, const int64_t dim[3],
             for (int64_t y = 0; y < b[1]; y++)
                 for (int64_t x = 0; x < b[0]; x++)
                     grid[(z * b[1] + y) * b[0] + x] =
-                        is_boundary(site, dim, x + lo[0], y + lo[1], z + lo[2])
+                        is_boundary(site, dim, x + lo[0], y + lo[1],
+                                    z + lo[2])
                             ? 0.0
                             : INF_D;
         rc = edt3(grid, b, sp);
@@ -410,8 +423,10 @@ static void text_add(Text *t, const char *fmt, ...)
 /* %.17g keeps doubles exact for tests and scripts; inf/null per format. */
 static void add_num(Text *t, double x, int json)
 {
-    if (isinf(x)) text_add(t, "%s", json ? "null" : "inf");
-    else text_add(t, "%.17g", x);
+    if (isinf(x))
+        text_add(t, "%s", json ? "null" : "inf");
+    else
+        text_add(t, "%.17g", x);
 }
 
 static void add_json_string(Text *t, const char *s)
@@ -419,9 +434,12 @@ static void add_json_string(Text *t, const char *s)
     text_add(t, "\"");
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') text_add(t, "\\%c", c);
-        else if (c < 0x20) text_add(t, "\\u%04x", c);
-        else text_add(t, "%c", c);
+        if (c == '"' || c == '\\')
+            text_add(t, "\\%c", c);
+        else if (c < 0x20)
+            text_add(t, "\\u%04x", c);
+        else
+            text_add(t, "%c", c);
     }
     text_add(t, "\"");
 }
@@ -510,9 +528,12 @@ static int parse_args(int argc, char **argv, Args *a)
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         int has_val = i + 1 < argc;
-        if (!strcmp(s, "--csv") && has_val) a->csv = argv[++i];
-        else if (!strcmp(s, "--json") && has_val) a->json = argv[++i];
-        else if (!strcmp(s, "--force")) a->force = 1;
+        if (!strcmp(s, "--csv") && has_val)
+            a->csv = argv[++i];
+        else if (!strcmp(s, "--json") && has_val)
+            a->json = argv[++i];
+        else if (!strcmp(s, "--force"))
+            a->force = 1;
         else if (!strcmp(s, "--classes") && has_val) {
             char *end;
             errno = 0;
@@ -525,7 +546,8 @@ static int parse_args(int argc, char **argv, Args *a)
             }
         } else if (s[0] == '-' && s[1]) {
             sl_error("unknown or incomplete option '%s'; see sauron-eval "
-                     "--help", s);
+                     "--help",
+                     s);
             return ERR_ARG;
         } else if (npos == 0) {
             a->pred = s;
@@ -566,7 +588,8 @@ static int run(const Args *a)
     long nc = a->classes ? a->classes : (maxlab + 1 > 2 ? maxlab + 1 : 2);
     if (maxlab >= nc) {
         sl_error("label %d found but --classes is %ld; pass a larger "
-                 "--classes", maxlab, nc);
+                 "--classes",
+                 maxlab, nc);
         rc = ERR_ARG;
         goto fail;
     }
