@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compressor/onnx/onnx_export.h"
 #include "compressor/onnx/onnx_import.h"
 #include "runtime/common.h"
 #include "runtime/sslim.h"
@@ -23,7 +24,8 @@ void compress_usage(FILE *f)
         "usage: sauron-compress [options] in.onnx out.sslim\n"
         "Import a trained U-Net from ONNX, fine-tune and prune it with "
         "Sauron,\n"
-        "and write a slim .sslim model for segment.\n"
+        "and write a slim .sslim model for segment (or, if out ends in "
+        "\".onnx\",\nan ONNX model for any ONNX tool).\n"
         "\n"
         "  --data DIR            training data (nnU-Net raw layout: "
         "dataset.json,\n"
@@ -269,6 +271,18 @@ int compress_fill_meta(Graph *g, const CompressOptions *o)
     const Shape *in = &g->values[g->input].shape;
     const Shape *out = &g->values[g->outputs[0]].shape;
     int rc;
+    /* A Sauron ONNX export comes with its metadata restored: the options
+     * (or their defaults) replace it, as for any other model. */
+    for (int k = 0; m->class_names && k < m->n_classes; k++)
+        sl_free(m->class_names[k]);
+    for (int k = 0; m->modality_names && k < m->n_modalities; k++)
+        sl_free(m->modality_names[k]);
+    sl_free(m->class_names);
+    sl_free(m->modality_names);
+    sl_free(m->normalize);
+    m->class_names = m->modality_names = NULL;
+    m->normalize = NULL;
+    m->n_classes = m->n_modalities = 0;
     if (out->ndim < 2 || out->d[1] < 1 || in->d[1] < 1) {
         sl_error("'%s': output '%s' has no channel dim", o->in_path,
                  g->values[g->outputs[0]].name);
@@ -351,7 +365,14 @@ int compress_run(const CompressOptions *o)
     }
     rc = compress_fill_meta(&g, o);
     if (rc) goto fail;
-    rc = sslim_write(&g, o->out_path, o->force);
+    {
+        /* The writer follows the output's extension. */
+        size_t len = strlen(o->out_path);
+        if (len >= 5 && !strcmp(o->out_path + len - 5, ".onnx"))
+            rc = onnx_export(&g, o->out_path, o->force);
+        else
+            rc = sslim_write(&g, o->out_path, o->force);
+    }
     if (rc) goto fail;
     {
         char sb[64];

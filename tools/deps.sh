@@ -15,14 +15,32 @@ missing=""
 for p in $want; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
-if [ "${1:-build}" = bench ] && ! command -v npm >/dev/null; then
+# Tests compare exported ONNX models with ONNX Runtime (tools/ort_run.js):
+# node and npm from the system, onnxruntime-node into $BUILD/node (the place
+# tools/bench.sh uses; --ignore-scripts: the CPU binaries ship inside the
+# npm package).  SL_NO_ORT=1 skips it (and the tests then skip those checks).
+ORT_VERSION=1.30.0
+NODE_DIR=${BUILD:-build}/node
+if [ "${1:-build}" != build ] && [ "${SL_NO_ORT:-}" != 1 ] && ! command -v npm >/dev/null; then
     command -v node >/dev/null || missing="$missing nodejs"
     missing="$missing npm"
 fi
-[ -z "$missing" ] && exit 0
+install_ort() {
+    [ "${1:-build}" = build ] || [ "${SL_NO_ORT:-}" = 1 ] && return 0
+    [ -f "$NODE_DIR/node_modules/onnxruntime-node/package.json" ] && return 0
+    mkdir -p "$NODE_DIR"
+    [ -f "$NODE_DIR/package.json" ] ||
+        echo '{"name":"sauron-test-peer","private":true}' >"$NODE_DIR/package.json"
+    echo "deps: installing onnxruntime-node@$ORT_VERSION into $NODE_DIR" >&2
+    (cd "$NODE_DIR" && npm install --ignore-scripts --no-audit --no-fund \
+        "onnxruntime-node@$ORT_VERSION" >&2) ||
+        { echo "error: npm install onnxruntime-node failed; the ONNX Runtime tests need it (SL_NO_ORT=1 skips them)" >&2; exit 1; }
+}
+[ -z "$missing" ] && { install_ort "${1:-build}"; exit 0; }
 echo "deps: installing$missing" >&2
 if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; else
     echo "error: missing Debian packages:$missing; run 'make deps' as root" >&2; exit 1
 fi
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >&2
+install_ort "${1:-build}"

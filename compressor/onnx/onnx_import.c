@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "compressor/sha256.h"
+#include "onnx_meta.h"
 #include "onnx_internal.h"
 #include "runtime/common.h"
 
@@ -862,6 +863,9 @@ int onnx_import(const char *path, const OnnxImportOptions *opt, Graph *g)
         rc = graph_infer_shapes(g, &in);
         if (rc) goto fail;
     }
+    /* A Sauron export carries its ModelMeta (absent: nothing changes). */
+    rc = onnx_meta_decode(m, path, g);
+    if (rc) goto fail;
     rc = 0;
 fail:
     if (rc) {

@@ -20,7 +20,9 @@
  * import shape, ties to the first).  Nodes needed by no output are dropped.
  *
  * Metadata filled here: meta.source_sha256, meta.source_name, meta.dims
- * (number of spatial dims).  The rest comes from the caller (CLI).
+ * (number of spatial dims).  The rest comes from the caller (CLI), unless
+ * the file is a Sauron export (onnx_export.h) whose "sauron.*"
+ * metadata_props then restore the whole ModelMeta.
  *
  * Returns 0, or ERR_IO (missing/unreadable file), ERR_FORMAT (not an ONNX
  * model, bad tensor data, a node input nobody produces), ERR_UNSUPPORTED
