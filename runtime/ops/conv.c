@@ -225,7 +225,8 @@ copy_stride2(float *restrict d, const float *restrict src, int n)
 /* slab [ICg][phz][phy][phx][s0][s1][s2] <- phase grids of the zero-padded
  * input for output planes o0 .. o0+zc along sp->sd: grid position c of
  * phase ph in a dim holds padded position c*s + ph, i.e. input position
- * c*s + ph - pad.  xg [ICg, D, H, W] of one (sample, group). */
+ * c*s + ph - pad.  xg [ICg, D, H, W] of one (sample, group).  Called by
+ * every thread of the team (work-shared rows, barrier at the end). */
 static void slab_fill(float *slab, const float *xg, const ConvGeom *g,
                       const SlabPlan *sp, int o0, int zc)
 {
@@ -237,7 +238,7 @@ static void slab_fill(float *slab, const float *xg, const ConvGeom *g,
     const int nzy = sp->nph[0] * sp->nph[1];
     const int rows = g->icg * nzy * s0 * s1;
     const int avx512 = gemm_isa_best() == GEMM_ISA_AVX512;
-#pragma omp parallel for schedule(static) num_threads(gemm_max_threads())
+#pragma omp for schedule(static)
     for (int r = 0; r < rows; r++) {
         int bb = r % s1, a = r / s1 % s0, pzy = r / (s1 * s0) % nzy;
         int ic = r / (s1 * s0 * nzy);
@@ -307,6 +308,11 @@ static void conv_forward_shifted(float *y, const float *x, const float *w,
     CHECK(gemm_shifted_nr() <= 64);
     const int OH = g->out[1], OW = g->out[2];
     const int nsd = g->out[sp->sd];
+    const GemmIsa isa = gemm_isa_best();
+    /* One team for the whole call: per slab, a barrier after the fill
+     * (the GEMM reads the slab) and one after the GEMM (the next fill
+     * overwrites it), instead of a fork and join for each. */
+#pragma omp parallel num_threads(gemm_max_threads())
     for (int n = 0; n < g->n; n++) {
         for (int gr = 0; gr < g->group; gr++) {
             const float *xg = x + ((size_t)n * g->ic + (size_t)gr * g->icg) *
@@ -329,9 +335,9 @@ static void conv_forward_shifted(float *y, const float *x, const float *w,
                                     (int64_t)o0 * OW, 0, OW};
                     ncols = (zc - 1) * sp->s2 + OW;
                 }
-                gemm_run_shifted(gemm_isa_best(), yg, (int)g->out_sp, &as,
-                                 slab, koff, &mp, g->ocg, ncols, kdim,
-                                 b ? b + (size_t)gr * g->ocg : NULL, pack);
+                gemm_shifted_team(isa, yg, (int)g->out_sp, &as, slab, koff,
+                                  &mp, g->ocg, ncols, kdim,
+                                  b ? b + (size_t)gr * g->ocg : NULL, pack);
             }
         }
     }

@@ -669,11 +669,12 @@ static void shifted_store(float *c, int ldc, const float *t, int ldt,
 
 /* c [m, out positions] with ldc; a: weights source; xb: slab, read at
  * koff[k] + j; map: product column -> output position; rowinit [m] or
- * NULL; pack gemm_shifted_pack_floats(k). */
-void gemm_run_shifted(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
-                      const float *xb, const int32_t *koff,
-                      const ShiftMap *map, int m, int n, int k,
-                      const float *rowinit, float *pack)
+ * NULL; pack gemm_shifted_pack_floats(k).  Called by every thread of the
+ * current team (work-shared tiles, one barrier at the end). */
+void gemm_shifted_team(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
+                       const float *xb, const int32_t *koff,
+                       const ShiftMap *map, int m, int n, int k,
+                       const float *rowinit, float *pack)
 {
     CHECK(gemm_shifted_available(isa));
     if (m <= 0 || n <= 0 || k <= 0) return;
@@ -684,7 +685,7 @@ void gemm_run_shifted(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
         m <= 16 && round_up(m, narrow->mr) - m < round_up(m, wide->mr) - m
             ? narrow : wide;
     const int mr = sk->mr, nr = sk->nr;
-    const int nthr = gemm_max_threads();
+    const int nthr = omp_get_num_threads();
     int mc = min_i(round_up(m, mr), GEMM_MC);
     int nc = min_i(round_up(n, nr), SHIFTED_NC);
     int tm = (m + mc - 1) / mc, tn = (n + nc - 1) / nc;
@@ -704,7 +705,6 @@ void gemm_run_shifted(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
     const size_t a_off = shifted_a_floats(k);
     float *base = (float *)(((uintptr_t)pack + 63) & ~(uintptr_t)63);
 
-#pragma omp parallel num_threads(ntiles < nthr ? ntiles : nthr)
     {
         float *pa = base + (size_t)omp_get_thread_num() * per;
         float *ct = pa + a_off; /* [mc rounded to MR][SHIFTED_NC] */
@@ -749,6 +749,15 @@ void gemm_run_shifted(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
                               j0, ncur, mcur, rowinit ? rowinit + i0 : NULL);
         }
     }
+}
+
+void gemm_run_shifted(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
+                      const float *xb, const int32_t *koff,
+                      const ShiftMap *map, int m, int n, int k,
+                      const float *rowinit, float *pack)
+{
+#pragma omp parallel num_threads(gemm_max_threads())
+    gemm_shifted_team(isa, c, ldc, a, xb, koff, map, m, n, k, rowinit, pack);
 }
 
 /* ---- public entry points ---- */

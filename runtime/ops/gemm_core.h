@@ -83,6 +83,13 @@ void gemm_run_shifted(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
                       const float *xb, const int32_t *koff,
                       const ShiftMap *map, int m, int n, int k,
                       const float *rowinit, float *pack);
+/* The same, work-shared by the calling team: every thread of an enclosing
+ * parallel region calls it with the same arguments (fewer fork/joins when
+ * a caller runs several in a row). */
+void gemm_shifted_team(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
+                       const float *xb, const int32_t *koff,
+                       const ShiftMap *map, int m, int n, int k,
+                       const float *rowinit, float *pack);
 
 /* Threads gemm_run uses: min(omp_get_max_threads(), processors).  Pack
  * buffers are sized for all processors, so scratch sized under one
