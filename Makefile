@@ -38,8 +38,10 @@ GRAD_SRC = compressor/grad/conv_grad.c compressor/grad/conv_transpose_grad.c com
 CMP_SRC += compressor/train/slice.c compressor/train/backward_table.c compressor/train/train_exec.c compressor/train/loss.c compressor/train/optim.c
 CMP_SRC += compressor/sauron/groups.c compressor/sauron/surgery.c
 CMP_SRC += compressor/sauron/distance.c compressor/sauron/threshold.c
+CMP_SRC += compressor/sauron/pruner.c compressor/sauron/report.c
 CMP_SRC += compressor/onnx/onnx_export.c compressor/onnx/onnx_meta.c
 CMP_SRC += compressor/data/json.c compressor/data/dataset.c compressor/data/split.c compressor/data/sampler.c compressor/data/augment.c compressor/data/prefetch.c
+CMP_SRC += compressor/train/checkpoint.c compressor/train/trainer.c compressor/train/trainer_eval.c compressor/train/trainer_report.c
 GEN_SRC = $(BUILD)/gen/onnx.pb-c.c
 
 BINS = segment sauron-compress sauron-inspect sauron-run sauron-eval
@@ -49,6 +51,7 @@ TESTS += test_sauron
 TESTS += test_data test_sampler
 TESTS += test_train test_loss_optim
 TESTS += test_surgery
+TESTS += test_pruner test_sauron_cli
 TESTS += test_onnx_export
 
 RT_OBJ  = $(RT_SRC:%.c=$(BUILD)/obj/%.o)

@@ -93,6 +93,7 @@ typedef struct {
     double val_fraction; /* SPLIT_DEFAULT_VAL_FRAC by default; 0: none */
     int augment;         /* 1: augment_defaults; 0: no augmentation */
     int resume;          /* continue from RUN/checkpoint.sslck */
+    int force;           /* start over in a run folder holding one */
     int quiet;           /* 1: no per-epoch stderr lines */
     /* Settings of the caller (e.g. the pruning flags) that a resume must
      * match, "key=value" lines; NULL if none.  Compared line by line. */
@@ -100,7 +101,8 @@ typedef struct {
 } TrainConfig;
 
 /* epochs 1, iters 250, batch 2, Adam defaults, no clipping, seed 0, all
- * threads, automatic patch, val 0.2, augmentation on, no resume. */
+ * threads, automatic patch, val 0.2, augmentation on, no resume, no
+ * force. */
 void trainer_config_default(TrainConfig *c);
 
 typedef struct {

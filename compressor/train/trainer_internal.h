@@ -1,0 +1,54 @@
+/* Private to compressor/train/trainer*.c: the Trainer itself, and the
+ * validation and report helpers shared by its files. */
+#ifndef SL_TRAIN_TRAINER_INTERNAL_H
+#define SL_TRAIN_TRAINER_INTERNAL_H
+
+#include <stdint.h>
+
+#include "compressor/train/trainer.h"
+
+struct Trainer {
+    Graph *g;
+    Dataset *ds;
+    TrainConfig cfg;
+    TrainHooks hooks;
+    char *run_dir;  /* owned copy */
+    char *settings; /* owned "key=value" lines a resume must match */
+    DataSplit split;
+    int have_split;
+    Sampler train_s, val_s; /* val_s: unaugmented, over val (or train) */
+    int have_train_s, have_val_s;
+    Batch calib;
+    int have_calib;
+    Shape in_shape;  /* [B, C, sp...] training input */
+    int64_t P[3];    /* patch, tensor order */
+    int64_t V[3];    /* 2D validation input size (covers every slice) */
+    TrainExec *te;
+    Optim *opt;
+    LossOptions lo;
+    EpochStats *hist; /* [epochs + 1] */
+    int n_hist;
+    int epoch;      /* epochs completed */
+    int cur_epoch;  /* epoch being run (for trainer_mark_best) */
+    int best_epoch; /* -1: none */
+    uint8_t *best;  /* .sslim bytes of the best network (owned) */
+    size_t best_n;
+    float *bn_save; /* BatchNorm running statistics (calibration) */
+    size_t bn_save_n;
+};
+
+/* trainer_eval.c */
+/* Validation over the split's validation cases (see trainer.h). */
+int trainer_eval_val(Trainer *t, EpochStats *st);
+
+/* trainer_report.c */
+/* One stderr line for st (unless quiet). */
+void trainer_print_epoch(const Trainer *t, const EpochStats *st);
+/* Rewrite RUN/epochs.csv and RUN/epochs.jsonl from the history. */
+int trainer_write_reports(const Trainer *t);
+/* RUN/summary.txt at the end of the run. */
+int trainer_write_summary(const Trainer *t, double seconds);
+/* "RUN/name" (caller sl_frees), NULL on out of memory. */
+char *trainer_path(const Trainer *t, const char *name);
+
+#endif

@@ -1,0 +1,233 @@
+/* Training reports: the stderr line per epoch, RUN/epochs.csv and
+ * RUN/epochs.jsonl (rewritten from the history each epoch, so a resumed
+ * run never repeats or loses a line), RUN/summary.txt. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compressor/data/json.h"
+#include "compressor/train/trainer_internal.h"
+#include "runtime/common.h"
+
+void trainer_print_epoch(const Trainer *t, const EpochStats *st)
+{
+    if (t->cfg.quiet) return;
+    fprintf(stderr, "epoch %d/%d", st->epoch, t->cfg.epochs);
+    if (st->epoch == 0)
+        fprintf(stderr, " (imported model)");
+    else
+        fprintf(stderr, "  lr %.3g  train %.4f", st->lr, st->train_loss);
+    fprintf(stderr, "  val %.4f  dice", st->val_loss);
+    for (int k = 1; k < st->n_classes; k++)
+        fprintf(stderr, " %s %.4f", t->ds->class_names[k], st->val_dice[k]);
+    fprintf(stderr, "  %.1f s", st->seconds);
+    if (st->epoch > 0)
+        fprintf(stderr, " (%.3f s/step, data wait %.2f s)", st->step_seconds,
+                st->data_wait);
+    fprintf(stderr, "\n");
+}
+
+/* CSV-safe: class names come from dataset.json and may hold anything. */
+static void csv_name(FILE *f, const char *s)
+{
+    for (; *s; s++)
+        fputc(*s == ',' || *s == '"' || *s == '\n' || *s == '\r' ? '_' : *s,
+              f);
+}
+
+/* JSON has no NaN: absent values are null. */
+static void json_num(FILE *f, double x)
+{
+    if (isfinite(x))
+        fprintf(f, "%.9g", x);
+    else
+        fprintf(f, "null");
+}
+
+static void csv_num(FILE *f, double x)
+{
+    if (isfinite(x))
+        fprintf(f, "%.9g", x);
+    else
+        fprintf(f, "nan");
+}
+
+static void write_csv(const Trainer *t, FILE *f)
+{
+    const Dataset *ds = t->ds;
+    fprintf(f, "epoch,lr,train_loss,train_extra,val_loss");
+    for (int k = 0; k < ds->n_classes; k++) {
+        fprintf(f, ",dice_");
+        csv_name(f, ds->class_names[k]);
+    }
+    fprintf(f, ",dice_mean,seconds,step_seconds,data_wait,flops,params");
+    for (int k = 0; k < t->hooks.n_columns; k++) {
+        fputc(',', f);
+        csv_name(f, t->hooks.column_name(t->hooks.ctx, k));
+    }
+    fputc('\n', f);
+    for (int i = 0; i < t->n_hist; i++) {
+        const EpochStats *s = &t->hist[i];
+        fprintf(f, "%d,", s->epoch);
+        csv_num(f, s->lr);
+        fputc(',', f);
+        csv_num(f, s->train_loss);
+        fputc(',', f);
+        csv_num(f, s->train_extra);
+        fputc(',', f);
+        csv_num(f, s->val_loss);
+        for (int k = 0; k < ds->n_classes; k++) {
+            fputc(',', f);
+            csv_num(f, k < s->n_classes ? s->val_dice[k] : (double)NAN);
+        }
+        fputc(',', f);
+        csv_num(f, s->val_dice_mean);
+        fprintf(f, ",%.3f,%.5f,%.3f,%lld,%lld", s->seconds, s->step_seconds,
+                s->data_wait, (long long)s->flops, (long long)s->params);
+        for (int k = 0; k < s->n_columns; k++) {
+            fputc(',', f);
+            csv_num(f, s->columns[k]);
+        }
+        fputc('\n', f);
+    }
+}
+
+static void write_jsonl(const Trainer *t, FILE *f)
+{
+    const Dataset *ds = t->ds;
+    for (int i = 0; i < t->n_hist; i++) {
+        const EpochStats *s = &t->hist[i];
+        fprintf(f, "{\"epoch\": %d, \"lr\": ", s->epoch);
+        json_num(f, s->lr);
+        fprintf(f, ", \"train_loss\": ");
+        json_num(f, s->epoch ? s->train_loss : (double)NAN);
+        fprintf(f, ", \"train_extra\": ");
+        json_num(f, s->epoch ? s->train_extra : (double)NAN);
+        fprintf(f, ", \"val_loss\": ");
+        json_num(f, s->val_loss);
+        fprintf(f, ", \"dice\": {");
+        for (int k = 0; k < ds->n_classes; k++) {
+            fprintf(f, "%s", k ? ", " : "");
+            json_write_string(f, ds->class_names[k]);
+            fprintf(f, ": ");
+            json_num(f, k < s->n_classes ? s->val_dice[k] : (double)NAN);
+        }
+        fprintf(f, "}, \"dice_mean\": ");
+        json_num(f, s->val_dice_mean);
+        fprintf(f,
+                ", \"seconds\": %.3f, \"step_seconds\": %.5f, \"data_wait\": "
+                "%.3f, \"flops\": %lld, \"params\": %lld",
+                s->seconds, s->step_seconds, s->data_wait,
+                (long long)s->flops, (long long)s->params);
+        for (int k = 0; k < s->n_columns; k++) {
+            fprintf(f, ", ");
+            json_write_string(f, t->hooks.column_name(t->hooks.ctx, k));
+            fprintf(f, ": ");
+            json_num(f, s->columns[k]);
+        }
+        fprintf(f, "}\n");
+    }
+}
+
+/* Write what fn prints into RUN/name atomically. */
+static int write_text(const Trainer *t, const char *name,
+                      void (*fn)(const Trainer *, FILE *))
+{
+    char *text = NULL, *path = NULL;
+    size_t len = 0;
+    int rc = ERR_NOMEM;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) goto fail;
+    fn(t, f);
+    if (fclose(f)) goto fail;
+    path = trainer_path(t, name);
+    if (!path) goto fail;
+    rc = sl_write_file_atomic(path, text, len, 1);
+fail:
+    if (rc == ERR_NOMEM) sl_error("out of memory writing the %s report", name);
+    free(text);
+    sl_free(path);
+    return rc;
+}
+
+int trainer_write_reports(const Trainer *t)
+{
+    int rc = write_text(t, "epochs.csv", write_csv);
+    if (rc) return rc;
+    return write_text(t, "epochs.jsonl", write_jsonl);
+}
+
+/* The summary needs the run time, which write_text's callback cannot
+ * take: it is passed through this small struct instead of a global. */
+typedef struct {
+    const Trainer *t;
+    double seconds;
+} SummaryArgs;
+
+static void write_summary_to(const SummaryArgs *a, FILE *f)
+{
+    const Trainer *t = a->t;
+    const Dataset *ds = t->ds;
+    const EpochStats *first = &t->hist[0], *last = &t->hist[t->n_hist - 1];
+    const ModelMeta *m = &t->g->meta;
+    fprintf(f, "Sauron training run\n\n");
+    fprintf(f, "model:        %s (%dD)\n",
+            m->source_name ? m->source_name : "?", m->dims);
+    fprintf(f, "dataset:      %s (%d training cases: %d train, %d val)\n",
+            ds->dir, ds->n_cases, t->split.n_train, t->split.n_val);
+    fprintf(f, "epochs:       %d x %d iterations, batch %d, patch "
+               "%lldx%lldx%lld\n",
+            t->cfg.epochs, t->cfg.iters_per_epoch, t->cfg.batch,
+            (long long)t->P[0], (long long)t->P[1], (long long)t->P[2]);
+    fprintf(f, "optimiser:    %s, lr %g (polynomial decay), weight decay "
+               "%g, clip %g\n",
+            t->cfg.optim.kind == OPTIM_ADAM ? "adam" : "sgd-nesterov",
+            (double)t->cfg.optim.lr, (double)t->cfg.optim.weight_decay,
+            t->cfg.clip_grad);
+    fprintf(f, "seed:         %llu\n", (unsigned long long)t->cfg.seed);
+    fprintf(f, "validation:   %s\n",
+            t->g->meta.dims == 2
+                ? "every slice (at most 64 per case) of each val case"
+                : "2 fixed patches per val case");
+    fprintf(f, "calibration:  batch 0 of the unaugmented %s sampler\n",
+            t->split.n_val ? "validation" : "training");
+    fprintf(f, "\n%-12s %12s %12s\n", "", "imported", "final");
+    fprintf(f, "%-12s %12.4f %12.4f\n", "val loss", first->val_loss,
+            last->val_loss);
+    for (int k = 1; k < ds->n_classes; k++)
+        fprintf(f, "%-12.12s %12.4f %12.4f\n", ds->class_names[k],
+                first->val_dice[k], last->val_dice[k]);
+    fprintf(f, "%-12s %12.4f %12.4f\n", "dice mean", first->val_dice_mean,
+            last->val_dice_mean);
+    fprintf(f, "%-12s %12lld %12lld\n", "parameters", (long long)first->params,
+            (long long)last->params);
+    fprintf(f, "%-12s %12lld %12lld\n", "FLOPs/batch", (long long)first->flops,
+            (long long)last->flops);
+    if (t->best_epoch >= 0)
+        fprintf(f, "\nresult: the network of epoch %d (marked best)\n",
+                t->best_epoch);
+    else
+        fprintf(f, "\nresult: the network after epoch %d\n", last->epoch);
+    fprintf(f, "wall time of this invocation: %.1f s\n", a->seconds);
+}
+
+int trainer_write_summary(const Trainer *t, double seconds)
+{
+    SummaryArgs a = {t, seconds};
+    char *text = NULL, *path = NULL;
+    size_t len = 0;
+    int rc = ERR_NOMEM;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) goto fail;
+    write_summary_to(&a, f);
+    if (fclose(f)) goto fail;
+    path = trainer_path(t, "summary.txt");
+    if (!path) goto fail;
+    rc = sl_write_file_atomic(path, text, len, 1);
+fail:
+    if (rc == ERR_NOMEM) sl_error("out of memory writing the summary");
+    free(text);
+    sl_free(path);
+    return rc;
+}
