@@ -1,0 +1,778 @@
+/* Sauron pruning during fine-tuning (pruner.h): regulariser hook, pruning
+ * step on the calibration batch, best model within the Dice margin,
+ * checkpoint of the pruner's state. */
+#include <math.h>
+#include <string.h>
+
+#include "compressor/sauron/distance.h"
+#include "compressor/sauron/pruner.h"
+#include "compressor/sauron/surgery.h"
+#include "runtime/common.h"
+#include "runtime/sslim.h"
+
+#define PRUNER_MAGIC "SLPRUNR1"
+#define PRUNER_VERSION 1u
+
+struct Pruner {
+    Graph *g; /* borrowed: the graph being trained */
+    PrunerConfig cfg;
+    int epochs;
+    PruneGroups pg;
+    int n;         /* Sauron points */
+    int *pidx;     /* [n] index into pg.points */
+    int *channels0; /* [n] channels at import */
+    SauronSched sched;
+    uint64_t rng; /* reference draws (splitmix64 state) */
+    /* calibration batch and its executor (rebuilt after surgery) */
+    float *cal_x;
+    Shape cal_shape;
+    TrainExec *cal;
+    /* grow-only work buffers for the regulariser */
+    void *saved;
+    size_t saved_bytes;
+    float *scratch;
+    size_t scratch_floats;
+    int64_t flops0, params0;
+    int started;
+    Graph best; /* copy of the best model (best_kind 1) */
+    int best_kind; /* 0 none, 1 the copy, 2 the current graph */
+    int best_epoch;
+    double last_reg;
+};
+
+void pruner_config_default(PrunerConfig *c)
+{
+    memset(c, 0, sizeof *c);
+    c->lambda = 0.5;
+    c->sf = 2;
+    c->prune_every = 0;
+    c->keep_head_input = 0;
+    c->seed = 0x5a0e0;
+    c->n_threads = 0;
+    sauron_sched_defaults(&c->sched);
+}
+
+int pruner_config_check(const PrunerConfig *c)
+{
+    if (!(c->lambda >= 0 && c->lambda <= 100)) {
+        sl_error("--lambda %g is out of range: give a value in [0, 100] "
+                 "(default 0.5)",
+                 c->lambda);
+        return ERR_ARG;
+    }
+    if (c->sf < 1 || c->sf > 16) {
+        sl_error("--sf %d is out of range: give an integer in [1, 16] "
+                 "(default 2)",
+                 c->sf);
+        return ERR_ARG;
+    }
+    if (c->prune_every < 0) {
+        sl_error("--prune-every %d is out of range: give 0 (epoch ends "
+                 "only) or a number of iterations >= 1",
+                 c->prune_every);
+        return ERR_ARG;
+    }
+    if (c->prune_every > 0 && c->sched.kind == SAURON_SCHED_PAPER) {
+        sl_error("--prune-every works with the budgeted schedule only: the "
+                 "paper's schedule prunes at epoch ends (drop one of the two "
+                 "flags)");
+        return ERR_ARG;
+    }
+    return sauron_sched_config_check(&c->sched);
+}
+
+/* Point k feeds a class head: one of its uses is the head's convolution. */
+static int feeds_head(const PruneGroups *pg, int k)
+{
+    const PrunePoint *pt = &pg->points[k];
+    for (int u = 0; u < pt->n_uses; u++) {
+        if (pt->uses[u].kind != PRUNE_USE_CONV &&
+            pt->uses[u].kind != PRUNE_USE_CONV_T)
+            continue;
+        for (int h = 0; h < pg->n_points; h++)
+            if (pg->points[h].head && pg->points[h].conv == pt->uses[u].node)
+                return 1;
+    }
+    return 0;
+}
+
+/* Which points are Sauron points: prunable, and with keep_head_input not
+ * in a group that feeds a head.  Fills p->pidx (room for pg.n_points). */
+static int select_points(Pruner *p)
+{
+    const PruneGroups *pg = &p->pg;
+    int n = 0;
+    for (int k = 0; k < pg->n_points; k++) {
+        if (!pg->points[k].prunable) continue;
+        int skip = 0;
+        for (int j = 0; p->cfg.keep_head_input && j < pg->n_points; j++)
+            if (pg->points[j].group == pg->points[k].group &&
+                feeds_head(pg, j))
+                skip = 1;
+        if (!skip) p->pidx[n++] = k;
+    }
+    return n;
+}
+
+int pruner_create(Graph *g, const PrunerConfig *cfg, int epochs,
+                  Pruner **out)
+{
+    *out = NULL;
+    int rc = pruner_config_check(cfg);
+    if (rc) return rc;
+    Pruner *p = sl_calloc(1, sizeof *p);
+    if (!p) goto nomem;
+    p->g = g;
+    p->cfg = *cfg;
+    p->epochs = epochs;
+    p->rng = cfg->seed;
+    p->best_epoch = -1;
+    graph_init(&p->best);
+    rc = sauron_find_groups(g, &p->pg);
+    if (rc) goto fail;
+    int np = p->pg.n_points > 0 ? p->pg.n_points : 1;
+    p->pidx = sl_alloc((size_t)np * sizeof(int));
+    p->channels0 = sl_alloc((size_t)np * sizeof(int));
+    if (!p->pidx || !p->channels0) goto nomem;
+    p->n = select_points(p);
+    if (p->n == 0) {
+        const char *why = "the graph has no convolution";
+        for (int k = 0; k < p->pg.n_points; k++)
+            if (!p->pg.points[k].head) {
+                why = p->pg.points[k].prunable ? "they feed a class head "
+                                                 "(--keep-head-input)"
+                                               : p->pg.points[k].reason;
+                break;
+            }
+        sl_error("the model has no prunable point (%d convolution outputs, "
+                 "e.g. %s): Sauron cannot shrink it; pass --allow-unpruned "
+                 "to fine-tune and write it unpruned, or --no-prune",
+                 p->pg.n_points, why);
+        rc = ERR_UNSUPPORTED;
+        goto fail;
+    }
+    for (int i = 0; i < p->n; i++)
+        p->channels0[i] = p->pg.points[p->pidx[i]].channels;
+    rc = sauron_sched_init(&p->sched, &cfg->sched, p->n, p->channels0, epochs,
+                           NAN);
+    if (rc) goto fail;
+    p->params0 = graph_params(g);
+    *out = p;
+    return 0;
+nomem:
+    sl_error("out of memory setting up Sauron pruning");
+    rc = ERR_NOMEM;
+fail:
+    pruner_free(p);
+    return rc;
+}
+
+void pruner_free(Pruner *p)
+{
+    if (!p) return;
+    sauron_groups_free(&p->pg);
+    sauron_sched_free(&p->sched);
+    train_exec_free(p->cal);
+    graph_free(&p->best);
+    sl_free(p->pidx);
+    sl_free(p->channels0);
+    sl_free(p->cal_x);
+    sl_free(p->saved);
+    sl_free(p->scratch);
+    sl_free(p);
+}
+
+int pruner_set_calibration(Pruner *p, const float *x, const Shape *xs)
+{
+    int64_t n = shape_numel(xs);
+    float *c = sl_alloc((size_t)n * sizeof(float));
+    if (!c) {
+        sl_error("out of memory for the Sauron calibration batch");
+        return ERR_NOMEM;
+    }
+    memcpy(c, x, (size_t)n * sizeof(float));
+    sl_free(p->cal_x);
+    p->cal_x = c;
+    p->cal_shape = *xs;
+    train_exec_free(p->cal);
+    p->cal = NULL;
+    if (!p->started) p->flops0 = pruner_flops(p);
+    return 0;
+}
+
+int64_t pruner_graph_flops(const Pruner *p, Graph *g)
+{
+    if (!p->cal_x) return 0;
+    Shape s = p->cal_shape;
+    s.d[0] = 1;
+    int q = sl_error_is_quiet();
+    sl_error_quiet(1);
+    int rc = graph_infer_shapes(g, &s);
+    sl_error_quiet(q);
+    return rc ? -1 : graph_flops(g);
+}
+
+int64_t pruner_flops(Pruner *p) { return pruner_graph_flops(p, p->g); }
+
+/* Keep the current graph as the best model. */
+static int keep_best(Pruner *p, int epoch)
+{
+    Graph c;
+    graph_init(&c);
+    if (graph_clone(&c, p->g)) {
+        sl_error("out of memory keeping the best model of epoch %d", epoch);
+        return ERR_NOMEM;
+    }
+    graph_free(&p->best);
+    p->best = c;
+    p->best_kind = 1;
+    p->best_epoch = epoch;
+    return 0;
+}
+
+int pruner_start(Pruner *p, double dice_imported)
+{
+    p->sched.dice_ref = dice_imported;
+    p->started = 1;
+    if (isnan(dice_imported)) {
+        /* no validation data: no margin to respect, the last model wins */
+        p->best_kind = 2;
+        p->best_epoch = 0;
+        return 0;
+    }
+    sauron_best_within_margin(&p->sched.best, 0, dice_imported,
+                              (double)pruner_flops(p), dice_imported,
+                              &p->sched.cfg);
+    return keep_best(p, 0);
+}
+
+static int grow(void **buf, size_t *have, size_t want)
+{
+    if (*have >= want && *buf) return 0;
+    void *b = sl_alloc(want ? want : 1);
+    if (!b) return ERR_NOMEM;
+    sl_free(*buf);
+    *buf = b;
+    *have = want;
+    return 0;
+}
+
+int pruner_regularize(Pruner *p, TrainExec *t, double *reg)
+{
+    *reg = 0;
+    if (p->cfg.lambda == 0) return 0;
+    double total = 0;
+    float scale = (float)(p->cfg.lambda / p->n);
+    for (int i = 0; i < p->n; i++) {
+        int v = p->pg.points[p->pidx[i]].value;
+        const float *F = train_value(t, v);
+        float *dF = train_grad(t, v);
+        const Shape *fs = train_shape(t, v);
+        const char *name = p->g->values[v].name;
+        if (!F || !dF) {
+            sl_error("Sauron point %s: its activation is not kept by the "
+                     "training executor (overwritten in place); this graph "
+                     "cannot be regularised",
+                     name);
+            return ERR_UNSUPPORTED;
+        }
+        int rc = sauron_dist_check(fs, p->cfg.sf, name);
+        if (rc) return rc;
+        size_t sb = sauron_opt_saved_bytes(fs, p->cfg.sf);
+        size_t sc = sauron_opt_backward_scratch_floats(fs, p->cfg.sf);
+        size_t scb = p->scratch_floats * sizeof(float);
+        if (grow(&p->saved, &p->saved_bytes, sb) ||
+            grow((void **)&p->scratch, &scb, sc * sizeof(float))) {
+            sl_error("out of memory for the Sauron regulariser at %s", name);
+            return ERR_NOMEM;
+        }
+        p->scratch_floats = scb / sizeof(float);
+        SauronOptSaved sv;
+        sauron_opt_saved_carve(&sv, p->saved, fs, p->cfg.sf);
+        total += sauron_opt_forward(&sv, F, fs, p->cfg.sf);
+        sauron_opt_backward(dF, &sv, fs, p->cfg.sf, scale, p->scratch);
+    }
+    *reg = p->cfg.lambda * total / p->n;
+    p->last_reg = *reg;
+    return 0;
+}
+
+int pruner_wants_step(const Pruner *p, int it, int iters)
+{
+    return p->cfg.prune_every > 0 && it < iters &&
+           it % p->cfg.prune_every == 0;
+}
+
+int pruner_end_epoch(Pruner *p, int epoch, double train_loss, double dice)
+{
+    int rc = sauron_sched_end_epoch(&p->sched, train_loss, dice);
+    if (rc) return rc;
+    if (p->best_kind == 2 || isnan(p->sched.dice_ref)) {
+        p->best_kind = 2;
+        p->best_epoch = epoch;
+        return 0;
+    }
+    if (sauron_best_within_margin(&p->sched.best, epoch, dice,
+                                  (double)pruner_flops(p), p->sched.dice_ref,
+                                  &p->sched.cfg))
+        return keep_best(p, epoch);
+    return 0;
+}
+
+/* Copy (save = 1) or restore (0) every BatchNorm's running mean and
+ * variance to/from buf, which has room for all of them (or count them
+ * with buf NULL).  The calibration forward runs in training mode, which
+ * updates them; the run must not depend on how often it calibrates. */
+static size_t bn_stats(Graph *g, float *buf, int save)
+{
+    size_t off = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const Node *n = &g->nodes[i];
+        if (n->op != OP_BATCH_NORM) continue;
+        for (int k = 3; k <= 4 && k < n->n_in; k++) {
+            Value *v = &g->values[n->in[k]];
+            size_t c = (size_t)shape_numel(&v->shape);
+            if (buf && save) memcpy(buf + off, v->data, c * sizeof(float));
+            if (buf && !save) memcpy(v->data, buf + off, c * sizeof(float));
+            off += c;
+        }
+    }
+    return off;
+}
+
+/* Forward the calibration batch through the pruner's executor. */
+static int calibrate(Pruner *p)
+{
+    int rc;
+    float *bn = NULL;
+    if (!p->cal_x) {
+        sl_error("Sauron: no calibration batch was set (internal: call "
+                 "pruner_set_calibration)");
+        return ERR_ARG;
+    }
+    if (!p->cal) {
+        rc = train_exec_create(p->g, &p->cal_shape, p->cfg.n_threads,
+                               &p->cal);
+        if (rc) return rc;
+    }
+    size_t nbn = bn_stats(p->g, NULL, 1);
+    bn = sl_alloc((nbn ? nbn : 1) * sizeof(float));
+    if (!bn) {
+        sl_error("out of memory for the calibration forward");
+        return ERR_NOMEM;
+    }
+    bn_stats(p->g, bn, 1);
+    rc = train_forward(p->cal, p->cal_x);
+    bn_stats(p->g, bn, 0);
+    sl_free(bn);
+    return rc;
+}
+
+/* Removal lists for every group of Sauron points: reference drawn per
+ * group, channels that are candidates in every tied point.  req[] gets
+ * one request per group with something to remove; rem is room for the
+ * indices (sum of the points' channels). */
+static int build_requests(Pruner *p, TrainExec *cal, PruneRequest *req, int *n_req, int *rem,
+                          float *e, int *cand, uint8_t *mask, float *scr)
+{
+    const PruneGroups *pg = &p->pg;
+    int nr = 0, used = 0;
+    for (int i = 0; i < p->n; i++) {
+        const PrunePoint *pt = &pg->points[p->pidx[i]];
+        int first = 1; /* first Sauron point of its group */
+        for (int j = 0; j < i; j++)
+            if (pg->points[p->pidx[j]].group == pt->group) first = 0;
+        if (!first || !pt->prunable || pt->channels <= 1) continue;
+        int C = pt->channels;
+        int r = sauron_draw_reference(&p->rng, C);
+        memset(mask, 1, (size_t)C);
+        mask[r] = 0;
+        for (int j = i; j < p->n; j++) {
+            const PrunePoint *q = &pg->points[p->pidx[j]];
+            if (q->group != pt->group) continue;
+            const float *F = train_value(cal, q->value);
+            const Shape *fs = train_shape(cal, q->value);
+            if (!F) {
+                sl_error("Sauron point %s: activation not kept by the "
+                         "calibration executor",
+                         p->g->values[q->value].name);
+                return ERR_UNSUPPORTED;
+            }
+            CHECK(fs->d[1] == C);
+            int rc = sauron_dist_check(fs, p->cfg.sf,
+                                       p->g->values[q->value].name);
+            if (rc) return rc;
+            sauron_prune_distance(e, F, fs, p->cfg.sf, r, scr);
+            int nc = sauron_prune_candidates(cand, e, C, r,
+                                             (float)p->sched.pt[j].tau);
+            uint8_t *hit = mask; /* AND with this point's candidates */
+            int k = 0;
+            for (int c = 0; c < C; c++) {
+                int is = k < nc && cand[k] == c;
+                if (is) k++;
+                hit[c] = (uint8_t)(hit[c] && is);
+            }
+        }
+        int m = 0;
+        for (int c = 0; c < C; c++)
+            if (mask[c]) rem[used + m++] = c;
+        if (m == 0) continue;
+        req[nr].point = p->pidx[i];
+        req[nr].n_remove = m;
+        req[nr].remove = rem + used;
+        used += m;
+        nr++;
+    }
+    *n_req = nr;
+    return 0;
+}
+
+int pruner_decide(Pruner *p, double progress, int *now)
+{
+    *now = 0;
+    sauron_sched_update(&p->sched, progress, now);
+    return 0;
+}
+
+int pruner_apply(Pruner *p, TrainExec *cal, Optim *opt, double progress,
+                 int *changed)
+{
+    *changed = 0;
+    PruneRequest *req = NULL;
+    int *rem = NULL, *cand = NULL;
+    float *e = NULL, *scr = NULL;
+    uint8_t *mask = NULL;
+    TensorSlice *slices = NULL;
+    int n_slices = 0, n_req = 0, rc;
+    size_t tot = 0, cmax = 1, smax = 1;
+    for (int i = 0; i < p->n; i++) {
+        const PrunePoint *pt = &p->pg.points[p->pidx[i]];
+        const Shape *fs = train_shape(cal, pt->value);
+        tot += (size_t)pt->channels;
+        if ((size_t)pt->channels > cmax) cmax = (size_t)pt->channels;
+        size_t s = sauron_prune_scratch_floats(fs, p->cfg.sf);
+        if (s > smax) smax = s;
+    }
+    rc = ERR_NOMEM;
+    req = sl_alloc((size_t)p->n * sizeof *req);
+    rem = sl_alloc(tot * sizeof(int));
+    cand = sl_alloc(cmax * sizeof(int));
+    e = sl_alloc(cmax * sizeof(float));
+    mask = sl_alloc(cmax);
+    scr = sl_alloc(smax * sizeof(float));
+    if (!req || !rem || !cand || !e || !mask || !scr) {
+        sl_error("out of memory in the Sauron pruning step");
+        goto fail;
+    }
+    rc = build_requests(p, cal, req, &n_req, rem, e, cand, mask, scr);
+    if (rc) goto fail;
+    if (n_req > 0) {
+        rc = sauron_prune_batch(p->g, &p->pg, req, n_req, &slices,
+                                &n_slices);
+        if (rc) goto fail;
+        if (opt && slices) {
+            rc = optim_slice_all(opt, slices, n_slices);
+            CHECK(rc == 0); /* the surgery's own slices, valid by design */
+        }
+        sauron_groups_free(&p->pg);
+        rc = sauron_find_groups(p->g, &p->pg);
+        if (rc) goto fail;
+        train_exec_free(p->cal);
+        p->cal = NULL;
+        *changed = 1;
+    }
+    for (int i = 0; i < p->n; i++) {
+        rc = sauron_sched_record(&p->sched, i, progress,
+                                 p->pg.points[p->pidx[i]].channels);
+        if (rc) goto fail;
+    }
+    rc = 0;
+fail:
+    sl_free(slices);
+    sl_free(req);
+    sl_free(rem);
+    sl_free(cand);
+    sl_free(e);
+    sl_free(mask);
+    sl_free(scr);
+    return rc;
+}
+
+int pruner_step(Pruner *p, Optim *opt, double progress, int *changed)
+{
+    *changed = 0;
+    int now = 0;
+    int rc = pruner_decide(p, progress, &now);
+    if (rc || !now) return rc;
+    rc = calibrate(p);
+    if (rc) return rc;
+    return pruner_apply(p, p->cal, opt, progress, changed);
+}
+
+int pruner_n_points(const Pruner *p) { return p->n; }
+int pruner_point_value(const Pruner *p, int i)
+{
+    return p->pg.points[p->pidx[i]].value;
+}
+int pruner_point_node(const Pruner *p, int i)
+{
+    return p->pg.points[p->pidx[i]].conv;
+}
+int pruner_point_channels(const Pruner *p, int i)
+{
+    return p->pg.points[p->pidx[i]].channels;
+}
+int pruner_point_channels0(const Pruner *p, int i)
+{
+    return p->channels0[i];
+}
+double pruner_point_tau(const Pruner *p, int i) { return p->sched.pt[i].tau; }
+const SauronSched *pruner_sched(const Pruner *p) { return &p->sched; }
+const PruneGroups *pruner_groups(const Pruner *p) { return &p->pg; }
+int64_t pruner_flops0(const Pruner *p) { return p->flops0; }
+int64_t pruner_params0(const Pruner *p) { return p->params0; }
+const Graph *pruner_best(const Pruner *p)
+{
+    if (p->best_kind == 1) return &p->best;
+    if (p->best_kind == 2) return p->g;
+    return NULL;
+}
+int pruner_best_epoch(const Pruner *p) { return p->best_epoch; }
+double pruner_last_reg(const Pruner *p) { return p->last_reg; }
+
+/* ---- checkpoint ---- */
+
+static void put32(uint8_t **w, uint32_t v)
+{
+    sl_wr32(*w, v);
+    *w += 4;
+}
+static void put64(uint8_t **w, uint64_t v)
+{
+    sl_wr64(*w, v);
+    *w += 8;
+}
+static void putf(uint8_t **w, double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, 8);
+    put64(w, u);
+}
+
+int pruner_save(const Pruner *p, uint8_t **buf, size_t *len)
+{
+    *buf = NULL;
+    *len = 0;
+    uint8_t *model = NULL, *out = NULL;
+    size_t mlen = 0;
+    int rc;
+    if (p->best_kind == 1) {
+        rc = sslim_encode(&p->best, &model, &mlen);
+        if (rc) return rc;
+    }
+    size_t slen = sauron_sched_save_size(&p->sched);
+    size_t head = 8 + 4 + 8 + 4 * 4 + 8 + 8 + 8 + 8 + 4 + (size_t)p->n * 8 +
+                  4 + 4 + 8;
+    size_t total = head + mlen + 8 + slen + 4;
+    out = sl_alloc(total);
+    if (!out) {
+        sl_free(model);
+        sl_error("out of memory saving the Sauron pruner state");
+        return ERR_NOMEM;
+    }
+    uint8_t *w = out;
+    memcpy(w, PRUNER_MAGIC, 8);
+    w += 8;
+    put32(&w, PRUNER_VERSION);
+    putf(&w, p->cfg.lambda);
+    put32(&w, (uint32_t)p->cfg.sf);
+    put32(&w, (uint32_t)p->cfg.prune_every);
+    put32(&w, (uint32_t)p->cfg.keep_head_input);
+    put32(&w, (uint32_t)p->started);
+    put64(&w, p->cfg.seed);
+    put64(&w, p->rng);
+    put64(&w, (uint64_t)p->flops0);
+    put64(&w, (uint64_t)p->params0);
+    put32(&w, (uint32_t)p->n);
+    for (int i = 0; i < p->n; i++) {
+        put32(&w, (uint32_t)p->pidx[i]);
+        put32(&w, (uint32_t)p->channels0[i]);
+    }
+    put32(&w, (uint32_t)p->best_kind);
+    put32(&w, (uint32_t)p->best_epoch);
+    put64(&w, mlen);
+    if (mlen) memcpy(w, model, mlen);
+    w += mlen;
+    put64(&w, slen);
+    sauron_sched_save(&p->sched, w, slen);
+    w += slen;
+    put32(&w, sl_crc32(0, out, (size_t)(w - out)));
+    CHECK((size_t)(w - out) == total);
+    sl_free(model);
+    *buf = out;
+    *len = total;
+    return 0;
+}
+
+typedef struct {
+    const uint8_t *b;
+    size_t n, len;
+    int bad;
+} Rd;
+
+static const uint8_t *take(Rd *r, size_t k)
+{
+    if (r->bad || r->len - r->n < k) {
+        r->bad = 1;
+        return NULL;
+    }
+    const uint8_t *q = r->b + r->n;
+    r->n += k;
+    return q;
+}
+static uint32_t get32(Rd *r)
+{
+    const uint8_t *q = take(r, 4);
+    return q ? sl_rd32(q) : 0;
+}
+static uint64_t get64(Rd *r)
+{
+    const uint8_t *q = take(r, 8);
+    return q ? sl_rd64(q) : 0;
+}
+static double getf(Rd *r)
+{
+    uint64_t u = get64(r);
+    double d;
+    memcpy(&d, &u, 8);
+    return d;
+}
+
+int pruner_load(Pruner *p, const uint8_t *buf, size_t len, const char *what)
+{
+    Rd r = {buf, 0, len, 0};
+    Graph best;
+    graph_init(&best);
+    SauronSched s;
+    memset(&s, 0, sizeof s);
+    int rc = ERR_FORMAT;
+    const char *diff = NULL;
+    if (len < 16 || memcmp(buf, PRUNER_MAGIC, 8) != 0) {
+        sl_error("%s: not a Sauron pruner state (bad magic); start the run "
+                 "again without --resume",
+                 what);
+        return ERR_FORMAT;
+    }
+    if (sl_crc32(0, buf, len - 4) != sl_rd32(buf + len - 4)) {
+        sl_error("%s: Sauron pruner state is corrupt (checksum); start the "
+                 "run again without --resume",
+                 what);
+        return ERR_FORMAT;
+    }
+    r.len = len - 4;
+    take(&r, 8);
+    if (get32(&r) != PRUNER_VERSION) {
+        sl_error("%s: Sauron pruner state of another version; start the run "
+                 "again without --resume",
+                 what);
+        return ERR_FORMAT;
+    }
+    double lambda = getf(&r);
+    int sf = (int)get32(&r);
+    int every = (int)get32(&r);
+    int keep = (int)get32(&r);
+    int started = (int)get32(&r);
+    uint64_t seed = get64(&r);
+    uint64_t rng = get64(&r);
+    int64_t flops0 = (int64_t)get64(&r);
+    int64_t params0 = (int64_t)get64(&r);
+    int n = (int)get32(&r);
+    if (r.bad) goto corrupt;
+    if (lambda != p->cfg.lambda) diff = "--lambda";
+    else if (sf != p->cfg.sf) diff = "--sf";
+    else if (every != p->cfg.prune_every) diff = "--prune-every";
+    else if (keep != p->cfg.keep_head_input) diff = "--keep-head-input";
+    else if (seed != p->cfg.seed) diff = "--seed";
+    else if (n < 1 || n > p->pg.n_points) diff = "the model (prunable points)";
+    if (diff) {
+        sl_error("%s: the run being resumed used other settings (%s "
+                 "differs); resume with the same flags and model, or start "
+                 "again without --resume",
+                 what, diff);
+        return ERR_ARG;
+    }
+    int *pidx = sl_alloc((size_t)n * sizeof(int));
+    int *ch0 = sl_alloc((size_t)n * sizeof(int));
+    if (!pidx || !ch0) {
+        sl_free(pidx);
+        sl_free(ch0);
+        sl_error("out of memory loading the Sauron pruner state");
+        return ERR_NOMEM;
+    }
+    for (int i = 0; i < n; i++) {
+        pidx[i] = (int)get32(&r);
+        ch0[i] = (int)get32(&r);
+        if (!r.bad && (pidx[i] < 0 || pidx[i] >= p->pg.n_points ||
+                       p->pg.points[pidx[i]].head ||
+                       (i > 0 && pidx[i] <= pidx[i - 1]) ||
+                       p->pg.points[pidx[i]].channels > ch0[i]))
+            diff = "the model (its points do not match the checkpoint)";
+    }
+    int best_kind = (int)get32(&r);
+    int best_epoch = (int)get32(&r);
+    uint64_t mlen = get64(&r);
+    const uint8_t *mb = take(&r, (size_t)mlen);
+    if (r.bad || best_kind < 0 || best_kind > 2 ||
+        (best_kind == 1) != (mlen > 0))
+        goto corrupt_free;
+    if (diff) {
+        sl_error("%s: the run being resumed was on another model (%s); "
+                 "resume with the same model or start again without "
+                 "--resume",
+                 what, diff);
+        rc = ERR_ARG;
+        goto free_lists;
+    }
+    if (mlen) {
+        rc = sslim_decode(mb, (size_t)mlen, what, &best);
+        if (rc) goto free_lists;
+    }
+    uint64_t slen = get64(&r);
+    const uint8_t *sb = take(&r, (size_t)slen);
+    if (r.bad || r.n != r.len) goto corrupt_free;
+    rc = sauron_sched_load(&s, sb, (size_t)slen, &p->cfg.sched, p->epochs, n,
+                           what);
+    if (rc) goto free_lists;
+    /* commit */
+    sauron_sched_free(&p->sched);
+    p->sched = s;
+    graph_free(&p->best);
+    p->best = best;
+    p->best_kind = best_kind;
+    p->best_epoch = best_epoch;
+    sl_free(p->pidx);
+    sl_free(p->channels0);
+    p->pidx = pidx;
+    p->channels0 = ch0;
+    p->n = n;
+    p->rng = rng;
+    p->flops0 = flops0;
+    p->params0 = params0;
+    p->started = started;
+    return 0;
+corrupt_free:
+    rc = ERR_FORMAT;
+    sl_error("%s: Sauron pruner state is truncated or corrupt; start the run "
+             "again without --resume",
+             what);
+free_lists:
+    graph_free(&best);
+    sl_free(pidx);
+    sl_free(ch0);
+    return rc;
+corrupt:
+    sl_error("%s: Sauron pruner state is truncated or corrupt; start the run "
+             "again without --resume",
+             what);
+    return ERR_FORMAT;
+}

@@ -1,0 +1,162 @@
+/* Sauron pruning during fine-tuning: the piece the training loop calls.
+ *
+ * It ties together the channel groups (groups.h), the distances
+ * (distance.h), the schedule (threshold.h), the surgery (surgery.h) and
+ * the optimiser state (optim.h).  One Pruner per run, on the graph being
+ * trained.  The loop, per threshold.h's protocol:
+ *
+ *   pruner_create(&p, g, &cfg, epochs);
+ *   pruner_set_calibration(p, batch, &shape);      // fixed, seeded batch
+ *   pruner_start(p, dice_of_imported);             // epoch 0 = imported
+ *   for e = 1..E:
+ *       for each iteration it of iters:
+ *           train_zero_grads; train_forward; loss into the output grads
+ *           pruner_regularize(p, t, &reg);         // lambda * R, grads
+ *           train_backward; optim_step
+ *           if (pruner_wants_step(p, e, it + 1, iters))   // --prune-every
+ *               pruner_step(p, opt, progress, &changed); rebuild if changed
+ *       validate -> dice
+ *       pruner_end_epoch(p, e, train_loss, dice);  // history, best model
+ *       pruner_step(p, opt, e, &changed);          // prune; rebuild t
+ *       checkpoint: the graph, the optimiser and pruner_save()
+ *   write pruner_best(p) (the best model within the Dice margin)
+ *
+ * Sauron points: the points that are prunable in the imported graph
+ * (sauron_find_groups; class heads never are), fixed for the run and
+ * numbered 0..n-1 in node order.  The regulariser's lambda is divided by
+ * their number, so heads do not dilute it; a point pruned down to one
+ * channel stays a Sauron point (its term is 0 and it is not pruned again).
+ *
+ * Calibration: delta_prune is computed on one fixed batch (the caller
+ * chooses it: validation data when there is any) run through a training
+ * executor of the pruner's own, in training mode as the reference code
+ * does; BatchNorm running statistics are restored afterwards, so the
+ * calibration forward leaves no trace in the weights.  Add-tied points
+ * share one reference channel (drawn from the run's seeded splitmix64
+ * state) and lose the channels that are candidates in EVERY tied point.
+ *
+ * Errors: 0 or ERR_* with one sl_error line.  A failed pruner_step leaves
+ * the graph unchanged (the surgery checks everything first).
+ */
+#ifndef SL_SAURON_PRUNER_H
+#define SL_SAURON_PRUNER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "compressor/sauron/groups.h"
+#include "compressor/sauron/threshold.h"
+#include "compressor/train/optim.h"
+#include "compressor/train/train_exec.h"
+#include "runtime/graph.h"
+
+typedef struct {
+    double lambda;   /* regulariser weight (0.5), --lambda */
+    int sf;          /* pooling factor in both distances (2), --sf */
+    int prune_every; /* also prune every N iterations (budget only); 0 */
+    int keep_head_input; /* 1: points feeding a class head are not Sauron
+                            points (SAURON.md: protects Dice); 0 */
+    uint64_t seed;   /* reference-channel draws */
+    int n_threads;   /* calibration executor; <= 0 all cores */
+    SauronSchedConfig sched;
+} PrunerConfig;
+
+void pruner_config_default(PrunerConfig *c);
+/* 0 or ERR_ARG naming the flag and its range (--lambda, --sf,
+ * --prune-every, the schedule's flags). */
+int pruner_config_check(const PrunerConfig *c);
+
+typedef struct Pruner Pruner;
+
+/* g: the graph being trained (borrowed; outlives the pruner), validated,
+ * weights present.  epochs: the run's --epochs.  Returns 0, ERR_ARG (bad
+ * config), ERR_UNSUPPORTED (no prunable point: the message says so and
+ * names the reasons of the first points), ERR_NOMEM. */
+int pruner_create(Graph *g, const PrunerConfig *cfg, int epochs,
+                  Pruner **out);
+void pruner_free(Pruner *p);
+
+/* The fixed calibration batch [B, C, sp...] (copied).  Also the shape
+ * FLOPs are counted for, per sample (batch 1). */
+int pruner_set_calibration(Pruner *p, const float *x, const Shape *xs);
+
+/* Validation Dice of the imported model (NaN if there is no validation
+ * data): the reference of the Dice guard; the imported graph becomes the
+ * best model of epoch 0 (a copy is kept).  Call once, before epoch 1 (not
+ * after pruner_load, which restores it). */
+int pruner_start(Pruner *p, double dice_imported);
+
+/* After train_forward and the loss, before train_backward: adds
+ * lambda / n * d delta_opt / dF into the grad of every Sauron point's
+ * activation F and sets *reg = lambda * mean of the points' terms (the
+ * value added to the loss).  Returns 0, ERR_UNSUPPORTED (a point's
+ * activation was overwritten in place by the executor) or ERR_NOMEM. */
+int pruner_regularize(Pruner *p, TrainExec *t, double *reg);
+
+/* 1 when --prune-every N asks for a pruning step after iteration it
+ * (1-based) of iters in epoch e (never at the epoch's end: that one is
+ * pruner_step after pruner_end_epoch). */
+int pruner_wants_step(const Pruner *p, int it, int iters);
+
+/* Epoch e ended with this training loss (segmentation + regulariser) and
+ * validation Dice (NaN if none): appended to the schedule's history; if
+ * this network is the best within the Dice margin, a copy is kept. */
+int pruner_end_epoch(Pruner *p, int epoch, double train_loss, double dice);
+
+/* One pruning step at progress (epochs done, fractional inside an epoch):
+ * the schedule moves the thresholds and decides; if it prunes, delta_prune
+ * on the calibration batch per group, surgery on the graph, the same
+ * slices on opt's state (opt may be NULL), new groups.  *changed = 1 when
+ * channels were removed: the caller's executors are then stale (free and
+ * create them again).  Returns 0 or ERR_*. */
+int pruner_step(Pruner *p, Optim *opt, double progress, int *changed);
+
+/* pruner_step in two halves, for a loop that runs the calibration forward
+ * itself (the trainer's trainer_calib_forward): pruner_decide moves the
+ * thresholds and sets *now; only if *now, the caller forwards the
+ * calibration batch through cal (training mode, BatchNorm statistics
+ * restored) and calls pruner_apply with the same progress.  cal must be
+ * an executor of the current graph holding that forward's activations. */
+int pruner_decide(Pruner *p, double progress, int *now);
+int pruner_apply(Pruner *p, TrainExec *cal, Optim *opt, double progress,
+                 int *changed);
+
+/* ---- state for reports ---- */
+int pruner_n_points(const Pruner *p);
+/* Sauron point i: its graph value, producer node, current channels,
+ * channels at import, current threshold. */
+int pruner_point_value(const Pruner *p, int i);
+int pruner_point_node(const Pruner *p, int i);
+int pruner_point_channels(const Pruner *p, int i);
+int pruner_point_channels0(const Pruner *p, int i);
+double pruner_point_tau(const Pruner *p, int i);
+const SauronSched *pruner_sched(const Pruner *p);
+const PruneGroups *pruner_groups(const Pruner *p);
+/* FLOPs and parameters of the current graph for one calibration sample
+ * (pruner_set_calibration first), and of the imported graph. */
+int64_t pruner_flops(Pruner *p);
+int64_t pruner_flops0(const Pruner *p);
+/* FLOPs of any graph (e.g. the best model) for one calibration sample;
+ * re-infers its activation shapes.  -1 on a shape error. */
+int64_t pruner_graph_flops(const Pruner *p, Graph *g);
+int64_t pruner_params0(const Pruner *p);
+/* Best model within the margin (or NULL before pruner_start) and its
+ * epoch (0: the imported model). */
+const Graph *pruner_best(const Pruner *p);
+int pruner_best_epoch(const Pruner *p);
+/* Last regulariser value and the mean seconds it took per call. */
+double pruner_last_reg(const Pruner *p);
+
+/* ---- checkpoint ----
+ * Blob "SLPRUNR1": version, the settings (lambda, sf, prune_every,
+ * keep_head_input, seed), the reference RNG state, the imported FLOPs and
+ * params and channels, the best model (.sslim bytes) and the schedule
+ * (threshold.h).  The graph's own weights are the caller's to save.
+ * pruner_load is called on a pruner created (with the same config) on the
+ * graph restored from the checkpoint; it refuses (ERR_ARG, naming the
+ * first difference) a blob saved with other settings or for another
+ * model, ERR_FORMAT for a corrupt one.  `what` names the file. */
+int pruner_save(const Pruner *p, uint8_t **buf, size_t *len);
+int pruner_load(Pruner *p, const uint8_t *buf, size_t len, const char *what);
+
+#endif
