@@ -663,6 +663,14 @@ int pruner_load(Pruner *p, const uint8_t *buf, size_t len, const char *what)
                  what);
         return ERR_FORMAT;
     }
+    /* the caller may have replaced the graph (resume): new groups */
+    PruneGroups ng;
+    rc = sauron_find_groups(p->g, &ng);
+    if (rc) return rc;
+    sauron_groups_free(&p->pg);
+    p->pg = ng;
+    train_exec_free(p->cal);
+    p->cal = NULL;
     if (sl_crc32(0, buf, len - 4) != sl_rd32(buf + len - 4)) {
         sl_error("%s: Sauron pruner state is corrupt (checksum); start the "
                  "run again without --resume",

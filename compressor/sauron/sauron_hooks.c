@@ -1,0 +1,249 @@
+/* Sauron pruning as trainer hooks (sauron_hooks.h). */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "compressor/sauron/sauron_hooks.h"
+#include "runtime/common.h"
+
+#define NAME_LEN 96
+
+struct SauronHooks {
+    Graph *g;
+    Pruner *p;
+    SauronReport *rep;
+    ReportInfo info;
+    int n_cols;
+    char (*names)[NAME_LEN]; /* [n_cols] report column names */
+};
+
+Pruner *sauron_hooks_pruner(SauronHooks *h) { return h->p; }
+
+const char *sauron_settings_lines(const PrunerConfig *c, char *buf,
+                                  size_t len)
+{
+    const SauronSchedConfig *s = &c->sched;
+    snprintf(buf, len,
+             "sauron.lambda=%.17g\nsauron.sf=%d\nsauron.schedule=%s\n"
+             "sauron.tau_max=%.17g\nsauron.kappa=%d\nsauron.rho=%d\n"
+             "sauron.mu=%.17g\nsauron.max_dice_drop=%.17g\n"
+             "sauron.prune_every=%d\nsauron.keep_head_input=%d\n",
+             c->lambda, c->sf,
+             s->kind == SAURON_SCHED_PAPER ? "paper" : "budget", s->tau_max,
+             s->kappa, s->rho, s->mu, s->max_dice_drop, c->prune_every,
+             c->keep_head_input);
+    return buf;
+}
+
+static void batch_shape(const Batch *b, Shape *s)
+{
+    memset(s, 0, sizeof *s);
+    s->d[0] = b->B;
+    s->d[1] = b->C;
+    if (b->dims == 2) {
+        s->ndim = 4;
+        s->d[2] = b->P[1];
+        s->d[3] = b->P[2];
+    } else {
+        s->ndim = 5;
+        s->d[2] = b->P[0];
+        s->d[3] = b->P[1];
+        s->d[4] = b->P[2];
+    }
+}
+
+static void fill_row(ReportEpoch *r, const EpochStats *st)
+{
+    memset(r, 0, sizeof *r);
+    r->epoch = st->epoch;
+    r->seconds = st->seconds;
+    r->lr = st->lr;
+    r->train_loss = st->train_loss;
+    r->reg = st->train_extra;
+    r->val_loss = st->val_loss;
+    r->dice = st->val_dice_mean;
+    r->n_classes = st->n_classes;
+    r->dice_class = st->val_dice;
+}
+
+static int hk_begin(void *ctx, Trainer *t)
+{
+    SauronHooks *h = ctx;
+    const Batch *cb = trainer_calib_batch(t);
+    Shape cs;
+    batch_shape(cb, &cs);
+    int rc = pruner_set_calibration(h->p, cb->x, &cs);
+    if (rc) return rc;
+    int n = 0;
+    const EpochStats *hist = trainer_history(t, &n);
+    int resume = trainer_config(t)->resume;
+    if (!resume) {
+        rc = pruner_start(h->p, n > 0 ? hist[0].val_dice_mean : (double)NAN);
+        /* the imported network is the fallback result */
+        if (!rc && n > 0 && !isnan(hist[0].val_dice_mean))
+            rc = trainer_mark_best(t);
+        if (rc) return rc;
+    }
+    rc = report_open(&h->rep, trainer_run_dir(t), h->p, h->g, &h->info,
+                     resume ? n - 1 : -1, NULL);
+    if (rc) return rc;
+    if (!resume && n > 0) {
+        ReportEpoch r;
+        fill_row(&r, &hist[0]);
+        rc = report_epoch(h->rep, h->p, h->g, &r);
+    }
+    return rc;
+}
+
+static int hk_after_forward(void *ctx, Trainer *t, TrainExec *te,
+                            const Batch *b, double *extra)
+{
+    SauronHooks *h = ctx;
+    (void)t;
+    (void)b;
+    return pruner_regularize(h->p, te, extra);
+}
+
+/* decide, calibration forward, apply: 1 if the graph changed */
+static int prune_now(SauronHooks *h, Trainer *t, double progress)
+{
+    int now = 0, changed = 0;
+    int rc = pruner_decide(h->p, progress, &now);
+    if (rc || !now) return rc;
+    if ((rc = trainer_calib_forward(t))) return rc;
+    rc = pruner_apply(h->p, trainer_exec(t), trainer_optim(t), progress,
+                      &changed);
+    return rc ? rc : changed;
+}
+
+static int hk_after_step(void *ctx, Trainer *t, int epoch, int it)
+{
+    SauronHooks *h = ctx;
+    int iters = trainer_config(t)->iters_per_epoch;
+    if (!pruner_wants_step(h->p, it + 1, iters)) return 0;
+    return prune_now(h, t, epoch - 1 + (double)(it + 1) / iters);
+}
+
+static int hk_end_of_epoch(void *ctx, Trainer *t, int epoch,
+                           const EpochStats *st)
+{
+    SauronHooks *h = ctx;
+    int rc = pruner_end_epoch(h->p, epoch, st->train_loss, st->val_dice_mean);
+    if (rc) return rc;
+    if (pruner_best_epoch(h->p) == epoch && pruner_best(h->p) != h->g &&
+        (rc = trainer_mark_best(t)))
+        return rc;
+    int changed = prune_now(h, t, epoch);
+    if (changed < 0) return changed;
+    ReportEpoch r;
+    fill_row(&r, st);
+    rc = report_epoch(h->rep, h->p, h->g, &r);
+    return rc ? rc : changed;
+}
+
+static const char *hk_column_name(void *ctx, int k)
+{
+    SauronHooks *h = ctx;
+    return h->names[k];
+}
+
+static int hk_columns(void *ctx, Trainer *t, int epoch, double *v)
+{
+    SauronHooks *h = ctx;
+    (void)t;
+    (void)epoch;
+    int np = pruner_n_points(h->p), tot = 0;
+    for (int i = 0; i < np; i++) {
+        v[1 + i] = pruner_point_channels(h->p, i);
+        v[1 + np + i] = pruner_point_tau(h->p, i);
+        tot += pruner_point_channels(h->p, i);
+    }
+    v[0] = tot;
+    return 0;
+}
+
+static int hk_save(void *ctx, uint8_t **blob, size_t *n)
+{
+    SauronHooks *h = ctx;
+    return pruner_save(h->p, blob, n);
+}
+
+static int hk_load(void *ctx, const uint8_t *blob, size_t n)
+{
+    SauronHooks *h = ctx;
+    return pruner_load(h->p, blob, n, "checkpoint.sslck (Sauron state)");
+}
+
+int sauron_hooks_create(SauronHooks **out, Graph *g, const PrunerConfig *cfg,
+                        int epochs, const ReportInfo *info, TrainHooks *hooks)
+{
+    *out = NULL;
+    memset(hooks, 0, sizeof *hooks);
+    SauronHooks *h = sl_calloc(1, sizeof *h);
+    if (!h) {
+        sl_error("out of memory setting up Sauron pruning");
+        return ERR_NOMEM;
+    }
+    h->g = g;
+    h->info = *info;
+    int rc = pruner_create(g, cfg, epochs, &h->p);
+    if (rc) goto fail;
+    int np = pruner_n_points(h->p);
+    h->n_cols = 1 + 2 * np;
+    if (h->n_cols > TRAINER_MAX_COLUMNS) h->n_cols = 1; /* totals only */
+    h->names = sl_calloc((size_t)h->n_cols, sizeof *h->names);
+    if (!h->names) {
+        sl_error("out of memory setting up Sauron pruning");
+        rc = ERR_NOMEM;
+        goto fail;
+    }
+    snprintf(h->names[0], NAME_LEN, "channels");
+    for (int i = 0; h->n_cols > 1 && i < np; i++) {
+        const char *nm = g->nodes[pruner_point_node(h->p, i)].name;
+        char clean[NAME_LEN - 8];
+        size_t k = 0;
+        for (; nm && nm[k] && k + 1 < sizeof clean; k++)
+            clean[k] = (nm[k] == ',' || nm[k] == '"' || nm[k] < ' ')
+                           ? '_'
+                           : nm[k];
+        clean[k] = 0;
+        snprintf(h->names[1 + i], NAME_LEN, "ch_%s", clean);
+        snprintf(h->names[1 + np + i], NAME_LEN, "tau_%s", clean);
+    }
+    hooks->ctx = h;
+    hooks->begin = hk_begin;
+    hooks->after_forward = hk_after_forward;
+    hooks->after_step = hk_after_step;
+    hooks->end_of_epoch = hk_end_of_epoch;
+    hooks->n_columns = h->n_cols;
+    hooks->column_name = hk_column_name;
+    hooks->columns = hk_columns;
+    hooks->save = hk_save;
+    hooks->load = hk_load;
+    *out = h;
+    return 0;
+fail:
+    sauron_hooks_free(h);
+    return rc;
+}
+
+int sauron_hooks_finish(SauronHooks *h, Trainer *t)
+{
+    int n = 0;
+    const EpochStats *hist = trainer_history(t, &n);
+    int be = trainer_best_epoch(t);
+    if (be < 0) be = n - 1;
+    double before = n > 0 ? hist[0].val_dice_mean : (double)NAN;
+    double after = be >= 0 && be < n ? hist[be].val_dice_mean : (double)NAN;
+    if (!h->rep) return 0;
+    return report_summary(h->rep, h->p, trainer_graph(t), be, before, after);
+}
+
+void sauron_hooks_free(SauronHooks *h)
+{
+    if (!h) return;
+    report_close(h->rep);
+    pruner_free(h->p);
+    sl_free(h->names);
+    sl_free(h);
+}

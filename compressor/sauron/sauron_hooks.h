@@ -1,0 +1,44 @@
+/* Sauron plugged into the trainer (compressor/train/trainer.h TrainHooks):
+ * the regulariser after every forward, pruning at epoch ends (and every
+ * --prune-every N iterations), the best model within the Dice margin
+ * marked with trainer_mark_best, report columns (channels and tau per
+ * point), the pruner's checkpoint blob, and the run report files
+ * (compressor/sauron/report.h).
+ *
+ *   SauronHooks *sh; TrainHooks hooks;
+ *   sauron_hooks_create(&sh, g, &pcfg, epochs, &info, &hooks);
+ *   trainer_create(&t, g, ds, &tcfg, &hooks); trainer_run(t);
+ *   sauron_hooks_finish(sh, t);    // summary for the model left in g
+ *   sauron_hooks_free(sh);
+ *
+ * The calibration batch is the trainer's (trainer_calib_batch: validation
+ * data when there is any), forwarded through the trainer's executor.
+ */
+#ifndef SL_SAURON_HOOKS_H
+#define SL_SAURON_HOOKS_H
+
+#include "compressor/sauron/pruner.h"
+#include "compressor/sauron/report.h"
+#include "compressor/train/trainer.h"
+
+typedef struct SauronHooks SauronHooks;
+
+/* g: the imported graph the trainer will train.  info is copied (its
+ * strings must outlive the hooks).  Fills *hooks (ctx = the SauronHooks).
+ * Returns 0 or the pruner_create codes (ERR_UNSUPPORTED: no prunable
+ * point, message printed). */
+int sauron_hooks_create(SauronHooks **out, Graph *g, const PrunerConfig *cfg,
+                        int epochs, const ReportInfo *info, TrainHooks *hooks);
+/* After a successful trainer_run: summary files for the model the trainer
+ * left in its graph (the best one within the margin). */
+int sauron_hooks_finish(SauronHooks *h, Trainer *t);
+void sauron_hooks_free(SauronHooks *h);
+Pruner *sauron_hooks_pruner(SauronHooks *h);
+
+/* "key=value" lines of the pruning settings, for TrainConfig
+ * .extra_settings (a resume with other flags is refused, naming the
+ * key).  Writes into buf (len bytes) and returns it. */
+const char *sauron_settings_lines(const PrunerConfig *c, char *buf,
+                                  size_t len);
+
+#endif
