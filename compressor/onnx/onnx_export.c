@@ -172,6 +172,19 @@ static void ex_init_f32(Ex *e, const char *name, int ndim,
         put_f32(t->raw_data.data + 4 * i, x[i]);
 }
 
+/* A float64 initializer (run-time size arithmetic). */
+static void ex_init_f64(Ex *e, const char *name, int64_t n, const double *x)
+{
+    Onnx__TensorProto *t = ex_tensor(
+        e, name, 1, &n, ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE, 8 * (size_t)n);
+    if (!t) return;
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t u;
+        memcpy(&u, &x[i], sizeof u);
+        sl_wr64(t->raw_data.data + 8 * i, u);
+    }
+}
+
 /* Name of IR value v as a node input; a weight's initializer is emitted
  * on first use. */
 static const char *input_name(Ex *e, int v)
@@ -443,6 +456,43 @@ static const char *nearest_name(ResizeNearest m)
     return NULL;
 }
 
+/* sizes = [N, C] of x ++ floor(spatial * scale + 1e-6), our runtime's
+ * output size, computed at run time in double.  With sizes, ONNX maps
+ * coordinates with out/in as our runtime does; with a non-integral
+ * in * scale, a scales input would map them with the scale itself. */
+static const char *scaled_sizes(Ex *e, const char *x, const double *sc,
+                                int nsp)
+{
+    const char *nc = ex_unique(e, &e->values, x, "resize");
+    const char *sp = ex_unique(e, &e->values, x, "resize");
+    const char *f = ex_unique(e, &e->values, x, "resize");
+    const char *m = ex_unique(e, &e->values, x, "resize");
+    const char *a = ex_unique(e, &e->values, x, "resize");
+    const char *fl = ex_unique(e, &e->values, x, "resize");
+    const char *i = ex_unique(e, &e->values, x, "resize");
+    const char *sz = ex_unique(e, &e->values, x, "resize");
+    const char *scn = ex_unique(e, &e->values, x, "scales");
+    const char *epn = ex_unique(e, &e->values, x, "eps");
+    double eps = 1e-6;
+    ex_init_f64(e, scn, nsp, sc);
+    ex_init_f64(e, epn, 1, &eps);
+    Onnx__NodeProto *o = ex_node(e, "Shape", NULL, 1, &x, nc);
+    attr_int(e, o, "end", 2);
+    o = ex_node(e, "Shape", NULL, 1, &x, sp);
+    attr_int(e, o, "start", 2);
+    o = ex_node(e, "Cast", NULL, 1, &sp, f);
+    attr_int(e, o, "to", ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE);
+    const char *min[2] = {f, scn}, *ain[2] = {m, epn}, *cin[2] = {nc, i};
+    ex_node(e, "Mul", NULL, 2, min, m);
+    ex_node(e, "Add", NULL, 2, ain, a);
+    ex_node(e, "Floor", NULL, 1, &a, fl);
+    o = ex_node(e, "Cast", NULL, 1, &fl, i);
+    attr_int(e, o, "to", ONNX__TENSOR_PROTO__DATA_TYPE__INT64);
+    o = ex_node(e, "Concat", NULL, 2, cin, sz);
+    attr_int(e, o, "axis", 0);
+    return sz;
+}
+
 static int export_resize(Ex *e, const Node *n, const char *const *in,
                          const char *out)
 {
@@ -472,15 +522,23 @@ static int export_resize(Ex *e, const Node *n, const char *const *in,
     } else {
         float sc[SL_MAX_DIMS] = {1.0f, 1.0f};
         int64_t dim = e->rank;
+        int integral = 1;
         for (int k = 0; k < p->nsp; k++) {
             if (!(p->scale[k] > 0 && p->scale[k] <= 1024))
                 return bad_node(e, n, ERR_ARG, "Resize scale out of range");
             sc[2 + k] = (float)p->scale[k];
+            integral &= p->scale[k] == floor(p->scale[k]);
         }
-        const char *sn = ex_unique(e, &e->values, out, "scales");
-        ex_init_f32(e, sn, 1, &dim, sc, (size_t)e->rank);
-        rin[2] = sn;
-        n_rin = 3;
+        if (integral) {
+            /* in * scale is exact: ONNX's scale-based mapping is ours */
+            const char *sn = ex_unique(e, &e->values, out, "scales");
+            ex_init_f32(e, sn, 1, &dim, sc, (size_t)e->rank);
+            rin[2] = sn;
+            n_rin = 3;
+        } else {
+            rin[3] = scaled_sizes(e, in[0], p->scale, p->nsp);
+            n_rin = 4;
+        }
     }
     Onnx__NodeProto *o = ex_node(e, "Resize", n->name, n_rin, rin, out);
     attr_str(e, o, "mode", p->mode == RESIZE_LINEAR ? "linear" : "nearest");

@@ -9,9 +9,14 @@
  *   - Resize to the size of a second tensor: sizes computed at run time by
  *     Concat(Slice(Shape(x), 0, 2), Slice(Shape(ref), 2, rank)), so the
  *     relation holds at every input size;
- *   - Resize by scales: roi empty, scales [1, 1, s...] as a float32
- *     initializer (exact when in * s is an integer, as for U-Net x2
- *     upsampling; our runtime adds 1e-6 before the floor, ONNX does not).
+ *   - Resize by integer scales: roi empty, scales [1, 1, s...] as a
+ *     float32 initializer (U-Net x2 upsampling);
+ *   - Resize by other scales: sizes = [N, C] ++ floor(spatial * s + 1e-6)
+ *     computed at run time (Shape/Cast/Mul/Add/Floor/Cast/Concat), so ONNX
+ *     maps coordinates with out/in as our runtime does (with a scales
+ *     input it would use s itself, which differs when in * s is not an
+ *     integer).  Our importer reads that glue back exactly only at its
+ *     import shape (it folds sizes there).
  * Weights are initializers (raw_data, little-endian float32).  The graph
  * input has symbolic batch and spatial dims ("N", "D", "H", "W") and the
  * fixed channel count; outputs name their batch "N", spatial dims equal
