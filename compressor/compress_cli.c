@@ -4,11 +4,15 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
+#include "compressor/data/dataset.h"
 #include "compressor/onnx/onnx_export.h"
 #include "compressor/onnx/onnx_import.h"
+#include "compressor/train/trainer.h"
 #include "runtime/common.h"
 #include "runtime/sslim.h"
 
@@ -31,17 +35,48 @@ void compress_usage(FILE *f)
         "dataset.json,\n"
         "                        imagesTr/, labelsTr/)\n"
         "  --no-finetune         convert only (no training, no pruning)\n"
+        "  --no-prune            fine-tune only (no Sauron pruning)\n"
         "  --axis 0|1|2          2D models: NIfTI axis to slice along "
         "(default 2)\n"
-        "  --patch D,H,W         3D models: patch size (default: the model's "
-        "input)\n"
+        "  --patch D,H,W | H,W   patch size: 3D D,H,W (default: the model's "
+        "input);\n"
+        "                        2D training H,W (default: the model's input "
+        "if it\n"
+        "                        suits, else a size covering the slices)\n"
+        "\n"
+        "Training (with --data):\n"
+        "  --epochs E            epochs (default 20)\n"
+        "  --iters-per-epoch I   iterations per epoch (default 250)\n"
+        "  --batch B             batch size (default 2)\n"
+        "  --optimizer adam|sgd  Adam (default) or SGD with Nesterov "
+        "momentum 0.99\n"
+        "  --lr X                learning rate (default 1e-3 Adam, 1e-2 SGD),"
+        "\n"
+        "                        polynomial decay over the epochs\n"
+        "  --weight-decay X      L2 weight decay (default 1e-5 Adam, 3e-5 "
+        "SGD)\n"
+        "  --clip-grad X         clip the gradient L2 norm at X (default: "
+        "off)\n"
+        "  --seed S              seed of split, sampling and augmentation "
+        "(default 0)\n"
+        "  --threads N           threads (default: all cores)\n"
+        "  --val-fraction F      training cases held out for validation "
+        "(default 0.2)\n"
+        "  --no-augment          no data augmentation\n"
+        "  --run-dir DIR         reports and checkpoint (default OUT.run)\n"
+        "  --resume              continue the run in --run-dir after a crash"
+        "\n"
+        "\n"
+        "Model metadata (also with --no-finetune):\n"
         "  --normalize SPEC      zscore (default), none, or ct:LOW,HIGH\n"
         "  --classes a,b,c       class names (default class0..classK-1)\n"
         "  --modalities t1,t2    modality names (default mod0..)\n"
         "  --order nnunet|nibabel  voxel order the model was trained on\n"
         "                        (default nnunet)\n"
         "  --output NAME         ONNX output to use (default: the largest)\n"
-        "  --force               overwrite out.sslim if it exists\n"
+        "  --force               overwrite out.sslim if it exists (and start "
+        "a new\n"
+        "                        run in a run folder holding a checkpoint)\n"
         "  --help, --version\n");
 }
 
@@ -66,6 +101,16 @@ static int parse_int(const char *s, long lo, long hi, long *out)
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_double(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi)) return -1;
     *out = v;
     return 0;
 }
@@ -103,6 +148,12 @@ int compress_parse_args(int argc, char **argv, CompressOptions *o)
     o->axis = 2;
     o->normalize.kind = NORMALIZE_ZSCORE;
     o->order = ORDER_NNUNET;
+    o->epochs = 20;
+    o->iters_per_epoch = 250;
+    o->batch = 2;
+    o->optimizer = OPTIM_ADAM;
+    o->weight_decay = -1.0;
+    o->val_fraction = SPLIT_DEFAULT_VAL_FRAC;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         long x;
@@ -114,6 +165,85 @@ int compress_parse_args(int argc, char **argv, CompressOptions *o)
             o->no_finetune = 1;
         } else if (!strcmp(a, "--force")) {
             o->force = 1;
+        } else if (!strcmp(a, "--no-prune")) {
+            o->no_prune = 1;
+        } else if (!strcmp(a, "--no-augment")) {
+            o->no_augment = 1;
+        } else if (!strcmp(a, "--resume")) {
+            o->resume = 1;
+        } else if ((v = opt_value(argc, argv, &i, "--epochs"))) {
+            if (parse_int(v, 1, 100000, &x)) {
+                sl_error("--epochs '%s': expected an integer from 1 to 100000",
+                         v);
+                goto bad;
+            }
+            o->epochs = (int)x;
+        } else if ((v = opt_value(argc, argv, &i, "--iters-per-epoch"))) {
+            if (parse_int(v, 1, 10000000, &x)) {
+                sl_error("--iters-per-epoch '%s': expected an integer from 1 "
+                         "to 10000000",
+                         v);
+                goto bad;
+            }
+            o->iters_per_epoch = (int)x;
+        } else if ((v = opt_value(argc, argv, &i, "--batch"))) {
+            if (parse_int(v, 1, 4096, &x)) {
+                sl_error("--batch '%s': expected a batch size from 1 to 4096",
+                         v);
+                goto bad;
+            }
+            o->batch = (int)x;
+        } else if ((v = opt_value(argc, argv, &i, "--optimizer"))) {
+            if (!strcmp(v, "adam"))
+                o->optimizer = OPTIM_ADAM;
+            else if (!strcmp(v, "sgd"))
+                o->optimizer = OPTIM_SGD;
+            else {
+                sl_error("--optimizer '%s': expected adam or sgd", v);
+                goto bad;
+            }
+        } else if ((v = opt_value(argc, argv, &i, "--lr"))) {
+            if (parse_double(v, 1e-12, 1e6, &o->lr)) {
+                sl_error("--lr '%s': expected a learning rate in (0, 1e6]",
+                         v);
+                goto bad;
+            }
+        } else if ((v = opt_value(argc, argv, &i, "--weight-decay"))) {
+            if (parse_double(v, 0.0, 1e3, &o->weight_decay)) {
+                sl_error("--weight-decay '%s': expected a number in [0, 1000]",
+                         v);
+                goto bad;
+            }
+        } else if ((v = opt_value(argc, argv, &i, "--clip-grad"))) {
+            if (parse_double(v, 0.0, 1e12, &o->clip_grad)) {
+                sl_error("--clip-grad '%s': expected a norm >= 0 (0: off)", v);
+                goto bad;
+            }
+        } else if ((v = opt_value(argc, argv, &i, "--seed"))) {
+            char *end;
+            errno = 0;
+            o->seed = strtoull(v, &end, 10);
+            if (errno || end == v || *end || *v == '-') {
+                sl_error("--seed '%s': expected a non-negative integer", v);
+                goto bad;
+            }
+        } else if ((v = opt_value(argc, argv, &i, "--threads"))) {
+            if (parse_int(v, 1, 4096, &x)) {
+                sl_error("--threads '%s': expected an integer from 1 to 4096",
+                         v);
+                goto bad;
+            }
+            o->threads = (int)x;
+        } else if ((v = opt_value(argc, argv, &i, "--val-fraction"))) {
+            if (parse_double(v, 0.0, 0.95, &o->val_fraction)) {
+                sl_error("--val-fraction '%s': expected a fraction in [0, "
+                         "0.95]",
+                         v);
+                goto bad;
+            }
+        } else if ((v = opt_value(argc, argv, &i, "--run-dir"))) {
+            if (!*v) goto bad;
+            o->run_dir = v;
         } else if ((v = opt_value(argc, argv, &i, "--data"))) {
             if (!*v) goto bad;
             o->data_dir = v;
@@ -127,20 +257,28 @@ int compress_parse_args(int argc, char **argv, CompressOptions *o)
             char buf[64], *tok, *save = NULL;
             int k = 0;
             snprintf(buf, sizeof buf, "%s", v);
+            int sz[3] = {0, 0, 0};
             for (tok = strtok_r(buf, ",x", &save); tok && k < 4;
                  tok = strtok_r(NULL, ",x", &save), k++) {
                 if (k == 3 || parse_int(tok, 1, 4096, &x)) {
                     k = 4;
                     break;
                 }
-                o->patch[k] = (int)x;
+                sz[k] = (int)x;
             }
-            if (k != 3) {
-                sl_error("--patch '%s': expected three positive sizes D,H,W",
+            if (k != 3 && k != 2) {
+                sl_error("--patch '%s': expected positive sizes D,H,W (3D) or "
+                         "H,W (2D)",
                          v);
                 goto bad;
             }
+            /* H,W is stored as 1,H,W: tensor order with one slice. */
+            o->n_patch = k;
+            o->patch[0] = k == 3 ? sz[0] : 1;
+            o->patch[1] = k == 3 ? sz[1] : sz[0];
+            o->patch[2] = k == 3 ? sz[2] : sz[1];
         } else if ((v = opt_value(argc, argv, &i, "--normalize"))) {
+            o->normalize_set = 1;
             if (parse_normalize(v, &o->normalize)) {
                 sl_error(
                     "--normalize '%s': expected zscore, none or ct:LOW,HIGH "
@@ -345,8 +483,8 @@ int compress_run(const CompressOptions *o)
     rc = onnx_import(o->in_path, &io, &g);
     if (rc) goto fail;
     const Shape *in = &g.values[g.input].shape;
-    if (o->patch[0]) {
-        if (in->ndim != 5) {
+    if (o->n_patch) {
+        if (in->ndim != 5 || o->n_patch != 3) {
             sl_error("--patch is for 3D models; '%s' is a %dD model (it runs "
                      "slice by slice: use --axis)",
                      o->in_path, in->ndim - 2);
@@ -388,6 +526,174 @@ fail:
     return rc;
 }
 
+/* Replace generated names by the dataset's (a list option was checked
+ * and used by compress_fill_meta already). */
+static int copy_names(char **dst, char *const *src, int n)
+{
+    for (int k = 0; k < n; k++) {
+        char *c = sl_strdup(src[k]);
+        if (!c) {
+            sl_error("out of memory copying names from dataset.json");
+            return ERR_NOMEM;
+        }
+        sl_free(dst[k]);
+        dst[k] = c;
+    }
+    return 0;
+}
+
+/* Metadata for a fine-tuned model: compress_fill_meta (flags and counts
+ * from the network), then class and modality names from dataset.json
+ * unless --classes/--modalities gave them. */
+static int meta_from_dataset(Graph *g, const Dataset *ds,
+                             const CompressOptions *o)
+{
+    ModelMeta *m = &g->meta;
+    int rc = compress_fill_meta(g, o);
+    if (rc) return rc;
+    if (ds->n_classes != m->n_classes) {
+        sl_error("dataset '%s' declares %d labels in dataset.json but the "
+                 "network '%s' outputs %d classes; use a matching dataset or "
+                 "model",
+                 ds->dir, ds->n_classes, o->in_path, m->n_classes);
+        return ERR_ARG;
+    }
+    if (ds->n_modalities != m->n_modalities) {
+        sl_error("dataset '%s' has %d modalities in dataset.json but the "
+                 "network '%s' takes %d input channels; use a matching "
+                 "dataset or model",
+                 ds->dir, ds->n_modalities, o->in_path, m->n_modalities);
+        return ERR_ARG;
+    }
+    if (!o->classes &&
+        (rc = copy_names(m->class_names, ds->class_names, m->n_classes)))
+        return rc;
+    if (!o->modalities && (rc = copy_names(m->modality_names,
+                                           ds->modality_names,
+                                           m->n_modalities)))
+        return rc;
+    /* nnU-Net normalises a "CT" channel with dataset-wide percentiles,
+     * which we do not compute: ask for the window instead of silently
+     * using z-score. */
+    for (int k = 0; k < ds->n_modalities && !o->normalize_set; k++)
+        if (!strcasecmp(ds->modality_names[k], "CT")) {
+            sl_error("dataset '%s': modality %d is CT; give its intensity "
+                     "window with --normalize ct:LOW,HIGH (e.g. "
+                     "ct:-1000,1000) or --normalize zscore",
+                     ds->dir, k);
+            return ERR_ARG;
+        }
+    return 0;
+}
+
+static int is_onnx_path(const char *path)
+{
+    size_t len = strlen(path);
+    return len >= 5 && !strcmp(path + len - 5, ".onnx");
+}
+
+int compress_train(const CompressOptions *o)
+{
+    Graph g;
+    Dataset ds;
+    Trainer *t = NULL;
+    TrainConfig cfg;
+    OnnxImportOptions io = {o->output_name, NULL};
+    char *run_dir = NULL;
+    int rc;
+    graph_init(&g);
+    memset(&ds, 0, sizeof ds);
+    if (same_file(o->in_path, o->out_path)) {
+        sl_error("output '%s' is the input model; choose another output path",
+                 o->out_path);
+        return ERR_ARG;
+    }
+    if (!o->force && sl_file_exists(o->out_path)) {
+        sl_error("output '%s' exists; pass --force to overwrite it",
+                 o->out_path);
+        return ERR_EXISTS;
+    }
+    rc = onnx_import(o->in_path, &io, &g);
+    if (rc) goto fail;
+    int nsp = g.values[g.input].shape.ndim - 2;
+    if (o->n_patch && o->n_patch != nsp) {
+        sl_error("--patch: '%s' is a %dD model; give %s", o->in_path, nsp,
+                 nsp == 2 ? "H,W" : "D,H,W");
+        rc = ERR_ARG;
+        goto fail;
+    }
+    if (o->n_patch == 3) {
+        /* Re-import at the patch size so every folded shape matches it. */
+        Shape ps = g.values[g.input].shape;
+        for (int k = 0; k < 3; k++)
+            ps.d[2 + k] = o->patch[k];
+        graph_free(&g);
+        graph_init(&g);
+        io.input_shape = &ps;
+        rc = onnx_import(o->in_path, &io, &g);
+        if (rc) goto fail;
+    }
+    rc = dataset_open(&ds, o->data_dir);
+    if (rc) goto fail;
+    rc = meta_from_dataset(&g, &ds, o);
+    if (rc) goto fail;
+    trainer_config_default(&cfg);
+    cfg.epochs = o->epochs;
+    cfg.iters_per_epoch = o->iters_per_epoch;
+    cfg.batch = o->batch;
+    optim_options_default(&cfg.optim, (OptimKind)o->optimizer);
+    if (o->lr > 0.0) cfg.optim.lr = (float)o->lr;
+    if (o->weight_decay >= 0.0) cfg.optim.weight_decay = (float)o->weight_decay;
+    cfg.clip_grad = o->clip_grad;
+    cfg.seed = o->seed;
+    cfg.threads = o->threads;
+    for (int k = 0; o->n_patch && k < 3; k++)
+        cfg.patch[k] = o->patch[k];
+    cfg.val_fraction = o->val_fraction;
+    cfg.augment = !o->no_augment;
+    cfg.resume = o->resume;
+    cfg.force = o->force;
+    if (o->run_dir) {
+        run_dir = sl_strdup(o->run_dir);
+    } else {
+        size_t n = strlen(o->out_path) + 5;
+        run_dir = sl_alloc(n);
+        if (run_dir) snprintf(run_dir, n, "%s.run", o->out_path);
+    }
+    if (!run_dir) {
+        sl_error("out of memory");
+        rc = ERR_NOMEM;
+        goto fail;
+    }
+    cfg.run_dir = run_dir;
+    if (o->threads > 0) omp_set_num_threads(o->threads);
+    rc = trainer_create(&t, &g, &ds, &cfg, NULL);
+    if (rc) goto fail;
+    rc = trainer_run(t);
+    if (rc) goto fail;
+    /* Only now, with a finite network, is the output written. */
+    if (is_onnx_path(o->out_path))
+        rc = onnx_export(&g, o->out_path, o->force);
+    else
+        rc = sslim_write(&g, o->out_path, o->force);
+    if (rc) goto fail;
+    {
+        char sb[64];
+        printf("wrote %s: %dD, %d nodes, %lld parameters, input %s, %d "
+               "classes; reports in %s\n",
+               o->out_path, g.meta.dims, g.n_nodes,
+               (long long)graph_params(&g),
+               shape_str(&g.values[g.input].shape, sb, sizeof sb),
+               g.meta.n_classes, run_dir);
+    }
+fail:
+    trainer_free(t);
+    dataset_free(&ds);
+    graph_free(&g);
+    sl_free(run_dir);
+    return rc;
+}
+
 int compress_main(int argc, char **argv)
 {
     CompressOptions o;
@@ -409,12 +715,15 @@ int compress_main(int argc, char **argv)
                     "--data DIR (nnU-Net raw layout: dataset.json, "
                     "imagesTr/, labelsTr/) or --no-finetune to convert "
                     "only\n");
-        else
+        else if (!o.no_prune)
             fprintf(stderr,
-                    "sauron-compress: fine-tuning (--data) is not "
-                    "implemented in this build yet; pass --no-finetune "
-                    "to convert only\n");
-        return EXIT_USAGE;
+                    "sauron-compress: Sauron pruning is not wired into "
+                    "this build yet; pass --no-prune to fine-tune only or "
+                    "--no-finetune to convert only\n");
+        if (!o.data_dir || !o.no_prune) return EXIT_USAGE;
+        rc = compress_train(&o);
+        if (rc == ERR_ARG) return EXIT_USAGE;
+        return rc ? 1 : 0;
     }
     rc = compress_run(&o);
     if (rc == ERR_ARG) return EXIT_USAGE;

@@ -1,5 +1,6 @@
-/* sauron-compress command line: option parsing (unit-testable) and the
- * --no-finetune conversion ONNX -> .sslim. */
+/* sauron-compress command line: option parsing (unit-testable), the
+ * --no-finetune conversion ONNX -> .sslim/.onnx, and fine-tuning with
+ * --data (compressor/train/trainer.h). */
 #ifndef SL_COMPRESS_CLI_H
 #define SL_COMPRESS_CLI_H
 
@@ -21,6 +22,23 @@ typedef struct {
     const char *output_name; /* --output NAME or NULL */
     int force;
     int help, version; /* print and exit 0 */
+    /* Fine-tuning (--data): */
+    int n_patch;          /* values given to --patch: 0, 2 (H,W) or 3 */
+    int normalize_set;    /* --normalize given */
+    int no_prune;         /* --no-prune: plain fine-tuning */
+    int epochs;           /* --epochs, default 20 */
+    int iters_per_epoch;  /* --iters-per-epoch, default 250 */
+    int batch;            /* --batch, default 2 */
+    int optimizer;        /* --optimizer: OPTIM_ADAM (default) or SGD */
+    double lr;            /* --lr; 0: the optimiser's default */
+    double weight_decay;  /* --weight-decay; < 0: the optimiser's default */
+    unsigned long long seed; /* --seed, default 0 */
+    int threads;          /* --threads, 0: all cores */
+    double clip_grad;     /* --clip-grad, 0: none */
+    const char *run_dir;  /* --run-dir, NULL: "<out>.run" */
+    double val_fraction;  /* --val-fraction, default 0.2 */
+    int no_augment;       /* --no-augment */
+    int resume;           /* --resume */
 } CompressOptions;
 
 /* Parse argv[1..argc-1].  Returns 0, or ERR_ARG with one sl_error() line
@@ -42,6 +60,11 @@ int compress_fill_meta(Graph *g, const CompressOptions *o);
 /* Run the conversion for parsed options.  Returns 0 or a negative code
  * (message printed). */
 int compress_run(const CompressOptions *o);
+
+/* Fine-tune on o->data_dir and write the result (--data --no-prune).
+ * Returns 0 or a negative code (message printed); nothing is written on
+ * failure but the run folder's reports and checkpoint. */
+int compress_train(const CompressOptions *o);
 
 /* The whole program: returns the exit status (0 ok, 2 usage, 1 failure). */
 int compress_main(int argc, char **argv);
