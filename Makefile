@@ -108,6 +108,11 @@ $(BUILD)/bin/bench-kernels: $(BUILD)/obj/tools/bench_kernels.o $(RT_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(NIFTI_LIBS) -o $@
 
+# Training-step benchmark (not in BINS): build-dir/bin/bench-train
+$(BUILD)/bin/bench-train: $(BUILD)/obj/tools/bench_train.o $(CMP_LIB) $(RT_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(PROTOBUF_LIBS) $(NIFTI_LIBS) -o $@
+
 $(BUILD)/bin/sauron-eval: $(BUILD)/obj/tools/sauron_eval.o $(RT_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(NIFTI_LIBS) -o $@
