@@ -66,7 +66,8 @@ typedef struct {
  * use_batch_stats = 1 (statistics over N and spatial dims). */
 typedef struct {
     float eps;
-    float momentum;      /* BatchNorm running-statistics update (training) */
+    float momentum;      /* ONNX convention: running = running * momentum
+                          * + batch * (1 - momentum); 0.9 by default */
     int use_batch_stats; /* BatchNorm only */
 } NormParams;
 
