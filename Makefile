@@ -28,7 +28,8 @@ ONNX_PROTO ?= /usr/include/onnx/onnx.proto
 RT_OPS = runtime/ops/optable.c runtime/ops/conv.c \
          runtime/ops/conv_transpose.c runtime/ops/gemm.c runtime/ops/norm.c \
          runtime/ops/activation.c runtime/ops/add.c runtime/ops/softmax.c \
-         runtime/ops/concat.c runtime/ops/pool.c runtime/ops/resize.c
+         runtime/ops/concat.c runtime/ops/pool.c runtime/ops/resize.c \
+         runtime/ops/fused.c
 RT_SRC = runtime/common.c runtime/graph.c runtime/plan.c runtime/exec.c \
          runtime/sslim.c runtime/nifti_io.c runtime/volume.c \
          runtime/segment.c $(RT_OPS)

@@ -8,6 +8,10 @@ the weights, which are random but seeded):
            32..320 features, 4 classes
   bench3d  nnU-Net-style 3D, input 1x1x96x96x96, four levels,
            16..128 features, 4 classes
+  slim2d   the shape of a Sauron-pruned 2D nnU-Net: input 1x1x256x256,
+           five levels, 4..16 features (4, 8, 16, 16, 16), 4 classes,
+           about 0.15 GFLOP: small channel counts make it overhead and
+           memory bound, which is what the runtime must be fast at
 
 For each: <name>.onnx, <name>.in.bin (raw little-endian float32, the
 input), <name>.shape (e.g. "1,1,256,256").  Existing files are kept unless
@@ -27,6 +31,7 @@ import unets  # noqa: E402
 MODELS = {
     "bench2d": (lambda: unets.NnUNet(2, 1, 4, 5, 32, 320), (1, 1, 256, 256)),
     "bench3d": (lambda: unets.NnUNet(3, 1, 4, 4, 16, 128), (1, 1, 96, 96, 96)),
+    "slim2d": (lambda: unets.NnUNet(2, 1, 4, 5, 4, 16), (1, 1, 256, 256)),
 }
 
 

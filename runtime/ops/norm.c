@@ -3,8 +3,9 @@
  * Dimension letters: N batch, C channels, S = product of the spatial dims
  * (a tensor [N, C, spatial...] is viewed as [N, C, S]).
  *
- * Statistics are accumulated in double, each by a single thread in index
- * order, so the result does not depend on the number of threads.
+ * The optimised kernels are in fused.c (statistics in double, each by a
+ * single thread in index order: results do not depend on the number of
+ * threads); this file holds the references and the op-table hooks.
  */
 #include <math.h>
 
@@ -19,77 +20,16 @@ static void norm_dims(const Shape *xs, int64_t *N, int64_t *C, int64_t *S)
     for (int i = 2; i < xs->ndim; i++) *S *= xs->d[i];
 }
 
-/* Running sums of x [S] shifted by x[0]: the shift keeps
- * sum((x-k)^2) - sum(x-k)^2/S free of cancellation when |mean| >> std.
- * MOMENT_LANES independent partial sums let the compiler vectorise; they
- * are combined in lane order, so the result is still one fixed order. */
-#define MOMENT_LANES 8
-typedef struct {
-    double shift, sum, sumsq;
-    int64_t count;
-} Moments;
-
-static void moments_add(Moments *m, const float *x, int64_t S)
-{
-    if (m->count == 0) m->shift = (double)x[0];
-    const double k = m->shift;
-    double s[MOMENT_LANES] = {0}, q[MOMENT_LANES] = {0};
-    int64_t i = 0;
-    for (; i + MOMENT_LANES <= S; i += MOMENT_LANES)
-        for (int l = 0; l < MOMENT_LANES; l++) {
-            double d = (double)x[i + l] - k;
-            s[l] += d;
-            q[l] += d * d;
-        }
-    for (int l = 0; i < S; i++, l++) {
-        double d = (double)x[i] - k;
-        s[l] += d;
-        q[l] += d * d;
-    }
-    for (int l = 0; l < MOMENT_LANES; l++) {
-        m->sum += s[l];
-        m->sumsq += q[l];
-    }
-    m->count += S;
-}
-
-/* Population mean and variance (>= 0). */
-static void moments_get(const Moments *m, double *mean, double *var)
-{
-    double n = (double)m->count;
-    double ms = m->sum / n;
-    *mean = m->shift + ms;
-    *var = m->sumsq / n - ms * ms;
-    if (*var < 0) *var = 0;
-}
-
-/* y [S] = x [S] * a + b, the affine form of (x - mean) / sd * scale + bias.
- * In double: with |mean| >> sd, float x * a and b would nearly cancel. */
-static void affine(float *y, const float *x, int64_t S, double a, double b)
-{
-#pragma omp simd
-    for (int64_t i = 0; i < S; i++) y[i] = (float)((double)x[i] * a + b);
-}
+/* The fast kernels live in fused.c, shared with the fused
+ * normalisation + activation the executor runs. */
+static const PostAct no_act = {OP_IDENTITY, 0.0f};
 
 /* y, x [N,C,S]; scale, bias [C] */
 void instance_norm_forward(float *y, const float *x, const float *scale,
                            const float *bias, const Shape *xs,
                            const NormParams *p)
 {
-    int64_t N, C, S;
-    norm_dims(xs, &N, &C, &S);
-#pragma omp parallel for schedule(static)
-    for (int64_t nc = 0; nc < N * C; nc++) {
-        int64_t c = nc % C;
-        const float *xp = x + nc * S;
-        Moments m = {0, 0, 0, 0};
-        moments_add(&m, xp, S);
-        double mean, var;
-        moments_get(&m, &mean, &var);
-        double a = (double)scale[c] / sqrt(var + (double)p->eps);
-        double b = (double)bias[c] - mean * a;
-        affine(y + nc * S, xp, S, a, b);
-    }
+    instance_norm_act_forward(y, x, scale, bias, xs, p, &no_act);
 }
 
 /* Same contract; two passes in double per element, no shortcuts. */
@@ -117,39 +57,13 @@ void instance_norm_forward_ref(float *y, const float *x, const float *scale,
         }
 }
 
-/* y, x [N,C,S]; scale, bias, mean, var [C].  With use_batch_stats, mean
- * and var are ignored and computed over N and S per channel. */
+/* y, x [N,C,S]; scale, bias, mean, var [C] */
 void batch_norm_forward(float *y, const float *x, const float *scale,
                         const float *bias, const float *mean,
                         const float *var, const Shape *xs,
                         const NormParams *p)
 {
-    int64_t N, C, S;
-    norm_dims(xs, &N, &C, &S);
-    if (p->use_batch_stats) {
-        /* One thread owns channel c for every n: statistics and output. */
-#pragma omp parallel for schedule(static)
-        for (int64_t c = 0; c < C; c++) {
-            Moments m = {0, 0, 0, 0};
-            for (int64_t n = 0; n < N; n++)
-                moments_add(&m, x + (n * C + c) * S, S);
-            double mu, v;
-            moments_get(&m, &mu, &v);
-            double a = (double)scale[c] / sqrt(v + (double)p->eps);
-            double b = (double)bias[c] - mu * a;
-            for (int64_t n = 0; n < N; n++)
-                affine(y + (n * C + c) * S, x + (n * C + c) * S, S, a, b);
-        }
-        return;
-    }
-#pragma omp parallel for schedule(static)
-    for (int64_t nc = 0; nc < N * C; nc++) {
-        int64_t c = nc % C;
-        double a =
-            (double)scale[c] / sqrt((double)var[c] + (double)p->eps);
-        double b = (double)bias[c] - (double)mean[c] * a;
-        affine(y + nc * S, x + nc * S, S, a, b);
-    }
+    batch_norm_act_forward(y, x, scale, bias, mean, var, xs, p, &no_act);
 }
 
 void batch_norm_forward_ref(float *y, const float *x, const float *scale,

@@ -162,4 +162,27 @@ void resize_forward(float *y, const float *x, const Shape *xs,
 void resize_forward_ref(float *y, const float *x, const Shape *xs,
                         const Shape *ys, const ResizeParams *p);
 
+/* ---- fused.c: a normalisation and the activation after it ---- */
+
+/* The activation applied as a normalisation stores its output:
+ * op = OP_IDENTITY (none), OP_RELU, or OP_LEAKY_RELU with alpha. */
+typedef struct {
+    OpType op;
+    float alpha;
+} PostAct;
+
+/* y = act(InstanceNorm(x)) with instance_norm_forward's contract; y may
+ * equal x.  With act->op == OP_IDENTITY this is instance_norm_forward,
+ * and with an activation it is bit-identical to instance_norm_forward
+ * followed by relu_forward / leaky_relu_forward. */
+void instance_norm_act_forward(float *y, const float *x, const float *scale,
+                               const float *bias, const Shape *xs,
+                               const NormParams *p, const PostAct *act);
+/* y = act(BatchNorm(x)) with batch_norm_forward's contract; same
+ * promises. */
+void batch_norm_act_forward(float *y, const float *x, const float *scale,
+                            const float *bias, const float *mean,
+                            const float *var, const Shape *xs,
+                            const NormParams *p, const PostAct *act);
+
 #endif
