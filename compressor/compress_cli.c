@@ -12,6 +12,7 @@
 #include "compressor/data/dataset.h"
 #include "compressor/onnx/onnx_export.h"
 #include "compressor/onnx/onnx_import.h"
+#include "compressor/sauron/sauron_hooks.h"
 #include "compressor/train/trainer.h"
 #include "runtime/common.h"
 #include "runtime/sslim.h"
@@ -78,6 +79,7 @@ void compress_usage(FILE *f)
         "a new\n"
         "                        run in a run folder holding a checkpoint)\n"
         "  --help, --version\n");
+    sauron_usage(f);
 }
 
 /* "--opt=value" or "--opt value". */
@@ -148,6 +150,7 @@ int compress_parse_args(int argc, char **argv, CompressOptions *o)
     o->axis = 2;
     o->normalize.kind = NORMALIZE_ZSCORE;
     o->order = ORDER_NNUNET;
+    pruner_config_default(&o->prune);
     o->epochs = 20;
     o->iters_per_epoch = 250;
     o->batch = 2;
@@ -304,6 +307,9 @@ int compress_parse_args(int argc, char **argv, CompressOptions *o)
         } else if ((v = opt_value(argc, argv, &i, "--output"))) {
             if (!*v) goto bad;
             o->output_name = v;
+        } else if ((x = sauron_cli_flag(argc, argv, &i, &o->prune,
+                                        &o->allow_unpruned)) != 0) {
+            if (x < 0) goto bad;
         } else if (a[0] == '-' && a[1] != '\0') {
             sl_error("unknown option '%s'; see sauron-compress --help", a);
             goto bad;
@@ -600,6 +606,9 @@ int compress_train(const CompressOptions *o)
     TrainConfig cfg;
     OnnxImportOptions io = {o->output_name, NULL};
     char *run_dir = NULL;
+    SauronHooks *sh = NULL;
+    TrainHooks hooks;
+    char settings[512];
     int rc;
     graph_init(&g);
     memset(&ds, 0, sizeof ds);
@@ -667,9 +676,31 @@ int compress_train(const CompressOptions *o)
     }
     cfg.run_dir = run_dir;
     if (o->threads > 0) omp_set_num_threads(o->threads);
-    rc = trainer_create(&t, &g, &ds, &cfg, NULL);
+    if (!o->no_prune) {
+        PrunerConfig pc = o->prune;
+        pc.seed = o->seed;
+        pc.n_threads = o->threads;
+        ReportInfo info = {"labels", "batch 0 of the validation sampler "
+                           "(training cases without augmentation if there "
+                           "is no validation split)",
+                           pc.sched.kind == SAURON_SCHED_PAPER ? "paper"
+                                                              : "budget",
+                           o->in_path, NULL, g.meta.n_classes};
+        info.class_names = (const char *const *)g.meta.class_names;
+        rc = sauron_hooks_create(&sh, &g, &pc, cfg.epochs, &info, &hooks);
+        if (rc == ERR_UNSUPPORTED && o->allow_unpruned) {
+            fprintf(stderr, "sauron-compress: --allow-unpruned: fine-tuning "
+                            "without pruning\n");
+            rc = 0;
+        }
+        if (rc) goto fail;
+        cfg.extra_settings = sauron_settings_lines(&pc, settings,
+                                                   sizeof settings);
+    }
+    rc = trainer_create(&t, &g, &ds, &cfg, sh ? &hooks : NULL);
     if (rc) goto fail;
     rc = trainer_run(t);
+    if (!rc && sh) rc = sauron_hooks_finish(sh, t);
     if (rc) goto fail;
     /* Only now, with a finite network, is the output written. */
     if (is_onnx_path(o->out_path))
@@ -688,6 +719,7 @@ int compress_train(const CompressOptions *o)
     }
 fail:
     trainer_free(t);
+    sauron_hooks_free(sh);
     dataset_free(&ds);
     graph_free(&g);
     sl_free(run_dir);
@@ -715,12 +747,7 @@ int compress_main(int argc, char **argv)
                     "--data DIR (nnU-Net raw layout: dataset.json, "
                     "imagesTr/, labelsTr/) or --no-finetune to convert "
                     "only\n");
-        else if (!o.no_prune)
-            fprintf(stderr,
-                    "sauron-compress: Sauron pruning is not wired into "
-                    "this build yet; pass --no-prune to fine-tune only or "
-                    "--no-finetune to convert only\n");
-        if (!o.data_dir || !o.no_prune) return EXIT_USAGE;
+        if (!o.data_dir) return EXIT_USAGE;
         rc = compress_train(&o);
         if (rc == ERR_ARG) return EXIT_USAGE;
         return rc ? 1 : 0;

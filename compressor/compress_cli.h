@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 
+#include "compressor/sauron/pruner.h"
 #include "runtime/graph.h"
 
 typedef struct {
@@ -39,6 +40,9 @@ typedef struct {
     double val_fraction;  /* --val-fraction, default 0.2 */
     int no_augment;       /* --no-augment */
     int resume;           /* --resume */
+    /* Sauron pruning (default with --data unless --no-prune): */
+    PrunerConfig prune;   /* --lambda --sf --schedule --tau-max ... */
+    int allow_unpruned;   /* --allow-unpruned */
 } CompressOptions;
 
 /* Parse argv[1..argc-1].  Returns 0, or ERR_ARG with one sl_error() line

@@ -1,6 +1,7 @@
 /* Sauron pruning as trainer hooks (sauron_hooks.h). */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "compressor/sauron/sauron_hooks.h"
@@ -246,4 +247,102 @@ void sauron_hooks_free(SauronHooks *h)
     pruner_free(h->p);
     sl_free(h->names);
     sl_free(h);
+}
+
+void sauron_usage(FILE *f)
+{
+    fprintf(f,
+            "\nSauron pruning (default with --data; --no-prune disables it):\n"
+            "  --lambda X            weight of the delta_opt regulariser "
+            "(default 0.5)\n"
+            "  --sf N                average-pool factor in the distances "
+            "(default 2)\n"
+            "  --schedule budget|paper  threshold schedule (default budget: "
+            "climb within\n"
+            "                        the first half of --epochs, prune until "
+            "80%%, recover)\n"
+            "  --tau-max X           last threshold, in (0, 1] (default 0.3)\n"
+            "  --kappa N             ladder steps (default 15)\n"
+            "  --rho N               paper schedule: patience (default 5)\n"
+            "  --mu X                paper schedule: stall fraction (default "
+            "0.02)\n"
+            "  --max-dice-drop X     Dice margin below the imported model "
+            "(default 0.01)\n"
+            "  --prune-every N       also prune every N iterations (budget "
+            "schedule)\n"
+            "  --keep-head-input     never prune the block feeding a class "
+            "head\n"
+            "  --allow-unpruned      a model without prunable point is "
+            "fine-tuned and\n"
+            "                        written unpruned instead of refused\n");
+}
+
+/* strtod/strtol of the whole string, or -1 with a message. */
+static int num_arg(const char *flag, const char *v, double *d)
+{
+    char *end = NULL;
+    *d = strtod(v, &end);
+    if (!*v || *end || !isfinite(*d)) {
+        sl_error("%s '%s': expected a number; see sauron-compress --help",
+                 flag, v);
+        return -1;
+    }
+    return 0;
+}
+
+int sauron_cli_flag(int argc, char **argv, int *i, PrunerConfig *c,
+                    int *allow_unpruned)
+{
+    const char *a = argv[*i];
+    static const char *const valued[] = {
+        "--lambda", "--sf",  "--schedule",      "--tau-max",    "--kappa",
+        "--rho",    "--mu",  "--max-dice-drop", "--prune-every"};
+    if (!strcmp(a, "--allow-unpruned")) {
+        *allow_unpruned = 1;
+        return 1;
+    }
+    if (!strcmp(a, "--keep-head-input")) {
+        c->keep_head_input = 1;
+        return 1;
+    }
+    int k = -1;
+    for (int j = 0; j < (int)(sizeof valued / sizeof *valued); j++)
+        if (!strcmp(a, valued[j])) k = j;
+    if (k < 0) return 0;
+    if (*i + 1 >= argc) {
+        sl_error("%s needs a value; see sauron-compress --help", a);
+        return ERR_ARG;
+    }
+    const char *v = argv[++*i];
+    double d = 0;
+    if (k == 2) {
+        if (!strcmp(v, "budget"))
+            c->sched.kind = SAURON_SCHED_BUDGET;
+        else if (!strcmp(v, "paper"))
+            c->sched.kind = SAURON_SCHED_PAPER;
+        else {
+            sl_error("--schedule '%s': expected budget or paper", v);
+            return ERR_ARG;
+        }
+        return 1;
+    }
+    if (num_arg(a, v, &d)) return ERR_ARG;
+    int is_int = k == 1 || k == 4 || k == 5 || k == 8;
+    if (is_int && (d != floor(d) || fabs(d) > 1e6)) {
+        sl_error("%s '%s': expected an integer", a, v);
+        return ERR_ARG;
+    }
+    switch (k) {
+    case 0: c->lambda = d; break;
+    case 1: c->sf = (int)d; break;
+    case 3: c->sched.tau_max = d; break;
+    case 4: c->sched.kappa = (int)d; break;
+    case 5: c->sched.rho = (int)d; break;
+    case 6: c->sched.mu = d; break;
+    case 7: c->sched.max_dice_drop = d; break;
+    case 8: c->prune_every = (int)d; break;
+    default: break;
+    }
+    /* range errors at once, naming the flag (--tau-max 2) */
+    return pruner_config_check(c) ? ERR_ARG : 1;
 }

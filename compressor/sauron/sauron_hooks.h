@@ -17,6 +17,8 @@
 #ifndef SL_SAURON_HOOKS_H
 #define SL_SAURON_HOOKS_H
 
+#include <stdio.h>
+
 #include "compressor/sauron/pruner.h"
 #include "compressor/sauron/report.h"
 #include "compressor/train/trainer.h"
@@ -40,5 +42,15 @@ Pruner *sauron_hooks_pruner(SauronHooks *h);
  * key).  Writes into buf (len bytes) and returns it. */
 const char *sauron_settings_lines(const PrunerConfig *c, char *buf,
                                   size_t len);
+
+/* Command-line flags of pruning (sauron-compress): --lambda --sf
+ * --schedule --tau-max --kappa --rho --mu --max-dice-drop --prune-every
+ * --keep-head-input --allow-unpruned.  argv[*i] is the flag; a value is
+ * consumed (*i advanced).  Returns 1 if the flag was one of these, 0 if
+ * not, ERR_ARG (one line naming the flag and its range) on a bad value.
+ * Ranges are checked as the flags come (pruner_config_check). */
+int sauron_cli_flag(int argc, char **argv, int *i, PrunerConfig *c,
+                    int *allow_unpruned);
+void sauron_usage(FILE *f);
 
 #endif
