@@ -51,6 +51,7 @@ TESTS = test_common test_graph test_ops test_conv test_exec test_sslim \
 TESTS += test_sauron
 TESTS += test_data test_sampler
 TESTS += test_train test_loss_optim
+TESTS += test_trainer
 TESTS += test_surgery
 TESTS += test_pruner test_sauron_cli
 TESTS += test_onnx_export

@@ -738,11 +738,11 @@ int trainer_run(Trainer *t)
         double v0 = sl_now();
         if ((rc = trainer_eval_val(t, st))) goto fail;
         st->seconds = sl_now() - v0;
+        t->n_hist = 1; /* hooks.begin reads the imported model's Dice */
     }
     if (t->hooks.begin && (rc = t->hooks.begin(t->hooks.ctx, t))) goto fail;
     if (!t->cfg.resume) {
         if ((rc = hook_columns(t, &t->hist[0]))) goto fail;
-        t->n_hist = 1;
         trainer_print_epoch(t, &t->hist[0]);
         if ((rc = finish_epoch_files(t))) goto fail;
     } else if (!t->cfg.quiet) {
