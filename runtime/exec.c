@@ -1,12 +1,29 @@
-/* Executor: shape inference, one planned arena, nodes run in order. */
+/* Executor: shape inference, one planned arena, nodes run in order.
+ *
+ * At creation the executor also decides how each node runs:
+ *  - a normalisation (InstanceNorm, BatchNorm) whose only consumer is a
+ *    Relu or LeakyRelu, planned in the same buffer, runs both as one
+ *    fused pass (fused.c) and the activation node is skipped;
+ *  - everything else runs its op-table forward.
+ * Fused results are bit-identical to the unfused kernels (see fused.c),
+ * so none of this changes an output.
+ */
 #include "exec.h"
 
 #include <omp.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common.h"
 #include "ops/ops.h"
 #include "plan.h"
+
+typedef enum {
+    RUN_OP,       /* op_table forward */
+    RUN_SKIP,     /* nothing: fused into an earlier node, or in-place
+                     Identity */
+    RUN_NORM_ACT, /* normalisation + the activation after it */
+} RunKind;
 
 struct Executor {
     Graph *g;
@@ -17,11 +34,68 @@ struct Executor {
     size_t scratch_floats;
     int n_threads;
     Shape out_shape[SL_MAX_OUTPUTS];
+    uint8_t *run;  /* per node: RunKind */
+    PostAct *post; /* per node: the activation a RUN_NORM_ACT applies */
+    int skip_out_softmax; /* node index of output 0's Softmax, or -1 */
+    int skipping;         /* exec_set_skip_softmax state */
+    int profiling;
+    double *prof;      /* per node: seconds, summed over profiled runs */
+    char (*label)[40]; /* per node: what ran ("" if skipped) */
 };
+
+/* Consumers of each value (graph outputs count as one). */
+static int *count_uses(const Graph *g)
+{
+    int *uses = sl_calloc((size_t)g->n_values + 1, sizeof *uses);
+    if (!uses) return NULL;
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int k = 0; k < g->nodes[i].n_in; k++)
+            uses[g->nodes[i].in[k]]++;
+    for (int k = 0; k < g->n_outputs; k++)
+        uses[g->outputs[k]]++;
+    return uses;
+}
+
+/* Choose how each node runs (see the top of the file). */
+static void plan_fusions(Executor *e, const int *uses)
+{
+    const Graph *g = e->g;
+    const Plan *p = &e->plan;
+    for (int i = 0; i < g->n_nodes; i++) {
+        e->run[i] = RUN_OP;
+        snprintf(e->label[i], sizeof e->label[i], "%s",
+                 op_name(g->nodes[i].op));
+    }
+    for (int i = 0; i < g->n_nodes; i++) {
+        const Node *n = &g->nodes[i];
+        if (n->op != OP_INSTANCE_NORM && n->op != OP_BATCH_NORM) continue;
+        if (uses[n->out] != 1 || e->run[i] != RUN_OP) continue;
+        /* the single consumer: the next reader of n->out */
+        int j = -1;
+        for (int t = i + 1; t < g->n_nodes && j < 0; t++)
+            for (int k = 0; k < g->nodes[t].n_in; k++)
+                if (g->nodes[t].in[k] == n->out) j = t;
+        if (j < 0) continue;
+        const Node *a = &g->nodes[j];
+        if (a->op != OP_RELU && a->op != OP_LEAKY_RELU) continue;
+        /* Same buffer: writing the activation's output at step i is
+         * writing n's own output, which is live from step i on. */
+        if (p->buffer[n->out] < 0 || p->buffer[n->out] != p->buffer[a->out])
+            continue;
+        e->run[i] = RUN_NORM_ACT;
+        e->post[i].op = a->op;
+        e->post[i].alpha = a->op == OP_LEAKY_RELU ? a->p.act.alpha : 0.0f;
+        e->run[j] = RUN_SKIP;
+        snprintf(e->label[i], sizeof e->label[i], "%s+%s", op_name(n->op),
+                 op_name(a->op));
+        e->label[j][0] = '\0';
+    }
+}
 
 int exec_create(Graph *g, const Shape *input, int n_threads, Executor **out)
 {
     Executor *e = NULL;
+    int *uses = NULL;
     int rc;
     *out = NULL;
     if ((rc = graph_validate(g, "model"))) goto fail;
@@ -35,7 +109,20 @@ int exec_create(Graph *g, const Shape *input, int n_threads, Executor **out)
     e->g = g;
     e->in_shape = *input;
     e->n_threads = n_threads > 0 ? n_threads : omp_get_num_procs();
-    if ((rc = plan_create(g, 1, &e->plan))) goto fail;
+    e->skip_out_softmax = -1;
+    if ((rc = plan_create(g, PLAN_INPLACE_ALL, &e->plan))) goto fail;
+    rc = ERR_NOMEM;
+    size_t nn = (size_t)g->n_nodes + 1;
+    e->run = sl_calloc(nn, sizeof *e->run);
+    e->post = sl_calloc(nn, sizeof *e->post);
+    e->prof = sl_calloc(nn, sizeof *e->prof);
+    e->label = sl_calloc(nn, sizeof *e->label);
+    uses = count_uses(g);
+    if (!e->run || !e->post || !e->prof || !e->label || !uses) {
+        sl_error("out of memory creating the executor");
+        goto fail;
+    }
+    plan_fusions(e, uses);
     /* Scratch needs can grow with the thread count (per-thread GEMM
      * panels), so size it under the thread count exec_run will use. */
     size_t sc = 0;
@@ -49,7 +136,6 @@ int exec_create(Graph *g, const Shape *input, int n_threads, Executor **out)
     }
     omp_set_num_threads(saved_threads);
     e->scratch_floats = sc;
-    rc = ERR_NOMEM;
     size_t sc_bytes;
     if (sl_mul_size(sc, sizeof(float), &sc_bytes) ||
         e->plan.arena_bytes > SIZE_MAX - sc_bytes) {
@@ -67,9 +153,23 @@ int exec_create(Graph *g, const Shape *input, int n_threads, Executor **out)
     }
     for (int k = 0; k < g->n_outputs; k++)
         e->out_shape[k] = g->values[g->outputs[k]].shape;
+    /* Output 0 from a channel Softmax computed in place over its logits:
+     * skippable on request (exec_set_skip_softmax). */
+    int prod = g->n_outputs > 0 ? g->values[g->outputs[0]].producer : -1;
+    if (prod >= 0) {
+        const Node *n = &g->nodes[prod];
+        const Shape *os = &g->values[n->out].shape;
+        if (n->op == OP_SOFTMAX && !n->p.softmax.flatten && os->ndim >= 2 &&
+            (n->p.softmax.axis == 1 || n->p.softmax.axis == 1 - os->ndim) &&
+            e->run[prod] == RUN_OP && e->plan.buffer[n->out] >= 0 &&
+            e->plan.buffer[n->in[0]] == e->plan.buffer[n->out])
+            e->skip_out_softmax = prod;
+    }
+    sl_free(uses);
     *out = e;
     return SL_OK;
 fail:
+    sl_free(uses);
     exec_free(e);
     return rc;
 }
@@ -80,6 +180,10 @@ void exec_free(Executor *e)
     plan_free(&e->plan);
     sl_free(e->arena);
     sl_free(e->scratch);
+    sl_free(e->run);
+    sl_free(e->post);
+    sl_free(e->prof);
+    sl_free(e->label);
     sl_free(e);
 }
 
@@ -90,6 +194,23 @@ static float *value_ptr(const Executor *e, int v)
     if (val->data) return val->data;
     CHECK(e->plan.offset[v] != PLAN_NONE);
     return (float *)(void *)(e->arena + e->plan.offset[v]);
+}
+
+static void run_node(Executor *e, int i, float *y, const float *const *in)
+{
+    const Graph *g = e->g;
+    const Node *n = &g->nodes[i];
+    if (e->run[i] == RUN_NORM_ACT) {
+        const Shape *xs = &g->values[n->in[0]].shape;
+        if (n->op == OP_INSTANCE_NORM)
+            instance_norm_act_forward(y, in[0], in[1], in[2], xs, &n->p.norm,
+                                      &e->post[i]);
+        else
+            batch_norm_act_forward(y, in[0], in[1], in[2], in[3], in[4], xs,
+                                   &n->p.norm, &e->post[i]);
+        return;
+    }
+    op_table[n->op].forward(g, n, y, in, e->scratch);
 }
 
 int exec_run(Executor *e, const float *input, const float **outputs)
@@ -107,6 +228,8 @@ int exec_run(Executor *e, const float *input, const float **outputs)
     memcpy(x, input, (size_t)shape_numel(&e->in_shape) * sizeof(float));
     for (int i = 0; i < g->n_nodes; i++) {
         const Node *n = &g->nodes[i];
+        if (e->run[i] == RUN_SKIP) continue;
+        if (e->skipping && i == e->skip_out_softmax) continue;
         const float *in[SL_MAX_INPUTS];
         for (int k = 0; k < n->n_in; k++)
             in[k] = value_ptr(e, n->in[k]);
@@ -114,7 +237,13 @@ int exec_run(Executor *e, const float *input, const float **outputs)
         /* An in-place Identity has nothing to do (and memcpy onto itself
          * is undefined). */
         if (n->op == OP_IDENTITY && y == in[0]) continue;
-        op_table[n->op].forward(g, n, y, in, e->scratch);
+        if (e->profiling) {
+            double t0 = sl_now();
+            run_node(e, i, y, in);
+            e->prof[i] += sl_now() - t0;
+        } else {
+            run_node(e, i, y, in);
+        }
     }
     omp_set_num_threads(saved_threads);
     for (int k = 0; k < g->n_outputs; k++)
@@ -136,4 +265,28 @@ size_t exec_arena_bytes(const Executor *e)
 size_t exec_unplanned_bytes(const Executor *e)
 {
     return e->plan.unplanned_bytes;
+}
+
+int exec_set_skip_softmax(Executor *e, int skip)
+{
+    e->skipping = skip && e->skip_out_softmax >= 0;
+    return e->skipping;
+}
+
+void exec_profile(Executor *e, int on)
+{
+    if (on && !e->profiling)
+        memset(e->prof, 0, sizeof *e->prof * (size_t)e->g->n_nodes);
+    e->profiling = on;
+}
+
+double exec_node_seconds(const Executor *e, int i)
+{
+    return i >= 0 && i < e->g->n_nodes ? e->prof[i] : 0.0;
+}
+
+const char *exec_node_label(const Executor *e, int i)
+{
+    if (i < 0 || i >= e->g->n_nodes) return "";
+    return e->label[i];
 }

@@ -31,4 +31,22 @@ size_t exec_arena_bytes(const Executor *e);
 /* Sum of all activation sizes without reuse (to show what planning saves). */
 size_t exec_unplanned_bytes(const Executor *e);
 
+/* Segmentation needs only the argmax over classes, which the logits give
+ * as well as their softmax: with skip != 0, later exec_run calls leave
+ * graph output 0 as the logits when it is a Softmax over axis 1 computed
+ * in place (its logits read by nothing else); the output shape is
+ * unchanged.  Returns 1 if runs now skip that Softmax, 0 if not (skip ==
+ * 0, or the output is not such a Softmax: it then stays probabilities). */
+int exec_set_skip_softmax(Executor *e, int skip);
+
+/* Per-node wall-clock profile (sauron-run --profile).  exec_profile(e, 1)
+ * zeroes the counters and times every node of later runs (two clock
+ * reads per node); 0 stops.  exec_node_seconds: seconds spent in node i,
+ * summed over the profiled runs.  exec_node_label: what ran for node i:
+ * its op name, "A+B" when node i ran the node after it fused (that node
+ * then has label "" and 0 seconds), or "" for i out of range. */
+void exec_profile(Executor *e, int on);
+double exec_node_seconds(const Executor *e, int i);
+const char *exec_node_label(const Executor *e, int i);
+
 #endif

@@ -19,6 +19,22 @@ int plan_op_inplace(OpType op)
            op == OP_IDENTITY;
 }
 
+/* Ops whose kernels accept y == x at level PLAN_INPLACE_ALL: every
+ * element is read before it (or anything after it) is written.  Their
+ * other inputs must be weights. */
+static int op_inplace_level(const Graph *g, const Node *n, int level)
+{
+    if (level >= PLAN_INPLACE_ELEMWISE && plan_op_inplace(n->op))
+        return n->n_in == 1;
+    if (level < PLAN_INPLACE_ALL) return 0;
+    if (n->op != OP_INSTANCE_NORM && n->op != OP_BATCH_NORM &&
+        n->op != OP_SOFTMAX)
+        return 0;
+    for (int k = 1; k < n->n_in; k++)
+        if (!g->values[n->in[k]].data) return 0;
+    return 1;
+}
+
 void plan_free(Plan *p)
 {
     sl_free(p->offset);
@@ -154,9 +170,8 @@ int plan_create(const Graph *g, int inplace, Plan *p)
     for (int i = 0; i < nn; i++) {
         const Node *n = &g->nodes[i];
         int o = n->out, x = n->in[0];
-        if (inplace && plan_op_inplace(n->op) && n->n_in == 1 &&
-            p->buffer[x] >= 0 && p->last[x] == i + 1 &&
-            p->bytes[x] == p->bytes[o]) {
+        if (op_inplace_level(g, n, inplace) && p->buffer[x] >= 0 &&
+            p->last[x] == i + 1 && p->bytes[x] == p->bytes[o]) {
             p->buffer[o] = p->buffer[x];
             p->n_inplace++;
         } else {

@@ -10,7 +10,10 @@
  * With in-place reuse on, a Relu/LeakyRelu/Sigmoid/Identity node whose
  * input is an arena activation read last by this node writes its output
  * into the input's buffer: both values then share one buffer id, and
- * their lifetimes touch at that one step.
+ * their lifetimes touch at that one step.  With PLAN_INPLACE_ALL (the
+ * inference executor), InstanceNorm, BatchNorm and Softmax do so too:
+ * their kernels read each element before writing it.  Training keeps
+ * PLAN_INPLACE_ELEMWISE semantics through plan_op_inplace().
  */
 #ifndef SL_PLAN_H
 #define SL_PLAN_H
@@ -36,8 +39,13 @@ typedef struct {
     size_t unplanned_bytes; /* sum of all value sizes without reuse */
 } Plan;
 
+/* in-place levels for plan_create */
+#define PLAN_INPLACE_NONE 0
+#define PLAN_INPLACE_ELEMWISE 1 /* plan_op_inplace() ops */
+#define PLAN_INPLACE_ALL 2      /* also normalisations and Softmax */
+
 /* g must have had graph_infer_shapes() run.  inplace: allow elementwise
- * nodes to overwrite their dying input.  Returns 0, ERR_NOMEM or
+ * nodes to overwrite their dying input (a PLAN_INPLACE_* level).  Returns 0, ERR_NOMEM or
  * ERR_SHAPE (sizes overflow), with a message.  plan_free() is safe on a
  * failed or zeroed plan. */
 int plan_create(const Graph *g, int inplace, Plan *p);

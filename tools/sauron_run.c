@@ -16,14 +16,16 @@ static void usage(FILE *f)
         f,
         "usage: sauron-run MODEL.sslim --input IN.bin --shape N,C,[D,]H,W\n"
         "                  [--output OUT.bin] [--repeat N] [--threads N]\n"
-        "                  [--force]\n"
+        "                  [--force] [--profile]\n"
         "Runs the network on a raw little-endian float32 tensor of the\n"
         "given shape and prints the median time over --repeat runs\n"
         "(default 1) and the peak activation memory.  --output writes\n"
         "the first graph output as raw little-endian float32 (refuses\n"
         "an existing file unless --force).  --threads defaults to all\n"
-        "cores.  ONNX models: convert with sauron-compress\n"
-        "--no-finetune first.\n");
+        "cores.  --profile also prints the time per op type (fused\n"
+        "pairs such as InstanceNorm+LeakyRelu count as one type), as ms\n"
+        "per run and share of the total.  ONNX models: convert with\n"
+        "sauron-compress --no-finetune first.\n");
 }
 
 static int parse_int(const char *s, const char *opt, long lo, long hi,
@@ -80,7 +82,7 @@ static int cmp_double(const void *a, const void *b)
 typedef struct {
     const char *model, *input, *output, *shape;
     long repeat, threads;
-    int force;
+    int force, profile;
 } Args;
 
 static int parse_args(int argc, char **argv, Args *a)
@@ -92,6 +94,8 @@ static int parse_args(int argc, char **argv, Args *a)
         int has_val = i + 1 < argc;
         if (!strcmp(s, "--force")) {
             a->force = 1;
+        } else if (!strcmp(s, "--profile")) {
+            a->profile = 1;
         } else if (!strcmp(s, "--input") || !strcmp(s, "--output") ||
                    !strcmp(s, "--shape") || !strcmp(s, "--repeat") ||
                    !strcmp(s, "--threads")) {
@@ -222,6 +226,31 @@ static int check_shape(Graph *g, const Shape *sh, const char *model)
     return rc;
 }
 
+/* ms per run for each distinct node label, in first-seen order. */
+static void print_profile(const Executor *e, const Graph *g, long runs)
+{
+    double total = 0;
+    for (int i = 0; i < g->n_nodes; i++) total += exec_node_seconds(e, i);
+    printf("profile: %d nodes, %.3f ms per run in nodes\n", g->n_nodes,
+           total * 1e3 / (double)runs);
+    for (int i = 0; i < g->n_nodes; i++) {
+        const char *l = exec_node_label(e, i);
+        int seen = !l[0];
+        for (int j = 0; j < i && !seen; j++)
+            seen = !strcmp(exec_node_label(e, j), l);
+        if (seen) continue;
+        double s = 0;
+        int count = 0;
+        for (int j = i; j < g->n_nodes; j++)
+            if (!strcmp(exec_node_label(e, j), l)) {
+                s += exec_node_seconds(e, j);
+                count++;
+            }
+        printf("  %-32s %4d nodes %9.3f ms %5.1f%%\n", l, count,
+               s * 1e3 / (double)runs, total > 0 ? 100.0 * s / total : 0.0);
+    }
+}
+
 static int run(const Args *a)
 {
     Graph g;
@@ -261,6 +290,7 @@ static int run(const Args *a)
         goto fail;
     }
     const float *outs[SL_MAX_OUTPUTS];
+    if (a->profile) exec_profile(e, 1);
     for (long r = 0; r < a->repeat; r++) {
         double t0 = sl_now();
         if ((rc = exec_run(e, x, outs))) goto fail;
@@ -279,6 +309,7 @@ static int run(const Args *a)
     printf("peak arena %.2f MB (without reuse %.2f MB)\n",
            (double)exec_arena_bytes(e) / 1048576.0,
            (double)exec_unplanned_bytes(e) / 1048576.0);
+    if (a->profile) print_profile(e, &g, a->repeat);
     rc = SL_OK;
 fail:
     exec_free(e);

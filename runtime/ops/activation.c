@@ -32,7 +32,8 @@ void relu_forward(float *y, const float *x, int64_t n)
         int64_t end = i + ELEMWISE_BLOCK < n ? i + ELEMWISE_BLOCK : n;
         for (; i + VF_W <= end; i += VF_W)
             vf4_store(y + i, vf4_relu(vf4_load(x + i)));
-        for (; i < end; i++) y[i] = sf_relu(x[i]);
+        for (; i < end; i++)
+            y[i] = sf_relu(x[i]);
     }
 }
 
@@ -48,7 +49,8 @@ void leaky_relu_forward(float *y, const float *x, int64_t n,
         int64_t end = i + ELEMWISE_BLOCK < n ? i + ELEMWISE_BLOCK : n;
         for (; i + VF_W <= end; i += VF_W)
             vf4_store(y + i, vf4_leaky(vf4_load(x + i), alpha));
-        for (; i < end; i++) y[i] = sf_leaky(x[i], alpha);
+        for (; i < end; i++)
+            y[i] = sf_leaky(x[i], alpha);
     }
 }
 

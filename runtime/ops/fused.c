@@ -32,7 +32,8 @@ static void norm_dims(const Shape *xs, int64_t *N, int64_t *C, int64_t *S)
     *N = xs->d[0];
     *C = xs->ndim > 1 ? xs->d[1] : 1;
     *S = 1;
-    for (int i = 2; i < xs->ndim; i++) *S *= xs->d[i];
+    for (int i = 2; i < xs->ndim; i++)
+        *S *= xs->d[i];
 }
 
 /* Running sums of x [S] shifted by k, the mean of the first (up to)
@@ -61,7 +62,8 @@ static void moments_add(Moments *m, const float *x, int64_t S)
     if (m->count == 0) {
         int64_t np = S < MOMENT_PILOT ? S : MOMENT_PILOT;
         double pilot = 0;
-        for (int64_t i = 0; i < np; i++) pilot += (double)x[i];
+        for (int64_t i = 0; i < np; i++)
+            pilot += (double)x[i];
         m->shift = (double)(float)(pilot / (double)np);
     }
     const float kf = (float)m->shift;
@@ -136,18 +138,20 @@ static void affine_act(float *y, const float *x, int64_t S, Affine f,
     case OP_RELU:
         for (; i + VF_W <= S; i += VF_W)
             vf4_store(y + i, vf4_relu((vf4_load(x + i) - k) * a + b));
-        for (; i < S; i++) y[i] = sf_relu((x[i] - f.k) * f.a + f.b);
+        for (; i < S; i++)
+            y[i] = sf_relu((x[i] - f.k) * f.a + f.b);
         break;
     case OP_LEAKY_RELU:
         for (; i + VF_W <= S; i += VF_W)
-            vf4_store(y + i,
-                      vf4_leaky((vf4_load(x + i) - k) * a + b, alpha));
-        for (; i < S; i++) y[i] = sf_leaky((x[i] - f.k) * f.a + f.b, alpha);
+            vf4_store(y + i, vf4_leaky((vf4_load(x + i) - k) * a + b, alpha));
+        for (; i < S; i++)
+            y[i] = sf_leaky((x[i] - f.k) * f.a + f.b, alpha);
         break;
     default:
         for (; i + VF_W <= S; i += VF_W)
             vf4_store(y + i, (vf4_load(x + i) - k) * a + b);
-        for (; i < S; i++) y[i] = (x[i] - f.k) * f.a + f.b;
+        for (; i < S; i++)
+            y[i] = (x[i] - f.k) * f.a + f.b;
         break;
     }
 }

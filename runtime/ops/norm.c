@@ -17,7 +17,8 @@ static void norm_dims(const Shape *xs, int64_t *N, int64_t *C, int64_t *S)
     *N = xs->d[0];
     *C = xs->ndim > 1 ? xs->d[1] : 1;
     *S = 1;
-    for (int i = 2; i < xs->ndim; i++) *S *= xs->d[i];
+    for (int i = 2; i < xs->ndim; i++)
+        *S *= xs->d[i];
 }
 
 /* The fast kernels live in fused.c, shared with the fused
@@ -44,16 +45,17 @@ void instance_norm_forward_ref(float *y, const float *x, const float *scale,
             const float *xp = x + (n * C + c) * S;
             float *yp = y + (n * C + c) * S;
             double sum = 0;
-            for (int64_t i = 0; i < S; i++) sum += (double)xp[i];
+            for (int64_t i = 0; i < S; i++)
+                sum += (double)xp[i];
             double mean = sum / (double)S;
             double ss = 0;
             for (int64_t i = 0; i < S; i++)
                 ss += ((double)xp[i] - mean) * ((double)xp[i] - mean);
             double sd = sqrt(ss / (double)S + (double)p->eps);
             for (int64_t i = 0; i < S; i++)
-                yp[i] = (float)(((double)xp[i] - mean) / sd *
-                                    (double)scale[c] +
-                                (double)bias[c]);
+                yp[i] =
+                    (float)(((double)xp[i] - mean) / sd * (double)scale[c] +
+                            (double)bias[c]);
         }
 }
 

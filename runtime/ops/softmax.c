@@ -12,6 +12,7 @@
 
 #include "opcheck.h"
 #include "ops.h"
+#include "vecmath.h"
 
 /* Voxels per tile: the tile's max and sum (2 x 1 KiB) stay in L1 while C
  * class planes stream through. */
@@ -24,7 +25,8 @@ static void softmax_dims(const Shape *xs, const SoftmaxParams *p,
     *outer = 1;
     *C = 1;
     *inner = 1;
-    for (int i = 0; i < axis; i++) *outer *= xs->d[i];
+    for (int i = 0; i < axis; i++)
+        *outer *= xs->d[i];
     for (int i = axis; i < xs->ndim; i++) {
         if (i == axis || p->flatten)
             *C *= xs->d[i];
@@ -37,7 +39,8 @@ static void softmax_dims(const Shape *xs, const SoftmaxParams *p,
 static void softmax_row(float *y, const float *x, int64_t L)
 {
     float mx = x[0];
-    for (int64_t i = 1; i < L; i++) mx = x[i] > mx ? x[i] : mx;
+    for (int64_t i = 1; i < L; i++)
+        mx = x[i] > mx ? x[i] : mx;
     double sum = 0;
     for (int64_t i = 0; i < L; i++) {
         float e = expf(x[i] - mx);
@@ -45,7 +48,56 @@ static void softmax_row(float *y, const float *x, int64_t L)
         sum += (double)e;
     }
     float inv = (float)(1.0 / sum);
-    for (int64_t i = 0; i < L; i++) y[i] *= inv;
+    for (int64_t i = 0; i < L; i++)
+        y[i] *= inv;
+}
+
+/* One tile: yb, xb [C, inner] (tile origin), nv <= SOFTMAX_TILE voxels.
+ * exp by vf4_exp_neg (relative error < 2e-7, see vecmath.h) on whole
+ * vectors, expf on the tail; yb may equal xb (each element is read
+ * before it is written). */
+static void softmax_tile(float *yb, const float *xb, int64_t C, int64_t inner,
+                         int64_t nv)
+{
+    float mx[SOFTMAX_TILE], sum[SOFTMAX_TILE];
+    for (int64_t v = 0; v < nv; v++) {
+        mx[v] = xb[v];
+        sum[v] = 0.0f;
+    }
+    for (int64_t c = 1; c < C; c++) {
+        const float *xc = xb + c * inner;
+        int64_t v = 0;
+        for (; v + VF_W <= nv; v += VF_W) {
+            vf4 a = vf4_load(xc + v), m = vf4_load(mx + v);
+            vf4_store(mx + v, vf4_select(a > m, a, m));
+        }
+        for (; v < nv; v++)
+            mx[v] = xc[v] > mx[v] ? xc[v] : mx[v];
+    }
+    /* Float sums are fine: C terms each in (0, 1], at least one 1. */
+    for (int64_t c = 0; c < C; c++) {
+        const float *xc = xb + c * inner;
+        float *yc = yb + c * inner;
+        int64_t v = 0;
+        for (; v + VF_W <= nv; v += VF_W) {
+            vf4 e = vf4_exp_neg(vf4_load(xc + v) - vf4_load(mx + v));
+            vf4_store(yc + v, e);
+            vf4_store(sum + v, vf4_load(sum + v) + e);
+        }
+        for (; v < nv; v++) {
+            float e = expf(xc[v] - mx[v]);
+            yc[v] = e;
+            sum[v] += e;
+        }
+    }
+    for (int64_t v = 0; v < nv; v++)
+        sum[v] = 1.0f / sum[v];
+    for (int64_t c = 0; c < C; c++) {
+        float *yc = yb + c * inner;
+#pragma omp simd
+        for (int64_t v = 0; v < nv; v++)
+            yc[v] *= sum[v];
+    }
 }
 
 /* y, x [outer, C, inner] */
@@ -67,33 +119,7 @@ void softmax_forward(float *y, const float *x, const Shape *xs,
         int64_t nv = inner - v0 < SOFTMAX_TILE ? inner - v0 : SOFTMAX_TILE;
         const float *xb = x + o * C * inner + v0;
         float *yb = y + o * C * inner + v0;
-        float mx[SOFTMAX_TILE], sum[SOFTMAX_TILE];
-        for (int64_t v = 0; v < nv; v++) {
-            mx[v] = xb[v];
-            sum[v] = 0.0f;
-        }
-        for (int64_t c = 1; c < C; c++) {
-            const float *xc = xb + c * inner;
-#pragma omp simd
-            for (int64_t v = 0; v < nv; v++)
-                mx[v] = xc[v] > mx[v] ? xc[v] : mx[v];
-        }
-        /* Float sums are fine: C terms each in (0, 1], at least one 1. */
-        for (int64_t c = 0; c < C; c++) {
-            const float *xc = xb + c * inner;
-            float *yc = yb + c * inner;
-            for (int64_t v = 0; v < nv; v++) {
-                float e = expf(xc[v] - mx[v]);
-                yc[v] = e;
-                sum[v] += e;
-            }
-        }
-        for (int64_t v = 0; v < nv; v++) sum[v] = 1.0f / sum[v];
-        for (int64_t c = 0; c < C; c++) {
-            float *yc = yb + c * inner;
-#pragma omp simd
-            for (int64_t v = 0; v < nv; v++) yc[v] *= sum[v];
-        }
+        softmax_tile(yb, xb, C, inner, nv);
     }
 }
 
@@ -114,7 +140,8 @@ void softmax_forward_ref(float *y, const float *x, const Shape *xs,
             for (int64_t c = 0; c < C; c++)
                 sum += exp((double)xp[c * inner] - mx);
             for (int64_t c = 0; c < C; c++)
-                yp[c * inner] = (float)(exp((double)xp[c * inner] - mx) / sum);
+                yp[c * inner] =
+                    (float)(exp((double)xp[c * inner] - mx) / sum);
         }
 }
 

@@ -27,9 +27,15 @@ static inline vf4 vf4_load(const float *p)
     return v;
 }
 
-static inline void vf4_store(float *p, vf4 v) { memcpy(p, &v, sizeof v); }
+static inline void vf4_store(float *p, vf4 v)
+{
+    memcpy(p, &v, sizeof v);
+}
 
-static inline vf4 vf4_set1(float s) { return (vf4){s, s, s, s}; }
+static inline vf4 vf4_set1(float s)
+{
+    return (vf4){s, s, s, s};
+}
 
 /* m ? a : b per lane, m from a vector compare (all ones or all zeros). */
 static inline vf4 vf4_select(vi4 m, vf4 a, vf4 b)
@@ -49,7 +55,10 @@ static inline vf4 vf4_leaky(vf4 v, float alpha)
     return vf4_select(v >= vf4_set1(0.0f), v, v * alpha);
 }
 
-static inline float sf_relu(float v) { return v > 0.0f ? v : 0.0f; }
+static inline float sf_relu(float v)
+{
+    return v > 0.0f ? v : 0.0f;
+}
 static inline float sf_leaky(float v, float alpha)
 {
     return v >= 0.0f ? v : alpha * v;
@@ -62,8 +71,8 @@ static inline float sf_leaky(float v, float alpha)
  * ~1 ulp; exp(r) by its Taylor polynomial of degree 7 (truncation error
  * r^8/8! < 6e-9 relative); 2^n by building the exponent bits.  Measured
  * against exp() in double over [-87, 0]: max relative error 9.5e-8
- * (1.6 ulp); tests/test_fused.c checks < 2e-7 on a sweep.  x < -87 gives 0 (the
- * true value is below 2^-125, negligible next to the softmax maximum's
+ * (1.6 ulp); tests/test_fused.c checks < 2e-7 on a sweep.  x < -87 gives 0
+ * (the true value is below 2^-125, negligible next to the softmax maximum's
  * exp(0) = 1).  NaN gives NaN.  Positive x is not supported. */
 static inline vf4 vf4_exp_neg(vf4 x)
 {
