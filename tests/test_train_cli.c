@@ -1,0 +1,401 @@
+/* sauron-compress --data DIR --no-prune end to end, on phantom datasets
+ * from tools/make_phantom.py (5 cases of 32x32x16, background + organ1)
+ * with the e2e2d fixture (2D, 1 modality, 2 classes):
+ *   - a run writes the model (.sslim and .onnx), metadata from
+ *     dataset.json, reports and checkpoint in the run folder, one stderr
+ *     line per epoch;
+ *   - kill -9 in the middle of a run, then --resume: the output is
+ *     byte-identical to an uninterrupted run's;
+ *   - --resume refuses another model's run folder and other settings;
+ *   - bad input (dataset without dataset.json, a case missing a modality
+ *     or its label, a label outside the declared ones, grids that differ,
+ *     no training cases, --batch 0, an unknown flag, out-of-range values,
+ *     a patch the network cannot take): one stderr line, non-zero exit,
+ *     no output and no run folder;
+ *   - a learning rate that makes the loss NaN: non-zero exit, the message
+ *     names the epoch, no output.
+ * Needs /usr/bin/python3 with numpy and nibabel (skipped otherwise). */
+#define _POSIX_C_SOURCE 200809L
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "compressor/onnx/onnx_import.h"
+#include "runtime/common.h"
+#include "runtime/graph.h"
+#include "runtime/sslim.h"
+#include "tests/testutil.h"
+
+#define MODEL "tests/fixtures/torch/e2e2d.onnx"
+#define OTHER_MODEL "tests/fixtures/torch/classic2d.onnx"
+
+static int have_data;
+static char good[512];
+
+typedef struct {
+    int status;
+    int lines;       /* stderr lines */
+    char err[8192];  /* all of stderr (truncated) */
+    char last[1024]; /* last stderr line */
+} Cli;
+
+static void cli(Cli *r, const char *fmt, ...)
+{
+    char cmd[4096], full[4800], errf[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    snprintf(errf, sizeof errf, "%s/cli_stderr.txt", test_tmpdir());
+    snprintf(full, sizeof full, "%s > /dev/null 2> %s", cmd, errf);
+    int st = system(full);
+    r->status = st == -1 || !WIFEXITED(st) ? -1 : WEXITSTATUS(st);
+    memset(r->err, 0, sizeof r->err);
+    r->last[0] = '\0';
+    r->lines = 0;
+    FILE *f = fopen(errf, "r");
+    if (!f) return;
+    size_t n = fread(r->err, 1, sizeof r->err - 1, f);
+    fclose(f);
+    r->err[n] = '\0';
+    const char *line = r->err;
+    for (size_t i = 0; i < n; i++)
+        if (r->err[i] == '\n') {
+            r->lines++;
+            size_t len = (size_t)(&r->err[i] - line);
+            if (len >= sizeof r->last) len = sizeof r->last - 1;
+            memcpy(r->last, line, len);
+            r->last[len] = '\0';
+            line = &r->err[i + 1];
+        }
+}
+
+static const char *tmp(const char *name, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/%s", test_tmpdir(), name);
+    return buf;
+}
+
+static int sh(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int st = system(cmd);
+    return st == -1 || !WIFEXITED(st) ? -1 : WEXITSTATUS(st);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    const char *d = test_tmpdir();
+    char err[256];
+    if (run_cmd("/usr/bin/python3 -c 'import nibabel, numpy'", err,
+                sizeof err) != 0) {
+        printf("skipped: /usr/bin/python3 with nibabel and numpy missing\n");
+        return 0;
+    }
+    snprintf(good, sizeof good, "%s/good", d);
+    const char *mk = "/usr/bin/python3 tools/make_phantom.py";
+    int rc = 0;
+    rc |= sh("%s %s --cases 5 --test 0 --size 32,32,16 --classes 2 "
+             ">/dev/null",
+             mk, good);
+    /* Three labels in the voxels, two declared. */
+    rc |= sh("%s %s/badlabel --cases 5 --test 0 --size 32,32,16 --classes 3 "
+             ">/dev/null && cp %s/dataset.json %s/badlabel/",
+             mk, d, good, d);
+    /* A label map on a smaller grid than its image. */
+    rc |= sh("%s %s/small --cases 3 --test 0 --size 32,32,12 --classes 2 "
+             ">/dev/null && cp -r %s %s/grid && cp "
+             "%s/small/labelsTr/phantom_002.nii.gz %s/grid/labelsTr/",
+             mk, d, good, d, d, d);
+    rc |= sh("cp -r %s %s/nojson && rm %s/nojson/dataset.json", good, d, d);
+    rc |= sh("cp -r %s %s/missmod && rm %s/missmod/imagesTr/"
+             "phantom_001_0000.nii.gz",
+             good, d, d);
+    rc |= sh("cp -r %s %s/misslab && rm %s/misslab/labelsTr/"
+             "phantom_001.nii.gz",
+             good, d, d);
+    rc |= sh("mkdir -p %s/empty/imagesTr %s/empty/labelsTr && printf "
+             "'{\"channel_names\": {\"0\": \"T1\"}, \"labels\": "
+             "{\"background\": 0, \"organ1\": 1}}' > %s/empty/dataset.json",
+             d, d, d);
+    have_data = rc == 0;
+    return have_data ? 0 : -1;
+}
+
+static void bin(char *buf, size_t len) { bin_path("sauron-compress", buf, len); }
+
+/* The common fast training flags. */
+#define FAST "--no-prune --epochs 2 --iters-per-epoch 4 --batch 2"
+
+static void test_end_to_end(void **state)
+{
+    (void)state;
+    if (!have_data) skip();
+    char b[256], out[600], run[600], p[700];
+    Cli r;
+    bin(b, sizeof b);
+    tmp("e2e.sslim", out, sizeof out);
+    tmp("e2e.sslim.run", run, sizeof run);
+    cli(&r, "%s %s %s --data %s " FAST " --seed 3 --threads 2", b, MODEL,
+        out, good);
+    if (r.status) fprintf(stderr, "%s", r.err);
+    assert_int_equal(r.status, 0);
+    /* One line per epoch (0 = the imported model), nothing else. */
+    assert_int_equal(r.lines, 3);
+    assert_non_null(strstr(r.err, "epoch 0/2"));
+    assert_non_null(strstr(r.last, "epoch 2/2"));
+    assert_non_null(strstr(r.last, "train "));
+    assert_non_null(strstr(r.last, "organ1 "));
+    Graph g;
+    graph_init(&g);
+    assert_int_equal(sslim_read(out, &g), 0);
+    assert_int_equal(g.meta.n_classes, 2);
+    assert_string_equal(g.meta.class_names[1], "organ1");
+    assert_string_equal(g.meta.modality_names[0], "T1");
+    assert_int_equal(g.meta.dims, 2);
+    graph_free(&g);
+    const char *files[] = {"epochs.csv", "epochs.jsonl", "split.json",
+                           "summary.txt", "checkpoint.sslck"};
+    for (int i = 0; i < 5; i++) {
+        snprintf(p, sizeof p, "%s/%s", run, files[i]);
+        assert_true(sl_file_exists(p));
+    }
+    /* The output exists now: a second run needs --force. */
+    cli(&r, "%s %s %s --data %s " FAST, b, MODEL, out, good);
+    assert_int_not_equal(r.status, 0);
+    assert_int_equal(r.lines, 1);
+    assert_non_null(strstr(r.last, "--force"));
+}
+
+static void test_onnx_output(void **state)
+{
+    (void)state;
+    if (!have_data) skip();
+    char b[256], out[600];
+    Cli r;
+    bin(b, sizeof b);
+    tmp("e2e.onnx", out, sizeof out);
+    cli(&r, "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 "
+            "--batch 2",
+        b, MODEL, out, good);
+    if (r.status) fprintf(stderr, "%s", r.err);
+    assert_int_equal(r.status, 0);
+    Graph g;
+    graph_init(&g);
+    assert_int_equal(onnx_import(out, NULL, &g), 0);
+    assert_int_equal(g.meta.n_classes, 2);
+    assert_string_equal(g.meta.class_names[1], "organ1");
+    graph_free(&g);
+}
+
+static int file_has_line_starting(const char *path, const char *prefix)
+{
+    char line[4096];
+    int found = 0;
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    while (!found && fgets(line, sizeof line, f))
+        found = !strncmp(line, prefix, strlen(prefix));
+    fclose(f);
+    return found;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int files_equal(const char *a, const char *b)
+{
+    uint8_t *x = NULL, *y = NULL;
+    size_t nx = 0, ny = 0;
+    int eq = !sl_read_file(a, &x, &nx) && !sl_read_file(b, &y, &ny) &&
+             nx == ny && !memcmp(x, y, nx);
+    sl_free(x);
+    sl_free(y);
+    return eq;
+}
+
+/* kill -9 during epoch 2 of 3, then --resume: byte-identical output. */
+static void test_kill_and_resume(void **state)
+{
+    (void)state;
+    if (!have_data) skip();
+    char b[256], ref[600], out[600], run[600], csv[700], pidf[600];
+    Cli r;
+    const char *args = "--no-prune --epochs 3 --iters-per-epoch 20 --batch 2 "
+                       "--threads 2 --lr 0.01 --seed 5";
+    bin(b, sizeof b);
+    tmp("kill_ref.sslim", ref, sizeof ref);
+    tmp("kill.sslim", out, sizeof out);
+    tmp("kill.sslim.run", run, sizeof run);
+    tmp("kill.pid", pidf, sizeof pidf);
+    snprintf(csv, sizeof csv, "%s/epochs.csv", run);
+    cli(&r, "%s %s %s --data %s %s", b, MODEL, ref, good, args);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(sh("%s %s %s --data %s %s >/dev/null 2>&1 & echo $! > "
+                        "%s",
+                        b, MODEL, out, good, args, pidf),
+                     0);
+    FILE *f = fopen(pidf, "r");
+    long pid = 0;
+    assert_non_null(f);
+    assert_int_equal(fscanf(f, "%ld", &pid), 1);
+    fclose(f);
+    /* Wait (at most 120 s) for epoch 1's report, which is written just
+     * before its checkpoint; then kill a little into epoch 2. */
+    for (int i = 0; i < 2400 && !file_has_line_starting(csv, "1,"); i++)
+        sleep_ms(50);
+    assert_true(file_has_line_starting(csv, "1,"));
+    sleep_ms(150);
+    assert_false(sl_file_exists(out)); /* still running: the kill counts */
+    kill((pid_t)pid, SIGKILL);
+    for (int i = 0; i < 200 && kill((pid_t)pid, 0) == 0; i++)
+        sleep_ms(20);
+    assert_false(sl_file_exists(out));
+    cli(&r, "%s %s %s --data %s %s --resume", b, MODEL, out, good, args);
+    if (r.status) fprintf(stderr, "%s", r.err);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.err, "resuming"));
+    assert_true(files_equal(ref, out));
+    /* The reports hold each epoch once. */
+    assert_true(file_has_line_starting(csv, "3,"));
+}
+
+static void test_resume_refusals(void **state)
+{
+    (void)state;
+    if (!have_data) skip();
+    char b[256], out[600], run[600];
+    Cli r;
+    bin(b, sizeof b);
+    tmp("res.sslim", out, sizeof out);
+    tmp("res.run", run, sizeof run);
+    cli(&r, "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 "
+            "--run-dir %s",
+        b, MODEL, out, good, run);
+    assert_int_equal(r.status, 0);
+    remove(out);
+    /* Another model. */
+    cli(&r, "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 "
+            "--run-dir %s --resume",
+        b, OTHER_MODEL, out, good, run);
+    assert_int_not_equal(r.status, 0);
+    assert_int_equal(r.lines, 1);
+    assert_non_null(strstr(r.last, "another model"));
+    assert_false(sl_file_exists(out));
+    /* Other settings: named. */
+    cli(&r, "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 3 "
+            "--run-dir %s --resume",
+        b, MODEL, out, good, run);
+    assert_int_not_equal(r.status, 0);
+    assert_int_equal(r.lines, 1);
+    assert_non_null(strstr(r.last, "iters_per_epoch=2 in the run folder"));
+    assert_non_null(strstr(r.last, "iters_per_epoch=3 now"));
+    assert_false(sl_file_exists(out));
+    /* A new run there without --resume. */
+    cli(&r, "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 "
+            "--run-dir %s",
+        b, MODEL, out, good, run);
+    assert_int_not_equal(r.status, 0);
+    assert_int_equal(r.lines, 1);
+    assert_non_null(strstr(r.last, "--resume"));
+    assert_false(sl_file_exists(out));
+}
+
+/* One bad input: non-zero exit, one stderr line holding `want`, no
+ * output, no run folder. */
+static void bad(const char *name, const char *data, const char *flags,
+                const char *want)
+{
+    char b[256], out[600], run[700];
+    Cli r;
+    bin(b, sizeof b);
+    snprintf(out, sizeof out, "%s/bad_%s.sslim", test_tmpdir(), name);
+    snprintf(run, sizeof run, "%s.run", out);
+    cli(&r, "%s %s %s --data %s/%s %s", b, MODEL, out, test_tmpdir(), data,
+        flags);
+    printf("%-10s exit %d: %s\n", name, r.status, r.last);
+    assert_int_not_equal(r.status, 0);
+    assert_int_equal(r.lines, 1);
+    if (want) assert_non_null(strstr(r.last, want));
+    assert_false(sl_file_exists(out));
+    assert_false(sl_file_exists(run));
+}
+
+static void test_bad_datasets(void **state)
+{
+    (void)state;
+    if (!have_data) skip();
+    bad("nojson", "nojson", FAST, "dataset.json");
+    bad("missmod", "missmod", FAST, "phantom_001");
+    bad("misslab", "misslab", FAST, "phantom_001");
+    bad("badlabel", "badlabel", FAST, "2");
+    bad("grid", "grid", FAST, "phantom_002");
+    bad("empty", "empty", FAST, NULL);
+    bad("nodir", "no_such_dataset", FAST, "no_such_dataset");
+}
+
+static void test_bad_flags(void **state)
+{
+    (void)state;
+    if (!have_data) skip();
+    bad("batch0", "good", "--no-prune --batch 0", "--batch");
+    bad("unknown", "good", "--no-prune --frobnicate", "--frobnicate");
+    bad("lr", "good", "--no-prune --lr -1", "--lr");
+    bad("lrtext", "good", "--no-prune --lr fast", "--lr");
+    bad("epochs0", "good", "--no-prune --epochs 0", "--epochs");
+    bad("iters", "good", "--no-prune --iters-per-epoch 0",
+        "--iters-per-epoch");
+    bad("valfrac", "good", "--no-prune --val-fraction 1.5", "--val-fraction");
+    bad("threads", "good", "--no-prune --threads 0", "--threads");
+    bad("optim", "good", "--no-prune --optimizer rmsprop", "--optimizer");
+    bad("wd", "good", "--no-prune --weight-decay -3", "--weight-decay");
+    bad("clip", "good", "--no-prune --clip-grad -1", "--clip-grad");
+    bad("patch3", "good", "--no-prune --patch 16,32,32", "--patch");
+    bad("patchbad", "good", "--no-prune --patch 30,30", "--patch");
+    bad("classes", "good", "--no-prune --classes a,b,c", "--classes");
+}
+
+/* SGD at lr 1e6 diverges in epoch 1: the last line names it, no model. */
+static void test_nan_stop(void **state)
+{
+    (void)state;
+    if (!have_data) skip();
+    char b[256], out[600];
+    Cli r;
+    bin(b, sizeof b);
+    tmp("nan.sslim", out, sizeof out);
+    cli(&r, "%s %s %s --data %s --no-prune --epochs 2 --iters-per-epoch 15 "
+            "--batch 2 --optimizer sgd --lr 1e6",
+        b, MODEL, out, good);
+    printf("NaN run: exit %d: %s\n", r.status, r.last);
+    assert_int_not_equal(r.status, 0);
+    assert_non_null(strstr(r.last, "diverged at epoch 1"));
+    assert_false(sl_file_exists(out));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_end_to_end),
+        cmocka_unit_test(test_onnx_output),
+        cmocka_unit_test(test_kill_and_resume),
+        cmocka_unit_test(test_resume_refusals),
+        cmocka_unit_test(test_bad_datasets),
+        cmocka_unit_test(test_bad_flags),
+        cmocka_unit_test(test_nan_stop),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}
