@@ -1,12 +1,15 @@
 /* Conv backward, and the im2col/col2im helpers both conv files share.
  *
  * N batch, IC/OC channels, in.../out... spatial (1 to 3 dims, padded on
- * the left to 3 with size-1 dims so 2D and 3D share one path), K kernel, KK =
- * prod(K). Per group g, with ICg = IC/group, OCg = OC/group, R = ICg*KK and P
- * the number of output positions: dw_g [OCg, R]  += dy_g [OCg, P] * col [R,
- * P]^T   (col = im2col(x)) dcol [R, P]     = w_g [OCg, R]^T * dy_g [OCg, P];
- * dx_g += col2im(dcol) P is cut into tiles of CONV_GRAD_TILE_P columns so the
- * scratch stays bounded on large 3D volumes.
+ * the left to 3 with size-1 dims so 2D and 3D share one path), K kernel,
+ * KK = prod(K).  Per group g, with ICg = IC/group, OCg = OC/group,
+ * R = ICg*KK and P the number of output positions:
+ *   dw_g [OCg, R] += (col [R, P] * dy_g [OCg, P]^T)^T    (col = im2col(x))
+ *   stride 1:  dx += conv(dy, w flipped, channels swapped)  (forward conv)
+ *   otherwise: dcol [R, P] = w_g [OCg, R]^T * dy_g [OCg, P];
+ *              dx_g += col2im(dcol)
+ * P is cut into tiles of CONV_GRAD_TILE_P columns so the scratch stays
+ * bounded on large 3D volumes.
  */
 #include "compressor/grad/grad.h"
 
@@ -203,13 +206,130 @@ static int64_t tile_cols(int64_t positions)
     return positions < CONV_GRAD_TILE_P ? positions : CONV_GRAD_TILE_P;
 }
 
-/* Pack floats for the two gemm shapes of conv_backward, for a tile of t
- * columns. */
+static size_t round16(size_t n)
+{
+    return (n + 15) / 16 * 16;
+}
+
+/* dst [m, n] += src [n, m]^T; each thread owns whole rows of dst, one add
+ * per element, so the result does not depend on the thread count. */
+void grad_add_transposed(float *dst, const float *src, int64_t m, int64_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++)
+            dst[i * n + j] += src[j * m + i];
+}
+
+/* dst [n] += src [n]. */
+void grad_add(float *restrict dst, const float *restrict src, int64_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        dst[i] += src[i];
+}
+
+/* ---- dW ----
+ * dwT [R, OCg] = sum over samples and tiles of col [R, t] * dy_g [OCg, t]^T,
+ * then dw_g [OCg, R] += dwT^T once.  col is the GEMM's A, read in place
+ * (full row panels are never packed); only dy (OCg x t floats per row
+ * block) goes through the transposing packer.  Computing dw_g directly
+ * would make col^T the B operand and transpose all R x t of it: that
+ * packing was the costliest part of this backward. */
+
+/* Scratch: dwT [R, OCg], col [R, tile], GEMM packing. */
+/* Packing for the GEMMs on a tile of t columns: dW's [R,OCg,t] and the
+ * strided dX's [R,t,OCg]. */
 static size_t pack_floats(int64_t rows, int64_t ocg, int64_t t)
 {
-    size_t a = gemm_pack_floats((int)ocg, (int)rows, (int)t);
+    size_t a = gemm_pack_floats((int)rows, (int)ocg, (int)t);
     size_t b = gemm_pack_floats((int)rows, (int)t, (int)ocg);
     return a > b ? a : b;
+}
+
+/* Scratch: dwT [R, OCg], col [R, tile], GEMM packing (also what the
+ * strided dX path uses, after dwT). */
+static size_t dw_scratch(int64_t rows, int64_t ocg, int64_t tile,
+                         int64_t last)
+{
+    size_t pa = pack_floats(rows, ocg, tile), pb = pack_floats(rows, ocg, last);
+    return round16((size_t)(rows * ocg)) + (size_t)(rows * tile) +
+           (pa > pb ? pa : pb);
+}
+
+/* ---- dX as a forward convolution ----
+ * With stride 1, dx[n,ic,i] = sum_{oc,k} w[oc,ic,k] *
+ * dy[n,oc,i + pad_lo - k*dil], which is conv(dy, wf) with in and out
+ * channels swapped and the kernel flipped, wf[ic,oc,KK-1-k] = w[oc,ic,k]
+ * (per group), and pads dil*(K-1) - pad.  The runtime's forward conv runs
+ * it at GEMM speed with no col2im scatter.  It overwrites, so each sample
+ * goes through a temporary that is then added to dx. */
+
+typedef struct {
+    ConvParams p;  /* the flipped convolution */
+    Shape in, out; /* one sample: [1, OC, out...] -> [1, IC, in...] */
+    int64_t kk;
+} FlipConv;
+
+/* 0 when the flipped form does not apply (strided, or pads beyond the
+ * kernel span): the col2im path then runs. */
+static int flip_conv_plan(FlipConv *f, const Shape *xs, const Shape *ys,
+                          const ConvParams *p)
+{
+    f->p = *p;
+    f->kk = 1;
+    for (int d = 0; d < p->nsp; d++) {
+        int span = p->dilation[d] * (p->kernel[d] - 1);
+        if (p->stride[d] != 1 || p->pad_lo[d] > span || p->pad_hi[d] > span)
+            return 0;
+        f->p.pad_lo[d] = span - p->pad_lo[d];
+        f->p.pad_hi[d] = span - p->pad_hi[d];
+        f->p.out_pad[d] = 0;
+        f->kk *= p->kernel[d];
+    }
+    f->in = *ys;
+    f->out = *xs;
+    f->in.d[0] = f->out.d[0] = 1;
+    return 1;
+}
+
+/* Scratch: wf [IC, OCg, K...], one sample's dx, the forward's scratch. */
+static size_t flip_scratch(const FlipConv *f)
+{
+    size_t wf = (size_t)(f->out.d[1] * (f->in.d[1] / f->p.group) * f->kk);
+    return round16(wf) + round16((size_t)shape_numel(&f->out)) +
+           conv_scratch_floats(&f->in, &f->out, &f->p);
+}
+
+/* dx [N,IC,in...] += conv(dy [N,OC,out...], flipped w [OC,ICg,K...]);
+ * scratch flip_scratch(f). */
+static void conv_dx_flipped(float *dx, const float *dy, const float *w,
+                            int64_t n_batch, const FlipConv *f,
+                            float *scratch)
+{
+    const int64_t ic = f->out.d[1], oc = f->in.d[1], kk = f->kk;
+    const int group = f->p.group;
+    const int64_t icg = ic / group, ocg = oc / group;
+    const int64_t in_n = shape_numel(&f->out), out_n = shape_numel(&f->in);
+    float *wf = scratch;
+    float *tmp = wf + round16((size_t)(ic * ocg * kk));
+    float *conv_scratch = tmp + round16((size_t)in_n);
+    /* wf row (g, ic) holds, per oc of the group, the reversed taps. */
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < ic; r++) {
+        int64_t gi = r / icg, il = r % icg;
+        for (int64_t o = 0; o < ocg; o++) {
+            const float *src = w + ((gi * ocg + o) * icg + il) * kk;
+            float *dst = wf + (r * ocg + o) * kk;
+            for (int64_t k = 0; k < kk; k++)
+                dst[k] = src[kk - 1 - k];
+        }
+    }
+    for (int64_t n = 0; n < n_batch; n++) {
+        conv_forward(tmp, dy + n * out_n, wf, NULL, &f->in, &f->out, &f->p,
+                     conv_scratch);
+        grad_add(dx + n * in_n, tmp, in_n);
+    }
 }
 
 size_t conv_backward_scratch_floats(const Shape *xs, const Shape *ys,
@@ -223,10 +343,12 @@ size_t conv_backward_scratch_floats(const Shape *xs, const Shape *ys,
     int64_t rows = xs->d[1] / p->group * kk;
     int64_t ocg = ys->d[1] / p->group;
     int64_t tile = tile_cols(pos), last = pos % tile ? pos % tile : tile;
-    size_t pa = pack_floats(rows, ocg, tile),
-           pb = pack_floats(rows, ocg, last);
-    /* one im2col tile, reused for col(x) and dcol, plus gemm packing */
-    return (size_t)(rows * tile) + (pa > pb ? pa : pb);
+    /* dW and dX run one after the other and share the scratch; the col2im
+     * dX path needs no more than the dW path (col and packing) */
+    size_t dw = dw_scratch(rows, ocg, tile, last);
+    FlipConv f;
+    size_t dx = flip_conv_plan(&f, xs, ys, p) ? flip_scratch(&f) : 0;
+    return dw > dx ? dw : dx;
 }
 
 /* dx, x [N,IC,in...]; dw, w [OC,IC/g,K...]; db [OC]; dy [N,OC,out...];
@@ -246,32 +368,44 @@ void conv_backward(float *dx, float *dw, float *db, const float *dy,
     const int64_t tile = tile_cols(pos);
     /* gemm takes int sizes */
     CHECK(rows <= INT32_MAX && pos <= INT32_MAX);
-    float *col = scratch, *pack = scratch + rows * tile;
+    float *dwt = scratch, *col = dwt + round16((size_t)(rows * ocg));
+    float *pack = col + rows * tile;
 
     if (db) grad_bias(db, dy, ys);
-    if (!dx && !dw) return;
-    for (int g = 0; g < group; g++) {
-        float *dw_g = dw ? dw + (int64_t)g * ocg * rows : NULL;
-        const float *w_g = w + (int64_t)g * ocg * rows;
+    for (int g = 0; dw && g < group; g++) {
         for (int64_t n = 0; n < n_batch; n++) {
             const float *dy_g = dy + (n * oc + (int64_t)g * ocg) * pos;
             const float *x_g = x + (n * ic + (int64_t)g * icg) * pin;
-            float *dx_g = dx ? dx + (n * ic + (int64_t)g * icg) * pin : NULL;
             for (int64_t p0 = 0; p0 < pos; p0 += tile) {
                 int64_t p1 = p0 + tile < pos ? p0 + tile : pos;
                 int t = (int)(p1 - p0);
-                if (dw_g) {
-                    /* dw_g [OCg,R] += dy_g [OCg,t] * col [R,t]^T */
-                    grad_im2col(col, x_g, &gm, icg, p0, p1);
-                    gemm_t(dw_g, dy_g + p0, col, ocg, (int)rows, t, (int)pos,
-                           t, (int)rows, 0, 1, 1, pack);
-                }
-                if (dx_g) {
-                    /* dcol [R,t] = w_g [OCg,R]^T * dy_g [OCg,t] */
-                    gemm_t(col, w_g, dy_g + p0, (int)rows, t, ocg, (int)rows,
-                           (int)pos, t, 1, 0, 0, pack);
-                    grad_col2im(dx_g, col, &gm, icg, p0, p1);
-                }
+                /* dwT [R,OCg] (+)= col [R,t] * dy_g [OCg,t]^T */
+                grad_im2col(col, x_g, &gm, icg, p0, p1);
+                gemm_t(dwt, col, dy_g + p0, (int)rows, ocg, t, t, (int)pos,
+                       ocg, 0, 1, n > 0 || p0 > 0, pack);
+            }
+        }
+        grad_add_transposed(dw + (int64_t)g * ocg * rows, dwt, ocg, rows);
+    }
+    if (!dx) return;
+    FlipConv f;
+    if (flip_conv_plan(&f, xs, ys, p)) {
+        conv_dx_flipped(dx, dy, w, n_batch, &f, scratch);
+        return;
+    }
+    /* Strided: dcol [R,t] = w_g [OCg,R]^T * dy_g [OCg,t]; dx_g +=
+     * col2im(dcol). */
+    for (int g = 0; g < group; g++) {
+        const float *w_g = w + (int64_t)g * ocg * rows;
+        for (int64_t n = 0; n < n_batch; n++) {
+            const float *dy_g = dy + (n * oc + (int64_t)g * ocg) * pos;
+            float *dx_g = dx + (n * ic + (int64_t)g * icg) * pin;
+            for (int64_t p0 = 0; p0 < pos; p0 += tile) {
+                int64_t p1 = p0 + tile < pos ? p0 + tile : pos;
+                int t = (int)(p1 - p0);
+                gemm_t(col, w_g, dy_g + p0, (int)rows, t, ocg, (int)rows,
+                       (int)pos, t, 1, 0, 0, pack);
+                grad_col2im(dx_g, col, &gm, icg, p0, p1);
             }
         }
     }

@@ -2,12 +2,17 @@
  *
  * N batch, IC/OC channels, in.../out... spatial, K kernel, KK = prod(K).
  * The forward scatters: y[n,oc,i*stride - pad_lo + k*dilation] +=
- * w[ic,oc,k] * x[n,ic,i].  Its backward gathers dy at the same positions,
- * which is im2col of dy over the *input* grid.  Per group g, with
- * ICg = IC/group, OCg = OC/group, R = OCg*KK and Pin input positions:
- *   dx_g [ICg, Pin] += w_g [ICg, R] * col [R, Pin]     (col = im2col(dy))
- *   dw_g [ICg, R]   += x_g [ICg, Pin] * col [R, Pin]^T
- * Pin is cut into tiles of CT_GRAD_TILE_P columns to bound the scratch.
+ * w[ic,oc,k] * x[n,ic,i].  Its backward gathers dy at the same positions:
+ *   dx[n,ic,i] += sum_{oc,k} w[ic,oc,k] * dy[n,oc,i*stride - pad_lo +
+ *                 k*dilation],
+ * which is exactly the forward convolution of dy with w read as a conv
+ * weight [IC, OC/g, K...] (same stride, pads, dilation, groups), so it
+ * runs through the runtime's fast conv_forward.  For dW, with col =
+ * im2col(dy) over the *input* grid, per group g (ICg = IC/group,
+ * OCg = OC/group, R = OCg*KK, Pin input positions):
+ *   dw_g [ICg, R] += (col [R, Pin] * x_g [ICg, Pin]^T)^T
+ * (col is the GEMM's A, read in place; see conv_grad.c).  Pin is cut
+ * into tiles of CT_GRAD_TILE_P columns to bound the scratch.
  */
 #include "compressor/grad/grad.h"
 
@@ -22,12 +27,19 @@ static int64_t tile_cols(int64_t positions)
     return positions < CT_GRAD_TILE_P ? positions : CT_GRAD_TILE_P;
 }
 
-/* Pack floats for the two gemm shapes, for a tile of t columns. */
-static size_t pack_floats(int64_t rows, int64_t icg, int64_t t)
+static size_t round16(size_t n)
 {
-    size_t a = gemm_pack_floats((int)icg, (int)t, (int)rows);
-    size_t b = gemm_pack_floats((int)icg, (int)rows, (int)t);
-    return a > b ? a : b;
+    return (n + 15) / 16 * 16;
+}
+
+/* One sample's shapes: dy [1,OC,out...] is the conv's input, dx
+ * [1,IC,in...] its output. */
+static void sample_shapes(Shape *dys, Shape *dxs, const Shape *xs,
+                          const Shape *ys)
+{
+    *dys = *ys;
+    *dxs = *xs;
+    dys->d[0] = dxs->d[0] = 1;
 }
 
 size_t conv_transpose_backward_scratch_floats(const Shape *xs,
@@ -42,9 +54,17 @@ size_t conv_transpose_backward_scratch_floats(const Shape *xs,
     int64_t rows = ys->d[1] / p->group * kk;
     int64_t icg = xs->d[1] / p->group;
     int64_t tile = tile_cols(pin), last = pin % tile ? pin % tile : tile;
-    size_t pa = pack_floats(rows, icg, tile),
-           pb = pack_floats(rows, icg, last);
-    return (size_t)(rows * tile) + (pa > pb ? pa : pb);
+    size_t pa = gemm_pack_floats((int)rows, (int)icg, (int)tile),
+           pb = gemm_pack_floats((int)rows, (int)icg, (int)last);
+    /* dW: dwT [R, ICg], col [R, tile], packing */
+    size_t dw = round16((size_t)(rows * icg)) + (size_t)(rows * tile) +
+                (pa > pb ? pa : pb);
+    /* dX (after dW): one sample's dx, the forward conv's scratch */
+    Shape dys, dxs;
+    sample_shapes(&dys, &dxs, xs, ys);
+    size_t dx = round16((size_t)shape_numel(&dxs)) +
+                conv_scratch_floats(&dys, &dxs, p);
+    return dw > dx ? dw : dx;
 }
 
 /* dx, x [N,IC,in...]; dw, w [IC,OC/g,K...]; db [OC]; dy [N,OC,out...];
@@ -67,30 +87,33 @@ void conv_transpose_backward(float *dx, float *dw, float *db, const float *dy,
     const int64_t pout = gm.src[0] * gm.src[1] * gm.src[2];
     const int64_t tile = tile_cols(pin);
     CHECK(rows <= INT32_MAX && pin <= INT32_MAX); /* gemm takes int sizes */
-    float *col = scratch, *pack = scratch + rows * tile;
+    float *dwt = scratch, *col = dwt + round16((size_t)(rows * icg));
+    float *pack = col + rows * tile;
 
     if (db) grad_bias(db, dy, ys);
-    if (!dx && !dw) return;
-    for (int g = 0; g < group; g++) {
-        const float *w_g = w + (int64_t)g * icg * rows;
-        float *dw_g = dw ? dw + (int64_t)g * icg * rows : NULL;
+    for (int g = 0; dw && g < group; g++) {
         for (int64_t n = 0; n < n_batch; n++) {
             const float *dy_g = dy + (n * oc + (int64_t)g * ocg) * pout;
             const float *x_g = x + (n * ic + (int64_t)g * icg) * pin;
-            float *dx_g = dx ? dx + (n * ic + (int64_t)g * icg) * pin : NULL;
             for (int64_t p0 = 0; p0 < pin; p0 += tile) {
                 int64_t p1 = p0 + tile < pin ? p0 + tile : pin;
                 int t = (int)(p1 - p0);
+                /* dwT [R,ICg] (+)= col [R,t] * x_g [ICg,t]^T */
                 grad_im2col(col, dy_g, &gm, ocg, p0, p1);
-                /* dx_g [ICg,t] += w_g [ICg,R] * col [R,t] */
-                if (dx_g)
-                    gemm(dx_g + p0, w_g, col, icg, t, (int)rows, (int)rows, t,
-                         (int)pin, 1, pack);
-                /* dw_g [ICg,R] += x_g [ICg,t] * col [R,t]^T */
-                if (dw_g)
-                    gemm_t(dw_g, x_g + p0, col, icg, (int)rows, t, (int)pin,
-                           t, (int)rows, 0, 1, 1, pack);
+                gemm_t(dwt, col, x_g + p0, (int)rows, icg, t, t, (int)pin,
+                       icg, 0, 1, n > 0 || p0 > 0, pack);
             }
         }
+        grad_add_transposed(dw + (int64_t)g * icg * rows, dwt, icg, rows);
+    }
+    if (!dx) return;
+    Shape dys, dxs;
+    sample_shapes(&dys, &dxs, xs, ys);
+    const int64_t in_n = shape_numel(&dxs), out_n = shape_numel(&dys);
+    float *tmp = scratch, *conv_scratch = tmp + round16((size_t)in_n);
+    for (int64_t n = 0; n < n_batch; n++) {
+        conv_forward(tmp, dy + n * out_n, w, NULL, &dys, &dxs, p,
+                     conv_scratch);
+        grad_add(dx + n * in_n, tmp, in_n);
     }
 }

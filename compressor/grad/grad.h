@@ -76,6 +76,10 @@ void grad_col2im(float *dsrc, const float *col, const GradGeom *gm, int nc,
                  int64_t p0, int64_t p1);
 /* db[c] += sum over n and spatial of dy [N,C,sp...] (fixed order). */
 void grad_bias(float *db, const float *dy, const Shape *ys);
+/* dst [m, n] += src [n, m]^T (parallel over rows of dst). */
+void grad_add_transposed(float *dst, const float *src, int64_t m, int64_t n);
+/* dst [n] += src [n] (parallel, elementwise). */
+void grad_add(float *restrict dst, const float *restrict src, int64_t n);
 
 /* ---- normalisation (norm_grad.c) ---- */
 
