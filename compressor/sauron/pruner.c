@@ -136,7 +136,8 @@ int pruner_create(Graph *g, const PrunerConfig *cfg, int epochs,
     if (!p->pidx || !p->channels0) goto nomem;
     p->n = select_points(p);
     if (p->n == 0) {
-        const char *why = "the graph has no convolution";
+        const char *why = p->pg.n_points ? "every convolution is a class head"
+                                         : "the graph has no convolution";
         for (int k = 0; k < p->pg.n_points; k++)
             if (!p->pg.points[k].head) {
                 why = p->pg.points[k].prunable ? "they feed a class head "
