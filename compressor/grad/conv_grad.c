@@ -184,19 +184,27 @@ void grad_col2im(float *dsrc, const float *col, const GradGeom *gm, int nc,
     }
 }
 
-/* db [C] (accumulates); dy [N,C,sp...]. */
+/* db [C] (accumulates); dy [N,C,sp...].  Eight interleaved double
+ * partial sums per channel (element i of a plane to lane i % 8, planes
+ * in order, lanes combined pairwise): a fixed order, and independent add
+ * chains instead of one serial chain. */
 void grad_bias(float *db, const float *dy, const Shape *ys)
 {
     const int64_t n_batch = ys->d[0], c_count = ys->d[1];
     const int64_t sp = shape_numel(ys) / (n_batch * c_count);
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < c_count; c++) {
-        double s = 0;
+        double a[8] = {0};
         for (int64_t n = 0; n < n_batch; n++) {
             const float *v = dy + (n * c_count + c) * sp;
-            for (int64_t i = 0; i < sp; i++)
-                s += (double)v[i];
+            for (int64_t i0 = 0; i0 < sp; i0 += 8) {
+                int len = sp - i0 < 8 ? (int)(sp - i0) : 8;
+                for (int j = 0; j < len; j++)
+                    a[j] += (double)v[i0 + j];
+            }
         }
+        double s = ((a[0] + a[1]) + (a[2] + a[3])) +
+                   ((a[4] + a[5]) + (a[6] + a[7]));
         db[c] += (float)s;
     }
 }

@@ -15,23 +15,54 @@
 
 #include "runtime/common.h"
 
-/* Mean and population variance of v [count], two passes in double. */
-static void plane_stats(const float *v, int64_t count, double *mean,
-                        double *var)
+/* Sums in double over NORM_LANES interleaved partial sums (element i goes
+ * to lane i % NORM_LANES, lanes combined pairwise at the end): a fixed
+ * order, so results do not depend on the thread count, and independent
+ * add chains instead of one serial chain of dependent double adds, which
+ * bounded the old loops at one element per add latency. */
+#define NORM_LANES 8
+
+static double lanes_total(const double *a)
 {
-    double s = 0, q = 0;
-    for (int64_t i = 0; i < count; i++)
-        s += (double)v[i];
-    double m = s / (double)count;
-    for (int64_t i = 0; i < count; i++) {
-        double d = (double)v[i] - m;
-        q += d * d;
-    }
-    *mean = m;
-    *var = q / (double)count;
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
-/* dx, dy, x [N,C,sp...]; scale, dscale, dbias [C].  Accumulates. */
+/* v [count]: sum of v. */
+static double sum_lanes(const float *v, int64_t count)
+{
+    double a[NORM_LANES] = {0};
+    int64_t i = 0;
+    for (; i + NORM_LANES <= count; i += NORM_LANES)
+        for (int j = 0; j < NORM_LANES; j++)
+            a[j] += (double)v[i + j];
+    for (int j = 0; i + j < count; j++)
+        a[j] += (double)v[i + j];
+    return lanes_total(a);
+}
+
+/* x, g [count]: *q = sum (x - mean)^2, *sg = sum g,
+ * *sgd = sum g * (x - mean). */
+static void centred_sums(const float *x, const float *g, int64_t count,
+                         double mean, double *q, double *sg, double *sgd)
+{
+    double aq[NORM_LANES] = {0}, ag[NORM_LANES] = {0}, ad[NORM_LANES] = {0};
+    for (int64_t i0 = 0; i0 < count; i0 += NORM_LANES) {
+        int len = count - i0 < NORM_LANES ? (int)(count - i0) : NORM_LANES;
+        for (int j = 0; j < len; j++) {
+            double d = (double)x[i0 + j] - mean, gj = (double)g[i0 + j];
+            aq[j] += d * d;
+            ag[j] += gj;
+            ad[j] += gj * d;
+        }
+    }
+    *q = lanes_total(aq);
+    *sg = lanes_total(ag);
+    *sgd = lanes_total(ad);
+}
+
+/* dx, dy, x [N,C,sp...]; scale, dscale, dbias [C].  Accumulates.
+ * Two reading passes per plane (mean; then variance and the dy sums),
+ * then dx in float from coefficients computed in double. */
 void instance_norm_backward(float *dx, float *dscale, float *dbias,
                             const float *dy, const float *x,
                             const float *scale, const Shape *xs,
@@ -45,23 +76,23 @@ void instance_norm_backward(float *dx, float *dscale, float *dbias,
         for (int64_t n = 0; n < n_batch; n++) {
             int64_t off = (n * c_count + c) * sp;
             const float *xp = x + off, *gp = dy + off;
-            double mean, var;
-            plane_stats(xp, sp, &mean, &var);
-            double rstd = 1.0 / sqrt(var + (double)p->eps);
-            double sg = 0, sgx = 0;
-            for (int64_t i = 0; i < sp; i++) {
-                sg += (double)gp[i];
-                sgx += (double)gp[i] * ((double)xp[i] - mean) * rstd;
-            }
+            double mean = sum_lanes(xp, sp) / (double)sp, q, sg, sgd;
+            centred_sums(xp, gp, sp, mean, &q, &sg, &sgd);
+            double rstd = 1.0 / sqrt(q / (double)sp + (double)p->eps);
+            double sgx = sgd * rstd; /* sum dy * xhat */
             sum_dscale += sgx;
             sum_dbias += sg;
             if (dx) {
-                double k = (double)scale[c] * rstd;
-                double mg = sg / (double)sp, mgx = sgx / (double)sp;
+                /* dx += k * (dy - mean(dy) - xhat * mean(dy * xhat)) */
+                const float k = (float)((double)scale[c] * rstd);
+                const float mg = (float)(sg / (double)sp);
+                const float mgx = (float)(sgx / (double)sp);
+                const float fm = (float)mean, fr = (float)rstd;
                 float *dp = dx + off;
+#pragma omp simd
                 for (int64_t i = 0; i < sp; i++) {
-                    double xh = ((double)xp[i] - mean) * rstd;
-                    dp[i] += (float)(k * ((double)gp[i] - mg - xh * mgx));
+                    float xh = (xp[i] - fm) * fr;
+                    dp[i] += k * ((gp[i] - mg) - xh * mgx);
                 }
             }
         }
