@@ -230,6 +230,12 @@ static int run_2d(Segmenter *s, const Volume *in, const NormAffine *na,
     Executor *e = NULL;
     float *x = NULL, *p = NULL;
     if ((rc = get_exec(s, &shp, &e))) goto fail;
+    /* Labels only: the argmax of the logits is the argmax of their
+     * softmax, so the final Softmax is skipped.  Tie rule, either way:
+     * the first class with the largest score (volume_argmax_scatter).
+     * The logits can only separate classes the softmax rounds to the
+     * same probability; then they give the exact argmax. */
+    exec_set_skip_softmax(e, probs == NULL);
     rc = ERR_NOMEM;
     size_t per_in = (size_t)(C * hw[0] * hw[1]);
     size_t per_out = (size_t)(nc * hw[0] * hw[1]);
@@ -374,6 +380,8 @@ static int run_3d(Segmenter *s, const Volume *in, const NormAffine *na,
     Shape shp = {.ndim = 5, .d = {1, C, P[0], P[1], P[2]}};
     Executor *e = NULL;
     if ((rc = get_exec(s, &shp, &e))) goto fail;
+    /* windows are fused as probabilities: keep the Softmax */
+    exec_set_skip_softmax(e, 0);
     rc = ERR_NOMEM;
     size_t pv = (size_t)(P[0] * P[1] * P[2]);
     size_t slab_vox = (size_t)sl.Bx[0] * (size_t)(S[1] * S[2]);

@@ -339,6 +339,36 @@ static void test_exec_no_fusion_shared(void **state)
     graph_free(&g);
 }
 
+/* "All cores" picks its thread count by timing runs (exec.c): whatever
+ * it picks, the outputs equal a fixed one-thread executor's bit for
+ * bit, over enough runs to try every candidate and a re-probe. */
+static void test_exec_auto_threads(void **state)
+{
+    (void)state;
+    Graph g;
+    assert_int_equal(build_unet(&g, 2, 1, 8, 3, 1, 4), 0);
+    Shape in = SHAPE(2, 1, 40, 36);
+    Executor *ea = NULL, *e1 = NULL;
+    assert_int_equal(exec_create(&g, &in, 0, &ea), 0);
+    assert_int_equal(exec_create(&g, &in, 1, &e1), 0);
+    size_t nin = (size_t)shape_numel(&in);
+    TestRng r = {8};
+    float *x = rand_buf(&r, nin, -2, 2);
+    const float *oa[SL_MAX_OUTPUTS], *o1[SL_MAX_OUTPUTS];
+    assert_int_equal(exec_run(e1, x, o1), 0);
+    for (int run = 0; run < 36; run++) {
+        assert_int_equal(exec_run(ea, x, oa), 0);
+        for (int k = 0; k < g.n_outputs; k++)
+            assert_memory_equal(
+                oa[k], o1[k],
+                (size_t)shape_numel(exec_output_shape(e1, k)) * 4);
+    }
+    free(x);
+    exec_free(ea);
+    exec_free(e1);
+    graph_free(&g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -348,6 +378,7 @@ int main(void)
         cmocka_unit_test(test_norm_offset),
         cmocka_unit_test(test_exec_fusion),
         cmocka_unit_test(test_exec_no_fusion_shared),
+        cmocka_unit_test(test_exec_auto_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
