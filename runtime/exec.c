@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "ops/ops.h"
@@ -398,4 +399,12 @@ const char *exec_node_label(const Executor *e, int i)
 {
     if (i < 0 || i >= e->g->n_nodes) return "";
     return e->label[i];
+}
+
+void exec_reexec_passive_wait(char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY") || !argv || !argv[0]) return;
+    if (setenv("OMP_WAIT_POLICY", "passive", 1)) return;
+    execv("/proc/self/exe", argv);
+    /* not possible here: carry on with libgomp's default policy */
 }

@@ -322,6 +322,7 @@ fail:
 
 int main(int argc, char **argv)
 {
+    exec_reexec_passive_wait(argv);
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
