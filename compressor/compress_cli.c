@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "compressor/data/dataset.h"
 #include "compressor/onnx/onnx_export.h"
@@ -39,10 +40,10 @@ void compress_usage(FILE *f)
         "  --no-prune            fine-tune only (no Sauron pruning)\n"
         "  --axis 0|1|2          2D models: NIfTI axis to slice along "
         "(default 2)\n"
-        "  --patch D,H,W | H,W   patch size: 3D D,H,W (default: the model's "
-        "input);\n"
-        "                        2D training H,W (default: the model's input "
-        "if it\n"
+        "  --patch D,H,W         patch size: 3D (default: the model's input);"
+        "\n"
+        "                        2D training 1,H,W (default: the model's "
+        "input if it\n"
         "                        suits, else a size covering the slices)\n"
         "\n"
         "Training (with --data):\n"
@@ -269,17 +270,14 @@ int compress_parse_args(int argc, char **argv, CompressOptions *o)
                 }
                 sz[k] = (int)x;
             }
-            if (k != 3 && k != 2) {
-                sl_error("--patch '%s': expected positive sizes D,H,W (3D) or "
-                         "H,W (2D)",
+            if (k != 3) {
+                sl_error("--patch '%s': expected three positive sizes D,H,W "
+                         "(1,H,W for a 2D model)",
                          v);
                 goto bad;
             }
-            /* H,W is stored as 1,H,W: tensor order with one slice. */
-            o->n_patch = k;
-            o->patch[0] = k == 3 ? sz[0] : 1;
-            o->patch[1] = k == 3 ? sz[1] : sz[0];
-            o->patch[2] = k == 3 ? sz[2] : sz[1];
+            o->n_patch = 3;
+            memcpy(o->patch, sz, sizeof sz);
         } else if ((v = opt_value(argc, argv, &i, "--normalize"))) {
             o->normalize_set = 1;
             if (parse_normalize(v, &o->normalize)) {
@@ -612,6 +610,13 @@ int compress_train(const CompressOptions *o)
     int rc;
     graph_init(&g);
     memset(&ds, 0, sizeof ds);
+    struct stat dst;
+    if (stat(o->data_dir, &dst) || !S_ISDIR(dst.st_mode)) {
+        sl_error("--data '%s': dataset folder not found; give an nnU-Net raw "
+                 "dataset folder (dataset.json, imagesTr/, labelsTr/)",
+                 o->data_dir);
+        return ERR_ARG;
+    }
     if (same_file(o->in_path, o->out_path)) {
         sl_error("output '%s' is the input model; choose another output path",
                  o->out_path);
@@ -625,13 +630,13 @@ int compress_train(const CompressOptions *o)
     rc = onnx_import(o->in_path, &io, &g);
     if (rc) goto fail;
     int nsp = g.values[g.input].shape.ndim - 2;
-    if (o->n_patch && o->n_patch != nsp) {
-        sl_error("--patch: '%s' is a %dD model; give %s", o->in_path, nsp,
-                 nsp == 2 ? "H,W" : "D,H,W");
+    if (o->n_patch && nsp == 2 && o->patch[0] != 1) {
+        sl_error("--patch: '%s' is a 2D model; give 1,H,W (one slice)",
+                 o->in_path);
         rc = ERR_ARG;
         goto fail;
     }
-    if (o->n_patch == 3) {
+    if (o->n_patch && nsp == 3) {
         /* Re-import at the patch size so every folded shape matches it. */
         Shape ps = g.values[g.input].shape;
         for (int k = 0; k < 3; k++)

@@ -24,7 +24,7 @@ typedef struct {
     int force;
     int help, version; /* print and exit 0 */
     /* Fine-tuning (--data): */
-    int n_patch;          /* values given to --patch: 0, 2 (H,W) or 3 */
+    int n_patch;          /* 3 if --patch was given (2D: 1,H,W), else 0 */
     int normalize_set;    /* --normalize given */
     int no_prune;         /* --no-prune: plain fine-tuning */
     int epochs;           /* --epochs, default 20 */

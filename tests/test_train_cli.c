@@ -344,7 +344,7 @@ static void test_bad_datasets(void **state)
     bad("badlabel", "badlabel", FAST, "2");
     bad("grid", "grid", FAST, "phantom_002");
     bad("empty", "empty", FAST, NULL);
-    bad("nodir", "no_such_dataset", FAST, "no_such_dataset");
+    bad("nodir", "no_such_dataset", FAST, "--data");
 }
 
 static void test_bad_flags(void **state)
@@ -363,8 +363,8 @@ static void test_bad_flags(void **state)
     bad("optim", "good", "--no-prune --optimizer rmsprop", "--optimizer");
     bad("wd", "good", "--no-prune --weight-decay -3", "--weight-decay");
     bad("clip", "good", "--no-prune --clip-grad -1", "--clip-grad");
-    bad("patch3", "good", "--no-prune --patch 16,32,32", "--patch");
-    bad("patchbad", "good", "--no-prune --patch 30,30", "--patch");
+    bad("patch2d", "good", "--no-prune --patch 16,32,32", "1,H,W");
+    bad("patchbad", "good", "--no-prune --patch 1,30,30", "--patch");
     bad("classes", "good", "--no-prune --classes a,b,c", "--classes");
 }
 
