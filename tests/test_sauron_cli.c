@@ -7,10 +7,17 @@
  * (seed 0); the test regenerates that phantom (needs /usr/bin/python3
  * with numpy and nibabel, as test_data does).
  *
- *   - pruning run vs --no-prune run of the same length: FLOPs removed
- *     (> 20%; the issue's > 50% is not reached yet at this size) with the
- *     written model's validation Dice within 2 points of the unpruned
- *     fine-tune;
+ *   - pruning run vs --no-prune run of the same length (the issue's CI
+ *     test): more than half of the FLOPs removed with the written model's
+ *     validation Dice within 2 points of the unpruned fine-tune;
+ *   - kill -9 in the middle of an epoch of that pruning run, --resume: the
+ *     same model file, byte for byte (same channels, same weights), as
+ *     the uninterrupted run (2 threads both times);
+ *   - a checkpoint write that fails (file size limit, RLIMIT_FSIZE via
+ *     the shell's ulimit -f with SIGXFSZ ignored, so write() returns
+ *     EFBIG as on a full disk): the run stops with an error, the previous
+ *     checkpoint is untouched and a later --resume still ends with the
+ *     uninterrupted run's model;
  *   - the run folder holds the reports, the summary and the checkpoint;
  *   - bad inputs: --tau-max 2 (one line, exit 2), a model without a
  *     prunable point (refused; written unpruned only with
@@ -18,9 +25,13 @@
  *     naming the flag).
  */
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <time.h>
 
 #include "runtime/common.h"
 #include "tests/testutil.h"
@@ -81,6 +92,11 @@ static double noprune_dice(const char *run)
 
 #define COMMON                                                                \
     "--epochs 8 --iters-per-epoch 15 --batch 8 --threads 2 --seed 1"
+/* Pruning flags of the CI run (docs/SAURON_RESULTS.md, run G1): small
+ * steps every 5 iterations, each layer's removal checked by the guard. */
+#define PRUNE_FLAGS                                                           \
+    "--tau-max 0.45 --keep-head-input --max-dice-drop 0.02 --lambda 1.0 "    \
+    "--prune-every 5 --prune-guard 0.02 "
 
 static void test_prune_vs_noprune(void **state)
 {
@@ -97,8 +113,7 @@ static void test_prune_vs_noprune(void **state)
     double d_np = noprune_dice(run);
     snprintf(cmd, sizeof cmd,
              "%s tests/fixtures/sauron/phantom_unet.onnx %s/pr.sslim --data "
-             "%s --tau-max 0.45 --keep-head-input --max-dice-drop 0.02 "
-             "--lambda 1.0 " COMMON " 2>/dev/null >/dev/null",
+             "%s " PRUNE_FLAGS COMMON " 2>/dev/null >/dev/null",
              bin, tmp, g_ds);
     assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
     snprintf(sum, sizeof sum, "%s/pr.sslim.run/sauron_summary.json", tmp);
@@ -106,11 +121,10 @@ static void test_prune_vs_noprune(void **state)
     double d_pr = json_num(sum, "dice_after");
     fprintf(stderr, "no-prune Dice %.4f; pruned: FLOPs cut %.1f%%, Dice %.4f\n",
             d_np, 100 * cut, d_pr);
-    /* The issue asks for > 50% here; what this CI-sized run (8 epochs of
-     * 15 iterations) reaches today is ~29% with the best model inside the
-     * 2-point margin (docs/SAURON_RESULTS.md): the test guards that level
-     * and stays honest about the gap. */
-    assert_true(cut > 0.2);
+    /* The issue's thresholds.  Measured: 72% cut, Dice 0.997 vs 1.000;
+     * the Dice of 2 validation cases moves by ~0.5 point between runs of
+     * other settings, so 2 points is a real margin, not noise. */
+    assert_true(cut > 0.5);
     assert_true(d_pr >= d_np - 0.02);
     /* the run folder */
     const char *files[] = {"sauron_summary.json", "sauron_summary.txt",
@@ -128,13 +142,164 @@ static void test_prune_vs_noprune(void **state)
     /* resume with other settings: refused, naming the flag */
     snprintf(cmd, sizeof cmd,
              "%s tests/fixtures/sauron/phantom_unet.onnx %s/pr2.sslim --data "
-             "%s --run-dir %s/pr.sslim.run --resume --tau-max 0.3 "
-             "--keep-head-input --max-dice-drop 0.02 --lambda 1.0 " COMMON,
+             "%s --run-dir %s/pr.sslim.run --resume " PRUNE_FLAGS
+             "--tau-max 0.3 " COMMON,
              bin, tmp, g_ds, tmp);
     int rc = run_cmd(cmd, err, sizeof err);
     fprintf(stderr, "resume with --tau-max 0.3: exit %d: %s\n", rc, err);
     assert_int_not_equal(rc, 0);
     assert_non_null(strstr(err, "tau_max"));
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int file_has_line_starting(const char *path, const char *prefix)
+{
+    char line[8192];
+    int found = 0;
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    while (!found && fgets(line, sizeof line, f))
+        found = !strncmp(line, prefix, strlen(prefix));
+    fclose(f);
+    return found;
+}
+
+static int files_equal(const char *a, const char *b)
+{
+    uint8_t *x = NULL, *y = NULL;
+    size_t nx = 0, ny = 0;
+    int eq = !sl_read_file(a, &x, &nx) && !sl_read_file(b, &y, &ny) &&
+             nx == ny && !memcmp(x, y, nx);
+    sl_free(x);
+    sl_free(y);
+    return eq;
+}
+
+/* The uninterrupted pruning run of test_prune_vs_noprune (made here if
+ * that test did not run first). */
+static void reference_run(char *ref, size_t len)
+{
+    char cmd[2048], err[512], bin[512];
+    const char *tmp = test_tmpdir();
+    bin_path("sauron-compress", bin, sizeof bin);
+    snprintf(ref, len, "%s/pr.sslim", tmp);
+    if (sl_file_exists(ref)) return;
+    snprintf(cmd, sizeof cmd,
+             "%s tests/fixtures/sauron/phantom_unet.onnx %s --data %s "
+             PRUNE_FLAGS COMMON " 2>/dev/null >/dev/null",
+             bin, ref, g_ds);
+    assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
+}
+
+/* Start the pruning run in the background writing out (run folder
+ * out.run), wait for epoch `after`'s report line (written just before its
+ * checkpoint), wait ms more, kill -9.  Returns 1 if the run was still
+ * going when killed. */
+static int start_and_kill(const char *out, int after, long ms)
+{
+    char cmd[2048], err[512], bin[512], pidf[700], csv[700], pre[16];
+    bin_path("sauron-compress", bin, sizeof bin);
+    snprintf(pidf, sizeof pidf, "%s.pid", out);
+    snprintf(csv, sizeof csv, "%s.run/epochs.csv", out);
+    snprintf(pre, sizeof pre, "%d,", after);
+    snprintf(cmd, sizeof cmd,
+             "%s tests/fixtures/sauron/phantom_unet.onnx %s --data %s "
+             "--force " PRUNE_FLAGS COMMON " >/dev/null 2>&1 & echo $! > %s",
+             bin, out, g_ds, pidf);
+    if (run_cmd(cmd, err, sizeof err)) return 0;
+    FILE *f = fopen(pidf, "r");
+    long pid = 0;
+    if (!f) return 0;
+    int ok = fscanf(f, "%ld", &pid) == 1;
+    fclose(f);
+    if (!ok) return 0;
+    /* at most 120 s for that epoch's report */
+    for (int i = 0; i < 2400 && !file_has_line_starting(csv, pre); i++)
+        sleep_ms(50);
+    sleep_ms(ms);
+    int running = !sl_file_exists(out);
+    kill((pid_t)pid, SIGKILL);
+    for (int i = 0; i < 200 && kill((pid_t)pid, 0) == 0; i++)
+        sleep_ms(20);
+    return running && file_has_line_starting(csv, pre);
+}
+
+/* kill -9 a little into epoch 4 (after the epoch-3 checkpoint, with
+ * channels already removed at epoch 3 and by --prune-every inside epoch
+ * 4), then --resume: the model written is the uninterrupted run's, byte
+ * for byte. */
+static void test_prune_kill_and_resume(void **state)
+{
+    (void)state;
+    char ref[600], out[600], cmd[2048], err[512], bin[512];
+    const char *tmp = test_tmpdir();
+    reference_run(ref, sizeof ref);
+    bin_path("sauron-compress", bin, sizeof bin);
+    snprintf(out, sizeof out, "%s/kill.sslim", tmp);
+    assert_true(start_and_kill(out, 3, 400));
+    assert_false(sl_file_exists(out));
+    snprintf(cmd, sizeof cmd,
+             "%s tests/fixtures/sauron/phantom_unet.onnx %s --data %s "
+             "--resume " PRUNE_FLAGS COMMON " >/dev/null",
+             bin, out, g_ds);
+    int rc = run_cmd(cmd, err, sizeof err);
+    if (rc) fprintf(stderr, "resume: exit %d: %s\n", rc, err);
+    assert_int_equal(rc, 0);
+    assert_true(files_equal(ref, out));
+}
+
+/* A checkpoint write that fails: after a kill at epoch 2, --resume under
+ * a file size limit below the checkpoint's size (but above the reports'
+ * and best.sslim's) fails at the next checkpoint; the epoch-2 checkpoint
+ * is unchanged, and a --resume without the limit ends with the
+ * uninterrupted run's model. */
+static void test_checkpoint_write_fails(void **state)
+{
+    (void)state;
+    char ref[600], out[600], cmd[2600], err[512], bin[512], ck[700],
+        ck2[700];
+    const char *tmp = test_tmpdir();
+    reference_run(ref, sizeof ref);
+    bin_path("sauron-compress", bin, sizeof bin);
+    snprintf(out, sizeof out, "%s/full.sslim", tmp);
+    snprintf(ck, sizeof ck, "%s.run/checkpoint.sslck", out);
+    snprintf(ck2, sizeof ck2, "%s/full_saved.sslck", tmp);
+    assert_true(start_and_kill(out, 2, 100));
+    struct stat st;
+    assert_int_equal(stat(ck, &st), 0);
+    uint8_t *d = NULL;
+    size_t n = 0;
+    assert_int_equal(sl_read_file(ck, &d, &n), 0);
+    assert_int_equal(sl_write_file_atomic(ck2, d, n, 1), 0);
+    sl_free(d);
+    /* ulimit -f counts 1024-byte blocks; the checkpoint (weights, Adam
+     * moments, best model) is ~4x best.sslim, so half of it lets the
+     * reports and best.sslim through and stops the checkpoint. */
+    long kb = (long)(st.st_size / 2048);
+    snprintf(cmd, sizeof cmd,
+             "sh -c \"trap '' XFSZ; ulimit -f %ld; exec %s "
+             "tests/fixtures/sauron/phantom_unet.onnx %s --data %s "
+             "--resume " PRUNE_FLAGS COMMON " >/dev/null\"",
+             kb, bin, out, g_ds);
+    int rc = run_cmd(cmd, err, sizeof err);
+    fprintf(stderr, "resume under ulimit -f %ld: exit %d: %s\n", kb, rc,
+            err);
+    assert_int_not_equal(rc, 0);
+    assert_false(sl_file_exists(out));
+    assert_true(files_equal(ck, ck2));
+    snprintf(cmd, sizeof cmd,
+             "%s tests/fixtures/sauron/phantom_unet.onnx %s --data %s "
+             "--resume " PRUNE_FLAGS COMMON " >/dev/null",
+             bin, out, g_ds);
+    rc = run_cmd(cmd, err, sizeof err);
+    if (rc) fprintf(stderr, "resume: exit %d: %s\n", rc, err);
+    assert_int_equal(rc, 0);
+    assert_true(files_equal(ref, out));
 }
 
 static void test_bad_flags(void **state)
@@ -155,6 +320,12 @@ static void test_bad_flags(void **state)
              bin, tmp, g_ds);
     assert_int_equal(run_cmd(cmd, err, sizeof err), 2);
     assert_non_null(strstr(err, "--lambda"));
+    snprintf(cmd, sizeof cmd,
+             "%s tests/fixtures/sauron/phantom_unet.onnx %s/x.sslim --data %s "
+             "--prune-guard 1.5",
+             bin, tmp, g_ds);
+    assert_int_equal(run_cmd(cmd, err, sizeof err), 2);
+    assert_non_null(strstr(err, "--prune-guard"));
     snprintf(cmd, sizeof cmd,
              "%s tests/fixtures/sauron/phantom_unet.onnx %s/x.sslim", bin,
              tmp);
@@ -205,6 +376,8 @@ int main(void)
         cmocka_unit_test(test_bad_flags),
         cmocka_unit_test(test_no_prunable_point),
         cmocka_unit_test(test_prune_vs_noprune),
+        cmocka_unit_test(test_prune_kill_and_resume),
+        cmocka_unit_test(test_checkpoint_write_fails),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

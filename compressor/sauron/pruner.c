@@ -66,6 +66,12 @@ int pruner_config_check(const PrunerConfig *c)
                  c->sf);
         return ERR_ARG;
     }
+    if (!(c->prune_guard >= 0 && c->prune_guard <= 1)) {
+        sl_error("--prune-guard %g is out of range: give a value in [0, 1] "
+                 "(0: off)",
+                 c->prune_guard);
+        return ERR_ARG;
+    }
     if (c->prune_every < 0) {
         sl_error("--prune-every %d is out of range: give 0 (epoch ends "
                  "only) or a number of iterations >= 1",
@@ -428,6 +434,121 @@ static int build_requests(Pruner *p, TrainExec *cal, PruneRequest *req, int *n_r
     return 0;
 }
 
+/* Segmentation of every calibration pixel: argmax over the K channels of
+ * out [B, K, S] -> lab [B, S]. */
+static void argmax_labels(const float *out, int B, int K, size_t S,
+                          uint8_t *lab)
+{
+    for (int b = 0; b < B; b++)
+        for (size_t s = 0; s < S; s++) {
+            const float *o = out + (size_t)b * K * S + s;
+            int best = 0;
+            for (int k = 1; k < K; k++)
+                if (o[(size_t)k * S] > o[(size_t)best * S]) best = k;
+            lab[(size_t)b * S + s] = (uint8_t)best;
+        }
+}
+
+/* 1 - mean over foreground classes present in a or b of their Dice. */
+static double label_change(const uint8_t *a, const uint8_t *b, size_t n,
+                           int K)
+{
+    double sum = 0;
+    int used = 0;
+    for (int k = 1; k < K; k++) {
+        size_t na = 0, nb = 0, both = 0;
+        for (size_t i = 0; i < n; i++) {
+            na += a[i] == k;
+            nb += b[i] == k;
+            both += a[i] == k && b[i] == k;
+        }
+        if (na + nb == 0) continue;
+        sum += 2.0 * (double)both / (double)(na + nb);
+        used++;
+    }
+    return used ? 1.0 - sum / used : 0.0;
+}
+
+/* The step's requests tried one at a time on a copy of the graph
+ * (--prune-guard): a removal that changes the calibration segmentation by
+ * more than the guard is dropped from req[] and its group's points step
+ * one rung down (budget: and freeze; paper: and wait rho epochs).
+ * Each request is measured against the unpruned network alone, so the
+ * outcome does not depend on the order of the groups. */
+static int guard_requests(Pruner *p, TrainExec *cal, PruneRequest *req,
+                          int *n_req, double progress)
+{
+    int out = p->g->outputs[0], rc = 0, keep = 0;
+    const float *ref = train_value(cal, out);
+    const Shape *os = train_shape(cal, out);
+    uint8_t *lab0 = NULL, *lab1 = NULL;
+    TrainExec *te = NULL;
+    Graph c;
+    graph_init(&c);
+    if (!ref || !os || os->ndim < 3 || os->d[1] < 2 || os->d[1] > 255)
+        return 0; /* no class map to compare (internal layouts only) */
+    int B = (int)os->d[0], K = (int)os->d[1];
+    size_t S = 1;
+    for (int d = 2; d < os->ndim; d++)
+        S *= (size_t)os->d[d];
+    rc = ERR_NOMEM;
+    lab0 = sl_alloc((size_t)B * S);
+    lab1 = sl_alloc((size_t)B * S);
+    if (!lab0 || !lab1) {
+        sl_error("out of memory in the Sauron pruning guard");
+        goto fail;
+    }
+    argmax_labels(ref, B, K, S, lab0);
+    for (int r = 0; r < *n_req; r++) {
+        graph_free(&c);
+        graph_init(&c);
+        if (graph_clone(&c, p->g)) {
+            sl_error("out of memory in the Sauron pruning guard");
+            rc = ERR_NOMEM;
+            goto fail;
+        }
+        rc = sauron_prune_batch(&c, &p->pg, &req[r], 1, NULL, NULL);
+        if (rc) goto fail;
+        rc = train_exec_create(&c, &p->cal_shape, p->cfg.n_threads, &te);
+        if (rc) goto fail;
+        /* a training-mode forward, like the calibration one; it moves the
+         * copy's BatchNorm statistics only */
+        rc = train_forward(te, p->cal_x);
+        if (rc) goto fail;
+        const float *o = train_value(te, out);
+        CHECK(o != NULL);
+        argmax_labels(o, B, K, S, lab1);
+        train_exec_free(te);
+        te = NULL;
+        double ch = label_change(lab0, lab1, (size_t)B * S, K);
+        if (ch <= p->cfg.prune_guard) {
+            req[keep++] = req[r];
+            continue;
+        }
+        int grp = p->pg.points[req[r].point].group;
+        for (int i = 0; i < p->n; i++) {
+            if (p->pg.points[p->pidx[i]].group != grp) continue;
+            SauronPoint *sp = &p->sched.pt[i];
+            if (sp->rung > 0) sp->rung--;
+            sp->tau = sauron_ladder_tau(&p->sched.cfg, sp->rung);
+            if (p->sched.cfg.kind == SAURON_SCHED_PAPER) {
+                sp->patience = p->sched.cfg.rho;
+            } else if (!sp->frozen) {
+                sp->frozen = 1;
+                sp->frozen_at = progress;
+            }
+        }
+    }
+    *n_req = keep;
+    rc = 0;
+fail:
+    train_exec_free(te);
+    graph_free(&c);
+    sl_free(lab0);
+    sl_free(lab1);
+    return rc;
+}
+
 int pruner_decide(Pruner *p, double progress, int *now)
 {
     *now = 0;
@@ -467,6 +588,10 @@ int pruner_apply(Pruner *p, TrainExec *cal, Optim *opt, double progress,
     }
     rc = build_requests(p, cal, req, &n_req, rem, e, cand, mask, scr);
     if (rc) goto fail;
+    if (p->cfg.prune_guard > 0 && n_req > 0 && p->cal_x) {
+        rc = guard_requests(p, cal, req, &n_req, progress);
+        if (rc) goto fail;
+    }
     if (n_req > 0) {
         rc = sauron_prune_batch(p->g, &p->pg, req, n_req, &slices,
                                 &n_slices);

@@ -59,6 +59,15 @@ typedef struct {
     uint64_t seed;   /* reference-channel draws */
     int n_threads;   /* calibration executor; <= 0 all cores */
     SauronSchedConfig sched;
+    /* --prune-guard G (budget schedule; 0: off): before a pruning step
+     * removes a group's channels, the removal is tried alone on a copy of
+     * the network and the calibration batch forwarded through it; if the
+     * segmentation changes by more than G (1 - mean foreground Dice of the
+     * copy's argmax against the current network's argmax) the removal is
+     * skipped and the group's points step one rung down the ladder and
+     * stop climbing (frozen): each layer's threshold is driven by its own
+     * effect on the output.  Label-free, so it works with --distill. */
+    double prune_guard;
 } PrunerConfig;
 
 void pruner_config_default(PrunerConfig *c);

@@ -28,11 +28,12 @@ const char *sauron_settings_lines(const PrunerConfig *c, char *buf,
              "sauron.lambda=%.17g\nsauron.sf=%d\nsauron.schedule=%s\n"
              "sauron.tau_max=%.17g\nsauron.kappa=%d\nsauron.rho=%d\n"
              "sauron.mu=%.17g\nsauron.max_dice_drop=%.17g\n"
-             "sauron.prune_every=%d\nsauron.keep_head_input=%d\n",
+             "sauron.prune_every=%d\nsauron.keep_head_input=%d\n"
+             "sauron.prune_guard=%.17g\n",
              c->lambda, c->sf,
              s->kind == SAURON_SCHED_PAPER ? "paper" : "budget", s->tau_max,
              s->kappa, s->rho, s->mu, s->max_dice_drop, c->prune_every,
-             c->keep_head_input);
+             c->keep_head_input, c->prune_guard);
     return buf;
 }
 
@@ -270,6 +271,12 @@ void sauron_usage(FILE *f)
             "(default 0.01)\n"
             "  --prune-every N       also prune every N iterations (budget "
             "schedule)\n"
+            "  --prune-guard G       skip a layer's removal that changes the "
+            "calibration\n"
+            "                        segmentation by more than G (1 - Dice); "
+            "that layer\n"
+            "                        steps down a rung and stops climbing "
+            "(0: off)\n"
             "  --keep-head-input     never prune the block feeding a class "
             "head\n"
             "  --allow-unpruned      a model without prunable point is "
@@ -296,7 +303,8 @@ int sauron_cli_flag(int argc, char **argv, int *i, PrunerConfig *c,
     const char *a = argv[*i];
     static const char *const valued[] = {
         "--lambda", "--sf",  "--schedule",      "--tau-max",    "--kappa",
-        "--rho",    "--mu",  "--max-dice-drop", "--prune-every"};
+        "--rho",    "--mu",  "--max-dice-drop", "--prune-every",
+        "--prune-guard"};
     if (!strcmp(a, "--allow-unpruned")) {
         *allow_unpruned = 1;
         return 1;
@@ -341,6 +349,7 @@ int sauron_cli_flag(int argc, char **argv, int *i, PrunerConfig *c,
     case 6: c->sched.mu = d; break;
     case 7: c->sched.max_dice_drop = d; break;
     case 8: c->prune_every = (int)d; break;
+    case 9: c->prune_guard = d; break;
     default: break;
     }
     /* range errors at once, naming the flag (--tau-max 2) */
