@@ -29,7 +29,8 @@ After training it predicts every imagesTs case slice by slice with the
 PyTorch model, reports per-case and mean Dice against labelsTs, optionally
 writes the predictions as NIfTI (--pred-dir), and exports OUT.onnx
 (opset 17, Softmax at the end, dynamic N/H/W; H and W must be multiples of
-16).  Deterministic for a fixed --seed and --threads.
+16).  Seeded (numpy and torch); bit-identical reruns for a fixed --seed and
+--threads are expected on CPU but were not verified.
 """
 import argparse
 import glob
