@@ -8,18 +8,29 @@
  *   stride 1:  dx += conv(dy, w flipped, channels swapped)  (forward conv)
  *   otherwise: dcol [R, P] = w_g [OCg, R]^T * dy_g [OCg, P];
  *              dx_g += col2im(dcol)
- * P is cut into tiles of CONV_GRAD_TILE_P columns so the scratch stays
- * bounded on large 3D volumes.
+ * P is cut into tiles of about GRAD_COL_FLOATS / R columns so the
+ * scratch stays bounded on large 3D volumes.
  */
 #include "compressor/grad/grad.h"
+
+#include <omp.h>
 
 #include "runtime/common.h"
 #include "runtime/ops/ops.h"
 
-/* Columns per im2col tile: 4096 positions x R rows keeps a tile of a
- * 32-channel 3x3x3 conv (R = 864) at 14 MB, large enough that gemm runs
- * on long rows, small enough that a 3D patch never needs P x R floats. */
-#define CONV_GRAD_TILE_P 4096
+/* Columns per im2col tile: about GRAD_COL_FLOATS floats of col (4 MiB,
+ * a few times this machine's L2, so the GEMM re-reads it from L3 at
+ * worst), in multiples of 256 columns (the GEMM's k block) between 256
+ * and 4096; fewer on small grids. */
+#define GRAD_COL_FLOATS (1 << 20)
+#define GRAD_TILE_MIN 256
+#define GRAD_TILE_MAX 4096
+/* dW is summed in at most this many fixed chunks of (sample, tile) units,
+ * each a single-threaded GEMM into its own partial sum, the partials then
+ * added in chunk order: a fixed order for any thread count, and one
+ * parallel region per call instead of a fork/join per tile (which on a
+ * busy machine cost more than the arithmetic). */
+#define GRAD_DW_CHUNKS 8
 
 static int64_t prod3(const int64_t *v)
 {
@@ -209,60 +220,147 @@ void grad_bias(float *db, const float *dy, const Shape *ys)
     }
 }
 
-static int64_t tile_cols(int64_t positions)
-{
-    return positions < CONV_GRAD_TILE_P ? positions : CONV_GRAD_TILE_P;
-}
-
 static size_t round16(size_t n)
 {
     return (n + 15) / 16 * 16;
 }
 
-/* dst [m, n] += src [n, m]^T; each thread owns whole rows of dst, one add
- * per element, so the result does not depend on the thread count. */
-void grad_add_transposed(float *dst, const float *src, int64_t m, int64_t n)
+/* Tile width for an im2col of `rows` rows over `positions` columns. */
+static int64_t grad_tile(int64_t rows, int64_t positions)
 {
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < m; i++)
-        for (int64_t j = 0; j < n; j++)
-            dst[i * n + j] += src[j * m + i];
+    int64_t t = GRAD_COL_FLOATS / (rows > 0 ? rows : 1);
+    t = t / GRAD_TILE_MIN * GRAD_TILE_MIN;
+    if (t < GRAD_TILE_MIN) t = GRAD_TILE_MIN;
+    if (t > GRAD_TILE_MAX) t = GRAD_TILE_MAX;
+    return positions < t ? positions : t;
 }
 
 /* dst [n] += src [n]. */
 void grad_add(float *restrict dst, const float *restrict src, int64_t n)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++)
         dst[i] += src[i];
 }
 
 /* ---- dW ----
- * dwT [R, OCg] = sum over samples and tiles of col [R, t] * dy_g [OCg, t]^T,
- * then dw_g [OCg, R] += dwT^T once.  col is the GEMM's A, read in place
- * (full row panels are never packed); only dy (OCg x t floats per row
- * block) goes through the transposing packer.  Computing dw_g directly
- * would make col^T the B operand and transpose all R x t of it: that
- * packing was the costliest part of this backward. */
+ * dwT [R, cols] = sum over samples and tiles of col [R, t] * b [cols, t]^T,
+ * then dw [cols, R] += dwT^T.  col is the GEMM's A, read in place (full
+ * row panels are never packed); only b (cols x t floats per row block)
+ * goes through the transposing packer.  Computing dw directly would make
+ * col^T the B operand and transpose all R x t of it: that packing was
+ * the costliest part of this backward. */
 
-/* Scratch: dwT [R, OCg], col [R, tile], GEMM packing. */
-/* Packing for the GEMMs on a tile of t columns: dW's [R,OCg,t] and the
- * strided dX's [R,t,OCg]. */
-static size_t pack_floats(int64_t rows, int64_t ocg, int64_t t)
+typedef struct {
+    int64_t rows, cols, pos, n_batch, tile, n_tiles, units;
+    int chunks;
+    size_t part, col, pack; /* floats per partial, col and pack slot */
+} DwPlan;
+
+static void dw_plan(DwPlan *d, int64_t rows, int64_t cols, int64_t n_batch,
+                    int64_t pos)
 {
-    size_t a = gemm_pack_floats((int)rows, (int)ocg, (int)t);
-    size_t b = gemm_pack_floats((int)rows, (int)t, (int)ocg);
-    return a > b ? a : b;
+    d->rows = rows;
+    d->cols = cols;
+    d->pos = pos;
+    d->n_batch = n_batch;
+    d->tile = grad_tile(rows, pos);
+    d->n_tiles = (pos + d->tile - 1) / d->tile;
+    d->units = n_batch * d->n_tiles;
+    d->chunks = d->units < GRAD_DW_CHUNKS ? (int)d->units : GRAD_DW_CHUNKS;
+    int64_t last = pos - (d->n_tiles - 1) * d->tile;
+    size_t pa = gemm_pack_floats((int)rows, (int)cols, (int)d->tile),
+           pb = gemm_pack_floats((int)rows, (int)cols, (int)last);
+    d->part = round16((size_t)(rows * cols));
+    d->col = round16((size_t)(rows * d->tile));
+    d->pack = round16(pa > pb ? pa : pb);
 }
 
-/* Scratch: dwT [R, OCg], col [R, tile], GEMM packing (also what the
- * strided dX path uses, after dwT). */
-static size_t dw_scratch(int64_t rows, int64_t ocg, int64_t tile,
-                         int64_t last)
+/* Threads for the chunk loop: no more than processors (as gemm), since
+ * the slots below are sized by the processor count. */
+static int dw_threads(void)
 {
-    size_t pa = pack_floats(rows, ocg, tile), pb = pack_floats(rows, ocg, last);
-    return round16((size_t)(rows * ocg)) + (size_t)(rows * tile) +
-           (pa > pb ? pa : pb);
+    int t = omp_get_max_threads(), p = omp_get_num_procs();
+    return t < p ? t : p;
+}
+
+/* Slots of col + pack: one per thread when chunks run in parallel. */
+static int dw_slots(const DwPlan *d)
+{
+    int procs = omp_get_num_procs();
+    return d->chunks > 1 ? (procs > 0 ? procs : 1) : 1;
+}
+
+size_t grad_dw_scratch_floats(int64_t rows, int64_t cols, int64_t n_batch,
+                              int64_t pos)
+{
+    DwPlan d;
+    dw_plan(&d, rows, cols, n_batch, pos);
+    return (size_t)(d.chunks > 0 ? d.chunks : 1) * d.part +
+           (size_t)dw_slots(&d) * (d.col + d.pack);
+}
+
+/* Units [u0, u1) (unit = sample * n_tiles + tile) into part [R, cols]
+ * (overwritten); col, pack: this thread's slot. */
+static void dw_units(float *part, float *col, float *pack, const DwPlan *d,
+                     const GradGeom *gm, const float *src, int64_t src_n,
+                     int nc, const float *b, int64_t b_n, int64_t u0,
+                     int64_t u1)
+{
+    for (int64_t u = u0; u < u1; u++) {
+        int64_t n = u / d->n_tiles, p0 = u % d->n_tiles * d->tile;
+        int64_t p1 = p0 + d->tile < d->pos ? p0 + d->tile : d->pos;
+        int t = (int)(p1 - p0);
+        grad_im2col(col, src + n * src_n, gm, nc, p0, p1);
+        /* part [R,cols] (+)= col [R,t] * b_n [cols,t]^T */
+        gemm_t(part, col, b + n * b_n + p0, (int)d->rows, (int)d->cols, t, t,
+               (int)d->pos, (int)d->cols, 0, 1, u > u0, pack);
+    }
+}
+
+/* dw [cols, R] (accumulates) += sum over n of (im2col(src_n) [R, P] *
+ * b_n [cols, P]^T)^T, R = nc * KK, P = prod(gm->dst).  src_n = src +
+ * n*src_n: [nc, gm->src...]; b_n = b + n*b_n: [cols, P].  scratch:
+ * grad_dw_scratch_floats(R, cols, n_batch, P). */
+void grad_dw(float *dw, const float *src, int64_t src_n, int nc,
+             const float *b, int64_t b_n, int cols, const GradGeom *gm,
+             int64_t n_batch, float *scratch)
+{
+    const int64_t kk = (int64_t)gm->k[0] * gm->k[1] * gm->k[2];
+    DwPlan d;
+    dw_plan(&d, nc * kk, cols, n_batch, prod3(gm->dst));
+    if (d.units < 1) return;
+    CHECK(d.rows <= INT32_MAX && d.pos <= INT32_MAX); /* gemm takes int */
+    float *slots = scratch + (size_t)d.chunks * d.part;
+    if (d.chunks == 1) {
+        /* one unit: the GEMM itself runs in parallel */
+        dw_units(scratch, slots, slots + d.col, &d, gm, src, src_n, nc, b,
+                 b_n, 0, d.units);
+    } else {
+        /* chunk c owns units [c*U/C, (c+1)*U/C); nested regions inside
+         * (im2col, gemm) run on the calling thread alone */
+#pragma omp parallel for schedule(static) num_threads(dw_threads())
+        for (int c = 0; c < d.chunks; c++) {
+            float *slot = slots + (size_t)omp_get_thread_num() * (d.col + d.pack);
+            dw_units(scratch + (size_t)c * d.part, slot, slot + d.col, &d, gm,
+                     src, src_n, nc, b, b_n, d.units * c / d.chunks,
+                     d.units * (c + 1) / d.chunks);
+        }
+    }
+    /* dw [o, r] += sum_c part_c [r, o], chunks in order; each thread
+     * owns whole rows of dw */
+    const int64_t rows = d.rows;
+    const int chunks = d.chunks;
+    const size_t part = d.part;
+#pragma omp parallel for schedule(static) num_threads(dw_threads())
+    for (int64_t o = 0; o < cols; o++) {
+        for (int64_t r = 0; r < rows; r++) {
+            float s = scratch[r * cols + o];
+            for (int c = 1; c < chunks; c++)
+                s += scratch[(size_t)c * part + (size_t)(r * cols + o)];
+            dw[o * rows + r] += s;
+        }
+    }
 }
 
 /* ---- dX as a forward convolution ----
@@ -340,6 +438,15 @@ static void conv_dx_flipped(float *dx, const float *dy, const float *w,
     }
 }
 
+/* Packing for the strided dX GEMM on t columns: [R,t,OCg]. */
+static size_t strided_scratch(int64_t rows, int64_t ocg, int64_t pos)
+{
+    int64_t t = grad_tile(rows, pos), last = pos - (pos - 1) / t * t;
+    size_t pa = gemm_pack_floats((int)rows, (int)t, (int)ocg),
+           pb = gemm_pack_floats((int)rows, (int)last, (int)ocg);
+    return round16((size_t)(rows * t)) + (pa > pb ? pa : pb);
+}
+
 size_t conv_backward_scratch_floats(const Shape *xs, const Shape *ys,
                                     const ConvParams *p)
 {
@@ -350,12 +457,11 @@ size_t conv_backward_scratch_floats(const Shape *xs, const Shape *ys,
     }
     int64_t rows = xs->d[1] / p->group * kk;
     int64_t ocg = ys->d[1] / p->group;
-    int64_t tile = tile_cols(pos), last = pos % tile ? pos % tile : tile;
-    /* dW and dX run one after the other and share the scratch; the col2im
-     * dX path needs no more than the dW path (col and packing) */
-    size_t dw = dw_scratch(rows, ocg, tile, last);
+    /* dW, then dX: they share the scratch */
+    size_t dw = grad_dw_scratch_floats(rows, ocg, xs->d[0], pos);
     FlipConv f;
-    size_t dx = flip_conv_plan(&f, xs, ys, p) ? flip_scratch(&f) : 0;
+    size_t dx = flip_conv_plan(&f, xs, ys, p) ? flip_scratch(&f)
+                                               : strided_scratch(rows, ocg, pos);
     return dw > dx ? dw : dx;
 }
 
@@ -373,28 +479,14 @@ void conv_backward(float *dx, float *dw, float *db, const float *dy,
     const int icg = (int)(ic / group), ocg = (int)(oc / group);
     const int64_t kk = (int64_t)gm.k[0] * gm.k[1] * gm.k[2];
     const int64_t rows = icg * kk, pin = prod3(gm.src), pos = prod3(gm.dst);
-    const int64_t tile = tile_cols(pos);
     /* gemm takes int sizes */
     CHECK(rows <= INT32_MAX && pos <= INT32_MAX);
-    float *dwt = scratch, *col = dwt + round16((size_t)(rows * ocg));
-    float *pack = col + rows * tile;
 
     if (db) grad_bias(db, dy, ys);
-    for (int g = 0; dw && g < group; g++) {
-        for (int64_t n = 0; n < n_batch; n++) {
-            const float *dy_g = dy + (n * oc + (int64_t)g * ocg) * pos;
-            const float *x_g = x + (n * ic + (int64_t)g * icg) * pin;
-            for (int64_t p0 = 0; p0 < pos; p0 += tile) {
-                int64_t p1 = p0 + tile < pos ? p0 + tile : pos;
-                int t = (int)(p1 - p0);
-                /* dwT [R,OCg] (+)= col [R,t] * dy_g [OCg,t]^T */
-                grad_im2col(col, x_g, &gm, icg, p0, p1);
-                gemm_t(dwt, col, dy_g + p0, (int)rows, ocg, t, t, (int)pos,
-                       ocg, 0, 1, n > 0 || p0 > 0, pack);
-            }
-        }
-        grad_add_transposed(dw + (int64_t)g * ocg * rows, dwt, ocg, rows);
-    }
+    for (int g = 0; dw && g < group; g++)
+        grad_dw(dw + (int64_t)g * ocg * rows, x + (int64_t)g * icg * pin,
+                ic * pin, icg, dy + (int64_t)g * ocg * pos, oc * pos, ocg, &gm,
+                n_batch, scratch);
     if (!dx) return;
     FlipConv f;
     if (flip_conv_plan(&f, xs, ys, p)) {
@@ -403,6 +495,8 @@ void conv_backward(float *dx, float *dw, float *db, const float *dy,
     }
     /* Strided: dcol [R,t] = w_g [OCg,R]^T * dy_g [OCg,t]; dx_g +=
      * col2im(dcol). */
+    const int64_t tile = grad_tile(rows, pos);
+    float *col = scratch, *pack = scratch + round16((size_t)(rows * tile));
     for (int g = 0; g < group; g++) {
         const float *w_g = w + (int64_t)g * ocg * rows;
         for (int64_t n = 0; n < n_batch; n++) {

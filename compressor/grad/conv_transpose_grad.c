@@ -11,21 +11,13 @@
  * im2col(dy) over the *input* grid, per group g (ICg = IC/group,
  * OCg = OC/group, R = OCg*KK, Pin input positions):
  *   dw_g [ICg, R] += (col [R, Pin] * x_g [ICg, Pin]^T)^T
- * (col is the GEMM's A, read in place; see conv_grad.c).  Pin is cut
- * into tiles of CT_GRAD_TILE_P columns to bound the scratch.
+ * (grad_dw in conv_grad.c: col is the GEMM's A, read in place, in
+ * bounded tiles).
  */
 #include "compressor/grad/grad.h"
 
 #include "runtime/common.h"
 #include "runtime/ops/ops.h"
-
-/* Same reasoning as CONV_GRAD_TILE_P in conv_grad.c. */
-#define CT_GRAD_TILE_P 4096
-
-static int64_t tile_cols(int64_t positions)
-{
-    return positions < CT_GRAD_TILE_P ? positions : CT_GRAD_TILE_P;
-}
 
 static size_t round16(size_t n)
 {
@@ -53,12 +45,7 @@ size_t conv_transpose_backward_scratch_floats(const Shape *xs,
     }
     int64_t rows = ys->d[1] / p->group * kk;
     int64_t icg = xs->d[1] / p->group;
-    int64_t tile = tile_cols(pin), last = pin % tile ? pin % tile : tile;
-    size_t pa = gemm_pack_floats((int)rows, (int)icg, (int)tile),
-           pb = gemm_pack_floats((int)rows, (int)icg, (int)last);
-    /* dW: dwT [R, ICg], col [R, tile], packing */
-    size_t dw = round16((size_t)(rows * icg)) + (size_t)(rows * tile) +
-                (pa > pb ? pa : pb);
+    size_t dw = grad_dw_scratch_floats(rows, icg, xs->d[0], pin);
     /* dX (after dW): one sample's dx, the forward conv's scratch */
     Shape dys, dxs;
     sample_shapes(&dys, &dxs, xs, ys);
@@ -85,27 +72,13 @@ void conv_transpose_backward(float *dx, float *dw, float *db, const float *dy,
     const int64_t rows = ocg * kk;
     const int64_t pin = gm.dst[0] * gm.dst[1] * gm.dst[2];
     const int64_t pout = gm.src[0] * gm.src[1] * gm.src[2];
-    const int64_t tile = tile_cols(pin);
     CHECK(rows <= INT32_MAX && pin <= INT32_MAX); /* gemm takes int sizes */
-    float *dwt = scratch, *col = dwt + round16((size_t)(rows * icg));
-    float *pack = col + rows * tile;
 
     if (db) grad_bias(db, dy, ys);
-    for (int g = 0; dw && g < group; g++) {
-        for (int64_t n = 0; n < n_batch; n++) {
-            const float *dy_g = dy + (n * oc + (int64_t)g * ocg) * pout;
-            const float *x_g = x + (n * ic + (int64_t)g * icg) * pin;
-            for (int64_t p0 = 0; p0 < pin; p0 += tile) {
-                int64_t p1 = p0 + tile < pin ? p0 + tile : pin;
-                int t = (int)(p1 - p0);
-                /* dwT [R,ICg] (+)= col [R,t] * x_g [ICg,t]^T */
-                grad_im2col(col, dy_g, &gm, ocg, p0, p1);
-                gemm_t(dwt, col, x_g + p0, (int)rows, icg, t, t, (int)pin,
-                       icg, 0, 1, n > 0 || p0 > 0, pack);
-            }
-        }
-        grad_add_transposed(dw + (int64_t)g * icg * rows, dwt, icg, rows);
-    }
+    for (int g = 0; dw && g < group; g++)
+        grad_dw(dw + (int64_t)g * icg * rows, dy + (int64_t)g * ocg * pout,
+                oc * pout, ocg, x + (int64_t)g * icg * pin, ic * pin, icg, &gm,
+                n_batch, scratch);
     if (!dx) return;
     Shape dys, dxs;
     sample_shapes(&dys, &dxs, xs, ys);

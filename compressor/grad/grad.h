@@ -76,8 +76,17 @@ void grad_col2im(float *dsrc, const float *col, const GradGeom *gm, int nc,
                  int64_t p0, int64_t p1);
 /* db[c] += sum over n and spatial of dy [N,C,sp...] (fixed order). */
 void grad_bias(float *db, const float *dy, const Shape *ys);
-/* dst [m, n] += src [n, m]^T (parallel over rows of dst). */
-void grad_add_transposed(float *dst, const float *src, int64_t m, int64_t n);
+/* Weight gradient of a convolution-like op:
+ * dw [cols, R] += sum over n of (im2col(src_n) [R, P] * b_n [cols, P]^T)^T
+ * with R = nc*KK and P = prod(gm->dst); src_n = src + n*src_n is
+ * [nc, gm->src...], b_n = b + n*b_n is [cols, P].  Summed in a fixed
+ * number of chunks, then in chunk order (any thread count gives the same
+ * bits); parallel inside.  scratch: grad_dw_scratch_floats(). */
+void grad_dw(float *dw, const float *src, int64_t src_n, int nc,
+             const float *b, int64_t b_n, int cols, const GradGeom *gm,
+             int64_t n_batch, float *scratch);
+size_t grad_dw_scratch_floats(int64_t rows, int64_t cols, int64_t n_batch,
+                              int64_t pos);
 /* dst [n] += src [n] (parallel, elementwise). */
 void grad_add(float *restrict dst, const float *restrict src, int64_t n);
 
