@@ -27,6 +27,7 @@
 #include "compressor/onnx/onnx_import.h"
 #include "compressor/train/trainer.h"
 #include "runtime/common.h"
+#include "runtime/exec.h"
 #include "runtime/graph.h"
 #include "tests/testutil.h"
 
@@ -54,7 +55,7 @@ static int setup_phantom(void **state)
 }
 
 typedef struct {
-    int epochs, iters, batch, threads, resume, force;
+    int epochs, iters, batch, threads, resume, force, no_augment;
     float lr;
     OptimKind kind;
     const TrainHooks *hooks;
@@ -107,6 +108,7 @@ static int train(const RunSpec *s, const char *run, Graph *g,
     cfg.resume = s->resume;
     cfg.force = s->force;
     cfg.quiet = 1;
+    cfg.augment = !s->no_augment;
     optim_options_default(&cfg.optim, s->kind);
     cfg.optim.lr = s->lr;
     rc = trainer_create(&t, g, &ds, &cfg, s->hooks);
@@ -150,12 +152,16 @@ static int count_lines(const char *path)
 }
 
 /* Training on the phantom learns.  Configuration: 4 epochs x 15
- * iterations, batch 4, Adam lr 0.02 with polynomial decay, augmentation
- * on, seed 0.  Observed (deterministic for this seed): mean training loss
- * 1.49 in epoch 1, 0.51 in epoch 4 (a factor 2.9); organ Dice 0.02 for the
- * imported fixture (trained on other data) and 0.745 after epoch 4.
- * Asserted: the loss at least halves and the Dice exceeds 0.65, so a
- * change that slows learning noticeably fails. */
+ * iterations, batch 4, Adam lr 0.02 with polynomial decay, seed 0,
+ * augmentation off (this test measures learning; augmentation is on in
+ * every other test here).  Observed (deterministic for this seed and the
+ * kernels of the time): mean training loss 1.46 in epoch 1, 0.34 in epoch
+ * 4 (a factor 4.4); organ Dice 0.02 for the imported fixture (trained on
+ * other data) and 0.94 after epoch 4.  With augmentation on the same run
+ * reached Dice 0.67 to 0.75 depending on kernel rounding, too close to
+ * any useful bound.  Asserted: the loss falls by a factor 2.5 and the
+ * Dice exceeds 0.8, margins that rounding changes do not reach but a
+ * broken gradient, optimiser or sampler does. */
 static void test_training_learns(void **state)
 {
     (void)state;
@@ -170,6 +176,7 @@ static void test_training_learns(void **state)
     s.iters = 15;
     s.batch = 4;
     s.lr = 0.02f;
+    s.no_augment = 1;
     double t0 = sl_now();
     assert_int_equal(train(&s, "learn", &g, h, &n), 0);
     double secs = sl_now() - t0;
@@ -178,8 +185,8 @@ static void test_training_learns(void **state)
            "%.3f (imported) -> %.3f; %.3f s/step\n",
            secs, h[1].train_loss, h[4].train_loss, h[0].val_dice[1],
            h[4].val_dice[1], h[4].step_seconds);
-    assert_true(h[4].train_loss < 0.5 * h[1].train_loss);
-    assert_true(h[4].val_dice[1] > 0.65);
+    assert_true(h[4].train_loss < 0.4 * h[1].train_loss);
+    assert_true(h[4].val_dice[1] > 0.8);
     assert_true(h[4].val_loss < h[0].val_loss);
     assert_int_equal(h[0].epoch, 0);
     assert_true(isfinite(h[0].val_dice[1]));
@@ -548,8 +555,13 @@ static void test_config_errors(void **state)
     assert_false(sl_file_exists(run_path("bad_batch", path, sizeof path)));
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    (void)argc;
+    /* In-process training: idle OpenMP threads must not spin on a busy
+     * machine (exec.h; this program: 14 s -> 0.6 s for the learning run
+     * at load 7 on 2 cores). */
+    exec_reexec_passive_wait(argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_training_learns),
         cmocka_unit_test(test_determinism),
