@@ -14,6 +14,7 @@
 #include "compressor/onnx/onnx_export.h"
 #include "compressor/onnx/onnx_import.h"
 #include "compressor/sauron/sauron_hooks.h"
+#include "compressor/train/distill.h"
 #include "compressor/train/trainer.h"
 #include "runtime/common.h"
 #include "runtime/sslim.h"
@@ -38,6 +39,12 @@ void compress_usage(FILE *f)
         "                        imagesTr/, labelsTr/)\n"
         "  --no-finetune         convert only (no training, no pruning)\n"
         "  --no-prune            fine-tune only (no Sauron pruning)\n"
+        "  --distill             label-free: the imported model's own "
+        "outputs are the\n"
+        "                        targets (automatic when the dataset has no "
+        "labelsTr);\n"
+        "                        validation Dice is agreement with the "
+        "imported model\n"
         "  --axis 0|1|2          2D models: NIfTI axis to slice along "
         "(default 2)\n"
         "  --patch D,H,W         patch size: 3D (default: the model's input);"
@@ -171,6 +178,8 @@ int compress_parse_args(int argc, char **argv, CompressOptions *o)
             o->force = 1;
         } else if (!strcmp(a, "--no-prune")) {
             o->no_prune = 1;
+        } else if (!strcmp(a, "--distill")) {
+            o->distill = 1;
         } else if (!strcmp(a, "--no-augment")) {
             o->no_augment = 1;
         } else if (!strcmp(a, "--resume")) {
@@ -606,6 +615,9 @@ int compress_train(const CompressOptions *o)
     char *run_dir = NULL;
     SauronHooks *sh = NULL;
     TrainHooks hooks;
+    Distill *dd = NULL;
+    TrainTargets tt;
+    int distill = 0;
     char settings[512];
     int rc;
     graph_init(&g);
@@ -647,10 +659,20 @@ int compress_train(const CompressOptions *o)
         rc = onnx_import(o->in_path, &io, &g);
         if (rc) goto fail;
     }
-    rc = dataset_open(&ds, o->data_dir);
+    rc = dataset_open_unlabeled(&ds, o->data_dir);
     if (rc) goto fail;
     rc = meta_from_dataset(&g, &ds, o);
     if (rc) goto fail;
+    distill = o->distill || ds.unlabeled;
+    if (distill) {
+        fprintf(stderr,
+                "sauron-compress: label-free compression (%s): targets are "
+                "the imported model's outputs; validation Dice is agreement "
+                "with the imported model\n",
+                o->distill ? "--distill" : "the dataset has no labelsTr");
+        rc = distill_create(&dd, &g, o->threads, &tt);
+        if (rc) goto fail;
+    }
     trainer_config_default(&cfg);
     cfg.epochs = o->epochs;
     cfg.iters_per_epoch = o->iters_per_epoch;
@@ -685,7 +707,8 @@ int compress_train(const CompressOptions *o)
         PrunerConfig pc = o->prune;
         pc.seed = o->seed;
         pc.n_threads = o->threads;
-        ReportInfo info = {"labels", "batch 0 of the validation sampler "
+        ReportInfo info = {distill ? "distill" : "labels",
+                           "batch 0 of the validation sampler "
                            "(training cases without augmentation if there "
                            "is no validation split)",
                            pc.sched.kind == SAURON_SCHED_PAPER ? "paper"
@@ -702,8 +725,16 @@ int compress_train(const CompressOptions *o)
         cfg.extra_settings = sauron_settings_lines(&pc, settings,
                                                    sizeof settings);
     }
+    if (distill) {
+        /* a resume must keep the mode */
+        size_t n = cfg.extra_settings ? strlen(settings) : 0;
+        if (!cfg.extra_settings) settings[0] = 0;
+        snprintf(settings + n, sizeof settings - n, "distill=1\n");
+        cfg.extra_settings = settings;
+    }
     rc = trainer_create(&t, &g, &ds, &cfg, sh ? &hooks : NULL);
     if (rc) goto fail;
+    if (dd) trainer_set_targets(t, &tt);
     rc = trainer_run(t);
     if (!rc && sh) rc = sauron_hooks_finish(sh, t);
     if (rc) goto fail;
@@ -724,6 +755,7 @@ int compress_train(const CompressOptions *o)
     }
 fail:
     trainer_free(t);
+    distill_free(dd);
     sauron_hooks_free(sh);
     dataset_free(&ds);
     graph_free(&g);

@@ -27,6 +27,8 @@ typedef struct {
     int n_patch;          /* 3 if --patch was given (2D: 1,H,W), else 0 */
     int normalize_set;    /* --normalize given */
     int no_prune;         /* --no-prune: plain fine-tuning */
+    int distill;          /* --distill: the imported model's outputs are
+                             the targets (also when there is no labelsTr) */
     int epochs;           /* --epochs, default 20 */
     int iters_per_epoch;  /* --iters-per-epoch, default 250 */
     int batch;            /* --batch, default 2 */

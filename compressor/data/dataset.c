@@ -373,7 +373,19 @@ static int check_modalities(const Dataset *ds, const char *sub, char **cases,
     return 0;
 }
 
+static int open_dataset(Dataset *ds, const char *dir, int allow_unlabeled);
+
 int dataset_open(Dataset *ds, const char *dir)
+{
+    return open_dataset(ds, dir, 0);
+}
+
+int dataset_open_unlabeled(Dataset *ds, const char *dir)
+{
+    return open_dataset(ds, dir, 1);
+}
+
+static int open_dataset(Dataset *ds, const char *dir, int allow_unlabeled)
 {
     char *json = NULL, *lab_dir = NULL, **img = NULL, **lab_ts = NULL;
     int n_img = 0, n_lab_ts = 0, num_training = -1, rc = ERR_NOMEM;
@@ -410,6 +422,15 @@ int dataset_open(Dataset *ds, const char *dir)
                        &ds->n_cases)))
         goto fail;
     if ((rc = image_cases(ds, "imagesTr", &img, &n_img))) goto fail;
+    if (allow_unlabeled && ds->n_cases == 0 && n_img > 0) {
+        /* no labels: the images define the cases (all names move over) */
+        sl_free(ds->case_names);
+        ds->case_names = img;
+        ds->n_cases = n_img;
+        img = NULL;
+        n_img = 0;
+        ds->unlabeled = 1;
+    }
     rc = ERR_FORMAT;
     for (int i = 0; i < n_img; i++)
         if (find_name(ds->case_names, ds->n_cases, img[i]) < 0) {
@@ -483,7 +504,7 @@ int dataset_case_paths(const Dataset *ds, int test, int i, char **image,
         if (m) strcat(*image, ",");
         strcat(*image, parts[m]);
     }
-    if (!test || ds->test_has_label[i]) {
+    if (test ? ds->test_has_label[i] : !ds->unlabeled) {
         *label =
             str_fmt("%s/%s/%s%s", ds->dir, test ? "labelsTs" : "labelsTr",
                     name, ds->file_ending);
@@ -620,6 +641,17 @@ fail:
     sl_free(count);
     sl_free(seen);
     return rc;
+}
+
+/* The label map was rewritten in place (c->label): foreground
+ * locations again. */
+int data_case_relabel(DataCase *c)
+{
+    sl_free(c->fg_loc);
+    sl_free(c->fg_start);
+    c->fg_loc = NULL;
+    c->fg_start = NULL;
+    return collect_fg(c);
 }
 
 /* Read, check, normalise and reorder one case.  label may be NULL (an

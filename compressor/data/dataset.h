@@ -91,12 +91,20 @@ typedef struct {
     Normalize *normalize; /* [n_modalities] as applied (owned) */
     int ax[3];            /* tensor axis -> NIfTI axis */
     DataCase *cases;      /* [n_cases], same order as case_names */
+    /* 1: opened by dataset_open_unlabeled without labelsTr: the training
+     * cases are the imagesTr cases and their labels load as all
+     * background, for the caller to fill (--distill). */
+    int unlabeled;
 } Dataset;
 
 /* Read DIR/dataset.json and list the cases; checks that every training
  * case has all its modality files and its label (and that no image is
  * without a label), and the same for imagesTs.  Loads no voxels. */
 int dataset_open(Dataset *ds, const char *dir);
+/* dataset_open that also accepts a dataset without labels (label-free
+ * compression): when labelsTr is missing or empty, the imagesTr cases are
+ * the training cases and ds->unlabeled is 1; otherwise as dataset_open. */
+int dataset_open_unlabeled(Dataset *ds, const char *dir);
 
 /* Load every training case for a model with layout `lay` (copied; the
  * normalisation array too): read, check grids and labels, normalise,
@@ -123,6 +131,11 @@ int dataset_case_paths(const Dataset *ds, int test, int i, char **image,
 /* Largest tensor-order size over the loaded training cases (for choosing
  * a patch that covers every slice). */
 void dataset_max_size(const Dataset *ds, int64_t S[3]);
+
+/* After the caller rewrote c->label in place (distillation: the
+ * teacher's segmentation): collect the foreground locations again.
+ * 0 or ERR_NOMEM. */
+int data_case_relabel(DataCase *c);
 
 void data_case_free(DataCase *c);
 void dataset_free(Dataset *ds);

@@ -52,6 +52,11 @@ const EpochStats *trainer_history(const Trainer *t, int *n)
     return t->hist;
 }
 int trainer_best_epoch(const Trainer *t) { return t->best_epoch; }
+void trainer_set_targets(Trainer *t, const TrainTargets *tt)
+{
+    t->targets = *tt;
+}
+const LossOptions *trainer_loss_options(const Trainer *t) { return &t->lo; }
 
 /* ---- creation ---- */
 
@@ -585,7 +590,13 @@ static int train_step(Trainer *t, const Batch *b, float lr, double *loss,
     int rc;
     train_zero_grads(t->te);
     if ((rc = train_forward(t->te, b->x))) return rc;
-    if ((rc = train_loss_outputs(t->te, &lv, b->y, NULL, &t->lo))) return rc;
+    if (t->targets.loss) {
+        memset(&lv, 0, sizeof lv);
+        rc = t->targets.loss(t->targets.ctx, t, t->te, b, &lv);
+    } else {
+        rc = train_loss_outputs(t->te, &lv, b->y, NULL, &t->lo);
+    }
+    if (rc) return rc;
     if (t->hooks.after_forward) {
         rc = t->hooks.after_forward(t->hooks.ctx, t, t->te, b, &ex);
         if (rc) return rc;
@@ -709,6 +720,9 @@ static int setup(Trainer *t, Checkpoint *ck)
         if ((rc = make_run_dir(t))) return rc;
         if ((rc = split_write(&t->split, t->ds, t->run_dir))) return rc;
     }
+    if (t->targets.split_ready &&
+        (rc = t->targets.split_ready(t->targets.ctx, t, t->ds)))
+        return rc;
     if ((rc = optim_create(&t->cfg.optim, &t->opt))) return rc;
     if ((rc = build_exec(t))) return rc;
     if (t->cfg.resume) {

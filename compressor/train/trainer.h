@@ -155,6 +155,22 @@ typedef struct {
     int (*load)(void *ctx, const uint8_t *blob, size_t n);
 } TrainHooks;
 
+/* Targets other than the dataset's labels (label-free compression,
+ * compressor/train/distill.h).  Every member may be NULL. */
+typedef struct {
+    void *ctx;
+    /* Once the validation split is known (new run and resume alike),
+     * before the executor and the samplers are built: may rewrite the
+     * loaded cases' labels (then data_case_relabel), e.g. with a
+     * teacher's segmentation, which validation and sampling then use. */
+    int (*split_ready)(void *ctx, Trainer *t, Dataset *ds);
+    /* Replaces train_loss_outputs in every training step: after
+     * train_forward of batch b, set *lv and ADD d loss / d outputs into
+     * the outputs' grads.  0 or < 0. */
+    int (*loss)(void *ctx, Trainer *t, TrainExec *te, const Batch *b,
+                LossValue *lv);
+} TrainTargets;
+
 /* g: imported network with its metadata filled (classes, modalities,
  * normalisation, dims, axis, order); ds: opened, not loaded.  Checks the
  * configuration (ERR_ARG naming the flag) and that the dataset fits the
@@ -166,6 +182,11 @@ int trainer_create(Trainer **out, Graph *g, Dataset *ds,
  * included) the graph must not be written. */
 int trainer_run(Trainer *t);
 void trainer_free(Trainer *t);
+/* Plug in targets (copied; ctx must outlive the trainer); before
+ * trainer_run. */
+void trainer_set_targets(Trainer *t, const TrainTargets *tt);
+/* Loss options of the run (the soft-target loss uses the same). */
+const LossOptions *trainer_loss_options(const Trainer *t);
 
 /* ---- what hooks (and tests) may use during the run ---- */
 Graph *trainer_graph(Trainer *t);

@@ -33,6 +33,7 @@ struct Trainer {
     int best_epoch; /* -1: none */
     uint8_t *best;  /* .sslim bytes of the best network (owned) */
     size_t best_n;
+    TrainTargets targets; /* zero: the dataset's labels */
     float *bn_save; /* BatchNorm running statistics (calibration) */
     size_t bn_save_n;
 };
