@@ -234,7 +234,7 @@ static void test_kill_and_resume(void **state)
     if (!have_data) skip();
     char b[256], ref[600], out[600], run[600], csv[700], pidf[600];
     Cli r;
-    const char *args = "--no-prune --epochs 3 --iters-per-epoch 20 --batch 2 "
+    const char *args = "--no-prune --epochs 3 --iters-per-epoch 100 --batch 2 "
                        "--threads 2 --lr 0.01 --seed 5";
     bin(b, sizeof b);
     tmp("kill_ref.sslim", ref, sizeof ref);
@@ -254,11 +254,12 @@ static void test_kill_and_resume(void **state)
     assert_int_equal(fscanf(f, "%ld", &pid), 1);
     fclose(f);
     /* Wait (at most 120 s) for epoch 1's report, which is written just
-     * before its checkpoint; then kill a little into epoch 2. */
-    for (int i = 0; i < 2400 && !file_has_line_starting(csv, "1,"); i++)
-        sleep_ms(50);
+     * before its checkpoint; then kill at once, inside epoch 2 (100
+     * steps, about a second here). */
+    for (int i = 0; i < 6000 && !file_has_line_starting(csv, "1,"); i++)
+        sleep_ms(20);
     assert_true(file_has_line_starting(csv, "1,"));
-    sleep_ms(150);
+    sleep_ms(20);
     assert_false(sl_file_exists(out)); /* still running: the kill counts */
     kill((pid_t)pid, SIGKILL);
     for (int i = 0; i < 200 && kill((pid_t)pid, 0) == 0; i++)
