@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "compressor/data/prefetch.h"
 #include "compressor/train/checkpoint.h"
@@ -625,6 +626,10 @@ static int run_epoch(Trainer *t, int e)
     const TrainConfig *c = &t->cfg;
     double t0 = sl_now(), sum = 0.0, sum_extra = 0.0, steps = 0.0;
     float lr = optim_poly_lr(c->optim.lr, e - 1, c->epochs);
+    /* Progress within the epoch only on a terminal: logs stay one line
+     * per epoch. */
+    int tty = !c->quiet && isatty(STDERR_FILENO);
+    double shown = t0;
     int rc, changed;
     memset(st, 0, sizeof *st);
     st->epoch = e;
@@ -643,6 +648,13 @@ static int run_epoch(Trainer *t, int e)
         steps += sl_now() - s0;
         sum += loss;
         sum_extra += extra;
+        if (tty && sl_now() - shown > 0.5) {
+            shown = sl_now();
+            fprintf(stderr, "\repoch %d/%d  iteration %d/%d  loss %.4f  ETA "
+                            "%.0f s \033[K",
+                    e, c->epochs, it + 1, c->iters_per_epoch, sum / (it + 1),
+                    (shown - t0) / (it + 1) * (c->iters_per_epoch - it - 1));
+        }
         if (t->hooks.after_step) {
             changed = t->hooks.after_step(t->hooks.ctx, t, e, it);
             if (changed < 0) {
@@ -652,6 +664,7 @@ static int run_epoch(Trainer *t, int e)
             if (changed && (rc = trainer_rebuild(t))) goto fail;
         }
     }
+    if (tty) fprintf(stderr, "\r\033[K");
     st->data_wait = prefetch_wait_seconds(pf);
     prefetch_stop(pf);
     pf = NULL;
