@@ -399,12 +399,72 @@ static int flip_conv_plan(FlipConv *f, const Shape *xs, const Shape *ys,
     return 1;
 }
 
-/* Scratch: wf [IC, OCg, K...], one sample's dx, the forward's scratch. */
-static size_t flip_scratch(const FlipConv *f)
+/* ---- dx += conv_forward(dy, w) sample by sample ----
+ * With two or more samples, each thread takes whole samples and runs the
+ * forward conv single-threaded (its parallel region nests, so it gets a
+ * team of one) into its own temporary and scratch slot: no barriers
+ * inside, which on a busy machine is worth more than the conv's own
+ * load balance.  One sample: the conv runs in parallel as usual.  Each
+ * sample's result is the same either way (conv_forward does not depend
+ * on the thread count), so dx does not either. */
+
+static int dx_slots(int64_t n_batch)
+{
+    int procs = omp_get_num_procs();
+    return n_batch > 1 && procs > 1 ? procs : 1;
+}
+
+static size_t dx_slot_floats(const Shape *dys1, const Shape *dxs1,
+                             const ConvParams *p)
+{
+    return round16((size_t)shape_numel(dxs1)) +
+           round16(conv_scratch_floats(dys1, dxs1, p));
+}
+
+size_t grad_conv_dx_scratch_floats(const Shape *dys1, const Shape *dxs1,
+                                   const ConvParams *p, int64_t n_batch)
+{
+    return (size_t)dx_slots(n_batch) * dx_slot_floats(dys1, dxs1, p);
+}
+
+/* dx [N, dxs1...] += conv_forward(dy [N, dys1...], w, p) per sample;
+ * dys1, dxs1 one sample's shapes (batch 1); scratch
+ * grad_conv_dx_scratch_floats(). */
+void grad_conv_dx(float *dx, const float *dy, const float *w,
+                  const Shape *dys1, const Shape *dxs1, const ConvParams *p,
+                  int64_t n_batch, float *scratch)
+{
+    const int64_t in_n = shape_numel(dxs1), out_n = shape_numel(dys1);
+    const size_t slot = dx_slot_floats(dys1, dxs1, p);
+    const size_t tmp_floats = round16((size_t)in_n);
+    if (dx_slots(n_batch) == 1) {
+        for (int64_t n = 0; n < n_batch; n++) {
+            conv_forward(scratch, dy + n * out_n, w, NULL, dys1, dxs1, p,
+                         scratch + tmp_floats);
+            grad_add(dx + n * in_n, scratch, in_n);
+        }
+        return;
+    }
+    int nthr = dw_threads();
+    if (nthr > n_batch) nthr = (int)n_batch;
+#pragma omp parallel for schedule(static) num_threads(nthr)
+    for (int64_t n = 0; n < n_batch; n++) {
+        float *tmp = scratch + (size_t)omp_get_thread_num() * slot;
+        conv_forward(tmp, dy + n * out_n, w, NULL, dys1, dxs1, p,
+                     tmp + tmp_floats);
+        float *d = dx + n * in_n;
+#pragma omp simd
+        for (int64_t i = 0; i < in_n; i++)
+            d[i] += tmp[i];
+    }
+}
+
+/* Scratch: wf [IC, OCg, K...], then grad_conv_dx's. */
+static size_t flip_scratch(const FlipConv *f, int64_t n_batch)
 {
     size_t wf = (size_t)(f->out.d[1] * (f->in.d[1] / f->p.group) * f->kk);
-    return round16(wf) + round16((size_t)shape_numel(&f->out)) +
-           conv_scratch_floats(&f->in, &f->out, &f->p);
+    return round16(wf) +
+           grad_conv_dx_scratch_floats(&f->in, &f->out, &f->p, n_batch);
 }
 
 /* dx [N,IC,in...] += conv(dy [N,OC,out...], flipped w [OC,ICg,K...]);
@@ -416,10 +476,7 @@ static void conv_dx_flipped(float *dx, const float *dy, const float *w,
     const int64_t ic = f->out.d[1], oc = f->in.d[1], kk = f->kk;
     const int group = f->p.group;
     const int64_t icg = ic / group, ocg = oc / group;
-    const int64_t in_n = shape_numel(&f->out), out_n = shape_numel(&f->in);
     float *wf = scratch;
-    float *tmp = wf + round16((size_t)(ic * ocg * kk));
-    float *conv_scratch = tmp + round16((size_t)in_n);
     /* wf row (g, ic) holds, per oc of the group, the reversed taps. */
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < ic; r++) {
@@ -431,20 +488,18 @@ static void conv_dx_flipped(float *dx, const float *dy, const float *w,
                 dst[k] = src[kk - 1 - k];
         }
     }
-    for (int64_t n = 0; n < n_batch; n++) {
-        conv_forward(tmp, dy + n * out_n, wf, NULL, &f->in, &f->out, &f->p,
-                     conv_scratch);
-        grad_add(dx + n * in_n, tmp, in_n);
-    }
+    grad_conv_dx(dx, dy, wf, &f->in, &f->out, &f->p, n_batch,
+                 wf + round16((size_t)(ic * ocg * kk)));
 }
 
-/* Packing for the strided dX GEMM on t columns: [R,t,OCg]. */
-static size_t strided_scratch(int64_t rows, int64_t ocg, int64_t pos)
+/* Strided dX, one slot: dcol [R, t] and packing for the GEMM on t
+ * columns ([R,t,OCg]). */
+static size_t strided_slot(int64_t rows, int64_t ocg, int64_t pos)
 {
     int64_t t = grad_tile(rows, pos), last = pos - (pos - 1) / t * t;
     size_t pa = gemm_pack_floats((int)rows, (int)t, (int)ocg),
            pb = gemm_pack_floats((int)rows, (int)last, (int)ocg);
-    return round16((size_t)(rows * t)) + (pa > pb ? pa : pb);
+    return round16((size_t)(rows * t)) + round16(pa > pb ? pa : pb);
 }
 
 size_t conv_backward_scratch_floats(const Shape *xs, const Shape *ys,
@@ -460,8 +515,9 @@ size_t conv_backward_scratch_floats(const Shape *xs, const Shape *ys,
     /* dW, then dX: they share the scratch */
     size_t dw = grad_dw_scratch_floats(rows, ocg, xs->d[0], pos);
     FlipConv f;
-    size_t dx = flip_conv_plan(&f, xs, ys, p) ? flip_scratch(&f)
-                                               : strided_scratch(rows, ocg, pos);
+    size_t dx = flip_conv_plan(&f, xs, ys, p) ? flip_scratch(&f, xs->d[0])
+                                               : (size_t)dx_slots(xs->d[0]) *
+                                                     strided_slot(rows, ocg, pos);
     return dw > dx ? dw : dx;
 }
 
@@ -494,12 +550,18 @@ void conv_backward(float *dx, float *dw, float *db, const float *dy,
         return;
     }
     /* Strided: dcol [R,t] = w_g [OCg,R]^T * dy_g [OCg,t]; dx_g +=
-     * col2im(dcol). */
+     * col2im(dcol).  Samples in parallel when there are several (as in
+     * grad_conv_dx: nested regions get one thread, no barriers inside). */
     const int64_t tile = grad_tile(rows, pos);
-    float *col = scratch, *pack = scratch + round16((size_t)(rows * tile));
-    for (int g = 0; g < group; g++) {
-        const float *w_g = w + (int64_t)g * ocg * rows;
-        for (int64_t n = 0; n < n_batch; n++) {
+    const size_t slot = strided_slot(rows, ocg, pos);
+    int nthr = dx_slots(n_batch) > 1 ? dw_threads() : 1;
+    if (nthr > n_batch) nthr = (int)n_batch;
+#pragma omp parallel for schedule(static) num_threads(nthr)
+    for (int64_t n = 0; n < n_batch; n++) {
+        float *col = scratch + (size_t)omp_get_thread_num() * slot;
+        float *pack = col + round16((size_t)(rows * tile));
+        for (int g = 0; g < group; g++) {
+            const float *w_g = w + (int64_t)g * ocg * rows;
             const float *dy_g = dy + (n * oc + (int64_t)g * ocg) * pos;
             float *dx_g = dx + (n * ic + (int64_t)g * icg) * pin;
             for (int64_t p0 = 0; p0 < pos; p0 += tile) {

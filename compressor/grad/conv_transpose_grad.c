@@ -19,11 +19,6 @@
 #include "runtime/common.h"
 #include "runtime/ops/ops.h"
 
-static size_t round16(size_t n)
-{
-    return (n + 15) / 16 * 16;
-}
-
 /* One sample's shapes: dy [1,OC,out...] is the conv's input, dx
  * [1,IC,in...] its output. */
 static void sample_shapes(Shape *dys, Shape *dxs, const Shape *xs,
@@ -49,8 +44,7 @@ size_t conv_transpose_backward_scratch_floats(const Shape *xs,
     /* dX (after dW): one sample's dx, the forward conv's scratch */
     Shape dys, dxs;
     sample_shapes(&dys, &dxs, xs, ys);
-    size_t dx = round16((size_t)shape_numel(&dxs)) +
-                conv_scratch_floats(&dys, &dxs, p);
+    size_t dx = grad_conv_dx_scratch_floats(&dys, &dxs, p, xs->d[0]);
     return dw > dx ? dw : dx;
 }
 
@@ -82,11 +76,5 @@ void conv_transpose_backward(float *dx, float *dw, float *db, const float *dy,
     if (!dx) return;
     Shape dys, dxs;
     sample_shapes(&dys, &dxs, xs, ys);
-    const int64_t in_n = shape_numel(&dxs), out_n = shape_numel(&dys);
-    float *tmp = scratch, *conv_scratch = tmp + round16((size_t)in_n);
-    for (int64_t n = 0; n < n_batch; n++) {
-        conv_forward(tmp, dy + n * out_n, w, NULL, &dys, &dxs, p,
-                     conv_scratch);
-        grad_add(dx + n * in_n, tmp, in_n);
-    }
+    grad_conv_dx(dx, dy, w, &dys, &dxs, p, n_batch, scratch);
 }

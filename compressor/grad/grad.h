@@ -87,6 +87,16 @@ void grad_dw(float *dw, const float *src, int64_t src_n, int nc,
              int64_t n_batch, float *scratch);
 size_t grad_dw_scratch_floats(int64_t rows, int64_t cols, int64_t n_batch,
                               int64_t pos);
+/* Input gradient as a forward convolution, sample by sample:
+ * dx [N, dxs1...] += conv_forward(dy [N, dys1...], w, p) (accumulates);
+ * dys1, dxs1 are one sample's shapes (batch 1).  Samples run in parallel
+ * (each conv single-threaded) when N > 1.  scratch:
+ * grad_conv_dx_scratch_floats(). */
+void grad_conv_dx(float *dx, const float *dy, const float *w,
+                  const Shape *dys1, const Shape *dxs1, const ConvParams *p,
+                  int64_t n_batch, float *scratch);
+size_t grad_conv_dx_scratch_floats(const Shape *dys1, const Shape *dxs1,
+                                   const ConvParams *p, int64_t n_batch);
 /* dst [n] += src [n] (parallel, elementwise). */
 void grad_add(float *restrict dst, const float *restrict src, int64_t n);
 
