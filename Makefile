@@ -50,7 +50,7 @@ TESTS = test_common test_graph test_ops test_conv test_exec test_sslim \
         test_onnx test_torch test_nifti test_segment test_cli test_grad test_eval
 TESTS += test_sauron
 TESTS += test_data test_sampler
-TESTS += test_train test_loss_optim
+TESTS += test_train test_loss_optim test_loss_soft
 TESTS += test_trainer test_train_cli
 TESTS += test_surgery
 TESTS += test_pruner test_sauron_cli

@@ -19,6 +19,9 @@
  *     checkpoint is untouched and a later --resume still ends with the
  *     uninterrupted run's model;
  *   - the run folder holds the reports, the summary and the checkpoint;
+ *   - --distill on the phantom without labelsTr (label-free, automatic):
+ *     FLOPs removed with Dice against the teacher high, "distill mode" in
+ *     the summary; a labelled run folder resumed with --distill refused;
  *   - bad inputs: --tau-max 2 (one line, exit 2), a model without a
  *     prunable point (refused; written unpruned only with
  *     --allow-unpruned), --resume with other pruning settings (refused,
@@ -180,6 +183,21 @@ static int files_equal(const char *a, const char *b)
     return eq;
 }
 
+/* Whole small text file as a NUL-terminated string (sl_free), or NULL. */
+static char *slurp(const char *path)
+{
+    uint8_t *d = NULL;
+    size_t n = 0;
+    if (sl_read_file(path, &d, &n)) return NULL;
+    char *s = sl_alloc(n + 1);
+    if (s) {
+        memcpy(s, d, n);
+        s[n] = 0;
+    }
+    sl_free(d);
+    return s;
+}
+
 /* The uninterrupted pruning run of test_prune_vs_noprune (made here if
  * that test did not run first). */
 static void reference_run(char *ref, size_t len)
@@ -284,11 +302,18 @@ static void test_checkpoint_write_fails(void **state)
     snprintf(cmd, sizeof cmd,
              "sh -c \"trap '' XFSZ; ulimit -f %ld; exec %s "
              "tests/fixtures/sauron/phantom_unet.onnx %s --data %s "
-             "--resume " PRUNE_FLAGS COMMON " >/dev/null\"",
-             kb, bin, out, g_ds);
+             "--resume " PRUNE_FLAGS COMMON " >/dev/null 2>%s.err\"",
+             kb, bin, out, g_ds, out);
     int rc = run_cmd(cmd, err, sizeof err);
-    fprintf(stderr, "resume under ulimit -f %ld: exit %d: %s\n", kb, rc,
-            err);
+    char errf[700];
+    snprintf(errf, sizeof errf, "%s.err", out);
+    char *msg = slurp(errf);
+    fprintf(stderr, "resume under ulimit -f %ld: exit %d:\n%s", kb, rc,
+            msg ? msg : "?");
+    /* the failure is the checkpoint's write, reported as such */
+    assert_non_null(msg);
+    assert_non_null(strstr(msg, "checkpoint"));
+    sl_free(msg);
     assert_int_not_equal(rc, 0);
     assert_false(sl_file_exists(out));
     assert_true(files_equal(ck, ck2));
@@ -300,6 +325,70 @@ static void test_checkpoint_write_fails(void **state)
     if (rc) fprintf(stderr, "resume: exit %d: %s\n", rc, err);
     assert_int_equal(rc, 0);
     assert_true(files_equal(ref, out));
+}
+
+/* --distill: the same phantom without labelsTr is compressed against the
+ * imported model's own outputs (automatic: no flag), the report says so,
+ * and a labelled run's folder cannot be resumed in distill mode. */
+static void test_distill_unlabeled(void **state)
+{
+    (void)state;
+    char cmd[2600], err[512], bin[512], ds[600], sum[700];
+    const char *tmp = test_tmpdir();
+    bin_path("sauron-compress", bin, sizeof bin);
+    snprintf(ds, sizeof ds, "%s/Dataset911_Unlabeled", tmp);
+    snprintf(cmd, sizeof cmd, "rm -rf %s && cp -r %s %s && rm -r %s/labelsTr",
+             ds, g_ds, ds, ds);
+    assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
+    snprintf(cmd, sizeof cmd,
+             "%s tests/fixtures/sauron/phantom_unet.onnx %s/dist.sslim --data "
+             "%s " PRUNE_FLAGS COMMON " >/dev/null",
+             bin, tmp, ds);
+    int rc = run_cmd(cmd, err, sizeof err);
+    fprintf(stderr, "distill: exit %d: %s\n", rc, err);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(err, "label-free"));
+    snprintf(sum, sizeof sum, "%s/dist.sslim.run/sauron_summary.json", tmp);
+    double cut = json_num(sum, "flops_cut");
+    double d = json_num(sum, "dice_after");
+    fprintf(stderr, "distill: FLOPs cut %.1f%%, Dice vs teacher %.4f\n",
+            100 * cut, d);
+    /* measured 47% and 0.995; the bounds leave room for kernel rounding
+     * changes but fail if the targets were wrong (all-background labels
+     * give Dice NaN/0, a broken loss gives no cut or a collapse) */
+    assert_true(cut > 0.25);
+    assert_true(d > 0.95);
+    snprintf(sum, sizeof sum, "%s/dist.sslim.run/sauron_summary.txt", tmp);
+    uint8_t *t = NULL;
+    size_t n = 0;
+    assert_int_equal(sl_read_file(sum, &t, &n), 0);
+    char *txt = sl_alloc(n + 1);
+    assert_non_null(txt);
+    memcpy(txt, t, n);
+    txt[n] = 0;
+    int says = strstr(txt, "distill mode") != NULL;
+    sl_free(txt);
+    sl_free(t);
+    assert_true(says);
+    /* a labelled run's folder, resumed with --distill: refused */
+    char ref[600];
+    reference_run(ref, sizeof ref);
+    snprintf(cmd, sizeof cmd,
+             "%s tests/fixtures/sauron/phantom_unet.onnx %s/pr3.sslim --data "
+             "%s --run-dir %s/pr.sslim.run --resume --distill " PRUNE_FLAGS
+             COMMON,
+             bin, tmp, g_ds, tmp);
+    rc = run_cmd(cmd, err, sizeof err);
+    char errf[700]; /* run_cmd keeps the whole stderr there */
+    snprintf(errf, sizeof errf, "%s/stderr.txt", tmp);
+    char *msg = slurp(errf);
+    fprintf(stderr, "resume with --distill: exit %d:\n%s", rc,
+            msg ? msg : "?");
+    assert_int_not_equal(rc, 0);
+    assert_non_null(msg);
+    assert_non_null(strstr(msg, "other settings"));
+    assert_non_null(strstr(msg, "distill=1"));
+    sl_free(msg);
 }
 
 static void test_bad_flags(void **state)
@@ -378,6 +467,7 @@ int main(void)
         cmocka_unit_test(test_prune_vs_noprune),
         cmocka_unit_test(test_prune_kill_and_resume),
         cmocka_unit_test(test_checkpoint_write_fails),
+        cmocka_unit_test(test_distill_unlabeled),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
