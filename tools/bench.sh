@@ -101,4 +101,39 @@ END { printf "threads %d; latency: median over all runs, the first included on b
              "node, %s MB before the session); other load on the machine skews both\n", \
              '"$THREADS"', node }'
 echo "$fixtures_line"
+
+# ---- training step: bench-train vs PyTorch (tools/bench_train_torch.py) ----
+# Forward, CE + Dice, backward and Adam on one random batch, the same
+# architecture (tools/make_bench_models.py) and batch on both sides, 2
+# threads, both runs one after the other in this run.  Both sides use
+# OMP_WAIT_POLICY=passive unless it is set (PyTorch's CPU kernels use the
+# same libgomp; see exec_reexec_passive_wait).  Peak = the process's max
+# RSS (PyTorch's includes the torch library itself).
+if [ -n "${QUICK:-}" ]; then TS=${TRAIN_STEPS:-2}; else TS=${TRAIN_STEPS:-5}; fi
+[ -x "$BUILD/bin/bench-train" ] || make --no-print-directory BUILD="$BUILD" "$BUILD/bin/bench-train" >&2 ||
+    die "building $BUILD/bin/bench-train failed"
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
+trows=""
+for spec in bench2d:4,1,256,256 bench3d:1,1,96,96,96; do
+    m=${spec%%:*}; shape=${spec#*:}
+    echo "bench: training step $m ($shape), $TS steps + 1 warm-up each side" >&2
+    "$BUILD/bin/bench-train" "$OUT/$m.onnx" --shape "$shape" --steps "$TS" --threads $THREADS \
+        >"$OUT/$m.train.ours.txt" || die "bench-train failed on $OUT/$m.onnx"
+    /usr/bin/python3 tools/bench_train_torch.py "$m" --shape "$shape" --steps "$TS" \
+        --threads $THREADS >"$OUT/$m.train.torch.txt" || die "PyTorch training step failed on $m"
+    f=$OUT/$m.train
+    trows="$trows$m $shape $(field step_ms "$f.ours.txt") $(field step_ms "$f.torch.txt") \
+$(field peak_mb "$f.ours.txt") $(field peak_mb "$f.torch.txt") $(field step_cpu_ms "$f.ours.txt") \
+$(field step_cpu_ms "$f.torch.txt")
+"
+done
+printf '\n%-8s %-14s %10s %10s %6s %9s %9s %6s %12s\n' train batch "ours ms" "torch ms" ratio \
+    "ours MB" "torch MB" ratio "cpu ms o/t"
+printf '%s' "$trows" | awk '
+function ratio(a, b) { return (a + 0 > 0 && b + 0 > 0) ? sprintf("%.2f", a / b) : "n/a" }
+NF { printf "%-8s %-14s %10s %10s %6s %9s %9s %6s %6s/%s\n", $1, $2, $3, $4, ratio($3, $4),
+         $5, $6, ratio($5, $6), $7, $8 }
+END { printf "threads %d; training step = forward + CE/Dice + backward + Adam, median " \
+             "over '"$TS"' steps after 1 warm-up; OMP_WAIT_POLICY=%s on both sides; " \
+             "cpu = process CPU time per step\n", '"$THREADS"', "'"$OMP_WAIT_POLICY"'" }'
 exit $status

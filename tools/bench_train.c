@@ -14,6 +14,8 @@
  *   loss_first / loss_last   loss of the first and last step
  *   exec_mb     activations, gradients, saved state and scratch
  *   peak_mb     peak resident set of the process (getrusage)
+ *   omp_wait_policy  OMP_WAIT_POLICY in effect (passive unless the user
+ *               set it: exec_reexec_passive_wait)
  * Data: input ~ N(0,1)-ish (sum of uniforms), labels uniform over the
  * model's output channels, both from a seeded xorshift, the same batch
  * for every step (data loading is not part of the step).
@@ -30,6 +32,7 @@
 #include "compressor/train/optim.h"
 #include "compressor/train/train_exec.h"
 #include "runtime/common.h"
+#include "runtime/exec.h"
 
 #define MAX_STEPS 1000
 
@@ -104,6 +107,9 @@ static int train_step(TrainExec *t, Optim *opt, const float *x,
 
 int main(int argc, char **argv)
 {
+    /* OMP_WAIT_POLICY=passive unless set, as the other programs do
+     * (bench.sh gives the PyTorch peer the same) */
+    exec_reexec_passive_wait(argv);
     const char *model = NULL, *shape_arg = NULL;
     int steps = 5, warmup = 1, threads = 0;
     unsigned long long seed = 1;
@@ -186,6 +192,8 @@ int main(int argc, char **argv)
     char buf[96];
     printf("model %s\nshape %s\nthreads %d\nsteps %d\n", model,
            shape_str(&xs, buf, sizeof buf), omp_get_max_threads(), steps);
+    const char *wp = getenv("OMP_WAIT_POLICY");
+    printf("omp_wait_policy %s\n", wp ? wp : "default");
     printf("step_ms %.1f\nstep_cpu_ms %.1f\nmin_ms %.1f\n",
            median(wall, steps), median(cpu, steps), best);
     printf("loss_first %.6f\nloss_last %.6f\n", loss_first, loss);

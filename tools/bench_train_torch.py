@@ -12,7 +12,8 @@ in Softmax, CE is the NLL of its log, the soft Dice skips the background
 class and sums over the batch too in 2D (nnU-Net's batch Dice), Adam with
 lr 1e-3.  Prints "key value" lines like bench-train: step_ms (median wall),
 step_cpu_ms (median process CPU time), min_ms, loss_first, loss_last,
-peak_mb (the process's maximum resident set, torch itself included).
+peak_mb (the process's maximum resident set, torch itself included),
+omp_wait_policy (OMP_WAIT_POLICY: passive unless the caller set it).
 """
 
 import argparse
@@ -22,8 +23,12 @@ import statistics
 import sys
 import time
 
-import torch
-import torch.nn.functional as F
+# libgomp reads this when torch loads it: passive unless the caller chose,
+# as our programs do (exec_reexec_passive_wait), so both sides wait alike
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_bench_models import MODELS  # noqa: E402
@@ -83,6 +88,7 @@ def main():
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print("model %s\nshape %s\nthreads %d\nsteps %d" % (
         a.model, a.shape, torch.get_num_threads(), a.steps))
+    print("omp_wait_policy %s" % os.environ["OMP_WAIT_POLICY"])
     print("step_ms %.1f\nstep_cpu_ms %.1f\nmin_ms %.1f" % (
         statistics.median(wall), statistics.median(cpu), min(wall)))
     print("loss_first %.6f\nloss_last %.6f\npeak_mb %.1f" % (
