@@ -342,23 +342,41 @@ void grad_dw(float *dw, const float *src, int64_t src_n, int nc,
 #pragma omp parallel for schedule(static) num_threads(dw_threads())
         for (int c = 0; c < d.chunks; c++) {
             float *slot = slots + (size_t)omp_get_thread_num() * (d.col + d.pack);
+            /* this thread's nested calls plan for one thread: gemm then
+             * cuts fewer tiles, each of which would repack B */
+            omp_set_num_threads(1);
             dw_units(scratch + (size_t)c * d.part, slot, slot + d.col, &d, gm,
                      src, src_n, nc, b, b_n, d.units * c / d.chunks,
                      d.units * (c + 1) / d.chunks);
         }
     }
-    /* dw [o, r] += sum_c part_c [r, o], chunks in order; each thread
-     * owns whole rows of dw */
-    const int64_t rows = d.rows;
-    const int chunks = d.chunks;
+    /* part_0 += part_1, += part_2, ... (chunks in order, contiguous),
+     * then dw [o, r] += part_0 [r, o] in 16 x 16 blocks so that both
+     * sides are read in whole cache lines */
+    const int64_t rows = d.rows, total = rows * cols;
+    const int chunks = d.chunks, nthr = dw_threads();
     const size_t part = d.part;
-#pragma omp parallel for schedule(static) num_threads(dw_threads())
-    for (int64_t o = 0; o < cols; o++) {
-        for (int64_t r = 0; r < rows; r++) {
-            float s = scratch[r * cols + o];
-            for (int c = 1; c < chunks; c++)
-                s += scratch[(size_t)c * part + (size_t)(r * cols + o)];
-            dw[o * rows + r] += s;
+#pragma omp parallel num_threads(nthr)
+    {
+#pragma omp for schedule(static)
+        for (int64_t i0 = 0; i0 < total; i0 += 1024) {
+            int64_t i1 = i0 + 1024 < total ? i0 + 1024 : total;
+            for (int c = 1; c < chunks; c++) {
+                const float *pc = scratch + (size_t)c * part;
+#pragma omp simd
+                for (int64_t i = i0; i < i1; i++)
+                    scratch[i] += pc[i];
+            }
+        }
+#pragma omp for schedule(static)
+        for (int64_t o0 = 0; o0 < cols; o0 += 16) {
+            int64_t o1 = o0 + 16 < cols ? o0 + 16 : cols;
+            for (int64_t r0 = 0; r0 < rows; r0 += 16) {
+                int64_t r1 = r0 + 16 < rows ? r0 + 16 : rows;
+                for (int64_t o = o0; o < o1; o++)
+                    for (int64_t r = r0; r < r1; r++)
+                        dw[o * rows + r] += scratch[r * cols + o];
+            }
         }
     }
 }
@@ -450,6 +468,7 @@ void grad_conv_dx(float *dx, const float *dy, const float *w,
 #pragma omp parallel for schedule(static) num_threads(nthr)
     for (int64_t n = 0; n < n_batch; n++) {
         float *tmp = scratch + (size_t)omp_get_thread_num() * slot;
+        omp_set_num_threads(1); /* nested calls plan for one thread */
         conv_forward(tmp, dy + n * out_n, w, NULL, dys1, dxs1, p,
                      tmp + tmp_floats);
         float *d = dx + n * in_n;
@@ -559,6 +578,7 @@ void conv_backward(float *dx, float *dw, float *db, const float *dy,
 #pragma omp parallel for schedule(static) num_threads(nthr)
     for (int64_t n = 0; n < n_batch; n++) {
         float *col = scratch + (size_t)omp_get_thread_num() * slot;
+        omp_set_num_threads(1); /* nested calls plan for one thread */
         float *pack = col + round16((size_t)(rows * tile));
         for (int g = 0; g < group; g++) {
             const float *w_g = w + (int64_t)g * ocg * rows;
