@@ -144,6 +144,7 @@ int trainer_create(Trainer **out, Graph *g, Dataset *ds,
     if (!t) goto nomem;
     t->g = g;
     t->ds = ds;
+    t->import_shape = *in;
     t->cfg = *cfg;
     if (hooks) t->hooks = *hooks;
     t->best_epoch = -1;
@@ -244,8 +245,9 @@ static int choose_patch(Trainer *t)
             break;
         }
     }
-    /* Leave the graph's shapes at the import size again. */
-    graph_infer_shapes(g, &g->values[g->input].shape);
+    /* Probing left the last probed size in the graph: back to the
+     * import size. */
+    graph_infer_shapes(g, &t->import_shape);
     t->in_shape.ndim = base.ndim;
     t->in_shape.d[0] = t->cfg.batch;
     t->in_shape.d[1] = base.d[1];
@@ -786,6 +788,9 @@ int trainer_run(Trainer *t)
         graph_free(t->g);
         *t->g = ng;
     }
+    /* The result keeps the imported input shape (batch and spatial
+     * size), not the training batch's, as a --no-finetune model does. */
+    if ((rc = graph_infer_shapes(t->g, &t->import_shape))) goto fail;
     rc = trainer_write_summary(t, sl_now() - t0);
 fail:
     ckpt_free(&ck);

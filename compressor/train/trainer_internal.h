@@ -21,6 +21,7 @@ struct Trainer {
     Batch calib;
     int have_calib;
     Shape in_shape;  /* [B, C, sp...] training input */
+    Shape import_shape; /* the graph input's shape at creation */
     int64_t P[3];    /* patch, tensor order */
     int64_t V[3];    /* 2D validation input size (covers every slice) */
     TrainExec *te;
