@@ -64,6 +64,9 @@ static void cfg_for(PrunerConfig *c, double tau_max)
     c->n_threads = 1;
     c->sched.tau_max = tau_max;
     c->seed = 1234;
+    /* these tests check the mechanics of pruning on untrained networks,
+     * whose output any removal changes: the guard is tested on its own */
+    c->prune_guard = 0;
 }
 
 /* One training step: loss + regulariser, backward, then either optim_step
@@ -174,6 +177,63 @@ static void test_regularizer_gradient(void **state)
     pruner_free(p);
     sl_free(x);
     graph_free(&g);
+}
+
+/* --prune-guard: the step of test_prune_shrinks with a guard no removal
+ * can pass (the untrained network's segmentation moves with any channel)
+ * removes nothing, and every point that had channels to remove steps one
+ * rung down from the top and freezes; a guard of 1 lets everything
+ * through, as no guard does. */
+static void test_prune_guard(void **state)
+{
+    (void)state;
+    int lost[2] = {0, 0};
+    for (int run = 0; run < 2; run++) {
+        Graph g;
+        assert_int_equal(build_unet(&g, 2, 1, 6, 2, 0, 21), 0);
+        PrunerConfig cfg;
+        cfg_for(&cfg, 0.9);
+        cfg.prune_guard = run == 0 ? 1e-9 : 1.0;
+        Pruner *p = NULL;
+        assert_int_equal(pruner_create(&g, &cfg, 2, &p), 0);
+        Shape in = net_in(1);
+        float *x = rand_input(1, 7);
+        uint8_t *y = disc_labels(2);
+        assert_int_equal(pruner_set_calibration(p, x, &in), 0);
+        assert_int_equal(pruner_start(p, 0.5), 0);
+        TrainExec *t = NULL;
+        assert_int_equal(train_exec_create(&g, &in, 1, &t), 0);
+        step(t, p, NULL, x, y, 1e-3f);
+        assert_int_equal(pruner_end_epoch(p, 1, 1.0, 0.5), 0);
+        int changed = 0;
+        assert_int_equal(pruner_step(p, NULL, 1.0, &changed), 0);
+        int frozen = 0;
+        const SauronSched *sc = pruner_sched(p);
+        for (int i = 0; i < pruner_n_points(p); i++) {
+            lost[run] += pruner_point_channels0(p, i) -
+                         pruner_point_channels(p, i);
+            if (sc->pt[i].frozen) {
+                frozen++;
+                assert_int_equal(sc->pt[i].rung, sc->cfg.kappa - 1);
+                assert_true(pruner_point_tau(p, i) < 0.9);
+            } else {
+                assert_true(fabs(pruner_point_tau(p, i) - 0.9) < 1e-12);
+            }
+        }
+        if (run == 0) {
+            assert_int_equal(changed, 0);
+            assert_true(frozen > 0);
+        } else {
+            assert_int_equal(frozen, 0);
+        }
+        train_exec_free(t);
+        pruner_free(p);
+        sl_free(x);
+        sl_free(y);
+        graph_free(&g);
+    }
+    assert_int_equal(lost[0], 0);
+    assert_true(lost[1] > 0);
 }
 
 /* Budgeted schedule with 2 epochs: at the end of epoch 1 tau is at its
@@ -603,6 +663,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_regularizer_gradient),
         cmocka_unit_test(test_prune_shrinks),
+        cmocka_unit_test(test_prune_guard),
         cmocka_unit_test(test_prune_add_tied),
         cmocka_unit_test(test_optim_state_sliced),
         cmocka_unit_test(test_resume_equivalence),

@@ -1,26 +1,51 @@
 #!/bin/sh
-# Reproduce the runs in docs/SAURON_RESULTS.md (phantom task).
-#   sh tools/sauron_experiments.sh [BUILD_DIR] [OUT_DIR]
+# Reproduce the phantom runs in docs/SAURON_RESULTS.md.
+#   sh tools/sauron_experiments.sh [BUILD_DIR] [OUT_DIR] [THREADS]
 # Needs /usr/bin/python3 with numpy, nibabel (and torch only to remake the
-# starting model, which is committed).
+# starting model, which is committed).  Each run prints the summary lines
+# of OUT/NAME.run/sauron_summary.txt (model written, FLOPs, Dice).
 set -e
 B=${1:-build}
 OUT=${2:-/tmp/sauron_experiments}
+T=${3:-2}
 DS=$OUT/Dataset910_SauronPhantom
+DSU=$OUT/Dataset911_SauronPhantomUnlabeled
 MODEL=tests/fixtures/sauron/phantom_unet.onnx
 mkdir -p "$OUT"
 [ -d "$DS" ] || /usr/bin/python3 tools/make_phantom.py "$DS" --cases 8 \
-    --test 2 --size 32,32,16
-COMMON="--data $DS --batch 8 --threads 2 --seed 1 --force"
-run() { # name, flags...
-    name=$1; shift
-    "$B/bin/sauron-compress" "$MODEL" "$OUT/$name.sslim" $COMMON "$@" \
-        --run-dir "$OUT/$name.run" 2>"$OUT/$name.log" >/dev/null
-    grep -E "FLOPs|Dice|written" "$OUT/$name.run/sauron_summary.txt" \
-        2>/dev/null | sed "s/^/$name: /" || tail -1 "$OUT/$name.log"
+    --test 2 --size 32,32,16 >/dev/null
+[ -d "$DSU" ] || { cp -r "$DS" "$DSU" && rm -r "$DSU/labelsTr"; }
+run() { # name, dataset, flags...
+    name=$1; ds=$2; shift 2
+    /usr/bin/time -f "$name: %e s wall, %U s user CPU" \
+        "$B/bin/sauron-compress" "$MODEL" "$OUT/$name.sslim" --data "$ds" \
+        --batch 8 --threads "$T" --seed 1 --force \
+        --run-dir "$OUT/$name.run" "$@" 2>"$OUT/$name.log" >/dev/null ||
+        { echo "$name: failed: $(tail -1 "$OUT/$name.log")"; return 0; }
+    tail -1 "$OUT/$name.log"
+    grep -E "written|FLOPs|Dice" "$OUT/$name.run/sauron_summary.txt" \
+        2>/dev/null | sed "s/^/$name: /" ||
+        grep dice_mean "$OUT/$name.run/epochs.jsonl" | tail -1 |
+        sed "s/^/$name: /"
 }
-run np8 --no-prune --epochs 8 --iters-per-epoch 15
-run t045_e8 --epochs 8 --iters-per-epoch 15 --tau-max 0.45 \
-    --keep-head-input --max-dice-drop 0.02 --lambda 1.0
-run t040_e10 --epochs 10 --iters-per-epoch 20 --tau-max 0.4 \
-    --max-dice-drop 0.02
+S8="--epochs 8 --iters-per-epoch 15"
+CI="--tau-max 0.45 --keep-head-input --max-dice-drop 0.02 --lambda 1.0 --prune-every 5"
+# the CI test's pair (tests/test_sauron_cli.c)
+run np8 "$DS" --no-prune $S8
+run ci_guard002 "$DS" $S8 $CI --prune-guard 0.02
+# the same without the guard; the defaults (guard 0.02) and SAURON.md's
+# numbers without the guard
+run ci_noguard "$DS" $S8 $CI --prune-guard 0
+run defaults8 "$DS" $S8
+run defaults8_noguard "$DS" $S8 --prune-guard 0
+run defaults8_every5 "$DS" $S8 --prune-every 5
+# higher tau_max, guard 0.02 / 0.05, with and without the head block
+run t06_guard002 "$DS" $S8 --tau-max 0.6 --keep-head-input --max-dice-drop 0.02 --lambda 1.0 --prune-every 5 --prune-guard 0.02
+run t06_guard005 "$DS" $S8 --tau-max 0.6 --keep-head-input --max-dice-drop 0.02 --lambda 1.0 --prune-every 5 --prune-guard 0.05
+run t06_head_guard002 "$DS" $S8 --tau-max 0.6 --max-dice-drop 0.02 --lambda 1.0 --prune-every 5 --prune-guard 0.02
+# longer runs towards the issue's goal (margin 1 point)
+run e30_t06_g002 "$DS" --epochs 30 --iters-per-epoch 15 --tau-max 0.6 --lambda 1.0 --prune-every 5 --prune-guard 0.02 --max-dice-drop 0.01
+run e30_t08_g002 "$DS" --epochs 30 --iters-per-epoch 15 --tau-max 0.8 --lambda 1.0 --prune-every 5 --prune-guard 0.02 --max-dice-drop 0.01
+run e30_t08_g001_head "$DS" --epochs 30 --iters-per-epoch 15 --tau-max 0.8 --keep-head-input --lambda 1.0 --prune-every 5 --prune-guard 0.01 --max-dice-drop 0.01
+# label-free (--distill is automatic without labelsTr)
+run distill_ci "$DSU" $S8 $CI --prune-guard 0.02

@@ -59,14 +59,20 @@ typedef struct {
     uint64_t seed;   /* reference-channel draws */
     int n_threads;   /* calibration executor; <= 0 all cores */
     SauronSchedConfig sched;
-    /* --prune-guard G (budget schedule; 0: off): before a pruning step
-     * removes a group's channels, the removal is tried alone on a copy of
-     * the network and the calibration batch forwarded through it; if the
-     * segmentation changes by more than G (1 - mean foreground Dice of the
-     * copy's argmax against the current network's argmax) the removal is
-     * skipped and the group's points step one rung down the ladder and
-     * stop climbing (frozen): each layer's threshold is driven by its own
-     * effect on the output.  Label-free, so it works with --distill. */
+    /* --prune-guard G (budget schedule only; default 0.02, 0: off; the
+     * paper schedule is kept exactly as published, unguarded): before a
+     * pruning step removes a group's
+     * channels, the removal is tried on a copy of the network (with the
+     * step's removals accepted so far, groups in point order) and the
+     * calibration batch forwarded through it; if the segmentation then
+     * differs from the unpruned network's by more than G (1 - mean
+     * foreground Dice of the two argmax maps) the removal is skipped and
+     * the group's points step one rung down the ladder and stop climbing
+     * (frozen; paper schedule: wait rho epochs): each layer's threshold is
+     * driven by its own effect on the output, and one step changes the
+     * segmentation by at most G.  Label-free, so it works with
+     * --distill.  Cost per step: one copy, executor and calibration
+     * forward per group that has channels to remove. */
     double prune_guard;
 } PrunerConfig;
 
