@@ -14,6 +14,7 @@
 #include "compressor/grad/grad.h"
 
 #include <omp.h>
+#include <string.h>
 
 #include "runtime/common.h"
 #include "runtime/ops/ops.h"
@@ -127,29 +128,34 @@ void grad_im2col(float *col, const float *src, const GradGeom *gm, int nc,
         int64_t off = (int64_t)k2 * gm->dil[2] - gm->pad[2];
         const float *s = src + c * srcsz;
         float *out = col + r * t;
+        /* every whole line of this tap has the same inside range */
+        int64_t full_lo, full_hi;
+        line_range(0, gm->dst[2], s2, off, gm->src[2], &full_lo, &full_hi);
         LineIter it;
         line_begin(&it, gm, p0);
         while (it.pi < t) {
             int64_t len = gm->dst[2] - it.o2, lo = 0, hi = 0;
             if (len > t - it.pi) len = t - it.pi;
             int64_t row = line_row(&it, gm, k0, k1);
-            if (row >= 0)
+            if (row >= 0 && it.o2 == 0 && len == gm->dst[2]) {
+                lo = full_lo;
+                hi = full_hi;
+            } else if (row >= 0) {
                 line_range(it.o2, len, s2, off, gm->src[2], &lo, &hi);
+            }
             float *o = out + it.pi;
-            for (int64_t j = 0; j < lo; j++)
-                o[j] = 0.0f;
+            if (lo > 0) memset(o, 0, (size_t)lo * sizeof(float));
             if (hi > lo) {
                 /* index, not pointer: base + j stays inside for j >= lo */
                 int64_t base = row + it.o2 * s2 + off;
-                if (s2 == 1)
-                    for (int64_t j = lo; j < hi; j++)
-                        o[j] = s[base + j];
+                if (s2 == 1) /* memcpy: the plain loop stays scalar */
+                    memcpy(o + lo, s + base + lo,
+                           (size_t)(hi - lo) * sizeof(float));
                 else
                     for (int64_t j = lo; j < hi; j++)
                         o[j] = s[base + j * s2];
             }
-            for (int64_t j = hi; j < len; j++)
-                o[j] = 0.0f;
+            if (len > hi) memset(o + hi, 0, (size_t)(len - hi) * sizeof(float));
             line_next(&it, gm, len);
         }
     }
@@ -182,7 +188,9 @@ void grad_col2im(float *dsrc, const float *col, const GradGeom *gm, int nc,
                     line_range(it.o2, len, s2, off, gm->src[2], &lo, &hi);
                     int64_t base = row + it.o2 * s2 + off;
                     const float *ir = in + it.pi;
+                    /* simd: col and dsrc are different buffers */
                     if (s2 == 1)
+#pragma omp simd
                         for (int64_t j = lo; j < hi; j++)
                             d[base + j] += ir[j];
                     else
