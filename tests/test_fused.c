@@ -49,6 +49,13 @@ static float *rand_buf(TestRng *r, size_t n, float lo, float hi)
 
 /* ------------------------------------------------------------- exp */
 
+#ifdef SL_HAVE_VF8
+__attribute__((target("avx2"))) static void exp8(float *y, const float *x)
+{
+    vf8_store(y, vf8_exp_neg(vf8_load(x)));
+}
+#endif
+
 static void test_exp_accuracy(void **state)
 {
     (void)state;
@@ -74,6 +81,19 @@ static void test_exp_accuracy(void **state)
         fprintf(stderr, "exp: max relative error %.3g at %.9g\n", worst,
                 (double)at);
     assert_true(worst < 2e-7);
+#ifdef SL_HAVE_VF8
+    /* the 8-lane copy gives the same bits as the 4-lane one */
+    if (__builtin_cpu_supports("avx2"))
+        for (int i = 0; i < n; i += 8) {
+            float xs[8], y8[8], y4[8];
+            for (int l = 0; l < 8; l++)
+                xs[l] = -90.0f * (float)(i + l) / (float)n;
+            exp8(y8, xs);
+            vf4_store(y4, vf4_exp_neg(vf4_load(xs)));
+            vf4_store(y4 + 4, vf4_exp_neg(vf4_load(xs + 4)));
+            assert_memory_equal(y8, y4, sizeof y8);
+        }
+#endif
     /* special values: exp(0) = 1 exactly, far below the range 0, NaN
      * stays NaN, -inf gives 0 */
     float sp[4] = {0.0f, -1000.0f, NAN, -INFINITY};
@@ -212,6 +232,43 @@ static void test_norm_offset(void **state)
     instance_norm_forward_ref(yr, x, &sc, &bi, &xs, &p);
     /* outputs up to ~64 (the outlier): 1e-5 relative */
     assert_allclose(y, yr, 4099, 2e-5, 1e-5);
+    free(x);
+}
+
+/* The 8-lane AVX2 loops and the 4-lane ones give the same bits
+ * (SL_VEC_ISA=sse forces the latter; on a machine without AVX2 both runs
+ * take the 4-lane path and the test is trivially true). */
+static void test_isa_paths_identical(void **state)
+{
+    (void)state;
+    Shape xs = SHAPE(2, 5, 37, 29);
+    int64_t n = shape_numel(&xs);
+    TestRng r = {31};
+    float *x = rand_buf(&r, (size_t)n, -3, 4);
+    float sc[5] = {1, 0.5f, 2, 1.5f, 0.7f}, bi[5] = {0, 1, -1, 0.2f, 0};
+    float mu[5] = {0, 0.1f, -0.2f, 1, 0}, va[5] = {1, 2, 0.5f, 1, 3};
+    float *y[2], *z[2], *w[2];
+    NormParams np = {.eps = 1e-5f}, bp = {.eps = 1e-5f};
+    PostAct leaky = {OP_LEAKY_RELU, 0.01f}, relu = {OP_RELU, 0};
+    SoftmaxParams sp = {.axis = 1};
+    for (int k = 0; k < 2; k++) {
+        if (k == 1) assert_int_equal(setenv("SL_VEC_ISA", "sse", 1), 0);
+        y[k] = malloc((size_t)n * 4);
+        z[k] = malloc((size_t)n * 4);
+        w[k] = malloc((size_t)n * 4);
+        instance_norm_act_forward(y[k], x, sc, bi, &xs, &np, &leaky);
+        batch_norm_act_forward(z[k], x, sc, bi, mu, va, &xs, &bp, &relu);
+        softmax_forward(w[k], x, &xs, &sp);
+    }
+    unsetenv("SL_VEC_ISA");
+    assert_memory_equal(y[0], y[1], (size_t)n * 4);
+    assert_memory_equal(z[0], z[1], (size_t)n * 4);
+    assert_memory_equal(w[0], w[1], (size_t)n * 4);
+    for (int k = 0; k < 2; k++) {
+        free(y[k]);
+        free(z[k]);
+        free(w[k]);
+    }
     free(x);
 }
 
@@ -376,6 +433,7 @@ int main(void)
         cmocka_unit_test(test_softmax_tails),
         cmocka_unit_test(test_norm_act),
         cmocka_unit_test(test_norm_offset),
+        cmocka_unit_test(test_isa_paths_identical),
         cmocka_unit_test(test_exec_fusion),
         cmocka_unit_test(test_exec_no_fusion_shared),
         cmocka_unit_test(test_exec_auto_threads),
