@@ -137,7 +137,10 @@ static int setup(void **state)
     return have_data ? 0 : -1;
 }
 
-static void bin(char *buf, size_t len) { bin_path("sauron-compress", buf, len); }
+static void bin(char *buf, size_t len)
+{
+    bin_path("sauron-compress", buf, len);
+}
 
 /* The common fast training flags. */
 #define FAST "--no-prune --epochs 2 --iters-per-epoch 4 --batch 2"
@@ -151,8 +154,8 @@ static void test_end_to_end(void **state)
     bin(b, sizeof b);
     tmp("e2e.sslim", out, sizeof out);
     tmp("e2e.sslim.run", run, sizeof run);
-    cli(&r, "%s %s %s --data %s " FAST " --seed 3 --threads 2", b, MODEL,
-        out, good);
+    cli(&r, "%s %s %s --data %s " FAST " --seed 3 --threads 2", b, MODEL, out,
+        good);
     if (r.status) fprintf(stderr, "%s", r.err);
     assert_int_equal(r.status, 0);
     /* One line per epoch (0 = the imported model), nothing else. */
@@ -194,8 +197,9 @@ static void test_segment_uses_model(void **state)
     bin(b, sizeof b);
     bin_path("segment", seg, sizeof seg);
     tmp("seg_model.sslim", out, sizeof out);
-    cli(&r, "%s %s %s --data %s --no-prune --epochs 3 --iters-per-epoch 15 "
-            "--batch 4 --lr 0.02 --no-augment",
+    cli(&r,
+        "%s %s %s --data %s --no-prune --epochs 3 --iters-per-epoch 15 "
+        "--batch 4 --lr 0.02 --no-augment",
         b, MODEL, out, good);
     if (r.status) fprintf(stderr, "%s", r.err);
     assert_int_equal(r.status, 0);
@@ -256,8 +260,9 @@ static void test_onnx_output(void **state)
     Cli r;
     bin(b, sizeof b);
     tmp("e2e.onnx", out, sizeof out);
-    cli(&r, "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 "
-            "--batch 2",
+    cli(&r,
+        "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 "
+        "--batch 2",
         b, MODEL, out, good);
     if (r.status) fprintf(stderr, "%s", r.err);
     assert_int_equal(r.status, 0);
@@ -305,8 +310,9 @@ static void test_kill_and_resume(void **state)
     if (!have_data) skip();
     char b[256], ref[600], out[600], run[600], csv[700], pidf[600];
     Cli r;
-    const char *args = "--no-prune --epochs 3 --iters-per-epoch 100 --batch 2 "
-                       "--threads 2 --lr 0.01 --seed 5";
+    const char *args =
+        "--no-prune --epochs 3 --iters-per-epoch 100 --batch 2 "
+        "--threads 2 --lr 0.01 --seed 5";
     bin(b, sizeof b);
     tmp("kill_ref.sslim", ref, sizeof ref);
     tmp("kill.sslim", out, sizeof out);
@@ -354,22 +360,25 @@ static void test_resume_refusals(void **state)
     bin(b, sizeof b);
     tmp("res.sslim", out, sizeof out);
     tmp("res.run", run, sizeof run);
-    cli(&r, "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 "
-            "--run-dir %s",
+    cli(&r,
+        "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 "
+        "--run-dir %s",
         b, MODEL, out, good, run);
     assert_int_equal(r.status, 0);
     remove(out);
     /* Another model. */
-    cli(&r, "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 "
-            "--run-dir %s --resume",
+    cli(&r,
+        "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 "
+        "--run-dir %s --resume",
         b, OTHER_MODEL, out, good, run);
     assert_int_not_equal(r.status, 0);
     assert_int_equal(r.lines, 1);
     assert_non_null(strstr(r.last, "another model"));
     assert_false(sl_file_exists(out));
     /* Other settings: named. */
-    cli(&r, "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 3 "
-            "--run-dir %s --resume",
+    cli(&r,
+        "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 3 "
+        "--run-dir %s --resume",
         b, MODEL, out, good, run);
     assert_int_not_equal(r.status, 0);
     assert_int_equal(r.lines, 1);
@@ -377,8 +386,9 @@ static void test_resume_refusals(void **state)
     assert_non_null(strstr(r.last, "iters_per_epoch=3 now"));
     assert_false(sl_file_exists(out));
     /* A new run there without --resume. */
-    cli(&r, "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 "
-            "--run-dir %s",
+    cli(&r,
+        "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 "
+        "--run-dir %s",
         b, MODEL, out, good, run);
     assert_int_not_equal(r.status, 0);
     assert_int_equal(r.lines, 1);
@@ -449,8 +459,9 @@ static void test_nan_stop(void **state)
     Cli r;
     bin(b, sizeof b);
     tmp("nan.sslim", out, sizeof out);
-    cli(&r, "%s %s %s --data %s --no-prune --epochs 2 --iters-per-epoch 15 "
-            "--batch 2 --optimizer sgd --lr 1e6",
+    cli(&r,
+        "%s %s %s --data %s --no-prune --epochs 2 --iters-per-epoch 15 "
+        "--batch 2 --optimizer sgd --lr 1e6",
         b, MODEL, out, good);
     printf("NaN run: exit %d: %s\n", r.status, r.last);
     assert_int_not_equal(r.status, 0);

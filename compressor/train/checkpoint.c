@@ -6,8 +6,8 @@
 
 #include "runtime/common.h"
 
-#define TAG(a, b, c, d)                                                       \
-    ((uint32_t)(a) | (uint32_t)(b) << 8 | (uint32_t)(c) << 16 |               \
+#define TAG(a, b, c, d)                                                      \
+    ((uint32_t)(a) | (uint32_t)(b) << 8 | (uint32_t)(c) << 16 |              \
      (uint32_t)(d) << 24)
 #define TAG_SETT TAG('S', 'E', 'T', 'T')
 #define TAG_CNTR TAG('C', 'N', 'T', 'R')
@@ -17,7 +17,8 @@
 #define TAG_BEST TAG('B', 'E', 'S', 'T')
 #define TAG_HOOK TAG('H', 'O', 'O', 'K')
 
-static const uint8_t ckpt_magic[8] = {'S', 'L', 'C', 'K', 'P', 'T', '\r', '\n'};
+static const uint8_t ckpt_magic[8] = {'S', 'L', 'C',  'K',
+                                      'P', 'T', '\r', '\n'};
 
 /* ---- a growable output buffer; a failed append sets err and sticks ---- */
 
@@ -563,7 +564,8 @@ static int diff_one_way(const char *a, const char *b, int a_is_saved,
                 const char *nv = a_is_saved ? bv : eq + 1;
                 int sl = (int)(a_is_saved ? avl : bvl);
                 int nl = (int)(a_is_saved ? bvl : avl);
-                snprintf(buf, len, "%.*s=%.*s in the run folder, %.*s=%.*s now",
+                snprintf(buf, len,
+                         "%.*s=%.*s in the run folder, %.*s=%.*s now",
                          (int)klen, l, sv ? sl : 6, sv ? sv : "(none)",
                          (int)klen, l, nv ? nl : 6, nv ? nv : "(none)");
                 return 1;

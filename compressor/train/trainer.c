@@ -32,17 +32,38 @@ void trainer_config_default(TrainConfig *c)
 
 /* ---- accessors ---- */
 
-Graph *trainer_graph(Trainer *t) { return t->g; }
-TrainExec *trainer_exec(Trainer *t) { return t->te; }
-Optim *trainer_optim(Trainer *t) { return t->opt; }
-const Dataset *trainer_dataset(const Trainer *t) { return t->ds; }
+Graph *trainer_graph(Trainer *t)
+{
+    return t->g;
+}
+TrainExec *trainer_exec(Trainer *t)
+{
+    return t->te;
+}
+Optim *trainer_optim(Trainer *t)
+{
+    return t->opt;
+}
+const Dataset *trainer_dataset(const Trainer *t)
+{
+    return t->ds;
+}
 const DataSplit *trainer_split(const Trainer *t)
 {
     return t->have_split ? &t->split : NULL;
 }
-const TrainConfig *trainer_config(const Trainer *t) { return &t->cfg; }
-const char *trainer_run_dir(const Trainer *t) { return t->run_dir; }
-const Shape *trainer_input_shape(const Trainer *t) { return &t->in_shape; }
+const TrainConfig *trainer_config(const Trainer *t)
+{
+    return &t->cfg;
+}
+const char *trainer_run_dir(const Trainer *t)
+{
+    return t->run_dir;
+}
+const Shape *trainer_input_shape(const Trainer *t)
+{
+    return &t->in_shape;
+}
 const Batch *trainer_calib_batch(const Trainer *t)
 {
     return t->have_calib ? &t->calib : NULL;
@@ -52,12 +73,18 @@ const EpochStats *trainer_history(const Trainer *t, int *n)
     *n = t->n_hist;
     return t->hist;
 }
-int trainer_best_epoch(const Trainer *t) { return t->best_epoch; }
+int trainer_best_epoch(const Trainer *t)
+{
+    return t->best_epoch;
+}
 void trainer_set_targets(Trainer *t, const TrainTargets *tt)
 {
     t->targets = *tt;
 }
-const LossOptions *trainer_loss_options(const Trainer *t) { return &t->lo; }
+const LossOptions *trainer_loss_options(const Trainer *t)
+{
+    return &t->lo;
+}
 
 /* ---- creation ---- */
 
@@ -81,7 +108,8 @@ static int check_config(const TrainConfig *c)
                  (double)c->optim.lr);
         return ERR_ARG;
     }
-    if (!(c->optim.weight_decay >= 0.0f) || !isfinite(c->optim.weight_decay)) {
+    if (!(c->optim.weight_decay >= 0.0f) ||
+        !isfinite(c->optim.weight_decay)) {
         sl_error("--weight-decay %g: must be zero or positive",
                  (double)c->optim.weight_decay);
         return ERR_ARG;
@@ -131,10 +159,9 @@ int trainer_create(Trainer **out, Graph *g, Dataset *ds,
                  ds->dir, ds->n_classes, (long long)os->d[1]);
         return ERR_ARG;
     }
-    if (hooks && (hooks->n_columns < 0 ||
-                  hooks->n_columns > TRAINER_MAX_COLUMNS ||
-                  (hooks->n_columns && (!hooks->column_name ||
-                                        !hooks->columns)))) {
+    if (hooks &&
+        (hooks->n_columns < 0 || hooks->n_columns > TRAINER_MAX_COLUMNS ||
+         (hooks->n_columns && (!hooks->column_name || !hooks->columns)))) {
         sl_error("trainer hooks: %d report columns (at most %d, with names "
                  "and values)",
                  hooks->n_columns, TRAINER_MAX_COLUMNS);
@@ -224,8 +251,8 @@ static int choose_patch(Trainer *t)
             if (t->cfg.patch[k]) continue;
             /* The import size when the network keeps it and it is not
              * larger than what covers the data; else the covering size. */
-            t->P[k] = size_ok(g, &base, k - 1, imp) && imp <= cover ? imp
-                                                                   : cover;
+            t->P[k] =
+                size_ok(g, &base, k - 1, imp) && imp <= cover ? imp : cover;
         }
         t->V[0] = 1;
     } else {
@@ -337,7 +364,8 @@ static int build_samplers(Trainer *t)
     augment_off(&so.aug);
     so.seed = t->cfg.seed ^ VAL_SEED_MIX;
     if (t->split.n_val)
-        rc = sampler_init(&t->val_s, t->ds, t->split.val, t->split.n_val, &so);
+        rc =
+            sampler_init(&t->val_s, t->ds, t->split.val, t->split.n_val, &so);
     else
         rc = sampler_init(&t->val_s, t->ds, t->split.train, t->split.n_train,
                           &so);
@@ -362,8 +390,8 @@ int trainer_calib_forward(Trainer *t)
     for (int i = 0; i < g->n_nodes; i++)
         if (g->nodes[i].op == OP_BATCH_NORM)
             for (int k = 3; k < 5; k++)
-                need += (size_t)shape_numel(
-                    &g->values[g->nodes[i].in[k]].shape);
+                need +=
+                    (size_t)shape_numel(&g->values[g->nodes[i].in[k]].shape);
     if (need > t->bn_save_n) {
         sl_free(t->bn_save);
         t->bn_save = sl_alloc(need * sizeof(float));
@@ -493,8 +521,9 @@ static int load_checkpoint(Trainer *t, Checkpoint *ck)
     if (!saved_model || !now_model || strncmp(saved_model, now_model, vl)) {
         sl_error("--resume: run folder '%s' belongs to another model (source "
                  "checksum differs from '%s'); choose another --run-dir",
-                 t->run_dir, t->g->meta.source_name ? t->g->meta.source_name
-                                                     : "the input");
+                 t->run_dir,
+                 t->g->meta.source_name ? t->g->meta.source_name
+                                        : "the input");
         rc = ERR_ARG;
         goto fail;
     }
@@ -605,15 +634,15 @@ static int train_step(Trainer *t, const Batch *b, float lr, double *loss,
         if (rc) return rc;
     }
     if ((rc = train_backward(t->te))) return rc;
-    double norm = optim_clip_grad_norm(train_params(t->te),
-                                       train_n_params(t->te), t->cfg.clip_grad);
+    double norm = optim_clip_grad_norm(
+        train_params(t->te), train_n_params(t->te), t->cfg.clip_grad);
     *loss = lv.total + ex;
     *extra = ex;
     if (!isfinite(*loss) || !isfinite(norm)) {
         sl_error("training diverged at epoch %d, iteration %d: %s is %s (lr "
                  "%g); lower --lr or set --clip-grad; no model written",
-                 epoch, it + 1, isfinite(*loss) ? "the gradient norm"
-                                                : "the loss",
+                 epoch, it + 1,
+                 isfinite(*loss) ? "the gradient norm" : "the loss",
                  isnan(isfinite(*loss) ? norm : *loss) ? "NaN" : "infinite",
                  (double)lr);
         return ERR_ARG;
@@ -652,8 +681,9 @@ static int run_epoch(Trainer *t, int e)
         sum_extra += extra;
         if (tty && sl_now() - shown > 0.5) {
             shown = sl_now();
-            fprintf(stderr, "\repoch %d/%d  iteration %d/%d  loss %.4f  ETA "
-                            "%.0f s \033[K",
+            fprintf(stderr,
+                    "\repoch %d/%d  iteration %d/%d  loss %.4f  ETA "
+                    "%.0f s \033[K",
                     e, c->epochs, it + 1, c->iters_per_epoch, sum / (it + 1),
                     (shown - t0) / (it + 1) * (c->iters_per_epoch - it - 1));
         }

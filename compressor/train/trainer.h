@@ -85,11 +85,11 @@ typedef struct {
     OptimOptions optim;  /* kind, lr, weight decay, ... */
     double clip_grad;    /* max gradient L2 norm; <= 0: no clipping */
     uint64_t seed;
-    int threads;        /* <= 0: all cores */
-    int64_t patch[3];   /* tensor order; 2D: {1, H, W}; zeros: automatic
-                           (2D: the import size if the network keeps it,
-                           else a valid size covering the dataset's slices;
-                           3D: g->meta.patch, else the import size) */
+    int threads;         /* <= 0: all cores */
+    int64_t patch[3];    /* tensor order; 2D: {1, H, W}; zeros: automatic
+                            (2D: the import size if the network keeps it,
+                            else a valid size covering the dataset's slices;
+                            3D: g->meta.patch, else the import size) */
     double val_fraction; /* SPLIT_DEFAULT_VAL_FRAC by default; 0: none */
     int augment;         /* 1: augment_defaults; 0: no augmentation */
     int resume;          /* continue from RUN/checkpoint.sslck */
@@ -106,12 +106,12 @@ typedef struct {
 void trainer_config_default(TrainConfig *c);
 
 typedef struct {
-    int epoch;            /* 0: the imported network before training */
-    double lr;            /* learning rate used this epoch (0 at epoch 0) */
-    double train_loss;    /* mean over iterations, extra terms included */
-    double train_extra;   /* mean of the hooks' after_forward terms */
-    double val_loss;      /* NaN without validation cases */
-    int n_classes;        /* entries of val_dice */
+    int epoch;          /* 0: the imported network before training */
+    double lr;          /* learning rate used this epoch (0 at epoch 0) */
+    double train_loss;  /* mean over iterations, extra terms included */
+    double train_extra; /* mean of the hooks' after_forward terms */
+    double val_loss;    /* NaN without validation cases */
+    int n_classes;      /* entries of val_dice */
     double val_dice[DATA_MAX_CLASSES]; /* hard Dice per class; NaN if the
                                           class is absent from prediction
                                           and labels (or no validation) */
@@ -121,7 +121,7 @@ typedef struct {
     double data_wait;     /* seconds spent waiting for batches */
     int64_t flops;        /* one forward at the training input shape */
     int64_t params;
-    int n_columns;        /* hook columns, names from hooks.column_name */
+    int n_columns; /* hook columns, names from hooks.column_name */
     double columns[TRAINER_MAX_COLUMNS];
 } EpochStats;
 
@@ -135,8 +135,8 @@ typedef struct {
     /* After the loss, before train_backward: may add into activation
      * grads (train_grad(te, v)) and sets *extra_loss (added to the
      * reported training loss; starts at 0).  b: the batch.  0 or < 0. */
-    int (*after_forward)(void *ctx, Trainer *t, TrainExec *te,
-                         const Batch *b, double *extra_loss);
+    int (*after_forward)(void *ctx, Trainer *t, TrainExec *te, const Batch *b,
+                         double *extra_loss);
     /* After the optimiser step of iteration it (0-based) of epoch e:
      * 1 if the graph changed (pruning every N iterations), 0, or < 0. */
     int (*after_step)(void *ctx, Trainer *t, int epoch, int it);

@@ -5,7 +5,9 @@
  * (evenly spaced), each zero-padded to t->V (a size covering every slice)
  * in batches of --batch; loss and confusion counts on the case's own
  * H x W region only (the padding is not scored).  The loss is the mean
- * of the per-slice losses.
+ * over these batches of the training loss (CE + soft Dice, the Dice
+ * summed over the batch's slices as in training; a batch never mixes
+ * cases).
  * 3D models: TRAINER_VAL_PATCHES_PER_CASE fixed patches per validation
  * case from the unaugmented validation sampler (the same every epoch);
  * the loss is the mean over batches.
@@ -45,8 +47,8 @@ static void dice_from_counts(EpochStats *st, const int64_t *tp,
 
 /* 2D: slices of the validation cases through an executor for [B,C,V1,V2]. */
 static int eval_2d(Trainer *t, Executor *ex, float *x, float *crop,
-                   int64_t *cnt, double *loss_sum, int64_t *n_items,
-                   const LossOptions *lo)
+                   uint8_t *lab, int64_t *cnt, double *loss_sum,
+                   int64_t *n_items, const LossOptions *lo)
 {
     const Dataset *ds = t->ds;
     const int B = t->cfg.batch, C = ds->n_modalities, K = ds->n_classes;
@@ -56,14 +58,15 @@ static int eval_2d(Trainer *t, Executor *ex, float *x, float *crop,
     for (int vi = 0; vi < t->split.n_val; vi++) {
         const DataCase *dc = &ds->cases[t->split.val[vi]];
         const int64_t S0 = dc->S[0], S1 = dc->S[1], S2 = dc->S[2];
-        int64_t ns = S0 < TRAINER_VAL_MAX_SLICES ? S0 : TRAINER_VAL_MAX_SLICES;
+        int64_t ns =
+            S0 < TRAINER_VAL_MAX_SLICES ? S0 : TRAINER_VAL_MAX_SLICES;
         for (int64_t first = 0; first < ns; first += B) {
             int nb = (int)(ns - first < B ? ns - first : B);
             memset(x, 0, (size_t)B * C * V1 * V2 * sizeof *x);
             for (int b = 0; b < nb; b++) {
                 /* Evenly spaced slices when capped: centre of each bin. */
-                int64_t s = ns == S0 ? first + b : ((first + b) * 2 + 1) * S0 /
-                                                       (2 * ns);
+                int64_t s = ns == S0 ? first + b
+                                     : ((first + b) * 2 + 1) * S0 / (2 * ns);
                 for (int c = 0; c < C; c++)
                     for (int64_t h = 0; h < S1; h++)
                         memcpy(x + (((size_t)b * C + c) * V1 + h) * V2,
@@ -72,24 +75,27 @@ static int eval_2d(Trainer *t, Executor *ex, float *x, float *crop,
             }
             const float *outs[SL_MAX_OUTPUTS];
             if ((rc = exec_run(ex, x, outs))) return rc;
+            /* The batch's own H x W regions, side by side, so the loss
+             * sees the slices together as a training batch does. */
             for (int b = 0; b < nb; b++) {
-                int64_t s = ns == S0 ? first + b : ((first + b) * 2 + 1) * S0 /
-                                                       (2 * ns);
+                int64_t s = ns == S0 ? first + b
+                                     : ((first + b) * 2 + 1) * S0 / (2 * ns);
                 for (int k = 0; k < K; k++)
                     for (int64_t h = 0; h < S1; h++)
-                        memcpy(crop + ((size_t)k * S1 + h) * S2,
+                        memcpy(crop + (((size_t)b * K + k) * S1 + h) * S2,
                                outs[0] + (((size_t)b * K + k) * V1 + h) * V2,
                                (size_t)S2 * sizeof *crop);
-                Shape cs = {4, {1, K, S1, S2}};
-                const uint8_t *lab = dc->label + s * S1 * S2;
-                LossValue lv = {0, 0, 0};
-                if ((rc = loss_ce_dice(&lv, NULL, crop, &cs, lab, lo, 1.0f)))
-                    return rc;
-                if ((rc = metric_confusion(tp, fp, fn, crop, &cs, lab)))
-                    return rc;
-                *loss_sum += lv.total;
-                ++*n_items;
+                memcpy(lab + (size_t)b * S1 * S2, dc->label + s * S1 * S2,
+                       (size_t)S1 * S2);
             }
+            Shape cs = {4, {nb, K, S1, S2}};
+            LossValue lv = {0, 0, 0};
+            if ((rc = loss_ce_dice(&lv, NULL, crop, &cs, lab, lo, 1.0f)))
+                return rc;
+            if ((rc = metric_confusion(tp, fp, fn, crop, &cs, lab)))
+                return rc;
+            *loss_sum += lv.total;
+            ++*n_items;
         }
     }
     return 0;
@@ -126,6 +132,7 @@ int trainer_eval_val(Trainer *t, EpochStats *st)
     const int B = t->cfg.batch;
     Executor *ex = NULL;
     float *x = NULL, *crop = NULL;
+    uint8_t *lab = NULL;
     int64_t *cnt = NULL, n_items = 0;
     double loss_sum = 0.0;
     Batch vb;
@@ -140,9 +147,10 @@ int trainer_eval_val(Trainer *t, EpochStats *st)
         Shape vs = {4, {B, C, t->V[1], t->V[2]}};
         if ((rc = exec_create(t->g, &vs, t->cfg.threads, &ex))) goto fail;
         x = sl_alloc((size_t)shape_numel(&vs) * sizeof *x);
-        crop = sl_alloc((size_t)K * t->V[1] * t->V[2] * sizeof *crop);
-        if (!x || !crop) goto nomem;
-        rc = eval_2d(t, ex, x, crop, cnt, &loss_sum, &n_items, &lo);
+        crop = sl_alloc((size_t)B * K * t->V[1] * t->V[2] * sizeof *crop);
+        lab = sl_alloc((size_t)B * t->V[1] * t->V[2]);
+        if (!x || !crop || !lab) goto nomem;
+        rc = eval_2d(t, ex, x, crop, lab, cnt, &loss_sum, &n_items, &lo);
     } else {
         if ((rc = batch_alloc(&vb, &t->val_s))) goto fail;
         have_vb = 1;
@@ -158,6 +166,7 @@ fail:
     if (have_vb) batch_free(&vb);
     sl_free(x);
     sl_free(crop);
+    sl_free(lab);
     sl_free(cnt);
     return rc;
 nomem:

@@ -20,10 +20,10 @@ struct Trainer {
     int have_train_s, have_val_s;
     Batch calib;
     int have_calib;
-    Shape in_shape;  /* [B, C, sp...] training input */
+    Shape in_shape;     /* [B, C, sp...] training input */
     Shape import_shape; /* the graph input's shape at creation */
-    int64_t P[3];    /* patch, tensor order */
-    int64_t V[3];    /* 2D validation input size (covers every slice) */
+    int64_t P[3];       /* patch, tensor order */
+    int64_t V[3];       /* 2D validation input size (covers every slice) */
     TrainExec *te;
     Optim *opt;
     LossOptions lo;
@@ -35,7 +35,7 @@ struct Trainer {
     uint8_t *best;  /* .sslim bytes of the best network (owned) */
     size_t best_n;
     TrainTargets targets; /* zero: the dataset's labels */
-    float *bn_save; /* BatchNorm running statistics (calibration) */
+    float *bn_save;       /* BatchNorm running statistics (calibration) */
     size_t bn_save_n;
 };
 

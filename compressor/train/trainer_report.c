@@ -145,7 +145,8 @@ static int write_text(const Trainer *t, const char *name,
     if (!path) goto fail;
     rc = sl_write_file_atomic(path, text, len, 1);
 fail:
-    if (rc == ERR_NOMEM) sl_error("out of memory writing the %s report", name);
+    if (rc == ERR_NOMEM)
+        sl_error("out of memory writing the %s report", name);
     free(text);
     sl_free(path);
     return rc;
@@ -176,12 +177,14 @@ static void write_summary_to(const SummaryArgs *a, FILE *f)
             m->source_name ? m->source_name : "?", m->dims);
     fprintf(f, "dataset:      %s (%d training cases: %d train, %d val)\n",
             ds->dir, ds->n_cases, t->split.n_train, t->split.n_val);
-    fprintf(f, "epochs:       %d x %d iterations, batch %d, patch "
-               "%lldx%lldx%lld\n",
+    fprintf(f,
+            "epochs:       %d x %d iterations, batch %d, patch "
+            "%lldx%lldx%lld\n",
             t->cfg.epochs, t->cfg.iters_per_epoch, t->cfg.batch,
             (long long)t->P[0], (long long)t->P[1], (long long)t->P[2]);
-    fprintf(f, "optimiser:    %s, lr %g (polynomial decay), weight decay "
-               "%g, clip %g\n",
+    fprintf(f,
+            "optimiser:    %s, lr %g (polynomial decay), weight decay "
+            "%g, clip %g\n",
             t->cfg.optim.kind == OPTIM_ADAM ? "adam" : "sgd-nesterov",
             (double)t->cfg.optim.lr, (double)t->cfg.optim.weight_decay,
             t->cfg.clip_grad);
@@ -200,10 +203,10 @@ static void write_summary_to(const SummaryArgs *a, FILE *f)
                 first->val_dice[k], last->val_dice[k]);
     fprintf(f, "%-12s %12.4f %12.4f\n", "dice mean", first->val_dice_mean,
             last->val_dice_mean);
-    fprintf(f, "%-12s %12lld %12lld\n", "parameters", (long long)first->params,
-            (long long)last->params);
-    fprintf(f, "%-12s %12lld %12lld\n", "FLOPs/batch", (long long)first->flops,
-            (long long)last->flops);
+    fprintf(f, "%-12s %12lld %12lld\n", "parameters",
+            (long long)first->params, (long long)last->params);
+    fprintf(f, "%-12s %12lld %12lld\n", "FLOPs/batch",
+            (long long)first->flops, (long long)last->flops);
     if (t->best_epoch >= 0)
         fprintf(f, "\nresult: the network of epoch %d (marked best)\n",
                 t->best_epoch);
