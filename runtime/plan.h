@@ -45,9 +45,9 @@ typedef struct {
 #define PLAN_INPLACE_ALL 2      /* also normalisations and Softmax */
 
 /* g must have had graph_infer_shapes() run.  inplace: allow elementwise
- * nodes to overwrite their dying input (a PLAN_INPLACE_* level).  Returns 0, ERR_NOMEM or
- * ERR_SHAPE (sizes overflow), with a message.  plan_free() is safe on a
- * failed or zeroed plan. */
+ * nodes to overwrite their dying input (a PLAN_INPLACE_* level).  Returns 0,
+ * ERR_NOMEM or ERR_SHAPE (sizes overflow), with a message.  plan_free() is
+ * safe on a failed or zeroed plan. */
 int plan_create(const Graph *g, int inplace, Plan *p);
 void plan_free(Plan *p);
 

@@ -230,7 +230,8 @@ static int check_shape(Graph *g, const Shape *sh, const char *model)
 static void print_profile(const Executor *e, const Graph *g, long runs)
 {
     double total = 0;
-    for (int i = 0; i < g->n_nodes; i++) total += exec_node_seconds(e, i);
+    for (int i = 0; i < g->n_nodes; i++)
+        total += exec_node_seconds(e, i);
     printf("profile: %d nodes, %.3f ms per run in nodes\n", g->n_nodes,
            total * 1e3 / (double)runs);
     for (int i = 0; i < g->n_nodes; i++) {
