@@ -1,6 +1,7 @@
 /* Fused normalisation + activation, the vectorised exp, and what the
- * executor does with them (fusion decisions, skipped output Softmax,
- * per-node profile).
+ * executor does with them (fusion decisions, skipped output Softmax and
+ * segment's labels from logits, per-node profile, automatic thread
+ * count).
  *
  * Tolerances:
  *  - fused vs unfused optimised kernels: bit-identical by construction
@@ -23,6 +24,8 @@
 #include "runtime/exec.h"
 #include "runtime/ops/ops.h"
 #include "runtime/ops/vecmath.h"
+#include "runtime/segment.h"
+#include "runtime/volume.h"
 #include "tests/graphbuild.h"
 #include "testutil.h"
 
@@ -426,6 +429,49 @@ static void test_exec_auto_threads(void **state)
     graph_free(&g);
 }
 
+/* segment without --probabilities skips the output Softmax (argmax of
+ * the logits): the labels equal those taken from the probabilities, on
+ * every voxel where the two largest probabilities are not equal floats
+ * (there the first class wins on both sides only if the logits tie too). */
+static void test_segment_logits_labels(void **state)
+{
+    (void)state;
+    Graph g;
+    assert_int_equal(build_unet(&g, 2, 1, 4, 3, 0, 21), 0);
+    Volume v;
+    assert_int_equal(volume_alloc(&v, 23, 19, 7, 1), 0);
+    int64_t nv = volume_voxels(&v);
+    TestRng r = {12};
+    trng_fill(&r, v.data, (size_t)nv, 0, 100);
+    int16_t *la = malloc((size_t)nv * 2), *lb = malloc((size_t)nv * 2);
+    float *pr = malloc((size_t)nv * 3 * 4);
+    SegmentOptions o = {.n_threads = 1};
+    assert_int_equal(segment_volume(&g, &v, &o, la, pr), 0);
+    assert_int_equal(segment_volume(&g, &v, &o, lb, NULL), 0);
+    int64_t differ = 0, ties = 0;
+    for (int64_t i = 0; i < nv; i++) {
+        float p0 = pr[i], p1 = pr[nv + i], p2 = pr[2 * nv + i];
+        float top = p0 > p1 ? p0 : p1, second = p0 > p1 ? p1 : p0;
+        if (p2 > top) {
+            second = top;
+            top = p2;
+        } else if (p2 > second) {
+            second = p2;
+        }
+        if (top == second)
+            ties++;
+        else if (la[i] != lb[i])
+            differ++;
+    }
+    assert_int_equal(differ, 0);
+    assert_true(ties < nv / 100);
+    free(la);
+    free(lb);
+    free(pr);
+    volume_free(&v);
+    graph_free(&g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -437,6 +483,7 @@ int main(void)
         cmocka_unit_test(test_exec_fusion),
         cmocka_unit_test(test_exec_no_fusion_shared),
         cmocka_unit_test(test_exec_auto_threads),
+        cmocka_unit_test(test_segment_logits_labels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
