@@ -280,7 +280,9 @@ static void dw_plan(DwPlan *d, int64_t rows, int64_t cols, int64_t n_batch,
     size_t pa = gemm_pack_floats((int)rows, (int)cols, (int)d->tile),
            pb = gemm_pack_floats((int)rows, (int)cols, (int)last);
     d->part = round16((size_t)(rows * cols));
-    d->col = round16((size_t)(rows * d->tile));
+    /* col [R, tile], then b's tile transposed, bt [tile, cols] */
+    d->col = round16((size_t)(rows * d->tile)) +
+             round16((size_t)(d->tile * cols));
     d->pack = round16(pa > pb ? pa : pb);
 }
 
@@ -315,14 +317,29 @@ static void dw_units(float *part, float *col, float *pack, const DwPlan *d,
                      int nc, const float *b, int64_t b_n, int64_t u0,
                      int64_t u1)
 {
+    float *bt = col + round16((size_t)(d->rows * d->tile));
+    const int64_t cols = d->cols;
     for (int64_t u = u0; u < u1; u++) {
         int64_t n = u / d->n_tiles, p0 = u % d->n_tiles * d->tile;
         int64_t p1 = p0 + d->tile < d->pos ? p0 + d->tile : d->pos;
         int t = (int)(p1 - p0);
         grad_im2col(col, src + n * src_n, gm, nc, p0, p1);
-        /* part [R,cols] (+)= col [R,t] * b_n [cols,t]^T */
-        gemm_t(part, col, b + n * b_n + p0, (int)d->rows, (int)d->cols, t, t,
-               (int)d->pos, (int)d->cols, 0, 1, u > u0, pack);
+        /* bt [t, cols] = b_n [cols, p0:p1]^T once, in 16 x 16 blocks:
+         * the GEMM then packs B with row copies, where its transposing
+         * packer would redo this for every row block of col */
+        const float *bn = b + n * b_n + p0;
+        for (int64_t j0 = 0; j0 < cols; j0 += 16) {
+            int64_t j1 = j0 + 16 < cols ? j0 + 16 : cols;
+            for (int64_t i0 = 0; i0 < t; i0 += 16) {
+                int64_t i1 = i0 + 16 < t ? i0 + 16 : t;
+                for (int64_t j = j0; j < j1; j++)
+                    for (int64_t i = i0; i < i1; i++)
+                        bt[i * cols + j] = bn[j * d->pos + i];
+            }
+        }
+        /* part [R,cols] (+)= col [R,t] * bt [t,cols] */
+        gemm(part, col, bt, (int)d->rows, (int)cols, t, t, (int)cols,
+             (int)cols, u > u0, pack);
     }
 }
 
