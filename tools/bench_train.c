@@ -90,8 +90,7 @@ static void usage(FILE *f)
 
 /* One step as the trainer runs it; *loss receives the total loss. */
 static int train_step(TrainExec *t, Optim *opt, const float *x,
-                      const uint8_t *lab, const LossOptions *lo,
-                      double *loss)
+                      const uint8_t *lab, const LossOptions *lo, double *loss)
 {
     LossValue lv;
     int rc;
@@ -118,12 +117,18 @@ int main(int argc, char **argv)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
-        } else if (!strcmp(a, "--shape") && v) shape_arg = argv[++i];
-        else if (!strcmp(a, "--steps") && v) steps = atoi(argv[++i]);
-        else if (!strcmp(a, "--warmup") && v) warmup = atoi(argv[++i]);
-        else if (!strcmp(a, "--threads") && v) threads = atoi(argv[++i]);
-        else if (!strcmp(a, "--seed") && v) seed = strtoull(argv[++i], NULL, 10);
-        else if (a[0] != '-' && !model) model = a;
+        } else if (!strcmp(a, "--shape") && v)
+            shape_arg = argv[++i];
+        else if (!strcmp(a, "--steps") && v)
+            steps = atoi(argv[++i]);
+        else if (!strcmp(a, "--warmup") && v)
+            warmup = atoi(argv[++i]);
+        else if (!strcmp(a, "--threads") && v)
+            threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--seed") && v)
+            seed = strtoull(argv[++i], NULL, 10);
+        else if (a[0] != '-' && !model)
+            model = a;
         else {
             usage(stderr);
             return 2;
@@ -133,8 +138,10 @@ int main(int argc, char **argv)
     if (!model || !shape_arg || parse_shape(shape_arg, &xs) || steps < 1 ||
         steps > MAX_STEPS || warmup < 0) {
         usage(stderr);
-        fprintf(stderr, "error: bench-train: need a model, --shape with 3 to "
-                        "5 dims >= 1, and 1 <= --steps <= %d\n", MAX_STEPS);
+        fprintf(stderr,
+                "error: bench-train: need a model, --shape with 3 to "
+                "5 dims >= 1, and 1 <= --steps <= %d\n",
+                MAX_STEPS);
         return 2;
     }
     if (threads > 0) omp_set_num_threads(threads);
@@ -157,7 +164,8 @@ int main(int argc, char **argv)
     const Shape *ys = train_shape(t, g.outputs[0]);
     int classes = (int)ys->d[1];
     int64_t nx = shape_numel(&xs), nl = xs.d[0];
-    for (int i = 2; i < xs.ndim; i++) nl *= xs.d[i];
+    for (int i = 2; i < xs.ndim; i++)
+        nl *= xs.d[i];
     x = sl_alloc((size_t)nx * sizeof *x);
     lab = sl_alloc((size_t)nl);
     if (!x || !lab) {
@@ -182,11 +190,14 @@ int main(int argc, char **argv)
         cpu[i] = 1e3 * (now_s(CLOCK_PROCESS_CPUTIME_ID) - c0);
         wall[i] = 1e3 * (now_s(CLOCK_MONOTONIC) - w0);
         if (i == 0) loss_first = loss;
-        fprintf(stderr, "bench-train: step %d: %.1f ms (cpu %.1f ms), "
-                        "loss %.5f\n", i + 1, wall[i], cpu[i], loss);
+        fprintf(stderr,
+                "bench-train: step %d: %.1f ms (cpu %.1f ms), "
+                "loss %.5f\n",
+                i + 1, wall[i], cpu[i], loss);
     }
     double best = wall[0];
-    for (int i = 1; i < steps; i++) best = wall[i] < best ? wall[i] : best;
+    for (int i = 1; i < steps; i++)
+        best = wall[i] < best ? wall[i] : best;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     char buf[96];

@@ -21,8 +21,7 @@ void leaky_relu_backward(float *dx, const float *dy, const float *x,
     const float alpha = p->alpha;
     if (!dx) return;
 #pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; i++)
-    {
+    for (int64_t i = 0; i < n; i++) {
         /* a select, not a branch, so the loop vectorises (1 * dy == dy) */
         float slope = x[i] > 0.0f ? 1.0f : alpha;
         dx[i] += slope * dy[i];

@@ -155,7 +155,8 @@ void grad_im2col(float *col, const float *src, const GradGeom *gm, int nc,
                     for (int64_t j = lo; j < hi; j++)
                         o[j] = s[base + j * s2];
             }
-            if (len > hi) memset(o + hi, 0, (size_t)(len - hi) * sizeof(float));
+            if (len > hi)
+                memset(o + hi, 0, (size_t)(len - hi) * sizeof(float));
             line_next(&it, gm, len);
         }
     }
@@ -222,8 +223,8 @@ void grad_bias(float *db, const float *dy, const Shape *ys)
                     a[j] += (double)v[i0 + j];
             }
         }
-        double s = ((a[0] + a[1]) + (a[2] + a[3])) +
-                   ((a[4] + a[5]) + (a[6] + a[7]));
+        double s =
+            ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
         db[c] += (float)s;
     }
 }
@@ -281,8 +282,8 @@ static void dw_plan(DwPlan *d, int64_t rows, int64_t cols, int64_t n_batch,
            pb = gemm_pack_floats((int)rows, (int)cols, (int)last);
     d->part = round16((size_t)(rows * cols));
     /* col [R, tile], then b's tile transposed, bt [tile, cols] */
-    d->col = round16((size_t)(rows * d->tile)) +
-             round16((size_t)(d->tile * cols));
+    d->col =
+        round16((size_t)(rows * d->tile)) + round16((size_t)(d->tile * cols));
     d->pack = round16(pa > pb ? pa : pb);
 }
 
@@ -366,7 +367,8 @@ void grad_dw(float *dw, const float *src, int64_t src_n, int nc,
          * (im2col, gemm) run on the calling thread alone */
 #pragma omp parallel for schedule(static) num_threads(dw_threads())
         for (int c = 0; c < d.chunks; c++) {
-            float *slot = slots + (size_t)omp_get_thread_num() * (d.col + d.pack);
+            float *slot =
+                slots + (size_t)omp_get_thread_num() * (d.col + d.pack);
             /* this thread's nested calls plan for one thread: gemm then
              * cuts fewer tiles, each of which would repack B */
             omp_set_num_threads(1);
@@ -559,9 +561,10 @@ size_t conv_backward_scratch_floats(const Shape *xs, const Shape *ys,
     /* dW, then dX: they share the scratch */
     size_t dw = grad_dw_scratch_floats(rows, ocg, xs->d[0], pos);
     FlipConv f;
-    size_t dx = flip_conv_plan(&f, xs, ys, p) ? flip_scratch(&f, xs->d[0])
-                                               : (size_t)dx_slots(xs->d[0]) *
-                                                     strided_slot(rows, ocg, pos);
+    size_t dx =
+        flip_conv_plan(&f, xs, ys, p)
+            ? flip_scratch(&f, xs->d[0])
+            : (size_t)dx_slots(xs->d[0]) * strided_slot(rows, ocg, pos);
     return dw > dx ? dw : dx;
 }
 
@@ -585,8 +588,8 @@ void conv_backward(float *dx, float *dw, float *db, const float *dy,
     if (db) grad_bias(db, dy, ys);
     for (int g = 0; dw && g < group; g++)
         grad_dw(dw + (int64_t)g * ocg * rows, x + (int64_t)g * icg * pin,
-                ic * pin, icg, dy + (int64_t)g * ocg * pos, oc * pos, ocg, &gm,
-                n_batch, scratch);
+                ic * pin, icg, dy + (int64_t)g * ocg * pos, oc * pos, ocg,
+                &gm, n_batch, scratch);
     if (!dx) return;
     FlipConv f;
     if (flip_conv_plan(&f, xs, ys, p)) {

@@ -71,8 +71,8 @@ void conv_transpose_backward(float *dx, float *dw, float *db, const float *dy,
     if (db) grad_bias(db, dy, ys);
     for (int g = 0; dw && g < group; g++)
         grad_dw(dw + (int64_t)g * icg * rows, dy + (int64_t)g * ocg * pout,
-                oc * pout, ocg, x + (int64_t)g * icg * pin, ic * pin, icg, &gm,
-                n_batch, scratch);
+                oc * pout, ocg, x + (int64_t)g * icg * pin, ic * pin, icg,
+                &gm, n_batch, scratch);
     if (!dx) return;
     Shape dys, dxs;
     sample_shapes(&dys, &dxs, xs, ys);

@@ -12,8 +12,11 @@
  * *_backward_scratch_floats functions (which include gemm's packing
  * space, so size it after the OpenMP thread count is set, as for gemm).
  *
- * Determinism: conv weight gradients go through gemm, whose threads own
- * disjoint tiles of dW with a fixed reduction order; per-channel gradients
+ * Determinism: conv weight gradients are summed in a fixed number of
+ * chunks of (sample, position tile) units, each through gemm (fixed
+ * reduction order), and the chunk partials added in chunk order (grad_dw);
+ * conv input gradients are forward convolutions per sample (grad_conv_dx)
+ * or col2im scatters parallel over channels; per-channel gradients
  * (bias, norm scale/bias) are parallel over channels, each thread owning
  * whole entries; input gradients are parallel over (n, c) planes or
  * channels.  Every reduction runs in a fixed order without atomics, so
