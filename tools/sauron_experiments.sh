@@ -1,6 +1,10 @@
 #!/bin/sh
 # Reproduce the phantom runs in docs/SAURON_RESULTS.md.
-#   sh tools/sauron_experiments.sh [BUILD_DIR] [OUT_DIR] [THREADS]
+#   sh tools/sauron_experiments.sh [BUILD_DIR] [OUT_DIR] [THREADS] [brain]
+# With "brain" as 4th argument, the brain-MRI runs instead (about 10 to 30
+# minutes each on 2 loaded cores): BRAIN_DS (default
+# /work/h8data/a/Dataset001_BrainExtraction, made by tools/make_datasets.py)
+# and BRAIN_MODEL (default build-h8/models/baseline_brain.onnx).
 # Needs /usr/bin/python3 with numpy, nibabel (and torch only to remake the
 # starting model, which is committed).  Each run prints the summary lines
 # of OUT/NAME.run/sauron_summary.txt (model written, FLOPs, Dice).
@@ -12,6 +16,40 @@ DS=$OUT/Dataset910_SauronPhantom
 DSU=$OUT/Dataset911_SauronPhantomUnlabeled
 MODEL=tests/fixtures/sauron/phantom_unet.onnx
 mkdir -p "$OUT"
+if [ "$4" = brain ]; then
+    BDS=${BRAIN_DS:-/work/h8data/a/Dataset001_BrainExtraction}
+    BM=${BRAIN_MODEL:-build-h8/models/baseline_brain.onnx}
+    brun() { # name, flags...
+        name=$1; shift
+        /usr/bin/time -f "$name: %e s wall, %U s user CPU" \
+            "$B/bin/sauron-compress" "$BM" "$OUT/$name.sslim" --data "$BDS" \
+            --batch 4 --threads "$T" --seed 1 --lr 2e-4 --val-fraction 0.1 \
+            --force --run-dir "$OUT/$name.run" "$@" 2>"$OUT/$name.log" \
+            >/dev/null || echo "$name: failed: $(tail -1 "$OUT/$name.log")"
+        tail -1 "$OUT/$name.log"
+        # held-out Dice: segment + sauron-eval on every imagesTs case
+        for f in "$BDS"/imagesTs/*_0000.nii.gz; do
+            c=$(basename "$f" _0000.nii.gz)
+            "$B/bin/segment" -m "$OUT/$name.sslim" -o "$OUT/$name.$c.nii.gz" \
+                --threads "$T" --force "$f" >/dev/null 2>&1 &&
+                "$B/bin/sauron-eval" "$OUT/$name.$c.nii.gz" \
+                    "$BDS/labelsTs/$c.nii.gz" --classes 2 | grep '^mean' |
+                sed "s/^/$name $c held-out: /"
+        done
+    }
+    E10="--epochs 10 --iters-per-epoch 20"
+    brun np $E10 --no-prune
+    brun b2 $E10 --lambda 0.5 --tau-max 0.5 --keep-head-input \
+        --prune-every 5 --prune-guard 0.02 --max-dice-drop 0.01
+    brun b3 $E10 --lambda 1.0 --tau-max 0.6 --prune-every 5 \
+        --prune-guard 0.02 --max-dice-drop 0.05
+    brun ft_patch --epochs 1 --iters-per-epoch 20 --no-prune \
+        --patch 1,224,192
+    brun ft_noaug --epochs 1 --iters-per-epoch 20 --no-prune --no-augment
+    brun b4 $E10 --lambda 1.0 --tau-max 0.6 --prune-every 10 \
+        --prune-guard 0.02 --max-dice-drop 0.01 --patch 1,224,192
+    exit 0
+fi
 [ -d "$DS" ] || /usr/bin/python3 tools/make_phantom.py "$DS" --cases 8 \
     --test 2 --size 32,32,16 >/dev/null
 [ -d "$DSU" ] || { cp -r "$DS" "$DSU" && rm -r "$DSU/labelsTr"; }
