@@ -8,30 +8,15 @@
  * Fused results are bit-identical to the unfused kernels (see fused.c),
  * so none of this changes an output.
  *
- * Thread count.  An explicit n_threads is used as given.  With "all
- * cores" (n_threads <= 0) the executor picks the count by measuring: on a
- * machine busy with other work, a team of all cores is much slower than
- * one thread, because libgomp's workers spin-wait at every barrier while
- * the thread they wait for is descheduled (2D slim U-Net, 2 cores, load
- * 6: 100 ms per run with 2 threads vs 7 ms with 1, see the commit log).
- * The wait policy cannot be changed once libgomp has started, so the
- * executor times runs with all cores, half of them, ..., one, keeps the
- * fastest, and now and then retries another count, so it follows the
- * load.  The first run only warms up (page faults in the arena, thread
- * creation) with one thread and is not timed.  Retries back off: the gap
- * doubles (AUTO_GAP_MIN to AUTO_GAP_MAX runs) each time a retry loses,
- * since on a busy machine a run with all cores can cost ten times more;
- * and a run with more threads than the fastest count is not even tried
- * while the 1-minute load average says the cores it needs are busy with
- * other work (the try is then counted as lost).
- * Results do not depend on the thread count (every kernel reduces in a fixed
- * order), so this changes only the time.
+ * Thread count: n_threads as given, or all cores (omp_get_num_procs())
+ * when n_threads <= 0.  On a machine busy with other work, idle libgomp
+ * threads spinning at barriers made all cores much slower than one
+ * thread; exec_reexec_passive_wait (called first in main) avoids that
+ * by selecting the passive wait policy.  Results do not depend on the
+ * thread count (every kernel reduces in a fixed order).
  */
-/* getloadavg() is a BSD extension of glibc's stdlib.h */
-#define _DEFAULT_SOURCE 1
 #include "exec.h"
 
-#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,23 +26,6 @@
 #include "common.h"
 #include "ops/ops.h"
 #include "plan.h"
-
-/* Candidate thread counts for "all cores": P, P/2, ..., 1. */
-#define AUTO_MAX_CAND 8
-/* Runs between retries of a count other than the fastest. */
-#define AUTO_GAP_MIN 16
-#define AUTO_GAP_MAX 1024
-
-typedef struct {
-    int n;                      /* candidates (0: fixed thread count) */
-    int threads[AUTO_MAX_CAND]; /* descending */
-    double sec[AUTO_MAX_CAND];  /* latest wall time of a run with each */
-    int best;                   /* index of the fastest */
-    long runs;                  /* runs so far, the warm-up included */
-    long next_retry;            /* run index of the next retry */
-    long gap;                   /* current retry gap */
-    int retries;                /* retries so far (which count is next) */
-} AutoThreads;
 
 typedef enum {
     RUN_OP,       /* op_table forward */
@@ -79,7 +47,6 @@ struct Executor {
     PostAct *post; /* per node: the activation a RUN_NORM_ACT applies */
     int skip_out_softmax; /* node index of output 0's Softmax, or -1 */
     int skipping;         /* exec_set_skip_softmax state */
-    AutoThreads autot;
     int profiling;
     double *prof;      /* per node: seconds, summed over profiled runs */
     char (*label)[40]; /* per node: what ran ("" if skipped) */
@@ -152,10 +119,6 @@ int exec_create(Graph *g, const Shape *input, int n_threads, Executor **out)
     e->in_shape = *input;
     e->n_threads = n_threads > 0 ? n_threads : omp_get_num_procs();
     if (e->n_threads < 1) e->n_threads = 1;
-    if (n_threads <= 0 && e->n_threads > 1)
-        for (int t = e->n_threads; t >= 1 && e->autot.n < AUTO_MAX_CAND;
-             t /= 2)
-            e->autot.threads[e->autot.n++] = t;
     e->skip_out_softmax = -1;
     if ((rc = plan_create(g, PLAN_INPLACE_ALL, &e->plan))) goto fail;
     rc = ERR_NOMEM;
@@ -260,66 +223,6 @@ static void run_node(Executor *e, int i, float *y, const float *const *in)
     op_table[n->op].forward(g, n, y, in, e->scratch);
 }
 
-/* May a run use t_new threads while this process runs t_now?  Not when
- * the load average, less our own threads, leaves fewer than t_new cores
- * idle.  Unknown load: yes. */
-static int load_allows(int t_new, int t_now)
-{
-    double l[1];
-    if (getloadavg(l, 1) < 1) return 1;
-    double others = l[0] - (double)t_now;
-    return others <= (double)(omp_get_num_procs() - t_new) + 0.5;
-}
-
-/* Which candidate the next run uses: one thread to warm up, each
- * candidate once, then the fastest, with retries of the others in turn
- * at run next_retry.  A try the load average rules out is recorded as
- * lost (infinite time) and the fastest runs instead. */
-static int auto_pick(AutoThreads *a)
-{
-    int idx;
-    if (a->runs == 0) return a->n - 1;
-    if (a->runs <= a->n)
-        idx = (int)a->runs - 1;
-    else if (a->runs == a->next_retry)
-        idx = (a->best + 1 + a->retries % (a->n - 1)) % a->n;
-    else
-        return a->best;
-    int now = a->runs <= a->n ? 1 : a->threads[a->best];
-    if (a->threads[idx] > now && !load_allows(a->threads[idx], now)) {
-        a->sec[idx] = HUGE_VAL;
-        return a->runs <= a->n ? a->n - 1 : a->best;
-    }
-    return idx;
-}
-
-/* Record the wall time of run a->runs, which used candidate idx (or,
- * when auto_pick ruled a try out, the fallback it returned: the time
- * then belongs to that one). */
-static void auto_record(AutoThreads *a, int idx, double sec)
-{
-    long r = a->runs++;
-    if (r == 0) return; /* warm-up */
-    a->sec[idx] = sec;
-    if (r < a->n) return;
-    int old = a->best;
-    a->best = 0;
-    for (int i = 1; i < a->n; i++)
-        if (a->sec[i] < a->sec[a->best]) a->best = i;
-    if (r == a->n) {
-        a->gap = AUTO_GAP_MIN;
-    } else if (r == a->next_retry) {
-        a->retries++;
-        if (a->best == old)
-            a->gap = a->gap * 2 < AUTO_GAP_MAX ? a->gap * 2 : AUTO_GAP_MAX;
-        else
-            a->gap = AUTO_GAP_MIN;
-    } else {
-        return;
-    }
-    a->next_retry = r + a->gap;
-}
-
 int exec_run(Executor *e, const float *input, const float **outputs)
 {
     Graph *g = e->g;
@@ -330,9 +233,7 @@ int exec_run(Executor *e, const float *input, const float **outputs)
         if (rc) return rc;
     }
     int saved_threads = omp_get_max_threads();
-    int pick = e->autot.n ? auto_pick(&e->autot) : -1;
-    double t_start = sl_now();
-    omp_set_num_threads(pick >= 0 ? e->autot.threads[pick] : e->n_threads);
+    omp_set_num_threads(e->n_threads);
     float *x = value_ptr(e, g->input);
     memcpy(x, input, (size_t)shape_numel(&e->in_shape) * sizeof(float));
     for (int i = 0; i < g->n_nodes; i++) {
@@ -355,7 +256,6 @@ int exec_run(Executor *e, const float *input, const float **outputs)
         }
     }
     omp_set_num_threads(saved_threads);
-    if (pick >= 0) auto_record(&e->autot, pick, sl_now() - t_start);
     for (int k = 0; k < g->n_outputs; k++)
         outputs[k] = value_ptr(e, g->outputs[k]);
     return SL_OK;

@@ -17,7 +17,9 @@ typedef struct Executor Executor;
 
 /* g must outlive the executor and must not change while it exists (its
  * activation shapes are overwritten by shape inference).  n_threads <= 0
- * means all cores.  Returns 0 or a negative code (message printed). */
+ * means all cores (omp_get_num_procs()); on a busy machine that is only
+ * fast with the passive wait policy, see exec_reexec_passive_wait.
+ * Returns 0 or a negative code (message printed). */
 int exec_create(Graph *g, const Shape *input, int n_threads, Executor **out);
 void exec_free(Executor *e);
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "exec.h"
 #include "graph.h"
 #include "nifti_io.h"
 #include "segment.h"
@@ -282,6 +283,9 @@ fail:
 
 int main(int argc, char **argv)
 {
+    /* Before libgomp starts: idle threads must not spin at barriers
+     * while another process holds the cores (see exec.h). */
+    exec_reexec_passive_wait(argv);
     Args a;
     Graph g;
     graph_init(&g);
