@@ -20,9 +20,7 @@ input), <name>.shape (e.g. "1,1,256,256").  Existing files are kept unless
 
 import os
 import sys
-import warnings
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -45,14 +43,9 @@ def main():
         if not force and all(os.path.exists(base + e)
                              for e in (".onnx", ".in.bin", ".shape")):
             continue
-        torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed + 100)
-        model = unets.randomise_norms(build(), gen).eval()
+        model, gen = unets.seeded_model(build, seed, gen_offset=100)
         x = torch.randn(shape, generator=gen)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, x, base + ".onnx", opset_version=13,
-                              input_names=["input"], output_names=["output"])
+        unets.export_onnx(model, x, base + ".onnx", 13, 1)
         x.numpy().astype("<f4").tofile(base + ".in.bin")
         with open(base + ".shape", "w") as f:
             f.write(",".join(str(d) for d in shape) + "\n")

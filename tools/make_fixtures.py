@@ -23,8 +23,7 @@ Writes into <dir>/torch/:
                            different intensity ranges) and the nnunet2d_2mod
                            probabilities, slices along k, [K, classes, J, I]
 
-SLTENSOR: "SLTENSOR", u32 version 1, u32 ndim, ndim x i64 dims, float32
-data; little-endian (tests/testutil.h load_tensor).
+SLTENSOR files: see tools/sltensor.py (tests/testutil.h load_tensor).
 
 Every fixture is seeded on its own, so adding one does not change the
 others.  Sizes are tiny so the committed folder stays well under 2 MB.
@@ -35,41 +34,13 @@ import os
 import struct
 import sys
 import gzip
-import warnings
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import unets  # noqa: E402
-
-
-def write_tensor(path, arr):
-    arr = np.ascontiguousarray(np.asarray(arr, dtype="<f4"))
-    with open(path, "wb") as f:
-        f.write(b"SLTENSOR")
-        f.write(struct.pack("<II", 1, arr.ndim))
-        for d in arr.shape:
-            f.write(struct.pack("<q", d))
-        f.write(arr.tobytes())
-
-
-def export(model, x, path, opset, n_out, dynamic=False, preserve=False):
-    names = ["output"] + ["output%d" % k for k in range(1, n_out)]
-    kw = {}
-    if dynamic:
-        sp = {i: "sp%d" % i for i in range(2, x.dim())}
-        kw["dynamic_axes"] = {"input": dict(sp), **{n: dict(sp) for n in names}}
-    if preserve:
-        # keep BatchNormalization nodes: the EVAL export folds them into Conv
-        kw["training"] = torch.onnx.TrainingMode.PRESERVE
-        kw["do_constant_folding"] = False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, x, path, opset_version=opset,
-                          input_names=["input"], output_names=names, **kw)
-    import onnx
-    onnx.checker.check_model(onnx.load(path))
+from sltensor import write_tensor  # noqa: E402
 
 
 # name: (builder, input shape, opset, export options)
@@ -98,15 +69,13 @@ FIXTURES = {
 
 def make_fixture(out, name, seed):
     build, shape, opset, opts = FIXTURES[name]
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed + 1)
-    model = unets.randomise_norms(build(), gen).eval()
+    model, gen = unets.seeded_model(build, seed)
     x = torch.randn(shape, generator=gen)
     with torch.no_grad():
         y = model(x)
     ys = list(y) if isinstance(y, tuple) else [y]
     base = os.path.join(out, name)
-    export(model, x, base + ".onnx", opset, len(ys), **opts)
+    unets.export_onnx(model, x, base + ".onnx", opset, len(ys), **opts)
     write_tensor(base + ".in.f32", x.numpy())
     for k, t in enumerate(ys):
         write_tensor(base + (".out.f32" if k == 0 else ".out%d.f32" % k), t.numpy())

@@ -29,9 +29,7 @@ here from the definitions, independently of compressor/train/loss.c.
 """
 
 import os
-import struct
 import sys
-import warnings
 
 import numpy as np
 import torch
@@ -39,16 +37,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import unets  # noqa: E402
-
-
-def write_tensor(path, arr):
-    arr = np.ascontiguousarray(np.asarray(arr, dtype="<f4"))
-    with open(path, "wb") as f:
-        f.write(b"SLTENSOR")
-        f.write(struct.pack("<II", 1, arr.ndim))
-        for d in arr.shape:
-            f.write(struct.pack("<q", d))
-        f.write(arr.tobytes())
+from sltensor import write_tensor  # noqa: E402
 
 
 def ce_dice(out, labels, from_logits, batch_dice, smooth=1e-5):
@@ -102,18 +91,6 @@ NETS = {
 }
 
 
-def export(model, x, path, n_out, preserve=False):
-    names = ["output"] + ["output%d" % k for k in range(1, n_out)]
-    kw = {}
-    if preserve:
-        kw["training"] = torch.onnx.TrainingMode.PRESERVE
-        kw["do_constant_folding"] = False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, x, path, opset_version=13,
-                          input_names=["input"], output_names=names, **kw)
-
-
 def labels_for(shape, classes, gen):
     """Blobs rather than noise: a few boxes of each class on background."""
     b, sp = shape[0], shape[2:]
@@ -130,16 +107,14 @@ def labels_for(shape, classes, gen):
 
 def make_net(out, name, seed):
     build, shape, classes, batch_dice, opts = NETS[name]
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed + 1)
-    model = unets.randomise_norms(build(), gen).eval()
+    model, gen = unets.seeded_model(build, seed)
     x = torch.randn(shape, generator=gen)
     lab = labels_for(shape, classes, gen)
     base = os.path.join(out, name)
     with torch.no_grad():
         y = model(x)
     n_out = len(y) if isinstance(y, tuple) else 1
-    export(model, x, base + ".onnx", n_out, **opts)
+    unets.export_onnx(model, x, base + ".onnx", 13, n_out, **opts)
     model.train()
     y = model(x)
     outs = list(y) if isinstance(y, tuple) else [y]

@@ -15,13 +15,15 @@ Everything is seeded and tiny (a few KB per file).
 """
 
 import os
-import struct
 import sys
 import warnings
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sltensor import write_tensor  # noqa: E402
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/onnx"
 F = TensorProto.FLOAT
@@ -55,16 +57,6 @@ def save(name, nodes, inputs, outputs, inits, opset=13, extra_inputs=()):
 
 def vi(name, shape):
     return helper.make_tensor_value_info(name, F, shape)
-
-
-def write_tensor(path, arr):
-    arr = np.ascontiguousarray(arr, dtype="<f4")
-    with open(path, "wb") as f:
-        f.write(b"SLTENSOR")
-        f.write(struct.pack("<II", 1, arr.ndim))
-        for d in arr.shape:
-            f.write(struct.pack("<q", d))
-        f.write(arr.tobytes())
 
 
 def conv_relu():

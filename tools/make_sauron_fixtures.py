@@ -19,25 +19,17 @@ gradient, d = 0 -> value 0 and gradient 0 (torch.sqrt would give NaN),
 pool kernel = stride = min(sf, size) per spatial dim with floor.
 """
 import os
-import struct
 import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as tf
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sltensor import write_tensor  # noqa: E402
+
 RANGE_EPS = 1e-6
 PRUNE_EPS = 1e-15
-
-
-def write_tensor(path, arr):
-    arr = np.ascontiguousarray(np.asarray(arr, dtype="<f4"))
-    with open(path, "wb") as f:
-        f.write(b"SLTENSOR")
-        f.write(struct.pack("<II", 1, arr.ndim))
-        for d in arr.shape:
-            f.write(struct.pack("<q", d))
-        f.write(arr.tobytes())
 
 
 def pool(x, sf):

@@ -15,7 +15,8 @@ same node patterns it will meet in real models:
                     (bilinear align_corners=False, nearest, optionally "to
                     the size of the skip") followed by a 1x1 conv.
 
-Only torch is needed here; the callers decide seeds and export options.
+seeded_model and export_onnx hold the seeding and export steps the fixture
+and benchmark makers share; the callers pick the seeds and options.
 """
 
 import torch
@@ -205,3 +206,37 @@ def randomise_norms(model, gen):
 
 def count_params(model):
     return sum(p.numel() for p in model.parameters())
+
+
+def seeded_model(build, seed, gen_offset=1):
+    """build() under torch.manual_seed(seed), norms randomised from a
+    generator seeded seed + gen_offset; returns (eval model, generator),
+    the generator to draw the inputs from, so each fixture is seeded on
+    its own and adding one does not change the others."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed + gen_offset)
+    return randomise_norms(build(), gen).eval(), gen
+
+
+def export_onnx(model, x, path, opset, n_out, dynamic=False, preserve=False):
+    """Export with input "input" and outputs "output", "output1", ...;
+    dynamic: spatial axes symbolic; preserve: keep BatchNormalization
+    nodes (the EVAL export folds them into Conv).  The file must pass
+    onnx.checker."""
+    import warnings
+
+    import onnx
+
+    names = ["output"] + ["output%d" % k for k in range(1, n_out)]
+    kw = {}
+    if dynamic:
+        sp = {i: "sp%d" % i for i in range(2, x.dim())}
+        kw["dynamic_axes"] = {"input": dict(sp), **{n: dict(sp) for n in names}}
+    if preserve:
+        kw["training"] = torch.onnx.TrainingMode.PRESERVE
+        kw["do_constant_folding"] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, x, path, opset_version=opset,
+                          input_names=["input"], output_names=names, **kw)
+    onnx.checker.check_model(onnx.load(path))
