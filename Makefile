@@ -170,6 +170,9 @@ bench-quick: all
 fixtures:
 	@sh tools/deps.sh bench
 	/usr/bin/python3 tools/make_fixtures.py tests/fixtures
+	/usr/bin/python3 tools/make_grad_fixtures.py tests/fixtures
+	/usr/bin/python3 tools/make_sauron_fixtures.py tests/fixtures/sauron
+	/usr/bin/python3 tools/make_onnx_fixtures.py tests/fixtures/onnx
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/sauron/models
