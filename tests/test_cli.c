@@ -617,6 +617,27 @@ static void test_run_matches_library(void **state)
     free(x);
 }
 
+/* Without -m, segment finds the shipped models/default.sslim from the
+ * build tree (<exe>/../../models): same label map as naming it. */
+static void test_segment_default_model(void **state)
+{
+    (void)state;
+    char bin[256], src[300], scan[300], a[300], b[300];
+    fixture_path("torch/e2e_scan.nii.gz", src, sizeof src);
+    tmp("dflt.nii.gz", scan, sizeof scan);
+    tmp("dflt_a.nii.gz", a, sizeof a);
+    tmp("dflt_b.nii.gz", b, sizeof b);
+    CmdResult r = run("cp %s %s && rm -f %s %s", src, scan, a, b);
+    assert_int_equal(r.status, 0);
+    r = run("%s -q %s -o %s", bin_path("segment", bin, sizeof bin), scan, a);
+    if (r.status != 0) fprintf(stderr, "segment: %s\n", r.first);
+    assert_int_equal(r.status, 0);
+    r = run("%s -q -m models/default.sslim %s -o %s",
+            bin_path("segment", bin, sizeof bin), scan, b);
+    assert_int_equal(r.status, 0);
+    assert_true(same_file(a, b));
+}
+
 static void test_run_bad_shape(void **state)
 {
     (void)state;
@@ -650,6 +671,7 @@ int main(void)
         cmocka_unit_test(test_inspect_missing_file),
         cmocka_unit_test(test_run_matches_library),
         cmocka_unit_test(test_run_bad_shape),
+        cmocka_unit_test(test_segment_default_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
