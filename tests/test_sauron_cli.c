@@ -95,11 +95,13 @@ static double noprune_dice(const char *run)
 
 #define COMMON                                                                \
     "--epochs 8 --iters-per-epoch 15 --batch 8 --threads 2 --seed 1"
-/* Pruning flags of the CI run (docs/SAURON_RESULTS.md, run G1): small
- * steps every 5 iterations, each layer's removal checked by the guard. */
+/* Pruning flags of the CI run (docs/SAURON_RESULTS.md, ci_guard001):
+ * small steps every 5 iterations, each layer's removal checked by a
+ * guard of 1 point (with 2 points: 65.6% cut but Dice 0.983, too close
+ * to the 2-point bound for a test). */
 #define PRUNE_FLAGS                                                           \
     "--tau-max 0.45 --keep-head-input --max-dice-drop 0.02 --lambda 1.0 "    \
-    "--prune-every 5 --prune-guard 0.02 "
+    "--prune-every 5 --prune-guard 0.01 "
 
 static void test_prune_vs_noprune(void **state)
 {
@@ -124,7 +126,7 @@ static void test_prune_vs_noprune(void **state)
     double d_pr = json_num(sum, "dice_after");
     fprintf(stderr, "no-prune Dice %.4f; pruned: FLOPs cut %.1f%%, Dice %.4f\n",
             d_np, 100 * cut, d_pr);
-    /* The issue's thresholds.  Measured: 67.6% cut, Dice 0.9993 vs 1.000
+    /* The issue's thresholds.  Measured: 56.9% cut, Dice 0.9967 vs 1.000
      * (this pair: 7.0 + 8.8 s wall, 2.7 + 3.8 s CPU, 2 threads, load 5);
      * the Dice of 2 validation cases moves by ~0.5 point between runs of
      * other settings, so 2 points is a real margin, not noise. */
@@ -416,6 +418,12 @@ static void test_bad_flags(void **state)
              bin, tmp, g_ds);
     assert_int_equal(run_cmd(cmd, err, sizeof err), 2);
     assert_non_null(strstr(err, "--prune-guard"));
+    snprintf(cmd, sizeof cmd,
+             "%s tests/fixtures/sauron/phantom_unet.onnx %s/x.sslim --data %s "
+             "--guard-retry -1",
+             bin, tmp, g_ds);
+    assert_int_equal(run_cmd(cmd, err, sizeof err), 2);
+    assert_non_null(strstr(err, "--guard-retry"));
     snprintf(cmd, sizeof cmd,
              "%s tests/fixtures/sauron/phantom_unet.onnx %s/x.sslim", bin,
              tmp);

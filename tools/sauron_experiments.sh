@@ -70,7 +70,9 @@ S8="--epochs 8 --iters-per-epoch 15"
 CI="--tau-max 0.45 --keep-head-input --max-dice-drop 0.02 --lambda 1.0 --prune-every 5"
 # the CI test's pair (tests/test_sauron_cli.c)
 run np8 "$DS" --no-prune $S8
+run ci_guard001 "$DS" $S8 $CI --prune-guard 0.01
 run ci_guard002 "$DS" $S8 $CI --prune-guard 0.02
+run ci_guard002_noretry "$DS" $S8 $CI --prune-guard 0.02 --guard-retry 0
 # the same without the guard; the defaults (guard 0.02) and SAURON.md's
 # numbers without the guard
 run ci_noguard "$DS" $S8 $CI --prune-guard 0
@@ -84,6 +86,7 @@ run t06_head_guard002 "$DS" $S8 --tau-max 0.6 --max-dice-drop 0.02 --lambda 1.0 
 # longer runs towards the goal (margin 1 point)
 run e30_t06_g002 "$DS" --epochs 30 --iters-per-epoch 15 --tau-max 0.6 --lambda 1.0 --prune-every 5 --prune-guard 0.02 --max-dice-drop 0.01
 run e30_t08_g002 "$DS" --epochs 30 --iters-per-epoch 15 --tau-max 0.8 --lambda 1.0 --prune-every 5 --prune-guard 0.02 --max-dice-drop 0.01
+run e30_t08_g002_noretry "$DS" --epochs 30 --iters-per-epoch 15 --tau-max 0.8 --lambda 1.0 --prune-every 5 --prune-guard 0.02 --max-dice-drop 0.01 --guard-retry 0
 run e30_t08_g001_head "$DS" --epochs 30 --iters-per-epoch 15 --tau-max 0.8 --keep-head-input --lambda 1.0 --prune-every 5 --prune-guard 0.01 --max-dice-drop 0.01
 # label-free (--distill is automatic without labelsTr)
-run distill_ci "$DSU" $S8 $CI --prune-guard 0.02
+run distill_ci "$DSU" $S8 $CI --prune-guard 0.01

@@ -74,6 +74,10 @@ typedef struct {
      * --distill.  Cost per step: one copy, executor and calibration
      * forward per group that has channels to remove. */
     double prune_guard;
+    /* --guard-retry E (default 2; 0: never): a layer held back by the
+     * guard tries the next rung after E epochs (then again after E more,
+     * each try guarded), never above the ladder's current rung. */
+    double guard_retry;
 } PrunerConfig;
 
 void pruner_config_default(PrunerConfig *c);

@@ -29,11 +29,11 @@ const char *sauron_settings_lines(const PrunerConfig *c, char *buf,
              "sauron.tau_max=%.17g\nsauron.kappa=%d\nsauron.rho=%d\n"
              "sauron.mu=%.17g\nsauron.max_dice_drop=%.17g\n"
              "sauron.prune_every=%d\nsauron.keep_head_input=%d\n"
-             "sauron.prune_guard=%.17g\n",
+             "sauron.prune_guard=%.17g\nsauron.guard_retry=%.17g\n",
              c->lambda, c->sf,
              s->kind == SAURON_SCHED_PAPER ? "paper" : "budget", s->tau_max,
              s->kappa, s->rho, s->mu, s->max_dice_drop, c->prune_every,
-             c->keep_head_input, c->prune_guard);
+             c->keep_head_input, c->prune_guard, c->guard_retry);
     return buf;
 }
 
@@ -278,6 +278,9 @@ void sauron_usage(FILE *f)
             "                        (1 - Dice); that layer steps down a rung "
             "and stops\n"
             "                        climbing (default 0.02, 0: off)\n"
+            "  --guard-retry E       a layer held back by the guard tries the "
+            "next rung\n"
+            "                        every E epochs (default 2, 0: never)\n"
             "  --keep-head-input     never prune the block feeding a class "
             "head\n"
             "  --allow-unpruned      a model without prunable point is "
@@ -305,7 +308,7 @@ int sauron_cli_flag(int argc, char **argv, int *i, PrunerConfig *c,
     static const char *const valued[] = {
         "--lambda", "--sf",  "--schedule",      "--tau-max",    "--kappa",
         "--rho",    "--mu",  "--max-dice-drop", "--prune-every",
-        "--prune-guard"};
+        "--prune-guard", "--guard-retry"};
     if (!strcmp(a, "--allow-unpruned")) {
         *allow_unpruned = 1;
         return 1;
@@ -351,6 +354,7 @@ int sauron_cli_flag(int argc, char **argv, int *i, PrunerConfig *c,
     case 7: c->sched.max_dice_drop = d; break;
     case 8: c->prune_every = (int)d; break;
     case 9: c->prune_guard = d; break;
+    case 10: c->guard_retry = d; break;
     default: break;
     }
     /* range errors at once, naming the flag (--tau-max 2) */

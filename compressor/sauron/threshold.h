@@ -136,7 +136,11 @@ typedef struct {
     int rung;            /* index on the ladder */
     double tau;          /* sauron_ladder_tau(rung): prune with this */
     int patience;        /* paper: epochs left before the next step up */
-    int frozen;          /* budgeted: stopped climbing (Dice guard) */
+    int frozen;          /* budgeted: 0 climbing; 1 stopped for good (Dice
+                            guard); 2 held back by the pruning guard
+                            (pruner.h --prune-guard, --guard-retry: the
+                            pruner moves it, never faster than the
+                            ladder) */
     double frozen_at;    /* progress when frozen, -1 if not */
     int nhist, cap;      /* hist[0] = {0, channels at import} */
     SauronChanRec *hist; /* one entry per sauron_sched_record */
