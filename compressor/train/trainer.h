@@ -87,8 +87,8 @@ typedef struct {
     uint64_t seed;
     int threads;         /* <= 0: all cores */
     int64_t patch[3];    /* tensor order; 2D: {1, H, W}; zeros: automatic
-                            (2D: the import size if the network keeps it,
-                            else a valid size covering the dataset's slices;
+                            (2D: the smallest valid size covering the
+                            dataset's slices, i.e. whole slices;
                             3D: g->meta.patch, else the import size) */
     double val_fraction; /* SPLIT_DEFAULT_VAL_FRAC by default; 0: none */
     int augment;         /* 1: augment_defaults; 0: no augmentation */
