@@ -2,6 +2,7 @@
  * Dimension letters: B batch, K classes, S voxels per sample (product of
  * the spatial dims).  See loss.h for the formulas. */
 #include "compressor/train/loss.h"
+#include "compressor/train/loss_internal.h"
 
 #include <math.h>
 #include <string.h>
@@ -22,10 +23,8 @@ void loss_options_default(LossOptions *o, int nsp)
     o->dice_weight = 1.0f;
 }
 
-/* p [K] = probabilities of one voxel; x [K] strided by s_stride.  Returns
- * log-sum-exp of the logits (0 for probabilities). */
-static double voxel_probs(double *p, const float *x, int64_t s_stride,
-                          int k_n, int from_logits)
+double loss_voxel_probs(double *p, const float *x, int64_t s_stride, int k_n,
+                        int from_logits)
 {
     if (!from_logits) {
         for (int k = 0; k < k_n; k++)
@@ -55,6 +54,48 @@ static int check_head(const Shape *xs, const char *what)
         return ERR_ARG;
     }
     return 0;
+}
+
+/* Dice terms and their derivatives d(1 - mean dc)/dp from the per-sample
+ * sums; see loss_internal.h. */
+void loss_reduce_sums(LossValue *val, double *ga, const double *acc,
+                      int64_t bn, int kn, int64_t sn, const LossOptions *o,
+                      float weight)
+{
+    const int k0 = o->include_background ? 0 : 1;
+    const int64_t n_groups = o->batch_dice ? 1 : bn;
+    const int n_cls = kn - k0;
+    const double n_terms = (double)(n_groups * (n_cls > 0 ? n_cls : 1));
+    double dc_sum = 0.0, ce_sum = 0.0;
+    for (int64_t b = 0; b < bn; b++)
+        ce_sum += acc[b * (3 * kn + 1) + 3 * kn];
+    for (int64_t gi = 0; gi < n_groups; gi++)
+        for (int k = k0; k < kn; k++) {
+            double inter = 0, psum = 0, tsum = 0;
+            int64_t b_lo = o->batch_dice ? 0 : gi,
+                    b_hi = o->batch_dice ? bn : gi + 1;
+            for (int64_t b = b_lo; b < b_hi; b++) {
+                const double *a = acc + b * (3 * kn + 1);
+                inter += a[k];
+                psum += a[kn + k];
+                tsum += a[2 * kn + k];
+            }
+            double num = 2.0 * inter + (double)o->smooth;
+            double den = tsum + psum + (double)o->smooth;
+            if (den < 1e-8) den = 1e-8;
+            dc_sum += num / den;
+            for (int64_t b = b_lo; b < b_hi; b++) {
+                ga[(b * kn + k) * 2] = num / (n_terms * den * den);
+                ga[(b * kn + k) * 2 + 1] = -2.0 / (n_terms * den);
+            }
+        }
+    const double ce = ce_sum / (double)(bn * sn);
+    const double dice = n_cls > 0 ? 1.0 - dc_sum / n_terms : 0.0;
+    const double wd = (double)weight;
+    val->ce += wd * ce;
+    val->dice += wd * dice;
+    val->total +=
+        wd * ((double)o->ce_weight * ce + (double)o->dice_weight * dice);
 }
 
 /* x, dx [B,K,S]; labels [B,S].  Pass 1 gathers per (b, k) in double:
@@ -92,7 +133,7 @@ int loss_ce_dice(LossValue *val, float *dx, const float *x, const Shape *xs,
                 break;
             }
             const float *xp = x + b * kn * sn + s;
-            double lse = voxel_probs(p, xp, sn, kn, from_logits);
+            double lse = loss_voxel_probs(p, xp, sn, kn, from_logits);
             if (from_logits)
                 *ce += lse - (double)xp[y * sn];
             else
@@ -111,43 +152,10 @@ int loss_ce_dice(LossValue *val, float *dx, const float *x, const Shape *xs,
         rc = ERR_ARG;
         goto fail;
     }
-    /* Dice terms and their derivatives d(1 - mean dc)/dp:
-     *   ga[b][k] = Num / (n Den^2) for every voxel,
-     *   gb[b][k] = -2 / (n Den) added where the label is k. */
-    const int64_t n_groups = o->batch_dice ? 1 : bn;
-    const int n_cls = kn - k0;
-    const double n_terms = (double)(n_groups * (n_cls > 0 ? n_cls : 1));
-    double dc_sum = 0.0, ce_sum = 0.0;
-    for (int64_t b = 0; b < bn; b++)
-        ce_sum += acc[b * (3 * kn + 1) + 3 * kn];
-    for (int64_t gi = 0; gi < n_groups; gi++)
-        for (int k = k0; k < kn; k++) {
-            double inter = 0, psum = 0, gsum = 0;
-            int64_t b_lo = o->batch_dice ? 0 : gi,
-                    b_hi = o->batch_dice ? bn : gi + 1;
-            for (int64_t b = b_lo; b < b_hi; b++) {
-                const double *a = acc + b * (3 * kn + 1);
-                inter += a[k];
-                psum += a[kn + k];
-                gsum += a[2 * kn + k];
-            }
-            double num = 2.0 * inter + (double)o->smooth;
-            double den = gsum + psum + (double)o->smooth;
-            if (den < 1e-8) den = 1e-8;
-            dc_sum += num / den;
-            for (int64_t b = b_lo; b < b_hi; b++) {
-                ga[(b * kn + k) * 2] = num / (n_terms * den * den);
-                ga[(b * kn + k) * 2 + 1] = -2.0 / (n_terms * den);
-            }
-        }
+    loss_reduce_sums(val, ga, acc, bn, kn, sn, o, weight);
     const double m_vox = (double)(bn * sn);
-    const double ce = ce_sum / m_vox;
-    const double dice = n_cls > 0 ? 1.0 - dc_sum / n_terms : 0.0;
     const double wd = (double)weight, cw = (double)o->ce_weight,
                  dw = (double)o->dice_weight;
-    val->ce += wd * ce;
-    val->dice += wd * dice;
-    val->total += wd * (cw * ce + dw * dice);
     if (!dx) goto done;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t b = 0; b < bn; b++)
@@ -156,7 +164,7 @@ int loss_ce_dice(LossValue *val, float *dx, const float *x, const Shape *xs,
             const float *xp = x + b * kn * sn + s;
             float *dp = dx + b * kn * sn + s;
             int y = labels[b * sn + s];
-            voxel_probs(p, xp, sn, kn, from_logits);
+            loss_voxel_probs(p, xp, sn, kn, from_logits);
             double dot = 0.0;
             for (int k = 0; k < kn; k++) {
                 gd[k] = 0.0;

@@ -1,6 +1,7 @@
 /* Soft-target CE + soft Dice (loss_soft.h).  B batch, K classes, S voxels
  * per sample. */
 #include "compressor/train/loss_soft.h"
+#include "compressor/train/loss_internal.h"
 
 #include <math.h>
 #include <string.h>
@@ -8,28 +9,6 @@
 #include "runtime/common.h"
 
 #define PROB_FLOOR 1e-30
-
-/* p [K] from x [K] strided by sn; returns log-sum-exp (0 for
- * probabilities). */
-static double probs(double *p, const float *x, int64_t sn, int kn,
-                    int from_logits)
-{
-    if (!from_logits) {
-        for (int k = 0; k < kn; k++)
-            p[k] = (double)x[k * sn];
-        return 0.0;
-    }
-    double m = (double)x[0], sum = 0.0;
-    for (int k = 1; k < kn; k++)
-        if ((double)x[k * sn] > m) m = (double)x[k * sn];
-    for (int k = 0; k < kn; k++) {
-        p[k] = exp((double)x[k * sn] - m);
-        sum += p[k];
-    }
-    for (int k = 0; k < kn; k++)
-        p[k] /= sum;
-    return m + log(sum);
-}
 
 /* x, dx, q [B,K,S].  Pass 1 sums per (b, k) in double: inter = sum p q,
  * psum = sum p, qsum = sum q, and per b the CE; pass 2 writes the
@@ -66,7 +45,7 @@ int loss_soft_ce_dice(LossValue *val, float *dx, const float *x,
         for (int64_t s = 0; s < sn; s++) {
             const float *xp = x + b * kn * sn + s;
             const float *qp = q + b * kn * sn + s;
-            double lse = probs(p, xp, sn, kn, fl);
+            double lse = loss_voxel_probs(p, xp, sn, kn, fl);
             for (int k = 0; k < kn; k++) {
                 double qk = (double)qp[k * sn];
                 if (fl)
@@ -79,41 +58,10 @@ int loss_soft_ce_dice(LossValue *val, float *dx, const float *x,
             }
         }
     }
-    /* ga[b][k] = (num / den^2, -2 / den) / n_terms: d(1 - mean dc)/dp at
-     * a voxel is ga0 + ga1 * q. */
-    const int64_t n_groups = o->batch_dice ? 1 : bn;
-    const int n_cls = kn - k0;
-    const double n_terms = (double)(n_groups * (n_cls > 0 ? n_cls : 1));
-    double dc_sum = 0.0, ce_sum = 0.0;
-    for (int64_t b = 0; b < bn; b++)
-        ce_sum += acc[b * (3 * kn + 1) + 3 * kn];
-    for (int64_t gi = 0; gi < n_groups; gi++)
-        for (int k = k0; k < kn; k++) {
-            double inter = 0, psum = 0, qsum = 0;
-            int64_t lo = o->batch_dice ? 0 : gi, hi = o->batch_dice ? bn : gi + 1;
-            for (int64_t b = lo; b < hi; b++) {
-                const double *a = acc + b * (3 * kn + 1);
-                inter += a[k];
-                psum += a[kn + k];
-                qsum += a[2 * kn + k];
-            }
-            double num = 2.0 * inter + (double)o->smooth;
-            double den = qsum + psum + (double)o->smooth;
-            if (den < 1e-8) den = 1e-8;
-            dc_sum += num / den;
-            for (int64_t b = lo; b < hi; b++) {
-                ga[(b * kn + k) * 2] = num / (n_terms * den * den);
-                ga[(b * kn + k) * 2 + 1] = -2.0 / (n_terms * den);
-            }
-        }
+    loss_reduce_sums(val, ga, acc, bn, kn, sn, o, weight);
     const double m_vox = (double)(bn * sn);
-    const double ce = ce_sum / m_vox;
-    const double dice = n_cls > 0 ? 1.0 - dc_sum / n_terms : 0.0;
     const double wd = (double)weight, cw = (double)o->ce_weight,
                  dw = (double)o->dice_weight;
-    val->ce += wd * ce;
-    val->dice += wd * dice;
-    val->total += wd * (cw * ce + dw * dice);
     if (dx) {
 #pragma omp parallel for schedule(static)
         for (int64_t b = 0; b < bn; b++)
@@ -122,7 +70,7 @@ int loss_soft_ce_dice(LossValue *val, float *dx, const float *x,
                 const float *xp = x + b * kn * sn + s;
                 const float *qp = q + b * kn * sn + s;
                 float *dp = dx + b * kn * sn + s;
-                probs(p, xp, sn, kn, fl);
+                loss_voxel_probs(p, xp, sn, kn, fl);
                 double dot = 0.0, qtot = 0.0;
                 for (int k = 0; k < kn; k++) {
                     double qk = (double)qp[k * sn];
