@@ -125,8 +125,10 @@ static int parse_args(int argc, char **argv, Args *a)
     return 0;
 }
 
-/* The shipped model: <exe dir>/../../models/default.sslim in the build
- * tree, SL_DATADIR/models/default.sslim once installed. */
+/* The shipped model: <exe dir>/../share/sauron/models/default.sslim once
+ * installed under any PREFIX (so an install built for another PREFIX
+ * still finds it), <exe dir>/../../models/default.sslim in the build
+ * tree, then SL_DATADIR/models/default.sslim. */
 static char *default_model(void)
 {
     char exe[PATH_MAX], cand[PATH_MAX + 64];
@@ -135,6 +137,9 @@ static char *default_model(void)
         exe[n] = '\0';
         char *slash = strrchr(exe, '/');
         if (slash) *slash = '\0';
+        snprintf(cand, sizeof cand, "%s/../share/sauron/models/default.sslim",
+                 exe);
+        if (sl_file_exists(cand)) return sl_strdup(cand);
         snprintf(cand, sizeof cand, "%s/../../models/default.sslim", exe);
         if (sl_file_exists(cand)) return sl_strdup(cand);
     }

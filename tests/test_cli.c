@@ -638,6 +638,33 @@ static void test_segment_default_model(void **state)
     assert_true(same_file(a, b));
 }
 
+/* Installed layout (make install): PREFIX/bin/segment finds
+ * PREFIX/share/sauron/models/default.sslim, whatever PREFIX it was built
+ * for. */
+static void test_segment_installed_default_model(void **state)
+{
+    (void)state;
+    char bin[256], src[300], pre[300], scan[400], a[300], b[300];
+    fixture_path("torch/e2e_scan.nii.gz", src, sizeof src);
+    tmp("prefix", pre, sizeof pre);
+    snprintf(scan, sizeof scan, "%s/scan.nii.gz", pre);
+    tmp("inst_a.nii.gz", a, sizeof a);
+    tmp("inst_b.nii.gz", b, sizeof b);
+    CmdResult r = run("rm -rf %s && mkdir -p %s/bin %s/share/sauron/models && "
+                      "cp %s %s/bin/ && cp models/default.sslim "
+                      "%s/share/sauron/models/ && cp %s %s && rm -f %s %s",
+                      pre, pre, pre, bin_path("segment", bin, sizeof bin),
+                      pre, pre, src, scan, a, b);
+    assert_int_equal(r.status, 0);
+    r = run("%s/bin/segment -q %s -o %s", pre, scan, a);
+    if (r.status != 0) fprintf(stderr, "segment: %s\n", r.first);
+    assert_int_equal(r.status, 0);
+    r = run("%s -q -m models/default.sslim %s -o %s",
+            bin_path("segment", bin, sizeof bin), scan, b);
+    assert_int_equal(r.status, 0);
+    assert_true(same_file(a, b));
+}
+
 static void test_run_bad_shape(void **state)
 {
     (void)state;
@@ -672,6 +699,7 @@ int main(void)
         cmocka_unit_test(test_run_matches_library),
         cmocka_unit_test(test_run_bad_shape),
         cmocka_unit_test(test_segment_default_model),
+        cmocka_unit_test(test_segment_installed_default_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
