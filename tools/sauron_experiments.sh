@@ -48,6 +48,8 @@ if [ "$4" = brain ]; then
     brun ft_noaug --epochs 1 --iters-per-epoch 20 --no-prune --no-augment
     brun b4 $E10 --lambda 1.0 --tau-max 0.6 --prune-every 10 \
         --prune-guard 0.02 --max-dice-drop 0.01 --patch 1,224,192
+    brun b5 --epochs 20 --iters-per-epoch 20 --lambda 1.0 --tau-max 0.6 \
+        --prune-every 10 --prune-guard 0.02 --max-dice-drop 0.01
     exit 0
 fi
 [ -d "$DS" ] || /usr/bin/python3 tools/make_phantom.py "$DS" --cases 8 \
