@@ -475,13 +475,10 @@ static int same_file(const char *a, const char *b)
     if (!realpath(a, ra) || !realpath(b, rb)) return 0;
     return !strcmp(ra, rb);
 }
-
-int compress_run(const CompressOptions *o)
+/* The output never replaces the input, and replaces an existing file only
+ * with --force (checked before any work, so a refusal costs nothing). */
+static int check_output_path(const CompressOptions *o)
 {
-    Graph g;
-    OnnxImportOptions io = {o->output_name, NULL};
-    int rc;
-    graph_init(&g);
     if (same_file(o->in_path, o->out_path)) {
         sl_error("output '%s' is the input model; choose another output path",
                  o->out_path);
@@ -492,6 +489,17 @@ int compress_run(const CompressOptions *o)
                  o->out_path);
         return ERR_EXISTS;
     }
+    return 0;
+}
+
+
+int compress_run(const CompressOptions *o)
+{
+    Graph g;
+    OnnxImportOptions io = {o->output_name, NULL};
+    int rc;
+    graph_init(&g);
+    if ((rc = check_output_path(o))) return rc;
     rc = onnx_import(o->in_path, &io, &g);
     if (rc) goto fail;
     const Shape *in = &g.values[g.input].shape;
@@ -628,16 +636,7 @@ int compress_train(const CompressOptions *o)
                  o->data_dir);
         return ERR_ARG;
     }
-    if (same_file(o->in_path, o->out_path)) {
-        sl_error("output '%s' is the input model; choose another output path",
-                 o->out_path);
-        return ERR_ARG;
-    }
-    if (!o->force && sl_file_exists(o->out_path)) {
-        sl_error("output '%s' exists; pass --force to overwrite it",
-                 o->out_path);
-        return ERR_EXISTS;
-    }
+    if ((rc = check_output_path(o))) return rc;
     rc = onnx_import(o->in_path, &io, &g);
     if (rc) goto fail;
     int nsp = g.values[g.input].shape.ndim - 2;
