@@ -158,13 +158,16 @@ asan:
 	    test-run
 
 # ---- benchmarks (long; not part of test) ----
+# bench: synthetic models (tools/bench.sh), then the real-data benchmark
+# (tools/bench_real.sh: trains the baselines and runs Sauron when its cache
+# in $(BUILD)/real is empty: hours); bench-quick trains nothing (< 15 min).
 bench: all
-	@sh tools/deps.sh bench
-	@BUILD=$(BUILD) sh tools/bench.sh
+	@BUILD=$(BUILD) sh tools/deps.sh bench
+	@BUILD=$(BUILD) sh tools/bench.sh; s=$$?; BUILD=$(BUILD) sh tools/bench_real.sh || exit $$?; exit $$s
 
 bench-quick: all
-	@sh tools/deps.sh bench
-	@BUILD=$(BUILD) QUICK=1 sh tools/bench.sh
+	@BUILD=$(BUILD) sh tools/deps.sh bench
+	@BUILD=$(BUILD) QUICK=1 sh tools/bench.sh; s=$$?; BUILD=$(BUILD) QUICK=1 sh tools/bench_real.sh || exit $$?; exit $$s
 
 # Fixtures are committed; this regenerates them (needs python3-torch).
 fixtures:

@@ -1,0 +1,239 @@
+#!/bin/sh
+# Real-data benchmark (issue 5): baseline vs --no-prune control vs Sauron
+# on the brain-MRI datasets, and our runtime vs ONNX Runtime and PyTorch
+# on whole held-out volumes, all measured in this run.
+#
+#   BUILD=build [QUICK=1] [TASKS="brain anatomy"] sh tools/bench_real.sh
+#
+# Every step writes into $REAL (default $BUILD/real) and is skipped when its
+# output is already there, so a long run can be resumed and a rerun only
+# re-measures.  Steps per task (brain = Dataset001_BrainExtraction, anatomy
+# = Dataset002_Anatomy):
+#   data      tools/make_datasets.py (deterministic, ~1 min)
+#   baseline  tools/train_baseline.py, PyTorch on BASELINE_THREADS threads
+#             (brain 400, anatomy 1000 iterations; 20 to 70 min), or a copy
+#             of $BASELINE_BRAIN / $BASELINE_ANATOMY when given
+#   sauron    sauron-compress with the recipe below (SAURON_FLAGS)
+#   control   the same fine-tune with --no-prune (same length, seed, lr)
+#   eval      segment + sauron-eval on every imagesTs case
+#   speed     one held-out volume, RUNS times each: our segment on the Sauron
+#             and the baseline model, ONNX Runtime (tools/ort_segment.js) on
+#             the baseline ONNX and on the Sauron model exported to ONNX,
+#             PyTorch (tools/torch_segment.py) on both; label maps checked
+#             against ours
+#   plot      tools/plot_run.py on the Sauron run (channels, FLOPs, s/epoch)
+# QUICK=1 (make bench-quick) trains nothing: brain only, the shipped
+# models/default.sslim as the Sauron model, the cached baseline if a full
+# run left one, otherwise the baseline architecture with untrained weights
+# (speed and memory only; its accuracy row is then left out).
+set -eu
+BUILD=${BUILD:-build}
+REAL=${REAL:-$BUILD/real}
+T=${THREADS:-2}
+BT=${BASELINE_THREADS:-2}
+if [ -n "${QUICK:-}" ]; then TASKS=${TASKS:-brain}; RUNS=${RUNS:-3}; else
+    TASKS=${TASKS:-brain anatomy}; RUNS=${RUNS:-5}; fi
+# The recipe of the shipped model (run b5 in docs/SAURON_RESULTS.md)
+EPOCHS="--epochs 20 --iters-per-epoch 20"
+COMMON="--batch 4 --threads $T --seed 1 --lr 2e-4 --val-fraction 0.1"
+SAURON_FLAGS=${SAURON_FLAGS:---lambda 1.0 --tau-max 0.6 --prune-every 10 --prune-guard 0.02 --max-dice-drop 0.01}
+SHAPE=1,1,224,192 # one padded slice of the 181x217x181 grid (FLOPs column)
+
+die() { echo "error: bench_real: $*" >&2; exit 1; }
+say() { echo "bench_real: $*" >&2; }
+for b in sauron-compress segment sauron-eval sauron-inspect; do
+    [ -x "$BUILD/bin/$b" ] || die "$BUILD/bin/$b missing; run 'make BUILD=$BUILD' first"
+done
+for f in ort_segment.js torch_segment.py plot_run.py; do
+    [ -f "tools/$f" ] || die "tools/$f missing (run from the repository root)"
+done
+[ -d "$BUILD/node/node_modules/onnxruntime-node" ] ||
+    die "onnxruntime-node missing in $BUILD/node; run 'BUILD=$BUILD sh tools/deps.sh bench'"
+export ORT_NODE_PATH="$BUILD/node"
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
+TIME=/usr/bin/time
+[ -x $TIME ] || die "/usr/bin/time missing (Debian package 'time')"
+mkdir -p "$REAL"
+
+# ---- data ----
+DATA=$REAL/data
+if [ ! -f "$DATA/Dataset002_Anatomy/dataset.json" ]; then
+    say "making the datasets in $DATA"
+    /usr/bin/python3 tools/make_datasets.py "$DATA" >&2 || die "tools/make_datasets.py failed"
+fi
+
+dataset_of() { case $1 in brain) echo "$DATA/Dataset001_BrainExtraction" ;;
+    anatomy) echo "$DATA/Dataset002_Anatomy" ;; *) die "unknown task '$1'" ;; esac; }
+iters_of() { case $1 in brain) echo 400 ;; *) echo 1000 ;; esac; }
+# number of classes and their names from dataset.json
+classes_of() {
+    /usr/bin/python3 -c 'import json,sys; l=json.load(open(sys.argv[1]))["labels"]; print(len(l), " ".join(sorted(l, key=l.get)[1:]))' "$1/dataset.json"
+}
+# the value after "key" on the first line that starts with it, or n/a
+field() { awk -v k="$1" '$1 == k {print $2; f = 1; exit} END {if (!f) print "n/a"}' "$2"; }
+median() { sort -g | awk '{v[NR] = $1} END {if (!NR) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+peak_mb() { awk -F: '/Maximum resident set size/ {printf "%.1f\n", $2 / 1024}' "$1"; }
+wall_ms() { awk '/Elapsed \(wall clock\)/ {n = split($NF, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i]; printf "%.0f\n", s * 1000}' "$1"; }
+inspect() { # model -> "params flops"
+    "$BUILD/bin/sauron-inspect" "$1" --shape $SHAPE |
+        awk '/^total:/ {for (i = 1; i <= NF; i++) {if ($(i + 1) == "parameters,") p = $i; if ($(i + 1) == "FLOPs") f = $i}} END {print p, f}'
+}
+
+compress() { # name dataset baseline out flags... (skipped when out exists)
+    name=$1; ds=$2; base=$3; out=$4; shift 4
+    [ -f "$out" ] && { say "$name: cached $out"; return 0; }
+    say "$name: sauron-compress $EPOCHS $COMMON $*"
+    $TIME -f "%e s wall" -o "${out%.sslim}.time" "$BUILD/bin/sauron-compress" "$base" "$out" \
+        --data "$ds" $EPOCHS $COMMON --run-dir "${out%.sslim}.run" --force "$@" \
+        2>"${out%.sslim}.log" >/dev/null ||
+        die "$name failed: $(tail -1 "${out%.sslim}.log") (log: ${out%.sslim}.log)"
+}
+
+status=0
+for task in $TASKS; do
+    ds=$(dataset_of "$task")
+    W=$REAL/$task
+    mkdir -p "$W"
+    set -- $(classes_of "$ds"); K=$1; shift; names="$*"
+
+    # ---- models ----
+    trained=1
+    if [ ! -f "$W/baseline.onnx" ]; then
+        eval "given=\${BASELINE_$(echo "$task" | tr a-z A-Z):-}"
+        if [ -n "$given" ]; then
+            cp "$given" "$W/baseline.onnx.tmp" && mv "$W/baseline.onnx.tmp" "$W/baseline.onnx"
+            echo "copied from $given" >"$W/baseline.log"
+        elif [ -n "${QUICK:-}" ]; then
+            trained=0
+            [ -f "$W/untrained.onnx" ] ||
+                /usr/bin/python3 tools/train_baseline.py "$ds" "$W/untrained.onnx" --iters 0 \
+                    --max-test 1 2>"$W/untrained.log" || die "exporting the baseline architecture failed ($W/untrained.log)"
+        else
+            it=$(iters_of "$task")
+            say "$task: training the PyTorch baseline ($it iterations, $BT threads; long)"
+            /usr/bin/python3 tools/train_baseline.py "$ds" "$W/baseline.onnx" --iters "$it" \
+                --threads "$BT" 2>"$W/baseline.log" || die "tools/train_baseline.py failed ($W/baseline.log)"
+        fi
+    fi
+    base_onnx=$W/baseline.onnx
+    [ $trained = 1 ] || base_onnx=$W/untrained.onnx
+    "$BUILD/bin/sauron-compress" --no-finetune "$base_onnx" "$W/baseline.sslim" --force >/dev/null 2>&1 ||
+        die "converting $base_onnx failed"
+    if [ -n "${QUICK:-}" ]; then
+        cp models/default.sslim "$W/sauron.sslim"
+        rm -rf "$W/sauron.run"
+        models="sauron"
+        [ $trained = 1 ] && models="baseline sauron"
+    else
+        compress sauron "$ds" "$base_onnx" "$W/sauron.sslim" $SAURON_FLAGS
+        compress control "$ds" "$base_onnx" "$W/control.sslim" --no-prune
+        models="baseline control sauron"
+    fi
+    "$BUILD/bin/sauron-compress" --no-finetune "$W/sauron.sslim" "$W/sauron.onnx" --force >/dev/null 2>&1 ||
+        die "exporting $W/sauron.sslim to ONNX failed"
+
+    # ---- accuracy on every held-out case ----
+    rows=""
+    for m in $models; do
+        mkdir -p "$W/pred/$m"
+        for img in "$ds"/imagesTs/*_0000.nii.gz; do
+            c=$(basename "$img" _0000.nii.gz)
+            [ -f "$W/pred/$m/$c.csv" ] && continue
+            "$BUILD/bin/segment" -q -m "$W/$m.sslim" -o "$W/pred/$m/$c.nii.gz" --threads "$T" \
+                --force "$img" || die "segment failed on $img with $W/$m.sslim"
+            "$BUILD/bin/sauron-eval" "$W/pred/$m/$c.nii.gz" "$ds/labelsTs/$c.nii.gz" --classes "$K" \
+                --csv "$W/pred/$m/$c.csv.tmp" --force >/dev/null || die "sauron-eval failed on $c"
+            mv "$W/pred/$m/$c.csv.tmp" "$W/pred/$m/$c.csv"
+        done
+        # mean over cases of Dice per class, mean Dice and mean HD95
+        acc=$(cat "$W/pred/$m"/*.csv | awk -F, '$1 != "class" {n[$1]++; d[$1] += $2; h[$1] += ($3 == "inf" ? 1e9 : $3)}
+            END {for (k = 1; k in n; k++) printf "%.4f ", d[k] / n[k];
+                 printf "%.4f %.2f", d["mean"] / n["mean"], h["mean"] / n["mean"]}')
+        rows="$rows$m $(inspect "$W/$m.sslim") $acc
+"
+    done
+    base_flops=$(inspect "$W/baseline.sslim" | awk '{print $2}')
+    base_params=$(inspect "$W/baseline.sslim" | awk '{print $1}')
+    {
+        echo
+        echo "== $task: accuracy on the held-out cases ($(ls "$ds"/imagesTs/*_0000.nii.gz | wc -l) variations of one subject) =="
+        printf '%-9s %10s %7s %9s %7s' model params "-%" GFLOPs "-%"
+        for n in $names; do printf ' %8.8s' "$n"; done
+        printf ' %8s %8s\n' "Dice" "HD95 mm"
+        printf '%s' "$rows" | awk -v bp="$base_params" -v bf="$base_flops" -v k="$K" '
+            NF {printf "%-9s %10d %6.1f%% %9.3f %6.1f%%", $1, $2, 100 * (1 - $2 / bp), $3 / 1e9, 100 * (1 - $3 / bf)
+                for (i = 4; i < 4 + k - 1; i++) printf " %8s", $i
+                printf " %8s %8s\n", $(3 + k), $(4 + k)}'
+        echo "GFLOPs per ${SHAPE#1,1,} slice (sauron-inspect); Dice per class and HD95 (mm) averaged over cases (sauron-eval)"
+    } | tee "$W/accuracy.txt"
+    [ $trained = 1 ] || echo "baseline: untrained weights (QUICK, no cached baseline): speed and memory only" | tee -a "$W/accuracy.txt"
+
+    # ---- speed and memory on one held-out volume ----
+    vol=$(ls "$ds"/imagesTs/*_0000.nii.gz | head -1)
+    srows=""
+    for m in sauron baseline; do
+        ref=$W/speed.ours.$m.nii.gz
+        ms=""
+        for r in $(seq "$RUNS"); do
+            $TIME -v -o "$W/speed.ours.$m.time" "$BUILD/bin/segment" -q -m "$W/$m.sslim" -o "$ref" \
+                --threads "$T" --force "$vol" || die "segment failed on $vol"
+            ms="$ms$(wall_ms "$W/speed.ours.$m.time")
+"
+        done
+        srows="${srows}ours $m $(printf '%s' "$ms" | median) $(peak_mb "$W/speed.ours.$m.time") - 1
+"
+        onnx=$W/$m.onnx
+        [ $m = baseline ] && onnx=$base_onnx
+        for peer in ort torch; do
+            out=$W/speed.$peer.$m.txt
+            if [ $peer = ort ]; then
+                node tools/ort_segment.js "$onnx" "$vol" "$W/speed.$peer.$m.nii.gz" --threads "$T" \
+                    --repeat "$RUNS" --force --check "$ref" >"$out" || die "ort_segment failed on $onnx"
+            else
+                /usr/bin/python3 tools/torch_segment.py "$onnx" "$vol" "$W/speed.$peer.$m.nii.gz" \
+                    --threads "$T" --repeat "$RUNS" --force --check "$ref" >"$out" || die "torch_segment failed on $onnx"
+            fi
+            srows="$srows$peer $m $(field volume_ms "$out") $(field peak_rss_mb "$out") $(field base_rss_mb "$out") $(field agree "$out")
+"
+        done
+    done
+    {
+        echo
+        echo "== $task: one held-out volume ($(basename "$vol"), 181x217x181), $T threads, median of $RUNS runs =="
+        printf '%-6s %-9s %10s %12s %9s %12s %10s %10s\n' engine model "volume ms" "vs ORT base" "peak MB" "vs ORT same" "base MB" "agree"
+        printf '%s' "$srows" | awk '
+            NF {e[NR] = $1; m[NR] = $2; ms[NR] = $3; mb[NR] = $4; b[NR] = $5; a[NR] = $6; n = NR
+                if ($1 == "ort") {ortms[$2] = $3; ortmb[$2] = $4}}
+            function r(x, y) {return (x + 0 > 0 && y + 0 > 0) ? sprintf("%.2fx", y / x) : "n/a"}
+            END {for (i = 1; i <= n; i++)
+                printf "%-6s %-9s %10s %12s %9s %12s %10s %10s\n", e[i], m[i], ms[i], r(ms[i], ortms["baseline"]),
+                    mb[i], r(mb[i], ortmb[m[i]]), b[i], (e[i] == "ours") ? "ref" : a[i]}'
+        echo "volume ms: read NIfTI, load model, normalise, every slice (batch 4), argmax, write labels (ours: process wall;"
+        echo "peers: in-process, interpreter start-up excluded). vs ORT base = speed-up over ONNX Runtime on the baseline;"
+        echo "vs ORT same = ORT's peak memory / ours on the same model (ours > 1x = we use less). peak = max RSS of the"
+        echo "process; base MB = the interpreter before the model (node, python+torch). agree = voxels equal to our labels."
+    } | tee "$W/speed.txt"
+    # the goals of issue 5, from the two tables above
+    awk -v bf="$base_flops" '$1 == "baseline" {bd = $(NF - 1)} $1 == "sauron" {sd = $(NF - 1); sf = $4}
+        END {if (bd == "" || sd == "") exit
+             printf "goal FLOPs: %.1f%% fewer (goal >= 90%%) with mean Dice %.4f vs %.4f (%+.2f points; goal >= -1)\n",
+                 100 * (1 - sf * 1e9 / bf), sd, bd, 100 * (sd - bd)}' "$W/accuracy.txt" | tee -a "$W/speed.txt"
+    printf '%s' "$srows" | awk '
+        $1 == "ours" && $2 == "sauron" {o = $3; om = $4} $1 == "ort" {t[$2] = $3; tm[$2] = $4}
+        END {printf "goal speed: ours on the Sauron model is %.1fx faster than ORT on the baseline (goal >= 10x) and %.2fx faster than ORT on the Sauron model (goal > 1x)\n", t["baseline"] / o, t["sauron"] / o
+             printf "goal memory: ours %.0f MB vs ORT %.0f MB peak on the Sauron model (goal: below)\n", om, tm["sauron"]}' |
+        tee -a "$W/speed.txt"
+    printf '%s' "$srows" | awk '$1 != "ours" && $6 + 0 < 0.999 {bad = 1} END {exit bad}' ||
+        { echo "error: bench_real: $task: a peer's labels differ from ours on more than 0.1% of the voxels ($W/speed.txt)" >&2; status=1; }
+
+    # ---- the Sauron run: seconds per epoch, channels, FLOPs ----
+    if [ -d "$W/sauron.run" ]; then
+        echo
+        echo "== $task: the Sauron run ($(cat "$W/sauron.time" 2>/dev/null || echo "time n/a")) =="
+        /usr/bin/python3 tools/plot_run.py "$W/sauron.run" "$W/sauron_run.png" --title "Sauron on $task" --force ||
+            die "tools/plot_run.py failed on $W/sauron.run"
+        echo "plot: $W/sauron_run.png"
+        [ -f "$W/control.time" ] && echo "control (--no-prune, same length): $(cat "$W/control.time")"
+    fi
+done
+exit $status
