@@ -1,4 +1,5 @@
-/* sauron-compress: options, metadata, and the --no-finetune conversion. */
+/* sauron-compress: options, metadata, and the --no-finetune conversion
+ * (from ONNX or from a .sslim). */
 #define _XOPEN_SOURCE 700
 #include "compress_cli.h"
 
@@ -28,11 +29,24 @@ void compress_usage(FILE *f)
 {
     fprintf(
         f,
-        "usage: sauron-compress [options] in.onnx out.sslim\n"
+        "usage: sauron-compress [options] in.onnx|in.sslim out.sslim|out.onnx"
+        "\n"
         "Import a trained U-Net from ONNX, fine-tune and prune it with "
         "Sauron,\n"
         "and write a slim .sslim model for segment (or, if out ends in "
         "\".onnx\",\nan ONNX model for any ONNX tool).\n"
+        "\n"
+        "A .sslim input (e.g. models/default.sslim, or any model a Sauron "
+        "run wrote)\n"
+        "converts with --no-finetune only (to ONNX for ONNX Runtime, or to "
+        ".sslim):\n"
+        "the network is written as it is and its metadata kept; --classes,"
+        "\n"
+        "--modalities, --normalize, --order and --axis, when given, replace "
+        "those\n"
+        "fields; --output and --patch are refused (they act at ONNX import)."
+        "\n"
+        "To fine-tune again, start from the original ONNX.\n"
         "\n"
         "  --data DIR            training data (nnU-Net raw layout: "
         "dataset.json,\n"
@@ -265,6 +279,7 @@ int compress_parse_args(int argc, char **argv, CompressOptions *o)
                 goto bad;
             }
             o->axis = (int)x;
+            o->axis_set = 1;
         } else if ((v = opt_value(argc, argv, &i, "--patch"))) {
             char buf[64], *tok, *save = NULL;
             int k = 0;
@@ -302,6 +317,7 @@ int compress_parse_args(int argc, char **argv, CompressOptions *o)
             if (!*v) goto bad;
             o->modalities = v;
         } else if ((v = opt_value(argc, argv, &i, "--order"))) {
+            o->order_set = 1;
             if (!strcmp(v, "nnunet"))
                 o->order = ORDER_NNUNET;
             else if (!strcmp(v, "nibabel"))
@@ -326,18 +342,17 @@ int compress_parse_args(int argc, char **argv, CompressOptions *o)
             o->out_path = a;
             npos++;
         } else {
-            sl_error("unexpected argument '%s': give one input .onnx and one "
-                     "output .sslim",
+            sl_error("unexpected argument '%s': give one input (.onnx or "
+                     ".sslim) and one output (.sslim or .onnx)",
                      a);
             goto bad;
         }
     }
     if (o->help || o->version) return 0;
     if (npos != 2) {
-        sl_error(
-            "missing %s; usage: sauron-compress [options] in.onnx out.sslim",
-            npos ? "the output .sslim path"
-                 : "the input .onnx and output .sslim paths");
+        sl_error("missing %s; usage: sauron-compress [options] "
+                 "in.onnx|in.sslim out.sslim|out.onnx",
+                 npos ? "the output path" : "the input and output paths");
         goto bad;
     }
     return 0;
@@ -493,44 +508,116 @@ static int check_output_path(const CompressOptions *o)
 }
 
 
-int compress_run(const CompressOptions *o)
+/* A .sslim by name, or by magic under any other name. */
+int compress_input_is_sslim(const char *path)
 {
-    Graph g;
-    OnnxImportOptions io = {o->output_name, NULL};
+    size_t len = strlen(path);
+    if (len >= 6 && !strcmp(path + len - 6, ".sslim")) return 1;
+    uint8_t head[8];
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    size_t n = fread(head, 1, sizeof head, f);
+    fclose(f);
+    return sslim_is_sslim(head, n);
+}
+
+static void free_names(char **names, int n)
+{
+    for (int k = 0; names && k < n; k++)
+        sl_free(names[k]);
+    sl_free(names);
+}
+
+/* A .sslim input: its network and metadata as they are, the metadata
+ * options given explicitly replacing their fields (the same values the
+ * ONNX path would store).  --output and --patch choose an output and a
+ * shape at ONNX import, which a .sslim had long ago: refused rather than
+ * ignored. */
+static int load_sslim(const CompressOptions *o, Graph *g)
+{
+    ModelMeta *m = &g->meta;
+    char **names = NULL;
     int rc;
-    graph_init(&g);
-    if ((rc = check_output_path(o))) return rc;
-    rc = onnx_import(o->in_path, &io, &g);
-    if (rc) goto fail;
-    const Shape *in = &g.values[g.input].shape;
+    if (o->output_name || o->n_patch) {
+        sl_error("%s: '%s' is a .sslim model, whose output and input shape "
+                 "were fixed when it was written; drop %s, or convert the "
+                 "original .onnx",
+                 o->output_name ? "--output" : "--patch", o->in_path,
+                 o->output_name ? "--output" : "--patch");
+        return ERR_ARG;
+    }
+    if ((rc = sslim_read(o->in_path, g))) return rc;
+    if (o->classes) {
+        rc = names_for(o->classes, "--classes", "class", m->n_classes,
+                       &names);
+        if (rc) return rc;
+        free_names(m->class_names, m->n_classes);
+        m->class_names = names;
+    }
+    if (o->modalities) {
+        rc = names_for(o->modalities, "--modalities", "mod",
+                       m->n_modalities, &names);
+        if (rc) return rc;
+        free_names(m->modality_names, m->n_modalities);
+        m->modality_names = names;
+    }
+    for (int k = 0; o->normalize_set && k < m->n_modalities; k++)
+        m->normalize[k] = o->normalize;
+    if (o->order_set) m->order = o->order;
+    if (o->axis_set) m->axis = o->axis;
+    return 0;
+}
+
+/* An ONNX input: import (at the --patch size for a 3D model), then the
+ * metadata from the options or their defaults. */
+static int load_onnx(const CompressOptions *o, Graph *g)
+{
+    OnnxImportOptions io = {o->output_name, NULL};
+    int rc = onnx_import(o->in_path, &io, g);
+    if (rc) return rc;
+    const Shape *in = &g->values[g->input].shape;
     if (o->n_patch) {
         if (in->ndim != 5 || o->n_patch != 3) {
             sl_error("--patch is for 3D models; '%s' is a %dD model (it runs "
                      "slice by slice: use --axis)",
                      o->in_path, in->ndim - 2);
-            rc = ERR_ARG;
-            goto fail;
+            return ERR_ARG;
         }
         /* Re-import at the patch size so every folded shape matches it. */
         Shape ps = *in;
         for (int k = 0; k < 3; k++)
             ps.d[2 + k] = o->patch[k];
-        graph_free(&g);
-        graph_init(&g);
+        graph_free(g);
+        graph_init(g);
         io.input_shape = &ps;
-        rc = onnx_import(o->in_path, &io, &g);
-        if (rc) goto fail;
+        rc = onnx_import(o->in_path, &io, g);
+        if (rc) return rc;
     }
-    rc = compress_fill_meta(&g, o);
+    return compress_fill_meta(g, o);
+}
+
+static int is_onnx_path(const char *path)
+{
+    size_t len = strlen(path);
+    return len >= 5 && !strcmp(path + len - 5, ".onnx");
+}
+
+int compress_run(const CompressOptions *o)
+{
+    Graph g;
+    int rc;
+    graph_init(&g);
+    if ((rc = check_output_path(o))) return rc;
+    if (compress_input_is_sslim(o->in_path))
+        rc = load_sslim(o, &g);
+    else
+        rc = load_onnx(o, &g);
     if (rc) goto fail;
-    {
-        /* The writer follows the output's extension. */
-        size_t len = strlen(o->out_path);
-        if (len >= 5 && !strcmp(o->out_path + len - 5, ".onnx"))
-            rc = onnx_export(&g, o->out_path, o->force);
-        else
-            rc = sslim_write(&g, o->out_path, o->force);
-    }
+    /* The writer follows the output's extension. */
+    if (is_onnx_path(o->out_path))
+        rc = onnx_export(&g, o->out_path, o->force);
+    else
+        rc = sslim_write(&g, o->out_path, o->force);
     if (rc) goto fail;
     {
         char sb[64];
@@ -604,12 +691,6 @@ static int meta_from_dataset(Graph *g, const Dataset *ds,
             return ERR_ARG;
         }
     return 0;
-}
-
-static int is_onnx_path(const char *path)
-{
-    size_t len = strlen(path);
-    return len >= 5 && !strcmp(path + len - 5, ".onnx");
 }
 
 int compress_train(const CompressOptions *o)
@@ -774,6 +855,13 @@ int compress_main(int argc, char **argv)
         printf("sauron-compress %s (.sslim %d.%d)\n", SAURON_VERSION,
                SSLIM_MAJOR, SSLIM_MINOR);
         return 0;
+    }
+    if (!o.no_finetune && compress_input_is_sslim(o.in_path)) {
+        sl_error("'%s' is a .sslim model: fine-tuning starts from the "
+                 "original ONNX; pass --no-finetune to convert it as it is, "
+                 "or give the .onnx it was made from",
+                 o.in_path);
+        return EXIT_USAGE;
     }
     if (!o.no_finetune) {
         if (!o.data_dir)

@@ -1,6 +1,6 @@
 /* sauron-compress command line: option parsing (unit-testable), the
- * --no-finetune conversion ONNX -> .sslim/.onnx, and fine-tuning with
- * --data (compressor/train/trainer.h). */
+ * --no-finetune conversion ONNX or .sslim -> .sslim/.onnx, and fine-tuning
+ * with --data (compressor/train/trainer.h). */
 #ifndef SL_COMPRESS_CLI_H
 #define SL_COMPRESS_CLI_H
 
@@ -15,6 +15,8 @@ typedef struct {
     const char *data_dir; /* --data, NULL if absent */
     int no_finetune;
     int axis;                /* --axis, 2D slicing axis, default 2 */
+    int axis_set, order_set; /* --axis / --order given (a .sslim input
+                                keeps its own unless they are) */
     int patch[3];            /* --patch D,H,W (3D); zeros: the import shape */
     Normalize normalize;     /* --normalize, default zscore */
     const char *classes;     /* --classes a,b,c or NULL */
@@ -63,8 +65,11 @@ int compress_split_list(const char *s, const char *what, char ***items,
  * graph (class and modality counts must match the network). */
 int compress_fill_meta(Graph *g, const CompressOptions *o);
 
-/* Run the conversion for parsed options.  Returns 0 or a negative code
- * (message printed). */
+/* Run the conversion for parsed options.  An ONNX input is imported and
+ * gets its metadata from the options (or their defaults); a .sslim input
+ * (by name or by magic) keeps its network and metadata, the metadata
+ * options given explicitly replacing their fields, and refuses --output
+ * and --patch (ERR_ARG).  Returns 0 or a negative code (message printed). */
 int compress_run(const CompressOptions *o);
 
 /* Fine-tune on o->data_dir and write the result (--data --no-prune).
@@ -72,7 +77,13 @@ int compress_run(const CompressOptions *o);
  * failure but the run folder's reports and checkpoint. */
 int compress_train(const CompressOptions *o);
 
-/* The whole program: returns the exit status (0 ok, 2 usage, 1 failure). */
+/* Nonzero if path names a .sslim model: it ends in ".sslim" or starts
+ * with the .sslim magic. */
+int compress_input_is_sslim(const char *path);
+
+/* The whole program: returns the exit status (0 ok, 2 usage, 1 failure).
+ * A .sslim input without --no-finetune is a usage error (training starts
+ * from the original ONNX). */
 int compress_main(int argc, char **argv);
 
 #endif
