@@ -4,7 +4,7 @@
 set -eu
 build="gcc make pkg-config libc6-dev zlib1g-dev libnifti2-dev libniftiio-dev libznz-dev libprotobuf-c-dev protobuf-c-compiler libonnx-dev libcmocka-dev"
 test_extra="python3-nibabel python3-numpy mricron-data"
-bench_extra="python3-torch python3-onnx"
+bench_extra="python3-torch python3-onnx python3-matplotlib"
 case "${1:-build}" in
 build) want="$build" ;;
 test) want="$build $test_extra" ;;
