@@ -46,7 +46,9 @@ void compress_usage(FILE *f)
         "those\n"
         "fields; --output and --patch are refused (they act at ONNX import)."
         "\n"
-        "To fine-tune again, start from the original ONNX.\n"
+        "To fine-tune again, start from the original ONNX.  An ONNX that "
+        "sauron-compress\n"
+        "wrote keeps the metadata it carries in the same way.\n"
         "\n"
         "  --data DIR            training data (nnU-Net raw layout: "
         "dataset.json,\n"
@@ -430,14 +432,86 @@ static int names_for(const char *list, const char *what, const char *prefix,
     return 0;
 }
 
+/* Metadata a Sauron export carried in (onnx_meta_decode restored it,
+ * and only when its counts fit this network): names and normalisation
+ * for every output class and input channel. */
+static int meta_embedded(const ModelMeta *m, const Shape *in,
+                         const Shape *out)
+{
+    return m->class_names && m->modality_names && m->normalize &&
+           m->n_classes == out->d[1] && m->n_modalities == in->d[1] &&
+           m->dims == in->ndim - 2;
+}
+
+static void free_names(char **names, int n)
+{
+    for (int k = 0; names && k < n; k++)
+        sl_free(names[k]);
+    sl_free(names);
+}
+
+/* Replace *names (n of them) by the --classes/--modalities list. */
+static int replace_names(char ***names, int n, const char *list,
+                         const char *what, const char *prefix)
+{
+    char **fresh = NULL;
+    int rc = names_for(list, what, prefix, n, &fresh);
+    if (rc) return rc;
+    free_names(*names, n);
+    *names = fresh;
+    return 0;
+}
+
+/* Metadata a model brought with it (a .sslim, or a Sauron ONNX export)
+ * kept, each metadata option given explicitly replacing its field (the
+ * value the ONNX path would store for a plain model). */
+static int meta_apply_options(ModelMeta *m, const CompressOptions *o)
+{
+    int rc;
+    if (o->classes && (rc = replace_names(&m->class_names, m->n_classes,
+                                          o->classes, "--classes", "class")))
+        return rc;
+    if (o->modalities &&
+        (rc = replace_names(&m->modality_names, m->n_modalities,
+                            o->modalities, "--modalities", "mod")))
+        return rc;
+    for (int k = 0; o->normalize_set && k < m->n_modalities; k++)
+        m->normalize[k] = o->normalize;
+    if (o->axis_set) m->axis = o->axis;
+    if (o->order_set) m->order = o->order;
+    return 0;
+}
+
+/* The embedded metadata with the options applied.  3D: --patch
+ * re-imported the network at that size, which becomes the patch; without
+ * it the embedded patch (the one the model was trained with) stays, not
+ * the importer's default size for symbolic dims. */
+static int fill_meta_embedded(Graph *g, const CompressOptions *o)
+{
+    ModelMeta *m = &g->meta;
+    const Shape *in = &g->values[g->input].shape;
+    int rc = meta_apply_options(m, o);
+    if (rc) return rc;
+    if (m->dims == 3 && (o->n_patch || !m->patch[0]))
+        for (int k = 0; k < 3; k++)
+            m->patch[k] = (int)in->d[2 + k];
+    return 0;
+}
+
 int compress_fill_meta(Graph *g, const CompressOptions *o)
 {
     ModelMeta *m = &g->meta;
     const Shape *in = &g->values[g->input].shape;
     const Shape *out = &g->values[g->outputs[0]].shape;
     int rc;
-    /* A Sauron ONNX export comes with its metadata restored: the options
-     * (or their defaults) replace it, as for any other model. */
+    if (out->ndim < 2 || out->d[1] < 1 || in->d[1] < 1) {
+        sl_error("'%s': output '%s' has no channel dim", o->in_path,
+                 g->values[g->outputs[0]].name);
+        return ERR_SHAPE;
+    }
+    /* A Sauron ONNX export comes with its metadata restored: kept, so a
+     * .sslim -> .onnx -> .sslim round trip needs no options again. */
+    if (meta_embedded(m, in, out)) return fill_meta_embedded(g, o);
     for (int k = 0; m->class_names && k < m->n_classes; k++)
         sl_free(m->class_names[k]);
     for (int k = 0; m->modality_names && k < m->n_modalities; k++)
@@ -447,12 +521,6 @@ int compress_fill_meta(Graph *g, const CompressOptions *o)
     sl_free(m->normalize);
     m->class_names = m->modality_names = NULL;
     m->normalize = NULL;
-    m->n_classes = m->n_modalities = 0;
-    if (out->ndim < 2 || out->d[1] < 1 || in->d[1] < 1) {
-        sl_error("'%s': output '%s' has no channel dim", o->in_path,
-                 g->values[g->outputs[0]].name);
-        return ERR_SHAPE;
-    }
     m->n_classes = (int)out->d[1];
     rc = names_for(o->classes, "--classes", "class", m->n_classes,
                    &m->class_names);
@@ -521,13 +589,6 @@ int compress_input_is_sslim(const char *path)
     return sslim_is_sslim(head, n);
 }
 
-static void free_names(char **names, int n)
-{
-    for (int k = 0; names && k < n; k++)
-        sl_free(names[k]);
-    sl_free(names);
-}
-
 /* A .sslim input: its network and metadata as they are, the metadata
  * options given explicitly replacing their fields (the same values the
  * ONNX path would store).  --output and --patch choose an output and a
@@ -535,8 +596,6 @@ static void free_names(char **names, int n)
  * ignored. */
 static int load_sslim(const CompressOptions *o, Graph *g)
 {
-    ModelMeta *m = &g->meta;
-    char **names = NULL;
     int rc;
     if (o->output_name || o->n_patch) {
         sl_error("%s: '%s' is a .sslim model, whose output and input shape "
@@ -547,29 +606,12 @@ static int load_sslim(const CompressOptions *o, Graph *g)
         return ERR_ARG;
     }
     if ((rc = sslim_read(o->in_path, g))) return rc;
-    if (o->classes) {
-        rc = names_for(o->classes, "--classes", "class", m->n_classes,
-                       &names);
-        if (rc) return rc;
-        free_names(m->class_names, m->n_classes);
-        m->class_names = names;
-    }
-    if (o->modalities) {
-        rc = names_for(o->modalities, "--modalities", "mod",
-                       m->n_modalities, &names);
-        if (rc) return rc;
-        free_names(m->modality_names, m->n_modalities);
-        m->modality_names = names;
-    }
-    for (int k = 0; o->normalize_set && k < m->n_modalities; k++)
-        m->normalize[k] = o->normalize;
-    if (o->order_set) m->order = o->order;
-    if (o->axis_set) m->axis = o->axis;
-    return 0;
+    return meta_apply_options(&g->meta, o);
 }
 
 /* An ONNX input: import (at the --patch size for a 3D model), then the
- * metadata from the options or their defaults. */
+ * metadata: what a Sauron export carried, else the options' defaults;
+ * options given explicitly win either way. */
 static int load_onnx(const CompressOptions *o, Graph *g)
 {
     OnnxImportOptions io = {o->output_name, NULL};
@@ -650,8 +692,9 @@ static int copy_names(char **dst, char *const *src, int n)
 }
 
 /* Metadata for a fine-tuned model: compress_fill_meta (flags and counts
- * from the network), then class and modality names from dataset.json
- * unless --classes/--modalities gave them. */
+ * from the network, or what a Sauron export carried), then class and
+ * modality names from dataset.json, which names the labels the model is
+ * trained on, unless --classes/--modalities gave them. */
 static int meta_from_dataset(Graph *g, const Dataset *ds,
                              const CompressOptions *o)
 {
@@ -681,9 +724,10 @@ static int meta_from_dataset(Graph *g, const Dataset *ds,
         return rc;
     /* nnU-Net normalises a "CT" channel with dataset-wide percentiles,
      * which we do not compute: ask for the window instead of silently
-     * using z-score. */
+     * using z-score (a window a Sauron export carried is one). */
     for (int k = 0; k < ds->n_modalities && !o->normalize_set; k++)
-        if (!strcasecmp(ds->modality_names[k], "CT")) {
+        if (!strcasecmp(ds->modality_names[k], "CT") &&
+            m->normalize[k].kind != NORMALIZE_CT) {
             sl_error("dataset '%s': modality %d is CT; give its intensity "
                      "window with --normalize ct:LOW,HIGH (e.g. "
                      "ct:-1000,1000) or --normalize zscore",

@@ -62,11 +62,17 @@ int compress_split_list(const char *s, const char *what, char ***items,
                         int *n);
 
 /* Fill the metadata segment needs from the options and the imported
- * graph (class and modality counts must match the network). */
+ * graph (class and modality counts must match the network).  Metadata a
+ * Sauron ONNX export carried (g->meta as onnx_import restored it) is kept,
+ * each option given explicitly (--classes, --modalities, --normalize,
+ * --axis, --order, --patch) replacing its field; a graph without it gets
+ * the options or their defaults (class0.., mod0.., zscore, ...).
+ * Returns 0, ERR_ARG (a list of the wrong length), ERR_SHAPE or
+ * ERR_NOMEM (message printed). */
 int compress_fill_meta(Graph *g, const CompressOptions *o);
 
 /* Run the conversion for parsed options.  An ONNX input is imported and
- * gets its metadata from the options (or their defaults); a .sslim input
+ * gets its metadata from compress_fill_meta; a .sslim input
  * (by name or by magic) keeps its network and metadata, the metadata
  * options given explicitly replacing their fields, and refuses --output
  * and --patch (ERR_ARG).  Returns 0 or a negative code (message printed). */

@@ -1,5 +1,7 @@
 /* sauron-compress --no-finetune with a .sslim input (compress_cli.c):
  * the shipped models/default.sslim to ONNX and back, and the refusals.
+ * The ONNX carries the metadata (metadata_props), and the CLI keeps it
+ * on the way back unless an option replaces a field.
  *
  * Our runtime: the .sslim, its ONNX export re-imported by the CLI, and
  * its .sslim -> .sslim copy run on one fixed input and must agree bit for
@@ -292,15 +294,14 @@ static void test_default_to_onnx(void **state)
     assert_int_equal(imp.n_nodes, a.n_nodes);
     assert_int_equal(graph_params(&imp), graph_params(&a));
 
-    /* An ONNX input takes its metadata from the options (compress_fill_meta,
-     * unchanged by this feature), so the CLI re-import names them. */
-    snprintf(args, sizeof args,
-             "--no-finetune --classes %s,%s --modalities %s %s %s",
-             a.meta.class_names[0], a.meta.class_names[1],
-             a.meta.modality_names[0], onnx, back);
+    /* The CLI keeps the metadata the ONNX carries (compress_fill_meta):
+     * no --classes/--modalities needed.  The shipped names are not the
+     * defaults, so a fallback to class0/mod0 would show. */
     assert_int_equal(a.meta.n_classes, 2);
     assert_int_equal(a.meta.n_modalities, 1);
-    assert_int_equal(a.meta.normalize[0].kind, NORMALIZE_ZSCORE);
+    assert_string_not_equal(a.meta.class_names[1], "class1");
+    assert_string_not_equal(a.meta.modality_names[0], "mod0");
+    snprintf(args, sizeof args, "--no-finetune %s %s", onnx, back);
     compress_ok(args);
     read_ok(back, &b);
     assert_meta_equal(&a.meta, &b.meta);
@@ -377,6 +378,113 @@ static void test_sslim_to_sslim(void **state)
     graph_free(&r);
 }
 
+/* An ONNX with embedded metadata: each option given replaces its field,
+ * the others stay; a list of the wrong length is refused. */
+static void test_onnx_options_override(void **state)
+{
+    (void)state;
+    char onnx[300], out[300], args[1200];
+    tmp_file("override.onnx", onnx, sizeof onnx);
+    tmp_file("override.sslim", out, sizeof out);
+    unlink(onnx);
+    unlink(out);
+    snprintf(args, sizeof args, "--no-finetune %s %s", DEFAULT_MODEL, onnx);
+    compress_ok(args);
+    snprintf(args, sizeof args, "--no-finetune --classes a,b,c %s %s", onnx,
+             out);
+    compress_refused(args, "--classes", out);
+    snprintf(args, sizeof args,
+             "--no-finetune --classes bg,fg --normalize ct:-100,200 "
+             "--order nibabel --axis 1 %s %s",
+             onnx, out);
+    compress_ok(args);
+
+    Graph a, r;
+    read_ok(DEFAULT_MODEL, &a);
+    read_ok(out, &r);
+    assert_int_equal(r.meta.n_classes, 2);
+    assert_string_equal(r.meta.class_names[0], "bg");
+    assert_string_equal(r.meta.class_names[1], "fg");
+    assert_int_equal(r.meta.normalize[0].kind, NORMALIZE_CT);
+    assert_true(r.meta.normalize[0].lo == -100.0f);
+    assert_true(r.meta.normalize[0].hi == 200.0f);
+    assert_int_equal(r.meta.order, ORDER_NIBABEL);
+    assert_int_equal(r.meta.axis, 1);
+    /* not given: kept from the ONNX */
+    assert_int_equal(r.meta.n_modalities, 1);
+    assert_string_equal(r.meta.modality_names[0], a.meta.modality_names[0]);
+    assert_memory_equal(r.meta.source_sha256, a.meta.source_sha256, 32);
+    assert_string_equal(r.meta.source_name, a.meta.source_name);
+    graph_free(&a);
+    graph_free(&r);
+}
+
+/* An ONNX without sauron.* metadata (a torch export) gets the options'
+ * defaults, as before embedded metadata was kept. */
+static void test_plain_onnx_defaults(void **state)
+{
+    (void)state;
+    char in[300], out[300], args[1200];
+    fixture_path("torch/classic2d.onnx", in, sizeof in);
+    tmp_file("plain.sslim", out, sizeof out);
+    unlink(out);
+    snprintf(args, sizeof args, "--no-finetune %s %s", in, out);
+    compress_ok(args);
+    Graph g;
+    read_ok(out, &g);
+    assert_true(g.meta.n_classes >= 2);
+    for (int k = 0; k < g.meta.n_classes; k++) {
+        char want[32];
+        snprintf(want, sizeof want, "class%d", k);
+        assert_string_equal(g.meta.class_names[k], want);
+    }
+    assert_int_equal(g.meta.n_modalities, 1);
+    assert_string_equal(g.meta.modality_names[0], "mod0");
+    assert_int_equal(g.meta.normalize[0].kind, NORMALIZE_ZSCORE);
+    assert_int_equal(g.meta.axis, 2);
+    assert_int_equal(g.meta.order, ORDER_NNUNET);
+    assert_string_equal(g.meta.source_name, "classic2d.onnx");
+    graph_free(&g);
+}
+
+/* 3D: the export's input dims are symbolic, so a re-import alone would
+ * take the importer's default size; the embedded patch stays unless
+ * --patch is given. */
+static void test_onnx_3d_patch(void **state)
+{
+    (void)state;
+    char in[300], onnx[300], kept[300], other[300], args[1200];
+    fixture_path("torch/nnunet3d.onnx", in, sizeof in);
+    tmp_file("p3d.onnx", onnx, sizeof onnx);
+    tmp_file("p3d_kept.sslim", kept, sizeof kept);
+    tmp_file("p3d_other.sslim", other, sizeof other);
+    unlink(onnx);
+    unlink(kept);
+    unlink(other);
+    snprintf(args, sizeof args,
+             "--no-finetune --patch 32,16,16 --classes bg,fg %s %s", in,
+             onnx);
+    compress_ok(args);
+    snprintf(args, sizeof args, "--no-finetune %s %s", onnx, kept);
+    compress_ok(args);
+    snprintf(args, sizeof args, "--no-finetune --patch 16,16,16 %s %s", onnx,
+             other);
+    compress_ok(args);
+    Graph k, o;
+    read_ok(kept, &k);
+    read_ok(other, &o);
+    assert_int_equal(k.meta.dims, 3);
+    assert_int_equal(k.meta.patch[0], 32);
+    assert_int_equal(k.meta.patch[1], 16);
+    assert_int_equal(k.meta.patch[2], 16);
+    assert_string_equal(k.meta.class_names[1], "fg");
+    for (int t = 0; t < 3; t++)
+        assert_int_equal(o.meta.patch[t], 16);
+    assert_string_equal(o.meta.class_names[1], "fg");
+    graph_free(&k);
+    graph_free(&o);
+}
+
 /* Each refusal: non-zero exit, one stderr line, nothing written, the
  * input untouched. */
 static void test_refusals(void **state)
@@ -429,6 +537,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_default_to_onnx),
         cmocka_unit_test(test_sslim_to_sslim),
+        cmocka_unit_test(test_onnx_options_override),
+        cmocka_unit_test(test_plain_onnx_defaults),
+        cmocka_unit_test(test_onnx_3d_patch),
         cmocka_unit_test(test_refusals),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
