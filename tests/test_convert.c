@@ -16,13 +16,12 @@
  * criterion).  The outputs are softmax probabilities (scale <= 1); float32
  * with different summation orders over ~30 layers differs by about 1e-6,
  * a wrong attribute by 1e-2 or more.  When onnxruntime-node is missing
- * the check fails, unless SL_NO_ORT=1 asks to skip it (as in
- * test_onnx_export.c).
+ * the check fails, unless SL_NO_ORT=1 asks to skip it (ort_available in
+ * tests/testutil.h).
  *
  * Tests run from the repository root (make test-run), where
  * models/default.sslim is.
  */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,97 +174,26 @@ static void assert_meta_equal(const ModelMeta *a, const ModelMeta *b)
         assert_null(b->notes);
 }
 
-/* ---- ONNX Runtime peer (as in test_onnx_export.c) ---- */
-
-static const char *ort_dir(void)
-{
-    static char dir[512];
-    const char *b = getenv("SL_BUILD");
-    const char *cands[2] = {b && *b ? b : "build", "build"};
-    if (system("command -v node >/dev/null 2>&1") != 0) return NULL;
-    for (int k = 0; k < 2; k++) {
-        char probe[600];
-        snprintf(dir, sizeof dir, "%s/node", cands[k]);
-        snprintf(probe, sizeof probe,
-                 "%s/node_modules/onnxruntime-node/package.json", dir);
-        if (access(probe, R_OK) == 0) return dir;
-    }
-    return NULL;
-}
-
-static int ort_available(void)
-{
-    if (ort_dir()) return 1;
-    const char *no = getenv("SL_NO_ORT");
-    if (no && !strcmp(no, "1")) {
-        fprintf(stderr, "ONNX Runtime check skipped: SL_NO_ORT=1 is set\n");
-        return 0;
-    }
-    fprintf(stderr,
-            "ONNX Runtime (node + onnxruntime-node in $SL_BUILD/node or "
-            "build/node) is not available: run 'sh tools/deps.sh test', "
-            "or set SL_NO_ORT=1 to skip this check explicitly\n");
-    fail();
-    return 0;
-}
-
-static void write_input(const char *path, const float *x)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    uint8_t h[16 + 8 * 4];
-    const int64_t dims[4] = {1, 1, IN_H, IN_W};
-    memcpy(h, "SLTENSOR", 8);
-    sl_wr32(h + 8, 1);
-    sl_wr32(h + 12, 4);
-    for (int k = 0; k < 4; k++)
-        sl_wr64(h + 16 + 8 * k, (uint64_t)dims[k]);
-    assert_int_equal(fwrite(h, 1, sizeof h, f), sizeof h);
-    for (size_t i = 0; i < (size_t)IN_H * IN_W; i++) {
-        uint8_t b[4];
-        uint32_t u;
-        memcpy(&u, &x[i], 4);
-        sl_wr32(b, u);
-        assert_int_equal(fwrite(b, 1, 4, f), 4);
-    }
-    assert_int_equal(fclose(f), 0);
-}
+/* ---- ONNX Runtime peer (tests/testutil.h) ---- */
 
 /* ORT on model (output 0) vs ours (shape ys). */
 static void check_ort(const char *model, const float *x, const float *ours,
                       const Shape *ys)
 {
     if (!ort_available()) return;
-    char in[300], out[300], cmd[2000], err[512];
+    char in[300], out[300], err[512];
+    const char *outs[1] = {out};
+    const int64_t xdims[4] = {1, 1, IN_H, IN_W};
     tmp_file("ort_in.sltensor", in, sizeof in);
     tmp_file("ort_out.sltensor", out, sizeof out);
-    write_input(in, x);
+    assert_int_equal(save_tensor(in, x, xdims, 4), 0);
     unlink(out);
-    snprintf(cmd, sizeof cmd,
-             "ORT_NODE_PATH='%s' node tools/ort_run.js '%s' '%s' '%s'",
-             ort_dir(), model, in, out);
-    int st = run_cmd(cmd, err, sizeof err);
+    int st = ort_run_model(model, in, outs, 1, err, sizeof err);
     if (st) fprintf(stderr, "ort_run failed: %s\n", err);
     assert_int_equal(st, 0);
-    int64_t dims[8];
-    int nd = 0;
-    float *y = load_tensor(out, dims, &nd);
-    assert_non_null(y);
-    assert_int_equal(nd, ys->ndim);
-    for (int k = 0; k < nd; k++)
-        assert_int_equal(dims[k], ys->d[k]);
-    size_t n = (size_t)shape_numel(ys);
-    double scale = 0, maxd = 0;
-    for (size_t i = 0; i < n; i++) {
-        scale = fmax(scale, fabs((double)ours[i]));
-        maxd = fmax(maxd, fabs((double)ours[i] - (double)y[i]));
-    }
-    fprintf(stderr, "default model: max |ours - ORT| = %.3g (scale %.3g)\n",
-            maxd, scale);
-    int ok = allclose(y, ours, n, ORT_REL_TOL * scale, 0,
-                      "ONNX Runtime on the export vs ours on the .sslim");
-    free(y);
-    assert_true(ok);
+    assert_true(ort_output_close(out, ours, ys->d, ys->ndim, ORT_REL_TOL,
+                                 "default model, ONNX Runtime on the export "
+                                 "vs ours on the .sslim"));
 }
 
 /* ---- tests ---- */

@@ -17,7 +17,6 @@
  * from `sh tools/deps.sh test` (build/node); when it is missing these
  * tests FAIL, unless SL_NO_ORT=1 is set to skip them on purpose.
  */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,65 +148,7 @@ static void assert_meta_equal(const ModelMeta *a, const ModelMeta *b)
         assert_null(b->notes);
 }
 
-/* ---- ONNX Runtime peer ---- */
-
-/* Folder holding node_modules/onnxruntime-node, or NULL. */
-static const char *ort_dir(void)
-{
-    static char dir[512];
-    const char *b = getenv("SL_BUILD");
-    const char *cands[2] = {b && *b ? b : "build", "build"};
-    if (system("command -v node >/dev/null 2>&1") != 0) return NULL;
-    for (int k = 0; k < 2; k++) {
-        char probe[600];
-        snprintf(dir, sizeof dir, "%s/node", cands[k]);
-        snprintf(probe, sizeof probe,
-                 "%s/node_modules/onnxruntime-node/package.json", dir);
-        if (access(probe, R_OK) == 0) return dir;
-    }
-    return NULL;
-}
-
-/* 1 if the ORT checks should run; 0 if SL_NO_ORT=1 says to leave them out;
- * otherwise the test fails. */
-static int ort_available(void)
-{
-    if (ort_dir()) return 1;
-    const char *no = getenv("SL_NO_ORT");
-    if (no && !strcmp(no, "1")) {
-        /* not skip(): the round trip part of the test still counts */
-        fprintf(stderr, "ONNX Runtime check skipped: SL_NO_ORT=1 is set\n");
-        return 0;
-    }
-    fprintf(stderr,
-            "ONNX Runtime (node + onnxruntime-node in $SL_BUILD/node or "
-            "build/node) is not available: run 'sh tools/deps.sh test', "
-            "or set SL_NO_ORT=1 to skip this check explicitly\n");
-    fail();
-    return 0;
-}
-
-static void write_tensor(const char *path, const float *x, const Shape *s)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    uint8_t h[16 + 8 * SL_MAX_DIMS];
-    memcpy(h, "SLTENSOR", 8);
-    sl_wr32(h + 8, 1);
-    sl_wr32(h + 12, (uint32_t)s->ndim);
-    for (int k = 0; k < s->ndim; k++)
-        sl_wr64(h + 16 + 8 * k, (uint64_t)s->d[k]);
-    size_t hn = 16 + 8 * (size_t)s->ndim, n = (size_t)shape_numel(s);
-    assert_int_equal(fwrite(h, 1, hn, f), hn);
-    for (size_t i = 0; i < n; i++) {
-        uint8_t b[4];
-        uint32_t u;
-        memcpy(&u, &x[i], 4);
-        sl_wr32(b, u);
-        assert_int_equal(fwrite(b, 1, 4, f), 4);
-    }
-    assert_int_equal(fclose(f), 0);
-}
+/* ---- ONNX Runtime peer (tests/testutil.h) ---- */
 
 /* Run the exported model with ORT and compare with our outputs `ours` of
  * graph g (which has the exported output order). */
@@ -215,46 +156,25 @@ static void check_ort(const Graph *g, const char *model, const float *x,
                       const Shape *xs, const Outputs *ours, const char *what)
 {
     if (!ort_available()) return;
-    char in[300], cmd[3000], err[512], outp[SL_MAX_OUTPUTS][300];
+    char in[300], err[512], outp[SL_MAX_OUTPUTS][300];
+    const char *outs[SL_MAX_OUTPUTS];
     tmp_file("ort_in.sltensor", in, sizeof in);
-    write_tensor(in, x, xs);
-    int len = snprintf(cmd, sizeof cmd,
-                       "ORT_NODE_PATH='%s' node tools/ort_run.js '%s' '%s'",
-                       ort_dir(), model, in);
+    assert_int_equal(save_tensor(in, x, xs->d, xs->ndim), 0);
     for (int k = 0; k < g->n_outputs; k++) {
         char nm[64];
         snprintf(nm, sizeof nm, "ort_out%d.sltensor", k);
-        tmp_file(nm, outp[k], sizeof outp[k]);
+        outs[k] = tmp_file(nm, outp[k], sizeof outp[k]);
         unlink(outp[k]);
-        len +=
-            snprintf(cmd + len, sizeof cmd - (size_t)len, " '%s'", outp[k]);
     }
-    int st = run_cmd(cmd, err, sizeof err);
+    int st = ort_run_model(model, in, outs, g->n_outputs, err, sizeof err);
     if (st != 0) fprintf(stderr, "%s: ort_run failed: %s\n", what, err);
     assert_int_equal(st, 0);
     for (int k = 0; k < g->n_outputs; k++) {
-        int64_t dims[8];
-        int nd = 0;
-        float *y = load_tensor(outp[k], dims, &nd);
-        assert_non_null(y);
-        assert_int_equal(nd, ours->ys[k].ndim);
-        for (int i = 0; i < nd; i++)
-            assert_int_equal(dims[i], ours->ys[k].d[i]);
-        size_t n = (size_t)shape_numel(&ours->ys[k]);
-        double scale = 0, maxd = 0;
-        for (size_t i = 0; i < n; i++) {
-            scale = fmax(scale, fabs((double)ours->y[k][i]));
-            maxd = fmax(maxd, fabs((double)ours->y[k][i] - (double)y[i]));
-        }
-        fprintf(stderr,
-                "%s output %d: max |ours - ORT| = %.3g (scale %.3g)\n", what,
-                k, maxd, scale);
         char label[200];
         snprintf(label, sizeof label, "%s output %d vs ONNX Runtime", what,
                  k);
-        int ok = allclose(y, ours->y[k], n, ORT_REL_TOL * scale, 0, label);
-        free(y);
-        assert_true(ok);
+        assert_true(ort_output_close(outp[k], ours->y[k], ours->ys[k].d,
+                                     ours->ys[k].ndim, ORT_REL_TOL, label));
     }
 }
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 uint64_t trng_next(TestRng *r)
 {
@@ -137,4 +138,129 @@ bad:
     free(data);
     fclose(f);
     return NULL;
+}
+
+static void put_le(unsigned char *b, uint64_t v, int n)
+{
+    for (int k = 0; k < n; k++)
+        b[k] = (unsigned char)(v >> (8 * k));
+}
+
+int save_tensor(const char *path, const float *x, const int64_t *dims,
+                int ndim)
+{
+    unsigned char b[16];
+    size_t numel = 1;
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        fprintf(stderr, "save_tensor: cannot create %s\n", path);
+        return -1;
+    }
+    memcpy(b, "SLTENSOR", 8);
+    put_le(b + 8, 1, 4);
+    put_le(b + 12, (uint64_t)ndim, 4);
+    int ok = fwrite(b, 1, 16, f) == 16;
+    for (int k = 0; k < ndim; k++) {
+        put_le(b, (uint64_t)dims[k], 8);
+        ok = ok && fwrite(b, 1, 8, f) == 8;
+        numel *= (size_t)dims[k];
+    }
+    for (size_t i = 0; i < numel && ok; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        put_le(b, u, 4);
+        ok = fwrite(b, 1, 4, f) == 4;
+    }
+    if (fclose(f) != 0) ok = 0;
+    if (!ok) fprintf(stderr, "save_tensor: cannot write %s\n", path);
+    return ok ? 0 : -1;
+}
+
+/* Folder holding node_modules/onnxruntime-node, or NULL (also without
+ * node). */
+static const char *ort_dir(void)
+{
+    static char dir[512];
+    const char *b = getenv("SL_BUILD");
+    const char *cands[2] = {b && *b ? b : "build", "build"};
+    if (system("command -v node >/dev/null 2>&1") != 0) return NULL;
+    for (int k = 0; k < 2; k++) {
+        char probe[600];
+        snprintf(dir, sizeof dir, "%s/node", cands[k]);
+        snprintf(probe, sizeof probe,
+                 "%s/node_modules/onnxruntime-node/package.json", dir);
+        if (access(probe, R_OK) == 0) return dir;
+    }
+    return NULL;
+}
+
+int ort_available(void)
+{
+    if (ort_dir()) return 1;
+    const char *no = getenv("SL_NO_ORT");
+    if (no && !strcmp(no, "1")) {
+        /* not skip(): the rest of the calling test still counts */
+        fprintf(stderr, "ONNX Runtime check skipped: SL_NO_ORT=1 is set\n");
+        return 0;
+    }
+    fprintf(stderr,
+            "ONNX Runtime (node + onnxruntime-node in $SL_BUILD/node or "
+            "build/node) is not available: run 'sh tools/deps.sh test', "
+            "or set SL_NO_ORT=1 to skip this check explicitly\n");
+    fail();
+    return 0;
+}
+
+int ort_run_model(const char *model, const char *input,
+                  const char *const *outputs, int n_out, char *err,
+                  size_t len)
+{
+    char cmd[3500];
+    const char *dir = ort_dir();
+    if (!dir) {
+        snprintf(err, len, "onnxruntime-node not found");
+        return -1;
+    }
+    int n = snprintf(cmd, sizeof cmd,
+                     "ORT_NODE_PATH='%s' node tools/ort_run.js '%s' '%s'",
+                     dir, model, input);
+    for (int k = 0; k < n_out && n > 0 && (size_t)n < sizeof cmd; k++)
+        n += snprintf(cmd + n, sizeof cmd - (size_t)n, " '%s'", outputs[k]);
+    if (n < 0 || (size_t)n >= sizeof cmd) {
+        snprintf(err, len, "ort_run_model: command too long");
+        return -1;
+    }
+    return run_cmd(cmd, err, len);
+}
+
+int ort_output_close(const char *path, const float *ours,
+                     const int64_t *dims, int ndim, double rel_tol,
+                     const char *what)
+{
+    int64_t got[8];
+    int nd = 0;
+    float *y = load_tensor(path, got, &nd);
+    if (!y) return 0;
+    int same = nd == ndim;
+    for (int k = 0; same && k < nd; k++)
+        same = got[k] == dims[k];
+    if (!same) {
+        fprintf(stderr, "%s: ONNX Runtime output has other dims than ours\n",
+                what);
+        free(y);
+        return 0;
+    }
+    size_t n = 1;
+    for (int k = 0; k < nd; k++)
+        n *= (size_t)dims[k];
+    double scale = 0, maxd = 0;
+    for (size_t i = 0; i < n; i++) {
+        scale = fmax(scale, fabs((double)ours[i]));
+        maxd = fmax(maxd, fabs((double)ours[i] - (double)y[i]));
+    }
+    fprintf(stderr, "%s: max |ours - ORT| = %.3g (scale %.3g)\n", what, maxd,
+            scale);
+    int ok = allclose(y, ours, n, rel_tol * scale, 0, what);
+    free(y);
+    return ok;
 }

@@ -41,5 +41,36 @@ int run_cmd(const char *cmd, char *err_line, size_t len);
  * Returns a malloc'd array (free()) and fills dims/ndim, or NULL with a
  * message on stderr. */
 float *load_tensor(const char *path, int64_t *dims, int *ndim);
+/* Write x (the product of dims floats) as such a file.  Returns 0, or -1
+ * with a message on stderr. */
+int save_tensor(const char *path, const float *x, const int64_t *dims,
+                int ndim);
+
+/* ONNX Runtime as a test peer: tools/ort_run.js (run from the repository
+ * root, as make test-run does) with node and onnxruntime-node from
+ * $SL_BUILD/node or build/node (`sh tools/deps.sh test` installs it). */
+
+/* 1 if the ONNX Runtime checks should run.  When ORT is missing: 0 if
+ * SL_NO_ORT=1 asks to skip them (one line on stderr; the rest of the
+ * calling test still counts), otherwise a line saying how to install it
+ * and a cmocka failure of the calling test. */
+int ort_available(void);
+
+/* Run `model` once on the SLTENSOR file `input`, writing graph output k
+ * to outputs[k] for k < n_out.  Call after ort_available() returned 1.
+ * Returns ort_run.js's exit status (0: ok; -1: ORT not found), its first
+ * stderr line in err (up to len). */
+int ort_run_model(const char *model, const char *input,
+                  const char *const *outputs, int n_out, char *err,
+                  size_t len);
+
+/* Compare an ORT output file with ours [dims]: same dims, and
+ * |ort - ours| <= rel_tol * max|ours| everywhere (the output scale, as
+ * DESIGN.md states the ONNX Runtime criterion).  Prints the max
+ * difference labelled `what`, and allclose's report on a mismatch.
+ * Returns 1 if close, 0 if not (or the file is unreadable). */
+int ort_output_close(const char *path, const float *ours,
+                     const int64_t *dims, int ndim, double rel_tol,
+                     const char *what);
 
 #endif
