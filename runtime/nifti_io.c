@@ -45,6 +45,15 @@ void nio_geom_dims(const NiftiGeom *g, int64_t dim[3])
     dim[2] = g->nim->nz;
 }
 
+void nio_geom_affine(const NiftiGeom *g, double m[3][4])
+{
+    const nifti_image *h = g->nim;
+    const nifti_dmat44 *a = h->sform_code > 0 ? &h->sto_xyz : &h->qto_xyz;
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 4; c++)
+            m[r][c] = a->m[r][c];
+}
+
 static int ends_with(const char *s, const char *suffix)
 {
     size_t a = strlen(s), b = strlen(suffix);

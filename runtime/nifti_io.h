@@ -29,6 +29,10 @@ void nio_geom_free(NiftiGeom *g);
 
 /* Grid size nx, ny, nz of a geometry. */
 void nio_geom_dims(const NiftiGeom *g, int64_t dim[3]);
+/* Voxel-to-world matrix of a geometry: world (x, y, z) in mm =
+ * m * (i, j, k, 1).  The sform if its code is set, else the qform (which
+ * libnifti builds from pixdim alone when qform_code is 0). */
+void nio_geom_affine(const NiftiGeom *g, double m[3][4]);
 
 /* Write a label map labels [nz][ny][nx] with g's grid and geometry:
  * uint8 if n_classes <= 255, else int16; scaling reset; written to a

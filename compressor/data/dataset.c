@@ -11,8 +11,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include <nifti2_io.h>
-
 #include "compressor/data/json.h"
 #include "runtime/common.h"
 #include "runtime/nifti_io.h"
@@ -544,41 +542,31 @@ void data_case_free(DataCase *c)
 }
 
 /* The label must lie on the image's grid in space.  Voxel-to-world
- * matrices (sform if set, else qform, which libnifti builds from pixdim
- * when qform_code is 0) must agree within 1e-4 * (1 + |a| + |b|) per
- * entry: far below any voxel size, far above float32 rounding between
- * writers.  Header-only reads; nio_read has read the voxels already. */
-static int check_affine(const char *image, const char *label,
+ * matrices (nio_geom_affine: sform if set, else qform) must agree within
+ * 1e-4 * (1 + |a| + |b|) per entry: far below any voxel size, far above
+ * float32 rounding between writers.  gi is the first image file's
+ * geometry; the message names that file, the first flen bytes of the
+ * image spec. */
+static int check_affine(const NiftiGeom *gi, const char *image, int flen,
+                        const NiftiGeom *gl, const char *label,
                         const char *name)
 {
-    nifti_image *a = nifti_image_read(image, 0);
-    nifti_image *b = nifti_image_read(label, 0);
-    int rc = ERR_FORMAT;
-    if (!a || !b) {
-        sl_error("case '%s': cannot read the header of '%s'; re-export the "
-                 "file",
-                 name, a ? label : image);
-        goto fail;
-    }
-    const nifti_dmat44 *ma = a->sform_code > 0 ? &a->sto_xyz : &a->qto_xyz;
-    const nifti_dmat44 *mb = b->sform_code > 0 ? &b->sto_xyz : &b->qto_xyz;
+    double ma[3][4], mb[3][4];
+    nio_geom_affine(gi, ma);
+    nio_geom_affine(gl, mb);
     for (int r = 0; r < 3; r++)
         for (int c = 0; c < 4; c++) {
-            double x = ma->m[r][c], y = mb->m[r][c];
+            double x = ma[r][c], y = mb[r][c];
             if (!(fabs(x - y) <= 1e-4 * (1.0 + fabs(x) + fabs(y)))) {
-                sl_error("case '%s': image '%s' and label '%s' have "
+                sl_error("case '%s': image '%.*s' and label '%s' have "
                          "different voxel-to-world matrices (row %d col %d: "
                          "%g vs %g); resample the label onto the image "
                          "grid",
-                         name, image, label, r, c, x, y);
-                goto fail;
+                         name, flen, image, label, r, c, x, y);
+                return ERR_FORMAT;
             }
         }
-    rc = 0;
-fail:
-    if (a) nifti_image_free(a);
-    if (b) nifti_image_free(b);
-    return rc;
+    return 0;
 }
 
 /* Every label voxel is a declared class: an integer in 0..n_classes-1.
@@ -660,6 +648,7 @@ static int load_case(const Dataset *ds, const char *name, const char *image,
                      const char *label, DataCase *out)
 {
     Volume img = {0}, lab = {0};
+    NiftiGeom *gimg = NULL, *glab = NULL;
     NormAffine na[DATA_MAX_MODALITIES];
     float *ltmp = NULL;
     int rc;
@@ -667,7 +656,7 @@ static int load_case(const Dataset *ds, const char *name, const char *image,
     out->n_classes = ds->n_classes;
     /* nio_read's message names both modality files (and so the case);
      * for a dataset a grid mismatch is a broken dataset: ERR_FORMAT. */
-    if ((rc = nio_read(image, &img, NULL))) {
+    if ((rc = nio_read(image, &img, label ? &gimg : NULL))) {
         if (rc == ERR_SHAPE) rc = ERR_FORMAT;
         goto fail;
     }
@@ -680,7 +669,7 @@ static int load_case(const Dataset *ds, const char *name, const char *image,
         goto fail;
     }
     if (label) {
-        if ((rc = nio_read(label, &lab, NULL))) goto fail;
+        if ((rc = nio_read(label, &lab, &glab))) goto fail;
         rc = ERR_FORMAT;
         if (lab.n_mod != 1) {
             sl_error("case '%s': label '%s' holds %d volumes; give one 3D "
@@ -698,20 +687,11 @@ static int load_case(const Dataset *ds, const char *name, const char *image,
                          (long long)lab.dim[1], (long long)lab.dim[2], label);
                 goto fail;
             }
-        /* The first modality file (the spec joins them with commas and
-         * the dataset folder has none). */
-        size_t flen = strcspn(image, ",");
-        char *first = sl_alloc(flen + 1);
-        if (!first) {
-            rc = ERR_NOMEM;
-            sl_error("out of memory");
+        /* nio_read kept the first modality file's geometry (the spec
+         * joins them with commas and the dataset folder has none). */
+        int flen = (int)strcspn(image, ",");
+        if ((rc = check_affine(gimg, image, flen, glab, label, name)))
             goto fail;
-        }
-        memcpy(first, image, flen);
-        first[flen] = '\0';
-        rc = check_affine(first, label, name);
-        sl_free(first);
-        if (rc) goto fail;
         if ((rc = check_labels(&lab, ds->n_classes, name, label))) goto fail;
     }
     for (int m = 0; m < img.n_mod; m++)
@@ -743,6 +723,8 @@ fail:
     if (rc) data_case_free(out);
     volume_free(&img);
     volume_free(&lab);
+    nio_geom_free(gimg);
+    nio_geom_free(glab);
     sl_free(ltmp);
     return rc;
 }
