@@ -508,6 +508,8 @@ def read_nifti(path):
     except Exception as e:  # nibabel raises many types on bad files
         raise ToolError("cannot read %s: %s; give a .nii or .nii.gz scan"
                         % (path, e))
+    while raw.ndim > 4 and raw.shape[-1] == 1:
+        raw = raw[..., 0]
     if raw.dtype.kind not in "uif" or raw.ndim < 1 or raw.ndim > 4:
         raise ToolError("%s has datatype %s or %d dimensions, which "
                         "torch_segment does not read" % (path, raw.dtype,
