@@ -29,6 +29,7 @@ from the ONNX file, normalise, all slices, argmax, write), load_ms its
 model-building part, base_rss_mb the RSS before the first model load
 (python, torch, onnx, nibabel imported) and peak_rss_mb ru_maxrss at the
 end; with --check also "agree <fraction> differ <n> of <voxels>".
+OMP_WAIT_POLICY is passive unless the caller set it (segment's policy).
 Exit 1 with one "error: torch_segment: ..." line on failure.
 """
 import gzip
@@ -55,6 +56,12 @@ def die(msg):
     sys.stderr.write("error: %s: %s\n" % (TOOL, msg))
     sys.exit(1)
 
+
+# Before libgomp starts (torch's CPU kernels use it): idle threads block
+# instead of spinning, the policy segment selects for itself; spinning
+# threads crawl when other processes hold the cores.  The caller's
+# setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 try:
     import numpy as np
