@@ -26,7 +26,9 @@
 // base_rss_mb <MB>" where volume_ms is the whole pipeline (read, session
 // creation, normalise, all slices, argmax, write), load_ms its session
 // creation part, base_rss_mb the RSS before the first model load and
-// peak_rss_mb VmHWM at the end; with --check also "agree <fraction>".
+// peak_rss_mb VmHWM at the end; with --check also "agree <fraction>
+// differ <n> of <voxels>" against a label map of the same scan.  ONNX
+// Runtime keeps its own thread pool settings (it does not use OpenMP).
 // Exit 1 with one "error: ort_segment: ..." line on failure.
 'use strict';
 

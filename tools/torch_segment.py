@@ -9,8 +9,10 @@ PyTorch runs the ONNX graph through a small interpreter: the nodes in
 order, each mapped to torch.nn.functional, weights from the initializers,
 under torch.inference_mode().  It covers what U-Net exports hold (Conv,
 ConvTranspose, Instance/BatchNormalization, activations, pooling, Resize,
-Concat, arithmetic and the Shape/Gather/Slice/Reshape glue); any other op
-is refused with one line.  Not a general ONNX runtime.
+Concat, Pad, arithmetic and the Shape/Gather/Slice/Reshape glue); any
+other op is refused with one line.  Not a general ONNX runtime.  Tested
+against the torch module itself on an export with MaxPool, AveragePool,
+Pad, Resize nearest and bilinear, Shape/Gather/Slice/Cast glue.
 
 Pre/post-processing follows runtime/segment.c, volume.c and nifti_io.c:
 voxels to float32 with scl_slope/scl_inter applied as libnifti does; the
@@ -310,6 +312,20 @@ def op_slice(a, x, starts=None, ends=None, axes=None, steps=None):
     return x[tuple(idx)]
 
 
+def op_pad(a, x, pads=None, value=None, axes=None):
+    mode = a.get("mode", b"constant")
+    if mode != b"constant" or axes is not None:
+        raise ToolError("Pad other than constant over all axes is not "
+                        "supported")
+    p = [int(v) for v in (pads.tolist() if pads is not None
+                          else a["pads"])]
+    v = value.item() if value is not None and value.numel() else \
+        a.get("value", 0.0)
+    if min(p) < 0:
+        raise ToolError("Pad with negative pads is not supported")
+    return F.pad(x, torch_pad_arg(p), value=v)
+
+
 def op_reshape(a, x, shape):
     shp = [int(v) for v in shape.tolist()]
     if not a.get("allowzero", 0):
@@ -371,6 +387,7 @@ def make_ops(opset):
         "Cast": op_cast,
         "Slice": op_slice,
         "Reshape": op_reshape,
+        "Pad": op_pad,
         "Flatten": op_flatten,
         "Transpose": lambda a, x: x.permute(
             list(a.get("perm", reversed(range(x.dim()))))),
