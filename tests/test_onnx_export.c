@@ -629,7 +629,7 @@ static void test_cli_onnx_output(void **state)
     assert_int_not_equal(run_cmd(cmd, err, sizeof err), 0);
     assert_non_null(strstr(err, "input"));
 
-    /* an exported model converts again (metadata replaced, no leak) */
+    /* an exported model converts again (its metadata kept, no leak) */
     snprintf(cmd, sizeof cmd, "%s --no-finetune %s %s >/dev/null", bin, out,
              back);
     st = run_cmd(cmd, err, sizeof err);
