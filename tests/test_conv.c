@@ -302,6 +302,26 @@ static void test_conv_transpose(void **state)
         run_case(&convt_cases[i], 1);
 }
 
+/* Pruned layers have any channel count: every remainder of the row
+ * panels (1 to 7 rows of the 8-row kernel, 1 to 3 of the 4-row one) on
+ * rows whose width and padding ring make the 32- and 64-column tiles
+ * cross row ends at every offset (masked column runs; more runs than a
+ * tile can take on the narrowest rows), stride 1 and 2. */
+static void test_conv_pruned_channels(void **state)
+{
+    (void)state;
+    static const int ocs[] = {1, 2, 3, 5, 6, 7, 9, 11, 13, 14, 19, 34, 41};
+    static const int widths[] = {6, 12, 24, 47, 97};
+    for (size_t o = 0; o < sizeof ocs / sizeof ocs[0]; o++)
+        for (size_t w = 0; w < sizeof widths / sizeof widths[0]; w++)
+            for (int s = 1; s <= 2; s++) {
+                ConvCase cc = {2, 1, 3, ocs[o], {5 + 2 * s, widths[w]},
+                               {3, 3}, {s, s}, {1, 1}, {1, 1}, {1, 1},
+                               {0}, 1, (int)(o % 2)};
+                run_case(&cc, 0);
+            }
+}
+
 /* The same cases (but the few biggest, to stay fast under ASan) with
  * the micro-kernel capped to AVX2 and to scalar (SL_GEMM_ISA): the AVX2
  * slab kernels, the im2col packer with other panel widths, and the
@@ -373,6 +393,10 @@ static void test_threads_identical(void **state)
     /* 6^3 planes: too much ring for the slab path, so im2col. */
     static const ConvCase c4 = {3, 1, 40, 36, {6, 6, 6}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0}, 1, 1};
     run_threads(&c4, 0);
+    /* 19 output channels (two full 8-row panels and a 3-row remainder)
+     * on rows that do not divide into tiles. */
+    static const ConvCase c6 = {2, 1, 14, 19, {30, 97}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1, 1};
+    run_threads(&c6, 0);
     /* Many output channels, deep K, few columns: the tile split differs
      * between 1 and 2 threads, the k blocking must not. */
     static const ConvCase c5 = {2, 1, 67, 384, {8, 10}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1, 1};
@@ -554,6 +578,7 @@ int main(void)
         cmocka_unit_test(test_gemm_public_and_k0),
         cmocka_unit_test(test_conv2d),
         cmocka_unit_test(test_conv3d),
+        cmocka_unit_test(test_conv_pruned_channels),
         cmocka_unit_test(test_conv_transpose),
         cmocka_unit_test(test_fallback_isas),
         cmocka_unit_test(test_threads_identical),

@@ -189,18 +189,53 @@ AVX2_TARGET static void kern_avx2_6x16(int kc, const float *restrict ap,
 DEFINE_KERN_AVX512(kern_avx512_8x32, 8, 2, 1, 8)
 DEFINE_KERN_AVX512(kern_avx512_8x32_u, 8, 2, lda, 1)
 
+/* Where a shifted micro-tile's columns go when they do not form one run
+ * of valid outputs (the tile crosses the end of a padded row): tile
+ * columns [a, b) of row i are stored at c + i*ldc + off + jj. */
+typedef struct {
+    int a, b;
+    int64_t off;
+} ColSeg;
+/* A 32-column tile over rows of >= 12 outputs plus their ring spans at
+ * most 4 runs; tiles needing more go through a temporary. */
+#define COLSEG_MAX 4
+typedef struct {
+    int n;
+    ColSeg s[COLSEG_MAX];
+} ColSegs;
+
+/* Vector v (tile columns 16v .. 16v+15) of one row, ci = its row of C:
+ * the lanes inside each run, with masked stores.  The lanes are first
+ * compressed to the bottom so the store address is that of the run's
+ * first valid column, never before the row. */
+AVX512_TARGET static inline void store_segs(float *ci, __m512 r, int v,
+                                            const ColSegs *sg)
+{
+    for (int q = 0; q < sg->n; q++) {
+        int lo = sg->s[q].a - 16 * v, hi = sg->s[q].b - 16 * v;
+        if (lo < 0) lo = 0;
+        if (hi > 16) hi = 16;
+        if (hi <= lo) continue;
+        __mmask16 m = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+        _mm512_mask_storeu_ps(ci + sg->s[q].off + 16 * v + lo,
+                              (__mmask16)((1u << (hi - lo)) - 1),
+                              _mm512_maskz_compress_ps(m, r));
+    }
+}
+
 /* Shifted-pointer variant: B row k is read in place at xb + koff[k]
  * instead of from a packed panel.  A element (i, k) is ap[i*ARS + k*AKS]:
  * packed panels (ARS 1, AKS MR) or rows of the weight matrix read in
  * place (ARS lda, AKS 1; 8 sequential streams, which the prefetchers
  * follow, so packing the weights on every call is not worth its cost).
- * xb + koff[k] .. + 16*NV, c [MR, 16*NV] with ldc. */
+ * xb + koff[k] .. + 16*NV, c [MR, 16*NV] with ldc, or (sg not NULL) the
+ * column runs sg describes. */
 #define DEFINE_KERN_SHIFTED_AVX512(NAME, MR, NV, ARS, AKS)                    \
     AVX512_TARGET static void NAME(int kc, const float *restrict ap,          \
                                    int lda, const float *restrict xb,         \
                                    const int32_t *restrict koff,              \
                                    float *restrict c, int ldc, int mode,      \
-                                   const float *rowinit)                      \
+                                   const float *rowinit, const ColSegs *sg)   \
     {                                                                         \
         __m512 acc[MR][NV];                                                   \
         (void)lda;                                                            \
@@ -232,7 +267,10 @@ DEFINE_KERN_AVX512(kern_avx512_8x32_u, 8, 2, lda, 1)
                     r = _mm512_add_ps(_mm512_loadu_ps(ci + 16 * v), r);       \
                 else if (mode == STORE_ROWINIT)                               \
                     r = _mm512_add_ps(_mm512_set1_ps(rowinit[i]), r);         \
-                _mm512_storeu_ps(ci + 16 * v, r);                             \
+                if (sg)                                                       \
+                    store_segs(ci, r, v, sg);                                 \
+                else                                                          \
+                    _mm512_storeu_ps(ci + 16 * v, r);                         \
             }                                                                 \
         }                                                                     \
     }
@@ -243,14 +281,32 @@ DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_8x32_u, 8, 2, lda, 1)
  * accumulators still hide the FMA latency. */
 DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_4x64, 4, 4, 1, 4)
 DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_4x64_u, 4, 4, lda, 1)
+/* The last MR-1 or fewer rows of a weight matrix read in place (pruned
+ * layers have any channel count): computing them in a full MR-row tile
+ * would waste up to 7/8 of it and need a temporary.  Each C element is
+ * the same FMA chain as in the full kernels, so results are unchanged.
+ * Few rows leave few accumulators (latency-bound), still faster than
+ * the padded tile. */
+DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_1x32_u, 1, 2, lda, 1)
+DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_2x32_u, 2, 2, lda, 1)
+DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_3x32_u, 3, 2, lda, 1)
+DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_4x32_u, 4, 2, lda, 1)
+DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_5x32_u, 5, 2, lda, 1)
+DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_6x32_u, 6, 2, lda, 1)
+DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_7x32_u, 7, 2, lda, 1)
+DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_1x64_u, 1, 4, lda, 1)
+DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_2x64_u, 2, 4, lda, 1)
+DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_3x64_u, 3, 4, lda, 1)
 
 typedef void (*ShiftFn)(int kc, const float *ap, int lda, const float *xb,
                         const int32_t *koff, float *c, int ldc, int mode,
-                        const float *rowinit);
+                        const float *rowinit, const ColSegs *sg);
 typedef struct {
     int mr, nr;
     ShiftFn fn;  /* packed A */
     ShiftFn fnu; /* A rows in place */
+    int segs;    /* the kernels take ColSegs */
+    ShiftFn rem[8]; /* [r]: the last r < mr rows in place, or NULL */
 } ShiftKern;
 
 /* AVX2 + FMA versions (16 ymm registers): 6x16 keeps 12 accumulators,
@@ -261,10 +317,11 @@ typedef struct {
                                  const float *restrict xb,                    \
                                  const int32_t *restrict koff,                \
                                  float *restrict c, int ldc, int mode,        \
-                                 const float *rowinit)                        \
+                                 const float *rowinit, const ColSegs *sg)     \
     {                                                                         \
         __m256 acc[MR][NV];                                                   \
         (void)lda;                                                            \
+        (void)sg; /* never given: segs is 0 for these */                      \
         _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                  \
             _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)              \
                 acc[i][v] = _mm256_setzero_ps();                              \
@@ -307,10 +364,16 @@ DEFINE_KERN_SHIFTED_AVX2(kern_shifted_avx2_4x16_u, 4, 2, lda, 1)
 #define SHIFTED_TILE 256
 #define SHIFTED_NR_MAX 64
 static const ShiftKern shift_kerns[][2] = {
-    [GEMM_ISA_AVX2] = {{6, 16, kern_shifted_avx2_6x16, kern_shifted_avx2_6x16_u},
-                       {4, 16, kern_shifted_avx2_4x16, kern_shifted_avx2_4x16_u}},
-    [GEMM_ISA_AVX512] = {{8, 32, kern_shifted_avx512_8x32, kern_shifted_avx512_8x32_u},
-                         {4, 64, kern_shifted_avx512_4x64, kern_shifted_avx512_4x64_u}},
+    [GEMM_ISA_AVX2] = {{6, 16, kern_shifted_avx2_6x16, kern_shifted_avx2_6x16_u, 0, {0}},
+                       {4, 16, kern_shifted_avx2_4x16, kern_shifted_avx2_4x16_u, 0, {0}}},
+    [GEMM_ISA_AVX512] = {{8, 32, kern_shifted_avx512_8x32, kern_shifted_avx512_8x32_u, 1,
+                          {NULL, kern_shifted_avx512_1x32_u, kern_shifted_avx512_2x32_u,
+                           kern_shifted_avx512_3x32_u, kern_shifted_avx512_4x32_u,
+                           kern_shifted_avx512_5x32_u, kern_shifted_avx512_6x32_u,
+                           kern_shifted_avx512_7x32_u}},
+                         {4, 64, kern_shifted_avx512_4x64, kern_shifted_avx512_4x64_u, 1,
+                          {NULL, kern_shifted_avx512_1x64_u, kern_shifted_avx512_2x64_u,
+                           kern_shifted_avx512_3x64_u}}},
 };
 
 typedef struct {
@@ -561,11 +624,71 @@ void gemm_run(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
 int gemm_shifted_available(GemmIsa isa) { return isa >= GEMM_ISA_AVX2; }
 int gemm_shifted_nr(void) { return SHIFTED_NR_MAX; }
 
+/* c [mv rows] <- rowinit + t [mv, ldt] over product columns j0 .. j0+nv
+ * through the column map. */
+static void shifted_store(float *c, int ldc, const float *t, int ldt,
+                          const ShiftMap *mp, int j0, int nv, int mv,
+                          const float *rowinit)
+{
+    int plane = mp->s1 * mp->s2;
+    int z = j0 / plane, y = j0 % plane / mp->s2, x = j0 % mp->s2;
+    for (int jj = 0; jj < nv;) {
+        /* One run: columns jj .. jj+len of padded row (z, y). */
+        int len = mp->s2 - x < nv - jj ? mp->s2 - x : nv - jj;
+        int lv = x < mp->ow ? (mp->ow - x < len ? mp->ow - x : len) : 0;
+        if (z < mp->zv && y < mp->yv && lv > 0) {
+            int64_t off = mp->base + z * mp->zpitch + y * mp->ypitch + x;
+            for (int i = 0; i < mv; i++) {
+                float *ci = c + (size_t)i * ldc + off;
+                const float *ti = t + (size_t)i * ldt + jj;
+                float r = rowinit ? rowinit[i] : 0.0f;
+                if (rowinit)
+                    for (int q = 0; q < lv; q++) ci[q] = r + ti[q];
+                else
+                    memcpy(ci, ti, (size_t)lv * sizeof(float));
+            }
+        }
+        jj += len;
+        x = 0;
+        if (++y == mp->s1) {
+            y = 0;
+            z++;
+        }
+    }
+}
+
+/* Runs of valid outputs among product columns j .. j+nv: tile columns
+ * [a, b) of each go to C offset off + jj.  Returns 0 when there are more
+ * than COLSEG_MAX. */
+static int shifted_segs(const ShiftMap *mp, int j, int nv, ColSegs *sg)
+{
+    int plane = mp->s1 * mp->s2;
+    int z = j / plane, y = j % plane / mp->s2, x = j % mp->s2;
+    sg->n = 0;
+    for (int jj = 0; jj < nv;) {
+        int len = mp->s2 - x < nv - jj ? mp->s2 - x : nv - jj;
+        int lv = x < mp->ow ? (mp->ow - x < len ? mp->ow - x : len) : 0;
+        if (z < mp->zv && y < mp->yv && lv > 0) {
+            if (sg->n == COLSEG_MAX) return 0;
+            int64_t off = mp->base + z * mp->zpitch + y * mp->ypitch + x;
+            sg->s[sg->n++] = (ColSeg){jj, jj + lv, off - jj};
+        }
+        jj += len;
+        x = 0;
+        if (++y == mp->s1) {
+            y = 0;
+            z++;
+        }
+    }
+    return 1;
+}
+
 /* One k block (see SHIFTED_K1): micro-tile of the shifted GEMM at product
- * columns j .. j+NR (nr_v valid) and rows mr_v, straight into C when the
- * columns are one run of valid outputs, else through a temporary and the
- * column map. */
-static void shifted_tile(const ShiftKern *sk, ShiftFn fn, int kc,
+ * columns j .. j+NR (nr_v valid) and rows mr_v, computed by fn with kmr
+ * rows.  Straight into C when the columns are one run of valid outputs,
+ * or with masked stores of each run (kernels that take ColSegs), else
+ * through a temporary and the column map. */
+static void shifted_tile(const ShiftKern *sk, ShiftFn fn, int kmr, int kc,
                          const float *ap, int lda, const float *xb,
                          const int32_t *koff, float *c, int ldc,
                          const ShiftMap *mp, int j, int nr_v, int mr_v,
@@ -574,30 +697,20 @@ static void shifted_tile(const ShiftKern *sk, ShiftFn fn, int kc,
     int plane = mp->s1 * mp->s2;
     int z = j / plane, y = j % plane / mp->s2, x = j % mp->s2;
     int mode = rowinit ? STORE_ROWINIT : STORE_SET;
-    if (mr_v == sk->mr && nr_v == sk->nr && z < mp->zv && y < mp->yv &&
+    if (mr_v == kmr && nr_v == sk->nr && z < mp->zv && y < mp->yv &&
         x + sk->nr <= mp->ow) {
         int64_t off = mp->base + z * mp->zpitch + y * mp->ypitch + x;
-        fn(kc, ap, lda, xb, koff, c + off, ldc, mode, rowinit);
+        fn(kc, ap, lda, xb, koff, c + off, ldc, mode, rowinit, NULL);
+        return;
+    }
+    ColSegs sg;
+    if (mr_v == kmr && sk->segs && shifted_segs(mp, j, nr_v, &sg)) {
+        fn(kc, ap, lda, xb, koff, c, ldc, mode, rowinit, &sg);
         return;
     }
     float tmp[SHIFTED_TILE];
-    fn(kc, ap, lda, xb, koff, tmp, sk->nr, STORE_SET, NULL);
-    for (int jj = 0; jj < nr_v; jj++) {
-        if (z < mp->zv && y < mp->yv && x < mp->ow) {
-            int64_t off = mp->base + z * mp->zpitch + y * mp->ypitch + x;
-            for (int i = 0; i < mr_v; i++) {
-                float t = tmp[i * sk->nr + jj];
-                c[(size_t)i * ldc + off] = rowinit ? rowinit[i] + t : t;
-            }
-        }
-        if (++x == mp->s2) {
-            x = 0;
-            if (++y == mp->s1) {
-                y = 0;
-                z++;
-            }
-        }
-    }
+    fn(kc, ap, lda, xb, koff, tmp, sk->nr, STORE_SET, NULL, NULL);
+    shifted_store(c, ldc, tmp, sk->nr, mp, j, nr_v, mr_v, rowinit);
 }
 
 /* Shifted tiles accumulate in a per-thread buffer in product-column
@@ -632,39 +745,6 @@ static size_t shifted_per_thread(int k)
 size_t gemm_shifted_pack_floats(int k)
 {
     return (size_t)gemm_pack_threads() * shifted_per_thread(k) + 16;
-}
-
-/* c [mv rows] <- rowinit + t [mv, ldt] over product columns j0 .. j0+nv
- * through the column map. */
-static void shifted_store(float *c, int ldc, const float *t, int ldt,
-                          const ShiftMap *mp, int j0, int nv, int mv,
-                          const float *rowinit)
-{
-    int plane = mp->s1 * mp->s2;
-    int z = j0 / plane, y = j0 % plane / mp->s2, x = j0 % mp->s2;
-    for (int jj = 0; jj < nv;) {
-        /* One run: columns jj .. jj+len of padded row (z, y). */
-        int len = mp->s2 - x < nv - jj ? mp->s2 - x : nv - jj;
-        int lv = x < mp->ow ? (mp->ow - x < len ? mp->ow - x : len) : 0;
-        if (z < mp->zv && y < mp->yv && lv > 0) {
-            int64_t off = mp->base + z * mp->zpitch + y * mp->ypitch + x;
-            for (int i = 0; i < mv; i++) {
-                float *ci = c + (size_t)i * ldc + off;
-                const float *ti = t + (size_t)i * ldt + jj;
-                float r = rowinit ? rowinit[i] : 0.0f;
-                if (rowinit)
-                    for (int q = 0; q < lv; q++) ci[q] = r + ti[q];
-                else
-                    memcpy(ci, ti, (size_t)lv * sizeof(float));
-            }
-        }
-        jj += len;
-        x = 0;
-        if (++y == mp->s1) {
-            y = 0;
-            z++;
-        }
-    }
 }
 
 /* c [m, out positions] with ldc; a: weights source; xb: slab, read at
@@ -712,9 +792,12 @@ void gemm_shifted_team(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
         for (int t = 0; t < ntiles; t++) {
             int i0 = (t / tn) * mc, j0 = (t % tn) * nc;
             int mcur = min_i(mc, m - i0), ncur = min_i(nc, n - j0);
-            /* Full row panels read A in place when it is a plain matrix;
-             * a partial last panel (and any other A) is packed. */
+            /* Full row panels read A in place when it is a plain matrix,
+             * and so does a partial last panel when there is a kernel
+             * for its rows; any other is packed. */
             int mfull = in_place ? mcur / mr * mr : 0;
+            ShiftFn remfn = in_place && mfull < mcur ? sk->rem[mcur - mfull] : NULL;
+            if (remfn) mfull = mcur;
             for (int pc = 0; pc < k; pc += kblk) {
                 int kc = min_i(kblk, k - pc);
                 if (mfull < mcur)
@@ -723,15 +806,20 @@ void gemm_shifted_team(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
                     for (int ir = 0; ir < mcur; ir += mr) {
                         const float *ap;
                         ShiftFn fn;
+                        int kmr = mr;
                         if (ir < mfull) {
                             ap = a->p + (size_t)(i0 + ir) * a->ld + pc;
                             fn = sk->fnu;
+                            if (mcur - ir < mr) {
+                                fn = remfn;
+                                kmr = mcur - ir;
+                            }
                         } else {
                             ap = pa + (size_t)((ir - mfull) / mr) * kc * mr;
                             fn = sk->fn;
                         }
                         if (one_block)
-                            shifted_tile(sk, fn, kc, ap, a->ld, xb + j0 + jr,
+                            shifted_tile(sk, fn, kmr, kc, ap, a->ld, xb + j0 + jr,
                                          koff, c + (size_t)(i0 + ir) * ldc,
                                          ldc, map, j0 + jr,
                                          min_i(nr, ncur - jr),
@@ -740,7 +828,7 @@ void gemm_shifted_team(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
                         else
                             fn(kc, ap, a->ld, xb + j0 + jr, koff + pc,
                                ct + (size_t)ir * SHIFTED_NC + jr, SHIFTED_NC,
-                               pc > 0 ? STORE_ADD : STORE_SET, NULL);
+                               pc > 0 ? STORE_ADD : STORE_SET, NULL, NULL);
                     }
                 }
             }
