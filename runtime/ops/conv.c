@@ -234,14 +234,17 @@ static void slab_fill(float *slab, const float *xg, const ConvGeom *g,
     const int s1 = sp->sd == 0 ? sp->s1 : zc + sp->qmax[1];
     const int s2 = sp->s2, iw = g->in[2], sx = g->s[2], px = g->pad[2];
     /* One task per input row and (z, y) phase; its x phases are filled
-     * together so the row is read from memory once. */
+     * together so the row is read from memory once.  The (z, y) phase
+     * varies fastest, so with stride 2 the tasks read input rows in
+     * memory order (phase-major order read every other row, twice as
+     * slow: the fill is bound by memory, not arithmetic). */
     const int nzy = sp->nph[0] * sp->nph[1];
     const int rows = g->icg * nzy * s0 * s1;
     const int avx512 = gemm_isa_best() == GEMM_ISA_AVX512;
 #pragma omp for schedule(static)
     for (int r = 0; r < rows; r++) {
-        int bb = r % s1, a = r / s1 % s0, pzy = r / (s1 * s0) % nzy;
-        int ic = r / (s1 * s0 * nzy);
+        int pzy = r % nzy, bb = r / nzy % s1, a = r / (nzy * s1) % s0;
+        int ic = r / (nzy * s1 * s0);
         int phy = pzy % sp->nph[1], phz = pzy / sp->nph[1];
         int iz = ((sp->sd == 0 ? o0 : 0) + a) * g->s[0] + phz - g->pad[0];
         int iy = ((sp->sd == 1 ? o0 : 0) + bb) * g->s[1] + phy - g->pad[1];
