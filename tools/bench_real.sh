@@ -69,8 +69,8 @@ iters_of() { case $1 in brain) echo 400 ;; *) echo 1000 ;; esac; }
 classes_of() {
     /usr/bin/python3 -c 'import json,sys; l=json.load(open(sys.argv[1]))["labels"]; print(len(l), " ".join(sorted(l, key=l.get)[1:]))' "$1/dataset.json"
 }
-# the value after "key" on the first line that starts with it, or n/a
-field() { awk -v k="$1" '$1 == k {print $2; f = 1; exit} END {if (!f) print "n/a"}' "$2"; }
+# the value after the word "key" anywhere in a file of "key value ..." lines, or n/a
+field() { awk -v k="$1" '{for (i = 1; i < NF; i++) if ($i == k) {print $(i + 1); f = 1; exit}} END {if (!f) print "n/a"}' "$2"; }
 median() { sort -g | awk '{v[NR] = $1} END {if (!NR) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 peak_mb() { awk -F: '/Maximum resident set size/ {printf "%.1f\n", $2 / 1024}' "$1"; }
 wall_ms() { awk '/Elapsed \(wall clock\)/ {n = split($NF, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i]; printf "%.0f\n", s * 1000}' "$1"; }
