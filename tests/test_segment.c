@@ -669,8 +669,9 @@ static void test_batching_and_threads_agree(void **state)
     int16_t *lab = malloc(sizeof(int16_t) * (size_t)n);
     SegmentOptions o = {.n_threads = 1, .batch = 1};
     assert_int_equal(segment_volume(&g, &v, &o, ref, NULL), 0);
-    int batches[3] = {2, 4, 9}; /* 9 slices: 9 | 2 leaves a short batch */
-    for (int b = 0; b < 3; b++)
+    /* 9 slices: 9 | 2 leaves a short batch; 0: chosen by slice size */
+    int batches[4] = {2, 4, 9, 0};
+    for (int b = 0; b < 4; b++)
         for (int t = 1; t <= 2; t++) {
             SegmentOptions ob = {.n_threads = t, .batch = batches[b]};
             assert_int_equal(segment_volume(&g, &v, &ob, lab, NULL), 0);
