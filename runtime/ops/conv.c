@@ -21,6 +21,7 @@
  * Scratch stays a few MiB whatever the volume size.
  */
 #include <limits.h>
+#include <omp.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -152,6 +153,9 @@ static int conv_is_pointwise(const ConvGeom *g)
  * more than packing saves; an 8x8 2D plane with a 3x3 kernel has 1.25,
  * a 6^3 3D one 1.78). */
 #define SHIFT_MAX_WASTE 1.4
+/* Largest stride along W (x phases) the slab path takes; larger ones,
+ * which no U-Net uses, go through im2col. */
+#define SLAB_MAX_XPH 8
 
 typedef struct {
     int sd;              /* slab dim: 0 or 1 */
@@ -165,7 +169,8 @@ typedef struct {
 
 static int conv_shift_plan(const ConvGeom *g, SlabPlan *sp)
 {
-    if (!gemm_shifted_available(gemm_isa_best()) || conv_is_pointwise(g))
+    if (!gemm_shifted_available(gemm_isa_best()) || conv_is_pointwise(g) ||
+        g->s[2] > SLAB_MAX_XPH)
         return 0;
     for (int i = 0; i < 3; i++) {
         sp->nph[i] = g->s[i];
@@ -212,14 +217,26 @@ copy_stride2(float *restrict d, const float *restrict src, int n)
                                           14, 12, 10, 8, 6, 4, 2, 0);
     int c = 0;
     /* Only src[0 .. 2n-2] may be read: c + 17 <= n keeps the second load
-     * (up to src[2c + 31]) inside.  A scalar tail measured faster here
-     * than masked loads or reading on into the next row. */
+     * (up to src[2c + 31]) inside. */
     for (; c + 17 <= n; c += 16) {
         __m512 lo = _mm512_loadu_ps(src + 2 * c);
         __m512 hi = _mm512_loadu_ps(src + 2 * c + 16);
         _mm512_storeu_ps(d + c, _mm512_permutex2var_ps(lo, even, hi));
     }
-    for (; c < n; c++) d[c] = src[2 * c];
+    /* The last 1 to 16 with masked loads of src[2c .. 2n-2]: a scalar
+     * tail was a sixth of the row on 96-wide rows. */
+    int rem = n - c;
+    if (rem > 0) {
+        int m = 2 * rem - 1;
+        __m512 lo = _mm512_maskz_loadu_ps(
+            (__mmask16)(m >= 16 ? 0xffffu : (1u << m) - 1), src + 2 * c);
+        __m512 hi = m > 16 ? _mm512_maskz_loadu_ps(
+                                 (__mmask16)((1u << (m - 16)) - 1),
+                                 src + 2 * c + 16)
+                           : _mm512_setzero_ps();
+        _mm512_mask_storeu_ps(d + c, (__mmask16)((1u << rem) - 1),
+                              _mm512_permutex2var_ps(lo, even, hi));
+    }
 }
 
 /* slab [ICg][phz][phy][phx][s0][s1][s2] <- phase grids of the zero-padded
@@ -241,11 +258,30 @@ static void slab_fill(float *slab, const float *xg, const ConvGeom *g,
     const int nzy = sp->nph[0] * sp->nph[1];
     const int rows = g->icg * nzy * s0 * s1;
     const int avx512 = gemm_isa_best() == GEMM_ISA_AVX512;
-#pragma omp for schedule(static)
-    for (int r = 0; r < rows; r++) {
-        int pzy = r % nzy, bb = r / nzy % s1, a = r / (nzy * s1) % s0;
-        int ic = r / (nzy * s1 * s0);
-        int phy = pzy % sp->nph[1], phz = pzy / sp->nph[1];
+    /* Grid columns lo .. hi of x phase phx have 0 <= x0 + c*sx < iw,
+     * x0 = phx - px. */
+    int xlo[SLAB_MAX_XPH], xhi[SLAB_MAX_XPH];
+    for (int phx = 0; phx < sp->nph[2]; phx++) {
+        int x0 = phx - px;
+        int lo = x0 < 0 ? (-x0 + sx - 1) / sx : 0;
+        int hi = iw - x0 > 0 ? (iw - x0 + sx - 1) / sx : 0;
+        if (lo > s2) lo = s2;
+        if (hi > s2) hi = s2;
+        xlo[phx] = lo;
+        xhi[phx] = hi < lo ? lo : hi;
+    }
+    /* This thread's share of the tasks (a static split, as omp for
+     * would make), decoded once and then advanced with carries: on short
+     * rows the integer divisions of decoding every task cost more than
+     * the copy. */
+    const int nth = omp_get_num_threads(), tid = omp_get_thread_num();
+    const int r0 = (int)((int64_t)rows * tid / nth);
+    const int r1 = (int)((int64_t)rows * (tid + 1) / nth);
+    int phy = r0 % sp->nph[1], phz = r0 / sp->nph[1] % sp->nph[0];
+    int bb = r0 / nzy % s1, a = r0 / (nzy * s1) % s0;
+    int ic = r0 / (nzy * s1 * s0);
+    for (int r = r0; r < r1; r++) {
+        int pzy = phz * sp->nph[1] + phy;
         int iz = ((sp->sd == 0 ? o0 : 0) + a) * g->s[0] + phz - g->pad[0];
         int iy = ((sp->sd == 1 ? o0 : 0) + bb) * g->s[1] + phy - g->pad[1];
         int inside = iz >= 0 && iz < g->in[0] && iy >= 0 && iy < g->in[1];
@@ -260,13 +296,7 @@ static void slab_fill(float *slab, const float *xg, const ConvGeom *g,
                 memset(d, 0, (size_t)s2 * sizeof(float));
                 continue;
             }
-            /* Grid columns lo .. hi have 0 <= x0 + c*sx < iw. */
-            int x0 = phx - px;
-            int lo = x0 < 0 ? (-x0 + sx - 1) / sx : 0;
-            int hi = iw - x0 > 0 ? (iw - x0 + sx - 1) / sx : 0;
-            if (lo > s2) lo = s2;
-            if (hi > s2) hi = s2;
-            if (hi < lo) hi = lo;
+            int x0 = phx - px, lo = xlo[phx], hi = xhi[phx];
             /* The padding runs are a column or two: plain loops. */
             for (int c = 0; c < lo; c++) d[c] = 0;
             if (sx == 1)
@@ -277,7 +307,21 @@ static void slab_fill(float *slab, const float *xg, const ConvGeom *g,
                 for (int c = lo; c < hi; c++) d[c] = xr[x0 + c * sx];
             for (int c = hi; c < s2; c++) d[c] = 0;
         }
+        if (++phy == sp->nph[1]) {
+            phy = 0;
+            if (++phz == sp->nph[0]) {
+                phz = 0;
+                if (++bb == s1) {
+                    bb = 0;
+                    if (++a == s0) {
+                        a = 0;
+                        ic++;
+                    }
+                }
+            }
+        }
     }
+#pragma omp barrier
 }
 
 /* y [N,OC,out...], x [N,IC,in...], w [OC,ICg,K...], b [OC] or NULL;
@@ -294,18 +338,21 @@ static void conv_forward_shifted(float *y, const float *x, const float *w,
     float *pack = (float *)koff + ((size_t)kdim + 15) / 16 * 16;
     /* Row k = ((ic*KD + kz)*KH + ky)*KW + kx of B starts koff[k] floats
      * into the slab: channel, phase of each tap offset, grid shift.
-     * (Scratch has no declared type, so storing int32 in it is fine.) */
-    for (int k = 0; k < kdim; k++) {
+     * (Scratch has no declared type, so storing int32 in it is fine.)
+     * The taps of channel 0 are computed once; each further channel adds
+     * cstride (per-tap divisions cost ~5% of a small strided layer). */
+    for (int k = 0; k < (int)g->k_sp; k++) {
         int kx = k % g->k[2], ky = k / g->k[2] % g->k[1];
-        int kz = k / (g->k[2] * g->k[1]) % g->k[0];
-        int ic = k / (int)g->k_sp;
+        int kz = k / (g->k[2] * g->k[1]);
         int tz = kz * g->d[0], ty = ky * g->d[1], tx = kx * g->d[2];
         int ph = ((tz % g->s[0]) * sp->nph[1] + ty % g->s[1]) * sp->nph[2] +
                  tx % g->s[2];
-        koff[k] = (int32_t)(ic * sp->cstride + ph * sp->phase_stride +
+        koff[k] = (int32_t)(ph * sp->phase_stride +
                             ((int64_t)(tz / g->s[0]) * sp->s1 +
                              ty / g->s[1]) * sp->s2 + tx / g->s[2]);
     }
+    for (int k = (int)g->k_sp; k < kdim; k++)
+        koff[k] = koff[k - g->k_sp] + (int32_t)sp->cstride;
     /* Dropped columns read up to NR - 1 floats past the last slab value. */
     memset(slab + slab_floats, 0, 64 * sizeof(float));
     CHECK(gemm_shifted_nr() <= 64);
