@@ -236,6 +236,9 @@ static const ConvCase conv2d_cases[] = {
     /* K = 720: several k blocks on the slab path, with a partial row
      * panel (29 = 3*8 + 5) */
     {2, 1, 80, 29, {12, 40}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1, 1},
+    /* the same with a 2-row remainder (64-column kernel) over 3 column
+     * tiles of 128 */
+    {2, 1, 80, 26, {6, 70}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1, 1},
     /* strided on wide rows (phase-split slab path): stride 3 with
      * dilation 2, and stride 2 */
     {2, 1, 3, 5, {20, 61}, {5, 3}, {3, 3}, {2, 2}, {4, 1}, {3, 2}, {0}, 1, 1},

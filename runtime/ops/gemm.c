@@ -806,6 +806,7 @@ void gemm_shifted_team(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
                     for (int ir = 0; ir < mcur; ir += mr) {
                         const float *ap;
                         ShiftFn fn;
+                        const ShiftKern *tk = sk; /* nr of this tile */
                         int kmr = mr;
                         if (ir < mfull) {
                             ap = a->p + (size_t)(i0 + ir) * a->ld + pc;
@@ -818,11 +819,21 @@ void gemm_shifted_team(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
                             ap = pa + (size_t)((ir - mfull) / mr) * kc * mr;
                             fn = sk->fn;
                         }
+                        /* 1 to 3 remainder rows over 32 columns keep 2 to
+                         * 6 accumulators: bound by FMA latency.  The
+                         * narrow set's 64-column kernels (every other
+                         * column step) run twice the chains. */
+                        if (kmr < mr && kmr <= 3 && narrow->nr == 2 * nr &&
+                            narrow->rem[kmr]) {
+                            if (jr % narrow->nr) continue;
+                            tk = narrow;
+                            fn = narrow->rem[kmr];
+                        }
                         if (one_block)
-                            shifted_tile(sk, fn, kmr, kc, ap, a->ld, xb + j0 + jr,
+                            shifted_tile(tk, fn, kmr, kc, ap, a->ld, xb + j0 + jr,
                                          koff, c + (size_t)(i0 + ir) * ldc,
                                          ldc, map, j0 + jr,
-                                         min_i(nr, ncur - jr),
+                                         min_i(tk->nr, ncur - jr),
                                          min_i(mr, mcur - ir),
                                          rowinit ? rowinit + i0 + ir : NULL);
                         else
