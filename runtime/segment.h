@@ -30,7 +30,8 @@
 
 typedef struct {
     int n_threads; /* <= 0: all cores */
-    int batch;     /* 2D slices per exec_run; <= 0: SEG_DEFAULT_BATCH */
+    int batch;     /* 2D slices per exec_run; <= 0: chosen from the slice size
+                    * (activations within 16 MiB, at most 4; segment.c) */
     double step;   /* 3D window step as a fraction of the patch; <= 0: 0.5 */
     /* Called after each slice batch or window (may be NULL). */
     void (*progress)(void *ctx, int64_t done, int64_t total);

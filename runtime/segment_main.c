@@ -34,7 +34,9 @@ static void usage(FILE *f)
         "                         4D float32 NIfTI (one case only)\n"
         "  --force                overwrite existing outputs (never inputs)\n"
         "  --threads N            threads (default: all cores)\n"
-        "  --batch N              2D slices per network run (default 4)\n"
+        "  --batch N              2D slices per network run (default:\n"
+        "                         as many as fit 16 MiB of activations,\n"
+        "                         at most 4)\n"
         "  -q                     no progress, no summary lines\n"
         "  -h, --help             this help\n"
         "  --version              version\n");
