@@ -16,11 +16,12 @@
 #   sauron    sauron-compress with the recipe below (SAURON_FLAGS)
 #   control   the same fine-tune with --no-prune (same length, seed, lr)
 #   eval      segment + sauron-eval on every imagesTs case
-#   speed     one held-out volume, RUNS times each: our segment on the Sauron
-#             and the baseline model, ONNX Runtime (tools/ort_segment.js) on
-#             the baseline ONNX and on the Sauron model exported to ONNX,
-#             PyTorch (tools/torch_segment.py) on both; label maps checked
-#             against ours
+#   speed     one held-out volume, median of RUNS runs each: our segment on
+#             the Sauron and the baseline model, ONNX Runtime
+#             (tools/ort_segment.js) on the baseline ONNX and on the Sauron
+#             model exported to ONNX, PyTorch (tools/torch_segment.py) on
+#             both; each peer at every batch in PEER_BATCHES (default "1 4")
+#             and its faster kept; label maps checked against ours
 #   plot      tools/plot_run.py on the Sauron run (channels, FLOPs, s/epoch)
 # QUICK=1 (make bench-quick) trains nothing: brain only, the shipped
 # models/default.sslim as the Sauron model, the cached baseline if a full
@@ -31,8 +32,9 @@ BUILD=${BUILD:-build}
 REAL=${REAL:-$BUILD/real}
 T=${THREADS:-2}
 BT=${BASELINE_THREADS:-2}
-if [ -n "${QUICK:-}" ]; then TASKS=${TASKS:-brain}; RUNS=${RUNS:-3}; else
-    TASKS=${TASKS:-brain anatomy}; RUNS=${RUNS:-5}; fi
+if [ -n "${QUICK:-}" ]; then TASKS=${TASKS:-brain}; RUNS=${RUNS:-2}; else
+    TASKS=${TASKS:-brain anatomy}; RUNS=${RUNS:-3}; fi
+PEER_BATCHES=${PEER_BATCHES:-1 4}
 # The recipe of the shipped model (run b5 in docs/SAURON_RESULTS.md)
 EPOCHS="--epochs 20 --iters-per-epoch 20"
 COMMON="--batch 4 --threads $T --seed 1 --lr 2e-4 --val-fraction 0.1"
@@ -180,38 +182,49 @@ for task in $TASKS; do
             ms="$ms$(wall_ms "$W/speed.ours.$m.time")
 "
         done
-        srows="${srows}ours $m $(printf '%s' "$ms" | median) $(peak_mb "$W/speed.ours.$m.time") - 1
+        srows="${srows}ours $m $(printf '%s' "$ms" | median) $(peak_mb "$W/speed.ours.$m.time") - 1 auto
 "
         onnx=$W/$m.onnx
         [ $m = baseline ] && onnx=$base_onnx
+        # each peer at every batch in PEER_BATCHES; its fastest is the row
         for peer in ort torch; do
             out=$W/speed.$peer.$m.txt
-            if [ $peer = ort ]; then
-                node tools/ort_segment.js "$onnx" "$vol" "$W/speed.$peer.$m.nii.gz" --threads "$T" \
-                    --repeat "$RUNS" --force --check "$ref" >"$out" || die "ort_segment failed on $onnx"
-            else
-                /usr/bin/python3 tools/torch_segment.py "$onnx" "$vol" "$W/speed.$peer.$m.nii.gz" \
-                    --threads "$T" --repeat "$RUNS" --force --check "$ref" >"$out" || die "torch_segment failed on $onnx"
-            fi
-            srows="$srows$peer $m $(field volume_ms "$out") $(field peak_rss_mb "$out") $(field base_rss_mb "$out") $(field agree "$out")
+            best=""
+            for pb in $PEER_BATCHES; do
+                o=$W/speed.$peer.$m.b$pb.txt
+                if [ $peer = ort ]; then
+                    node tools/ort_segment.js "$onnx" "$vol" "$W/speed.$peer.$m.nii.gz" --threads "$T" \
+                        --batch "$pb" --repeat "$RUNS" --force --check "$ref" >"$o" || die "ort_segment failed on $onnx"
+                else
+                    /usr/bin/python3 tools/torch_segment.py "$onnx" "$vol" "$W/speed.$peer.$m.nii.gz" \
+                        --threads "$T" --batch "$pb" --repeat "$RUNS" --force --check "$ref" >"$o" ||
+                        die "torch_segment failed on $onnx"
+                fi
+                if [ -z "$best" ] || awk -v a="$(field volume_ms "$o")" -v b="$(field volume_ms "$best")" \
+                    'BEGIN {exit !(a + 0 < b + 0)}'; then best=$o; fi
+            done
+            cp "$best" "$out"
+            pb=${best##*.b}; pb=${pb%.txt}
+            srows="$srows$peer $m $(field volume_ms "$out") $(field peak_rss_mb "$out") $(field base_rss_mb "$out") $(field agree "$out") $pb
 "
         done
     done
     {
         echo
         echo "== $task: one held-out volume ($(basename "$vol"), 181x217x181), $T threads, median of $RUNS runs =="
-        printf '%-6s %-9s %10s %12s %9s %12s %10s %10s\n' engine model "volume ms" "vs ORT base" "peak MB" "vs ORT same" "base MB" "agree"
+        printf '%-6s %-9s %5s %10s %12s %9s %12s %10s %10s\n' engine model batch "volume ms" "vs ORT base" "peak MB" "vs ORT same" "base MB" "agree"
         printf '%s' "$srows" | awk '
-            NF {e[NR] = $1; m[NR] = $2; ms[NR] = $3; mb[NR] = $4; b[NR] = $5; a[NR] = $6; n = NR
+            NF {e[NR] = $1; m[NR] = $2; ms[NR] = $3; mb[NR] = $4; b[NR] = $5; a[NR] = $6; bt[NR] = $7; n = NR
                 if ($1 == "ort") {ortms[$2] = $3; ortmb[$2] = $4}}
             function r(x, y) {return (x + 0 > 0 && y + 0 > 0) ? sprintf("%.2fx", y / x) : "n/a"}
             END {for (i = 1; i <= n; i++)
-                printf "%-6s %-9s %10s %12s %9s %12s %10s %10s\n", e[i], m[i], ms[i], r(ms[i], ortms["baseline"]),
+                printf "%-6s %-9s %5s %10s %12s %9s %12s %10s %10s\n", e[i], m[i], bt[i], ms[i], r(ms[i], ortms["baseline"]),
                     mb[i], r(mb[i], ortmb[m[i]]), b[i], (e[i] == "ours") ? "ref" : a[i]}'
-        echo "volume ms: read NIfTI, load model, normalise, every slice (batch 4), argmax, write labels (ours: process wall;"
+        echo "volume ms: read NIfTI, load model, normalise, every slice, argmax, write labels (ours: process wall;"
         echo "peers: in-process, interpreter start-up excluded). vs ORT base = speed-up over ONNX Runtime on the baseline;"
         echo "vs ORT same = ORT's peak memory / ours on the same model (ours > 1x = we use less). peak = max RSS of the"
         echo "process; base MB = the interpreter before the model (node, python+torch). agree = voxels equal to our labels."
+        echo "batch: slices per run; each peer ran at batches $PEER_BATCHES and its faster is shown; ours chooses (segment --help)."
     } | tee "$W/speed.txt"
     # the goals of issue 5, from the two tables above
     awk -v bf="$base_flops" '$1 == "baseline" {bd = $(NF - 1)} $1 == "sauron" {sd = $(NF - 1); sf = $4}
