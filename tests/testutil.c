@@ -264,3 +264,32 @@ int ort_output_close(const char *path, const float *ours,
     free(y);
     return ok;
 }
+
+/* Every field of two ModelMeta equal: names, normalisation, layout and
+ * provenance (source name and sha256, notes). */
+void assert_meta_equal(const ModelMeta *a, const ModelMeta *b)
+{
+    assert_int_equal(a->n_classes, b->n_classes);
+    for (int k = 0; k < a->n_classes; k++)
+        assert_string_equal(a->class_names[k], b->class_names[k]);
+    assert_int_equal(a->n_modalities, b->n_modalities);
+    for (int k = 0; k < a->n_modalities; k++) {
+        assert_string_equal(a->modality_names[k], b->modality_names[k]);
+        assert_int_equal(a->normalize[k].kind, b->normalize[k].kind);
+        assert_true(a->normalize[k].lo == b->normalize[k].lo);
+        assert_true(a->normalize[k].hi == b->normalize[k].hi);
+    }
+    assert_int_equal(a->dims, b->dims);
+    assert_int_equal(a->axis, b->axis);
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(a->patch[k], b->patch[k]);
+    assert_int_equal(a->order, b->order);
+    assert_memory_equal(a->source_sha256, b->source_sha256, 32);
+    assert_non_null(a->source_name);
+    assert_non_null(b->source_name);
+    assert_string_equal(a->source_name, b->source_name);
+    if (a->notes)
+        assert_string_equal(a->notes, b->notes);
+    else
+        assert_null(b->notes);
+}

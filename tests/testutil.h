@@ -9,6 +9,8 @@
 
 #include <cmocka.h>
 
+#include "runtime/graph.h"
+
 /* Deterministic PRNG (splitmix64) so every test draws the same numbers. */
 typedef struct {
     uint64_t s;
@@ -72,5 +74,9 @@ int ort_run_model(const char *model, const char *input,
 int ort_output_close(const char *path, const float *ours,
                      const int64_t *dims, int ndim, double rel_tol,
                      const char *what);
+
+/* cmocka-asserts that every field of two ModelMeta is equal (names,
+ * normalisation, dims/axis/patch/order, source name and sha256, notes). */
+void assert_meta_equal(const ModelMeta *a, const ModelMeta *b);
 
 #endif
