@@ -31,18 +31,10 @@ function die(msg) {
 }
 
 function loadOrt() {
-    const dirs = [];
-    if (process.env.ORT_NODE_PATH) dirs.push(process.env.ORT_NODE_PATH);
-    dirs.push(process.cwd());
-    for (const d of dirs) {
-        try {
-            return require(require.resolve('onnxruntime-node', { paths: [d] }));
-        } catch (e) {
-            // try the next place
-        }
-    }
-    die('onnxruntime-node not found; run tools/bench.sh, which installs it');
-    return null;
+    const ort = require('./ort_load.js')();
+    if (!ort)
+        die('onnxruntime-node not found; run tools/bench.sh, which installs it');
+    return ort;
 }
 
 function vmKb(field) {

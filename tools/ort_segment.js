@@ -48,18 +48,11 @@ function fail(msg) {
 }
 
 function loadOrt() {
-    const dirs = (process.env.ORT_NODE_PATH || '').split(':').filter((d) => d);
-    dirs.push(process.cwd());
-    for (const d of dirs) {
-        try {
-            return require(require.resolve('onnxruntime-node', { paths: [d] }));
-        } catch (e) {
-            // try the next place
-        }
-    }
-    fail('onnxruntime-node not found (searched ORT_NODE_PATH and the ' +
+    const ort = require('./ort_load.js')();
+    if (!ort)
+        fail('onnxruntime-node not found (searched ORT_NODE_PATH and the ' +
         'current folder); run "sh tools/deps.sh test"');
-    return null;
+    return ort;
 }
 
 function parseArgs(argv) {
