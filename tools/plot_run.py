@@ -490,6 +490,10 @@ def main():
     os.close(fd)
     try:
         plot(r, tmp, title)
+        # mkstemp makes the file 0600; a plot is an ordinary output
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, out)
     except BaseException:
         if os.path.exists(tmp):
