@@ -129,22 +129,13 @@ static const char *default_onnx(void)
     return onnx;
 }
 
-/* Folder for ORT_NODE_PATH: the one ort_available() found ($SL_BUILD/node,
- * else build/node).  Call after ort_available() returned 1. */
+/* Folder for ORT_NODE_PATH (testutil's ort_dir); call after ort_available()
+ * returned 1. */
 static const char *node_dir(void)
 {
-    static char dir[512];
-    const char *b = getenv("SL_BUILD");
-    const char *cands[2] = {b && *b ? b : "build", "build"};
-    for (int k = 0; k < 2; k++) {
-        char probe[600];
-        snprintf(dir, sizeof dir, "%s/node", cands[k]);
-        snprintf(probe, sizeof probe,
-                 "%s/node_modules/onnxruntime-node/package.json", dir);
-        if (access(probe, R_OK) == 0) return dir;
-    }
-    fail_msg("onnxruntime-node vanished after ort_available()");
-    return NULL;
+    const char *dir = ort_dir();
+    if (!dir) fail_msg("onnxruntime-node vanished after ort_available()");
+    return dir;
 }
 
 /* node tools/ort_segment.js ARGS, stdout into `out_txt` (may be NULL);

@@ -178,7 +178,7 @@ int save_tensor(const char *path, const float *x, const int64_t *dims,
 
 /* Folder holding node_modules/onnxruntime-node, or NULL (also without
  * node). */
-static const char *ort_dir(void)
+const char *ort_dir(void)
 {
     static char dir[512];
     const char *b = getenv("SL_BUILD");

@@ -57,6 +57,9 @@ int save_tensor(const char *path, const float *x, const int64_t *dims,
  * calling test still counts), otherwise a line saying how to install it
  * and a cmocka failure of the calling test. */
 int ort_available(void);
+/* The folder holding onnxruntime-node ($SL_BUILD/node, else build/node), for
+ * ORT_NODE_PATH of other node tools; NULL when node or the package is missing. */
+const char *ort_dir(void);
 
 /* Run `model` once on the SLTENSOR file `input`, writing graph output k
  * to outputs[k] for k < n_out.  Call after ort_available() returned 1.
