@@ -19,6 +19,7 @@
  * repository root (make test-run), where models/ and tools/ are.
  */
 #include "testutil.h"
+#include "niftifixture.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -92,21 +93,7 @@ static void write_scan(const char *path, double slope, double inter)
         nim->scl_slope = (float)slope;
         nim->scl_inter = (float)inter;
     }
-    nim->pixdim[1] = nim->dx = 1.2;
-    nim->pixdim[2] = nim->dy = 0.8;
-    nim->pixdim[3] = nim->dz = 3.0;
-    nim->qform_code = NIFTI_XFORM_SCANNER_ANAT;
-    nim->quatern_b = 0.2;
-    nim->quatern_c = 0.1;
-    nim->quatern_d = -0.3;
-    nim->qoffset_x = 10;
-    nim->qoffset_y = -20.5;
-    nim->qoffset_z = 33;
-    nim->qfac = 1;
-    nim->sform_code = NIFTI_XFORM_ALIGNED_ANAT;
-    nim->sto_xyz = nifti_quatern_to_dmat44(0.2, 0.1, -0.3, 11, -20, 30, 1.2,
-                                           0.8, 3.0, 1);
-    nim->xyz_units = NIFTI_UNITS_MM;
+    nifti_fixture_geometry(nim);
     assert_int_equal(nifti_set_filenames(nim, path, 0, 1), 0);
     nifti_image_write(nim);
     nifti_image_free(nim);

@@ -161,8 +161,9 @@ for task in $TASKS; do
         rows="$rows$m $(inspect "$W/$m.sslim") $acc
 "
     done
-    base_flops=$(inspect "$W/baseline.sslim" | awk '{print $2}')
-    base_params=$(inspect "$W/baseline.sslim" | awk '{print $1}')
+    base_size=$(inspect "$W/baseline.sslim")
+    base_params=${base_size% *}
+    base_flops=${base_size#* }
     {
         echo
         echo "== $task: accuracy on the held-out cases ($(ls "$ds"/imagesTs/*_0000.nii.gz | wc -l) variations of one subject) =="

@@ -52,20 +52,11 @@ static void softmax_row(float *y, const float *x, int64_t L)
         y[i] *= inv;
 }
 
-#ifdef SL_HAVE_VF8
-/* The exp pass of softmax_tile on 8 lanes, then 4, then scalar: the
- * same operations per element as the 4-lane path (same results on every
- * CPU), twice the width where AVX2 is there.  yc, xc, mx, sum [nv]. */
-__attribute__((target("avx2"))) static void
-softmax_exp_avx2(float *yc, const float *xc, const float *mx, float *sum,
-                 int64_t nv)
+/* The exp pass of softmax_tile from voxel v on: y = exp(x - mx), sum += y,
+ * 4 lanes then scalar.  yc, xc, mx, sum [nv]. */
+static void softmax_exp(float *yc, const float *xc, const float *mx,
+                        float *sum, int64_t v, int64_t nv)
 {
-    int64_t v = 0;
-    for (; v + 8 <= nv; v += 8) {
-        vf8 e = vf8_exp_neg(vf8_load(xc + v) - vf8_load(mx + v));
-        vf8_store(yc + v, e);
-        vf8_store(sum + v, vf8_load(sum + v) + e);
-    }
     for (; v + VF_W <= nv; v += VF_W) {
         vf4 e = vf4_exp_neg(vf4_load(xc + v) - vf4_load(mx + v));
         vf4_store(yc + v, e);
@@ -76,6 +67,23 @@ softmax_exp_avx2(float *yc, const float *xc, const float *mx, float *sum,
         yc[v] = e;
         sum[v] += e;
     }
+}
+
+#ifdef SL_HAVE_VF8
+/* softmax_exp on 8 lanes first: the same operations per element as the
+ * 4-lane path (same results on every CPU), twice the width where AVX2 is
+ * there.  yc, xc, mx, sum [nv]. */
+__attribute__((target("avx2"))) static void
+softmax_exp_avx2(float *yc, const float *xc, const float *mx, float *sum,
+                 int64_t nv)
+{
+    int64_t v = 0;
+    for (; v + 8 <= nv; v += 8) {
+        vf8 e = vf8_exp_neg(vf8_load(xc + v) - vf8_load(mx + v));
+        vf8_store(yc + v, e);
+        vf8_store(sum + v, vf8_load(sum + v) + e);
+    }
+    softmax_exp(yc, xc, mx, sum, v, nv);
 }
 #endif
 
@@ -111,17 +119,7 @@ static void softmax_tile(float *yb, const float *xb, int64_t C, int64_t inner,
             continue;
         }
 #endif
-        int64_t v = 0;
-        for (; v + VF_W <= nv; v += VF_W) {
-            vf4 e = vf4_exp_neg(vf4_load(xc + v) - vf4_load(mx + v));
-            vf4_store(yc + v, e);
-            vf4_store(sum + v, vf4_load(sum + v) + e);
-        }
-        for (; v < nv; v++) {
-            float e = expf(xc[v] - mx[v]);
-            yc[v] = e;
-            sum[v] += e;
-        }
+        softmax_exp(yc, xc, mx, sum, 0, nv);
     }
     for (int64_t v = 0; v < nv; v++)
         sum[v] = 1.0f / sum[v];
