@@ -11,7 +11,7 @@
 # = Dataset002_Anatomy):
 #   data      tools/make_datasets.py (deterministic, ~1 min)
 #   baseline  tools/train_baseline.py, PyTorch on BASELINE_THREADS threads
-#             (brain 400, anatomy 1000 iterations; 20 to 70 min), or a copy
+#             (brain 400, anatomy 2400 iterations; 20 to 80 min), or a copy
 #             of $BASELINE_BRAIN / $BASELINE_ANATOMY when given
 #   sauron    sauron-compress with the recipe below (SAURON_FLAGS)
 #   control   the same fine-tune with --no-prune (same length, seed, lr)
@@ -73,7 +73,7 @@ fi
 
 dataset_of() { case $1 in brain) echo "$DATA/Dataset001_BrainExtraction" ;;
     anatomy) echo "$DATA/Dataset002_Anatomy" ;; *) die "unknown task '$1'" ;; esac; }
-iters_of() { case $1 in brain) echo 400 ;; *) echo 1000 ;; esac; }
+iters_of() { case $1 in brain) echo 400 ;; *) echo 2400 ;; esac; }
 # number of classes and their names from dataset.json
 classes_of() {
     /usr/bin/python3 -c 'import json,sys; l=json.load(open(sys.argv[1]))["labels"]; print(len(l), " ".join(sorted(l, key=l.get)[1:]))' "$1/dataset.json"
