@@ -36,7 +36,8 @@ if [ -n "${QUICK:-}" ]; then TASKS=${TASKS:-brain}; RUNS=${RUNS:-2}; else
     TASKS=${TASKS:-brain anatomy}; RUNS=${RUNS:-3}; fi
 PEER_BATCHES=${PEER_BATCHES:-1 4}
 # The recipe of the shipped model (run b5 in docs/SAURON_RESULTS.md)
-EPOCHS="--epochs 20 --iters-per-epoch 20"
+# (EPOCHS overrides it: tests/test_bench_real.c runs seconds-long fine-tunes)
+EPOCHS=${EPOCHS:-"--epochs 20 --iters-per-epoch 20"}
 COMMON="--batch 4 --threads $T --seed 1 --lr 2e-4 --val-fraction 0.1"
 SAURON_FLAGS=${SAURON_FLAGS:---lambda 1.0 --tau-max 0.6 --prune-every 10 --prune-guard 0.02 --max-dice-drop 0.01}
 # Per task: the anatomy baseline was trained without augmentation
@@ -66,13 +67,16 @@ mkdir -p "$REAL"
 
 # ---- data ----
 DATA=$REAL/data
-if [ ! -f "$DATA/Dataset002_Anatomy/dataset.json" ]; then
-    say "making the datasets in $DATA"
-    /usr/bin/python3 tools/make_datasets.py "$DATA" >&2 || die "tools/make_datasets.py failed"
-fi
-
 dataset_of() { case $1 in brain) echo "$DATA/Dataset001_BrainExtraction" ;;
     anatomy) echo "$DATA/Dataset002_Anatomy" ;; *) die "unknown task '$1'" ;; esac; }
+# made when a requested task's dataset is missing (make_datasets.py makes both)
+for task in $TASKS; do
+    ds=$(dataset_of "$task")
+    [ -f "$ds/dataset.json" ] && continue
+    say "making the datasets in $DATA"
+    /usr/bin/python3 tools/make_datasets.py "$DATA" >&2 || die "tools/make_datasets.py failed"
+    break
+done
 iters_of() { case $1 in brain) echo 400 ;; *) echo 2400 ;; esac; }
 # number of classes and their names from dataset.json
 classes_of() {
