@@ -313,6 +313,26 @@ size_t grad_dw_scratch_floats(int64_t rows, int64_t cols, int64_t n_batch,
 
 /* Units [u0, u1) (unit = sample * n_tiles + tile) into part [R, cols]
  * (overwritten); col, pack: this thread's slot. */
+/* dst [i, j] (+)= src [j, i] for i in [i0, i1), j in [j0, j1), in
+ * 16 x 16 blocks so that both sides are read in whole cache lines; ldd and
+ * lds are the row lengths of dst and src */
+static void transpose16(float *dst, int64_t ldd, const float *src,
+                        int64_t lds, int64_t i0, int64_t i1, int64_t j0,
+                        int64_t j1, int accumulate)
+{
+    for (int64_t jb = j0; jb < j1; jb += 16) {
+        int64_t je = jb + 16 < j1 ? jb + 16 : j1;
+        for (int64_t ib = i0; ib < i1; ib += 16) {
+            int64_t ie = ib + 16 < i1 ? ib + 16 : i1;
+            for (int64_t j = jb; j < je; j++)
+                for (int64_t i = ib; i < ie; i++) {
+                    float v = src[j * lds + i];
+                    dst[i * ldd + j] = accumulate ? dst[i * ldd + j] + v : v;
+                }
+        }
+    }
+}
+
 static void dw_units(float *part, float *col, float *pack, const DwPlan *d,
                      const GradGeom *gm, const float *src, int64_t src_n,
                      int nc, const float *b, int64_t b_n, int64_t u0,
@@ -328,16 +348,7 @@ static void dw_units(float *part, float *col, float *pack, const DwPlan *d,
         /* bt [t, cols] = b_n [cols, p0:p1]^T once, in 16 x 16 blocks:
          * the GEMM then packs B with row copies, where its transposing
          * packer would redo this for every row block of col */
-        const float *bn = b + n * b_n + p0;
-        for (int64_t j0 = 0; j0 < cols; j0 += 16) {
-            int64_t j1 = j0 + 16 < cols ? j0 + 16 : cols;
-            for (int64_t i0 = 0; i0 < t; i0 += 16) {
-                int64_t i1 = i0 + 16 < t ? i0 + 16 : t;
-                for (int64_t j = j0; j < j1; j++)
-                    for (int64_t i = i0; i < i1; i++)
-                        bt[i * cols + j] = bn[j * d->pos + i];
-            }
-        }
+        transpose16(bt, cols, b + n * b_n + p0, d->pos, 0, t, 0, cols, 0);
         /* part [R,cols] (+)= col [R,t] * bt [t,cols] */
         gemm(part, col, bt, (int)d->rows, (int)cols, t, t, (int)cols,
              (int)cols, u > u0, pack);
@@ -396,15 +407,9 @@ void grad_dw(float *dw, const float *src, int64_t src_n, int nc,
             }
         }
 #pragma omp for schedule(static)
-        for (int64_t o0 = 0; o0 < cols; o0 += 16) {
-            int64_t o1 = o0 + 16 < cols ? o0 + 16 : cols;
-            for (int64_t r0 = 0; r0 < rows; r0 += 16) {
-                int64_t r1 = r0 + 16 < rows ? r0 + 16 : rows;
-                for (int64_t o = o0; o < o1; o++)
-                    for (int64_t r = r0; r < r1; r++)
-                        dw[o * rows + r] += scratch[r * cols + o];
-            }
-        }
+        for (int64_t o0 = 0; o0 < cols; o0 += 16)
+            transpose16(dw, rows, scratch, cols, o0,
+                        o0 + 16 < cols ? o0 + 16 : cols, 0, rows, 1);
     }
 }
 
