@@ -171,6 +171,14 @@ bench-quick: all
 	@BUILD=$(BUILD) sh tools/deps.sh bench
 	@BUILD=$(BUILD) QUICK=1 sh tools/bench.sh; s=$$?; BUILD=$(BUILD) QUICK=1 sh tools/bench_real.sh || exit $$?; exit $$s
 
+# check-long: tests of the benchmark scripts (torch_segment.py, plot_run.py,
+# bench_real.sh on a tiny phantom); they need the bench deps, so not in test.
+LONG_TESTS = test_torch_segment test_bench_real
+check-long:
+	@BUILD=$(BUILD) sh tools/deps.sh bench
+	@$(MAKE) --no-print-directory $(BIN_PATHS) $(LONG_TESTS:%=$(BUILD)/tests/%)
+	@BUILD=$(BUILD) sh tests/run_all.sh $(LONG_TESTS)
+
 # Fixtures are committed; this regenerates them (needs python3-torch).
 fixtures:
 	@sh tools/deps.sh bench
