@@ -542,7 +542,10 @@ def read_nifti(path):
         raw = raw[..., None]
     if raw.ndim == 3:
         raw = raw[..., None]
-    slope, inter = scaling(img.header)
+    # nibabel moves scl_* from the header into dataobj on load (the header
+    # then holds NaN), so the scaling must be read from there
+    slope, inter = scaling({"scl_slope": img.dataobj.slope,
+                            "scl_inter": img.dataobj.inter})
     nm = raw.shape[3]
     out = np.empty((nm,) + raw.shape[2::-1], dtype=np.float32)
     for m in range(nm):
