@@ -133,6 +133,7 @@ $(BUILD)/bin/sauron-inspect: $(BUILD)/obj/tools/sauron_inspect.o $(CMP_LIB) $(RT
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/obj/tests/testutil.o $(CMP_LIB) $(RT_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(PROTOBUF_LIBS) $(NIFTI_LIBS) $(CMOCKA_LIBS) -o $@
+$(BUILD)/tests/test_peer $(BUILD)/tests/test_torch_segment: $(BUILD)/obj/tests/peercheck.o
 
 # ---- the README's run command: segment the real Colin27 T1 scan ----
 DEMO_SCAN ?= /usr/share/mricron/templates/ch2.nii.gz

@@ -29,8 +29,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "runtime/common.h"
-
 #define BASELINE "tests/fixtures/sauron/phantom_unet.onnx"
 #define PHANTOM_TRAIN 8
 #define PHANTOM_TEST 2
@@ -39,15 +37,6 @@
  * with the phantom's 2 foreground classes; speed) */
 #define EPOCH_COLS 7
 #define ROW_COLS 9
-
-static const char *tmp(const char *name)
-{
-    static char buf[16][512];
-    static int k;
-    k = (k + 1) % 16;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", test_tmpdir(), name);
-    return buf[k];
-}
 
 static const char *build_dir(void)
 {
@@ -67,35 +56,9 @@ static double now_s(void)
 static int run_to(const char *cmd, const char *out, const char *err)
 {
     char full[4096];
-    snprintf(full, sizeof full, "( %s >'%s' 2>'%s' )", cmd, tmp(out),
-             tmp(err));
+    snprintf(full, sizeof full, "( %s >'%s' 2>'%s' )", cmd,
+             test_tmp_path(out), test_tmp_path(err));
     return run_cmd(full, NULL, 0);
-}
-
-/* Whole small file as a NUL-terminated string (free()), or NULL. */
-static char *slurp(const char *path)
-{
-    uint8_t *d = NULL;
-    size_t n = 0;
-    if (sl_read_file(path, &d, &n)) return NULL;
-    char *s = malloc(n + 1);
-    assert_non_null(s);
-    memcpy(s, d, n);
-    s[n] = 0;
-    sl_free(d);
-    return s;
-}
-
-/* 1 if both files exist and hold the same bytes. */
-static int files_equal(const char *a, const char *b)
-{
-    uint8_t *x = NULL, *y = NULL;
-    size_t nx = 0, ny = 0;
-    int eq = !sl_read_file(a, &x, &nx) && !sl_read_file(b, &y, &ny) &&
-             nx == ny && !memcmp(x, y, nx);
-    sl_free(x);
-    sl_free(y);
-    return eq;
 }
 
 static int count_lines(const char *s)
@@ -109,7 +72,7 @@ static int count_lines(const char *s)
 /* Exactly one stderr line, starting with `prefix`. */
 static void assert_one_error(const char *err_name, const char *prefix)
 {
-    char *e = slurp(tmp(err_name));
+    char *e = slurp_text(test_tmp_path(err_name));
     assert_non_null(e);
     fprintf(stderr, "stderr: %s", e);
     assert_int_equal(count_lines(e), 1);
@@ -217,7 +180,7 @@ static void make_phantom(const char *dir, const char *size)
 static void make_run(const char *run_dir, const char *out, const char *flags)
 {
     static int have_ds;
-    const char *ds = tmp("Dataset910_SauronPhantom");
+    const char *ds = test_tmp_path("Dataset910_SauronPhantom");
     if (!have_ds) make_phantom(ds, "32,32,16");
     have_ds = 1;
     char bin[300], cmd[3000], err[512];
@@ -247,7 +210,7 @@ static int plot_run(const char *args)
 static void check_plot(const char *name, const char *flags, int pruned)
 {
     char base[520], run[600], model[600], png[600], args[2000];
-    snprintf(base, sizeof base, "%s", tmp(name));
+    snprintf(base, sizeof base, "%s", test_tmp_path(name));
     snprintf(run, sizeof run, "%s.run", base);
     snprintf(model, sizeof model, "%s.sslim", base);
     snprintf(png, sizeof png, "%s.png", base);
@@ -257,7 +220,7 @@ static void check_plot(const char *name, const char *flags, int pruned)
     int st = plot_run(args);
     if (st) fail_msg("plot_run.py on %s: exit %d", run, st);
     assert_png(png);
-    char *out = slurp(tmp("plot.out"));
+    char *out = slurp_text(test_tmp_path("plot.out"));
     assert_non_null(out);
     fputs(out, stderr);
     char buf[1024], *tok[MAX_TOK];
@@ -298,9 +261,10 @@ static void test_plot_no_clobber(void **state)
 {
     (void)state;
     char run[520], png[520];
-    snprintf(run, sizeof run, "%s", tmp("noprune.run"));
-    snprintf(png, sizeof png, "%s", tmp("clobber.png"));
-    if (access(run, F_OK)) make_run(run, tmp("noprune.sslim"), "--no-prune");
+    snprintf(run, sizeof run, "%s", test_tmp_path("noprune.run"));
+    snprintf(png, sizeof png, "%s", test_tmp_path("clobber.png"));
+    if (access(run, F_OK))
+        make_run(run, test_tmp_path("noprune.sslim"), "--no-prune");
     FILE *f = fopen(png, "w");
     assert_non_null(f);
     fputs("keep", f);
@@ -309,10 +273,10 @@ static void test_plot_no_clobber(void **state)
     snprintf(args, sizeof args, "'%s' '%s'", run, png);
     assert_int_not_equal(plot_run(args), 0);
     assert_one_error("plot.err", "error: plot_run: ");
-    char *e = slurp(tmp("plot.err"));
+    char *e = slurp_text(test_tmp_path("plot.err"));
     assert_non_null(strstr(e, "--force"));
     free(e);
-    char *kept = slurp(png);
+    char *kept = slurp_text(png);
     assert_string_equal(kept, "keep");
     free(kept);
     snprintf(args, sizeof args, "'%s' '%s' --force", run, png);
@@ -335,13 +299,14 @@ static void test_plot_bad_run_dirs(void **state)
         {"bad_no_seconds", "epoch,dice_mean\n0,0.5\n"},
     };
     char args[1500], png[520];
-    snprintf(png, sizeof png, "%s", tmp("bad.png"));
-    snprintf(args, sizeof args, "'%s' '%s'", tmp("no_such.run"), png);
+    snprintf(png, sizeof png, "%s", test_tmp_path("bad.png"));
+    snprintf(args, sizeof args, "'%s' '%s'", test_tmp_path("no_such.run"),
+             png);
     assert_int_not_equal(plot_run(args), 0);
     assert_one_error("plot.err", "error: plot_run: ");
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char dir[520];
-        snprintf(dir, sizeof dir, "%s", tmp(bad[i].name));
+        snprintf(dir, sizeof dir, "%s", test_tmp_path(bad[i].name));
         assert_int_equal(mkdir(dir, 0755), 0);
         if (bad[i].csv) {
             char p[700];
@@ -401,7 +366,7 @@ static double csv_mean(const char *model, const char *cls, int col)
     assert_int_equal(g.gl_pathc, PHANTOM_TEST);
     double sum = 0;
     for (size_t i = 0; i < g.gl_pathc; i++) {
-        char *s = slurp(g.gl_pathv[i]);
+        char *s = slurp_text(g.gl_pathv[i]);
         assert_non_null(s);
         char key[16];
         snprintf(key, sizeof key, "\n%s,", cls);
@@ -424,7 +389,7 @@ static long inspect_params(const char *model)
     snprintf(cmd, sizeof cmd, "%s '%s/brain/%s.sslim' --shape 1,1,224,192",
              bin_path("sauron-inspect", bin, sizeof bin), g_real, model);
     assert_int_equal(run_to(cmd, "inspect.out", "inspect.err"), 0);
-    char *s = slurp(tmp("inspect.out"));
+    char *s = slurp_text(test_tmp_path("inspect.out"));
     const char *t = line_with(s, "total:");
     assert_non_null(t);
     const char *p = strstr(t, " layers, ");
@@ -566,14 +531,15 @@ static void check_full_output(const char *out)
 static void test_bench_real_first_run(void **state)
 {
     (void)state;
-    snprintf(g_real, sizeof g_real, "%s", tmp("real"));
+    snprintf(g_real, sizeof g_real, "%s", test_tmp_path("real"));
     make_phantom(real("data/Dataset001_BrainExtraction"), "64,64,32");
     double t0 = now_s();
     int st = bench("BASELINE_BRAIN=" BASELINE
                    " EPOCHS='--epochs 2 --iters-per-epoch 5'",
                    g_real, "b1.out", "b1.err");
     g_first_s = now_s() - t0;
-    char *out = slurp(tmp("b1.out")), *err = slurp(tmp("b1.err"));
+    char *out = slurp_text(test_tmp_path("b1.out")),
+         *err = slurp_text(test_tmp_path("b1.err"));
     fputs(out, stderr);
     if (st) fail_msg("bench_real.sh: exit %d: %s", st, err);
     /* the override reached sauron-compress */
@@ -600,7 +566,7 @@ static void snap(Cached *c, const char *path, int i)
     c->mtime = st.st_mtim;
     char name[32], cmd[2000];
     snprintf(name, sizeof name, "cached.%d", i);
-    snprintf(c->copy, sizeof c->copy, "%s", tmp(name));
+    snprintf(c->copy, sizeof c->copy, "%s", test_tmp_path(name));
     snprintf(cmd, sizeof cmd, "cp '%s' '%s'", path, c->copy);
     assert_int_equal(run_cmd(cmd, NULL, 0), 0);
 }
@@ -630,7 +596,7 @@ static void test_bench_real_cached(void **state)
     assert_int_equal(g.gl_pathc, 3 * PHANTOM_TEST);
     for (size_t i = 0; i < g.gl_pathc; i++, n++)
         snap(&c[n], g.gl_pathv[i], n);
-    char *acc1 = slurp(real("brain/accuracy.txt"));
+    char *acc1 = slurp_text(real("brain/accuracy.txt"));
 
     double t0 = now_s();
     int st = bench("BASELINE_BRAIN=/nonexistent/baseline.onnx "
@@ -638,7 +604,8 @@ static void test_bench_real_cached(void **state)
                    g_real, "b2.out", "b2.err");
     double t = now_s() - t0;
     fprintf(stderr, "first run %.1f s, cached run %.1f s\n", g_first_s, t);
-    char *out = slurp(tmp("b2.out")), *err = slurp(tmp("b2.err"));
+    char *out = slurp_text(test_tmp_path("b2.out")),
+         *err = slurp_text(test_tmp_path("b2.err"));
     if (st) fail_msg("cached bench_real.sh: exit %d: %s", st, err);
     assert_non_null(strstr(err, "sauron: cached "));
     assert_non_null(strstr(err, "control: cached "));
@@ -651,7 +618,7 @@ static void test_bench_real_cached(void **state)
         if (!files_equal(c[i].path, c[i].copy))
             fail_msg("%s changed", c[i].path);
     }
-    char *acc2 = slurp(real("brain/accuracy.txt"));
+    char *acc2 = slurp_text(real("brain/accuracy.txt"));
     assert_string_equal(acc1, acc2);
     check_full_output(out);
     globfree(&g);
@@ -676,7 +643,7 @@ static void test_bench_real_disagreeing_peer(void **state)
     node[strcspn(node, "\n")] = 0;
     assert_true(node[0] == '/');
     char dir[520];
-    snprintf(dir, sizeof dir, "%s", tmp("fakebin"));
+    snprintf(dir, sizeof dir, "%s", test_tmp_path("fakebin"));
     assert_int_equal(mkdir(dir, 0755), 0);
     char fake[700];
     snprintf(fake, sizeof fake, "%s/node", dir);
@@ -692,7 +659,7 @@ static void test_bench_real_disagreeing_peer(void **state)
     snprintf(env, sizeof env, "PATH='%s':\"$PATH\"", dir);
     int st = bench(env, g_real, "b3.out", "b3.err");
     assert_int_equal(st, 1);
-    char *out = slurp(tmp("b3.out"));
+    char *out = slurp_text(test_tmp_path("b3.out"));
     char buf[1024], *tok[MAX_TOK];
     assert_int_equal(
         find_row(out, ROW_COLS, "ort", "sauron", buf, sizeof buf, tok), 9);
@@ -701,7 +668,7 @@ static void test_bench_real_disagreeing_peer(void **state)
         find_row(out, ROW_COLS, "torch", "sauron", buf, sizeof buf, tok), 9);
     assert_true(num(tok[8], 0) >= 0.999);
     free(out);
-    char *err = slurp(tmp("b3.err"));
+    char *err = slurp_text(test_tmp_path("b3.err"));
     int n_err = 0;
     for (const char *l = err; l && *l;) {
         n_err += !strncmp(l, "error: ", 7);
@@ -721,25 +688,25 @@ static void test_bench_real_errors(void **state)
 {
     (void)state;
     char nob[520];
-    snprintf(nob, sizeof nob, "%s", tmp("nobuild"));
+    snprintf(nob, sizeof nob, "%s", test_tmp_path("nobuild"));
     assert_int_equal(mkdir(nob, 0755), 0);
     char cmd[2000];
     snprintf(cmd, sizeof cmd,
              "env TASKS=brain REAL='%s' BUILD='%s' sh tools/bench_real.sh",
-             tmp("real_nobuild"), nob);
+             test_tmp_path("real_nobuild"), nob);
     assert_int_equal(run_to(cmd, "e.out", "e.err"), 1);
     assert_one_error("e.err", "error: bench_real: ");
-    char *e = slurp(tmp("e.err"));
+    char *e = slurp_text(test_tmp_path("e.err"));
     assert_non_null(strstr(e, "/bin/sauron-compress missing"));
     free(e);
-    assert_int_not_equal(access(tmp("real_nobuild"), F_OK), 0);
+    assert_int_not_equal(access(test_tmp_path("real_nobuild"), F_OK), 0);
 
     snprintf(cmd, sizeof cmd,
              "env TASKS=nosuch REAL='%s' BUILD='%s' sh tools/bench_real.sh",
-             tmp("real_nosuch"), build_dir());
+             test_tmp_path("real_nosuch"), build_dir());
     assert_int_equal(run_to(cmd, "e.out", "e.err"), 1);
     assert_one_error("e.err", "error: bench_real: unknown task 'nosuch'");
-    assert_int_not_equal(access(tmp("real_nosuch/data"), F_OK), 0);
+    assert_int_not_equal(access(test_tmp_path("real_nosuch/data"), F_OK), 0);
 }
 
 /* QUICK=1 on a REAL holding only the dataset: the baseline architecture
@@ -751,13 +718,14 @@ static void test_bench_real_quick_untrained(void **state)
     (void)state;
     if (!g_first_ok) fail_msg("needs test_bench_real_first_run");
     char r2[520];
-    snprintf(r2, sizeof r2, "%s", tmp("real_quick"));
+    snprintf(r2, sizeof r2, "%s", test_tmp_path("real_quick"));
     assert_int_equal(mkdir(r2, 0755), 0);
     char link[700];
     snprintf(link, sizeof link, "%s/data", r2);
     assert_int_equal(symlink(real("data"), link), 0);
     int st = bench("QUICK=1", r2, "q1.out", "q1.err");
-    char *out = slurp(tmp("q1.out")), *err = slurp(tmp("q1.err"));
+    char *out = slurp_text(test_tmp_path("q1.out")),
+         *err = slurp_text(test_tmp_path("q1.err"));
     fputs(out, stderr);
     if (st) fail_msg("QUICK bench_real.sh: exit %d: %s", st, err);
     char buf[1024], *tok[MAX_TOK];
@@ -788,7 +756,8 @@ static void test_bench_real_quick_cached(void **state)
     (void)state;
     if (!g_first_ok) fail_msg("needs test_bench_real_first_run");
     int st = bench("QUICK=1", g_real, "q2.out", "q2.err");
-    char *out = slurp(tmp("q2.out")), *err = slurp(tmp("q2.err"));
+    char *out = slurp_text(test_tmp_path("q2.out")),
+         *err = slurp_text(test_tmp_path("q2.err"));
     if (st) fail_msg("QUICK bench_real.sh: exit %d: %s", st, err);
     double cut;
     check_accuracy_row(out, "baseline", 1, &cut);

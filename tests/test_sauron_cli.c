@@ -34,7 +34,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
-#include <time.h>
 
 #include "runtime/common.h"
 #include "tests/testutil.h"
@@ -57,18 +56,13 @@ static int setup(void **state)
 /* Value of "key": NUMBER in a small JSON file, NAN if absent. */
 static double json_num(const char *path, const char *key)
 {
-    uint8_t *d = NULL;
-    size_t n = 0;
-    if (sl_read_file(path, &d, &n)) return NAN;
-    char *s = sl_alloc(n + 1);
-    memcpy(s, d, n);
-    s[n] = 0;
-    sl_free(d);
+    char *s = slurp_text(path);
+    if (!s) return NAN;
     char pat[64];
     snprintf(pat, sizeof pat, "\"%s\": ", key);
     char *p = strstr(s, pat);
     double v = p ? strtod(p + strlen(pat), NULL) : (double)NAN;
-    sl_free(s);
+    free(s);
     return v;
 }
 
@@ -78,18 +72,13 @@ static double noprune_dice(const char *run)
 {
     char path[700];
     snprintf(path, sizeof path, "%s/epochs.jsonl", run);
-    uint8_t *d = NULL;
-    size_t n = 0;
-    if (sl_read_file(path, &d, &n)) return NAN;
-    char *s = sl_alloc(n + 1);
-    memcpy(s, d, n);
-    s[n] = 0;
-    sl_free(d);
+    char *s = slurp_text(path);
+    if (!s) return NAN;
     char *last = NULL, *p = s;
     while ((p = strstr(p, "\"dice_mean\": ")))
         last = p++;
     double v = last ? strtod(last + 13, NULL) : (double)NAN;
-    sl_free(s);
+    free(s);
     return v;
 }
 
@@ -155,50 +144,6 @@ static void test_prune_vs_noprune(void **state)
     fprintf(stderr, "resume with --tau-max 0.3: exit %d: %s\n", rc, err);
     assert_int_not_equal(rc, 0);
     assert_non_null(strstr(err, "tau_max"));
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int file_has_line_starting(const char *path, const char *prefix)
-{
-    char line[8192];
-    int found = 0;
-    FILE *f = fopen(path, "r");
-    if (!f) return 0;
-    while (!found && fgets(line, sizeof line, f))
-        found = !strncmp(line, prefix, strlen(prefix));
-    fclose(f);
-    return found;
-}
-
-static int files_equal(const char *a, const char *b)
-{
-    uint8_t *x = NULL, *y = NULL;
-    size_t nx = 0, ny = 0;
-    int eq = !sl_read_file(a, &x, &nx) && !sl_read_file(b, &y, &ny) &&
-             nx == ny && !memcmp(x, y, nx);
-    sl_free(x);
-    sl_free(y);
-    return eq;
-}
-
-/* Whole small text file as a NUL-terminated string (sl_free), or NULL. */
-static char *slurp(const char *path)
-{
-    uint8_t *d = NULL;
-    size_t n = 0;
-    if (sl_read_file(path, &d, &n)) return NULL;
-    char *s = sl_alloc(n + 1);
-    if (s) {
-        memcpy(s, d, n);
-        s[n] = 0;
-    }
-    sl_free(d);
-    return s;
 }
 
 /* The uninterrupted pruning run of test_prune_vs_noprune (made here if
@@ -311,13 +256,13 @@ static void test_checkpoint_write_fails(void **state)
     int rc = run_cmd(cmd, err, sizeof err);
     char errf[700];
     snprintf(errf, sizeof errf, "%s.err", out);
-    char *msg = slurp(errf);
+    char *msg = slurp_text(errf);
     fprintf(stderr, "resume under ulimit -f %ld: exit %d:\n%s", kb, rc,
             msg ? msg : "?");
     /* the failure is the checkpoint's write, reported as such */
     assert_non_null(msg);
     assert_non_null(strstr(msg, "checkpoint"));
-    sl_free(msg);
+    free(msg);
     assert_int_not_equal(rc, 0);
     assert_false(sl_file_exists(out));
     assert_true(files_equal(ck, ck2));
@@ -363,16 +308,10 @@ static void test_distill_unlabeled(void **state)
     assert_true(cut > 0.25);
     assert_true(d > 0.95);
     snprintf(sum, sizeof sum, "%s/dist.sslim.run/sauron_summary.txt", tmp);
-    uint8_t *t = NULL;
-    size_t n = 0;
-    assert_int_equal(sl_read_file(sum, &t, &n), 0);
-    char *txt = sl_alloc(n + 1);
+    char *txt = slurp_text(sum);
     assert_non_null(txt);
-    memcpy(txt, t, n);
-    txt[n] = 0;
     int says = strstr(txt, "distill mode") != NULL;
-    sl_free(txt);
-    sl_free(t);
+    free(txt);
     assert_true(says);
     /* a labelled run's folder, resumed with --distill: refused */
     char ref[600];
@@ -385,14 +324,14 @@ static void test_distill_unlabeled(void **state)
     rc = run_cmd(cmd, err, sizeof err);
     char errf[700]; /* run_cmd keeps the whole stderr there */
     snprintf(errf, sizeof errf, "%s/stderr.txt", tmp);
-    char *msg = slurp(errf);
+    char *msg = slurp_text(errf);
     fprintf(stderr, "resume with --distill: exit %d:\n%s", rc,
             msg ? msg : "?");
     assert_int_not_equal(rc, 0);
     assert_non_null(msg);
     assert_non_null(strstr(msg, "other settings"));
     assert_non_null(strstr(msg, "distill=1"));
-    sl_free(msg);
+    free(msg);
 }
 
 static void test_bad_flags(void **state)

@@ -25,7 +25,6 @@
 #include <string.h>
 #include <sys/types.h>
 #include <sys/wait.h>
-#include <time.h>
 
 #include "compressor/onnx/onnx_import.h"
 #include "runtime/common.h"
@@ -272,35 +271,6 @@ static void test_onnx_output(void **state)
     assert_int_equal(g.meta.n_classes, 2);
     assert_string_equal(g.meta.class_names[1], "organ1");
     graph_free(&g);
-}
-
-static int file_has_line_starting(const char *path, const char *prefix)
-{
-    char line[4096];
-    int found = 0;
-    FILE *f = fopen(path, "r");
-    if (!f) return 0;
-    while (!found && fgets(line, sizeof line, f))
-        found = !strncmp(line, prefix, strlen(prefix));
-    fclose(f);
-    return found;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int files_equal(const char *a, const char *b)
-{
-    uint8_t *x = NULL, *y = NULL;
-    size_t nx = 0, ny = 0;
-    int eq = !sl_read_file(a, &x, &nx) && !sl_read_file(b, &y, &ny) &&
-             nx == ny && !memcmp(x, y, nx);
-    sl_free(x);
-    sl_free(y);
-    return eq;
 }
 
 /* kill -9 during epoch 2 of 3, then --resume: byte-identical output. */

@@ -6,7 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+#include "runtime/common.h"
 
 uint64_t trng_next(TestRng *r)
 {
@@ -77,6 +80,15 @@ const char *test_tmpdir(void)
     return dir;
 }
 
+const char *test_tmp_path(const char *name)
+{
+    static char buf[16][512];
+    static int k;
+    k = (k + 1) % 16;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", test_tmpdir(), name);
+    return buf[k];
+}
+
 int run_cmd(const char *cmd, char *err_line, size_t len)
 {
     char full[4096];
@@ -94,6 +106,48 @@ int run_cmd(const char *cmd, char *err_line, size_t len)
     }
     if (st == -1 || !WIFEXITED(st)) return -1;
     return WEXITSTATUS(st);
+}
+
+char *slurp_text(const char *path)
+{
+    uint8_t *d = NULL;
+    size_t n = 0;
+    if (sl_read_file(path, &d, &n)) return NULL;
+    char *s = malloc(n + 1);
+    assert_non_null(s);
+    memcpy(s, d, n);
+    s[n] = 0;
+    sl_free(d);
+    return s;
+}
+
+int files_equal(const char *a, const char *b)
+{
+    uint8_t *x = NULL, *y = NULL;
+    size_t nx = 0, ny = 0;
+    int eq = !sl_read_file(a, &x, &nx) && !sl_read_file(b, &y, &ny) &&
+             nx == ny && !memcmp(x, y, nx);
+    sl_free(x);
+    sl_free(y);
+    return eq;
+}
+
+int file_has_line_starting(const char *path, const char *prefix)
+{
+    char line[8192];
+    int found = 0;
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    while (!found && fgets(line, sizeof line, f))
+        found = !strncmp(line, prefix, strlen(prefix));
+    fclose(f);
+    return found;
+}
+
+void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
 }
 
 float *load_tensor(const char *path, int64_t *dims, int *ndim)

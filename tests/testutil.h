@@ -33,9 +33,22 @@ const char *bin_path(const char *name, char *buf, size_t len);
 /* A fresh temporary directory for this test program (created once). */
 const char *test_tmpdir(void);
 
+/* "<test_tmpdir()>/<name>" in one of 16 rotating static buffers: valid
+ * until 16 more calls (copy it to keep it longer). */
+const char *test_tmp_path(const char *name);
+
 /* Run a shell command; capture stderr (first line, up to len) and return
  * the exit status (or -1). */
 int run_cmd(const char *cmd, char *err_line, size_t len);
+
+/* Whole small file as a NUL-terminated string (free()), or NULL if it
+ * cannot be read; fails the calling test when out of memory. */
+char *slurp_text(const char *path);
+/* 1 if both files exist and hold the same bytes. */
+int files_equal(const char *a, const char *b);
+/* 1 if a line of the text file starts with `prefix` (0 if unreadable). */
+int file_has_line_starting(const char *path, const char *prefix);
+void sleep_ms(long ms);
 
 /* Tensor fixture file (written by tools/make_fixtures.py):
  *   "SLTENSOR" (8 bytes), u32 version = 1, u32 ndim, ndim x i64 dims,
