@@ -239,10 +239,12 @@ for task in $TASKS; do
         echo "batch: slices per run; each peer ran at batches $PEER_BATCHES and its faster is shown; ours chooses (segment --help)."
     } | tee "$W/speed.txt"
     # the goals of issue 5, from the two tables above
-    awk -v bf="$base_flops" '$1 == "baseline" {bd = $(NF - 1)} $1 == "sauron" {sd = $(NF - 1); sf = $4}
+    # (the FLOPs cut is the table's own column, not recomputed from its
+    # rounded GFLOPs, so that both say the same number)
+    awk '$1 == "baseline" {bd = $(NF - 1)} $1 == "sauron" {sd = $(NF - 1); sc = $5 + 0}
         END {if (bd == "" || sd == "") exit
              printf "goal FLOPs: %.1f%% fewer (goal >= 90%%) with mean Dice %.4f vs %.4f (%+.2f points; goal >= -1)\n",
-                 100 * (1 - sf * 1e9 / bf), sd, bd, 100 * (sd - bd)}' "$W/accuracy.txt" | tee -a "$W/speed.txt"
+                 sc, sd, bd, 100 * (sd - bd)}' "$W/accuracy.txt" | tee -a "$W/speed.txt"
     printf '%s' "$srows" | awk '
         $1 == "ours" && $2 == "sauron" {o = $3; om = $4} $1 == "ort" {t[$2] = $3; tm[$2] = $4}
         END {printf "goal speed: ours on the Sauron model is %.1fx faster than ORT on the baseline (goal >= 10x) and %.2fx faster than ORT on the Sauron model (goal > 1x)\n", t["baseline"] / o, t["sauron"] / o
