@@ -38,12 +38,6 @@
 #define EPOCH_COLS 7
 #define ROW_COLS 9
 
-static const char *build_dir(void)
-{
-    const char *b = getenv("SL_BUILD");
-    return b && *b ? b : "build";
-}
-
 static double now_s(void)
 {
     struct timespec t;
@@ -347,7 +341,7 @@ static int bench(const char *env, const char *real_dir, const char *out,
     char cmd[3000];
     snprintf(cmd, sizeof cmd,
              "env TASKS=brain REAL='%s' BUILD='%s' %s sh tools/bench_real.sh",
-             real_dir, build_dir(), env);
+             real_dir, test_build_dir(), env);
     double t0 = now_s();
     int st = run_to(cmd, out, err);
     fprintf(stderr, "bench_real %s: exit %d, %.1f s\n", env, st,
@@ -704,7 +698,7 @@ static void test_bench_real_errors(void **state)
 
     snprintf(cmd, sizeof cmd,
              "env TASKS=nosuch REAL='%s' BUILD='%s' sh tools/bench_real.sh",
-             test_tmp_path("real_nosuch"), build_dir());
+             test_tmp_path("real_nosuch"), test_build_dir());
     assert_int_equal(run_to(cmd, "e.out", "e.err"), 1);
     assert_one_error("e.err", "error: bench_real: unknown task 'nosuch'");
     assert_int_not_equal(access(test_tmp_path("real_nosuch/data"), F_OK), 0);

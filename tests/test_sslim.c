@@ -43,27 +43,7 @@ static void expect_same_graph(const Graph *a, const Graph *b)
     assert_int_equal(a->n_outputs, b->n_outputs);
     assert_memory_equal(a->outputs, b->outputs,
                         (size_t)a->n_outputs * sizeof(int));
-    const ModelMeta *m = &a->meta, *n = &b->meta;
-    assert_int_equal(m->n_classes, n->n_classes);
-    for (int i = 0; i < m->n_classes; i++)
-        assert_string_equal(m->class_names[i], n->class_names[i]);
-    assert_int_equal(m->n_modalities, n->n_modalities);
-    for (int i = 0; i < m->n_modalities; i++) {
-        assert_string_equal(m->modality_names[i], n->modality_names[i]);
-        assert_int_equal(m->normalize[i].kind, n->normalize[i].kind);
-        assert_true(m->normalize[i].lo == n->normalize[i].lo);
-        assert_true(m->normalize[i].hi == n->normalize[i].hi);
-    }
-    assert_int_equal(m->dims, n->dims);
-    assert_int_equal(m->axis, n->axis);
-    assert_memory_equal(m->patch, n->patch, sizeof m->patch);
-    assert_int_equal(m->order, n->order);
-    assert_memory_equal(m->source_sha256, n->source_sha256, 32);
-    assert_string_equal(m->source_name, n->source_name);
-    if (m->notes)
-        assert_string_equal(m->notes, n->notes);
-    else
-        assert_null(n->notes);
+    assert_meta_equal(&a->meta, &b->meta);
 }
 
 /* Decode that must fail with ERR_FORMAT; optional message substring. */

@@ -38,7 +38,8 @@
 #define MIN_CLASS_VOXELS 300
 
 /* Head intensity at (i, j, k): brain 500 inside a skull rim of 1000 with
- * a dark gap, air 0; a gradient along j and noise of sd ~25. */
+ * a dark gap, air 0; a gradient along j and noise, the sum of two
+ * uniforms on [-25, 25] (sd ~20). */
 static float head(int i, int j, int k, TestRng *rng)
 {
     double x = (i - NX / 2.0) / (0.45 * NX), y = (j - NY / 2.0) / (0.45 * NY);

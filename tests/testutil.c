@@ -60,10 +60,15 @@ const char *fixture_path(const char *name, char *buf, size_t len)
     return buf;
 }
 
-const char *bin_path(const char *name, char *buf, size_t len)
+const char *test_build_dir(void)
 {
     const char *b = getenv("SL_BUILD");
-    snprintf(buf, len, "%s/bin/%s", b && *b ? b : "build", name);
+    return b && *b ? b : "build";
+}
+
+const char *bin_path(const char *name, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/bin/%s", test_build_dir(), name);
     return buf;
 }
 
@@ -235,8 +240,7 @@ int save_tensor(const char *path, const float *x, const int64_t *dims,
 const char *ort_dir(void)
 {
     static char dir[512];
-    const char *b = getenv("SL_BUILD");
-    const char *cands[2] = {b && *b ? b : "build", "build"};
+    const char *cands[2] = {test_build_dir(), "build"};
     if (system("command -v node >/dev/null 2>&1") != 0) return NULL;
     for (int k = 0; k < 2; k++) {
         char probe[600];

@@ -28,6 +28,8 @@ int allclose(const float *a, const float *b, size_t n, double atol,
 
 /* Path of a committed fixture: tests/fixtures/<name>. */
 const char *fixture_path(const char *name, char *buf, size_t len);
+/* The build folder the tests run against: $SL_BUILD, default build. */
+const char *test_build_dir(void);
 /* Path of a built binary: $SL_BUILD/bin/<name> (default build/). */
 const char *bin_path(const char *name, char *buf, size_t len);
 /* A fresh temporary directory for this test program (created once). */

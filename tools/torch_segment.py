@@ -512,9 +512,9 @@ def model_meta(props, path):
 
 # ------------------------------------------------------------------ NIfTI
 
-def scaling(hdr):
+def scaling(slope, inter):
     """libnifti: non-finite scl_* become 0; slope 0 means unscaled."""
-    s, i = float(hdr["scl_slope"]), float(hdr["scl_inter"])
+    s, i = float(slope), float(inter)
     s = s if math.isfinite(s) else 0.0
     i = i if math.isfinite(i) else 0.0
     return (1.0, 0.0) if s == 0.0 else (s, i)
@@ -544,8 +544,7 @@ def read_nifti(path):
         raw = raw[..., None]
     # nibabel moves scl_* from the header into dataobj on load (the header
     # then holds NaN), so the scaling must be read from there
-    slope, inter = scaling({"scl_slope": img.dataobj.slope,
-                            "scl_inter": img.dataobj.inter})
+    slope, inter = scaling(img.dataobj.slope, img.dataobj.inter)
     nm = raw.shape[3]
     out = np.empty((nm,) + raw.shape[2::-1], dtype=np.float32)
     for m in range(nm):
