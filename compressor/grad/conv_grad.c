@@ -311,8 +311,6 @@ size_t grad_dw_scratch_floats(int64_t rows, int64_t cols, int64_t n_batch,
            (size_t)dw_slots(&d) * (d.col + d.pack);
 }
 
-/* Units [u0, u1) (unit = sample * n_tiles + tile) into part [R, cols]
- * (overwritten); col, pack: this thread's slot. */
 /* dst [i, j] (+)= src [j, i] for i in [i0, i1), j in [j0, j1), in
  * 16 x 16 blocks so that both sides are read in whole cache lines; ldd and
  * lds are the row lengths of dst and src */
@@ -324,15 +322,22 @@ static void transpose16(float *dst, int64_t ldd, const float *src,
         int64_t je = jb + 16 < j1 ? jb + 16 : j1;
         for (int64_t ib = i0; ib < i1; ib += 16) {
             int64_t ie = ib + 16 < i1 ? ib + 16 : i1;
-            for (int64_t j = jb; j < je; j++)
-                for (int64_t i = ib; i < ie; i++) {
-                    float v = src[j * lds + i];
-                    dst[i * ldd + j] = accumulate ? dst[i * ldd + j] + v : v;
-                }
+            /* the mode is tested per block, not per element; the
+             * read-modify-write runs along dst rows */
+            if (accumulate)
+                for (int64_t i = ib; i < ie; i++)
+                    for (int64_t j = jb; j < je; j++)
+                        dst[i * ldd + j] += src[j * lds + i];
+            else
+                for (int64_t j = jb; j < je; j++)
+                    for (int64_t i = ib; i < ie; i++)
+                        dst[i * ldd + j] = src[j * lds + i];
         }
     }
 }
 
+/* Units [u0, u1) (unit = sample * n_tiles + tile) into part [R, cols]
+ * (overwritten); col, pack: this thread's slot. */
 static void dw_units(float *part, float *col, float *pack, const DwPlan *d,
                      const GradGeom *gm, const float *src, int64_t src_n,
                      int nc, const float *b, int64_t b_n, int64_t u0,
