@@ -58,6 +58,7 @@ TESTS += test_onnx_export
 TESTS += test_fused
 TESTS += test_convert
 TESTS += test_peer
+TESTS += test_codec
 
 RT_OBJ  = $(RT_SRC:%.c=$(BUILD)/obj/%.o)
 CMP_OBJ = $(CMP_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/onnx.pb-c.o
