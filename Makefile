@@ -30,7 +30,7 @@ RT_OPS = runtime/ops/optable.c runtime/ops/conv.c \
          runtime/ops/activation.c runtime/ops/add.c runtime/ops/softmax.c \
          runtime/ops/concat.c runtime/ops/pool.c runtime/ops/resize.c \
          runtime/ops/fused.c
-RT_SRC = runtime/common.c runtime/graph.c runtime/plan.c runtime/exec.c \
+RT_SRC = runtime/common.c runtime/bytes.c runtime/graph.c runtime/plan.c runtime/exec.c \
          runtime/sslim.c runtime/nifti_io.c runtime/volume.c \
          runtime/segment.c $(RT_OPS)
 CMP_SRC = compressor/onnx/onnx_import.c compressor/onnx/onnx_fold.c compressor/onnx/onnx_lower.c compressor/onnx/onnx_layout.c \

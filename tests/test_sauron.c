@@ -981,18 +981,21 @@ static void test_sched_checkpoint(void **st)
     assert_int_equal(sauron_sched_init(&a, &c, 3, ch, 20, 0.9), 0);
     sched_run(&a, 1, 9);
     assert_true(a.pt[1].frozen && !a.pt[0].frozen);
-    size_t n = sauron_sched_save_size(&a);
-    uint8_t *buf = malloc(n);
-    assert_int_equal(sauron_sched_save(&a, buf, n), 0);
+    ByteWriter w = {0};
+    sauron_sched_save(&a, &w);
+    assert_int_equal(w.err, 0);
+    uint8_t *buf = w.p;
+    size_t n = w.n;
     assert_int_equal(sauron_sched_load(&b, buf, n, &c, 20, 3, "ckpt"), 0);
     sched_run(&a, 10, 20);
     sched_run(&b, 10, 20);
-    size_t na = sauron_sched_save_size(&a);
-    assert_int_equal(na, sauron_sched_save_size(&b));
-    uint8_t *ba = malloc(na), *bb = malloc(na);
-    sauron_sched_save(&a, ba, na);
-    sauron_sched_save(&b, bb, na);
-    assert_memory_equal(ba, bb, na);
+    ByteWriter wa = {0}, wb = {0};
+    sauron_sched_save(&a, &wa);
+    sauron_sched_save(&b, &wb);
+    assert_int_equal(wa.err, 0);
+    assert_int_equal(wb.err, 0);
+    assert_int_equal(wa.n, wb.n);
+    assert_memory_equal(wa.p, wb.p, wa.n);
     for (int i = 0; i < 3; i++)
         assert_true(a.pt[i].tau == b.pt[i].tau);
     sauron_sched_free(&b);
@@ -1027,9 +1030,9 @@ static void test_sched_checkpoint(void **st)
     sl_error_quiet(0);
     sl_error_reset();
     sauron_sched_free(&a);
-    free(buf);
-    free(ba);
-    free(bb);
+    bw_free(&w);
+    bw_free(&wa);
+    bw_free(&wb);
 }
 
 int main(void)

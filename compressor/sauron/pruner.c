@@ -7,6 +7,7 @@
 #include "compressor/sauron/distance.h"
 #include "compressor/sauron/pruner.h"
 #include "compressor/sauron/surgery.h"
+#include "runtime/bytes.h"
 #include "runtime/common.h"
 #include "runtime/sslim.h"
 
@@ -698,115 +699,57 @@ double pruner_last_reg(const Pruner *p) { return p->last_reg; }
 
 /* ---- checkpoint ---- */
 
-static void put32(uint8_t **w, uint32_t v)
-{
-    sl_wr32(*w, v);
-    *w += 4;
-}
-static void put64(uint8_t **w, uint64_t v)
-{
-    sl_wr64(*w, v);
-    *w += 8;
-}
-static void putf(uint8_t **w, double d)
-{
-    uint64_t u;
-    memcpy(&u, &d, 8);
-    put64(w, u);
-}
-
 int pruner_save(const Pruner *p, uint8_t **buf, size_t *len)
 {
     *buf = NULL;
     *len = 0;
-    uint8_t *model = NULL, *out = NULL;
+    uint8_t *model = NULL;
     size_t mlen = 0;
     int rc;
     if (p->best_kind == 1) {
         rc = sslim_encode(&p->best, &model, &mlen);
         if (rc) return rc;
     }
-    size_t slen = sauron_sched_save_size(&p->sched);
-    size_t head = 8 + 4 + 8 + 4 * 4 + 8 + 8 + 8 + 8 + 4 + (size_t)p->n * 8 +
-                  4 + 4 + 8;
-    size_t total = head + mlen + 8 + slen + 4;
-    out = sl_alloc(total);
-    if (!out) {
-        sl_free(model);
+    ByteWriter w = {0};
+    bw_bytes(&w, PRUNER_MAGIC, 8);
+    bw_u32(&w, PRUNER_VERSION);
+    bw_f64(&w, p->cfg.lambda);
+    bw_i32(&w, p->cfg.sf);
+    bw_i32(&w, p->cfg.prune_every);
+    bw_i32(&w, p->cfg.keep_head_input);
+    bw_i32(&w, p->started);
+    bw_u64(&w, p->cfg.seed);
+    bw_u64(&w, p->rng);
+    bw_i64(&w, p->flops0);
+    bw_i64(&w, p->params0);
+    bw_i32(&w, p->n);
+    for (int i = 0; i < p->n; i++) {
+        bw_i32(&w, p->pidx[i]);
+        bw_i32(&w, p->channels0[i]);
+    }
+    bw_i32(&w, p->best_kind);
+    bw_i32(&w, p->best_epoch);
+    bw_u64(&w, mlen);
+    bw_bytes(&w, model, mlen);
+    sl_free(model);
+    size_t at = w.n;
+    bw_u64(&w, 0); /* the schedule's size, known once it is written */
+    sauron_sched_save(&p->sched, &w);
+    bw_put_u64_at(&w, at, (uint64_t)(w.n - at - 8));
+    bw_u32(&w, bw_crc32(&w, 0));
+    if (w.err) {
+        bw_free(&w);
         sl_error("out of memory saving the Sauron pruner state");
         return ERR_NOMEM;
     }
-    uint8_t *w = out;
-    memcpy(w, PRUNER_MAGIC, 8);
-    w += 8;
-    put32(&w, PRUNER_VERSION);
-    putf(&w, p->cfg.lambda);
-    put32(&w, (uint32_t)p->cfg.sf);
-    put32(&w, (uint32_t)p->cfg.prune_every);
-    put32(&w, (uint32_t)p->cfg.keep_head_input);
-    put32(&w, (uint32_t)p->started);
-    put64(&w, p->cfg.seed);
-    put64(&w, p->rng);
-    put64(&w, (uint64_t)p->flops0);
-    put64(&w, (uint64_t)p->params0);
-    put32(&w, (uint32_t)p->n);
-    for (int i = 0; i < p->n; i++) {
-        put32(&w, (uint32_t)p->pidx[i]);
-        put32(&w, (uint32_t)p->channels0[i]);
-    }
-    put32(&w, (uint32_t)p->best_kind);
-    put32(&w, (uint32_t)p->best_epoch);
-    put64(&w, mlen);
-    if (mlen) memcpy(w, model, mlen);
-    w += mlen;
-    put64(&w, slen);
-    sauron_sched_save(&p->sched, w, slen);
-    w += slen;
-    put32(&w, sl_crc32(0, out, (size_t)(w - out)));
-    CHECK((size_t)(w - out) == total);
-    sl_free(model);
-    *buf = out;
-    *len = total;
+    *buf = w.p;
+    *len = w.n;
     return 0;
-}
-
-typedef struct {
-    const uint8_t *b;
-    size_t n, len;
-    int bad;
-} Rd;
-
-static const uint8_t *take(Rd *r, size_t k)
-{
-    if (r->bad || r->len - r->n < k) {
-        r->bad = 1;
-        return NULL;
-    }
-    const uint8_t *q = r->b + r->n;
-    r->n += k;
-    return q;
-}
-static uint32_t get32(Rd *r)
-{
-    const uint8_t *q = take(r, 4);
-    return q ? sl_rd32(q) : 0;
-}
-static uint64_t get64(Rd *r)
-{
-    const uint8_t *q = take(r, 8);
-    return q ? sl_rd64(q) : 0;
-}
-static double getf(Rd *r)
-{
-    uint64_t u = get64(r);
-    double d;
-    memcpy(&d, &u, 8);
-    return d;
 }
 
 int pruner_load(Pruner *p, const uint8_t *buf, size_t len, const char *what)
 {
-    Rd r = {buf, 0, len, 0};
+    ByteReader r;
     Graph best;
     graph_init(&best);
     SauronSched s;
@@ -833,25 +776,25 @@ int pruner_load(Pruner *p, const uint8_t *buf, size_t len, const char *what)
                  what);
         return ERR_FORMAT;
     }
-    r.len = len - 4;
-    take(&r, 8);
-    if (get32(&r) != PRUNER_VERSION) {
+    br_init(&r, buf, len - 4);
+    br_skip(&r, 8);
+    if (br_u32(&r) != PRUNER_VERSION) {
         sl_error("%s: Sauron pruner state of another version; start the run "
                  "again without --resume",
                  what);
         return ERR_FORMAT;
     }
-    double lambda = getf(&r);
-    int sf = (int)get32(&r);
-    int every = (int)get32(&r);
-    int keep = (int)get32(&r);
-    int started = (int)get32(&r);
-    uint64_t seed = get64(&r);
-    uint64_t rng = get64(&r);
-    int64_t flops0 = (int64_t)get64(&r);
-    int64_t params0 = (int64_t)get64(&r);
-    int n = (int)get32(&r);
-    if (r.bad) goto corrupt;
+    double lambda = br_f64(&r);
+    int sf = br_i32(&r);
+    int every = br_i32(&r);
+    int keep = br_i32(&r);
+    int started = br_i32(&r);
+    uint64_t seed = br_u64(&r);
+    uint64_t rng = br_u64(&r);
+    int64_t flops0 = br_i64(&r);
+    int64_t params0 = br_i64(&r);
+    int n = br_i32(&r);
+    if (r.err) goto corrupt;
     if (lambda != p->cfg.lambda) diff = "--lambda";
     else if (sf != p->cfg.sf) diff = "--sf";
     else if (every != p->cfg.prune_every) diff = "--prune-every";
@@ -874,19 +817,19 @@ int pruner_load(Pruner *p, const uint8_t *buf, size_t len, const char *what)
         return ERR_NOMEM;
     }
     for (int i = 0; i < n; i++) {
-        pidx[i] = (int)get32(&r);
-        ch0[i] = (int)get32(&r);
-        if (!r.bad && (pidx[i] < 0 || pidx[i] >= p->pg.n_points ||
+        pidx[i] = br_i32(&r);
+        ch0[i] = br_i32(&r);
+        if (!r.err && (pidx[i] < 0 || pidx[i] >= p->pg.n_points ||
                        p->pg.points[pidx[i]].head ||
                        (i > 0 && pidx[i] <= pidx[i - 1]) ||
                        p->pg.points[pidx[i]].channels > ch0[i]))
             diff = "the model (its points do not match the checkpoint)";
     }
-    int best_kind = (int)get32(&r);
-    int best_epoch = (int)get32(&r);
-    uint64_t mlen = get64(&r);
-    const uint8_t *mb = take(&r, (size_t)mlen);
-    if (r.bad || best_kind < 0 || best_kind > 2 ||
+    int best_kind = br_i32(&r);
+    int best_epoch = br_i32(&r);
+    uint64_t mlen = br_u64(&r);
+    const uint8_t *mb = br_bytes(&r, (size_t)mlen);
+    if (r.err || best_kind < 0 || best_kind > 2 ||
         (best_kind == 1) != (mlen > 0))
         goto corrupt_free;
     if (diff) {
@@ -901,9 +844,9 @@ int pruner_load(Pruner *p, const uint8_t *buf, size_t len, const char *what)
         rc = sslim_decode(mb, (size_t)mlen, what, &best);
         if (rc) goto free_lists;
     }
-    uint64_t slen = get64(&r);
-    const uint8_t *sb = take(&r, (size_t)slen);
-    if (r.bad || r.n != r.len) goto corrupt_free;
+    uint64_t slen = br_u64(&r);
+    const uint8_t *sb = br_bytes(&r, (size_t)slen);
+    if (r.err || br_finish(&r)) goto corrupt_free;
     rc = sauron_sched_load(&s, sb, (size_t)slen, &p->cfg.sched, p->epochs, n,
                            what);
     if (rc) goto free_lists;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "compressor/sauron/threshold.h"
+#include "runtime/bytes.h"
 #include "runtime/common.h"
 
 void sauron_sched_defaults(SauronSchedConfig *cfg)
@@ -330,125 +331,47 @@ void sauron_sched_update(SauronSched *s, double progress, int *prune_now)
 #define SCHED_MAGIC "SLSCHED1"
 #define SCHED_VERSION 1u
 
-typedef struct {
-    uint8_t *p;    /* NULL: only count */
-    size_t n, len; /* bytes written (or needed), capacity */
-} SchedBuf;
-
-static void put32(SchedBuf *b, uint32_t v)
+void sauron_sched_save(const SauronSched *s, ByteWriter *b)
 {
-    if (b->p && b->n + 4 <= b->len) sl_wr32(b->p + b->n, v);
-    b->n += 4;
-}
-
-static void putf(SchedBuf *b, double f)
-{
-    uint64_t u;
-    memcpy(&u, &f, sizeof u);
-    if (b->p && b->n + 8 <= b->len) sl_wr64(b->p + b->n, u);
-    b->n += 8;
-}
-
-static void sched_encode(SchedBuf *b, const SauronSched *s)
-{
-    if (b->p && b->len >= 8) memcpy(b->p, SCHED_MAGIC, 8);
-    b->n = 8;
-    put32(b, SCHED_VERSION);
+    bw_bytes(b, SCHED_MAGIC, 8);
+    bw_u32(b, SCHED_VERSION);
     const SauronSchedConfig *c = &s->cfg;
-    put32(b, (uint32_t)c->kind);
-    putf(b, c->tau0);
-    putf(b, c->tau_max);
-    put32(b, (uint32_t)c->kappa);
-    put32(b, (uint32_t)c->rho);
-    putf(b, c->mu);
-    putf(b, c->climb_end);
-    putf(b, c->prune_end);
-    putf(b, c->max_dice_drop);
-    put32(b, (uint32_t)c->dice_window);
-    put32(b, (uint32_t)s->epochs);
-    putf(b, s->dice_ref);
-    put32(b, (uint32_t)s->npoints);
-    put32(b, (uint32_t)s->nloss);
-    put32(b, (uint32_t)s->dice_checked);
-    put32(b, (uint32_t)s->last_freeze);
-    put32(b, (uint32_t)s->best.have);
-    put32(b, (uint32_t)s->best.epoch);
-    putf(b, s->best.dice);
-    putf(b, s->best.flops);
+    bw_i32(b, c->kind);
+    bw_f64(b, c->tau0);
+    bw_f64(b, c->tau_max);
+    bw_i32(b, c->kappa);
+    bw_i32(b, c->rho);
+    bw_f64(b, c->mu);
+    bw_f64(b, c->climb_end);
+    bw_f64(b, c->prune_end);
+    bw_f64(b, c->max_dice_drop);
+    bw_i32(b, c->dice_window);
+    bw_i32(b, s->epochs);
+    bw_f64(b, s->dice_ref);
+    bw_i32(b, s->npoints);
+    bw_i32(b, s->nloss);
+    bw_i32(b, s->dice_checked);
+    bw_i32(b, s->last_freeze);
+    bw_i32(b, s->best.have);
+    bw_i32(b, s->best.epoch);
+    bw_f64(b, s->best.dice);
+    bw_f64(b, s->best.flops);
     for (int i = 0; i < s->nloss; i++) {
-        putf(b, s->loss[i]);
-        putf(b, s->dice[i]);
+        bw_f64(b, s->loss[i]);
+        bw_f64(b, s->dice[i]);
     }
     for (int i = 0; i < s->npoints; i++) {
         const SauronPoint *p = &s->pt[i];
-        put32(b, (uint32_t)p->rung);
-        put32(b, (uint32_t)p->patience);
-        put32(b, (uint32_t)p->frozen);
-        putf(b, p->frozen_at);
-        put32(b, (uint32_t)p->nhist);
+        bw_i32(b, p->rung);
+        bw_i32(b, p->patience);
+        bw_i32(b, p->frozen);
+        bw_f64(b, p->frozen_at);
+        bw_i32(b, p->nhist);
         for (int k = 0; k < p->nhist; k++) {
-            putf(b, p->hist[k].progress);
-            put32(b, (uint32_t)p->hist[k].channels);
+            bw_f64(b, p->hist[k].progress);
+            bw_i32(b, p->hist[k].channels);
         }
     }
-}
-
-size_t sauron_sched_save_size(const SauronSched *s)
-{
-    SchedBuf b = {NULL, 0, 0};
-    sched_encode(&b, s);
-    return b.n;
-}
-
-int sauron_sched_save(const SauronSched *s, uint8_t *buf, size_t len)
-{
-    SchedBuf b = {buf, 0, len};
-    sched_encode(&b, s);
-    CHECK(b.n <= len); /* the caller sized buf with sauron_sched_save_size */
-    return 0;
-}
-
-typedef struct {
-    const uint8_t *p;
-    size_t n, len;
-    int bad;
-} SchedRd;
-
-static uint32_t get32(SchedRd *r)
-{
-    if (r->bad || r->len - r->n < 4) {
-        r->bad = 1;
-        return 0;
-    }
-    uint32_t v = sl_rd32(r->p + r->n);
-    r->n += 4;
-    return v;
-}
-
-static double getf(SchedRd *r)
-{
-    if (r->bad || r->len - r->n < 8) {
-        r->bad = 1;
-        return 0.0;
-    }
-    uint64_t u = sl_rd64(r->p + r->n);
-    r->n += 8;
-    double f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-/* A count read from the file: at most `max` and small enough that `each`
- * bytes per item fit in what is left, so corrupt counts cannot make us
- * allocate or loop beyond the buffer. */
-static int get_count(SchedRd *r, uint32_t max, size_t each)
-{
-    uint32_t v = get32(r);
-    if (r->bad || v > max || (size_t)v > (r->len - r->n) / each) {
-        r->bad = 1;
-        return 0;
-    }
-    return (int)v;
 }
 
 /* Names the first setting that differs, or returns NULL. */
@@ -473,14 +396,16 @@ int sauron_sched_load(SauronSched *s, const uint8_t *buf, size_t len,
                       int expect_points, const char *what)
 {
     memset(s, 0, sizeof *s);
-    SchedRd r = {buf, 8, len, 0};
+    ByteReader r;
+    br_init(&r, buf, len);
+    br_skip(&r, 8);
     if (len < 12 || memcmp(buf, SCHED_MAGIC, 8) != 0) {
         sl_error("%s: not a Sauron schedule state (bad magic); start the "
                  "run again without --resume",
                  what);
         return ERR_FORMAT;
     }
-    if (get32(&r) != SCHED_VERSION) {
+    if (br_u32(&r) != SCHED_VERSION) {
         sl_error("%s: schedule state version %u is not %u; start the run "
                  "again without --resume",
                  what, sl_rd32(buf + 8), SCHED_VERSION);
@@ -488,20 +413,20 @@ int sauron_sched_load(SauronSched *s, const uint8_t *buf, size_t len,
     }
     SauronSchedConfig c;
     memset(&c, 0, sizeof c);
-    c.kind = (SauronSchedKind)get32(&r);
-    c.tau0 = getf(&r);
-    c.tau_max = getf(&r);
-    c.kappa = (int)get32(&r);
-    c.rho = (int)get32(&r);
-    c.mu = getf(&r);
-    c.climb_end = getf(&r);
-    c.prune_end = getf(&r);
-    c.max_dice_drop = getf(&r);
-    c.dice_window = (int)get32(&r);
-    int epochs = (int)get32(&r);
-    double dice_ref = getf(&r);
-    int npoints = (int)get32(&r);
-    if (r.bad) {
+    c.kind = (SauronSchedKind)br_u32(&r);
+    c.tau0 = br_f64(&r);
+    c.tau_max = br_f64(&r);
+    c.kappa = br_i32(&r);
+    c.rho = br_i32(&r);
+    c.mu = br_f64(&r);
+    c.climb_end = br_f64(&r);
+    c.prune_end = br_f64(&r);
+    c.max_dice_drop = br_f64(&r);
+    c.dice_window = br_i32(&r);
+    int epochs = br_i32(&r);
+    double dice_ref = br_f64(&r);
+    int npoints = br_i32(&r);
+    if (r.err) {
         sl_error("%s: schedule state is truncated; start the run again "
                  "without --resume",
                  what);
@@ -521,15 +446,15 @@ int sauron_sched_load(SauronSched *s, const uint8_t *buf, size_t len,
     s->epochs = epochs;
     s->dice_ref = dice_ref;
     s->npoints = npoints;
-    int nl = get_count(&r, 1000000, 16);
-    s->dice_checked = (int)get32(&r);
-    s->last_freeze = (int)get32(&r);
-    s->best.have = (int)get32(&r);
-    s->best.epoch = (int)get32(&r);
-    s->best.dice = getf(&r);
-    s->best.flops = getf(&r);
+    int nl = (int)br_count(&r, 1000000, 16);
+    s->dice_checked = br_i32(&r);
+    s->last_freeze = br_i32(&r);
+    s->best.have = br_i32(&r);
+    s->best.epoch = br_i32(&r);
+    s->best.dice = br_f64(&r);
+    s->best.flops = br_f64(&r);
     int rc = ERR_FORMAT;
-    if (r.bad || s->dice_checked < 0 || s->dice_checked > nl ||
+    if (r.err || s->dice_checked < 0 || s->dice_checked > nl ||
         s->last_freeze < 0 || s->last_freeze > nl)
         goto fail;
     rc = ERR_NOMEM;
@@ -539,19 +464,19 @@ int sauron_sched_load(SauronSched *s, const uint8_t *buf, size_t len,
     s->pt = sl_calloc((size_t)(npoints > 0 ? npoints : 1), sizeof *s->pt);
     if (!s->loss || !s->dice || !s->pt) goto fail;
     for (int i = 0; i < nl; i++) {
-        s->loss[i] = getf(&r);
-        s->dice[i] = getf(&r);
+        s->loss[i] = br_f64(&r);
+        s->dice[i] = br_f64(&r);
     }
     s->nloss = s->ndice = nl;
     for (int i = 0; i < npoints; i++) {
         SauronPoint *p = &s->pt[i];
-        p->rung = (int)get32(&r);
-        p->patience = (int)get32(&r);
-        p->frozen = (int)get32(&r);
-        p->frozen_at = getf(&r);
-        int nh = get_count(&r, 100000000, 12);
+        p->rung = br_i32(&r);
+        p->patience = br_i32(&r);
+        p->frozen = br_i32(&r);
+        p->frozen_at = br_f64(&r);
+        int nh = (int)br_count(&r, 100000000, 12);
         rc = ERR_FORMAT;
-        if (r.bad || nh < 1 || p->rung < 0 || p->rung > c.kappa ||
+        if (r.err || nh < 1 || p->rung < 0 || p->rung > c.kappa ||
             p->patience < 0)
             goto fail;
         rc = ERR_NOMEM;
@@ -559,14 +484,14 @@ int sauron_sched_load(SauronSched *s, const uint8_t *buf, size_t len,
         if (!p->hist) goto fail;
         p->cap = nh;
         for (int k = 0; k < nh; k++) {
-            p->hist[k].progress = getf(&r);
-            p->hist[k].channels = (int)get32(&r);
+            p->hist[k].progress = br_f64(&r);
+            p->hist[k].channels = br_i32(&r);
         }
         p->nhist = nh;
         p->tau = sauron_ladder_tau(&c, p->rung);
     }
     rc = ERR_FORMAT;
-    if (r.bad || r.n != len) goto fail;
+    if (r.err || br_finish(&r)) goto fail;
     return 0;
 fail:
     if (rc == ERR_NOMEM)

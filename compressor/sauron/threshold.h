@@ -45,6 +45,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "runtime/bytes.h"
+
 typedef enum {
     SAURON_SCHED_BUDGET = 0, /* default: fits the ladder into --epochs */
     SAURON_SCHED_PAPER = 1,  /* --schedule paper: patience + convergence */
@@ -196,16 +198,15 @@ int sauron_point_lost_since(const SauronPoint *pt, double since);
 /* ---- checkpoint (for --resume) ----
  * The whole schedule (config, histories, every point's state) as a
  * self-contained little-endian blob with magic "SLSCHED1" and a version.
- * Size it with sauron_sched_save_size, write it with sauron_sched_save
- * (overwrites buf; always 0).  sauron_sched_load rebuilds *s (owned by the
+ * sauron_sched_save appends it to w (runtime/bytes.h: an allocation
+ * failure sets w->err).  sauron_sched_load rebuilds *s (owned by the
  * caller afterwards: sauron_sched_free) from such a blob and refuses, with
  * ERR_ARG and a line naming the first difference, a state saved with other
  * settings (expect), another --epochs or another number of prunable
  * points; ERR_FORMAT for a bad magic/version or a truncated or corrupt
  * blob (every count is bounded by the bytes left); `what` names the file
  * in messages. */
-size_t sauron_sched_save_size(const SauronSched *s);
-int sauron_sched_save(const SauronSched *s, uint8_t *buf, size_t len);
+void sauron_sched_save(const SauronSched *s, ByteWriter *w);
 int sauron_sched_load(SauronSched *s, const uint8_t *buf, size_t len,
                       const SauronSchedConfig *expect, int expect_epochs,
                       int expect_points, const char *what);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "runtime/bytes.h"
 #include "runtime/common.h"
 
 #define TAG(a, b, c, d)                                                      \
@@ -20,151 +21,85 @@
 static const uint8_t ckpt_magic[8] = {'S', 'L', 'C',  'K',
                                       'P', 'T', '\r', '\n'};
 
-/* ---- a growable output buffer; a failed append sets err and sticks ---- */
-
-typedef struct {
-    uint8_t *p;
-    size_t n, cap;
-    int err;
-} Buf;
-
-static uint8_t *buf_grow(Buf *b, size_t add)
-{
-    if (b->err) return NULL;
-    if (add > SIZE_MAX / 2 - b->n) {
-        b->err = ERR_NOMEM;
-        return NULL;
-    }
-    if (b->n + add > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->n + add)
-            cap *= 2;
-        uint8_t *q = sl_realloc(b->p, cap);
-        if (!q) {
-            b->err = ERR_NOMEM;
-            return NULL;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    uint8_t *at = b->p + b->n;
-    b->n += add;
-    return at;
-}
-
-static void put_bytes(Buf *b, const void *src, size_t n)
-{
-    uint8_t *at = buf_grow(b, n);
-    if (at && n) memcpy(at, src, n);
-}
-static void put32(Buf *b, uint32_t v)
-{
-    uint8_t *at = buf_grow(b, 4);
-    if (at) sl_wr32(at, v);
-}
-static void put64(Buf *b, uint64_t v)
-{
-    uint8_t *at = buf_grow(b, 8);
-    if (at) sl_wr64(at, v);
-}
-static void put_f64(Buf *b, double x)
-{
-    uint64_t u;
-    memcpy(&u, &x, 8);
-    put64(b, u);
-}
-static void put_floats(Buf *b, const float *x, int64_t n)
-{
-    uint8_t *at = buf_grow(b, (size_t)n * 4);
-    for (int64_t i = 0; at && i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &x[i], 4);
-        sl_wr32(at + 4 * i, u);
-    }
-}
-
 /* Section header now, size and CRC patched by sec_end. */
-static size_t sec_begin(Buf *b, uint32_t tag)
+static size_t sec_begin(ByteWriter *b, uint32_t tag)
 {
-    put32(b, tag);
-    put64(b, 0);
+    bw_u32(b, tag);
+    bw_u64(b, 0);
     return b->n;
 }
-static void sec_end(Buf *b, size_t start)
+static void sec_end(ByteWriter *b, size_t start)
 {
-    if (b->err) return;
-    size_t size = b->n - start;
-    sl_wr64(b->p + start - 8, (uint64_t)size);
-    put32(b, sl_crc32(0, b->p + start, size));
+    bw_put_u64_at(b, start - 8, (uint64_t)(b->n - start));
+    bw_u32(b, bw_crc32(b, start));
 }
 
-static void put_stats(Buf *b, const EpochStats *s)
+static void put_stats(ByteWriter *b, const EpochStats *s)
 {
-    put32(b, (uint32_t)s->epoch);
-    put_f64(b, s->lr);
-    put_f64(b, s->train_loss);
-    put_f64(b, s->train_extra);
-    put_f64(b, s->val_loss);
-    put32(b, (uint32_t)s->n_classes);
+    bw_u32(b, (uint32_t)s->epoch);
+    bw_f64(b, s->lr);
+    bw_f64(b, s->train_loss);
+    bw_f64(b, s->train_extra);
+    bw_f64(b, s->val_loss);
+    bw_u32(b, (uint32_t)s->n_classes);
     for (int k = 0; k < s->n_classes; k++)
-        put_f64(b, s->val_dice[k]);
-    put_f64(b, s->val_dice_mean);
-    put_f64(b, s->seconds);
-    put_f64(b, s->step_seconds);
-    put_f64(b, s->data_wait);
-    put64(b, (uint64_t)s->flops);
-    put64(b, (uint64_t)s->params);
-    put32(b, (uint32_t)s->n_columns);
+        bw_f64(b, s->val_dice[k]);
+    bw_f64(b, s->val_dice_mean);
+    bw_f64(b, s->seconds);
+    bw_f64(b, s->step_seconds);
+    bw_f64(b, s->data_wait);
+    bw_u64(b, (uint64_t)s->flops);
+    bw_u64(b, (uint64_t)s->params);
+    bw_u32(b, (uint32_t)s->n_columns);
     for (int k = 0; k < s->n_columns; k++)
-        put_f64(b, s->columns[k]);
+        bw_f64(b, s->columns[k]);
 }
 
 int ckpt_write(const char *path, const Checkpoint *c)
 {
-    Buf b = {0};
+    ByteWriter b = {0};
     size_t s;
     int rc;
-    put_bytes(&b, ckpt_magic, 8);
-    put32(&b, CKPT_MAJOR);
-    put32(&b, CKPT_MINOR);
+    bw_bytes(&b, ckpt_magic, 8);
+    bw_u32(&b, CKPT_MAJOR);
+    bw_u32(&b, CKPT_MINOR);
     s = sec_begin(&b, TAG_SETT);
-    put_bytes(&b, c->settings, strlen(c->settings));
+    bw_bytes(&b, c->settings, strlen(c->settings));
     sec_end(&b, s);
     s = sec_begin(&b, TAG_CNTR);
-    put32(&b, (uint32_t)c->epoch);
-    put32(&b, (uint32_t)c->best_epoch);
+    bw_u32(&b, (uint32_t)c->epoch);
+    bw_u32(&b, (uint32_t)c->best_epoch);
     sec_end(&b, s);
     s = sec_begin(&b, TAG_HIST);
-    put32(&b, (uint32_t)c->n_hist);
+    bw_u32(&b, (uint32_t)c->n_hist);
     for (int i = 0; i < c->n_hist; i++)
         put_stats(&b, &c->hist[i]);
     sec_end(&b, s);
     s = sec_begin(&b, TAG_OPTM);
-    put32(&b, (uint32_t)c->n_opt);
+    bw_u32(&b, (uint32_t)c->n_opt);
     for (int i = 0; i < c->n_opt; i++) {
         const CkptOptState *o = &c->opt[i];
-        put32(&b, (uint32_t)strlen(o->name));
-        put_bytes(&b, o->name, strlen(o->name));
-        put32(&b, (uint32_t)o->shape.ndim);
+        bw_str(&b, o->name);
+        bw_u32(&b, (uint32_t)o->shape.ndim);
         for (int d = 0; d < o->shape.ndim; d++)
-            put64(&b, (uint64_t)o->shape.d[d]);
-        put64(&b, (uint64_t)o->step);
-        put32(&b, o->v != NULL);
-        put_floats(&b, o->m, o->numel);
-        if (o->v) put_floats(&b, o->v, o->numel);
+            bw_u64(&b, (uint64_t)o->shape.d[d]);
+        bw_u64(&b, (uint64_t)o->step);
+        bw_u32(&b, o->v != NULL);
+        bw_f32s(&b, o->m, (size_t)o->numel);
+        if (o->v) bw_f32s(&b, o->v, (size_t)o->numel);
     }
     sec_end(&b, s);
     s = sec_begin(&b, TAG_GRPH);
-    put_bytes(&b, c->graph, c->graph_n);
+    bw_bytes(&b, c->graph, c->graph_n);
     sec_end(&b, s);
     if (c->best) {
         s = sec_begin(&b, TAG_BEST);
-        put_bytes(&b, c->best, c->best_n);
+        bw_bytes(&b, c->best, c->best_n);
         sec_end(&b, s);
     }
     if (c->hook) {
         s = sec_begin(&b, TAG_HOOK);
-        put_bytes(&b, c->hook, c->hook_n);
+        bw_bytes(&b, c->hook, c->hook_n);
         sec_end(&b, s);
     }
     if (b.err) {
@@ -178,66 +113,32 @@ fail:
     return rc;
 }
 
-/* ---- reading: a cursor that fails once and stays failed ---- */
+/* ---- reading ---- */
 
-typedef struct {
-    const uint8_t *p;
-    size_t n, at;
-    int bad;
-} Cur;
-
-static const uint8_t *take(Cur *c, size_t n)
-{
-    if (c->bad || n > c->n - c->at) {
-        c->bad = 1;
-        return NULL;
-    }
-    const uint8_t *q = c->p + c->at;
-    c->at += n;
-    return q;
-}
-static uint32_t get32(Cur *c)
-{
-    const uint8_t *q = take(c, 4);
-    return q ? sl_rd32(q) : 0;
-}
-static uint64_t get64(Cur *c)
-{
-    const uint8_t *q = take(c, 8);
-    return q ? sl_rd64(q) : 0;
-}
-static double get_f64(Cur *c)
-{
-    uint64_t u = get64(c);
-    double x;
-    memcpy(&x, &u, 8);
-    return x;
-}
-
-static void get_stats(Cur *c, EpochStats *s)
+static void get_stats(ByteReader *c, EpochStats *s)
 {
     memset(s, 0, sizeof *s);
-    s->epoch = (int)get32(c);
-    s->lr = get_f64(c);
-    s->train_loss = get_f64(c);
-    s->train_extra = get_f64(c);
-    s->val_loss = get_f64(c);
-    uint32_t nc = get32(c);
-    if (nc > DATA_MAX_CLASSES) c->bad = 1;
-    s->n_classes = c->bad ? 0 : (int)nc;
+    s->epoch = (int)br_u32(c);
+    s->lr = br_f64(c);
+    s->train_loss = br_f64(c);
+    s->train_extra = br_f64(c);
+    s->val_loss = br_f64(c);
+    uint32_t nc = br_u32(c);
+    if (nc > DATA_MAX_CLASSES) br_fail(c, ERR_FORMAT);
+    s->n_classes = c->err ? 0 : (int)nc;
     for (int k = 0; k < s->n_classes; k++)
-        s->val_dice[k] = get_f64(c);
-    s->val_dice_mean = get_f64(c);
-    s->seconds = get_f64(c);
-    s->step_seconds = get_f64(c);
-    s->data_wait = get_f64(c);
-    s->flops = (int64_t)get64(c);
-    s->params = (int64_t)get64(c);
-    uint32_t ncol = get32(c);
-    if (ncol > TRAINER_MAX_COLUMNS) c->bad = 1;
-    s->n_columns = c->bad ? 0 : (int)ncol;
+        s->val_dice[k] = br_f64(c);
+    s->val_dice_mean = br_f64(c);
+    s->seconds = br_f64(c);
+    s->step_seconds = br_f64(c);
+    s->data_wait = br_f64(c);
+    s->flops = (int64_t)br_u64(c);
+    s->params = (int64_t)br_u64(c);
+    uint32_t ncol = br_u32(c);
+    if (ncol > TRAINER_MAX_COLUMNS) br_fail(c, ERR_FORMAT);
+    s->n_columns = c->err ? 0 : (int)ncol;
     for (int k = 0; k < s->n_columns; k++)
-        s->columns[k] = get_f64(c);
+        s->columns[k] = br_f64(c);
 }
 
 static uint8_t *dup_bytes(const uint8_t *src, size_t n)
@@ -247,60 +148,52 @@ static uint8_t *dup_bytes(const uint8_t *src, size_t n)
     return q;
 }
 
-static int read_optm(Cur *c, Checkpoint *ck)
+static int read_optm(ByteReader *c, Checkpoint *ck)
 {
-    uint32_t n = get32(c);
+    uint32_t n = br_u32(c);
     /* Each state takes at least 24 bytes: bounds the allocation. */
-    if (c->bad || n > (c->n - c->at) / 24) return ERR_FORMAT;
+    if (c->err || n > (c->n - c->pos) / 24) return ERR_FORMAT;
     ck->opt = sl_calloc(n ? n : 1, sizeof *ck->opt);
     if (!ck->opt) return ERR_NOMEM;
     ck->n_opt = (int)n;
     for (uint32_t i = 0; i < n; i++) {
         CkptOptState *o = &ck->opt[i];
-        uint32_t len = get32(c);
-        const uint8_t *name = take(c, len);
-        if (!name) return ERR_FORMAT;
-        o->name = sl_alloc((size_t)len + 1);
-        if (!o->name) return ERR_NOMEM;
-        memcpy(o->name, name, len);
-        o->name[len] = '\0';
-        uint32_t nd = get32(c);
-        if (c->bad || nd < 1 || nd > SL_MAX_DIMS) return ERR_FORMAT;
+        o->name = br_str(c, BYTES_NULL_STR - 1);
+        if (!o->name) return c->err ? c->err : ERR_FORMAT;
+        uint32_t nd = br_u32(c);
+        if (c->err || nd < 1 || nd > SL_MAX_DIMS) return ERR_FORMAT;
         o->shape.ndim = (int)nd;
         int64_t numel = 1;
         for (uint32_t d = 0; d < nd; d++) {
-            int64_t v = (int64_t)get64(c);
+            int64_t v = (int64_t)br_u64(c);
             if (v < 1 || v > (int64_t)(c->n / 4) || numel > (int64_t)c->n / v)
                 return ERR_FORMAT;
             o->shape.d[d] = v;
             numel *= v;
         }
         o->numel = numel;
-        o->step = (int64_t)get64(c);
-        uint32_t has_v = get32(c);
-        if (c->bad || has_v > 1) return ERR_FORMAT;
+        o->step = (int64_t)br_u64(c);
+        uint32_t has_v = br_u32(c);
+        if (c->err || has_v > 1) return ERR_FORMAT;
         for (int which = 0; which <= (int)has_v; which++) {
-            const uint8_t *q = take(c, (size_t)numel * 4);
-            if (!q) return ERR_FORMAT;
+            if ((uint64_t)numel > br_left(c) / 4) return ERR_FORMAT;
             float *dst = sl_alloc((size_t)numel * 4);
             if (!dst) return ERR_NOMEM;
             if (which)
                 o->v = dst;
             else
                 o->m = dst;
-            for (int64_t k = 0; k < numel; k++) {
-                uint32_t u = sl_rd32(q + 4 * k);
-                memcpy(&dst[k], &u, 4);
-            }
+            br_f32s(c, dst, (size_t)numel);
         }
     }
-    return c->at == c->n ? 0 : ERR_FORMAT;
+    return br_finish(c);
 }
 
 static int read_section(Checkpoint *ck, uint32_t tag, const uint8_t *p,
                         size_t n)
 {
-    Cur c = {p, n, 0, 0};
+    ByteReader c;
+    br_init(&c, p, n);
     int rc = 0;
     switch (tag) {
     case TAG_SETT:
@@ -311,24 +204,24 @@ static int read_section(Checkpoint *ck, uint32_t tag, const uint8_t *p,
         ck->settings[n] = '\0';
         return memchr(p, 0, n) ? ERR_FORMAT : 0;
     case TAG_CNTR:
-        ck->epoch = (int)get32(&c);
-        ck->best_epoch = (int)get32(&c);
-        return c.bad || c.at != n || ck->epoch < 0 ? ERR_FORMAT : 0;
+        ck->epoch = (int)br_u32(&c);
+        ck->best_epoch = (int)br_u32(&c);
+        return br_finish(&c) || ck->epoch < 0 ? ERR_FORMAT : 0;
     case TAG_HIST: {
         if (ck->hist) return ERR_FORMAT;
-        uint32_t h = get32(&c);
-        if (c.bad || h < 1 || h > n / 64) return ERR_FORMAT;
+        uint32_t h = br_u32(&c);
+        if (c.err || h < 1 || h > n / 64) return ERR_FORMAT;
         ck->hist = sl_calloc(h, sizeof *ck->hist);
         if (!ck->hist) return ERR_NOMEM;
         ck->n_hist = (int)h;
         for (uint32_t i = 0; i < h; i++)
             get_stats(&c, &ck->hist[i]);
-        return c.bad || c.at != n ? ERR_FORMAT : 0;
+        return br_finish(&c);
     }
     case TAG_OPTM:
         if (ck->opt) return ERR_FORMAT;
         rc = read_optm(&c, ck);
-        return c.bad ? ERR_FORMAT : rc;
+        return c.err ? c.err : rc;
     case TAG_GRPH:
         if (ck->graph) return ERR_FORMAT;
         ck->graph = dup_bytes(p, n);
@@ -358,8 +251,9 @@ int ckpt_read(const char *path, Checkpoint *ck)
     ck->best_epoch = -1;
     rc = sl_read_file(path, &data, &size);
     if (rc) goto fail;
-    Cur c = {data, size, 0, 0};
-    const uint8_t *magic = take(&c, 8);
+    ByteReader c;
+    br_init(&c, data, size);
+    const uint8_t *magic = br_bytes(&c, 8);
     if (!magic || memcmp(magic, ckpt_magic, 8)) {
         sl_error("'%s' is not a training checkpoint; remove the run folder "
                  "or choose another --run-dir",
@@ -367,9 +261,9 @@ int ckpt_read(const char *path, Checkpoint *ck)
         rc = ERR_FORMAT;
         goto fail;
     }
-    uint32_t major = get32(&c);
-    (void)get32(&c);
-    if (c.bad || major != CKPT_MAJOR) {
+    uint32_t major = br_u32(&c);
+    (void)br_u32(&c);
+    if (c.err || major != CKPT_MAJOR) {
         sl_error("checkpoint '%s' has version %u (this build reads %d); "
                  "start a new run without --resume",
                  path, (unsigned)major, CKPT_MAJOR);
@@ -377,12 +271,12 @@ int ckpt_read(const char *path, Checkpoint *ck)
         goto fail;
     }
     int have_cntr = 0;
-    while (c.at < c.n) {
-        uint32_t tag = get32(&c);
-        uint64_t n = get64(&c);
-        const uint8_t *p = c.bad || n > c.n - c.at ? NULL : take(&c, n);
-        uint32_t crc = get32(&c);
-        if (!p || c.bad) {
+    while (c.pos < c.n) {
+        uint32_t tag = br_u32(&c);
+        uint64_t n = br_u64(&c);
+        const uint8_t *p = c.err || n > c.n - c.pos ? NULL : br_bytes(&c, n);
+        uint32_t crc = br_u32(&c);
+        if (!p || c.err) {
             sl_error("checkpoint '%s' is truncated; start again without "
                      "--resume (or from an older copy)",
                      path);
