@@ -59,6 +59,13 @@ TESTS += test_fused
 TESTS += test_convert
 TESTS += test_peer
 TESTS += test_codec
+TESTS += test_fuzz_replay
+
+# Fuzz targets (tests/fuzz/): entry functions shared by the libFuzzer
+# programs (make fuzz) and test_fuzz_replay (make test).
+FUZZ_TARGETS = sslim nifti onnx dataset
+FUZZ_SRC = tests/fuzz/fuzz_util.c $(FUZZ_TARGETS:%=tests/fuzz/fuzz_%.c)
+FUZZ_OBJ = $(FUZZ_SRC:%.c=$(BUILD)/obj/%.o)
 
 RT_OBJ  = $(RT_SRC:%.c=$(BUILD)/obj/%.o)
 CMP_OBJ = $(CMP_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/onnx.pb-c.o
@@ -69,7 +76,7 @@ TEST_PATHS = $(TESTS:%=$(BUILD)/tests/%)
 
 .SECONDARY:
 .PHONY: all deps demo test test-run asan bench bench-quick check-long install \
-        clean fixtures format
+        clean fixtures format fuzz fuzz-bins
 all: $(BIN_PATHS)
 
 deps:
@@ -135,6 +142,11 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/obj/tests/testutil.o $(CMP_LIB
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(PROTOBUF_LIBS) $(NIFTI_LIBS) $(CMOCKA_LIBS) -o $@
 $(BUILD)/tests/test_peer $(BUILD)/tests/test_torch_segment: $(BUILD)/obj/tests/peercheck.o
+# (its own rule: the fuzz objects must come before the libraries)
+$(BUILD)/tests/test_fuzz_replay: $(BUILD)/obj/tests/test_fuzz_replay.o \
+        $(BUILD)/obj/tests/testutil.o $(FUZZ_OBJ) $(CMP_LIB) $(RT_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(PROTOBUF_LIBS) $(NIFTI_LIBS) $(CMOCKA_LIBS) -o $@
 
 # ---- the README's run command: segment the real Colin27 T1 scan ----
 DEMO_SCAN ?= /usr/share/mricron/templates/ch2.nii.gz
@@ -160,6 +172,33 @@ asan:
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
 	    SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	    test-run
+
+# ---- fuzzing (long; not part of test) ----
+# make fuzz SECONDS=N: builds each target with clang's libFuzzer, ASan and
+# UBSan in $(FUZZ_BUILD), then runs each for N seconds (nice 19) on its
+# committed corpus plus what earlier runs found (docs/FUZZING.md).
+# clang rejects the GCC target pragmas of runtime/ops/vecmath.h, so the
+# whole fuzz build is compiled for AVX2 (the machines here have it); its
+# warnings differ from gcc's and are not errors there.
+FUZZ_BUILD ?= build-fuzz
+SECONDS ?= 60
+FUZZ_SAN = -fsanitize=address,undefined -fno-omit-frame-pointer \
+           -fno-sanitize-recover=all
+fuzz:
+	@sh tools/deps.sh fuzz
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=clang \
+	    OPT="-O1 -mavx2 -mfma" WERROR= \
+	    SANFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" fuzz-bins
+	@BUILD=$(FUZZ_BUILD) SECONDS=$(SECONDS) sh tests/fuzz/run.sh $(FUZZ_TARGETS)
+
+fuzz-bins: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
+
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/libfuzzer_main.c tests/fuzz/fuzz_targets.h \
+                      $(FUZZ_OBJ) $(CMP_LIB) $(RT_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -MMD -MP,$(CPPFLAGS)) $(CFLAGS) -fsanitize=fuzzer \
+	    -DFUZZ_ENTRY=fuzz_$* $(filter %.c %.o %.a,$^) \
+	    $(PROTOBUF_LIBS) $(NIFTI_LIBS) -o $@
 
 # ---- benchmarks (long; not part of test) ----
 # bench: synthetic models (tools/bench.sh), then the real-data benchmark
@@ -197,9 +236,9 @@ install: all
 
 format:
 	clang-format -i runtime/*.[ch] runtime/ops/*.[ch] compressor/*.[ch] \
-	    compressor/onnx/*.[ch] tools/*.c tests/*.[ch]
+	    compressor/onnx/*.[ch] tools/*.c tests/*.[ch] tests/fuzz/*.[ch]
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan $(FUZZ_BUILD)
 
 -include $(wildcard $(BUILD)/obj/*/*.d $(BUILD)/obj/*/*/*.d)

@@ -1,15 +1,19 @@
 #!/bin/sh
 # Install the Debian packages this project needs, only those missing.
-# Usage: tools/deps.sh [build|test|bench]   (apt-get needs root)
+# Usage: tools/deps.sh [build|test|bench|fuzz]   (apt-get needs root)
 set -eu
 build="gcc make pkg-config libc6-dev zlib1g-dev libnifti2-dev libniftiio-dev libznz-dev libprotobuf-c-dev protobuf-c-compiler libonnx-dev libcmocka-dev"
 test_extra="python3-nibabel python3-numpy mricron-data"
 bench_extra="python3-torch python3-onnx python3-matplotlib"
+# make fuzz: clang 14 with its libFuzzer/sanitizer runtimes, and LLVM's
+# OpenMP (the sources are built with -fopenmp); time measures CPU seconds.
+fuzz_extra="clang libclang-rt-14-dev libomp-14-dev time"
 case "${1:-build}" in
 build) want="$build" ;;
 test) want="$build $test_extra" ;;
 bench) want="$build $test_extra $bench_extra" ;;
-*) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
+fuzz) want="$build $fuzz_extra" ;;
+*) echo "usage: $0 [build|test|bench|fuzz]" >&2; exit 2 ;;
 esac
 missing=""
 for p in $want; do
@@ -21,12 +25,13 @@ done
 # npm package).  SL_NO_ORT=1 skips it (and the tests then skip those checks).
 ORT_VERSION=1.30.0
 NODE_DIR=${BUILD:-build}/node
-if [ "${1:-build}" != build ] && [ "${SL_NO_ORT:-}" != 1 ] && ! command -v npm >/dev/null; then
+case "${1:-build}" in test | bench) ort=1 ;; *) ort=0 ;; esac
+if [ $ort = 1 ] && [ "${SL_NO_ORT:-}" != 1 ] && ! command -v npm >/dev/null; then
     command -v node >/dev/null || missing="$missing nodejs"
     missing="$missing npm"
 fi
 install_ort() {
-    [ "${1:-build}" = build ] || [ "${SL_NO_ORT:-}" = 1 ] && return 0
+    [ $ort = 0 ] || [ "${SL_NO_ORT:-}" = 1 ] && return 0
     [ -f "$NODE_DIR/node_modules/onnxruntime-node/package.json" ] && return 0
     mkdir -p "$NODE_DIR"
     [ -f "$NODE_DIR/package.json" ] ||
