@@ -37,7 +37,7 @@ CMP_SRC = compressor/onnx/onnx_import.c compressor/onnx/onnx_fold.c compressor/o
           compressor/sha256.c compressor/compress_cli.c $(GRAD_SRC)
 GRAD_SRC = compressor/grad/conv_grad.c compressor/grad/conv_transpose_grad.c compressor/grad/norm_grad.c compressor/grad/activation_grad.c compressor/grad/softmax_grad.c compressor/grad/concat_grad.c compressor/grad/pool_grad.c compressor/grad/resize_grad.c
 CMP_SRC += compressor/train/slice.c compressor/train/backward_table.c compressor/train/train_exec.c compressor/train/loss.c compressor/train/optim.c
-CMP_SRC += compressor/sauron/groups.c compressor/sauron/surgery.c
+CMP_SRC += compressor/sauron/groups.c compressor/sauron/surgery.c compressor/sauron/cost.c
 CMP_SRC += compressor/sauron/distance.c compressor/sauron/threshold.c
 CMP_SRC += compressor/sauron/pruner.c compressor/sauron/report.c compressor/sauron/sauron_hooks.c
 CMP_SRC += compressor/onnx/onnx_export.c compressor/onnx/onnx_meta.c
@@ -53,7 +53,7 @@ TESTS += test_data test_sampler
 TESTS += test_train test_loss_optim test_loss_soft
 TESTS += test_trainer test_train_cli
 TESTS += test_surgery
-TESTS += test_pruner test_sauron_cli
+TESTS += test_pruner test_cost test_sauron_cli
 TESTS += test_onnx_export
 TESTS += test_fused
 TESTS += test_convert

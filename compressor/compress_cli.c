@@ -87,6 +87,11 @@ void compress_usage(FILE *f)
         "  --val-fraction F      training cases held out for validation "
         "(default 0.2)\n"
         "  --no-augment          no data augmentation\n"
+        "  --teacher-weight W    with labels, the imported model teaches "
+        "too: loss =\n"
+        "                        labels' loss + W * soft-target loss against "
+        "its\n"
+        "                        outputs (default 0: labels only)\n"
         "  --run-dir DIR         reports and checkpoint (default OUT.run)\n"
         "  --resume              continue the run in --run-dir after a crash"
         "\n"
@@ -266,6 +271,13 @@ int compress_parse_args(int argc, char **argv, CompressOptions *o)
             if (parse_double(v, 0.0, 0.95, &o->val_fraction)) {
                 sl_error("--val-fraction '%s': expected a fraction in [0, "
                          "0.95]",
+                         v);
+                goto bad;
+            }
+        } else if ((v = opt_value(argc, argv, &i, "--teacher-weight"))) {
+            if (parse_double(v, 0.0, 100.0, &o->teacher_weight)) {
+                sl_error("--teacher-weight '%s': expected a weight in [0, 100] "
+                         "(0: labels only)",
                          v);
                 goto bad;
             }
@@ -750,7 +762,7 @@ int compress_train(const CompressOptions *o)
     Distill *dd = NULL;
     TrainTargets tt;
     int distill = 0;
-    char settings[512];
+    char settings[1024];
     int rc;
     graph_init(&g);
     memset(&ds, 0, sizeof ds);
@@ -787,6 +799,13 @@ int compress_train(const CompressOptions *o)
     rc = meta_from_dataset(&g, &ds, o);
     if (rc) goto fail;
     distill = o->distill || ds.unlabeled;
+    if (distill && o->teacher_weight > 0) {
+        sl_error("--teacher-weight needs labels: with %s the imported model "
+                 "is already the only teacher; drop --teacher-weight",
+                 o->distill ? "--distill" : "a dataset without labelsTr");
+        rc = ERR_ARG;
+        goto fail;
+    }
     if (distill) {
         fprintf(stderr,
                 "sauron-compress: label-free compression (%s): targets are "
@@ -794,6 +813,11 @@ int compress_train(const CompressOptions *o)
                 "with the imported model\n",
                 o->distill ? "--distill" : "the dataset has no labelsTr");
         rc = distill_create(&dd, &g, o->threads, &tt);
+        if (rc) goto fail;
+    }
+    if (o->teacher_weight > 0) {
+        rc = distill_create_teacher(&dd, &g, o->threads, o->teacher_weight,
+                                    &tt);
         if (rc) goto fail;
     }
     trainer_config_default(&cfg);
@@ -848,11 +872,15 @@ int compress_train(const CompressOptions *o)
         cfg.extra_settings = sauron_settings_lines(&pc, settings,
                                                    sizeof settings);
     }
-    if (distill) {
-        /* a resume must keep the mode */
+    if (distill || o->teacher_weight > 0) {
+        /* a resume must keep the mode and the teacher's weight */
         size_t n = cfg.extra_settings ? strlen(settings) : 0;
         if (!cfg.extra_settings) settings[0] = 0;
-        snprintf(settings + n, sizeof settings - n, "distill=1\n");
+        if (distill)
+            snprintf(settings + n, sizeof settings - n, "distill=1\n");
+        else
+            snprintf(settings + n, sizeof settings - n,
+                     "teacher_weight=%.17g\n", o->teacher_weight);
         cfg.extra_settings = settings;
     }
     rc = trainer_create(&t, &g, &ds, &cfg, sh ? &hooks : NULL);
@@ -875,6 +903,8 @@ int compress_train(const CompressOptions *o)
                (long long)graph_params(&g),
                shape_str(&g.values[g.input].shape, sb, sizeof sb),
                g.meta.n_classes, run_dir);
+        const char *tl = sauron_hooks_target_line(sh);
+        if (tl) printf("--target-flops: %s\n", tl);
     }
 fail:
     trainer_free(t);

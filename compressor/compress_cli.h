@@ -44,6 +44,9 @@ typedef struct {
     double val_fraction;  /* --val-fraction, default 0.2 */
     int no_augment;       /* --no-augment */
     int resume;           /* --resume */
+    double teacher_weight; /* --teacher-weight W: with labels, the
+                              imported model teaches too (loss = labels
+                              + W * soft targets); 0: off (default) */
     /* Sauron pruning (default with --data unless --no-prune): */
     PrunerConfig prune;   /* --lambda --sf --schedule --tau-max ... */
     int allow_unpruned;   /* --allow-unpruned */

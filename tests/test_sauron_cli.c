@@ -22,6 +22,13 @@
  *   - --distill on the phantom without labelsTr (label-free, automatic):
  *     FLOPs removed with Dice against the teacher high, "distill mode" in
  *     the summary; a labelled run folder resumed with --distill refused;
+ *   - --cost-rule all --target-flops 0.5 --recovery-epochs 2
+ *     --teacher-weight 0.5 on the CI run: target and margin met, said on
+ *     stdout and in the summary; killed and resumed: byte-identical;
+ *     resume with another --teacher-weight refused;
+ *   - bad values of the new flags (--target-flops 0, 1.5, abc, -0.1, "";
+ *     --cost-rule flops; cost rule with the paper schedule;
+ *     --recovery-epochs >= --epochs): one line, exit 2;
  *   - bad inputs: --tau-max 2 (one line, exit 2), a model without a
  *     prunable point (refused; written unpruned only with
  *     --allow-unpruned), --resume with other pruning settings (refused,
@@ -80,6 +87,19 @@ static double noprune_dice(const char *run)
     double v = last ? strtod(last + 13, NULL) : (double)NAN;
     free(s);
     return v;
+}
+
+/* Lines the last run_cmd wrote on stderr (it keeps them all). */
+static int stderr_lines(void)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/stderr.txt", test_tmpdir());
+    char *s = slurp_text(path);
+    int n = 0;
+    for (char *q = s; q && *q; q++)
+        n += *q == '\n';
+    free(s);
+    return n;
 }
 
 #define COMMON                                                                \
@@ -166,7 +186,8 @@ static void reference_run(char *ref, size_t len)
  * out.run), wait for epoch `after`'s report line (written just before its
  * checkpoint), wait ms more, kill -9.  Returns 1 if the run was still
  * going when killed. */
-static int start_and_kill(const char *out, int after, long ms)
+static int start_and_kill_flags(const char *out, const char *flags,
+                                int after, long ms)
 {
     char cmd[2048], err[512], bin[512], pidf[700], csv[700], pre[16];
     bin_path("sauron-compress", bin, sizeof bin);
@@ -175,8 +196,8 @@ static int start_and_kill(const char *out, int after, long ms)
     snprintf(pre, sizeof pre, "%d,", after);
     snprintf(cmd, sizeof cmd,
              "%s tests/fixtures/sauron/phantom_unet.onnx %s --data %s "
-             "--force " PRUNE_FLAGS COMMON " >/dev/null 2>&1 & echo $! > %s",
-             bin, out, g_ds, pidf);
+             "--force %s >/dev/null 2>&1 & echo $! > %s",
+             bin, out, g_ds, flags, pidf);
     if (run_cmd(cmd, err, sizeof err)) return 0;
     FILE *f = fopen(pidf, "r");
     long pid = 0;
@@ -193,6 +214,11 @@ static int start_and_kill(const char *out, int after, long ms)
     for (int i = 0; i < 200 && kill((pid_t)pid, 0) == 0; i++)
         sleep_ms(20);
     return running && file_has_line_starting(csv, pre);
+}
+
+static int start_and_kill(const char *out, int after, long ms)
+{
+    return start_and_kill_flags(out, PRUNE_FLAGS COMMON, after, ms);
 }
 
 /* kill -9 0.1 s into epoch 4 (an epoch takes 0.3 to 2 s; after the
@@ -271,6 +297,90 @@ static void test_checkpoint_write_fails(void **state)
              "--resume " PRUNE_FLAGS COMMON " >/dev/null",
              bin, out, g_ds);
     rc = run_cmd(cmd, err, sizeof err);
+    if (rc) fprintf(stderr, "resume: exit %d: %s\n", rc, err);
+    assert_int_equal(rc, 0);
+    assert_true(files_equal(ref, out));
+}
+
+/* The options of issue 10 on the CI run: FLOPs-aware thresholds and
+ * guard order, a FLOPs target, a recovery phase, the imported model as
+ * a second teacher.  Measured (2 threads): the target 50% is reached at
+ * epoch 5 (48.3% of the FLOPs kept), the last epochs recover, Dice
+ * 1.000 against the imported 1.000. */
+#define NEW_FLAGS                                                             \
+    "--cost-rule all --target-flops 0.5 --recovery-epochs 2 "                \
+    "--teacher-weight 0.5 "
+
+static void test_target_flops(void **state)
+{
+    (void)state;
+    char cmd[2048], err[512], bin[512], sum[700], outf[700];
+    const char *tmp = test_tmpdir();
+    bin_path("sauron-compress", bin, sizeof bin);
+    snprintf(outf, sizeof outf, "%s/tg.stdout", tmp);
+    snprintf(cmd, sizeof cmd,
+             "%s tests/fixtures/sauron/phantom_unet.onnx %s/tg.sslim --data "
+             "%s --force " PRUNE_FLAGS NEW_FLAGS COMMON " >%s",
+             bin, tmp, g_ds, outf);
+    int rc = run_cmd(cmd, err, sizeof err);
+    if (rc) fprintf(stderr, "target run: exit %d: %s\n", rc, err);
+    assert_int_equal(rc, 0);
+    char *out = slurp_text(outf);
+    assert_non_null(out);
+    fprintf(stderr, "%s", out);
+    /* stdout says plainly that both were met */
+    assert_non_null(strstr(out, "--target-flops: target met"));
+    assert_non_null(strstr(out, "Dice margin met"));
+    free(out);
+    snprintf(sum, sizeof sum, "%s/tg.sslim.run/sauron_summary.txt", tmp);
+    char *txt = slurp_text(sum);
+    assert_non_null(txt);
+    assert_non_null(strstr(txt, "target met"));
+    free(txt);
+    snprintf(sum, sizeof sum, "%s/tg.sslim.run/sauron_summary.json", tmp);
+    double cut = json_num(sum, "flops_cut");
+    double d0 = json_num(sum, "dice_before");
+    double d1 = json_num(sum, "dice_after");
+    /* the target is a bound on the model written: at least half the
+     * FLOPs gone, within the run's 2-point margin */
+    assert_true(cut >= 0.5);
+    assert_true(d1 >= d0 - 0.02);
+    /* a resume with another teacher weight is refused, naming it */
+    snprintf(cmd, sizeof cmd,
+             "%s tests/fixtures/sauron/phantom_unet.onnx %s/tg2.sslim --data "
+             "%s --run-dir %s/tg.sslim.run --resume " PRUNE_FLAGS NEW_FLAGS
+             "--teacher-weight 1 " COMMON,
+             bin, tmp, g_ds, tmp);
+    assert_int_not_equal(run_cmd(cmd, err, sizeof err), 0);
+    assert_non_null(strstr(err, "teacher_weight"));
+}
+
+/* Killed 0.1 s into epoch 3 (channels already removed by --prune-every
+ * and at epoch 2, target not yet reached) and resumed with the same new
+ * options: the same model file, byte for byte. */
+static void test_target_kill_and_resume(void **state)
+{
+    (void)state;
+    char ref[600], out[600], cmd[2048], err[512], bin[512];
+    const char *tmp = test_tmpdir();
+    bin_path("sauron-compress", bin, sizeof bin);
+    snprintf(ref, sizeof ref, "%s/tg.sslim", tmp);
+    if (!sl_file_exists(ref)) {
+        snprintf(cmd, sizeof cmd,
+                 "%s tests/fixtures/sauron/phantom_unet.onnx %s --data %s "
+                 PRUNE_FLAGS NEW_FLAGS COMMON " 2>/dev/null >/dev/null",
+                 bin, ref, g_ds);
+        assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
+    }
+    snprintf(out, sizeof out, "%s/tgkill.sslim", tmp);
+    assert_true(start_and_kill_flags(out, PRUNE_FLAGS NEW_FLAGS COMMON, 2,
+                                     100));
+    assert_false(sl_file_exists(out));
+    snprintf(cmd, sizeof cmd,
+             "%s tests/fixtures/sauron/phantom_unet.onnx %s --data %s "
+             "--resume " PRUNE_FLAGS NEW_FLAGS COMMON " >/dev/null",
+             bin, out, g_ds);
+    int rc = run_cmd(cmd, err, sizeof err);
     if (rc) fprintf(stderr, "resume: exit %d: %s\n", rc, err);
     assert_int_equal(rc, 0);
     assert_true(files_equal(ref, out));
@@ -364,6 +474,38 @@ static void test_bad_flags(void **state)
              bin, tmp, g_ds);
     assert_int_equal(run_cmd(cmd, err, sizeof err), 2);
     assert_non_null(strstr(err, "--guard-retry"));
+    /* --target-flops: one line naming the flag and the range */
+    const char *bad_target[] = {"0", "1.5", "abc", "-0.1", ""};
+    for (size_t k = 0; k < sizeof bad_target / sizeof *bad_target; k++) {
+        snprintf(cmd, sizeof cmd,
+                 "%s tests/fixtures/sauron/phantom_unet.onnx %s/x.sslim "
+                 "--data %s --target-flops '%s'",
+                 bin, tmp, g_ds, bad_target[k]);
+        assert_int_equal(run_cmd(cmd, err, sizeof err), 2);
+        assert_non_null(strstr(err, "--target-flops"));
+        assert_non_null(strstr(err, "(0, 1]"));
+        assert_int_equal(stderr_lines(), 1);
+    }
+    snprintf(cmd, sizeof cmd,
+             "%s tests/fixtures/sauron/phantom_unet.onnx %s/x.sslim --data %s "
+             "--cost-rule flops",
+             bin, tmp, g_ds);
+    assert_int_equal(run_cmd(cmd, err, sizeof err), 2);
+    assert_non_null(strstr(err, "--cost-rule"));
+    assert_int_equal(stderr_lines(), 1);
+    /* the paper schedule stays as published */
+    snprintf(cmd, sizeof cmd,
+             "%s tests/fixtures/sauron/phantom_unet.onnx %s/x.sslim --data %s "
+             "--schedule paper --cost-rule tau",
+             bin, tmp, g_ds);
+    assert_int_equal(run_cmd(cmd, err, sizeof err), 2);
+    assert_non_null(strstr(err, "budgeted schedule only"));
+    snprintf(cmd, sizeof cmd,
+             "%s tests/fixtures/sauron/phantom_unet.onnx %s/x.sslim --data %s "
+             "--recovery-epochs 8 --epochs 8",
+             bin, tmp, g_ds);
+    assert_int_equal(run_cmd(cmd, err, sizeof err), 2);
+    assert_non_null(strstr(err, "--recovery-epochs"));
     snprintf(cmd, sizeof cmd,
              "%s tests/fixtures/sauron/phantom_unet.onnx %s/x.sslim", bin,
              tmp);
@@ -417,6 +559,8 @@ int main(void)
         cmocka_unit_test(test_prune_kill_and_resume),
         cmocka_unit_test(test_checkpoint_write_fails),
         cmocka_unit_test(test_distill_unlabeled),
+        cmocka_unit_test(test_target_flops),
+        cmocka_unit_test(test_target_kill_and_resume),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

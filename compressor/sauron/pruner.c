@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "compressor/sauron/cost.h"
 #include "compressor/sauron/distance.h"
 #include "compressor/sauron/pruner.h"
 #include "compressor/sauron/surgery.h"
@@ -39,6 +40,12 @@ struct Pruner {
     int best_kind; /* 0 none, 1 the copy, 2 the current graph */
     int best_epoch;
     double last_reg;
+    /* --cost-rule: per Sauron point, FLOPs of one channel and the
+     * threshold used at the last step (recomputed every step from the
+     * graph, so a resume needs neither) */
+    int64_t *cost;
+    double *tau_used;
+    int64_t flops_now; /* FLOPs of the current graph, -1: not known */
 };
 
 void pruner_config_default(PrunerConfig *c)
@@ -57,6 +64,9 @@ void pruner_config_default(PrunerConfig *c)
     /* phantom, 30 epochs: 76.3% -> 87.1% fewer FLOPs within 1 Dice point
      * (docs/SAURON_RESULTS.md) */
     c->guard_retry = 2.0;
+    c->cost_rule = SAURON_COST_NONE;
+    c->target_flops = 0.0;
+    c->recovery_epochs = -1;
     sauron_sched_defaults(&c->sched);
 }
 
@@ -90,6 +100,32 @@ int pruner_config_check(const PrunerConfig *c)
         sl_error("--prune-every %d is out of range: give 0 (epoch ends "
                  "only) or a number of iterations >= 1",
                  c->prune_every);
+        return ERR_ARG;
+    }
+    if (c->cost_rule < SAURON_COST_NONE || c->cost_rule > SAURON_COST_ALL) {
+        sl_error("--cost-rule %d: expected none, tau, guard or all",
+                 c->cost_rule);
+        return ERR_ARG;
+    }
+    if (!(c->target_flops == 0.0 ||
+          (c->target_flops > 0.0 && c->target_flops <= 1.0))) {
+        sl_error("--target-flops %g is out of range: give the fraction of "
+                 "the imported model's FLOPs to keep, in (0, 1] (e.g. 0.1)",
+                 c->target_flops);
+        return ERR_ARG;
+    }
+    if (c->recovery_epochs < -1) {
+        sl_error("--recovery-epochs %d is out of range: give a number of "
+                 "epochs >= 0, less than --epochs",
+                 c->recovery_epochs);
+        return ERR_ARG;
+    }
+    if (c->sched.kind == SAURON_SCHED_PAPER &&
+        (c->cost_rule != SAURON_COST_NONE || c->recovery_epochs >= 0)) {
+        sl_error("%s works with the budgeted schedule only: the paper's "
+                 "schedule is kept as published (drop one of the two flags)",
+                 c->cost_rule != SAURON_COST_NONE ? "--cost-rule"
+                                                  : "--recovery-epochs");
         return ERR_ARG;
     }
     if (c->prune_every > 0 && c->sched.kind == SAURON_SCHED_PAPER) {
@@ -140,10 +176,23 @@ int pruner_create(Graph *g, const PrunerConfig *cfg, int epochs,
     *out = NULL;
     int rc = pruner_config_check(cfg);
     if (rc) return rc;
+    if (cfg->recovery_epochs >= epochs) {
+        sl_error("--recovery-epochs %d: give fewer epochs than --epochs %d "
+                 "(some epochs must prune)",
+                 cfg->recovery_epochs, epochs);
+        return ERR_ARG;
+    }
     Pruner *p = sl_calloc(1, sizeof *p);
     if (!p) goto nomem;
     p->g = g;
     p->cfg = *cfg;
+    p->flops_now = -1;
+    if (cfg->recovery_epochs >= 0) {
+        /* the schedule's own fractions, so the checkpoint keeps them */
+        SauronSchedConfig *sc = &p->cfg.sched;
+        sc->prune_end = (double)(epochs - cfg->recovery_epochs) / epochs;
+        if (sc->climb_end > sc->prune_end) sc->climb_end = sc->prune_end;
+    }
     p->epochs = epochs;
     p->rng = cfg->seed;
     p->best_epoch = -1;
@@ -153,7 +202,9 @@ int pruner_create(Graph *g, const PrunerConfig *cfg, int epochs,
     int np = p->pg.n_points > 0 ? p->pg.n_points : 1;
     p->pidx = sl_alloc((size_t)np * sizeof(int));
     p->channels0 = sl_alloc((size_t)np * sizeof(int));
-    if (!p->pidx || !p->channels0) goto nomem;
+    p->cost = sl_calloc((size_t)np, sizeof(int64_t));
+    p->tau_used = sl_calloc((size_t)np, sizeof(double));
+    if (!p->pidx || !p->channels0 || !p->cost || !p->tau_used) goto nomem;
     p->n = select_points(p);
     if (p->n == 0) {
         const char *why = p->pg.n_points ? "every convolution is a class head"
@@ -174,8 +225,8 @@ int pruner_create(Graph *g, const PrunerConfig *cfg, int epochs,
     }
     for (int i = 0; i < p->n; i++)
         p->channels0[i] = p->pg.points[p->pidx[i]].channels;
-    rc = sauron_sched_init(&p->sched, &cfg->sched, p->n, p->channels0, epochs,
-                           NAN);
+    rc = sauron_sched_init(&p->sched, &p->cfg.sched, p->n, p->channels0,
+                           epochs, NAN);
     if (rc) goto fail;
     p->params0 = graph_params(g);
     *out = p;
@@ -197,6 +248,8 @@ void pruner_free(Pruner *p)
     graph_free(&p->best);
     sl_free(p->pidx);
     sl_free(p->channels0);
+    sl_free(p->cost);
+    sl_free(p->tau_used);
     sl_free(p->cal_x);
     sl_free(p->saved);
     sl_free(p->scratch);
@@ -233,7 +286,11 @@ int64_t pruner_graph_flops(const Pruner *p, Graph *g)
     return rc ? -1 : graph_flops(g);
 }
 
-int64_t pruner_flops(Pruner *p) { return pruner_graph_flops(p, p->g); }
+int64_t pruner_flops(Pruner *p)
+{
+    p->flops_now = pruner_graph_flops(p, p->g);
+    return p->flops_now;
+}
 
 /* Keep the current graph as the best model. */
 static int keep_best(Pruner *p, int epoch)
@@ -425,7 +482,7 @@ static int build_requests(Pruner *p, TrainExec *cal, PruneRequest *req, int *n_r
             if (rc) return rc;
             sauron_prune_distance(e, F, fs, p->cfg.sf, r, scr);
             int nc = sauron_prune_candidates(cand, e, C, r,
-                                             (float)p->sched.pt[j].tau);
+                                             (float)p->tau_used[j]);
             uint8_t *hit = mask; /* AND with this point's candidates */
             int k = 0;
             for (int c = 0; c < C; c++) {
@@ -483,7 +540,34 @@ static double label_change(const uint8_t *a, const uint8_t *b, size_t n,
     return used ? 1.0 - sum / used : 0.0;
 }
 
-/* The step's requests tried one at a time, in point order, on a copy of
+/* --cost-rule guard|all: req[] reordered by the FLOPs each removal
+ * saves, largest first (ties keep point order), so that the guard's
+ * tolerance goes to the removals that buy the most FLOPs. */
+static void order_by_savings(const Pruner *p, PruneRequest *req, int n)
+{
+    double saved[64];
+    int order[64];
+    PruneRequest tmp[64];
+    for (int base = 0; base < n; base += 64) {
+        /* blocks of 64 (a U-Net has far fewer groups; larger graphs are
+         * ordered within each block, which keeps this allocation-free) */
+        int m = n - base < 64 ? n - base : 64;
+        for (int r = 0; r < m; r++) {
+            saved[r] = 0;
+            for (int i = 0; i < p->n; i++)
+                if (p->pidx[i] == req[base + r].point)
+                    saved[r] = (double)req[base + r].n_remove *
+                               (double)p->cost[i];
+            tmp[r] = req[base + r];
+        }
+        sauron_cost_order(order, saved, m);
+        for (int r = 0; r < m; r++)
+            req[base + r] = tmp[order[r]];
+    }
+}
+
+/* The step's requests tried one at a time, in point order (--cost-rule
+ * guard: in order of FLOPs saved), on a copy of
  * the graph with the requests accepted so far (--prune-guard): a removal
  * that would bring the calibration segmentation's change (against the
  * unpruned network) above the guard is dropped from req[] and its group's
@@ -514,6 +598,7 @@ static int guard_requests(Pruner *p, TrainExec *cal, PruneRequest *req,
         goto fail;
     }
     argmax_labels(ref, B, K, S, lab0);
+    if (p->cfg.cost_rule & SAURON_COST_GUARD) order_by_savings(p, req, *n_req);
     for (int r = 0; r < *n_req; r++) {
         graph_free(&c);
         graph_init(&c);
@@ -583,6 +668,51 @@ int pruner_decide(Pruner *p, double progress, int *now)
         }
     }
     sauron_sched_update(&p->sched, progress, now);
+    /* --target-flops: once reached, the rest of the run recovers */
+    if (*now && p->cfg.target_flops > 0 && p->cal_x) {
+        int64_t f = p->flops_now >= 0 ? p->flops_now : pruner_flops(p);
+        if ((double)f <= p->cfg.target_flops * (double)p->flops0) *now = 0;
+    }
+    return 0;
+}
+
+/* Thresholds of this step: the ladder's, scaled by what a channel costs
+ * with --cost-rule tau|all (cost.h).  Costs are measured with guard and
+ * order rules too (the guard orders by them). */
+static int step_thresholds(Pruner *p)
+{
+    for (int i = 0; i < p->n; i++) {
+        p->tau_used[i] = p->sched.pt[i].tau;
+        p->cost[i] = 0;
+    }
+    if (p->cfg.cost_rule == SAURON_COST_NONE) return 0;
+    Shape in1 = p->cal_shape;
+    in1.d[0] = 1;
+    for (int i = 0; i < p->n; i++) {
+        int j = 0; /* the first Sauron point of i's group measures it */
+        while (p->pg.points[p->pidx[j]].group !=
+               p->pg.points[p->pidx[i]].group)
+            j++;
+        if (j < i) {
+            p->cost[i] = p->cost[j];
+            continue;
+        }
+        int rc = sauron_channel_flops(p->g, &p->pg, p->pidx[i], &in1,
+                                      &p->cost[i]);
+        if (rc) return rc;
+    }
+    if (!(p->cfg.cost_rule & SAURON_COST_TAU)) return 0;
+    double *s = sl_alloc((size_t)p->n * sizeof(double));
+    if (!s) {
+        sl_error("out of memory for the FLOPs-scaled thresholds");
+        return ERR_NOMEM;
+    }
+    sauron_cost_scales(s, p->cost, p->n);
+    for (int i = 0; i < p->n; i++) {
+        double t = p->sched.pt[i].tau * s[i];
+        p->tau_used[i] = t < 1.0 ? t : 1.0;
+    }
+    sl_free(s);
     return 0;
 }
 
@@ -616,6 +746,8 @@ int pruner_apply(Pruner *p, TrainExec *cal, Optim *opt, double progress,
         sl_error("out of memory in the Sauron pruning step");
         goto fail;
     }
+    rc = step_thresholds(p);
+    if (rc) goto fail;
     rc = build_requests(p, cal, req, &n_req, rem, e, cand, mask, scr);
     if (rc) goto fail;
     if (p->cfg.prune_guard > 0 && n_req > 0 && p->cal_x &&
@@ -636,6 +768,7 @@ int pruner_apply(Pruner *p, TrainExec *cal, Optim *opt, double progress,
         if (rc) goto fail;
         train_exec_free(p->cal);
         p->cal = NULL;
+        p->flops_now = -1;
         *changed = 1;
     }
     for (int i = 0; i < p->n; i++) {
@@ -667,6 +800,7 @@ int pruner_step(Pruner *p, Optim *opt, double progress, int *changed)
 }
 
 int pruner_n_points(const Pruner *p) { return p->n; }
+const PrunerConfig *pruner_config(const Pruner *p) { return &p->cfg; }
 int pruner_point_value(const Pruner *p, int i)
 {
     return p->pg.points[p->pidx[i]].value;
@@ -684,6 +818,14 @@ int pruner_point_channels0(const Pruner *p, int i)
     return p->channels0[i];
 }
 double pruner_point_tau(const Pruner *p, int i) { return p->sched.pt[i].tau; }
+double pruner_point_tau_used(const Pruner *p, int i)
+{
+    return p->tau_used[i] > 0 ? p->tau_used[i] : p->sched.pt[i].tau;
+}
+int64_t pruner_point_channel_flops(const Pruner *p, int i)
+{
+    return p->cost[i];
+}
 const SauronSched *pruner_sched(const Pruner *p) { return &p->sched; }
 const PruneGroups *pruner_groups(const Pruner *p) { return &p->pg; }
 int64_t pruner_flops0(const Pruner *p) { return p->flops0; }
@@ -866,6 +1008,7 @@ int pruner_load(Pruner *p, const uint8_t *buf, size_t len, const char *what)
     p->flops0 = flops0;
     p->params0 = params0;
     p->started = started;
+    p->flops_now = -1;
     return 0;
 corrupt_free:
     rc = ERR_FORMAT;

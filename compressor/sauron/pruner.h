@@ -78,6 +78,21 @@ typedef struct {
      * guard tries the next rung after E epochs (then again after E more,
      * each try guarded), never above the ladder's current rung. */
     double guard_retry;
+    /* --cost-rule none|tau|guard|all (cost.h; budget schedule only;
+     * default none): put what a channel costs into the decision. */
+    int cost_rule;
+    /* --target-flops F (0: none; else in (0, 1]): the fraction of the
+     * imported model's FLOPs to keep.  Once the network has at most
+     * F * imported FLOPs, pruning stops for the rest of the run, which
+     * then only recovers accuracy.  The model written is still the
+     * one with the fewest FLOPs within the Dice margin
+     * (pruner_target_verdict says whether both were met). */
+    double target_flops;
+    /* --recovery-epochs N (budget schedule; -1: the schedule's own
+     * 20% of --epochs): no pruning in the last N epochs (the ladder
+     * then climbs within the first half of the epochs before them, or
+     * as before if that is sooner).  Must be less than --epochs. */
+    int recovery_epochs;
 } PrunerConfig;
 
 void pruner_config_default(PrunerConfig *c);
@@ -142,6 +157,9 @@ int pruner_apply(Pruner *p, TrainExec *cal, Optim *opt, double progress,
 
 /* ---- state for reports ---- */
 int pruner_n_points(const Pruner *p);
+/* The run's settings (after --recovery-epochs moved the schedule's
+ * fractions). */
+const PrunerConfig *pruner_config(const Pruner *p);
 /* Sauron point i: its graph value, producer node, current channels,
  * channels at import, current threshold. */
 int pruner_point_value(const Pruner *p, int i);
@@ -149,6 +167,12 @@ int pruner_point_node(const Pruner *p, int i);
 int pruner_point_channels(const Pruner *p, int i);
 int pruner_point_channels0(const Pruner *p, int i);
 double pruner_point_tau(const Pruner *p, int i);
+/* Threshold point i pruned with at the last step (the ladder's tau,
+ * times the cost scale with --cost-rule tau|all, capped at 1), and the
+ * FLOPs one of its channels cost then (0 before any step or without a
+ * cost rule). */
+double pruner_point_tau_used(const Pruner *p, int i);
+int64_t pruner_point_channel_flops(const Pruner *p, int i);
 const SauronSched *pruner_sched(const Pruner *p);
 const PruneGroups *pruner_groups(const Pruner *p);
 /* FLOPs and parameters of the current graph for one calibration sample
@@ -165,6 +189,7 @@ const Graph *pruner_best(const Pruner *p);
 int pruner_best_epoch(const Pruner *p);
 /* Last regulariser value and the mean seconds it took per call. */
 double pruner_last_reg(const Pruner *p);
+
 
 /* ---- checkpoint ----
  * Blob "SLPRUNR1": version, the settings (lambda, sf, prune_every,

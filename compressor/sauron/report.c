@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compressor/sauron/cost.h"
 #include "compressor/sauron/report.h"
 #include "runtime/common.h"
 
@@ -276,8 +277,50 @@ static void write_removals(FILE *f, const SauronPoint *pt, int json)
     }
 }
 
+int report_target_verdict(double target, double kept_min,
+                          double kept_written, double dice_ref,
+                          double dice_written, double max_dice_drop,
+                          char *buf, size_t len)
+{
+    char margin[160];
+    int margin_ok = 1;
+    double bound = dice_ref - max_dice_drop;
+    /* 1e-12: the same slack as sauron_best_within_margin */
+    if (isnan(dice_ref))
+        snprintf(margin, sizeof margin,
+                 "Dice margin not checked (no validation data)");
+    else if (dice_written >= bound - 1e-12)
+        snprintf(margin, sizeof margin, "Dice margin met (%.4f >= %.4f)",
+                 dice_written, bound);
+    else {
+        margin_ok = 0;
+        snprintf(margin, sizeof margin, "Dice margin NOT met (%.4f < %.4f)",
+                 dice_written, bound);
+    }
+    /* 1e-9: FLOPs ratios of integers, compared with a decimal target */
+    int met = kept_written <= target + 1e-9;
+    if (met)
+        snprintf(buf, len,
+                 "target met: %.1f%% of the FLOPs kept (target %.4g%%), %s",
+                 100 * kept_written, 100 * target, margin);
+    else if (kept_min <= target + 1e-9)
+        snprintf(buf, len,
+                 "target given up to keep the Dice margin: the run reached "
+                 "%.1f%% of the FLOPs kept, but only below the margin; the "
+                 "model written keeps %.1f%% (target %.4g%%), %s",
+                 100 * kept_min, 100 * kept_written, 100 * target, margin);
+    else
+        snprintf(buf, len,
+                 "target not reached: pruning went down to %.1f%% of the "
+                 "FLOPs kept (target %.4g%%; raise --tau-max, --prune-guard "
+                 "or --epochs); the model written keeps %.1f%%, %s",
+                 100 * kept_min, 100 * target, 100 * kept_written, margin);
+    return met && margin_ok;
+}
+
 int report_summary(SauronReport *r, Pruner *p, Graph *written,
-                   int best_epoch, double dice_before, double dice_after)
+                   int best_epoch, double dice_before, double dice_after,
+                   const char *target_line)
 {
     char *pj = join(r->dir, SUMMARY_JSON), *pt = join(r->dir, SUMMARY_TXT);
     FILE *f = NULL;
@@ -302,6 +345,9 @@ int report_summary(SauronReport *r, Pruner *p, Graph *written,
             r->info.model_in ? r->info.model_in : "");
     fprintf(f, "  \"tau_max\": %g, \"kappa\": %d, \"max_dice_drop\": %g,\n",
             s->cfg.tau_max, s->cfg.kappa, s->cfg.max_dice_drop);
+    fprintf(f, "  \"cost_rule\": \"%s\", \"prune_end\": %g,\n",
+            sauron_cost_rule_name(pruner_config(p)->cost_rule),
+            s->cfg.prune_end);
     fprintf(f, "  \"epochs\": %d, \"written_epoch\": %d,\n", s->epochs,
             best_epoch);
     fprintf(f, "  \"params_before\": %lld, \"params_after\": %lld,\n",
@@ -317,6 +363,9 @@ int report_summary(SauronReport *r, Pruner *p, Graph *written,
     num(f, dice_before, 1);
     fprintf(f, ", \"dice_after\": ");
     num(f, dice_after, 1);
+    if (target_line)
+        fprintf(f, ",\n  \"target_flops\": %.17g, \"target\": \"%s\"",
+                pruner_config(p)->target_flops, target_line);
     fprintf(f, ",\n  \"points\": [\n");
     for (int i = 0; i < np; i++) {
         char nm[128];
@@ -351,6 +400,7 @@ int report_summary(SauronReport *r, Pruner *p, Graph *written,
             f0 > 0 ? 100.0 * (1.0 - (double)flops_after / (double)f0)
                    : 0.0);
     fprintf(f, "validation Dice: %.4f -> %.4f\n", dice_before, dice_after);
+    if (target_line) fprintf(f, "%s\n", target_line);
     fprintf(f, "%-32s %6s %6s %8s  removals (-n@epoch)\n", "point", "before",
             "after", "tau");
     for (int i = 0; i < np; i++) {

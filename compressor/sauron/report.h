@@ -70,6 +70,24 @@ int report_epoch(SauronReport *r, Pruner *p, const Graph *g,
  * epoch best_epoch with validation Dice dice_after); its activation
  * shapes are re-inferred for the calibration sample. */
 int report_summary(SauronReport *r, Pruner *p, Graph *written,
-                   int best_epoch, double dice_before, double dice_after);
+                   int best_epoch, double dice_before, double dice_after,
+                   const char *target_line);
+
+/* --target-flops: whether the target and the Dice margin were both met by
+ * the model written, as one plain sentence in buf (len bytes, always
+ * NUL-terminated) naming the one given up when not:
+ *   target  fraction of the imported FLOPs to keep (> 0)
+ *   kept_min      fewest FLOPs of a validated network of the run, as a
+ *                 fraction of the imported model's
+ *   kept_written  the same for the model written
+ *   dice_ref      the imported model's validation Dice (NaN: no
+ *                 validation data, the margin cannot be checked)
+ *   dice_written  the written model's validation Dice
+ * Returns 1 when both were met (the margin counts as met without
+ * validation data: the sentence says it was not checked), else 0. */
+int report_target_verdict(double target, double kept_min,
+                          double kept_written, double dice_ref,
+                          double dice_written, double max_dice_drop,
+                          char *buf, size_t len);
 
 #endif

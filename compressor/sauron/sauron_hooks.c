@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compressor/sauron/cost.h"
 #include "compressor/sauron/sauron_hooks.h"
 #include "runtime/common.h"
 
@@ -16,6 +17,7 @@ struct SauronHooks {
     ReportInfo info;
     int n_cols;
     char (*names)[NAME_LEN]; /* [n_cols] report column names */
+    char target_line[512];   /* --target-flops verdict, "" if none */
 };
 
 Pruner *sauron_hooks_pruner(SauronHooks *h) { return h->p; }
@@ -29,11 +31,15 @@ const char *sauron_settings_lines(const PrunerConfig *c, char *buf,
              "sauron.tau_max=%.17g\nsauron.kappa=%d\nsauron.rho=%d\n"
              "sauron.mu=%.17g\nsauron.max_dice_drop=%.17g\n"
              "sauron.prune_every=%d\nsauron.keep_head_input=%d\n"
-             "sauron.prune_guard=%.17g\nsauron.guard_retry=%.17g\n",
+             "sauron.prune_guard=%.17g\nsauron.guard_retry=%.17g\n"
+             "sauron.cost_rule=%s\nsauron.target_flops=%.17g\n"
+             "sauron.recovery_epochs=%d\n",
              c->lambda, c->sf,
              s->kind == SAURON_SCHED_PAPER ? "paper" : "budget", s->tau_max,
              s->kappa, s->rho, s->mu, s->max_dice_drop, c->prune_every,
-             c->keep_head_input, c->prune_guard, c->guard_retry);
+             c->keep_head_input, c->prune_guard, c->guard_retry,
+             sauron_cost_rule_name(c->cost_rule), c->target_flops,
+             c->recovery_epochs);
     return buf;
 }
 
@@ -238,7 +244,29 @@ int sauron_hooks_finish(SauronHooks *h, Trainer *t)
     double before = n > 0 ? hist[0].val_dice_mean : (double)NAN;
     double after = be >= 0 && be < n ? hist[be].val_dice_mean : (double)NAN;
     if (!h->rep) return 0;
-    return report_summary(h->rep, h->p, trainer_graph(t), be, before, after);
+    const PrunerConfig *pc = pruner_config(h->p);
+    h->target_line[0] = 0;
+    if (pc->target_flops > 0 && n > 0 && hist[0].flops > 0) {
+        /* epochs' FLOPs are at the training shape: ratios only */
+        double kmin = 1.0;
+        for (int e = 0; e < n; e++) {
+            double k = (double)hist[e].flops / (double)hist[0].flops;
+            if (k < kmin) kmin = k;
+        }
+        int64_t f0 = pruner_flops0(h->p);
+        int64_t fw = pruner_graph_flops(h->p, trainer_graph(t));
+        double kw = f0 > 0 && fw >= 0 ? (double)fw / (double)f0 : 1.0;
+        report_target_verdict(pc->target_flops, kmin, kw, before, after,
+                              pc->sched.max_dice_drop, h->target_line,
+                              sizeof h->target_line);
+    }
+    return report_summary(h->rep, h->p, trainer_graph(t), be, before, after,
+                          h->target_line[0] ? h->target_line : NULL);
+}
+
+const char *sauron_hooks_target_line(const SauronHooks *h)
+{
+    return h && h->target_line[0] ? h->target_line : NULL;
 }
 
 void sauron_hooks_free(SauronHooks *h)
@@ -281,6 +309,25 @@ void sauron_usage(FILE *f)
             "  --guard-retry E       a layer held back by the guard tries the "
             "next rung\n"
             "                        every E epochs (default 2, 0: never)\n"
+            "  --cost-rule R         budget schedule: put FLOPs per channel "
+            "into the\n"
+            "                        decision: none (default), tau (thresholds "
+            "scaled by\n"
+            "                        sqrt of a layer's FLOPs per channel over "
+            "the geometric\n"
+            "                        mean), guard (the guard tries the "
+            "removals saving\n"
+            "                        most FLOPs first), all (both)\n"
+            "  --target-flops F      fraction of the imported model's FLOPs to "
+            "keep, in\n"
+            "                        (0, 1]: pruning stops once reached, the "
+            "rest of the\n"
+            "                        run recovers; the summary says whether "
+            "the target\n"
+            "                        and the Dice margin were met\n"
+            "  --recovery-epochs N   budget schedule: no pruning in the last N "
+            "epochs\n"
+            "                        (default: the last 20%%)\n"
             "  --keep-head-input     never prune the block feeding a class "
             "head\n"
             "  --allow-unpruned      a model without prunable point is "
@@ -308,7 +355,8 @@ int sauron_cli_flag(int argc, char **argv, int *i, PrunerConfig *c,
     static const char *const valued[] = {
         "--lambda", "--sf",  "--schedule",      "--tau-max",    "--kappa",
         "--rho",    "--mu",  "--max-dice-drop", "--prune-every",
-        "--prune-guard", "--guard-retry"};
+        "--prune-guard", "--guard-retry", "--cost-rule", "--target-flops",
+        "--recovery-epochs"};
     if (!strcmp(a, "--allow-unpruned")) {
         *allow_unpruned = 1;
         return 1;
@@ -337,6 +385,40 @@ int sauron_cli_flag(int argc, char **argv, int *i, PrunerConfig *c,
             return ERR_ARG;
         }
         return 1;
+    }
+    if (k == 11) {
+        int r = sauron_cost_rule_parse(v);
+        if (r < 0) {
+            sl_error("--cost-rule '%s': expected none, tau, guard or all", v);
+            return ERR_ARG;
+        }
+        c->cost_rule = r;
+        return pruner_config_check(c) ? ERR_ARG : 1;
+    }
+    if (k == 12) {
+        /* 0 is "no target" inside; on the command line it is an error */
+        char *end = NULL;
+        d = strtod(v, &end);
+        if (!*v || *end || !(d > 0.0 && d <= 1.0)) {
+            sl_error("--target-flops '%s': give the fraction of the imported "
+                     "model's FLOPs to keep, a number in (0, 1] (e.g. 0.1)",
+                     v);
+            return ERR_ARG;
+        }
+        c->target_flops = d;
+        return pruner_config_check(c) ? ERR_ARG : 1;
+    }
+    if (k == 13) {
+        char *end = NULL;
+        long n = strtol(v, &end, 10);
+        if (!*v || *end || n < 0 || n > 100000) {
+            sl_error("--recovery-epochs '%s': expected a number of epochs "
+                     ">= 0, less than --epochs",
+                     v);
+            return ERR_ARG;
+        }
+        c->recovery_epochs = (int)n;
+        return pruner_config_check(c) ? ERR_ARG : 1;
     }
     if (num_arg(a, v, &d)) return ERR_ARG;
     int is_int = k == 1 || k == 4 || k == 5 || k == 8;

@@ -35,6 +35,9 @@ int sauron_hooks_create(SauronHooks **out, Graph *g, const PrunerConfig *cfg,
  * left in its graph (the best one within the margin). */
 int sauron_hooks_finish(SauronHooks *h, Trainer *t);
 void sauron_hooks_free(SauronHooks *h);
+/* After sauron_hooks_finish with --target-flops: the verdict sentence
+ * (report_target_verdict) also in sauron_summary.txt; NULL otherwise. */
+const char *sauron_hooks_target_line(const SauronHooks *h);
 Pruner *sauron_hooks_pruner(SauronHooks *h);
 
 /* "key=value" lines of the pruning settings, for TrainConfig

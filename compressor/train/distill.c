@@ -18,6 +18,7 @@ struct Distill {
     float *q[SL_MAX_OUTPUTS]; /* teacher probabilities per output */
     size_t q_n[SL_MAX_OUTPUTS];
     double seconds;
+    double teach_w; /* > 0: labels + teach_w * soft targets */
 };
 
 double distill_seconds(const Distill *d) { return d->seconds; }
@@ -128,6 +129,13 @@ static int ds_loss(void *ctx, Trainer *t, TrainExec *te, const Batch *b,
     float w[SL_MAX_OUTPUTS];
     loss_ds_weights(w, g->n_outputs, 0);
     LossOptions o = *trainer_loss_options(t);
+    if (d->teach_w > 0) {
+        /* the labels' loss first (it sets *lv), the teacher's added */
+        rc = train_loss_outputs(te, lv, b->y, NULL, &o);
+        if (rc) return rc;
+        for (int k = 0; k < g->n_outputs; k++)
+            w[k] *= (float)d->teach_w;
+    }
     for (int k = 0; k < g->n_outputs; k++) {
         int v = g->outputs[k];
         const Shape *qs = exec_output_shape(d->ex, k);
@@ -181,6 +189,16 @@ int distill_create(Distill **out, const Graph *teacher, int n_threads,
     tt->split_ready = ds_split_ready;
     tt->loss = ds_loss;
     *out = d;
+    return 0;
+}
+
+int distill_create_teacher(Distill **out, const Graph *teacher,
+                           int n_threads, double weight, TrainTargets *tt)
+{
+    int rc = distill_create(out, teacher, n_threads, tt);
+    if (rc) return rc;
+    (*out)->teach_w = weight;
+    tt->split_ready = NULL; /* the labels stay */
     return 0;
 }
 

@@ -35,6 +35,15 @@ typedef struct Distill Distill;
  * may be trained and pruned in place).  Fills *tt (ctx = the Distill). */
 int distill_create(Distill **out, const Graph *teacher, int n_threads,
                    TrainTargets *tt);
+
+/* With labels (sauron-compress --teacher-weight W, W > 0): the imported
+ * model teaches as well.  The training loss is the labels' loss
+ * (train_loss_outputs) plus W times the soft-target loss above against
+ * the teacher's outputs for the same batch; validation, calibration and
+ * sampling keep the dataset's labels (no relabelling), so validation Dice
+ * is against the ground truth.  Fills *tt as distill_create does. */
+int distill_create_teacher(Distill **out, const Graph *teacher,
+                           int n_threads, double weight, TrainTargets *tt);
 void distill_free(Distill *d);
 
 /* Seconds spent in teacher forwards so far (relabelling included). */
