@@ -8,10 +8,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "batch.h"
 #include "common.h"
 #include "exec.h"
 #include "graph.h"
-#include "nifti_io.h"
 #include "segment.h"
 #include "sslim.h"
 
@@ -21,8 +21,11 @@ static void usage(FILE *f)
 {
     fprintf(f,
         "usage: segment [options] scan.nii.gz [scan2.nii.gz ...]\n"
+        "       segment [options] --input-dir DIR -o OUTDIR\n"
         "Segment NIfTI scans with a slim U-Net (.sslim); writes\n"
         "<scan>_seg.nii.gz beside each scan unless -o is given.\n"
+        "The model is loaded once for all cases; a case that fails is\n"
+        "reported on one line and the others go on (exit status 1).\n"
         "A case with several modalities is one 4D file or files joined\n"
         "by commas: t1.nii.gz,t2.nii.gz (same grid).\n"
         "\n"
@@ -30,6 +33,11 @@ static void usage(FILE *f)
         "  -m MODEL.sslim         model (default: the shipped\n"
         "                         models/default.sslim)\n"
         "  -o OUT.nii[.gz]        output label map (one case only)\n"
+        "  -o OUTDIR              output folder (several cases, --input-dir,\n"
+        "                         an existing folder or a name ending in /):\n"
+        "                         OUTDIR/<scan>_seg.nii.gz; created if missing\n"
+        "  --input-dir DIR        every .nii/.nii.gz file of DIR is a case\n"
+        "                         (name order; needs -o OUTDIR)\n"
         "  --probabilities FILE   also write per-class probabilities as a\n"
         "                         4D float32 NIfTI (one case only)\n"
         "  --force                overwrite existing outputs (never inputs)\n"
@@ -43,7 +51,7 @@ static void usage(FILE *f)
 }
 
 typedef struct {
-    const char *model, *out, *probs;
+    const char *model, *out, *probs, *input_dir;
     int force, threads, batch, quiet;
     char **scans;
     int n_scans;
@@ -93,6 +101,7 @@ static int parse_args(int argc, char **argv, Args *a)
             a->force = 1;
         } else if (!strcmp(s, "-m") || !strcmp(s, "-o") ||
                    !strcmp(s, "--probabilities") ||
+                   !strcmp(s, "--input-dir") ||
                    !strcmp(s, "--threads") || !strcmp(s, "--batch")) {
             if (!next) {
                 sl_error("%s needs a value; see segment --help", s);
@@ -103,6 +112,7 @@ static int parse_args(int argc, char **argv, Args *a)
             if (!strcmp(s, "-m")) a->model = next;
             else if (!strcmp(s, "-o")) a->out = next;
             else if (!strcmp(s, "--probabilities")) a->probs = next;
+            else if (!strcmp(s, "--input-dir")) a->input_dir = next;
             else if (!strcmp(s, "--threads"))
                 rc = parse_int(s, next, 1, 4096, &a->threads);
             else
@@ -112,17 +122,6 @@ static int parse_args(int argc, char **argv, Args *a)
             sl_error("unknown option '%s'; see segment --help", s);
             return ERR_ARG;
         }
-    }
-    if (a->n_scans == 0) {
-        sl_error("no scan given; usage: segment [options] scan.nii.gz "
-                 "(see --help)");
-        return ERR_ARG;
-    }
-    if (a->n_scans > 1 && (a->out || a->probs)) {
-        sl_error("-o and --probabilities take one scan, %d were given; "
-                 "drop -o to write <scan>_seg.nii.gz beside each",
-                 a->n_scans);
-        return ERR_ARG;
     }
     return 0;
 }
@@ -153,141 +152,6 @@ static char *default_model(void)
     return NULL;
 }
 
-/* "dir/scan.nii.gz" (first file of a comma list) -> "dir/scan_seg.nii.gz" */
-static char *default_output(const char *spec)
-{
-    size_t n = strcspn(spec, ",");
-    size_t stem = n;
-    if (n >= 7 && !strncmp(spec + n - 7, ".nii.gz", 7)) stem = n - 7;
-    else if (n >= 4 && !strncmp(spec + n - 4, ".nii", 4)) stem = n - 4;
-    char *o = sl_alloc(stem + 16);
-    if (o) snprintf(o, stem + 16, "%.*s_seg.nii.gz", (int)stem, spec);
-    return o;
-}
-
-/* Nonzero if `out` is the same file as any input of any case. */
-static int is_an_input(const char *out, char **scans, int n)
-{
-    struct stat so, si;
-    if (stat(out, &so) != 0) return 0; /* inputs exist; out does not */
-    for (int c = 0; c < n; c++) {
-        const char *p = scans[c];
-        while (*p) {
-            size_t len = strcspn(p, ",");
-            char path[PATH_MAX];
-            snprintf(path, sizeof path, "%.*s", (int)len, p);
-            if (stat(path, &si) == 0 && si.st_dev == so.st_dev &&
-                si.st_ino == so.st_ino)
-                return 1;
-            p += len;
-            if (*p == ',') p++;
-        }
-    }
-    return 0;
-}
-
-typedef struct {
-    double t0;
-    int case_no, n_cases;
-    const char *unit;
-} Progress;
-
-static void show_progress(void *ctx, int64_t done, int64_t total)
-{
-    Progress *p = ctx;
-    double el = sl_now() - p->t0;
-    double eta = done > 0 ? el * (double)(total - done) / (double)done : 0;
-    fprintf(stderr, "\rcase %d/%d: %s %lld/%lld (%3d%%) ETA %.0f s   ",
-            p->case_no, p->n_cases, p->unit, (long long)done,
-            (long long)total, (int)(100 * done / (total > 0 ? total : 1)),
-            eta);
-    if (done == total) fputc('\n', stderr);
-    fflush(stderr);
-}
-
-static void modality_list(const ModelMeta *m, char *buf, size_t len)
-{
-    buf[0] = '\0';
-    size_t used = 0;
-    for (int i = 0; i < m->n_modalities && m->modality_names; i++) {
-        int w = snprintf(buf + used, len - used, "%s%s", i ? ", " : "",
-                         m->modality_names[i] ? m->modality_names[i] : "?");
-        if (w < 0 || (size_t)w >= len - used) break;
-        used += (size_t)w;
-    }
-}
-
-static int run_case(Segmenter *seg, const Graph *g, const Args *a, int c)
-{
-    const char *spec = a->scans[c];
-    char *out = a->out ? sl_strdup(a->out) : default_output(spec);
-    Volume v = {0};
-    NiftiGeom *geom = NULL;
-    int16_t *labels = NULL;
-    float *probs = NULL;
-    int rc = ERR_NOMEM;
-    if (!out) {
-        sl_error("out of memory");
-        goto fail;
-    }
-    rc = ERR_ARG;
-    if (is_an_input(out, a->scans, a->n_scans) ||
-        (a->probs && is_an_input(a->probs, a->scans, a->n_scans))) {
-        sl_error("output '%s' is one of the input scans; choose another "
-                 "output name with -o", out);
-        goto fail;
-    }
-    if (!nio_is_nifti_name(out)) {
-        sl_error("output '%s' must end in .nii or .nii.gz", out);
-        goto fail;
-    }
-    rc = ERR_EXISTS;
-    if (!a->force && sl_file_exists(out)) {
-        sl_error("output '%s' exists; pass --force to overwrite it", out);
-        goto fail;
-    }
-    if (!a->force && a->probs && sl_file_exists(a->probs)) {
-        sl_error("output '%s' exists; pass --force to overwrite it",
-                 a->probs);
-        goto fail;
-    }
-    if ((rc = nio_read(spec, &v, &geom))) goto fail;
-    const ModelMeta *m = &g->meta;
-    if (v.n_mod != m->n_modalities) {
-        char names[512];
-        modality_list(m, names, sizeof names);
-        sl_error("model expects %d modalit%s (%s), '%s' has %d; pass them "
-                 "as one 4D file or joined by commas", m->n_modalities,
-                 m->n_modalities == 1 ? "y" : "ies", names, spec, v.n_mod);
-        rc = ERR_SHAPE;
-        goto fail;
-    }
-    size_t nv = (size_t)volume_voxels(&v);
-    labels = sl_alloc(nv * sizeof *labels);
-    if (a->probs) probs = sl_calloc(nv * (size_t)m->n_classes, sizeof(float));
-    if (!labels || (a->probs && !probs)) {
-        sl_error("out of memory for the label map of '%s'", spec);
-        rc = ERR_NOMEM;
-        goto fail;
-    }
-    if ((rc = segmenter_run(seg, &v, labels, probs))) goto fail;
-    if ((rc = nio_write_labels(out, geom, labels, m->n_classes, a->force)))
-        goto fail;
-    if (a->probs &&
-        (rc = nio_write_probs(a->probs, geom, probs, m->n_classes,
-                              a->force)))
-        goto fail;
-    if (!a->quiet) printf("%s -> %s\n", spec, out);
-    rc = 0;
-fail:
-    sl_free(out);
-    sl_free(labels);
-    sl_free(probs);
-    volume_free(&v);
-    nio_geom_free(geom);
-    return rc;
-}
-
 int main(int argc, char **argv)
 {
     /* Before libgomp starts: idle threads must not spin at barriers
@@ -296,7 +160,8 @@ int main(int argc, char **argv)
     Args a;
     Graph g;
     graph_init(&g);
-    Segmenter *seg = NULL;
+    SegBatch b;
+    memset(&b, 0, sizeof b);
     char *model = NULL;
     int status = 1;
     int rc = parse_args(argc, argv, &a);
@@ -308,28 +173,24 @@ int main(int argc, char **argv)
         status = 2;
         goto done;
     }
+    rc = segbatch_plan(&b, a.scans, a.n_scans, a.input_dir, a.out, a.probs);
+    if (rc) {
+        status = rc == ERR_ARG ? 2 : 1;
+        goto done;
+    }
     model = a.model ? sl_strdup(a.model) : default_model();
     if (!model) goto done;
     if (sslim_read(model, &g)) goto done;
     if (a.threads > 0) omp_set_num_threads(a.threads);
-    Progress pr = {.n_cases = a.n_scans,
-                   .unit = g.meta.dims == 2 ? "slices" : "windows"};
-    SegmentOptions so = {.n_threads = a.threads, .batch = a.batch};
-    if (!a.quiet && isatty(2)) {
-        so.progress = show_progress;
-        so.progress_ctx = &pr;
-    }
-    if (segmenter_create(&g, &so, &seg)) goto done;
-    int failed = 0;
-    for (int c = 0; c < a.n_scans; c++) {
-        sl_error_reset();
-        pr.case_no = c + 1;
-        pr.t0 = sl_now();
-        if (run_case(seg, &g, &a, c)) failed++;
-    }
-    status = failed ? 1 : 0;
+    SegBatchOptions bo = {.force = a.force,
+                       .quiet = a.quiet,
+                       .show_progress = isatty(2),
+                       .seg = {.n_threads = a.threads, .batch = a.batch}};
+    SegBatchResult br;
+    if (segbatch_run(&b, &g, &bo, &br)) goto done;
+    status = br.n_failed ? 1 : 0;
 done:
-    segmenter_free(seg);
+    segbatch_free(&b);
     graph_free(&g);
     sl_free(model);
     sl_free(a.scans);
