@@ -175,15 +175,15 @@ static int is_an_input(const SegBatch *b, const char *path)
 }
 
 /* Is -o a folder?  1 yes, 0 a file, negative: refused (message). */
-static int out_is_folder(const char *out, int several)
+static int out_is_folder(const char *out, int n_cases, int several)
 {
     size_t n = strlen(out);
     if (is_dir(out) || (n > 0 && out[n - 1] == '/')) return 1;
     if (!several) return 0;
     if (nio_is_nifti_name(out)) {
-        sl_error("-o '%s' names one file but there are several cases; "
-                 "give an output folder with -o, or drop -o to write "
-                 "<scan>_seg.nii.gz beside each scan", out);
+        sl_error("-o '%s' is one file and takes one scan, %d cases were "
+                 "given; give an output folder with -o, or drop -o to "
+                 "write <scan>_seg.nii.gz beside each scan", out, n_cases);
         return ERR_ARG;
     }
     if (sl_file_exists(out)) {
@@ -212,7 +212,7 @@ int segbatch_plan(SegBatch *b, char *const *scans, int n_scans,
         return ERR_ARG;
     }
     int several = b->n > 1 || input_dir;
-    int folder = out ? out_is_folder(out, several) : 0;
+    int folder = out ? out_is_folder(out, b->n, several) : 0;
     if (folder < 0) return folder;
     if (probs && b->n > 1) {
         sl_error("--probabilities takes one scan, %d were given; run the "

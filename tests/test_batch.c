@@ -12,7 +12,6 @@
  * Slurm array script (tools/segment_array.sh) are run as documented.
  */
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,107 +21,9 @@
 #include "runtime/batch.h"
 #include "runtime/common.h"
 #include "runtime/sslim.h"
+#include "tests/batchcheck.h"
 #include "tests/phantomscan.h"
 #include "tests/testutil.h"
-
-typedef struct {
-    int status;
-    int err_lines;       /* non-empty stderr lines */
-    char err_first[1024];
-    char *out; /* whole stdout (free) */
-    char *err; /* whole stderr (free) */
-} Run;
-
-static Run sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static Run sh(const char *fmt, ...)
-{
-    Run r;
-    memset(&r, 0, sizeof r);
-    char cmd[8192], full[10000];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    char outf[600], errf[600];
-    snprintf(outf, sizeof outf, "%s", test_tmp_path("run_stdout.txt"));
-    snprintf(errf, sizeof errf, "%s", test_tmp_path("run_stderr.txt"));
-    snprintf(full, sizeof full, "( %s ) >%s 2>%s", cmd, outf, errf);
-    int st = system(full);
-    r.status = st == -1 || !WIFEXITED(st) ? -1 : WEXITSTATUS(st);
-    r.out = slurp_text(outf);
-    r.err = slurp_text(errf);
-    assert_non_null(r.out);
-    assert_non_null(r.err);
-    for (char *p = r.err; *p;) {
-        size_t len = strcspn(p, "\n");
-        if (strspn(p, " \t\r") < len) {
-            if (r.err_lines++ == 0)
-                snprintf(r.err_first, sizeof r.err_first, "%.*s", (int)len,
-                         p);
-        }
-        p += len;
-        if (*p) p++;
-    }
-    return r;
-}
-
-static void run_free(Run *r)
-{
-    free(r->out);
-    free(r->err);
-}
-
-/* Number of lines of text starting with prefix. */
-static int count_lines(const char *text, const char *prefix)
-{
-    int n = 0;
-    size_t pl = strlen(prefix);
-    for (const char *p = text; *p;) {
-        if (!strncmp(p, prefix, pl)) n++;
-        p += strcspn(p, "\n");
-        if (*p) p++;
-    }
-    return n;
-}
-
-/* Absolute path of a path relative to the repository root (the tests
- * run there), for commands that change folder. */
-static void abs_path(const char *rel, char *buf, size_t len)
-{
-    char cwd[PATH_MAX];
-    assert_non_null(getcwd(cwd, sizeof cwd));
-    if (rel[0] == '/')
-        snprintf(buf, len, "%s", rel);
-    else
-        snprintf(buf, len, "%s/%s", cwd, rel);
-}
-
-static const char *segment_bin(void)
-{
-    static char abs[PATH_MAX + 300];
-    if (!abs[0]) {
-        char rel[300];
-        abs_path(bin_path("segment", rel, sizeof rel), abs, sizeof abs);
-    }
-    return abs;
-}
-
-/* The e2e2d fixture as a model (z-score, slices along k), made once. */
-static const char *model(void)
-{
-    static char path[512];
-    if (path[0]) return path;
-    snprintf(path, sizeof path, "%s", test_tmp_path("batch.sslim"));
-    char bin[300], onnx[300];
-    Run r = sh("%s --no-finetune %s %s --axis 2 --normalize zscore "
-               "--classes background,fg --force >/dev/null",
-               bin_path("sauron-compress", bin, sizeof bin),
-               fixture_path("torch/e2e2d.onnx", onnx, sizeof onnx), path);
-    if (r.status) fprintf(stderr, "sauron-compress: %s\n", r.err_first);
-    assert_int_equal(r.status, 0);
-    run_free(&r);
-    return path;
-}
 
 /* Scan `name` in folder `dir` (created), case number i picks size and
  * datatype. */
@@ -136,33 +37,6 @@ static void make_scan(const char *dir, const char *name, int i)
         phantom_write(path, s[0], s[1], s[2],
                       phantom_types[i % N_PHANTOM_TYPES], 1000 + (uint64_t)i),
         0);
-}
-
-static void fresh_dir(const char *dir)
-{
-    Run r = sh("rm -rf '%s' && mkdir -p '%s'", dir, dir);
-    assert_int_equal(r.status, 0);
-    run_free(&r);
-}
-
-/* The one-scan reference output for scan `path`, written to `ref`. */
-static void single_run(const char *path, const char *ref)
-{
-    Run r = sh("%s -q --threads 2 -m %s --force -o '%s' '%s'",
-               segment_bin(), model(), ref, path);
-    if (r.status) fprintf(stderr, "one-scan run: %s\n", r.err_first);
-    assert_int_equal(r.status, 0);
-    run_free(&r);
-}
-
-static void assert_same_as_single(const char *scan, const char *out)
-{
-    char ref[1024];
-    snprintf(ref, sizeof ref, "%s", test_tmp_path("single_ref.nii.gz"));
-    single_run(scan, ref);
-    if (!files_equal(out, ref))
-        fail_msg("batch output %s differs from the one-scan run on %s", out,
-                 scan);
 }
 
 typedef struct {
@@ -203,9 +77,9 @@ static void test_corrupt_case_in_the_middle(void **state)
     char in[600], out[600];
     snprintf(in, sizeof in, "%s", test_tmp_path("mid_in"));
     snprintf(out, sizeof out, "%s", test_tmp_path("mid_out"));
-    fresh_dir(in);
-    Run r = sh("rm -rf '%s'", out);
-    run_free(&r);
+    bc_fresh_dir(in);
+    BcRun r = bc_sh("rm -rf '%s'", out);
+    bc_free(&r);
     const char *names[5] = {"a.nii.gz", "b.nii", "bad.nii.gz", "d.nii.gz",
                             "e.nii.gz"};
     for (int i = 0; i < 5; i++) make_scan(in, names[i], i);
@@ -219,8 +93,8 @@ static void test_corrupt_case_in_the_middle(void **state)
         snprintf(paths[i], sizeof paths[i], "%s/%s", in, names[i]);
         snap(paths[i], &sn[i]);
     }
-    r = sh("%s --threads 2 -m %s -o '%s' '%s' '%s' '%s' '%s' '%s'",
-           segment_bin(), model(), out, paths[0], paths[1], paths[2],
+    r = bc_sh("%s --threads 2 -m %s -o '%s' '%s' '%s' '%s' '%s' '%s'",
+           bc_segment_bin(), bc_model(), out, paths[0], paths[1], paths[2],
            paths[3], paths[4]);
     fprintf(stderr, "batch: exit %d, stderr: %s\nstdout:\n%s", r.status,
             r.err, r.out);
@@ -229,12 +103,12 @@ static void test_corrupt_case_in_the_middle(void **state)
     assert_non_null(strstr(r.err_first, "case 3/5"));
     assert_non_null(strstr(r.err_first, bad));
     /* four "[k/5] scan -> output (t s)" lines and the summary */
-    assert_int_equal(count_lines(r.out, "["), 4);
+    assert_int_equal(bc_count_lines(r.out, "["), 4);
     assert_non_null(strstr(r.out, "[5/5] "));
     assert_non_null(strstr(r.out, " s)\n"));
     assert_non_null(strstr(r.out, "segmented 4 of 5 cases in "));
     assert_non_null(strstr(r.out, "1 failed"));
-    run_free(&r);
+    bc_free(&r);
     const char *outs[5] = {"a_seg.nii.gz", "b_seg.nii.gz", "bad_seg.nii.gz",
                            "d_seg.nii.gz", "e_seg.nii.gz"};
     for (int i = 0; i < 5; i++) {
@@ -244,13 +118,13 @@ static void test_corrupt_case_in_the_middle(void **state)
             assert_false(sl_file_exists(o));
             continue;
         }
-        assert_same_as_single(paths[i], o);
+        bc_assert_same_as_single(paths[i], o);
     }
     for (int i = 0; i < 5; i++) assert_untouched(paths[i], &sn[i]);
     /* only the outputs in the output folder: no temporary left */
-    r = sh("ls '%s' | wc -l", out);
+    r = bc_sh("ls '%s' | wc -l", out);
     assert_int_equal(atoi(r.out), 4);
-    run_free(&r);
+    bc_free(&r);
 }
 
 /* --input-dir: every .nii/.nii.gz file in name order (others and hidden
@@ -262,14 +136,14 @@ static void test_input_dir(void **state)
     char in[600], out[600];
     snprintf(in, sizeof in, "%s", test_tmp_path("dir_in"));
     snprintf(out, sizeof out, "%s", test_tmp_path("dir_out"));
-    fresh_dir(in);
-    Run r = sh("rm -rf '%s' && echo notes >'%s/README.txt' && "
+    bc_fresh_dir(in);
+    BcRun r = bc_sh("rm -rf '%s' && echo notes >'%s/README.txt' && "
                "echo x >'%s/.hidden.nii.gz'", out, in, in);
-    run_free(&r);
+    bc_free(&r);
     const char *names[3] = {"c.nii.gz", "a.nii", "b.nii.gz"};
     for (int i = 0; i < 3; i++) make_scan(in, names[i], i + 1);
-    r = sh("%s --threads 2 -m %s --input-dir '%s' -o '%s'", segment_bin(),
-           model(), in, out);
+    r = bc_sh("%s --threads 2 -m %s --input-dir '%s' -o '%s'", bc_segment_bin(),
+           bc_model(), in, out);
     fprintf(stderr, "input-dir: exit %d, stderr: %s\nstdout:\n%s", r.status,
             r.err, r.out);
     assert_int_equal(r.status, 0);
@@ -282,12 +156,12 @@ static void test_input_dir(void **state)
     assert_non_null(strstr(b, "/b.nii.gz ->"));
     assert_non_null(strstr(c, "/c.nii.gz ->"));
     assert_non_null(strstr(r.out, "segmented 3 of 3 cases in "));
-    run_free(&r);
+    bc_free(&r);
     for (int i = 0; i < 3; i++) {
         char scan[1024], o[1024];
         snprintf(scan, sizeof scan, "%s/%s", in, names[i]);
         snprintf(o, sizeof o, "%s/%c_seg.nii.gz", out, names[i][0]);
-        assert_same_as_single(scan, o);
+        bc_assert_same_as_single(scan, o);
     }
 }
 
@@ -299,8 +173,8 @@ static void test_no_clobber_per_case(void **state)
     char in[600], out[600], kept[1024], p[3][1024];
     snprintf(in, sizeof in, "%s", test_tmp_path("clob_in"));
     snprintf(out, sizeof out, "%s", test_tmp_path("clob_out"));
-    fresh_dir(in);
-    fresh_dir(out);
+    bc_fresh_dir(in);
+    bc_fresh_dir(out);
     for (int i = 0; i < 3; i++) {
         char name[32];
         snprintf(name, sizeof name, "s%d.nii.gz", i);
@@ -309,7 +183,7 @@ static void test_no_clobber_per_case(void **state)
     }
     snprintf(kept, sizeof kept, "%s/s1_seg.nii.gz", out);
     assert_int_equal(sl_write_file_atomic(kept, "keep me\n", 8, 1), 0);
-    Run r = sh("%s -q -m %s -o '%s' '%s' '%s' '%s'", segment_bin(), model(),
+    BcRun r = bc_sh("%s -q -m %s -o '%s' '%s' '%s' '%s'", bc_segment_bin(), bc_model(),
                out, p[0], p[1], p[2]);
     fprintf(stderr, "no clobber: exit %d: %s\n", r.status, r.err_first);
     assert_int_equal(r.status, 1);
@@ -317,21 +191,21 @@ static void test_no_clobber_per_case(void **state)
     assert_non_null(strstr(r.err_first, "case 2/3"));
     assert_non_null(strstr(r.err_first, "--force"));
     assert_string_equal(r.out, ""); /* -q: no per-case lines, no summary */
-    run_free(&r);
+    bc_free(&r);
     char *c = slurp_text(kept);
     assert_string_equal(c, "keep me\n");
     free(c);
     char o0[1024], o2[1024];
     snprintf(o0, sizeof o0, "%s/s0_seg.nii.gz", out);
     snprintf(o2, sizeof o2, "%s/s2_seg.nii.gz", out);
-    assert_same_as_single(p[0], o0);
-    assert_same_as_single(p[2], o2);
-    r = sh("%s -q --force -m %s -o '%s' '%s' '%s' '%s'", segment_bin(),
-           model(), out, p[0], p[1], p[2]);
+    bc_assert_same_as_single(p[0], o0);
+    bc_assert_same_as_single(p[2], o2);
+    r = bc_sh("%s -q --force -m %s -o '%s' '%s' '%s' '%s'", bc_segment_bin(),
+           bc_model(), out, p[0], p[1], p[2]);
     assert_int_equal(r.status, 0);
     assert_int_equal(r.err_lines, 0);
-    run_free(&r);
-    assert_same_as_single(p[1], kept);
+    bc_free(&r);
+    bc_assert_same_as_single(p[1], kept);
 }
 
 /* Several scans without -o: outputs beside each scan, as before; one
@@ -341,24 +215,24 @@ static void test_beside_each_scan(void **state)
     (void)state;
     char in[600], s0[1024], s1[1024];
     snprintf(in, sizeof in, "%s", test_tmp_path("beside"));
-    fresh_dir(in);
+    bc_fresh_dir(in);
     make_scan(in, "x.nii.gz", 0);
     make_scan(in, "y.nii.gz", 2);
     snprintf(s0, sizeof s0, "%s/x.nii.gz", in);
     snprintf(s1, sizeof s1, "%s/y.nii.gz", in);
-    Run r = sh("%s -m %s '%s'", segment_bin(), model(), s0);
+    BcRun r = bc_sh("%s -m %s '%s'", bc_segment_bin(), bc_model(), s0);
     assert_int_equal(r.status, 0);
     char want[2200];
     snprintf(want, sizeof want, "%s -> %s/x_seg.nii.gz\n", s0, in);
     assert_string_equal(r.out, want);
-    run_free(&r);
-    r = sh("%s -m %s --force '%s' '%s'", segment_bin(), model(), s0, s1);
+    bc_free(&r);
+    r = bc_sh("%s -m %s --force '%s' '%s'", bc_segment_bin(), bc_model(), s0, s1);
     assert_int_equal(r.status, 0);
-    assert_int_equal(count_lines(r.out, "["), 2);
-    run_free(&r);
+    assert_int_equal(bc_count_lines(r.out, "["), 2);
+    bc_free(&r);
     char o[1024];
     snprintf(o, sizeof o, "%s/y_seg.nii.gz", in);
-    assert_same_as_single(s1, o);
+    bc_assert_same_as_single(s1, o);
 }
 
 /* Refused before any case runs: exit 2 (1 for an unreadable folder),
@@ -371,11 +245,11 @@ static void test_refusals(void **state)
     snprintf(out, sizeof out, "%s", test_tmp_path("ref_out"));
     snprintf(other, sizeof other, "%s", test_tmp_path("ref_other"));
     snprintf(empty, sizeof empty, "%s", test_tmp_path("ref_empty"));
-    fresh_dir(in);
-    fresh_dir(other);
-    fresh_dir(empty);
-    Run r = sh("rm -rf '%s'", out);
-    run_free(&r);
+    bc_fresh_dir(in);
+    bc_fresh_dir(other);
+    bc_fresh_dir(empty);
+    BcRun r = bc_sh("rm -rf '%s'", out);
+    bc_free(&r);
     make_scan(in, "a.nii.gz", 0);
     make_scan(other, "a.nii.gz", 1);
     struct {
@@ -413,17 +287,17 @@ static void test_refusals(void **state)
              "--input-dir '%s/none' -o '%s'", in, out);
     cases[n++].status = 1;
     for (int i = 0; i < n; i++) {
-        r = sh("%s -m %s %s", segment_bin(), model(), cases[i].args);
+        r = bc_sh("%s -m %s %s", bc_segment_bin(), bc_model(), cases[i].args);
         fprintf(stderr, "%s: exit %d: %s\n", cases[i].what, r.status,
                 r.err_first);
         assert_int_equal(r.status, cases[i].status);
         assert_int_equal(r.err_lines, 1);
         assert_string_equal(r.out, "");
-        run_free(&r);
+        bc_free(&r);
         assert_false(sl_file_exists(out));
-        r = sh("ls '%s' | wc -l", in);
+        r = bc_sh("ls '%s' | wc -l", in);
         assert_int_equal(atoi(r.out), 1);
-        run_free(&r);
+        bc_free(&r);
     }
 }
 
@@ -435,7 +309,7 @@ static void test_executors_reused(void **state)
     char in[600], out[600];
     snprintf(in, sizeof in, "%s", test_tmp_path("reuse_in"));
     snprintf(out, sizeof out, "%s", test_tmp_path("reuse_out"));
-    fresh_dir(in);
+    bc_fresh_dir(in);
     for (int i = 0; i < 3; i++) {
         char name[32];
         snprintf(name, sizeof name, "r%d.nii.gz", i);
@@ -444,11 +318,11 @@ static void test_executors_reused(void **state)
     }
     Graph g;
     graph_init(&g);
-    assert_int_equal(sslim_read(model(), &g), 0);
+    assert_int_equal(sslim_read(bc_model(), &g), 0);
     int made[2];
     for (int t = 0; t < 2; t++) {
-        Run r = sh("rm -rf '%s'", out);
-        run_free(&r);
+        BcRun r = bc_sh("rm -rf '%s'", out);
+        bc_free(&r);
         char one[1024];
         snprintf(one, sizeof one, "%s/r0.nii.gz", in);
         char *scans[1] = {one}, outdir[700];
@@ -474,32 +348,14 @@ static void test_executors_reused(void **state)
     graph_free(&g);
 }
 
-/* A line of the README (the first one containing `needle`), or fail. */
-static char *readme_line(const char *needle)
-{
-    char *t = slurp_text("README.md");
-    assert_non_null(t);
-    char *p = strstr(t, needle);
-    if (!p) fail_msg("README.md has no line with '%s'", needle);
-    char *start = p;
-    while (start > t && start[-1] != '\n') start--;
-    size_t len = strcspn(start, "\n");
-    char *line = malloc(len + 1);
-    assert_non_null(line);
-    memcpy(line, start, len);
-    line[len] = '\0';
-    free(t);
-    return line;
-}
-
 /* Lay out what the README's backlog examples expect in `dir`: scans/
  * with four good scans and a corrupt one, model.sslim, no out/. */
 static void backlog(const char *dir, char scans[5][1024])
 {
     char sd[700];
-    fresh_dir(dir);
+    bc_fresh_dir(dir);
     snprintf(sd, sizeof sd, "%s/scans", dir);
-    fresh_dir(sd);
+    bc_fresh_dir(sd);
     for (int i = 0; i < 5; i++) {
         char name[32];
         snprintf(name, sizeof name, "case%d.nii.gz", i);
@@ -507,9 +363,9 @@ static void backlog(const char *dir, char scans[5][1024])
         snprintf(scans[i], sizeof scans[i], "%s/%s", sd, name);
     }
     assert_int_equal(phantom_truncate(scans[3], scans[3], 400), 0);
-    Run r = sh("cp %s '%s/model.sslim'", model(), dir);
+    BcRun r = bc_sh("cp %s '%s/model.sslim'", bc_model(), dir);
     assert_int_equal(r.status, 0);
-    run_free(&r);
+    bc_free(&r);
 }
 
 static void check_backlog(const char *dir, char scans[5][1024])
@@ -520,7 +376,7 @@ static void check_backlog(const char *dir, char scans[5][1024])
         if (i == 3)
             assert_false(sl_file_exists(o));
         else
-            assert_same_as_single(scans[i], o);
+            bc_assert_same_as_single(scans[i], o);
     }
 }
 
@@ -530,20 +386,19 @@ static void check_backlog(const char *dir, char scans[5][1024])
 static void test_readme_gnu_parallel(void **state)
 {
     (void)state;
-    char dir[600], scans[5][1024], bindir[PATH_MAX + 300];
+    char dir[600], scans[5][1024];
     snprintf(dir, sizeof dir, "%s", test_tmp_path("parallel"));
     backlog(dir, scans);
-    char *line = readme_line("| parallel ");
-    snprintf(bindir, sizeof bindir, "%s", segment_bin());
-    *strrchr(bindir, '/') = '\0';
-    Run r = sh("cd '%s' && PATH='%s':\"$PATH\" && %s", dir, bindir, line);
+    char *line = bc_readme_line("| parallel ");
+    BcRun r = bc_sh("cd '%s' && PATH='%s':\"$PATH\" && %s", dir, bc_bin_dir(),
+                    line);
     fprintf(stderr, "README line: %s\nexit %d, stderr:\n%s", line, r.status,
             r.err);
     assert_int_not_equal(r.status, 0);
     assert_true(r.status > 0);
     assert_int_equal(r.err_lines, 1);
     assert_non_null(strstr(r.err_first, "case3.nii.gz"));
-    run_free(&r);
+    bc_free(&r);
     free(line);
     check_backlog(dir, scans);
 }
@@ -555,26 +410,23 @@ static void test_readme_gnu_parallel(void **state)
 static void test_slurm_array_script(void **state)
 {
     (void)state;
-    char dir[600], scans[5][1024], bindir[PATH_MAX + 300];
-    char script[PATH_MAX + 300];
+    char dir[600], scans[5][1024], script[PATH_MAX + 300];
     snprintf(dir, sizeof dir, "%s", test_tmp_path("slurm"));
     backlog(dir, scans);
-    snprintf(bindir, sizeof bindir, "%s", segment_bin());
-    *strrchr(bindir, '/') = '\0';
-    abs_path("tools/segment_array.sh", script, sizeof script);
+    bc_abs_path("tools/segment_array.sh", script, sizeof script);
     int failed = 0;
     for (int task = 3; task <= 5; task++) {
-        Run r = sh("cd '%s' && PATH='%s':\"$PATH\" SLURM_ARRAY_TASK_ID=%d "
+        BcRun r = bc_sh("cd '%s' && PATH='%s':\"$PATH\" SLURM_ARRAY_TASK_ID=%d "
                    "SLURM_ARRAY_TASK_MIN=3 SLURM_ARRAY_TASK_COUNT=3 "
                    "SLURM_CPUS_PER_TASK=1 sh '%s' scans out model.sslim",
-                   dir, bindir, task, script);
+                   dir, bc_bin_dir(), task, script);
         fprintf(stderr, "task %d: exit %d, %d stderr line(s): %s\n", task,
                 r.status, r.err_lines, r.err_first);
         if (r.status) {
             failed++;
             assert_non_null(strstr(r.err, "case3.nii.gz"));
         }
-        run_free(&r);
+        bc_free(&r);
     }
     assert_int_equal(failed, 1);
     check_backlog(dir, scans);
