@@ -216,7 +216,9 @@ bench-quick: all
 
 # check-long: tests of the benchmark scripts (torch_segment.py, plot_run.py,
 # bench_real.sh on a tiny phantom); they need the bench deps, so not in test.
-LONG_TESTS = test_torch_segment test_bench_real
+# test_soak: one segment process over 500 scans (RSS, descriptors; under
+# nice -n 19).
+LONG_TESTS = test_torch_segment test_bench_real test_soak
 check-long:
 	@BUILD=$(BUILD) sh tools/deps.sh bench
 	@$(MAKE) --no-print-directory $(BIN_PATHS) $(LONG_TESTS:%=$(BUILD)/tests/%)
