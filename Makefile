@@ -217,8 +217,8 @@ bench-quick: all
 # check-long: tests of the benchmark scripts (torch_segment.py, plot_run.py,
 # bench_real.sh on a tiny phantom); they need the bench deps, so not in test.
 # test_soak: one segment process over 500 scans (RSS, descriptors; under
-# nice -n 19).
-LONG_TESTS = test_torch_segment test_bench_real test_soak
+# nice -n 19); test_dicom: NIfTI -> DICOM (pydicom) -> dcm2niix -> segment.
+LONG_TESTS = test_torch_segment test_bench_real test_soak test_dicom
 check-long:
 	@BUILD=$(BUILD) sh tools/deps.sh bench
 	@$(MAKE) --no-print-directory $(BIN_PATHS) $(LONG_TESTS:%=$(BUILD)/tests/%)

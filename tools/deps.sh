@@ -5,7 +5,8 @@ set -eu
 build="gcc make pkg-config libc6-dev zlib1g-dev libnifti2-dev libniftiio-dev libznz-dev libprotobuf-c-dev protobuf-c-compiler libonnx-dev libcmocka-dev"
 # parallel: test_batch runs the README's GNU parallel line.
 test_extra="python3-nibabel python3-numpy mricron-data parallel"
-bench_extra="python3-torch python3-onnx python3-matplotlib"
+# dcm2niix, python3-pydicom: test_dicom (make check-long).
+bench_extra="python3-torch python3-onnx python3-matplotlib dcm2niix python3-pydicom"
 # make fuzz: clang 14 with its libFuzzer/sanitizer runtimes, and LLVM's
 # OpenMP (the sources are built with -fopenmp); time measures CPU seconds.
 fuzz_extra="clang libclang-rt-14-dev libomp-14-dev time"
