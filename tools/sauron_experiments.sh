@@ -8,6 +8,9 @@
 # Needs /usr/bin/python3 with numpy, nibabel (and torch only to remake the
 # starting model, which is committed).  Each run prints the summary lines
 # of OUT/NAME.run/sauron_summary.txt (model written, FLOPs, Dice).
+# With "cost" (or "cost30") as 4th argument, the FLOPs-aware rules,
+# --target-flops, --teacher-weight and --recovery-epochs on the phantom
+# (8 x 15 runs; cost30: 30 x 15), margin 1 point unless stated.
 set -e
 B=${1:-build}
 OUT=${2:-/tmp/sauron_experiments}
@@ -69,6 +72,47 @@ run() { # name, dataset, flags...
         sed "s/^/$name: /"
 }
 S8="--epochs 8 --iters-per-epoch 15"
+S30="--epochs 30 --iters-per-epoch 15"
+if [ "$4" = cost ]; then
+    CI1="--tau-max 0.45 --keep-head-input --max-dice-drop 0.01 --lambda 1.0 --prune-every 5 --prune-guard 0.01"
+    run np8 "$DS" --no-prune $S8
+    for r in none tau guard all; do
+        run def8_$r "$DS" $S8 --cost-rule $r
+        run ci8_$r "$DS" $S8 $CI1 --cost-rule $r
+    done
+    run ci8_all_t05 "$DS" $S8 $CI1 --cost-rule all --target-flops 0.5
+    run ci8_all_tw05 "$DS" $S8 $CI1 --cost-rule all --teacher-weight 0.5
+    run ci8_all_rec0 "$DS" $S8 $CI1 --cost-rule all --recovery-epochs 0
+    run ci8_all_rec3 "$DS" $S8 $CI1 --cost-rule all --recovery-epochs 3
+    exit 0
+fi
+if [ "$4" = cost30 ]; then
+    E30="--tau-max 0.8 --lambda 1.0 --prune-every 5 --prune-guard 0.02 --max-dice-drop 0.01"
+    run np30 "$DS" --no-prune $S30
+    for r in none tau guard all; do
+        run e30_$r "$DS" $S30 $E30 --cost-rule $r
+    done
+    # the CI goal: --target-flops 0.1 within 3 points
+    for r in none all; do
+        run e30_${r}_t01 "$DS" $S30 --tau-max 0.8 --lambda 1.0 \
+            --prune-every 5 --prune-guard 0.02 --max-dice-drop 0.03 \
+            --cost-rule $r --target-flops 0.1
+    done
+    for r in none all; do
+        for v in "tw05 --teacher-weight 0.5" "g003 --prune-guard 0.03"; do
+            set -- $v
+            n=$1
+            shift
+            run e30_${r}_t01_$n "$DS" $S30 --tau-max 0.8 --lambda 1.0 \
+                --prune-every 5 --prune-guard 0.02 --max-dice-drop 0.03 \
+                --cost-rule $r --target-flops 0.1 "$@"
+        done
+    done
+    run e30_all_t01_t09 "$DS" $S30 --tau-max 0.9 --lambda 1.0 \
+        --prune-every 5 --prune-guard 0.02 --max-dice-drop 0.03 \
+        --cost-rule all --target-flops 0.1
+    exit 0
+fi
 CI="--tau-max 0.45 --keep-head-input --max-dice-drop 0.02 --lambda 1.0 --prune-every 5"
 # the CI test's pair (tests/test_sauron_cli.c)
 run np8 "$DS" --no-prune $S8
