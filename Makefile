@@ -30,7 +30,7 @@ RT_OPS = runtime/ops/optable.c runtime/ops/conv.c \
          runtime/ops/activation.c runtime/ops/add.c runtime/ops/softmax.c \
          runtime/ops/concat.c runtime/ops/pool.c runtime/ops/resize.c \
          runtime/ops/fused.c
-RT_SRC = runtime/common.c runtime/bytes.c runtime/graph.c runtime/plan.c runtime/exec.c \
+RT_SRC = runtime/common.c runtime/bytes.c runtime/cliopt.c runtime/graph.c runtime/plan.c runtime/exec.c \
          runtime/sslim.c runtime/nifti_io.c runtime/volume.c \
          runtime/segment.c runtime/batch.c $(RT_OPS)
 CMP_SRC = compressor/onnx/onnx_import.c compressor/onnx/onnx_fold.c compressor/onnx/onnx_lower.c compressor/onnx/onnx_layout.c \
@@ -61,6 +61,7 @@ TESTS += test_peer
 TESTS += test_codec
 TESTS += test_fuzz_replay
 TESTS += test_batch
+TESTS += test_cliopt
 
 # Fuzz targets (tests/fuzz/): entry functions shared by the libFuzzer
 # programs (make fuzz) and test_fuzz_replay (make test).

@@ -1,6 +1,7 @@
 /* segment: the clinic-side CLI.  Loads a .sslim model once, segments one
  * or more NIfTI scans, writes a label map beside each (or to -o). */
 #include <limits.h>
+#include <stddef.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include "batch.h"
+#include "cliopt.h"
 #include "common.h"
 #include "exec.h"
 #include "graph.h"
@@ -17,39 +19,6 @@
 
 #define SEGMENT_VERSION "0.1"
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-        "usage: segment [options] scan.nii.gz [scan2.nii.gz ...]\n"
-        "       segment [options] --input-dir DIR -o OUTDIR\n"
-        "Segment NIfTI scans with a slim U-Net (.sslim); writes\n"
-        "<scan>_seg.nii.gz beside each scan unless -o is given.\n"
-        "The model is loaded once for all cases; a case that fails is\n"
-        "reported on one line and the others go on (exit status 1).\n"
-        "A case with several modalities is one 4D file or files joined\n"
-        "by commas: t1.nii.gz,t2.nii.gz (same grid).\n"
-        "\n"
-        "options:\n"
-        "  -m MODEL.sslim         model (default: the shipped\n"
-        "                         models/default.sslim)\n"
-        "  -o OUT.nii[.gz]        output label map (one case only)\n"
-        "  -o OUTDIR              output folder (several cases, --input-dir,\n"
-        "                         an existing folder or a name ending in /):\n"
-        "                         OUTDIR/<scan>_seg.nii.gz; created if missing\n"
-        "  --input-dir DIR        every .nii/.nii.gz file of DIR is a case\n"
-        "                         (name order; needs -o OUTDIR)\n"
-        "  --probabilities FILE   also write per-class probabilities as a\n"
-        "                         4D float32 NIfTI (one case only)\n"
-        "  --force                overwrite existing outputs (never inputs)\n"
-        "  --threads N            threads (default: all cores)\n"
-        "  --batch N              2D slices per network run (default:\n"
-        "                         as many as fit 16 MiB of activations,\n"
-        "                         at most 4)\n"
-        "  -q                     no progress, no summary lines\n"
-        "  -h, --help             this help\n"
-        "  --version              version\n");
-}
-
 typedef struct {
     const char *model, *out, *probs, *input_dir;
     int force, threads, batch, quiet;
@@ -57,21 +26,63 @@ typedef struct {
     int n_scans;
 } Args;
 
-static int parse_int(const char *opt, const char *v, int lo, int hi,
-                     int *out)
-{
-    char *end = NULL;
-    long x = v ? strtol(v, &end, 10) : 0;
-    if (!v || !*v || *end || x < lo || x > hi) {
-        sl_error("%s needs an integer in %d..%d, got '%s'", opt, lo, hi,
-                 v ? v : "");
-        return ERR_ARG;
-    }
-    *out = (int)x;
-    return 0;
-}
+static const CliOpt segment_opts[] = {
+    {.name = "model", .short_name = 'm', .type = CLI_STRING,
+     .metavar = "MODEL.sslim", .off = offsetof(Args, model),
+     .help = "model (default: the shipped models/default.sslim)"},
+    {.name = "output", .short_name = 'o', .type = CLI_STRING,
+     .metavar = "OUT", .off = offsetof(Args, out),
+     .help = "output label map OUT.nii[.gz] (one case only), or output "
+             "folder (several cases, --input-dir, an existing folder or a "
+             "name ending in /): OUT/<scan>_seg.nii.gz; created if missing"},
+    {.name = "input-dir", .type = CLI_STRING, .metavar = "DIR",
+     .off = offsetof(Args, input_dir),
+     .help = "every .nii/.nii.gz file of DIR is a case (name order; needs "
+             "-o OUTDIR)"},
+    {.name = "probabilities", .type = CLI_STRING, .metavar = "FILE",
+     .off = offsetof(Args, probs),
+     .help = "also write per-class probabilities as a 4D float32 NIfTI "
+             "(one case only)"},
+    {.name = "force", .type = CLI_FLAG, .off = offsetof(Args, force),
+     .help = "overwrite existing outputs (never inputs)"},
+    {.name = "threads", .type = CLI_INT, .lo = 1, .hi = 4096,
+     .metavar = "N", .off = offsetof(Args, threads),
+     .help = "threads (default: all cores)"},
+    {.name = "batch", .type = CLI_INT, .lo = 1, .hi = 4096, .metavar = "N",
+     .off = offsetof(Args, batch),
+     .help = "2D slices per network run (default: as many as fit 16 MiB of "
+             "activations, at most 4)"},
+    {.name = "quiet", .short_name = 'q', .type = CLI_FLAG,
+     .off = offsetof(Args, quiet), .help = "no progress, no summary lines"},
+};
 
-/* 0 ok, 1 exit 0 now (help/version), negative error. */
+static const CliGroup segment_groups[] = {
+    {NULL, segment_opts, sizeof segment_opts / sizeof *segment_opts, 0},
+};
+
+#define STR2(x) #x
+#define STR(x) STR2(x)
+static const CliSpec segment_cli = {
+    .prog = "segment",
+    .version = "segment (sauron) " SEGMENT_VERSION ", reads .sslim " STR(
+        SSLIM_MAJOR) ".x",
+    .summary = "segment NIfTI scans with a slim U-Net",
+    .synopsis = "[options] scan.nii.gz [scan2.nii.gz ...]\n"
+                "       segment [options] --input-dir DIR -o OUTDIR",
+    .description =
+        "Segment NIfTI scans with a slim U-Net (.sslim); writes\n"
+        "<scan>_seg.nii.gz beside each scan unless -o is given.\n"
+        "The model is loaded once for all cases; a case that fails is\n"
+        "reported on one line and the others go on (exit status 1).\n"
+        "A case with several modalities is one 4D file or files joined\n"
+        "by commas: t1.nii.gz,t2.nii.gz (same grid).",
+    .groups = segment_groups,
+    .n_groups = sizeof segment_groups / sizeof *segment_groups,
+    .notes = "Exit status: 0 when every scan was segmented, 1 when one\n"
+             "failed, 2 for a usage error.",
+};
+
+/* 0 ok, 1 exit 0 now (help/version/man), negative error. */
 static int parse_args(int argc, char **argv, Args *a)
 {
     memset(a, 0, sizeof *a);
@@ -80,50 +91,11 @@ static int parse_args(int argc, char **argv, Args *a)
         sl_error("out of memory");
         return ERR_NOMEM;
     }
-    int only_files = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *s = argv[i];
-        const char *next = i + 1 < argc ? argv[i + 1] : NULL;
-        if (only_files || s[0] != '-' || !s[1]) {
-            a->scans[a->n_scans++] = argv[i];
-        } else if (!strcmp(s, "--")) {
-            only_files = 1;
-        } else if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
-            usage(stdout);
-            return 1;
-        } else if (!strcmp(s, "--version")) {
-            printf("segment (sauron) %s, reads .sslim %d.x\n",
-                   SEGMENT_VERSION, SSLIM_MAJOR);
-            return 1;
-        } else if (!strcmp(s, "-q") || !strcmp(s, "--quiet")) {
-            a->quiet = 1;
-        } else if (!strcmp(s, "--force")) {
-            a->force = 1;
-        } else if (!strcmp(s, "-m") || !strcmp(s, "-o") ||
-                   !strcmp(s, "--probabilities") ||
-                   !strcmp(s, "--input-dir") ||
-                   !strcmp(s, "--threads") || !strcmp(s, "--batch")) {
-            if (!next) {
-                sl_error("%s needs a value; see segment --help", s);
-                return ERR_ARG;
-            }
-            i++;
-            int rc = 0;
-            if (!strcmp(s, "-m")) a->model = next;
-            else if (!strcmp(s, "-o")) a->out = next;
-            else if (!strcmp(s, "--probabilities")) a->probs = next;
-            else if (!strcmp(s, "--input-dir")) a->input_dir = next;
-            else if (!strcmp(s, "--threads"))
-                rc = parse_int(s, next, 1, 4096, &a->threads);
-            else
-                rc = parse_int(s, next, 1, 4096, &a->batch);
-            if (rc) return rc;
-        } else {
-            sl_error("unknown option '%s'; see segment --help", s);
-            return ERR_ARG;
-        }
-    }
-    return 0;
+    int rc = cli_parse(&segment_cli, argc, argv, a, a->scans, &a->n_scans);
+    if (rc == CLI_HELP) cli_help(&segment_cli, stdout);
+    if (rc == CLI_VERSION) printf("%s\n", segment_cli.version);
+    if (rc == CLI_MAN) cli_man(&segment_cli, stdout);
+    return rc > 0 ? 1 : rc;
 }
 
 /* The shipped model: <exe dir>/../share/sauron/models/default.sslim once

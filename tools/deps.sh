@@ -3,8 +3,9 @@
 # Usage: tools/deps.sh [build|test|bench|fuzz]   (apt-get needs root)
 set -eu
 build="gcc make pkg-config libc6-dev zlib1g-dev libnifti2-dev libniftiio-dev libznz-dev libprotobuf-c-dev protobuf-c-compiler libonnx-dev libcmocka-dev"
-# parallel: test_batch runs the README's GNU parallel line.
-test_extra="python3-nibabel python3-numpy mricron-data parallel"
+# parallel: test_batch runs the README's GNU parallel line; man-db and
+# groff-base: test_cliopt renders the man pages with man -l.
+test_extra="python3-nibabel python3-numpy mricron-data parallel man-db groff-base"
 # dcm2niix, python3-pydicom: test_dicom (make check-long).
 bench_extra="python3-torch python3-onnx python3-matplotlib dcm2niix python3-pydicom"
 # make fuzz: clang 14 with its libFuzzer/sanitizer runtimes, and LLVM's
