@@ -34,7 +34,7 @@ RT_SRC = runtime/common.c runtime/bytes.c runtime/cliopt.c runtime/graph.c runti
          runtime/sslim.c runtime/nifti_io.c runtime/volume.c \
          runtime/segment.c runtime/batch.c $(RT_OPS)
 CMP_SRC = compressor/onnx/onnx_import.c compressor/onnx/onnx_fold.c compressor/onnx/onnx_lower.c compressor/onnx/onnx_layout.c \
-          compressor/sha256.c compressor/compress_cli.c $(GRAD_SRC)
+          compressor/sha256.c compressor/compress_cli.c compressor/compress_opts.c $(GRAD_SRC)
 GRAD_SRC = compressor/grad/conv_grad.c compressor/grad/conv_transpose_grad.c compressor/grad/norm_grad.c compressor/grad/activation_grad.c compressor/grad/softmax_grad.c compressor/grad/concat_grad.c compressor/grad/pool_grad.c compressor/grad/resize_grad.c
 CMP_SRC += compressor/train/slice.c compressor/train/backward_table.c compressor/train/train_exec.c compressor/train/loss.c compressor/train/optim.c
 CMP_SRC += compressor/sauron/groups.c compressor/sauron/surgery.c compressor/sauron/cost.c
@@ -74,12 +74,13 @@ CMP_OBJ = $(CMP_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/onnx.pb-c.o
 RT_LIB  = $(BUILD)/lib/libsauron_rt.a
 CMP_LIB = $(BUILD)/lib/libsauron_cmp.a
 BIN_PATHS  = $(BINS:%=$(BUILD)/bin/%)
+MAN_PATHS  = $(BINS:%=$(BUILD)/man/%.1)
 TEST_PATHS = $(TESTS:%=$(BUILD)/tests/%)
 
 .SECONDARY:
 .PHONY: all deps demo test test-run asan bench bench-quick check-long install \
         clean fixtures format fuzz fuzz-bins
-all: $(BIN_PATHS)
+all: $(BIN_PATHS) $(MAN_PATHS)
 
 deps:
 	@sh tools/deps.sh build
@@ -150,6 +151,12 @@ $(BUILD)/tests/test_fuzz_replay: $(BUILD)/obj/tests/test_fuzz_replay.o \
         $(BUILD)/obj/tests/testutil.o $(FUZZ_OBJ) $(CMP_LIB) $(RT_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(PROTOBUF_LIBS) $(NIFTI_LIBS) $(CMOCKA_LIBS) -o $@
+
+# Each program prints its man page from its option table (hidden --man),
+# the same table its --help and its parser use.
+$(BUILD)/man/%.1: $(BUILD)/bin/%
+	@mkdir -p $(dir $@)
+	$< --man >$@.tmp && mv $@.tmp $@
 
 # ---- the README's run command: segment the real Colin27 T1 scan ----
 DEMO_SCAN ?= /usr/share/mricron/templates/ch2.nii.gz
@@ -236,6 +243,8 @@ fixtures:
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/sauron/models
 	install -m 755 $(BIN_PATHS) $(DESTDIR)$(PREFIX)/bin/
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 644 $(MAN_PATHS) $(DESTDIR)$(PREFIX)/share/man/man1/
 	if ls models/*.sslim >/dev/null 2>&1; then \
 	    install -m 644 models/*.sslim models/*.md $(DESTDIR)$(PREFIX)/share/sauron/models/; fi
 

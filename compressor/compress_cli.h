@@ -24,9 +24,9 @@ typedef struct {
     VoxelOrder order;        /* --order nnunet|nibabel */
     const char *output_name; /* --output NAME or NULL */
     int force;
-    int help, version; /* print and exit 0 */
+    int help, version, man; /* print and exit 0 */
     /* Fine-tuning (--data): */
-    int n_patch;          /* 3 if --patch was given (2D: 1,H,W), else 0 */
+    int n_patch;          /* 1 if --patch was given (2D: 1,H,W), else 0 */
     int normalize_set;    /* --normalize given */
     int no_prune;         /* --no-prune: plain fine-tuning */
     int distill;          /* --distill: the imported model's outputs are
@@ -52,12 +52,18 @@ typedef struct {
     int allow_unpruned;   /* --allow-unpruned */
 } CompressOptions;
 
-/* Parse argv[1..argc-1].  Returns 0, or ERR_ARG with one sl_error() line
- * (an unknown option, a bad value, a missing positional argument).  With
- * --help/--version set, positional arguments are not required. */
+#define SAURON_VERSION "0.1.0"
+
+/* Parse argv[1..argc-1] (the option table is in compress_opts.c).
+ * Returns 0, or ERR_ARG with one sl_error() line (an unknown option, a
+ * bad value, a missing positional argument), or ERR_NOMEM.  With
+ * --help/--version/--man set, positional arguments are not required. */
 int compress_parse_args(int argc, char **argv, CompressOptions *o);
 
+/* --help, the man page (--man) and the --version line, from the table. */
 void compress_usage(FILE *f);
+void compress_man(FILE *f);
+const char *compress_version(void);
 
 /* Split "a,b,c" into n owned strings (sl_free each and the array).
  * Empty items are an ERR_ARG naming `what`. */

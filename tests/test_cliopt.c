@@ -310,9 +310,49 @@ static void test_help_and_man_from_table(void **state)
     free(man);
 }
 
-/* The built programs: bad values give exit 2 and the common line; each
- * table option is in --help and in the man page; man -l renders it
- * without warnings. */
+/* Long option names on the option lines of --help ("  -x, --name ..."
+ * or "      --name ..."; help text continues further right). */
+static int help_names(const char *text, char names[][48], int max)
+{
+    int n = 0;
+    for (const char *l = text; l && *l;
+         l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        size_t indent = strspn(l, " ");
+        if ((indent != 2 && indent != 6) || l[indent] != '-') continue;
+        const char *p = strstr(l, "--");
+        const char *eol = strchr(l, '\n');
+        if (!p || (eol && p > eol) || n == max) continue;
+        p += 2;
+        size_t len = strspn(p, "abcdefghijklmnopqrstuvwxyz0123456789-");
+        snprintf(names[n++], 48, "%.*s", (int)len, p);
+    }
+    return n;
+}
+
+/* Long option names in the man page's .TP tags ("\fB\-\-name\fR"). */
+static int man_names(const char *text, char names[][48], int max)
+{
+    int n = 0;
+    for (const char *l = strstr(text, ".TP\n"); l && n < max;
+         l = strstr(l + 1, ".TP\n")) {
+        const char *tag = l + 4, *eol = strchr(tag, '\n');
+        const char *p = strstr(tag, "\\fB\\-\\-");
+        if (!p || (eol && p > eol)) continue;
+        p += 7; /* past the bold dashes */
+        size_t k = 0;
+        while (*p && strncmp(p, "\\fR", 3) && k + 1 < 48) {
+            if (!strncmp(p, "\\-", 2)) p++;
+            names[n][k++] = *p++;
+        }
+        names[n++][k] = '\0';
+    }
+    return n;
+}
+
+/* The built programs: a bad value gives exit 2 and exactly the common
+ * line; --help and the man page list the same options (both come from
+ * the table; the in-process test above shows every table entry is
+ * printed); man -l renders the page without warnings. */
 static void check_program(const char *prog, const char *bad_args,
                           const char *want)
 {
@@ -326,10 +366,31 @@ static void check_program(const char *prog, const char *bad_args,
                 rc, err, want);
     assert_int_equal(rc, 2);
     assert_string_equal(err, want);
-    /* the page renders without groff warnings */
+
     const char *page = test_tmp_path("page.1");
-    snprintf(cmd, sizeof cmd, "%s --man >%s", bin, page);
+    const char *help = test_tmp_path("help.txt");
+    snprintf(cmd, sizeof cmd, "%s --man >%s && %s --help >%s", bin, page,
+             bin, help);
     assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
+    char *ht = slurp_text(help), *mt = slurp_text(page);
+    assert_non_null(ht);
+    assert_non_null(mt);
+    static char hn[128][48], mn[128][48];
+    int nh = help_names(ht, hn, 128), nm = man_names(mt, mn, 128);
+    if (nh != nm) fprintf(stderr, "%s: %d options in --help, %d in man\n",
+                          prog, nh, nm);
+    assert_int_equal(nh, nm);
+    assert_true(nh >= 5); /* the table's options, --help, --version */
+    for (int k = 0; k < nh; k++) {
+        int found = 0;
+        for (int m = 0; m < nm; m++)
+            found |= !strcmp(hn[k], mn[m]);
+        if (!found) fprintf(stderr, "%s: --%s not in man\n", prog, hn[k]);
+        assert_true(found);
+    }
+    free(ht);
+    free(mt);
+    /* the page renders without groff warnings */
     snprintf(cmd, sizeof cmd,
              "MANWIDTH=80 man --warnings -E UTF-8 -l %s 2>&1 >/dev/null | "
              "grep . >&2; test $? -eq 1",
@@ -352,6 +413,25 @@ static void test_programs(void **state)
                                    "see segment --help");
     check_program("segment", "--frobnicate x.nii.gz",
                   "error: unknown option '--frobnicate'; see segment --help");
+    check_program("sauron-compress", "--epochs=abc a.onnx b.sslim",
+                  "error: --epochs: 'abc' is not an integer in 1..100000; "
+                  "see sauron-compress --help");
+    /* the Sauron options take --opt=value like every other */
+    check_program("sauron-compress", "--lambda=x a.onnx b.sslim",
+                  "error: --lambda: 'x' is not a number in 0..100; see "
+                  "sauron-compress --help");
+    check_program("sauron-compress", "--schedule=fast a.onnx b.sslim",
+                  "error: --schedule: 'fast' is not one of budget, paper; "
+                  "see sauron-compress --help");
+    check_program("sauron-inspect", "--shape 0,1,8 m.onnx",
+                  "error: --shape: '0,1,8' is not N,C,(D,)H,W with positive "
+                  "sizes; see sauron-inspect --help");
+    check_program("sauron-run", "m.sslim --repeat=0",
+                  "error: --repeat: '0' is not an integer in 1..100000; see "
+                  "sauron-run --help");
+    check_program("sauron-eval", "a.nii b.nii --classes 1",
+                  "error: --classes: '1' is not an integer in 2..32768; see "
+                  "sauron-eval --help");
 }
 
 int main(void)

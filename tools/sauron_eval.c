@@ -24,7 +24,7 @@
  * Links the runtime only (NIfTI reading); header geometry comes straight
  * from libnifti because the runtime's NiftiGeom is opaque.
  */
-#include <errno.h>
+#include <stddef.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,6 +34,7 @@
 #include <nifti2_io.h>
 #include <omp.h>
 
+#include "runtime/cliopt.h"
 #include "runtime/common.h"
 #include "runtime/nifti_io.h"
 #include "runtime/volume.h"
@@ -54,23 +55,6 @@ typedef struct {
     double hd95; /* mm; infinite when exactly one mask is empty */
     int64_t n_gt, n_pred;
 } ClassScore;
-
-static void usage(FILE *f)
-{
-    fprintf(
-        f,
-        "usage: sauron-eval PRED.nii.gz GT.nii.gz [--classes N]\n"
-        "                   [--csv OUT.csv] [--json OUT.json] [--force]\n"
-        "Dice and HD95 (mm) per class between two label maps on the\n"
-        "same grid (dims, pixdim and voxel-to-world matrix must match).\n"
-        "Classes 1..N-1 are scored (N: --classes, default largest label\n"
-        "+ 1).  HD95: 95th percentile (numpy-style linear interpolation)\n"
-        "of the pooled symmetric distances between the boundary voxels\n"
-        "(6-neighbourhood) of the two masks, using pixdim spacing.\n"
-        "Both masks empty: Dice 1, HD95 0.  One empty: Dice 0, HD95\n"
-        "inf (null in JSON).  Prints a table on stdout; --csv/--json\n"
-        "also write it to files (refusing to overwrite without --force).\n");
-}
 
 /* ---- reading ---- */
 
@@ -517,54 +501,76 @@ static int write_text(const char *path, const Text *t, int force)
 
 typedef struct {
     const char *pred, *gt, *csv, *json;
-    long classes; /* 0 = from the data */
+    int classes; /* 0 = from the data */
     int force;
 } Args;
 
+static const CliOpt eval_opts[] = {
+    {.name = "classes", .type = CLI_INT, .lo = 2, .hi = MAX_CLASSES + 1,
+     .metavar = "N", .off = offsetof(Args, classes),
+     .help = "score classes 1..N-1 (default: largest label + 1)"},
+    {.name = "csv", .type = CLI_STRING, .metavar = "OUT.csv",
+     .off = offsetof(Args, csv), .help = "also write the table as CSV"},
+    {.name = "json", .type = CLI_STRING, .metavar = "OUT.json",
+     .off = offsetof(Args, json), .help = "also write the table as JSON"},
+    {.name = "force", .type = CLI_FLAG, .off = offsetof(Args, force),
+     .help = "overwrite --csv/--json outputs if they exist"},
+};
+
+static const CliGroup eval_groups[] = {
+    {NULL, eval_opts, sizeof eval_opts / sizeof *eval_opts, 0},
+};
+
+static const CliSpec eval_cli = {
+    .prog = "sauron-eval",
+    .version = "sauron-eval (sauron)",
+    .summary = "Dice and HD95 between two label maps",
+    .synopsis = "PRED.nii.gz GT.nii.gz [--classes N] [--csv OUT.csv] "
+                "[--json OUT.json] [--force]",
+    .description =
+        "Dice and HD95 (mm) per class between two label maps on the\n"
+        "same grid (dims, pixdim and voxel-to-world matrix must match).\n"
+        "Classes 1..N-1 are scored.  HD95: 95th percentile (numpy-style\n"
+        "linear interpolation) of the pooled symmetric distances between\n"
+        "the boundary voxels (6-neighbourhood) of the two masks, using\n"
+        "pixdim spacing.  Both masks empty: Dice 1, HD95 0.  One empty:\n"
+        "Dice 0, HD95 inf (null in JSON).  Prints a table on stdout;\n"
+        "--csv/--json also write it to files (refusing to overwrite\n"
+        "without --force).",
+    .groups = eval_groups,
+    .n_groups = 1,
+    .notes = "Exit status: 0 on success, 1 on failure, 2 for a usage "
+             "error.",
+};
+
+/* 0 ok, CLI_HELP/VERSION/MAN (printed), or ERR_ARG / ERR_NOMEM. */
 static int parse_args(int argc, char **argv, Args *a)
 {
     memset(a, 0, sizeof *a);
-    int npos = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *s = argv[i];
-        int has_val = i + 1 < argc;
-        if (!strcmp(s, "--csv") && has_val)
-            a->csv = argv[++i];
-        else if (!strcmp(s, "--json") && has_val)
-            a->json = argv[++i];
-        else if (!strcmp(s, "--force"))
-            a->force = 1;
-        else if (!strcmp(s, "--classes") && has_val) {
-            char *end;
-            errno = 0;
-            a->classes = strtol(argv[++i], &end, 10);
-            if (errno || *end || end == argv[i] || a->classes < 2 ||
-                a->classes > MAX_CLASSES + 1) {
-                sl_error("--classes '%s' must be an integer in 2..%d",
-                         argv[i], MAX_CLASSES + 1);
-                return ERR_ARG;
-            }
-        } else if (s[0] == '-' && s[1]) {
-            sl_error("unknown or incomplete option '%s'; see sauron-eval "
-                     "--help",
-                     s);
-            return ERR_ARG;
-        } else if (npos == 0) {
-            a->pred = s;
-            npos++;
-        } else if (npos == 1) {
-            a->gt = s;
-            npos++;
-        } else {
-            sl_error("unexpected argument '%s'; see sauron-eval --help", s);
-            return ERR_ARG;
-        }
+    char **pos = sl_calloc((size_t)argc + 1, sizeof *pos);
+    int npos = 0, rc = ERR_NOMEM;
+    if (!pos) {
+        sl_error("out of memory");
+        return rc;
     }
-    if (npos != 2) {
+    rc = cli_parse(&eval_cli, argc, argv, a, pos, &npos);
+    if (rc == CLI_HELP) cli_help(&eval_cli, stdout);
+    if (rc == CLI_VERSION) printf("%s\n", eval_cli.version);
+    if (rc == CLI_MAN) cli_man(&eval_cli, stdout);
+    if (rc) goto done;
+    rc = ERR_ARG;
+    if (npos > 2)
+        sl_error("unexpected argument '%s'; see sauron-eval --help",
+                 pos[2]);
+    else if (npos < 2)
         sl_error("need PRED.nii.gz and GT.nii.gz; see sauron-eval --help");
-        return ERR_ARG;
-    }
-    return SL_OK;
+    else
+        rc = SL_OK;
+    a->pred = npos > 0 ? pos[0] : NULL;
+    a->gt = npos > 1 ? pos[1] : NULL;
+done:
+    sl_free(pos);
+    return rc;
 }
 
 static int run(const Args *a)
@@ -585,9 +591,9 @@ static int run(const Args *a)
         if (pr.lab[i] > maxlab) maxlab = pr.lab[i];
         if (gt.lab[i] > maxlab) maxlab = gt.lab[i];
     }
-    long nc = a->classes ? a->classes : (maxlab + 1 > 2 ? maxlab + 1 : 2);
+    int nc = a->classes ? a->classes : (maxlab + 1 > 2 ? maxlab + 1 : 2);
     if (maxlab >= nc) {
-        sl_error("label %d found but --classes is %ld; pass a larger "
+        sl_error("label %d found but --classes is %d; pass a larger "
                  "--classes",
                  maxlab, nc);
         rc = ERR_ARG;
@@ -605,7 +611,7 @@ static int run(const Args *a)
         rc = score_class(&pr, &gt, c, pm, gm, &sc[c - 1]);
         if (rc) goto fail;
     }
-    format_csv(&csv, sc, (int)nc - 1);
+    format_csv(&csv, sc, nc - 1);
     if (csv.failed) {
         sl_error("out of memory formatting the results");
         rc = ERR_NOMEM;
@@ -617,7 +623,7 @@ static int run(const Args *a)
         if (rc) goto fail;
     }
     if (a->json) {
-        format_json(&json, sc, (int)nc - 1, a->pred, a->gt, pr.sp);
+        format_json(&json, sc, nc - 1, a->pred, a->gt, pr.sp);
         rc = write_text(a->json, &json, a->force);
         if (rc) goto fail;
     }
@@ -634,13 +640,9 @@ fail:
 
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
     Args a;
     int rc = parse_args(argc, argv, &a);
-    if (!rc) rc = run(&a);
-    return rc ? 1 : 0;
+    if (rc > 0) return 0;
+    if (rc) return 2;
+    return run(&a) ? 1 : 0;
 }

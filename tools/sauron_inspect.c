@@ -1,47 +1,81 @@
 /* sauron-inspect: per-layer table (op, output shape, parameters, FLOPs)
  * and metadata of an ONNX or .sslim model, as text or JSON. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "compressor/compress_cli.h"
 #include "compressor/onnx/onnx_import.h"
 #include "compressor/sauron/groups.h"
 #include "compressor/sha256.h"
+#include "runtime/cliopt.h"
 #include "runtime/common.h"
 #include "runtime/graph.h"
 #include "runtime/ops/ops.h"
 #include "runtime/sslim.h"
 
-static void usage(FILE *f)
+/* "N,C,(D,)H,W" (commas or x): 3 to SL_MAX_DIMS sizes in 1..2^20. */
+static int parse_shape(const char *v, void *target)
 {
-    fprintf(
-        f, "usage: sauron-inspect MODEL [--shape N,C,(D,)H,W] [--json] "
-           "[--groups]\n"
-           "Show the layers of an ONNX or .sslim model: op, output shape,\n"
-           "parameters and FLOPs for one input (default: the model's import\n"
-           "shape or 3D patch), totals and metadata.\n"
-           "--groups: list the prunable points instead (channels, producer,\n"
-           "norm and activation, uses with channel offsets, Add groups, or\n"
-           "why a point is excluded).\n");
+    Shape *sh = target, t;
+    memset(&t, 0, sizeof t);
+    const char *p = v;
+    while (*p) {
+        char item[32];
+        size_t len = strcspn(p, ",x");
+        long x;
+        if (t.ndim == SL_MAX_DIMS || len >= sizeof item) return -1;
+        memcpy(item, p, len);
+        item[len] = '\0';
+        if (cli_parse_long(item, 1, 1L << 20, &x)) return -1;
+        t.d[t.ndim++] = x;
+        p += len;
+        if (*p && !*++p) return -1;
+    }
+    if (t.ndim < 3) return -1;
+    *sh = t;
+    return 0;
 }
 
-static int parse_shape(const char *s, Shape *sh)
-{
-    char *end;
-    sh->ndim = 0;
-    while (*s) {
-        long long v = strtoll(s, &end, 10);
-        if (end == s || v < 1 || v > (1 << 20) || sh->ndim == SL_MAX_DIMS)
-            return -1;
-        sh->d[sh->ndim++] = v;
-        s = end;
-        if (*s == ',' || *s == 'x')
-            s++;
-        else if (*s)
-            return -1;
-    }
-    return sh->ndim >= 3 ? 0 : -1;
-}
+typedef struct {
+    Shape shape;
+    int have_shape, json, groups;
+} Args;
+
+static const CliOpt inspect_opts[] = {
+    {.name = "shape", .type = CLI_CUSTOM, .parse = parse_shape,
+     .expect = "N,C,(D,)H,W with positive sizes",
+     .metavar = "N,C,(D,)H,W", .off = offsetof(Args, shape), .has_mark = 1,
+     .mark = offsetof(Args, have_shape),
+     .help = "input shape the table is computed for (default: the model's "
+             "import shape or 3D patch)"},
+    {.name = "json", .type = CLI_FLAG, .off = offsetof(Args, json),
+     .help = "print JSON instead of a table"},
+    {.name = "groups", .type = CLI_FLAG, .off = offsetof(Args, groups),
+     .help = "list the prunable points instead (channels, producer, norm and "
+             "activation, uses with channel offsets, Add groups, or why a "
+             "point is excluded)"},
+};
+
+static const CliGroup inspect_groups[] = {
+    {NULL, inspect_opts, sizeof inspect_opts / sizeof *inspect_opts, 0},
+};
+
+static const CliSpec inspect_cli = {
+    .prog = "sauron-inspect",
+    .version = "sauron-inspect (sauron) " SAURON_VERSION,
+    .summary = "show the layers, parameters and FLOPs of a model",
+    .synopsis = "MODEL [--shape N,C,(D,)H,W] [--json] [--groups]",
+    .description =
+        "Show the layers of an ONNX or .sslim model: op, output shape,\n"
+        "parameters and FLOPs for one input (default: the model's import\n"
+        "shape or 3D patch), totals and metadata.",
+    .groups = inspect_groups,
+    .n_groups = 1,
+    .notes = "Exit status: 0 on success, 1 on failure, 2 for a usage "
+             "error.",
+};
 
 static void json_str(FILE *f, const char *s)
 {
@@ -194,58 +228,43 @@ static void print_json(const Graph *g, const char *path, const char *fmt)
 int main(int argc, char **argv)
 {
     const char *path = NULL;
-    int json = 0, rc = 1, have_shape = 0, groups = 0;
-    Shape shape = {0};
+    int rc = 1, npos = 0;
+    Args a;
+    Shape shape;
     Graph g;
     uint8_t *bytes = NULL;
     size_t size = 0;
     graph_init(&g);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
-        } else if (!strcmp(a, "--groups")) {
-            groups = 1;
-        } else if (!strcmp(a, "--shape") || !strncmp(a, "--shape=", 8)) {
-            const char *v = a[7] == '='    ? a + 8
-                            : i + 1 < argc ? argv[++i]
-                                           : "";
-            if (parse_shape(v, &shape)) {
-                fprintf(stderr,
-                        "error: --shape '%s': expected N,C,(D,)H,W with "
-                        "positive sizes\n",
-                        v);
-                return 2;
-            }
-            have_shape = 1;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr,
-                    "error: unknown option '%s'; see sauron-inspect --help\n",
-                    a);
-            return 2;
-        } else if (!path) {
-            path = a;
-        } else {
-            fprintf(stderr,
-                    "error: unexpected argument '%s'; give one model\n", a);
-            return 2;
-        }
+    memset(&a, 0, sizeof a);
+    char **pos = sl_calloc((size_t)argc + 1, sizeof *pos);
+    if (!pos) {
+        sl_error("out of memory");
+        return 1;
     }
-    if (!path) {
-        fprintf(stderr, "error: no model given; usage: sauron-inspect MODEL "
-                        "[--shape N,C,(D,)H,W] [--json]\n");
-        return 2;
+    int prc = cli_parse(&inspect_cli, argc, argv, &a, pos, &npos);
+    if (prc == CLI_HELP) cli_help(&inspect_cli, stdout);
+    if (prc == CLI_VERSION) printf("%s\n", inspect_cli.version);
+    if (prc == CLI_MAN) cli_man(&inspect_cli, stdout);
+    if (prc == 0 && npos > 1) {
+        sl_error("unexpected argument '%s'; give one model", pos[1]);
+        prc = ERR_ARG;
     }
+    if (prc == 0 && npos == 0) {
+        sl_error("no model given; usage: sauron-inspect MODEL "
+                 "[--shape N,C,(D,)H,W] [--json]");
+        prc = ERR_ARG;
+    }
+    path = npos ? pos[0] : NULL;
+    sl_free(pos);
+    if (prc) return prc > 0 ? 0 : 2;
+    shape = a.shape;
     if (sl_read_file(path, &bytes, &size)) goto out;
     int is_sslim = sslim_is_sslim(bytes, size);
     sl_free(bytes);
     bytes = NULL;
     if (is_sslim ? sslim_read(path, &g) : onnx_import(path, NULL, &g))
         goto out;
-    if (!have_shape) {
+    if (!a.have_shape) {
         shape = g.values[g.input].shape;
         if (g.meta.dims == 3 && g.meta.patch[0] > 0 && shape.ndim == 5)
             for (int k = 0; k < 3; k++)
@@ -257,12 +276,12 @@ int main(int argc, char **argv)
         goto out;
     }
     if (graph_infer_shapes(&g, &shape)) goto out;
-    if (groups) {
+    if (a.groups) {
         PruneGroups pg;
         if (sauron_find_groups(&g, &pg)) goto out;
         sauron_groups_print(stdout, &g, &pg);
         sauron_groups_free(&pg);
-    } else if (json)
+    } else if (a.json)
         print_json(&g, path, is_sslim ? "sslim" : "onnx");
     else
         print_text(&g, path, is_sslim ? "sslim" : "onnx");

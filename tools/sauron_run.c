@@ -1,70 +1,40 @@
 /* sauron-run: run a .sslim network on one raw float32 tensor and time it.
  * Links the runtime only: ONNX models must be converted first. */
-#include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/cliopt.h"
 #include "runtime/common.h"
 #include "runtime/exec.h"
 #include "runtime/graph.h"
 #include "runtime/sslim.h"
 
-static void usage(FILE *f)
-{
-    fprintf(
-        f,
-        "usage: sauron-run MODEL.sslim --input IN.bin --shape N,C,[D,]H,W\n"
-        "                  [--output OUT.bin] [--repeat N] [--threads N]\n"
-        "                  [--force] [--profile]\n"
-        "Runs the network on a raw little-endian float32 tensor of the\n"
-        "given shape and prints the median time over --repeat runs\n"
-        "(default 1) and the peak activation memory.  --output writes\n"
-        "the first graph output as raw little-endian float32 (refuses\n"
-        "an existing file unless --force).  --threads defaults to all\n"
-        "cores.  --profile also prints the time per op type (fused\n"
-        "pairs such as InstanceNorm+LeakyRelu count as one type), as ms\n"
-        "per run and share of the total.  ONNX models: convert with\n"
-        "sauron-compress --no-finetune first.\n");
-}
+#define STR2(x) #x
+#define STR(x) STR2(x)
 
-static int parse_int(const char *s, const char *opt, long lo, long hi,
-                     long *out)
+/* "N,C,[D,]H,W": 3 to SL_MAX_DIMS sizes in 1..2^31. */
+static int parse_shape(const char *v, void *target)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        sl_error("%s '%s' is not an integer in %ld..%ld", opt, s, lo, hi);
-        return ERR_ARG;
-    }
-    *out = v;
-    return SL_OK;
-}
-
-static int parse_shape(const char *s, Shape *sh)
-{
-    memset(sh, 0, sizeof *sh);
-    const char *p = s;
+    Shape *sh = target, t;
+    memset(&t, 0, sizeof t);
+    const char *p = v;
     while (*p) {
-        if (sh->ndim == SL_MAX_DIMS) goto bad;
-        char *end;
-        errno = 0;
-        long long v = strtoll(p, &end, 10);
-        if (errno || end == p || v < 1 || v > (1LL << 31)) goto bad;
-        sh->d[sh->ndim++] = v;
-        if (*end == ',')
-            end++;
-        else if (*end)
-            goto bad;
-        p = end;
+        char item[32];
+        size_t len = strcspn(p, ",");
+        long x;
+        if (t.ndim == SL_MAX_DIMS || len >= sizeof item) return -1;
+        memcpy(item, p, len);
+        item[len] = '\0';
+        if (cli_parse_long(item, 1, 1L << 31, &x)) return -1;
+        t.d[t.ndim++] = x;
+        p += len;
+        if (*p == ',' && !*++p) return -1;
     }
-    if (sh->ndim >= 3) return SL_OK;
-bad:
-    sl_error("--shape '%s' must be 3 to %d positive integers separated by "
-             "commas, e.g. 1,1,64,64",
-             s, SL_MAX_DIMS);
-    return ERR_ARG;
+    if (t.ndim < 3) return -1;
+    *sh = t;
+    return 0;
 }
 
 static int has_suffix(const char *s, const char *suf)
@@ -80,57 +50,89 @@ static int cmp_double(const void *a, const void *b)
 }
 
 typedef struct {
-    const char *model, *input, *output, *shape;
-    long repeat, threads;
-    int force, profile;
+    const char *model, *input, *output;
+    Shape shape;
+    int repeat, threads, force, profile, has_shape;
 } Args;
 
+static const CliOpt run_opts[] = {
+    {.name = "input", .type = CLI_STRING, .metavar = "IN.bin",
+     .off = offsetof(Args, input),
+     .help = "raw little-endian float32 tensor of the given shape"},
+    {.name = "shape", .type = CLI_CUSTOM, .parse = parse_shape,
+     .expect = "3 to " STR(SL_MAX_DIMS)
+               " positive integers separated by commas, e.g. 1,1,64,64",
+     .metavar = "N,C,[D,]H,W", .off = offsetof(Args, shape), .has_mark = 1,
+     .mark = offsetof(Args, has_shape), .help = "input shape"},
+    {.name = "output", .type = CLI_STRING, .metavar = "OUT.bin",
+     .off = offsetof(Args, output),
+     .help = "write the first graph output as raw little-endian float32 "
+             "(refuses an existing file unless --force)"},
+    {.name = "repeat", .type = CLI_INT, .lo = 1, .hi = 100000, .metavar = "N",
+     .off = offsetof(Args, repeat),
+     .help = "runs; the median time is printed (default 1)"},
+    {.name = "threads", .type = CLI_INT, .lo = 1, .hi = 4096, .metavar = "N",
+     .off = offsetof(Args, threads), .help = "threads (default: all cores)"},
+    {.name = "force", .type = CLI_FLAG, .off = offsetof(Args, force),
+     .help = "overwrite --output if it exists"},
+    {.name = "profile", .type = CLI_FLAG, .off = offsetof(Args, profile),
+     .help = "also print the time per op type (fused pairs such as "
+             "InstanceNorm+LeakyRelu count as one type), as ms per run and "
+             "share of the total"},
+};
+
+
+static const CliGroup run_groups[] = {
+    {NULL, run_opts, sizeof run_opts / sizeof *run_opts, 0},
+};
+
+static const CliSpec run_cli = {
+    .prog = "sauron-run",
+    .version = "sauron-run (sauron), reads .sslim " STR(SSLIM_MAJOR) ".x",
+    .summary = "run a .sslim network on one raw tensor and time it",
+    .synopsis = "MODEL.sslim --input IN.bin --shape N,C,[D,]H,W [options]",
+    .description =
+        "Runs the network on a raw little-endian float32 tensor of the\n"
+        "given shape and prints the median time over --repeat runs and the\n"
+        "peak activation memory.  ONNX models: convert with\n"
+        "sauron-compress --no-finetune first.",
+    .groups = run_groups,
+    .n_groups = 1,
+    .notes = "Exit status: 0 on success, 1 on failure, 2 for a usage "
+             "error.",
+};
+
+/* 0 ok, CLI_HELP/VERSION/MAN (printed), or ERR_ARG / ERR_NOMEM. */
 static int parse_args(int argc, char **argv, Args *a)
 {
     memset(a, 0, sizeof *a);
     a->repeat = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *s = argv[i];
-        int has_val = i + 1 < argc;
-        if (!strcmp(s, "--force")) {
-            a->force = 1;
-        } else if (!strcmp(s, "--profile")) {
-            a->profile = 1;
-        } else if (!strcmp(s, "--input") || !strcmp(s, "--output") ||
-                   !strcmp(s, "--shape") || !strcmp(s, "--repeat") ||
-                   !strcmp(s, "--threads")) {
-            if (!has_val) {
-                sl_error("%s needs a value; see sauron-run --help", s);
-                return ERR_ARG;
-            }
-            const char *v = argv[++i];
-            if (!strcmp(s, "--input"))
-                a->input = v;
-            else if (!strcmp(s, "--output"))
-                a->output = v;
-            else if (!strcmp(s, "--shape"))
-                a->shape = v;
-            else if (!strcmp(s, "--repeat")) {
-                if (parse_int(v, s, 1, 100000, &a->repeat)) return ERR_ARG;
-            } else if (parse_int(v, s, 1, 4096, &a->threads)) {
-                return ERR_ARG;
-            }
-        } else if (s[0] == '-' && s[1]) {
-            sl_error("unknown option '%s'; see sauron-run --help", s);
-            return ERR_ARG;
-        } else if (!a->model) {
-            a->model = s;
-        } else {
-            sl_error("unexpected argument '%s'; give one model", s);
-            return ERR_ARG;
-        }
+    char **pos = sl_calloc((size_t)argc + 1, sizeof *pos);
+    int npos = 0, rc = ERR_NOMEM;
+    if (!pos) {
+        sl_error("out of memory");
+        return rc;
     }
-    if (!a->model || !a->input || !a->shape) {
+    rc = cli_parse(&run_cli, argc, argv, a, pos, &npos);
+    if (rc == CLI_HELP) cli_help(&run_cli, stdout);
+    if (rc == CLI_VERSION) printf("%s\n", run_cli.version);
+    if (rc == CLI_MAN) cli_man(&run_cli, stdout);
+    if (rc) goto done;
+    rc = ERR_ARG;
+    if (npos > 1) {
+        sl_error("unexpected argument '%s'; give one model", pos[1]);
+        goto done;
+    }
+    a->model = npos ? pos[0] : NULL;
+    if (!a->model || !a->input || !a->has_shape) {
         sl_error("need MODEL.sslim, --input and --shape; see sauron-run "
                  "--help");
-        return ERR_ARG;
+        goto done;
     }
-    return SL_OK;
+    rc = SL_OK;
+done:
+    sl_free(pos);
+    return rc;
 }
 
 /* Raw little-endian float32 file of exactly numel(shape) values. */
@@ -263,7 +265,7 @@ static int run(const Args *a)
     Shape sh;
     int rc;
     graph_init(&g);
-    if ((rc = parse_shape(a->shape, &sh))) goto fail;
+    sh = a->shape;
     if (a->output && !a->force && sl_file_exists(a->output)) {
         sl_error("output '%s' exists; pass --force to overwrite it",
                  a->output);
@@ -283,7 +285,7 @@ static int run(const Args *a)
     head = NULL;
     if ((rc = read_input(a->input, &sh, &x))) goto fail;
     if ((rc = check_shape(&g, &sh, a->model))) goto fail;
-    if ((rc = exec_create(&g, &sh, (int)a->threads, &e))) goto fail;
+    if ((rc = exec_create(&g, &sh, a->threads, &e))) goto fail;
     ms = sl_calloc((size_t)a->repeat, sizeof *ms);
     if (!ms) {
         sl_error("out of memory");
@@ -292,7 +294,7 @@ static int run(const Args *a)
     }
     const float *outs[SL_MAX_OUTPUTS];
     if (a->profile) exec_profile(e, 1);
-    for (long r = 0; r < a->repeat; r++) {
+    for (int r = 0; r < a->repeat; r++) {
         double t0 = sl_now();
         if ((rc = exec_run(e, x, outs))) goto fail;
         ms[r] = (sl_now() - t0) * 1e3;
@@ -306,7 +308,7 @@ static int run(const Args *a)
         goto fail;
     char ob[96];
     printf("output %s\n", shape_str(exec_output_shape(e, 0), ob, sizeof ob));
-    printf("median %.3f ms over %ld runs\n", med, a->repeat);
+    printf("median %.3f ms over %d runs\n", med, a->repeat);
     printf("peak arena %.2f MB (without reuse %.2f MB)\n",
            (double)exec_arena_bytes(e) / 1048576.0,
            (double)exec_unplanned_bytes(e) / 1048576.0);
@@ -324,13 +326,10 @@ fail:
 int main(int argc, char **argv)
 {
     exec_reexec_passive_wait(argv);
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        }
     Args a;
-    if (parse_args(argc, argv, &a)) return 2;
+    int prc = parse_args(argc, argv, &a);
+    if (prc > 0) return 0;
+    if (prc) return 2;
     int rc = run(&a);
     if (rc && !sl_error_reported())
         fprintf(stderr, "error: %s\n", sl_strerror(rc));

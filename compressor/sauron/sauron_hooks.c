@@ -1,5 +1,6 @@
 /* Sauron pruning as trainer hooks (sauron_hooks.h). */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -278,167 +279,92 @@ void sauron_hooks_free(SauronHooks *h)
     sl_free(h);
 }
 
-void sauron_usage(FILE *f)
-{
-    fprintf(f,
-            "\nSauron pruning (default with --data; --no-prune disables it):\n"
-            "  --lambda X            weight of the delta_opt regulariser "
-            "(default 0.5)\n"
-            "  --sf N                average-pool factor in the distances "
-            "(default 2)\n"
-            "  --schedule budget|paper  threshold schedule (default budget: "
-            "climb within\n"
-            "                        the first half of --epochs, prune until "
-            "80%%, recover)\n"
-            "  --tau-max X           last threshold, in (0, 1] (default 0.3)\n"
-            "  --kappa N             ladder steps (default 15)\n"
-            "  --rho N               paper schedule: patience (default 5)\n"
-            "  --mu X                paper schedule: stall fraction (default "
-            "0.02)\n"
-            "  --max-dice-drop X     Dice margin below the imported model "
-            "(default 0.01)\n"
-            "  --prune-every N       also prune every N iterations (budget "
-            "schedule)\n"
-            "  --prune-guard G       budget schedule: skip a layer's removal "
-            "that would\n"
-            "                        change the calibration segmentation by "
-            "more than G\n"
-            "                        (1 - Dice); that layer steps down a rung "
-            "and stops\n"
-            "                        climbing (default 0.02, 0: off)\n"
-            "  --guard-retry E       a layer held back by the guard tries the "
-            "next rung\n"
-            "                        every E epochs (default 2, 0: never)\n"
-            "  --cost-rule R         budget schedule: put FLOPs per channel "
-            "into the\n"
-            "                        decision: none (default), tau (thresholds "
-            "scaled by\n"
-            "                        sqrt of a layer's FLOPs per channel over "
-            "the geometric\n"
-            "                        mean), guard (the guard tries the "
-            "removals saving\n"
-            "                        most FLOPs first), all (both)\n"
-            "  --target-flops F      fraction of the imported model's FLOPs to "
-            "keep, in\n"
-            "                        (0, 1]: pruning stops once reached, the "
-            "rest of the\n"
-            "                        run recovers; the summary says whether "
-            "the target\n"
-            "                        and the Dice margin were met\n"
-            "  --recovery-epochs N   budget schedule: no pruning in the last N "
-            "epochs\n"
-            "                        (default: the last 20%%)\n"
-            "  --keep-head-input     never prune the block feeding a class "
-            "head\n"
-            "  --allow-unpruned      a model without prunable point is "
-            "fine-tuned and\n"
-            "                        written unpruned instead of refused\n");
-}
+#define PRUNE_OPT(field) offsetof(PrunerConfig, field)
 
-/* strtod/strtol of the whole string, or -1 with a message. */
-static int num_arg(const char *flag, const char *v, double *d)
+static const CliChoice schedules[] = {
+    {"budget", SAURON_SCHED_BUDGET}, {"paper", SAURON_SCHED_PAPER}, {NULL, 0}};
+
+_Static_assert(sizeof(SauronSchedKind) == sizeof(int),
+               "--schedule is stored as an int");
+
+/* cost.c owns the names of the rules */
+static int parse_cost_rule(const char *v, void *target)
 {
-    char *end = NULL;
-    *d = strtod(v, &end);
-    if (!*v || *end || !isfinite(*d)) {
-        sl_error("%s '%s': expected a number; see sauron-compress --help",
-                 flag, v);
-        return -1;
-    }
+    int r = sauron_cost_rule_parse(v);
+    if (r < 0) return -1;
+    *(int *)target = r;
     return 0;
 }
 
-int sauron_cli_flag(int argc, char **argv, int *i, PrunerConfig *c,
-                    int *allow_unpruned)
+/* Inside, 0 means "no target"; on the command line it is refused. */
+static int parse_target_flops(const char *v, void *target)
 {
-    const char *a = argv[*i];
-    static const char *const valued[] = {
-        "--lambda", "--sf",  "--schedule",      "--tau-max",    "--kappa",
-        "--rho",    "--mu",  "--max-dice-drop", "--prune-every",
-        "--prune-guard", "--guard-retry", "--cost-rule", "--target-flops",
-        "--recovery-epochs"};
-    if (!strcmp(a, "--allow-unpruned")) {
-        *allow_unpruned = 1;
-        return 1;
-    }
-    if (!strcmp(a, "--keep-head-input")) {
-        c->keep_head_input = 1;
-        return 1;
-    }
-    int k = -1;
-    for (int j = 0; j < (int)(sizeof valued / sizeof *valued); j++)
-        if (!strcmp(a, valued[j])) k = j;
-    if (k < 0) return 0;
-    if (*i + 1 >= argc) {
-        sl_error("%s needs a value; see sauron-compress --help", a);
-        return ERR_ARG;
-    }
-    const char *v = argv[++*i];
-    double d = 0;
-    if (k == 2) {
-        if (!strcmp(v, "budget"))
-            c->sched.kind = SAURON_SCHED_BUDGET;
-        else if (!strcmp(v, "paper"))
-            c->sched.kind = SAURON_SCHED_PAPER;
-        else {
-            sl_error("--schedule '%s': expected budget or paper", v);
-            return ERR_ARG;
-        }
-        return 1;
-    }
-    if (k == 11) {
-        int r = sauron_cost_rule_parse(v);
-        if (r < 0) {
-            sl_error("--cost-rule '%s': expected none, tau, guard or all", v);
-            return ERR_ARG;
-        }
-        c->cost_rule = r;
-        return pruner_config_check(c) ? ERR_ARG : 1;
-    }
-    if (k == 12) {
-        /* 0 is "no target" inside; on the command line it is an error */
-        char *end = NULL;
-        d = strtod(v, &end);
-        if (!*v || *end || !(d > 0.0 && d <= 1.0)) {
-            sl_error("--target-flops '%s': give the fraction of the imported "
-                     "model's FLOPs to keep, a number in (0, 1] (e.g. 0.1)",
-                     v);
-            return ERR_ARG;
-        }
-        c->target_flops = d;
-        return pruner_config_check(c) ? ERR_ARG : 1;
-    }
-    if (k == 13) {
-        char *end = NULL;
-        long n = strtol(v, &end, 10);
-        if (!*v || *end || n < 0 || n > 100000) {
-            sl_error("--recovery-epochs '%s': expected a number of epochs "
-                     ">= 0, less than --epochs",
-                     v);
-            return ERR_ARG;
-        }
-        c->recovery_epochs = (int)n;
-        return pruner_config_check(c) ? ERR_ARG : 1;
-    }
-    if (num_arg(a, v, &d)) return ERR_ARG;
-    int is_int = k == 1 || k == 4 || k == 5 || k == 8;
-    if (is_int && (d != floor(d) || fabs(d) > 1e6)) {
-        sl_error("%s '%s': expected an integer", a, v);
-        return ERR_ARG;
-    }
-    switch (k) {
-    case 0: c->lambda = d; break;
-    case 1: c->sf = (int)d; break;
-    case 3: c->sched.tau_max = d; break;
-    case 4: c->sched.kappa = (int)d; break;
-    case 5: c->sched.rho = (int)d; break;
-    case 6: c->sched.mu = d; break;
-    case 7: c->sched.max_dice_drop = d; break;
-    case 8: c->prune_every = (int)d; break;
-    case 9: c->prune_guard = d; break;
-    case 10: c->guard_retry = d; break;
-    default: break;
-    }
-    /* range errors at once, naming the flag (--tau-max 2) */
-    return pruner_config_check(c) ? ERR_ARG : 1;
+    double d;
+    if (cli_parse_double(v, 0.0, 1.0, &d) || !(d > 0.0)) return -1;
+    *(double *)target = d;
+    return 0;
 }
+
+const CliOpt sauron_cli_opts[] = {
+    {.name = "lambda", .type = CLI_DOUBLE, .lo = 0, .hi = 100,
+     .metavar = "X", .off = PRUNE_OPT(lambda),
+     .help = "weight of the delta_opt regulariser (default 0.5)"},
+    {.name = "sf", .type = CLI_INT, .lo = 1, .hi = 16, .metavar = "N",
+     .off = PRUNE_OPT(sf),
+     .help = "average-pool factor in the distances (default 2)"},
+    {.name = "schedule", .type = CLI_CHOICE, .choices = schedules,
+     .off = PRUNE_OPT(sched.kind),
+     .help = "threshold schedule (default budget: climb within the first "
+             "half of --epochs, prune until 80%, recover)"},
+    {.name = "tau-max", .type = CLI_DOUBLE, .lo = 0, .hi = 1,
+     .metavar = "X", .off = PRUNE_OPT(sched.tau_max),
+     .help = "last threshold, in (0, 1] (default 0.3)"},
+    {.name = "kappa", .type = CLI_INT, .lo = 1, .hi = 1000, .metavar = "N",
+     .off = PRUNE_OPT(sched.kappa), .help = "ladder steps (default 15)"},
+    {.name = "rho", .type = CLI_INT, .lo = 0, .hi = 1000, .metavar = "N",
+     .off = PRUNE_OPT(sched.rho),
+     .help = "paper schedule: patience (default 5)"},
+    {.name = "mu", .type = CLI_DOUBLE, .lo = 0, .hi = 1, .metavar = "X",
+     .off = PRUNE_OPT(sched.mu),
+     .help = "paper schedule: stall fraction (default 0.02)"},
+    {.name = "max-dice-drop", .type = CLI_DOUBLE, .lo = 0, .hi = 1,
+     .metavar = "X", .off = PRUNE_OPT(sched.max_dice_drop),
+     .help = "Dice margin below the imported model (default 0.01)"},
+    {.name = "prune-every", .type = CLI_INT, .lo = 0, .hi = 1000000,
+     .metavar = "N", .off = PRUNE_OPT(prune_every),
+     .help = "also prune every N iterations (budget schedule; default 0: "
+             "at epoch ends only)"},
+    {.name = "prune-guard", .type = CLI_DOUBLE, .lo = 0, .hi = 1,
+     .metavar = "G", .off = PRUNE_OPT(prune_guard),
+     .help = "budget schedule: skip a layer's removal that would change the "
+             "calibration segmentation by more than G (1-Dice); that "
+             "layer steps down a rung and stops climbing (default 0.02, 0: "
+             "off)"},
+    {.name = "guard-retry", .type = CLI_DOUBLE, .lo = 0, .hi = 1e6,
+     .metavar = "E", .off = PRUNE_OPT(guard_retry),
+     .help = "a layer held back by the guard tries the next rung every E "
+             "epochs (default 2, 0: never)"},
+    {.name = "cost-rule", .type = CLI_CUSTOM, .parse = parse_cost_rule,
+     .expect = "one of none, tau, guard, all", .metavar = "R",
+     .off = PRUNE_OPT(cost_rule),
+     .help = "budget schedule: put FLOPs per channel into the decision: "
+             "none (default), tau (thresholds scaled by sqrt of a layer's "
+             "FLOPs per channel over the geometric mean), guard (the guard "
+             "tries the removals saving most FLOPs first), all (both)"},
+    {.name = "target-flops", .type = CLI_CUSTOM, .parse = parse_target_flops,
+     .expect = "the fraction of the imported model's FLOPs to keep, a number "
+               "in (0, 1] (e.g. 0.1)",
+     .metavar = "F", .off = PRUNE_OPT(target_flops),
+     .help = "fraction of the imported model's FLOPs to keep, in (0, 1]: "
+             "pruning stops once reached, the rest of the run recovers; the "
+             "summary says whether the target and the Dice margin were met"},
+    {.name = "recovery-epochs", .type = CLI_INT, .lo = 0, .hi = 100000,
+     .metavar = "N", .off = PRUNE_OPT(recovery_epochs),
+     .help = "budget schedule: no pruning in the last N epochs (default: "
+             "the last 20%; less than --epochs)"},
+    {.name = "keep-head-input", .type = CLI_FLAG,
+     .off = PRUNE_OPT(keep_head_input),
+     .help = "never prune the block feeding a class head"},
+};
+
+const int sauron_cli_n_opts = sizeof sauron_cli_opts / sizeof *sauron_cli_opts;

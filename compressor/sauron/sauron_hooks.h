@@ -22,6 +22,7 @@
 #include "compressor/sauron/pruner.h"
 #include "compressor/sauron/report.h"
 #include "compressor/train/trainer.h"
+#include "runtime/cliopt.h"
 
 typedef struct SauronHooks SauronHooks;
 
@@ -46,14 +47,13 @@ Pruner *sauron_hooks_pruner(SauronHooks *h);
 const char *sauron_settings_lines(const PrunerConfig *c, char *buf,
                                   size_t len);
 
-/* Command-line flags of pruning (sauron-compress): --lambda --sf
- * --schedule --tau-max --kappa --rho --mu --max-dice-drop --prune-every
- * --keep-head-input --allow-unpruned.  argv[*i] is the flag; a value is
- * consumed (*i advanced).  Returns 1 if the flag was one of these, 0 if
- * not, ERR_ARG (one line naming the flag and its range) on a bad value.
- * Ranges are checked as the flags come (pruner_config_check). */
-int sauron_cli_flag(int argc, char **argv, int *i, PrunerConfig *c,
-                    int *allow_unpruned);
-void sauron_usage(FILE *f);
+/* Command-line options of pruning (sauron-compress), targets inside a
+ * PrunerConfig (a CliGroup with base offsetof(..., PrunerConfig)):
+ * --lambda --sf --schedule --tau-max --kappa --rho --mu --max-dice-drop
+ * --prune-every --prune-guard --guard-retry --keep-head-input.  Each
+ * range is in the table; pruner_config_check adds the rules that tie two
+ * settings together (--tau-max above tau0, --prune-every with budget). */
+extern const CliOpt sauron_cli_opts[];
+extern const int sauron_cli_n_opts;
 
 #endif
