@@ -396,62 +396,124 @@ static int meta_from_dataset(Graph *g, const Dataset *ds,
     return 0;
 }
 
-int compress_train(const CompressOptions *o)
+/* --data must name a folder; checked before anything is imported. */
+static int check_data_dir(const char *dir)
 {
-    Graph g;
-    Dataset ds;
-    Trainer *t = NULL;
-    TrainConfig cfg;
-    OnnxImportOptions io = {o->output_name, NULL};
-    char *run_dir = NULL;
-    SauronHooks *sh = NULL;
-    TrainHooks hooks;
-    Distill *dd = NULL;
-    TrainTargets tt;
-    int distill = 0;
-    char settings[1024];
-    int rc;
-    graph_init(&g);
-    memset(&ds, 0, sizeof ds);
-    struct stat dst;
-    if (stat(o->data_dir, &dst) || !S_ISDIR(dst.st_mode)) {
+    struct stat st;
+    if (stat(dir, &st) || !S_ISDIR(st.st_mode)) {
         sl_error("--data '%s': dataset folder not found; give an nnU-Net raw "
                  "dataset folder (dataset.json, imagesTr/, labelsTr/)",
-                 o->data_dir);
+                 dir);
         return ERR_ARG;
     }
-    if ((rc = check_output_path(o))) return rc;
-    rc = onnx_import(o->in_path, &io, &g);
-    if (rc) goto fail;
-    int nsp = g.values[g.input].shape.ndim - 2;
+    return 0;
+}
+
+/* The ONNX model to train: at its own input shape, or, for a 3D model
+ * with --patch, imported again at the patch size so every folded shape
+ * matches it.  A 2D model takes --patch 1,H,W only. */
+static int import_for_training(const CompressOptions *o, Graph *g)
+{
+    OnnxImportOptions io = {o->output_name, NULL};
+    int rc = onnx_import(o->in_path, &io, g);
+    if (rc) return rc;
+    int nsp = g->values[g->input].shape.ndim - 2;
     if (o->n_patch && nsp == 2 && o->patch[0] != 1) {
         sl_error("--patch: '%s' is a 2D model; give 1,H,W (one slice)",
                  o->in_path);
-        rc = ERR_ARG;
-        goto fail;
+        return ERR_ARG;
     }
-    if (o->n_patch && nsp == 3) {
-        /* Re-import at the patch size so every folded shape matches it. */
-        Shape ps = g.values[g.input].shape;
-        for (int k = 0; k < 3; k++)
-            ps.d[2 + k] = o->patch[k];
-        graph_free(&g);
-        graph_init(&g);
-        io.input_shape = &ps;
-        rc = onnx_import(o->in_path, &io, &g);
-        if (rc) goto fail;
+    if (!o->n_patch || nsp != 3) return 0;
+    Shape ps = g->values[g->input].shape;
+    for (int k = 0; k < 3; k++)
+        ps.d[2 + k] = o->patch[k];
+    graph_free(g);
+    graph_init(g);
+    io.input_shape = &ps;
+    return onnx_import(o->in_path, &io, g);
+}
+
+/* --run-dir, or "<out>.run" (caller frees; NULL when out of memory, with
+ * the message printed). */
+static char *run_dir_for(const CompressOptions *o)
+{
+    char *dir = NULL;
+    if (o->run_dir) {
+        dir = sl_strdup(o->run_dir);
+    } else {
+        size_t n = strlen(o->out_path) + 5;
+        dir = sl_alloc(n);
+        if (dir) snprintf(dir, n, "%s.run", o->out_path);
     }
-    rc = dataset_open_unlabeled(&ds, o->data_dir);
-    if (rc) goto fail;
-    rc = meta_from_dataset(&g, &ds, o);
-    if (rc) goto fail;
-    distill = o->distill || ds.unlabeled;
+    if (!dir) sl_error("out of memory");
+    return dir;
+}
+
+/* Trainer settings from the options (run_dir is borrowed). */
+static void train_config_from(const CompressOptions *o, const char *run_dir,
+                              TrainConfig *cfg)
+{
+    trainer_config_default(cfg);
+    cfg->epochs = o->epochs;
+    cfg->iters_per_epoch = o->iters_per_epoch;
+    cfg->batch = o->batch;
+    optim_options_default(&cfg->optim, (OptimKind)o->optimizer);
+    if (o->lr > 0.0) cfg->optim.lr = (float)o->lr;
+    if (o->weight_decay >= 0.0)
+        cfg->optim.weight_decay = (float)o->weight_decay;
+    cfg->clip_grad = o->clip_grad;
+    cfg->seed = o->seed;
+    cfg->threads = o->threads;
+    for (int k = 0; o->n_patch && k < 3; k++)
+        cfg->patch[k] = o->patch[k];
+    cfg->val_fraction = o->val_fraction;
+    cfg->augment = !o->no_augment;
+    cfg->resume = o->resume;
+    cfg->force = o->force;
+    cfg->run_dir = run_dir;
+}
+
+/* Sauron pruning as trainer hooks (not called with --no-prune).  *sh
+ * stays NULL when --allow-unpruned lets a model without prunable point
+ * train unpruned.  The pruning settings go to cfg->extra_settings (in
+ * settings, len bytes) so a resume with other flags is refused. */
+static int setup_pruning(const CompressOptions *o, Graph *g, int distill,
+                         TrainConfig *cfg, char *settings, size_t len,
+                         SauronHooks **sh, TrainHooks *hooks)
+{
+    PrunerConfig pc = o->prune;
+    pc.seed = o->seed;
+    pc.n_threads = o->threads;
+    ReportInfo info = {distill ? "distill" : "labels",
+                       "batch 0 of the validation sampler "
+                       "(training cases without augmentation if there "
+                       "is no validation split)",
+                       pc.sched.kind == SAURON_SCHED_PAPER ? "paper"
+                                                          : "budget",
+                       o->in_path, NULL, g->meta.n_classes};
+    info.class_names = (const char *const *)g->meta.class_names;
+    int rc = sauron_hooks_create(sh, g, &pc, cfg->epochs, &info, hooks);
+    if (rc == ERR_UNSUPPORTED && o->allow_unpruned) {
+        fprintf(stderr, "sauron-compress: --allow-unpruned: fine-tuning "
+                        "without pruning\n");
+        return 0;
+    }
+    if (rc) return rc;
+    cfg->extra_settings = sauron_settings_lines(&pc, settings, len);
+    return 0;
+}
+
+/* The imported model as a teacher: the only one when label-free
+ * (--distill, or a dataset without labelsTr), or beside the labels with
+ * --teacher-weight.  *dd stays NULL without a teacher. */
+static int setup_teacher(const CompressOptions *o, Graph *g, int distill,
+                         Distill **dd, TrainTargets *tt)
+{
     if (distill && o->teacher_weight > 0) {
         sl_error("--teacher-weight needs labels: with %s the imported model "
                  "is already the only teacher; drop --teacher-weight",
                  o->distill ? "--distill" : "a dataset without labelsTr");
-        rc = ERR_ARG;
-        goto fail;
+        return ERR_ARG;
     }
     if (distill) {
         fprintf(stderr,
@@ -459,70 +521,68 @@ int compress_train(const CompressOptions *o)
                 "the imported model's outputs; validation Dice is agreement "
                 "with the imported model\n",
                 o->distill ? "--distill" : "the dataset has no labelsTr");
-        rc = distill_create(&dd, &g, o->threads, &tt);
-        if (rc) goto fail;
+        return distill_create(dd, g, o->threads, tt);
     }
-    if (o->teacher_weight > 0) {
-        rc = distill_create_teacher(&dd, &g, o->threads, o->teacher_weight,
-                                    &tt);
-        if (rc) goto fail;
-    }
-    trainer_config_default(&cfg);
-    cfg.epochs = o->epochs;
-    cfg.iters_per_epoch = o->iters_per_epoch;
-    cfg.batch = o->batch;
-    optim_options_default(&cfg.optim, (OptimKind)o->optimizer);
-    if (o->lr > 0.0) cfg.optim.lr = (float)o->lr;
-    if (o->weight_decay >= 0.0) cfg.optim.weight_decay = (float)o->weight_decay;
-    cfg.clip_grad = o->clip_grad;
-    cfg.seed = o->seed;
-    cfg.threads = o->threads;
-    for (int k = 0; o->n_patch && k < 3; k++)
-        cfg.patch[k] = o->patch[k];
-    cfg.val_fraction = o->val_fraction;
-    cfg.augment = !o->no_augment;
-    cfg.resume = o->resume;
-    cfg.force = o->force;
-    if (o->run_dir) {
-        run_dir = sl_strdup(o->run_dir);
-    } else {
-        size_t n = strlen(o->out_path) + 5;
-        run_dir = sl_alloc(n);
-        if (run_dir) snprintf(run_dir, n, "%s.run", o->out_path);
-    }
-    if (!run_dir) {
-        sl_error("out of memory");
-        rc = ERR_NOMEM;
-        goto fail;
-    }
-    cfg.run_dir = run_dir;
+    if (o->teacher_weight > 0)
+        return distill_create_teacher(dd, g, o->threads, o->teacher_weight,
+                                      tt);
+    return 0;
+}
+
+/* Write the trained network (ONNX or .sslim, by the output's name) and
+ * print what was written (and the --target-flops verdict, if any). */
+static int write_trained(const CompressOptions *o, const Graph *g,
+                         const char *run_dir, const SauronHooks *sh)
+{
+    int rc = is_onnx_path(o->out_path)
+                 ? onnx_export(g, o->out_path, o->force)
+                 : sslim_write(g, o->out_path, o->force);
+    if (rc) return rc;
+    char sb[64];
+    printf("wrote %s: %dD, %d nodes, %lld parameters, input %s, %d "
+           "classes; reports in %s\n",
+           o->out_path, g->meta.dims, g->n_nodes,
+           (long long)graph_params(g),
+           shape_str(&g->values[g->input].shape, sb, sizeof sb),
+           g->meta.n_classes, run_dir);
+    const char *tl = sauron_hooks_target_line(sh);
+    if (tl) printf("--target-flops: %s\n", tl);
+    return 0;
+}
+
+int compress_train(const CompressOptions *o)
+{
+    Graph g;
+    Dataset ds;
+    Trainer *t = NULL;
+    TrainConfig cfg;
+    char *run_dir = NULL;
+    SauronHooks *sh = NULL;
+    TrainHooks hooks;
+    Distill *dd = NULL;
+    TrainTargets tt;
+    char settings[1024];
+    int rc;
+    graph_init(&g);
+    memset(&ds, 0, sizeof ds);
+    if ((rc = check_data_dir(o->data_dir))) return rc;
+    if ((rc = check_output_path(o))) return rc;
+    if ((rc = import_for_training(o, &g))) goto fail;
+    if ((rc = dataset_open_unlabeled(&ds, o->data_dir))) goto fail;
+    if ((rc = meta_from_dataset(&g, &ds, o))) goto fail;
+    int distill = o->distill || ds.unlabeled;
+    if ((rc = setup_teacher(o, &g, distill, &dd, &tt))) goto fail;
+    rc = ERR_NOMEM;
+    if (!(run_dir = run_dir_for(o))) goto fail;
+    train_config_from(o, run_dir, &cfg);
     if (o->threads > 0) omp_set_num_threads(o->threads);
-    if (!o->no_prune) {
-        PrunerConfig pc = o->prune;
-        pc.seed = o->seed;
-        pc.n_threads = o->threads;
-        ReportInfo info = {distill ? "distill" : "labels",
-                           "batch 0 of the validation sampler "
-                           "(training cases without augmentation if there "
-                           "is no validation split)",
-                           pc.sched.kind == SAURON_SCHED_PAPER ? "paper"
-                                                              : "budget",
-                           o->in_path, NULL, g.meta.n_classes};
-        info.class_names = (const char *const *)g.meta.class_names;
-        rc = sauron_hooks_create(&sh, &g, &pc, cfg.epochs, &info, &hooks);
-        if (rc == ERR_UNSUPPORTED && o->allow_unpruned) {
-            fprintf(stderr, "sauron-compress: --allow-unpruned: fine-tuning "
-                            "without pruning\n");
-            rc = 0;
-        }
-        if (rc) goto fail;
-        cfg.extra_settings = sauron_settings_lines(&pc, settings,
-                                                   sizeof settings);
-    }
+    if (!o->no_prune &&
+        (rc = setup_pruning(o, &g, distill, &cfg, settings, sizeof settings,
+                            &sh, &hooks)))
+        goto fail;
     if (distill || o->teacher_weight > 0) {
         /* a resume must keep the mode and the teacher's weight */
         size_t n = cfg.extra_settings ? strlen(settings) : 0;
-        if (!cfg.extra_settings) settings[0] = 0;
         if (distill)
             snprintf(settings + n, sizeof settings - n, "distill=1\n");
         else
@@ -530,29 +590,13 @@ int compress_train(const CompressOptions *o)
                      "teacher_weight=%.17g\n", o->teacher_weight);
         cfg.extra_settings = settings;
     }
-    rc = trainer_create(&t, &g, &ds, &cfg, sh ? &hooks : NULL);
-    if (rc) goto fail;
+    if ((rc = trainer_create(&t, &g, &ds, &cfg, sh ? &hooks : NULL)))
+        goto fail;
     if (dd) trainer_set_targets(t, &tt);
     rc = trainer_run(t);
     if (!rc && sh) rc = sauron_hooks_finish(sh, t);
-    if (rc) goto fail;
     /* Only now, with a finite network, is the output written. */
-    if (is_onnx_path(o->out_path))
-        rc = onnx_export(&g, o->out_path, o->force);
-    else
-        rc = sslim_write(&g, o->out_path, o->force);
-    if (rc) goto fail;
-    {
-        char sb[64];
-        printf("wrote %s: %dD, %d nodes, %lld parameters, input %s, %d "
-               "classes; reports in %s\n",
-               o->out_path, g.meta.dims, g.n_nodes,
-               (long long)graph_params(&g),
-               shape_str(&g.values[g.input].shape, sb, sizeof sb),
-               g.meta.n_classes, run_dir);
-        const char *tl = sauron_hooks_target_line(sh);
-        if (tl) printf("--target-flops: %s\n", tl);
-    }
+    if (!rc) rc = write_trained(o, &g, run_dir, sh);
 fail:
     trainer_free(t);
     distill_free(dd);

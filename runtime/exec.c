@@ -11,8 +11,8 @@
  * Thread count: n_threads as given, or all cores (omp_get_num_procs())
  * when n_threads <= 0.  On a machine busy with other work, idle libgomp
  * threads spinning at barriers made all cores much slower than one
- * thread; exec_reexec_passive_wait (called first in main) avoids that
- * by selecting the passive wait policy.  Results do not depend on the
+ * thread; exec_reexec_passive_wait (called first in main, see exec.h
+ * for why it re-executes) selects the passive wait policy.  Results do not depend on the
  * thread count (every kernel reduces in a fixed order).
  */
 #include "exec.h"

@@ -51,16 +51,26 @@ void exec_profile(Executor *e, int on);
 double exec_node_seconds(const Executor *e, int i);
 const char *exec_node_label(const Executor *e, int i);
 
-/* For main(), first thing.  libgomp reads OMP_WAIT_POLICY before main()
- * runs, and its default lets idle threads spin at every barrier: on a
- * machine busy with other work, a 2-thread run then waits for threads
- * the kernel has descheduled (measured on a 2-core box at load 6-7, 2D
- * slim U-Net: 996 ms per run active vs 3.7 ms passive, 2D nnU-Net 1444
- * vs 258 ms).  If OMP_WAIT_POLICY is unset this sets it to "passive" and
- * re-executes the program (/proc/self/exe) with the same arguments; it
+/* For main(), first thing.  If OMP_WAIT_POLICY is unset, set it to
+ * "passive" and re-execute the program (/proc/self/exe, same arguments);
  * returns only when the variable was already set (the user's choice is
- * kept) or the re-execution is not possible, and the program then goes
- * on as it is. */
+ * kept) or the re-execution is not possible.
+ *
+ * Why a re-exec: libgomp's default lets idle threads spin at every
+ * barrier, and it reads OMP_WAIT_POLICY once, in its load-time
+ * constructor, before main(); no omp_set_* call changes the policy later.
+ * Setting the variable from the executable's .preinit_array (run before
+ * library constructors) does not work with glibc: the variable is gone
+ * again by main(), and a test program of 1000 parallel regions with 1 ms
+ * sleeps between them burnt 5.9-7.1 s of CPU with it, as with the default
+ * policy (7.5-7.9 s), against 0.02 s with OMP_WAIT_POLICY=passive set by
+ * the caller.  What the re-exec buys,
+ * measured with /usr/bin/time on `segment -q --threads 2` of the Colin27
+ * T1 scan (181 slices, models/default.sslim) at load 15-17 on 2 cores,
+ * user+sys CPU seconds: with the re-exec 8.7, 11.3, 11.2 (wall 12-24 s);
+ * libgomp's default policy (OMP_WAIT_POLICY set to an invalid value, so
+ * no re-exec) 60.1, 52.5 (wall 239, 190 s); OMP_WAIT_POLICY=passive set
+ * by the caller 8.8, 8.2. */
 void exec_reexec_passive_wait(char **argv);
 
 #endif
