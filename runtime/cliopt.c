@@ -195,7 +195,8 @@ static int refuse_long(const CliSpec *s, const char *arg)
         sl_error("--%s takes no value, got '%s'; see %s --help", first, arg,
                  s->prog);
     } else {
-        sl_error("unknown option '%s'; see %s --help", arg, s->prog);
+        sl_error("unknown option '%.*s'; see %s --help", (int)(len + 2),
+                 arg, s->prog);
     }
     return ERR_ARG;
 }
@@ -464,7 +465,8 @@ void cli_man(const CliSpec *s, FILE *f)
 {
     fputs(".TH ", f);
     roff_upper(f, s->prog);
-    fputs(" 1 \"\" \"sauron\" \"User Commands\"\n.SH NAME\n", f);
+    /* .nh: no hyphenation inside file and option names */
+    fputs(" 1 \"\" \"sauron\" \"User Commands\"\n.nh\n.SH NAME\n", f);
     roff_inline(f, s->prog);
     fputs(" \\- ", f);
     roff_text(f, s->summary);

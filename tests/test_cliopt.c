@@ -232,6 +232,7 @@ static void test_option_errors(void **state)
     refused("--frobnicate x",
             "unknown option '--frobnicate'; see tprog --help");
     refused("-z", "unknown option '-z'; see tprog --help");
+    refused("--frob=1", "unknown option '--frob'; see tprog --help");
     refused("--count", "--count: missing value (an integer in -3..12); see "
                        "tprog --help");
     refused("-n", "-n: missing value (an integer in -3..12); see tprog "
