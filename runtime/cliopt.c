@@ -470,10 +470,19 @@ void cli_man(const CliSpec *s, FILE *f)
     roff_inline(f, s->prog);
     fputs(" \\- ", f);
     roff_text(f, s->summary);
+    /* one synopsis line per form; --help aligns the later ones under the
+     * first with spaces, which roff would keep as an indent */
     fputs(".SH SYNOPSIS\n.B ", f);
     roff_inline(f, s->prog);
     fputc('\n', f);
-    roff_text(f, s->synopsis);
+    for (const char *l = s->synopsis; *l;) {
+        size_t len = strcspn(l, "\n");
+        char line[512];
+        snprintf(line, sizeof line, "%.*s", (int)len, l);
+        if (l != s->synopsis) fputs(".br\n", f);
+        roff_text(f, line + strspn(line, " "));
+        l += len + (l[len] == '\n');
+    }
     if (s->description) {
         fputs(".SH DESCRIPTION\n", f);
         roff_text(f, s->description);
