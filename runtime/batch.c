@@ -324,7 +324,7 @@ static void modality_list(const ModelMeta *m, char *buf, size_t len)
 /* One case: read, segment, write.  0 or a negative code (one line
  * reported through sl_error). */
 static int run_case(const SegBatch *b, int c, Segmenter *seg, const Graph *g,
-                    int force)
+                    int force, uint64_t max_memory)
 {
     const char *spec = b->cases[c], *out = b->outputs[c];
     Volume v = {0};
@@ -351,7 +351,7 @@ static int run_case(const SegBatch *b, int c, Segmenter *seg, const Graph *g,
                  b->probs);
         goto fail;
     }
-    if ((rc = nio_read(spec, &v, &geom))) goto fail;
+    if ((rc = nio_read_within(spec, max_memory, &v, &geom))) goto fail;
     const ModelMeta *m = &g->meta;
     if (v.n_mod != m->n_modalities) {
         char names[512];
@@ -363,6 +363,22 @@ static int run_case(const SegBatch *b, int c, Segmenter *seg, const Graph *g,
         goto fail;
     }
     size_t nv = (size_t)volume_voxels(&v);
+    /* The scan fitted the limit; so must it with its outputs (far below
+     * overflow: the scan's own float32 size fitted). */
+    double need = (double)nv * ((double)v.n_mod * sizeof(float) +
+                                sizeof *labels +
+                                (b->probs ? (double)m->n_classes *
+                                                sizeof(float)
+                                          : 0.0));
+    if (need > (double)max_memory) {
+        char need_s[32], max_s[32];
+        sl_error("'%s' needs %s for its voxels and outputs, above the "
+                 "memory limit of %s; raise it with --max-memory", spec,
+                 sl_fmt_bytes(need, need_s),
+                 sl_fmt_bytes((double)max_memory, max_s));
+        rc = ERR_NOMEM;
+        goto fail;
+    }
     labels = sl_alloc(nv * sizeof *labels);
     if (b->probs)
         probs = sl_calloc(nv * (size_t)m->n_classes, sizeof(float));
@@ -425,7 +441,9 @@ int segbatch_run(const SegBatch *b, Graph *g, const SegBatchOptions *o,
         /* SegBatch mode: the case's error is printed below, with its number
          * and (when the message does not say it) its file. */
         if (b->batch_mode) sl_error_quiet(1);
-        int crc = run_case(b, c, seg, g, o->force);
+        int crc = run_case(b, c, seg, g, o->force,
+                           o->max_memory ? o->max_memory
+                                         : nio_default_max_memory());
         sl_error_quiet(was_quiet);
         double dt = sl_now() - pr.t0;
         if (crc) {

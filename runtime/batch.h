@@ -49,6 +49,9 @@ void segbatch_free(SegBatch *b);
 
 typedef struct {
     int force;         /* replace existing outputs (never inputs) */
+    uint64_t max_memory; /* bytes a case's voxels and outputs may take
+                          * (0: nio_default_max_memory()); a case above
+                          * it fails with one line */
     int quiet;         /* no per-case lines, no summary */
     int show_progress; /* progress line per slice batch/window on stderr */
     SegmentOptions seg; /* threads, batch; progress fields are set here */

@@ -123,6 +123,42 @@ int sl_mul_size(size_t a, size_t b, size_t *out)
     return 0;
 }
 
+int sl_parse_bytes(const char *s, uint64_t *out)
+{
+    if (!s || *s < '0' || *s > '9') return ERR_ARG;
+    uint64_t v = 0;
+    for (; *s >= '0' && *s <= '9'; s++) {
+        uint64_t d = (uint64_t)(*s - '0');
+        if (v > (UINT64_MAX - d) / 10) return ERR_ARG;
+        v = v * 10 + d;
+    }
+    int shift = 0;
+    switch (*s) {
+    case 'k': case 'K': shift = 10; s++; break;
+    case 'm': case 'M': shift = 20; s++; break;
+    case 'g': case 'G': shift = 30; s++; break;
+    case 't': case 'T': shift = 40; s++; break;
+    default: break;
+    }
+    if (*s == 'b' || *s == 'B') s++;
+    if (*s || v == 0 || v > UINT64_MAX >> shift) return ERR_ARG;
+    *out = v << shift;
+    return 0;
+}
+
+const char *sl_fmt_bytes(double bytes, char buf[32])
+{
+    if (bytes < 1024.0)
+        snprintf(buf, 32, "%.0f bytes", bytes);
+    else if (bytes < 1048576.0)
+        snprintf(buf, 32, "%.1f KiB", bytes / 1024.0);
+    else if (bytes < 1073741824.0)
+        snprintf(buf, 32, "%.1f MiB", bytes / 1048576.0);
+    else
+        snprintf(buf, 32, "%.1f GiB", bytes / 1073741824.0);
+    return buf;
+}
+
 int sl_file_exists(const char *path)
 {
     struct stat st;

@@ -96,6 +96,14 @@ int sl_write_file_atomic(const char *path, const void *data, size_t size,
 char *sl_tmp_path(const char *path);
 int sl_file_exists(const char *path);
 
+/* A byte count as given on a command line: digits with an optional K, M,
+ * G or T suffix (powers of 1024, case-insensitive, optional trailing B:
+ * "512M", "8G", "1000000").  0 and *out set, or ERR_ARG (nothing
+ * printed) for anything else, zero or an overflow. */
+int sl_parse_bytes(const char *s, uint64_t *out);
+/* "812 bytes", "3.5 KiB", "120.0 MiB", "17.2 GiB" into buf; returns buf. */
+const char *sl_fmt_bytes(double bytes, char buf[32]);
+
 /* Wall clock in seconds (monotonic). */
 double sl_now(void);
 

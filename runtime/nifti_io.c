@@ -1,9 +1,13 @@
-/* NIfTI input/output through libnifti (nifti2 API, NIfTI-1 and -2).
+/* NIfTI input/output (NIfTI-1 and -2, either byte order, .nii and
+ * .nii.gz).
  *
- * libnifti accepts some headers it cannot safely load (huge or
- * overflowing dims, data shorter than declared) and never applies
- * scl_slope/scl_inter, so this file checks the raw header first, then
- * loads, then converts to float32 with the scaling applied. */
+ * libnifti accepts headers it cannot safely load (negative offsets,
+ * huge or overflowing dims, data shorter than declared), allocates the
+ * declared size before reading, and never applies scl_slope/scl_inter.
+ * So the header bytes are read and range-checked here (libnifti only
+ * turns the checked, host-order header into the geometry), and the voxels
+ * are read here in bounded chunks, converted to float32 with the scaling
+ * applied as they arrive. */
 #include "nifti_io.h"
 
 #include <errno.h>
@@ -25,11 +29,37 @@ struct NiftiGeom {
 };
 
 /* deflate never compresses better than 1032:1, so a .gz file of c bytes
- * holds at most c * 1032 bytes: a declared size above that is a truncated
- * or lying header, refused before libnifti allocates it. */
+ * holds at most c * 1032 bytes: a header that declares more is refused
+ * before anything is read.  Below that bound a .gz claim is still only a
+ * claim: the voxel buffer grows with what decompression yields (see
+ * read_voxels), so a lying header costs at most twice the real data. */
 #define DEFLATE_MAX_RATIO 1032
 
 #define MAX_INPUT_FILES 16
+/* The stored byte order is decided per file; values are assembled from
+ * bytes in that order, so this host's own order only picks the side. */
+#define HOST_BIG_ENDIAN (__BYTE_ORDER__ == __ORDER_BIG_ENDIAN__)
+/* Volumes (modalities) of one case across all its files. */
+#define MAX_VOLUMES 4096
+/* Voxel bytes read and converted per step. */
+#define READ_CHUNK ((size_t)1 << 20)
+/* First capacity (floats) of a .gz case's voxel buffer, before doubling. */
+#define GZ_FIRST_FLOATS ((size_t)1 << 20)
+
+/* One input file as its header describes it, every field used in size
+ * arithmetic range-checked. */
+typedef struct {
+    const char *path;
+    nifti_image *nim;  /* header only (no extensions, no data) */
+    int version;       /* 1 or 2 */
+    int swap;          /* stored in the other byte order than this host's */
+    int gz;            /* gzip-compressed */
+    int datatype;
+    int nbyper;        /* bytes per voxel value */
+    int64_t dim[4];    /* nx, ny, nz, volumes (dim[4..7] folded in) */
+    int64_t offset;    /* byte offset of the voxel data */
+    int64_t file_size; /* bytes on disk */
+} NiiFile;
 
 void nio_geom_free(NiftiGeom *g)
 {
@@ -65,124 +95,194 @@ int nio_is_nifti_name(const char *path)
     return ends_with(path, ".nii") || ends_with(path, ".nii.gz");
 }
 
-static int datatype_supported(int dt)
+/* Bytes per value of a datatype segment reads; 0 for any other. */
+static int datatype_bytes(int dt)
 {
     switch (dt) {
-    case DT_UINT8: case DT_INT8: case DT_UINT16: case DT_INT16:
-    case DT_UINT32: case DT_INT32: case DT_UINT64: case DT_INT64:
-    case DT_FLOAT32: case DT_FLOAT64:
-        return 1;
-    default:
-        return 0;
+    case DT_UINT8: case DT_INT8: return 1;
+    case DT_UINT16: case DT_INT16: return 2;
+    case DT_UINT32: case DT_INT32: case DT_FLOAT32: return 4;
+    case DT_UINT64: case DT_INT64: case DT_FLOAT64: return 8;
+    default: return 0;
     }
 }
 
-/* Check the raw header (as stored, byte-swapped by libnifti) for what
- * nifti_image_read would let through or reject without saying why. */
-static int check_raw_header(const char *path, int *version)
+uint64_t nio_default_max_memory(void)
 {
-    int nver = 0;
-    void *h = nifti_read_header(path, &nver, 0);
-    int64_t dim[8];
-    int dt = 0;
-    int rc = ERR_FORMAT;
-    if (!h || (nver != 1 && nver != 2)) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    if (pages <= 0 || page <= 0) return UINT64_MAX; /* unknown: no limit */
+    uint64_t ram = (uint64_t)pages * (uint64_t)page;
+    return ram / NIO_DEFAULT_MEMORY_DIVISOR;
+}
+
+/* Read the header bytes of `path` (through zlib, which also reads plain
+ * files) and check what it claims: version, byte order, magic, dims,
+ * datatype, vox_offset.  Fills f (nim left NULL). */
+static int parse_header(const char *path, NiiFile *f)
+{
+    union {
+        nifti_1_header n1;
+        nifti_2_header n2;
+        uint8_t b[sizeof(nifti_2_header)];
+    } h;
+    memset(&h, 0, sizeof h);
+    znzFile fp = znzopen(path, "rb", 1);
+    if (znz_isnull(fp)) {
+        sl_error("cannot open '%s': %s; check the path", path,
+                 strerror(errno));
+        return ERR_IO;
+    }
+    size_t got = znzread(h.b, 1, sizeof h.b, fp);
+    znzclose(fp);
+    int32_t size_hdr;
+    memcpy(&size_hdr, h.b, sizeof size_hdr);
+    int32_t swapped = (int32_t)__builtin_bswap32((uint32_t)size_hdr);
+    f->swap = size_hdr != 348 && size_hdr != 540;
+    int32_t declared = f->swap ? swapped : size_hdr;
+    if (declared != 348 && declared != 540) {
         sl_error("'%s' is not a NIfTI-1/NIfTI-2 file (bad header); give a "
                  ".nii or .nii.gz scan", path);
-        goto fail;
+        return ERR_FORMAT;
     }
-    if (nver == 1) {
-        const nifti_1_header *p = h;
-        for (int i = 0; i < 8; i++) dim[i] = p->dim[i];
-        dt = p->datatype;
+    f->version = declared == 348 ? 1 : 2;
+    if (got < (size_t)declared) {
+        sl_error("'%s' ends inside its %d-byte NIfTI header; the file is "
+                 "truncated", path, (int)declared);
+        return ERR_FORMAT;
+    }
+    if (f->version == 1) {
+        if (f->swap) nifti_swap_as_nifti1(&h.n1);
     } else {
-        const nifti_2_header *p = h;
-        for (int i = 0; i < 8; i++) dim[i] = p->dim[i];
-        dt = p->datatype;
+        if (f->swap) nifti_swap_as_nifti2(&h.n2);
+    }
+    /* The header is now in host order; keep that copy as the geometry. */
+    int64_t dim[8], offset = -1;
+    double vox_offset; /* for messages; offset is what is used */
+    const char *magic;
+    if (f->version == 1) {
+        for (int i = 0; i < 8; i++) dim[i] = h.n1.dim[i];
+        f->datatype = h.n1.datatype;
+        vox_offset = (double)h.n1.vox_offset;
+        if (vox_offset >= 0.0 && vox_offset < 0x1p62 &&
+            vox_offset == floor(vox_offset))
+            offset = (int64_t)vox_offset;
+        magic = h.n1.magic;
+    } else {
+        for (int i = 0; i < 8; i++) dim[i] = h.n2.dim[i];
+        f->datatype = h.n2.datatype;
+        vox_offset = (double)h.n2.vox_offset;
+        if (h.n2.vox_offset >= 0 && h.n2.vox_offset < (int64_t)1 << 62)
+            offset = h.n2.vox_offset;
+        magic = h.n2.magic;
+    }
+    /* A negative, fractional or astronomically large offset is corrupt
+     * whatever the file kind (2^62: no file is that long, and sums of it
+     * with a data size stay below INT64_MAX). */
+    if (offset < 0) {
+        sl_error("'%s': header vox_offset=%g is not a byte offset; the "
+                 "file is corrupt, re-export the scan", path, vox_offset);
+        return ERR_FORMAT;
+    }
+    if (magic[0] == 'n' && magic[1] == 'i' && magic[3] == '\0' &&
+        (magic[2] == '1' || magic[2] == '2')) {
+        sl_error("'%s' is the header of a .hdr/.img pair (magic 'ni%c'); "
+                 "segment reads single-file .nii or .nii.gz scans: "
+                 "convert it (e.g. with nibabel or fslchfiletype)", path,
+                 magic[2]);
+        return ERR_UNSUPPORTED;
+    }
+    if (magic[0] != 'n' || magic[1] != '+' ||
+        magic[2] != (f->version == 1 ? '1' : '2') || magic[3] != '\0') {
+        sl_error("'%s' is not a NIfTI-%d file (magic is not 'n+%d'); give "
+                 "a .nii or .nii.gz scan", path, f->version, f->version);
+        return ERR_FORMAT;
     }
     if (dim[0] < 1 || dim[0] > 7) {
         sl_error("'%s': header dim[0]=%lld is outside 1..7; the file is "
                  "corrupt, re-export the scan", path, (long long)dim[0]);
-        goto fail;
+        return ERR_FORMAT;
     }
-    int64_t n = 1;
-    for (int i = 1; i <= dim[0]; i++) {
+    for (int i = 1; i <= dim[0]; i++)
         if (dim[i] < 1) {
             sl_error("'%s': header dim[%d]=%lld is not positive; the file "
                      "is corrupt, re-export the scan", path, i,
                      (long long)dim[i]);
-            goto fail;
+            return ERR_FORMAT;
         }
-        if (n > INT64_MAX / 8 / dim[i]) {
-            sl_error("'%s': header dims overflow (%lld x ... too many "
-                     "voxels); the file is corrupt, re-export the scan",
-                     path, (long long)dim[1]);
-            goto fail;
+    for (int i = (int)dim[0] + 1; i < 8; i++) dim[i] = 1;
+    f->nbyper = datatype_bytes(f->datatype);
+    if (!f->nbyper) {
+        const char *name = nifti_datatype_to_string(f->datatype);
+        sl_error("'%s' has datatype %s (%d), which segment does not read; "
+                 "convert the scan to a real-valued type (e.g. float32 or "
+                 "int16)", path, name ? name : "unknown", f->datatype);
+        return ERR_UNSUPPORTED;
+    }
+    /* The voxel count times the value size stays under 2^62: dims are
+     * positive, so each partial product is checked before it is formed
+     * (then any sum with an offset below 2^62 fits in int64). */
+    int64_t n = f->nbyper;
+    for (int i = 1; i < 8; i++) {
+        if (dim[i] > ((int64_t)1 << 62) / n) {
+            sl_error("'%s': header dims overflow (%lld x %lld x %lld x "
+                     "%lld ... voxels); the file is corrupt, re-export the "
+                     "scan", path, (long long)dim[1], (long long)dim[2],
+                     (long long)dim[3], (long long)dim[4]);
+            return ERR_FORMAT;
         }
         n *= dim[i];
     }
-    for (int i = 5; i <= dim[0]; i++)
+    for (int i = 5; i < 8; i++)
         if (dim[i] > 1) {
             sl_error("'%s' is %lldD (dim[%d]=%lld); segment takes 3D scans "
                      "or 4D with one volume per modality", path,
                      (long long)dim[0], i, (long long)dim[i]);
-            rc = ERR_UNSUPPORTED;
-            goto fail;
+            return ERR_UNSUPPORTED;
         }
-    if (!datatype_supported(dt)) {
-        const char *name = nifti_datatype_to_string(dt);
-        sl_error("'%s' has datatype %s (%d), which segment does not read; "
-                 "convert the scan to a real-valued type (e.g. float32 or "
-                 "int16)", path, name ? name : "unknown", dt);
-        rc = ERR_UNSUPPORTED;
-        goto fail;
-    }
-    *version = nver;
-    rc = 0;
-fail:
-    free(h); /* allocated by libnifti with malloc */
-    return rc;
-}
-
-/* Make sure the image file can hold what the header declares. */
-static int check_data_size(const char *path, const nifti_image *nim)
-{
-    struct stat st;
-    const char *img = nim->iname ? nim->iname : path;
-    if (stat(img, &st) != 0) {
-        sl_error("cannot open '%s' (image data of '%s'): %s; check the "
-                 "path", img, path, strerror(errno));
-        return ERR_IO;
-    }
-    int64_t need = 0;
-    if (nim->nvox > INT64_MAX / (nim->nbyper > 0 ? nim->nbyper : 1) -
-                        nim->iname_offset) {
-        sl_error("'%s': declared data size overflows; the file is "
-                 "corrupt, re-export the scan", path);
+    for (int i = 0; i < 4; i++) f->dim[i] = dim[i + 1];
+    /* vox_offset: a whole byte count past the header and its 4-byte
+     * extension flag (NIfTI-1 stores it as a float; 0 there is the
+     * ANALYZE-era "right after the header"). */
+    int64_t min_off = f->version == 1 ? 352 : 544;
+    if (f->version == 1 && offset == 0) offset = 352;
+    if (offset < min_off) {
+        sl_error("'%s': header vox_offset=%lld is inside the %lld-byte "
+                 "header; the file is corrupt, re-export the scan", path,
+                 (long long)offset, (long long)min_off);
         return ERR_FORMAT;
     }
-    need = nim->iname_offset + nim->nvox * nim->nbyper;
-    int64_t have = (int64_t)st.st_size;
-    if (nifti_is_gzfile(img)) {
-        if (have > INT64_MAX / DEFLATE_MAX_RATIO) return 0;
-        have *= DEFLATE_MAX_RATIO;
+    f->offset = offset;
+    /* libnifti fills the geometry (qform/sform, pixdim, scaling) from
+     * the host-order copy; its extension reader is never run. */
+    f->nim = f->version == 1 ? nifti_convert_n1hdr2nim(h.n1, path)
+                             : nifti_convert_n2hdr2nim(h.n2, path);
+    if (!f->nim) {
+        sl_error("'%s' is not a readable NIfTI file (libnifti rejected "
+                 "its header); re-export the scan", path);
+        return ERR_FORMAT;
     }
-    if (have < need) {
-        sl_error("'%s': data shorter than the header says (%lld voxels of "
-                 "%d bytes declared, file has %lld bytes); the file is "
-                 "truncated or its header is wrong", path,
-                 (long long)nim->nvox, nim->nbyper,
-                 (long long)st.st_size);
+    if (f->nim->nx != f->dim[0] || f->nim->ny != f->dim[1] ||
+        f->nim->nz != f->dim[2] || f->nim->datatype != f->datatype) {
+        sl_error("'%s': libnifti reads its header differently (dims or "
+                 "datatype); the file is corrupt, re-export the scan", path);
         return ERR_FORMAT;
     }
     return 0;
 }
 
-/* Open one file's header (no data), validated.  nvol: its volumes. */
-static int open_header(const char *path, nifti_image **out, int64_t *nvol,
-                       int *version)
+/* Bytes of voxel data one file declares (fits: see parse_header). */
+static int64_t data_bytes(const NiiFile *f)
 {
-    *out = NULL;
+    return f->dim[0] * f->dim[1] * f->dim[2] * f->dim[3] * f->nbyper;
+}
+
+/* Open one file's header, validated, and check that the file can hold
+ * the data it declares: exactly for .nii, within the deflate bound for
+ * .nii.gz (whose real length read_voxels checks as it decompresses). */
+static int open_file(const char *path, NiiFile *f)
+{
+    memset(f, 0, sizeof *f);
+    f->path = path;
     struct stat st;
     if (stat(path, &st) != 0) {
         sl_error("cannot open '%s': %s; check the path", path,
@@ -194,21 +294,24 @@ static int open_header(const char *path, nifti_image **out, int64_t *nvol,
                  ".nii.gz scan", path);
         return ERR_IO;
     }
-    int rc = check_raw_header(path, version);
+    f->file_size = (int64_t)st.st_size;
+    f->gz = nifti_is_gzfile(path);
+    int rc = parse_header(path, f);
     if (rc) return rc;
-    nifti_image *nim = nifti_image_read(path, 0);
-    if (!nim) {
-        sl_error("'%s' is not a readable NIfTI file (libnifti rejected "
-                 "its header); re-export the scan", path);
+    int64_t have = f->file_size;
+    if (f->gz) have = have > INT64_MAX / DEFLATE_MAX_RATIO
+                          ? INT64_MAX
+                          : have * DEFLATE_MAX_RATIO;
+    int64_t bytes = data_bytes(f);
+    if (f->offset > have || bytes > have - f->offset) {
+        sl_error("'%s': data shorter than the header says (%lld voxels of "
+                 "%d bytes from byte %lld declared, file has %lld bytes%s); "
+                 "the file is truncated or its header is wrong", path,
+                 (long long)(bytes / f->nbyper), f->nbyper,
+                 (long long)f->offset, (long long)f->file_size,
+                 f->gz ? " compressed" : "");
         return ERR_FORMAT;
     }
-    rc = check_data_size(path, nim);
-    if (rc) {
-        nifti_image_free(nim);
-        return rc;
-    }
-    *nvol = nim->dim[0] >= 4 ? nim->nt : 1;
-    *out = nim;
     return 0;
 }
 
@@ -248,40 +351,116 @@ static int check_same_grid(const nifti_image *a, const char *pa,
     return ERR_SHAPE;
 }
 
-/* dst[0..n) = raw voxels (libnifti's native-order buffer) scaled. */
-static void convert_to_float(float *dst, const nifti_image *nim, int64_t n)
+/* Unsigned value of an nb-byte field at p stored little-endian, or
+ * big-endian when `big`. */
+static inline uint64_t load_uint(const uint8_t *p, int nb, int big)
 {
-    double slope = nim->scl_slope, inter = nim->scl_inter;
-    /* NIfTI: slope 0 means the data are not scaled. */
-    int scaled = slope != 0.0 && isfinite(slope) && isfinite(inter);
-    if (!scaled) {
-        slope = 1.0;
-        inter = 0.0;
-    }
-    const void *src = nim->data;
-#define CONVERT(T)                                                            \
+    uint64_t x = 0;
+    for (int i = 0; i < nb; i++)
+        x |= (uint64_t)p[big ? nb - 1 - i : i] << (8 * i);
+    return x;
+}
+
+/* dst[0..n) = the n raw values at src (as stored: `f->swap` tells the
+ * byte order) converted to float with slope/inter applied. */
+static void convert_to_float(float *dst, const uint8_t *src, size_t n,
+                             const NiiFile *f, double slope, double inter)
+{
+    int big = f->swap ? !HOST_BIG_ENDIAN : HOST_BIG_ENDIAN;
+#define CONVERT(T, U)                                                         \
     do {                                                                      \
-        const T *s = src;                                                     \
-        for (int64_t i = 0; i < n; i++) {                                     \
+        for (size_t i = 0; i < n; i++) {                                      \
+            U u = (U)load_uint(src + i * sizeof(T), (int)sizeof(T), big);     \
             T x;                                                              \
-            memcpy(&x, s + i, sizeof x);                                      \
+            memcpy(&x, &u, sizeof x);                                         \
             dst[i] = (float)((double)x * slope + inter);                      \
         }                                                                     \
     } while (0)
-    switch (nim->datatype) {
-    case DT_UINT8: CONVERT(uint8_t); break;
-    case DT_INT8: CONVERT(int8_t); break;
-    case DT_UINT16: CONVERT(uint16_t); break;
-    case DT_INT16: CONVERT(int16_t); break;
-    case DT_UINT32: CONVERT(uint32_t); break;
-    case DT_INT32: CONVERT(int32_t); break;
-    case DT_UINT64: CONVERT(uint64_t); break;
-    case DT_INT64: CONVERT(int64_t); break;
-    case DT_FLOAT32: CONVERT(float); break;
-    case DT_FLOAT64: CONVERT(double); break;
-    default: CHECK(!"datatype validated in check_raw_header");
+    switch (f->datatype) {
+    case DT_UINT8: CONVERT(uint8_t, uint8_t); break;
+    case DT_INT8: CONVERT(int8_t, uint8_t); break;
+    case DT_UINT16: CONVERT(uint16_t, uint16_t); break;
+    case DT_INT16: CONVERT(int16_t, uint16_t); break;
+    case DT_UINT32: CONVERT(uint32_t, uint32_t); break;
+    case DT_INT32: CONVERT(int32_t, uint32_t); break;
+    case DT_UINT64: CONVERT(uint64_t, uint64_t); break;
+    case DT_INT64: CONVERT(int64_t, uint64_t); break;
+    case DT_FLOAT32: CONVERT(float, uint32_t); break;
+    case DT_FLOAT64: CONVERT(double, uint64_t); break;
+    default: CHECK(!"datatype validated in parse_header");
     }
 #undef CONVERT
+}
+
+/* Make v->data hold at least `need` floats (of `total`): grow to
+ * max(need, 2 x current) capped at total.  Doubling keeps the copies
+ * linear, and a buffer is never more than twice what was read. */
+static int reserve(Volume *v, size_t *cap, size_t need, size_t total,
+                   const char *path)
+{
+    if (need <= *cap) return 0;
+    size_t want = *cap > total / 2 ? total : *cap * 2;
+    if (want < need) want = need;
+    float *p = sl_realloc(v->data, want * sizeof(float));
+    if (!p) {
+        sl_error("out of memory reading '%s' (%zu MB of voxels)", path,
+                 want * sizeof(float) >> 20);
+        return ERR_NOMEM;
+    }
+    v->data = p;
+    *cap = want;
+    return 0;
+}
+
+/* Append the voxels of f (all its volumes) to v->data from float index
+ * `at`, converting as they are read in READ_CHUNK pieces.  A .nii file's
+ * size was checked, so its whole share is reserved at once; a .nii.gz
+ * file's share grows only as decompression really yields data. */
+static int read_voxels(const NiiFile *f, Volume *v, size_t *cap, size_t at,
+                       size_t total, uint8_t *chunk)
+{
+    double slope = f->nim->scl_slope, inter = f->nim->scl_inter;
+    /* NIfTI: slope 0 means the data are not scaled. */
+    if (!(slope != 0.0 && isfinite(slope) && isfinite(inter))) {
+        slope = 1.0;
+        inter = 0.0;
+    }
+    size_t n = (size_t)(data_bytes(f) / f->nbyper);
+    size_t per_chunk = READ_CHUNK / (size_t)f->nbyper;
+    int rc = 0;
+    if (!f->gz && (rc = reserve(v, cap, at + n, total, f->path))) return rc;
+    znzFile fp = znzopen(f->path, "rb", f->gz);
+    if (znz_isnull(fp)) {
+        sl_error("cannot open '%s': %s; check the path", f->path,
+                 strerror(errno));
+        return ERR_IO;
+    }
+    /* znzseek returns fseek's 0 or gzseek's offset: ask znztell. */
+    if (znzseek(fp, (znz_off_t)f->offset, SEEK_SET) < 0 ||
+        znztell(fp) != (znz_off_t)f->offset) {
+        rc = ERR_FORMAT;
+        goto short_data;
+    }
+    for (size_t done = 0; done < n;) {
+        size_t k = n - done < per_chunk ? n - done : per_chunk;
+        if ((rc = reserve(v, cap, at + done + k, total, f->path))) goto out;
+        size_t bytes = k * (size_t)f->nbyper;
+        if (znzread(chunk, 1, bytes, fp) != bytes) {
+            rc = ERR_FORMAT;
+            goto short_data;
+        }
+        convert_to_float(v->data + at + done, chunk, k, f, slope, inter);
+        done += k;
+    }
+    goto out;
+short_data:
+    sl_error("cannot read the voxels of '%s': data shorter than the header "
+             "says (%lld voxels of %d bytes from byte %lld) or not "
+             "decompressible; the file is truncated or corrupt", f->path,
+             (long long)n, f->nbyper, (long long)f->offset);
+out:
+    znzclose(fp);
+    return rc;
 }
 
 /* Split "a,b,c" into at most MAX_INPUT_FILES paths (in buf, modified). */
@@ -310,12 +489,18 @@ static int split_spec(char *buf, char **paths, const char *spec)
 
 int nio_read(const char *spec, Volume *v, NiftiGeom **geom)
 {
-    nifti_image *nims[MAX_INPUT_FILES] = {0};
+    return nio_read_within(spec, nio_default_max_memory(), v, geom);
+}
+
+int nio_read_within(const char *spec, uint64_t max_bytes, Volume *v,
+                    NiftiGeom **geom)
+{
+    NiiFile files[MAX_INPUT_FILES];
     char *paths[MAX_INPUT_FILES];
-    int64_t nvol[MAX_INPUT_FILES];
-    int version[MAX_INPUT_FILES];
     NiftiGeom *g = NULL;
+    uint8_t *chunk = NULL;
     int nf = 0, rc;
+    memset(files, 0, sizeof files);
     memset(v, 0, sizeof *v);
     if (geom) *geom = NULL;
     nifti_set_debug_level(0);
@@ -329,36 +514,61 @@ int nio_read(const char *spec, Volume *v, NiftiGeom **geom)
     int n_paths = rc;
     int64_t total = 0;
     for (nf = 0; nf < n_paths; nf++) {
-        rc = open_header(paths[nf], &nims[nf], &nvol[nf], &version[nf]);
+        rc = open_file(paths[nf], &files[nf]);
         if (rc) goto fail;
         if (nf > 0) {
-            rc = check_same_grid(nims[0], paths[0], nims[nf], paths[nf]);
+            rc = check_same_grid(files[0].nim, paths[0], files[nf].nim,
+                                 paths[nf]);
             if (rc) goto fail;
         }
-        total += nvol[nf];
-    }
-    if (total > 4096) {
-        sl_error("'%s' holds %lld volumes; segment expects one volume per "
-                 "modality", spec, (long long)total);
-        rc = ERR_UNSUPPORTED;
-        goto fail;
-    }
-    rc = volume_alloc(v, nims[0]->nx, nims[0]->ny, nims[0]->nz, (int)total);
-    if (rc) goto fail;
-    int64_t vox = volume_voxels(v), m = 0;
-    for (int f = 0; f < nf; f++) {
-        if (nifti_image_load(nims[f]) < 0 || !nims[f]->data) {
-            sl_error("cannot read the voxels of '%s': data shorter than the "
-                     "header says or not decompressible; the file is "
-                     "truncated or corrupt", paths[f]);
-            rc = ERR_FORMAT;
+        total += files[nf].dim[3];
+        if (total > MAX_VOLUMES) {
+            sl_error("'%s' holds more than %d volumes; segment expects one "
+                     "volume per modality", spec, MAX_VOLUMES);
+            rc = ERR_UNSUPPORTED;
             goto fail;
         }
-        convert_to_float(v->data + (size_t)(m * vox), nims[f],
-                         vox * nvol[f]);
-        nifti_image_unload(nims[f]);
-        m += nvol[f];
     }
+    /* vox * total * 4 < 2^62 * 4096 * 4 could overflow: compare in
+     * double first (exact enough for a limit), then form it. */
+    const int64_t *d = files[0].dim;
+    int64_t vox = d[0] * d[1] * d[2];
+    double claim = (double)vox * (double)total * (double)sizeof(float);
+    if (claim > (double)max_bytes || claim > (double)(SIZE_MAX / 2)) {
+        char need_s[32], max_s[32];
+        sl_error("'%s' needs %s for its %lld x %lld x %lld x %lld float32 "
+                 "voxels, above the memory limit of %s; raise it with "
+                 "--max-memory if the scan is real", spec,
+                 sl_fmt_bytes(claim, need_s), (long long)d[0],
+                 (long long)d[1], (long long)d[2], (long long)total,
+                 sl_fmt_bytes((double)max_bytes, max_s));
+        rc = ERR_NOMEM;
+        goto fail;
+    }
+    chunk = sl_alloc(READ_CHUNK);
+    if (!chunk) {
+        sl_error("out of memory reading '%s'", spec);
+        rc = ERR_NOMEM;
+        goto fail;
+    }
+    size_t n_all = (size_t)vox * (size_t)total, cap = 0, at = 0;
+    /* A .gz case starts small and grows with the data (see reserve). */
+    int any_gz = 0;
+    for (int f = 0; f < nf; f++) any_gz |= files[f].gz;
+    if (any_gz &&
+        (rc = reserve(v, &cap,
+                      n_all < GZ_FIRST_FLOATS ? n_all : GZ_FIRST_FLOATS,
+                      n_all, paths[0])))
+        goto fail;
+    for (int f = 0; f < nf; f++) {
+        rc = read_voxels(&files[f], v, &cap, at, n_all, chunk);
+        if (rc) goto fail;
+        at += (size_t)(vox * files[f].dim[3]);
+    }
+    v->dim[0] = d[0];
+    v->dim[1] = d[1];
+    v->dim[2] = d[2];
+    v->n_mod = (int)total;
     if (geom) {
         g = sl_calloc(1, sizeof *g);
         if (!g) {
@@ -366,16 +576,17 @@ int nio_read(const char *spec, Volume *v, NiftiGeom **geom)
             rc = ERR_NOMEM;
             goto fail;
         }
-        g->nim = nims[0];
-        g->version = version[0];
-        nims[0] = NULL;
+        g->nim = files[0].nim;
+        g->version = files[0].version;
+        files[0].nim = NULL;
         *geom = g;
     }
     rc = 0;
 fail:
     for (int f = 0; f < MAX_INPUT_FILES; f++)
-        if (nims[f]) nifti_image_free(nims[f]);
+        if (files[f].nim) nifti_image_free(files[f].nim);
     if (rc) volume_free(v);
+    sl_free(chunk);
     sl_free(buf);
     return rc;
 }

@@ -22,9 +22,27 @@ typedef struct NiftiGeom NiftiGeom; /* opaque: a header without data */
  * free with volume_free) and, if geom is not NULL, its geometry (free with
  * nio_geom_free).  Returns 0, ERR_IO (missing/unreadable), ERR_FORMAT
  * (malformed header, data shorter than the header says), ERR_UNSUPPORTED
- * (complex/RGB datatypes, 5D+ data), ERR_SHAPE (grids differ), ERR_NOMEM;
- * one line via sl_error() on failure, nothing allocated on failure. */
+ * (complex/RGB datatypes, 5D+ data, .hdr/.img pairs), ERR_SHAPE (grids
+ * differ), ERR_NOMEM (out of memory, or the float32 volume would exceed
+ * max_bytes); one line via sl_error() on failure, nothing allocated on
+ * failure.
+ *
+ * Resource claims are checked before any allocation: every header field
+ * used in size arithmetic is range-checked; a .nii must hold the data its
+ * header declares (file size); a .nii.gz may not declare more than deflate
+ * can expand to (1032:1), and below that its voxel buffer grows with the
+ * data decompression actually yields, so a lying header costs at most
+ * about twice the real data.  Beyond the voxels, memory is O(1): the raw
+ * data are converted in 1 MiB chunks, never held whole. */
+int nio_read_within(const char *spec, uint64_t max_bytes, Volume *v,
+                    NiftiGeom **geom);
+/* nio_read_within with nio_default_max_memory(). */
 int nio_read(const char *spec, Volume *v, NiftiGeom **geom);
+
+/* The default memory limit: physical RAM / NIO_DEFAULT_MEMORY_DIVISOR
+ * (UINT64_MAX if the RAM size is unknown). */
+#define NIO_DEFAULT_MEMORY_DIVISOR 2
+uint64_t nio_default_max_memory(void);
 void nio_geom_free(NiftiGeom *g);
 
 /* Grid size nx, ny, nz of a geometry. */

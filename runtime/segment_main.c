@@ -14,6 +14,7 @@
 #include "common.h"
 #include "exec.h"
 #include "graph.h"
+#include "nifti_io.h"
 #include "segment.h"
 #include "sslim.h"
 
@@ -22,9 +23,16 @@
 typedef struct {
     const char *model, *out, *probs, *input_dir;
     int force, threads, batch, quiet;
+    uint64_t max_memory; /* bytes a case may claim (--max-memory) */
     char **scans;
     int n_scans;
 } Args;
+
+/* --max-memory: a byte count with an optional K/M/G/T suffix. */
+static int parse_max_memory(const char *value, void *target)
+{
+    return sl_parse_bytes(value, target) ? -1 : 0;
+}
 
 static const CliOpt segment_opts[] = {
     {.name = "model", .short_name = 'm', .type = CLI_STRING,
@@ -48,6 +56,12 @@ static const CliOpt segment_opts[] = {
     {.name = "threads", .type = CLI_INT, .lo = 1, .hi = 4096,
      .metavar = "N", .off = offsetof(Args, threads),
      .help = "threads (default: all cores)"},
+    {.name = "max-memory", .type = CLI_CUSTOM, .metavar = "SIZE",
+     .off = offsetof(Args, max_memory), .parse = parse_max_memory,
+     .expect = "a size such as 4G or 512M",
+     .help = "refuse a scan whose voxels, label map and probabilities need "
+             "more than SIZE bytes (suffix K/M/G/T; default: half the "
+             "physical RAM)"},
     {.name = "batch", .type = CLI_INT, .lo = 1, .hi = 4096, .metavar = "N",
      .off = offsetof(Args, batch),
      .help = "2D slices per network run (default: as many as fit 16 MiB of "
@@ -86,6 +100,7 @@ static const CliSpec segment_cli = {
 static int parse_args(int argc, char **argv, Args *a)
 {
     memset(a, 0, sizeof *a);
+    a->max_memory = nio_default_max_memory();
     a->scans = sl_calloc((size_t)argc, sizeof(char *));
     if (!a->scans) {
         sl_error("out of memory");
@@ -155,6 +170,7 @@ int main(int argc, char **argv)
     if (sslim_read(model, &g)) goto done;
     if (a.threads > 0) omp_set_num_threads(a.threads);
     SegBatchOptions bo = {.force = a.force,
+                       .max_memory = a.max_memory,
                        .quiet = a.quiet,
                        .show_progress = isatty(2),
                        .seg = {.n_threads = a.threads, .batch = a.batch}};

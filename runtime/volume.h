@@ -23,7 +23,7 @@
 typedef struct {
     int64_t dim[3]; /* nx, ny, nz: sizes along NIfTI i, j, k */
     int n_mod;      /* modalities (channels) */
-    float *data;    /* owned (sl_alloc): [n_mod][nz][ny][nx] */
+    float *data;    /* owned (sl_alloc or sl_realloc): [n_mod][nz][ny][nx] */
 } Volume;
 
 /* Allocate data for the given size (zeroed).  0 or ERR_NOMEM/ERR_SHAPE. */

@@ -489,6 +489,48 @@ static void test_segment_bad_inputs(void **state)
     assert_false(sl_file_exists(tmp("junkscan_seg.nii.gz", seg, sizeof seg)));
 }
 
+/* --max-memory: a scan (with its outputs) above the limit is refused with
+ * one line naming the limit, before its voxels are read; a bad size is a
+ * usage error; the fuzzer's 17 GB NIfTI fails with one line at the
+ * default limit. */
+static void test_segment_max_memory(void **state)
+{
+    (void)state;
+    char bin[256], model[300], scan[300], seg[300], fz[300];
+    bin_path("segment", bin, sizeof bin);
+    tmp("mm_model.sslim", model, sizeof model);
+    compress_fixture("e2e2d", "background,fg", model);
+    fixture_path("torch/e2e_scan.nii.gz", scan, sizeof scan);
+    tmp("mm_seg.nii.gz", seg, sizeof seg);
+    unlink(seg);
+    CmdResult r = run("%s -q %s -m %s -o %s --max-memory 1K", bin, scan,
+                      model, seg);
+    assert_one_line_failure(&r, "segment --max-memory 1K");
+    assert_int_equal(r.status, 1);
+    assert_non_null(strstr(r.first, "memory limit"));
+    assert_false(sl_file_exists(seg));
+    r = run("%s -q %s -m %s -o %s --max-memory lots", bin, scan, model, seg);
+    assert_one_line_failure(&r, "segment --max-memory lots");
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.first, "--max-memory"));
+    r = run("%s -q %s -m %s -o %s --max-memory 1G", bin, scan, model, seg);
+    assert_int_equal(r.status, 0);
+    assert_true(sl_file_exists(seg));
+    fixture_path("fuzz/nifti/nifti2-negative-vox-offset-17GB.nii", fz,
+                 sizeof fz);
+    r = run("%s -q %s -m %s -o %s --force", bin, fz, model, seg);
+    assert_one_line_failure(&r, "segment on the 17 GB reproducer");
+    assert_non_null(strstr(r.first, "vox_offset"));
+    r = run("%s --help", bin);
+    assert_int_equal(r.status, 0);
+    size_t hn = 0;
+    char *help = slurp(tmp("stdout.txt", fz, sizeof fz), &hn);
+    assert_non_null(help);
+    assert_non_null(strstr(help, "--max-memory SIZE"));
+    assert_non_null(strstr(help, "half the"));
+    free(help);
+}
+
 /* Parse the first integer after "key": in a JSON text; -1 if absent. */
 static long long json_int(const char *text, const char *key)
 {
@@ -694,6 +736,7 @@ int main(void)
         cmocka_unit_test(test_compress_missing_input),
         cmocka_unit_test(test_compress_refuses_existing_output),
         cmocka_unit_test(test_segment_bad_inputs),
+        cmocka_unit_test(test_segment_max_memory),
         cmocka_unit_test(test_inspect_json_params),
         cmocka_unit_test(test_inspect_missing_file),
         cmocka_unit_test(test_run_matches_library),

@@ -47,6 +47,35 @@ static void test_mul_size(void **state)
     assert_int_equal(sl_mul_size(SIZE_MAX / 2 + 1, 2, &r), -1);
 }
 
+/* --max-memory's sizes: suffixes are powers of 1024; zero, junk and
+ * overflow are refused. */
+static void test_parse_bytes(void **state)
+{
+    (void)state;
+    uint64_t v = 0;
+    assert_int_equal(sl_parse_bytes("1000000", &v), 0);
+    assert_true(v == 1000000);
+    assert_int_equal(sl_parse_bytes("512M", &v), 0);
+    assert_true(v == (uint64_t)512 << 20);
+    assert_int_equal(sl_parse_bytes("8g", &v), 0);
+    assert_true(v == (uint64_t)8 << 30);
+    assert_int_equal(sl_parse_bytes("2TB", &v), 0);
+    assert_true(v == (uint64_t)2 << 40);
+    assert_int_equal(sl_parse_bytes("3k", &v), 0);
+    assert_true(v == 3072);
+    assert_int_equal(sl_parse_bytes("18446744073709551615", &v), 0);
+    assert_true(v == UINT64_MAX);
+    static const char *bad[] = {"", "0", "0G", "-1", "1.5G", "G", "12Q",
+                                "4GG", " 4G", "4G ", "18446744073709551616",
+                                "16777216T", "99999999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        v = 42;
+        if (sl_parse_bytes(bad[i], &v) != ERR_ARG) fail_msg("'%s'", bad[i]);
+        assert_true(v == 42);
+    }
+    assert_int_equal(sl_parse_bytes(NULL, &v), ERR_ARG);
+}
+
 static void test_alloc(void **state)
 {
     (void)state;
@@ -207,6 +236,7 @@ int main(void)
         cmocka_unit_test(test_crc32),
         cmocka_unit_test(test_little_endian),
         cmocka_unit_test(test_mul_size),
+        cmocka_unit_test(test_parse_bytes),
         cmocka_unit_test(test_alloc),
         cmocka_unit_test(test_failing_allocator),
         cmocka_unit_test(test_errors),

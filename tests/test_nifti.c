@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -295,10 +297,12 @@ static void putd(uint8_t *p, double f)
     sl_wr64(p, u);
 }
 
-/* A NIfTI-1 single file: 348-byte header, 4 extension bytes, then
- * data_bytes of voxel data (a ramp), written plain or gzipped. */
-static void craft_n1(const char *path, const int dim[8], int dt, int bitpix,
-                     size_t data_bytes, int gz)
+/* A NIfTI-1 file: 348-byte header with vox_offset `off` and `magic`, 4
+ * extension bytes, then data_bytes of voxel data (a ramp) from byte 352,
+ * written plain or gzipped. */
+static void craft_n1_at(const char *path, const int dim[8], int dt,
+                        int bitpix, size_t data_bytes, int gz, float off,
+                        const char *magic)
 {
     size_t n = 352 + data_bytes;
     uint8_t *b = calloc(1, n);
@@ -308,8 +312,8 @@ static void craft_n1(const char *path, const int dim[8], int dt, int bitpix,
     put16(b + 70, dt);
     put16(b + 72, bitpix);
     for (int i = 0; i < 8; i++) putf(b + 76 + 4 * i, 1.0f);
-    putf(b + 108, 352.0f);
-    memcpy(b + 344, "n+1", 4);
+    putf(b + 108, off);
+    memcpy(b + 344, magic, 4);
     for (size_t i = 352; i < n; i++) b[i] = (uint8_t)(i * 7);
     if (gz) {
         gzFile f = gzopen(path, "wb");
@@ -325,26 +329,43 @@ static void craft_n1(const char *path, const int dim[8], int dt, int bitpix,
     free(b);
 }
 
-/* A NIfTI-2 single file (540-byte header + 4). */
-static void craft_n2(const char *path, const int64_t dim[8], int dt,
-                     int bitpix, size_t data_bytes)
+/* The usual single file: magic n+1, data at 352. */
+static void craft_n1(const char *path, const int dim[8], int dt, int bitpix,
+                     size_t data_bytes, int gz)
+{
+    craft_n1_at(path, dim, dt, bitpix, data_bytes, gz, 352.0f, "n+1");
+}
+
+/* A NIfTI-2 file (540-byte header + 4) with vox_offset `off` and a
+ * 4-byte magic (the rest of the 8 is always "\r\n\032\n"); data from
+ * byte 544. */
+static void craft_n2_at(const char *path, const int64_t dim[8], int dt,
+                        int bitpix, size_t data_bytes, int64_t off,
+                        const char *magic)
 {
     size_t n = 544 + data_bytes;
     uint8_t *b = calloc(1, n);
     assert_non_null(b);
     sl_wr32(b, 540);
-    memcpy(b + 4, "n+2\0\r\n\032\n", 8);
+    memcpy(b + 4, magic, 4);
+    memcpy(b + 8, "\r\n\032\n", 4);
     put16(b + 12, dt);
     put16(b + 14, bitpix);
     for (int i = 0; i < 8; i++) sl_wr64(b + 16 + 8 * i, (uint64_t)dim[i]);
     for (int i = 0; i < 8; i++) putd(b + 104 + 8 * i, 1.0);
-    sl_wr64(b + 168, 544);
+    sl_wr64(b + 168, (uint64_t)off);
     for (size_t i = 544; i < n; i++) b[i] = (uint8_t)(i * 3);
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
     assert_int_equal(fwrite(b, 1, n, f), n);
     fclose(f);
     free(b);
+}
+
+static void craft_n2(const char *path, const int64_t dim[8], int dt,
+                     int bitpix, size_t data_bytes)
+{
+    craft_n2_at(path, dim, dt, bitpix, data_bytes, 544, "n+2");
 }
 
 static void expect_fail(const char *path, int code, const char *needle)
@@ -446,6 +467,237 @@ static void test_malformed_headers(void **state)
     int64_t s2[8] = {3, 300, 200, 100, 1, 1, 1, 1};
     craft_n2(p2, s2, DT_UINT8, 8, 12);
     expect_fail(p2, ERR_FORMAT, "shorter");
+}
+
+
+/* ---- resource claims: headers that claim more than the file holds ---- */
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+
+typedef struct {
+    int rc;
+    char msg[1024];
+} CappedRead;
+
+/* nio_read(path) in a child whose address space may grow by at most
+ * 1 GiB (not under ASan, whose shadow memory needs terabytes of address
+ * space): a reader that allocates a header's claim fails there with
+ * ERR_NOMEM instead of taking the machine's memory, so "refused before
+ * any large allocation" is what ERR_FORMAT from the child shows. */
+static CappedRead read_capped(const char *path)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+#ifndef UNDER_ASAN
+        long pages = 0;
+        FILE *f = fopen("/proc/self/statm", "r");
+        if (!f || fscanf(f, "%ld", &pages) != 1) _exit(3);
+        fclose(f);
+        rlim_t cap = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGE_SIZE) +
+                     ((rlim_t)1 << 30);
+        struct rlimit rl = {cap, cap};
+        if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(4);
+#endif
+        CappedRead r;
+        memset(&r, 0, sizeof r);
+        Volume v;
+        NiftiGeom *g = NULL;
+        sl_error_reset();
+        sl_error_quiet(1);
+        r.rc = nio_read(path, &v, &g);
+        snprintf(r.msg, sizeof r.msg, "%s", sl_error_last());
+        if (r.rc == 0) {
+            volume_free(&v);
+            nio_geom_free(g);
+        }
+        _exit(write(fds[1], &r, sizeof r) == (ssize_t)sizeof r ? 0 : 5);
+    }
+    close(fds[1]);
+    CappedRead r;
+    memset(&r, 0, sizeof r);
+    ssize_t got = read(fds[0], &r, sizeof r);
+    close(fds[0]);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
+        got != (ssize_t)sizeof r)
+        fail_msg("%s: the capped reader died (status %d)", path, status);
+    return r;
+}
+
+static void expect_capped_fail(const char *path, int code,
+                               const char *needle)
+{
+    CappedRead r = read_capped(path);
+    if (r.rc != code || !strstr(r.msg, needle) || !strstr(r.msg, path))
+        fail_msg("%s: got %d '%s', want %d with '%s'", path, r.rc, r.msg,
+                 code, needle);
+}
+
+/* The fuzzer's findings (tests/fixtures/fuzz/nifti): NIfTI-2 files with
+ * a negative vox_offset that overflowed the size check; one made segment
+ * allocate and zero 17 GB.  Each is refused for its offset, within the
+ * memory cap. */
+static void test_fuzz_reproducers(void **state)
+{
+    (void)state;
+    static const char *names[] = {
+        "fuzz/nifti/nifti2-negative-vox-offset-overflow.nii",
+        "fuzz/nifti/nifti2-negative-vox-offset-17GB.nii",
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char path[300];
+        fixture_path(names[i], path, sizeof path);
+        assert_true(sl_file_exists(path));
+        expect_capped_fail(path, ERR_FORMAT, "vox_offset");
+    }
+}
+
+/* Every vox_offset that is not a byte offset at or past the header (and
+ * its extension flag) is refused by name; legal ones are honoured. */
+static void test_vox_offset_class(void **state)
+{
+    (void)state;
+    const char *p = tmp("off.nii"), *p2 = tmp("off2.nii");
+    int d1[8] = {3, 4, 3, 2, 1, 1, 1, 1};
+    int64_t d2[8] = {3, 4, 3, 2, 1, 1, 1, 1};
+    static const int64_t bad2[] = {-1, -932007903233, INT64_MIN, 0, 543,
+                                   INT64_MAX, (int64_t)1 << 62 | 1};
+    for (size_t i = 0; i < sizeof bad2 / sizeof bad2[0]; i++) {
+        craft_n2_at(p2, d2, DT_UINT8, 8, 24, bad2[i], "n+2");
+        expect_capped_fail(p2, ERR_FORMAT, "vox_offset");
+    }
+    /* Past the end of the file: the data are missing. */
+    static const int64_t past2[] = {545, 4096, (int64_t)1 << 40};
+    for (size_t i = 0; i < sizeof past2 / sizeof past2[0]; i++) {
+        craft_n2_at(p2, d2, DT_UINT8, 8, 24, past2[i], "n+2");
+        expect_capped_fail(p2, ERR_FORMAT, "shorter");
+    }
+    static const float bad1[] = {-5.0f, 100.0f, 351.0f, 352.5f, -1e30f};
+    for (size_t i = 0; i < sizeof bad1 / sizeof bad1[0]; i++) {
+        craft_n1_at(p, d1, DT_UINT8, 8, 24, 0, bad1[i], "n+1");
+        expect_capped_fail(p, ERR_FORMAT, "vox_offset");
+    }
+    craft_n1_at(p, d1, DT_UINT8, 8, 24, 0, NAN, "n+1");
+    expect_capped_fail(p, ERR_FORMAT, "vox_offset");
+    craft_n1_at(p, d1, DT_UINT8, 8, 24, 0, INFINITY, "n+1");
+    expect_capped_fail(p, ERR_FORMAT, "vox_offset");
+    craft_n1_at(p, d1, DT_UINT8, 8, 24, 0, 1e12f, "n+1");
+    expect_capped_fail(p, ERR_FORMAT, "shorter");
+    /* A .hdr/.img pair's header named .nii: its offset counts in another
+     * file, so it is refused as a pair (a negative offset, as in the
+     * fuzz reproducers, is refused as corrupt first). */
+    craft_n1_at(p, d1, DT_UINT8, 8, 24, 0, 0.0f, "ni1");
+    expect_capped_fail(p, ERR_UNSUPPORTED, "pair");
+    craft_n2_at(p2, d2, DT_UINT8, 8, 24, 544, "ni2");
+    expect_capped_fail(p2, ERR_UNSUPPORTED, "pair");
+    craft_n2_at(p2, d2, DT_UINT8, 8, 24, 544, "x+2");
+    expect_capped_fail(p2, ERR_FORMAT, "magic");
+
+    /* Legal: NIfTI-1 offset 0 means right after the header (352); a
+     * larger offset skips bytes (here 4 bytes of the ramp). */
+    Volume v;
+    craft_n1_at(p, d1, DT_UINT8, 8, 24, 0, 0.0f, "n+1");
+    assert_int_equal(nio_read(p, &v, NULL), 0);
+    assert_true(v.data[0] == (float)(uint8_t)(352 * 7));
+    volume_free(&v);
+    craft_n1_at(p, d1, DT_UINT8, 8, 28, 0, 356.0f, "n+1");
+    assert_int_equal(nio_read(p, &v, NULL), 0);
+    assert_true(v.data[0] == (float)(uint8_t)(356 * 7));
+    assert_true(v.data[23] == (float)(uint8_t)(379 * 7));
+    volume_free(&v);
+    craft_n2_at(p2, d2, DT_UINT8, 8, 30, 550, "n+2");
+    assert_int_equal(nio_read(p2, &v, NULL), 0);
+    assert_true(v.data[0] == (float)(uint8_t)(550 * 3));
+    volume_free(&v);
+    unlink(p);
+    unlink(p2);
+}
+
+/* A .nii.gz whose header claims 2 GB within deflate's 1032:1 bound, but
+ * whose stream holds 2.5 MB: refused as short with memory bounded by the
+ * real data (the old reader allocated the claim, 2 GB raw + 2 GB float,
+ * up front).  Then claims that the file size alone refutes, each kind of
+ * dimension. */
+static void test_claims_beyond_the_data(void **state)
+{
+    (void)state;
+    const char *pg = tmp("claim.nii.gz"), *p = tmp("claim.nii");
+    int big[8] = {3, 1000, 1000, 500, 1, 1, 1, 1};
+    size_t n = 352 + ((size_t)5 << 19);
+    uint8_t *b = calloc(1, n);
+    assert_non_null(b);
+    sl_wr32(b, 348);
+    for (int i = 0; i < 8; i++) put16(b + 40 + 2 * i, big[i]);
+    put16(b + 70, DT_FLOAT32);
+    put16(b + 72, 32);
+    for (int i = 0; i < 8; i++) putf(b + 76 + 4 * i, 1.0f);
+    putf(b + 108, 352.0f);
+    memcpy(b + 344, "n+1", 4);
+    TestRng r = {7};
+    for (size_t i = 352; i < n; i++) b[i] = (uint8_t)trng_next(&r);
+    gzFile f = gzopen(pg, "wb");
+    assert_non_null(f);
+    assert_int_equal(gzwrite(f, b, (unsigned)n), (int)n);
+    gzclose(f);
+    free(b);
+    expect_capped_fail(pg, ERR_FORMAT, "shorter");
+    unlink(pg);
+
+    static const int claims[][8] = {
+        {3, 32767, 32767, 32767, 1, 1, 1, 1},
+        {4, 100, 100, 100, 4000, 1, 1, 1},
+        {1, 32767, 1, 1, 1, 1, 1, 1},
+        {7, 2, 2, 2, 2, 1, 1, 1},
+    };
+    for (size_t i = 0; i < sizeof claims / sizeof claims[0]; i++) {
+        craft_n1(p, claims[i], DT_FLOAT64, 64, 24, 0);
+        expect_capped_fail(p, ERR_FORMAT, "shorter");
+        craft_n1(pg, claims[i], DT_FLOAT64, 64, 24, 1);
+        expect_capped_fail(pg, ERR_FORMAT, "shorter");
+    }
+    int64_t c2[8] = {4, (int64_t)1 << 20, (int64_t)1 << 20, 1 << 10, 2,
+                     1, 1, 1};
+    craft_n2(p, c2, DT_INT64, 64, 24);
+    expect_capped_fail(p, ERR_FORMAT, "shorter");
+    unlink(p);
+}
+
+/* The memory limit: a claim above it is refused with one line naming
+ * the limit; the limit itself is allowed. */
+static void test_memory_limit(void **state)
+{
+    (void)state;
+    const char *p = tmp("limit.nii.gz");
+    int d[8] = {4, 4, 3, 2, 2, 1, 1, 1};
+    craft_n1(p, d, DT_INT16, 16, 96, 1);
+    uint64_t need = 4 * 3 * 2 * 2 * sizeof(float);
+    Volume v;
+    sl_error_reset();
+    sl_error_quiet(1);
+    assert_int_equal(nio_read_within(p, need - 1, &v, NULL), ERR_NOMEM);
+    sl_error_quiet(0);
+    assert_non_null(strstr(sl_error_last(), "memory limit"));
+    assert_non_null(strstr(sl_error_last(), p));
+    assert_null(v.data);
+    sl_error_reset();
+    assert_int_equal(nio_read_within(p, need, &v, NULL), 0);
+    assert_int_equal(v.n_mod, 2);
+    volume_free(&v);
+    /* The default: half the machine's RAM, so more than this file. */
+    assert_true(nio_default_max_memory() > ((uint64_t)1 << 26));
+    unlink(p);
 }
 
 static int has_tmp_files(void)
@@ -586,6 +838,10 @@ int main(void)
         cmocka_unit_test(test_nifti2_and_4d),
         cmocka_unit_test(test_comma_joined),
         cmocka_unit_test(test_malformed_headers),
+        cmocka_unit_test(test_fuzz_reproducers),
+        cmocka_unit_test(test_vox_offset_class),
+        cmocka_unit_test(test_claims_beyond_the_data),
+        cmocka_unit_test(test_memory_limit),
         cmocka_unit_test(test_write_labels_and_probs),
         cmocka_unit_test(test_real_t1),
     };
