@@ -13,8 +13,13 @@ export OPENBLAS_CORETYPE ?= Haswell
 
 WARN = -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
        -Wmissing-prototypes -Wpointer-arith -Wcast-qual -Wdouble-promotion
-CPPFLAGS = -I. -I$(BUILD)/gen -isystem /usr/include/nifti -D_POSIX_C_SOURCE=200809L \
-           -DSL_DATADIR='"$(PREFIX)/share/sauron"' -MMD -MP
+# The runtime is compiled with RT_CPPFLAGS: no -I. (its files include each
+# other by relative path), no protobuf path, no $(BUILD)/gen, so a runtime
+# file that includes anything from compressor/ fails to compile
+# (check-layering proves it).  Everything else gets CPPFLAGS.
+RT_CPPFLAGS = -isystem /usr/include/nifti -D_POSIX_C_SOURCE=200809L \
+              -DSL_DATADIR='"$(PREFIX)/share/sauron"' -MMD -MP
+CPPFLAGS = -I. -I$(BUILD)/gen $(RT_CPPFLAGS)
 CFLAGS  = -std=c11 $(OPT) -g -fopenmp $(WARN) $(WERROR) $(SANFLAGS)
 LDFLAGS = -fopenmp $(SANFLAGS)
 
@@ -79,7 +84,7 @@ TEST_PATHS = $(TESTS:%=$(BUILD)/tests/%)
 
 .SECONDARY:
 .PHONY: all deps demo test test-run asan bench bench-quick check-long install \
-        clean fixtures format fuzz fuzz-bins
+        clean fixtures format fuzz fuzz-bins check-layering
 all: $(BIN_PATHS) $(MAN_PATHS)
 
 deps:
@@ -100,6 +105,23 @@ $(CMP_OBJ): | $(BUILD)/gen/onnx.pb-c.h
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(PROTOBUF_CFLAGS) $(CFLAGS) -c $< -o $@
+
+# (the shorter stem wins: runtime/ sources take this rule)
+$(BUILD)/obj/runtime/%.o: runtime/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(RT_CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+# A probe that includes a compressor header and the generated protobuf
+# header, compiled with the runtime's flags: it must fail.
+check-layering:
+	@mkdir -p $(BUILD)/probe/runtime
+	@printf '#include "compressor/train/optim.h"\n#include "onnx.pb-c.h"\n' \
+	    > $(BUILD)/probe/runtime/probe.c
+	@if $(CC) $(RT_CPPFLAGS) $(CFLAGS) -fsyntax-only \
+	    $(BUILD)/probe/runtime/probe.c 2>/dev/null; then \
+	    echo "layering: runtime objects can include compressor/ headers"; \
+	    exit 1; fi
+	@echo "layering: runtime objects cannot include compressor/ headers"
 
 $(RT_LIB): $(RT_OBJ)
 	@mkdir -p $(dir $@)
@@ -174,7 +196,7 @@ test:
 	@sh tools/deps.sh test
 	@$(MAKE) --no-print-directory test-run
 
-test-run: $(BIN_PATHS) $(TEST_PATHS)
+test-run: $(BIN_PATHS) $(TEST_PATHS) check-layering
 	@BUILD=$(BUILD) sh tests/run_all.sh $(TESTS)
 
 asan:
@@ -248,9 +270,11 @@ install: all
 	if ls models/*.sslim >/dev/null 2>&1; then \
 	    install -m 644 models/*.sslim models/*.md $(DESTDIR)$(PREFIX)/share/sauron/models/; fi
 
+# Every folder holding C sources (git ls-files '*.c' '*.h').
+FORMAT_SRC = $(wildcard runtime/*.[ch] runtime/ops/*.[ch] compressor/*.[ch] \
+             compressor/*/*.[ch] tools/*.[ch] tests/*.[ch] tests/*/*.[ch])
 format:
-	clang-format -i runtime/*.[ch] runtime/ops/*.[ch] compressor/*.[ch] \
-	    compressor/onnx/*.[ch] tools/*.c tests/*.[ch] tests/fuzz/*.[ch]
+	clang-format -i $(FORMAT_SRC)
 
 clean:
 	rm -rf $(BUILD) build-asan $(FUZZ_BUILD)
