@@ -13,8 +13,14 @@ export OPENBLAS_CORETYPE ?= Haswell
 
 WARN = -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
        -Wmissing-prototypes -Wpointer-arith -Wcast-qual -Wdouble-promotion
-CPPFLAGS = -I. -I$(BUILD)/gen -isystem /usr/include/nifti -D_POSIX_C_SOURCE=200809L \
-           -DSL_DATADIR='"$(PREFIX)/share/sauron"' -MMD -MP
+# The runtime is compiled with RT_CPPFLAGS: no -I. (its files include each
+# other by relative path), no protobuf path, no $(BUILD)/gen, so a runtime
+# file that includes anything from compressor/ fails to compile
+# (check-layering proves it).  Everything else gets CPPFLAGS.
+NIFTI_INC ?= /usr/include/nifti
+RT_CPPFLAGS = $(EXTRA_CPPFLAGS) -isystem $(NIFTI_INC) -D_POSIX_C_SOURCE=200809L \
+              -DSL_DATADIR='"$(PREFIX)/share/sauron"' -MMD -MP
+CPPFLAGS = -I. -I$(BUILD)/gen $(RT_CPPFLAGS)
 CFLAGS  = -std=c11 $(OPT) -g -fopenmp $(WARN) $(WERROR) $(SANFLAGS)
 LDFLAGS = -fopenmp $(SANFLAGS)
 
@@ -58,7 +64,7 @@ TESTS += test_onnx_export
 TESTS += test_fused
 TESTS += test_convert
 TESTS += test_peer
-TESTS += test_codec
+TESTS += test_codec test_bytes
 TESTS += test_fuzz_replay
 TESTS += test_batch
 TESTS += test_cliopt
@@ -68,6 +74,10 @@ TESTS += test_cliopt
 FUZZ_TARGETS = sslim nifti onnx dataset
 FUZZ_SRC = tests/fuzz/fuzz_util.c $(FUZZ_TARGETS:%=tests/fuzz/fuzz_%.c)
 FUZZ_OBJ = $(FUZZ_SRC:%.c=$(BUILD)/obj/%.o)
+# Tests that need only the runtime library (linked without the
+# compressor's; make check-long also runs them on aarch64 under qemu).
+RT_TESTS = test_common test_graph test_ops test_conv test_fused test_sslim \
+           test_nifti test_bytes
 
 RT_OBJ  = $(RT_SRC:%.c=$(BUILD)/obj/%.o)
 CMP_OBJ = $(CMP_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/onnx.pb-c.o
@@ -79,7 +89,7 @@ TEST_PATHS = $(TESTS:%=$(BUILD)/tests/%)
 
 .SECONDARY:
 .PHONY: all deps demo test test-run asan bench bench-quick check-long install \
-        clean fixtures format fuzz fuzz-bins
+        clean fixtures format fuzz fuzz-bins check-layering check-arm64
 all: $(BIN_PATHS) $(MAN_PATHS)
 
 deps:
@@ -100,6 +110,23 @@ $(CMP_OBJ): | $(BUILD)/gen/onnx.pb-c.h
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(PROTOBUF_CFLAGS) $(CFLAGS) -c $< -o $@
+
+# (the shorter stem wins: runtime/ sources take this rule)
+$(BUILD)/obj/runtime/%.o: runtime/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(RT_CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+# A probe that includes a compressor header and the generated protobuf
+# header, compiled with the runtime's flags: it must fail.
+check-layering:
+	@mkdir -p $(BUILD)/probe/runtime
+	@printf '#include "compressor/train/optim.h"\n#include "onnx.pb-c.h"\n' \
+	    > $(BUILD)/probe/runtime/probe.c
+	@if $(CC) $(RT_CPPFLAGS) $(CFLAGS) -fsyntax-only \
+	    $(BUILD)/probe/runtime/probe.c 2>/dev/null; then \
+	    echo "layering: runtime objects can include compressor/ headers"; \
+	    exit 1; fi
+	@echo "layering: runtime objects cannot include compressor/ headers"
 
 $(RT_LIB): $(RT_OBJ)
 	@mkdir -p $(dir $@)
@@ -144,6 +171,10 @@ $(BUILD)/bin/sauron-inspect: $(BUILD)/obj/tools/sauron_inspect.o $(CMP_LIB) $(RT
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/obj/tests/testutil.o $(CMP_LIB) $(RT_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(PROTOBUF_LIBS) $(NIFTI_LIBS) $(CMOCKA_LIBS) -o $@
+$(RT_TESTS:%=$(BUILD)/tests/%): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o \
+        $(BUILD)/obj/tests/testutil.o $(RT_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(NIFTI_LIBS) $(CMOCKA_LIBS) -o $@
 $(BUILD)/tests/test_peer $(BUILD)/tests/test_torch_segment: $(BUILD)/obj/tests/peercheck.o
 $(BUILD)/tests/test_batch $(BUILD)/tests/test_soak $(BUILD)/tests/test_dicom: $(BUILD)/obj/tests/batchcheck.o
 # (its own rule: the fuzz objects must come before the libraries)
@@ -174,7 +205,7 @@ test:
 	@sh tools/deps.sh test
 	@$(MAKE) --no-print-directory test-run
 
-test-run: $(BIN_PATHS) $(TEST_PATHS)
+test-run: $(BIN_PATHS) $(TEST_PATHS) check-layering
 	@BUILD=$(BUILD) sh tests/run_all.sh $(TESTS)
 
 asan:
@@ -228,9 +259,30 @@ bench-quick: all
 # nice -n 19); test_dicom: NIfTI -> DICOM (pydicom) -> dcm2niix -> segment.
 LONG_TESTS = test_torch_segment test_bench_real test_soak test_dicom
 check-long:
-	@BUILD=$(BUILD) sh tools/deps.sh bench
+	@BUILD=$(BUILD) sh tools/deps.sh check-long
 	@$(MAKE) --no-print-directory $(BIN_PATHS) $(LONG_TESTS:%=$(BUILD)/tests/%)
 	@BUILD=$(BUILD) sh tests/run_all.sh $(LONG_TESTS)
+	@$(MAKE) --no-print-directory check-arm64
+
+# The runtime and RT_TESTS cross-compiled with Debian's gcc-aarch64-linux-gnu
+# (objects in $(BUILD)/arm64) against the arm64 libnifti2, zlib and cmocka
+# unpacked by tools/arm64_sysroot.sh, then run under qemu-user.  Off x86
+# the kernels take their portable paths (runtime/ops/isa.h).
+ARM64_CC ?= aarch64-linux-gnu-gcc
+ARM64_SYSROOT = $(abspath $(BUILD))/arm64-sysroot
+# (zlib1g puts libz.so.1 in /lib, the others in /usr/lib)
+ARM64_LIBDIR = $(ARM64_SYSROOT)/usr/lib/aarch64-linux-gnu:$(ARM64_SYSROOT)/lib/aarch64-linux-gnu
+check-arm64:
+	@sh tools/arm64_sysroot.sh $(ARM64_SYSROOT)
+	@$(MAKE) --no-print-directory BUILD=$(BUILD)/arm64 CC=$(ARM64_CC) \
+	    PROTOBUF_CFLAGS= NIFTI_INC=$(ARM64_SYSROOT)/usr/include/nifti \
+	    CMOCKA_LIBS=-lcmocka \
+	    LDFLAGS="-fopenmp -L$(ARM64_SYSROOT)/usr/lib/aarch64-linux-gnu \
+	    -Wl,-rpath-link,$(ARM64_LIBDIR)" \
+	    EXTRA_CPPFLAGS="-isystem $(ARM64_SYSROOT)/usr/include" \
+	    $(BUILD)/arm64/lib/libsauron_rt.a $(RT_TESTS:%=$(BUILD)/arm64/tests/%)
+	@BUILD=$(BUILD)/arm64 SL_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu \
+	    -E LD_LIBRARY_PATH=$(ARM64_LIBDIR)" sh tests/run_all.sh $(RT_TESTS)
 
 # Fixtures are committed; this regenerates them (needs python3-torch).
 fixtures:
@@ -248,9 +300,11 @@ install: all
 	if ls models/*.sslim >/dev/null 2>&1; then \
 	    install -m 644 models/*.sslim models/*.md $(DESTDIR)$(PREFIX)/share/sauron/models/; fi
 
+# Every folder holding C sources (git ls-files '*.c' '*.h').
+FORMAT_SRC = $(wildcard runtime/*.[ch] runtime/ops/*.[ch] compressor/*.[ch] \
+             compressor/*/*.[ch] tools/*.[ch] tests/*.[ch] tests/*/*.[ch])
 format:
-	clang-format -i runtime/*.[ch] runtime/ops/*.[ch] compressor/*.[ch] \
-	    compressor/onnx/*.[ch] tools/*.c tests/*.[ch] tests/fuzz/*.[ch]
+	clang-format -i $(FORMAT_SRC)
 
 clean:
 	rm -rf $(BUILD) build-asan $(FUZZ_BUILD)

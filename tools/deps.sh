@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install the Debian packages this project needs, only those missing.
-# Usage: tools/deps.sh [build|test|bench|fuzz]   (apt-get needs root)
+# Usage: tools/deps.sh [build|test|bench|fuzz|check-long]   (apt-get needs root)
 set -eu
 build="gcc make pkg-config libc6-dev zlib1g-dev libnifti2-dev libniftiio-dev libznz-dev libprotobuf-c-dev protobuf-c-compiler libonnx-dev libcmocka-dev"
 # parallel: test_batch runs the README's GNU parallel line; man-db and
@@ -11,12 +11,16 @@ bench_extra="python3-torch python3-onnx python3-matplotlib dcm2niix python3-pydi
 # make fuzz: clang 14 with its libFuzzer/sanitizer runtimes, and LLVM's
 # OpenMP (the sources are built with -fopenmp); time measures CPU seconds.
 fuzz_extra="clang libclang-rt-14-dev libomp-14-dev time"
+# make check-long also cross-compiles the runtime for aarch64 and runs its
+# tests under qemu-user (the arm64 libraries: tools/arm64_sysroot.sh).
+long_extra="gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"
 case "${1:-build}" in
 build) want="$build" ;;
 test) want="$build $test_extra" ;;
 bench) want="$build $test_extra $bench_extra" ;;
 fuzz) want="$build $fuzz_extra" ;;
-*) echo "usage: $0 [build|test|bench|fuzz]" >&2; exit 2 ;;
+check-long) want="$build $test_extra $bench_extra $long_extra" ;;
+*) echo "usage: $0 [build|test|bench|fuzz|check-long]" >&2; exit 2 ;;
 esac
 missing=""
 for p in $want; do

@@ -25,12 +25,15 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <immintrin.h>
-
 #include "../common.h"
 #include "conv_geom.h"
 #include "gemm_core.h"
+#include "isa.h"
 #include "ops.h"
+
+#if SL_ISA_X86
+#include <immintrin.h>
+#endif
 
 /* ---- im2col straight into packed panels ---- */
 
@@ -209,7 +212,9 @@ static size_t shift_scratch(const ConvGeom *g, const SlabPlan *sp)
 }
 
 /* d[c] = src[2c] for c < n (every other float: the stride-2 phases).
- * AVX-512 only; the caller has a scalar loop for other CPUs. */
+ * AVX-512 only; the caller has a scalar loop for other CPUs (and calls
+ * this only when gemm_isa_best() is AVX-512, never off x86). */
+#if SL_ISA_X86
 __attribute__((target("avx512f"))) static void
 copy_stride2(float *restrict d, const float *restrict src, int n)
 {
@@ -238,6 +243,13 @@ copy_stride2(float *restrict d, const float *restrict src, int n)
                               _mm512_permutex2var_ps(lo, even, hi));
     }
 }
+#else
+static void copy_stride2(float *restrict d, const float *restrict src, int n)
+{
+    for (int c = 0; c < n; c++)
+        d[c] = src[2 * c];
+}
+#endif
 
 /* slab [ICg][phz][phy][phx][s0][s1][s2] <- phase grids of the zero-padded
  * input for output planes o0 .. o0+zc along sp->sd: grid position c of

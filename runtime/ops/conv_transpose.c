@@ -19,12 +19,15 @@
  */
 #include <string.h>
 
-#include <immintrin.h>
-
 #include "../common.h"
 #include "conv_geom.h"
 #include "gemm_core.h"
+#include "isa.h"
 #include "ops.h"
+
+#if SL_ISA_X86
+#include <immintrin.h>
+#endif
 
 /* Column buffer cap: 2 Mi floats (8 MiB, L3-sized on this machine) so
  * scratch stays bounded for any volume; chunks are multiples of 64
@@ -62,7 +65,9 @@ size_t conv_transpose_scratch_floats(const Shape *xs, const Shape *ys,
 }
 
 /* y[2i] = bias + a[i], y[2i+1] = bias + b[i] for i < n: one output row
- * of a 2-wide, stride-2 tiling kernel from its two column rows. */
+ * of a 2-wide, stride-2 tiling kernel from its two column rows.  Called
+ * only when gemm_isa_best() is AVX-512 (never off x86). */
+#if SL_ISA_X86
 __attribute__((target("avx512f"))) static void
 interleave2_avx512(float *restrict y, const float *restrict a,
                    const float *restrict b, float bias, int n)
@@ -84,6 +89,16 @@ interleave2_avx512(float *restrict y, const float *restrict a,
         y[2 * i + 1] = bias + b[i];
     }
 }
+#else
+static void interleave2_avx512(float *restrict y, const float *restrict a,
+                               const float *restrict b, float bias, int n)
+{
+    for (int i = 0; i < n; i++) {
+        y[2 * i] = bias + a[i];
+        y[2 * i + 1] = bias + b[i];
+    }
+}
+#endif
 
 /* Tiling case with kernel = stride = 2 along W: yg [OCg, out...],
  * col [OCg*K, nc] for input columns j0 .. j0+nc, bg [OCg] or NULL.

@@ -26,17 +26,21 @@
  * gemm_core.h and conv.c), with the same determinism rules.
  *
  * ISA: AVX-512 and AVX2+FMA kernels are compiled with target attributes
- * and chosen at run time; a portable scalar kernel is the fallback.
+ * and chosen at run time; a portable scalar kernel is the fallback, and
+ * the only kernel off x86 (isa.h).
  */
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <immintrin.h>
-
 #include "../common.h"
 #include "gemm_core.h"
+#include "isa.h"
 #include "ops.h"
+
+#if SL_ISA_X86
+#include <immintrin.h>
+#endif
 
 /* Blocking.  This machine: L1d 48 KiB and L2 1 MiB per core.
  * GEMM_KC: one packed B micro-panel (KC x NR floats, NR = 32 for
@@ -87,6 +91,7 @@ static void kern_scalar_4x8(int kc, const float *restrict ap, int lda,
     }
 }
 
+#if SL_ISA_X86
 /* ---- AVX2 + FMA kernel: MR = 6, NR = 16 (12 ymm accumulators) ---- */
 
 #define AVX2_TARGET __attribute__((target("avx2,fma")))
@@ -188,6 +193,7 @@ AVX2_TARGET static void kern_avx2_6x16(int kc, const float *restrict ap,
 
 DEFINE_KERN_AVX512(kern_avx512_8x32, 8, 2, 1, 8)
 DEFINE_KERN_AVX512(kern_avx512_8x32_u, 8, 2, lda, 1)
+#endif /* SL_ISA_X86 */
 
 /* Where a shifted micro-tile's columns go when they do not form one run
  * of valid outputs (the tile crosses the end of a padded row): tile
@@ -204,6 +210,7 @@ typedef struct {
     ColSeg s[COLSEG_MAX];
 } ColSegs;
 
+#if SL_ISA_X86
 /* Vector v (tile columns 16v .. 16v+15) of one row, ci = its row of C:
  * the lanes inside each run, with masked stores.  The lanes are first
  * compressed to the bottom so the store address is that of the run's
@@ -297,6 +304,7 @@ DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_7x32_u, 7, 2, lda, 1)
 DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_1x64_u, 1, 4, lda, 1)
 DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_2x64_u, 2, 4, lda, 1)
 DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_3x64_u, 3, 4, lda, 1)
+#endif /* SL_ISA_X86 */
 
 typedef void (*ShiftFn)(int kc, const float *ap, int lda, const float *xb,
                         const int32_t *koff, float *c, int ldc, int mode,
@@ -309,6 +317,7 @@ typedef struct {
     ShiftFn rem[8]; /* [r]: the last r < mr rows in place, or NULL */
 } ShiftKern;
 
+#if SL_ISA_X86
 /* AVX2 + FMA versions (16 ymm registers): 6x16 keeps 12 accumulators,
  * 4x16 (for 1 to 4 output channels) the 8 that two FMA pipes of latency
  * 4 need.  ap, xb, c as in the AVX-512 generator. */
@@ -357,13 +366,15 @@ DEFINE_KERN_SHIFTED_AVX2(kern_shifted_avx2_6x16, 6, 2, 1, 6)
 DEFINE_KERN_SHIFTED_AVX2(kern_shifted_avx2_6x16_u, 6, 2, lda, 1)
 DEFINE_KERN_SHIFTED_AVX2(kern_shifted_avx2_4x16, 4, 2, 1, 4)
 DEFINE_KERN_SHIFTED_AVX2(kern_shifted_avx2_4x16_u, 4, 2, lda, 1)
+#endif /* SL_ISA_X86 */
 
 /* Every tile holds at most 256 floats (the edge temporary); NR <= 64 and
  * divides SHIFTED_NC; MR divides GEMM_MC.  [isa][0]: general, [isa][1]:
  * narrow, for few rows. */
 #define SHIFTED_TILE 256
 #define SHIFTED_NR_MAX 64
-static const ShiftKern shift_kerns[][2] = {
+static const ShiftKern shift_kerns[GEMM_ISA_AVX512 + 1][2] = {
+#if SL_ISA_X86
     [GEMM_ISA_AVX2] = {{6, 16, kern_shifted_avx2_6x16, kern_shifted_avx2_6x16_u, 0, {0}},
                        {4, 16, kern_shifted_avx2_4x16, kern_shifted_avx2_4x16_u, 0, {0}}},
     [GEMM_ISA_AVX512] = {{8, 32, kern_shifted_avx512_8x32, kern_shifted_avx512_8x32_u, 1,
@@ -374,6 +385,9 @@ static const ShiftKern shift_kerns[][2] = {
                          {4, 64, kern_shifted_avx512_4x64, kern_shifted_avx512_4x64_u, 1,
                           {NULL, kern_shifted_avx512_1x64_u, kern_shifted_avx512_2x64_u,
                            kern_shifted_avx512_3x64_u}}},
+#else
+    [GEMM_ISA_SCALAR] = {{0}}, /* unused: gemm_shifted_available() is 0 */
+#endif
 };
 
 typedef struct {
@@ -383,16 +397,21 @@ typedef struct {
     const char *name;
 } KernInfo;
 
-static const KernInfo kern_table[] = {
+/* Off x86 only the scalar entry is filled: gemm_isa_best() never
+ * returns the others there. */
+static const KernInfo kern_table[GEMM_ISA_AVX512 + 1] = {
     [GEMM_ISA_SCALAR] = {4, 8, kern_scalar_4x8, NULL, "scalar 4x8"},
+#if SL_ISA_X86
     [GEMM_ISA_AVX2] = {6, 16, kern_avx2_6x16, NULL, "avx2 6x16"},
     [GEMM_ISA_AVX512] = {8, 32, kern_avx512_8x32, kern_avx512_8x32_u,
                          "avx512 8x32"},
+#endif
 };
 
 GemmIsa gemm_isa_best(void)
 {
     GemmIsa best = GEMM_ISA_SCALAR;
+#if SL_ISA_X86
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") &&
         __builtin_cpu_supports("avx512bw") &&
@@ -400,6 +419,7 @@ GemmIsa gemm_isa_best(void)
         best = GEMM_ISA_AVX512;
     else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         best = GEMM_ISA_AVX2;
+#endif
     /* SL_GEMM_ISA=avx2|scalar caps the choice, so the fallback paths can
      * be tested and timed on an AVX-512 machine. */
     const char *cap = getenv("SL_GEMM_ISA");
@@ -556,6 +576,7 @@ void gemm_run(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
         return;
     }
     const KernInfo *kd = &kern_table[isa];
+    CHECK(kd->fn); /* an ISA this build has kernels for (gemm_isa_best) */
     const int mr = kd->mr, nr = kd->nr;
     const int nthr = gemm_max_threads();
     const int in_place = kd->fnu && a->pack == gemm_pack_a_dense && !a->trans;
@@ -621,7 +642,10 @@ void gemm_run(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
 
 /* ---- shifted-pointer driver ---- */
 
-int gemm_shifted_available(GemmIsa isa) { return isa >= GEMM_ISA_AVX2; }
+int gemm_shifted_available(GemmIsa isa)
+{
+    return SL_ISA_X86 && isa >= GEMM_ISA_AVX2;
+}
 int gemm_shifted_nr(void) { return SHIFTED_NR_MAX; }
 
 /* c [mv rows] <- rowinit + t [mv, ldt] over product columns j0 .. j0+nv

@@ -118,6 +118,8 @@ static void softmax_tile(float *yb, const float *xb, int64_t C, int64_t inner,
             softmax_exp_avx2(yc, xc, mx, sum, nv);
             continue;
         }
+#else
+        (void)avx2; /* 0 off x86 (vec_use_avx2) */
 #endif
         softmax_exp(yc, xc, mx, sum, 0, nv);
     }

@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "isa.h"
+
 #define VF_W 4
 typedef float vf4 __attribute__((vector_size(16)));
 typedef int32_t vi4 __attribute__((vector_size(16)));
@@ -110,7 +112,7 @@ SL_DEFINE_EXP_NEG(vf4_exp_neg, vf4, vi4)
  * chosen at run time with __builtin_cpu_supports("avx2")).  Everything
  * using vf8 must itself be target("avx2"), or the calling convention of
  * these helpers would change (-Wpsabi). */
-#if defined(__x86_64__) && defined(__GNUC__)
+#if SL_ISA_X86
 #define SL_HAVE_VF8 1
 #pragma GCC push_options
 #pragma GCC target("avx2")
