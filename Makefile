@@ -59,6 +59,7 @@ TESTS += test_fused
 TESTS += test_convert
 TESTS += test_peer
 TESTS += test_codec
+TESTS += test_onnx_malformed
 TESTS += test_fuzz_replay
 TESTS += test_batch
 TESTS += test_cliopt
@@ -95,6 +96,8 @@ $(BUILD)/obj/gen/onnx.pb-c.o: $(BUILD)/gen/onnx.pb-c.c
 	$(CC) -std=c11 $(OPT) -g $(SANFLAGS) $(PROTOBUF_CFLAGS) -I$(BUILD)/gen -c $< -o $@
 
 $(CMP_OBJ): | $(BUILD)/gen/onnx.pb-c.h
+# Tests that build ONNX models with protobuf-c need the generated header.
+$(BUILD)/obj/tests/test_onnx_malformed.o: | $(BUILD)/gen/onnx.pb-c.h
 
 # ---- objects and libraries ----
 $(BUILD)/obj/%.o: %.c

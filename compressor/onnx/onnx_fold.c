@@ -75,7 +75,7 @@ const char *attr_s(const Onnx__NodeProto *n, const char *name,
     const Onnx__AttributeProto *a = attr_find(n, name);
     if (!a || !a->has_s) return def;
     size_t m = a->s.len < len - 1 ? a->s.len : len - 1;
-    memcpy(buf, a->s.data, m);
+    if (m) memcpy(buf, a->s.data, m); /* an empty string may have no data */
     buf[m] = '\0';
     return buf;
 }

@@ -559,11 +559,13 @@ static int add_input(OnnxCtx *c, const OnnxImportOptions *opt)
                     n->n_input < 2 || strcmp(n->input[0], in->name))
                     continue;
                 int w = sym_find(c, n->input[1]);
-                int64_t grp = 1;
-                for (size_t a = 0; a < n->n_attribute; a++)
-                    if (!strcmp(n->attribute[a]->name, "group"))
-                        grp = n->attribute[a]->i;
-                if (w >= 0 && c->syms[w].t.ndim >= 2)
+                /* attr_i skips attributes without a name; the bound keeps
+                 * the product exact (the range check below refuses it). */
+                int64_t grp = attr_i(n, "group", 1);
+                if (grp < 1 || grp > ONNX_MAX_DIM) grp = ONNX_MAX_DIM + 1;
+                if (w >= 0 && c->syms[w].kind == SYM_CONST &&
+                    c->syms[w].t.ndim >= 2 &&
+                    c->syms[w].t.dims[1] <= ONNX_MAX_DIM)
                     s.d[1] = c->syms[w].t.dims[1] * grp;
             }
         }
@@ -623,7 +625,13 @@ static int set_outputs(OnnxCtx *c, const OnnxImportOptions *opt)
         return ERR_FORMAT;
     }
     for (size_t k = 0; k < gp->n_output; k++) {
-        const char *name = gp->output[k]->name ? gp->output[k]->name : "";
+        const char *name = gp->output[k]->name;
+        if (!name || !*name) {
+            sl_error("output #%zu of '%s' has no name; the file is "
+                     "corrupted",
+                     k, c->path);
+            return ERR_FORMAT;
+        }
         int s = sym_find(c, name);
         if (s < 0) {
             sl_error("output '%s' of '%s' is produced by no node; the file "

@@ -92,10 +92,12 @@ typedef struct {
 int lw_fail(Lw *l, int code, const char *msg);
 /* Input j as a constant, or NULL. */
 const OTensor *lw_const(Lw *l, int j);
-/* ONNX name `name` now stands for what symbol src stands for. */
-int lw_alias(OnnxCtx *c, const char *name, int src);
-/* Dims of an activation symbol (a view's dims, or its value's shape). */
-void lw_sym_dims(const OnnxCtx *c, const Sym *s, int *nd, int64_t *dims);
+/* The node's output 0 now stands for what symbol src stands for (an
+ * activation or a view; a constant is refused with an error). */
+int lw_alias(Lw *l, int src);
+/* Dims of activation input j (a view's dims, or its value's shape); an
+ * error (reported) if the input is absent or a constant. */
+int lw_act_dims(Lw *l, int j, int *nd, int64_t *dims);
 /* Reshape/Squeeze/Unsqueeze/Flatten/Transpose/Pad/Slice/Cast on an
  * activation. */
 int onnx_lower_layout(Lw *l);

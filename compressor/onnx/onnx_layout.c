@@ -8,18 +8,30 @@
 #include "onnx_internal.h"
 #include "runtime/common.h"
 
-/* Dims an activation symbol has as ONNX sees it. */
-void lw_sym_dims(const OnnxCtx *c, const Sym *s, int *nd, int64_t *dims)
+/* Dims input j has as ONNX sees it; it must be an activation or a view.
+ * A folded constant can reach a layout op that does not fold (Pad, or a
+ * Reshape whose shape is computed from an activation): it has no IR value
+ * yet, so it is refused here rather than read as one. */
+int lw_act_dims(Lw *l, int j, int *nd, int64_t *dims)
 {
+    if (j >= l->n_in || l->in[j] < 0)
+        return lw_fail(l, ERR_FORMAT, "missing input");
+    const Sym *s = &l->c->syms[l->in[j]];
+    if (s->kind == SYM_CONST)
+        return onnx_node_fail(
+            l->c, l->idx, ERR_UNSUPPORTED,
+            "input '%s' is a constant where an activation is expected",
+            s->name);
     if (s->kind == SYM_VIEW) {
         *nd = s->ndim;
         memcpy(dims, s->dims, sizeof s->dims);
-        return;
+        return 0;
     }
-    const Shape *sh = &c->g->values[s->value].shape;
+    const Shape *sh = &l->c->g->values[s->value].shape;
     *nd = sh->ndim;
     for (int k = 0; k < sh->ndim; k++)
         dims[k] = sh->d[k];
+    return 0;
 }
 
 static int same_dims(int na, const int64_t *a, const Shape *b)
@@ -64,7 +76,8 @@ static int lower_reshape(Lw *l)
     Sym *s = &l->c->syms[l->in[0]];
     int nd, ond = 0;
     int64_t dims[OT_MAX_DIMS], od[OT_MAX_DIMS];
-    lw_sym_dims(l->c, s, &nd, dims);
+    int rc = lw_act_dims(l, 0, &nd, dims);
+    if (rc) return rc;
     if (s->kind == SYM_VIEW && s->vkind != VIEW_RESHAPE)
         return lw_fail(l, ERR_UNSUPPORTED,
                        "reshape of a transposed tensor is not supported");
@@ -131,7 +144,8 @@ static int lower_transpose(Lw *l)
     Sym *s = &l->c->syms[l->in[0]];
     int nd, perm[OT_MAX_DIMS], np2[OT_MAX_DIMS];
     int64_t dims[OT_MAX_DIMS], od[OT_MAX_DIMS], p64[OT_MAX_DIMS];
-    lw_sym_dims(l->c, s, &nd, dims);
+    int rc = lw_act_dims(l, 0, &nd, dims);
+    if (rc) return rc;
     if (s->kind == SYM_VIEW && s->vkind != VIEW_TRANSPOSE)
         return lw_fail(l, ERR_UNSUPPORTED,
                        "transpose of a reshaped tensor is not supported");
@@ -159,10 +173,10 @@ static int lower_transpose(Lw *l)
 static int lower_noop(Lw *l)
 {
     const char *op = l->n->op_type;
-    Sym *s = &l->c->syms[l->in[0]];
     int nd;
     int64_t dims[OT_MAX_DIMS];
-    lw_sym_dims(l->c, s, &nd, dims);
+    int rc = lw_act_dims(l, 0, &nd, dims);
+    if (rc) return rc;
     if (!strcmp(op, "Cast")) {
         if (attr_i(l->n, "to", 1) != 1)
             return lw_fail(l, ERR_UNSUPPORTED,
@@ -213,7 +227,7 @@ static int lower_noop(Lw *l)
                                "is not supported");
         }
     }
-    return lw_alias(l->c, l->n->output[0], l->in[0]);
+    return lw_alias(l, l->in[0]);
 }
 
 int onnx_lower_layout(Lw *l)

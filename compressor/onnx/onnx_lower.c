@@ -158,18 +158,20 @@ int lw_emit(Lw *l, Node *nd, int *out_value)
     return 0;
 }
 
-/* Make ONNX output `name` stand for what symbol src stands for. */
-int lw_alias(OnnxCtx *c, const char *name, int src)
+/* Make the node's output 0 stand for what symbol src stands for. */
+int lw_alias(Lw *l, int src)
 {
+    OnnxCtx *c = l->c;
     Sym copy = c->syms[src];
     int r;
-    if (copy.kind == SYM_CONST) {
-        /* Constants are folded before lowering; this is a bug if reached. */
-        sl_error("internal: alias of constant '%s' in '%s'", copy.name,
-                 c->path);
-        return ERR_FORMAT;
-    }
-    r = sym_add_value(c, name, copy.value);
+    if (copy.kind == SYM_CONST)
+        /* Reached when a node on a constant was not folded (too many
+         * inputs): the file is malformed. */
+        return onnx_node_fail(
+            c, l->idx, ERR_UNSUPPORTED,
+            "input '%s' is a constant where an activation is expected",
+            copy.name);
+    r = sym_add_value(c, l->n->output[0], copy.value);
     if (r < 0) return r;
     Sym *s = &c->syms[r];
     char *nm = s->name;
@@ -294,7 +296,8 @@ static int lower_arith(Lw *l)
     int is_mul = !strcmp(op, "Mul"), is_div = !strcmp(op, "Div");
     int x, y, rc;
     float *vec = NULL;
-    if (l->n_in != 2)
+    /* An empty input name is an absent input: both operands must exist. */
+    if (l->n_in != 2 || l->in[0] < 0 || l->in[1] < 0)
         return lw_fail(l, ERR_FORMAT, "binary op needs 2 inputs");
     if (is_act(l, 0) && is_act(l, 1)) {
         if (!is_add)
@@ -314,6 +317,7 @@ static int lower_arith(Lw *l)
     }
     int ai = is_act(l, 0) ? 0 : 1;
     const OTensor *k = lw_const(l, 1 - ai);
+    if (!k) return lw_fail(l, ERR_FORMAT, "binary op needs 2 inputs");
     if ((is_sub || is_div) && ai == 1)
         return lw_fail(l, ERR_UNSUPPORTED,
                        "constant minus/over an activation is not supported");
@@ -718,7 +722,8 @@ static int lower_softmax(Lw *l)
     Sym vs = c->syms[l->in[0]];
     int nd_, axis;
     int64_t dims[OT_MAX_DIMS];
-    lw_sym_dims(c, &vs, &nd_, dims);
+    int rc = lw_act_dims(l, 0, &nd_, dims);
+    if (rc) return rc;
     int64_t a = attr_i(l->n, "axis", c->opset >= 13 ? -1 : 1);
     if (a < 0) a += nd_;
     if (a < 0 || a >= nd_)
@@ -741,7 +746,7 @@ static int lower_softmax(Lw *l)
         /* Opset < 13: one softmax over all dims from axis to the end. */
         nd.p.softmax.flatten = c->opset < 13 && axis < nd_ - 1;
     }
-    int rc = lw_emit(l, &nd, NULL);
+    rc = lw_emit(l, &nd, NULL);
     if (rc || vs.kind != SYM_VIEW) return rc;
     Sym *o = &c->syms[c->n_syms - 1];
     char *nm = o->name;
@@ -781,7 +786,8 @@ static int lower_shape_of_act(Lw *l)
     OnnxCtx *c = l->c;
     int nd;
     int64_t dims[OT_MAX_DIMS];
-    lw_sym_dims(c, &c->syms[l->in[0]], &nd, dims);
+    int rc = lw_act_dims(l, 0, &nd, dims);
+    if (rc) return rc;
     int64_t st = attr_i(l->n, "start", 0), en = attr_i(l->n, "end", nd);
     if (st < 0) st += nd;
     if (en < 0) en += nd;
@@ -789,7 +795,7 @@ static int lower_shape_of_act(Lw *l)
     en = en < st ? st : en > nd ? nd : en;
     int64_t len = en - st;
     OTensor t;
-    int rc = ot_alloc(&t, 1, &len, 1);
+    rc = ot_alloc(&t, 1, &len, 1);
     if (rc) return lw_fail(l, rc, "out of memory");
     for (int64_t k = 0; k < len; k++)
         t.i[k] = dims[st + k];
@@ -860,7 +866,7 @@ static int lower_node(Lw *l)
             consumers(l->c, l->n->output[1]))
             return lw_fail(l, ERR_UNSUPPORTED,
                            "Dropout mask output is not supported");
-        return lw_alias(l->c, l->n->output[0], l->in[0]);
+        return lw_alias(l, l->in[0]);
     }
     if (!strcmp(op, "Reshape") || !strcmp(op, "Squeeze") ||
         !strcmp(op, "Unsqueeze") || !strcmp(op, "Flatten") ||
