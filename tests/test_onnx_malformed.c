@@ -36,7 +36,8 @@ static int printable_line(const char *s)
             p++;
             continue;
         }
-        int n = (*p & 0xe0) == 0xc0 ? 1 : (*p & 0xf0) == 0xe0 ? 2
+        int n = (*p & 0xe0) == 0xc0   ? 1
+                : (*p & 0xf0) == 0xe0 ? 2
                 : (*p & 0xf8) == 0xf0 ? 3
                                       : -1;
         if (n < 0) return 0;
@@ -355,13 +356,32 @@ static void test_nameless_attribute(void **state)
 static void test_constant_where_activation_expected(void **state)
 {
     (void)state;
-    static const char *const ops[] = {
-        "Reshape",   "Squeeze", "Unsqueeze",  "Flatten", "Transpose",
-        "Pad",       "Slice",   "Cast",       "Shape",   "Identity",
-        "Dropout",   "Relu",    "LeakyRelu",  "Sigmoid", "Softmax",
-        "Concat",    "Add",     "Mul",        "Resize",  "Upsample",
-        "MaxPool",   "Conv",    "AveragePool", "ConvTranspose",
-        "InstanceNormalization", "BatchNormalization"};
+    static const char *const ops[] = {"Reshape",
+                                      "Squeeze",
+                                      "Unsqueeze",
+                                      "Flatten",
+                                      "Transpose",
+                                      "Pad",
+                                      "Slice",
+                                      "Cast",
+                                      "Shape",
+                                      "Identity",
+                                      "Dropout",
+                                      "Relu",
+                                      "LeakyRelu",
+                                      "Sigmoid",
+                                      "Softmax",
+                                      "Concat",
+                                      "Add",
+                                      "Mul",
+                                      "Resize",
+                                      "Upsample",
+                                      "MaxPool",
+                                      "Conv",
+                                      "AveragePool",
+                                      "ConvTranspose",
+                                      "InstanceNormalization",
+                                      "BatchNormalization"};
     const int64_t kd[4] = {1, 2, 8, 8};
     for (size_t k = 0; k < sizeof ops / sizeof ops[0]; k++) {
         Onnx__ModelProto *m = conv_model();
@@ -380,6 +400,202 @@ static void test_constant_where_activation_expected(void **state)
     add_init(m, "k", 4, kd, 1.0f);
     add_node(m, "Reshape", "k,c", "y");
     assert_int_equal(try_model(m), ERR_UNSUPPORTED);
+}
+
+/* Names from the file reach the terminal escaped, in one line: the
+ * importer's own message and the CLI's stderr as a whole. */
+static void test_names_escaped(void **state)
+{
+    (void)state;
+    static const char evil[] = "n\x1b[2J\v\f\r\n'\xff\xc2\x85";
+    /* An unsupported operator whose type and node name are hostile. */
+    Onnx__ModelProto *m = conv_model();
+    Onnx__NodeProto *n = add_node(m, "Relu", "c", "y");
+    free(n->op_type);
+    n->op_type = dup(evil);
+    free(n->name);
+    n->name = dup(evil);
+    const char *path = test_tmp_path("evil.onnx");
+    write_model(m, path);
+    onnx__model_proto__free_unpacked(m, NULL);
+    assert_int_equal(import_any(path), ERR_UNSUPPORTED);
+    assert_non_null(strstr(sl_error_last(),
+                           "n\\x1b[2J\\x0b\\x0c\\x0d\\x0a\\'\\xff"
+                           "\\xc2\\x85"));
+    /* A tensor name in a data error, an input name in a shape error. */
+    m = conv_model();
+    free(m->graph->initializer[0]->name);
+    m->graph->initializer[0]->name = dup(evil);
+    m->graph->initializer[0]->raw_data.len -= 4;
+    free(m->graph->node[0]->input[1]);
+    m->graph->node[0]->input[1] = dup(evil);
+    assert_int_equal(try_model(m), ERR_FORMAT);
+    assert_non_null(strstr(sl_error_last(), "'n\\x1b[2J"));
+    /* The whole program: exactly one line on stderr, nothing else. */
+    char bin[512], cmd[2048], first[512];
+    snprintf(cmd, sizeof cmd, "%s --no-finetune %s %s",
+             bin_path("sauron-compress", bin, sizeof bin), path,
+             test_tmp_path("evil.sslim"));
+    assert_int_not_equal(run_cmd(cmd, first, sizeof first), 0);
+    char *err = slurp_text(test_tmp_path("stderr.txt"));
+    assert_non_null(err);
+    size_t len = strlen(err);
+    assert_true(len > 1 && err[len - 1] == '\n');
+    err[len - 1] = '\0';
+    if (!printable_line(err)) fprintf(stderr, "stderr: %s\n", err);
+    assert_true(printable_line(err));
+    assert_non_null(strstr(err, "error: "));
+    free(err);
+}
+
+/* ---- resource claims ---- */
+
+/* Import that must be refused with `code` while no single allocation
+ * exceeds 1 MiB: every model here is a few hundred bytes, so a larger
+ * request means a claim was believed before it was checked. */
+static void refused_small(Onnx__ModelProto *m, int code, const char *needle)
+{
+    sl_alloc_track(1);
+    int rc = try_model(m);
+    size_t largest = sl_alloc_largest();
+    sl_alloc_track(0);
+    if (rc != code || largest > ((size_t)1 << 20) ||
+        (needle && !strstr(sl_error_last(), needle)))
+        fprintf(stderr, "rc %d (want %d), largest allocation %zu: %s\n", rc,
+                code, largest, sl_error_last());
+    assert_int_equal(rc, code);
+    assert_true(largest <= ((size_t)1 << 20));
+    if (needle) assert_non_null(strstr(sl_error_last(), needle));
+}
+
+/* Conv model whose weight "w" claims dims (data: 4 floats or none). */
+static Onnx__ModelProto *claim_model(int ndim, const int64_t *dims,
+                                     int with_data)
+{
+    const int64_t xd[4] = {1, 2, 8, 8}, small[1] = {4};
+    Onnx__ModelProto *m = model_new(4, xd);
+    Onnx__TensorProto *t = add_init(m, "w", 1, small, 1.0f);
+    free(t->dims);
+    t->dims = calloc((size_t)ndim + 1, sizeof *t->dims);
+    assert_non_null(t->dims);
+    memcpy(t->dims, dims, (size_t)ndim * sizeof *dims);
+    t->n_dims = (size_t)ndim;
+    if (!with_data) {
+        t->has_raw_data = 0;
+        free(t->raw_data.data);
+        t->raw_data.data = NULL;
+        t->raw_data.len = 0;
+    }
+    add_node(m, "Conv", "x,w", "y");
+    return m;
+}
+
+static void set_external(Onnx__TensorProto *t, const char *offset,
+                         const char *length)
+{
+    static const char *const keys[] = {"location", "offset", "length"};
+    const char *vals[] = {"external.bin", offset, length};
+    t->has_raw_data = 0;
+    free(t->raw_data.data);
+    t->raw_data.data = NULL;
+    t->raw_data.len = 0;
+    t->has_data_location = 1;
+    t->data_location = ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
+    for (int k = 0; k < 3; k++) {
+        if (!vals[k]) continue;
+        Onnx__StringStringEntryProto *e = calloc(1, sizeof *e);
+        assert_non_null(e);
+        onnx__string_string_entry_proto__init(e);
+        e->key = dup(keys[k]);
+        e->value = dup(vals[k]);
+        t->external_data = grow(t->external_data, &t->n_external_data,
+                                sizeof *t->external_data);
+        t->external_data[t->n_external_data - 1] = e;
+    }
+}
+
+/* The largest claims an initializer, external data, the input or a
+ * folded constant can make: refused with one line before any large
+ * allocation, and no product of dims overflows (UBSan checks). */
+static void test_resource_claims(void **state)
+{
+    (void)state;
+    const int64_t big = (int64_t)1 << 31;
+    const int64_t claims[][3] = {
+        {INT64_MAX, 2, 1}, /* product overflows at once */
+        {big, big, big},   /* overflows on the second factor */
+        {(int64_t)1 << 40, 1, 1},
+        {big + 1, 1, 1}, /* one past the largest tensor */
+        {-1, 4, 1},      /* negative */
+        {big, 1, 1},     /* the largest tensor, with 4 floats of data */
+    };
+    for (size_t k = 0; k < sizeof claims / sizeof claims[0]; k++) {
+        refused_small(claim_model(3, claims[k], 1), ERR_FORMAT, "'w'");
+        refused_small(claim_model(3, claims[k], 0), ERR_FORMAT, "'w'");
+    }
+    /* External data: the file beside the model holds 88 bytes. */
+    char path[300];
+    copy_file(fixture_path("onnx/external.bin", path, sizeof path),
+              test_tmp_path("external.bin"));
+    static const char *const ext[][2] = {
+        {"9223372036854775807", NULL},  /* offset INT64_MAX */
+        {"99999999999999999999", NULL}, /* offset past int64 */
+        {"0", "9223372036854775807"},   /* length INT64_MAX */
+        {"0", "1099511627776"},         /* 1 TiB */
+        {"80", "16"},                   /* past the end */
+        {"-8", NULL},                   /* negative offset */
+        {"0", "-1"},                    /* negative length */
+        {"0", "16x"},                   /* not a number */
+    };
+    const int64_t wd[1] = {4};
+    for (size_t k = 0; k < sizeof ext / sizeof ext[0]; k++) {
+        const int64_t xd[4] = {1, 2, 8, 8};
+        Onnx__ModelProto *m = model_new(4, xd);
+        set_external(add_init(m, "w", 1, wd, 1.0f), ext[k][0], ext[k][1]);
+        add_node(m, "Conv", "x,w", "y");
+        refused_small(m, ERR_FORMAT, "'w'");
+    }
+    /* A claim of 2^31 floats (8 GiB) from the 88-byte file, no length. */
+    const int64_t xd[4] = {1, 2, 8, 8}, hd[1] = {big};
+    Onnx__ModelProto *m = model_new(4, xd);
+    Onnx__TensorProto *t = add_init(m, "w", 1, wd, 1.0f);
+    t->dims[0] = hd[0];
+    set_external(t, "0", NULL);
+    add_node(m, "Conv", "x,w", "y");
+    refused_small(m, ERR_FORMAT, "does not fit");
+    /* The input: five dims of 2^16 (their product overflows int64), and
+     * INT64_MAX. */
+    const int64_t in5[5] = {65536, 65536, 65536, 65536, 65536};
+    m = model_new(5, in5);
+    add_node(m, "Relu", "x", "y");
+    refused_small(m, ERR_SHAPE, "not a scan");
+    const int64_t inmax[4] = {1, 1, INT64_MAX, INT64_MAX};
+    m = model_new(4, inmax);
+    add_node(m, "Relu", "x", "y");
+    refused_small(m, ERR_SHAPE, "at most");
+    /* Folded constants: ConstantOfShape of [2^40, 2^40] and Range over
+     * 2^62 values. */
+    const int64_t one[1] = {2};
+    m = conv_model();
+    Onnx__TensorProto *sh = add_init(m, "shape", 1, one, 0.0f);
+    sh->data_type = ONNX__TENSOR_PROTO__DATA_TYPE__INT64;
+    free(sh->raw_data.data);
+    sh->raw_data.len = 16;
+    sh->raw_data.data = calloc(1, 16);
+    assert_non_null(sh->raw_data.data);
+    sh->raw_data.data[5] = 1; /* 2^40, little-endian */
+    sh->raw_data.data[13] = 1;
+    add_node(m, "ConstantOfShape", "shape", "k");
+    add_node(m, "Add", "c,k", "y");
+    refused_small(m, ERR_UNSUPPORTED, "too large");
+    m = conv_model();
+    const int64_t scalar[1] = {1};
+    add_init(m, "r0", 0, scalar, 0.0f);
+    add_init(m, "r1", 0, scalar, 4.6e18f);
+    add_init(m, "r2", 0, scalar, 1.0f);
+    add_node(m, "Range", "r0,r1,r2", "k");
+    add_node(m, "Add", "c,k", "y");
+    refused_small(m, ERR_FORMAT, "Range too long");
 }
 
 /* ---- every optional field absent, every list empty ---- */
@@ -487,8 +703,8 @@ static void test_every_field_absent(void **state)
         /* Some removals are harmless (names, doc strings): each model
          * must have been both refused and imported at least once. */
         if (w.tried < 20 || w.imported == 0 || w.imported == w.tried)
-            fprintf(stderr, "%s: %d tried, %d imported\n", models[k],
-                    w.tried, w.imported);
+            fprintf(stderr, "%s: %d tried, %d imported\n", models[k], w.tried,
+                    w.imported);
         assert_true(w.tried >= 20);
         assert_true(w.imported > 0 && w.imported < w.tried);
     }
@@ -501,6 +717,8 @@ int main(void)
         cmocka_unit_test(test_absent_operand),
         cmocka_unit_test(test_nameless_attribute),
         cmocka_unit_test(test_constant_where_activation_expected),
+        cmocka_unit_test(test_names_escaped),
+        cmocka_unit_test(test_resource_claims),
         cmocka_unit_test(test_every_field_absent),
     };
     /* Every model here is meant to fail: the lines are checked through

@@ -32,8 +32,10 @@ int onnx_node_fail(OnnxCtx *c, int idx, int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    sl_error("%s at node '%s' (#%d, %s) in '%s'", msg, onnx_node_name(n), idx,
-             n->op_type ? n->op_type : "?", c->path);
+    /* The node's name and type come from the file: escaped.  Callers
+     * escape the names they put in msg the same way. */
+    sl_error("%s at node '%s' (#%d, %s) in '%s'", msg,
+             sl_esc(onnx_node_name(n)).s, idx, sl_esc(n->op_type).s, c->path);
     return code;
 }
 

@@ -14,8 +14,8 @@
 #include <unistd.h>
 
 #include "compressor/sha256.h"
-#include "onnx_meta.h"
 #include "onnx_internal.h"
+#include "onnx_meta.h"
 #include "runtime/common.h"
 
 /* Largest tensor we accept: 2^31 elements, far beyond any U-Net weight and
@@ -198,10 +198,12 @@ static int read_external(OnnxCtx *c, const Onnx__TensorProto *tp, size_t want,
 {
     const char *loc = NULL;
     int64_t off = 0, len = -1;
+    int has_len = 0;
     char full[PATH_MAX], real[PATH_MAX];
     int fd = -1, rc = ERR_FORMAT;
     uint8_t *buf = NULL;
-    const char *tn = tp->name ? tp->name : "?";
+    /* Names and strings from the file are echoed escaped (sl_esc). */
+    SlEsc tn = sl_esc(tp->name && *tp->name ? tp->name : "(unnamed)");
     for (size_t k = 0; k < tp->n_external_data; k++) {
         const Onnx__StringStringEntryProto *e = tp->external_data[k];
         if (!e->key || !e->value) continue;
@@ -210,28 +212,35 @@ static int read_external(OnnxCtx *c, const Onnx__TensorProto *tp, size_t want,
             loc = e->value;
         else if (!strcmp(e->key, "offset"))
             off = strtoll(e->value, &end, 10);
-        else if (!strcmp(e->key, "length"))
+        else if (!strcmp(e->key, "length")) {
             len = strtoll(e->value, &end, 10);
-        if (end && (*end || end == e->value)) {
+            has_len = 1;
+        }
+        /* A number that does not parse, is negative or overflows (strtoll
+         * saturates) is a corrupted entry, not an absent one. */
+        if (end && (*end || end == e->value || off < 0 ||
+                    (has_len && len < 0) || off == LLONG_MAX ||
+                    len == LLONG_MAX)) {
             sl_error("tensor '%s' in '%s': bad external data %s '%s'; "
                      "re-export the model",
-                     tn, c->path, e->key, e->value);
+                     tn.s, c->path, sl_esc(e->key).s, sl_esc(e->value).s);
             return ERR_FORMAT;
         }
     }
     if (!loc || !*loc) {
         sl_error("tensor '%s' in '%s' has external data without a location; "
                  "re-export the model",
-                 tn, c->path);
+                 tn.s, c->path);
         return ERR_FORMAT;
     }
+    SlEsc le = sl_esc(loc);
     /* External data must stay beside the model: an absolute path or ".."
      * could make a crafted model read any file on the machine. */
     if (loc[0] == '/' || strstr(loc, "..")) {
         sl_error("tensor '%s' in '%s': external data location '%s' is "
                  "outside the model's folder; refused (keep the data file "
                  "next to the .onnx)",
-                 tn, c->path, loc);
+                 tn.s, c->path, le.s);
         return ERR_UNSUPPORTED;
     }
     if ((size_t)snprintf(full, sizeof full, "%s/%s", c->dir, loc) >=
@@ -239,46 +248,46 @@ static int read_external(OnnxCtx *c, const Onnx__TensorProto *tp, size_t want,
         !realpath(full, real)) {
         sl_error("tensor '%s' in '%s': cannot open external data file '%s'; "
                  "copy it next to the model",
-                 tn, c->path, loc);
+                 tn.s, c->path, le.s);
         return ERR_IO;
     }
     size_t dl = strlen(c->dir);
     if (strncmp(real, c->dir, dl) != 0 || real[dl] != '/') {
         sl_error("tensor '%s' in '%s': external data '%s' resolves outside "
                  "the model's folder; refused",
-                 tn, c->path, loc);
+                 tn.s, c->path, le.s);
         return ERR_UNSUPPORTED;
     }
     struct stat st;
     fd = open(real, O_RDONLY);
     if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         sl_error("tensor '%s' in '%s': cannot read external data file '%s'",
-                 tn, c->path, loc);
+                 tn.s, c->path, le.s);
         rc = ERR_IO;
         goto fail;
     }
-    if (len < 0) len = (int64_t)want;
+    if (!has_len) len = (int64_t)want;
     if (off < 0 || (uint64_t)len != want || off > (int64_t)st.st_size ||
         len > (int64_t)st.st_size - off) {
         sl_error("tensor '%s' in '%s': external data offset %lld length %lld "
                  "does not fit file '%s' (%lld bytes) or the tensor's %zu "
                  "bytes; re-export the model",
-                 tn, c->path, (long long)off, (long long)len, loc,
+                 tn.s, c->path, (long long)off, (long long)len, le.s,
                  (long long)st.st_size, want);
         goto fail;
     }
     buf = sl_alloc(want + 1);
     if (!buf) {
         rc = ERR_NOMEM;
-        sl_error("out of memory reading external data of '%s'", tn);
+        sl_error("out of memory reading external data of '%s'", tn.s);
         goto fail;
     }
     for (size_t got = 0; got < want;) {
         ssize_t r =
             pread(fd, buf + got, want - got, (off_t)(off + (int64_t)got));
         if (r <= 0) {
-            sl_error("tensor '%s' in '%s': short read from '%s'", tn, c->path,
-                     loc);
+            sl_error("tensor '%s' in '%s': short read from '%s'", tn.s,
+                     c->path, le.s);
             rc = ERR_IO;
             goto fail;
         }
@@ -298,18 +307,18 @@ int ot_from_proto(OnnxCtx *c, const Onnx__TensorProto *tp, OTensor *t)
     int is_int, rc;
     int dt = tp->has_data_type ? tp->data_type : 0;
     int es = dtype_size(dt, &is_int);
-    const char *tn = tp->name && *tp->name ? tp->name : "(unnamed)";
+    SlEsc tn = sl_esc(tp->name && *tp->name ? tp->name : "(unnamed)");
     uint8_t *ext = NULL;
     memset(t, 0, sizeof *t);
     if (!es) {
         sl_error("tensor '%s' in '%s' has data type %d which is not "
                  "supported (use float32)",
-                 tn, c->path, dt);
+                 tn.s, c->path, dt);
         return ERR_UNSUPPORTED;
     }
     if (tp->n_dims > OT_MAX_DIMS) {
-        sl_error("tensor '%s' in '%s' has %zu dims (at most %d)", tn, c->path,
-                 tp->n_dims, OT_MAX_DIMS);
+        sl_error("tensor '%s' in '%s' has %zu dims (at most %d)", tn.s,
+                 c->path, tp->n_dims, OT_MAX_DIMS);
         return ERR_UNSUPPORTED;
     }
     /* Check the declared size against the data actually present before
@@ -321,7 +330,7 @@ int ot_from_proto(OnnxCtx *c, const Onnx__TensorProto *tp, OTensor *t)
             sl_error(
                 "tensor '%s' in '%s' has negative or huge dims; the file "
                 "is corrupted",
-                tn, c->path);
+                tn.s, c->path);
             return ERR_FORMAT;
         }
         numel *= d;
@@ -340,7 +349,7 @@ int ot_from_proto(OnnxCtx *c, const Onnx__TensorProto *tp, OTensor *t)
         if (tp->raw_data.len != bytes) {
             sl_error("tensor '%s' in '%s': dims need %zu bytes but raw data "
                      "has %zu; the file is corrupted",
-                     tn, c->path, bytes, tp->raw_data.len);
+                     tn.s, c->path, bytes, tp->raw_data.len);
             return ERR_FORMAT;
         }
         rc = ot_alloc(t, (int)tp->n_dims, tp->dims, is_int);
@@ -369,7 +378,7 @@ int ot_from_proto(OnnxCtx *c, const Onnx__TensorProto *tp, OTensor *t)
     if (have != (size_t)numel) {
         sl_error("tensor '%s' in '%s': dims say %lld elements but it holds "
                  "%zu; the file is corrupted",
-                 tn, c->path, (long long)numel, have);
+                 tn.s, c->path, (long long)numel, have);
         return ERR_FORMAT;
     }
     rc = ot_alloc(t, (int)tp->n_dims, tp->dims, is_int);
@@ -515,6 +524,7 @@ static int add_input(OnnxCtx *c, const OnnxImportOptions *opt)
         return n_real ? ERR_UNSUPPORTED : ERR_FORMAT;
     }
     Shape s = {0};
+    SlEsc iname = sl_esc(in->name);
     const Onnx__TypeProto *tp = in->type;
     const Onnx__TensorShapeProto *sp =
         tp && tp->value_case == ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE &&
@@ -526,7 +536,7 @@ static int add_input(OnnxCtx *c, const OnnxImportOptions *opt)
         tp->tensor_type->elem_type != ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT) {
         sl_error("input '%s' of '%s' has element type %d; only float32 "
                  "inputs are supported (re-export with a float input)",
-                 in->name, c->path, (int)tp->tensor_type->elem_type);
+                 iname.s, c->path, (int)tp->tensor_type->elem_type);
         return ERR_UNSUPPORTED;
     }
     if (opt && opt->input_shape) {
@@ -535,7 +545,7 @@ static int add_input(OnnxCtx *c, const OnnxImportOptions *opt)
         if (!sp || sp->n_dim < 3 || sp->n_dim > SL_MAX_DIMS) {
             sl_error("input '%s' of '%s' has %s; expected [N, C, (D,) H, W] "
                      "(give the input shape explicitly)",
-                     in->name, c->path,
+                     iname.s, c->path,
                      sp ? "an unsupported rank" : "no shape");
             return ERR_UNSUPPORTED;
         }
@@ -571,29 +581,31 @@ static int add_input(OnnxCtx *c, const OnnxImportOptions *opt)
         }
     }
     if (s.ndim < 3 || s.ndim > SL_MAX_DIMS) {
-        sl_error("input '%s' of '%s': rank %d; expected 3 to 5 dims",
-                 in->name, c->path, s.ndim);
+        sl_error("input '%s' of '%s': rank %d; expected 3 to 5 dims", iname.s,
+                 c->path, s.ndim);
         return ERR_UNSUPPORTED;
     }
+    /* Each factor is at most 2^16 and the product stops growing past the
+     * limit, so it cannot overflow (five dims of 2^16 would). */
     int64_t total = 1;
-    for (int k = 0; k < s.ndim; k++)
+    for (int k = 0; k < s.ndim && total <= ONNX_MAX_INPUT_NUMEL; k++)
         total = s.d[k] > 0 && s.d[k] <= ONNX_MAX_DIM ? total * s.d[k] : total;
-    if (total > ((int64_t)1 << 36)) {
+    if (total > ONNX_MAX_INPUT_NUMEL) {
         sl_error("input '%s' of '%s' has %lld elements; that is not a scan "
                  "(the file or the requested shape is wrong)",
-                 in->name, c->path, (long long)total);
+                 iname.s, c->path, (long long)total);
         return ERR_SHAPE;
     }
     for (int k = 0; k < s.ndim; k++)
         if (s.d[k] > ONNX_MAX_DIM) {
             sl_error("input '%s' of '%s': dim %d is %lld (at most %d); the "
                      "model or the requested shape is wrong",
-                     in->name, c->path, k, (long long)s.d[k], ONNX_MAX_DIM);
+                     iname.s, c->path, k, (long long)s.d[k], ONNX_MAX_DIM);
             return ERR_SHAPE;
         } else if (s.d[k] <= 0) {
             sl_error("input '%s' of '%s': cannot determine dim %d (dynamic "
                      "channel count?); give the input shape explicitly",
-                     in->name, c->path, k);
+                     iname.s, c->path, k);
             return ERR_SHAPE;
         }
     int v = graph_add_value(c->g, in->name, &s, NULL);
@@ -636,13 +648,13 @@ static int set_outputs(OnnxCtx *c, const OnnxImportOptions *opt)
         if (s < 0) {
             sl_error("output '%s' of '%s' is produced by no node; the file "
                      "is corrupted",
-                     name, c->path);
+                     sl_esc(name).s, c->path);
             return ERR_FORMAT;
         }
         if (c->syms[s].kind != SYM_VALUE) {
             sl_error("output '%s' of '%s' is %s, not a network output; "
                      "re-export without it",
-                     name, c->path,
+                     sl_esc(name).s, c->path,
                      c->syms[s].kind == SYM_CONST
                          ? "a constant"
                          : "a reshaped/transposed tensor");
@@ -650,8 +662,8 @@ static int set_outputs(OnnxCtx *c, const OnnxImportOptions *opt)
         }
         int v = c->syms[s].value;
         if (v == g->input) {
-            sl_error("output '%s' of '%s' is the graph input itself", name,
-                     c->path);
+            sl_error("output '%s' of '%s' is the graph input itself",
+                     sl_esc(name).s, c->path);
             return ERR_UNSUPPORTED;
         }
         int64_t n = spatial_numel(&g->values[v].shape);
@@ -665,11 +677,9 @@ static int set_outputs(OnnxCtx *c, const OnnxImportOptions *opt)
     }
     if (chosen < 0) {
         sl_error("'%s' has no output named '%s'; its outputs are: %s%s%s%s",
-                 c->path, opt->output_name,
-                 gp->output[0]->name ? gp->output[0]->name : "",
-                 gp->n_output > 1 ? ", " : "",
-                 gp->n_output > 1 && gp->output[1]->name ? gp->output[1]->name
-                                                         : "",
+                 c->path, sl_esc(opt->output_name).s,
+                 sl_esc(gp->output[0]->name).s, gp->n_output > 1 ? ", " : "",
+                 gp->n_output > 1 ? sl_esc(gp->output[1]->name).s : "",
                  gp->n_output > 2 ? ", ..." : "");
         return ERR_ARG;
     }

@@ -21,7 +21,7 @@ int lw_act_dims(Lw *l, int j, int *nd, int64_t *dims)
         return onnx_node_fail(
             l->c, l->idx, ERR_UNSUPPORTED,
             "input '%s' is a constant where an activation is expected",
-            s->name);
+            sl_esc(s->name).s);
     if (s->kind == SYM_VIEW) {
         *nd = s->ndim;
         memcpy(dims, s->dims, sizeof s->dims);
@@ -205,7 +205,8 @@ static int lower_noop(Lw *l)
                     "Pad by non-zero amounts at the import shape is not "
                     "supported (mode '%s'); export at a size the network "
                     "takes without padding",
-                    attr_s(l->n, "mode", "constant", buf, sizeof buf));
+                    sl_esc(attr_s(l->n, "mode", "constant", buf, sizeof buf))
+                        .s);
     } else { /* Slice */
         const OTensor *st = lw_const(l, 1), *en = lw_const(l, 2);
         const OTensor *ax = lw_const(l, 3), *sp = lw_const(l, 4);
@@ -264,7 +265,8 @@ int onnx_lower_resize(Lw *l, int upsample)
     else
         return onnx_node_fail(
             c, l->idx, ERR_UNSUPPORTED,
-            "Resize mode '%s' not supported (nearest, linear)", mode);
+            "Resize mode '%s' not supported (nearest, linear)",
+            sl_esc(mode).s);
     if (upsample || c->opset < 11) {
         /* Upsample and Resize-10: asymmetric coordinates, floor. */
         p->coord = COORD_ASYMMETRIC;
@@ -284,7 +286,7 @@ int onnx_lower_resize(Lw *l, int upsample)
             return onnx_node_fail(
                 c, l->idx, ERR_UNSUPPORTED,
                 "Resize coordinate_transformation_mode '%s' not supported",
-                ct);
+                sl_esc(ct).s);
         const char *nm = attr_s(l->n, "nearest_mode", "round_prefer_floor",
                                 buf, sizeof buf);
         if (!strcmp(nm, "round_prefer_floor"))
@@ -298,7 +300,7 @@ int onnx_lower_resize(Lw *l, int upsample)
         else
             return onnx_node_fail(c, l->idx, ERR_UNSUPPORTED,
                                   "Resize nearest_mode '%s' not supported",
-                                  nm);
+                                  sl_esc(nm).s);
         if (attr_i(l->n, "antialias", 0) || attr_find(l->n, "axes"))
             return lw_fail(l, ERR_UNSUPPORTED,
                            "Resize antialias/axes (opset 18) not supported");

@@ -65,7 +65,7 @@ int lw_act_value(Lw *l, int j, int *v)
         return onnx_node_fail(
             l->c, l->idx, ERR_UNSUPPORTED,
             "input '%s' is a constant where an activation is expected",
-            s->name);
+            sl_esc(s->name).s);
     if (s->kind == SYM_VIEW) {
         const Onnx__NodeProto *m =
             s->node >= 0 ? l->c->gp->node[s->node] : NULL;
@@ -75,7 +75,8 @@ int lw_act_value(Lw *l, int j, int *v)
             "the layout; only the exporter patterns "
             "Transpose-Softmax-Transpose and "
             "Reshape-BatchNormalization-Reshape are supported",
-            s->name, m ? m->op_type : "reshape", m ? onnx_node_name(m) : "?");
+            sl_esc(s->name).s, m ? sl_esc(m->op_type).s : "reshape",
+            m ? sl_esc(onnx_node_name(m)).s : "?");
     }
     *v = s->value;
     return 0;
@@ -90,7 +91,8 @@ static int weight_of(Lw *l, int j, int *v)
             j < l->n_in && l->in[j] >= 0 ? l->c->syms[l->in[j]].name : "?";
         return onnx_node_fail(
             l->c, l->idx, ERR_UNSUPPORTED,
-            "input %d ('%s') must be a constant (initializer)", j, nm);
+            "input %d ('%s') must be a constant (initializer)", j,
+            sl_esc(nm).s);
     }
     Sym *s = &l->c->syms[l->in[j]];
     if (s->value >= 0) {
@@ -170,7 +172,7 @@ int lw_alias(Lw *l, int src)
         return onnx_node_fail(
             c, l->idx, ERR_UNSUPPORTED,
             "input '%s' is a constant where an activation is expected",
-            copy.name);
+            sl_esc(copy.name).s);
     r = sym_add_value(c, l->n->output[0], copy.value);
     if (r < 0) return r;
     Sym *s = &c->syms[r];
@@ -493,7 +495,7 @@ static int conv_geometry(Lw *l, int nsp, const int64_t *in_sp, int *kernel,
     return 0;
 bad_ap:
     return onnx_node_fail(l->c, l->idx, ERR_UNSUPPORTED,
-                          "unsupported auto_pad '%s'", ap);
+                          "unsupported auto_pad '%s'", sl_esc(ap).s);
 }
 
 static int lower_conv(Lw *l, int transpose)
@@ -837,7 +839,8 @@ static int unsupported(Lw *l)
 {
     sl_error(
         "unsupported operator '%s' at node '%s' (#%d) in '%s'; supported: %s",
-        l->n->op_type, onnx_node_name(l->n), l->idx, l->c->path, SUPPORTED);
+        sl_esc(l->n->op_type).s, sl_esc(onnx_node_name(l->n)).s, l->idx,
+        l->c->path, SUPPORTED);
     return ERR_UNSUPPORTED;
 }
 
@@ -890,7 +893,7 @@ int onnx_lower(OnnxCtx *c)
                 c, l.idx, ERR_UNSUPPORTED,
                 "operator domain '%s' not supported (only the default "
                 "ONNX domain)",
-                n->domain);
+                sl_esc(n->domain).s);
         if (n->n_output < 1 || !n->output[0] || !*n->output[0])
             return onnx_node_fail(c, l.idx, ERR_FORMAT,
                                   "node without an output");
@@ -907,7 +910,7 @@ int onnx_lower(OnnxCtx *c)
                     c, l.idx, ERR_FORMAT,
                     "input '%s' is produced by no node and is no "
                     "initializer (corrupted or unsorted graph)",
-                    n->input[j]);
+                    sl_esc(n->input[j]).s);
         }
         rc = onnx_fold(c, l.idx);
         if (rc < 0) return rc;
