@@ -33,7 +33,11 @@ RT_OPS = runtime/ops/optable.c runtime/ops/conv.c \
 RT_SRC = runtime/common.c runtime/bytes.c runtime/cliopt.c runtime/graph.c runtime/plan.c runtime/exec.c \
          runtime/sslim.c runtime/nifti_io.c runtime/volume.c \
          runtime/segment.c runtime/batch.c $(RT_OPS)
-CMP_SRC = compressor/onnx/onnx_import.c compressor/onnx/onnx_fold.c compressor/onnx/onnx_lower.c compressor/onnx/onnx_layout.c \
+CMP_SRC = compressor/onnx/onnx_import.c compressor/onnx/onnx_lower.c \
+          compressor/onnx/onnx_lower_ops.c compressor/onnx/onnx_layout.c \
+          compressor/onnx/onnx_lw.c compressor/onnx/onnx_fold.c \
+          compressor/onnx/onnx_ctx.c compressor/onnx/onnx_tensor.c \
+          compressor/onnx/onnx_attr.c \
           compressor/sha256.c compressor/compress_cli.c compressor/compress_opts.c $(GRAD_SRC)
 GRAD_SRC = compressor/grad/conv_grad.c compressor/grad/conv_transpose_grad.c compressor/grad/norm_grad.c compressor/grad/activation_grad.c compressor/grad/softmax_grad.c compressor/grad/concat_grad.c compressor/grad/pool_grad.c compressor/grad/resize_grad.c
 CMP_SRC += compressor/train/slice.c compressor/train/backward_table.c compressor/train/train_exec.c compressor/train/loss.c compressor/train/optim.c

@@ -5,34 +5,9 @@
 #include <math.h>
 #include <string.h>
 
-#include "onnx_internal.h"
+#include "onnx_attr.h"
+#include "onnx_lower_ops.h"
 #include "runtime/common.h"
-
-/* Dims input j has as ONNX sees it; it must be an activation or a view.
- * A folded constant can reach a layout op that does not fold (Pad, or a
- * Reshape whose shape is computed from an activation): it has no IR value
- * yet, so it is refused here rather than read as one. */
-int lw_act_dims(Lw *l, int j, int *nd, int64_t *dims)
-{
-    if (j >= l->n_in || l->in[j] < 0)
-        return lw_fail(l, ERR_FORMAT, "missing input");
-    const Sym *s = &l->c->syms[l->in[j]];
-    if (s->kind == SYM_CONST)
-        return onnx_node_fail(
-            l->c, l->idx, ERR_UNSUPPORTED,
-            "input '%s' is a constant where an activation is expected",
-            sl_esc(s->name).s);
-    if (s->kind == SYM_VIEW) {
-        *nd = s->ndim;
-        memcpy(dims, s->dims, sizeof s->dims);
-        return 0;
-    }
-    const Shape *sh = &l->c->g->values[s->value].shape;
-    *nd = sh->ndim;
-    for (int k = 0; k < sh->ndim; k++)
-        dims[k] = sh->d[k];
-    return 0;
-}
 
 static int same_dims(int na, const int64_t *a, const Shape *b)
 {
@@ -70,9 +45,8 @@ static int make_view(Lw *l, int src, ViewKind vk, int nd, const int64_t *dims,
 
 /* ---- layout ops on activations: Reshape & co, Transpose ---- */
 
-static int lower_reshape(Lw *l)
+int onnx_lower_reshape(Lw *l, int kind)
 {
-    const char *op = l->n->op_type;
     Sym *s = &l->c->syms[l->in[0]];
     int nd, ond = 0;
     int64_t dims[OT_MAX_DIMS], od[OT_MAX_DIMS];
@@ -81,7 +55,7 @@ static int lower_reshape(Lw *l)
     if (s->kind == SYM_VIEW && s->vkind != VIEW_RESHAPE)
         return lw_fail(l, ERR_UNSUPPORTED,
                        "reshape of a transposed tensor is not supported");
-    if (!strcmp(op, "Reshape")) {
+    if (kind == LAYOUT_RESHAPE) {
         const OTensor *t = lw_const(l, 1);
         if (!t)
             return lw_fail(
@@ -92,7 +66,7 @@ static int lower_reshape(Lw *l)
             return lw_fail(
                 l, ERR_SHAPE,
                 "Reshape to a shape with a different element count");
-    } else if (!strcmp(op, "Flatten")) {
+    } else if (kind == LAYOUT_FLATTEN) {
         int64_t ax = attr_i(l->n, "axis", 1);
         if (ax < 0) ax += nd;
         if (ax < 0 || ax > nd)
@@ -114,7 +88,7 @@ static int lower_reshape(Lw *l)
             na = attr_ints(l->n, "axes", axes, OT_MAX_DIMS);
         }
         char mark[OT_MAX_DIMS] = {0};
-        int r = !strcmp(op, "Unsqueeze") ? nd + (na > 0 ? na : 0) : nd;
+        int r = kind == LAYOUT_UNSQUEEZE ? nd + (na > 0 ? na : 0) : nd;
         if (r > OT_MAX_DIMS)
             return lw_fail(l, ERR_UNSUPPORTED, "too many dims");
         for (int k = 0; k < na; k++) {
@@ -123,7 +97,7 @@ static int lower_reshape(Lw *l)
                 return lw_fail(l, ERR_FORMAT, "axis out of range");
             mark[a] = 1;
         }
-        if (!strcmp(op, "Unsqueeze")) {
+        if (kind == LAYOUT_UNSQUEEZE) {
             if (na < 0)
                 return lw_fail(l, ERR_FORMAT, "Unsqueeze without axes");
             for (int k = 0, j = 0; k < r; k++)
@@ -139,8 +113,9 @@ static int lower_reshape(Lw *l)
     return make_view(l, s->value, VIEW_RESHAPE, ond, od, NULL);
 }
 
-static int lower_transpose(Lw *l)
+int onnx_lower_transpose(Lw *l, int unused)
 {
+    (void)unused;
     Sym *s = &l->c->syms[l->in[0]];
     int nd, perm[OT_MAX_DIMS], np2[OT_MAX_DIMS];
     int64_t dims[OT_MAX_DIMS], od[OT_MAX_DIMS], p64[OT_MAX_DIMS];
@@ -170,18 +145,17 @@ static int lower_transpose(Lw *l)
 /* Pad, Slice and Cast on an activation are accepted only where they do
  * nothing (zero pads at the import shape, a full-range slice, a cast to
  * float): exporters emit them for sizes that turn out to match. */
-static int lower_noop(Lw *l)
+int onnx_lower_noop(Lw *l, int kind)
 {
-    const char *op = l->n->op_type;
     int nd;
     int64_t dims[OT_MAX_DIMS];
     int rc = lw_act_dims(l, 0, &nd, dims);
     if (rc) return rc;
-    if (!strcmp(op, "Cast")) {
+    if (kind == NOOP_CAST) {
         if (attr_i(l->n, "to", 1) != 1)
             return lw_fail(l, ERR_UNSUPPORTED,
                            "Cast of an activation to a non-float type");
-    } else if (!strcmp(op, "Pad")) {
+    } else if (kind == NOOP_PAD) {
         int64_t pads[2 * OT_MAX_DIMS];
         int np;
         char buf[32];
@@ -229,15 +203,6 @@ static int lower_noop(Lw *l)
         }
     }
     return lw_alias(l, l->in[0]);
-}
-
-int onnx_lower_layout(Lw *l)
-{
-    const char *op = l->n->op_type;
-    if (!strcmp(op, "Transpose")) return lower_transpose(l);
-    if (!strcmp(op, "Pad") || !strcmp(op, "Slice") || !strcmp(op, "Cast"))
-        return lower_noop(l);
-    return lower_reshape(l);
 }
 
 /* ---- Resize / Upsample ---- */
