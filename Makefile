@@ -39,7 +39,11 @@ RT_OPS = runtime/ops/optable.c runtime/ops/conv.c \
 RT_SRC = runtime/common.c runtime/bytes.c runtime/cliopt.c runtime/graph.c runtime/plan.c runtime/exec.c \
          runtime/sslim.c runtime/nifti_io.c runtime/volume.c \
          runtime/segment.c runtime/batch.c $(RT_OPS)
-CMP_SRC = compressor/onnx/onnx_import.c compressor/onnx/onnx_fold.c compressor/onnx/onnx_lower.c compressor/onnx/onnx_layout.c \
+CMP_SRC = compressor/onnx/onnx_import.c compressor/onnx/onnx_lower.c \
+          compressor/onnx/onnx_lower_ops.c compressor/onnx/onnx_layout.c \
+          compressor/onnx/onnx_lw.c compressor/onnx/onnx_fold.c \
+          compressor/onnx/onnx_ctx.c compressor/onnx/onnx_tensor.c \
+          compressor/onnx/onnx_attr.c \
           compressor/sha256.c compressor/compress_cli.c compressor/compress_opts.c $(GRAD_SRC)
 GRAD_SRC = compressor/grad/conv_grad.c compressor/grad/conv_transpose_grad.c compressor/grad/norm_grad.c compressor/grad/activation_grad.c compressor/grad/softmax_grad.c compressor/grad/concat_grad.c compressor/grad/pool_grad.c compressor/grad/resize_grad.c
 CMP_SRC += compressor/train/slice.c compressor/train/backward_table.c compressor/train/train_exec.c compressor/train/loss.c compressor/train/optim.c
@@ -65,6 +69,7 @@ TESTS += test_fused
 TESTS += test_convert
 TESTS += test_peer
 TESTS += test_codec test_bytes
+TESTS += test_onnx_malformed
 TESTS += test_fuzz_replay
 TESTS += test_batch
 TESTS += test_cliopt
@@ -105,6 +110,8 @@ $(BUILD)/obj/gen/onnx.pb-c.o: $(BUILD)/gen/onnx.pb-c.c
 	$(CC) -std=c11 $(OPT) -g $(SANFLAGS) $(PROTOBUF_CFLAGS) -I$(BUILD)/gen -c $< -o $@
 
 $(CMP_OBJ): | $(BUILD)/gen/onnx.pb-c.h
+# Tests that build ONNX models with protobuf-c need the generated header.
+$(BUILD)/obj/tests/test_onnx_malformed.o: | $(BUILD)/gen/onnx.pb-c.h
 
 # ---- objects and libraries ----
 $(BUILD)/obj/%.o: %.c

@@ -14,11 +14,14 @@
 
 /* The only mutable process state in the library: the last error line (so a
  * failure is reported once, by the layer that knows most) and the test hook
- * of the allocator.  Both are diagnostics, never part of a computation. */
+ * hooks of the allocator (fail the n-th allocation, record the largest
+ * request).  All are diagnostics, never part of a computation. */
 static char last_error[1024];
 static int error_reported;
 static int error_quiet;
 static long alloc_fail_countdown = -1;
+static size_t alloc_largest;
+static int alloc_track; /* record alloc_largest (off: no shared writes) */
 
 const char *sl_strerror(int code)
 {
@@ -35,16 +38,95 @@ const char *sl_strerror(int code)
     }
 }
 
+/* Length of the valid UTF-8 sequence at p (at most n bytes) that may be
+ * shown as it is, or 0: ASCII controls and DEL, C1 controls (U+0080 to
+ * U+009F), U+2028/U+2029 (line and paragraph separators), overlong forms,
+ * surrogates and anything past U+10FFFF are not. */
+static size_t utf8_printable(const unsigned char *p, size_t n)
+{
+    unsigned c = p[0];
+    size_t len;
+    uint32_t cp;
+    if (c >= 0x20 && c < 0x7f) return 1;
+    if (c < 0xc2 || c > 0xf4) return 0; /* ASCII controls, DEL, 80-C1 */
+    len = c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
+    if (n < len) return 0;
+    cp = c & (len == 2 ? 0x1f : len == 3 ? 0x0f : 0x07);
+    for (size_t k = 1; k < len; k++) {
+        if ((p[k] & 0xc0) != 0x80) return 0;
+        cp = cp << 6 | (p[k] & 0x3f);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+        cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) || cp < 0xa0 ||
+        cp == 0x2028 || cp == 0x2029)
+        return 0;
+    return len;
+}
+
+/* Escape n bytes of src into dst (cap bytes, always NUL-terminated);
+ * quotes: also escape ' " and \.  Cut with "..." when it does not fit. */
+static void esc_into(char *dst, size_t cap, const char *src, size_t n,
+                     int quotes)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)src;
+    size_t o = 0, room = cap - 4; /* keep space for "..." and the NUL */
+    for (size_t k = 0; k < n && p[k];) {
+        size_t len = utf8_printable(p + k, n - k);
+        char tmp[4];
+        size_t tl;
+        if (len == 1 && quotes &&
+            (p[k] == '\\' || p[k] == '\'' || p[k] == '"')) {
+            tmp[0] = '\\';
+            tmp[1] = (char)p[k];
+            tl = 2;
+        } else if (len) {
+            tl = 0;
+        } else {
+            tmp[0] = '\\';
+            tmp[1] = 'x';
+            tmp[2] = hex[p[k] >> 4];
+            tmp[3] = hex[p[k] & 15];
+            tl = 4;
+        }
+        size_t need = tl ? tl : len;
+        if (o + need > room) {
+            memcpy(dst + o, "...", 3);
+            o += 3;
+            break;
+        }
+        memcpy(dst + o, tl ? tmp : (const char *)p + k, need);
+        o += need;
+        k += len ? len : 1;
+    }
+    dst[o] = '\0';
+}
+
+SlEsc sl_esc_n(const char *s, size_t n)
+{
+    SlEsc e;
+    if (!s)
+        snprintf(e.s, sizeof e.s, "(none)");
+    else
+        esc_into(e.s, sizeof e.s, s, n, 1);
+    return e;
+}
+
+SlEsc sl_esc(const char *s) { return sl_esc_n(s, s ? strlen(s) : 0); }
+
 void sl_error(const char *fmt, ...)
 {
+    char line[sizeof last_error];
     if (error_reported) return;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    /* One line, whatever the message contained. */
-    for (char *c = last_error; *c; c++)
+    /* One line, whatever the message contained: its own line breaks become
+     * spaces, every other byte a terminal would act on is escaped. */
+    for (char *c = line; *c; c++)
         if (*c == '\n' || *c == '\r') *c = ' ';
+    esc_into(last_error, sizeof last_error, line, strlen(line), 0);
     error_reported = 1;
     if (!error_quiet) fprintf(stderr, "error: %s\n", last_error);
 }
@@ -69,8 +151,17 @@ void sl_check_failed(const char *expr, const char *file, int line)
 
 void sl_alloc_fail_after(long n) { alloc_fail_countdown = n; }
 
-static int alloc_should_fail(void)
+void sl_alloc_track(int on)
 {
+    alloc_track = on;
+    alloc_largest = 0;
+}
+
+size_t sl_alloc_largest(void) { return alloc_largest; }
+
+static int alloc_should_fail(size_t bytes)
+{
+    if (alloc_track && bytes > alloc_largest) alloc_largest = bytes;
     if (alloc_fail_countdown < 0) return 0;
     if (alloc_fail_countdown == 0) {
         alloc_fail_countdown = -1;
@@ -82,7 +173,7 @@ static int alloc_should_fail(void)
 
 void *sl_alloc(size_t bytes)
 {
-    if (alloc_should_fail()) return NULL;
+    if (alloc_should_fail(bytes)) return NULL;
     /* Round up: aligned_alloc wants a multiple of the alignment. */
     size_t n = (bytes + 63) & ~(size_t)63;
     if (n < bytes) return NULL;
@@ -93,7 +184,10 @@ void *sl_alloc(size_t bytes)
 void *sl_calloc(size_t count, size_t size)
 {
     size_t n;
-    if (sl_mul_size(count, size, &n)) return NULL;
+    if (sl_mul_size(count, size, &n)) {
+        if (alloc_track) alloc_largest = SIZE_MAX; /* too large to count */
+        return NULL;
+    }
     void *p = sl_alloc(n);
     if (p) memset(p, 0, n);
     return p;
@@ -101,7 +195,7 @@ void *sl_calloc(size_t count, size_t size)
 
 void *sl_realloc(void *p, size_t bytes)
 {
-    if (alloc_should_fail()) return NULL;
+    if (alloc_should_fail(bytes)) return NULL;
     return realloc(p, bytes ? bytes : 1);
 }
 

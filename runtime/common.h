@@ -28,6 +28,27 @@ const char *sl_strerror(int code);
  * the same failure only the first (innermost) line is printed; call
  * sl_error_reset() before starting an independent operation. */
 void sl_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A name or string taken from an input file (an ONNX node or tensor name,
+ * a .sslim value name, a NIfTI descrip), made safe to echo in a message:
+ * control characters, DEL, C1 controls, the Unicode line separators and
+ * bytes that are not valid UTF-8 become \xNN; a backslash or a quote
+ * is preceded by a backslash (a name cannot fake the message around it);
+ * valid UTF-8 letters stay as they are; past SL_ESC_MAX - 4 bytes the text
+ * is cut and ends in "...".  NULL gives "(none)".  The result is a struct
+ * so that it needs no buffer at the call site: in C11 the array of a
+ * returned struct lives until the end of the full expression, so
+ *     sl_error("node '%s' ...", sl_esc(name).s);
+ * is valid.  sl_error() also passes its whole line through the same
+ * filter (without the quote rule): nothing a message contains can move the
+ * terminal's cursor or print as a second line. */
+#define SL_ESC_MAX 160
+typedef struct {
+    char s[SL_ESC_MAX];
+} SlEsc;
+SlEsc sl_esc(const char *s);
+/* The same for n bytes that need not end in a NUL (raw protobuf bytes). */
+SlEsc sl_esc_n(const char *s, size_t n);
 void sl_error_reset(void);
 /* Nonzero once sl_error() has printed since the last reset. */
 int sl_error_reported(void);
@@ -48,6 +69,12 @@ char *sl_strdup(const char *s);
 /* Test hook: the n-th allocation from now (0 = the next one) fails;
  * n < 0 disables.  Process-wide; tests only. */
 void sl_alloc_fail_after(long n);
+/* Test hook: sl_alloc_track(1) starts recording the largest single
+ * request (failed ones too) from 0, sl_alloc_largest() reads it, so a test
+ * can show that a reader refused a huge claim before allocating for it.
+ * Process-wide, single-threaded tests only; off by default. */
+void sl_alloc_track(int on);
+size_t sl_alloc_largest(void);
 
 /* Internal invariant (never input validation): print file:line and abort. */
 #define CHECK(x)                                                              \

@@ -113,7 +113,7 @@ int graph_add_value(Graph *g, const char *name, const Shape *shape,
     if (!shape || shape->ndim < 0 || shape->ndim > SL_MAX_DIMS) {
         sl_error("value '%s': rank outside 0..%d; this is a bug in the "
                  "caller",
-                 name ? name : "?", SL_MAX_DIMS);
+                 sl_esc(name).s, SL_MAX_DIMS);
         goto fail;
     }
     rc = ERR_NOMEM;
@@ -131,7 +131,7 @@ int graph_add_value(Graph *g, const char *name, const Shape *shape,
     return g->n_values++;
 fail:
     if (rc == ERR_NOMEM)
-        sl_error("out of memory adding value '%s'", name ? name : "?");
+        sl_error("out of memory adding value '%s'", sl_esc(name).s);
     sl_free(nm);
     /* Ownership of data was passed to us, so it is released even on
      * failure: callers never have to guess who frees it. */
@@ -147,7 +147,7 @@ int graph_add_node(Graph *g, const Node *n)
         n->out >= g->n_values) {
         sl_error("node '%s': input count or output index out of range; this "
                  "is a bug in the caller",
-                 n->name ? n->name : "?");
+                 sl_esc(n->name).s);
         goto fail;
     }
     rc = ERR_NOMEM;
@@ -162,7 +162,7 @@ int graph_add_node(Graph *g, const Node *n)
     return g->n_nodes++;
 fail:
     if (rc == ERR_NOMEM)
-        sl_error("out of memory adding node '%s'", n->name ? n->name : "?");
+        sl_error("out of memory adding node '%s'", sl_esc(n->name).s);
     sl_free(nm);
     return rc;
 }
@@ -320,7 +320,7 @@ int graph_validate(const Graph *g, const char *what)
         if (v->shape.ndim < 0 || v->shape.ndim > SL_MAX_DIMS) {
             sl_error("%s: value '%s' has rank %d (max %d); re-export with "
                      "sauron-compress",
-                     what, v->name, v->shape.ndim, SL_MAX_DIMS);
+                     what, sl_esc(v->name).s, v->shape.ndim, SL_MAX_DIMS);
             goto fail;
         }
         if (!v->data) continue;
@@ -330,7 +330,7 @@ int graph_validate(const Graph *g, const char *what)
         if (v->shape.ndim < 1 || ne < 1 || ne > MAX_NUMEL) {
             sl_error("%s: weight '%s' has an invalid shape; re-export with "
                      "sauron-compress",
-                     what, v->name);
+                     what, sl_esc(v->name).s);
             goto fail;
         }
     }
@@ -361,14 +361,14 @@ int graph_validate(const Graph *g, const char *what)
         if (n->op < 0 || n->op >= OP_COUNT) {
             sl_error("%s: node %d '%s' has unknown op %d; re-export with "
                      "sauron-compress",
-                     what, i, nn, (int)n->op);
+                     what, i, sl_esc(nn).s, (int)n->op);
             goto fail;
         }
         int lo, hi, fw;
         op_arity(n->op, &lo, &hi, &fw);
         if (n->n_in < lo || n->n_in > hi) {
             sl_error("%s: node %d '%s' (%s) has %d inputs, expected %d..%d",
-                     what, i, nn, op_name(n->op), n->n_in, lo, hi);
+                     what, i, sl_esc(nn).s, op_name(n->op), n->n_in, lo, hi);
             goto fail;
         }
         for (int k = 0; k < n->n_in; k++) {
@@ -376,51 +376,52 @@ int graph_validate(const Graph *g, const char *what)
             if (v < 0 || v >= g->n_values) {
                 sl_error("%s: node %d '%s' input %d refers to value %d of "
                          "%d",
-                         what, i, nn, k, v, g->n_values);
+                         what, i, sl_esc(nn).s, k, v, g->n_values);
                 goto fail;
             }
             int is_w = g->values[v].data != NULL;
             if (k >= fw && !is_w) {
                 sl_error("%s: node %d '%s' (%s) input %d '%s' must be a "
                          "weight with data",
-                         what, i, nn, op_name(n->op), k, g->values[v].name);
+                         what, i, sl_esc(nn).s, op_name(n->op), k,
+                         sl_esc(g->values[v].name).s);
                 goto fail;
             }
             if (!is_w && v != g->input && !produced[v]) {
                 sl_error("%s: node %d '%s' reads '%s' before it is produced "
                          "(not in topological order or never produced)",
-                         what, i, nn, g->values[v].name);
+                         what, i, sl_esc(nn).s, sl_esc(g->values[v].name).s);
                 goto fail;
             }
         }
         int o = n->out;
         if (o < 0 || o >= g->n_values) {
             sl_error("%s: node %d '%s' output refers to value %d of %d", what,
-                     i, nn, o, g->n_values);
+                     i, sl_esc(nn).s, o, g->n_values);
             goto fail;
         }
         if (g->values[o].data || o == g->input || produced[o]) {
             sl_error("%s: node %d '%s' writes '%s', which is a weight, the "
                      "graph input, or already produced",
-                     what, i, nn, g->values[o].name);
+                     what, i, sl_esc(nn).s, sl_esc(g->values[o].name).s);
             goto fail;
         }
         if (g->values[o].producer != i) {
             sl_error("%s: node %d '%s': producer of '%s' inconsistent", what,
-                     i, nn, g->values[o].name);
+                     i, sl_esc(nn).s, sl_esc(g->values[o].name).s);
             goto fail;
         }
         produced[o] = i + 1;
         if (!params_ok(n)) {
             sl_error("%s: node %d '%s' (%s) has out-of-range parameters; "
                      "re-export with sauron-compress",
-                     what, i, nn, op_name(n->op));
+                     what, i, sl_esc(nn).s, op_name(n->op));
             goto fail;
         }
         if (!weights_plausible(g, n)) {
             sl_error("%s: node %d '%s' (%s) has weights whose shape does not "
                      "match its parameters",
-                     what, i, nn, op_name(n->op));
+                     what, i, sl_esc(nn).s, op_name(n->op));
             goto fail;
         }
     }
@@ -439,7 +440,7 @@ int graph_validate(const Graph *g, const char *what)
             g->values[v].producer != -1) {
             sl_error("%s: value '%s' claims a producer that does not write "
                      "it",
-                     what, g->values[v].name);
+                     what, sl_esc(g->values[v].name).s);
             goto fail;
         }
     }
@@ -470,8 +471,9 @@ int graph_infer_shapes(Graph *g, const Shape *input)
         if (input->ndim != in->shape.ndim) {
             sl_error("input shape %s has rank %d but model '%s' expects %s "
                      "(rank %d)",
-                     shape_str(input, a, sizeof a), input->ndim, in->name,
-                     shape_str(&in->shape, b, sizeof b), in->shape.ndim);
+                     shape_str(input, a, sizeof a), input->ndim,
+                     sl_esc(in->name).s, shape_str(&in->shape, b, sizeof b),
+                     in->shape.ndim);
             return ERR_SHAPE;
         }
         if (in->shape.ndim > 1 && in->shape.d[1] > 0 &&
@@ -479,7 +481,7 @@ int graph_infer_shapes(Graph *g, const Shape *input)
             sl_error("input shape %s has %lld channels but model input '%s' "
                      "expects %lld (one per modality)",
                      shape_str(input, a, sizeof a), (long long)input->d[1],
-                     in->name, (long long)in->shape.d[1]);
+                     sl_esc(in->name).s, (long long)in->shape.d[1]);
             return ERR_SHAPE;
         }
     }
@@ -489,7 +491,7 @@ int graph_infer_shapes(Graph *g, const Shape *input)
         if (n->op < 0 || n->op >= OP_COUNT || n->out < 0 ||
             n->out >= g->n_values) {
             sl_error("node %d '%s' is malformed; validate the graph first", i,
-                     n->name);
+                     sl_esc(n->name).s);
             return ERR_SHAPE;
         }
         Shape out;
@@ -497,7 +499,8 @@ int graph_infer_shapes(Graph *g, const Shape *input)
         int rc = op_table[n->op].infer(g, n, &out);
         if (rc) {
             sl_error("node %d '%s' (%s): inconsistent shapes for input %s", i,
-                     n->name, op_name(n->op), shape_str(input, a, sizeof a));
+                     sl_esc(n->name).s, op_name(n->op),
+                     shape_str(input, a, sizeof a));
             return ERR_SHAPE;
         }
         int64_t on = shape_numel(&out);
@@ -508,7 +511,8 @@ int graph_infer_shapes(Graph *g, const Shape *input)
         if (bad) {
             sl_error("node %d '%s' (%s): output shape %s is empty or too "
                      "large for input %s; use a larger or smaller input",
-                     i, n->name, op_name(n->op), shape_str(&out, b, sizeof b),
+                     i, sl_esc(n->name).s, op_name(n->op),
+                     shape_str(&out, b, sizeof b),
                      shape_str(input, a, sizeof a));
             return ERR_SHAPE;
         }

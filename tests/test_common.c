@@ -136,6 +136,61 @@ static void test_failing_allocator(void **state)
     sl_free(p);
 }
 
+/* Names from input files are shown escaped: nothing a terminal acts on,
+ * no invalid UTF-8, quotes that cannot close the message's own. */
+static void test_escape(void **state)
+{
+    (void)state;
+    assert_string_equal(sl_esc("conv1.weight").s, "conv1.weight");
+    assert_string_equal(sl_esc(NULL).s, "(none)");
+    assert_string_equal(sl_esc("").s, "");
+    /* C0 controls, DEL, ESC sequences, vertical tab and form feed (each
+     * shows as a line break on some terminals) */
+    assert_string_equal(sl_esc("a\nb\rc\td\x1b[2J\x7f\v\f").s,
+                        "a\\x0ab\\x0dc\\x09d\\x1b[2J\\x7f\\x0b\\x0c");
+    /* quotes and backslash */
+    assert_string_equal(sl_esc("it's \"x\" \\").s, "it\\'s \\\"x\\\" \\\\");
+    /* valid UTF-8 stays: e-acute, CJK, emoji */
+    assert_string_equal(sl_esc("caf\xc3\xa9 \xe5\x90\x8d \xf0\x9f\x98\x80").s,
+                        "caf\xc3\xa9 \xe5\x90\x8d \xf0\x9f\x98\x80");
+    /* invalid: lone continuation, truncated sequence, overlong '/',
+     * surrogate, > U+10FFFF, 0xff */
+    assert_string_equal(
+        sl_esc("\x80|\xc3|\xc0\xaf|\xed\xa0\x80|\xf4\x90\x80\x80|\xff").s,
+        "\\x80|\\xc3|\\xc0\\xaf|\\xed\\xa0\\x80|"
+        "\\xf4\\x90\\x80\\x80|\\xff");
+    /* C1 control NEL (U+0085) and the line/paragraph separators */
+    assert_string_equal(sl_esc("a\xc2\x85" "b\xe2\x80\xa8" "c\xe2\x80\xa9").s,
+                        "a\\xc2\\x85b\\xe2\\x80\\xa8c\\xe2\\x80\\xa9");
+    /* bounded: a long name is cut and says so */
+    char longname[1000];
+    memset(longname, 'x', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    SlEsc e = sl_esc(longname);
+    size_t n = strlen(e.s);
+    assert_true(n < SL_ESC_MAX);
+    assert_string_equal(e.s + n - 3, "...");
+    /* a cut never splits an escape or a UTF-8 sequence */
+    memset(longname, 0, sizeof longname);
+    for (size_t k = 0; k + 2 < sizeof longname; k += 2)
+        memcpy(longname + k, "\xc3\xa9", 2);
+    e = sl_esc(longname);
+    n = strlen(e.s);
+    assert_string_equal(e.s + n - 3, "...");
+    assert_int_equal((n - 3) % 2, 0);
+    /* byte strings that need not end in a NUL */
+    assert_string_equal(sl_esc_n("ab\x01" "cd", 3).s, "ab\\x01");
+    /* sl_error filters its whole line the same way (quotes kept): a name
+     * that was not passed through sl_esc still cannot break the line */
+    sl_error_quiet(1);
+    sl_error_reset();
+    sl_error("node '%s' failed", "x\vy\fz\x1b]0;t\x07\xff");
+    assert_string_equal(sl_error_last(),
+                        "node 'x\\x0by\\x0cz\\x1b]0;t\\x07\\xff' failed");
+    sl_error_reset();
+    sl_error_quiet(0);
+}
+
 static void test_errors(void **state)
 {
     (void)state;
@@ -239,6 +294,7 @@ int main(void)
         cmocka_unit_test(test_parse_bytes),
         cmocka_unit_test(test_alloc),
         cmocka_unit_test(test_failing_allocator),
+        cmocka_unit_test(test_escape),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_atomic_write),
         cmocka_unit_test(test_now),

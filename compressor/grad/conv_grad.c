@@ -33,29 +33,6 @@
  * busy machine cost more than the arithmetic). */
 #define GRAD_DW_CHUNKS 8
 
-static int64_t prod3(const int64_t *v)
-{
-    return v[0] * v[1] * v[2];
-}
-
-void grad_geom_init(GradGeom *gm, const Shape *src, const Shape *dst,
-                    const ConvParams *p)
-{
-    CHECK(p->nsp >= 1 && p->nsp <= 3);
-    CHECK(src->ndim == 2 + p->nsp && dst->ndim == 2 + p->nsp);
-    /* unused dims lead, so the innermost dim is always the model's W and
-     * the line loops below run over contiguous memory */
-    for (int d = 0; d < 3; d++) {
-        int j = d - (3 - p->nsp);
-        gm->src[d] = j >= 0 ? src->d[2 + j] : 1;
-        gm->dst[d] = j >= 0 ? dst->d[2 + j] : 1;
-        gm->k[d] = j >= 0 ? p->kernel[j] : 1;
-        gm->stride[d] = j >= 0 ? p->stride[j] : 1;
-        gm->dil[d] = j >= 0 ? p->dilation[j] : 1;
-        gm->pad[d] = j >= 0 ? p->pad_lo[j] : 0;
-    }
-}
-
 static int64_t floor_div(int64_t a, int64_t b) /* b > 0 */
 {
     return a >= 0 ? a / b : -((-a + b - 1) / b);
@@ -82,66 +59,64 @@ typedef struct {
     int64_t o0, o1, o2, pi;
 } LineIter;
 
-static void line_begin(LineIter *it, const GradGeom *gm, int64_t p0)
+static void line_begin(LineIter *it, const ConvGeom *gm, int64_t p0)
 {
-    it->o2 = p0 % gm->dst[2];
-    it->o1 = (p0 / gm->dst[2]) % gm->dst[1];
-    it->o0 = p0 / (gm->dst[2] * gm->dst[1]);
+    it->o2 = p0 % gm->out[2];
+    it->o1 = (p0 / gm->out[2]) % gm->out[1];
+    it->o0 = p0 / ((int64_t)gm->out[2] * gm->out[1]);
     it->pi = 0;
 }
 
 /* Row index into src [src0, src1, src2] for the current line, or -1. */
-static int64_t line_row(const LineIter *it, const GradGeom *gm, int k0,
+static int64_t line_row(const LineIter *it, const ConvGeom *gm, int k0,
                         int k1)
 {
-    int64_t i0 =
-        it->o0 * gm->stride[0] - gm->pad[0] + (int64_t)k0 * gm->dil[0];
-    int64_t i1 =
-        it->o1 * gm->stride[1] - gm->pad[1] + (int64_t)k1 * gm->dil[1];
-    if (i0 < 0 || i0 >= gm->src[0] || i1 < 0 || i1 >= gm->src[1]) return -1;
-    return (i0 * gm->src[1] + i1) * gm->src[2];
+    int64_t i0 = it->o0 * gm->s[0] - gm->pad[0] + (int64_t)k0 * gm->d[0];
+    int64_t i1 = it->o1 * gm->s[1] - gm->pad[1] + (int64_t)k1 * gm->d[1];
+    if (i0 < 0 || i0 >= gm->in[0] || i1 < 0 || i1 >= gm->in[1]) return -1;
+    return (i0 * gm->in[1] + i1) * gm->in[2];
 }
 
-static void line_next(LineIter *it, const GradGeom *gm, int64_t len)
+static void line_next(LineIter *it, const ConvGeom *gm, int64_t len)
 {
     it->pi += len;
     it->o2 = 0;
-    if (++it->o1 == gm->dst[1]) {
+    if (++it->o1 == gm->out[1]) {
         it->o1 = 0;
         it->o0++;
     }
 }
 
 /* col: [nc*KK, p1-p0]; src: [nc, src...]. */
-void grad_im2col(float *col, const float *src, const GradGeom *gm, int nc,
+void grad_im2col(float *col, const float *src, const ConvGeom *gm, int nc,
                  int64_t p0, int64_t p1)
 {
-    const int64_t t = p1 - p0, srcsz = prod3(gm->src);
+    const int64_t t = p1 - p0, srcsz = gm->in_sp;
     const int kk = gm->k[0] * gm->k[1] * gm->k[2];
-    const int64_t rows = (int64_t)nc * kk, s2 = gm->stride[2];
+    const int64_t rows = (int64_t)nc * kk, s2 = gm->s[2];
     /* Each thread writes whole rows (one channel and tap) of col. */
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; r++) {
         int c = (int)(r / kk), k = (int)(r % kk);
         int k2 = k % gm->k[2], k1 = (k / gm->k[2]) % gm->k[1];
         int k0 = k / (gm->k[2] * gm->k[1]);
-        int64_t off = (int64_t)k2 * gm->dil[2] - gm->pad[2];
+        int64_t off = (int64_t)k2 * gm->d[2] - gm->pad[2];
         const float *s = src + c * srcsz;
         float *out = col + r * t;
         /* every whole line of this tap has the same inside range */
         int64_t full_lo, full_hi;
-        line_range(0, gm->dst[2], s2, off, gm->src[2], &full_lo, &full_hi);
+        line_range(0, gm->out[2], s2, off, gm->in[2], &full_lo, &full_hi);
         LineIter it;
         line_begin(&it, gm, p0);
         while (it.pi < t) {
-            int64_t len = gm->dst[2] - it.o2, lo = 0, hi = 0;
+            int64_t len = gm->out[2] - it.o2, lo = 0, hi = 0;
             if (len > t - it.pi) len = t - it.pi;
             int64_t row = line_row(&it, gm, k0, k1);
-            if (row >= 0 && it.o2 == 0 && len == gm->dst[2]) {
+            if (row >= 0 && it.o2 == 0 && len == gm->out[2]) {
                 lo = full_lo;
                 hi = full_hi;
             } else if (row >= 0) {
-                line_range(it.o2, len, s2, off, gm->src[2], &lo, &hi);
+                line_range(it.o2, len, s2, off, gm->in[2], &lo, &hi);
             }
             float *o = out + it.pi;
             if (lo > 0) memset(o, 0, (size_t)lo * sizeof(float));
@@ -163,12 +138,12 @@ void grad_im2col(float *col, const float *src, const GradGeom *gm, int nc,
 }
 
 /* dsrc: [nc, src...] (accumulates); col: [nc*KK, p1-p0]. */
-void grad_col2im(float *dsrc, const float *col, const GradGeom *gm, int nc,
+void grad_col2im(float *dsrc, const float *col, const ConvGeom *gm, int nc,
                  int64_t p0, int64_t p1)
 {
-    const int64_t t = p1 - p0, srcsz = prod3(gm->src);
+    const int64_t t = p1 - p0, srcsz = gm->in_sp;
     const int kk = gm->k[0] * gm->k[1] * gm->k[2];
-    const int64_t s2 = gm->stride[2];
+    const int64_t s2 = gm->s[2];
     /* A channel's plane of dsrc is written only from that channel's rows,
      * so channels are independent; within one the order is fixed. */
 #pragma omp parallel for schedule(static)
@@ -177,16 +152,16 @@ void grad_col2im(float *dsrc, const float *col, const GradGeom *gm, int nc,
         for (int k = 0; k < kk; k++) {
             int k2 = k % gm->k[2], k1 = (k / gm->k[2]) % gm->k[1];
             int k0 = k / (gm->k[2] * gm->k[1]);
-            int64_t off = (int64_t)k2 * gm->dil[2] - gm->pad[2];
+            int64_t off = (int64_t)k2 * gm->d[2] - gm->pad[2];
             const float *in = col + ((int64_t)c * kk + k) * t;
             LineIter it;
             line_begin(&it, gm, p0);
             while (it.pi < t) {
-                int64_t len = gm->dst[2] - it.o2, lo = 0, hi = 0;
+                int64_t len = gm->out[2] - it.o2, lo = 0, hi = 0;
                 if (len > t - it.pi) len = t - it.pi;
                 int64_t row = line_row(&it, gm, k0, k1);
                 if (row >= 0) {
-                    line_range(it.o2, len, s2, off, gm->src[2], &lo, &hi);
+                    line_range(it.o2, len, s2, off, gm->in[2], &lo, &hi);
                     int64_t base = row + it.o2 * s2 + off;
                     const float *ir = in + it.pi;
                     /* simd: col and dsrc are different buffers */
@@ -339,7 +314,7 @@ static void transpose16(float *dst, int64_t ldd, const float *src,
 /* Units [u0, u1) (unit = sample * n_tiles + tile) into part [R, cols]
  * (overwritten); col, pack: this thread's slot. */
 static void dw_units(float *part, float *col, float *pack, const DwPlan *d,
-                     const GradGeom *gm, const float *src, int64_t src_n,
+                     const ConvGeom *gm, const float *src, int64_t src_n,
                      int nc, const float *b, int64_t b_n, int64_t u0,
                      int64_t u1)
 {
@@ -361,16 +336,16 @@ static void dw_units(float *part, float *col, float *pack, const DwPlan *d,
 }
 
 /* dw [cols, R] (accumulates) += sum over n of (im2col(src_n) [R, P] *
- * b_n [cols, P]^T)^T, R = nc * KK, P = prod(gm->dst).  src_n = src +
- * n*src_n: [nc, gm->src...]; b_n = b + n*b_n: [cols, P].  scratch:
+ * b_n [cols, P]^T)^T, R = nc * KK, P = gm->out_sp.  src_n = src +
+ * n*src_n: [nc, gm->in...]; b_n = b + n*b_n: [cols, P].  scratch:
  * grad_dw_scratch_floats(R, cols, n_batch, P). */
 void grad_dw(float *dw, const float *src, int64_t src_n, int nc,
-             const float *b, int64_t b_n, int cols, const GradGeom *gm,
+             const float *b, int64_t b_n, int cols, const ConvGeom *gm,
              int64_t n_batch, float *scratch)
 {
     const int64_t kk = (int64_t)gm->k[0] * gm->k[1] * gm->k[2];
     DwPlan d;
-    dw_plan(&d, nc * kk, cols, n_batch, prod3(gm->dst));
+    dw_plan(&d, nc * kk, cols, n_batch, gm->out_sp);
     if (d.units < 1) return;
     CHECK(d.rows <= INT32_MAX && d.pos <= INT32_MAX); /* gemm takes int */
     float *slots = scratch + (size_t)d.chunks * d.part;
@@ -584,14 +559,14 @@ void conv_backward(float *dx, float *dw, float *db, const float *dy,
                    const float *x, const float *w, const Shape *xs,
                    const Shape *ys, const ConvParams *p, float *scratch)
 {
-    GradGeom gm;
-    grad_geom_init(&gm, xs, ys, p);
+    ConvGeom gm;
+    conv_geom_fill(&gm, xs, ys, p);
     const int64_t n_batch = xs->d[0], ic = xs->d[1], oc = ys->d[1];
     const int group = p->group;
     CHECK(group >= 1 && ic % group == 0 && oc % group == 0);
     const int icg = (int)(ic / group), ocg = (int)(oc / group);
     const int64_t kk = (int64_t)gm.k[0] * gm.k[1] * gm.k[2];
-    const int64_t rows = icg * kk, pin = prod3(gm.src), pos = prod3(gm.dst);
+    const int64_t rows = icg * kk, pin = gm.in_sp, pos = gm.out_sp;
     /* gemm takes int sizes */
     CHECK(rows <= INT32_MAX && pos <= INT32_MAX);
 

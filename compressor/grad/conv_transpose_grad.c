@@ -55,17 +55,17 @@ void conv_transpose_backward(float *dx, float *dw, float *db, const float *dy,
                              const Shape *ys, const ConvParams *p,
                              float *scratch)
 {
-    GradGeom gm;
+    ConvGeom gm;
     /* gather from dy (the forward's output grid) at input positions */
-    grad_geom_init(&gm, ys, xs, p);
+    conv_geom_fill(&gm, ys, xs, p);
     const int64_t n_batch = xs->d[0], ic = xs->d[1], oc = ys->d[1];
     const int group = p->group;
     CHECK(group >= 1 && ic % group == 0 && oc % group == 0);
     const int icg = (int)(ic / group), ocg = (int)(oc / group);
     const int64_t kk = (int64_t)gm.k[0] * gm.k[1] * gm.k[2];
     const int64_t rows = ocg * kk;
-    const int64_t pin = gm.dst[0] * gm.dst[1] * gm.dst[2];
-    const int64_t pout = gm.src[0] * gm.src[1] * gm.src[2];
+    const int64_t pin = gm.out_sp;
+    const int64_t pout = gm.in_sp;
     CHECK(rows <= INT32_MAX && pin <= INT32_MAX); /* gemm takes int sizes */
 
     if (db) grad_bias(db, dy, ys);

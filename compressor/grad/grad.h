@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "runtime/graph.h"
+#include "runtime/ops/conv_geom.h"
 
 /* ---- Conv / ConvTranspose (conv_grad.c, conv_transpose_grad.c) ---- */
 
@@ -63,30 +64,27 @@ size_t conv_transpose_backward_scratch_floats(const Shape *xs,
 /* Shared by the two conv files.  Gathers src [nc,src_sp...] (one image)
  * into col [nc*KK, p1-p0] for the positions [p0,p1) of the dst grid: row
  * (c, k), column p holds src[c, o(p)*stride - pad_lo + k*dilation], 0 when
- * outside src.  Geometry is 3-d with unused leading dims of size 1. */
-typedef struct {
-    int64_t src[3], dst[3];
-    int k[3], stride[3], dil[3], pad[3];
-} GradGeom;
-void grad_geom_init(GradGeom *gm, const Shape *src, const Shape *dst,
-                    const ConvParams *p);
-void grad_im2col(float *col, const float *src, const GradGeom *gm, int nc,
+ * outside src.  The geometry is the forward's ConvGeom
+ * (runtime/ops/conv_geom.h: 3-d with unused leading dims of size 1) filled
+ * by conv_geom_fill(gm, src, dst, p): gm->in is the src grid, gm->out the
+ * dst grid (for ConvTranspose's backward, src is dy and dst is x). */
+void grad_im2col(float *col, const float *src, const ConvGeom *gm, int nc,
                  int64_t p0, int64_t p1);
 /* Scatter-add of col [nc*KK, p1-p0] back into dsrc [nc, src_sp...] (the
  * transpose of grad_im2col); parallel over channels,
  * fixed order within a channel (accumulates). */
-void grad_col2im(float *dsrc, const float *col, const GradGeom *gm, int nc,
+void grad_col2im(float *dsrc, const float *col, const ConvGeom *gm, int nc,
                  int64_t p0, int64_t p1);
 /* db[c] += sum over n and spatial of dy [N,C,sp...] (fixed order). */
 void grad_bias(float *db, const float *dy, const Shape *ys);
 /* Weight gradient of a convolution-like op:
  * dw [cols, R] += sum over n of (im2col(src_n) [R, P] * b_n [cols, P]^T)^T
- * with R = nc*KK and P = prod(gm->dst); src_n = src + n*src_n is
- * [nc, gm->src...], b_n = b + n*b_n is [cols, P].  Summed in a fixed
+ * with R = nc*KK and P = gm->out_sp; src_n = src + n*src_n is
+ * [nc, gm->in...], b_n = b + n*b_n is [cols, P].  Summed in a fixed
  * number of chunks, then in chunk order (any thread count gives the same
  * bits); parallel inside.  scratch: grad_dw_scratch_floats(). */
 void grad_dw(float *dw, const float *src, int64_t src_n, int nc,
-             const float *b, int64_t b_n, int cols, const GradGeom *gm,
+             const float *b, int64_t b_n, int cols, const ConvGeom *gm,
              int64_t n_batch, float *scratch);
 size_t grad_dw_scratch_floats(int64_t rows, int64_t cols, int64_t n_batch,
                               int64_t pos);

@@ -12,32 +12,11 @@
 #include "compressor/grad/grad.h"
 
 #include "runtime/common.h"
-
-/* Where output index o lies in input coordinates (ONNX
- * coordinate_transformation_mode, scale = out/in), computed as the
- * forward does: o * in / out with one rounding, so nearest picks the same
- * pixel even at exact halves. */
-static double source_coord(const ResizeParams *p, int64_t o, int64_t in,
-                           int64_t out)
-{
-    switch (p->coord) {
-    case COORD_HALF_PIXEL:
-        return ((double)o + 0.5) * (double)in / (double)out - 0.5;
-    case COORD_PYTORCH_HALF_PIXEL:
-        return out > 1 ? ((double)o + 0.5) * (double)in / (double)out - 0.5
-                       : 0.0;
-    case COORD_ALIGN_CORNERS:
-        return out > 1 ? (double)o * (double)(in - 1) / (double)(out - 1)
-                       : 0.0;
-    case COORD_ASYMMETRIC:
-    default:
-        return (double)o * (double)in / (double)out;
-    }
-}
+#include "runtime/ops/resize_geom.h"
 
 /* One output index along one dim: input indices i[0..1], weights w[0..1]
- * (nearest: w = {1, 0}).  Linear weights are rounded to float like the
- * forward's: x[i0] * (1 - w) + x[i1] * w with float w. */
+ * (nearest: w = {1, 0}), from the forward's own mapping (resize_geom.h),
+ * so the backward scatters to exactly the pixels the forward read. */
 typedef struct {
     int64_t i[2];
     float w[2];
@@ -46,37 +25,14 @@ typedef struct {
 static Tap tap_at(const ResizeParams *p, int64_t o, int64_t in, int64_t out)
 {
     Tap t;
-    double x = source_coord(p, o, in, out);
+    double x = resize_src_coord(o, in, out, p->coord);
     if (p->mode == RESIZE_NEAREST) {
-        double r;
-        switch (p->nearest) {
-        case NEAREST_ROUND_PREFER_FLOOR:
-            r = ceil(x - 0.5);
-            break;
-        case NEAREST_ROUND_PREFER_CEIL:
-            r = floor(x + 0.5);
-            break;
-        case NEAREST_FLOOR:
-            r = floor(x);
-            break;
-        default:
-            r = ceil(x);
-            break;
-        }
-        int64_t i = r < 0 ? 0 : r > (double)(in - 1) ? in - 1 : (int64_t)r;
-        t.i[0] = t.i[1] = i;
+        t.i[0] = t.i[1] = resize_nearest_index(x, in, p->nearest);
         t.w[0] = 1.0f;
         t.w[1] = 0.0f;
         return t;
     }
-    /* linear: clamp the coordinate to the input, as ONNX Runtime and
-     * PyTorch do (edge values repeat) */
-    if (x < 0) x = 0;
-    if (x > (double)(in - 1)) x = (double)(in - 1);
-    int64_t i0 = (int64_t)floor(x);
-    t.i[0] = i0;
-    t.i[1] = i0 + 1 < in ? i0 + 1 : i0;
-    t.w[1] = (float)(x - (double)i0);
+    resize_linear_taps(x, in, &t.i[0], &t.i[1], &t.w[1]);
     t.w[0] = 1.0f - t.w[1];
     return t;
 }

@@ -312,7 +312,7 @@ static int geom_ok(const int *v, int nsp, int lo)
 
 static int bad_node(const Ex *e, const Node *n, int code, const char *what)
 {
-    sl_error("cannot export node '%s' (%s) to '%s': %s", n->name,
+    sl_error("cannot export node '%s' (%s) to '%s': %s", sl_esc(n->name).s,
              op_name(n->op), e->path, what);
     return code;
 }

@@ -41,6 +41,8 @@
 #define ONNX_DEFAULT_SPATIAL 128
 /* Largest input dim accepted (a sanity bound against corrupted files). */
 #define ONNX_MAX_DIM 65536
+/* Largest input (elements) accepted: 2^36, 64 G voxels, far beyond a scan. */
+#define ONNX_MAX_INPUT_NUMEL ((int64_t)1 << 36)
 
 typedef struct {
     const char *output_name;  /* NULL: default (largest spatial output) */

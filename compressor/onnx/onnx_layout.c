@@ -5,22 +5,9 @@
 #include <math.h>
 #include <string.h>
 
-#include "onnx_internal.h"
+#include "onnx_attr.h"
+#include "onnx_lower_ops.h"
 #include "runtime/common.h"
-
-/* Dims an activation symbol has as ONNX sees it. */
-void lw_sym_dims(const OnnxCtx *c, const Sym *s, int *nd, int64_t *dims)
-{
-    if (s->kind == SYM_VIEW) {
-        *nd = s->ndim;
-        memcpy(dims, s->dims, sizeof s->dims);
-        return;
-    }
-    const Shape *sh = &c->g->values[s->value].shape;
-    *nd = sh->ndim;
-    for (int k = 0; k < sh->ndim; k++)
-        dims[k] = sh->d[k];
-}
 
 static int same_dims(int na, const int64_t *a, const Shape *b)
 {
@@ -58,17 +45,17 @@ static int make_view(Lw *l, int src, ViewKind vk, int nd, const int64_t *dims,
 
 /* ---- layout ops on activations: Reshape & co, Transpose ---- */
 
-static int lower_reshape(Lw *l)
+int onnx_lower_reshape(Lw *l, int kind)
 {
-    const char *op = l->n->op_type;
     Sym *s = &l->c->syms[l->in[0]];
     int nd, ond = 0;
     int64_t dims[OT_MAX_DIMS], od[OT_MAX_DIMS];
-    lw_sym_dims(l->c, s, &nd, dims);
+    int rc = lw_act_dims(l, 0, &nd, dims);
+    if (rc) return rc;
     if (s->kind == SYM_VIEW && s->vkind != VIEW_RESHAPE)
         return lw_fail(l, ERR_UNSUPPORTED,
                        "reshape of a transposed tensor is not supported");
-    if (!strcmp(op, "Reshape")) {
+    if (kind == LAYOUT_RESHAPE) {
         const OTensor *t = lw_const(l, 1);
         if (!t)
             return lw_fail(
@@ -79,7 +66,7 @@ static int lower_reshape(Lw *l)
             return lw_fail(
                 l, ERR_SHAPE,
                 "Reshape to a shape with a different element count");
-    } else if (!strcmp(op, "Flatten")) {
+    } else if (kind == LAYOUT_FLATTEN) {
         int64_t ax = attr_i(l->n, "axis", 1);
         if (ax < 0) ax += nd;
         if (ax < 0 || ax > nd)
@@ -101,7 +88,7 @@ static int lower_reshape(Lw *l)
             na = attr_ints(l->n, "axes", axes, OT_MAX_DIMS);
         }
         char mark[OT_MAX_DIMS] = {0};
-        int r = !strcmp(op, "Unsqueeze") ? nd + (na > 0 ? na : 0) : nd;
+        int r = kind == LAYOUT_UNSQUEEZE ? nd + (na > 0 ? na : 0) : nd;
         if (r > OT_MAX_DIMS)
             return lw_fail(l, ERR_UNSUPPORTED, "too many dims");
         for (int k = 0; k < na; k++) {
@@ -110,7 +97,7 @@ static int lower_reshape(Lw *l)
                 return lw_fail(l, ERR_FORMAT, "axis out of range");
             mark[a] = 1;
         }
-        if (!strcmp(op, "Unsqueeze")) {
+        if (kind == LAYOUT_UNSQUEEZE) {
             if (na < 0)
                 return lw_fail(l, ERR_FORMAT, "Unsqueeze without axes");
             for (int k = 0, j = 0; k < r; k++)
@@ -126,12 +113,14 @@ static int lower_reshape(Lw *l)
     return make_view(l, s->value, VIEW_RESHAPE, ond, od, NULL);
 }
 
-static int lower_transpose(Lw *l)
+int onnx_lower_transpose(Lw *l, int unused)
 {
+    (void)unused;
     Sym *s = &l->c->syms[l->in[0]];
     int nd, perm[OT_MAX_DIMS], np2[OT_MAX_DIMS];
     int64_t dims[OT_MAX_DIMS], od[OT_MAX_DIMS], p64[OT_MAX_DIMS];
-    lw_sym_dims(l->c, s, &nd, dims);
+    int rc = lw_act_dims(l, 0, &nd, dims);
+    if (rc) return rc;
     if (s->kind == SYM_VIEW && s->vkind != VIEW_TRANSPOSE)
         return lw_fail(l, ERR_UNSUPPORTED,
                        "transpose of a reshaped tensor is not supported");
@@ -156,18 +145,17 @@ static int lower_transpose(Lw *l)
 /* Pad, Slice and Cast on an activation are accepted only where they do
  * nothing (zero pads at the import shape, a full-range slice, a cast to
  * float): exporters emit them for sizes that turn out to match. */
-static int lower_noop(Lw *l)
+int onnx_lower_noop(Lw *l, int kind)
 {
-    const char *op = l->n->op_type;
-    Sym *s = &l->c->syms[l->in[0]];
     int nd;
     int64_t dims[OT_MAX_DIMS];
-    lw_sym_dims(l->c, s, &nd, dims);
-    if (!strcmp(op, "Cast")) {
+    int rc = lw_act_dims(l, 0, &nd, dims);
+    if (rc) return rc;
+    if (kind == NOOP_CAST) {
         if (attr_i(l->n, "to", 1) != 1)
             return lw_fail(l, ERR_UNSUPPORTED,
                            "Cast of an activation to a non-float type");
-    } else if (!strcmp(op, "Pad")) {
+    } else if (kind == NOOP_PAD) {
         int64_t pads[2 * OT_MAX_DIMS];
         int np;
         char buf[32];
@@ -191,7 +179,8 @@ static int lower_noop(Lw *l)
                     "Pad by non-zero amounts at the import shape is not "
                     "supported (mode '%s'); export at a size the network "
                     "takes without padding",
-                    attr_s(l->n, "mode", "constant", buf, sizeof buf));
+                    sl_esc(attr_s(l->n, "mode", "constant", buf, sizeof buf))
+                        .s);
     } else { /* Slice */
         const OTensor *st = lw_const(l, 1), *en = lw_const(l, 2);
         const OTensor *ax = lw_const(l, 3), *sp = lw_const(l, 4);
@@ -213,16 +202,7 @@ static int lower_noop(Lw *l)
                                "is not supported");
         }
     }
-    return lw_alias(l->c, l->n->output[0], l->in[0]);
-}
-
-int onnx_lower_layout(Lw *l)
-{
-    const char *op = l->n->op_type;
-    if (!strcmp(op, "Transpose")) return lower_transpose(l);
-    if (!strcmp(op, "Pad") || !strcmp(op, "Slice") || !strcmp(op, "Cast"))
-        return lower_noop(l);
-    return lower_reshape(l);
+    return lw_alias(l, l->in[0]);
 }
 
 /* ---- Resize / Upsample ---- */
@@ -250,7 +230,8 @@ int onnx_lower_resize(Lw *l, int upsample)
     else
         return onnx_node_fail(
             c, l->idx, ERR_UNSUPPORTED,
-            "Resize mode '%s' not supported (nearest, linear)", mode);
+            "Resize mode '%s' not supported (nearest, linear)",
+            sl_esc(mode).s);
     if (upsample || c->opset < 11) {
         /* Upsample and Resize-10: asymmetric coordinates, floor. */
         p->coord = COORD_ASYMMETRIC;
@@ -270,7 +251,7 @@ int onnx_lower_resize(Lw *l, int upsample)
             return onnx_node_fail(
                 c, l->idx, ERR_UNSUPPORTED,
                 "Resize coordinate_transformation_mode '%s' not supported",
-                ct);
+                sl_esc(ct).s);
         const char *nm = attr_s(l->n, "nearest_mode", "round_prefer_floor",
                                 buf, sizeof buf);
         if (!strcmp(nm, "round_prefer_floor"))
@@ -284,7 +265,7 @@ int onnx_lower_resize(Lw *l, int upsample)
         else
             return onnx_node_fail(c, l->idx, ERR_UNSUPPORTED,
                                   "Resize nearest_mode '%s' not supported",
-                                  nm);
+                                  sl_esc(nm).s);
         if (attr_i(l->n, "antialias", 0) || attr_find(l->n, "axes"))
             return lw_fail(l, ERR_UNSUPPORTED,
                            "Resize antialias/axes (opset 18) not supported");

@@ -1,7 +1,8 @@
-/* Private: convolution geometry with every spatial rank padded to 3 dims
- * (missing leading dims have size 1, kernel 1, stride 1, no pad), so the
- * 1D, 2D and 3D cases share one code path.  Used by conv.c and
- * conv_transpose.c. */
+/* Convolution geometry with every spatial rank padded to 3 dims (missing
+ * leading dims have size 1, kernel 1, stride 1, no pad), so the 1D, 2D and
+ * 3D cases share one code path.  Used by conv.c and conv_transpose.c, and
+ * by their backwards in compressor/grad/ (im2col/col2im), so forward and
+ * backward read one description of the geometry. */
 #ifndef SL_CONV_GEOM_H
 #define SL_CONV_GEOM_H
 

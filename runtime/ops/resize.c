@@ -22,6 +22,7 @@
 
 #include "opcheck.h"
 #include "ops.h"
+#include "resize_geom.h"
 
 /* Output columns whose source indices and weights are tabulated at once
  * (stack: 256 x 20 bytes), reused for a block of RESIZE_ROWS rows. */
@@ -45,51 +46,6 @@ static void resize_geom(ResizeGeom *q, const Shape *xs, const Shape *ys,
     q->planes = xs->d[0] * xs->d[1];
 }
 
-/* Source coordinate of output index o along a dim of size in -> out.
- * Products of integers and halves are exact in double; one rounding. */
-static double src_coord(int64_t o, int64_t in, int64_t out, ResizeCoord c)
-{
-    switch (c) {
-    case COORD_HALF_PIXEL:
-        return ((double)o + 0.5) * (double)in / (double)out - 0.5;
-    case COORD_PYTORCH_HALF_PIXEL:
-        return out > 1 ? ((double)o + 0.5) * (double)in / (double)out - 0.5
-                       : 0.0;
-    case COORD_ALIGN_CORNERS:
-        return out > 1 ? (double)o * (double)(in - 1) / (double)(out - 1)
-                       : 0.0;
-    case COORD_ASYMMETRIC:
-    default: return (double)o * (double)in / (double)out;
-    }
-}
-
-static int64_t nearest_index(double x, int64_t in, ResizeNearest m)
-{
-    double r;
-    switch (m) {
-    case NEAREST_ROUND_PREFER_FLOOR: r = ceil(x - 0.5); break;
-    case NEAREST_ROUND_PREFER_CEIL: r = floor(x + 0.5); break;
-    case NEAREST_FLOOR: r = floor(x); break;
-    case NEAREST_CEIL:
-    default: r = ceil(x); break;
-    }
-    if (r < 0) return 0;
-    if (r > (double)(in - 1)) return in - 1;
-    return (int64_t)r;
-}
-
-/* Linear taps: value = x[i0] * (1 - w) + x[i1] * w. */
-static void linear_taps(double x, int64_t in, int64_t *i0, int64_t *i1,
-                        float *w)
-{
-    if (x < 0) x = 0;
-    if (x > (double)(in - 1)) x = (double)(in - 1);
-    int64_t f = (int64_t)floor(x);
-    *i0 = f;
-    *i1 = f + 1 < in ? f + 1 : f;
-    *w = (float)(x - (double)f);
-}
-
 /* Tap tables for output columns [w0, w0 + nw) of dim 2 (W). */
 typedef struct {
     int64_t i0[RESIZE_TILE], i1[RESIZE_TILE];
@@ -100,12 +56,13 @@ static void fill_tile(TapTile *t, const ResizeGeom *q, const ResizeParams *p,
                       int64_t w0, int64_t nw)
 {
     for (int64_t k = 0; k < nw; k++) {
-        double s = src_coord(w0 + k, q->in[2], q->out[2], p->coord);
+        double s = resize_src_coord(w0 + k, q->in[2], q->out[2], p->coord);
         if (p->mode == RESIZE_NEAREST) {
-            t->i0[k] = t->i1[k] = nearest_index(s, q->in[2], p->nearest);
+            t->i0[k] = t->i1[k] =
+                resize_nearest_index(s, q->in[2], p->nearest);
             t->w[k] = 0.0f;
         } else {
-            linear_taps(s, q->in[2], &t->i0[k], &t->i1[k], &t->w[k]);
+            resize_linear_taps(s, q->in[2], &t->i0[k], &t->i1[k], &t->w[k]);
         }
     }
 }
@@ -133,20 +90,20 @@ static void resize_row(float *y, const float *xp, const ResizeGeom *q,
                        const ResizeParams *p, const TapTile *t, int64_t nw,
                        int64_t od, int64_t oh)
 {
-    double sd = src_coord(od, q->in[0], q->out[0], p->coord);
-    double sh = src_coord(oh, q->in[1], q->out[1], p->coord);
+    double sd = resize_src_coord(od, q->in[0], q->out[0], p->coord);
+    double sh = resize_src_coord(oh, q->in[1], q->out[1], p->coord);
     int64_t rs = q->in[2], ps = q->in[1] * q->in[2];
     if (p->mode == RESIZE_NEAREST) {
-        int64_t id = nearest_index(sd, q->in[0], p->nearest);
-        int64_t ih = nearest_index(sh, q->in[1], p->nearest);
+        int64_t id = resize_nearest_index(sd, q->in[0], p->nearest);
+        int64_t ih = resize_nearest_index(sh, q->in[1], p->nearest);
         const float *r = xp + id * ps + ih * rs;
         for (int64_t k = 0; k < nw; k++) y[k] = r[t->i0[k]];
         return;
     }
     int64_t d0, d1, h0, h1;
     float wd, wh;
-    linear_taps(sd, q->in[0], &d0, &d1, &wd);
-    linear_taps(sh, q->in[1], &h0, &h1, &wh);
+    resize_linear_taps(sd, q->in[0], &d0, &d1, &wd);
+    resize_linear_taps(sh, q->in[1], &h0, &h1, &wh);
     lerp_row(y, xp + d0 * ps + h0 * rs, t, nw);
     if (wh != 0.0f) lerp_row_blend(y, xp + d0 * ps + h1 * rs, t, nw, wh);
     if (wd != 0.0f) {
@@ -200,15 +157,16 @@ void resize_forward_ref(float *y, const float *x, const Shape *xs,
                     int64_t o[3] = {od, oh, ow}, i0[3], i1[3];
                     double w[3];
                     for (int i = 0; i < 3; i++) {
-                        double s =
-                            src_coord(o[i], q.in[i], q.out[i], p->coord);
+                        double s = resize_src_coord(o[i], q.in[i], q.out[i],
+                                                    p->coord);
                         if (p->mode == RESIZE_NEAREST) {
                             i0[i] = i1[i] =
-                                nearest_index(s, q.in[i], p->nearest);
+                                resize_nearest_index(s, q.in[i], p->nearest);
                             w[i] = 0;
                         } else {
                             float wf;
-                            linear_taps(s, q.in[i], &i0[i], &i1[i], &wf);
+                            resize_linear_taps(s, q.in[i], &i0[i], &i1[i],
+                                               &wf);
                             w[i] = (double)wf;
                         }
                     }
