@@ -73,6 +73,7 @@ TESTS += test_onnx_malformed
 TESTS += test_fuzz_replay
 TESTS += test_batch
 TESTS += test_cliopt
+TESTS += test_inputs_untouched
 
 # Fuzz targets (tests/fuzz/): entry functions shared by the libFuzzer
 # programs (make fuzz) and test_fuzz_replay (make test).

@@ -217,13 +217,37 @@ static int same_file(const char *a, const char *b)
     if (!realpath(a, ra) || !realpath(b, rb)) return 0;
     return !strcmp(ra, rb);
 }
-/* The output never replaces the input, and replaces an existing file only
- * with --force (checked before any work, so a refusal costs nothing). */
+/* Nonzero if path (which may not exist yet) is in dir or below it. */
+static int inside_dir(const char *path, const char *dir)
+{
+    char rd[PATH_MAX], rp[PATH_MAX], parent[PATH_MAX];
+    if (!realpath(dir, rd)) return 0;
+    snprintf(parent, sizeof parent, "%s", path);
+    char *slash = strrchr(parent, '/');
+    if (!slash)
+        snprintf(parent, sizeof parent, ".");
+    else
+        slash[slash == parent] = '\0'; /* "/x" keeps "/" */
+    if (!realpath(parent, rp)) return 0;
+    size_t n = strlen(rd);
+    return !strncmp(rp, rd, n) && (rp[n] == '\0' || rp[n] == '/');
+}
+
+/* The output never replaces an input (the model, a dataset file: the
+ * output and its run folder stay out of the dataset), and replaces an
+ * existing file only with --force (checked before any work, so a refusal
+ * costs nothing). */
 static int check_output_path(const CompressOptions *o)
 {
     if (same_file(o->in_path, o->out_path)) {
         sl_error("output '%s' is the input model; choose another output path",
                  o->out_path);
+        return ERR_ARG;
+    }
+    if (o->data_dir && inside_dir(o->out_path, o->data_dir)) {
+        sl_error("output '%s' is inside the dataset folder '%s'; write it "
+                 "elsewhere (the dataset is never modified)",
+                 o->out_path, o->data_dir);
         return ERR_ARG;
     }
     if (!o->force && sl_file_exists(o->out_path)) {

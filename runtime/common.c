@@ -259,6 +259,13 @@ int sl_file_exists(const char *path)
     return stat(path, &st) == 0;
 }
 
+int sl_same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
 int sl_read_file(const char *path, uint8_t **data, size_t *size)
 {
     *data = NULL;

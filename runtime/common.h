@@ -122,6 +122,10 @@ int sl_write_file_atomic(const char *path, const void *data, size_t size,
 /* Temporary name beside `path` for an atomic write (caller frees). */
 char *sl_tmp_path(const char *path);
 int sl_file_exists(const char *path);
+/* Nonzero if both paths name one existing file (same device and inode, so
+ * also through links or another spelling of the path): an output that is
+ * an input must be refused, --force or not. */
+int sl_same_file(const char *a, const char *b);
 
 /* A byte count as given on a command line: digits with an optional K, M,
  * G or T suffix (powers of 1024, case-insensitive, optional trailing B:

@@ -579,6 +579,15 @@ static int run(const Args *a)
     uint8_t *pm = NULL, *gm = NULL;
     ClassScore *sc = NULL;
     Text csv = {0}, json = {0};
+    const char *outs[2] = {a->csv, a->json};
+    for (int k = 0; k < 2; k++)
+        if (outs[k] && (sl_same_file(outs[k], a->pred) ||
+                        sl_same_file(outs[k], a->gt))) {
+            sl_error("output '%s' is an input label map; choose another "
+                     "output path",
+                     outs[k]);
+            return ERR_ARG;
+        }
     int rc = read_labels(a->pred, &pr);
     if (rc) goto fail;
     rc = read_labels(a->gt, &gt);

@@ -266,6 +266,14 @@ static int run(const Args *a)
     int rc;
     graph_init(&g);
     sh = a->shape;
+    if (a->output && (sl_same_file(a->output, a->model) ||
+                      sl_same_file(a->output, a->input))) {
+        sl_error("output '%s' is an input of this run; choose another "
+                 "output path",
+                 a->output);
+        rc = ERR_ARG;
+        goto fail;
+    }
     if (a->output && !a->force && sl_file_exists(a->output)) {
         sl_error("output '%s' exists; pass --force to overwrite it",
                  a->output);
