@@ -186,6 +186,103 @@ static void test_json_garbage(void **state)
     sl_error_quiet(0);
 }
 
+/* The largest claims a JSON text can make, each refused with one line or
+ * parsed in bounded time and memory: an object of 100 000 distinct keys
+ * (a duplicate-key check per member made this n^2/2 = 5e9 string
+ * compares, minutes), a duplicate found among them, a 7 MB string,
+ * numbers too long or out of range, nesting past the limit (test above),
+ * a file above JSON_MAX_FILE_BYTES refused before it is read. */
+static void test_json_largest_claims(void **state)
+{
+    (void)state;
+    const int n = 100000;
+    size_t cap = (size_t)n * 24 + 16, len = 0;
+    char *doc = malloc(cap);
+    assert_non_null(doc);
+    doc[len++] = '{';
+    for (int i = 0; i < n; i++)
+        len += (size_t)snprintf(doc + len, cap - len, "%s\"case_%06d\": %d",
+                                i ? "," : "", i, i);
+    doc[len++] = '}';
+    JsonValue *v = NULL;
+    double t0 = sl_now();
+    assert_int_equal(json_parse(doc, len, "many.json", &v), 0);
+    double dt = sl_now() - t0;
+    fprintf(stderr, "100000-key object: %.3f s\n", dt);
+    /* Linear work is ~20 ms here; 3 s leaves room for ASan and a loaded
+     * machine while the quadratic check took minutes. */
+    assert_true(dt < 3.0);
+    assert_int_equal(v->n, n);
+    assert_true(json_get(v, "case_099999")->number == 99999);
+    assert_null(json_get(v, "case_100000"));
+    json_free(v);
+    /* The last key repeats an early one: found through the key table. */
+    memcpy(doc + len - 1 - strlen("\"case_099999\": 99999"),
+           "\"case_000003\"", 13);
+    sl_error_quiet(1);
+    sl_error_reset();
+    assert_int_equal(json_parse(doc, len, "dup.json", &v), ERR_FORMAT);
+    assert_non_null(strstr(sl_error_last(), "duplicate key"));
+    assert_null(v);
+    /* The key table under a failing allocator: every step either parses
+     * or fails with ERR_NOMEM, freeing what it took (ASan's leak check). */
+    const char *keys20 =
+        "{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5,\"f\":6,\"g\":7,\"h\":8,"
+        "\"i\":9,\"j\":10,\"k\":11,\"l\":12,\"m\":13,\"n\":14,\"o\":15,"
+        "\"p\":16,\"q\":17,\"r\":18,\"s\":19,\"t\":20}";
+    int rc = ERR_NOMEM;
+    for (long k = 0; rc == ERR_NOMEM && k < 10000; k++) {
+        sl_error_reset();
+        sl_alloc_fail_after(k);
+        rc = json_parse(keys20, strlen(keys20), "nomem", &v);
+        sl_alloc_fail_after(-1);
+        assert_true(rc == 0 || rc == ERR_NOMEM);
+        json_free(v);
+        v = NULL;
+    }
+    assert_int_equal(rc, 0);
+    free(doc);
+
+    /* A 7 MB string parses (bounded by the text itself). */
+    size_t sn = (size_t)7 << 20;
+    char *big = malloc(sn + 16);
+    assert_non_null(big);
+    big[0] = '"';
+    memset(big + 1, 'x', sn);
+    big[sn + 1] = '"';
+    assert_int_equal(json_parse(big, sn + 2, "str.json", &v), 0);
+    assert_int_equal(strlen(v->str), sn);
+    json_free(v);
+    v = NULL;
+    /* Numbers: 64 digits, and 1e999999. */
+    char num[80];
+    memset(num, '9', 64);
+    sl_error_reset();
+    assert_int_equal(json_parse(num, 64, "num.json", &v), ERR_FORMAT);
+    assert_non_null(strstr(sl_error_last(), "number too long"));
+    sl_error_reset();
+    assert_int_equal(json_parse("1e999999", 8, "num.json", &v), ERR_FORMAT);
+    assert_non_null(strstr(sl_error_last(), "out of range"));
+
+    /* A file above the size limit: refused by its size, before reading. */
+    char path[512];
+    snprintf(path, sizeof path, "%s/huge.json", test_tmpdir());
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fputc('"', f), '"');
+    assert_int_equal(fseek(f, JSON_MAX_FILE_BYTES, SEEK_SET), 0);
+    assert_int_equal(fputc('"', f), '"');
+    fclose(f);
+    sl_error_reset();
+    assert_int_equal(json_parse_file(path, &v), ERR_FORMAT);
+    assert_null(v);
+    assert_non_null(strstr(sl_error_last(), "MiB"));
+    assert_non_null(strstr(sl_error_last(), path));
+    unlink(path);
+    sl_error_quiet(0);
+    free(big);
+}
+
 static void test_json_nomem(void **state)
 {
     (void)state;
@@ -810,6 +907,7 @@ int main(void)
         cmocka_unit_test(test_json_invalid),
         cmocka_unit_test(test_json_garbage),
         cmocka_unit_test(test_json_nomem),
+        cmocka_unit_test(test_json_largest_claims),
         cmocka_unit_test(test_dataset_load),
         cmocka_unit_test(test_dataset_v1_and_test_set),
         cmocka_unit_test(test_dataset_bad_inputs),

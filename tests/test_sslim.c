@@ -311,6 +311,113 @@ static void test_unknown_section(void **state)
     graph_free(&g);
 }
 
+/* Offset (in d) of the first weight value's ndim field in GRPH, walking
+ * the value records: u32 name length, name, i32 ndim, ndim x u64 dims,
+ * u32 kind, kind 1: u64 offset, u64 bytes. */
+static size_t first_weight_record(const uint8_t *d, size_t goff)
+{
+    size_t p = goff;
+    uint32_t nv = sl_rd32(d + p);
+    p += 4;
+    for (uint32_t i = 0; i < nv; i++) {
+        uint32_t nl = sl_rd32(d + p);
+        p += 4 + (nl == 0xFFFFFFFFu ? 0 : nl);
+        size_t rec = p;
+        uint32_t nd = sl_rd32(d + p);
+        p += 4 + 8 * (size_t)nd;
+        uint32_t kind = sl_rd32(d + p);
+        p += 4;
+        if (kind == 1) return rec;
+    }
+    fail();
+    return 0;
+}
+
+/* The largest claims each field of a .sslim can make (counts, string
+ * lengths, tensor dims whose product overflows, byte counts, offsets,
+ * the section table), checksums fixed so the structural checks behind
+ * them answer: each is refused as malformed, with one line naming the
+ * file, before anything of the claimed size is allocated (a count is
+ * bounded by the bytes left to hold it, a tensor by the WGHT section). */
+static void test_largest_claims(void **state)
+{
+    (void)state;
+    Graph g;
+    small_graph(&g);
+    uint8_t *d = NULL;
+    size_t n = 0;
+    assert_int_equal(sslim_encode(&g, &d, &n), 0);
+    graph_free(&g);
+    uint8_t *c = malloc(n);
+    assert_non_null(c);
+    size_t moff, mlen, goff, glen;
+    find_section(d, "META", &moff, &mlen);
+    find_section(d, "GRPH", &goff, &glen);
+    size_t w = first_weight_record(d, goff);
+    uint32_t wnd = sl_rd32(d + w);
+    assert_true(wnd >= 2);
+    static const uint32_t counts[] = {0xFFFFFFFFu, 0x80000000u, 0x00FFFFFFu,
+                                      65536u};
+    sl_error_quiet(1);
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+        /* class count, first class name length, value count, first value
+         * name length */
+        static const size_t at[] = {0, 4};
+        for (size_t k = 0; k < 2; k++) {
+            memcpy(c, d, n);
+            sl_wr32(c + moff + at[k], counts[i]);
+            fix_crcs(c, n);
+            expect_reject(c, n, "bad metadata section");
+            memcpy(c, d, n);
+            sl_wr32(c + goff + at[k], counts[i]);
+            fix_crcs(c, n);
+            expect_reject(c, n, "bad graph section");
+        }
+    }
+    /* The weight's dims: product overflowing int64, product far above
+     * the WGHT section, a negative dim. */
+    static const uint64_t dims[][2] = {{(uint64_t)1 << 62, 4},
+                                       {(uint64_t)1 << 40, (uint64_t)1 << 40},
+                                       {(uint64_t)1 << 31, 1},
+                                       {UINT64_MAX, 1}};
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
+        memcpy(c, d, n);
+        sl_wr64(c + w + 4, dims[i][0]);
+        sl_wr64(c + w + 12, dims[i][1]);
+        fix_crcs(c, n);
+        expect_reject(c, n, "bad graph section");
+    }
+    /* Its byte count and offset. */
+    size_t kind_at = w + 4 + 8 * (size_t)wnd;
+    static const uint64_t big[] = {UINT64_MAX, (uint64_t)1 << 62,
+                                   (uint64_t)1 << 32};
+    for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) {
+        memcpy(c, d, n);
+        sl_wr64(c + kind_at + 12, big[i]); /* bytes */
+        fix_crcs(c, n);
+        expect_reject(c, n, "bad graph section");
+        memcpy(c, d, n);
+        sl_wr64(c + kind_at + 4, big[i] & ~(uint64_t)63); /* offset */
+        fix_crcs(c, n);
+        expect_reject(c, n, "bad graph section");
+    }
+    /* The header: section count, a section's size, the file size. */
+    memcpy(c, d, n);
+    sl_wr32(c + 16, 0xFFFFFFFFu); /* refused before any checksum */
+    expect_reject(c, n, "sections");
+    memcpy(c, d, n);
+    sl_wr64(c + 32 + 16, (uint64_t)1 << 63);
+    fix_crcs(c, n);
+    expect_reject(c, n, "outside the file");
+    memcpy(c, d, n);
+    sl_wr64(c + 24, UINT64_MAX);
+    fix_crcs(c, n);
+    expect_reject(c, n, "truncated");
+    sl_error_quiet(0);
+    free(c);
+    sl_free(d);
+}
+
 static void test_truncation(void **state)
 {
     (void)state;
@@ -490,6 +597,7 @@ int main(void)
         cmocka_unit_test(test_file_io),
         cmocka_unit_test(test_messages),
         cmocka_unit_test(test_unknown_section),
+        cmocka_unit_test(test_largest_claims),
         cmocka_unit_test(test_truncation),
         cmocka_unit_test(test_corruption),
         cmocka_unit_test(test_structural_fuzz),

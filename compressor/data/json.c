@@ -4,9 +4,12 @@
 #include "json.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "runtime/common.h"
 
@@ -354,6 +357,11 @@ static JsonValue *parse_array(Parser *p, int depth)
         if (!item) goto fail;
         if (v->n == cap) {
             int nc = cap ? cap * 2 : 8;
+            if (cap > INT_MAX / 2) {
+                json_free(item);
+                fail_at(p, p->pos, "array with too many items");
+                goto fail;
+            }
             JsonValue **ni = sl_realloc(v->items, sizeof *ni * (size_t)nc);
             if (!ni) {
                 json_free(item);
@@ -384,11 +392,65 @@ fail:
     return NULL;
 }
 
+/* Duplicate keys are found through an open-addressing table of member
+ * indices once an object has more than KEY_SCAN_MAX members: a linear
+ * scan per key made an object of n members cost n^2 / 2 string compares
+ * (a 10 MB file of distinct keys ran for hours). */
+#define KEY_SCAN_MAX 16
+
+typedef struct {
+    int *slot; /* member index + 1; 0 = empty */
+    size_t cap; /* power of two, > 2 x members */
+} KeyTable;
+
+static size_t key_hash(const char *k)
+{
+    uint64_t h = 1469598103934665603u; /* FNV-1a */
+    for (; *k; k++)
+        h = (h ^ (unsigned char)*k) * 1099511628211u;
+    return (size_t)h;
+}
+
+/* Index of the member with `key`, or -1 (and a free slot in *at). */
+static int key_find(const KeyTable *t, const JsonValue *v, const char *key,
+                    size_t *at)
+{
+    size_t i = key_hash(key) & (t->cap - 1);
+    while (t->slot[i]) {
+        int m = t->slot[i] - 1;
+        if (strcmp(v->members[m].key, key) == 0) return m;
+        i = (i + 1) & (t->cap - 1);
+    }
+    *at = i;
+    return -1;
+}
+
+/* Make room for members 0..n (n + 1 of them), re-inserting all. */
+static int key_reserve(Parser *p, KeyTable *t, const JsonValue *v, int n)
+{
+    if ((size_t)n + 1 <= t->cap / 2) return 0;
+    size_t cap = t->cap ? t->cap : 64;
+    while ((size_t)n + 1 > cap / 2)
+        cap *= 2;
+    int *slot = sl_calloc(cap, sizeof *slot);
+    if (!slot) return nomem(p);
+    sl_free(t->slot);
+    t->slot = slot;
+    t->cap = cap;
+    for (int m = 0; m < n; m++) {
+        size_t at = 0;
+        key_find(t, v, v->members[m].key, &at);
+        t->slot[at] = m + 1;
+    }
+    return 0;
+}
+
 static JsonValue *parse_object(Parser *p, int depth)
 {
     JsonValue *v = new_value(p, JSON_OBJECT);
     int cap = 0;
     char *key = NULL;
+    KeyTable keys = {NULL, 0};
     if (!v) return NULL;
     p->pos++; /* { */
     skip_ws(p);
@@ -406,11 +468,19 @@ static JsonValue *parse_object(Parser *p, int depth)
             goto fail;
         }
         if (parse_string(p, &key)) goto fail;
-        for (int i = 0; i < v->n; i++)
-            if (strcmp(v->members[i].key, key) == 0) {
-                fail_at(p, kpos, "duplicate key in object");
-                goto fail;
-            }
+        int dup = 0;
+        size_t at = 0;
+        if (v->n < KEY_SCAN_MAX) {
+            for (int i = 0; i < v->n; i++)
+                if (strcmp(v->members[i].key, key) == 0) dup = 1;
+        } else {
+            if (key_reserve(p, &keys, v, v->n)) goto fail;
+            dup = key_find(&keys, v, key, &at) >= 0;
+        }
+        if (dup) {
+            fail_at(p, kpos, "duplicate key in object");
+            goto fail;
+        }
         skip_ws(p);
         if (peek(p) != ':') {
             fail_at(p, p->pos, "expected ':' after key");
@@ -421,6 +491,11 @@ static JsonValue *parse_object(Parser *p, int depth)
         if (!val) goto fail;
         if (v->n == cap) {
             int nc = cap ? cap * 2 : 8;
+            if (cap > INT_MAX / 2) {
+                json_free(val);
+                fail_at(p, kpos, "object with too many members");
+                goto fail;
+            }
             JsonMember *nm = sl_realloc(v->members, sizeof *nm * (size_t)nc);
             if (!nm) {
                 json_free(val);
@@ -432,6 +507,7 @@ static JsonValue *parse_object(Parser *p, int depth)
         }
         v->members[v->n].key = key;
         v->members[v->n].value = val;
+        if (keys.slot) keys.slot[at] = v->n + 1;
         v->n++;
         key = NULL;
         skip_ws(p);
@@ -442,6 +518,7 @@ static JsonValue *parse_object(Parser *p, int depth)
         }
         if (c == '}') {
             p->pos++;
+            sl_free(keys.slot);
             return v;
         }
         fail_at(p, p->pos,
@@ -450,6 +527,7 @@ static JsonValue *parse_object(Parser *p, int depth)
         goto fail;
     }
 fail:
+    sl_free(keys.slot);
     sl_free(key);
     json_free(v);
     return NULL;
@@ -539,6 +617,13 @@ int json_parse_file(const char *path, JsonValue **out)
     uint8_t *data = NULL;
     size_t size = 0;
     *out = NULL;
+    struct stat st;
+    if (stat(path, &st) == 0 && st.st_size > JSON_MAX_FILE_BYTES) {
+        sl_error("'%s' is %lld bytes, more than the %d MiB a JSON file of "
+                 "this project may have; check that it is the right file",
+                 path, (long long)st.st_size, JSON_MAX_FILE_BYTES >> 20);
+        return ERR_FORMAT;
+    }
     int rc = sl_read_file(path, &data, &size);
     if (rc) return rc;
     rc = json_parse((const char *)data, size, path, out);

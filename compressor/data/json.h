@@ -21,6 +21,10 @@
 #include <stdio.h>
 
 #define JSON_MAX_DEPTH 64
+/* Largest file json_parse_file reads.  A parsed value costs up to about
+ * 40 times its text (a tree node per "0,"), so this bounds the tree near
+ * 300 MiB; an nnU-Net dataset.json listing 50 000 cases is about 4 MiB. */
+#define JSON_MAX_FILE_BYTES (8 << 20)
 
 typedef enum {
     JSON_NULL,
@@ -55,7 +59,8 @@ struct JsonValue {
  * failure. */
 int json_parse(const char *text, size_t len, const char *what,
                JsonValue **out);
-/* Read and parse a whole file (ERR_IO if unreadable). */
+/* Read and parse a whole file (ERR_IO if unreadable, ERR_FORMAT if larger
+ * than JSON_MAX_FILE_BYTES, refused before it is read). */
 int json_parse_file(const char *path, JsonValue **out);
 void json_free(JsonValue *v);
 
