@@ -26,6 +26,8 @@
  *     --teacher-weight 0.5 on the CI run: target and margin met, said on
  *     stdout and in the summary; killed and resumed: byte-identical;
  *     resume with another --teacher-weight refused;
+ *   - --teacher-weight W: the first step's loss is the labels' loss plus
+ *     W times a positive teacher term (affine in W);
  *   - bad values of the new flags (--target-flops 0, 1.5, abc, -0.1, "";
  *     --cost-rule flops; cost rule with the paper schedule;
  *     --recovery-epochs >= --epochs): one line, exit 2;
@@ -386,6 +388,49 @@ static void test_target_kill_and_resume(void **state)
     assert_true(files_equal(ref, out));
 }
 
+/* Training loss of epoch 1 (one iteration: the loss at the imported
+ * weights on batch 0) of a --no-prune run with --teacher-weight w. */
+static double first_loss(double w)
+{
+    char cmd[2048], err[512], bin[512], csv[700];
+    const char *tmp = test_tmpdir();
+    bin_path("sauron-compress", bin, sizeof bin);
+    snprintf(cmd, sizeof cmd,
+             "%s tests/fixtures/sauron/phantom_unet.onnx %s/tw.sslim --data "
+             "%s --no-prune --epochs 1 --iters-per-epoch 1 --batch 4 "
+             "--threads 2 --seed 3 --teacher-weight %g --force "
+             "2>/dev/null >/dev/null",
+             bin, tmp, g_ds, w);
+    assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
+    snprintf(csv, sizeof csv, "%s/tw.sslim.run/epochs.csv", tmp);
+    char *t = slurp_text(csv);
+    assert_non_null(t);
+    char *row = strstr(t, "\n1,");
+    assert_non_null(row);
+    /* epoch,lr,train_loss,... */
+    char *c = strchr(row + 3, ',');
+    assert_non_null(c);
+    double l = strtod(c + 1, NULL);
+    free(t);
+    return l;
+}
+
+/* --teacher-weight W adds W times the soft-target loss to the labels'
+ * loss: on the same batch and weights the loss is affine in W, and the
+ * teacher's term is positive (cross-entropy against soft targets is at
+ * least their entropy). */
+static void test_teacher_weight_loss(void **state)
+{
+    (void)state;
+    double l0 = first_loss(0), l1 = first_loss(1), l2 = first_loss(2.5);
+    fprintf(stderr, "first-step loss: W=0 %.9g, W=1 %.9g, W=2.5 %.9g\n",
+            l0, l1, l2);
+    assert_true(l1 > l0);
+    /* 1e-6: the CSV keeps 9 digits of losses near 1; float sums of the
+     * two terms are otherwise the same */
+    assert_true(fabs((l2 - l0) - 2.5 * (l1 - l0)) < 1e-6);
+}
+
 /* --distill: the same phantom without labelsTr is compressed against the
  * imported model's own outputs (automatic: no flag), the report says so,
  * and a labelled run's folder cannot be resumed in distill mode. */
@@ -559,6 +604,7 @@ int main(void)
         cmocka_unit_test(test_prune_kill_and_resume),
         cmocka_unit_test(test_checkpoint_write_fails),
         cmocka_unit_test(test_distill_unlabeled),
+        cmocka_unit_test(test_teacher_weight_loss),
         cmocka_unit_test(test_target_flops),
         cmocka_unit_test(test_target_kill_and_resume),
     };
