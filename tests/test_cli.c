@@ -182,7 +182,7 @@ static float expected_at(const Expected *x, int64_t c, int64_t i, int64_t j,
 }
 
 /* Compare segment's label map and probability file with PyTorch's
- * probabilities.  Probabilities: 1e-4 (DESIGN.md: relative to the output
+ * probabilities.  Probabilities: 1e-4 (docs/DESIGN.md: relative to the output
  * scale, 1 here; test_torch measures < 1e-6 for the network itself, the
  * rest is z-score statistics and sliding-window weighting).  Labels: the
  * argmax wherever PyTorch's top two classes differ by more than

@@ -12,7 +12,7 @@
  * difference, however small.
  *
  * ONNX Runtime: tools/ort_run.js on the exported file must match our
- * runtime on the .sslim within 1e-4 of the output scale (DESIGN.md's
+ * runtime on the .sslim within 1e-4 of the output scale (docs/DESIGN.md's
  * criterion).  The outputs are softmax probabilities (scale <= 1); float32
  * with different summation orders over ~30 layers differs by about 1e-6,
  * a wrong attribute by 1e-2 or more.  When onnxruntime-node is missing

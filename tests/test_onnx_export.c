@@ -9,7 +9,7 @@
  *
  * ONNX Runtime: tools/ort_run.js runs the exported file (one thread); its
  * outputs must equal our runtime's within 1e-4 of the output scale (max
- * |ours|), DESIGN.md's criterion.  Both sides compute in float32 with
+ * |ours|), docs/DESIGN.md's criterion.  Both sides compute in float32 with
  * different summation orders (GEMM tiling, instance-norm statistics in
  * double on our side), which leaves differences around 1e-6 relative
  * after a dozen layers; a wrong attribute (pads, eps, alpha, resize

@@ -30,7 +30,7 @@
 #define NZ 5
 #define NV (NX * NY * NZ)
 /* Our probabilities and ONNX Runtime's agree within 1e-4 of the output
- * scale (DESIGN.md; test_convert.c checks it on this model), so a label
+ * scale (docs/DESIGN.md; test_convert.c checks it on this model), so a label
  * can only differ where our two class probabilities are within 2e-4 of
  * each other (a near-tie; with two classes |p1 - p0| = 2|p1 - 0.5|).
  * On these scans no voxel is that close and the maps agree exactly, but

@@ -5,7 +5,7 @@
  * .sslim encode/decode round trip.
  *
  * Tolerance: all fixture outputs are softmax probabilities, so the output
- * scale is 1 and DESIGN.md's "1e-4 relative to the output scale" is an
+ * scale is 1 and docs/DESIGN.md's "1e-4 relative to the output scale" is an
  * absolute 1e-4 (times max |ref|, which is <= 1).  Both sides compute in
  * float32 but sum in different orders (im2col/GEMM tiling vs. PyTorch's
  * kernels; instance-norm statistics over up to 4096 elements); such

@@ -28,7 +28,7 @@
 #define NZ 4
 #define NV (NX * NY * NZ)
 /* torch's float32 convolutions and ours differ by rounding (~1e-5 of the
- * output scale, as ONNX Runtime's do: DESIGN.md), so a label may only
+ * output scale, as ONNX Runtime's do: docs/DESIGN.md), so a label may only
  * differ where our two class probabilities are within 2e-4 of each other
  * (with two classes |p1 - p0| = 2|p1 - 0.5|): a near-tie, allowed and
  * reported, anything else fails. */

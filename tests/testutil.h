@@ -86,7 +86,7 @@ int ort_run_model(const char *model, const char *input,
 
 /* Compare an ORT output file with ours [dims]: same dims, and
  * |ort - ours| <= rel_tol * max|ours| everywhere (the output scale, as
- * DESIGN.md states the ONNX Runtime criterion).  Prints the max
+ * docs/DESIGN.md states the ONNX Runtime criterion).  Prints the max
  * difference labelled `what`, and allclose's report on a mismatch.
  * Returns 1 if close, 0 if not (or the file is unreadable). */
 int ort_output_close(const char *path, const float *ours,

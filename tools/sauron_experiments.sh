@@ -119,7 +119,7 @@ run np8 "$DS" --no-prune $S8
 run ci_guard001 "$DS" $S8 $CI --prune-guard 0.01
 run ci_guard002 "$DS" $S8 $CI --prune-guard 0.02
 run ci_guard002_noretry "$DS" $S8 $CI --prune-guard 0.02 --guard-retry 0
-# the same without the guard; the defaults (guard 0.02) and SAURON.md's
+# the same without the guard; the defaults (guard 0.02) and the paper's (docs/METHOD.md)
 # numbers without the guard
 run ci_noguard "$DS" $S8 $CI --prune-guard 0
 run defaults8 "$DS" $S8

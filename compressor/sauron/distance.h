@@ -1,4 +1,4 @@
-/* Sauron's two distances for one prunable point (shared/SAURON.md).
+/* Sauron's two distances for one prunable point (docs/METHOD.md).
  *
  * F is the point's activation for one batch, [N, C, sp...] with 1 to 3
  * spatial dims (2D: [N,C,H,W], 3D: [N,C,D,H,W]); every reduction runs over

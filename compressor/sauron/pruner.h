@@ -55,7 +55,7 @@ typedef struct {
     int sf;          /* pooling factor in both distances (2), --sf */
     int prune_every; /* also prune every N iterations (budget only); 0 */
     int keep_head_input; /* 1: points feeding a class head are not Sauron
-                            points (SAURON.md: protects Dice); 0 */
+                            points (docs/METHOD.md: protects Dice); 0 */
     uint64_t seed;   /* reference-channel draws */
     int n_threads;   /* calibration executor; <= 0 all cores */
     SauronSchedConfig sched;

@@ -1,5 +1,5 @@
 /* Sauron's self-adjusting thresholds: the ladder, the paper's schedule
- * (patience and convergence rule, shared/SAURON.md) and the budgeted
+ * (patience and convergence rule, docs/METHOD.md) and the budgeted
  * schedule (issue 4, "Pruning within a budget").
  *
  * Time is measured in epochs of progress: progress p = epochs completed,
@@ -105,7 +105,7 @@ int sauron_budget_prune_allowed(const SauronSchedConfig *cfg, double progress,
  * last dice_window validation Dice values is below dice_ref -
  * max_dice_drop.  With the default window 3 this means two of the last
  * three epochs fell below the margin: a dip right after a prune, however
- * deep, recovers within 1 to 3 epochs (SAURON.md) and does not stop the
+ * deep, tends to recover within 1 to 3 epochs and does not stop the
  * climb on its own (a mean of three would), while a sustained drop stops
  * it after two epochs.  Fewer values than the window
  * never breach; a NaN in the window (no validation data) never breaches. */
