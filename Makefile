@@ -32,7 +32,8 @@ RT_OPS = runtime/ops/optable.c runtime/ops/conv.c \
          runtime/ops/fused.c
 RT_SRC = runtime/common.c runtime/bytes.c runtime/cliopt.c runtime/graph.c runtime/plan.c runtime/exec.c \
          runtime/sslim.c runtime/nifti_io.c runtime/volume.c \
-         runtime/segment.c runtime/batch.c $(RT_OPS)
+         runtime/segment.c runtime/batch.c runtime/orient.c \
+         runtime/resample.c runtime/segment_scan.c $(RT_OPS)
 CMP_SRC = compressor/onnx/onnx_import.c compressor/onnx/onnx_fold.c compressor/onnx/onnx_lower.c compressor/onnx/onnx_layout.c \
           compressor/sha256.c compressor/compress_cli.c compressor/compress_opts.c $(GRAD_SRC)
 GRAD_SRC = compressor/grad/conv_grad.c compressor/grad/conv_transpose_grad.c compressor/grad/norm_grad.c compressor/grad/activation_grad.c compressor/grad/softmax_grad.c compressor/grad/concat_grad.c compressor/grad/pool_grad.c compressor/grad/resize_grad.c
@@ -63,6 +64,7 @@ TESTS += test_fuzz_replay
 TESTS += test_batch
 TESTS += test_cliopt
 TESTS += test_storage
+TESTS += test_orient
 
 # Fuzz targets (tests/fuzz/): entry functions shared by the libFuzzer
 # programs (make fuzz) and test_fuzz_replay (make test).

@@ -167,6 +167,13 @@ typedef struct {
     int axis;              /* 2D: NIfTI axis sliced along (0=i, 1=j, 2=k) */
     int patch[3];          /* 3D: patch size in tensor order (D, H, W) */
     VoxelOrder order;      /* how tensor axes map to NIfTI i, j, k */
+    /* The grid the model was trained on (runtime/orient.h): world
+     * direction of voxel axes i, j, k as an axis code such as "RAS"
+     * ("" = unset: the scan's own axes are kept), and voxel spacing in mm
+     * along those axes (0 = unset: the scan's own spacing is kept).
+     * Both unset (old models): segment runs on the scan's grid as is. */
+    char orientation[4];
+    double spacing[3];
     uint8_t source_sha256[32];
     char *source_name; /* owned; file name of the imported model */
     char *notes;       /* owned, may be NULL: pruning summary (JSON text) */
