@@ -34,6 +34,22 @@ static int parse_normalize(const char *s, void *target)
         n->kind = NORMALIZE_NONE;
         return 0;
     }
+    if (!strncmp(s, "zscore-fg", 9)) {
+        /* zscore-fg[:GAIN,OFFSET]: stored as hi = gain, lo = offset */
+        n->kind = NORMALIZE_ZSCORE_FG;
+        n->hi = 1.0f;
+        if (!s[9]) return 0;
+        char *end;
+        if (s[9] != ':') return -1;
+        double g = strtod(s + 10, &end);
+        if (end == s + 10 || *end != ',' || !(g > 0.0 && g < 1e6)) return -1;
+        const char *o = end + 1;
+        double off = strtod(o, &end);
+        if (end == o || *end || !(off > -1e6 && off < 1e6)) return -1;
+        n->hi = (float)g;
+        n->lo = (float)off;
+        return 0;
+    }
     if (!strncmp(s, "ct:", 3)) {
         char *end;
         double lo = strtod(s + 3, &end);
@@ -179,10 +195,13 @@ static const CliOpt train_opts[] = {
 
 static const CliOpt meta_opts[] = {
     {.name = "normalize", .type = CLI_CUSTOM, .parse = parse_normalize,
-     .expect = "zscore, none or ct:LOW,HIGH with LOW < HIGH",
+     .expect = "zscore, zscore-fg, zscore-fg:GAIN,OFFSET with GAIN > 0, "
+               "none or ct:LOW,HIGH with LOW < HIGH",
      .metavar = "SPEC", .off = OPT(normalize), .has_mark = 1,
      .mark = OPT(normalize_set),
-     .help = "zscore (default), none, or ct:LOW,HIGH"},
+     .help = "zscore (default); zscore-fg: over the head only (voxels at or "
+             "above the Otsu threshold), zscore-fg:GAIN,OFFSET then maps it "
+             "to another scale; none; or ct:LOW,HIGH"},
     {.name = "classes", .type = CLI_STRING, .metavar = "a,b,c",
      .off = OPT(classes), .help = "class names (default class0..classK-1)"},
     {.name = "modalities", .type = CLI_STRING, .metavar = "t1,t2",

@@ -144,10 +144,19 @@ typedef struct {
     int producer; /* node index, or -1 (graph input or weight) */
 } Value;
 
-typedef enum { NORMALIZE_NONE, NORMALIZE_ZSCORE, NORMALIZE_CT } NormalizeKind;
+typedef enum {
+    NORMALIZE_NONE,
+    NORMALIZE_ZSCORE,
+    NORMALIZE_CT,
+    NORMALIZE_ZSCORE_FG
+} NormalizeKind;
 
 /* Per-modality intensity normalisation.
  *   zscore: (v - mean) / max(std, 1e-8), per case, population std.
+ *   zscore-fg: the same with mean and std over the head only (the voxels
+ *           at or above the Otsu threshold of the case, volume.h), so
+ *           that the air or neck a field of view holds does not change
+ *           the statistics; applied to every voxel.
  *   ct:     clip to [lo, hi], then (v - lo) / (hi - lo) * 2 - 1.  */
 typedef struct {
     NormalizeKind kind;

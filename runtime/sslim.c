@@ -102,7 +102,7 @@ static int meta_ok(const ModelMeta *m)
         if (!str_ok(m->modality_names[i])) return 0;
     for (int i = 0; m->normalize && i < m->n_modalities; i++)
         if (m->normalize[i].kind < NORMALIZE_NONE ||
-            m->normalize[i].kind > NORMALIZE_CT)
+            m->normalize[i].kind > NORMALIZE_ZSCORE_FG)
             return 0;
     return str_ok(m->source_name) && str_ok(m->notes) && grid_ok(m);
 }
@@ -380,7 +380,7 @@ static void get_meta(ByteReader *r, ModelMeta *m)
     for (int i = 0; !r->err && i < nm; i++) {
         m->modality_names[i] = br_str(r, MAX_STRING);
         uint32_t kind = br_u32(r);
-        if (kind > NORMALIZE_CT) kind = 99; /* caught by meta_ok */
+        if (kind > NORMALIZE_ZSCORE_FG) kind = 99; /* caught by meta_ok */
         m->normalize[i].kind = (NormalizeKind)kind;
         m->normalize[i].lo = br_f32(r);
         m->normalize[i].hi = br_f32(r);

@@ -72,6 +72,7 @@ try:
     from onnx import numpy_helper
     import torch
     import torch.nn.functional as F
+    import otsu  # tools/otsu.py: the runtime's head/air threshold
 except ImportError as e:
     die("%s; run with /usr/bin/python3 (python3-torch, python3-onnx, "
         "python3-nibabel)" % e)
@@ -494,7 +495,7 @@ def model_meta(props, path):
     m["normalize"] = []
     for k in range(m["n_mod"]):
         v = props.get("sauron.normalize.%d" % k, "")
-        if v in ("zscore", "none"):
+        if v in ("zscore", "zscore-fg", "none"):
             m["normalize"].append((v, 0.0, 0.0))
         elif v.startswith("ct:"):
             lo, hi = (float(np.float32(t)) for t in v[3:].split(","))
@@ -572,6 +573,9 @@ def norm_affine(x, z):
         lo, hi = z[1], z[2]
         return (lo, hi, 0.5 * (lo + hi), 2.0 / (hi - lo))
     flat = x.reshape(-1)
+    if kind == "zscore-fg":
+        # the head only: voxels at or above the Otsu threshold, in order
+        flat = flat[flat.astype(np.float64) >= otsu.threshold(flat)]
     n = flat.size
 
     def chunks(f):
