@@ -82,6 +82,7 @@ TEST_PATHS = $(TESTS:%=$(BUILD)/tests/%)
 
 .SECONDARY:
 .PHONY: all deps demo test test-run asan bench bench-quick check-long install \
+        geom-check \
         clean fixtures format fuzz fuzz-bins
 all: $(BIN_PATHS) $(MAN_PATHS)
 
@@ -219,7 +220,14 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/libfuzzer_main.c tests/fuzz/fuzz_targets.h \
 # in $(BUILD)/real is empty: hours); bench-quick trains nothing (< 15 min).
 bench: all
 	@BUILD=$(BUILD) sh tools/deps.sh bench
-	@BUILD=$(BUILD) sh tools/bench.sh; s=$$?; BUILD=$(BUILD) sh tools/bench_real.sh || exit $$?; exit $$s
+	@BUILD=$(BUILD) sh tools/bench.sh; s=$$?; BUILD=$(BUILD) sh tools/bench_real.sh || exit $$?; \
+	    /usr/bin/python3 tools/geom_check.py --segment $(BUILD)/bin/segment --work $(BUILD)/geom || exit $$?; exit $$s
+
+# The same head stored six ways (tools/geom_check.py): brain Dice of the
+# default model on each, CPU time and peak memory of segment (~10 min).
+geom-check: all
+	@BUILD=$(BUILD) sh tools/deps.sh bench
+	/usr/bin/python3 tools/geom_check.py --segment $(BUILD)/bin/segment --work $(BUILD)/geom
 
 bench-quick: all
 	@BUILD=$(BUILD) sh tools/deps.sh bench
