@@ -221,6 +221,11 @@ static void label_plane(BackMap *b, int64_t z)
         for (int64_t j = 0; j < d[1]; j++) {
             double zb = r0[1] * (double)j + r0[2] * (double)k + r0[3];
             int64_t ilo = 0, ihi = d[0] - 1;
+            /* rows are visited for every plane: reject the row from its
+             * z-range alone, so the cost per plane is one test per row
+             * plus the voxels that belong to the plane */
+            double za = zb, zz = zb + r0[0] * (double)(d[0] - 1);
+            if (fmax(za, zz) < zlo || fmin(za, zz) > zhi) continue;
             if (fabs(r0[0]) > 1e-12) {
                 double x1 = (zlo - zb) / r0[0], x2 = (zhi - zb) / r0[0];
                 double lo = fmin(x1, x2) - 1.0, hi = fmax(x1, x2) + 1.0;
