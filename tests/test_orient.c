@@ -10,14 +10,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <nifti2_io.h>
+
 #include "runtime/common.h"
 #include "runtime/graph.h"
+#include "runtime/nifti_io.h"
+#include "runtime/sslim.h"
 #include "runtime/orient.h"
 #include "runtime/resample.h"
 #include "runtime/segment.h"
 #include "runtime/segment_scan.h"
 #include "runtime/volume.h"
 #include "tests/graphbuild.h"
+#include "tests/niftifixture.h"
 
 static Affine diag_affine(double sx, double sy, double sz, double ox,
                           double oy, double oz)
@@ -517,6 +522,143 @@ static void test_direct_path_unchanged(void **state)
     graph_free(&g);
 }
 
+/* v as a float32 NIfTI with sform `a` (code 2) and, as its qform, the
+ * identity-rotation matrix of `wrong` (code 1): a reader that prefers the
+ * qform over a set sform puts the voxels elsewhere. */
+static void write_nifti(const char *path, const Volume *v, const Affine *a,
+                        const Affine *wrong)
+{
+    int64_t dims[8] = {3, v->dim[0], v->dim[1], v->dim[2], 1, 1, 1, 1};
+    nifti_image *nim = nifti_make_new_nim(dims, DT_FLOAT32, 1);
+    assert_non_null(nim);
+    memcpy(nim->data, v->data, sizeof(float) * (size_t)volume_voxels(v));
+    nim->sform_code = NIFTI_XFORM_ALIGNED_ANAT;
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 4; c++) nim->sto_xyz.m[r][c] = a->m[r][c];
+    nim->sto_xyz.m[3][3] = 1.0;
+    nim->qform_code = NIFTI_XFORM_SCANNER_ANAT;
+    nim->quatern_b = nim->quatern_c = nim->quatern_d = 0.0;
+    nim->qoffset_x = wrong->m[0][3];
+    nim->qoffset_y = wrong->m[1][3];
+    nim->qoffset_z = wrong->m[2][3];
+    nim->qfac = 1;
+    for (int t = 0; t < 3; t++) {
+        double n = 0;
+        for (int r = 0; r < 3; r++) n += a->m[r][t] * a->m[r][t];
+        nim->pixdim[t + 1] = (float)sqrt(n);
+    }
+    nim->dx = nim->pixdim[1];
+    nim->dy = nim->pixdim[2];
+    nim->dz = nim->pixdim[3];
+    nim->qto_xyz = nifti_quatern_to_dmat44(0, 0, 0, nim->qoffset_x,
+                                           nim->qoffset_y, nim->qoffset_z,
+                                           nim->dx, nim->dy, nim->dz, 1);
+    nim->xyz_units = NIFTI_UNITS_MM;
+    assert_int_equal(nifti_set_filenames(nim, path, 0, 1), 0);
+    nifti_image_write(nim);
+    nifti_image_free(nim);
+}
+
+static void assert_same_header_geometry(const char *in, const char *out)
+{
+    nifti_image *x = nifti_image_read(in, 0), *y = nifti_image_read(out, 0);
+    assert_non_null(x);
+    assert_non_null(y);
+    for (int i = 1; i <= 3; i++) {
+        assert_int_equal(x->dim[i], y->dim[i]);
+        assert_true(x->pixdim[i] == y->pixdim[i]);
+    }
+    assert_int_equal(x->qform_code, y->qform_code);
+    assert_int_equal(x->sform_code, y->sform_code);
+    for (int r = 0; r < 4; r++)
+        for (int c = 0; c < 4; c++) {
+            assert_true(x->qto_xyz.m[r][c] == y->qto_xyz.m[r][c]);
+            assert_true(x->sto_xyz.m[r][c] == y->sto_xyz.m[r][c]);
+        }
+    nifti_image_free(x);
+    nifti_image_free(y);
+}
+
+/* The segment program with a model that records RAS: a sagittal-style
+ * stored copy (sform set, a misleading qform) gives the canonical file's
+ * labels in world space; every output has its input's header geometry,
+ * including an oblique scan (resampled through its affine). */
+static void test_cli_geometry(void **state)
+{
+    (void)state;
+    Graph g;
+    Segmenter *s = NULL;
+    for (uint64_t seed = 1;; seed++) {
+        assert_true(seed < 200);
+        assert_int_equal(build_unet(&g, 2, 1, 4, 2, 0, seed), 0);
+        snprintf(g.meta.orientation, 4, "RAS");
+        assert_int_equal(segmenter_create(&g, NULL, &s), 0);
+        double f = ones_fraction(s);
+        segmenter_free(s);
+        if (f > 0.1 && f < 0.9) break;
+        graph_free(&g);
+    }
+    char model[1024], bin[1024], cmd[8192], err[512];
+    snprintf(model, sizeof model, "%s", test_tmp_path("ras.sslim"));
+    assert_int_equal(sslim_write(&g, model, 1), 0);
+    graph_free(&g);
+    bin_path("segment", bin, sizeof bin);
+    Volume c, p;
+    Affine ca, pa;
+    phantom(&c, &ca);
+    const int n = 29; /* a permutation with two flips */
+    store_permuted(&c, &ca, n, &p, &pa);
+    char in_c[1024], in_p[1024], out_c[1024], out_p[1024];
+    snprintf(in_c, sizeof in_c, "%s", test_tmp_path("canon.nii.gz"));
+    snprintf(in_p, sizeof in_p, "%s", test_tmp_path("perm.nii"));
+    snprintf(out_c, sizeof out_c, "%s", test_tmp_path("canon_seg.nii.gz"));
+    snprintf(out_p, sizeof out_p, "%s", test_tmp_path("perm_seg.nii"));
+    write_nifti(in_c, &c, &ca, &ca);
+    write_nifti(in_p, &p, &pa, &ca);
+    const char *pairs[2][2] = {{in_c, out_c}, {in_p, out_p}};
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd, "%s -q --force -m '%s' -o '%s' '%s'", bin,
+                 model, pairs[k][1], pairs[k][0]);
+        int rc = run_cmd(cmd, err, sizeof err);
+        if (rc) fail_msg("%s: exit %d: %s", cmd, rc, err);
+        assert_same_header_geometry(pairs[k][0], pairs[k][1]);
+    }
+    Volume lc, lp;
+    assert_int_equal(nio_read(out_c, &lc, NULL), 0);
+    assert_int_equal(nio_read(out_p, &lp, NULL), 0);
+    int64_t cdim[3] = {c.dim[0], c.dim[1], c.dim[2]};
+    size_t diff = 0;
+    for (int64_t k = 0; k < p.dim[2]; k++)
+        for (int64_t j = 0; j < p.dim[1]; j++)
+            for (int64_t i = 0; i < p.dim[0]; i++)
+                diff += lp.data[(k * p.dim[1] + j) * p.dim[0] + i] !=
+                        lc.data[canonical_index(cdim, n, i, j, k)];
+    assert_int_equal(diff, 0);
+    /* oblique: the shared fixture geometry (rotated qform and sform) */
+    char in_o[1024], out_o[1024];
+    snprintf(in_o, sizeof in_o, "%s", test_tmp_path("oblique.nii.gz"));
+    snprintf(out_o, sizeof out_o, "%s", test_tmp_path("oblique_seg.nii.gz"));
+    {
+        int64_t dims[8] = {3, c.dim[0], c.dim[1], c.dim[2], 1, 1, 1, 1};
+        nifti_image *nim = nifti_make_new_nim(dims, DT_FLOAT32, 1);
+        assert_non_null(nim);
+        memcpy(nim->data, c.data, sizeof(float) * (size_t)volume_voxels(&c));
+        nifti_fixture_geometry(nim);
+        assert_int_equal(nifti_set_filenames(nim, in_o, 0, 1), 0);
+        nifti_image_write(nim);
+        nifti_image_free(nim);
+    }
+    snprintf(cmd, sizeof cmd, "%s -q --force -m '%s' -o '%s' '%s'", bin,
+             model, out_o, in_o);
+    int rc = run_cmd(cmd, err, sizeof err);
+    if (rc) fail_msg("%s: exit %d: %s", cmd, rc, err);
+    assert_same_header_geometry(in_o, out_o);
+    volume_free(&lc);
+    volume_free(&lp);
+    volume_free(&c);
+    volume_free(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -526,6 +668,7 @@ int main(void)
         cmocka_unit_test(test_backmap_vs_brute_force),
         cmocka_unit_test(test_48_orientations_same_labels),
         cmocka_unit_test(test_direct_path_unchanged),
+        cmocka_unit_test(test_cli_geometry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
