@@ -156,7 +156,11 @@ typedef enum {
  *   zscore-fg: the same with mean and std over the head only (the voxels
  *           at or above the Otsu threshold of the case, volume.h), so
  *           that the air or neck a field of view holds does not change
- *           the statistics; applied to every voxel.
+ *           the statistics; applied to every voxel, then * hi + lo (gain
+ *           hi > 0 and offset lo: 1 and 0 for a model trained with this
+ *           rule; a model trained on whole-volume z-scores carries the
+ *           map from head z-scores to that scale measured on its
+ *           training data, models/README.md).
  *   ct:     clip to [lo, hi], then (v - lo) / (hi - lo) * 2 - 1.  */
 typedef struct {
     NormalizeKind kind;

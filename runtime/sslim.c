@@ -31,6 +31,7 @@
  */
 #include "sslim.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -102,7 +103,10 @@ static int meta_ok(const ModelMeta *m)
         if (!str_ok(m->modality_names[i])) return 0;
     for (int i = 0; m->normalize && i < m->n_modalities; i++)
         if (m->normalize[i].kind < NORMALIZE_NONE ||
-            m->normalize[i].kind > NORMALIZE_ZSCORE_FG)
+            m->normalize[i].kind > NORMALIZE_ZSCORE_FG ||
+            (m->normalize[i].kind == NORMALIZE_ZSCORE_FG &&
+             !(m->normalize[i].hi > 0.0f && m->normalize[i].hi < 1e6f &&
+               fabsf(m->normalize[i].lo) < 1e6f)))
             return 0;
     return str_ok(m->source_name) && str_ok(m->notes) && grid_ok(m);
 }

@@ -69,6 +69,11 @@ int volume_norm_affine(const Volume *v, int m, const Normalize *n,
         out->scale = 2.0 / ((double)n->hi - (double)n->lo);
         return 0;
     }
+    if (n->kind == NORMALIZE_ZSCORE_FG && !(n->hi > 0.0f)) {
+        sl_error("zscore-fg gain %g is not positive; the model metadata is "
+                 "wrong, re-export it with sauron-compress", (double)n->hi);
+        return ERR_ARG;
+    }
     if (n->kind != NORMALIZE_ZSCORE && n->kind != NORMALIZE_ZSCORE_FG) {
         sl_error("unknown normalisation kind %d in the model metadata; "
                  "re-export it with sauron-compress", (int)n->kind);
@@ -100,6 +105,13 @@ int volume_norm_affine(const Volume *v, int m, const Normalize *n,
     double sd = sqrt(ss / (double)cnt);
     out->shift = mean;
     out->scale = 1.0 / (sd > 1e-8 ? sd : 1e-8);
+    if (n->kind == NORMALIZE_ZSCORE_FG) {
+        /* (v - mean) / sd * gain + offset
+         *   == (v - (mean - offset * sd / gain)) * (gain / sd) */
+        double gain = (double)n->hi, offset = (double)n->lo;
+        out->shift = mean - offset / (out->scale * gain);
+        out->scale *= gain;
+    }
     return 0;
 }
 

@@ -467,7 +467,7 @@ static void test_foreground_normalisation(void **state)
     }
     double thr = volume_otsu_threshold(v.data, 8000);
     assert_true(thr > 4.0 && thr <= 80.0);
-    Normalize fg = {NORMALIZE_ZSCORE_FG, 0, 0}, z = {NORMALIZE_ZSCORE, 0, 0};
+    Normalize fg = {NORMALIZE_ZSCORE_FG, 0, 1}, z = {NORMALIZE_ZSCORE, 0, 0};
     NormAffine a, b, za, zb;
     assert_int_equal(volume_norm_affine(&v, 0, &fg, &a), 0);
     /* the head's own mean and population std */
@@ -488,6 +488,18 @@ static void test_foreground_normalisation(void **state)
                     w.data[(k * 40 + j) * 40 + i] = trng_uniform(&r, 0, 4);
     assert_int_equal(volume_norm_affine(&w, 0, &fg, &b), 0);
     assert_true(a.shift == b.shift && a.scale == b.scale);
+    /* gain and offset: (v - mean) / sd * 0.5 + 2 */
+    Normalize cal = {NORMALIZE_ZSCORE_FG, 2.0f, 0.5f};
+    assert_int_equal(volume_norm_affine(&v, 0, &cal, &b), 0);
+    for (int i = 0; i < 8000; i += 97) {
+        double want = ((double)v.data[i] - mean) / sqrt(ss / n) * 0.5 + 2.0;
+        assert_true(fabs((double)norm_apply(&b, v.data[i]) - want) < 1e-5);
+    }
+    Normalize bad = {NORMALIZE_ZSCORE_FG, 0, 0};
+    sl_error_quiet(1);
+    assert_int_equal(volume_norm_affine(&v, 0, &bad, &b), ERR_ARG);
+    sl_error_quiet(0);
+    sl_error_reset();
     /* a constant modality: all voxels, std floor */
     float c[5] = {3, 3, 3, 3, 3};
     Volume cv = {.dim = {5, 1, 1}, .n_mod = 1, .data = c};

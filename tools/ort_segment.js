@@ -448,7 +448,13 @@ function modelMeta(props, file) {
         const v = props['sauron.normalize.' + k] || '';
         let z;
         if (v === 'zscore') z = { kind: 'zscore' };
-        else if (v === 'zscore-fg') z = { kind: 'zscore-fg' };
+        else if (v === 'zscore-fg') z = { kind: 'zscore-fg', gain: 1, offset: 0 };
+        else if (/^zscore-fg:/.test(v)) {
+            const [g, o] = v.slice(10).split(',').map(Number);
+            if (!(g > 0)) fail(file + ': bad sauron.normalize.' + k);
+            // stored as float32 in ModelMeta
+            z = { kind: 'zscore-fg', gain: Math.fround(g), offset: Math.fround(o) };
+        }
         else if (v === 'none') z = { kind: 'none' };
         else if (/^ct:/.test(v)) {
             const [lo, hi] = v.slice(3).split(',').map(Number);
@@ -540,6 +546,11 @@ function normAffine(vol, m, z) {
     const sd = Math.sqrt(ss / n);
     out.shift = mean;
     out.scale = 1 / (sd > 1e-8 ? sd : 1e-8);
+    if (z.kind === 'zscore-fg') {
+        // (v - mean) / sd * gain + offset, as volume_norm_affine
+        out.shift = mean - z.offset / (out.scale * z.gain);
+        out.scale *= z.gain;
+    }
     return out;
 }
 

@@ -106,6 +106,9 @@ static const char *norm_str(const Normalize *n, char *buf, size_t len)
 {
     if (n->kind == NORMALIZE_ZSCORE)
         snprintf(buf, len, "zscore");
+    else if (n->kind == NORMALIZE_ZSCORE_FG &&
+             (n->hi != 1.0f || n->lo != 0.0f))
+        snprintf(buf, len, "zscore-fg:%g,%g", (double)n->hi, (double)n->lo);
     else if (n->kind == NORMALIZE_ZSCORE_FG)
         snprintf(buf, len, "zscore-fg");
     else if (n->kind == NORMALIZE_NONE)

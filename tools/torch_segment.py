@@ -495,8 +495,15 @@ def model_meta(props, path):
     m["normalize"] = []
     for k in range(m["n_mod"]):
         v = props.get("sauron.normalize.%d" % k, "")
-        if v in ("zscore", "zscore-fg", "none"):
+        if v in ("zscore", "none"):
             m["normalize"].append((v, 0.0, 0.0))
+        elif v == "zscore-fg":
+            m["normalize"].append((v, 0.0, 1.0))  # offset, gain
+        elif v.startswith("zscore-fg:"):
+            g, o = (float(np.float32(t)) for t in v[10:].split(","))
+            if not g > 0:
+                raise ToolError("%s: bad sauron.normalize.%d" % (path, k))
+            m["normalize"].append(("zscore-fg", o, g))
         elif v.startswith("ct:"):
             lo, hi = (float(np.float32(t)) for t in v[3:].split(","))
             if not lo < hi:
@@ -584,7 +591,12 @@ def norm_affine(x, z):
     mean = seq_sum(chunks(lambda c: c)) / n
     ss = seq_sum(chunks(lambda c: (c - mean) * (c - mean)))
     sd = math.sqrt(ss / n)
-    return (-math.inf, math.inf, mean, 1.0 / (sd if sd > 1e-8 else 1e-8))
+    scale = 1.0 / (sd if sd > 1e-8 else 1e-8)
+    if kind == "zscore-fg":
+        offset, gain = z[1], z[2]
+        return (-math.inf, math.inf, mean - offset / (scale * gain),
+                scale * gain)
+    return (-math.inf, math.inf, mean, scale)
 
 
 def volume_axes(order, axis):

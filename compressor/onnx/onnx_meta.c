@@ -89,6 +89,10 @@ int onnx_meta_encode(const ModelMeta *m, MetaProp **props, int *n)
         snprintf(key, sizeof key, "sauron.normalize.%d", k);
         if (z->kind == NORMALIZE_CT)
             prop_addf(&l, key, "ct:%.9g,%.9g", (double)z->lo, (double)z->hi);
+        else if (z->kind == NORMALIZE_ZSCORE_FG &&
+                 (z->hi != 1.0f || z->lo != 0.0f))
+            prop_addf(&l, key, "zscore-fg:%.9g,%.9g", (double)z->hi,
+                      (double)z->lo);
         else if (z->kind == NORMALIZE_ZSCORE_FG)
             prop_add(&l, key, "zscore-fg");
         else
@@ -151,8 +155,21 @@ static int parse_normalize(const char *s, Normalize *z)
         z->kind = NORMALIZE_ZSCORE;
         return 0;
     }
-    if (!strcmp(s, "zscore-fg")) {
+    if (!strncmp(s, "zscore-fg", 9)) {
         z->kind = NORMALIZE_ZSCORE_FG;
+        z->hi = 1.0f;
+        if (!s[9]) return 0;
+        if (s[9] != ':') return -1;
+        char *end;
+        errno = 0;
+        float g = strtof(s + 10, &end);
+        if (errno || end == s + 10 || *end != ',' || !(g > 0.0f && g < 1e6f))
+            return -1;
+        const char *o = end + 1;
+        float off = strtof(o, &end);
+        if (errno || end == o || *end || !(fabsf(off) < 1e6f)) return -1;
+        z->hi = g;
+        z->lo = off;
         return 0;
     }
     if (!strcmp(s, "none")) {
