@@ -38,7 +38,8 @@ RT_OPS = runtime/ops/optable.c runtime/ops/conv.c \
          runtime/ops/fused.c
 RT_SRC = runtime/common.c runtime/bytes.c runtime/cliopt.c runtime/graph.c runtime/plan.c runtime/exec.c \
          runtime/sslim.c runtime/nifti_io.c runtime/volume.c \
-         runtime/segment.c runtime/batch.c $(RT_OPS)
+         runtime/segment.c runtime/batch.c runtime/orient.c \
+         runtime/resample.c runtime/segment_scan.c $(RT_OPS)
 CMP_SRC = compressor/onnx/onnx_import.c compressor/onnx/onnx_lower.c \
           compressor/onnx/onnx_lower_ops.c compressor/onnx/onnx_layout.c \
           compressor/onnx/onnx_lw.c compressor/onnx/onnx_fold.c \
@@ -75,6 +76,7 @@ TESTS += test_batch
 TESTS += test_cliopt
 TESTS += test_inputs_untouched
 TESTS += test_storage
+TESTS += test_orient
 
 # Fuzz targets (tests/fuzz/): entry functions shared by the libFuzzer
 # programs (make fuzz) and test_fuzz_replay (make test).
@@ -96,6 +98,7 @@ TEST_PATHS = $(TESTS:%=$(BUILD)/tests/%)
 
 .SECONDARY:
 .PHONY: all deps demo test test-run asan bench bench-quick check-long install \
+        geom-check \
         clean fixtures format fuzz fuzz-bins check-layering check-arm64
 all: $(BIN_PATHS) $(MAN_PATHS)
 
@@ -256,7 +259,14 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/libfuzzer_main.c tests/fuzz/fuzz_targets.h \
 # in $(BUILD)/real is empty: hours); bench-quick trains nothing (< 15 min).
 bench: all
 	@BUILD=$(BUILD) sh tools/deps.sh bench
-	@BUILD=$(BUILD) sh tools/bench.sh; s=$$?; BUILD=$(BUILD) sh tools/bench_real.sh || exit $$?; exit $$s
+	@BUILD=$(BUILD) sh tools/bench.sh; s=$$?; BUILD=$(BUILD) sh tools/bench_real.sh || exit $$?; \
+	    /usr/bin/python3 tools/geom_check.py --segment $(BUILD)/bin/segment --work $(BUILD)/geom || exit $$?; exit $$s
+
+# The same head stored six ways (tools/geom_check.py): brain Dice of the
+# default model on each, CPU time and peak memory of segment (~10 min).
+geom-check: all
+	@BUILD=$(BUILD) sh tools/deps.sh bench
+	/usr/bin/python3 tools/geom_check.py --segment $(BUILD)/bin/segment --work $(BUILD)/geom
 
 bench-quick: all
 	@BUILD=$(BUILD) sh tools/deps.sh bench

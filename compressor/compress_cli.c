@@ -3,7 +3,9 @@
 #define _XOPEN_SOURCE 700
 #include "compress_cli.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <limits.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -18,6 +20,7 @@
 #include "compressor/train/distill.h"
 #include "compressor/train/trainer.h"
 #include "runtime/common.h"
+#include "runtime/orient.h"
 #include "runtime/sslim.h"
 
 /* Exit statuses: usage problems are 2 (as getopt tools do), others 1. */
@@ -121,6 +124,14 @@ static int replace_names(char ***names, int n, const char *list,
     return 0;
 }
 
+/* --orientation / --spacing, when given, replace the model's grid. */
+static void meta_apply_grid(ModelMeta *m, const CompressOptions *o)
+{
+    if (o->orientation_set)
+        memcpy(m->orientation, o->orientation, sizeof m->orientation);
+    if (o->spacing_set) memcpy(m->spacing, o->spacing, sizeof m->spacing);
+}
+
 /* Metadata a model brought with it (a .sslim, or a Sauron ONNX export)
  * kept, each metadata option given explicitly replacing its field (the
  * value the ONNX path would store for a plain model). */
@@ -138,6 +149,7 @@ static int meta_apply_options(ModelMeta *m, const CompressOptions *o)
         m->normalize[k] = o->normalize;
     if (o->axis_set) m->axis = o->axis;
     if (o->order_set) m->order = o->order;
+    meta_apply_grid(m, o);
     return 0;
 }
 
@@ -198,6 +210,7 @@ int compress_fill_meta(Graph *g, const CompressOptions *o)
     m->dims = in->ndim - 2;
     m->axis = o->axis;
     m->order = o->order;
+    meta_apply_grid(m, o);
     memset(m->patch, 0, sizeof m->patch);
     if (m->dims == 3)
         for (int k = 0; k < 3; k++)
@@ -619,6 +632,12 @@ int compress_train(const CompressOptions *o)
     if (dd) trainer_set_targets(t, &tt);
     rc = trainer_run(t);
     if (!rc && sh) rc = sauron_hooks_finish(sh, t);
+    /* The grid the model learned on: what the training headers share
+     * (loaded by the trainer), unless --orientation/--spacing said. */
+    if (!rc && !o->orientation_set)
+        memcpy(g.meta.orientation, ds.orientation, sizeof g.meta.orientation);
+    if (!rc && !o->spacing_set)
+        memcpy(g.meta.spacing, ds.spacing, sizeof g.meta.spacing);
     /* Only now, with a finite network, is the output written. */
     if (!rc) rc = write_trained(o, &g, run_dir, sh);
 fail:

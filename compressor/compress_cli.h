@@ -23,6 +23,11 @@ typedef struct {
     const char *modalities;  /* --modalities t1,t2 or NULL */
     VoxelOrder order;        /* --order nnunet|nibabel */
     const char *output_name; /* --output NAME or NULL */
+    /* --orientation CODE / --spacing X,Y,Z: the grid the model was trained
+     * on (runtime/orient.h); a dataset's headers give them otherwise */
+    char orientation[4];
+    double spacing[3];
+    int orientation_set, spacing_set;
     int force;
     int help, version, man; /* print and exit 0 */
     /* Fine-tuning (--data): */

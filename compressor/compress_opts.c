@@ -10,6 +10,7 @@
 #include "compressor/train/optim.h"
 #include "runtime/cliopt.h"
 #include "runtime/common.h"
+#include "runtime/orient.h"
 #include "runtime/sslim.h"
 
 #define STR2(x) #x
@@ -33,6 +34,22 @@ static int parse_normalize(const char *s, void *target)
         n->kind = NORMALIZE_NONE;
         return 0;
     }
+    if (!strncmp(s, "zscore-fg", 9)) {
+        /* zscore-fg[:GAIN,OFFSET]: stored as hi = gain, lo = offset */
+        n->kind = NORMALIZE_ZSCORE_FG;
+        n->hi = 1.0f;
+        if (!s[9]) return 0;
+        char *end;
+        if (s[9] != ':') return -1;
+        double g = strtod(s + 10, &end);
+        if (end == s + 10 || *end != ',' || !(g > 0.0 && g < 1e6)) return -1;
+        const char *o = end + 1;
+        double off = strtod(o, &end);
+        if (end == o || *end || !(off > -1e6 && off < 1e6)) return -1;
+        n->hi = (float)g;
+        n->lo = (float)off;
+        return 0;
+    }
     if (!strncmp(s, "ct:", 3)) {
         char *end;
         double lo = strtod(s + 3, &end);
@@ -46,6 +63,40 @@ static int parse_normalize(const char *s, void *target)
         return 0;
     }
     return -1;
+}
+
+/* An axis code (RAS, LPS, ...) into char[4], upper case; "none": "". */
+static int parse_orientation(const char *v, void *target)
+{
+    char *code = target;
+    int w[3], sg[3];
+    memset(code, 0, 4);
+    if (!strcmp(v, "none")) return 0;
+    if (orient_parse(v, w, sg)) return -1;
+    for (int k = 0; k < 3; k++)
+        code[k] = (char)(v[k] >= 'a' && v[k] <= 'z' ? v[k] - 'a' + 'A' : v[k]);
+    return 0;
+}
+
+/* "X,Y,Z" in mm, each in (0, 1000], into double[3]; "none": zeros. */
+static int parse_spacing(const char *v, void *target)
+{
+    double *sp = target, x[3];
+    if (!strcmp(v, "none")) {
+        memset(sp, 0, 3 * sizeof *sp);
+        return 0;
+    }
+    const char *p = v;
+    for (int k = 0; k < 3; k++) {
+        char *end;
+        x[k] = strtod(p, &end);
+        if (end == p || !(x[k] > 0.0 && x[k] <= 1000.0)) return -1;
+        if (k < 2 && *end != ',') return -1;
+        p = end + (k < 2);
+        if (k == 2 && *end) return -1;
+    }
+    memcpy(sp, x, sizeof x);
+    return 0;
 }
 
 /* "D,H,W" (or DxHxW), each 1..4096, into int[3]. */
@@ -144,10 +195,13 @@ static const CliOpt train_opts[] = {
 
 static const CliOpt meta_opts[] = {
     {.name = "normalize", .type = CLI_CUSTOM, .parse = parse_normalize,
-     .expect = "zscore, none or ct:LOW,HIGH with LOW < HIGH",
+     .expect = "zscore, zscore-fg, zscore-fg:GAIN,OFFSET with GAIN > 0, "
+               "none or ct:LOW,HIGH with LOW < HIGH",
      .metavar = "SPEC", .off = OPT(normalize), .has_mark = 1,
      .mark = OPT(normalize_set),
-     .help = "zscore (default), none, or ct:LOW,HIGH"},
+     .help = "zscore (default); zscore-fg: over the head only (voxels at or "
+             "above the Otsu threshold), zscore-fg:GAIN,OFFSET then maps it "
+             "to another scale; none; or ct:LOW,HIGH"},
     {.name = "classes", .type = CLI_STRING, .metavar = "a,b,c",
      .off = OPT(classes), .help = "class names (default class0..classK-1)"},
     {.name = "modalities", .type = CLI_STRING, .metavar = "t1,t2",
@@ -155,6 +209,21 @@ static const CliOpt meta_opts[] = {
     {.name = "order", .type = CLI_CHOICE, .choices = orders, .off = OPT(order),
      .has_mark = 1, .mark = OPT(order_set),
      .help = "voxel order the model was trained on (default nnunet)"},
+    {.name = "orientation", .type = CLI_CUSTOM, .parse = parse_orientation,
+     .expect = "three letters, one of R/L, A/P and S/I each (e.g. RAS), or "
+               "none",
+     .metavar = "CODE", .off = OPT(orientation), .has_mark = 1,
+     .mark = OPT(orientation_set),
+     .help = "axis code of the voxel axes the model was trained on, e.g. RAS "
+             "or LPS (default: what the training data's headers share, with "
+             "--data; none: segment keeps each scan's axes)"},
+    {.name = "spacing", .type = CLI_CUSTOM, .parse = parse_spacing,
+     .expect = "three voxel sizes in mm X,Y,Z, each in (0, 1000], or none",
+     .metavar = "X,Y,Z", .off = OPT(spacing), .has_mark = 1,
+     .mark = OPT(spacing_set),
+     .help = "voxel spacing in mm it was trained at, along those axes "
+             "(default: from the training data; none: segment keeps each "
+             "scan's spacing)"},
     {.name = "output", .type = CLI_STRING, .metavar = "NAME",
      .off = OPT(output_name),
      .help = "ONNX output to use (default: the largest)"},

@@ -11,6 +11,7 @@
 
 #include "common.h"
 #include "nifti_io.h"
+#include "segment_scan.h"
 
 /* Length of the scan name without .nii.gz / .nii. */
 static size_t stem_len(const char *name, size_t n)
@@ -379,15 +380,18 @@ static int run_case(const SegBatch *b, int c, Segmenter *seg, const Graph *g,
         rc = ERR_NOMEM;
         goto fail;
     }
-    labels = sl_alloc(nv * sizeof *labels);
     if (b->probs)
         probs = sl_calloc(nv * (size_t)m->n_classes, sizeof(float));
-    if (!labels || (b->probs && !probs)) {
-        sl_error("out of memory for the label map of '%s'", spec);
+    if (b->probs && !probs) {
+        sl_error("out of memory for the probabilities of '%s'", spec);
         rc = ERR_NOMEM;
         goto fail;
     }
-    if ((rc = segmenter_run(seg, &v, labels, probs))) goto fail;
+    /* On the model's grid when it records one (segment_scan.h); frees
+     * v's voxels and allocates the label map. */
+    Affine aff;
+    nio_geom_affine(geom, aff.m);
+    if ((rc = segment_scan(seg, &v, &aff, &labels, probs))) goto fail;
     if ((rc = nio_write_labels(out, geom, labels, m->n_classes, force)))
         goto fail;
     if (b->probs &&

@@ -144,10 +144,23 @@ typedef struct {
     int producer; /* node index, or -1 (graph input or weight) */
 } Value;
 
-typedef enum { NORMALIZE_NONE, NORMALIZE_ZSCORE, NORMALIZE_CT } NormalizeKind;
+typedef enum {
+    NORMALIZE_NONE,
+    NORMALIZE_ZSCORE,
+    NORMALIZE_CT,
+    NORMALIZE_ZSCORE_FG
+} NormalizeKind;
 
 /* Per-modality intensity normalisation.
  *   zscore: (v - mean) / max(std, 1e-8), per case, population std.
+ *   zscore-fg: the same with mean and std over the head only (the voxels
+ *           at or above the Otsu threshold of the case, volume.h), so
+ *           that the air or neck a field of view holds does not change
+ *           the statistics; applied to every voxel, then * hi + lo (gain
+ *           hi > 0 and offset lo: 1 and 0 for a model trained with this
+ *           rule; a model trained on whole-volume z-scores carries the
+ *           map from head z-scores to that scale measured on its
+ *           training data, models/README.md).
  *   ct:     clip to [lo, hi], then (v - lo) / (hi - lo) * 2 - 1.  */
 typedef struct {
     NormalizeKind kind;
@@ -167,6 +180,13 @@ typedef struct {
     int axis;              /* 2D: NIfTI axis sliced along (0=i, 1=j, 2=k) */
     int patch[3];          /* 3D: patch size in tensor order (D, H, W) */
     VoxelOrder order;      /* how tensor axes map to NIfTI i, j, k */
+    /* The grid the model was trained on (runtime/orient.h): world
+     * direction of voxel axes i, j, k as an axis code such as "RAS"
+     * ("" = unset: the scan's own axes are kept), and voxel spacing in mm
+     * along those axes (0 = unset: the scan's own spacing is kept).
+     * Both unset (old models): segment runs on the scan's grid as is. */
+    char orientation[4];
+    double spacing[3];
     uint8_t source_sha256[32];
     char *source_name; /* owned; file name of the imported model */
     char *notes;       /* owned, may be NULL: pruning summary (JSON text) */

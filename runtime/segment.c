@@ -108,6 +108,8 @@ void segmenter_free(Segmenter *s)
 }
 
 size_t segmenter_accum_bytes(const Segmenter *s) { return s->accum_bytes; }
+const Graph *segmenter_graph(const Segmenter *s) { return s->g; }
+SegmentOptions segmenter_options(const Segmenter *s) { return s->o; }
 int segmenter_exec_count(const Segmenter *s) { return s->created; }
 
 /* The executor for input shape `in`, created on first use; checks that
@@ -206,8 +208,8 @@ static int valid_sizes(Segmenter *s, int nsp, const int64_t want[3],
     return 0;
 }
 
-static int norm_affines(const Segmenter *s, const Volume *in,
-                        NormAffine *na)
+int segmenter_norm_affines(const Segmenter *s, const Volume *in,
+                           NormAffine *na)
 {
     const ModelMeta *m = &s->g->meta;
     for (int c = 0; c < in->n_mod; c++) {
@@ -224,6 +226,18 @@ static int norm_affines(const Segmenter *s, const Volume *in,
 static void progress(const Segmenter *s, int64_t done, int64_t total)
 {
     if (s->o.progress) s->o.progress(s->o.progress_ctx, done, total);
+}
+
+/* Where a run's scores go: a label map (and probabilities), or a sink. */
+typedef struct {
+    int16_t *labels;
+    float *probs;
+    const ScoreSink *sink;
+} Out;
+
+static int out_wants_probs(const Out *o)
+{
+    return o->probs || (o->sink && o->sink->probabilities);
 }
 
 /* ---- 2D: slice batches ---- */
@@ -244,8 +258,10 @@ static int auto_batch(Segmenter *s, const Shape *one, int64_t *B)
 }
 
 static int run_2d(Segmenter *s, const Volume *in, const NormAffine *na,
-                  const int ax[3], int16_t *labels, float *probs)
+                  const int ax[3], const Out *out)
 {
+    float *probs = out->probs;
+    int want_probs = out_wants_probs(out);
     const ModelMeta *m = &s->g->meta;
     int nc = m->n_classes, C = in->n_mod;
     int64_t n_sl = in->dim[ax[0]];
@@ -267,14 +283,14 @@ static int run_2d(Segmenter *s, const Volume *in, const NormAffine *na,
      * the first class with the largest score (volume_argmax_scatter).
      * The logits can only separate classes the softmax rounds to the
      * same probability; then they give the exact argmax. */
-    exec_set_skip_softmax(e, probs == NULL);
+    exec_set_skip_softmax(e, !want_probs);
     rc = ERR_NOMEM;
     size_t per_in = (size_t)(C * hw[0] * hw[1]);
     size_t per_out = (size_t)(nc * hw[0] * hw[1]);
     x = sl_alloc(sizeof(float) * per_in * (size_t)B);
-    if (probs && !s->softmax_last)
+    if (want_probs && !s->softmax_last)
         p = sl_alloc(sizeof(float) * per_out * (size_t)B);
-    if (!x || (probs && !s->softmax_last && !p)) {
+    if (!x || (want_probs && !s->softmax_last && !p)) {
         sl_error("out of memory for a batch of %lld slices",
                  (long long)B);
         goto fail;
@@ -300,8 +316,14 @@ static int run_2d(Segmenter *s, const Volume *in, const NormAffine *na,
         }
         for (int64_t b = 0; b < nb; b++) {
             int64_t off[3] = {s0 + b, 0, 0};
-            volume_argmax_scatter(labels, in->dim, y + b * per_out, nc, ax,
-                                  off, box, pad);
+            if (out->sink) {
+                const float *sc = (want_probs && p ? p : y) + b * per_out;
+                out->sink->planes(out->sink->ctx, sc, NULL, nc, ax, off, box,
+                                  pad);
+                continue;
+            }
+            volume_argmax_scatter(out->labels, in->dim, y + b * per_out, nc,
+                                  ax, off, box, pad);
             if (probs)
                 volume_probs_scatter(probs, in->dim,
                                      (p ? p : y) + b * per_out, NULL, nc,
@@ -328,12 +350,19 @@ typedef struct {
 
 /* Write planes [base, upto) of the slab into labels (and probs). */
 static void slab_flush(const Slab *sl, int64_t upto, const Volume *in,
-                       const int ax[3], int16_t *labels, float *probs)
+                       const int ax[3], const Out *out)
 {
     if (upto <= sl->base) return;
     int64_t off[3] = {sl->base, 0, 0};
     int64_t box[3] = {upto - sl->base, sl->S[1], sl->S[2]};
     int64_t pad[3] = {sl->Bx[0], sl->S[1], sl->S[2]};
+    int16_t *labels = out->labels;
+    float *probs = out->probs;
+    if (out->sink) {
+        out->sink->planes(out->sink->ctx, sl->acc, sl->wsum, sl->nc, ax, off,
+                          box, pad);
+        return;
+    }
     /* The weight sum is positive and equal across classes: the argmax
      * of the weighted sums is the argmax of the averages. */
     volume_argmax_scatter(labels, in->dim, sl->acc, sl->nc, ax, off, box,
@@ -394,7 +423,7 @@ static void slab_add(Slab *sl, const float *p, const float *w,
 }
 
 static int run_3d(Segmenter *s, const Volume *in, const NormAffine *na,
-                  const int ax[3], int16_t *labels, float *probs)
+                  const int ax[3], const Out *out)
 {
     const ModelMeta *m = &s->g->meta;
     int nc = m->n_classes, C = in->n_mod, rc = ERR_NOMEM;
@@ -440,7 +469,7 @@ static int run_3d(Segmenter *s, const Volume *in, const NormAffine *na,
     for (int i0 = 0; i0 < nst[0]; i0++) {
         int64_t z = starts[0][i0];
         /* Planes below z are final: no later window reaches them. */
-        slab_flush(&sl, z, in, ax, labels, probs);
+        slab_flush(&sl, z, in, ax, out);
         slab_shift(&sl, z);
         for (int i1 = 0; i1 < nst[1]; i1++)
             for (int i2 = 0; i2 < nst[2]; i2++) {
@@ -454,7 +483,7 @@ static int run_3d(Segmenter *s, const Volume *in, const NormAffine *na,
                 progress(s, ++done, total);
             }
     }
-    slab_flush(&sl, S[0], in, ax, labels, probs);
+    slab_flush(&sl, S[0], in, ax, out);
     rc = 0;
 fail:
     for (int t = 0; t < 3; t++) sl_free(starts[t]);
@@ -485,14 +514,32 @@ int segmenter_run(Segmenter *s, const Volume *in, int16_t *labels,
         sl_error("out of memory");
         return ERR_NOMEM;
     }
-    if ((rc = norm_affines(s, in, na))) goto fail;
+    if ((rc = segmenter_norm_affines(s, in, na))) goto fail;
+    Out out = {labels, probs, NULL};
     if (m->dims == 2)
-        rc = run_2d(s, in, na, ax, labels, probs);
+        rc = run_2d(s, in, na, ax, &out);
     else
-        rc = run_3d(s, in, na, ax, labels, probs);
+        rc = run_3d(s, in, na, ax, &out);
 fail:
     sl_free(na);
     return rc;
+}
+
+int segmenter_run_sink(Segmenter *s, const Volume *in, const ScoreSink *sink)
+{
+    const ModelMeta *m = &s->g->meta;
+    int ax[3], rc;
+    s->accum_bytes = 0;
+    if (in->n_mod != m->n_modalities) {
+        sl_error("model expects %d modalities, the scan has %d; pass them "
+                 "as one 4D file or joined by commas", m->n_modalities,
+                 in->n_mod);
+        return ERR_SHAPE;
+    }
+    if ((rc = volume_axes(m->order, m->dims, m->axis, ax))) return rc;
+    Out out = {NULL, NULL, sink};
+    return m->dims == 2 ? run_2d(s, in, NULL, ax, &out)
+                        : run_3d(s, in, NULL, ax, &out);
 }
 
 int segment_volume(Graph *g, const Volume *in, const SegmentOptions *o,

@@ -55,6 +55,36 @@ void segmenter_free(Segmenter *s);
 int segmenter_run(Segmenter *s, const Volume *in, int16_t *labels,
                   float *probs);
 
+/* Where class scores go instead of a label map: planes
+ * off[0] .. off[0]+box[0]-1 along tensor axis 0, each call covering whole
+ * planes (box[1], box[2] = the volume's size), in increasing order, as
+ * scores [nc, pad0, pad1, pad2] (tensor order ax, see volume.h), to be
+ * divided by wsum [pad0, pad1, pad2] when it is not NULL (3D fusion). */
+typedef struct {
+    void (*planes)(void *ctx, const float *scores, const float *wsum,
+                   int nc, const int ax[3], const int64_t off[3],
+                   const int64_t box[3], const int64_t pad[3]);
+    void *ctx;
+    /* Nonzero: scores are probabilities.  Zero: 2D models pass the
+     * network's raw outputs (logits when its last op is a Softmax that is
+     * skipped); 3D models always pass fused probabilities. */
+    int probabilities;
+} ScoreSink;
+
+/* Like segmenter_run, but the scores go to sink; in is already
+ * normalised (no normalisation is applied).  The tensor axes are the
+ * model's (volume_axes of its metadata). */
+int segmenter_run_sink(Segmenter *s, const Volume *in, const ScoreSink *sink);
+
+/* The model's normalisation of each modality of in (na: in->n_mod
+ * entries).  0 or a negative code (message printed). */
+int segmenter_norm_affines(const Segmenter *s, const Volume *in,
+                           NormAffine *na);
+
+/* The model the segmenter runs, and its options (defaults filled in). */
+const Graph *segmenter_graph(const Segmenter *s);
+SegmentOptions segmenter_options(const Segmenter *s);
+
 /* Bytes of the 3D fusion buffers of the last run (0 for 2D): the bound
  * stated above, exposed for tests. */
 size_t segmenter_accum_bytes(const Segmenter *s);

@@ -12,6 +12,13 @@
  *     char tag[4], u32 CRC-32 of the section, u64 offset, u64 size
  *   sections, in table order, gaps zero-filled; the last ends the file:
  *     META  model metadata (ModelMeta)
+ *     GEOM  optional (minor version 1): the grid the model was trained on,
+ *           written only when it is known: u32 version (1), char[4] axis
+ *           code (NUL-padded; "" = unset), f64 spacing[3] in mm (0 =
+ *           unset).  Files without it (minor 0, every model written
+ *           before) mean: no reorientation, no resampling.  A reader
+ *           takes the version-1 fields of a later version and ignores
+ *           what follows them.
  *     GRPH  values and nodes
  *     WGHT  weights, 64-byte aligned in the file, float32
  *   Unknown tags are skipped (after their CRC is checked), so a minor
@@ -24,11 +31,13 @@
  */
 #include "sslim.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "bytes.h"
 #include "common.h"
+#include "orient.h"
 
 static const uint8_t MAGIC[8] = {0x89, 'S', 'S', 'L', 'I', 'M', '\r', '\n'};
 
@@ -42,9 +51,32 @@ static const uint8_t MAGIC[8] = {0x89, 'S', 'S', 'L', 'I', 'M', '\r', '\n'};
 #define MAX_MODALITIES 1024
 #define MAX_PATCH 65536
 
-enum { SEC_META, SEC_GRAPH, SEC_WEIGHTS, N_SEC };
-static const char TAGS[N_SEC][5] = {"META", "GRPH", "WGHT"};
-static const char *const SEC_NAMES[N_SEC] = {"metadata", "graph", "weights"};
+enum { SEC_META, SEC_GEOM, SEC_GRAPH, SEC_WEIGHTS, N_SEC };
+static const char TAGS[N_SEC][5] = {"META", "GEOM", "GRPH", "WGHT"};
+static const char *const SEC_NAMES[N_SEC] = {"metadata", "training grid",
+                                             "graph", "weights"};
+#define GEOM_VERSION 1
+#define MAX_SPACING 1000.0 /* mm */
+
+/* The GEOM section is written only for a model that knows its grid, so
+ * every older model encodes to the same bytes as before. */
+static int meta_has_grid(const ModelMeta *m)
+{
+    return m->orientation[0] || m->spacing[0] != 0.0 ||
+           m->spacing[1] != 0.0 || m->spacing[2] != 0.0;
+}
+
+static int grid_ok(const ModelMeta *m)
+{
+    int w[3], sg[3];
+    if (memchr(m->orientation, 0, sizeof m->orientation) == NULL) return 0;
+    if (m->orientation[0] && orient_parse(m->orientation, w, sg)) return 0;
+    for (int t = 0; t < 3; t++)
+        if (!(m->spacing[t] == 0.0 ||
+              (m->spacing[t] > 0.0 && m->spacing[t] <= MAX_SPACING)))
+            return 0;
+    return 1;
+}
 
 /* ============================================================= writing */
 
@@ -71,9 +103,12 @@ static int meta_ok(const ModelMeta *m)
         if (!str_ok(m->modality_names[i])) return 0;
     for (int i = 0; m->normalize && i < m->n_modalities; i++)
         if (m->normalize[i].kind < NORMALIZE_NONE ||
-            m->normalize[i].kind > NORMALIZE_CT)
+            m->normalize[i].kind > NORMALIZE_ZSCORE_FG ||
+            (m->normalize[i].kind == NORMALIZE_ZSCORE_FG &&
+             !(m->normalize[i].hi > 0.0f && m->normalize[i].hi < 1e6f &&
+               fabsf(m->normalize[i].lo) < 1e6f)))
             return 0;
-    return str_ok(m->source_name) && str_ok(m->notes);
+    return str_ok(m->source_name) && str_ok(m->notes) && grid_ok(m);
 }
 
 static void put_meta(ByteWriter *b, const ModelMeta *m)
@@ -97,6 +132,13 @@ static void put_meta(ByteWriter *b, const ModelMeta *m)
     bw_bytes(b, m->source_sha256, 32);
     bw_str(b, m->source_name);
     bw_str(b, m->notes);
+}
+
+static void put_grid(ByteWriter *b, const ModelMeta *m)
+{
+    bw_u32(b, GEOM_VERSION);
+    bw_bytes(b, m->orientation, 4);
+    for (int t = 0; t < 3; t++) bw_f64(b, m->spacing[t]);
 }
 
 static void put_geometry(ByteWriter *b, int nsp, const int *kernel,
@@ -228,13 +270,18 @@ int sslim_encode(const Graph *g, uint8_t **data, size_t *size)
         goto fail;
     }
     /* header and section table, filled in once the sections are known */
-    bw_zeros(&w, HEADER_BYTES + N_SEC * SECTION_BYTES);
+    int has_grid = meta_has_grid(&g->meta);
+    int n_sec = has_grid ? N_SEC : N_SEC - 1;
+    bw_zeros(&w, HEADER_BYTES + (size_t)n_sec * SECTION_BYTES);
     size_t offs[N_SEC], sizes[N_SEC], wbytes;
     offs[SEC_META] = w.n;
     put_meta(&w, &g->meta);
+    offs[SEC_GEOM] = w.n;
+    if (has_grid) put_grid(&w, &g->meta);
     offs[SEC_GRAPH] = w.n;
     put_graph(&w, g, &wbytes);
-    sizes[SEC_META] = offs[SEC_GRAPH] - offs[SEC_META];
+    sizes[SEC_META] = offs[SEC_GEOM] - offs[SEC_META];
+    sizes[SEC_GEOM] = offs[SEC_GRAPH] - offs[SEC_GEOM];
     sizes[SEC_GRAPH] = w.n - offs[SEC_GRAPH];
     bw_align(&w, WEIGHT_ALIGN);
     offs[SEC_WEIGHTS] = w.n;
@@ -254,11 +301,12 @@ int sslim_encode(const Graph *g, uint8_t **data, size_t *size)
     uint8_t *out = w.p;
     memcpy(out, MAGIC, 8);
     sl_wr32(out + 8, SSLIM_MAJOR);
-    sl_wr32(out + 12, SSLIM_MINOR);
-    sl_wr32(out + 16, N_SEC);
+    sl_wr32(out + 12, has_grid ? SSLIM_MINOR : 0);
+    sl_wr32(out + 16, (uint32_t)n_sec);
     sl_wr64(out + 24, w.n);
-    for (int s = 0; s < N_SEC; s++) {
-        uint8_t *t = out + HEADER_BYTES + s * SECTION_BYTES;
+    for (int s = 0, row = 0; s < N_SEC; s++) {
+        if (s == SEC_GEOM && !has_grid) continue;
+        uint8_t *t = out + HEADER_BYTES + (row++) * SECTION_BYTES;
         memcpy(t, TAGS[s], 4);
         sl_wr32(t + 4, sl_crc32(0, out + offs[s], sizes[s]));
         sl_wr64(t + 8, offs[s]);
@@ -292,6 +340,24 @@ int sslim_write(const Graph *g, const char *path, int force)
 
 /* ============================================================= reading */
 
+/* The version-1 fields of a GEOM section (a later version's extra
+ * bytes are ignored). */
+static void get_grid(ByteReader *r, ModelMeta *m)
+{
+    uint32_t version = br_u32(r);
+    const uint8_t *code = br_bytes(r, 4);
+    double sp[3];
+    for (int t = 0; t < 3; t++) sp[t] = br_f64(r);
+    if (r->err) return;
+    memcpy(m->orientation, code, 4);
+    memcpy(m->spacing, sp, sizeof sp);
+    if (version < 1 || !grid_ok(m)) {
+        memset(m->orientation, 0, sizeof m->orientation);
+        memset(m->spacing, 0, sizeof m->spacing);
+        br_fail(r, ERR_FORMAT);
+    }
+}
+
 static void get_meta(ByteReader *r, ModelMeta *m)
 {
     m->n_classes = (int)br_count(r, MAX_CLASSES, 4);
@@ -318,7 +384,7 @@ static void get_meta(ByteReader *r, ModelMeta *m)
     for (int i = 0; !r->err && i < nm; i++) {
         m->modality_names[i] = br_str(r, MAX_STRING);
         uint32_t kind = br_u32(r);
-        if (kind > NORMALIZE_CT) kind = 99; /* caught by meta_ok */
+        if (kind > NORMALIZE_ZSCORE_FG) kind = 99; /* caught by meta_ok */
         m->normalize[i].kind = (NormalizeKind)kind;
         m->normalize[i].lo = br_f32(r);
         m->normalize[i].hi = br_f32(r);
@@ -575,7 +641,7 @@ static int check_layout(const uint8_t *data, size_t size, const char *what,
         return ERR_FORMAT;
     }
     for (int s = 0; s < N_SEC; s++)
-        if (!found[s]) {
+        if (!found[s] && s != SEC_GEOM) {
             sl_error("'%s' has no %s section; re-export with "
                      "sauron-compress",
                      what, TAGS[s]);
@@ -608,6 +674,13 @@ int sslim_decode(const uint8_t *data, size_t size, const char *what, Graph *g)
     br_init(&r, data + off[SEC_META], len[SEC_META]);
     get_meta(&r, &g->meta);
     if ((rc = br_finish(&r))) goto fail;
+    sec = SEC_GEOM;
+    if (len[SEC_GEOM]) {
+        ByteReader rm;
+        br_init(&rm, data + off[SEC_GEOM], len[SEC_GEOM]);
+        get_grid(&rm, &g->meta);
+        if ((rc = rm.err)) goto fail;
+    }
     sec = SEC_GRAPH;
     br_init(&rg, data + off[SEC_GRAPH], len[SEC_GRAPH]);
     if ((rc = get_graph(&rg, data + off[SEC_WEIGHTS], len[SEC_WEIGHTS], g)))

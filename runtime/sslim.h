@@ -15,7 +15,7 @@
 #include "graph.h"
 
 #define SSLIM_MAJOR 1
-#define SSLIM_MINOR 0
+#define SSLIM_MINOR 1 /* 1: optional GEOM section (sslim.c) */
 
 /* Write atomically (temporary name, then rename).  Refuses an existing
  * path unless force (ERR_EXISTS). */

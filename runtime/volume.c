@@ -69,27 +69,87 @@ int volume_norm_affine(const Volume *v, int m, const Normalize *n,
         out->scale = 2.0 / ((double)n->hi - (double)n->lo);
         return 0;
     }
-    if (n->kind != NORMALIZE_ZSCORE) {
+    if (n->kind == NORMALIZE_ZSCORE_FG && !(n->hi > 0.0f)) {
+        sl_error("zscore-fg gain %g is not positive; the model metadata is "
+                 "wrong, re-export it with sauron-compress", (double)n->hi);
+        return ERR_ARG;
+    }
+    if (n->kind != NORMALIZE_ZSCORE && n->kind != NORMALIZE_ZSCORE_FG) {
         sl_error("unknown normalisation kind %d in the model metadata; "
                  "re-export it with sauron-compress", (int)n->kind);
         return ERR_ARG;
     }
     int64_t nv = volume_voxels(v);
     const float *x = v->data + (size_t)m * (size_t)nv;
+    /* zscore-fg: statistics over the voxels at or above the threshold
+     * (the head); -inf keeps them all */
+    double thr = n->kind == NORMALIZE_ZSCORE_FG
+                     ? volume_otsu_threshold(x, nv)
+                     : -(double)INFINITY;
     /* Two passes in double: the mean first, then squared deviations, so a
      * large offset (CT, raw scanner units) does not cancel out. */
     double s = 0.0;
-    for (int64_t i = 0; i < nv; i++) s += (double)x[i];
-    double mean = s / (double)nv;
+    int64_t cnt = 0;
+    for (int64_t i = 0; i < nv; i++)
+        if ((double)x[i] >= thr) {
+            s += (double)x[i];
+            cnt++;
+        }
+    double mean = s / (double)cnt;
     double ss = 0.0;
-    for (int64_t i = 0; i < nv; i++) {
-        double d = (double)x[i] - mean;
-        ss += d * d;
-    }
-    double sd = sqrt(ss / (double)nv);
+    for (int64_t i = 0; i < nv; i++)
+        if ((double)x[i] >= thr) {
+            double d = (double)x[i] - mean;
+            ss += d * d;
+        }
+    double sd = sqrt(ss / (double)cnt);
     out->shift = mean;
     out->scale = 1.0 / (sd > 1e-8 ? sd : 1e-8);
+    if (n->kind == NORMALIZE_ZSCORE_FG) {
+        /* (v - mean) / sd * gain + offset
+         *   == (v - (mean - offset * sd / gain)) * (gain / sd) */
+        double gain = (double)n->hi, offset = (double)n->lo;
+        out->shift = mean - offset / (out->scale * gain);
+        out->scale *= gain;
+    }
     return 0;
+}
+
+double volume_otsu_threshold(const float *x, int64_t n)
+{
+    double mn = (double)INFINITY, mx = -(double)INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        mn = fmin(mn, (double)x[i]);
+        mx = fmax(mx, (double)x[i]);
+    }
+    if (!(mx > mn)) return -(double)INFINITY;
+    double h[VOLUME_OTSU_BINS] = {0};
+    for (int64_t i = 0; i < n; i++) {
+        double b = floor(((double)x[i] - mn) / (mx - mn) * VOLUME_OTSU_BINS);
+        int k = b < 0 ? 0 : b > VOLUME_OTSU_BINS - 1 ? VOLUME_OTSU_BINS - 1
+                                                      : (int)b;
+        h[k] += 1.0;
+    }
+    double tot = 0.0, tot_m = 0.0;
+    for (int k = 0; k < VOLUME_OTSU_BINS; k++) {
+        tot += h[k];
+        tot_m += (double)k * h[k];
+    }
+    double c0 = 0.0, m0 = 0.0, best = -1.0;
+    int bt = 1;
+    for (int t = 1; t < VOLUME_OTSU_BINS; t++) {
+        c0 += h[t - 1];
+        m0 += (double)(t - 1) * h[t - 1];
+        double c1 = tot - c0;
+        if (c0 <= 0.0 || c1 <= 0.0) continue;
+        double d = m0 / c0 - (tot_m - m0) / c1;
+        double var = (c0 / tot) * (c1 / tot) * d * d;
+        if (var > best) {
+            best = var;
+            bt = t;
+        }
+    }
+    return mn + (double)bt * (mx - mn) / VOLUME_OTSU_BINS;
 }
 
 float norm_apply(const NormAffine *a, float v)

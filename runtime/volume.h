@@ -42,11 +42,24 @@ typedef struct {
 
 /* Statistics of modality m of v for normalisation `n` (n may be NULL:
  * identity).  zscore: mean and population std over all voxels, in double,
- * in a fixed order (thread-count independent).  CT: clip to [lo, hi],
- * (v - lo) / (hi - lo) * 2 - 1.  Returns 0 or ERR_ARG (CT with hi <= lo). */
+ * in a fixed order (thread-count independent).  zscore-fg: the same over
+ * the voxels >= volume_otsu_threshold (all voxels if the modality is
+ * constant).  CT: clip to [lo, hi], (v - lo) / (hi - lo) * 2 - 1.
+ * Returns 0 or ERR_ARG (CT with hi <= lo). */
 int volume_norm_affine(const Volume *v, int m, const Normalize *n,
                        NormAffine *out);
 float norm_apply(const NormAffine *a, float v);
+
+/* The head/air threshold of x[0..n): Otsu's threshold on a histogram of
+ * VOLUME_OTSU_BINS equal bins between the minimum and the maximum (bin
+ * of v: floor((v - min) / (max - min) * BINS), the maximum in the last);
+ * the split t (1..BINS-1) maximising w0 * w1 * (mu0 - mu1)^2 over bin
+ * indices, the first on ties; returns min + t * (max - min) / BINS.
+ * Everything in double, in index order, so the Python and JavaScript
+ * peers (tools/) compute the same threshold.  Returns -INFINITY when
+ * max == min (every voxel is foreground). */
+#define VOLUME_OTSU_BINS 256
+double volume_otsu_threshold(const float *x, int64_t n);
 /* Normalise every modality in place (norms: n_mod entries, or NULL). */
 int volume_normalize(Volume *v, const Normalize *norms);
 

@@ -38,14 +38,32 @@ void peer_write_scan(const char *path, const PeerPhantom *ph, double slope,
     assert_int_equal(access(path, R_OK), 0);
 }
 
+const char *peer_model(void)
+{
+    static int done;
+    static char path[512];
+    if (done) return path;
+    snprintf(path, sizeof path, "%s", test_tmp_path("default_scangrid.sslim"));
+    char bin[300], cmd[1500], err[512];
+    snprintf(cmd, sizeof cmd,
+             "%s --no-finetune --orientation none --spacing none --force %s "
+             "'%s' >/dev/null",
+             bin_path("sauron-compress", bin, sizeof bin), PEER_MODEL, path);
+    int st = run_cmd(cmd, err, sizeof err);
+    if (st) fail_msg("sauron-compress --no-finetune: exit %d: %s", st, err);
+    done = 1;
+    return path;
+}
+
 const char *peer_default_onnx(void)
 {
     static int done;
     const char *onnx = test_tmp_path("default.onnx");
     if (done) return onnx;
     char bin[300], cmd[1500], err[512];
-    snprintf(cmd, sizeof cmd, "%s --no-finetune %s '%s' >/dev/null",
-             bin_path("sauron-compress", bin, sizeof bin), PEER_MODEL, onnx);
+    const char *model = peer_model();
+    snprintf(cmd, sizeof cmd, "%s --no-finetune '%s' '%s' >/dev/null",
+             bin_path("sauron-compress", bin, sizeof bin), model, onnx);
     int st = run_cmd(cmd, err, sizeof err);
     if (st) fail_msg("sauron-compress --no-finetune: exit %d: %s", st, err);
     done = 1;
@@ -66,8 +84,8 @@ void peer_segment(PeerScan *s, const char *name, const PeerPhantom *ph,
 
     char bin[300], cmd[3000], err[512];
     snprintf(cmd, sizeof cmd,
-             "%s -q --threads 1 -m %s -o '%s' --probabilities '%s' '%s'",
-             bin_path("segment", bin, sizeof bin), PEER_MODEL, s->ours,
+             "%s -q --threads 1 -m '%s' -o '%s' --probabilities '%s' '%s'",
+             bin_path("segment", bin, sizeof bin), peer_model(), s->ours,
              s->probs, s->scan);
     int st = run_cmd(cmd, err, sizeof err);
     if (st) fail_msg("segment on %s: exit %d: %s", s->scan, st, err);

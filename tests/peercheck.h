@@ -19,6 +19,13 @@
 
 #define PEER_MODEL "models/default.sslim"
 
+/* PEER_MODEL with its training grid cleared (sauron-compress
+ * --no-finetune --orientation none --spacing none), made once per test
+ * program in the temporary folder: the peers run each scan on its own
+ * grid (no reorientation, no resampling), so segment is compared with
+ * them on the same terms; tests/test_orient.c covers the grid. */
+const char *peer_model(void);
+
 /* A synthetic scan: nx x ny x nz voxels whose intensity at (i, j, k) is
  * intensity(i, j, k, rng), drawn in x-fastest order from a TestRng seeded
  * with `seed`. */
@@ -34,7 +41,7 @@ typedef struct {
 void peer_write_scan(const char *path, const PeerPhantom *ph, double slope,
                      double inter);
 
-/* Path of PEER_MODEL exported to ONNX (sauron-compress --no-finetune),
+/* Path of peer_model() exported to ONNX (sauron-compress --no-finetune),
  * made once per test program in the temporary folder. */
 const char *peer_default_onnx(void);
 
@@ -45,7 +52,7 @@ typedef struct {
 } PeerScan;
 
 /* Fill s for `name`, write the phantom there and run
- * `segment -q --threads 1 -m PEER_MODEL --probabilities` on it; fails the
+ * `segment -q --threads 1 -m peer_model() --probabilities` on it; fails the
  * calling test if segment fails. */
 void peer_segment(PeerScan *s, const char *name, const PeerPhantom *ph,
                   double slope, double inter);

@@ -433,6 +433,83 @@ static void test_normalisation(void **state)
     volume_free(&v);
 }
 
+/* zscore-fg: Otsu splits air from head; the statistics are the head's,
+ * so padding the scan with air (a wider field of view) or with noisy air
+ * changes nothing, where the plain zscore moves. */
+static void test_foreground_normalisation(void **state)
+{
+    (void)state;
+    TestRng r = {5};
+    /* a 10^3 "head" of values 80..120 inside 20^3 of air 0..4 */
+    Volume v, w;
+    assert_int_equal(volume_alloc(&v, 20, 20, 20, 1), 0);
+    assert_int_equal(volume_alloc(&w, 40, 40, 40, 1), 0);
+    double s = 0, ss = 0;
+    int n = 0;
+    for (int k = 0; k < 20; k++)
+        for (int j = 0; j < 20; j++)
+            for (int i = 0; i < 20; i++) {
+                int in = i >= 5 && i < 15 && j >= 5 && j < 15 && k >= 5 &&
+                         k < 15;
+                float x = in ? trng_uniform(&r, 80, 120)
+                             : trng_uniform(&r, 0, 4);
+                v.data[(k * 20 + j) * 20 + i] = x;
+                w.data[((k + 10) * 40 + j + 10) * 40 + i + 10] = x;
+                if (in) {
+                    s += (double)x;
+                    n++;
+                }
+            }
+    double mean = s / n;
+    for (int i = 0; i < 8000; i++) {
+        double x = (double)v.data[i];
+        if (x >= 80) ss += (x - mean) * (x - mean);
+    }
+    double thr = volume_otsu_threshold(v.data, 8000);
+    assert_true(thr > 4.0 && thr <= 80.0);
+    Normalize fg = {NORMALIZE_ZSCORE_FG, 0, 1}, z = {NORMALIZE_ZSCORE, 0, 0};
+    NormAffine a, b, za, zb;
+    assert_int_equal(volume_norm_affine(&v, 0, &fg, &a), 0);
+    /* the head's own mean and population std */
+    assert_true(fabs(a.shift - mean) < 1e-9 * mean);
+    assert_true(fabs(1.0 / a.scale - sqrt(ss / n)) < 1e-9 * sqrt(ss / n));
+    /* 7x the voxels, all air (exact zeros): the same statistics */
+    assert_int_equal(volume_norm_affine(&w, 0, &fg, &b), 0);
+    assert_true(a.shift == b.shift && a.scale == b.scale);
+    assert_int_equal(volume_norm_affine(&v, 0, &z, &za), 0);
+    assert_int_equal(volume_norm_affine(&w, 0, &z, &zb), 0);
+    assert_true(fabs(za.shift - zb.shift) > 10.0); /* plain zscore moves */
+    /* noisy air instead of zeros: still the head's statistics */
+    for (int k = 0; k < 40; k++)
+        for (int j = 0; j < 40; j++)
+            for (int i = 0; i < 40; i++)
+                if (i < 10 || i >= 30 || j < 10 || j >= 30 || k < 10 ||
+                    k >= 30)
+                    w.data[(k * 40 + j) * 40 + i] = trng_uniform(&r, 0, 4);
+    assert_int_equal(volume_norm_affine(&w, 0, &fg, &b), 0);
+    assert_true(a.shift == b.shift && a.scale == b.scale);
+    /* gain and offset: (v - mean) / sd * 0.5 + 2 */
+    Normalize cal = {NORMALIZE_ZSCORE_FG, 2.0f, 0.5f};
+    assert_int_equal(volume_norm_affine(&v, 0, &cal, &b), 0);
+    for (int i = 0; i < 8000; i += 97) {
+        double want = ((double)v.data[i] - mean) / sqrt(ss / n) * 0.5 + 2.0;
+        assert_true(fabs((double)norm_apply(&b, v.data[i]) - want) < 1e-5);
+    }
+    Normalize bad = {NORMALIZE_ZSCORE_FG, 0, 0};
+    sl_error_quiet(1);
+    assert_int_equal(volume_norm_affine(&v, 0, &bad, &b), ERR_ARG);
+    sl_error_quiet(0);
+    sl_error_reset();
+    /* a constant modality: all voxels, std floor */
+    float c[5] = {3, 3, 3, 3, 3};
+    Volume cv = {.dim = {5, 1, 1}, .n_mod = 1, .data = c};
+    assert_true(isinf(volume_otsu_threshold(c, 5)));
+    assert_int_equal(volume_norm_affine(&cv, 0, &fg, &a), 0);
+    assert_true(a.shift == 3.0 && a.scale == 1e8);
+    volume_free(&v);
+    volume_free(&w);
+}
+
 static void test_gaussian_and_windows(void **state)
 {
     (void)state;
@@ -1005,6 +1082,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_volume_axes),
         cmocka_unit_test(test_normalisation),
+        cmocka_unit_test(test_foreground_normalisation),
         cmocka_unit_test(test_gaussian_and_windows),
         cmocka_unit_test(test_2d_threshold),
         cmocka_unit_test(test_2d_axes_and_orders),

@@ -342,6 +342,9 @@ void assert_meta_equal(const ModelMeta *a, const ModelMeta *b)
     for (int k = 0; k < 3; k++)
         assert_int_equal(a->patch[k], b->patch[k]);
     assert_int_equal(a->order, b->order);
+    assert_string_equal(a->orientation, b->orientation);
+    for (int k = 0; k < 3; k++)
+        assert_true(a->spacing[k] == b->spacing[k]);
     assert_memory_equal(a->source_sha256, b->source_sha256, 32);
     assert_non_null(a->source_name);
     assert_non_null(b->source_name);

@@ -6,8 +6,9 @@ build="gcc make pkg-config libc6-dev zlib1g-dev libnifti2-dev libniftiio-dev lib
 # parallel: test_batch runs the README's GNU parallel line; man-db and
 # groff-base: test_cliopt renders the man pages with man -l.
 test_extra="python3-nibabel python3-numpy mricron-data parallel man-db groff-base"
-# dcm2niix, python3-pydicom: test_dicom (make check-long).
-bench_extra="python3-torch python3-onnx python3-matplotlib dcm2niix python3-pydicom"
+# dcm2niix, python3-pydicom: test_dicom (make check-long); python3-scipy
+# and time: tools/geom_check.py (make geom-check).
+bench_extra="python3-torch python3-onnx python3-matplotlib dcm2niix python3-pydicom python3-scipy time"
 # make fuzz: clang 14 with its libFuzzer/sanitizer runtimes, and LLVM's
 # OpenMP (the sources are built with -fopenmp); time measures CPU seconds.
 fuzz_extra="clang libclang-rt-14-dev libomp-14-dev time"

@@ -448,6 +448,13 @@ function modelMeta(props, file) {
         const v = props['sauron.normalize.' + k] || '';
         let z;
         if (v === 'zscore') z = { kind: 'zscore' };
+        else if (v === 'zscore-fg') z = { kind: 'zscore-fg', gain: 1, offset: 0 };
+        else if (/^zscore-fg:/.test(v)) {
+            const [g, o] = v.slice(10).split(',').map(Number);
+            if (!(g > 0)) fail(file + ': bad sauron.normalize.' + k);
+            // stored as float32 in ModelMeta
+            z = { kind: 'zscore-fg', gain: Math.fround(g), offset: Math.fround(o) };
+        }
         else if (v === 'none') z = { kind: 'none' };
         else if (/^ct:/.test(v)) {
             const [lo, hi] = v.slice(3).split(',').map(Number);
@@ -473,6 +480,41 @@ function volumeAxes(order, axis) {
     return order === 'nnunet' ? [axis, b, a] : [axis, a, b];
 }
 
+// volume_otsu_threshold: the same histogram and sums, in double, in order
+const OTSU_BINS = 256;
+function otsuThreshold(x) {
+    let mn = Infinity, mx = -Infinity;
+    for (let i = 0; i < x.length; i++) {
+        mn = Math.min(mn, x[i]);
+        mx = Math.max(mx, x[i]);
+    }
+    if (!(mx > mn)) return -Infinity;
+    const h = new Float64Array(OTSU_BINS);
+    for (let i = 0; i < x.length; i++) {
+        const b = Math.floor((x[i] - mn) / (mx - mn) * OTSU_BINS);
+        h[b < 0 ? 0 : b > OTSU_BINS - 1 ? OTSU_BINS - 1 : b] += 1;
+    }
+    let tot = 0, totM = 0;
+    for (let k = 0; k < OTSU_BINS; k++) {
+        tot += h[k];
+        totM += k * h[k];
+    }
+    let c0 = 0, m0 = 0, best = -1, bt = 1;
+    for (let t = 1; t < OTSU_BINS; t++) {
+        c0 += h[t - 1];
+        m0 += (t - 1) * h[t - 1];
+        const c1 = tot - c0;
+        if (c0 <= 0 || c1 <= 0) continue;
+        const d = m0 / c0 - (totM - m0) / c1;
+        const v = (c0 / tot) * (c1 / tot) * d * d;
+        if (v > best) {
+            best = v;
+            bt = t;
+        }
+    }
+    return mn + bt * (mx - mn) / OTSU_BINS;
+}
+
 // volume_norm_affine: {lo, hi, shift, scale} in double
 function normAffine(vol, m, z) {
     const out = { lo: -Infinity, hi: Infinity, shift: 0, scale: 1 };
@@ -486,17 +528,29 @@ function normAffine(vol, m, z) {
     }
     const nv = vol.dim[0] * vol.dim[1] * vol.dim[2];
     const x = vol.data.subarray(m * nv, (m + 1) * nv);
-    let s = 0;
-    for (let i = 0; i < nv; i++) s += x[i];
-    const mean = s / nv;
+    // zscore-fg: the head only (voxels at or above the Otsu threshold)
+    const thr = z.kind === 'zscore-fg' ? otsuThreshold(x) : -Infinity;
+    let s = 0, n = 0;
+    for (let i = 0; i < nv; i++)
+        if (x[i] >= thr) {
+            s += x[i];
+            n++;
+        }
+    const mean = s / n;
     let ss = 0;
-    for (let i = 0; i < nv; i++) {
-        const d = x[i] - mean;
-        ss += d * d;
-    }
-    const sd = Math.sqrt(ss / nv);
+    for (let i = 0; i < nv; i++)
+        if (x[i] >= thr) {
+            const d = x[i] - mean;
+            ss += d * d;
+        }
+    const sd = Math.sqrt(ss / n);
     out.shift = mean;
     out.scale = 1 / (sd > 1e-8 ? sd : 1e-8);
+    if (z.kind === 'zscore-fg') {
+        // (v - mean) / sd * gain + offset, as volume_norm_affine
+        out.shift = mean - z.offset / (out.scale * z.gain);
+        out.scale *= z.gain;
+    }
     return out;
 }
 

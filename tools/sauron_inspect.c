@@ -106,6 +106,11 @@ static const char *norm_str(const Normalize *n, char *buf, size_t len)
 {
     if (n->kind == NORMALIZE_ZSCORE)
         snprintf(buf, len, "zscore");
+    else if (n->kind == NORMALIZE_ZSCORE_FG &&
+             (n->hi != 1.0f || n->lo != 0.0f))
+        snprintf(buf, len, "zscore-fg:%g,%g", (double)n->hi, (double)n->lo);
+    else if (n->kind == NORMALIZE_ZSCORE_FG)
+        snprintf(buf, len, "zscore-fg");
     else if (n->kind == NORMALIZE_NONE)
         snprintf(buf, len, "none");
     else
@@ -162,6 +167,13 @@ static void print_text(const Graph *g, const char *path, const char *fmt)
     else if (m->dims == 3)
         printf("3D, patch %d,%d,%d, order %s\n", m->patch[0], m->patch[1],
                m->patch[2], m->order == ORDER_NIBABEL ? "nibabel" : "nnunet");
+    if (strcmp(fmt, "onnx") || m->orientation[0] || m->spacing[0] > 0)
+        printf("training grid: %s, spacing %g,%g,%g mm%s\n",
+               m->orientation[0] ? m->orientation : "(scan's axes)",
+               m->spacing[0], m->spacing[1], m->spacing[2],
+               m->orientation[0] || m->spacing[0] > 0
+                   ? ""
+                   : " (none recorded: segment runs on each scan's grid)");
     sha256_hex(m->source_sha256, hex);
     printf("source: %s sha256 %s\n", m->source_name ? m->source_name : "?",
            hex);
@@ -197,9 +209,11 @@ static void print_json(const Graph *g, const char *path, const char *fmt)
     }
     printf("],\n \"meta\": {\"dims\": %d, \"axis\": %d, \"patch\": [%d, %d, "
            "%d], "
-           "\"order\": \"%s\", \"classes\": [",
+           "\"order\": \"%s\", \"orientation\": \"%s\", "
+           "\"spacing\": [%.17g, %.17g, %.17g], \"classes\": [",
            m->dims, m->axis, m->patch[0], m->patch[1], m->patch[2],
-           m->order == ORDER_NIBABEL ? "nibabel" : "nnunet");
+           m->order == ORDER_NIBABEL ? "nibabel" : "nnunet", m->orientation,
+           m->spacing[0], m->spacing[1], m->spacing[2]);
     for (int k = 0; k < m->n_classes; k++) {
         printf("%s", k ? ", " : "");
         json_str(stdout, m->class_names[k]);

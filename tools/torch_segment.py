@@ -72,6 +72,7 @@ try:
     from onnx import numpy_helper
     import torch
     import torch.nn.functional as F
+    import otsu  # tools/otsu.py: the runtime's head/air threshold
 except ImportError as e:
     die("%s; run with /usr/bin/python3 (python3-torch, python3-onnx, "
         "python3-nibabel)" % e)
@@ -496,6 +497,13 @@ def model_meta(props, path):
         v = props.get("sauron.normalize.%d" % k, "")
         if v in ("zscore", "none"):
             m["normalize"].append((v, 0.0, 0.0))
+        elif v == "zscore-fg":
+            m["normalize"].append((v, 0.0, 1.0))  # offset, gain
+        elif v.startswith("zscore-fg:"):
+            g, o = (float(np.float32(t)) for t in v[10:].split(","))
+            if not g > 0:
+                raise ToolError("%s: bad sauron.normalize.%d" % (path, k))
+            m["normalize"].append(("zscore-fg", o, g))
         elif v.startswith("ct:"):
             lo, hi = (float(np.float32(t)) for t in v[3:].split(","))
             if not lo < hi:
@@ -572,6 +580,9 @@ def norm_affine(x, z):
         lo, hi = z[1], z[2]
         return (lo, hi, 0.5 * (lo + hi), 2.0 / (hi - lo))
     flat = x.reshape(-1)
+    if kind == "zscore-fg":
+        # the head only: voxels at or above the Otsu threshold, in order
+        flat = flat[flat.astype(np.float64) >= otsu.threshold(flat)]
     n = flat.size
 
     def chunks(f):
@@ -580,7 +591,12 @@ def norm_affine(x, z):
     mean = seq_sum(chunks(lambda c: c)) / n
     ss = seq_sum(chunks(lambda c: (c - mean) * (c - mean)))
     sd = math.sqrt(ss / n)
-    return (-math.inf, math.inf, mean, 1.0 / (sd if sd > 1e-8 else 1e-8))
+    scale = 1.0 / (sd if sd > 1e-8 else 1e-8)
+    if kind == "zscore-fg":
+        offset, gain = z[1], z[2]
+        return (-math.inf, math.inf, mean - offset / (scale * gain),
+                scale * gain)
+    return (-math.inf, math.inf, mean, scale)
 
 
 def volume_axes(order, axis):

@@ -13,6 +13,9 @@ configuration where it matters for the exported graph and its input:
     transposed to [k, j, i] (SimpleITK order), so a slice is [1, j, i],
     H = j, W = i;
   * z-score per case: (v - mean) / max(std, 1e-8), population std, double;
+    with --normalize zscore-fg the mean and std are the head's (voxels at
+    or above the Otsu threshold, tools/otsu.py, as segment computes it),
+    so the amount of air or neck in the field of view does not move them;
   * slices padded with 0 (after normalisation) to a multiple of 16, the
     total downsampling of the five levels; in training the slice is placed
     at a random offset inside the padded canvas so that the model does not
@@ -44,6 +47,8 @@ import nibabel as nib
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+import otsu  # tools/otsu.py
 
 DIVISOR = 16  # 2^(levels-1): every stride-2 stage must see an even size
 
@@ -101,13 +106,17 @@ def padded(n):
     return (n + DIVISOR - 1) // DIVISOR * DIVISOR
 
 
-def load_case(img_path, lab_path):
+def load_case(img_path, lab_path, normalize="zscore"):
     """-> image [K, J, I] float32 z-scored, label [K, J, I] uint8 or None,
     and the nibabel image (for geometry)."""
     nimg = nib.load(img_path)
     v = np.asarray(nimg.dataobj, dtype=np.float64)  # scl_* applied
-    mean = v.mean()
-    std = max(v.std(), 1e-8)  # population std, as nnU-Net
+    head = v
+    if normalize == "zscore-fg":
+        flat = np.asarray(nimg.dataobj, dtype=np.float32).reshape(-1)
+        head = v.reshape(-1)[flat.astype(np.float64) >= otsu.threshold(flat)]
+    mean = head.mean()
+    std = max(head.std(), 1e-8)  # population std, as nnU-Net
     x = ((v - mean) / std).astype(np.float32).transpose(2, 1, 0)
     y = None
     if lab_path is not None:
@@ -189,6 +198,11 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pred-dir", help="write test predictions (NIfTI) here")
+    ap.add_argument("--normalize", choices=("zscore", "zscore-fg"),
+                    default="zscore",
+                    help="z-score over all voxels (default) or over the "
+                    "head only (convert with sauron-compress --normalize "
+                    "zscore-fg)")
     ap.add_argument("--max-test", type=int, default=0,
                     help="evaluate only the first N test cases (0 = all)")
     args = ap.parse_args()
@@ -207,7 +221,7 @@ def main():
                  "run tools/make_datasets.py first")
     vols, fg = [], []
     for _, ip, lp in train:
-        x, y, _ = load_case(ip, lp)
+        x, y, _ = load_case(ip, lp, args.normalize)
         vols.append((x, y))
         fg.append(np.nonzero(y.reshape(y.shape[0], -1).any(1))[0])
     hp, wp = padded(vols[0][0].shape[1]), padded(vols[0][0].shape[2])
@@ -246,7 +260,8 @@ def main():
     if args.pred_dir:
         os.makedirs(args.pred_dir, exist_ok=True)
     for case, ip, lp in test:
-        x, y, nimg = load_case(ip, lp if os.path.exists(lp) else None)
+        x, y, nimg = load_case(ip, lp if os.path.exists(lp) else None,
+                               args.normalize)
         pred = predict_volume(net, x)
         if args.pred_dir:
             arr = np.ascontiguousarray(pred.transpose(2, 1, 0))

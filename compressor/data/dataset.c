@@ -14,6 +14,7 @@
 #include "compressor/data/json.h"
 #include "runtime/common.h"
 #include "runtime/nifti_io.h"
+#include "runtime/orient.h"
 #include "runtime/volume.h"
 
 /* nio_read joins modality files with commas (MAX_INPUT_FILES there). */
@@ -656,7 +657,7 @@ static int load_case(const Dataset *ds, const char *name, const char *image,
     out->n_classes = ds->n_classes;
     /* nio_read's message names both modality files (and so the case);
      * for a dataset a grid mismatch is a broken dataset: ERR_FORMAT. */
-    if ((rc = nio_read(image, &img, label ? &gimg : NULL))) {
+    if ((rc = nio_read(image, &img, &gimg))) {
         if (rc == ERR_SHAPE) rc = ERR_FORMAT;
         goto fail;
     }
@@ -694,6 +695,13 @@ static int load_case(const Dataset *ds, const char *name, const char *image,
             goto fail;
         if ((rc = check_labels(&lab, ds->n_classes, name, label))) goto fail;
     }
+    Affine aff;
+    nio_geom_affine(gimg, aff.m);
+    orient_axcodes(&aff, out->orientation);
+    for (int t = 0; t < 3; t++)
+        out->spacing[t] = sqrt(aff.m[0][t] * aff.m[0][t] +
+                               aff.m[1][t] * aff.m[1][t] +
+                               aff.m[2][t] * aff.m[2][t]);
     for (int m = 0; m < img.n_mod; m++)
         if ((rc = volume_norm_affine(&img, m, &ds->normalize[m], &na[m])))
             goto fail;
@@ -756,6 +764,25 @@ static int set_layout(Dataset *ds, const DataLayout *lay)
     return 0;
 }
 
+/* The axis code and spacing all training cases share; spacings agree
+ * within 1e-3 relative (float32 headers of one protocol). */
+static void training_grid(Dataset *ds)
+{
+    int same_o = ds->n_cases > 0, same_s = ds->n_cases > 0;
+    const DataCase *c0 = &ds->cases[0];
+    for (int i = 1; i < ds->n_cases; i++) {
+        const DataCase *c = &ds->cases[i];
+        same_o &= !strcmp(c->orientation, c0->orientation);
+        for (int t = 0; t < 3; t++)
+            same_s &= fabs(c->spacing[t] - c0->spacing[t]) <=
+                      1e-3 * c0->spacing[t];
+    }
+    memset(ds->orientation, 0, sizeof ds->orientation);
+    memset(ds->spacing, 0, sizeof ds->spacing);
+    if (same_o) memcpy(ds->orientation, c0->orientation, 4);
+    if (same_s) memcpy(ds->spacing, c0->spacing, sizeof ds->spacing);
+}
+
 int dataset_load(Dataset *ds, const DataLayout *lay)
 {
     char *image = NULL, *label = NULL;
@@ -775,6 +802,7 @@ int dataset_load(Dataset *ds, const DataLayout *lay)
         image = label = NULL;
         if (rc) goto fail;
     }
+    training_grid(ds);
     return 0;
 fail:
     for (int i = 0; i < ds->n_cases; i++)

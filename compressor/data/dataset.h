@@ -72,6 +72,8 @@ typedef struct {
     int64_t *fg_start; /* [n_classes + 1]: class c's locations are
                           fg_loc[fg_start[c] .. fg_start[c+1]); class 0
                           (background) has none */
+    char orientation[4]; /* axis code of the image header (orient.h) */
+    double spacing[3];   /* voxel size in mm along NIfTI i, j, k */
 } DataCase;
 
 typedef struct {
@@ -91,6 +93,11 @@ typedef struct {
     Normalize *normalize; /* [n_modalities] as applied (owned) */
     int ax[3];            /* tensor axis -> NIfTI axis */
     DataCase *cases;      /* [n_cases], same order as case_names */
+    /* The training grid: the axis code and spacing every training case
+     * shares ("" / zeros when they differ: training does not resample,
+     * so the model then has no single grid; runtime/orient.h). */
+    char orientation[4];
+    double spacing[3];
     /* 1: opened by dataset_open_unlabeled without labelsTr: the training
      * cases are the imagesTr cases and their labels load as all
      * background, for the caller to fill (--distill). */

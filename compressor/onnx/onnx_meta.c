@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "runtime/common.h"
+#include "runtime/orient.h"
 
 #define META_VERSION "1"
 /* Sanity bounds against corrupted or hostile files. */
@@ -88,6 +89,12 @@ int onnx_meta_encode(const ModelMeta *m, MetaProp **props, int *n)
         snprintf(key, sizeof key, "sauron.normalize.%d", k);
         if (z->kind == NORMALIZE_CT)
             prop_addf(&l, key, "ct:%.9g,%.9g", (double)z->lo, (double)z->hi);
+        else if (z->kind == NORMALIZE_ZSCORE_FG &&
+                 (z->hi != 1.0f || z->lo != 0.0f))
+            prop_addf(&l, key, "zscore-fg:%.9g,%.9g", (double)z->hi,
+                      (double)z->lo);
+        else if (z->kind == NORMALIZE_ZSCORE_FG)
+            prop_add(&l, key, "zscore-fg");
         else
             prop_add(&l, key, z->kind == NORMALIZE_NONE ? "none" : "zscore");
     }
@@ -97,6 +104,11 @@ int onnx_meta_encode(const ModelMeta *m, MetaProp **props, int *n)
               m->patch[2]);
     prop_add(&l, "sauron.order",
              m->order == ORDER_NIBABEL ? "nibabel" : "nnunet");
+    /* optional: only a model that knows its training grid */
+    if (m->orientation[0]) prop_add(&l, "sauron.orientation", m->orientation);
+    if (m->spacing[0] != 0.0 || m->spacing[1] != 0.0 || m->spacing[2] != 0.0)
+        prop_addf(&l, "sauron.spacing", "%.17g,%.17g,%.17g", m->spacing[0],
+                  m->spacing[1], m->spacing[2]);
     for (int k = 0; k < 32; k++)
         snprintf(buf + 2 * k, 3, "%02x", m->source_sha256[k]);
     prop_add(&l, "sauron.source_sha256", buf);
@@ -141,6 +153,23 @@ static int parse_normalize(const char *s, Normalize *z)
     if (!s) return -1;
     if (!strcmp(s, "zscore")) {
         z->kind = NORMALIZE_ZSCORE;
+        return 0;
+    }
+    if (!strncmp(s, "zscore-fg", 9)) {
+        z->kind = NORMALIZE_ZSCORE_FG;
+        z->hi = 1.0f;
+        if (!s[9]) return 0;
+        if (s[9] != ':') return -1;
+        char *end;
+        errno = 0;
+        float g = strtof(s + 10, &end);
+        if (errno || end == s + 10 || *end != ',' || !(g > 0.0f && g < 1e6f))
+            return -1;
+        const char *o = end + 1;
+        float off = strtof(o, &end);
+        if (errno || end == o || *end || !(fabsf(off) < 1e6f)) return -1;
+        z->hi = g;
+        z->lo = off;
         return 0;
     }
     if (!strcmp(s, "none")) {
@@ -261,6 +290,24 @@ int onnx_meta_decode(const Onnx__ModelProto *mp, const char *path, Graph *g)
     else {
         bad = "sauron.order";
         goto fail;
+    }
+    if ((v = prop_get(mp, "sauron.orientation"))) {
+        int w[3], sg[3];
+        if (orient_parse(v, w, sg)) {
+            bad = "sauron.orientation";
+            goto fail;
+        }
+        memcpy(m.orientation, v, 3);
+    }
+    if ((v = prop_get(mp, "sauron.spacing"))) {
+        int n = -1;
+        double *sp = m.spacing;
+        if (sscanf(v, "%lf,%lf,%lf%n", &sp[0], &sp[1], &sp[2], &n) != 3 ||
+            n < 0 || v[n] || !(sp[0] >= 0 && sp[0] <= 1000) ||
+            !(sp[1] >= 0 && sp[1] <= 1000) || !(sp[2] >= 0 && sp[2] <= 1000)) {
+            bad = "sauron.spacing";
+            goto fail;
+        }
     }
     v = prop_get(mp, "sauron.source_sha256");
     if (!v || strlen(v) != 64) {

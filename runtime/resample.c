@@ -1,0 +1,399 @@
+/* Scan <-> model grid resampling: see resample.h.
+ *
+ * Both directions parallelise over the slowest voxel axis of what they
+ * write (each thread writes its own planes or rows) and interpolate each
+ * voxel in a fixed order, so results do not depend on the thread count. */
+#include "resample.h"
+
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "common.h"
+#include "orient.h"
+
+static int threads(int n)
+{
+    return n > 0 ? n : omp_get_num_procs();
+}
+
+/* Clamp a voxel coordinate to [0, n-1] and split it into a base index
+ * and the weight of the next voxel (0 on the last voxel, so a clamped or
+ * integer coordinate reads one voxel only). */
+static void split_coord(double x, int64_t n, int64_t *i0, double *f)
+{
+    if (x < 0.0) x = 0.0;
+    if (x > (double)(n - 1)) x = (double)(n - 1);
+    double fl = floor(x);
+    *i0 = (int64_t)fl;
+    *f = x - fl;
+    if (*i0 >= n - 1) {
+        *i0 = n - 1;
+        *f = 0.0;
+    }
+}
+
+/* A map that is a signed permutation plus an integer shift (a scan
+ * stored in another axis order at the model's spacing): coordinate r =
+ * sign[r] * x[src[r]] + off[r].  Both directions then index voxels
+ * directly, with the results the interpolating paths give for such maps
+ * (one voxel with weight 1), at a fraction of their cost. */
+typedef struct {
+    int src[3], sign[3];
+    int64_t off[3];
+} Perm;
+
+static int exact_perm(const Affine *a, Perm *p)
+{
+    int used[3] = {0};
+    for (int r = 0; r < 3; r++) {
+        p->src[r] = -1;
+        for (int c = 0; c < 3; c++) {
+            double v = a->m[r][c];
+            if (fabs(fabs(v) - 1.0) <= 1e-9 && p->src[r] < 0 && !used[c]) {
+                p->src[r] = c;
+                p->sign[r] = v > 0 ? 1 : -1;
+            } else if (fabs(v) > 1e-9) {
+                return 0;
+            }
+        }
+        if (p->src[r] < 0) return 0;
+        used[p->src[r]] = 1;
+        double t = orient_snap(a->m[r][3]);
+        if (t != nearbyint(t) || fabs(t) > 1e15) return 0;
+        p->off[r] = (int64_t)t;
+    }
+    return 1;
+}
+
+/* ---- scan -> model grid ---- */
+
+/* Normalised trilinear sample of modality plane src [nz][ny][nx] at
+ * voxel coordinates p (snapped).  Weights that are 0 are skipped, so an
+ * integer position returns the normalised voxel itself. */
+static float sample(const float *src, const int64_t d[3], const double p[3],
+                    const NormAffine *na, float fill)
+{
+    int64_t i0[3];
+    double f[3];
+    for (int a = 0; a < 3; a++) {
+        if (p[a] < -0.5 || p[a] > (double)d[a] - 0.5) return fill;
+        split_coord(p[a], d[a], &i0[a], &f[a]);
+    }
+    double acc = 0.0;
+    for (int c = 0; c < 8; c++) {
+        double w = 1.0;
+        int64_t idx[3];
+        for (int a = 0; a < 3; a++) {
+            int hi = c >> a & 1;
+            w *= hi ? f[a] : 1.0 - f[a];
+            idx[a] = i0[a] + hi;
+        }
+        if (w == 0.0) continue;
+        float v = src[(idx[2] * d[1] + idx[1]) * d[0] + idx[0]];
+        acc += w * (double)norm_apply(na, v);
+    }
+    return (float)acc;
+}
+
+void resample_volume(Volume *dst, const Volume *src, const NormAffine *na,
+                     const Affine *map, int n_threads)
+{
+    const double(*m)[4] = map->m;
+    int64_t snv = volume_voxels(src), dnv = volume_voxels(dst);
+    for (int c = 0; c < src->n_mod; c++) {
+        const float *s = src->data + (size_t)c * (size_t)snv;
+        float mn = s[0];
+        for (int64_t i = 1; i < snv; i++)
+            if (s[i] < mn) mn = s[i];
+        float fill = norm_apply(&na[c], mn);
+        float *o = dst->data + (size_t)c * (size_t)dnv;
+        const int64_t *dd = dst->dim;
+        Perm pm;
+        if (exact_perm(map, &pm)) {
+            const int64_t *sd = src->dim;
+#pragma omp parallel for num_threads(threads(n_threads)) schedule(static)
+            for (int64_t k = 0; k < dd[2]; k++)
+                for (int64_t j = 0; j < dd[1]; j++) {
+                    float *row = o + (size_t)((k * dd[1] + j) * dd[0]);
+                    for (int64_t i = 0; i < dd[0]; i++) {
+                        int64_t q[3] = {i, j, k}, p[3];
+                        int in = 1;
+                        for (int r = 0; r < 3; r++) {
+                            p[r] = pm.sign[r] * q[pm.src[r]] + pm.off[r];
+                            in &= p[r] >= 0 && p[r] < sd[r];
+                        }
+                        row[i] = in ? norm_apply(&na[c],
+                                                 s[(p[2] * sd[1] + p[1]) *
+                                                       sd[0] +
+                                                   p[0]])
+                                    : fill;
+                    }
+                }
+            continue;
+        }
+#pragma omp parallel for num_threads(threads(n_threads)) schedule(static)
+        for (int64_t k = 0; k < dd[2]; k++)
+            for (int64_t j = 0; j < dd[1]; j++) {
+                float *row = o + (size_t)((k * dd[1] + j) * dd[0]);
+                for (int64_t i = 0; i < dd[0]; i++) {
+                    double p[3];
+                    for (int r = 0; r < 3; r++)
+                        p[r] = orient_snap(m[r][0] * (double)i +
+                                           m[r][1] * (double)j +
+                                           m[r][2] * (double)k + m[r][3]);
+                    row[i] = sample(s, src->dim, p, &na[c], fill);
+                }
+            }
+    }
+}
+
+/* ---- model grid -> scan ---- */
+
+struct BackMap {
+    int64_t sdim[3], mdim[3];
+    Affine map;
+    int a0, u, w; /* plane axis; in-plane model axes (u < w) */
+    int nc, nt;
+    int exact;     /* map is a Perm: label_plane_exact */
+    Perm perm;
+    int16_t *labels;
+    float *probs;
+    size_t plane;  /* mdim[u] * mdim[w] */
+    float *ring;   /* [2][nc][plane]: planes z-1 and z, slot z & 1 */
+    int64_t next;  /* next plane expected */
+    int64_t done;  /* scan voxels labelled */
+};
+
+int backmap_create(const int64_t scan_dim[3], const int64_t model_dim[3],
+                   const Affine *m, int a0, int nc, int16_t *labels,
+                   float *probs, int n_threads, BackMap **out)
+{
+    *out = NULL;
+    BackMap *b = sl_calloc(1, sizeof *b);
+    if (!b) goto nomem;
+    memcpy(b->sdim, scan_dim, sizeof b->sdim);
+    memcpy(b->mdim, model_dim, sizeof b->mdim);
+    b->map = *m;
+    /* the index path needs every scan voxel inside the model grid (true
+     * of orient_model_grid's grids; checked on the box corners) */
+    b->exact = exact_perm(m, &b->perm);
+    for (int c = 0; b->exact && c < 8; c++)
+        for (int r = 0; r < 3; r++) {
+            int64_t x = (c >> b->perm.src[r] & 1) ? scan_dim[b->perm.src[r]] - 1
+                                                  : 0;
+            int64_t q = b->perm.sign[r] * x + b->perm.off[r];
+            if (q < 0 || q >= model_dim[r]) b->exact = 0;
+        }
+    b->a0 = a0;
+    b->u = a0 == 0 ? 1 : 0;
+    b->w = a0 == 2 ? 1 : 2;
+    b->nc = nc;
+    b->nt = threads(n_threads);
+    b->labels = labels;
+    b->probs = probs;
+    b->plane = (size_t)(model_dim[b->u] * model_dim[b->w]);
+    b->ring = sl_calloc(2 * (size_t)nc * b->plane, sizeof(float));
+    if (!b->ring) goto nomem;
+    *out = b;
+    return 0;
+nomem:
+    backmap_free(b);
+    sl_error("out of memory for the score planes of the model grid");
+    return ERR_NOMEM;
+}
+
+void backmap_free(BackMap *b)
+{
+    if (!b) return;
+    sl_free(b->ring);
+    sl_free(b);
+}
+
+int64_t backmap_done(const BackMap *b)
+{
+    return b->done;
+}
+
+/* The plane (along a0) whose arrival labels a voxel at a0-coordinate z:
+ * the upper of the two it interpolates between. */
+static int64_t plane_key(double z, int64_t n)
+{
+    if (z < 0.0) z = 0.0;
+    if (z > (double)(n - 1)) z = (double)(n - 1);
+    return (int64_t)ceil(z);
+}
+
+/* Bilinear read of class c of ring plane `slot` at in-plane (cu, cw). */
+static double plane_read(const BackMap *b, int slot, int c, int64_t u0,
+                         double fu, int64_t w0, double fw)
+{
+    const float *p = b->ring + ((size_t)slot * (size_t)b->nc + (size_t)c) *
+                                   b->plane;
+    int64_t nu = b->mdim[b->u];
+    double acc = (1.0 - fu) * (1.0 - fw) * (double)p[w0 * nu + u0];
+    if (fu != 0.0) acc += fu * (1.0 - fw) * (double)p[w0 * nu + u0 + 1];
+    if (fw != 0.0) {
+        acc += (1.0 - fu) * fw * (double)p[(w0 + 1) * nu + u0];
+        if (fu != 0.0) acc += fu * fw * (double)p[(w0 + 1) * nu + u0 + 1];
+    }
+    return acc;
+}
+
+/* Label scan voxel (i, j, k) at model position q (snapped); its key is
+ * the plane just stored. */
+static void label_voxel(const BackMap *b, const double q[3], size_t vox)
+{
+    int64_t n0 = b->mdim[b->a0];
+    double z = q[b->a0];
+    if (z < 0.0) z = 0.0;
+    if (z > (double)(n0 - 1)) z = (double)(n0 - 1);
+    int64_t key = (int64_t)ceil(z);
+    double wl = (double)key - z; /* weight of plane key-1 */
+    int64_t u0, w0;
+    double fu, fw;
+    split_coord(q[b->u], b->mdim[b->u], &u0, &fu);
+    split_coord(q[b->w], b->mdim[b->w], &w0, &fw);
+    size_t nvox = (size_t)(b->sdim[0] * b->sdim[1] * b->sdim[2]);
+    int best = -1;
+    double bv = 0.0;
+    for (int c = 0; c < b->nc; c++) {
+        double s = plane_read(b, (int)(key & 1), c, u0, fu, w0, fw);
+        if (wl != 0.0)
+            s = (1.0 - wl) * s +
+                wl * plane_read(b, (int)((key - 1) & 1), c, u0, fu, w0, fw);
+        if (b->probs) b->probs[(size_t)c * nvox + vox] = (float)s;
+        if (s == s && (best < 0 || s > bv)) {
+            best = c;
+            bv = s;
+        }
+    }
+    b->labels[vox] = (int16_t)(best < 0 ? 0 : best);
+}
+
+/* label_plane for a Perm map: the voxels of plane z and their model
+ * voxels by index; the argmax of the plane's scores (what label_voxel
+ * gives at integer positions). */
+static void label_plane_exact(BackMap *b, int64_t z)
+{
+    const int64_t *d = b->sdim;
+    const Perm *pm = &b->perm;
+    int64_t nu = b->mdim[b->u];
+    size_t nvox = (size_t)(d[0] * d[1] * d[2]);
+    const float *slot = b->ring + (size_t)(z & 1) * (size_t)b->nc * b->plane;
+    int a0 = b->a0, u = b->u, w = b->w;
+    int64_t done = 0;
+#pragma omp parallel for num_threads(b->nt) schedule(static) \
+    reduction(+ : done)
+    for (int64_t k = 0; k < d[2]; k++)
+        for (int64_t j = 0; j < d[1]; j++) {
+            int64_t q0[3], step[3];
+            int64_t p0[3] = {0, j, k};
+            for (int r = 0; r < 3; r++) {
+                q0[r] = pm->sign[r] * p0[pm->src[r]] + pm->off[r];
+                step[r] = pm->src[r] == 0 ? pm->sign[r] : 0;
+            }
+            int64_t ilo = 0, ihi = d[0] - 1;
+            if (step[a0] == 0) {
+                if (q0[a0] != z) continue;
+            } else {
+                ilo = ihi = (z - q0[a0]) * step[a0]; /* step is +-1 */
+                if (ilo < 0 || ilo >= d[0]) continue;
+            }
+            for (int64_t i = ilo; i <= ihi; i++) {
+                int64_t qu = q0[u] + i * step[u], qw = q0[w] + i * step[w];
+                size_t vox = (size_t)((k * d[1] + j) * d[0] + i);
+                size_t at = (size_t)(qw * nu + qu);
+                int best = -1;
+                float bv = 0.0f;
+                for (int c = 0; c < b->nc; c++) {
+                    float s = slot[(size_t)c * b->plane + at];
+                    if (b->probs) b->probs[(size_t)c * nvox + vox] = s;
+                    if (s == s && (best < 0 || s > bv)) {
+                        best = c;
+                        bv = s;
+                    }
+                }
+                b->labels[vox] = (int16_t)(best < 0 ? 0 : best);
+                done++;
+            }
+        }
+    b->done += done;
+}
+
+/* Label every scan voxel whose key is plane z. */
+static void label_plane(BackMap *b, int64_t z)
+{
+    if (b->exact) {
+        label_plane_exact(b, z);
+        return;
+    }
+    const BackMap *cb = b;
+    const int64_t *d = b->sdim;
+    int64_t n0 = b->mdim[b->a0];
+    const double(*M)[4] = cb->map.m;
+    const double *r0 = M[b->a0];
+    /* a0-coordinates whose key can be z, widened past the snapping. */
+    double zlo = z == 0 ? -(double)INFINITY : (double)z - 1.0 - 1e-3;
+    double zhi = z == n0 - 1 ? (double)INFINITY : (double)z + 1e-3;
+    int64_t done = 0;
+#pragma omp parallel for num_threads(b->nt) schedule(static) \
+    reduction(+ : done)
+    for (int64_t k = 0; k < d[2]; k++)
+        for (int64_t j = 0; j < d[1]; j++) {
+            double zb = r0[1] * (double)j + r0[2] * (double)k + r0[3];
+            int64_t ilo = 0, ihi = d[0] - 1;
+            /* rows are visited for every plane: reject the row from its
+             * z-range alone, so the cost per plane is one test per row
+             * plus the voxels that belong to the plane */
+            double za = zb, zz = zb + r0[0] * (double)(d[0] - 1);
+            if (fmax(za, zz) < zlo || fmin(za, zz) > zhi) continue;
+            if (fabs(r0[0]) > 1e-12) {
+                double x1 = (zlo - zb) / r0[0], x2 = (zhi - zb) / r0[0];
+                double lo = fmin(x1, x2) - 1.0, hi = fmax(x1, x2) + 1.0;
+                if (hi < 0.0 || lo > (double)(d[0] - 1)) continue;
+                if (lo > 0.0) ilo = (int64_t)floor(lo);
+                if (hi < (double)(d[0] - 1)) ihi = (int64_t)ceil(hi);
+            }
+            for (int64_t i = ilo; i <= ihi; i++) {
+                double q[3];
+                for (int r = 0; r < 3; r++)
+                    q[r] = orient_snap(M[r][0] * (double)i +
+                                       M[r][1] * (double)j +
+                                       M[r][2] * (double)k + M[r][3]);
+                if (plane_key(q[b->a0], n0) != z) continue;
+                label_voxel(b, q, (size_t)((k * d[1] + j) * d[0] + i));
+                done++;
+            }
+        }
+    b->done += done;
+}
+
+void backmap_planes(void *ctx, const float *scores, const float *wsum,
+                    int nc, const int ax[3], const int64_t off[3],
+                    const int64_t box[3], const int64_t pad[3])
+{
+    BackMap *b = ctx;
+    CHECK(nc == b->nc && ax[0] == b->a0 && off[0] == b->next);
+    size_t cstride = (size_t)(pad[0] * pad[1] * pad[2]);
+    int64_t nu = b->mdim[b->u];
+    for (int64_t x0 = 0; x0 < box[0]; x0++) {
+        int64_t z = off[0] + x0;
+        float *slot = b->ring + (size_t)(z & 1) * (size_t)nc * b->plane;
+        for (int64_t x1 = 0; x1 < box[1]; x1++)
+            for (int64_t x2 = 0; x2 < box[2]; x2++) {
+                int64_t q[3];
+                q[ax[1]] = off[1] + x1;
+                q[ax[2]] = off[2] + x2;
+                size_t dst = (size_t)(q[b->w] * nu + q[b->u]);
+                size_t src = (size_t)((x0 * pad[1] + x1) * pad[2] + x2);
+                float ws = wsum ? wsum[src] : 1.0f;
+                for (int c = 0; c < nc; c++) {
+                    float v = scores[(size_t)c * cstride + src];
+                    slot[(size_t)c * b->plane + dst] = wsum ? v / ws : v;
+                }
+            }
+        label_plane(b, z);
+        b->next = z + 1;
+    }
+}
