@@ -8,7 +8,15 @@
  *     and a deep-supervision model (3 heads, 3 classes) train too;
  *   - kill -9 in the middle of a run, then --resume: the output is
  *     byte-identical to an uninterrupted run's;
- *   - --resume refuses another model's run folder and other settings;
+ *   - --resume refuses another model's run folder (both model checksums
+ *     shown) and other settings (the flag named);
+ *   - a damaged checkpoint (empty, truncated inside the magic, a section
+ *     header, a payload or the last CRC; a byte flipped; another file; a
+ *     newer version): --resume refuses it with one line naming the file
+ *     and saying to start again without --resume; the file is kept;
+ *   - disk full (RLIMIT_FSIZE) while writing the final model: one line,
+ *     no output or temporary file, the checkpoint intact and still
+ *     resumable to the uninterrupted run's model;
  *   - bad input (dataset without dataset.json, a case missing a modality
  *     or its label, a label outside the declared ones, grids that differ,
  *     no training cases, --batch 0, an unknown flag, out-of-range values,
@@ -19,6 +27,7 @@
  * Needs /usr/bin/python3 with numpy and nibabel (skipped otherwise). */
 #define _POSIX_C_SOURCE 200809L
 #include <signal.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -344,6 +353,9 @@ static void test_resume_refusals(void **state)
     assert_int_not_equal(r.status, 0);
     assert_int_equal(r.lines, 1);
     assert_non_null(strstr(r.last, "another model"));
+    /* both checksums, so the user can tell which file made the folder */
+    assert_non_null(strstr(r.last, "in the run folder"));
+    assert_non_null(strstr(r.last, "... for '"));
     assert_false(sl_file_exists(out));
     /* Other settings: named. */
     cli(&r,
@@ -366,6 +378,137 @@ static void test_resume_refusals(void **state)
     assert_false(sl_file_exists(out));
 }
 
+
+/* A training run of one short epoch into run folder `run` (output
+ * removed), the checkpoint copied to `saved`: the start of the
+ * checkpoint fault tests. */
+#define SHORT_RUN                                                             \
+    "--no-prune --epochs 1 --iters-per-epoch 2 --batch 2 --threads 2 "       \
+    "--seed 5"
+static void short_run(const char *out, const char *run, const char *saved)
+{
+    char b[256], ck[700];
+    Cli r;
+    bin(b, sizeof b);
+    cli(&r, "%s %s %s --data %s " SHORT_RUN " --run-dir %s --force", b,
+        MODEL, out, good, run);
+    assert_int_equal(r.status, 0);
+    remove(out);
+    snprintf(ck, sizeof ck, "%s/checkpoint.sslck", run);
+    assert_int_equal(sh("cp %s %s", ck, saved), 0);
+}
+
+/* A damaged checkpoint is refused by --resume with one line naming it
+ * and saying what to do; nothing is trained, nothing written, the file
+ * is left as it was (never a silent fresh start). */
+static void test_damaged_checkpoint(void **state)
+{
+    (void)state;
+    if (!have_data) skip();
+    char b[256], out[600], run[600], ck[700], saved[600];
+    Cli r;
+    bin(b, sizeof b);
+    tmp("dmg.sslim", out, sizeof out);
+    tmp("dmg.run", run, sizeof run);
+    tmp("dmg_saved.sslck", saved, sizeof saved);
+    snprintf(ck, sizeof ck, "%s/checkpoint.sslck", run);
+    short_run(out, run, saved);
+    uint8_t *d = NULL;
+    size_t n = 0;
+    assert_int_equal(sl_read_file(saved, &d, &n), 0);
+    assert_true(n > 1000);
+    /* what is done to the file, and a phrase the refusal must hold */
+    struct {
+        const char *what;
+        size_t keep; /* bytes kept (truncation) */
+        size_t flip; /* byte inverted, or SIZE_MAX */
+        const char *want;
+    } cases[] = {
+        {"empty", 0, SIZE_MAX, "truncated"},
+        {"inside the magic", 5, SIZE_MAX, "truncated"},
+        {"another file", n, 0, "not a training checkpoint"},
+        {"inside a section header", 8 + 8 + 6, SIZE_MAX, "truncated"},
+        {"at half", n / 2, SIZE_MAX, "truncated"},
+        {"last byte missing", n - 1, SIZE_MAX, "truncated"},
+        {"a byte flipped at half", n, n / 2, "corrupted"},
+        {"last CRC byte flipped", n, n - 1, "corrupted"},
+        {"version changed", n, 8, "version"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint8_t *m = malloc(n);
+        assert_non_null(m);
+        memcpy(m, d, n);
+        if (cases[i].flip != SIZE_MAX) m[cases[i].flip] ^= 0xff;
+        assert_int_equal(sl_write_file_atomic(ck, m, cases[i].keep, 1), 0);
+        free(m);
+        cli(&r, "%s %s %s --data %s " SHORT_RUN " --run-dir %s --resume", b,
+            MODEL, out, good, run);
+        fprintf(stderr, "checkpoint %s: exit %d: %s", cases[i].what,
+                r.status, r.err);
+        assert_int_not_equal(r.status, 0);
+        assert_int_equal(r.lines, 1);
+        assert_non_null(strstr(r.last, cases[i].want));
+        assert_non_null(strstr(r.last, ck));
+        assert_non_null(strstr(r.last, "without --resume"));
+        assert_false(sl_file_exists(out));
+        /* the damaged file is still there, unchanged */
+        uint8_t *now = NULL;
+        size_t nn = 0;
+        assert_int_equal(sl_read_file(ck, &now, &nn), 0);
+        assert_int_equal(nn, cases[i].keep);
+        sl_free(now);
+    }
+    sl_free(d);
+    /* the intact checkpoint still resumes (to the end: it is final) */
+    assert_int_equal(sh("cp %s %s", saved, ck), 0);
+    cli(&r, "%s %s %s --data %s " SHORT_RUN " --run-dir %s --resume", b,
+        MODEL, out, good, run);
+    assert_int_equal(r.status, 0);
+    assert_true(sl_file_exists(out));
+}
+
+/* Disk full while writing the final model, simulated with RLIMIT_FSIZE
+ * (the shell's ulimit -f, SIGXFSZ ignored, so write() fails with EFBIG
+ * as on a full disk; portable, needs no mount or preload): a --resume of
+ * a finished run's folder writes only the model (40 KB), so a limit of
+ * 8 KB stops exactly that write.  One line, non-zero exit, no output and
+ * no temporary file left, the checkpoint unchanged; a --resume without
+ * the limit then writes the uninterrupted run's model, byte for byte. */
+static void test_model_write_fails(void **state)
+{
+    (void)state;
+    if (!have_data) skip();
+    char b[256], out[600], ref[600], run[600], ck[700], saved[600];
+    Cli r;
+    bin(b, sizeof b);
+    tmp("mfull.sslim", out, sizeof out);
+    tmp("mfull_ref.sslim", ref, sizeof ref);
+    tmp("mfull.run", run, sizeof run);
+    tmp("mfull_saved.sslck", saved, sizeof saved);
+    snprintf(ck, sizeof ck, "%s/checkpoint.sslck", run);
+    cli(&r, "%s %s %s --data %s " SHORT_RUN " --run-dir %s.ref --force", b,
+        MODEL, ref, good, run);
+    assert_int_equal(r.status, 0);
+    short_run(out, run, saved);
+    cli(&r,
+        "sh -c \"trap '' XFSZ; ulimit -f 8; exec %s %s %s --data %s "
+        SHORT_RUN " --run-dir %s --resume\"",
+        b, MODEL, out, good, run);
+    fprintf(stderr, "final write under ulimit -f 8: exit %d: %s", r.status,
+            r.err);
+    assert_int_not_equal(r.status, 0);
+    /* "resuming ..." then the one error line */
+    assert_int_equal(r.lines, 2);
+    assert_non_null(strstr(r.last, "cannot write"));
+    assert_non_null(strstr(r.last, out));
+    assert_false(sl_file_exists(out));
+    assert_int_equal(sh("ls %s.tmp.* >/dev/null 2>&1", out), 2);
+    assert_true(files_equal(ck, saved));
+    cli(&r, "%s %s %s --data %s " SHORT_RUN " --run-dir %s --resume", b,
+        MODEL, out, good, run);
+    assert_int_equal(r.status, 0);
+    assert_true(files_equal(ref, out));
+}
 /* One bad input: non-zero exit, one stderr line holding `want`, no
  * output, no run folder. */
 static void bad(const char *name, const char *data, const char *flags,
@@ -448,6 +591,8 @@ int main(void)
         cmocka_unit_test(test_3d_and_deep_supervision),
         cmocka_unit_test(test_kill_and_resume),
         cmocka_unit_test(test_resume_refusals),
+        cmocka_unit_test(test_damaged_checkpoint),
+        cmocka_unit_test(test_model_write_fails),
         cmocka_unit_test(test_bad_datasets),
         cmocka_unit_test(test_bad_flags),
         cmocka_unit_test(test_nan_stop),

@@ -254,9 +254,17 @@ int ckpt_read(const char *path, Checkpoint *ck)
     ByteReader c;
     br_init(&c, data, size);
     const uint8_t *magic = br_bytes(&c, 8);
+    if (size < 8 && (!size || !memcmp(data, ckpt_magic, size))) {
+        /* empty or cut inside the magic: a write that never finished */
+        sl_error("checkpoint '%s' is truncated (%zu bytes); start again "
+                 "without --resume (or from an older copy)",
+                 path, size);
+        rc = ERR_FORMAT;
+        goto fail;
+    }
     if (!magic || memcmp(magic, ckpt_magic, 8)) {
-        sl_error("'%s' is not a training checkpoint; remove the run folder "
-                 "or choose another --run-dir",
+        sl_error("'%s' is not a training checkpoint; start again without "
+                 "--resume in another --run-dir, or remove that folder",
                  path);
         rc = ERR_FORMAT;
         goto fail;

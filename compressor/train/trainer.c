@@ -519,9 +519,13 @@ static int load_checkpoint(Trainer *t, Checkpoint *ck)
     const char *now_model = strstr(t->settings, "model=");
     vl = 6 + 64;
     if (!saved_model || !now_model || strncmp(saved_model, now_model, vl)) {
+        /* the first 12 hex digits of each checksum: enough to tell
+         * which of the user's files made the folder */
         sl_error("--resume: run folder '%s' belongs to another model (source "
-                 "checksum differs from '%s'); choose another --run-dir",
-                 t->run_dir,
+                 "checksum %.12s... in the run folder, %.12s... for '%s'); "
+                 "choose another --run-dir",
+                 t->run_dir, saved_model ? saved_model + 6 : "(none)",
+                 now_model ? now_model + 6 : "(none)",
                  t->g->meta.source_name ? t->g->meta.source_name
                                         : "the input");
         rc = ERR_ARG;
