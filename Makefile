@@ -58,8 +58,9 @@ GEN_SRC = $(BUILD)/gen/onnx.pb-c.c
 
 BINS = segment sauron-compress sauron-inspect sauron-run sauron-eval
 TESTS = test_common test_graph test_ops test_conv test_exec test_sslim \
-        test_onnx test_torch test_nifti test_segment test_cli test_grad test_eval
-TESTS += test_sauron
+        test_onnx test_torch test_nifti test_segment_volume test_segment_lib \
+        test_segment_cli test_cli test_grad test_eval
+TESTS += test_sauron_distance test_sauron_threshold
 TESTS += test_data test_sampler
 TESTS += test_train test_loss_optim test_loss_soft
 TESTS += test_trainer test_train_cli
@@ -188,6 +189,7 @@ $(RT_TESTS:%=$(BUILD)/tests/%): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o \
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(NIFTI_LIBS) $(CMOCKA_LIBS) -o $@
 $(BUILD)/tests/test_peer $(BUILD)/tests/test_torch_segment: $(BUILD)/obj/tests/peercheck.o
+$(BUILD)/tests/test_segment_lib $(BUILD)/tests/test_segment_cli: $(BUILD)/obj/tests/segmodel.o
 $(BUILD)/tests/test_batch $(BUILD)/tests/test_soak $(BUILD)/tests/test_dicom $(BUILD)/tests/test_storage: $(BUILD)/obj/tests/batchcheck.o
 # (its own rule: the fuzz objects must come before the libraries)
 $(BUILD)/tests/test_fuzz_replay: $(BUILD)/obj/tests/test_fuzz_replay.o \

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Independent NIfTI geometry check with nibabel (run by test_segment).
+"""Independent NIfTI geometry check with nibabel (run by test_segment_cli).
 
 usage: nifti_check.py INPUT OUTPUT [--labels N]
 
