@@ -39,7 +39,7 @@ RT_OPS = runtime/ops/optable.c runtime/ops/conv.c \
 RT_SRC = runtime/common.c runtime/bytes.c runtime/cliopt.c runtime/graph.c runtime/plan.c runtime/exec.c \
          runtime/sslim.c runtime/nifti_io.c runtime/volume.c \
          runtime/segment.c runtime/batch.c runtime/orient.c \
-         runtime/resample.c runtime/segment_scan.c $(RT_OPS)
+         runtime/resample.c runtime/segment_scan.c runtime/sauron_rt.c $(RT_OPS)
 CMP_SRC = compressor/onnx/onnx_import.c compressor/onnx/onnx_lower.c \
           compressor/onnx/onnx_lower_ops.c compressor/onnx/onnx_layout.c \
           compressor/onnx/onnx_lw.c compressor/onnx/onnx_fold.c \
@@ -78,6 +78,7 @@ TESTS += test_cliopt
 TESTS += test_inputs_untouched
 TESTS += test_storage
 TESTS += test_orient
+TESTS += test_embed
 
 # Fuzz targets (tests/fuzz/): entry functions shared by the libFuzzer
 # programs (make fuzz) and test_fuzz_replay (make test).
@@ -92,6 +93,13 @@ RT_TESTS = test_common test_graph test_ops test_conv test_fused test_sslim \
 RT_OBJ  = $(RT_SRC:%.c=$(BUILD)/obj/%.o)
 CMP_OBJ = $(CMP_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/onnx.pb-c.o
 RT_LIB  = $(BUILD)/lib/libsauron_rt.a
+# The embeddable runtime (runtime/sauron_rt.h): the same sources compiled a
+# second time with -fPIC into their own folder, so the programs' objects
+# stay non-PIC; the public header alone is copied to $(BUILD)/include.
+RT_PIC_OBJ = $(RT_SRC:%.c=$(BUILD)/obj-pic/%.o)
+RT_SO   = $(BUILD)/lib/libsauron_rt.so
+RT_PC   = $(BUILD)/lib/pkgconfig/sauron-rt.pc
+RT_HDR  = $(BUILD)/include/sauron_rt.h
 CMP_LIB = $(BUILD)/lib/libsauron_cmp.a
 BIN_PATHS  = $(BINS:%=$(BUILD)/bin/%)
 MAN_PATHS  = $(BINS:%=$(BUILD)/man/%.1)
@@ -101,7 +109,7 @@ TEST_PATHS = $(TESTS:%=$(BUILD)/tests/%)
 .PHONY: all deps demo test test-run asan bench bench-quick check-long install \
         geom-check \
         clean fixtures format fuzz fuzz-bins check-layering check-arm64
-all: $(BIN_PATHS) $(MAN_PATHS)
+all: $(BIN_PATHS) $(MAN_PATHS) $(RT_SO) $(RT_PC) $(RT_HDR)
 
 deps:
 	@sh tools/deps.sh build
@@ -144,6 +152,36 @@ check-layering:
 $(RT_LIB): $(RT_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/obj-pic/runtime/%.o: runtime/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(RT_CPPFLAGS) $(CFLAGS) -fPIC -c $< -o $@
+
+# Only the srt_ symbols are meant for callers; the others stay visible
+# (no export map yet) but are undocumented.
+$(RT_SO).0: $(RT_PIC_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -Wl,-soname,libsauron_rt.so.0 $(LDFLAGS) $^ \
+	    $(NIFTI_LIBS) -o $@
+$(RT_SO): $(RT_SO).0
+	ln -sf libsauron_rt.so.0 $@
+
+$(RT_HDR): runtime/sauron_rt.h
+	@mkdir -p $(dir $@)
+	cp $< $@
+
+$(RT_PC): runtime/sauron-rt.pc.in
+	@mkdir -p $(dir $@)
+	sed 's|@PREFIX@|$(PREFIX)|' $< >$@.tmp && mv $@.tmp $@
+
+# The embedding example sees only $(BUILD)/include (the public header) and
+# links the shared library (rpath: the build tree).
+$(BUILD)/bin/embed-example: tools/embed_example.c $(RT_HDR) $(RT_SO)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 $(OPT) -g $(WARN) $(WERROR) $(SANFLAGS) \
+	    -I$(BUILD)/include $< -L$(BUILD)/lib -lsauron_rt \
+	    -Wl,-rpath,$(abspath $(BUILD)/lib) $(SANFLAGS) -o $@
+$(BUILD)/tests/test_embed: $(BUILD)/bin/embed-example
 
 $(CMP_LIB): $(CMP_OBJ)
 	@mkdir -p $(dir $@)
@@ -318,6 +356,12 @@ install: all
 	install -m 755 $(BIN_PATHS) $(DESTDIR)$(PREFIX)/bin/
 	install -d $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 644 $(MAN_PATHS) $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 $(RT_HDR) $(DESTDIR)$(PREFIX)/include/
+	install -m 644 $(RT_LIB) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(RT_SO).0 $(DESTDIR)$(PREFIX)/lib/libsauron_rt.so.0
+	ln -sf libsauron_rt.so.0 $(DESTDIR)$(PREFIX)/lib/libsauron_rt.so
+	install -m 644 $(RT_PC) $(DESTDIR)$(PREFIX)/lib/pkgconfig/
 	if ls models/*.sslim >/dev/null 2>&1; then \
 	    install -m 644 models/*.sslim models/*.md $(DESTDIR)$(PREFIX)/share/sauron/models/; fi
 
@@ -330,4 +374,4 @@ format:
 clean:
 	rm -rf $(BUILD) build-asan $(FUZZ_BUILD)
 
--include $(wildcard $(BUILD)/obj/*/*.d $(BUILD)/obj/*/*/*.d)
+-include $(wildcard $(BUILD)/obj/*/*.d $(BUILD)/obj/*/*/*.d $(BUILD)/obj-pic/*/*.d $(BUILD)/obj-pic/*/*/*.d)
