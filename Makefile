@@ -181,7 +181,7 @@ $(BUILD)/bin/embed-example: tools/embed_example.c $(RT_HDR) $(RT_SO)
 	$(CC) -std=c11 $(OPT) -g $(WARN) $(WERROR) $(SANFLAGS) \
 	    -I$(BUILD)/include $< -L$(BUILD)/lib -lsauron_rt \
 	    -Wl,-rpath,$(abspath $(BUILD)/lib) $(SANFLAGS) -o $@
-$(BUILD)/tests/test_embed: $(BUILD)/bin/embed-example
+$(BUILD)/tests/test_embed: | $(BUILD)/bin/embed-example $(RT_PC)
 
 $(CMP_LIB): $(CMP_OBJ)
 	@mkdir -p $(dir $@)

@@ -104,20 +104,20 @@ const char *srt_modality_name(const srt_model *m, int i)
 
 /* The caller's geometry as the runtime's 3x4 affine; ERR_ARG (message)
  * if it is not affine or a spacing is not positive. */
-static int geometry(const double affine[4][4], const double spacing[3],
+static int geometry(const double affine[16], const double spacing[3],
                     Affine *aff)
 {
     memset(aff, 0, sizeof *aff);
     if (affine) {
-        if (affine[3][0] != 0 || affine[3][1] != 0 || affine[3][2] != 0 ||
-            affine[3][3] != 1) {
+        if (affine[12] != 0 || affine[13] != 0 || affine[14] != 0 ||
+            affine[15] != 1) {
             sl_error("srt_segment: the affine's last row must be 0 0 0 1");
             return ERR_ARG;
         }
         for (int r = 0; r < 3; r++)
             for (int c = 0; c < 4; c++) {
-                aff->m[r][c] = affine[r][c];
-                if (!(affine[r][c] - affine[r][c] == 0)) {
+                aff->m[r][c] = affine[4 * r + c];
+                if (!(affine[4 * r + c] - affine[4 * r + c] == 0)) {
                     sl_error("srt_segment: the affine has a NaN or "
                              "infinite entry");
                     return ERR_ARG;
@@ -139,7 +139,7 @@ static int geometry(const double affine[4][4], const double spacing[3],
 }
 
 int srt_segment(srt_model *m, const float *data, int n_mod,
-                const int64_t dim[3], const double affine[4][4],
+                const int64_t dim[3], const double affine[16],
                 const double spacing[3], int16_t *labels)
 {
     int was = enter(m ? m->verbose : 0), rc;

@@ -19,7 +19,8 @@
 #include <sauron_rt.h>
 
 enum { EX_NX = 48, EX_NY = 40, EX_NZ = 6 };
-static const double EX_SPACING[3] = {1.1, 1.2, 2.5};
+/* exact in float32, as NIfTI stores affines: the test compares bit for bit */
+static const double EX_SPACING[3] = {1.125, 1.25, 2.5};
 
 static int write_raw(const char *path, const void *p, size_t size, size_t n)
 {
@@ -45,10 +46,10 @@ int main(int argc, char **argv)
     }
     const int64_t dim[3] = {EX_NX, EX_NY, EX_NZ};
     /* Voxel (i, j, k, 1) -> RAS mm: i points left, j posterior. */
-    const double aff[4][4] = {{-EX_SPACING[0], 0, 0, 30.0},
-                              {0, -EX_SPACING[1], 0, 25.0},
-                              {0, 0, EX_SPACING[2], -5.0},
-                              {0, 0, 0, 1}};
+    const double aff[16] = {-EX_SPACING[0], 0, 0, 30.0,
+                            0, -EX_SPACING[1], 0, 25.0,
+                            0, 0, EX_SPACING[2], -5.0,
+                            0, 0, 0, 1};
     int n_mod = srt_n_modalities(m);
     size_t nvox = (size_t)EX_NX * EX_NY * EX_NZ;
     float *vol = malloc(nvox * (size_t)n_mod * sizeof *vol);
