@@ -361,7 +361,9 @@ install: all
 	install -m 644 $(RT_LIB) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(RT_SO).0 $(DESTDIR)$(PREFIX)/lib/libsauron_rt.so.0
 	ln -sf libsauron_rt.so.0 $(DESTDIR)$(PREFIX)/lib/libsauron_rt.so
-	install -m 644 $(RT_PC) $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	# (written here: the build tree's copy may carry another PREFIX)
+	sed 's|@PREFIX@|$(PREFIX)|' runtime/sauron-rt.pc.in \
+	    >$(DESTDIR)$(PREFIX)/lib/pkgconfig/sauron-rt.pc
 	if ls models/*.sslim >/dev/null 2>&1; then \
 	    install -m 644 models/*.sslim models/*.md $(DESTDIR)$(PREFIX)/share/sauron/models/; fi
 
