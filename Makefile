@@ -157,12 +157,12 @@ $(BUILD)/obj-pic/runtime/%.o: runtime/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(RT_CPPFLAGS) $(CFLAGS) -fPIC -c $< -o $@
 
-# Only the srt_ symbols are meant for callers; the others stay visible
-# (no export map yet) but are undocumented.
-$(RT_SO).0: $(RT_PIC_OBJ)
+# Only the srt_ symbols are exported (runtime/sauron_rt.map).
+$(RT_SO).0: $(RT_PIC_OBJ) runtime/sauron_rt.map
 	@mkdir -p $(dir $@)
-	$(CC) -shared -Wl,-soname,libsauron_rt.so.0 $(LDFLAGS) $^ \
-	    $(NIFTI_LIBS) -o $@
+	$(CC) -shared -Wl,-soname,libsauron_rt.so.0 \
+	    -Wl,--version-script,runtime/sauron_rt.map $(LDFLAGS) \
+	    $(RT_PIC_OBJ) $(NIFTI_LIBS) -o $@
 $(RT_SO): $(RT_SO).0
 	ln -sf libsauron_rt.so.0 $@
 

@@ -80,12 +80,18 @@ void srt_close(srt_model *m)
     sl_free(m);
 }
 
-int srt_n_classes(const srt_model *m) { return m ? m->g.meta.n_classes : 0; }
+int srt_n_classes(const srt_model *m)
+{
+    return m ? m->g.meta.n_classes : 0;
+}
 int srt_n_modalities(const srt_model *m)
 {
     return m ? m->g.meta.n_modalities : 0;
 }
-int srt_dims(const srt_model *m) { return m ? m->g.meta.dims : 0; }
+int srt_dims(const srt_model *m)
+{
+    return m ? m->g.meta.dims : 0;
+}
 
 const char *srt_class_name(const srt_model *m, int i)
 {
@@ -174,5 +180,11 @@ done:
     return rc;
 }
 
-const char *srt_last_error(void) { return sl_error_last(); }
-const char *srt_strerror(int code) { return sl_strerror(code); }
+const char *srt_last_error(void)
+{
+    return sl_error_last();
+}
+const char *srt_strerror(int code)
+{
+    return sl_strerror(code);
+}

@@ -69,17 +69,16 @@ const char *srt_modality_name(const srt_model *m, int i);
  *           x (NIfTI i) fastest; n_mod == srt_n_modalities(m).
  *  dim:     nx, ny, nz (each >= 1).
  *  affine:  4x4 row-major (affine[4*r+c]: row r, column c) mapping voxel
- *           (i, j, k, 1) to world mm in RAS+ (NIfTI's sform convention; for DICOM LPS negate the first two rows);
- *           the last row must be 0 0 0 1.  NULL: diag(spacing), i.e. the
- *           volume's axes are R, A, S.
- *  spacing: voxel size in mm along i, j, k, used only when affine is NULL
- *           (NULL: 1 mm).
- *  labels:  caller's buffer of nx*ny*nz int16 ([nz][ny][nx]), overwritten
- *           with the label map on the volume's own grid.
- * A model that records a training orientation and spacing runs on that
- * grid and its scores are resampled back, exactly as the segment program
- * does for a NIfTI file with the same geometry.
- * Returns SRT_OK or a negative code; labels are unspecified on failure. */
+ *           (i, j, k, 1) to world mm in RAS+ (NIfTI's sform convention; for
+ * DICOM LPS negate the first two rows); the last row must be 0 0 0 1.  NULL:
+ * diag(spacing), i.e. the volume's axes are R, A, S. spacing: voxel size in
+ * mm along i, j, k, used only when affine is NULL (NULL: 1 mm). labels:
+ * caller's buffer of nx*ny*nz int16 ([nz][ny][nx]), overwritten with the
+ * label map on the volume's own grid. A model that records a training
+ * orientation and spacing runs on that grid and its scores are resampled
+ * back, exactly as the segment program does for a NIfTI file with the same
+ * geometry. Returns SRT_OK or a negative code; labels are unspecified on
+ * failure. */
 int srt_segment(srt_model *m, const float *data, int n_mod,
                 const int64_t dim[3], const double affine[16],
                 const double spacing[3], int16_t *labels);

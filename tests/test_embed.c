@@ -12,6 +12,7 @@
  *    sauron-rt.pc (prefix pointed at the build folder, whose include/ and
  *    lib/ have the installed layout), so the .pc file and the header are
  *    complete.
+ *    The shared library exports srt_ symbols only.
  * 3. Error paths through the static library: codes, one error line, no
  *    label written, caller's quiet setting restored.
  */
@@ -58,7 +59,8 @@ static void write_scan(const char *path, const float *vol)
     nim->qform_code = 0;
     nim->sform_code = NIFTI_XFORM_SCANNER_ANAT;
     for (int r = 0; r < 4; r++)
-        for (int c = 0; c < 4; c++) nim->sto_xyz.m[r][c] = AFF[r][c];
+        for (int c = 0; c < 4; c++)
+            nim->sto_xyz.m[r][c] = AFF[r][c];
     nim->xyz_units = NIFTI_UNITS_MM;
     assert_int_equal(nifti_set_filenames(nim, path, 0, 1), 0);
     nifti_image_write(nim);
@@ -74,9 +76,10 @@ static void test_example_matches_segment(void **state)
     snprintf(lp, sizeof lp, "%s", test_tmp_path("embed_lab.i16"));
     snprintf(sp, sizeof sp, "%s", test_tmp_path("embed_scan.nii.gz"));
     snprintf(op, sizeof op, "%s", test_tmp_path("embed_scan_seg.nii.gz"));
-    snprintf(cmd, sizeof cmd, "rm -f %s %s %s %s && %s %s %s %s >%s/embed.txt",
-             vp, lp, sp, op, bin_path("embed-example", bin, sizeof bin),
-             MODEL, vp, lp, test_tmpdir());
+    snprintf(cmd, sizeof cmd,
+             "rm -f %s %s %s %s && %s %s %s %s >%s/embed.txt", vp, lp, sp, op,
+             bin_path("embed-example", bin, sizeof bin), MODEL, vp, lp,
+             test_tmpdir());
     assert_int_equal(run_cmd(cmd, NULL, 0), 0);
     char txt[300];
     snprintf(txt, sizeof txt, "%s/embed.txt", test_tmpdir());
@@ -118,15 +121,25 @@ static void test_pkg_config_build(void **state)
     char cmd[2000];
     const char *b = test_build_dir();
     const char *cc = getenv("CC");
-    snprintf(cmd, sizeof cmd,
-             "export PKG_CONFIG_PATH=%s/lib/pkgconfig; %s -std=c11 -Wall -Wextra "
-             "-Werror tools/embed_example.c $(pkg-config "
-             "--define-variable=prefix=%s --cflags --libs sauron-rt) -o "
-             "%s/embed_pc",
-             b, cc && *cc ? cc : "cc", b, test_tmpdir());
+    snprintf(
+        cmd, sizeof cmd,
+        "export PKG_CONFIG_PATH=%s/lib/pkgconfig; %s -std=c11 -Wall -Wextra "
+        "-Werror tools/embed_example.c $(pkg-config "
+        "--define-variable=prefix=%s --cflags --libs sauron-rt) -o "
+        "%s/embed_pc",
+        b, cc && *cc ? cc : "cc", b, test_tmpdir());
     char err[512] = "";
     int rc = run_cmd(cmd, err, sizeof err);
     if (rc) fprintf(stderr, "pkg-config build: %s\n", err);
+    assert_int_equal(rc, 0);
+    /* the shared library exports the srt_ API only (sauron_rt.map) */
+    snprintf(cmd, sizeof cmd,
+             "nm -D --defined-only %s/lib/libsauron_rt.so.0 | awk "
+             "'$2 ~ /^[A-Z]$/ && $2 != \"A\" && $3 !~ /^srt_/ "
+             "{ print > \"/dev/stderr\"; bad = 1 } END { exit bad }'",
+             b);
+    rc = run_cmd(cmd, err, sizeof err);
+    if (rc) fprintf(stderr, "exported beyond srt_: %s\n", err);
     assert_int_equal(rc, 0);
 }
 
@@ -149,7 +162,8 @@ static void test_errors(void **state)
     assert_null(srt_class_name(m, 2));
     float vol[4 * 4 * 2] = {0};
     int16_t lab[4 * 4 * 2];
-    for (size_t i = 0; i < 32; i++) lab[i] = 77;
+    for (size_t i = 0; i < 32; i++)
+        lab[i] = 77;
     const int64_t dim[3] = {4, 4, 2}, bad[3] = {4, 0, 2};
     assert_int_equal(srt_segment(m, vol, 2, dim, NULL, NULL, lab), SRT_EARG);
     assert_true(strstr(srt_last_error(), "modalities") != NULL);
@@ -157,8 +171,10 @@ static void test_errors(void **state)
     assert_int_equal(srt_segment(m, vol, 1, dim, aff, NULL, lab), SRT_EARG);
     double sp[3] = {1, -1, 1};
     assert_int_equal(srt_segment(m, vol, 1, dim, NULL, sp, lab), SRT_EARG);
-    assert_int_equal(srt_segment(m, vol, 1, bad, NULL, NULL, lab), SRT_ESHAPE);
-    for (size_t i = 0; i < 32; i++) assert_int_equal(lab[i], 77);
+    assert_int_equal(srt_segment(m, vol, 1, bad, NULL, NULL, lab),
+                     SRT_ESHAPE);
+    for (size_t i = 0; i < 32; i++)
+        assert_int_equal(lab[i], 77);
     assert_int_equal(srt_segment(NULL, vol, 1, dim, NULL, NULL, lab),
                      SRT_EARG);
     assert_int_equal(sl_error_is_quiet(), 0);

@@ -46,10 +46,12 @@ int main(int argc, char **argv)
     }
     const int64_t dim[3] = {EX_NX, EX_NY, EX_NZ};
     /* Voxel (i, j, k, 1) -> RAS mm: i points left, j posterior. */
+    /* clang-format off */
     const double aff[16] = {-EX_SPACING[0], 0, 0, 30.0,
                             0, -EX_SPACING[1], 0, 25.0,
                             0, 0, EX_SPACING[2], -5.0,
                             0, 0, 0, 1};
+    /* clang-format on */
     int n_mod = srt_n_modalities(m);
     size_t nvox = (size_t)EX_NX * EX_NY * EX_NZ;
     float *vol = malloc(nvox * (size_t)n_mod * sizeof *vol);
@@ -83,7 +85,8 @@ int main(int argc, char **argv)
            srt_n_classes(m));
     for (int k = 0; k < srt_n_classes(m); k++) {
         size_t cnt = 0;
-        for (size_t i = 0; i < nvox; i++) cnt += labels[i] == k;
+        for (size_t i = 0; i < nvox; i++)
+            cnt += labels[i] == k;
         const char *name = srt_class_name(m, k);
         printf("class %d (%s): %zu voxels\n", k, name ? name : "?", cnt);
     }
