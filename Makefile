@@ -315,8 +315,10 @@ bench-quick: all
 # check-long: tests of the benchmark scripts (torch_segment.py, plot_run.py,
 # bench_real.sh on a tiny phantom); they need the bench deps, so not in test.
 # test_soak: one segment process over 500 scans (RSS, descriptors; under
-# nice -n 19); test_dicom: NIfTI -> DICOM (pydicom) -> dcm2niix -> segment.
-LONG_TESTS = test_torch_segment test_bench_real test_soak test_dicom
+# nice -n 19); test_kill_resume: kill -9 at 20 seeded moments of a pruning
+# run, each resumed, byte-identical to the uninterrupted run; test_dicom:
+# NIfTI -> DICOM (pydicom) -> dcm2niix -> segment.
+LONG_TESTS = test_torch_segment test_bench_real test_soak test_dicom test_kill_resume
 check-long:
 	@BUILD=$(BUILD) sh tools/deps.sh check-long
 	@$(MAKE) --no-print-directory $(BIN_PATHS) $(LONG_TESTS:%=$(BUILD)/tests/%)
