@@ -28,6 +28,8 @@ NIFTI_LIBS = -lnifti2 -lznz -lz -lm
 PROTOBUF_CFLAGS := $(shell pkg-config --cflags libprotobuf-c 2>/dev/null)
 PROTOBUF_LIBS   := $(shell pkg-config --libs libprotobuf-c 2>/dev/null || echo -lprotobuf-c)
 CMOCKA_LIBS     := $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
+# libpng: segment --overlay pictures (runtime/overlay.c)
+PNG_LIBS        := $(shell pkg-config --libs libpng 2>/dev/null || echo -lpng)
 ONNX_PROTO ?= /usr/include/onnx/onnx.proto
 
 # ---- sources (explicit lists) ----
@@ -39,7 +41,8 @@ RT_OPS = runtime/ops/optable.c runtime/ops/conv.c \
 RT_SRC = runtime/common.c runtime/bytes.c runtime/cliopt.c runtime/graph.c runtime/plan.c runtime/exec.c \
          runtime/sslim.c runtime/nifti_io.c runtime/volume.c \
          runtime/segment.c runtime/batch.c runtime/orient.c \
-         runtime/resample.c runtime/segment_scan.c runtime/sauron_rt.c $(RT_OPS)
+         runtime/resample.c runtime/segment_scan.c runtime/sauron_rt.c runtime/overlay.c \
+         runtime/font5x7.c $(RT_OPS)
 CMP_SRC = compressor/onnx/onnx_import.c compressor/onnx/onnx_lower.c \
           compressor/onnx/onnx_lower_ops.c compressor/onnx/onnx_layout.c \
           compressor/onnx/onnx_lw.c compressor/onnx/onnx_fold.c \
@@ -79,6 +82,7 @@ TESTS += test_inputs_untouched
 TESTS += test_storage
 TESTS += test_orient
 TESTS += test_embed
+TESTS += test_overlay
 
 # Fuzz targets (tests/fuzz/): entry functions shared by the libFuzzer
 # programs (make fuzz) and test_fuzz_replay (make test).
@@ -162,7 +166,7 @@ $(RT_SO).0: $(RT_PIC_OBJ) runtime/sauron_rt.map
 	@mkdir -p $(dir $@)
 	$(CC) -shared -Wl,-soname,libsauron_rt.so.0 \
 	    -Wl,--version-script,runtime/sauron_rt.map $(LDFLAGS) \
-	    $(RT_PIC_OBJ) $(NIFTI_LIBS) -o $@
+	    $(RT_PIC_OBJ) $(NIFTI_LIBS) $(PNG_LIBS) -o $@
 $(RT_SO): $(RT_SO).0
 	ln -sf libsauron_rt.so.0 $@
 
@@ -191,7 +195,7 @@ $(CMP_LIB): $(CMP_OBJ)
 # compressor -> runtime is enforced here.
 $(BUILD)/bin/segment: $(BUILD)/obj/runtime/segment_main.o $(RT_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(NIFTI_LIBS) -o $@
+	$(CC) $(LDFLAGS) $^ $(NIFTI_LIBS) $(PNG_LIBS) -o $@
 
 $(BUILD)/bin/sauron-run: $(BUILD)/obj/tools/sauron_run.o $(RT_LIB)
 	@mkdir -p $(dir $@)
@@ -221,19 +225,19 @@ $(BUILD)/bin/sauron-inspect: $(BUILD)/obj/tools/sauron_inspect.o $(CMP_LIB) $(RT
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/obj/tests/testutil.o $(CMP_LIB) $(RT_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(PROTOBUF_LIBS) $(NIFTI_LIBS) $(CMOCKA_LIBS) -o $@
+	$(CC) $(LDFLAGS) $^ $(PROTOBUF_LIBS) $(NIFTI_LIBS) $(PNG_LIBS) $(CMOCKA_LIBS) -o $@
 $(RT_TESTS:%=$(BUILD)/tests/%): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o \
         $(BUILD)/obj/tests/testutil.o $(RT_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(NIFTI_LIBS) $(CMOCKA_LIBS) -o $@
+	$(CC) $(LDFLAGS) $^ $(NIFTI_LIBS) $(PNG_LIBS) $(CMOCKA_LIBS) -o $@
 $(BUILD)/tests/test_peer $(BUILD)/tests/test_torch_segment: $(BUILD)/obj/tests/peercheck.o
 $(BUILD)/tests/test_segment_lib $(BUILD)/tests/test_segment_cli: $(BUILD)/obj/tests/segmodel.o
-$(BUILD)/tests/test_batch $(BUILD)/tests/test_soak $(BUILD)/tests/test_dicom $(BUILD)/tests/test_storage: $(BUILD)/obj/tests/batchcheck.o
+$(BUILD)/tests/test_batch $(BUILD)/tests/test_soak $(BUILD)/tests/test_dicom $(BUILD)/tests/test_storage $(BUILD)/tests/test_overlay: $(BUILD)/obj/tests/batchcheck.o
 # (its own rule: the fuzz objects must come before the libraries)
 $(BUILD)/tests/test_fuzz_replay: $(BUILD)/obj/tests/test_fuzz_replay.o \
         $(BUILD)/obj/tests/testutil.o $(FUZZ_OBJ) $(CMP_LIB) $(RT_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(PROTOBUF_LIBS) $(NIFTI_LIBS) $(CMOCKA_LIBS) -o $@
+	$(CC) $(LDFLAGS) $^ $(PROTOBUF_LIBS) $(NIFTI_LIBS) $(PNG_LIBS) $(CMOCKA_LIBS) -o $@
 
 # Each program prints its man page from its option table (hidden --man),
 # the same table its --help and its parser use.

@@ -12,6 +12,7 @@
 #include "common.h"
 #include "nifti_io.h"
 #include "segment_scan.h"
+#include "overlay.h"
 
 /* Length of the scan name without .nii.gz / .nii. */
 static size_t stem_len(const char *name, size_t n)
@@ -22,9 +23,10 @@ static size_t stem_len(const char *name, size_t n)
 }
 
 /* Output of case `spec` (its first file names it): beside the scan when
- * dir is NULL ("d/scan.nii.gz" -> "d/scan_seg.nii.gz"), else
- * "dir/scan_seg.nii.gz". */
-static char *case_output(const char *spec, const char *dir)
+ * dir is NULL ("d/scan.nii.gz" -> "d/scan" + suffix), else
+ * "dir/scan" + suffix. */
+static char *case_output(const char *spec, const char *dir,
+                         const char *suffix)
 {
     size_t n = strcspn(spec, ",");
     const char *name = spec;
@@ -36,11 +38,11 @@ static char *case_output(const char *spec, const char *dir)
     size_t stem = stem_len(name, n);
     size_t dl = dir ? strlen(dir) : 0;
     int slash = dl > 0 && dir[dl - 1] != '/';
-    size_t len = dl + (size_t)slash + stem + 16;
+    size_t len = dl + (size_t)slash + stem + strlen(suffix) + 1;
     char *o = sl_alloc(len);
     if (o)
-        snprintf(o, len, "%s%s%.*s_seg.nii.gz", dir ? dir : "",
-                 slash ? "/" : "", (int)stem, name);
+        snprintf(o, len, "%s%s%.*s%s", dir ? dir : "", slash ? "/" : "",
+                 (int)stem, name, suffix);
     return o;
 }
 
@@ -195,6 +197,30 @@ static int out_is_folder(const char *out, int n_cases, int several)
     return 1;
 }
 
+/* Two cases writing one output: the second would overwrite the first
+ * (or fail on it).  Sorting copies keeps this O(n log n). */
+static int refuse_duplicates(char **outputs, int n)
+{
+    if (n < 2) return 0;
+    char **sorted = sl_alloc(sizeof(char *) * (size_t)n);
+    if (!sorted) {
+        sl_error("out of memory");
+        return ERR_NOMEM;
+    }
+    memcpy(sorted, outputs, sizeof(char *) * (size_t)n);
+    qsort(sorted, (size_t)n, sizeof(char *), cmp_str);
+    for (int c = 1; c < n; c++)
+        if (!strcmp(sorted[c - 1], sorted[c])) {
+            sl_error("two cases would both write '%s' (scans with the "
+                     "same name); segment them into different output "
+                     "folders", sorted[c]);
+            sl_free(sorted);
+            return ERR_ARG;
+        }
+    sl_free(sorted);
+    return 0;
+}
+
 int segbatch_plan(SegBatch *b, char *const *scans, int n_scans,
                const char *input_dir, const char *out, const char *probs)
 {
@@ -244,36 +270,65 @@ int segbatch_plan(SegBatch *b, char *const *scans, int n_scans,
     for (int c = 0; c < b->n; c++) {
         b->outputs[c] = out && !folder ? sl_strdup(out)
                                        : case_output(b->cases[c],
-                                                     folder ? out : NULL);
+                                                     folder ? out : NULL,
+                                                     "_seg.nii.gz");
         if (!b->outputs[c]) {
             sl_error("out of memory");
             return ERR_NOMEM;
         }
     }
-    /* Two cases writing one output: the second would overwrite the first
-     * (or fail on it).  Sorting copies keeps this O(n log n). */
-    if (b->n > 1) {
-        char **sorted = sl_alloc(sizeof(char *) * (size_t)b->n);
-        if (!sorted) {
-            sl_error("out of memory");
-            return ERR_NOMEM;
-        }
-        memcpy(sorted, b->outputs, sizeof(char *) * (size_t)b->n);
-        qsort(sorted, (size_t)b->n, sizeof(char *), cmp_str);
-        for (int c = 1; c < b->n; c++)
-            if (!strcmp(sorted[c - 1], sorted[c])) {
-                sl_error("two cases would both write '%s' (scans with the "
-                         "same name); segment them into different output "
-                         "folders", sorted[c]);
-                sl_free(sorted);
-                return ERR_ARG;
-            }
-        sl_free(sorted);
-    }
+    if ((rc = refuse_duplicates(b->outputs, b->n))) return rc;
     if ((rc = collect_input_ids(b))) return rc;
     if (folder && !is_dir(out) && mkdir(out, 0777) != 0 && errno != EEXIST) {
         sl_error("cannot create output folder '%s': %s; create it (and "
                  "its parents) first", out, strerror(errno));
+        return ERR_IO;
+    }
+    return 0;
+}
+
+static int ends_png(const char *path)
+{
+    size_t n = strlen(path);
+    return n >= 4 && !strcmp(path + n - 4, ".png");
+}
+
+int segbatch_set_overlay(SegBatch *b, const char *overlay)
+{
+    int one_file = b->n == 1 && ends_png(overlay) && !is_dir(overlay);
+    if (!one_file && ends_png(overlay) && !is_dir(overlay)) {
+        sl_error("--overlay '%s' is one picture and takes one scan, %d "
+                 "cases were given; give a folder for one picture per case",
+                 overlay, b->n);
+        return ERR_ARG;
+    }
+    if (!one_file && b->n == 1 && !is_dir(overlay) &&
+        overlay[strlen(overlay) - 1] != '/') {
+        sl_error("--overlay '%s' must end in .png (one case) or name a "
+                 "folder (an existing one, or a name ending in '/')",
+                 overlay);
+        return ERR_ARG;
+    }
+    b->overlays = sl_calloc((size_t)b->n, sizeof(char *));
+    if (!b->overlays) {
+        sl_error("out of memory");
+        return ERR_NOMEM;
+    }
+    for (int c = 0; c < b->n; c++) {
+        b->overlays[c] = one_file ? sl_strdup(overlay)
+                                  : case_output(b->cases[c], overlay,
+                                                "_overlay.png");
+        if (!b->overlays[c]) {
+            sl_error("out of memory");
+            return ERR_NOMEM;
+        }
+    }
+    int rc = refuse_duplicates(b->overlays, b->n);
+    if (rc) return rc;
+    if (!one_file && !is_dir(overlay) && mkdir(overlay, 0777) != 0 &&
+        errno != EEXIST) {
+        sl_error("cannot create overlay folder '%s': %s; create it (and "
+                 "its parents) first", overlay, strerror(errno));
         return ERR_IO;
     }
     return 0;
@@ -284,9 +339,11 @@ void segbatch_free(SegBatch *b)
     for (int c = 0; c < b->n; c++) {
         sl_free(b->cases[c]);
         if (b->outputs) sl_free(b->outputs[c]);
+        if (b->overlays) sl_free(b->overlays[c]);
     }
     sl_free(b->cases);
     sl_free(b->outputs);
+    sl_free(b->overlays);
     sl_free(b->input_ids);
     memset(b, 0, sizeof *b);
 }
@@ -328,12 +385,15 @@ static int run_case(const SegBatch *b, int c, Segmenter *seg, const Graph *g,
                     int force, uint64_t max_memory)
 {
     const char *spec = b->cases[c], *out = b->outputs[c];
+    const char *ovl = b->overlays ? b->overlays[c] : NULL;
     Volume v = {0};
+    OverlayImage img = {0};
     NiftiGeom *geom = NULL;
     int16_t *labels = NULL;
     float *probs = NULL;
     int rc = ERR_ARG;
-    if (is_an_input(b, out) || (b->probs && is_an_input(b, b->probs))) {
+    if (is_an_input(b, out) || (b->probs && is_an_input(b, b->probs)) ||
+        (ovl && is_an_input(b, ovl))) {
         sl_error("output '%s' is one of the input scans; choose another "
                  "output name with -o", out);
         goto fail;
@@ -350,6 +410,10 @@ static int run_case(const SegBatch *b, int c, Segmenter *seg, const Graph *g,
     if (!force && b->probs && sl_file_exists(b->probs)) {
         sl_error("output '%s' exists; pass --force to overwrite it",
                  b->probs);
+        goto fail;
+    }
+    if (!force && ovl && sl_file_exists(ovl)) {
+        sl_error("output '%s' exists; pass --force to overwrite it", ovl);
         goto fail;
     }
     if ((rc = nio_read_within(spec, max_memory, &v, &geom))) goto fail;
@@ -397,8 +461,18 @@ static int run_case(const SegBatch *b, int c, Segmenter *seg, const Graph *g,
     if (b->probs &&
         (rc = nio_write_probs(b->probs, geom, probs, m->n_classes, force)))
         goto fail;
+    if (ovl) {
+        /* segment_scan freed the voxels to bound peak memory: read the
+         * scan again for the picture rather than keep a copy. */
+        volume_free(&v);
+        if ((rc = nio_read_within(spec, max_memory, &v, NULL)) ||
+            (rc = overlay_render(&img, &v, labels, aff.m, spec)) ||
+            (rc = overlay_write_png(ovl, &img, force)))
+            goto fail;
+    }
     rc = 0;
 fail:
+    overlay_free(&img);
     sl_free(labels);
     sl_free(probs);
     volume_free(&v);
@@ -466,11 +540,14 @@ int segbatch_run(const SegBatch *b, Graph *g, const SegBatchOptions *o,
         }
         r->n_ok++;
         if (o->quiet) continue;
+        const char *ovl = b->overlays ? b->overlays[c] : NULL;
         if (b->batch_mode)
-            printf("[%d/%d] %s -> %s (%.2f s)\n", c + 1, b->n, b->cases[c],
-                   b->outputs[c], dt);
+            printf("[%d/%d] %s -> %s%s%s (%.2f s)\n", c + 1, b->n,
+                   b->cases[c], b->outputs[c], ovl ? ", " : "",
+                   ovl ? ovl : "", dt);
         else
-            printf("%s -> %s\n", b->cases[c], b->outputs[c]);
+            printf("%s -> %s%s%s\n", b->cases[c], b->outputs[c],
+                   ovl ? ", " : "", ovl ? ovl : "");
         fflush(stdout);
     }
     r->seconds = sl_now() - t_all;

@@ -27,6 +27,7 @@ typedef struct {
     int batch_mode; /* several cases, an input folder or an output folder:
                      * per-case times and a summary line are printed */
     const char *probs; /* --probabilities FILE (one case only), borrowed */
+    char **overlays;   /* [n] overlay PNG paths (owned), or NULL: none */
     /* (st_dev, st_ino) of every input file of every case, sorted, so an
      * output that is an input is refused in O(log n) per case */
     unsigned long long *input_ids;
@@ -46,6 +47,14 @@ typedef struct {
 int segbatch_plan(SegBatch *b, char *const *scans, int n_scans,
                const char *input_dir, const char *out, const char *probs);
 void segbatch_free(SegBatch *b);
+
+/* Ask for overlay pictures (runtime/overlay.h), after segbatch_plan.
+ * One case: `overlay` is the PNG (a name ending in .png), or a folder.
+ * Several cases: a folder (existing, or created) that receives
+ * <scan>_overlay.png per case.  Refuses (ERR_ARG, one line) a .png name
+ * for several cases, a name that is neither, two cases with one picture
+ * name; ERR_IO when the folder cannot be created. */
+int segbatch_set_overlay(SegBatch *b, const char *overlay);
 
 typedef struct {
     int force;         /* replace existing outputs (never inputs) */

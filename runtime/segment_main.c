@@ -21,7 +21,7 @@
 #define SEGMENT_VERSION "0.1"
 
 typedef struct {
-    const char *model, *out, *probs, *input_dir;
+    const char *model, *out, *probs, *input_dir, *overlay;
     int force, threads, batch, quiet;
     uint64_t max_memory; /* bytes a case may claim (--max-memory) */
     char **scans;
@@ -51,6 +51,14 @@ static const CliOpt segment_opts[] = {
      .off = offsetof(Args, probs),
      .help = "also write per-class probabilities as a 4D float32 NIfTI "
              "(one case only)"},
+    {.name = "overlay", .type = CLI_STRING, .metavar = "PNG",
+     .off = offsetof(Args, overlay),
+     .help = "also write a picture of the scan with its labels: axial, "
+             "coronal and sagittal planes through the labelled region, "
+             "radiological convention (R on the left), the same for any "
+             "storage order of the scan.  One case: PNG is the file "
+             "(.png); several cases: a folder receiving "
+             "<scan>_overlay.png"},
     {.name = "force", .type = CLI_FLAG, .off = offsetof(Args, force),
      .help = "overwrite existing outputs (never inputs)"},
     {.name = "threads", .type = CLI_INT, .lo = 1, .hi = 4096,
@@ -161,6 +169,7 @@ int main(int argc, char **argv)
         goto done;
     }
     rc = segbatch_plan(&b, a.scans, a.n_scans, a.input_dir, a.out, a.probs);
+    if (!rc && a.overlay) rc = segbatch_set_overlay(&b, a.overlay);
     if (rc) {
         status = rc == ERR_ARG ? 2 : 1;
         goto done;

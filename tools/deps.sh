@@ -2,7 +2,7 @@
 # Install the Debian packages this project needs, only those missing.
 # Usage: tools/deps.sh [build|test|bench|fuzz|check-long]   (apt-get needs root)
 set -eu
-build="gcc make pkg-config libc6-dev zlib1g-dev libnifti2-dev libniftiio-dev libznz-dev libprotobuf-c-dev protobuf-c-compiler libonnx-dev libcmocka-dev"
+build="gcc make pkg-config libc6-dev zlib1g-dev libnifti2-dev libniftiio-dev libznz-dev libprotobuf-c-dev protobuf-c-compiler libonnx-dev libcmocka-dev libpng-dev"
 # parallel: test_batch runs the README's GNU parallel line; man-db and
 # groff-base: test_cliopt renders the man pages with man -l.
 test_extra="python3-nibabel python3-numpy mricron-data parallel man-db groff-base"
