@@ -13,7 +13,7 @@ set -eu
 dir=${1:?usage: $0 DIR}
 stamp="$dir/.complete"
 [ -f "$stamp" ] && exit 0
-pkgs="libnifti2-2 libnifti2-dev libniftiio-dev libznz3 libznz-dev zlib1g zlib1g-dev libcmocka0 libcmocka-dev"
+pkgs="libnifti2-2 libnifti2-dev libniftiio-dev libznz3 libznz-dev zlib1g zlib1g-dev libcmocka0 libcmocka-dev libpng16-16 libpng-dev"
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; else
         echo "error: dpkg does not know the arm64 architecture; run 'dpkg --add-architecture arm64 && apt-get update' as root" >&2
