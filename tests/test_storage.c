@@ -226,32 +226,6 @@ static void assert_on_disk(const char *path, const Storage *st)
     assert_int_equal(st->big ? be : le, want);
 }
 
-/* The label map's header against its input's: grid, voxel sizes, units,
- * both forms' codes and matrices (the output is written in this host's
- * byte order, the geometry unchanged). */
-static void assert_same_geometry(const char *in, const char *out)
-{
-    nifti_image *x = nifti_image_read(in, 0), *y = nifti_image_read(out, 0);
-    assert_non_null(x);
-    assert_non_null(y);
-    for (int i = 1; i <= 3; i++) {
-        assert_int_equal(x->dim[i], y->dim[i]);
-        assert_true(x->pixdim[i] == y->pixdim[i]);
-    }
-    assert_int_equal(x->qform_code, y->qform_code);
-    assert_int_equal(x->sform_code, y->sform_code);
-    assert_int_equal(x->xyz_units, y->xyz_units);
-    for (int r = 0; r < 4; r++)
-        for (int c = 0; c < 4; c++) {
-            /* The same stored float32 (NIfTI-1) or double (NIfTI-2)
-             * parameters on both sides: exact. */
-            assert_true(x->qto_xyz.m[r][c] == y->qto_xyz.m[r][c]);
-            assert_true(x->sto_xyz.m[r][c] == y->sto_xyz.m[r][c]);
-        }
-    nifti_image_free(x);
-    nifti_image_free(y);
-}
-
 static const int DATATYPES[] = {DT_UINT8,  DT_INT8,   DT_UINT16, DT_INT16,
                                 DT_UINT32, DT_INT32,  DT_UINT64, DT_INT64,
                                 DT_FLOAT32, DT_FLOAT64};
@@ -316,7 +290,7 @@ static void test_every_storage_same_labels(void **state)
             snprintf(out, sizeof out, "%s_seg.nii.gz", path);
             unlink(out);
             assert_int_equal(nio_write_labels(out, geom, lab, 2, 0), 0);
-            assert_same_geometry(path, out);
+            assert_same_nifti_geometry(path, out, 1);
             /* The world affine is the original's whichever form holds
              * it (sform if set, else qform). */
             double m[3][4], mo[3][4];
@@ -381,7 +355,7 @@ static void test_segment_big_endian_cli(void **state)
         assert_int_equal(nio_read(out, &lab, NULL), 0);
         assert_true(memcmp(lab.data, ref.data, n * sizeof(float)) == 0);
         volume_free(&lab);
-        assert_same_geometry(p, out);
+        assert_same_nifti_geometry(p, out, 1);
     }
     volume_free(&ref);
     scan_free(&s);

@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <nifti2_io.h>
+
 #include "runtime/common.h"
 
 uint64_t trng_next(TestRng *r)
@@ -353,4 +355,26 @@ void assert_meta_equal(const ModelMeta *a, const ModelMeta *b)
         assert_string_equal(a->notes, b->notes);
     else
         assert_null(b->notes);
+}
+
+void assert_same_nifti_geometry(const char *in, const char *out,
+                                int check_units)
+{
+    nifti_image *x = nifti_image_read(in, 0), *y = nifti_image_read(out, 0);
+    assert_non_null(x);
+    assert_non_null(y);
+    for (int i = 1; i <= 3; i++) {
+        assert_int_equal(x->dim[i], y->dim[i]);
+        assert_true(x->pixdim[i] == y->pixdim[i]);
+    }
+    assert_int_equal(x->qform_code, y->qform_code);
+    assert_int_equal(x->sform_code, y->sform_code);
+    if (check_units) assert_int_equal(x->xyz_units, y->xyz_units);
+    for (int r = 0; r < 4; r++)
+        for (int c = 0; c < 4; c++) {
+            assert_true(x->qto_xyz.m[r][c] == y->qto_xyz.m[r][c]);
+            assert_true(x->sto_xyz.m[r][c] == y->sto_xyz.m[r][c]);
+        }
+    nifti_image_free(x);
+    nifti_image_free(y);
 }

@@ -97,4 +97,11 @@ int ort_output_close(const char *path, const float *ours,
  * normalisation, dims/axis/patch/order, source name and sha256, notes). */
 void assert_meta_equal(const ModelMeta *a, const ModelMeta *b);
 
+/* cmocka-asserts that a label map keeps its input's header geometry: dims
+ * 1-3, pixdim 1-3, qform/sform codes and matrices (exactly: both sides
+ * store the same float32 or double parameters), and xyz_units too when
+ * check_units. */
+void assert_same_nifti_geometry(const char *in, const char *out,
+                                int check_units);
+
 #endif
