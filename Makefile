@@ -42,7 +42,7 @@ RT_SRC = runtime/common.c runtime/bytes.c runtime/cliopt.c runtime/graph.c runti
          runtime/sslim.c runtime/nifti_io.c runtime/volume.c \
          runtime/segment.c runtime/batch.c runtime/orient.c \
          runtime/resample.c runtime/segment_scan.c runtime/sauron_rt.c runtime/overlay.c \
-         runtime/font5x7.c $(RT_OPS)
+         runtime/font5x7.c runtime/mirror.c $(RT_OPS)
 CMP_SRC = compressor/onnx/onnx_import.c compressor/onnx/onnx_lower.c \
           compressor/onnx/onnx_lower_ops.c compressor/onnx/onnx_layout.c \
           compressor/onnx/onnx_lw.c compressor/onnx/onnx_fold.c \
@@ -83,6 +83,7 @@ TESTS += test_storage
 TESTS += test_orient
 TESTS += test_embed
 TESTS += test_overlay
+TESTS += test_tta
 
 # Fuzz targets (tests/fuzz/): entry functions shared by the libFuzzer
 # programs (make fuzz) and test_fuzz_replay (make test).
@@ -232,7 +233,7 @@ $(RT_TESTS:%=$(BUILD)/tests/%): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o \
 	$(CC) $(LDFLAGS) $^ $(NIFTI_LIBS) $(PNG_LIBS) $(CMOCKA_LIBS) -o $@
 $(BUILD)/tests/test_peer $(BUILD)/tests/test_torch_segment: $(BUILD)/obj/tests/peercheck.o
 $(BUILD)/tests/test_segment_lib $(BUILD)/tests/test_segment_cli: $(BUILD)/obj/tests/segmodel.o
-$(BUILD)/tests/test_batch $(BUILD)/tests/test_soak $(BUILD)/tests/test_dicom $(BUILD)/tests/test_storage $(BUILD)/tests/test_overlay: $(BUILD)/obj/tests/batchcheck.o
+$(BUILD)/tests/test_batch $(BUILD)/tests/test_soak $(BUILD)/tests/test_dicom $(BUILD)/tests/test_storage $(BUILD)/tests/test_overlay $(BUILD)/tests/test_tta: $(BUILD)/obj/tests/batchcheck.o
 # (its own rule: the fuzz objects must come before the libraries)
 $(BUILD)/tests/test_fuzz_replay: $(BUILD)/obj/tests/test_fuzz_replay.o \
         $(BUILD)/obj/tests/testutil.o $(FUZZ_OBJ) $(CMP_LIB) $(RT_LIB)

@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "exec.h"
+#include "mirror.h"
 
 /* Slices per exec_run for 2D models when the caller gives none: as many
  * as keep one run's activations (arena) within SEG_AUTO_BATCH_BYTES, at
@@ -223,6 +224,31 @@ int segmenter_norm_affines(const Segmenter *s, const Volume *in,
     return 0;
 }
 
+/* Probabilities p [nb, nc, pad...] of the input x [nb, C, pad...]
+ * averaged over the mirrored passes of mr (mirror.h); box: the scan's
+ * voxels inside the padding. */
+static int run_mirrored(const Segmenter *s, Executor *e, Mirror *mr,
+                        const float *x, int64_t nb, int C,
+                        const int64_t box[3], const int64_t pad[3],
+                        float *p)
+{
+    int nc = s->g->meta.n_classes;
+    int64_t sp = pad[0] * pad[1] * pad[2];
+    for (int m = 0; m < mr->n_pass; m++) {
+        int mask = m << mr->first_axis;
+        mirror_flip(mr->xf, x, nb * C, pad, box, mask, mr->n_threads);
+        const float *outs[SL_MAX_OUTPUTS];
+        int rc = exec_run(e, mr->xf, outs);
+        if (rc) return rc;
+        mirror_flip(mr->cur, outs[0], nb * nc, pad, box, mask,
+                    mr->n_threads);
+        if (!s->softmax_last) softmax_classes(mr->cur, nb, nc, sp);
+        mirror_push(mr);
+    }
+    mirror_mean(mr, p);
+    return 0;
+}
+
 static void progress(const Segmenter *s, int64_t done, int64_t total)
 {
     if (s->o.progress) s->o.progress(s->o.progress_ctx, done, total);
@@ -277,20 +303,27 @@ static int run_2d(Segmenter *s, const Volume *in, const NormAffine *na,
     Shape shp = {.ndim = 4, .d = {B, C, hw[0], hw[1]}};
     Executor *e = NULL;
     float *x = NULL, *p = NULL;
+    Mirror mr = {0};
     if ((rc = get_exec(s, &shp, &e))) goto fail;
     /* Labels only: the argmax of the logits is the argmax of their
      * softmax, so the final Softmax is skipped.  Tie rule, either way:
      * the first class with the largest score (volume_argmax_scatter).
      * The logits can only separate classes the softmax rounds to the
-     * same probability; then they give the exact argmax. */
-    exec_set_skip_softmax(e, !want_probs);
+     * same probability; then they give the exact argmax.  --tta averages
+     * probabilities: then the Softmax stays. */
+    exec_set_skip_softmax(e, !want_probs && !s->o.tta);
     rc = ERR_NOMEM;
     size_t per_in = (size_t)(C * hw[0] * hw[1]);
     size_t per_out = (size_t)(nc * hw[0] * hw[1]);
+    int need_p = s->o.tta || (want_probs && !s->softmax_last);
     x = sl_alloc(sizeof(float) * per_in * (size_t)B);
-    if (want_probs && !s->softmax_last)
-        p = sl_alloc(sizeof(float) * per_out * (size_t)B);
-    if (!x || (want_probs && !s->softmax_last && !p)) {
+    if (need_p) p = sl_alloc(sizeof(float) * per_out * (size_t)B);
+    if (s->o.tta &&
+        (rc = mirror_init(&mr, 2, per_in * (size_t)B, per_out * (size_t)B,
+                          s->o.n_threads)))
+        goto fail;
+    rc = ERR_NOMEM;
+    if (!x || (need_p && !p)) {
         sl_error("out of memory for a batch of %lld slices",
                  (long long)B);
         goto fail;
@@ -307,12 +340,19 @@ static int run_2d(Segmenter *s, const Volume *in, const NormAffine *na,
         if (nb < B)
             memset(x + nb * per_in, 0,
                    sizeof(float) * per_in * (size_t)(B - nb));
-        const float *outs[SL_MAX_OUTPUTS];
-        if ((rc = exec_run(e, x, outs))) goto fail;
-        const float *y = outs[0];
-        if (p) {
-            memcpy(p, y, sizeof(float) * per_out * (size_t)nb);
-            softmax_classes(p, nb, nc, hw[0] * hw[1]);
+        const float *y;
+        if (s->o.tta) {
+            if ((rc = run_mirrored(s, e, &mr, x, B, C, box, pad, p)))
+                goto fail;
+            y = p;
+        } else {
+            const float *outs[SL_MAX_OUTPUTS];
+            if ((rc = exec_run(e, x, outs))) goto fail;
+            y = outs[0];
+            if (p) {
+                memcpy(p, y, sizeof(float) * per_out * (size_t)nb);
+                softmax_classes(p, nb, nc, hw[0] * hw[1]);
+            }
         }
         for (int64_t b = 0; b < nb; b++) {
             int64_t off[3] = {s0 + b, 0, 0};
@@ -333,6 +373,7 @@ static int run_2d(Segmenter *s, const Volume *in, const NormAffine *na,
     }
     rc = 0;
 fail:
+    mirror_free(&mr);
     sl_free(x);
     sl_free(p);
     return rc;
@@ -431,6 +472,7 @@ static int run_3d(Segmenter *s, const Volume *in, const NormAffine *na,
     int64_t *starts[3] = {NULL, NULL, NULL};
     int nst[3];
     float *x = NULL, *p = NULL, *w = NULL;
+    Mirror mr = {0};
     Slab sl = {.nc = nc};
     for (int t = 0; t < 3; t++) {
         P[t] = m->patch[t];
@@ -453,6 +495,11 @@ static int run_3d(Segmenter *s, const Volume *in, const NormAffine *na,
     sl.wsum = sl_calloc(slab_vox, sizeof(float));
     for (int t = 0; t < 3; t++)
         starts[t] = sl_alloc(sizeof(int64_t) * (size_t)(S[t] + 1));
+    if (s->o.tta &&
+        (rc = mirror_init(&mr, 3, pv * (size_t)C, pv * (size_t)nc,
+                          s->o.n_threads)))
+        goto fail;
+    rc = ERR_NOMEM;
     if (!x || !p || !w || !sl.acc || !sl.wsum || !starts[0] || !starts[1] ||
         !starts[2]) {
         sl_error("out of memory for the sliding window (%zu MB of slab "
@@ -475,10 +522,16 @@ static int run_3d(Segmenter *s, const Volume *in, const NormAffine *na,
             for (int i2 = 0; i2 < nst[2]; i2++) {
                 int64_t off[3] = {z, starts[1][i1], starts[2][i2]};
                 volume_gather(x, in, na, ax, off, sl.Bx, P);
-                const float *outs[SL_MAX_OUTPUTS];
-                if ((rc = exec_run(e, x, outs))) goto fail;
-                memcpy(p, outs[0], sizeof(float) * pv * (size_t)nc);
-                if (!s->softmax_last) softmax_classes(p, 1, nc, (int64_t)pv);
+                if (s->o.tta) {
+                    if ((rc = run_mirrored(s, e, &mr, x, 1, C, sl.Bx, P, p)))
+                        goto fail;
+                } else {
+                    const float *outs[SL_MAX_OUTPUTS];
+                    if ((rc = exec_run(e, x, outs))) goto fail;
+                    memcpy(p, outs[0], sizeof(float) * pv * (size_t)nc);
+                    if (!s->softmax_last)
+                        softmax_classes(p, 1, nc, (int64_t)pv);
+                }
                 slab_add(&sl, p, w, P, z - sl.base, off, nt);
                 progress(s, ++done, total);
             }
@@ -486,6 +539,7 @@ static int run_3d(Segmenter *s, const Volume *in, const NormAffine *na,
     slab_flush(&sl, S[0], in, ax, out);
     rc = 0;
 fail:
+    mirror_free(&mr);
     for (int t = 0; t < 3; t++) sl_free(starts[t]);
     sl_free(x);
     sl_free(p);

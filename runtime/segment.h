@@ -33,6 +33,9 @@ typedef struct {
     int batch;     /* 2D slices per exec_run; <= 0: chosen from the slice size
                     * (activations within 16 MiB, at most 4; segment.c) */
     double step;   /* 3D window step as a fraction of the patch; <= 0: 0.5 */
+    int tta;       /* test-time mirroring (mirror.h): the softmax averaged
+                    * over 4 (2D) or 8 (3D) mirrored passes on the network's
+                    * input grid; that many times the network time */
     /* Called after each slice batch or window (may be NULL). */
     void (*progress)(void *ctx, int64_t done, int64_t total);
     void *progress_ctx;

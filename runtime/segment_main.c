@@ -22,7 +22,7 @@
 
 typedef struct {
     const char *model, *out, *probs, *input_dir, *overlay;
-    int force, threads, batch, quiet;
+    int force, threads, batch, quiet, tta;
     uint64_t max_memory; /* bytes a case may claim (--max-memory) */
     char **scans;
     int n_scans;
@@ -74,6 +74,11 @@ static const CliOpt segment_opts[] = {
      .off = offsetof(Args, batch),
      .help = "2D slices per network run (default: as many as fit 16 MiB of "
              "activations, at most 4)"},
+    {.name = "tta", .type = CLI_FLAG, .off = offsetof(Args, tta),
+     .help = "test-time mirroring: average the class probabilities of "
+             "the scan and its mirror images along each axis the network "
+             "sees (on the model's grid; 4 passes for 2D models, 8 for "
+             "3D), as nnU-Net does; that many times the network's time"},
     {.name = "quiet", .short_name = 'q', .type = CLI_FLAG,
      .off = offsetof(Args, quiet), .help = "no progress, no summary lines"},
 };
@@ -182,7 +187,9 @@ int main(int argc, char **argv)
                        .max_memory = a.max_memory,
                        .quiet = a.quiet,
                        .show_progress = isatty(2),
-                       .seg = {.n_threads = a.threads, .batch = a.batch}};
+                       .seg = {.n_threads = a.threads,
+                               .batch = a.batch,
+                               .tta = a.tta}};
     SegBatchResult br;
     if (segbatch_run(&b, &g, &bo, &br)) goto done;
     status = br.n_failed ? 1 : 0;
