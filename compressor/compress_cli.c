@@ -507,6 +507,7 @@ static void train_config_from(const CompressOptions *o, const char *run_dir,
     cfg->augment = !o->no_augment;
     cfg->resume = o->resume;
     cfg->force = o->force;
+    cfg->quiet = o->quiet;
     cfg->run_dir = run_dir;
 }
 

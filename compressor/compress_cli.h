@@ -29,6 +29,7 @@ typedef struct {
     double spacing[3];
     int orientation_set, spacing_set;
     int force;
+    int quiet; /* -q/--quiet: no progress, estimates or epoch lines */
     int help, version, man; /* print and exit 0 */
     /* Fine-tuning (--data): */
     int n_patch;          /* 1 if --patch was given (2D: 1,H,W), else 0 */

@@ -150,6 +150,9 @@ static const CliOpt main_opts[] = {
      .help = "patch size: 3D (default: the model's input); 2D training "
              "1,H,W (default: whole slices, padded to a size the network "
              "accepts)"},
+    {.name = "quiet", .short_name = 'q', .type = CLI_FLAG, .off = OPT(quiet),
+     .help = "no progress on stderr: no expected time, no line per epoch "
+             "(the run folder's reports are written all the same)"},
 };
 
 static const CliOpt train_opts[] = {

@@ -150,6 +150,63 @@ static void bin(char *buf, size_t len)
     bin_path("sauron-compress", buf, len);
 }
 
+/* A duration as trainer_report.c prints it ("4.2 s", "45 s",
+ * "12 min 05 s", "3 h 07 min") at p, in seconds; -1 if p holds none. */
+static double duration_at(const char *p)
+{
+    double a;
+    long b;
+    char u1[8], u2[8];
+    int n = sscanf(p, "%lf %7s %ld %7s", &a, u1, &b, u2);
+    if (n >= 2 && a >= 0 && !strcmp(u1, "s")) return a;
+    if (n == 4 && a >= 0 && b >= 0 && b < 60 && !strcmp(u1, "min") &&
+        !strncmp(u2, "s", 1))
+        return a * 60 + b;
+    if (n == 4 && a >= 0 && b >= 0 && b < 60 && !strcmp(u1, "h") &&
+        !strncmp(u2, "min", 3))
+        return a * 3600 + b * 60;
+    return -1;
+}
+
+/* The 2-epoch run's timing lines: "expected time: D for 2 epochs (X s
+ * per iteration over N iterations, ...)" before epoch 1, then each
+ * trained epoch's line ends "elapsed D  ETA D", elapsed never going back
+ * and the last ETA 0.  Formats and signs only: timings depend on the
+ * machine's load. */
+static void check_time_lines(const char *err)
+{
+    const char *ex = strstr(err, "expected time: ");
+    const char *e1 = strstr(err, "epoch 1/2");
+    assert_non_null(ex);
+    assert_non_null(e1);
+    assert_true(ex < e1);
+    assert_true(duration_at(ex + 15) >= 0);
+    const char *per = strstr(ex, " for 2 epochs (");
+    assert_non_null(per);
+    double s_iter = -1;
+    int n_iter = 0;
+    assert_int_equal(sscanf(per, " for 2 epochs (%lf s per iteration over "
+                                 "%d iterations",
+                            &s_iter, &n_iter),
+                     2);
+    assert_true(s_iter > 0);
+    assert_int_equal(n_iter, 3); /* 4 iterations: all but the first */
+    double prev = -1;
+    for (int e = 1; e <= 2; e++) {
+        char tag[16];
+        snprintf(tag, sizeof tag, "epoch %d/2", e);
+        const char *l = strstr(err, tag);
+        assert_non_null(l);
+        const char *el = strstr(l, "elapsed "), *eta = strstr(l, "ETA ");
+        const char *nl = strchr(l, '\n');
+        assert_true(el && eta && nl && el < eta && eta < nl);
+        double te = duration_at(el + 8), tr = duration_at(eta + 4);
+        assert_true(te >= prev && tr >= 0);
+        prev = te;
+        if (e == 2) assert_true(tr == 0.0);
+    }
+}
+
 /* The common fast training flags. */
 #define FAST "--no-prune --epochs 2 --iters-per-epoch 4 --batch 2"
 
@@ -166,12 +223,14 @@ static void test_end_to_end(void **state)
         good);
     if (r.status) fprintf(stderr, "%s", r.err);
     assert_int_equal(r.status, 0);
-    /* One line per epoch (0 = the imported model), nothing else. */
-    assert_int_equal(r.lines, 3);
+    /* One line per epoch (0 = the imported model) and the expected
+     * time, nothing else. */
+    assert_int_equal(r.lines, 4);
     assert_non_null(strstr(r.err, "epoch 0/2"));
     assert_non_null(strstr(r.last, "epoch 2/2"));
     assert_non_null(strstr(r.last, "train "));
     assert_non_null(strstr(r.last, "organ1 "));
+    check_time_lines(r.err);
     Graph g;
     graph_init(&g);
     assert_int_equal(sslim_read(out, &g), 0);
@@ -191,6 +250,11 @@ static void test_end_to_end(void **state)
     assert_int_not_equal(r.status, 0);
     assert_int_equal(r.lines, 1);
     assert_non_null(strstr(r.last, "--force"));
+    /* --quiet: no progress, no estimate, no ETA. */
+    cli(&r, "%s %s %s --data %s " FAST " --seed 3 --threads 2 --force -q", b,
+        MODEL, out, good);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(r.lines, 0);
 }
 
 /* The fine-tuned model segments a training scan with segment (the

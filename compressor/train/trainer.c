@@ -654,6 +654,11 @@ static int train_step(Trainer *t, const Batch *b, float lr, double *loss,
     return optim_step(t->opt, train_params(t->te), train_n_params(t->te), lr);
 }
 
+/* Iterations timed for the expected-time line, after the first one
+ * (which also waits for the first batch and touches fresh buffers): few,
+ * so the line comes within seconds; the per-epoch ETA corrects it. */
+#define TRAIN_ESTIMATE_ITERS 4
+
 static int run_epoch(Trainer *t, int e)
 {
     EpochStats *st = &t->hist[e];
@@ -664,8 +669,12 @@ static int run_epoch(Trainer *t, int e)
     /* Progress within the epoch only on a terminal: logs stay one line
      * per epoch. */
     int tty = !c->quiet && isatty(STDERR_FILENO);
-    double shown = t0;
+    double shown = t0, t1 = t0;
     int rc, changed;
+    int probe = c->iters_per_epoch < 1 + TRAIN_ESTIMATE_ITERS
+                    ? c->iters_per_epoch
+                    : 1 + TRAIN_ESTIMATE_ITERS;
+    t->epoch_t0 = t0;
     memset(st, 0, sizeof *st);
     st->epoch = e;
     st->lr = lr;
@@ -683,6 +692,16 @@ static int run_epoch(Trainer *t, int e)
         steps += sl_now() - s0;
         sum += loss;
         sum_extra += extra;
+        if (it == 0) t1 = sl_now();
+        if (!t->estimate_shown && it + 1 == probe) {
+            /* Validation as long as the imported model's (epoch 0). */
+            int n = probe > 1 ? probe - 1 : 1;
+            double per = (sl_now() - (probe > 1 ? t1 : t0)) / n;
+            double val = t->n_hist > 0 ? t->hist[0].seconds : 0.0;
+            if (tty) fprintf(stderr, "\r\033[K");
+            trainer_print_estimate(t, c->epochs - e + 1, per, n, val);
+            t->estimate_shown = 1;
+        }
         if (tty && sl_now() - shown > 0.5) {
             shown = sl_now();
             fprintf(stderr,
@@ -726,7 +745,9 @@ static int run_epoch(Trainer *t, int e)
     t->n_hist = e + 1;
     t->epoch = e;
     trainer_print_epoch(t, st);
-    return finish_epoch_files(t);
+    rc = finish_epoch_files(t);
+    t->last_epoch = sl_now() - t0;
+    return rc;
 fail:
     prefetch_stop(pf);
     return rc;
@@ -791,6 +812,7 @@ int trainer_run(Trainer *t)
     double t0 = sl_now();
     int rc;
     memset(&ck, 0, sizeof ck);
+    t->run_t0 = t0;
     if ((rc = setup(t, &ck))) goto fail;
     ckpt_free(&ck);
     if (!t->cfg.resume) {

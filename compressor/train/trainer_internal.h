@@ -37,6 +37,13 @@ struct Trainer {
     TrainTargets targets; /* zero: the dataset's labels */
     float *bn_save;       /* BatchNorm running statistics (calibration) */
     size_t bn_save_n;
+    /* Wall clock of this invocation (sl_now), for the stderr estimates
+     * only: never written to a file, so a resumed run's files do not
+     * depend on them. */
+    double run_t0;      /* trainer_run entered */
+    double epoch_t0;    /* the epoch being run started */
+    double last_epoch;  /* seconds of the last epoch run here; 0: none */
+    int estimate_shown; /* the expected-time line was printed */
 };
 
 /* trainer_eval.c */
@@ -44,8 +51,14 @@ struct Trainer {
 int trainer_eval_val(Trainer *t, EpochStats *st);
 
 /* trainer_report.c */
-/* One stderr line for st (unless quiet). */
+/* One stderr line for st (unless quiet); after a trained epoch it ends
+ * with the wall time elapsed and the ETA of the remaining epochs. */
 void trainer_print_epoch(const Trainer *t, const EpochStats *st);
+/* One stderr line (unless quiet): the expected wall time of n_epochs
+ * epochs of iters iterations at per_iter seconds each (measured over
+ * n_probe iterations) plus val_s seconds of validation per epoch. */
+void trainer_print_estimate(const Trainer *t, int n_epochs, double per_iter,
+                            int n_probe, double val_s);
 /* Rewrite RUN/epochs.csv and RUN/epochs.jsonl from the history. */
 int trainer_write_reports(const Trainer *t);
 /* RUN/summary.txt at the end of the run. */

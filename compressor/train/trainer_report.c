@@ -10,6 +10,37 @@
 #include "compressor/train/trainer_internal.h"
 #include "runtime/common.h"
 
+/* "4.2 s", "45 s", "12 min 05 s", "3 h 07 min": rounded to what a
+ * person planning the wait needs. */
+static const char *fmt_duration(double s, char *buf, size_t n)
+{
+    long v = s > 0 ? (long)(s + 0.5) : 0;
+    if (s < 9.95)
+        snprintf(buf, n, "%.1f s", s > 0 ? s : 0.0);
+    else if (v < 120)
+        snprintf(buf, n, "%ld s", v);
+    else if (v < 7200)
+        snprintf(buf, n, "%ld min %02ld s", v / 60, v % 60);
+    else
+        snprintf(buf, n, "%ld h %02ld min", v / 3600, v / 60 % 60);
+    return buf;
+}
+
+void trainer_print_estimate(const Trainer *t, int n_epochs, double per_iter,
+                            int n_probe, double val_s)
+{
+    if (t->cfg.quiet) return;
+    char d[32];
+    double total =
+        n_epochs * (t->cfg.iters_per_epoch * per_iter + val_s);
+    fprintf(stderr,
+            "expected time: %s for %d epoch%s (%.3g s per iteration over "
+            "%d iteration%s, validation %.1f s per epoch)\n",
+            fmt_duration(total, d, sizeof d), n_epochs,
+            n_epochs == 1 ? "" : "s", per_iter, n_probe,
+            n_probe == 1 ? "" : "s", val_s);
+}
+
 void trainer_print_epoch(const Trainer *t, const EpochStats *st)
 {
     if (t->cfg.quiet) return;
@@ -25,6 +56,17 @@ void trainer_print_epoch(const Trainer *t, const EpochStats *st)
     if (st->epoch > 0)
         fprintf(stderr, " (%.3f s/step, data wait %.2f s)", st->step_seconds,
                 st->data_wait);
+    if (st->epoch > 0) {
+        /* The last epoch's pace, not the mean: pruning makes each epoch
+         * cheaper than the one before. */
+        char el[32], eta[32];
+        double now = sl_now();
+        double last = t->last_epoch > 0 ? t->last_epoch : now - t->epoch_t0;
+        fprintf(stderr, "  elapsed %s  ETA %s",
+                fmt_duration(now - t->run_t0, el, sizeof el),
+                fmt_duration(last * (t->cfg.epochs - st->epoch), eta,
+                             sizeof eta));
+    }
     fprintf(stderr, "\n");
 }
 
