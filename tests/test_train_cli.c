@@ -193,7 +193,7 @@ static void check_time_lines(const char *err)
     assert_int_equal(n_iter, 3); /* 4 iterations: all but the first */
     double prev = -1;
     for (int e = 1; e <= 2; e++) {
-        char tag[16];
+        char tag[32];
         snprintf(tag, sizeof tag, "epoch %d/2", e);
         const char *l = strstr(err, tag);
         assert_non_null(l);
