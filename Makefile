@@ -37,7 +37,7 @@ RT_OPS = runtime/ops/optable.c runtime/ops/conv.c \
          runtime/ops/conv_transpose.c runtime/ops/gemm.c runtime/ops/norm.c \
          runtime/ops/activation.c runtime/ops/add.c runtime/ops/softmax.c \
          runtime/ops/concat.c runtime/ops/pool.c runtime/ops/resize.c \
-         runtime/ops/fused.c
+         runtime/ops/fused.c runtime/ops/winograd.c
 RT_SRC = runtime/common.c runtime/bytes.c runtime/cliopt.c runtime/graph.c runtime/plan.c runtime/exec.c \
          runtime/sslim.c runtime/nifti_io.c runtime/volume.c \
          runtime/segment.c runtime/batch.c runtime/orient.c \
@@ -84,6 +84,7 @@ TESTS += test_orient
 TESTS += test_embed
 TESTS += test_overlay
 TESTS += test_tta
+TESTS += test_winograd
 
 # Fuzz targets (tests/fuzz/): entry functions shared by the libFuzzer
 # programs (make fuzz) and test_fuzz_replay (make test).
@@ -92,7 +93,7 @@ FUZZ_SRC = tests/fuzz/fuzz_util.c $(FUZZ_TARGETS:%=tests/fuzz/fuzz_%.c)
 FUZZ_OBJ = $(FUZZ_SRC:%.c=$(BUILD)/obj/%.o)
 # Tests that need only the runtime library (linked without the
 # compressor's; make check-long also runs them on aarch64 under qemu).
-RT_TESTS = test_common test_graph test_ops test_conv test_fused test_sslim \
+RT_TESTS = test_common test_graph test_ops test_conv test_winograd test_fused test_sslim \
            test_nifti test_bytes
 
 RT_OBJ  = $(RT_SRC:%.c=$(BUILD)/obj/%.o)

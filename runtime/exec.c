@@ -4,9 +4,14 @@
  *  - a normalisation (InstanceNorm, BatchNorm) whose only consumer is a
  *    Relu or LeakyRelu, planned in the same buffer, runs both as one
  *    fused pass (fused.c) and the activation node is skipped;
+ *  - a Conv with constant weights runs direct (its op-table forward) or
+ *    as Winograd (winograd.c), as conv_algo_choose decides from its
+ *    shapes and the thread count; Winograd weights are transformed here,
+ *    once, and freed with the executor;
  *  - everything else runs its op-table forward.
  * Fused results are bit-identical to the unfused kernels (see fused.c),
- * so none of this changes an output.
+ * so fusion changes no output; Winograd changes outputs by float
+ * rounding only (winograd.c), the same for any thread count.
  *
  * Thread count: n_threads as given, or all cores (omp_get_num_procs())
  * when n_threads <= 0.  On a machine busy with other work, idle libgomp
@@ -25,6 +30,7 @@
 
 #include "common.h"
 #include "ops/ops.h"
+#include "ops/winograd.h"
 #include "plan.h"
 
 typedef enum {
@@ -32,6 +38,7 @@ typedef enum {
     RUN_SKIP,     /* nothing: fused into an earlier node, or in-place
                      Identity */
     RUN_NORM_ACT, /* normalisation + the activation after it */
+    RUN_WINOGRAD, /* Conv through its Winograd transform (winograd.c) */
 } RunKind;
 
 struct Executor {
@@ -45,6 +52,7 @@ struct Executor {
     Shape out_shape[SL_MAX_OUTPUTS];
     uint8_t *run;  /* per node: RunKind */
     PostAct *post; /* per node: the activation a RUN_NORM_ACT applies */
+    WinoConv **wino; /* per node: transformed weights of a RUN_WINOGRAD */
     int skip_out_softmax; /* node index of output 0's Softmax, or -1 */
     int skipping;         /* exec_set_skip_softmax state */
     int profiling;
@@ -101,6 +109,33 @@ static void plan_fusions(Executor *e, const int *uses)
     }
 }
 
+/* Direct or Winograd for each Conv (see the top of the file); labels
+ * say which ran ("Conv/direct", "Conv/winograd"). */
+static int plan_convs(Executor *e)
+{
+    const Graph *g = e->g;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const Node *n = &g->nodes[i];
+        if (n->op != OP_CONV || e->run[i] != RUN_OP) continue;
+        const Shape *xs = &g->values[n->in[0]].shape;
+        const Shape *ys = &g->values[n->out].shape;
+        const float *w = g->values[n->in[1]].data;
+        ConvAlgo algo = CONV_ALGO_DIRECT;
+        int rc = conv_algo_choose(xs, ys, &n->p.conv, e->n_threads, &algo);
+        if (rc) return rc;
+        if (!w) algo = CONV_ALGO_DIRECT; /* weights computed at run time */
+        if (algo == CONV_ALGO_WINOGRAD) {
+            rc = wino_create(&e->wino[i], w, xs, ys, &n->p.conv,
+                             e->n_threads, n->name);
+            if (rc) return rc;
+            e->run[i] = RUN_WINOGRAD;
+        }
+        snprintf(e->label[i], sizeof e->label[i], "%s/%s", op_name(n->op),
+                 algo == CONV_ALGO_WINOGRAD ? "winograd" : "direct");
+    }
+    return 0;
+}
+
 int exec_create(Graph *g, const Shape *input, int n_threads, Executor **out)
 {
     Executor *e = NULL;
@@ -127,12 +162,15 @@ int exec_create(Graph *g, const Shape *input, int n_threads, Executor **out)
     e->post = sl_calloc(nn, sizeof *e->post);
     e->prof = sl_calloc(nn, sizeof *e->prof);
     e->label = sl_calloc(nn, sizeof *e->label);
+    e->wino = sl_calloc(nn, sizeof *e->wino);
     uses = count_uses(g);
-    if (!e->run || !e->post || !e->prof || !e->label || !uses) {
+    if (!e->run || !e->post || !e->prof || !e->label || !e->wino || !uses) {
         sl_error("out of memory creating the executor");
         goto fail;
     }
     plan_fusions(e, uses);
+    if ((rc = plan_convs(e))) goto fail;
+    rc = ERR_NOMEM;
     /* Scratch needs can grow with the thread count (per-thread GEMM
      * panels), so size it under the thread count exec_run will use. */
     size_t sc = 0;
@@ -141,7 +179,8 @@ int exec_create(Graph *g, const Shape *input, int n_threads, Executor **out)
     for (int i = 0; i < g->n_nodes; i++) {
         const Node *n = &g->nodes[i];
         if (!op_table[n->op].scratch) continue;
-        size_t s = op_table[n->op].scratch(g, n);
+        size_t s = e->wino[i] ? wino_scratch_floats(e->wino[i])
+                              : op_table[n->op].scratch(g, n);
         if (s > sc) sc = s;
     }
     omp_set_num_threads(saved_threads);
@@ -188,6 +227,10 @@ void exec_free(Executor *e)
 {
     if (!e) return;
     plan_free(&e->plan);
+    if (e->wino)
+        for (int i = 0; i < e->g->n_nodes; i++)
+            wino_free(e->wino[i]);
+    sl_free(e->wino);
     sl_free(e->arena);
     sl_free(e->scratch);
     sl_free(e->run);
@@ -218,6 +261,11 @@ static void run_node(Executor *e, int i, float *y, const float *const *in)
         else
             batch_norm_act_forward(y, in[0], in[1], in[2], in[3], in[4], xs,
                                    &n->p.norm, &e->post[i]);
+        return;
+    }
+    if (e->run[i] == RUN_WINOGRAD) {
+        wino_forward(y, in[0], n->n_in > 2 ? in[2] : NULL, e->wino[i],
+                     e->scratch);
         return;
     }
     op_table[n->op].forward(g, n, y, in, e->scratch);

@@ -16,7 +16,10 @@
 typedef struct Executor Executor;
 
 /* g must outlive the executor and must not change while it exists (its
- * activation shapes are overwritten by shape inference).  n_threads <= 0
+ * activation shapes are overwritten by shape inference; Conv weights run
+ * through Winograd are copied, transformed, here, so later changes to
+ * them are not seen).  SL_CONV_ALGO=direct|winograd|auto in the
+ * environment overrides the per-layer choice (ops/winograd.h).  n_threads <= 0
  * means all cores (omp_get_num_procs()); on a busy machine that is only
  * fast with the passive wait policy, see exec_reexec_passive_wait.
  * Returns 0 or a negative code (message printed). */
@@ -45,8 +48,10 @@ int exec_set_skip_softmax(Executor *e, int skip);
  * zeroes the counters and times every node of later runs (two clock
  * reads per node); 0 stops.  exec_node_seconds: seconds spent in node i,
  * summed over the profiled runs.  exec_node_label: what ran for node i:
- * its op name, "A+B" when node i ran the node after it fused (that node
- * then has label "" and 0 seconds), or "" for i out of range. */
+ * its op name, "Conv/direct" or "Conv/winograd" for a Conv (the
+ * algorithm chosen at exec_create), "A+B" when node i ran the node after
+ * it fused (that node then has label "" and 0 seconds), or "" for i out
+ * of range. */
 void exec_profile(Executor *e, int on);
 double exec_node_seconds(const Executor *e, int i);
 const char *exec_node_label(const Executor *e, int i);

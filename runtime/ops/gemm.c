@@ -640,6 +640,36 @@ void gemm_run(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
     }
 }
 
+/* ---- prepacked operands (Winograd) ---- */
+
+void gemm_kernel_dims(GemmIsa isa, int *mr, int *nr)
+{
+    CHECK(kern_table[isa].fn);
+    *mr = kern_table[isa].mr;
+    *nr = kern_table[isa].nr;
+}
+
+/* c [m, n] with ldc; ap [m/MR][k][MR], bp [n/NR][k][NR]; m, n multiples
+ * of MR, NR.  Depth in GEMM_KC blocks added in order, as gemm_run does,
+ * so each element's sum does not depend on where its column sits. */
+void gemm_prepacked_serial(GemmIsa isa, float *c, int ldc, const float *ap,
+                           const float *bp, int m, int n, int k)
+{
+    const KernInfo *kd = &kern_table[isa];
+    CHECK(kd->fn && m % kd->mr == 0 && n % kd->nr == 0);
+    const int mr = kd->mr, nr = kd->nr;
+    for (int pc = 0; pc < k; pc += GEMM_KC) {
+        int kc = min_i(GEMM_KC, k - pc);
+        int mode = pc > 0 ? STORE_ADD : STORE_SET;
+        for (int jr = 0; jr < n; jr += nr) {
+            const float *b = bp + (size_t)jr * k + (size_t)pc * nr;
+            for (int ir = 0; ir < m; ir += mr)
+                kd->fn(kc, ap + (size_t)ir * k + (size_t)pc * mr, 0, b,
+                       c + (size_t)ir * ldc + jr, ldc, mode, NULL);
+        }
+    }
+}
+
 /* ---- shifted-pointer driver ---- */
 
 int gemm_shifted_available(GemmIsa isa)

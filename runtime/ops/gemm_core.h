@@ -91,6 +91,17 @@ void gemm_shifted_team(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
                        const ShiftMap *map, int m, int n, int k,
                        const float *rowinit, float *pack);
 
+/* Micro-kernel tile of an ISA: MR rows by NR columns. */
+void gemm_kernel_dims(GemmIsa isa, int *mr, int *nr);
+/* One thread, no packing: C[m, n] (ldc) = A[m, k] * B[k, n] with both
+ * operands already in the panel layouts above for the whole depth,
+ * ap [m/MR][k][MR] and bp [n/NR][k][NR]; m and n multiples of MR and NR.
+ * Overwrites C.  Same k order as gemm_run (GEMM_KC blocks in order,
+ * ascending k inside), so a column's result does not depend on its
+ * position in B. */
+void gemm_prepacked_serial(GemmIsa isa, float *c, int ldc, const float *ap,
+                           const float *bp, int m, int n, int k);
+
 /* Threads gemm_run uses: min(omp_get_max_threads(), processors).  Pack
  * buffers are sized for all processors, so scratch sized under one
  * thread count stays valid under any other. */

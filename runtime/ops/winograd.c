@@ -1,0 +1,472 @@
+/* Winograd minimal filtering, F(2,3) along each convolved dim (Lavin and
+ * Gray, "Fast algorithms for convolutional neural networks", 2016).
+ *
+ * Dimension letters: N batch, IC/OC channels, D H W spatial (padded to 3
+ * dims, conv_geom.h), T tiles, E transform elements.
+ *
+ * Along one dim, 2 outputs of a 3-tap filter g over 4 inputs d are
+ *   y = A^T [ (G g) .* (B^T d) ]
+ * with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],
+ *      G   = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1],
+ *      A^T = [1 1 1 0; 0 1 -1 -1],
+ * and the 2D/3D forms apply these along each dim: a tile of 2x2 (2x2x2)
+ * outputs needs 16 (64) products per channel pair instead of 36 (216).
+ * Summed over input channels, the products of transform element e are
+ * one GEMM per element:
+ *   M[e][OC, T] = U[e][OC, IC] * V[e][IC, T],
+ * U the transformed weights (once, at wino_create), V the transformed
+ * input tiles.  The outputs are A^T M A plus the bias.
+ *
+ * Why F(2,3) and not F(4,3) (36 or 216 elements, 4x4 outputs): F(4,3)'s
+ * transforms have entries up to 8 (points 0, +-1, +-2) and its error is
+ * about 10x F(2,3)'s in 2D and worse in 3D, against the 1e-4 x output
+ * scale the runtime promises; F(2,3)'s entries are 0, +-1/2, +-1, so V,
+ * U and the output transform add a few roundings of values of the
+ * output's size (measured in tests/test_winograd.c).
+ *
+ * Work is cut into chunks of tiles (a multiple of the micro-kernel's NR
+ * columns): one thread transforms a chunk's input tiles straight into
+ * the GEMM's packed panel layout ([E][panel][IC][NR]), runs the E GEMMs
+ * on the existing micro-kernels with U prepacked ([E][OC/MR][IC][MR]),
+ * and applies the output transform while the chunk is in its cache.
+ * Every output depends only on its own tile (the micro-kernels sum each
+ * column in a fixed order, gemm_prepacked_serial), so the chunk size and
+ * the thread that runs a chunk change nothing: results are bit-identical
+ * for any thread count.
+ */
+#include "winograd.h"
+
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common.h"
+#include "conv_geom.h"
+#include "gemm_core.h"
+
+/* Widest micro-kernel column count (gemm.c: 8, 16 or 32). */
+#define WINO_NR_MAX 32
+/* Per-thread chunk budget: V and M of a chunk in 256 Ki floats (1 MiB,
+ * this machine's L2 per core), so the output transform reads M from L2. */
+#define WINO_CHUNK_FLOATS (256 * 1024)
+
+struct WinoConv {
+    ConvGeom g;
+    int ti[3], to[3]; /* input / output tile extent per dim: 4/2 or 1/1 */
+    int nt[3];        /* tiles per dim */
+    int ne, nrow;     /* transform elements, input rows per tile */
+    int64_t ntile;    /* tiles per sample */
+    GemmIsa isa;
+    int mr, nr, ocp; /* micro-kernel tile, OC rounded up to mr */
+    int ntc;         /* tiles per chunk, a multiple of nr */
+    float *u;        /* [E][ocp/mr][IC][mr] */
+};
+
+static int geom_eligible(const ConvGeom *g)
+{
+    if (g->group != 1 || g->k[1] != 3 || g->k[2] != 3) return 0;
+    if (g->k[0] != 3 && !(g->k[0] == 1 && g->pad[0] == 0)) return 0;
+    for (int i = 0; i < 3; i++)
+        if (g->s[i] != 1 || g->d[i] != 1) return 0;
+    return 1;
+}
+
+int wino_eligible(const Shape *xs, const Shape *ys, const ConvParams *p)
+{
+    if (p->nsp < 2) return 0;
+    ConvGeom g;
+    conv_geom_fill(&g, xs, ys, p);
+    return geom_eligible(&g);
+}
+
+static void tile_geom(WinoConv *wc)
+{
+    const ConvGeom *g = &wc->g;
+    wc->ne = 1;
+    wc->ntile = 1;
+    for (int i = 0; i < 3; i++) {
+        int w = g->k[i] == 3;
+        wc->ti[i] = w ? 4 : 1;
+        wc->to[i] = w ? 2 : 1;
+        wc->nt[i] = w ? (g->out[i] + 1) / 2 : g->out[i];
+        wc->ne *= wc->ti[i];
+        wc->ntile *= wc->nt[i];
+    }
+    wc->nrow = wc->ti[0] * wc->ti[1];
+}
+
+/* ---- cost model ----
+ *
+ * Multiply-adds per output and channel pair: direct 9 (27 in 3D);
+ * Winograd 16/4 = 4 (64/8 = 8) in the GEMMs, plus the transforms, about
+ * WINO_TRANSFORM_COST multiply-add-equivalents per tile and channel
+ * (input tiles per IC, output tiles per OC; mostly loads and stores at
+ * a fraction of the GEMM's rate).  With both the GEMM work per tile
+ * E * IC * OC and the transform work (IC + OC) * cost, Winograd pays when
+ *   E * IC * OC + (IC + OC) * cost < direct taps * outputs per tile * IC * OC.
+ * It also needs enough tiles to keep every thread busy: a chunk is one
+ * thread's work, and a layer with fewer panels of tiles than threads
+ * would leave threads idle that the direct GEMM uses.  The rule depends
+ * only on the shapes and the thread count, never on timings, so a plan
+ * is the same however loaded the machine is. */
+#define WINO_TRANSFORM_COST 48
+/* Fewest tiles per thread worth the setup (one 32-column panel each). */
+#define WINO_MIN_TILES_PER_THREAD 32
+
+static ConvAlgo cost_model(const ConvGeom *g, int n_threads)
+{
+    WinoConv wc;
+    wc.g = *g;
+    tile_geom(&wc);
+    double ic = g->icg, oc = g->ocg;
+    double per_tile = (double)wc.to[0] * wc.to[1] * wc.to[2];
+    double direct = (double)g->k_sp * per_tile * ic * oc;
+    double wino = (double)wc.ne * ic * oc + (ic + oc) * WINO_TRANSFORM_COST;
+    double tiles = (double)wc.ntile * g->n;
+    if (wino >= direct) return CONV_ALGO_DIRECT;
+    if (tiles < (double)WINO_MIN_TILES_PER_THREAD * n_threads)
+        return CONV_ALGO_DIRECT;
+    return CONV_ALGO_WINOGRAD;
+}
+
+int conv_algo_choose(const Shape *xs, const Shape *ys, const ConvParams *p,
+                     int n_threads, ConvAlgo *algo)
+{
+    const char *env = getenv("SL_CONV_ALGO");
+    *algo = CONV_ALGO_DIRECT;
+    if (env && strcmp(env, "direct") && strcmp(env, "winograd") &&
+        strcmp(env, "auto")) {
+        sl_error("SL_CONV_ALGO=%s is not a convolution algorithm; set it "
+                 "to direct, winograd or auto, or unset it", env);
+        return ERR_ARG;
+    }
+    if (!wino_eligible(xs, ys, p) || (env && !strcmp(env, "direct")))
+        return 0;
+    if (env && !strcmp(env, "winograd")) {
+        *algo = CONV_ALGO_WINOGRAD;
+        return 0;
+    }
+    ConvGeom g;
+    conv_geom_fill(&g, xs, ys, p);
+    *algo = cost_model(&g, n_threads > 0 ? n_threads : 1);
+    return 0;
+}
+
+/* ---- weights ---- */
+
+/* G of F(2,3), and the 1x1 identity for an unconvolved dim. */
+static const double wino_g[4][3] = {
+    {1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+
+static double g_at(int w, int a, int i) { return w ? wino_g[a][i] : 1.0; }
+
+/* u [E][ocp/mr][IC][mr] = G g G^T (per dim) of w [OC,IC,K...], in
+ * double, rounded once; rows past OC are zero. */
+static void weights_transform(WinoConv *wc, const float *w)
+{
+    const ConvGeom *g = &wc->g;
+    const int IC = g->ic, OC = g->oc, mr = wc->mr;
+    const int wz = g->k[0] == 3;
+    memset(wc->u, 0, (size_t)wc->ne * wc->ocp * IC * sizeof(float));
+    for (int oc = 0; oc < OC; oc++)
+        for (int ic = 0; ic < IC; ic++) {
+            const float *k = w + ((size_t)oc * IC + ic) * (size_t)g->k_sp;
+            for (int a = 0; a < wc->ti[0]; a++)
+                for (int bb = 0; bb < 4; bb++)
+                    for (int c = 0; c < 4; c++) {
+                        double s = 0;
+                        for (int i = 0; i < g->k[0]; i++)
+                            for (int j = 0; j < 3; j++)
+                                for (int l = 0; l < 3; l++)
+                                    s += g_at(wz, a, i) * wino_g[bb][j] *
+                                         wino_g[c][l] *
+                                         (double)k[(i * 3 + j) * 3 + l];
+                        int e = (a * 4 + bb) * 4 + c;
+                        wc->u[(((size_t)e * (wc->ocp / mr) + oc / mr) * IC +
+                               ic) * mr + oc % mr] = (float)s;
+                    }
+        }
+}
+
+static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
+
+/* Per-thread scratch: V [E][ntc/nr][IC][nr], M [E][ocp][ntc]. */
+static size_t per_thread(const WinoConv *wc)
+{
+    return round16((size_t)wc->ne * wc->g.ic * wc->ntc) +
+           round16((size_t)wc->ne * wc->ocp * wc->ntc);
+}
+
+static int procs(void)
+{
+    int p = omp_get_num_procs();
+    return p > 0 ? p : 1;
+}
+
+int wino_create(WinoConv **out, const float *w, const Shape *xs,
+                const Shape *ys, const ConvParams *p, int n_threads,
+                const char *name)
+{
+    *out = NULL;
+    WinoConv *wc = sl_calloc(1, sizeof *wc);
+    if (!wc) goto nomem;
+    conv_geom_fill(&wc->g, xs, ys, p);
+    CHECK(geom_eligible(&wc->g));
+    tile_geom(wc);
+    wc->isa = gemm_isa_best();
+    gemm_kernel_dims(wc->isa, &wc->mr, &wc->nr);
+    CHECK(wc->nr <= WINO_NR_MAX);
+    wc->ocp = (wc->g.oc + wc->mr - 1) / wc->mr * wc->mr;
+    /* Chunk: as many panels as the budget holds, but at most a quarter
+     * of each thread's share, so dynamic scheduling can balance. */
+    int64_t panels = ((int64_t)wc->ntile + wc->nr - 1) / wc->nr * wc->g.n;
+    int64_t per_panel = (int64_t)wc->ne * (wc->g.ic + wc->ocp) * wc->nr;
+    int64_t np = WINO_CHUNK_FLOATS / per_panel;
+    int64_t share = panels / (4 * (int64_t)(n_threads > 0 ? n_threads : 1));
+    if (np > share) np = share;
+    if (np > (wc->ntile + wc->nr - 1) / wc->nr)
+        np = (wc->ntile + wc->nr - 1) / wc->nr;
+    if (np < 1) np = 1;
+    wc->ntc = (int)np * wc->nr;
+    wc->u = sl_alloc((size_t)wc->ne * wc->ocp * wc->g.ic * sizeof(float));
+    if (!wc->u) goto nomem;
+    weights_transform(wc, w);
+    *out = wc;
+    return SL_OK;
+nomem:
+    sl_error("node '%s' (Conv): out of memory for its Winograd weights; "
+             "set SL_CONV_ALGO=direct or use a machine with more memory",
+             name);
+    wino_free(wc);
+    return ERR_NOMEM;
+}
+
+void wino_free(WinoConv *wc)
+{
+    if (!wc) return;
+    sl_free(wc->u);
+    sl_free(wc);
+}
+
+size_t wino_scratch_floats(const WinoConv *wc)
+{
+    /* +16: the caller's buffer may not be 64-byte aligned. */
+    return (size_t)procs() * per_thread(wc) + 16;
+}
+
+/* ---- tiles ---- */
+
+/* Lanes l0 .. l0+len of a panel: tiles along one row of tiles. */
+typedef struct {
+    int l0, len;
+    int tz, ty, tx0;
+} TileRun;
+
+/* Split panel lanes [0, nv) starting at tile t into runs along rows. */
+static int tile_runs(const WinoConv *wc, int64_t t, int nv, TileRun *runs)
+{
+    const int ntx = wc->nt[2], nty = wc->nt[1];
+    int tx = (int)(t % ntx), ty = (int)(t / ntx % nty);
+    int tz = (int)(t / ((int64_t)ntx * nty));
+    int n = 0;
+    for (int l = 0; l < nv;) {
+        int len = ntx - tx < nv - l ? ntx - tx : nv - l;
+        runs[n++] = (TileRun){l, len, tz, ty, tx};
+        l += len;
+        tx = 0;
+        if (++ty == nty) {
+            ty = 0;
+            tz++;
+        }
+    }
+    return n;
+}
+
+/* d[0], d[s], d[2s], d[3s] (nr lanes each) <- B^T applied across them. */
+static void bt4(float *restrict d, size_t s, int nr)
+{
+    for (int l = 0; l < nr; l++) {
+        float a0 = d[l], a1 = d[s + l], a2 = d[2 * s + l], a3 = d[3 * s + l];
+        d[l] = a0 - a2;
+        d[s + l] = a1 + a2;
+        d[2 * s + l] = a2 - a1;
+        d[3 * s + l] = a1 - a3;
+    }
+}
+
+/* dt [E][nr]: the transformed input tiles of channel ic for one panel's
+ * runs (lanes from nv on are zero).  xc [D, H, W] of channel ic. */
+static void input_tiles(const WinoConv *wc, float *restrict dt,
+                        const float *xc, const TileRun *runs, int nrun,
+                        int nv)
+{
+    const ConvGeom *g = &wc->g;
+    const int nr = wc->nr, IH = g->in[1], IW = g->in[2];
+    for (int q = 0; q < nrun; q++) {
+        const TileRun *r = &runs[q];
+        const int ix0 = r->tx0 * 2 - g->pad[2];
+        const int inside = ix0 >= 0 && ix0 + 2 * r->len + 2 <= IW;
+        for (int rz = 0; rz < wc->ti[0]; rz++)
+            for (int ry = 0; ry < 4; ry++) {
+                int iz = r->tz * wc->to[0] - g->pad[0] + rz;
+                int iy = r->ty * 2 - g->pad[1] + ry;
+                float *d = dt + (size_t)((rz * 4 + ry) * 4) * nr + r->l0;
+                if (iz < 0 || iz >= g->in[0] || iy < 0 || iy >= IH) {
+                    for (int c = 0; c < 4; c++)
+                        memset(d + (size_t)c * nr, 0,
+                               (size_t)r->len * sizeof(float));
+                    continue;
+                }
+                const float *xr = xc + ((size_t)iz * IH + iy) * IW;
+                if (inside) {
+                    const float *xs = xr + ix0;
+                    for (int c = 0; c < 4; c++)
+                        for (int t = 0; t < r->len; t++)
+                            d[(size_t)c * nr + t] = xs[2 * t + c];
+                } else {
+                    for (int c = 0; c < 4; c++)
+                        for (int t = 0; t < r->len; t++) {
+                            int ix = ix0 + 2 * t + c;
+                            d[(size_t)c * nr + t] =
+                                ix >= 0 && ix < IW ? xr[ix] : 0.0f;
+                        }
+                }
+            }
+    }
+    if (nv < nr)
+        for (int e = 0; e < wc->ne; e++)
+            memset(dt + (size_t)e * nr + nv, 0,
+                   (size_t)(nr - nv) * sizeof(float));
+    /* B^T along W, then H, then D. */
+    for (int row = 0; row < wc->nrow; row++)
+        bt4(dt + (size_t)row * 4 * nr, (size_t)nr, nr);
+    for (int rz = 0; rz < wc->ti[0]; rz++)
+        for (int c = 0; c < 4; c++)
+            bt4(dt + (size_t)(rz * 16 + c) * nr, (size_t)4 * nr, nr);
+    if (wc->ti[0] == 4)
+        for (int ry = 0; ry < 4; ry++)
+            for (int c = 0; c < 4; c++)
+                bt4(dt + (size_t)(ry * 4 + c) * nr, (size_t)16 * nr, nr);
+}
+
+/* y of channel oc (yc [D, H, W]) for one panel's runs: A^T m A + bias,
+ * m [E] rows of nr lanes, row e at m + e * mstride. */
+static void output_tiles(const WinoConv *wc, float *yc, const float *m,
+                         size_t mstride, float bias, const TileRun *runs,
+                         int nrun)
+{
+    const ConvGeom *g = &wc->g;
+    const int OD = g->out[0], OH = g->out[1], OW = g->out[2];
+    float t1[16][2][WINO_NR_MAX]; /* [rz*4+ry][x] */
+    float t2[4][2][2][WINO_NR_MAX]; /* [rz][y][x] */
+    float t3[2][2][2][WINO_NR_MAX]; /* [z][y][x] */
+    const int nr = wc->nr;
+    for (int row = 0; row < wc->nrow; row++) {
+        const float *m0 = m + (size_t)(row * 4) * mstride;
+        const float *m1 = m0 + mstride, *m2 = m1 + mstride, *m3 = m2 + mstride;
+        for (int l = 0; l < nr; l++) {
+            t1[row][0][l] = m0[l] + m1[l] + m2[l];
+            t1[row][1][l] = m1[l] - m2[l] - m3[l];
+        }
+    }
+    for (int rz = 0; rz < wc->ti[0]; rz++)
+        for (int x = 0; x < 2; x++)
+            for (int l = 0; l < nr; l++) {
+                float r0 = t1[rz * 4][x][l], r1 = t1[rz * 4 + 1][x][l];
+                float r2 = t1[rz * 4 + 2][x][l], r3 = t1[rz * 4 + 3][x][l];
+                t2[rz][0][x][l] = r0 + r1 + r2;
+                t2[rz][1][x][l] = r1 - r2 - r3;
+            }
+    if (wc->ti[0] == 4) {
+        for (int y = 0; y < 2; y++)
+            for (int x = 0; x < 2; x++)
+                for (int l = 0; l < nr; l++) {
+                    float r0 = t2[0][y][x][l], r1 = t2[1][y][x][l];
+                    float r2 = t2[2][y][x][l], r3 = t2[3][y][x][l];
+                    t3[0][y][x][l] = r0 + r1 + r2;
+                    t3[1][y][x][l] = r1 - r2 - r3;
+                }
+    } else {
+        memcpy(t3[0], t2[0], sizeof t3[0]);
+    }
+    for (int q = 0; q < nrun; q++) {
+        const TileRun *r = &runs[q];
+        for (int a = 0; a < wc->to[0]; a++) {
+            int oz = r->tz * wc->to[0] + a;
+            if (oz >= OD) continue;
+            for (int y = 0; y < 2; y++) {
+                int oy = r->ty * 2 + y;
+                if (oy >= OH) continue;
+                float *yr = yc + ((size_t)oz * OH + oy) * OW;
+                for (int t = 0; t < r->len; t++) {
+                    int ox = (r->tx0 + t) * 2;
+                    int l = r->l0 + t;
+                    yr[ox] = bias + t3[a][y][0][l];
+                    if (ox + 1 < OW) yr[ox + 1] = bias + t3[a][y][1][l];
+                }
+            }
+        }
+    }
+}
+
+/* One chunk of sample n: tiles t0 .. t0 + ntc (those below ntile). */
+static void run_chunk(const WinoConv *wc, float *y, const float *x,
+                      const float *b, int n, int64_t t0, float *v, float *mb)
+{
+    const ConvGeom *g = &wc->g;
+    const int nr = wc->nr, ntc = wc->ntc, IC = g->ic;
+    const float *xn = x + (size_t)n * IC * (size_t)g->in_sp;
+    float *yn = y + (size_t)n * g->oc * (size_t)g->out_sp;
+    float dt[64 * WINO_NR_MAX];
+    TileRun runs[WINO_NR_MAX];
+    for (int p = 0; p < ntc / nr; p++) {
+        int64_t tp = t0 + (int64_t)p * nr;
+        int nv = tp >= wc->ntile ? 0
+                 : wc->ntile - tp < nr ? (int)(wc->ntile - tp) : nr;
+        int nrun = tile_runs(wc, tp, nv, runs);
+        for (int ic = 0; ic < IC; ic++) {
+            input_tiles(wc, dt, xn + (size_t)ic * (size_t)g->in_sp, runs,
+                        nrun, nv);
+            for (int e = 0; e < wc->ne; e++)
+                memcpy(v + ((size_t)e * ntc + (size_t)p * nr) * IC +
+                           (size_t)ic * nr,
+                       dt + (size_t)e * nr, (size_t)nr * sizeof(float));
+        }
+    }
+    const size_t ustride = (size_t)wc->ocp * IC;
+    for (int e = 0; e < wc->ne; e++)
+        gemm_prepacked_serial(wc->isa, mb + (size_t)e * wc->ocp * ntc, ntc,
+                              wc->u + e * ustride,
+                              v + (size_t)e * ntc * IC, wc->ocp, ntc, IC);
+    for (int p = 0; p < ntc / nr; p++) {
+        int64_t tp = t0 + (int64_t)p * nr;
+        if (tp >= wc->ntile) break;
+        int nv = wc->ntile - tp < nr ? (int)(wc->ntile - tp) : nr;
+        int nrun = tile_runs(wc, tp, nv, runs);
+        for (int oc = 0; oc < g->oc; oc++)
+            output_tiles(wc, yn + (size_t)oc * (size_t)g->out_sp,
+                         mb + (size_t)oc * ntc + (size_t)p * nr,
+                         (size_t)wc->ocp * ntc, b ? b[oc] : 0.0f, runs, nrun);
+    }
+}
+
+void wino_forward(float *y, const float *x, const float *b,
+                  const WinoConv *wc, float *scratch)
+{
+    const int64_t cps = (wc->ntile + wc->ntc - 1) / wc->ntc;
+    const int64_t nchunk = cps * wc->g.n;
+    const size_t per = per_thread(wc);
+    float *base = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    int nthr = gemm_max_threads();
+    if (nthr > procs()) nthr = procs();
+    if (nthr > nchunk) nthr = (int)nchunk;
+#pragma omp parallel num_threads(nthr)
+    {
+        float *v = base + (size_t)omp_get_thread_num() * per;
+        float *mb = v + round16((size_t)wc->ne * wc->g.ic * wc->ntc);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t c = 0; c < nchunk; c++)
+            run_chunk(wc, y, x, b, (int)(c / cps), c % cps * wc->ntc, v, mb);
+    }
+}

@@ -1,0 +1,52 @@
+/* Winograd convolution F(2,3) per spatial dim: F(2x2,3x3) for 2D 3x3
+ * layers and F(2x2x2,3x3x3) for 3D 3x3x3 ones (a 1x3x3 layer of a 3D
+ * model runs as F(2x2,3x3) on each plane).  Stride 1, dilation 1, one
+ * group, any zero padding.
+ *
+ * A WinoConv is made once per layer and input shape (the executor does it
+ * at exec_create): it holds the transformed weights, so later changes to
+ * the weight tensor are not seen.  wino_forward computes what
+ * conv_forward computes (bias included), within float rounding of the
+ * transforms (see winograd.c for the bound), and bit-identical for any
+ * thread count.
+ */
+#ifndef SL_WINOGRAD_H
+#define SL_WINOGRAD_H
+
+#include <stddef.h>
+
+#include "../graph.h"
+
+typedef struct WinoConv WinoConv;
+
+typedef enum { CONV_ALGO_DIRECT, CONV_ALGO_WINOGRAD } ConvAlgo;
+
+/* 1 if the layer x [N,IC,in...] -> y [N,OC,out...] can run as Winograd. */
+int wino_eligible(const Shape *xs, const Shape *ys, const ConvParams *p);
+
+/* How the executor runs this layer with n_threads threads: the cost model
+ * of winograd.c, overridden by the environment variable
+ * SL_CONV_ALGO=direct|winograd|auto (winograd: every eligible layer).
+ * Deterministic: a function of the shapes, the thread count and the
+ * variable.  Returns 0 and sets *algo, or ERR_ARG (message printed) when
+ * the variable holds anything else. */
+int conv_algo_choose(const Shape *xs, const Shape *ys, const ConvParams *p,
+                     int n_threads, ConvAlgo *algo);
+
+/* Transform w [OC,IC,K...] for an eligible layer (wino_eligible) run with
+ * n_threads threads.  Returns 0, or ERR_NOMEM (message printed, naming
+ * `name`).  *out is owned by the caller: wino_free. */
+int wino_create(WinoConv **out, const float *w, const Shape *xs,
+                const Shape *ys, const ConvParams *p, int n_threads,
+                const char *name);
+void wino_free(WinoConv *wc);
+
+/* Scratch floats wino_forward needs (valid under any thread count). */
+size_t wino_scratch_floats(const WinoConv *wc);
+
+/* y [N,OC,out...] = conv(x [N,IC,in...]) + b [OC] (b may be NULL) for the
+ * shapes wc was made for; scratch: wino_scratch_floats(wc). */
+void wino_forward(float *y, const float *x, const float *b,
+                  const WinoConv *wc, float *scratch);
+
+#endif
