@@ -6,7 +6,7 @@
  *    fused pass (fused.c) and the activation node is skipped;
  *  - a Conv with constant weights runs direct (its op-table forward) or
  *    as Winograd (winograd.c), as conv_algo_choose decides from its
- *    shapes and the thread count; Winograd weights are transformed here,
+ *    shapes (not the thread count); Winograd weights are transformed here,
  *    once, and freed with the executor;
  *  - everything else runs its op-table forward.
  * Fused results are bit-identical to the unfused kernels (see fused.c),
@@ -121,7 +121,7 @@ static int plan_convs(Executor *e)
         const Shape *ys = &g->values[n->out].shape;
         const float *w = g->values[n->in[1]].data;
         ConvAlgo algo = CONV_ALGO_DIRECT;
-        int rc = conv_algo_choose(xs, ys, &n->p.conv, e->n_threads, &algo);
+        int rc = conv_algo_choose(xs, ys, &n->p.conv, &algo);
         if (rc) return rc;
         if (!w) algo = CONV_ALGO_DIRECT; /* weights computed at run time */
         if (algo == CONV_ALGO_WINOGRAD) {

@@ -291,8 +291,9 @@ static void set_algo(const char *v)
     else unsetenv("SL_CONV_ALGO");
 }
 
-/* The choice: a function of shape and thread count, overridden by
- * SL_CONV_ALGO; ineligible layers always direct; a bad value refused. */
+/* The choice: a function of the shape, the same for any thread count,
+ * overridden by SL_CONV_ALGO; ineligible layers always direct; a bad
+ * value refused. */
 static void test_choice(void **state)
 {
     (void)state;
@@ -304,32 +305,35 @@ static void test_choice(void **state)
     WCase big = {2, 1, 32, 32, {256, 256}, {3, 3}, {1, 1}, {1, 1}, 1};
     /* A pruned layer: 3 -> 4 channels. */
     WCase slim = {2, 1, 3, 4, {64, 64}, {3, 3}, {1, 1}, {1, 1}, 1};
-    /* 320 channels on 4x4: too few tiles for two threads. */
+    /* 320 channels on 4x4: 4 tiles, too few to pay. */
     WCase deep = {2, 1, 320, 320, {4, 4}, {3, 3}, {1, 1}, {1, 1}, 1};
     set_algo(NULL);
     case_shapes(&big, &xs, &ws, &ys, &p);
     for (int t = 1; t <= 2; t++) {
-        assert_int_equal(conv_algo_choose(&xs, &ys, &p, t, &a1), 0);
-        assert_int_equal(conv_algo_choose(&xs, &ys, &p, t, &a2), 0);
+        int saved_t = omp_get_max_threads();
+        omp_set_num_threads(t);
+        assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
+        assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a2), 0);
+        omp_set_num_threads(saved_t);
         assert_int_equal(a1, a2);
         assert_int_equal(a1, CONV_ALGO_WINOGRAD);
     }
     set_algo("auto");
-    assert_int_equal(conv_algo_choose(&xs, &ys, &p, 2, &a1), 0);
+    assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
     assert_int_equal(a1, CONV_ALGO_WINOGRAD);
     set_algo("direct");
-    assert_int_equal(conv_algo_choose(&xs, &ys, &p, 2, &a1), 0);
+    assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
     assert_int_equal(a1, CONV_ALGO_DIRECT);
     set_algo(NULL);
     case_shapes(&slim, &xs, &ws, &ys, &p);
-    assert_int_equal(conv_algo_choose(&xs, &ys, &p, 2, &a1), 0);
+    assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
     assert_int_equal(a1, CONV_ALGO_DIRECT);
     set_algo("winograd");
-    assert_int_equal(conv_algo_choose(&xs, &ys, &p, 2, &a1), 0);
+    assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
     assert_int_equal(a1, CONV_ALGO_WINOGRAD);
     set_algo(NULL);
     case_shapes(&deep, &xs, &ws, &ys, &p);
-    assert_int_equal(conv_algo_choose(&xs, &ys, &p, 2, &a1), 0);
+    assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
     assert_int_equal(a1, CONV_ALGO_DIRECT);
     /* Strided and dilated layers are never Winograd, even when asked. */
     set_algo("winograd");
@@ -337,11 +341,11 @@ static void test_choice(void **state)
     p.stride[0] = p.stride[1] = 2;
     ys.d[2] = ys.d[3] = 128;
     assert_false(wino_eligible(&xs, &ys, &p));
-    assert_int_equal(conv_algo_choose(&xs, &ys, &p, 2, &a1), 0);
+    assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
     assert_int_equal(a1, CONV_ALGO_DIRECT);
     set_algo("fast");
     sl_error_quiet(1);
-    assert_int_equal(conv_algo_choose(&xs, &ys, &p, 2, &a1), ERR_ARG);
+    assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), ERR_ARG);
     assert_non_null(strstr(sl_error_last(), "SL_CONV_ALGO=fast"));
     sl_error_quiet(0);
     set_algo(saved);

@@ -44,6 +44,7 @@
 #include "../common.h"
 #include "conv_geom.h"
 #include "gemm_core.h"
+#include "vecmath.h"
 
 /* Widest micro-kernel column count (gemm.c: 8, 16 or 32). */
 #define WINO_NR_MAX 32
@@ -98,40 +99,48 @@ static void tile_geom(WinoConv *wc)
 
 /* ---- cost model ----
  *
- * Multiply-adds per output and channel pair: direct 9 (27 in 3D);
- * Winograd 16/4 = 4 (64/8 = 8) in the GEMMs, plus the transforms, about
- * WINO_TRANSFORM_COST multiply-add-equivalents per tile and channel
- * (input tiles per IC, output tiles per OC; mostly loads and stores at
- * a fraction of the GEMM's rate).  With both the GEMM work per tile
- * E * IC * OC and the transform work (IC + OC) * cost, Winograd pays when
- *   E * IC * OC + (IC + OC) * cost < direct taps * outputs per tile * IC * OC.
- * It also needs enough tiles to keep every thread busy: a chunk is one
- * thread's work, and a layer with fewer panels of tiles than threads
- * would leave threads idle that the direct GEMM uses.  The rule depends
- * only on the shapes and the thread count, never on timings, so a plan
- * is the same however loaded the machine is. */
-#define WINO_TRANSFORM_COST 48
-/* Fewest tiles per thread worth the setup (one 32-column panel each). */
-#define WINO_MIN_TILES_PER_THREAD 32
+ * Work per tile, in multiply-adds of the GEMM micro-kernel:
+ *   direct:   taps * outputs per tile * IC * OC   (9 * 4 or 27 * 8)
+ *   Winograd: E * IC * OCp + transform * (IC + OC) + per_tile
+ * (OCp: OC rounded up to the kernel's MR rows, which the Winograd GEMMs
+ * compute in full).  The transform and per-tile costs are fitted to
+ * instruction counts of one layer run direct and Winograd (callgrind,
+ * 1 thread, AVX2 kernels: valgrind has no AVX-512), 2D 8..128 channels
+ * on 32^2..128^2, 3D 8..32 channels on 24^3: the 3D transforms touch
+ * 64 elements per channel and tile in three passes, hence the larger
+ * constants.  A layer also needs WINO_MIN_TILES tiles: below that the
+ * setup (the weight transform is per plan, but the chunk loop is per
+ * run) does not pay and the few chunks would leave threads idle.
+ * The rule depends on the shapes and the ISA only, never on timings
+ * (a probe would make plans depend on the machine's load) and never on
+ * the thread count (so --threads 1 and 2 give the same bits). */
+#define WINO_TRANSFORM_2D 210
+#define WINO_PER_TILE_2D 250
+#define WINO_TRANSFORM_3D 1600
+#define WINO_PER_TILE_3D 1700
+#define WINO_MIN_TILES 64
 
-static ConvAlgo cost_model(const ConvGeom *g, int n_threads)
+static ConvAlgo cost_model(const ConvGeom *g)
 {
     WinoConv wc;
+    int mr, nr;
     wc.g = *g;
     tile_geom(&wc);
-    double ic = g->icg, oc = g->ocg;
+    gemm_kernel_dims(gemm_isa_best(), &mr, &nr);
+    const int d3 = wc.ti[0] == 4;
+    double ic = g->icg, oc = g->ocg, ocp = (g->ocg + mr - 1) / mr * mr;
     double per_tile = (double)wc.to[0] * wc.to[1] * wc.to[2];
     double direct = (double)g->k_sp * per_tile * ic * oc;
-    double wino = (double)wc.ne * ic * oc + (ic + oc) * WINO_TRANSFORM_COST;
-    double tiles = (double)wc.ntile * g->n;
-    if (wino >= direct) return CONV_ALGO_DIRECT;
-    if (tiles < (double)WINO_MIN_TILES_PER_THREAD * n_threads)
+    double wino = (double)wc.ne * ic * ocp +
+                  (ic + oc) * (d3 ? WINO_TRANSFORM_3D : WINO_TRANSFORM_2D) +
+                  (d3 ? WINO_PER_TILE_3D : WINO_PER_TILE_2D);
+    if (wino >= direct || (double)wc.ntile * g->n < WINO_MIN_TILES)
         return CONV_ALGO_DIRECT;
     return CONV_ALGO_WINOGRAD;
 }
 
 int conv_algo_choose(const Shape *xs, const Shape *ys, const ConvParams *p,
-                     int n_threads, ConvAlgo *algo)
+                     ConvAlgo *algo)
 {
     const char *env = getenv("SL_CONV_ALGO");
     *algo = CONV_ALGO_DIRECT;
@@ -149,7 +158,7 @@ int conv_algo_choose(const Shape *xs, const Shape *ys, const ConvParams *p,
     }
     ConvGeom g;
     conv_geom_fill(&g, xs, ys, p);
-    *algo = cost_model(&g, n_threads > 0 ? n_threads : 1);
+    *algo = cost_model(&g);
     return 0;
 }
 
@@ -283,30 +292,90 @@ static int tile_runs(const WinoConv *wc, int64_t t, int nv, TileRun *runs)
     return n;
 }
 
-/* d[0], d[s], d[2s], d[3s] (nr lanes each) <- B^T applied across them. */
-static void bt4(float *restrict d, size_t s, int nr)
+/* Four lanes at a time (vecmath.h; nr is a multiple of 8).  Plain loops
+ * over a run-time lane count stay scalar at -O2, and the transforms then
+ * cost more than the GEMMs they feed. */
+#if defined(__clang__)
+#define VF4_SHUF(a, b, i, j, k, l) __builtin_shufflevector(a, b, i, j, k, l)
+#else
+#define VF4_SHUF(a, b, i, j, k, l) __builtin_shuffle(a, b, (vi4){i, j, k, l})
+#endif
+
+/* dst rows 0..3 (dstride apart) <- B^T across src rows 0..3 (sstride
+ * apart), nr lanes each; dst may equal src. */
+static void bt4(float *dst, size_t dstride, const float *src, size_t sstride,
+                int nr)
 {
-    for (int l = 0; l < nr; l++) {
-        float a0 = d[l], a1 = d[s + l], a2 = d[2 * s + l], a3 = d[3 * s + l];
-        d[l] = a0 - a2;
-        d[s + l] = a1 + a2;
-        d[2 * s + l] = a2 - a1;
-        d[3 * s + l] = a1 - a3;
+    for (int l = 0; l < nr; l += 4) {
+        vf4 a0 = vf4_load(src + l), a1 = vf4_load(src + sstride + l);
+        vf4 a2 = vf4_load(src + 2 * sstride + l);
+        vf4 a3 = vf4_load(src + 3 * sstride + l);
+        vf4_store(dst + l, a0 - a2);
+        vf4_store(dst + dstride + l, a1 + a2);
+        vf4_store(dst + 2 * dstride + l, a2 - a1);
+        vf4_store(dst + 3 * dstride + l, a1 - a3);
     }
 }
 
-/* dt [E][nr]: the transformed input tiles of channel ic for one panel's
- * runs (lanes from nv on are zero).  xc [D, H, W] of channel ic. */
-static void input_tiles(const WinoConv *wc, float *restrict dt,
-                        const float *xc, const TileRun *runs, int nrun,
-                        int nv)
+/* d[c*nr + t], c < 4, t < len: B^T of the 4 inputs xr[ix0 + 2t ..
+ * ix0 + 2t + 3] (zero outside [0, iw)), i.e. one input row of len
+ * tiles transformed along W. */
+static void row_bt(float *restrict d, int nr, const float *xr, int ix0,
+                   int len, int iw)
+{
+    /* Tiles tlo .. thi-1 read only inside the row. */
+    int tlo = ix0 >= 0 ? 0 : (1 - ix0) / 2;
+    int thi = iw - 4 - ix0 >= 0 ? (iw - 4 - ix0) / 2 + 1 : 0;
+    if (tlo > len) tlo = len;
+    if (thi > len) thi = len;
+    if (thi < tlo) thi = tlo;
+    int t = 0;
+    for (;;) {
+        int stop = t < tlo ? tlo : t < thi ? thi : len;
+        if (t >= tlo && t < thi && thi - tlo >= 4)
+            for (; t < thi; t += 4) {
+                /* The last step ends at thi, redoing up to 3 tiles
+                 * (same values) instead of a scalar remainder. */
+                if (t + 4 > thi) t = thi - 4;
+                const float *s = xr + ix0 + 2 * t;
+                vf4 a = vf4_load(s), b = vf4_load(s + 4);
+                vf4 c = vf4_load(s + 2), e = vf4_load(s + 6);
+                vf4 d0 = VF4_SHUF(a, b, 0, 2, 4, 6);
+                vf4 d1 = VF4_SHUF(a, b, 1, 3, 5, 7);
+                vf4 d2 = VF4_SHUF(c, e, 0, 2, 4, 6);
+                vf4 d3 = VF4_SHUF(c, e, 1, 3, 5, 7);
+                vf4_store(d + t, d0 - d2);
+                vf4_store(d + nr + t, d1 + d2);
+                vf4_store(d + 2 * nr + t, d2 - d1);
+                vf4_store(d + 3 * nr + t, d1 - d3);
+            }
+        for (; t < stop; t++) {
+            float v[4];
+            for (int c = 0; c < 4; c++) {
+                int ix = ix0 + 2 * t + c;
+                v[c] = ix >= 0 && ix < iw ? xr[ix] : 0.0f;
+            }
+            d[t] = v[0] - v[2];
+            d[nr + t] = v[1] + v[2];
+            d[2 * nr + t] = v[2] - v[1];
+            d[3 * nr + t] = v[1] - v[3];
+        }
+        if (t >= len) break;
+    }
+}
+
+/* V rows of channel ic for one panel: dst + e * estride (nr lanes) for
+ * each transform element e; the runs' input tiles of xc [D, H, W]
+ * (channel ic), lanes from nv on zero.  dt: [E][nr] work space. */
+static void input_tiles(const WinoConv *wc, float *dst, size_t estride,
+                        float *restrict dt, const float *xc,
+                        const TileRun *runs, int nrun, int nv)
 {
     const ConvGeom *g = &wc->g;
     const int nr = wc->nr, IH = g->in[1], IW = g->in[2];
     for (int q = 0; q < nrun; q++) {
         const TileRun *r = &runs[q];
         const int ix0 = r->tx0 * 2 - g->pad[2];
-        const int inside = ix0 >= 0 && ix0 + 2 * r->len + 2 <= IW;
         for (int rz = 0; rz < wc->ti[0]; rz++)
             for (int ry = 0; ry < 4; ry++) {
                 int iz = r->tz * wc->to[0] - g->pad[0] + rz;
@@ -318,36 +387,60 @@ static void input_tiles(const WinoConv *wc, float *restrict dt,
                                (size_t)r->len * sizeof(float));
                     continue;
                 }
-                const float *xr = xc + ((size_t)iz * IH + iy) * IW;
-                if (inside) {
-                    const float *xs = xr + ix0;
-                    for (int c = 0; c < 4; c++)
-                        for (int t = 0; t < r->len; t++)
-                            d[(size_t)c * nr + t] = xs[2 * t + c];
-                } else {
-                    for (int c = 0; c < 4; c++)
-                        for (int t = 0; t < r->len; t++) {
-                            int ix = ix0 + 2 * t + c;
-                            d[(size_t)c * nr + t] =
-                                ix >= 0 && ix < IW ? xr[ix] : 0.0f;
-                        }
-                }
+                row_bt(d, nr, xc + ((size_t)iz * IH + iy) * IW, ix0, r->len,
+                       IW);
             }
     }
     if (nv < nr)
         for (int e = 0; e < wc->ne; e++)
             memset(dt + (size_t)e * nr + nv, 0,
                    (size_t)(nr - nv) * sizeof(float));
-    /* B^T along W, then H, then D. */
-    for (int row = 0; row < wc->nrow; row++)
-        bt4(dt + (size_t)row * 4 * nr, (size_t)nr, nr);
-    for (int rz = 0; rz < wc->ti[0]; rz++)
+    /* Then B^T along H (and D); the last pass writes V. */
+    const size_t n = (size_t)nr;
+    if (wc->ti[0] == 1) {
         for (int c = 0; c < 4; c++)
-            bt4(dt + (size_t)(rz * 16 + c) * nr, (size_t)4 * nr, nr);
-    if (wc->ti[0] == 4)
-        for (int ry = 0; ry < 4; ry++)
-            for (int c = 0; c < 4; c++)
-                bt4(dt + (size_t)(ry * 4 + c) * nr, (size_t)16 * nr, nr);
+            bt4(dst + c * estride, 4 * estride, dt + c * n, 4 * n, nr);
+        return;
+    }
+    for (int rz = 0; rz < 4; rz++)
+        for (int c = 0; c < 4; c++) {
+            float *p = dt + (size_t)(rz * 16 + c) * n;
+            bt4(p, 4 * n, p, 4 * n, nr);
+        }
+    for (int ry = 0; ry < 4; ry++)
+        for (int c = 0; c < 4; c++) {
+            size_t e = (size_t)ry * 4 + c;
+            bt4(dst + e * estride, 16 * estride, dt + e * n, 16 * n, nr);
+        }
+}
+
+/* o0, o1 (nr lanes) <- A^T across rows r, r + s, r + 2s, r + 3s. */
+static void at4(float *o0, float *o1, const float *r, size_t s, int nr)
+{
+    for (int l = 0; l < nr; l += 4) {
+        vf4 a0 = vf4_load(r + l), a1 = vf4_load(r + s + l);
+        vf4 a2 = vf4_load(r + 2 * s + l), a3 = vf4_load(r + 3 * s + l);
+        vf4_store(o0 + l, a0 + a1 + a2);
+        vf4_store(o1 + l, a1 - a2 - a3);
+    }
+}
+
+/* yr[2t], yr[2t+1] = bias + o0[t], o1[t] for t < len, the second only
+ * while 2t+1 < ow (ow counted from yr). */
+static void store_pairs(float *yr, const float *o0, const float *o1,
+                        float bias, int len, int ow)
+{
+    const vf4 bv = vf4_set1(bias);
+    int t = 0;
+    for (; t + 4 <= len && 2 * t + 8 <= ow; t += 4) {
+        vf4 a = vf4_load(o0 + t), b = vf4_load(o1 + t);
+        vf4_store(yr + 2 * t, bv + VF4_SHUF(a, b, 0, 4, 1, 5));
+        vf4_store(yr + 2 * t + 4, bv + VF4_SHUF(a, b, 2, 6, 3, 7));
+    }
+    for (; t < len; t++) {
+        yr[2 * t] = bias + o0[t];
+        if (2 * t + 1 < ow) yr[2 * t + 1] = bias + o1[t];
+    }
 }
 
 /* y of channel oc (yc [D, H, W]) for one panel's runs: A^T m A + bias,
@@ -358,38 +451,22 @@ static void output_tiles(const WinoConv *wc, float *yc, const float *m,
 {
     const ConvGeom *g = &wc->g;
     const int OD = g->out[0], OH = g->out[1], OW = g->out[2];
-    float t1[16][2][WINO_NR_MAX]; /* [rz*4+ry][x] */
+    float t1[16][2][WINO_NR_MAX];   /* [rz*4+ry][x] */
     float t2[4][2][2][WINO_NR_MAX]; /* [rz][y][x] */
     float t3[2][2][2][WINO_NR_MAX]; /* [z][y][x] */
     const int nr = wc->nr;
-    for (int row = 0; row < wc->nrow; row++) {
-        const float *m0 = m + (size_t)(row * 4) * mstride;
-        const float *m1 = m0 + mstride, *m2 = m1 + mstride, *m3 = m2 + mstride;
-        for (int l = 0; l < nr; l++) {
-            t1[row][0][l] = m0[l] + m1[l] + m2[l];
-            t1[row][1][l] = m1[l] - m2[l] - m3[l];
-        }
-    }
+    const size_t n2 = 2 * WINO_NR_MAX;
+    for (int row = 0; row < wc->nrow; row++)
+        at4(t1[row][0], t1[row][1], m + (size_t)(row * 4) * mstride, mstride,
+            nr);
+    float(*out)[2][2][WINO_NR_MAX] = wc->ti[0] == 4 ? t3 : t2;
     for (int rz = 0; rz < wc->ti[0]; rz++)
         for (int x = 0; x < 2; x++)
-            for (int l = 0; l < nr; l++) {
-                float r0 = t1[rz * 4][x][l], r1 = t1[rz * 4 + 1][x][l];
-                float r2 = t1[rz * 4 + 2][x][l], r3 = t1[rz * 4 + 3][x][l];
-                t2[rz][0][x][l] = r0 + r1 + r2;
-                t2[rz][1][x][l] = r1 - r2 - r3;
-            }
-    if (wc->ti[0] == 4) {
+            at4(t2[rz][0][x], t2[rz][1][x], t1[rz * 4][x], n2, nr);
+    if (wc->ti[0] == 4)
         for (int y = 0; y < 2; y++)
             for (int x = 0; x < 2; x++)
-                for (int l = 0; l < nr; l++) {
-                    float r0 = t2[0][y][x][l], r1 = t2[1][y][x][l];
-                    float r2 = t2[2][y][x][l], r3 = t2[3][y][x][l];
-                    t3[0][y][x][l] = r0 + r1 + r2;
-                    t3[1][y][x][l] = r1 - r2 - r3;
-                }
-    } else {
-        memcpy(t3[0], t2[0], sizeof t3[0]);
-    }
+                at4(t3[0][y][x], t3[1][y][x], t2[0][y][x], 2 * n2, nr);
     for (int q = 0; q < nrun; q++) {
         const TileRun *r = &runs[q];
         for (int a = 0; a < wc->to[0]; a++) {
@@ -398,13 +475,10 @@ static void output_tiles(const WinoConv *wc, float *yc, const float *m,
             for (int y = 0; y < 2; y++) {
                 int oy = r->ty * 2 + y;
                 if (oy >= OH) continue;
-                float *yr = yc + ((size_t)oz * OH + oy) * OW;
-                for (int t = 0; t < r->len; t++) {
-                    int ox = (r->tx0 + t) * 2;
-                    int l = r->l0 + t;
-                    yr[ox] = bias + t3[a][y][0][l];
-                    if (ox + 1 < OW) yr[ox + 1] = bias + t3[a][y][1][l];
-                }
+                int ox = r->tx0 * 2;
+                store_pairs(yc + ((size_t)oz * OH + oy) * OW + ox,
+                            out[a][y][0] + r->l0, out[a][y][1] + r->l0, bias,
+                            r->len, OW - ox);
             }
         }
     }
@@ -425,14 +499,10 @@ static void run_chunk(const WinoConv *wc, float *y, const float *x,
         int nv = tp >= wc->ntile ? 0
                  : wc->ntile - tp < nr ? (int)(wc->ntile - tp) : nr;
         int nrun = tile_runs(wc, tp, nv, runs);
-        for (int ic = 0; ic < IC; ic++) {
-            input_tiles(wc, dt, xn + (size_t)ic * (size_t)g->in_sp, runs,
-                        nrun, nv);
-            for (int e = 0; e < wc->ne; e++)
-                memcpy(v + ((size_t)e * ntc + (size_t)p * nr) * IC +
-                           (size_t)ic * nr,
-                       dt + (size_t)e * nr, (size_t)nr * sizeof(float));
-        }
+        for (int ic = 0; ic < IC; ic++)
+            input_tiles(wc, v + ((size_t)p * IC + ic) * nr,
+                        (size_t)ntc * IC, dt,
+                        xn + (size_t)ic * (size_t)g->in_sp, runs, nrun, nv);
     }
     const size_t ustride = (size_t)wc->ocp * IC;
     for (int e = 0; e < wc->ne; e++)

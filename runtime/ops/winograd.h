@@ -24,14 +24,15 @@ typedef enum { CONV_ALGO_DIRECT, CONV_ALGO_WINOGRAD } ConvAlgo;
 /* 1 if the layer x [N,IC,in...] -> y [N,OC,out...] can run as Winograd. */
 int wino_eligible(const Shape *xs, const Shape *ys, const ConvParams *p);
 
-/* How the executor runs this layer with n_threads threads: the cost model
- * of winograd.c, overridden by the environment variable
- * SL_CONV_ALGO=direct|winograd|auto (winograd: every eligible layer).
- * Deterministic: a function of the shapes, the thread count and the
- * variable.  Returns 0 and sets *algo, or ERR_ARG (message printed) when
- * the variable holds anything else. */
+/* How the executor runs this layer: the cost model of winograd.c,
+ * overridden by the environment variable SL_CONV_ALGO=direct|winograd|auto
+ * (winograd: every eligible layer).  Deterministic: a function of the
+ * shapes, the CPU's GEMM kernel (SL_GEMM_ISA) and the variable, not of
+ * the thread count (outputs stay bit-identical across thread counts).
+ * Returns 0 and sets *algo, or ERR_ARG (message printed) when the
+ * variable holds anything else. */
 int conv_algo_choose(const Shape *xs, const Shape *ys, const ConvParams *p,
-                     int n_threads, ConvAlgo *algo);
+                     ConvAlgo *algo);
 
 /* Transform w [OC,IC,K...] for an eligible layer (wino_eligible) run with
  * n_threads threads.  Returns 0, or ERR_NOMEM (message printed, naming
