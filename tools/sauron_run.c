@@ -78,7 +78,9 @@ static const CliOpt run_opts[] = {
     {.name = "profile", .type = CLI_FLAG, .off = offsetof(Args, profile),
      .help = "also print the time per op type (fused pairs such as "
              "InstanceNorm+LeakyRelu count as one type), as ms per run and "
-             "share of the total"},
+             "share of the total, then each Conv layer with its algorithm "
+             "(direct or winograd; SL_CONV_ALGO=direct|winograd|auto "
+             "overrides the choice)"},
 };
 
 
@@ -251,6 +253,13 @@ static void print_profile(const Executor *e, const Graph *g, long runs)
             }
         printf("  %-32s %4d nodes %9.3f ms %5.1f%%\n", l, count,
                s * 1e3 / (double)runs, total > 0 ? 100.0 * s / total : 0.0);
+    }
+    /* Each Conv layer with the algorithm the plan chose for it. */
+    for (int i = 0; i < g->n_nodes; i++) {
+        const char *l = exec_node_label(e, i);
+        if (strncmp(l, "Conv/", 5)) continue;
+        printf("  conv %-36s %-9s %9.3f ms\n", g->nodes[i].name, l + 5,
+               exec_node_seconds(e, i) * 1e3 / (double)runs);
     }
 }
 

@@ -17,12 +17,13 @@
  * U the transformed weights (once, at wino_create), V the transformed
  * input tiles.  The outputs are A^T M A plus the bias.
  *
- * Why F(2,3) and not F(4,3) (36 or 216 elements, 4x4 outputs): F(4,3)'s
- * transforms have entries up to 8 (points 0, +-1, +-2) and its error is
- * about 10x F(2,3)'s in 2D and worse in 3D, against the 1e-4 x output
- * scale the runtime promises; F(2,3)'s entries are 0, +-1/2, +-1, so V,
- * U and the output transform add a few roundings of values of the
- * output's size (measured in tests/test_winograd.c).
+ * Why F(2,3) and not F(4,3) (36 or 216 elements, 4 outputs per dim):
+ * F(4,3) also interpolates at +-2, with matrix entries up to 8, so its
+ * rounding error is larger (not implemented, so not measured), and its
+ * 216-element 3D tiles would cost more in transforms than they save at
+ * these channel counts.  F(2,3)'s entries are 0, +-1/2, +-1, so V, U and
+ * the output transform add a few roundings of values of the output's
+ * size (tests/test_winograd.c: at most ~2x the direct path's error).
  *
  * Work is cut into chunks of tiles (a multiple of the micro-kernel's NR
  * columns): one thread transforms a chunk's input tiles straight into
