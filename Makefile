@@ -85,6 +85,8 @@ TESTS += test_embed
 TESTS += test_overlay
 TESTS += test_tta
 TESTS += test_winograd
+# kill -9 and --resume at 3 moments (check-long's test_kill_resume: 20)
+TESTS += test_kill_resume_quick
 
 # Fuzz targets (tests/fuzz/): entry functions shared by the libFuzzer
 # programs (make fuzz) and test_fuzz_replay (make test).

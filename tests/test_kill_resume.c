@@ -1,9 +1,14 @@
 /* kill -9 at 20 random moments of a short Sauron pruning run, each
- * resumed: every resumed run ends with the uninterrupted run's model, byte
- * for byte, and with its checkpoint (the network, the best network, the
- * optimiser state, the pruner's state and the settings byte for byte; the
- * epoch history too except its wall-clock fields, which no two runs
- * share).  In make check-long (about 20 pruning runs' time).
+ * resumed: every resumed run ends with the uninterrupted run's model and
+ * run folder, byte for byte (checkpoint, best network, split, Sauron
+ * summaries; no temporary file of the kill left), except the wall-clock
+ * fields no two runs share: the time columns of epochs.csv and
+ * sauron_epochs.csv, the same keys of their .jsonl twins and
+ * summary.txt's "wall time" line.  Those must still hold a number in
+ * every row: a resume keeps the times of the epochs it did not rerun.
+ * In make check-long (about 20 pruning runs' time);
+ * test_kill_resume_quick runs the first 3 of the same moments in make
+ * test.
  *
  * The run is test_sauron_cli's phantom pruning run cut to 4 epochs (same
  * model, phantom and flags).  The moments are drawn with a fixed seed,
@@ -12,19 +17,22 @@
  * after "--resume: no checkpoint"), some inside checkpoint writes, some
  * between epochs.  A run that ends before its moment is not counted and
  * the moment is drawn again over a span 10% shorter (the machine's load
- * changes a run's length): the test needs 20 real kills. */
+ * changes a run's length): the test needs KILLS real kills. */
 #define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
 
-#include "compressor/train/checkpoint.h"
 #include "runtime/common.h"
 #include "tests/testutil.h"
 
+#ifndef KILLS
 #define KILLS 20
+#endif
 #define FLAGS                                                                 \
     "--tau-max 0.45 --keep-head-input --max-dice-drop 0.02 --lambda 1.0 "    \
     "--prune-every 5 --prune-guard 0.01 "                                    \
@@ -46,54 +54,204 @@ static int setup(void **state)
     return run_cmd(cmd, err, sizeof err) == 0 ? 0 : -1;
 }
 
-/* Two checkpoints equal but for the wall-clock fields of the history. */
-static void assert_ckpt_same(const char *a, const char *b)
+/* The wall-clock fields of the run folder's reports. */
+static int is_time_key(const char *k, size_t n)
 {
-    Checkpoint x, y;
-    assert_int_equal(ckpt_read(a, &x), 0);
-    assert_int_equal(ckpt_read(b, &y), 0);
-    assert_string_equal(x.settings, y.settings);
-    assert_int_equal(x.epoch, y.epoch);
-    assert_int_equal(x.best_epoch, y.best_epoch);
-    assert_int_equal(x.n_hist, y.n_hist);
-    for (int i = 0; i < x.n_hist; i++) {
-        EpochStats s = x.hist[i], t = y.hist[i];
-        s.seconds = t.seconds = 0;
-        s.step_seconds = t.step_seconds = 0;
-        s.data_wait = t.data_wait = 0;
-        assert_memory_equal(&s, &t, sizeof s);
-    }
-    assert_int_equal(x.n_opt, y.n_opt);
-    for (int i = 0; i < x.n_opt; i++) {
-        assert_string_equal(x.opt[i].name, y.opt[i].name);
-        assert_int_equal(x.opt[i].numel, y.opt[i].numel);
-        assert_int_equal(x.opt[i].step, y.opt[i].step);
-        assert_memory_equal(x.opt[i].m, y.opt[i].m,
-                            (size_t)x.opt[i].numel * 4);
-        assert_int_equal(x.opt[i].v != NULL, y.opt[i].v != NULL);
-        if (x.opt[i].v)
-            assert_memory_equal(x.opt[i].v, y.opt[i].v,
-                                (size_t)x.opt[i].numel * 4);
-    }
-    assert_int_equal(x.graph_n, y.graph_n);
-    assert_memory_equal(x.graph, y.graph, x.graph_n);
-    assert_int_equal(x.best_n, y.best_n);
-    if (x.best_n) assert_memory_equal(x.best, y.best, x.best_n);
-    assert_int_equal(x.hook_n, y.hook_n);
-    if (x.hook_n) assert_memory_equal(x.hook, y.hook, x.hook_n);
-    ckpt_free(&x);
-    ckpt_free(&y);
+    static const char *const keys[] = {"seconds", "step_seconds",
+                                       "data_wait"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+        if (strlen(keys[i]) == n && !strncmp(k, keys[i], n)) return 1;
+    return 0;
 }
 
-static void test_kill_20(void **state)
+/* A time value a resume kept: a finite number, not "nan" or null. */
+static void assert_time_value(const char *file, const char *v, size_t n)
+{
+    char buf[64], *end;
+    assert_true(n > 0 && n < sizeof buf);
+    memcpy(buf, v, n);
+    buf[n] = '\0';
+    double x = strtod(buf, &end);
+    if (*end || !isfinite(x) || x < 0)
+        fprintf(stderr, "%s: time field '%s' is not a time\n", file, buf);
+    assert_true(*end == '\0' && isfinite(x) && x >= 0);
+}
+
+/* Append the n bytes at p to the string *out (of length *len). */
+static void put(char **out, size_t *len, const char *p, size_t n)
+{
+    *out = realloc(*out, *len + n + 1);
+    assert_non_null(*out);
+    memcpy(*out + *len, p, n);
+    *len += n;
+    (*out)[*len] = '\0';
+}
+
+/* The CSV text without the columns whose header is a time key; every
+ * dropped value must be a time. */
+static char *csv_without_times(const char *file, const char *text)
+{
+    char *out = NULL;
+    size_t len = 0;
+    int drop[256] = {0}, header = 1;
+    put(&out, &len, "", 0);
+    for (const char *line = text; *line; line++, header = 0) {
+        const char *end = line + strcspn(line, "\n");
+        for (int col = 0;; col++) {
+            const char *f = line;
+            size_t fl = strcspn(f, ",\n");
+            assert_true(col < 256);
+            if (header) drop[col] = is_time_key(f, fl);
+            if (drop[col] && !header) assert_time_value(file, f, fl);
+            if (!drop[col]) {
+                put(&out, &len, f, fl);
+                put(&out, &len, ",", 1);
+            }
+            line = f + fl;
+            if (line >= end) break;
+            line++; /* the comma */
+        }
+        put(&out, &len, "\n", 1);
+        if (!*line) break;
+    }
+    return out;
+}
+
+/* The JSON lines without the values of the time keys; each must be a
+ * time. */
+static char *jsonl_without_times(const char *file, const char *text)
+{
+    char *out = NULL;
+    size_t len = 0;
+    put(&out, &len, "", 0);
+    for (const char *p = text; *p;) {
+        const char *q = strchr(p, '"');
+        if (!q) {
+            put(&out, &len, p, strlen(p));
+            break;
+        }
+        const char *e = strchr(q + 1, '"');
+        assert_non_null(e);
+        put(&out, &len, p, (size_t)(e + 1 - p));
+        p = e + 1;
+        if (is_time_key(q + 1, (size_t)(e - q - 1)) && !strncmp(p, ": ", 2)) {
+            size_t vl = strcspn(p + 2, ",}");
+            assert_time_value(file, p + 2, vl);
+            p += 2 + vl;
+        }
+    }
+    return out;
+}
+
+/* summary.txt without its "wall time" line. */
+static char *summary_without_time(const char *text)
+{
+    char *out = NULL;
+    size_t len = 0;
+    put(&out, &len, "", 0);
+    for (const char *line = text; *line;) {
+        size_t ll = strcspn(line, "\n") + (line[strcspn(line, "\n")] != 0);
+        if (strncmp(line, "wall time", 9)) put(&out, &len, line, ll);
+        line += ll;
+    }
+    return out;
+}
+
+/* The text of a report with wall-clock fields without them (a new
+ * string), or NULL for the other files: those must be identical byte
+ * for byte. */
+static char *deterministic_part(const char *dir, const char *name)
+{
+    size_t n = strlen(name);
+    int csv = n > 4 && !strcmp(name + n - 4, ".csv");
+    int jsonl = n > 6 && !strcmp(name + n - 6, ".jsonl");
+    int summary = !strcmp(name, "summary.txt");
+    if (!csv && !jsonl && !summary) return NULL;
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    char *text = slurp_text(path), *r;
+    assert_non_null(text);
+    if (csv)
+        r = csv_without_times(path, text);
+    else if (jsonl)
+        r = jsonl_without_times(path, text);
+    else
+        r = summary_without_time(text);
+    free(text);
+    return r;
+}
+
+/* Sorted names of dir's files; NULL-terminated. */
+static char **list_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    char **v = NULL;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        v = realloc(v, (size_t)(n + 2) * sizeof *v);
+        assert_non_null(v);
+        v[n] = strdup(e->d_name);
+        assert_non_null(v[n++]);
+        v[n] = NULL;
+    }
+    closedir(d);
+    assert_non_null(v);
+    for (int i = 1; i < n; i++) /* insertion sort: a dozen names */
+        for (int j = i; j > 0 && strcmp(v[j - 1], v[j]) > 0; j--) {
+            char *x = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = x;
+        }
+    return v;
+}
+
+/* The two run folders hold the same files (a temporary file a kill left
+ * must be gone), each the same but for the wall-clock fields (binary
+ * files: byte for byte).  Returns the number of files compared. */
+static int assert_run_dirs_same(const char *a, const char *b)
+{
+    char **x = list_dir(a), **y = list_dir(b);
+    int i = 0;
+    for (; x[i] && y[i]; i++) {
+        if (strcmp(x[i], y[i]))
+            fprintf(stderr, "run folders differ: %s vs %s\n", x[i], y[i]);
+        assert_string_equal(x[i], y[i]);
+        char pa[1200], pb[1200];
+        snprintf(pa, sizeof pa, "%s/%s", a, x[i]);
+        snprintf(pb, sizeof pb, "%s/%s", b, y[i]);
+        char *ta = deterministic_part(a, x[i]);
+        char *tb = deterministic_part(b, y[i]);
+        int same = ta ? !strcmp(ta, tb) : files_equal(pa, pb);
+        if (!same) fprintf(stderr, "\n%s differs from %s\n", pb, pa);
+        assert_true(same);
+        free(ta);
+        free(tb);
+    }
+    if (x[i] || y[i])
+        fprintf(stderr, "run folders differ: %s only in %s\n",
+                x[i] ? x[i] : y[i], x[i] ? a : b);
+    assert_true(!x[i] && !y[i]);
+    for (int k = 0; x[k]; k++)
+        free(x[k]);
+    for (int k = 0; y[k]; k++)
+        free(y[k]);
+    free(x);
+    free(y);
+    return i;
+}
+
+static void test_kill(void **state)
 {
     (void)state;
     char bin[512], ref[600], out[600], cmd[2600], err[512], pidf[700],
-        ck[700], refck[700];
+        ck[700], refrun[700], run[700];
     const char *tmp = test_tmpdir();
     bin_path("sauron-compress", bin, sizeof bin);
     snprintf(ref, sizeof ref, "%s/ref.sslim", tmp);
-    snprintf(refck, sizeof refck, "%s.run/checkpoint.sslck", ref);
+    snprintf(refrun, sizeof refrun, "%s.run", ref);
     double t0 = sl_now();
     snprintf(cmd, sizeof cmd, "%s %s %s --data %s " FLAGS " >/dev/null",
              bin, MODEL, ref, g_ds);
@@ -110,6 +268,7 @@ static void test_kill_20(void **state)
         snprintf(out, sizeof out, "%s/kill%02d.sslim", tmp, k);
         snprintf(pidf, sizeof pidf, "%s.pid", out);
         snprintf(ck, sizeof ck, "%s.run/checkpoint.sslck", out);
+        snprintf(run, sizeof run, "%s.run", out);
         snprintf(cmd, sizeof cmd,
                  "%s %s %s --data %s " FLAGS " >/dev/null 2>&1 & echo $! > "
                  "%s",
@@ -143,15 +302,19 @@ static void test_kill_20(void **state)
         if (finished) {
             fprintf(stderr, "(run ended before %ld ms: not counted)\n", ms);
             span = span * 9 / 10;
+            /* the next try writes the same names */
+            snprintf(cmd, sizeof cmd, "rm -rf %s %s.run", out, out);
+            assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
             continue;
         }
         int rc = run_cmd(cmd, err, sizeof err);
         int eq = rc == 0 && files_equal(ref, out);
-        fprintf(stderr, "kill %2d at %5ld ms: %s: exit %d, model %s\n", k,
+        fprintf(stderr, "kill %2d at %5ld ms: %s: exit %d, model %s", k,
                 ms, how, rc, eq ? "identical" : "DIFFERS");
         assert_int_equal(rc, 0);
         assert_true(eq);
-        assert_ckpt_same(refck, ck);
+        int nf = assert_run_dirs_same(refrun, run);
+        fprintf(stderr, ", run folder identical (%d files)\n", nf);
         same++;
         k++;
     }
@@ -162,7 +325,7 @@ static void test_kill_20(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_kill_20),
+        cmocka_unit_test(test_kill),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -9,6 +9,8 @@
  *   - resume: a run stopped after epoch 2 of 3 (and one stopped in the
  *     middle of epoch 3) and resumed ends bit-identical to an
  *     uninterrupted run; hook state travels through the checkpoint;
+ *     the epochs' times come back from epochs.csv (NaN without it) and
+ *     the temporary files of a dead run are removed;
  *   - resume refusals: other settings (named), a corrupted checkpoint, no
  *     checkpoint; a new run refuses a folder holding a checkpoint;
  *   - a NaN loss stops the run naming the epoch;
@@ -21,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "compressor/compress_cli.h"
 #include "compressor/data/dataset.h"
@@ -396,6 +400,14 @@ static void test_hooks(void **state)
     graph_free(&g);
 }
 
+static void write_text_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_true(fputs(text, f) >= 0);
+    assert_int_equal(fclose(f), 0);
+}
+
 /* Stopped and resumed runs end bit-identical to an uninterrupted one:
  * stopped at the end of epoch 3 (after epoch 2's checkpoint), and in the
  * middle of epoch 2 (iteration 3 of 4).  The hook's state is saved and
@@ -426,10 +438,35 @@ static void test_resume_equivalence(void **state)
         sl_error_quiet(0);
         assert_int_equal(rc, ERR_IO);
         graph_free(&g);
+        char path[600], name[300], dead[600], live[600];
+        /* what a kill inside an atomic write leaves: the temporary file
+         * of a dead process goes, a live process's stays */
+        pid_t child = fork();
+        assert_true(child >= 0);
+        if (!child) _exit(0);
+        assert_int_equal(waitpid(child, NULL, 0), child);
+        snprintf(name, sizeof name, "%s/checkpoint.sslck.tmp.%ld", run,
+                 (long)child);
+        write_text_file(run_path(name, dead, sizeof dead), "partial");
+        snprintf(name, sizeof name, "%s/epochs.csv.tmp.%ld", run,
+                 (long)getppid());
+        write_text_file(run_path(name, live, sizeof live), "in use");
+        /* the checkpoint holds no times: without epochs.csv they are
+         * unknown (NaN), which is no reason to refuse the resume */
+        snprintf(name, sizeof name, "%s/epochs.csv", run);
+        if (variant)
+            assert_int_equal(remove(run_path(name, path, sizeof path)), 0);
         probe_hooks(&h, &p);
         s.resume = 1;
         assert_int_equal(train(&s, run, &g, hg, &ng), 0);
         s.resume = 0;
+        assert_false(sl_file_exists(dead));
+        assert_true(sl_file_exists(live));
+        remove(live);
+        assert_int_equal(isnan(hg[1].seconds), variant);
+        assert_int_equal(isnan(hg[1].step_seconds), variant);
+        assert_int_equal(isnan(hg[1].data_wait), variant);
+        assert_true(hg[3].seconds > 0); /* rerun: measured again */
         assert_true(p.loaded);
         assert_int_equal(p.begin, 1);
         assert_true(same_weights(&ref, &g));

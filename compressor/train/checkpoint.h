@@ -9,7 +9,10 @@
  *     CNTR  i32 epochs done, i32 best epoch (-1: none)
  *     HIST  u32 count, then per epoch the EpochStats fields in the order
  *           of the struct (doubles as IEEE bits, n_classes and n_columns
- *           entries of the arrays only)
+ *           entries of the arrays only); the trainer stores 0 in the
+ *           wall-clock fields (seconds, step_seconds, data_wait), so two
+ *           runs of the same settings write the same bytes: the times
+ *           are in RUN/epochs.csv
  *     OPTM  u32 count, then per state: u32 name length, name (the graph
  *           value's name: value indices are not stored), u32 ndim,
  *           ndim x i64 dims, i64 step, u32 has_v, numel floats m, then v

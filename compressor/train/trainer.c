@@ -1,8 +1,10 @@
 /* The training loop: set-up, resume, epochs, checkpoints (see trainer.h). */
 #include "compressor/train/trainer.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -465,7 +467,18 @@ static int save_checkpoint(Trainer *t)
     c.epoch = t->epoch;
     c.best_epoch = t->best_epoch;
     c.n_hist = t->n_hist;
-    c.hist = t->hist;
+    /* The wall-clock fields are 0 here: no two runs share them, and a
+     * run killed and resumed must end with the uninterrupted run's
+     * checkpoint, byte for byte.  epochs.csv keeps them (read back by
+     * trainer_read_timings on resume). */
+    c.hist = sl_alloc((size_t)t->n_hist * sizeof *c.hist);
+    if (!c.hist) {
+        sl_error("out of memory writing the checkpoint");
+        return ERR_NOMEM;
+    }
+    memcpy(c.hist, t->hist, (size_t)t->n_hist * sizeof *c.hist);
+    for (int i = 0; i < c.n_hist; i++)
+        c.hist[i].seconds = c.hist[i].step_seconds = c.hist[i].data_wait = 0;
     c.best = t->best;
     c.best_n = t->best_n;
     rc = sslim_encode(t->g, &c.graph, &c.graph_n);
@@ -486,11 +499,35 @@ static int save_checkpoint(Trainer *t)
 fail:
     /* Borrowed fields must not be freed by ckpt_free. */
     c.settings = NULL;
-    c.hist = NULL;
     c.best = NULL;
     ckpt_free(&c);
     sl_free(path);
     return rc;
+}
+
+/* A run killed inside an atomic write leaves "NAME.tmp.PID" in its run
+ * folder: remove those of processes that are gone, so a resumed run
+ * ends with the files of an uninterrupted one and nothing else.  Best
+ * effort: a file it cannot remove is only clutter. */
+static void remove_dead_temps(const Trainer *t)
+{
+    DIR *d = opendir(t->run_dir);
+    struct dirent *e;
+    if (!d) return;
+    while ((e = readdir(d))) {
+        const char *tmp = strstr(e->d_name, ".tmp."), *p;
+        if (!tmp || !tmp[5]) continue;
+        for (p = tmp + 5; *p >= '0' && *p <= '9'; p++)
+            continue;
+        long pid = strtol(tmp + 5, NULL, 10);
+        if (*p || pid <= 0 || pid == (long)getpid() ||
+            !(kill((pid_t)pid, 0) && errno == ESRCH))
+            continue;
+        char *path = trainer_path(t, e->d_name);
+        if (path) unlink(path);
+        sl_free(path);
+    }
+    closedir(d);
 }
 
 /* Read the checkpoint, check it belongs to this run, restore the graph
@@ -554,6 +591,7 @@ static int load_checkpoint(Trainer *t, Checkpoint *ck)
     *t->g = ng;
     memcpy(t->hist, ck->hist, (size_t)ck->n_hist * sizeof *t->hist);
     t->n_hist = ck->n_hist;
+    trainer_read_timings(t);
     t->epoch = ck->epoch;
     t->best_epoch = ck->best_epoch;
     if (ck->best) {
@@ -765,6 +803,7 @@ static int setup(Trainer *t, Checkpoint *ck)
     if ((rc = build_settings(t))) return rc;
     if (t->cfg.resume) {
         if ((rc = load_checkpoint(t, ck))) return rc;
+        remove_dead_temps(t);
         split_path = trainer_path(t, "split.json");
         if (!split_path) return ERR_NOMEM;
         rc = split_read(&t->split, t->ds, split_path);

@@ -61,6 +61,13 @@ void trainer_print_estimate(const Trainer *t, int n_epochs, double per_iter,
                             int n_probe, double val_s);
 /* Rewrite RUN/epochs.csv and RUN/epochs.jsonl from the history. */
 int trainer_write_reports(const Trainer *t);
+/* The wall-clock fields (seconds, step_seconds, data_wait) of the
+ * history a resume restored, read back from RUN/epochs.csv: checkpoints
+ * do not hold them, so that a resumed run's checkpoint is byte for byte
+ * the uninterrupted run's.  Rows or columns it cannot find leave NaN
+ * ("nan" in epochs.csv, null in epochs.jsonl): the times are a record,
+ * never a reason to refuse a resume. */
+void trainer_read_timings(Trainer *t);
 /* RUN/summary.txt at the end of the run. */
 int trainer_write_summary(const Trainer *t, double seconds);
 /* "RUN/name" (caller sl_frees), NULL on out of memory. */

@@ -1,6 +1,8 @@
 /* Training reports: the stderr line per epoch, RUN/epochs.csv and
  * RUN/epochs.jsonl (rewritten from the history each epoch, so a resumed
- * run never repeats or loses a line), RUN/summary.txt. */
+ * run never repeats or loses a line), RUN/summary.txt.  epochs.csv is
+ * also the record of the epochs' wall-clock times, which the checkpoint
+ * does not hold (trainer_read_timings). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +89,15 @@ static void json_num(FILE *f, double x)
         fprintf(f, "null");
 }
 
+/* The time fields keep their fixed number of decimals. */
+static void json_fixed(FILE *f, int decimals, double x)
+{
+    if (isfinite(x))
+        fprintf(f, "%.*f", decimals, x);
+    else
+        fprintf(f, "null");
+}
+
 static void csv_num(FILE *f, double x)
 {
     if (isfinite(x))
@@ -157,11 +168,15 @@ static void write_jsonl(const Trainer *t, FILE *f)
         }
         fprintf(f, "}, \"dice_mean\": ");
         json_num(f, s->val_dice_mean);
-        fprintf(f,
-                ", \"seconds\": %.3f, \"step_seconds\": %.5f, \"data_wait\": "
-                "%.3f, \"flops\": %lld, \"params\": %lld",
-                s->seconds, s->step_seconds, s->data_wait,
-                (long long)s->flops, (long long)s->params);
+        /* a time lost with its epochs.csv is NaN: null, as above */
+        fprintf(f, ", \"seconds\": ");
+        json_fixed(f, 3, s->seconds);
+        fprintf(f, ", \"step_seconds\": ");
+        json_fixed(f, 5, s->step_seconds);
+        fprintf(f, ", \"data_wait\": ");
+        json_fixed(f, 3, s->data_wait);
+        fprintf(f, ", \"flops\": %lld, \"params\": %lld", (long long)s->flops,
+                (long long)s->params);
         for (int k = 0; k < s->n_columns; k++) {
             fprintf(f, ", ");
             json_write_string(f, t->hooks.column_name(t->hooks.ctx, k));
@@ -199,6 +214,61 @@ int trainer_write_reports(const Trainer *t)
     int rc = write_text(t, "epochs.csv", write_csv);
     if (rc) return rc;
     return write_text(t, "epochs.jsonl", write_jsonl);
+}
+
+/* Cut line at commas into at most max fields; returns the count. */
+static int csv_fields(char *line, char **field, int max)
+{
+    int n = 0;
+    line[strcspn(line, "\r\n")] = '\0';
+    for (char *p = line; n < max; p++) {
+        field[n++] = p;
+        p = strchr(p, ',');
+        if (!p) break;
+        *p = '\0';
+    }
+    return n;
+}
+
+void trainer_read_timings(Trainer *t)
+{
+    /* the trainer's own columns precede the class and hook columns */
+    enum { MAX_FIELDS = 16 + DATA_MAX_CLASSES };
+    static const char *const names[3] = {"seconds", "step_seconds",
+                                         "data_wait"};
+    int col[3] = {-1, -1, -1};
+    char *path = trainer_path(t, "epochs.csv"), *line = NULL;
+    char *field[MAX_FIELDS];
+    size_t cap = 0;
+    for (int i = 0; i < t->n_hist; i++)
+        t->hist[i].seconds = t->hist[i].step_seconds = t->hist[i].data_wait =
+            (double)NAN;
+    FILE *f = path ? fopen(path, "r") : NULL;
+    if (!f) goto done;
+    if (getline(&line, &cap, f) < 0) goto done;
+    int n = csv_fields(line, field, MAX_FIELDS);
+    for (int c = 0; c < n; c++)
+        for (int k = 0; k < 3; k++)
+            if (col[k] < 0 && !strcmp(field[c], names[k])) col[k] = c;
+    if (col[0] < 0 || col[1] < 0 || col[2] < 0) goto done;
+    while (getline(&line, &cap, f) >= 0) {
+        n = csv_fields(line, field, MAX_FIELDS);
+        char *end;
+        long e = strtol(field[0], &end, 10);
+        /* epochs.csv is written before the checkpoint: it may hold one
+         * epoch more than the history, which that epoch's rerun rewrites */
+        if (*end || end == field[0] || e < 0 || e >= t->n_hist ||
+            t->hist[e].epoch != (int)e || n <= col[0] || n <= col[1] ||
+            n <= col[2])
+            continue;
+        t->hist[e].seconds = strtod(field[col[0]], NULL);
+        t->hist[e].step_seconds = strtod(field[col[1]], NULL);
+        t->hist[e].data_wait = strtod(field[col[2]], NULL);
+    }
+done:
+    if (f) fclose(f);
+    free(line);
+    sl_free(path);
 }
 
 /* The summary needs the run time, which write_text's callback cannot
