@@ -488,6 +488,35 @@ static void test_sauron_run(void **state)
     sl_free(y);
     exec_free(e);
 
+    /* --profile names each Conv's algorithm: forced Winograd, the two
+     * stride-1 3x3 blocks say so, the strided one and the 1x1 head run
+     * direct; a bad SL_CONV_ALGO is one line and a failure. */
+    char prof[600];
+    snprintf(prof, sizeof prof, "%s/run_prof.txt", dir);
+    snprintf(cmd, sizeof cmd,
+             "SL_CONV_ALGO=winograd %s %s --input %s --shape 1,1,16,24 "
+             "--threads 2 --profile >%s", bin, model, xin, prof);
+    assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
+    char *pt = slurp_text(prof);
+    assert_non_null(pt);
+    int nwino = 0, ndirect = 0;
+    for (const char *l = pt; (l = strstr(l, "\n  conv ")); l++) {
+        const char *eol = strchr(l + 1, '\n');
+        size_t len = eol ? (size_t)(eol - l) : strlen(l);
+        char line[256];
+        snprintf(line, sizeof line, "%.*s", (int)(len < 255 ? len : 255), l);
+        nwino += strstr(line, " winograd ") != NULL;
+        ndirect += strstr(line, " direct ") != NULL;
+    }
+    free(pt);
+    assert_int_equal(nwino, 2);
+    assert_int_equal(ndirect, 2);
+    snprintf(cmd, sizeof cmd,
+             "SL_CONV_ALGO=sometimes %s %s --input %s --shape 1,1,16,24 "
+             ">/dev/null", bin, model, xin);
+    assert_int_not_equal(run_cmd(cmd, err, sizeof err), 0);
+    assert_non_null(strstr(err, "SL_CONV_ALGO=sometimes"));
+
     /* each failure: exit 1 or 2, one line on stderr naming the problem */
     struct {
         const char *args, *needle;
