@@ -188,8 +188,8 @@ static const CliOpt train_opts[] = {
     {.name = "teacher-weight", .type = CLI_DOUBLE, .lo = 0, .hi = 100,
      .metavar = "W", .off = OPT(teacher_weight),
      .help = "with labels, the imported model teaches too: loss = labels' "
-             "loss + W * soft-target loss against its outputs (default 0: "
-             "labels only)"},
+             "loss + W * soft-target loss against its outputs (default 0.5 "
+             "when pruning with the budget schedule, else 0)"},
     {.name = "run-dir", .type = CLI_STRING, .metavar = "DIR",
      .off = OPT(run_dir), .help = "reports and checkpoint (default OUT.run)"},
     {.name = "resume", .type = CLI_FLAG, .off = OPT(resume),
@@ -294,7 +294,8 @@ int compress_parse_args(int argc, char **argv, CompressOptions *o)
     o->axis = 2;
     o->normalize.kind = NORMALIZE_ZSCORE;
     o->order = ORDER_NNUNET;
-    pruner_config_default(&o->prune);
+    pruner_config_unset(&o->prune);
+    o->teacher_weight = -1.0; /* resolved with the schedule */
     o->epochs = 20;
     o->iters_per_epoch = 250;
     o->batch = 2;
@@ -313,6 +314,7 @@ int compress_parse_args(int argc, char **argv, CompressOptions *o)
     o->man = rc == CLI_MAN;
     if (rc > 0) rc = 0;
     if (rc || o->help || o->version || o->man) goto done;
+    pruner_config_resolve(&o->prune, o->iters_per_epoch);
     /* ranges tying two settings together (--tau-max above tau0, ...) */
     rc = pruner_config_check(&o->prune);
     if (rc) goto done;

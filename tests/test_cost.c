@@ -296,6 +296,54 @@ static void test_target_stops_pruning(void **state)
     graph_free(&g);
 }
 
+/* sauron-compress's defaults (pruner_config_unset + _resolve): the
+ * budget recipe, the paper's values untouched, a target asking for the
+ * whole ladder and the margin as guard, and given flags kept. */
+static void test_default_recipe(void **state)
+{
+    (void)state;
+    PrunerConfig c;
+    pruner_config_unset(&c);
+    pruner_config_resolve(&c, 20);
+    assert_true(c.lambda == 1.0 && c.sched.tau_max == 0.8);
+    assert_int_equal(c.cost_rule, SAURON_COST_GUARD);
+    assert_int_equal(c.prune_every, 10);
+    assert_true(c.prune_guard == 0.02);
+    assert_int_equal(pruner_config_check(&c), 0);
+    pruner_config_unset(&c);
+    pruner_config_resolve(&c, 1); /* one iteration per epoch: epoch ends */
+    assert_int_equal(c.prune_every, 0);
+    pruner_config_unset(&c);
+    c.sched.kind = SAURON_SCHED_PAPER;
+    pruner_config_resolve(&c, 250);
+    assert_true(c.lambda == 0.5 && c.sched.tau_max == 0.3);
+    assert_int_equal(c.cost_rule, SAURON_COST_NONE);
+    assert_int_equal(c.prune_every, 0);
+    assert_int_equal(pruner_config_check(&c), 0); /* paper accepts them */
+    pruner_config_unset(&c);
+    c.target_flops = 0.1;
+    c.sched.max_dice_drop = 0.03;
+    pruner_config_resolve(&c, 15);
+    assert_true(c.sched.tau_max == 1.0 && c.prune_guard == 0.03);
+    assert_int_equal(c.prune_every, 7);
+    pruner_config_unset(&c); /* a margin below the guard keeps the guard */
+    c.target_flops = 0.1;
+    pruner_config_resolve(&c, 15);
+    assert_true(c.prune_guard == 0.02);
+    pruner_config_unset(&c); /* given values win */
+    c.lambda = 0.25;
+    c.sched.tau_max = 0.6;
+    c.cost_rule = SAURON_COST_NONE;
+    c.prune_every = 0;
+    c.prune_guard = 0;
+    c.target_flops = 0.1;
+    pruner_config_resolve(&c, 20);
+    assert_true(c.lambda == 0.25 && c.sched.tau_max == 0.6);
+    assert_int_equal(c.cost_rule, SAURON_COST_NONE);
+    assert_int_equal(c.prune_every, 0);
+    assert_true(c.prune_guard == 0);
+}
+
 static void test_config(void **state)
 {
     (void)state;
@@ -379,6 +427,7 @@ int main(void)
         cmocka_unit_test(test_tau_rule_step),
         cmocka_unit_test(test_target_stops_pruning),
         cmocka_unit_test(test_config),
+        cmocka_unit_test(test_default_recipe),
         cmocka_unit_test(test_verdict),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -360,6 +360,80 @@ static void test_target_flops(void **state)
 /* Killed 0.1 s into epoch 3 (channels already removed by --prune-every
  * and at epoch 2, target not yet reached) and resumed with the same new
  * options: the same model file, byte for byte. */
+/* The command with no tuning flag (the budget schedule's defaults,
+ * pruner_config_resolve) on the CI phantom, 8 x 15 iterations: the
+ * issue's CI goal is >= 70% fewer FLOPs within 1 Dice point of a
+ * --no-prune run of the same length.  Measured 71.3% at Dice 0.9993
+ * (seed 1; 73.0% with seed 2; seed 3 breaches the margin and writes the
+ * imported model: docs/SAURON_RESULTS.md), so this pins the goal on the
+ * seed the suite runs, deterministic for 1 and 2 threads. */
+static void test_default_command(void **state)
+{
+    (void)state;
+    char cmd[2048], err[512], bin[512], sum[700];
+    const char *tmp = test_tmpdir();
+    bin_path("sauron-compress", bin, sizeof bin);
+    snprintf(cmd, sizeof cmd,
+             "%s tests/fixtures/sauron/phantom_unet.onnx %s/defcmd.sslim "
+             "--data %s --force " COMMON " >/dev/null",
+             bin, tmp, g_ds);
+    int rc = run_cmd(cmd, err, sizeof err);
+    if (rc) fprintf(stderr, "default command: exit %d: %s\n", rc, err);
+    assert_int_equal(rc, 0);
+    snprintf(sum, sizeof sum, "%s/defcmd.sslim.run/sauron_summary.json", tmp);
+    double cut = json_num(sum, "flops_cut");
+    double d0 = json_num(sum, "dice_before");
+    double d1 = json_num(sum, "dice_after");
+    fprintf(stderr, "default command: %.1f%% fewer FLOPs, Dice %.4f -> %.4f\n",
+            100 * cut, d0, d1);
+    assert_true(cut >= 0.70);
+    /* the --no-prune run of the same length ends at Dice 1.000 on the
+     * two validation cases, as the imported model (d0) */
+    assert_true(d1 >= d0 - 0.01);
+    /* the checkpoint records the resolved defaults (a resume compares
+     * them): the budget recipe, and the imported model teaching */
+    snprintf(cmd, sizeof cmd,
+             "grep -a -c -e '^sauron.lambda=1$' -e '^sauron.tau_max=0.8' "
+             "-e '^sauron.prune_every=7$' -e '^sauron.cost_rule=guard$' "
+             "-e '^teacher_weight=0.5$' %s/defcmd.sslim.run/checkpoint.sslck "
+             "| grep -qx 5",
+             tmp);
+    assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
+}
+
+/* --target-flops 0.1 on the CI phantom: the issue asks for 90% fewer
+ * within 3 Dice points.  30 x 15 iterations (8 x 15 stops at 20.6% kept:
+ * too short to recover); with a target the ladder goes to 1 and the guard
+ * spends the margin (pruner_config_resolve).  Measured: 9.4% kept, Dice
+ * 1.000 -> 0.987, about 16 s of CPU. */
+static void test_target_flops_tenth(void **state)
+{
+    (void)state;
+    char cmd[2048], err[512], bin[512], sum[700], outf[700];
+    const char *tmp = test_tmpdir();
+    bin_path("sauron-compress", bin, sizeof bin);
+    snprintf(outf, sizeof outf, "%s/t01.stdout", tmp);
+    snprintf(cmd, sizeof cmd,
+             "%s tests/fixtures/sauron/phantom_unet.onnx %s/t01.sslim --data "
+             "%s --force --target-flops 0.1 --max-dice-drop 0.03 --epochs 30 "
+             "--iters-per-epoch 15 --batch 8 --threads 2 --seed 1 >%s",
+             bin, tmp, g_ds, outf);
+    int rc = run_cmd(cmd, err, sizeof err);
+    if (rc) fprintf(stderr, "target 0.1 run: exit %d: %s\n", rc, err);
+    assert_int_equal(rc, 0);
+    char *out = slurp_text(outf);
+    assert_non_null(out);
+    fprintf(stderr, "%s", out);
+    assert_non_null(strstr(out, "--target-flops: target met"));
+    free(out);
+    snprintf(sum, sizeof sum, "%s/t01.sslim.run/sauron_summary.json", tmp);
+    double cut = json_num(sum, "flops_cut");
+    double d0 = json_num(sum, "dice_before");
+    double d1 = json_num(sum, "dice_after");
+    assert_true(cut >= 0.90);
+    assert_true(d1 >= d0 - 0.03);
+}
+
 static void test_target_kill_and_resume(void **state)
 {
     (void)state;
@@ -485,7 +559,10 @@ static void test_distill_unlabeled(void **state)
     assert_int_not_equal(rc, 0);
     assert_non_null(msg);
     assert_non_null(strstr(msg, "other settings"));
-    assert_non_null(strstr(msg, "distill=1"));
+    /* the labelled run was taught by the imported model (the budget
+     * schedule's default --teacher-weight 0.5), so the first difference
+     * named may be the teacher's weight rather than the mode */
+    assert_true(strstr(msg, "distill=1") || strstr(msg, "teacher_weight="));
     free(msg);
 }
 
@@ -607,6 +684,8 @@ int main(void)
         cmocka_unit_test(test_teacher_weight_loss),
         cmocka_unit_test(test_target_flops),
         cmocka_unit_test(test_target_kill_and_resume),
+        cmocka_unit_test(test_default_command),
+        cmocka_unit_test(test_target_flops_tenth),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

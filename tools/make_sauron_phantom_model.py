@@ -62,7 +62,7 @@ def main():
         classes = len(json.load(f)["labels"])
     vols, fg = [], []
     for _, ip, lp in tb.list_cases(args.dataset, "Tr"):
-        x, y, _ = tb.load_case(ip, lp)
+        x, y, _, _ = tb.load_case(ip, lp)
         vols.append((x, y))
         fg.append(np.nonzero(y.reshape(y.shape[0], -1).any(1))[0])
     hp, wp = tb.padded(vols[0][0].shape[1]), tb.padded(vols[0][0].shape[2])
@@ -85,7 +85,7 @@ def main():
     net.eval()
     scores = []
     for case, ip, lp in tb.list_cases(args.dataset, "Ts"):
-        x, y, _ = tb.load_case(ip, lp)
+        x, y, _, _ = tb.load_case(ip, lp)
         scores.append(tb.dice_per_class(tb.predict_volume(net, x), y, classes))
     if scores:
         print("held-out Dice per class: " +

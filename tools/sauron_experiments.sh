@@ -1,6 +1,7 @@
 #!/bin/sh
 # Reproduce the phantom runs in docs/SAURON_RESULTS.md.
 #   sh tools/sauron_experiments.sh [BUILD_DIR] [OUT_DIR] [THREADS] [brain]
+# With "ablation", the brain-MRI ablation (see that block below).
 # With "brain" as 4th argument, the brain-MRI runs instead (about 10 to 30
 # minutes each on 2 loaded cores): BRAIN_DS (default
 # /work/h8data/a/Dataset001_BrainExtraction, made by tools/make_datasets.py)
@@ -19,6 +20,54 @@ DS=$OUT/Dataset910_SauronPhantom
 DSU=$OUT/Dataset911_SauronPhantomUnlabeled
 MODEL=tests/fixtures/sauron/phantom_unet.onnx
 mkdir -p "$OUT"
+if [ "$4" = ablation ]; then
+    # The brain-MRI ablation of docs/SAURON_RESULTS.md ("Brain MRI,
+    # head-only normalisation"): one budget (30 x 20 iterations, batch 4,
+    # 2 threads), every cost rule, the paper schedule and a --no-prune
+    # control, all from the baseline trained with --normalize zscore-fg:
+    #   /usr/bin/python3 tools/train_baseline.py DS BASE.onnx --iters 400 \
+    #       --batch 4 --threads 2 --seed 0 --normalize zscore-fg
+    # BRAIN_DS, BRAIN_MODEL as for "brain"; ONLY="a b" runs a subset.
+    BDS=${BRAIN_DS:?set BRAIN_DS}
+    BM=${BRAIN_MODEL:?set BRAIN_MODEL}
+    L="--epochs 30 --iters-per-epoch 20 --batch 4 --threads $T --seed 1 --lr 2e-4 --val-fraction 0.1 --normalize zscore-fg"
+    R="--lambda 1.0 --tau-max 0.8 --prune-every 10 --prune-guard 0.02 --max-dice-drop 0.01 --teacher-weight 0.5"
+    arun() { # name, flags...
+        name=$1; shift
+        case " ${ONLY:-$name} " in *" $name "*) ;; *) return 0 ;; esac
+        if [ "$name" = base ]; then # the imported model, on the same grid
+            "$B/bin/sauron-compress" "$BM" "$OUT/base.sslim" --no-finetune --force \
+                --normalize zscore-fg --orientation RAS --spacing 1,1,1 >/dev/null
+            echo "0 s wall, 0 s user CPU" >"$OUT/base.time"
+        fi
+        [ -f "$OUT/$name.sslim" ] || /usr/bin/time -f "%e s wall, %U s user CPU" \
+            -o "$OUT/$name.time" "$B/bin/sauron-compress" "$BM" "$OUT/$name.sslim" \
+            --data "$BDS" $L --force --run-dir "$OUT/$name.run" "$@" \
+            2>"$OUT/$name.log" >/dev/null ||
+            { echo "$name: failed: $(tail -1 "$OUT/$name.log")"; return 0; }
+        echo "$name: $* ($(cat "$OUT/$name.time"))"
+        grep -E "written|FLOPs|Dice|target" "$OUT/$name.run/sauron_summary.txt" \
+            2>/dev/null | sed "s/^/$name: /"
+        for f in "$BDS"/imagesTs/*_0000.nii.gz; do
+            c=$(basename "$f" _0000.nii.gz)
+            "$B/bin/segment" -q -m "$OUT/$name.sslim" -o "$OUT/$name.$c.nii.gz" \
+                --threads "$T" --force "$f" &&
+                "$B/bin/sauron-eval" "$OUT/$name.$c.nii.gz" \
+                    "$BDS/labelsTs/$c.nii.gz" --classes 2 | grep '^mean' |
+                sed "s/^/$name $c held-out: /"
+        done
+    }
+    arun base
+    arun guard $R --cost-rule guard
+    arun none $R --cost-rule none
+    arun np --no-prune
+    arun guard_t01 $R --cost-rule guard --target-flops 0.1
+    arun all $R --cost-rule all
+    arun tau $R --cost-rule tau
+    arun guard_nt --lambda 1.0 --tau-max 0.8 --prune-every 10 --prune-guard 0.02 --max-dice-drop 0.01 --cost-rule guard
+    arun paper --schedule paper --lambda 1.0 --max-dice-drop 0.01
+    exit 0
+fi
 if [ "$4" = brain ]; then
     BDS=${BRAIN_DS:-/work/h8data/a/Dataset001_BrainExtraction}
     BM=${BRAIN_MODEL:-build-h8/models/baseline_brain.onnx}

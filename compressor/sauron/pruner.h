@@ -51,9 +51,9 @@
 #include "runtime/graph.h"
 
 typedef struct {
-    double lambda;   /* regulariser weight (0.5), --lambda */
+    double lambda;   /* regulariser weight, --lambda (see _resolve) */
     int sf;          /* pooling factor in both distances (2), --sf */
-    int prune_every; /* also prune every N iterations (budget only); 0 */
+    int prune_every; /* also prune every N iterations (budget only) */
     int keep_head_input; /* 1: points feeding a class head are not Sauron
                             points (docs/METHOD.md: protects Dice); 0 */
     uint64_t seed;   /* reference-channel draws */
@@ -79,7 +79,7 @@ typedef struct {
      * each try guarded), never above the ladder's current rung. */
     double guard_retry;
     /* --cost-rule none|tau|guard|all (cost.h; budget schedule only;
-     * default none): put what a channel costs into the decision. */
+     * default guard): put what a channel costs into the decision. */
     int cost_rule;
     /* --target-flops F (0: none; else in (0, 1]): the fraction of the
      * imported model's FLOPs to keep.  Once the network has at most
@@ -96,6 +96,19 @@ typedef struct {
 } PrunerConfig;
 
 void pruner_config_default(PrunerConfig *c);
+/* The command line's defaults depend on the schedule, and --prune-every's
+ * on the epoch length, so sauron-compress starts from
+ * pruner_config_unset (pruner_config_default with lambda, tau_max,
+ * cost_rule, prune_every and prune_guard marked "not given") and, once every flag is
+ * parsed, pruner_config_resolve fills what is still unset:
+ *   budget schedule: lambda 1.0, tau_max 0.8, cost rule guard, prune
+ *     every half epoch (iters_per_epoch / 2, at least 1), guard 0.02
+ *     (docs/SAURON_RESULTS.md); with --target-flops, tau_max 1.0 and a
+ *     guard of the Dice margin when that is larger;
+ *   paper schedule: lambda 0.5, tau_max 0.3, no cost rule, prune at epoch
+ *     ends only: as published. */
+void pruner_config_unset(PrunerConfig *c);
+void pruner_config_resolve(PrunerConfig *c, int iters_per_epoch);
 /* 0 or ERR_ARG naming the flag and its range (--lambda, --sf,
  * --prune-every, the schedule's flags). */
 int pruner_config_check(const PrunerConfig *c);

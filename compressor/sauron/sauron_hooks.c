@@ -308,7 +308,8 @@ static int parse_target_flops(const char *v, void *target)
 const CliOpt sauron_cli_opts[] = {
     {.name = "lambda", .type = CLI_DOUBLE, .lo = 0, .hi = 100,
      .metavar = "X", .off = PRUNE_OPT(lambda),
-     .help = "weight of the delta_opt regulariser (default 0.5)"},
+     .help = "weight of the delta_opt regulariser (default 1.0; paper "
+             "schedule 0.5)"},
     {.name = "sf", .type = CLI_INT, .lo = 1, .hi = 16, .metavar = "N",
      .off = PRUNE_OPT(sf),
      .help = "average-pool factor in the distances (default 2)"},
@@ -318,7 +319,8 @@ const CliOpt sauron_cli_opts[] = {
              "half of --epochs, prune until 80%, recover)"},
     {.name = "tau-max", .type = CLI_DOUBLE, .lo = 0, .hi = 1,
      .metavar = "X", .off = PRUNE_OPT(sched.tau_max),
-     .help = "last threshold, in (0, 1] (default 0.3)"},
+     .help = "last threshold, in (0, 1] (default 0.8; with --target-flops "
+             "1.0; paper schedule 0.3)"},
     {.name = "kappa", .type = CLI_INT, .lo = 1, .hi = 1000, .metavar = "N",
      .off = PRUNE_OPT(sched.kappa), .help = "ladder steps (default 15)"},
     {.name = "rho", .type = CLI_INT, .lo = 0, .hi = 1000, .metavar = "N",
@@ -332,14 +334,14 @@ const CliOpt sauron_cli_opts[] = {
      .help = "Dice margin below the imported model (default 0.01)"},
     {.name = "prune-every", .type = CLI_INT, .lo = 0, .hi = 1000000,
      .metavar = "N", .off = PRUNE_OPT(prune_every),
-     .help = "also prune every N iterations (budget schedule; default 0: "
-             "at epoch ends only)"},
+     .help = "also prune every N iterations (budget schedule; default "
+             "half an epoch, --iters-per-epoch / 2; 0: at epoch ends only)"},
     {.name = "prune-guard", .type = CLI_DOUBLE, .lo = 0, .hi = 1,
      .metavar = "G", .off = PRUNE_OPT(prune_guard),
      .help = "budget schedule: skip a layer's removal that would change the "
              "calibration segmentation by more than G (1-Dice); that "
-             "layer steps down a rung and stops climbing (default 0.02, 0: "
-             "off)"},
+             "layer steps down a rung and stops climbing (default 0.02; with "
+             "--target-flops the Dice margin if larger; 0: off)"},
     {.name = "guard-retry", .type = CLI_DOUBLE, .lo = 0, .hi = 1e6,
      .metavar = "E", .off = PRUNE_OPT(guard_retry),
      .help = "a layer held back by the guard tries the next rung every E "
@@ -348,9 +350,10 @@ const CliOpt sauron_cli_opts[] = {
      .expect = "one of none, tau, guard, all", .metavar = "R",
      .off = PRUNE_OPT(cost_rule),
      .help = "budget schedule: put FLOPs per channel into the decision: "
-             "none (default), tau (thresholds scaled by sqrt of a layer's "
+             "none, tau (thresholds scaled by sqrt of a layer's "
              "FLOPs per channel over the geometric mean), guard (the guard "
-             "tries the removals saving most FLOPs first), all (both)"},
+             "tries the removals saving most FLOPs first; the default), all "
+             "(both)"},
     {.name = "target-flops", .type = CLI_CUSTOM, .parse = parse_target_flops,
      .expect = "the fraction of the imported model's FLOPs to keep, a number "
                "in (0, 1] (e.g. 0.1)",
