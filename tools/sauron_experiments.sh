@@ -1,6 +1,7 @@
 #!/bin/sh
 # Reproduce the phantom runs in docs/SAURON_RESULTS.md.
 #   sh tools/sauron_experiments.sh [BUILD_DIR] [OUT_DIR] [THREADS] [brain]
+# With "defaults", the phantom runs that chose the budget defaults.
 # With "ablation", the brain-MRI ablation (see that block below).
 # With "brain" as 4th argument, the brain-MRI runs instead (about 10 to 30
 # minutes each on 2 loaded cores): BRAIN_DS (default
@@ -133,6 +134,33 @@ if [ "$4" = cost ]; then
     run ci8_all_tw05 "$DS" $S8 $CI1 --cost-rule all --teacher-weight 0.5
     run ci8_all_rec0 "$DS" $S8 $CI1 --cost-rule all --recovery-epochs 0
     run ci8_all_rec3 "$DS" $S8 $CI1 --cost-rule all --recovery-epochs 3
+    exit 0
+fi
+if [ "$4" = defaults ]; then
+    # How the budget schedule's defaults were chosen (docs/SAURON_RESULTS.md,
+    # "Defaults"): candidates at 8 x 15, the chosen recipe over three
+    # seeds, and --target-flops 0.1 with a 3-point margin.  Every d_* row
+    # gives all the flags that differ from the old defaults, so it means
+    # the same with the binaries before and after the change.
+    run np8 "$DS" --no-prune $S8
+    for t in 0.6 0.8; do
+        for r in none guard all; do
+            run d_t${t}_$r "$DS" $S8 --tau-max $t --lambda 1.0 --prune-every 5 --cost-rule $r --teacher-weight 0
+        done
+    done
+    for r in none guard all; do
+        run d_t0.8_${r}_tw "$DS" $S8 --tau-max 0.8 --lambda 1.0 --prune-every 5 --cost-rule $r --teacher-weight 0.5
+    done
+    for e in 0 3 8; do
+        run d_pe$e "$DS" $S8 --tau-max 0.8 --lambda 1.0 --cost-rule guard --teacher-weight 0.5 --prune-every $e
+    done
+    for seed in 1 2 3; do
+        run newdef_s$seed "$DS" $S8 --seed $seed
+    done
+    run newdef_paper "$DS" $S8 --schedule paper
+    run newdef_t01_e8 "$DS" $S8 --target-flops 0.1 --max-dice-drop 0.03
+    run newdef_t01_e30 "$DS" $S30 --target-flops 0.1 --max-dice-drop 0.03
+    run newdef_e30 "$DS" $S30
     exit 0
 fi
 if [ "$4" = cost30 ]; then
