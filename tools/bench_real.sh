@@ -35,11 +35,16 @@ BT=${BASELINE_THREADS:-2}
 if [ -n "${QUICK:-}" ]; then TASKS=${TASKS:-brain}; RUNS=${RUNS:-2}; else
     TASKS=${TASKS:-brain anatomy}; RUNS=${RUNS:-3}; fi
 PEER_BATCHES=${PEER_BATCHES:-1 4}
-# The recipe of the shipped model (run b5 in docs/SAURON_RESULTS.md)
-# (EPOCHS overrides it: tests/test_bench_real.c runs seconds-long fine-tunes)
+# The recipe of the shipped model (models/README.md): the default command
+# (the budget schedule's defaults, no tuning flag) at this length, on a
+# baseline trained with the head-only normalisation and field-of-view
+# augmentation (BASELINE_FLAGS).  EPOCHS overrides the length:
+# tests/test_bench_real.c runs seconds-long fine-tunes.
 EPOCHS=${EPOCHS:-"--epochs 20 --iters-per-epoch 20"}
-COMMON="--batch 4 --threads $T --seed 1 --lr 2e-4 --val-fraction 0.1"
-SAURON_FLAGS=${SAURON_FLAGS:---lambda 1.0 --tau-max 0.6 --prune-every 10 --prune-guard 0.02 --max-dice-drop 0.01}
+NORM=${NORM:-zscore-fg}
+COMMON="--batch 4 --threads $T --seed 1 --lr 2e-4 --val-fraction 0.1 --normalize $NORM"
+SAURON_FLAGS=${SAURON_FLAGS:-}
+BASELINE_FLAGS=${BASELINE_FLAGS:---normalize $NORM --fov-aug 0.67}
 # Per task: the anatomy baseline was trained without augmentation
 # (tools/train_baseline.py) and fine-tuning it with our default augmentation
 # cost 7 Dice points in the first epoch, with or without pruning (val mean
@@ -125,12 +130,12 @@ for task in $TASKS; do
             it=$(iters_of "$task")
             say "$task: training the PyTorch baseline ($it iterations, $BT threads; long)"
             /usr/bin/python3 tools/train_baseline.py "$ds" "$W/baseline.onnx" --iters "$it" \
-                --threads "$BT" 2>"$W/baseline.log" || die "tools/train_baseline.py failed ($W/baseline.log)"
+                --threads "$BT" $BASELINE_FLAGS 2>"$W/baseline.log" || die "tools/train_baseline.py failed ($W/baseline.log)"
         fi
     fi
     base_onnx=$W/baseline.onnx
     [ $trained = 1 ] || base_onnx=$W/untrained.onnx
-    "$BUILD/bin/sauron-compress" --no-finetune "$base_onnx" "$W/baseline.sslim" --force >/dev/null 2>&1 ||
+    "$BUILD/bin/sauron-compress" --no-finetune "$base_onnx" "$W/baseline.sslim" --normalize "$NORM" --force >/dev/null 2>&1 ||
         die "converting $base_onnx failed"
     if [ -n "${QUICK:-}" ]; then
         cp models/default.sslim "$W/sauron.sslim"
@@ -197,7 +202,13 @@ for task in $TASKS; do
         srows="${srows}ours $m $(printf '%s' "$ms" | median) $(peak_mb "$W/speed.ours.$m.time") - 1 auto
 "
         onnx=$W/$m.onnx
-        [ $m = baseline ] && onnx=$base_onnx
+        # the baseline through our converter, so that its ONNX carries the
+        # normalisation the peers must apply (sauron.normalize metadata)
+        if [ $m = baseline ]; then
+            onnx=$W/baseline.meta.onnx
+            "$BUILD/bin/sauron-compress" --no-finetune "$W/baseline.sslim" "$onnx" --force \
+                >/dev/null 2>&1 || die "exporting $W/baseline.sslim to ONNX failed"
+        fi
         # each peer at every batch in PEER_BATCHES; its fastest is the row
         for peer in ort torch; do
             out=$W/speed.$peer.$m.txt
