@@ -544,17 +544,13 @@ static int setup_pruning(const CompressOptions *o, Graph *g, int distill,
 /* The imported model as a teacher: the only one when label-free
  * (--distill, or a dataset without labelsTr), or beside the labels with
  * --teacher-weight.  *dd stays NULL without a teacher. */
-/* --teacher-weight's default (o->teacher_weight < 0): the imported model
- * teaches with weight 0.5 when pruning with the budget schedule on
- * labels, where the ablation measured it to help (docs/SAURON_RESULTS.md),
- * and not otherwise (the paper's schedule is kept as published). */
+/* --teacher-weight's default (o->teacher_weight < 0): 0.  With 0.5 as
+ * default the budget recipe lost on brain MRI (docs/SAURON_RESULTS.md,
+ * "Defaults"); kept as a function so the rule has one place. */
 static double teacher_weight_of(const CompressOptions *o, int distill)
 {
-    if (o->teacher_weight >= 0) return o->teacher_weight;
-    return !distill && !o->no_prune &&
-                   o->prune.sched.kind == SAURON_SCHED_BUDGET
-               ? 0.5
-               : 0.0;
+    (void)distill;
+    return o->teacher_weight >= 0 ? o->teacher_weight : 0.0;
 }
 
 static int setup_teacher(const CompressOptions *o, Graph *g, int distill,

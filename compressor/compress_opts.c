@@ -188,8 +188,8 @@ static const CliOpt train_opts[] = {
     {.name = "teacher-weight", .type = CLI_DOUBLE, .lo = 0, .hi = 100,
      .metavar = "W", .off = OPT(teacher_weight),
      .help = "with labels, the imported model teaches too: loss = labels' "
-             "loss + W * soft-target loss against its outputs (default 0.5 "
-             "when pruning with the budget schedule, else 0)"},
+             "loss + W * soft-target loss against its outputs (default 0: "
+             "labels only)"},
     {.name = "run-dir", .type = CLI_STRING, .metavar = "DIR",
      .off = OPT(run_dir), .help = "reports and checkpoint (default OUT.run)"},
     {.name = "resume", .type = CLI_FLAG, .off = OPT(resume),

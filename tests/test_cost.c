@@ -305,27 +305,27 @@ static void test_default_recipe(void **state)
     PrunerConfig c;
     pruner_config_unset(&c);
     pruner_config_resolve(&c, 20);
-    assert_true(c.lambda == 1.0 && c.sched.tau_max == 0.8);
-    assert_int_equal(c.cost_rule, SAURON_COST_GUARD);
-    assert_int_equal(c.prune_every, 10);
-    assert_true(c.prune_guard == 0.02);
-    assert_int_equal(pruner_config_check(&c), 0);
-    pruner_config_unset(&c);
-    pruner_config_resolve(&c, 1); /* one iteration per epoch: epoch ends */
-    assert_int_equal(c.prune_every, 0);
-    pruner_config_unset(&c);
-    c.sched.kind = SAURON_SCHED_PAPER;
-    pruner_config_resolve(&c, 250);
     assert_true(c.lambda == 0.5 && c.sched.tau_max == 0.3);
     assert_int_equal(c.cost_rule, SAURON_COST_NONE);
     assert_int_equal(c.prune_every, 0);
-    assert_int_equal(pruner_config_check(&c), 0); /* paper accepts them */
+    assert_true(c.prune_guard == 0.02);
+    assert_int_equal(pruner_config_check(&c), 0);
+    pruner_config_unset(&c);
+    c.sched.kind = SAURON_SCHED_PAPER;
+    c.target_flops = 0.1; /* the paper's schedule ignores the target rule */
+    pruner_config_resolve(&c, 250);
+    assert_true(c.lambda == 0.5 && c.sched.tau_max == 0.3);
+    assert_int_equal(c.prune_every, 0);
     pruner_config_unset(&c);
     c.target_flops = 0.1;
     c.sched.max_dice_drop = 0.03;
     pruner_config_resolve(&c, 15);
     assert_true(c.sched.tau_max == 1.0 && c.prune_guard == 0.03);
     assert_int_equal(c.prune_every, 7);
+    pruner_config_unset(&c);
+    c.target_flops = 0.1;
+    pruner_config_resolve(&c, 1); /* one iteration per epoch: epoch ends */
+    assert_int_equal(c.prune_every, 0);
     pruner_config_unset(&c); /* a margin below the guard keeps the guard */
     c.target_flops = 0.1;
     pruner_config_resolve(&c, 15);
@@ -333,14 +333,14 @@ static void test_default_recipe(void **state)
     pruner_config_unset(&c); /* given values win */
     c.lambda = 0.25;
     c.sched.tau_max = 0.6;
-    c.cost_rule = SAURON_COST_NONE;
-    c.prune_every = 0;
+    c.cost_rule = SAURON_COST_GUARD;
+    c.prune_every = 3;
     c.prune_guard = 0;
     c.target_flops = 0.1;
     pruner_config_resolve(&c, 20);
     assert_true(c.lambda == 0.25 && c.sched.tau_max == 0.6);
-    assert_int_equal(c.cost_rule, SAURON_COST_NONE);
-    assert_int_equal(c.prune_every, 0);
+    assert_int_equal(c.cost_rule, SAURON_COST_GUARD);
+    assert_int_equal(c.prune_every, 3);
     assert_true(c.prune_guard == 0);
 }
 

@@ -360,13 +360,13 @@ static void test_target_flops(void **state)
 /* Killed 0.1 s into epoch 3 (channels already removed by --prune-every
  * and at epoch 2, target not yet reached) and resumed with the same new
  * options: the same model file, byte for byte. */
-/* The command with no tuning flag (the budget schedule's defaults,
- * pruner_config_resolve) on the CI phantom, 8 x 15 iterations: the
- * issue's CI goal is >= 70% fewer FLOPs within 1 Dice point of a
- * --no-prune run of the same length.  Measured 71.3% at Dice 0.9993
- * (seed 1; 73.0% with seed 2; seed 3 breaches the margin and writes the
- * imported model: docs/SAURON_RESULTS.md), so this pins the goal on the
- * seed the suite runs, deterministic for 1 and 2 threads. */
+/* The command with no tuning flag on the CI phantom, 8 x 15 iterations.
+ * The issue's CI goal (>= 70% fewer FLOPs within 1 point) is NOT met by
+ * these defaults: a recipe that met it (71.3%) lost on brain MRI
+ * (docs/SAURON_RESULTS.md, "Defaults"), and real data decides.  Pinned
+ * here: the defaults prune (measured 23.0%), stay within the 1-point
+ * margin of a --no-prune run of the same length (Dice 1.000), and are
+ * recorded in the checkpoint as resolved values. */
 static void test_default_command(void **state)
 {
     (void)state;
@@ -386,30 +386,31 @@ static void test_default_command(void **state)
     double d1 = json_num(sum, "dice_after");
     fprintf(stderr, "default command: %.1f%% fewer FLOPs, Dice %.4f -> %.4f\n",
             100 * cut, d0, d1);
-    assert_true(cut >= 0.70);
+    assert_true(cut >= 0.15);
     /* the --no-prune run of the same length ends at Dice 1.000 on the
      * two validation cases, as the imported model (d0) */
     assert_true(d1 >= d0 - 0.01);
     /* the checkpoint records the resolved defaults (a resume compares
-     * them): the budget recipe, and the imported model teaching */
+     * them), and no teacher */
     snprintf(cmd, sizeof cmd,
-             "grep -a -c -e '^sauron.lambda=1$' -e '^sauron.tau_max=0.8' "
-             "-e '^sauron.prune_every=7$' -e '^sauron.cost_rule=guard$' "
-             "-e '^teacher_weight=0.5$' %s/defcmd.sslim.run/checkpoint.sslck "
-             "| grep -qx 5",
+             "grep -a -c -e '^sauron.lambda=0.5$' -e '^sauron.tau_max=0.299999' "
+             "-e '^sauron.prune_every=0$' -e '^sauron.cost_rule=none$' "
+             "-e '^teacher_weight=' %s/defcmd.sslim.run/checkpoint.sslck "
+             "| grep -qx 4",
              tmp);
     assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
 }
 
 /* --target-flops 0.1 on the CI phantom: the issue's goal is 90% fewer
  * FLOPs within 3 Dice points.  30 x 15 iterations (8 x 15 stops at 20.6%
- * kept: too short to recover); with a target the ladder goes to 1 and the
- * guard spends the margin (pruner_config_resolve).  Measured 9.4% kept at
- * Dice 0.987 with direct convolution, 10.2% kept at 0.9885 once the
- * executor chose Winograd for some layers (the guard's calibration
- * forward rounds differently): the goal sits on a knife edge, so this
- * pins what is robust: more than 85% gone within the 3-point margin, and
- * a verdict line that says which way it went. */
+ * kept: too short to recover); with a target the ladder goes to 1, the
+ * guard spends the margin and pruning happens every half epoch
+ * (pruner_config_resolve).  Measured with the budget recipe of the
+ * phantom's "Defaults" table: 9.4% kept at Dice 0.987 (direct
+ * convolution), 10.2% at 0.9885 (Winograd rounds the guard's calibration
+ * forward differently); with the defaults: 9.6% kept at 0.9817.  The goal
+ * sits on a knife edge, so this pins what is robust: more than 85% gone
+ * within the 3-point margin, and a verdict line. */
 static void test_target_flops_tenth(void **state)
 {
     (void)state;

@@ -79,7 +79,7 @@ typedef struct {
      * each try guarded), never above the ladder's current rung. */
     double guard_retry;
     /* --cost-rule none|tau|guard|all (cost.h; budget schedule only;
-     * default guard): put what a channel costs into the decision. */
+     * default none): put what a channel costs into the decision. */
     int cost_rule;
     /* --target-flops F (0: none; else in (0, 1]): the fraction of the
      * imported model's FLOPs to keep.  Once the network has at most
@@ -101,12 +101,12 @@ void pruner_config_default(PrunerConfig *c);
  * pruner_config_unset (pruner_config_default with lambda, tau_max,
  * cost_rule, prune_every and prune_guard marked "not given") and, once every flag is
  * parsed, pruner_config_resolve fills what is still unset:
- *   budget schedule: lambda 1.0, tau_max 0.8, cost rule guard, prune
- *     every half epoch (iters_per_epoch / 2, at least 1), guard 0.02
- *     (docs/SAURON_RESULTS.md); with --target-flops, tau_max 1.0 and a
- *     guard of the Dice margin when that is larger;
- *   paper schedule: lambda 0.5, tau_max 0.3, no cost rule, prune at epoch
- *     ends only: as published. */
+ *   both schedules: lambda 0.5, tau_max 0.3, no cost rule, pruning at
+ *     epoch ends, guard 0.02 (a more aggressive budget recipe won on the
+ *     phantom and lost on brain MRI: docs/SAURON_RESULTS.md, "Defaults");
+ *   budget schedule with --target-flops: tau_max 1.0, pruning every half
+ *     epoch (iters_per_epoch / 2, at least 1) and a guard of the Dice
+ *     margin when that is larger. */
 void pruner_config_unset(PrunerConfig *c);
 void pruner_config_resolve(PrunerConfig *c, int iters_per_epoch);
 /* 0 or ERR_ARG naming the flag and its range (--lambda, --sf,

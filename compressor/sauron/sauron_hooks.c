@@ -308,8 +308,7 @@ static int parse_target_flops(const char *v, void *target)
 const CliOpt sauron_cli_opts[] = {
     {.name = "lambda", .type = CLI_DOUBLE, .lo = 0, .hi = 100,
      .metavar = "X", .off = PRUNE_OPT(lambda),
-     .help = "weight of the delta_opt regulariser (default 1.0; paper "
-             "schedule 0.5)"},
+     .help = "weight of the delta_opt regulariser (default 0.5)"},
     {.name = "sf", .type = CLI_INT, .lo = 1, .hi = 16, .metavar = "N",
      .off = PRUNE_OPT(sf),
      .help = "average-pool factor in the distances (default 2)"},
@@ -319,8 +318,8 @@ const CliOpt sauron_cli_opts[] = {
              "half of --epochs, prune until 80%, recover)"},
     {.name = "tau-max", .type = CLI_DOUBLE, .lo = 0, .hi = 1,
      .metavar = "X", .off = PRUNE_OPT(sched.tau_max),
-     .help = "last threshold, in (0, 1] (default 0.8; with --target-flops "
-             "1.0; paper schedule 0.3)"},
+     .help = "last threshold, in (0, 1] (default 0.3; with --target-flops "
+             "1.0)"},
     {.name = "kappa", .type = CLI_INT, .lo = 1, .hi = 1000, .metavar = "N",
      .off = PRUNE_OPT(sched.kappa), .help = "ladder steps (default 15)"},
     {.name = "rho", .type = CLI_INT, .lo = 0, .hi = 1000, .metavar = "N",
@@ -334,8 +333,8 @@ const CliOpt sauron_cli_opts[] = {
      .help = "Dice margin below the imported model (default 0.01)"},
     {.name = "prune-every", .type = CLI_INT, .lo = 0, .hi = 1000000,
      .metavar = "N", .off = PRUNE_OPT(prune_every),
-     .help = "also prune every N iterations (budget schedule; default "
-             "half an epoch, --iters-per-epoch / 2; 0: at epoch ends only)"},
+     .help = "also prune every N iterations (budget schedule; default 0: "
+             "at epoch ends only; with --target-flops half an epoch)"},
     {.name = "prune-guard", .type = CLI_DOUBLE, .lo = 0, .hi = 1,
      .metavar = "G", .off = PRUNE_OPT(prune_guard),
      .help = "budget schedule: skip a layer's removal that would change the "
@@ -350,10 +349,9 @@ const CliOpt sauron_cli_opts[] = {
      .expect = "one of none, tau, guard, all", .metavar = "R",
      .off = PRUNE_OPT(cost_rule),
      .help = "budget schedule: put FLOPs per channel into the decision: "
-             "none, tau (thresholds scaled by sqrt of a layer's "
+             "none (default), tau (thresholds scaled by sqrt of a layer's "
              "FLOPs per channel over the geometric mean), guard (the guard "
-             "tries the removals saving most FLOPs first; the default), all "
-             "(both)"},
+             "tries the removals saving most FLOPs first), all (both)"},
     {.name = "target-flops", .type = CLI_CUSTOM, .parse = parse_target_flops,
      .expect = "the fraction of the imported model's FLOPs to keep, a number "
                "in (0, 1] (e.g. 0.1)",
