@@ -544,19 +544,9 @@ static int setup_pruning(const CompressOptions *o, Graph *g, int distill,
 /* The imported model as a teacher: the only one when label-free
  * (--distill, or a dataset without labelsTr), or beside the labels with
  * --teacher-weight.  *dd stays NULL without a teacher. */
-/* --teacher-weight's default (o->teacher_weight < 0): 0.  With 0.5 as
- * default the budget recipe lost on brain MRI (docs/SAURON_RESULTS.md,
- * "Defaults"); kept as a function so the rule has one place. */
-static double teacher_weight_of(const CompressOptions *o, int distill)
-{
-    (void)distill;
-    return o->teacher_weight >= 0 ? o->teacher_weight : 0.0;
-}
-
 static int setup_teacher(const CompressOptions *o, Graph *g, int distill,
                          Distill **dd, TrainTargets *tt)
 {
-    double tw = teacher_weight_of(o, distill);
     if (distill && o->teacher_weight > 0) {
         sl_error("--teacher-weight needs labels: with %s the imported model "
                  "is already the only teacher; drop --teacher-weight",
@@ -571,7 +561,9 @@ static int setup_teacher(const CompressOptions *o, Graph *g, int distill,
                 o->distill ? "--distill" : "the dataset has no labelsTr");
         return distill_create(dd, g, o->threads, tt);
     }
-    if (tw > 0) return distill_create_teacher(dd, g, o->threads, tw, tt);
+    if (o->teacher_weight > 0)
+        return distill_create_teacher(dd, g, o->threads, o->teacher_weight,
+                                      tt);
     return 0;
 }
 
@@ -626,14 +618,14 @@ int compress_train(const CompressOptions *o)
         (rc = setup_pruning(o, &g, distill, &cfg, settings, sizeof settings,
                             &sh, &hooks)))
         goto fail;
-    if (distill || teacher_weight_of(o, distill) > 0) {
+    if (distill || o->teacher_weight > 0) {
         /* a resume must keep the mode and the teacher's weight */
         size_t n = cfg.extra_settings ? strlen(settings) : 0;
         if (distill)
             snprintf(settings + n, sizeof settings - n, "distill=1\n");
         else
             snprintf(settings + n, sizeof settings - n,
-                     "teacher_weight=%.17g\n", teacher_weight_of(o, 0));
+                     "teacher_weight=%.17g\n", o->teacher_weight);
         cfg.extra_settings = settings;
     }
     if ((rc = trainer_create(&t, &g, &ds, &cfg, sh ? &hooks : NULL)))

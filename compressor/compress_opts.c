@@ -295,7 +295,6 @@ int compress_parse_args(int argc, char **argv, CompressOptions *o)
     o->normalize.kind = NORMALIZE_ZSCORE;
     o->order = ORDER_NNUNET;
     pruner_config_unset(&o->prune);
-    o->teacher_weight = -1.0; /* resolved with the schedule */
     o->epochs = 20;
     o->iters_per_epoch = 250;
     o->batch = 2;

@@ -73,21 +73,19 @@ void pruner_config_default(PrunerConfig *c)
 void pruner_config_unset(PrunerConfig *c)
 {
     pruner_config_default(c);
-    c->lambda = -1.0;
     c->sched.tau_max = -1.0;
-    c->cost_rule = -1;
     c->prune_every = -1;
     c->prune_guard = -1.0;
 }
 
 void pruner_config_resolve(PrunerConfig *c, int iters_per_epoch)
 {
-    int paper = c->sched.kind == SAURON_SCHED_PAPER;
     /* lambda 1.0, tau_max 0.8, --cost-rule guard and pruning every half
      * epoch won on the phantom (71% against 23% fewer FLOPs) and lost on
      * brain MRI (same baseline and length: 5.4% against 50.0% within the
-     * margin; docs/SAURON_RESULTS.md): the published values stay. */
-    if (c->lambda < 0) c->lambda = 0.5;
+     * margin; docs/SAURON_RESULTS.md): without a target the published
+     * values stay. */
+    int paper = c->sched.kind == SAURON_SCHED_PAPER;
     /* With --target-flops the run is asked for a size: the ladder goes
      * all the way (every channel a candidate) and each step may spend the
      * whole Dice margin, if that is above the usual guard (phantom,
@@ -100,7 +98,6 @@ void pruner_config_resolve(PrunerConfig *c, int iters_per_epoch)
         c->prune_guard = target && c->sched.max_dice_drop > 0.02
                              ? c->sched.max_dice_drop
                              : 0.02;
-    if (c->cost_rule < 0) c->cost_rule = SAURON_COST_NONE;
     /* with a target, prune every half epoch as well: the phantom's
      * --target-flops runs were measured so */
     if (c->prune_every < 0)

@@ -98,8 +98,8 @@ typedef struct {
 void pruner_config_default(PrunerConfig *c);
 /* The command line's defaults depend on the schedule, and --prune-every's
  * on the epoch length, so sauron-compress starts from
- * pruner_config_unset (pruner_config_default with lambda, tau_max,
- * cost_rule, prune_every and prune_guard marked "not given") and, once every flag is
+ * pruner_config_unset (pruner_config_default with tau_max,
+ * prune_every and prune_guard marked "not given") and, once every flag is
  * parsed, pruner_config_resolve fills what is still unset:
  *   both schedules: lambda 0.5, tau_max 0.3, no cost rule, pruning at
  *     epoch ends, guard 0.02 (a more aggressive budget recipe won on the
