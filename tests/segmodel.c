@@ -17,7 +17,7 @@ float *weights(size_t n)
     return w;
 }
 
-static int add_value(Graph *g, const char *name, int ndim, const int64_t *d,
+int seg_add_value(Graph *g, const char *name, int ndim, const int64_t *d,
                      float *data)
 {
     Shape s = {.ndim = ndim};
@@ -54,7 +54,7 @@ static int add_conv(Graph *g, const char *name, int x, int w, int b,
     return r;
 }
 
-static char *sdup(const char *s)
+char *seg_strdup(const char *s)
 {
     char *d = sl_strdup(s);
     assert_non_null(d);
@@ -66,7 +66,7 @@ void build_model(Graph *g, const ModelSpec *ms)
 {
     int nsp = ms->dims, C = ms->nmod;
     int64_t d[5] = {1, C, 1, 1, 1};
-    int x = add_value(g, "input", 2 + nsp, d, NULL);
+    int x = seg_add_value(g, "input", 2 + nsp, d, NULL);
     g->input = x;
     /* Main path: OC=2 conv on modality 0 only. */
     int k = ms->kind == KIND_SHIFT ? 3 : 1;
@@ -83,28 +83,28 @@ void build_model(Graph *g, const ModelSpec *ms)
     b[0] = ms->t;
     b[1] = -ms->t;
     int64_t wd[5] = {2, C, k, k, k};
-    int wv = add_value(g, "w_main", 2 + nsp, wd, w);
+    int wv = seg_add_value(g, "w_main", 2 + nsp, wd, w);
     int64_t bd[1] = {2};
-    int bv = add_value(g, "b_main", 1, bd, b);
+    int bv = seg_add_value(g, "b_main", 1, bd, b);
     int64_t ad[5] = {1, 2, 1, 1, 1};
-    int main_out = add_value(g, "main", 2 + nsp, ad, NULL);
+    int main_out = seg_add_value(g, "main", 2 + nsp, ad, NULL);
     add_conv(g, "conv_main", x, wv, bv, main_out, nsp, k, 1,
              ms->kind == KIND_SHIFT ? 1 : 0, 0);
     int last = main_out;
     if (ms->downup) {
         int64_t wd2[5] = {4, C, 2, 2, 2}, bd2[1] = {4};
-        int w2 = add_value(g, "w_down", 2 + nsp, wd2,
+        int w2 = seg_add_value(g, "w_down", 2 + nsp, wd2,
                            weights(4 * (size_t)C * (nsp == 3 ? 8 : 4)));
-        int b2 = add_value(g, "b_down", 1, bd2, weights(4));
-        int down = add_value(g, "down", 2 + nsp, ad, NULL);
+        int b2 = seg_add_value(g, "b_down", 1, bd2, weights(4));
+        int down = seg_add_value(g, "down", 2 + nsp, ad, NULL);
         add_conv(g, "conv_down", x, w2, b2, down, nsp, 2, 2, 0, 0);
         int64_t wd3[5] = {4, 2, 2, 2, 2}, bd3[1] = {2};
-        int w3 = add_value(g, "w_up", 2 + nsp, wd3,
+        int w3 = seg_add_value(g, "w_up", 2 + nsp, wd3,
                            weights(8 * (size_t)(nsp == 3 ? 8 : 4)));
-        int b3 = add_value(g, "b_up", 1, bd3, weights(2));
-        int up = add_value(g, "up", 2 + nsp, ad, NULL);
+        int b3 = seg_add_value(g, "b_up", 1, bd3, weights(2));
+        int up = seg_add_value(g, "up", 2 + nsp, ad, NULL);
         add_conv(g, "conv_up", down, w3, b3, up, nsp, 2, 2, 0, 1);
-        int sum = add_value(g, "sum", 2 + nsp, ad, NULL);
+        int sum = seg_add_value(g, "sum", 2 + nsp, ad, NULL);
         Node n;
         memset(&n, 0, sizeof n);
         n.op = OP_ADD;
@@ -117,7 +117,7 @@ void build_model(Graph *g, const ModelSpec *ms)
         last = sum;
     }
     if (ms->softmax) {
-        int sm = add_value(g, "probs", 2 + nsp, ad, NULL);
+        int sm = seg_add_value(g, "probs", 2 + nsp, ad, NULL);
         Node n;
         memset(&n, 0, sizeof n);
         n.op = OP_SOFTMAX;
@@ -134,13 +134,13 @@ void build_model(Graph *g, const ModelSpec *ms)
     ModelMeta *m = &g->meta;
     m->n_classes = 2;
     m->class_names = sl_calloc(2, sizeof(char *));
-    m->class_names[0] = sdup("background");
-    m->class_names[1] = sdup("bright");
+    m->class_names[0] = seg_strdup("background");
+    m->class_names[1] = seg_strdup("bright");
     m->n_modalities = C;
     m->modality_names = sl_calloc((size_t)C, sizeof(char *));
     m->normalize = sl_calloc((size_t)C, sizeof(Normalize));
     for (int i = 0; i < C; i++) {
-        m->modality_names[i] = sdup(i == 0 ? "t1" : "t2");
+        m->modality_names[i] = seg_strdup(i == 0 ? "t1" : "t2");
         m->normalize[i].kind = ms->norm;
         m->normalize[i].lo = ms->lo;
         m->normalize[i].hi = ms->hi;
@@ -149,7 +149,7 @@ void build_model(Graph *g, const ModelSpec *ms)
     m->axis = ms->axis;
     m->order = ms->order;
     for (int t = 0; t < 3; t++) m->patch[t] = ms->patch[t];
-    m->source_name = sdup("test_segment.c");
+    m->source_name = seg_strdup("test_segment.c");
     assert_int_equal(graph_validate(g, "test model"), 0);
 }
 

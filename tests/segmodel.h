@@ -40,4 +40,11 @@ float mid_threshold(const Volume *v, const ModelSpec *ms);
 int16_t *expected(const Volume *v, const ModelSpec *ms);
 int count_diff(const int16_t *a, const int16_t *b, int64_t n);
 
+/* Graph-building helpers (cmocka-asserting) for tests that build their
+ * own models: a value of the given dims (data owned by the graph, or
+ * NULL), and a strdup that cannot return NULL. */
+int seg_add_value(Graph *g, const char *name, int ndim, const int64_t *d,
+                  float *data);
+char *seg_strdup(const char *s);
+
 #endif

@@ -27,6 +27,7 @@
 #include "tests/batchcheck.h"
 #include "tests/graphbuild.h"
 #include "tests/phantomscan.h"
+#include "tests/segmodel.h"
 #include "tests/testutil.h"
 
 static void test_tree_sum_exact(void **state)
@@ -78,30 +79,13 @@ static void test_flip_box(void **state)
     }
 }
 
-static int add_value(Graph *g, const char *name, int ndim, const int64_t *d,
-                     float *data)
-{
-    Shape s = {.ndim = ndim};
-    for (int i = 0; i < ndim; i++) s.d[i] = d[i];
-    int v = graph_add_value(g, name, &s, data);
-    assert_true(v >= 0);
-    return v;
-}
-
-static char *sdup(const char *s)
-{
-    char *d = sl_strdup(s);
-    assert_non_null(d);
-    return d;
-}
-
 /* input -> Conv 3^nsp (2 classes, random lopsided weights, pad 1) ->
  * Relu -> Conv 3^nsp -> logits (no softmax: segment applies it). */
-static void build_model(Graph *g, int nsp, const int patch[3])
+static void build_mirror_model(Graph *g, int nsp, const int patch[3])
 {
     graph_init(g);
     int64_t d[5] = {1, 1, 1, 1, 1};
-    g->input = add_value(g, "input", 2 + nsp, d, NULL);
+    g->input = seg_add_value(g, "input", 2 + nsp, d, NULL);
     TestRng r = {5};
     int taps = nsp == 3 ? 27 : 9;
     int prev = g->input, cin = 1;
@@ -120,9 +104,9 @@ static void build_model(Graph *g, int nsp, const int patch[3])
         snprintf(nm[2], 16, "y%d", l);
         snprintf(nm[3], 16, "conv%d", l);
         int64_t wd[5] = {co, cin, 3, 3, 3}, bd[1] = {co};
-        int wv = add_value(g, nm[0], 2 + nsp, wd, w);
-        int bv = add_value(g, nm[1], 1, bd, b);
-        int out = add_value(g, nm[2], 2 + nsp, d, NULL);
+        int wv = seg_add_value(g, nm[0], 2 + nsp, wd, w);
+        int bv = seg_add_value(g, nm[1], 1, bd, b);
+        int out = seg_add_value(g, nm[2], 2 + nsp, d, NULL);
         Node n;
         memset(&n, 0, sizeof n);
         n.op = OP_CONV;
@@ -143,7 +127,7 @@ static void build_model(Graph *g, int nsp, const int patch[3])
         assert_true(graph_add_node(g, &n) >= 0);
         prev = out;
         if (l == 0) {
-            int rv = add_value(g, "relu0", 2 + nsp, d, NULL);
+            int rv = seg_add_value(g, "relu0", 2 + nsp, d, NULL);
             memset(&n, 0, sizeof n);
             n.op = OP_RELU;
             n.name = (char *)(uintptr_t)"relu";
@@ -160,18 +144,18 @@ static void build_model(Graph *g, int nsp, const int patch[3])
     ModelMeta *m = &g->meta;
     m->n_classes = 2;
     m->class_names = sl_calloc(2, sizeof(char *));
-    m->class_names[0] = sdup("background");
-    m->class_names[1] = sdup("fg");
+    m->class_names[0] = seg_strdup("background");
+    m->class_names[1] = seg_strdup("fg");
     m->n_modalities = 1;
     m->modality_names = sl_calloc(1, sizeof(char *));
-    m->modality_names[0] = sdup("t1");
+    m->modality_names[0] = seg_strdup("t1");
     m->normalize = sl_calloc(1, sizeof(Normalize));
     m->normalize[0].kind = NORMALIZE_ZSCORE;
     m->dims = nsp;
     m->axis = 2;
     m->order = ORDER_NNUNET;
     for (int t = 0; t < 3; t++) m->patch[t] = patch[t];
-    m->source_name = sdup("test_tta.c");
+    m->source_name = seg_strdup("test_tta.c");
     assert_int_equal(graph_validate(g, "test model"), 0);
 }
 
@@ -215,7 +199,7 @@ static long asymmetric(const float *p, const int64_t n[3], int nc, int a)
 static void check_symmetry(int nsp, const int patch[3], const int64_t n[3])
 {
     Graph g;
-    build_model(&g, nsp, patch);
+    build_mirror_model(&g, nsp, patch);
     Volume v;
     symmetric_scan(&v, n[0], n[1], n[2]);
     size_t nv = (size_t)volume_voxels(&v);
