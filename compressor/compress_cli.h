@@ -49,6 +49,7 @@ typedef struct {
     const char *run_dir;  /* --run-dir, NULL: "<out>.run" */
     double val_fraction;  /* --val-fraction, default 0.2 */
     int no_augment;       /* --no-augment */
+    double fov_aug;       /* --fov-aug */
     int resume;           /* --resume */
     double teacher_weight; /* --teacher-weight W: with labels, the
                               imported model teaches too (loss = labels

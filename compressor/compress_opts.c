@@ -185,6 +185,12 @@ static const CliOpt train_opts[] = {
      .help = "training cases held out for validation (default 0.2)"},
     {.name = "no-augment", .type = CLI_FLAG, .off = OPT(no_augment),
      .help = "no data augmentation"},
+    {.name = "fov-aug", .type = CLI_DOUBLE, .lo = 0, .hi = 1, .metavar = "P",
+     .off = OPT(fov_aug),
+     .help = "2D: fraction of the batches that see another field of view "
+             "(the slice cropped, or with more air around it: 0.7 to 1.4 "
+             "times its size), so InstanceNorm does not learn the training "
+             "scans' ratio of air to head (default 0: off)"},
     {.name = "teacher-weight", .type = CLI_DOUBLE, .lo = 0, .hi = 100,
      .metavar = "W", .off = OPT(teacher_weight),
      .help = "with labels, the imported model teaches too: loss = labels' "

@@ -158,6 +158,138 @@ static void test_sampler_shapes_determinism(void **state)
     mem_dataset_free(&ds);
 }
 
+/* Field-of-view augmentation on 2D slices of 6x30x26 cases whose voxel
+ * values are their own flat index + 1 (exact in float), with air -7:
+ *  - a batch's patch is fit[W] for its window W in [0.7, 1.4] x the
+ *    slice, the same for every sample, and about p of the batches get
+ *    one (p = 0.5 over 400 batches: sd 0.025, tolerance 4 sd);
+ *  - inside the window: the slice cut where larger (one contiguous block
+ *    of one slice) and air around it where smaller, exactly
+ *    W1*W2 - n1*n2 air voxels (n = min(S, W)); outside it zeros; labels
+ *    follow the image voxel for voxel;
+ *  - batches without another field of view are byte-identical to those
+ *    of a sampler with p = 0 (the decision has its own Rng stream);
+ *  - 3D models and a fit table too short are refused. */
+static void test_sampler_fov(void **state)
+{
+    (void)state;
+    Dataset ds;
+    int64_t S[3] = {6, 30, 26};
+    mem_dataset(&ds, 2, S, 2, 5);
+    int64_t nv = S[0] * S[1] * S[2];
+    for (int ci = 0; ci < 2; ci++) {
+        DataCase *c = &ds.cases[ci];
+        for (int64_t v = 0; v < nv; v++)
+            c->image[v] = (float)(v + 1);
+        c->air = sl_alloc(sizeof(float));
+        c->air[0] = -7.0f;
+    }
+    int cases[2] = {0, 1};
+    /* sizes the "network" accepts: multiples of 8 */
+    int64_t fit1[64], fit2[64];
+    for (int64_t n = 0; n < 64; n++)
+        fit1[n] = fit2[n] = n < 8 ? 8 : (n + 7) / 8 * 8;
+    SamplerOptions o, o0;
+    sampler_defaults(&o, 2);
+    augment_off(&o.aug);
+    o.batch = 3;
+    o.patch[1] = 32;
+    o.patch[2] = 32;
+    o.seed = 11;
+    o0 = o;
+    o.fov.p = 0.5;
+    o.fov.lo = FOV_DEFAULT_LO;
+    o.fov.hi = FOV_DEFAULT_HI;
+    o.fov.fit[1] = fit1;
+    o.fov.fit[2] = fit2;
+    o.fov.n_fit[1] = o.fov.n_fit[2] = 64;
+    Sampler s, s0;
+    Batch b, b0;
+    assert_int_equal(sampler_init(&s, &ds, cases, 2, &o), 0);
+    assert_int_equal(sampler_init(&s0, &ds, cases, 2, &o0), 0);
+    assert_int_equal(batch_alloc(&b, &s), 0);
+    assert_int_equal(batch_alloc(&b0, &s0), 0);
+    int n_fov = 0, n_crop = 0, n_air = 0;
+    for (int64_t k = 0; k < 400; k++) {
+        sampler_fill(&s, k, &b);
+        sampler_fill(&s0, k, &b0);
+        int64_t pv = b.P[1] * b.P[2];
+        if (b.P[1] == 32 && b.P[2] == 32 &&
+            !memcmp(b.x, b0.x, sizeof(float) * (size_t)(3 * pv)) &&
+            !memcmp(b.y, b0.y, (size_t)(3 * pv)))
+            continue; /* not a field-of-view batch (or one as large) */
+        n_fov++;
+        assert_int_equal(b.P[1] % 8, 0);
+        assert_int_equal(b.P[2] % 8, 0);
+        for (int i = 0; i < 3; i++) {
+            const float *x = b.x + i * pv;
+            const uint8_t *y = b.y + i * pv;
+            const DataCase *c = &ds.cases[b.case_idx[i]];
+            /* the window: bounding box of the non-zero voxels */
+            int64_t r0 = pv, r1 = -1, q0 = pv, q1 = -1, air = 0;
+            for (int64_t a = 0; a < b.P[1]; a++)
+                for (int64_t d = 0; d < b.P[2]; d++) {
+                    float v = x[a * b.P[2] + d];
+                    if (v == 0.0f) {
+                        assert_int_equal(y[a * b.P[2] + d], 0);
+                        continue;
+                    }
+                    r0 = a < r0 ? a : r0;
+                    r1 = a > r1 ? a : r1;
+                    q0 = d < q0 ? d : q0;
+                    q1 = d > q1 ? d : q1;
+                    air += v == -7.0f;
+                }
+            int64_t W1 = r1 - r0 + 1, W2 = q1 - q0 + 1;
+            assert_true(W1 >= 20 && W1 <= 42 && W2 >= 17 && W2 <= 37);
+            assert_true(b.P[1] - W1 < 8 && b.P[2] - W2 < 8);
+            int64_t n1 = W1 < 30 ? W1 : 30, n2 = W2 < 26 ? W2 : 26;
+            assert_int_equal(air, W1 * W2 - n1 * n2);
+            n_crop += W1 < 30 || W2 < 26;
+            n_air += W1 > 30 || W2 > 26;
+            /* the slice block: its first voxel names slice and corner */
+            int64_t f = -1;
+            for (int64_t a = r0; a <= r1 && f < 0; a++)
+                for (int64_t d = q0; d <= q1 && f < 0; d++)
+                    if (x[a * b.P[2] + d] != -7.0f) f = a * b.P[2] + d;
+            int64_t v0 = (int64_t)x[f] - 1, fa = f / b.P[2], fd = f % b.P[2];
+            for (int64_t a = 0; a < n1; a++)
+                for (int64_t d = 0; d < n2; d++) {
+                    int64_t at = (fa + a) * b.P[2] + fd + d;
+                    int64_t v = v0 + a * S[2] + d;
+                    assert_true(x[at] == (float)(v + 1));
+                    assert_int_equal(y[at], c->label[v]);
+                }
+        }
+    }
+    assert_true(fabs(n_fov / 400.0 - 0.5) < 0.1);
+    assert_true(n_crop > 0 && n_air > 0);
+    batch_free(&b);
+    batch_free(&b0);
+    sampler_free(&s);
+    sampler_free(&s0);
+
+    sl_error_quiet(1);
+    o.fov.n_fit[2] = 30; /* windows up to 1.4 * 26 = 36 not covered */
+    assert_int_equal(sampler_init(&s, &ds, cases, 2, &o), ERR_ARG);
+    o.fov.n_fit[2] = 64;
+    o.fov.lo = 2.0; /* lo > hi */
+    assert_int_equal(sampler_init(&s, &ds, cases, 2, &o), ERR_ARG);
+    o.fov.lo = FOV_DEFAULT_LO;
+    ds.layout.dims = 3;
+    sampler_defaults(&o0, 3);
+    o0.patch[0] = 4;
+    o0.patch[1] = o0.patch[2] = 16;
+    o0.fov = o.fov;
+    sl_error_reset();
+    assert_int_equal(sampler_init(&s, &ds, cases, 2, &o0), ERR_ARG);
+    assert_non_null(strstr(sl_error_last(), "2D"));
+    sl_error_quiet(0);
+    for (int ci = 0; ci < 2; ci++)
+        sl_free(ds.cases[ci].air);
+    mem_dataset_free(&ds);
+}
+
 /* Foreground oversampling: a 3x3 foreground square in 2D slices of a
  * 30x64x64 case hardly ever appears by chance in a 32x32 patch (only 3 of
  * 30 slices hold any); forced samples must contain it and their count is
@@ -532,6 +664,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sampler_shapes_determinism),
         cmocka_unit_test(test_sampler_foreground),
+        cmocka_unit_test(test_sampler_fov),
         cmocka_unit_test(test_sampler_speed),
         cmocka_unit_test(test_sampler_nomem),
         cmocka_unit_test(test_augment_flips_identity),

@@ -627,6 +627,50 @@ static void test_bad_flags(void **state)
     bad("classes", "good", "--no-prune --classes a,b,c", "--classes");
 }
 
+/* --fov-aug: batches of other shapes train (the executor follows them);
+ * the model written keeps the imported input shape; the run gives the
+ * same bytes on 1 and 2 threads and other bytes than a run without the
+ * option; 3D models and values outside [0, 1] get one line. */
+static void test_fov_aug(void **state)
+{
+    (void)state;
+    if (!have_data) skip();
+    char b[256], o0[600], o1[600], o2[600];
+    Cli r;
+    bin(b, sizeof b);
+    tmp("fov0.sslim", o0, sizeof o0);
+    tmp("fov1.sslim", o1, sizeof o1);
+    tmp("fov2.sslim", o2, sizeof o2);
+    cli(&r, "%s %s %s --data %s " FAST " --seed 3 --threads 2", b, MODEL, o0,
+        good);
+    assert_int_equal(r.status, 0);
+    cli(&r, "%s %s %s --data %s " FAST " --seed 3 --threads 2 --fov-aug 0.5",
+        b, MODEL, o1, good);
+    if (r.status) fprintf(stderr, "%s", r.err);
+    assert_int_equal(r.status, 0);
+    cli(&r, "%s %s %s --data %s " FAST " --seed 3 --threads 1 --fov-aug 0.5",
+        b, MODEL, o2, good);
+    assert_int_equal(r.status, 0);
+    assert_true(files_equal(o1, o2));
+    assert_false(files_equal(o0, o1));
+    Graph g0, g1;
+    graph_init(&g0);
+    graph_init(&g1);
+    assert_int_equal(sslim_read(o0, &g0), 0);
+    assert_int_equal(sslim_read(o1, &g1), 0);
+    assert_true(shape_equal(&g0.values[g0.input].shape,
+                            &g1.values[g1.input].shape));
+    graph_free(&g0);
+    graph_free(&g1);
+    cli(&r, "%s tests/fixtures/torch/nnunet3d.onnx %s --data %s " FAST
+        " --fov-aug 0.5 --force",
+        b, o0, good);
+    assert_int_not_equal(r.status, 0);
+    assert_int_equal(r.lines, 1);
+    assert_non_null(strstr(r.last, "2D"));
+    bad("fov", "good", "--no-prune --fov-aug 1.5", "--fov-aug");
+}
+
 /* SGD at lr 1e6 diverges in epoch 1: the last line names it, no model. */
 static void test_nan_stop(void **state)
 {
@@ -660,6 +704,7 @@ int main(void)
         cmocka_unit_test(test_bad_datasets),
         cmocka_unit_test(test_bad_flags),
         cmocka_unit_test(test_nan_stop),
+        cmocka_unit_test(test_fov_aug),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

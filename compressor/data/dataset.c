@@ -539,6 +539,7 @@ void data_case_free(DataCase *c)
     sl_free(c->label);
     sl_free(c->fg_loc);
     sl_free(c->fg_start);
+    sl_free(c->air);
     memset(c, 0, sizeof *c);
 }
 
@@ -716,6 +717,19 @@ static int load_case(const Dataset *ds, const char *name, const char *image,
         goto fail;
     }
     volume_gather(out->image, &img, na, ds->ax, off, out->S, out->S);
+    if (!(out->air = sl_alloc(sizeof(float) * (size_t)img.n_mod))) {
+        sl_error("out of memory loading case '%s'", name);
+        goto fail;
+    }
+    /* The normalisations are non-decreasing maps, so the darkest voxel
+     * after them is the darkest before: air in MRI (0), air in CT. */
+    for (int m = 0; m < img.n_mod; m++) {
+        const float *x = out->image + (size_t)m * (size_t)nv;
+        float lo = x[0];
+        for (int64_t i = 1; i < nv; i++)
+            lo = x[i] < lo ? x[i] : lo;
+        out->air[m] = lo;
+    }
     if (label) {
         if (!(ltmp = sl_alloc(sizeof(float) * (size_t)nv))) {
             sl_error("out of memory loading case '%s'", name);

@@ -74,6 +74,9 @@ typedef struct {
                           (background) has none */
     char orientation[4]; /* axis code of the image header (orient.h) */
     double spacing[3];   /* voxel size in mm along NIfTI i, j, k */
+    float *air; /* [C] the darkest voxel of each modality after
+                   normalisation: what the field-of-view augmentation
+                   fills added air with (owned; NULL reads as 0) */
 } DataCase;
 
 typedef struct {

@@ -22,11 +22,59 @@ void sampler_defaults(SamplerOptions *o, int dims)
     augment_defaults(&o->aug, dims);
 }
 
+/* Field-of-view options: range, 2D only, and a fit table that covers
+ * the largest window; sets Wmax and Pmax. */
+static int fov_check(Sampler *s, const SamplerOptions *o, int dims)
+{
+    const FovOptions *f = &o->fov;
+    if (dims != 2) {
+        sl_error("field-of-view augmentation is for 2D models (a 3D patch "
+                 "is already a crop); drop --fov-aug");
+        return ERR_ARG;
+    }
+    if (!(f->p <= 1.0 && f->lo > 0.0 && f->lo <= f->hi && f->hi <= 4.0)) {
+        sl_error("field-of-view augmentation: p %g, window %g to %g times "
+                 "the slice; give p in [0, 1] and 0 < lo <= hi <= 4",
+                 f->p, f->lo, f->hi);
+        return ERR_ARG;
+    }
+    for (int t = 1; t < 3; t++) {
+        int64_t w = (int64_t)llround(f->hi * (double)s->S[t]);
+        s->Wmax[t] = w < 1 ? 1 : w;
+        if (!f->fit[t] || f->n_fit[t] <= s->Wmax[t]) {
+            sl_error("field-of-view augmentation: no network size is known "
+                     "for windows of %lld voxels along axis %d",
+                     (long long)s->Wmax[t], t);
+            return ERR_ARG;
+        }
+        /* fit is non-decreasing: the largest window has the largest
+         * patch */
+        int64_t pf = f->fit[t][s->Wmax[t]];
+        if (pf < s->Wmax[t]) {
+            sl_error("field-of-view augmentation: the size table maps %lld "
+                     "to %lld, smaller than the window",
+                     (long long)s->Wmax[t], (long long)pf);
+            return ERR_ARG;
+        }
+        if (pf > s->Pmax[t]) s->Pmax[t] = pf;
+    }
+    int64_t n = (int64_t)o->batch * s->ds->n_modalities * s->Pmax[1] *
+                s->Pmax[2];
+    if (n > SAMPLER_MAX_BATCH_FLOATS) {
+        sl_error("a batch of %d slices of up to %lldx%lld is too large; "
+                 "lower --batch",
+                 o->batch, (long long)s->Pmax[1], (long long)s->Pmax[2]);
+        return ERR_ARG;
+    }
+    return 0;
+}
+
 int sampler_init(Sampler *s, const Dataset *ds, const int *cases, int n_cases,
                  const SamplerOptions *o)
 {
     memset(s, 0, sizeof *s);
     int dims = ds->layout.dims;
+    s->ds = ds;
     if (!ds->cases) {
         sl_error("sampler: the dataset '%s' is not loaded (call "
                  "dataset_load first)",
@@ -69,13 +117,21 @@ int sampler_init(Sampler *s, const Dataset *ds, const int *cases, int n_cases,
     }
     for (int i = 0; i < n_cases; i++)
         CHECK(cases[i] >= 0 && cases[i] < ds->n_cases);
+    for (int t = 0; t < 3; t++) {
+        s->S[t] = 1;
+        for (int i = 0; i < n_cases; i++)
+            if (ds->cases[cases[i]].S[t] > s->S[t])
+                s->S[t] = ds->cases[cases[i]].S[t];
+        s->Wmax[t] = s->S[t];
+        s->Pmax[t] = o->patch[t];
+    }
+    if (o->fov.p > 0 && fov_check(s, o, dims)) return ERR_ARG;
     if (!(s->cases = sl_alloc(sizeof(int) * (size_t)n_cases))) {
         sl_error("out of memory");
         return ERR_NOMEM;
     }
     memcpy(s->cases, cases, sizeof(int) * (size_t)n_cases);
     s->n_cases = n_cases;
-    s->ds = ds;
     s->o = *o;
     return 0;
 }
@@ -95,12 +151,20 @@ int batch_alloc(Batch *b, const Sampler *s)
     b->dims = s->ds->layout.dims;
     memcpy(b->P, s->o.patch, sizeof b->P);
     b->k = -1;
-    size_t vox = (size_t)(b->P[0] * b->P[1] * b->P[2]) * (size_t)b->B;
+    b->cap = s->Pmax[0] * s->Pmax[1] * s->Pmax[2];
+    size_t vox = (size_t)b->cap * (size_t)b->B;
     b->x = sl_alloc(sizeof(float) * vox * (size_t)b->C);
     b->y = sl_alloc(vox);
     b->case_idx = sl_calloc((size_t)b->B, sizeof(int));
     b->forced = sl_calloc((size_t)b->B, sizeof(int));
-    if (!b->x || !b->y || !b->case_idx || !b->forced) {
+    int fov = s->o.fov.p > 0, bad_win = 0;
+    if (fov) {
+        size_t wv = (size_t)(s->Wmax[1] * s->Wmax[2]);
+        b->win = sl_alloc(sizeof(float) * wv * (size_t)b->C);
+        b->winl = sl_alloc(wv);
+        bad_win = !b->win || !b->winl;
+    }
+    if (!b->x || !b->y || !b->case_idx || !b->forced || bad_win) {
         sl_error("out of memory for a batch of %d patches", b->B);
         batch_free(b);
         return ERR_NOMEM;
@@ -115,6 +179,8 @@ void batch_free(Batch *b)
     sl_free(b->y);
     sl_free(b->case_idx);
     sl_free(b->forced);
+    sl_free(b->win);
+    sl_free(b->winl);
     memset(b, 0, sizeof *b);
 }
 
@@ -176,12 +242,72 @@ static int place(const DataCase *c, const int64_t P[3], int forced, Rng *r,
     return 0;
 }
 
+/* The window size of batch k: W[0] = 1 and, for a field-of-view batch,
+ * W[1], W[2] (returns 1); else the patch (returns 0). */
+static int fov_window(const Sampler *s, int64_t k, int B, int64_t W[3])
+{
+    const FovOptions *f = &s->o.fov;
+    W[0] = 1;
+    W[1] = s->o.patch[1];
+    W[2] = s->o.patch[2];
+    if (!(f->p > 0)) return 0;
+    Rng r;
+    rng_seed(&r, s->o.seed, (uint64_t)k, (uint64_t)B);
+    if (!(rng_uniform(&r) < f->p)) return 0;
+    for (int t = 1; t < 3; t++) {
+        int64_t w =
+            (int64_t)llround(rng_range(&r, f->lo, f->hi) * (double)s->S[t]);
+        W[t] = w < 1 ? 1 : w > s->Wmax[t] ? s->Wmax[t] : w;
+    }
+    return 1;
+}
+
+/* Slice `k0` of case c seen through a window of W[1] x W[2]: cut where
+ * the slice is larger, the case's air around it where smaller, each at a
+ * random offset. */
+static void cut_window(const DataCase *c, int C, int64_t k0,
+                       const int64_t W[3], Rng *r, float *win, uint8_t *winl)
+{
+    int64_t src[3] = {0, 0, 0}, dst[3] = {0, 0, 0}, n[3] = {1, 1, 1};
+    for (int t = 1; t < 3; t++) {
+        int64_t S = c->S[t], d = S > W[t] ? S - W[t] : W[t] - S;
+        int64_t o = rng_below(r, d + 1);
+        src[t] = S > W[t] ? o : 0;
+        dst[t] = S > W[t] ? 0 : o;
+        n[t] = S < W[t] ? S : W[t];
+    }
+    int64_t wv = W[1] * W[2], sv = c->S[1] * c->S[2];
+    memset(winl, 0, (size_t)wv);
+    for (int m = 0; m < C; m++) {
+        float *w = win + (size_t)m * (size_t)wv;
+        const float *x = c->image + ((size_t)m * (size_t)c->S[0] +
+                                     (size_t)k0) * (size_t)sv;
+        float air = c->air ? c->air[m] : 0.0f;
+        for (int64_t i = 0; i < wv; i++)
+            w[i] = air;
+        for (int64_t a = 0; a < n[1]; a++)
+            memcpy(w + (dst[1] + a) * W[2] + dst[2],
+                   x + (src[1] + a) * c->S[2] + src[2],
+                   sizeof(float) * (size_t)n[2]);
+    }
+    const uint8_t *l = c->label + (size_t)k0 * (size_t)sv;
+    for (int64_t a = 0; a < n[1]; a++)
+        memcpy(winl + (dst[1] + a) * W[2] + dst[2],
+               l + (src[1] + a) * c->S[2] + src[2], (size_t)n[2]);
+}
+
 void sampler_fill(const Sampler *s, int64_t k, Batch *b)
 {
     const Dataset *ds = s->ds;
     const SamplerOptions *o = &s->o;
     CHECK(b->B == o->batch && b->C == ds->n_modalities);
+    int64_t W[3];
+    int fov = fov_window(s, k, b->B, W);
+    b->P[0] = o->patch[0];
+    for (int t = 1; t < 3; t++)
+        b->P[t] = fov ? o->fov.fit[t][W[t]] : o->patch[t];
     int64_t pvox = b->P[0] * b->P[1] * b->P[2];
+    CHECK(pvox <= b->cap);
     for (int i = 0; i < b->B; i++) {
         Rng r;
         rng_seed(&r, o->seed, (uint64_t)k, (uint64_t)i);
@@ -189,7 +315,23 @@ void sampler_fill(const Sampler *s, int64_t k, Batch *b)
         const DataCase *c = &ds->cases[ci];
         int forced = is_forced(k * b->B + i, o->fg_rate);
         int64_t off[3];
-        b->forced[i] = place(c, b->P, forced, &r, off);
+        const float *img = c->image;
+        const uint8_t *lab = c->label;
+        const int64_t *S = c->S;
+        if (fov) {
+            /* the whole slice as the "patch" picks the slice only */
+            int64_t whole[3] = {1, c->S[1], c->S[2]};
+            b->forced[i] = place(c, whole, forced, &r, off);
+            cut_window(c, b->C, off[0], W, &r, b->win, b->winl);
+            img = b->win;
+            lab = b->winl;
+            S = W;
+            off[0] = 0;
+            for (int t = 1; t < 3; t++)
+                off[t] = W[t] - b->P[t] + rng_below(&r, b->P[t] - W[t] + 1);
+        } else {
+            b->forced[i] = place(c, b->P, forced, &r, off);
+        }
         b->case_idx[i] = ci;
         double centre[3];
         for (int t = 0; t < 3; t++)
@@ -197,8 +339,8 @@ void sampler_fill(const Sampler *s, int64_t k, Batch *b)
         AugXform xf;
         augment_draw_xform(&o->aug, b->dims, &r, &xf);
         float *x = b->x + (size_t)i * (size_t)(b->C * pvox);
-        augment_resample(x, b->y + (size_t)i * (size_t)pvox, c->image,
-                         c->label, b->C, c->S, b->P, centre, &xf);
+        augment_resample(x, b->y + (size_t)i * (size_t)pvox, img, lab, b->C,
+                         S, b->P, centre, &xf);
         augment_intensity(x, b->C, pvox, &o->aug, &r);
     }
     b->k = k;

@@ -25,6 +25,21 @@
  * 2D models (patch[0] == 1): tensor axis 0 of a case is the slice axis;
  * a sample is one slice [C][P1][P2] (H = P1, W = P2), padded with zeros
  * or cropped to the patch.  3D models: patches [C][P0][P1][P2].
+ *
+ * Field-of-view augmentation (2D only, FovOptions): InstanceNorm takes
+ * its statistics over the whole slice, so a network fine-tuned on whole
+ * slices alone learns its training scans' ratio of air to head and
+ * loses Dice on scans stored with more air or a cropped field of view
+ * (brain, measured in docs/SAURON_RESULTS.md).  With probability p a
+ * batch (stream (seed, k, B), so the samples' own streams are unchanged)
+ * takes a window size Wt = round(U(lo, hi) * St) per in-plane axis, St
+ * the largest slice of the sampler's cases, the same for the whole
+ * batch; its patch becomes fit[t][Wt], the smallest size >= Wt the
+ * network accepts (so batches of one run have different shapes).  Each
+ * sample's slice (chosen as above) is cut to the window where larger and
+ * surrounded by the case's air (DataCase.air) where smaller, at a random
+ * offset; the window then goes into the patch like a case smaller than
+ * the patch (random offset, zeros around, the same augmentation).
  */
 #ifndef SL_DATA_SAMPLER_H
 #define SL_DATA_SAMPLER_H
@@ -38,11 +53,27 @@
 #define SAMPLER_DEFAULT_FG_RATE 0.33 /* nnU-Net's oversample_foreground */
 
 typedef struct {
+    double p;      /* fraction of batches with another field of view;
+                      0: off */
+    double lo, hi; /* window size / slice size, U(lo, hi) per axis */
+    /* fit[t][n] for n < n_fit[t] (t = 1, 2): the smallest size >= n the
+     * network accepts (caller-owned; must cover round(hi * St)) */
+    const int64_t *fit[3];
+    int64_t n_fit[3];
+} FovOptions;
+
+/* What tools/train_baseline.py --fov-aug uses: window 0.7 to 1.4 times
+ * the slice. */
+#define FOV_DEFAULT_LO 0.7
+#define FOV_DEFAULT_HI 1.4
+
+typedef struct {
     int batch;        /* B >= 1 */
     int64_t patch[3]; /* tensor order; 2D models: patch[0] = 1 */
     double fg_rate;   /* fraction of samples centred on foreground */
     uint64_t seed;
     AugmentOptions aug; /* augment_off for validation */
+    FovOptions fov;     /* p = 0 (off) unless set */
 } SamplerOptions;
 
 /* batch 2, fg_rate 0.33, seed 0, augment_defaults(dims); the caller sets
@@ -51,7 +82,12 @@ void sampler_defaults(SamplerOptions *o, int dims);
 
 typedef struct {
     int B, C, dims;
-    int64_t P[3];  /* patch, tensor order (P0 = 1 for 2D) */
+    int64_t P[3];  /* this batch's patch, tensor order (P0 = 1 for 2D);
+                      differs between batches with field-of-view
+                      augmentation */
+    int64_t cap;   /* voxels one sample's buffers hold */
+    float *win;    /* field-of-view window scratch (owned; may be NULL) */
+    uint8_t *winl;
     float *x;      /* [B][C][P0][P1][P2] network input (owned) */
     uint8_t *y;    /* [B][P0][P1][P2] class per voxel (owned) */
     int *case_idx; /* [B] Dataset case index of each sample (owned) */
@@ -64,11 +100,16 @@ typedef struct {
     int n_cases;
     int *cases; /* [n_cases] Dataset case indices (owned copy) */
     SamplerOptions o;
+    int64_t S[3];    /* largest case size along each axis */
+    int64_t Wmax[3]; /* largest field-of-view window */
+    int64_t Pmax[3]; /* largest patch a batch can have */
 } Sampler;
 
 /* Bind a sampler to cases (e.g. DataSplit.train or .val) of a loaded
  * dataset.  ERR_ARG with a clear line for batch < 1, a bad patch, a
- * fg_rate outside [0, 1] or no cases; ERR_NOMEM. */
+ * fg_rate outside [0, 1], no cases, or field-of-view options that are
+ * out of range, given to a 3D model or without a fit table covering
+ * them; ERR_NOMEM. */
 int sampler_init(Sampler *s, const Dataset *ds, const int *cases, int n_cases,
                  const SamplerOptions *o);
 void sampler_free(Sampler *s);

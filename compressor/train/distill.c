@@ -108,8 +108,10 @@ static int ds_loss(void *ctx, Trainer *t, TrainExec *te, const Batch *b,
 {
     Distill *d = ctx;
     const Graph *g = train_graph(te);
-    const Shape *in = trainer_input_shape(t);
+    Shape bs;
+    const Shape *in = &bs;
     int rc;
+    batch_input_shape(b, &bs);
     if (!d->ex || memcmp(&d->ex_shape, in, sizeof *in)) {
         exec_free(d->ex);
         d->ex = NULL;

@@ -199,6 +199,8 @@ void trainer_free(Trainer *t)
 {
     if (!t) return;
     train_exec_free(t->te);
+    for (int k = 0; k < 3; k++)
+        sl_free(t->fit[k]);
     optim_free(t->opt);
     if (t->have_calib) batch_free(&t->calib);
     if (t->have_train_s) sampler_free(&t->train_s);
@@ -317,6 +319,8 @@ static int build_settings(Trainer *t)
             (double)c->optim.beta2, c->clip_grad);
     fprintf(f, "seed=%llu\nval_fraction=%.9g\naugment=%d\n",
             (unsigned long long)c->seed, c->val_fraction, c->augment);
+    /* only when on: run folders from before the option resume */
+    if (c->fov_aug > 0) fprintf(f, "fov_aug=%.9g\n", c->fov_aug);
     if (t->settings) fprintf(f, "%s\n", t->settings);
     int closed = fclose(f);
     f = NULL;
@@ -335,11 +339,63 @@ nomem:
 
 /* ---- executor, optimiser, samplers ---- */
 
-static int build_exec(Trainer *t)
+static int build_exec_at(Trainer *t, const Shape *in)
 {
     train_exec_free(t->te);
     t->te = NULL;
-    return train_exec_create(t->g, &t->in_shape, t->cfg.threads, &t->te);
+    return train_exec_create(t->g, in, t->cfg.threads, &t->te);
+}
+
+static int build_exec(Trainer *t)
+{
+    return build_exec_at(t, &t->in_shape);
+}
+
+/* The executor for input shape `in`: field-of-view batches change the
+ * shape from step to step, and activations are planned per shape. */
+static int exec_at(Trainer *t, const Shape *in)
+{
+    if (t->te && shape_equal(train_shape(t->te, t->g->input), in)) return 0;
+    return build_exec_at(t, in);
+}
+
+/* fit[k][n]: the smallest size >= n along tensor axis k that the network
+ * accepts, for every window the field-of-view augmentation can draw. */
+static int build_fit(Trainer *t)
+{
+    Graph *g = t->g;
+    Shape base = g->values[g->input].shape;
+    int64_t S[3];
+    int rc = 0;
+    dataset_max_size(t->ds, S);
+    base.d[0] = 1;
+    for (int k = 1; k < 3 && !rc; k++) {
+        int64_t n = (int64_t)llround(FOV_DEFAULT_HI * (double)S[k]) + 2;
+        if (!(t->fit[k] = sl_alloc(sizeof(int64_t) * (size_t)n))) {
+            sl_error("out of memory");
+            rc = ERR_NOMEM;
+            break;
+        }
+        t->n_fit[k] = n;
+        for (int64_t w = n - 1; w >= 0; w--) {
+            int64_t v = w < 1 ? 1 : w;
+            if (size_ok(g, &base, k - 1, v))
+                t->fit[k][w] = v;
+            else if (w + 1 < n)
+                t->fit[k][w] = t->fit[k][w + 1];
+            else
+                t->fit[k][w] = graph_valid_size(g, &base, k - 1, v);
+            if (t->fit[k][w] < v) {
+                sl_error("--fov-aug: no input size >= %lld along spatial dim "
+                         "%d suits the network",
+                         (long long)v, k - 1);
+                rc = ERR_SHAPE;
+                break;
+            }
+        }
+    }
+    graph_infer_shapes(g, &t->import_shape);
+    return rc;
 }
 
 int trainer_rebuild(Trainer *t)
@@ -359,11 +415,27 @@ static int build_samplers(Trainer *t)
     memcpy(so.patch, t->P, sizeof so.patch);
     so.seed = t->cfg.seed;
     if (!t->cfg.augment) augment_off(&so.aug);
+    if (t->cfg.fov_aug > 0) {
+        if (t->g->meta.dims != 2) {
+            sl_error("--fov-aug is for 2D models (a 3D patch is already a "
+                     "crop); drop it");
+            return ERR_ARG;
+        }
+        if ((rc = build_fit(t))) return rc;
+        so.fov.p = t->cfg.fov_aug;
+        so.fov.lo = FOV_DEFAULT_LO;
+        so.fov.hi = FOV_DEFAULT_HI;
+        for (int k = 1; k < 3; k++) {
+            so.fov.fit[k] = t->fit[k];
+            so.fov.n_fit[k] = t->n_fit[k];
+        }
+    }
     rc = sampler_init(&t->train_s, t->ds, t->split.train, t->split.n_train,
                       &so);
     if (rc) return rc;
     t->have_train_s = 1;
     augment_off(&so.aug);
+    memset(&so.fov, 0, sizeof so.fov);
     so.seed = t->cfg.seed ^ VAL_SEED_MIX;
     if (t->split.n_val)
         rc =
@@ -411,6 +483,7 @@ int trainer_calib_forward(Trainer *t)
                 memcpy(t->bn_save + at, v->data, n * sizeof(float));
                 at += n;
             }
+    if ((rc = exec_at(t, &t->in_shape))) return rc;
     rc = train_forward(t->te, t->calib.x);
     at = 0;
     for (int i = 0; i < g->n_nodes; i++)
@@ -661,7 +734,10 @@ static int train_step(Trainer *t, const Batch *b, float lr, double *loss,
 {
     LossValue lv;
     double ex = 0.0;
+    Shape bs;
     int rc;
+    batch_input_shape(b, &bs);
+    if ((rc = exec_at(t, &bs))) return rc;
     train_zero_grads(t->te);
     if ((rc = train_forward(t->te, b->x))) return rc;
     if (t->targets.loss) {

@@ -92,6 +92,8 @@ typedef struct {
                             3D: g->meta.patch, else the import size) */
     double val_fraction; /* SPLIT_DEFAULT_VAL_FRAC by default; 0: none */
     int augment;         /* 1: augment_defaults; 0: no augmentation */
+    double fov_aug;      /* 2D: fraction of batches that see another field
+                            of view (sampler.h); 0: none */
     int resume;          /* continue from RUN/checkpoint.sslck */
     int force;           /* start over in a run folder holding one */
     int quiet;           /* 1: no per-epoch stderr lines */

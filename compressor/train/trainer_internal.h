@@ -24,7 +24,10 @@ struct Trainer {
     Shape import_shape; /* the graph input's shape at creation */
     int64_t P[3];       /* patch, tensor order */
     int64_t V[3];       /* 2D validation input size (covers every slice) */
-    TrainExec *te;
+    TrainExec *te;      /* at in_shape, or at the last batch's shape */
+    int64_t *fit[3];    /* field-of-view sizes the network accepts (owned;
+                           sampler.h FovOptions) */
+    int64_t n_fit[3];
     Optim *opt;
     LossOptions lo;
     EpochStats *hist; /* [epochs + 1] */
