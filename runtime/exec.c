@@ -8,6 +8,9 @@
  *    as Winograd (winograd.c), as conv_algo_choose decides from its
  *    shapes (not the thread count); Winograd weights are transformed here,
  *    once, and freed with the executor;
+ *  - a Concat whose inputs the plan placed in its output (their producers
+ *    write them there) is skipped; one with some inputs placed so copies
+ *    the others only (concat.c);
  *  - everything else runs its op-table forward.
  * Fused results are bit-identical to the unfused kernels (see fused.c),
  * so fusion changes no output; Winograd changes outputs by float
@@ -35,8 +38,8 @@
 
 typedef enum {
     RUN_OP,       /* op_table forward */
-    RUN_SKIP,     /* nothing: fused into an earlier node, or in-place
-                     Identity */
+    RUN_SKIP,     /* nothing: fused into an earlier node, or a Concat
+                     whose inputs were written in place */
     RUN_NORM_ACT, /* normalisation + the activation after it */
     RUN_WINOGRAD, /* Conv through its Winograd transform (winograd.c) */
 } RunKind;
@@ -109,6 +112,24 @@ static void plan_fusions(Executor *e, const int *uses)
     }
 }
 
+/* A Concat whose inputs were all written in place by their producers
+ * (plan.h, PLAN_ALIAS_CONCAT) has nothing left to do. */
+static void plan_concats(Executor *e)
+{
+    const Graph *g = e->g;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const Node *n = &g->nodes[i];
+        if (n->op != OP_CONCAT) continue;
+        int all = 1;
+        for (int k = 0; k < n->n_in; k++)
+            if (e->plan.within[n->in[k]] != n->out) all = 0;
+        if (!all) continue;
+        e->run[i] = RUN_SKIP;
+        snprintf(e->label[i], sizeof e->label[i], "%s/in-place",
+                 op_name(n->op));
+    }
+}
+
 /* Direct or Winograd for each Conv (see the top of the file); labels
  * say which ran ("Conv/direct", "Conv/winograd"). */
 static int plan_convs(Executor *e)
@@ -155,7 +176,9 @@ int exec_create(Graph *g, const Shape *input, int n_threads, Executor **out)
     e->n_threads = n_threads > 0 ? n_threads : omp_get_num_procs();
     if (e->n_threads < 1) e->n_threads = 1;
     e->skip_out_softmax = -1;
-    if ((rc = plan_create(g, PLAN_INPLACE_ALL, &e->plan))) goto fail;
+    if ((rc = plan_create(g, PLAN_INPLACE_ALL | PLAN_ALIAS_CONCAT,
+                          &e->plan)))
+        goto fail;
     rc = ERR_NOMEM;
     size_t nn = (size_t)g->n_nodes + 1;
     e->run = sl_calloc(nn, sizeof *e->run);
@@ -169,6 +192,7 @@ int exec_create(Graph *g, const Shape *input, int n_threads, Executor **out)
         goto fail;
     }
     plan_fusions(e, uses);
+    plan_concats(e);
     if ((rc = plan_convs(e))) goto fail;
     rc = ERR_NOMEM;
     /* Scratch needs can grow with the thread count (per-thread GEMM

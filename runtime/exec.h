@@ -49,9 +49,10 @@ int exec_set_skip_softmax(Executor *e, int skip);
  * reads per node); 0 stops.  exec_node_seconds: seconds spent in node i,
  * summed over the profiled runs.  exec_node_label: what ran for node i:
  * its op name, "Conv/direct" or "Conv/winograd" for a Conv (the
- * algorithm chosen at exec_create), "A+B" when node i ran the node after
- * it fused (that node then has label "" and 0 seconds), or "" for i out
- * of range. */
+ * algorithm chosen at exec_create), "Concat/in-place" for a Concat with
+ * nothing to copy (0 seconds: its inputs were written in place), "A+B"
+ * when node i ran the node after it fused (that node then has label ""
+ * and 0 seconds), or "" for i out of range. */
 void exec_profile(Executor *e, int on);
 double exec_node_seconds(const Executor *e, int i);
 const char *exec_node_label(const Executor *e, int i);

@@ -10,7 +10,9 @@
 typedef struct {
     size_t size;
     size_t offset;
-    int first, last;
+    int first, last; /* of a root: over the buffers placed inside it too */
+    int parent;      /* buffer this one is placed inside, or -1 (a root) */
+    size_t delta;    /* bytes from the parent's start */
 } Buffer;
 
 int plan_op_inplace(OpType op)
@@ -24,6 +26,7 @@ int plan_op_inplace(OpType op)
  * other inputs must be weights. */
 static int op_inplace_level(const Graph *g, const Node *n, int level)
 {
+    level &= PLAN_INPLACE_MASK;
     if (level >= PLAN_INPLACE_ELEMWISE && plan_op_inplace(n->op))
         return n->n_in == 1;
     if (level < PLAN_INPLACE_ALL) return 0;
@@ -42,6 +45,7 @@ void plan_free(Plan *p)
     sl_free(p->first);
     sl_free(p->last);
     sl_free(p->buffer);
+    sl_free(p->within);
     memset(p, 0, sizeof *p);
 }
 
@@ -107,6 +111,106 @@ static void place(Buffer *bufs, int b, const int *placed, int n_placed,
     bufs[b].offset = best != PLAN_NONE ? best : cur;
 }
 
+/* Places every root buffer (largest first, smallest fitting gap);
+ * returns the peak.  ids, live: scratch for nb ids. */
+static size_t place_all(Buffer *bufs, int nb, int *ids, int *live)
+{
+    int nr = 0;
+    for (int b = 0; b < nb; b++)
+        if (bufs[b].parent < 0) ids[nr++] = b;
+    sort_ids(ids, nr, bufs);
+    size_t peak = 0;
+    for (int i = 0; i < nr; i++) {
+        place(bufs, ids[i], ids, i, live);
+        size_t end = bufs[ids[i]].offset + bufs[ids[i]].size;
+        if (end > peak) peak = end;
+    }
+    return peak;
+}
+
+static int root_of(const Buffer *bufs, int b)
+{
+    while (bufs[b].parent >= 0) b = bufs[b].parent;
+    return b;
+}
+
+/* Whether input k of Concat node c (output o) may be written in place,
+ * into its slice of o's buffer: an activation whose buffer holds nothing
+ * read after the Concat (so nothing written into o later, an in-place
+ * consumer of o included, can clobber what it still needs), of the same
+ * size throughout (an in-place chain), not the graph input, not already
+ * placed inside another buffer, and given to the Concat once. */
+static int alias_ok(const Graph *g, const Plan *p, const Buffer *bufs, int c,
+                    int k)
+{
+    const Node *n = &g->nodes[c];
+    int v = n->in[k], bv = p->buffer[v], bo = p->buffer[n->out];
+    if (bv < 0 || bo < 0 || bv == bo || bufs[bv].parent >= 0) return 0;
+    if (bufs[bv].last > c + 1 || root_of(bufs, bo) == bv) return 0;
+    if (p->buffer[g->input] == bv) return 0;
+    for (int j = 0; j < n->n_in; j++)
+        if (j != k && n->in[j] == v) return 0;
+    int64_t ne = shape_numel(&g->values[v].shape);
+    for (int w = 0; w < g->n_values; w++)
+        if (p->buffer[w] == bv && shape_numel(&g->values[w].shape) != ne)
+            return 0;
+    return 1;
+}
+
+/* Concat without copies: an input placed at its slice of the Concat's
+ * buffer is written there by its producer, and the Concat has nothing
+ * to copy for it.  Only where every input is one contiguous block of
+ * the output: all dims before the axis are 1 (a channel Concat of a
+ * batch of one; with N > 1 each input would be N blocks, and every
+ * kernel writing or reading it would need a batch stride).  The slice's
+ * buffer then lives inside the Concat's from its first write on, which
+ * can raise the peak (a skip tensor reserves its share of the
+ * concatenated buffer from the encoder on), so each input is taken
+ * greedily, in node order, only if the peak does not grow.  Returns the
+ * peak; p->within and p->n_aliased say what was taken. */
+static size_t alias_concats(const Graph *g, Plan *p, Buffer *bufs, int nb,
+                            int *ids, int *live, size_t peak)
+{
+    for (int c = 0; c < g->n_nodes; c++) {
+        const Node *n = &g->nodes[c];
+        if (n->op != OP_CONCAT) continue;
+        const Shape *os = &g->values[n->out].shape;
+        int axis = n->p.concat.axis < 0 ? n->p.concat.axis + os->ndim
+                                        : n->p.concat.axis;
+        int64_t outer = 1;
+        for (int i = 0; i < axis; i++) outer *= os->d[i];
+        if (outer != 1) continue;
+        size_t delta = 0;
+        for (int k = 0; k < n->n_in; k++) {
+            int v = n->in[k];
+            size_t here = delta;
+            delta += (size_t)shape_numel(&g->values[v].shape) * sizeof(float);
+            if (!alias_ok(g, p, bufs, c, k)) continue;
+            int bv = p->buffer[v], rt = root_of(bufs, p->buffer[n->out]);
+            Buffer saved = bufs[rt];
+            bufs[bv].parent = p->buffer[n->out];
+            bufs[bv].delta = here;
+            if (bufs[bv].first < bufs[rt].first)
+                bufs[rt].first = bufs[bv].first;
+            if (bufs[bv].last > bufs[rt].last) bufs[rt].last = bufs[bv].last;
+            size_t np = place_all(bufs, nb, ids, live);
+            if (np <= peak) {
+                peak = np;
+                p->n_aliased++;
+                for (int w = 0; w < g->n_values; w++)
+                    if (p->buffer[w] == bv) p->within[w] = n->out;
+                continue;
+            }
+            bufs[rt] = saved;
+            bufs[bv].parent = -1;
+            bufs[bv].delta = 0;
+        }
+    }
+    /* the offsets of the last accepted placement (a rejected trial may
+     * have moved buffers) */
+    return place_all(bufs, nb, ids, live);
+}
+
 int plan_create(const Graph *g, int inplace, Plan *p)
 {
     Buffer *bufs = NULL;
@@ -121,11 +225,12 @@ int plan_create(const Graph *g, int inplace, Plan *p)
     p->first = sl_calloc(n1, sizeof *p->first);
     p->last = sl_calloc(n1, sizeof *p->last);
     p->buffer = sl_calloc(n1, sizeof *p->buffer);
+    p->within = sl_calloc(n1, sizeof *p->within);
     bufs = sl_calloc(n1, sizeof *bufs);
     ids = sl_calloc(n1, sizeof *ids);
     live = sl_calloc(n1, sizeof *live);
     if (!p->offset || !p->bytes || !p->first || !p->last || !p->buffer ||
-        !bufs || !ids || !live) {
+        !p->within || !bufs || !ids || !live) {
         sl_error("out of memory planning activation buffers");
         goto fail;
     }
@@ -135,6 +240,7 @@ int plan_create(const Graph *g, int inplace, Plan *p)
         p->offset[v] = PLAN_NONE;
         p->first[v] = p->last[v] = -1;
         p->buffer[v] = -1;
+        p->within[v] = -1;
         const Value *val = &g->values[v];
         if (val->data) continue;
         int def = v == g->input        ? 0
@@ -182,6 +288,8 @@ int plan_create(const Graph *g, int inplace, Plan *p)
         bufs[b].size = 0;
         bufs[b].first = nn + 2;
         bufs[b].last = -1;
+        bufs[b].parent = -1;
+        bufs[b].delta = 0;
     }
     size_t total = 0;
     for (int v = 0; v < nv; v++) {
@@ -197,17 +305,15 @@ int plan_create(const Graph *g, int inplace, Plan *p)
         }
         total += p->bytes[v];
     }
-    for (int b = 0; b < nb; b++)
-        ids[b] = b;
-    sort_ids(ids, nb, bufs);
-    size_t peak = 0;
-    for (int i = 0; i < nb; i++) {
-        place(bufs, ids[i], ids, i, live);
-        size_t end = bufs[ids[i]].offset + bufs[ids[i]].size;
-        if (end > peak) peak = end;
+    size_t peak = place_all(bufs, nb, ids, live);
+    if (inplace & PLAN_ALIAS_CONCAT) peak = alias_concats(g, p, bufs, nb, ids, live, peak);
+    for (int v = 0; v < nv; v++) {
+        int b = p->buffer[v];
+        if (b < 0) continue;
+        size_t off = 0;
+        for (; bufs[b].parent >= 0; b = bufs[b].parent) off += bufs[b].delta;
+        p->offset[v] = bufs[b].offset + off;
     }
-    for (int v = 0; v < nv; v++)
-        if (p->buffer[v] >= 0) p->offset[v] = bufs[p->buffer[v]].offset;
     p->n_buffers = nb;
     p->arena_bytes = peak;
     p->unplanned_bytes = total;

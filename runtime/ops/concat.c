@@ -35,8 +35,14 @@ void concat_forward(float *y, const float *const *x, const Shape *const *xs,
         off[k] = row;
         row += len[k];
     }
+    /* An input its producer already wrote at its place in y (the
+     * planner's in-place Concat, outer == 1 only) is not copied: memcpy
+     * onto itself is undefined. */
+    for (int k = 0; k < n_in; k++)
+        if (outer == 1 && x[k] == y + off[k]) len[k] = 0;
     int64_t max_len = 0;
     for (int k = 0; k < n_in; k++) max_len = len[k] > max_len ? len[k] : max_len;
+    if (max_len == 0) return;
     int64_t blocks = (max_len + CONCAT_BLOCK - 1) / CONCAT_BLOCK;
     int64_t tasks = outer * n_in * blocks;
 #pragma omp parallel for schedule(static)
