@@ -279,6 +279,13 @@ static const ConvCase convt_cases[] = {
     {2, 1, 3, 4, {5, 7}, {3, 2}, {1, 3}, {2, 1}, {0, 1}, {1, 0}, {0, 2}, 1, 0},
     {3, 1, 4, 4, {4, 5, 3}, {3, 3, 3}, {1, 1, 1}, {2, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0}, 1, 1},
     {1, 1, 3, 2, {9}, {3}, {2}, {1}, {1}, {0}, {1}, 1, 1},
+    /* tiling with odd channel counts (pairs of kx rows split across
+     * micro-tiles), a 1-wide kernel along W, and ICg = 300 > 256 (the
+     * column-buffer path) */
+    {2, 1, 13, 7, {9, 11}, {2, 2}, {2, 2}, {1, 1}, {0}, {0}, {0}, 1, 1},
+    {3, 2, 7, 3, {3, 5, 7}, {2, 2, 2}, {2, 2, 2}, {1, 1, 1}, {0}, {0}, {0}, 1, 0},
+    {2, 1, 5, 3, {6, 7}, {2, 1}, {2, 1}, {1, 1}, {0}, {0}, {0}, 1, 1},
+    {2, 1, 300, 3, {5, 6}, {2, 2}, {2, 2}, {1, 1}, {0}, {0}, {0}, 1, 1},
     /* several column chunks (OCg*K*Pin > 2 Mi floats) */
     {2, 1, 4, 8, {260, 257}, {2, 2}, {2, 2}, {1, 1}, {0}, {0}, {0}, 1, 1},
     {2, 1, 2, 4, {250, 251}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, 1, 1},
@@ -303,6 +310,79 @@ static void test_conv_transpose(void **state)
     (void)state;
     for (size_t i = 0; i < sizeof convt_cases / sizeof convt_cases[0]; i++)
         run_case(&convt_cases[i], 1);
+}
+
+/* Kernel == stride: the GEMM's tiles go straight into y (ct_store), and
+ * must give the bits the column-buffer path gave: col = W^T X from the
+ * same GEMM (gemm_t, W read transposed), then y = bias + col at each
+ * footprint position.  Odd channel counts and widths, groups, batch 2,
+ * 2D and 3D. */
+static void test_conv_transpose_direct(void **state)
+{
+    (void)state;
+    static const ConvCase cases[] = {
+        {2, 2, 13, 7, {9, 11}, {2, 2}, {2, 2}, {1, 1}, {0}, {0}, {0}, 1, 1},
+        {2, 1, 41, 16, {14, 12}, {2, 2}, {2, 2}, {1, 1}, {0}, {0}, {0}, 1, 1},
+        {2, 1, 94, 19, {7, 6}, {2, 2}, {2, 2}, {1, 1}, {0}, {0}, {0}, 1, 0},
+        {2, 2, 6, 10, {5, 37}, {2, 2}, {2, 2}, {1, 1}, {0}, {0}, {0}, 2, 1},
+        {2, 1, 256, 3, {4, 5}, {2, 2}, {2, 2}, {1, 1}, {0}, {0}, {0}, 1, 1},
+        {3, 2, 7, 5, {3, 5, 7}, {2, 2, 2}, {2, 2, 2}, {1, 1, 1}, {0}, {0}, {0}, 1, 1},
+        {3, 1, 3, 5, {3, 4, 5}, {1, 2, 2}, {1, 2, 2}, {1, 1, 1}, {0}, {0}, {0}, 1, 1},
+        {2, 1, 5, 3, {6, 7}, {2, 1}, {2, 1}, {1, 1}, {0}, {0}, {0}, 1, 1},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const ConvCase *cc = &cases[ci];
+        TestRng r = {(uint64_t)(ci + 11)};
+        Shape xs, ws, ys;
+        ConvParams p;
+        case_shapes(cc, 1, &xs, &ws, &ys, &p);
+        size_t nx = (size_t)shape_numel(&xs), nw = (size_t)shape_numel(&ws);
+        size_t ny = (size_t)shape_numel(&ys);
+        float *x = alloc_fill(&r, nx), *w = alloc_fill(&r, nw);
+        float *b = cc->bias ? alloc_fill(&r, (size_t)cc->oc) : NULL;
+        float *y = alloc_nan(ny), *yold = alloc_nan(ny);
+        float *sc = alloc_nan(conv_transpose_scratch_floats(&xs, &ys, &p));
+        conv_transpose_forward(y, x, w, b, &xs, &ys, &p, sc);
+        /* the column-buffer arithmetic, one (sample, group) at a time */
+        int icg = cc->ic / cc->group, ocg = cc->oc / cc->group;
+        int ksp = 1, pin = 1;
+        int in3[3] = {1, 1, 1}, k3[3] = {1, 1, 1};
+        for (int i = 0; i < cc->nsp; i++) {
+            ksp *= cc->k[i];
+            pin *= cc->in[i];
+            in3[3 - cc->nsp + i] = cc->in[i];
+            k3[3 - cc->nsp + i] = cc->k[i];
+        }
+        int m = ocg * ksp;
+        float *col = alloc_nan((size_t)m * pin);
+        float *pack = alloc_nan(gemm_pack_floats(m, pin, icg));
+        for (int n = 0; n < cc->n; n++)
+            for (int gr = 0; gr < cc->group; gr++) {
+                gemm_t(col, w + (size_t)gr * icg * m,
+                       x + ((size_t)n * cc->ic + (size_t)gr * icg) * pin, m,
+                       pin, icg, m, pin, pin, 1, 0, 0, pack);
+                for (int i = 0; i < m; i++) {
+                    int oc = gr * ocg + i / ksp, kk = i % ksp;
+                    int kx = kk % k3[2], ky = kk / k3[2] % k3[1];
+                    int kz = kk / (k3[2] * k3[1]);
+                    float bias = b ? b[oc] : 0.0f;
+                    for (int j = 0; j < pin; j++) {
+                        int ix = j % in3[2], iy = j / in3[2] % in3[1];
+                        int iz = j / (in3[2] * in3[1]);
+                        size_t o = ((((size_t)n * cc->oc + oc) * in3[0] * k3[0] +
+                                     (size_t)iz * k3[0] + kz) * in3[1] * k3[1] +
+                                    (size_t)iy * k3[1] + ky) * in3[2] * k3[2] +
+                                   (size_t)ix * k3[2] + kx;
+                        yold[o] = bias + col[(size_t)i * pin + j];
+                    }
+                }
+            }
+        if (memcmp(y, yold, ny * sizeof(float)))
+            fprintf(stderr, "convT case %zu: direct store differs\n", ci);
+        assert_memory_equal(y, yold, ny * sizeof(float));
+        sl_free(x); sl_free(w); sl_free(b); sl_free(y); sl_free(yold);
+        sl_free(sc); sl_free(col); sl_free(pack);
+    }
 }
 
 /* Pruned layers have any channel count: every remainder of the row
@@ -583,6 +663,7 @@ int main(void)
         cmocka_unit_test(test_conv3d),
         cmocka_unit_test(test_conv_pruned_channels),
         cmocka_unit_test(test_conv_transpose),
+        cmocka_unit_test(test_conv_transpose_direct),
         cmocka_unit_test(test_fallback_isas),
         cmocka_unit_test(test_threads_identical),
         cmocka_unit_test(test_threads_random),

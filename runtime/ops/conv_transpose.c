@@ -15,7 +15,13 @@
  * (chunk, kernel offset, input voxel), so results do not depend on the
  * thread count.  When kernel == stride, dilation 1 and no padding
  * (nnU-Net's 2x2 / 2x2x2 upsampling) the kernel footprints tile the
- * output exactly: the scatter is a plain store of bias + col.
+ * output exactly: the scatter is a plain store of bias + col.  Then, with
+ * ICg <= GEMM_KC_MAX (one block of depth), there is no col buffer at
+ * all: the GEMM hands each finished micro-tile (an L1-sized temporary)
+ * to ct_store, which stores bias + tile straight into y (or into the
+ * Concat slice y is planned in): the same values, bit for bit, without
+ * writing and reading back a column buffer of up to 8 MiB per chunk, and
+ * one parallel region per (sample, group) instead of two per chunk.
  */
 #include <string.h>
 
@@ -55,11 +61,19 @@ static int ct_is_tiling(const ConvGeom *g)
     return 1;
 }
 
+/* Tiling and one block of depth: the GEMM stores into y itself. */
+static int ct_direct(const ConvGeom *g)
+{
+    return ct_is_tiling(g) && g->icg <= GEMM_KC_MAX;
+}
+
 size_t conv_transpose_scratch_floats(const Shape *xs, const Shape *ys,
                                      const ConvParams *p)
 {
     ConvGeom g;
     conv_geom_fill(&g, xs, ys, p);
+    if (ct_direct(&g))
+        return gemm_pack_floats((int)(g.ocg * g.k_sp), (int)g.in_sp, g.icg);
     int m = (int)(g.ocg * g.k_sp), nc = ct_chunk(&g);
     return (size_t)m * (size_t)nc + 16 + gemm_pack_floats(m, nc, g.icg);
 }
@@ -179,6 +193,80 @@ static void col2im_chunk(float *yg, const float *col, const float *bg,
     }
 }
 
+/* Where ct_store writes: one (sample, group) of a tiling ConvTranspose. */
+typedef struct {
+    const ConvGeom *g;
+    float *yg;       /* [OCg, out...] */
+    const float *bg; /* [OCg] or NULL */
+    int avx512;      /* interleave2_avx512 may run */
+} CtStore;
+
+/* Widest micro-tile (gemm.c's kernels are at most 64 columns wide). */
+#define CT_TILE_COLS 64
+
+/* GemmStoreFn: tile rows i0 .. i0+mr_v are col rows (oc, kz, ky, kx),
+ * columns j0 .. j0+nr_v input voxels (iz, iy, ix); each goes to
+ * y[oc][iz*sz + kz][iy*sy + ky][ix*sx + kx] as bias + value, what
+ * col2im_chunk (assign) and col2im_tiling_w2 store from col.  With a
+ * 2-wide kernel along W the rows kx = 0 and 1 of a tile are written
+ * together, interleaved, so each output row segment is stored once,
+ * contiguously. */
+static void ct_store(const void *ctx, int i0, int j0, const float *tile,
+                     int ldt, int mr_v, int nr_v)
+{
+    const CtStore *c = ctx;
+    const ConvGeom *g = c->g;
+    const int KX = g->k[2], KY = g->k[1], KZ = g->k[0];
+    const int OH = g->out[1], OW = g->out[2], IH = g->in[1], IW = g->in[2];
+    /* The tile's columns cut into runs along input rows, once for all
+     * its rows: column offset, length, first output index of kernel
+     * offset 0. */
+    int jr[CT_TILE_COLS], len[CT_TILE_COLS];
+    size_t base[CT_TILE_COLS];
+    CHECK(nr_v <= CT_TILE_COLS);
+    int nrun = 0;
+    int ix = j0 % IW, iy = j0 / IW % IH, iz = j0 / (IW * IH);
+    for (int jj = 0; jj < nr_v;) {
+        int l = IW - ix < nr_v - jj ? IW - ix : nr_v - jj;
+        jr[nrun] = jj;
+        len[nrun] = l;
+        base[nrun++] = ((size_t)iz * g->s[0] * OH + (size_t)iy * g->s[1]) *
+                           OW + (size_t)ix * g->s[2];
+        jj += l;
+        ix = 0;
+        if (++iy == IH) {
+            iy = 0;
+            iz++;
+        }
+    }
+    for (int r = 0; r < mr_v; r++) {
+        int i = i0 + r;
+        int kx = i % KX, ky = i / KX % KY, kz = i / (KX * KY) % KZ;
+        int oc = i / (KX * KY * KZ);
+        const float *t0 = tile + (size_t)r * ldt;
+        float bias = c->bg ? c->bg[oc] : 0.0f;
+        float *yk = c->yg + (size_t)oc * (size_t)g->out_sp +
+                    ((size_t)kz * OH + ky) * OW + kx;
+        int pair = KX == 2 && kx == 0 && r + 1 < mr_v;
+        for (int q = 0; q < nrun; q++) {
+            float *yr = yk + base[q];
+            const float *a = t0 + jr[q];
+            if (pair && c->avx512) {
+                interleave2_avx512(yr, a, a + ldt, bias, len[q]);
+            } else if (pair) {
+                for (int t = 0; t < len[q]; t++) {
+                    yr[2 * t] = bias + a[t];
+                    yr[2 * t + 1] = bias + a[ldt + t];
+                }
+            } else {
+                for (int t = 0; t < len[q]; t++)
+                    yr[(size_t)t * g->s[2]] = bias + a[t];
+            }
+        }
+        r += pair;
+    }
+}
+
 /* y [N,OC,out...], x [N,IC,in...], w [IC,OCg,K...], b [OC] or NULL,
  * scratch conv_transpose_scratch_floats(). */
 void conv_transpose_forward(float *y, const float *x, const float *w,
@@ -190,6 +278,25 @@ void conv_transpose_forward(float *y, const float *x, const float *w,
     const int m = (int)(g.ocg * g.k_sp), pin = (int)g.in_sp;
     const int chunk = ct_chunk(&g), tiling = ct_is_tiling(&g);
     const GemmIsa isa = gemm_isa_best();
+    if (ct_direct(&g)) {
+        for (int n = 0; n < g.n; n++)
+            for (int gr = 0; gr < g.group; gr++) {
+                CtStore st = {&g,
+                              y + ((size_t)n * g.oc + (size_t)gr * g.ocg) *
+                                      (size_t)g.out_sp,
+                              b ? b + (size_t)gr * g.ocg : NULL,
+                              isa == GEMM_ISA_AVX512};
+                GemmSrc as = {gemm_pack_a_dense,
+                              w + (size_t)gr * g.icg * m, m, 1, NULL};
+                GemmSrc bs = {gemm_pack_b_dense,
+                              x + ((size_t)n * g.ic + (size_t)gr * g.icg) *
+                                      (size_t)pin,
+                              pin, 0, NULL};
+                gemm_run_store(isa, ct_store, &st, &as, &bs, m, pin, g.icg,
+                               scratch);
+            }
+        return;
+    }
     const int tiling_w2 = tiling && g.k[2] == 2 && isa == GEMM_ISA_AVX512;
     float *col = scratch;
     float *pack = scratch + ((size_t)m * (size_t)chunk + 15) / 16 * 16;

@@ -51,6 +51,7 @@
  * GEMM_NC: width of an output tile; B block KC x NC = 384 KiB, also
  * L2-resident while it is packed and consumed.  A multiple of every NR. */
 #define GEMM_KC 256
+_Static_assert(GEMM_KC == GEMM_KC_MAX, "gemm_core.h states the depth block");
 #define GEMM_MC 384
 #define GEMM_NC 384
 /* Largest MR and NR over the kernels below (sizes the edge temporary). */
@@ -564,17 +565,14 @@ static void run_tile(const KernInfo *kd, MicroFn fn, int kc, const float *ap,
     }
 }
 
-/* c [m, n] with ldc; a, b: operand sources (gemm_core.h); rowinit [m] or
- * NULL; pack gemm_pack_floats(m, n, k). */
-void gemm_run(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
-              const GemmSrc *b, int m, int n, int k, int accumulate,
-              const float *rowinit, float *pack)
+/* The driver of gemm_run and gemm_run_store: C tiles into c (ldc), or,
+ * with store set (then k <= GEMM_KC), each micro-tile through a
+ * temporary handed to store. */
+static void gemm_drive(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
+                       const GemmSrc *b, int m, int n, int k, int accumulate,
+                       const float *rowinit, float *pack, GemmStoreFn store,
+                       const void *ctx)
 {
-    if (m <= 0 || n <= 0) return;
-    if (k <= 0) {
-        gemm_k0(c, ldc, m, n, accumulate, rowinit);
-        return;
-    }
     const KernInfo *kd = &kern_table[isa];
     CHECK(kd->fn); /* an ISA this build has kernels for (gemm_isa_best) */
     const int mr = kd->mr, nr = kd->nr;
@@ -607,6 +605,7 @@ void gemm_run(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
     {
         float *pa = base + (size_t)omp_get_thread_num() * per;
         float *pb = pa + a_off;
+        float tile[GEMM_MR_MAX * GEMM_NR_MAX]; /* gemm_run_store's */
 #pragma omp for schedule(dynamic, 1)
         for (int t = 0; t < ntiles; t++) {
             int i0 = (t / tn) * mc, j0 = (t % tn) * nc;
@@ -629,6 +628,13 @@ void gemm_run(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
                         const float *ap =
                             ip ? a->p + (size_t)(i0 + ir) * a->ld + pc
                                : pa + (size_t)((ir - mfull) / mr) * kc * mr;
+                        if (store) {
+                            (ip ? kd->fnu : kd->fn)(kc, ap, a->ld, bp, tile,
+                                                    nr, STORE_SET, NULL);
+                            store(ctx, i0 + ir, j0 + jr, tile, nr,
+                                  min_i(mr, mcur - ir), min_i(nr, ncur - jr));
+                            continue;
+                        }
                         run_tile(kd, ip ? kd->fnu : kd->fn, kc, ap, a->ld, bp,
                                  c + (size_t)(i0 + ir) * ldc + j0 + jr, ldc,
                                  mode, rowinit ? rowinit + i0 + ir : NULL,
@@ -638,6 +644,30 @@ void gemm_run(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
             }
         }
     }
+}
+
+/* c [m, n] with ldc; a, b: operand sources (gemm_core.h); rowinit [m] or
+ * NULL; pack gemm_pack_floats(m, n, k). */
+void gemm_run(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
+              const GemmSrc *b, int m, int n, int k, int accumulate,
+              const float *rowinit, float *pack)
+{
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) {
+        gemm_k0(c, ldc, m, n, accumulate, rowinit);
+        return;
+    }
+    gemm_drive(isa, c, ldc, a, b, m, n, k, accumulate, rowinit, pack, NULL,
+               NULL);
+}
+
+void gemm_run_store(GemmIsa isa, GemmStoreFn store, const void *ctx,
+                    const GemmSrc *a, const GemmSrc *b, int m, int n, int k,
+                    float *pack)
+{
+    CHECK(k >= 1 && k <= GEMM_KC);
+    if (m <= 0 || n <= 0) return;
+    gemm_drive(isa, NULL, 0, a, b, m, n, k, 0, NULL, pack, store, ctx);
 }
 
 /* ---- prepacked operands (Winograd) ---- */

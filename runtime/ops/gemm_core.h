@@ -52,6 +52,21 @@ void gemm_run(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
               const GemmSrc *b, int m, int n, int k, int accumulate,
               const float *rowinit, float *pack);
 
+/* gemm_run without C: each finished micro-tile, rows i0 .. i0+mr_v and
+ * columns j0 .. j0+nr_v of the product, is handed to store as tile
+ * [mr_v][nr_v] (row stride ldt), so a caller can scatter C wherever it
+ * belongs (ConvTranspose: straight into its output) without a C buffer.
+ * Called by the tile's thread; tiles are disjoint.  k <= GEMM_KC_MAX
+ * (one block of depth, so each tile is final when handed over; its
+ * values are bit-identical to gemm_run's C without rowinit).  pack:
+ * gemm_pack_floats(m, n, k). */
+#define GEMM_KC_MAX 256
+typedef void (*GemmStoreFn)(const void *ctx, int i0, int j0,
+                            const float *tile, int ldt, int mr_v, int nr_v);
+void gemm_run_store(GemmIsa isa, GemmStoreFn store, const void *ctx,
+                    const GemmSrc *a, const GemmSrc *b, int m, int n, int k,
+                    float *pack);
+
 /* Dense packers, usable as GemmSrc.pack for plain matrices. */
 void gemm_pack_a_dense(const GemmSrc *s, float *dst, int k0, int kc, int i0,
                        int mc, int r);
