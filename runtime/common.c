@@ -15,13 +15,15 @@
 /* The only mutable process state in the library: the last error line (so a
  * failure is reported once, by the layer that knows most) and the test hook
  * hooks of the allocator (fail the n-th allocation, record the largest
- * request).  All are diagnostics, never part of a computation. */
+ * request and the sum of requests).  All are diagnostics, never part of a computation. */
 static char last_error[1024];
 static int error_reported;
 static int error_quiet;
 static long alloc_fail_countdown = -1;
 static size_t alloc_largest;
-static int alloc_track; /* record alloc_largest (off: no shared writes) */
+static size_t alloc_total;
+static int alloc_track; /* record alloc_largest and alloc_total (off: no
+                          * shared writes) */
 
 const char *sl_strerror(int code)
 {
@@ -155,13 +157,16 @@ void sl_alloc_track(int on)
 {
     alloc_track = on;
     alloc_largest = 0;
+    alloc_total = 0;
 }
 
 size_t sl_alloc_largest(void) { return alloc_largest; }
+size_t sl_alloc_total(void) { return alloc_total; }
 
 static int alloc_should_fail(size_t bytes)
 {
     if (alloc_track && bytes > alloc_largest) alloc_largest = bytes;
+    if (alloc_track) alloc_total += bytes;
     if (alloc_fail_countdown < 0) return 0;
     if (alloc_fail_countdown == 0) {
         alloc_fail_countdown = -1;

@@ -75,6 +75,10 @@ void sl_alloc_fail_after(long n);
  * Process-wide, single-threaded tests only; off by default. */
 void sl_alloc_track(int on);
 size_t sl_alloc_largest(void);
+/* The bytes requested from sl_alloc/sl_calloc/sl_realloc since
+ * sl_alloc_track(1) (frees not subtracted): what a step allocated, for a
+ * test that counts the copies a model's weights have at load. */
+size_t sl_alloc_total(void);
 
 /* Internal invariant (never input validation): print file:line and abort. */
 #define CHECK(x)                                                              \

@@ -28,12 +28,24 @@
  * Every byte of a valid file is covered by a checksum or checked to be
  * zero, so any single-byte corruption is detected.  Encoded and decoded
  * with the byte codec (bytes.h), as every other file of the project.
+ *
+ * Reading a file never holds it whole in memory: the header, the table
+ * and the small sections are read as needed, and each weight is read
+ * once, straight into its own aligned buffer (the graph's), with the
+ * WGHT checksum computed over the bytes as they arrive.  So loading a
+ * model needs one copy of its weights, not the file plus a copy.  For
+ * that the reader requires the weights in the order the writer puts
+ * them: by increasing offset, none overlapping another.
  */
 #include "sslim.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "bytes.h"
 #include "common.h"
@@ -475,9 +487,149 @@ static void get_params(ByteReader *r, Node *n)
 /* Bytes in the GRPH section per value and per node, at least. */
 #define MIN_VALUE_BYTES 12
 #define MIN_NODE_BYTES 16
+/* Stack buffer for checksumming bytes that are not kept (gaps, unknown
+ * sections) when reading from a file. */
+#define SCAN_CHUNK 16384
 
-static int get_graph(ByteReader *r, const uint8_t *w, size_t wsize, Graph *g)
+/* Where the reader's bytes come from: the whole file in memory
+ * (sslim_decode), or an open file read piece by piece (sslim_read). */
+typedef struct {
+    const uint8_t *mem; /* the whole file, or NULL: read fd */
+    int fd;
+    size_t size;
+    const char *what;
+} Src;
+
+/* n bytes at off into dst; off + n <= size (the caller checked). */
+static int src_read(const Src *s, size_t off, void *dst, size_t n)
 {
+    CHECK(off <= s->size && n <= s->size - off);
+    if (s->mem) {
+        if (n) memcpy(dst, s->mem + off, n);
+        return SL_OK;
+    }
+    uint8_t *p = dst;
+    while (n) {
+        ssize_t r = pread(s->fd, p, n, (off_t)off);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            /* r == 0: the file shrank since it was opened */
+            sl_error("cannot read '%s': %s; check the file", s->what,
+                     r < 0 ? strerror(errno) : "it got shorter while read");
+            return ERR_IO;
+        }
+        p += r;
+        off += (size_t)r;
+        n -= (size_t)r;
+    }
+    return SL_OK;
+}
+
+/* Bytes [off, off + n): a pointer into the buffer, or read into a new
+ * one (*own, which the caller sl_free()s). */
+static int src_view(const Src *s, size_t off, size_t n, const uint8_t **p,
+                    uint8_t **own)
+{
+    *own = NULL;
+    if (s->mem) {
+        *p = s->mem + off;
+        return SL_OK;
+    }
+    if (!(*own = sl_alloc(n))) return ERR_NOMEM;
+    int rc = src_read(s, off, *own, n);
+    if (rc) {
+        sl_free(*own);
+        *own = NULL;
+        return rc;
+    }
+    *p = *own;
+    return SL_OK;
+}
+
+/* Continue *crc over bytes [off, off + n); set *nonzero (if given) when
+ * one of them is not 0.  From a file, in chunks: nothing is kept. */
+static int src_scan(const Src *s, size_t off, size_t n, uint32_t *crc,
+                    int *nonzero)
+{
+    uint8_t chunk[SCAN_CHUNK];
+    while (n) {
+        size_t k = s->mem || n < sizeof chunk ? n : sizeof chunk;
+        const uint8_t *p = chunk;
+        if (s->mem) {
+            CHECK(off <= s->size && k <= s->size - off);
+            p = s->mem + off;
+        } else {
+            int rc = src_read(s, off, chunk, k);
+            if (rc) return rc;
+        }
+        *crc = sl_crc32(*crc, p, k);
+        for (size_t i = 0; nonzero && !*nonzero && i < k; i++)
+            if (p[i]) *nonzero = 1;
+        off += k;
+        n -= k;
+    }
+    return SL_OK;
+}
+
+static int host_little_endian(void)
+{
+    const uint16_t one = 1;
+    uint8_t b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+
+/* The WGHT section as the values are read: each weight goes from the
+ * source straight into its buffer, and the section's checksum runs over
+ * the bytes in file order (gaps included) as they pass. */
+typedef struct {
+    const Src *src;
+    size_t off, size; /* the section in the source */
+    size_t pos;       /* bytes of the section consumed so far */
+    uint32_t crc, want;
+} WeightStream;
+
+/* Read ne floats at section offset off (>= ws->pos, checked by the
+ * caller) into data. */
+static int weights_take(WeightStream *ws, size_t off, float *data,
+                        size_t ne)
+{
+    size_t nb = ne * sizeof(float);
+    int rc = src_scan(ws->src, ws->off + ws->pos, off - ws->pos, &ws->crc,
+                      NULL);
+    if (!rc) rc = src_read(ws->src, ws->off + off, data, nb);
+    if (rc) return rc;
+    ws->crc = sl_crc32(ws->crc, data, nb);
+    ws->pos = off + nb;
+    if (!host_little_endian()) {
+        uint8_t *b = (uint8_t *)data;
+        for (size_t i = 0; i < ne; i++) {
+            uint32_t u = sl_rd32(b + 4 * i);
+            memcpy(b + 4 * i, &u, 4);
+        }
+    }
+    return SL_OK;
+}
+
+/* The rest of the section, then its checksum. */
+static int weights_finish(WeightStream *ws)
+{
+    int rc = src_scan(ws->src, ws->off + ws->pos, ws->size - ws->pos,
+                      &ws->crc, NULL);
+    if (rc) return rc;
+    ws->pos = ws->size;
+    if (ws->crc != ws->want) {
+        sl_error("'%s' is corrupted: section WGHT checksum mismatch; "
+                 "re-export with sauron-compress",
+                 ws->src->what);
+        return ERR_FORMAT;
+    }
+    return SL_OK;
+}
+
+static int get_graph(ByteReader *r, WeightStream *ws, Graph *g)
+{
+    const size_t wsize = ws->size;
     int nv = (int)br_count(r, 1 << 24, MIN_VALUE_BYTES);
     for (int i = 0; !r->err && i < nv; i++) {
         char *name = br_str(r, MAX_STRING);
@@ -496,15 +648,13 @@ static int get_graph(ByteReader *r, const uint8_t *w, size_t wsize, Graph *g)
             int64_t ne = shape_numel(&s);
             if (r->err || ne < 1 || (uint64_t)ne > wsize / 4 ||
                 nb != (uint64_t)ne * 4 || off % WEIGHT_ALIGN || off > wsize ||
-                nb > wsize - off) {
+                nb > wsize - off || off < ws->pos) {
                 if (!r->err) r->err = ERR_FORMAT;
             } else if (!(data = sl_alloc((size_t)nb))) {
                 r->err = ERR_NOMEM;
             } else {
-                ByteReader wr;
-                br_init(&wr, w + off, (size_t)nb);
-                br_f32s(&wr, data, (size_t)ne);
-                CHECK(!wr.err); /* nb == 4 * ne, inside the section */
+                int rc = weights_take(ws, (size_t)off, data, (size_t)ne);
+                if (rc) r->err = rc;
             }
         }
         if (r->err) {
@@ -515,6 +665,11 @@ static int get_graph(ByteReader *r, const uint8_t *w, size_t wsize, Graph *g)
         int rc = graph_add_value(g, name, &s, data); /* owns data now */
         sl_free(name);
         if (rc < 0) return rc;
+    }
+    /* every weight is in: the section's checksum before anything else */
+    if (!r->err) {
+        int rc = weights_finish(ws);
+        if (rc) return rc;
     }
     int nn = (int)br_count(r, 1 << 24, MIN_NODE_BYTES);
     for (int i = 0; !r->err && i < nn; i++) {
@@ -548,12 +703,19 @@ int sslim_is_sslim(const uint8_t *data, size_t size)
     return size >= 8 && memcmp(data, MAGIC, 8) == 0;
 }
 
-/* Check the header, the section table and the checksums; find the
- * offsets of the three sections we need. */
-static int check_layout(const uint8_t *data, size_t size, const char *what,
-                        size_t off[N_SEC], size_t len[N_SEC])
+/* Check the header, the section table, the padding and the checksums
+ * (the WGHT section's later, as its weights are read: *wcrc is the one
+ * the table gives); find the offsets of the sections we need. */
+static int check_layout(const Src *src, size_t off[N_SEC], size_t len[N_SEC],
+                        uint32_t *wcrc)
 {
-    if (!sslim_is_sslim(data, size)) {
+    const char *what = src->what;
+    const size_t size = src->size;
+    uint8_t data[HEADER_BYTES + MAX_SECTIONS * SECTION_BYTES];
+    size_t hn = size < HEADER_BYTES ? size : HEADER_BYTES;
+    int rc = src_read(src, 0, data, hn);
+    if (rc) return rc;
+    if (!sslim_is_sslim(data, hn)) {
         sl_error("'%s' is not a .sslim file (wrong magic); give a model "
                  "written by sauron-compress",
                  what);
@@ -584,6 +746,9 @@ static int check_layout(const uint8_t *data, size_t size, const char *what,
     }
     size_t table_end = HEADER_BYTES + (size_t)ns * SECTION_BYTES;
     if (table_end > size) goto truncated;
+    if ((rc = src_read(src, HEADER_BYTES, data + HEADER_BYTES,
+                       table_end - HEADER_BYTES)))
+        return rc;
     uint32_t hc = sl_crc32(0, data, 20);
     hc = sl_crc32(hc, data + 24, table_end - 24);
     if (hc != sl_rd32(data + 20)) {
@@ -607,14 +772,22 @@ static int check_layout(const uint8_t *data, size_t size, const char *what,
                      what, tag);
             return ERR_FORMAT;
         }
-        for (size_t k = prev_end; k < o; k++)
-            if (data[k]) {
-                sl_error("'%s' is corrupted: nonzero padding before section "
-                         "%s; re-export with sauron-compress",
-                         what, tag);
-                return ERR_FORMAT;
-            }
-        if (sl_crc32(0, data + o, (size_t)l) != sl_rd32(t + 4)) {
+        uint32_t unused = 0;
+        int nonzero = 0;
+        if ((rc = src_scan(src, prev_end, (size_t)o - prev_end, &unused,
+                           &nonzero)))
+            return rc;
+        if (nonzero) {
+            sl_error("'%s' is corrupted: nonzero padding before section "
+                     "%s; re-export with sauron-compress",
+                     what, tag);
+            return ERR_FORMAT;
+        }
+        int is_w = memcmp(t, TAGS[SEC_WEIGHTS], 4) == 0;
+        uint32_t crc = 0;
+        if (!is_w && (rc = src_scan(src, (size_t)o, (size_t)l, &crc, NULL)))
+            return rc;
+        if (!is_w && crc != sl_rd32(t + 4)) {
             sl_error("'%s' is corrupted: section %s checksum mismatch; "
                      "re-export with sauron-compress",
                      what, tag);
@@ -632,6 +805,7 @@ static int check_layout(const uint8_t *data, size_t size, const char *what,
             off[s] = (size_t)o;
             len[s] = (size_t)l;
         }
+        if (is_w) *wcrc = sl_rd32(t + 4);
         prev_end = (size_t)(o + l);
     }
     if (prev_end != size) {
@@ -662,49 +836,81 @@ truncated:
     return ERR_FORMAT;
 }
 
-int sslim_decode(const uint8_t *data, size_t size, const char *what, Graph *g)
+static int decode(const Src *src, Graph *g)
 {
     size_t off[N_SEC] = {0}, len[N_SEC] = {0};
+    uint32_t wcrc = 0;
+    const uint8_t *p = NULL;
+    uint8_t *own = NULL;
     int rc;
     int sec = SEC_META;
-    what = what ? what : "model";
     graph_init(g);
-    if ((rc = check_layout(data, size, what, off, len))) goto fail;
-    ByteReader r, rg;
-    br_init(&r, data + off[SEC_META], len[SEC_META]);
+    if ((rc = check_layout(src, off, len, &wcrc))) goto fail;
+    ByteReader r;
+    if ((rc = src_view(src, off[SEC_META], len[SEC_META], &p, &own)))
+        goto fail;
+    br_init(&r, p, len[SEC_META]);
     get_meta(&r, &g->meta);
     if ((rc = br_finish(&r))) goto fail;
+    sl_free(own);
+    own = NULL;
     sec = SEC_GEOM;
     if (len[SEC_GEOM]) {
-        ByteReader rm;
-        br_init(&rm, data + off[SEC_GEOM], len[SEC_GEOM]);
-        get_grid(&rm, &g->meta);
-        if ((rc = rm.err)) goto fail;
+        if ((rc = src_view(src, off[SEC_GEOM], len[SEC_GEOM], &p, &own)))
+            goto fail;
+        br_init(&r, p, len[SEC_GEOM]);
+        get_grid(&r, &g->meta);
+        if ((rc = r.err)) goto fail;
+        sl_free(own);
+        own = NULL;
     }
     sec = SEC_GRAPH;
-    br_init(&rg, data + off[SEC_GRAPH], len[SEC_GRAPH]);
-    if ((rc = get_graph(&rg, data + off[SEC_WEIGHTS], len[SEC_WEIGHTS], g)))
+    if ((rc = src_view(src, off[SEC_GRAPH], len[SEC_GRAPH], &p, &own)))
         goto fail;
-    if ((rc = graph_validate(g, what))) goto fail;
+    br_init(&r, p, len[SEC_GRAPH]);
+    WeightStream ws = {src, off[SEC_WEIGHTS], len[SEC_WEIGHTS], 0, 0, wcrc};
+    if ((rc = get_graph(&r, &ws, g))) goto fail;
+    sl_free(own);
+    own = NULL;
+    if ((rc = graph_validate(g, src->what))) goto fail;
     return SL_OK;
 fail:
+    sl_free(own);
     if (rc == ERR_NOMEM)
-        sl_error("out of memory reading '%s'", what);
+        sl_error("out of memory reading '%s'", src->what);
     else
         sl_error("'%s' is malformed: bad %s section; re-export with "
                  "sauron-compress",
-                 what, SEC_NAMES[sec]);
+                 src->what, SEC_NAMES[sec]);
     graph_free(g);
     return rc;
 }
 
+int sslim_decode(const uint8_t *data, size_t size, const char *what, Graph *g)
+{
+    Src src = {data, -1, size, what ? what : "model"};
+    return decode(&src, g);
+}
+
 int sslim_read(const char *path, Graph *g)
 {
-    uint8_t *data = NULL;
-    size_t size = 0;
     graph_init(g);
-    int rc = sl_read_file(path, &data, &size);
-    if (rc == SL_OK) rc = sslim_decode(data, size, path, g);
-    sl_free(data);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        sl_error("cannot open '%s': %s; check the path", path,
+                 strerror(errno));
+        return ERR_IO;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 0 ||
+        (uint64_t)st.st_size > SIZE_MAX) {
+        close(fd);
+        sl_error("'%s' is not a regular file; give the path of a file",
+                 path);
+        return ERR_IO;
+    }
+    Src src = {NULL, fd, (size_t)st.st_size, path};
+    int rc = decode(&src, g);
+    close(fd);
     return rc;
 }

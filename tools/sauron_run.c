@@ -269,8 +269,6 @@ static int run(const Args *a)
     Executor *e = NULL;
     float *x = NULL;
     double *ms = NULL;
-    uint8_t *head = NULL;
-    size_t hsize = 0;
     Shape sh;
     int rc;
     graph_init(&g);
@@ -289,17 +287,23 @@ static int run(const Args *a)
         rc = ERR_EXISTS;
         goto fail;
     }
-    if ((rc = sl_read_file(a->model, &head, &hsize))) goto fail;
-    if (!sslim_is_sslim(head, hsize) && has_suffix(a->model, ".onnx")) {
+    /* Only the magic is sniffed: sslim_read reads each weight once,
+     * straight into its buffer, and never holds the whole file. */
+    uint8_t head[8];
+    size_t hsize = 0;
+    FILE *mf = fopen(a->model, "rb");
+    if (mf) {
+        hsize = fread(head, 1, sizeof head, mf);
+        fclose(mf);
+    }
+    if (mf && !sslim_is_sslim(head, hsize) && has_suffix(a->model, ".onnx")) {
         sl_error("'%s' is an ONNX model; sauron-run reads .sslim only: "
                  "convert with sauron-compress --no-finetune first",
                  a->model);
         rc = ERR_UNSUPPORTED;
         goto fail;
     }
-    if ((rc = sslim_decode(head, hsize, a->model, &g))) goto fail;
-    sl_free(head);
-    head = NULL;
+    if ((rc = sslim_read(a->model, &g))) goto fail;
     if ((rc = read_input(a->input, &sh, &x))) goto fail;
     if ((rc = check_shape(&g, &sh, a->model))) goto fail;
     if ((rc = exec_create(&g, &sh, a->threads, &e))) goto fail;
@@ -336,7 +340,6 @@ fail:
     graph_free(&g);
     sl_free(x);
     sl_free(ms);
-    sl_free(head);
     return rc;
 }
 
