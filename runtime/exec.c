@@ -131,10 +131,12 @@ static void plan_concats(Executor *e)
 }
 
 /* Direct or Winograd for each Conv (see the top of the file); labels
- * say which ran ("Conv/direct", "Conv/winograd"). */
-static int plan_convs(Executor *e)
+ * say which ran ("Conv/direct", "Conv/winograd").  release: free each
+ * weight read by nothing but the Winograd layer that just transformed it
+ * (exec_create_lean). */
+static int plan_convs(Executor *e, const int *uses, int release)
 {
-    const Graph *g = e->g;
+    Graph *g = e->g;
     for (int i = 0; i < g->n_nodes; i++) {
         const Node *n = &g->nodes[i];
         if (n->op != OP_CONV || e->run[i] != RUN_OP) continue;
@@ -150,6 +152,10 @@ static int plan_convs(Executor *e)
                              e->n_threads, n->name);
             if (rc) return rc;
             e->run[i] = RUN_WINOGRAD;
+            if (release && uses[n->in[1]] == 1) {
+                sl_free(g->values[n->in[1]].data);
+                g->values[n->in[1]].data = NULL;
+            }
         }
         snprintf(e->label[i], sizeof e->label[i], "%s/%s", op_name(n->op),
                  algo == CONV_ALGO_WINOGRAD ? "winograd" : "direct");
@@ -157,7 +163,8 @@ static int plan_convs(Executor *e)
     return 0;
 }
 
-int exec_create(Graph *g, const Shape *input, int n_threads, Executor **out)
+static int create(Graph *g, const Shape *input, int n_threads, int release,
+                  Executor **out)
 {
     Executor *e = NULL;
     int *uses = NULL;
@@ -193,7 +200,7 @@ int exec_create(Graph *g, const Shape *input, int n_threads, Executor **out)
     }
     plan_fusions(e, uses);
     plan_concats(e);
-    if ((rc = plan_convs(e))) goto fail;
+    if ((rc = plan_convs(e, uses, release))) goto fail;
     rc = ERR_NOMEM;
     /* Scratch needs can grow with the thread count (per-thread GEMM
      * panels), so size it under the thread count exec_run will use. */
@@ -245,6 +252,25 @@ fail:
     sl_free(uses);
     exec_free(e);
     return rc;
+}
+
+int exec_create(Graph *g, const Shape *input, int n_threads, Executor **out)
+{
+    return create(g, input, n_threads, 0, out);
+}
+
+int exec_create_lean(Graph *g, const Shape *input, int n_threads,
+                     Executor **out)
+{
+    return create(g, input, n_threads, 1, out);
+}
+
+size_t exec_weight_bytes(const Executor *e)
+{
+    size_t b = 0;
+    for (int i = 0; i < e->g->n_nodes; i++)
+        if (e->wino[i]) b += wino_weight_bytes(e->wino[i]);
+    return b;
 }
 
 void exec_free(Executor *e)
@@ -314,7 +340,11 @@ int exec_run(Executor *e, const float *input, const float **outputs)
         if (e->skipping && i == e->skip_out_softmax) continue;
         const float *in[SL_MAX_INPUTS];
         for (int k = 0; k < n->n_in; k++)
-            in[k] = value_ptr(e, n->in[k]);
+            /* a Winograd layer reads its transformed weights, not these
+             * (which exec_create_lean may have freed) */
+            in[k] = e->run[i] == RUN_WINOGRAD && k == 1
+                        ? NULL
+                        : value_ptr(e, n->in[k]);
         float *y = value_ptr(e, n->out);
         /* An in-place Identity has nothing to do (and memcpy onto itself
          * is undefined). */

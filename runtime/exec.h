@@ -24,7 +24,19 @@ typedef struct Executor Executor;
  * fast with the passive wait policy, see exec_reexec_passive_wait.
  * Returns 0 or a negative code (message printed). */
 int exec_create(Graph *g, const Shape *input, int n_threads, Executor **out);
+/* exec_create for a program that runs one executor on g and nothing else
+ * (sauron-run): each weight that only this executor's Winograd layers
+ * read is freed from g as soon as its transformed form exists
+ * (g->values[w].data becomes NULL), before the activations are
+ * allocated, so memory holds one form of those weights, not both.  g can
+ * then run through this executor only: another exec_create on g refuses
+ * it (the weight is missing), and sslim_write, sauron-inspect or training
+ * must not be given it.  Outputs are those of exec_create. */
+int exec_create_lean(Graph *g, const Shape *input, int n_threads,
+                     Executor **out);
 void exec_free(Executor *e);
+/* Bytes of the transformed weights this executor holds (Winograd). */
+size_t exec_weight_bytes(const Executor *e);
 
 /* input: numel(input shape) floats.  outputs[k] receives a pointer to
  * graph output k (n_outputs entries), borrowed from the executor. */

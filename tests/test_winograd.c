@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "runtime/common.h"
 #include "runtime/exec.h"
@@ -37,6 +38,7 @@
 #include "runtime/ops/gemm_core.h"
 #include "runtime/ops/ops.h"
 #include "runtime/ops/winograd.h"
+#include "runtime/sslim.h"
 #include "tests/graphbuild.h"
 #include "tests/testutil.h"
 
@@ -414,6 +416,95 @@ static void test_executor(void **state)
             worst_scaled);
 }
 
+/* exec_create_lean keeps one form of each Winograd weight.  The model is
+ * read from a file (one copy of the weights: sslim_read), and creating
+ * the executor allocates the transformed weights, the arena and the
+ * scratch plus small bookkeeping, and frees the raw weights of its
+ * Winograd layers: what stays allocated for weights is the others' raw
+ * form plus the transformed forms, not both forms.  The outputs are
+ * exec_create's, bit for bit, and the graph cannot make a second
+ * executor (a weight is gone: refused with one line). */
+static void test_lean_weights(void **state)
+{
+    (void)state;
+    const char *saved = getenv("SL_CONV_ALGO");
+    set_algo("winograd");
+    Graph g;
+    assert_int_equal(build_unet(&g, 2, 2, 24, 3, 0, 41), 0);
+    char path[512];
+    snprintf(path, sizeof path, "%s/lean.sslim", test_tmpdir());
+    assert_int_equal(sslim_write(&g, path, 1), 0);
+    graph_free(&g);
+    Shape in = {4, {2, 2, 30, 26}};
+    size_t nin = (size_t)shape_numel(&in);
+    TestRng r = {17};
+    float *x = alloc_fill(&r, nin);
+    const float *o[SL_MAX_OUTPUTS];
+
+    Graph ref;
+    Executor *e = NULL;
+    assert_int_equal(sslim_read(path, &ref), 0);
+    size_t raw = 0;
+    for (int i = 0; i < ref.n_values; i++)
+        if (ref.values[i].data)
+            raw += (size_t)shape_numel(&ref.values[i].shape) * 4;
+    assert_int_equal(exec_create(&ref, &in, 2, &e), 0);
+    size_t wino = exec_weight_bytes(e);
+    assert_true(wino > 0);
+    assert_int_equal(exec_run(e, x, o), 0);
+    size_t nout = (size_t)shape_numel(exec_output_shape(e, 0));
+    float *want = sl_alloc(nout * sizeof(float));
+    assert_non_null(want);
+    memcpy(want, o[0], nout * sizeof(float));
+    /* raw bytes of the Winograd layers' weights */
+    size_t wraw = 0;
+    for (int i = 0; i < ref.n_nodes; i++)
+        if (!strcmp(exec_node_label(e, i), "Conv/winograd"))
+            wraw += (size_t)shape_numel(
+                        &ref.values[ref.nodes[i].in[1]].shape) * 4;
+    assert_true(wraw > 0);
+    exec_free(e);
+
+    Graph g2;
+    sl_alloc_track(1);
+    assert_int_equal(sslim_read(path, &g2), 0);
+    size_t t_read = sl_alloc_total();
+    assert_int_equal(exec_create_lean(&g2, &in, 2, &e), 0);
+    size_t t_exec = sl_alloc_total() - t_read;
+    sl_alloc_track(0);
+    /* reading: one copy of the weights (plus names, arrays, sections) */
+    assert_true(t_read >= raw && t_read < raw + 32 * 1024);
+    /* creating: the transformed weights, the arena and scratch, and
+     * bookkeeping (plan, labels, per-node arrays: a few KiB here) */
+    size_t need = wino + exec_arena_bytes(e);
+    if (!(t_exec >= need && t_exec < need + 32 * 1024))
+        fprintf(stderr, "exec_create_lean allocated %zu, expected %zu + "
+                "bookkeeping\n", t_exec, need);
+    assert_true(t_exec >= need && t_exec < need + 32 * 1024);
+    size_t live = 0;
+    for (int i = 0; i < g2.n_values; i++)
+        if (g2.values[i].data)
+            live += (size_t)shape_numel(&g2.values[i].shape) * 4;
+    assert_int_equal(live, raw - wraw);
+    assert_int_equal(exec_run(e, x, o), 0);
+    assert_int_equal(memcmp(o[0], want, nout * sizeof(float)), 0);
+    Executor *e2 = NULL;
+    sl_error_quiet(1);
+    sl_error_reset();
+    assert_int_not_equal(exec_create(&g2, &in, 2, &e2), 0);
+    assert_null(e2);
+    assert_true(sl_error_reported());
+    sl_error_reset();
+    sl_error_quiet(0);
+    exec_free(e);
+    graph_free(&g2);
+    graph_free(&ref);
+    sl_free(want);
+    sl_free(x);
+    unlink(path);
+    set_algo(saved);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -423,6 +514,7 @@ int main(void)
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_choice),
         cmocka_unit_test(test_executor),
+        cmocka_unit_test(test_lean_weights),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

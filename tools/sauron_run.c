@@ -306,7 +306,8 @@ static int run(const Args *a)
     if ((rc = sslim_read(a->model, &g))) goto fail;
     if ((rc = read_input(a->input, &sh, &x))) goto fail;
     if ((rc = check_shape(&g, &sh, a->model))) goto fail;
-    if ((rc = exec_create(&g, &sh, a->threads, &e))) goto fail;
+    /* one executor and nothing else on g: the lean form (exec.h) */
+    if ((rc = exec_create_lean(&g, &sh, a->threads, &e))) goto fail;
     ms = sl_calloc((size_t)a->repeat, sizeof *ms);
     if (!ms) {
         sl_error("out of memory");

@@ -252,6 +252,11 @@ nomem:
     return ERR_NOMEM;
 }
 
+size_t wino_weight_bytes(const WinoConv *wc)
+{
+    return (size_t)wc->ne * wc->ocp * wc->g.ic * sizeof(float);
+}
+
 void wino_free(WinoConv *wc)
 {
     if (!wc) return;

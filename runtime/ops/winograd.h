@@ -41,6 +41,8 @@ int wino_create(WinoConv **out, const float *w, const Shape *xs,
                 const Shape *ys, const ConvParams *p, int n_threads,
                 const char *name);
 void wino_free(WinoConv *wc);
+/* Bytes of its transformed weights. */
+size_t wino_weight_bytes(const WinoConv *wc);
 
 /* Scratch floats wino_forward needs (valid under any thread count). */
 size_t wino_scratch_floats(const WinoConv *wc);
