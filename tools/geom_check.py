@@ -16,10 +16,14 @@ runs `segment` with the given model on each, maps each label map to the
 variant; outside its field of view: background) and prints the brain
 Dice against ch2bet.nii.gz > 0 (its largest 6-connected component, as
 tools/make_datasets.py builds the training labels), with the CPU time
-(user + sys) and peak resident memory of each segment run.
+(user + sys) and peak resident memory of each segment run.  With --tta,
+each variant is segmented a second time with `segment --tta` (test-time
+mirroring) and the row also shows that run's Dice, CPU time and its CPU
+time over the plain run's (what mirroring costs and buys, issue 11).
 
     /usr/bin/python3 tools/geom_check.py [--segment build/bin/segment]
         [--model models/default.sslim] [--work build/geom] [--threads 2]
+        [--only 1mm,sagittal] [--tta]
 
 Prints one table row per variant, then the goal lines (Dice >= 0.95 on
 every variant; peak memory on the 0.5 mm scan <= its float32 size +
@@ -143,9 +147,9 @@ def dice(a, b):
     return 2.0 * np.logical_and(a, b).sum() / s if s else 1.0
 
 
-def run_segment(args, scan, out):
+def run_segment(args, scan, out, extra=()):
     cmd = [args.segment, "-q", "--force", "-m", args.model, "--threads",
-           str(args.threads), "-o", out, scan]
+           str(args.threads), "-o", out, scan] + list(extra)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     r = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd,
@@ -167,6 +171,8 @@ def main():
     ap.add_argument("--work", default="build/geom")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default="", help="comma-separated variants")
+    ap.add_argument("--tta", action="store_true",
+                    help="also run each variant with segment --tta")
     args = ap.parse_args()
     for p in (args.segment, args.model):
         if not os.path.exists(p):
@@ -181,8 +187,11 @@ def main():
     ref = lab == (1 + int(np.argmax(sizes)))
     only = [s for s in args.only.split(",") if s]
     rows = []
-    print("| variant | grid | axis code | brain Dice | segment CPU s | wall s | peak MB |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    head = "| variant | grid | axis code | brain Dice | segment CPU s | wall s | peak MB |"
+    if args.tta:
+        head += " Dice --tta | CPU s --tta | CPU --tta / plain |"
+    print(head)
+    print("| --- " * (head.count("|") - 1) + "|")
     for name, (arr, vaff, dtype) in variants(t1, aff, ref).items():
         if only and name not in only:
             continue
@@ -200,8 +209,16 @@ def main():
         d = dice(to_reference(labels, limg.affine, t1.shape, aff), ref)
         code = "".join(nib.aff2axcodes(vaff))
         rows.append((name, d, peak, shape, cpu))
-        print("| %s | %s | %s | %.4f | %.1f | %.1f | %.0f |%s" % (
-            name, "x".join(map(str, shape)), code, d, cpu, wall, peak,
+        tta = ""
+        if args.tta:
+            out_t = os.path.join(args.work, name + "_tta_seg.nii.gz")
+            cpu_t, _, _ = run_segment(args, scan, out_t, ["--tta"])
+            timg = nib.load(out_t)
+            d_t = dice(to_reference(np.asarray(timg.dataobj), timg.affine,
+                                    t1.shape, aff), ref)
+            tta = " %.4f | %.1f | %.2f |" % (d_t, cpu_t, cpu_t / cpu if cpu > 0 else 0)
+        print("| %s | %s | %s | %.4f | %.1f | %.1f | %.0f |%s%s" % (
+            name, "x".join(map(str, shape)), code, d, cpu, wall, peak, tta,
             "" if same else " OUTPUT GEOMETRY DIFFERS"))
         sys.stdout.flush()
     worst = min(r[1] for r in rows)
