@@ -2,7 +2,8 @@
 # Benchmark: our runtime (sauron-run) against ONNX Runtime (onnxruntime-node)
 # on the same ONNX models, same input, same machine, same run, 2 threads.
 #
-#   BUILD=build [QUICK=1] [RUNS=n] sh tools/bench.sh    (make bench / bench-quick)
+#   BUILD=build [QUICK=1] [RUNS=n] [BENCH_TRAIN=0] sh tools/bench.sh
+#       (make bench / bench-quick; RUNS=1 BENCH_TRAIN=0 checks that it runs)
 #
 # Needs the built programs in $BUILD/bin, /usr/bin/python3 with torch (to
 # export the models, once, into $BUILD/bench), node and npm (onnxruntime-node
@@ -58,25 +59,48 @@ timed() { # log cmd...
 }
 # value after "key" on the first line that starts with it (or n/a)
 field() { awk -v k="$1" '$1 == k {print $2; f = 1; exit} END {if (!f) print "n/a"}' "$2"; }
+# value after the word "key" anywhere (ort_segment.js's one-line results)
+kv() { awk -v k="$1" '{for (i = 1; i < NF; i++) if ($i == k) {print $(i + 1); f = 1; exit}} END {if (!f) print "n/a"}' "$2"; }
 
 rows=""
 status=0
-# slim2d: a 2D nnU-Net with Sauron-pruned channel counts (4..16), where
-# per-op overheads, not FLOPs, decide the latency (more runs: it is fast)
-for m in bench2d slim2d bench3d; do
+# ours: sauron-run on $OUT/$1.sslim, output and logs $OUT/$1.$4.*; the rest
+# of the arguments are environment assignments (SL_CONV_ALGO, SL_GEMM_ISA;
+# any the caller exported are dropped so that each line means one thing)
+ours() { # model shape runs tag [VAR=value ...]
+    m_=$1; shape_=$2; runs_=$3; tag_=$4; shift 4
+    timed "$OUT/$m_.$tag_.time" env -u SL_CONV_ALGO -u SL_GEMM_ISA "$@" \
+        "$BUILD/bin/sauron-run" "$OUT/$m_.sslim" --input "$OUT/$m_.in.bin" \
+        --shape "$shape_" --repeat "$runs_" --threads $THREADS --output "$OUT/$m_.$tag_.bin" --force \
+        >"$OUT/$m_.$tag_.txt" || die "sauron-run ($tag_: $*) failed on $OUT/$m_.sslim"
+}
+# median ms from sauron-run's "median X ms" line (or n/a)
+ours_ms() { awk '$1 == "median" {print $2; f = 1} END {if (!f) print "n/a"}' "$1"; }
+
+# Issue 13's goals for ours (auto) / ONNX Runtime, per model.
+goal_of() { case $1 in bench2d) echo 0.6 ;; slim2d) echo 0.33 ;; bench3d) echo 0.35 ;; slim3d) echo 0.2 ;; *) echo - ;; esac; }
+
+# bench2d/bench3d: dense nnU-Nets; slim2d/slim3d: the same shapes with
+# Sauron-pruned channel counts (4..16), where per-op overheads, not FLOPs,
+# decide the latency (more runs: they are fast).  Each model runs ours
+# with the per-layer algorithm choice (SL_CONV_ALGO=auto, the default),
+# ours with every convolution direct, and ONNX Runtime, one after the other.
+for m in bench2d slim2d bench3d slim3d; do
     shape=$(cat "$OUT/$m.shape")
-    case $m in bench2d) runs=$R2 ;; slim2d) runs=$((R2 * 5)) ;; *) runs=$R3 ;; esac
+    case $m in bench2d) runs=$R2 ;; slim2d) runs=$((R2 * 5)) ;; slim3d) runs=$((R3 * 3)) ;; *) runs=$R3 ;; esac
+    [ -n "${RUNS:-}" ] && runs=$RUNS
     echo "bench: $m ($shape), $runs runs" >&2
     "$BUILD/bin/sauron-compress" --no-finetune "$OUT/$m.onnx" "$OUT/$m.sslim" --force >&2 ||
         die "sauron-compress failed on $OUT/$m.onnx"
-    timed "$OUT/$m.ours.time" "$BUILD/bin/sauron-run" "$OUT/$m.sslim" --input "$OUT/$m.in.bin" \
-        --shape "$shape" --repeat "$runs" --threads $THREADS --output "$OUT/$m.ours.bin" --force \
-        >"$OUT/$m.ours.txt" || die "sauron-run failed on $OUT/$m.sslim"
+    ours "$m" "$shape" "$runs" ours SL_CONV_ALGO=auto
+    ours "$m" "$shape" "$runs" direct SL_CONV_ALGO=direct
+    # the AVX2 kernels on the same machine (issue 13: both paths first class)
+    [ $m = bench2d ] && ours "$m" "$shape" "$runs" avx2 SL_CONV_ALGO=auto SL_GEMM_ISA=avx2
     timed "$OUT/$m.ort.time" node tools/bench_ort.js "$OUT/$m.onnx" "$OUT/$m.in.bin" "$shape" \
         --runs "$runs" --threads $THREADS --compare "$OUT/$m.ours.bin" \
         >"$OUT/$m.ort.txt" || die "ONNX Runtime failed on $OUT/$m.onnx"
-    ours_ms=$(awk '/median/ {for (i = 1; i <= NF; i++) if ($i ~ /^[0-9.]+$/) {print $i; exit}}' "$OUT/$m.ours.txt")
-    [ -n "$ours_ms" ] || ours_ms=n/a
+    ours_ms=$(ours_ms "$OUT/$m.ours.txt")
+    direct_ms=$(ours_ms "$OUT/$m.direct.txt")
     ours_mb=$(peak_mb "$OUT/$m.ours.time")
     ort_ms=$(field ort_ms "$OUT/$m.ort.txt")
     ort_mb=$(peak_mb "$OUT/$m.ort.time")
@@ -86,22 +110,92 @@ for m in bench2d slim2d bench3d; do
     scale=$(awk '$1 == "max_abs_diff" {print $4}' "$OUT/$m.ort.txt")
     ok=$(awk -v d="$diff" -v s="$scale" 'BEGIN {print (d != "n/a" && d + 0 <= 1e-4 * s) ? "ok" : "MISMATCH"}')
     [ "$ok" = ok ] || status=1
-    rows="$rows$m $ours_ms $ort_ms $ours_mb $ort_mb $node_mb $diff $ok
+    rows="$rows$m $ours_ms $direct_ms $ort_ms $(goal_of $m) $ours_mb $ort_mb $node_mb $diff $ok
 "
 done
+avx2_ms=$(ours_ms "$OUT/bench2d.avx2.txt")
+avx512=no
+grep -qw avx512f /proc/cpuinfo 2>/dev/null && avx512=yes
 
-printf '\n%-8s %10s %10s %8s %10s %10s %8s %12s\n' model "ours ms" "ORT ms" ratio \
-    "ours MB" "ORT MB" ratio "max |diff|"
+# ---- one whole volume: the shipped model on the Colin27 T1 ----
+# segment (the whole process: read, load, normalise, every slice, argmax,
+# write; GNU time) against tools/ort_segment.js running the same model
+# exported to ONNX (the same normalisation and slicing re-implemented in
+# JavaScript; its time is the pipeline inside node, node's start-up
+# excluded; the faster of batch 1 and 4 is kept).  The Colin27 T1 is on
+# the default model's grid (RAS, 1 mm), so segment neither reorients nor
+# resamples it and ort_segment.js, which never does, runs the same slices.
+VOL_SCAN=${VOL_SCAN:-/usr/share/mricron/templates/ch2.nii.gz}
+VOL_MODEL=${VOL_MODEL:-models/default.sslim}
+if [ -n "${QUICK:-}" ]; then VR=${RUNS:-1}; else VR=${RUNS:-3}; fi
+vol_line=""
+if [ -f "$VOL_SCAN" ] && [ -f "$VOL_MODEL" ]; then
+    echo "bench: whole volume, $VOL_MODEL on $VOL_SCAN, $VR runs each" >&2
+    "$BUILD/bin/sauron-compress" --no-finetune "$VOL_MODEL" "$OUT/vol_model.onnx" --force >&2 ||
+        die "sauron-compress failed exporting $VOL_MODEL to ONNX"
+    vms=""
+    for r in $(seq "$VR"); do
+        timed "$OUT/vol.ours.$r.time" "$BUILD/bin/segment" -q --force --threads $THREADS \
+            -m "$VOL_MODEL" -o "$OUT/vol.ours.nii.gz" "$VOL_SCAN" || die "segment failed on $VOL_SCAN"
+        vms="$vms$(awk '/Elapsed \(wall clock\)/ {n = split($NF, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i]; printf "%.0f\n", s * 1000}' "$OUT/vol.ours.$r.time")
+"
+    done
+    vol_ms=$(printf '%s' "$vms" | sort -g | awk '{v[NR] = $1} END {if (!NR) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}')
+    vol_mb=$(peak_mb "$OUT/vol.ours.1.time")
+    best=""
+    for pb in 1 4; do
+        o=$OUT/vol.ort.b$pb.txt
+        node tools/ort_segment.js "$OUT/vol_model.onnx" "$VOL_SCAN" "$OUT/vol.ort.nii.gz" --threads $THREADS \
+            --batch $pb --repeat "$VR" --force --check "$OUT/vol.ours.nii.gz" >"$o" ||
+            die "tools/ort_segment.js failed on $OUT/vol_model.onnx"
+        if [ -z "$best" ] || awk -v a="$(kv volume_ms "$o")" -v b="$(kv volume_ms "$best")" \
+            'BEGIN {exit !(a + 0 < b + 0)}'; then best=$o; fi
+    done
+    vol_ort_ms=$(kv volume_ms "$best")
+    vol_ort_mb=$(kv peak_rss_mb "$best")
+    vol_agree=$(kv agree "$best")
+    vol_differ=$(awk '$1 == "agree" {print $4 " of " $6}' "$best")
+    awk -v a="$vol_agree" 'BEGIN {exit !(a != "" && a + 0 >= 0.999)}' || {
+        echo "error: bench: ONNX Runtime's label map differs from ours on more than 0.1% of the voxels ($best)" >&2
+        status=1; }
+    vol_line="volume $(basename "$VOL_MODEL") $vol_ms $vol_ort_ms $vol_mb $vol_ort_mb $(basename "$best" .txt | sed 's/.*\.b/batch /') differ=$vol_differ"
+else
+    echo "bench: $VOL_SCAN or $VOL_MODEL missing: no whole-volume line" >&2
+fi
+
+printf '\n%-8s %10s %10s %10s %12s %-10s %8s %8s %7s %12s\n' model "ours ms" "direct ms" "ORT ms" \
+    "ours/ORT" "goal" "ours MB" "ORT MB" "MB o/O" "max |diff|"
 printf '%s' "$rows" | awk '
 function ratio(a, b) { return (a + 0 > 0 && b + 0 > 0) ? sprintf("%.2f", a / b) : "n/a" }
-NF { printf "%-8s %10s %10s %8s %10s %10s %8s %12s %s\n", $1, $2, $3, ratio($2, $3),
-         $4, $5, ratio($4, $5), $7, $8; node = $6 }
-END { printf "threads %d; latency: median over all runs, the first included on both " \
-             "sides; peak = max RSS of the process (ORT includes " \
+function verdict(r, g) { return (r == "n/a" || g == "-") ? "" : (r + 0 <= g + 0 ? "met" : "NOT met") }
+NF { r = ratio($2, $4)
+     printf "%-8s %10s %10s %10s %12s %-10s %8s %8s %7s %12s %s\n", $1, $2, $3, $4,
+         r " " verdict(r, $5), "<= " $5, $6, $7, ratio($6, $7), $9, $10; node = $8 }
+END { printf "threads %d; ours = sauron-run, per-layer algorithm choice (SL_CONV_ALGO=auto); " \
+             "direct = SL_CONV_ALGO=direct; goal = issue 13 (ours/ORT); latency: median over all " \
+             "runs, the first included on both sides; peak = max RSS of the process (ORT includes " \
              "node, %s MB before the session); other load on the machine skews both\n", \
              '"$THREADS"', node }'
+awk -v a="$avx2_ms" -v b="$(ours_ms "$OUT/bench2d.ours.txt")" -v x="$avx512" 'BEGIN {
+    r = (a + 0 > 0 && b + 0 > 0) ? sprintf("%.2f", a / b) : "n/a"
+    v = r == "n/a" ? "" : (r + 0 <= 1.3 ? " met" : " NOT met")
+    if (x == "yes")
+        printf "bench2d AVX2 kernels (SL_GEMM_ISA=avx2): %s ms; AVX2 / AVX-512 = %s%s (goal <= 1.3)\n", a, r, v
+    else
+        printf "bench2d SL_GEMM_ISA=avx2: %s ms; this CPU has no AVX-512, so ours above is AVX2 too (ratio %s)\n", a, r }'
+if [ -n "$vol_line" ]; then
+    printf '%s\n' "$vol_line" | awk '{
+        r = ($3 + 0 > 0 && $4 + 0 > 0) ? sprintf("%.2f", $3 / $4) : "n/a"
+        v = r == "n/a" ? "" : (r + 0 <= 0.5 ? " met" : " NOT met")
+        s = ($3 + 0 > 0) ? ($3 + 0 < 3000 ? " met" : " NOT met") : ""
+        printf "volume   %s on Colin27 (181 slices): ours %s ms, ORT %s ms (%s %s), ours/ORT %s%s (goal <= 0.5); " \
+               "ours under 3 s:%s; peak ours %s MB, ORT %s MB (node included); labels differ on %s voxels\n",
+               $2, $3, $4, $7, $8, r, v, s, $5, $6, substr($9, 8) " " $10 " " $11 }'
+    echo "volume: ours = segment process wall time (median of $VR), ORT = tools/ort_segment.js pipeline inside node (start-up excluded)"
+fi
 echo "$fixtures_line"
 
+[ "${BENCH_TRAIN:-1}" = 0 ] && exit $status
 # ---- training step: bench-train vs PyTorch (tools/bench_train_torch.py) ----
 # Forward, CE + Dice, backward and Adam on one random batch, the same
 # architecture (tools/make_bench_models.py) and batch on both sides, 2

@@ -12,6 +12,8 @@ the weights, which are random but seeded):
            five levels, 4..16 features (4, 8, 16, 16, 16), 4 classes,
            about 0.15 GFLOP: small channel counts make it overhead and
            memory bound, which is what the runtime must be fast at
+  slim3d   the same for 3D: bench3d's input (1x1x96x96x96) and four
+           levels at 4..16 features (4, 8, 16, 16), 4 classes
 
 For each: <name>.onnx, <name>.in.bin (raw little-endian float32, the
 input), <name>.shape (e.g. "1,1,256,256").  Existing files are kept unless
@@ -30,6 +32,7 @@ MODELS = {
     "bench2d": (lambda: unets.NnUNet(2, 1, 4, 5, 32, 320), (1, 1, 256, 256)),
     "bench3d": (lambda: unets.NnUNet(3, 1, 4, 4, 16, 128), (1, 1, 96, 96, 96)),
     "slim2d": (lambda: unets.NnUNet(2, 1, 4, 5, 4, 16), (1, 1, 256, 256)),
+    "slim3d": (lambda: unets.NnUNet(3, 1, 4, 4, 4, 16), (1, 1, 96, 96, 96)),
 }
 
 
