@@ -163,14 +163,14 @@ else
     echo "bench: $VOL_SCAN or $VOL_MODEL missing: no whole-volume line" >&2
 fi
 
-printf '\n%-8s %10s %10s %10s %12s %-10s %8s %8s %7s %12s\n' model "ours ms" "direct ms" "ORT ms" \
+printf '\n%-8s %10s %10s %10s %8s %-16s %8s %8s %7s %12s\n' model "ours ms" "direct ms" "ORT ms" \
     "ours/ORT" "goal" "ours MB" "ORT MB" "MB o/O" "max |diff|"
 printf '%s' "$rows" | awk '
 function ratio(a, b) { return (a + 0 > 0 && b + 0 > 0) ? sprintf("%.2f", a / b) : "n/a" }
 function verdict(r, g) { return (r == "n/a" || g == "-") ? "" : (r + 0 <= g + 0 ? "met" : "NOT met") }
 NF { r = ratio($2, $4)
-     printf "%-8s %10s %10s %10s %12s %-10s %8s %8s %7s %12s %s\n", $1, $2, $3, $4,
-         r " " verdict(r, $5), "<= " $5, $6, $7, ratio($6, $7), $9, $10; node = $8 }
+     printf "%-8s %10s %10s %10s %8s %-16s %8s %8s %7s %12s %s\n", $1, $2, $3, $4,
+         r, "<= " $5 " " verdict(r, $5), $6, $7, ratio($6, $7), $9, $10; node = $8 }
 END { printf "threads %d; ours = sauron-run, per-layer algorithm choice (SL_CONV_ALGO=auto); " \
              "direct = SL_CONV_ALGO=direct; goal = issue 13 (ours/ORT); latency: median over all " \
              "runs, the first included on both sides; peak = max RSS of the process (ORT includes " \
