@@ -12,6 +12,10 @@
  * speed of all three engines at batches 1 and 4, goal lines, plot) runs.
  * The tables are checked against their sources (sauron-inspect, the
  * sauron-eval CSVs, the peers' own lines), not only for their form.
+ * The 3D task (TASKS=brain3d) runs the same way on a 3D phantom with a
+ * tiny 3D U-Net that tools/train_baseline3d.sh trains in a few
+ * iterations (so that script's path is exercised too), with the EXTRA
+ * rows (paper schedule, best recipe); its speed table has our rows only.
  *
  * Needs /usr/bin/python3 with torch, onnx, nibabel, matplotlib and
  * onnxruntime-node in $SL_BUILD/node (tools/deps.sh bench): part of
@@ -323,6 +327,10 @@ static void test_plot_bad_run_dirs(void **state)
 static char g_real[512];
 static int g_first_ok;
 static double g_first_s;
+/* the task the table checks read (its folder in REAL and the input
+ * shape of its FLOPs column) */
+static const char *g_task = "brain";
+static const char *g_shape = "1,1,224,192";
 
 static const char *real(const char *name)
 {
@@ -354,7 +362,7 @@ static int bench(const char *env, const char *real_dir, const char *out,
 static double csv_mean(const char *model, const char *cls, int col)
 {
     char pat[800];
-    snprintf(pat, sizeof pat, "%s/brain/pred/%s/*.csv", g_real, model);
+    snprintf(pat, sizeof pat, "%s/%s/pred/%s/*.csv", g_real, g_task, model);
     glob_t g;
     assert_int_equal(glob(pat, 0, NULL, &g), 0);
     assert_int_equal(g.gl_pathc, PHANTOM_TEST);
@@ -380,8 +388,9 @@ static double csv_mean(const char *model, const char *cls, int col)
 static long inspect_params(const char *model)
 {
     char bin[300], cmd[2000];
-    snprintf(cmd, sizeof cmd, "%s '%s/brain/%s.sslim' --shape 1,1,224,192",
-             bin_path("sauron-inspect", bin, sizeof bin), g_real, model);
+    snprintf(cmd, sizeof cmd, "%s '%s/%s/%s.sslim' --shape %s",
+             bin_path("sauron-inspect", bin, sizeof bin), g_real, g_task,
+             model, g_shape);
     assert_int_equal(run_to(cmd, "inspect.out", "inspect.err"), 0);
     char *s = slurp_text(test_tmp_path("inspect.out"));
     const char *t = line_with(s, "total:");
@@ -771,6 +780,153 @@ static void test_bench_real_quick_cached(void **state)
     free(err);
 }
 
+/* ------------------------------------------------------------ brain3d */
+
+#define DS3D "data/Dataset003_BrainExtraction2mm"
+
+/* tools/train_baseline3d.sh with tiny knobs: a 3D U-Net (16^3 input, 3
+ * levels of 4-8-16 features) trained from scratch on the 3D phantom in 6
+ * iterations, written as ONNX; run again, it refuses to replace it with
+ * one error line. */
+static void test_train_baseline3d(void **state)
+{
+    (void)state;
+    snprintf(g_real, sizeof g_real, "%s", test_tmp_path("real3d"));
+    make_phantom(real(DS3D), "64,64,32");
+    char cmd[3000];
+    snprintf(cmd, sizeof cmd,
+             "env BUILD='%s' EPOCHS=2 ITERS=3 PATCH=16 LEVELS=3 BASE=4 "
+             "MAX_FEAT=16 sh tools/train_baseline3d.sh '%s' '%s'",
+             test_build_dir(), real(DS3D), test_tmp_path("tiny3d.onnx"));
+    int st = run_to(cmd, "t3.out", "t3.err");
+    if (st) {
+        char *e = slurp_text(test_tmp_path("t3.err"));
+        fail_msg("train_baseline3d.sh: exit %d: %s", st, e);
+    }
+    char *e = slurp_text(test_tmp_path("t3.err")),
+         *o = slurp_text(test_tmp_path("t3.out"));
+    assert_non_null(e);
+    assert_non_null(o);
+    assert_non_null(strstr(e, "epoch 2/2"));
+    /* the class count came from dataset.json (the phantom's 3), the
+     * input is the PATCH asked for */
+    assert_non_null(strstr(o, "input [1,1,16,16,16], 3 classes"));
+    free(e);
+    free(o);
+    assert_int_equal(access(test_tmp_path("tiny3d.onnx"), F_OK), 0);
+    assert_int_equal(run_to(cmd, "t3.out", "t3.err") != 0, 1);
+    assert_one_error("t3.err", "error: train_baseline3d: ");
+}
+
+/* TASKS=brain3d with that model as the baseline and EXTRA="paper best":
+ * five accuracy rows checked against their sources, speed rows for our
+ * segment only (no peer row, no speed goal), the goal FLOPs line, the
+ * run's plot and every fine-tune's wall time. */
+static void test_bench_real_brain3d(void **state)
+{
+    (void)state;
+    const char *model = test_tmp_path("tiny3d.onnx");
+    if (access(model, F_OK)) fail_msg("needs test_train_baseline3d");
+    char cmd[3000];
+    snprintf(cmd, sizeof cmd,
+             "env TASKS=brain3d REAL='%s' BUILD='%s' BASELINE_BRAIN3D='%s' "
+             "EPOCHS='--epochs 2 --iters-per-epoch 5' EXTRA='paper best' "
+             "RUNS=1 sh tools/bench_real.sh",
+             g_real, test_build_dir(), model);
+    int st = run_to(cmd, "b3d.out", "b3d.err");
+    char *out = slurp_text(test_tmp_path("b3d.out")),
+         *err = slurp_text(test_tmp_path("b3d.err"));
+    fputs(out, stderr);
+    if (st) fail_msg("bench_real.sh brain3d: exit %d: %s", st, err);
+    /* the length override and the 3D batch reached every fine-tune */
+    assert_non_null(strstr(err, "sauron: sauron-compress --epochs 2 "
+                                "--iters-per-epoch 5 --batch 1 "));
+    assert_non_null(strstr(err, "paper: sauron-compress --epochs 2 "
+                                "--iters-per-epoch 5 --batch 1 "));
+    assert_non_null(strstr(err, "--schedule paper"));
+    assert_non_null(strstr(err, "best: sauron-compress --epochs 2 "));
+    assert_null(strstr(err, "making "));
+
+    g_task = "brain3d";
+    g_shape = "1,1,64,64,64";
+    assert_non_null(
+        line_with(out, "== brain3d: accuracy on the held-out cases (2 "));
+    assert_non_null(line_with(out, "GFLOPs per 64,64,64 patch"));
+    double cut, db, ds;
+    db = check_accuracy_row(out, "baseline", 1, &cut);
+    assert_true(cut == 0);
+    check_accuracy_row(out, "control", 1, &cut);
+    assert_true(cut == 0);
+    ds = check_accuracy_row(out, "sauron", 1, &cut);
+    check_accuracy_row(out, "paper", 1, &cut);
+    check_accuracy_row(out, "best", 1, &cut);
+    assert_true(inspect_params("control") == inspect_params("baseline"));
+
+    assert_non_null(line_with(out, "== brain3d: one held-out volume ("));
+    assert_non_null(strstr(out, "_0000.nii.gz, 64x64x32), "));
+    char buf[1024], *tok[MAX_TOK];
+    /* engine model batch ms vs-ORT peak-MB vs-ORT-same base-MB agree,
+     * the ratios to ORT n/a */
+    static const char *const ours[] = {"sauron", "baseline"};
+    for (int i = 0; i < 2; i++) {
+        if (!find_row(out, ROW_COLS, "ours", ours[i], buf, sizeof buf, tok))
+            fail_msg("no 9-column speed row 'ours %s'", ours[i]);
+        assert_string_equal(tok[2], "auto");
+        assert_true(num(tok[3], 0) > 0 && num(tok[5], 0) > 0);
+        assert_string_equal(tok[4], "n/a");
+        assert_string_equal(tok[6], "n/a");
+        assert_string_equal(tok[8], "ref");
+    }
+    assert_int_equal(
+        find_row(out, ROW_COLS, "ort", "baseline", buf, sizeof buf, tok), 0);
+    assert_int_equal(
+        find_row(out, ROW_COLS, "torch", "sauron", buf, sizeof buf, tok), 0);
+    assert_non_null(line_with(out, "3D model: our sliding window only"));
+    assert_null(line_with(out, "goal speed: "));
+    const char *g = line_with(out, "goal FLOPs: ");
+    assert_non_null(g);
+    double c2, a, b;
+    if (sscanf(g,
+               "goal FLOPs: %lf%% fewer (goal >= 90%%) with mean Dice %lf "
+               "vs %lf",
+               &c2, &a, &b) != 3)
+        fail_msg("goal FLOPs line: %.200s", g);
+    assert_true(a == ds && b == db);
+
+    assert_non_null(line_with(out, "== brain3d: the Sauron run ("));
+    assert_png(real("brain3d/sauron_run.png"));
+    assert_non_null(line_with(out, "control (--no-prune, same length): "));
+    assert_non_null(line_with(out, "paper (same length): "));
+    assert_non_null(line_with(out, "best (same length): "));
+    g_task = "brain";
+    g_shape = "1,1,224,192";
+    free(out);
+    free(err);
+}
+
+/* QUICK=1 with brain3d, and an unknown EXTRA row: one error line each,
+ * exit 1, nothing made. */
+static void test_bench_real_brain3d_errors(void **state)
+{
+    (void)state;
+    char cmd[2000];
+    snprintf(cmd, sizeof cmd,
+             "env TASKS='brain brain3d' QUICK=1 REAL='%s' BUILD='%s' sh "
+             "tools/bench_real.sh",
+             test_tmp_path("real_q3d"), test_build_dir());
+    assert_int_equal(run_to(cmd, "e.out", "e.err"), 1);
+    assert_one_error("e.err", "error: bench_real: QUICK runs 2D tasks only");
+    assert_int_not_equal(access(test_tmp_path("real_q3d/data"), F_OK), 0);
+    snprintf(cmd, sizeof cmd,
+             "env TASKS=brain3d REAL='%s' BUILD='%s' EXTRA='best fastest' sh "
+             "tools/bench_real.sh",
+             test_tmp_path("real_x3d"), test_build_dir());
+    assert_int_equal(run_to(cmd, "e.out", "e.err"), 1);
+    assert_one_error("e.err",
+                     "error: bench_real: EXTRA: unknown row 'fastest'");
+    assert_int_not_equal(access(test_tmp_path("real_x3d/data"), F_OK), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -784,6 +940,9 @@ int main(void)
         cmocka_unit_test(test_bench_real_errors),
         cmocka_unit_test(test_bench_real_quick_untrained),
         cmocka_unit_test(test_bench_real_quick_cached),
+        cmocka_unit_test(test_train_baseline3d),
+        cmocka_unit_test(test_bench_real_brain3d),
+        cmocka_unit_test(test_bench_real_brain3d_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
