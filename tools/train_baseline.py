@@ -149,16 +149,21 @@ def dice_loss(logits, target, classes):
     return 1 - dc[1:].mean()
 
 
+def pick_slice(rng, vols, fg_slices, b, batch):
+    """Case and slice of sample b: the first third of a batch (at least
+    one) on a slice holding foreground."""
+    c = int(rng.integers(len(vols)))
+    if b < max(1, batch // 3) and len(fg_slices[c]):
+        return c, int(fg_slices[c][rng.integers(len(fg_slices[c]))])
+    return c, int(rng.integers(vols[c][0].shape[0]))
+
+
 def sample_batch(rng, vols, fg_slices, batch, hp, wp):
     x = np.zeros((batch, 1, hp, wp), np.float32)
     y = np.zeros((batch, hp, wp), np.int64)
     for b in range(batch):
-        c = int(rng.integers(len(vols)))
+        c, k = pick_slice(rng, vols, fg_slices, b, batch)
         img, lab = vols[c]
-        if b < max(1, batch // 3) and len(fg_slices[c]):
-            k = int(fg_slices[c][rng.integers(len(fg_slices[c]))])
-        else:
-            k = int(rng.integers(img.shape[0]))
         h, w = img.shape[1], img.shape[2]
         oh = int(rng.integers(hp - h + 1))
         ow = int(rng.integers(wp - w + 1))
@@ -184,12 +189,8 @@ def sample_batch_fov(rng, vols, fg_slices, batch, airs):
     x = np.zeros((batch, 1, hp, wp), np.float32)
     y = np.zeros((batch, hp, wp), np.int64)
     for b in range(batch):
-        c = int(rng.integers(len(vols)))
+        c, k = pick_slice(rng, vols, fg_slices, b, batch)
         img, lab = vols[c]
-        if b < max(1, batch // 3) and len(fg_slices[c]):
-            k = int(fg_slices[c][rng.integers(len(fg_slices[c]))])
-        else:
-            k = int(rng.integers(img.shape[0]))
         win = np.full((hr, wr), airs[c], np.float32)
         wl = np.zeros((hr, wr), np.int64)
         # source [s0, s0 + n) of the slice goes to [d0, d0 + n) of the window

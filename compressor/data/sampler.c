@@ -242,18 +242,16 @@ static int place(const DataCase *c, const int64_t P[3], int forced, Rng *r,
     return 0;
 }
 
-/* The window size of batch k: W[0] = 1 and, for a field-of-view batch,
- * W[1], W[2] (returns 1); else the patch (returns 0). */
+/* 1 if batch k sees another field of view, its window in W (W[0] = 1);
+ * 0 otherwise (W untouched). */
 static int fov_window(const Sampler *s, int64_t k, int B, int64_t W[3])
 {
     const FovOptions *f = &s->o.fov;
-    W[0] = 1;
-    W[1] = s->o.patch[1];
-    W[2] = s->o.patch[2];
     if (!(f->p > 0)) return 0;
     Rng r;
     rng_seed(&r, s->o.seed, (uint64_t)k, (uint64_t)B);
     if (!(rng_uniform(&r) < f->p)) return 0;
+    W[0] = 1;
     for (int t = 1; t < 3; t++) {
         int64_t w =
             (int64_t)llround(rng_range(&r, f->lo, f->hi) * (double)s->S[t]);
@@ -301,7 +299,7 @@ void sampler_fill(const Sampler *s, int64_t k, Batch *b)
     const Dataset *ds = s->ds;
     const SamplerOptions *o = &s->o;
     CHECK(b->B == o->batch && b->C == ds->n_modalities);
-    int64_t W[3];
+    int64_t W[3] = {1, 1, 1};
     int fov = fov_window(s, k, b->B, W);
     b->P[0] = o->patch[0];
     for (int t = 1; t < 3; t++)

@@ -108,16 +108,15 @@ static int ds_loss(void *ctx, Trainer *t, TrainExec *te, const Batch *b,
 {
     Distill *d = ctx;
     const Graph *g = train_graph(te);
-    Shape bs;
-    const Shape *in = &bs;
+    Shape in;
     int rc;
-    batch_input_shape(b, &bs);
-    if (!d->ex || memcmp(&d->ex_shape, in, sizeof *in)) {
+    batch_input_shape(b, &in); /* field-of-view batches change it */
+    if (!d->ex || !shape_equal(&d->ex_shape, &in)) {
         exec_free(d->ex);
         d->ex = NULL;
-        if ((rc = exec_create(&d->teacher, in, d->n_threads, &d->ex)))
+        if ((rc = exec_create(&d->teacher, &in, d->n_threads, &d->ex)))
             return rc;
-        d->ex_shape = *in;
+        d->ex_shape = in;
     }
     if (d->teacher.n_outputs != g->n_outputs) {
         sl_error("--distill: the teacher has %d outputs and the network %d",
