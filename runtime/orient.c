@@ -12,12 +12,6 @@
 static const char POS[3] = {'R', 'A', 'S'};
 static const char NEG[3] = {'L', 'P', 'I'};
 
-double orient_snap(double x)
-{
-    double r = nearbyint(x);
-    return fabs(x - r) <= ORIENT_SNAP ? r : x;
-}
-
 static double col_norm(const Affine *x, int c)
 {
     const double(*a)[4] = x->m;

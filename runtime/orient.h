@@ -23,6 +23,7 @@
 #ifndef SL_ORIENT_H
 #define SL_ORIENT_H
 
+#include <math.h>
 #include <stdint.h>
 
 /* A 3x4 affine map (a struct, so that const works on it in C11). */
@@ -67,6 +68,16 @@ int orient_map_is_identity(const Affine *m);
  * 1e-4 voxel is far below any interpolation that matters and far above
  * double rounding of such maps). */
 #define ORIENT_SNAP 1e-4
-double orient_snap(double x);
+/* Inline, as resampling snaps 3 coordinates of every voxel both ways.
+ * Adding and subtracting 1.5 * 2^52 rounds |x| < 2^51 to the nearest
+ * integer, ties to even (what nearbyint does in the default rounding
+ * mode) without a libm call; larger values are integers already. */
+static inline double orient_snap(double x)
+{
+    const double big = 6755399441055744.0;         /* 1.5 * 2^52 */
+    if (!(fabs(x) < 2251799813685248.0)) return x; /* 2^51; NaN too */
+    double r = copysign((x + big) - big, x);       /* -0.0 as nearbyint */
+    return fabs(x - r) <= ORIENT_SNAP ? r : x;
+}
 
 #endif

@@ -24,9 +24,9 @@ static void split_coord(double x, int64_t n, int64_t *i0, double *f)
 {
     if (x < 0.0) x = 0.0;
     if (x > (double)(n - 1)) x = (double)(n - 1);
-    double fl = floor(x);
-    *i0 = (int64_t)fl;
-    *f = x - fl;
+    /* x >= 0 here, so truncation is floor (and needs no libm call) */
+    *i0 = (int64_t)x;
+    *f = x - (double)*i0;
     if (*i0 >= n - 1) {
         *i0 = n - 1;
         *f = 0.0;
@@ -70,7 +70,9 @@ static int exact_perm(const Affine *a, Perm *p)
 
 /* Normalised trilinear sample of modality plane src [nz][ny][nx] at
  * voxel coordinates p (snapped).  Weights that are 0 are skipped, so an
- * integer position returns the normalised voxel itself. */
+ * integer position returns the normalised voxel itself.  Corner c takes
+ * the upper voxel along axis a when bit a of c is set; its weight is the
+ * product of the three axis weights in axis order. */
 static float sample(const float *src, const int64_t d[3], const double p[3],
                     const NormAffine *na, float fill)
 {
@@ -80,17 +82,17 @@ static float sample(const float *src, const int64_t d[3], const double p[3],
         if (p[a] < -0.5 || p[a] > (double)d[a] - 0.5) return fill;
         split_coord(p[a], d[a], &i0[a], &f[a]);
     }
+    const double wx[2] = {1.0 - f[0], f[0]}, wy[2] = {1.0 - f[1], f[1]},
+                 wz[2] = {1.0 - f[2], f[2]};
+    const size_t sy = (size_t)d[0], sz = (size_t)(d[0] * d[1]);
+    const float *base = src + (size_t)((i0[2] * d[1] + i0[1]) * d[0] + i0[0]);
     double acc = 0.0;
+#pragma GCC unroll 8
     for (int c = 0; c < 8; c++) {
-        double w = 1.0;
-        int64_t idx[3];
-        for (int a = 0; a < 3; a++) {
-            int hi = c >> a & 1;
-            w *= hi ? f[a] : 1.0 - f[a];
-            idx[a] = i0[a] + hi;
-        }
+        int hx = c & 1, hy = c >> 1 & 1, hz = c >> 2 & 1;
+        double w = wx[hx] * wy[hy] * wz[hz];
         if (w == 0.0) continue;
-        float v = src[(idx[2] * d[1] + idx[1]) * d[0] + idx[0]];
+        float v = base[(size_t)hx + (size_t)hy * sy + (size_t)hz * sz];
         acc += w * (double)norm_apply(na, v);
     }
     return (float)acc;
@@ -123,11 +125,11 @@ void resample_volume(Volume *dst, const Volume *src, const NormAffine *na,
                             p[r] = pm.sign[r] * q[pm.src[r]] + pm.off[r];
                             in &= p[r] >= 0 && p[r] < sd[r];
                         }
-                        row[i] = in ? norm_apply(&na[c],
-                                                 s[(p[2] * sd[1] + p[1]) *
-                                                       sd[0] +
-                                                   p[0]])
-                                    : fill;
+                        row[i] =
+                            in ? norm_apply(
+                                     &na[c],
+                                     s[(p[2] * sd[1] + p[1]) * sd[0] + p[0]])
+                               : fill;
                     }
                 }
             continue;
@@ -155,14 +157,14 @@ struct BackMap {
     Affine map;
     int a0, u, w; /* plane axis; in-plane model axes (u < w) */
     int nc, nt;
-    int exact;     /* map is a Perm: label_plane_exact */
+    int exact; /* map is a Perm: label_plane_exact */
     Perm perm;
     int16_t *labels;
     float *probs;
-    size_t plane;  /* mdim[u] * mdim[w] */
-    float *ring;   /* [2][nc][plane]: planes z-1 and z, slot z & 1 */
-    int64_t next;  /* next plane expected */
-    int64_t done;  /* scan voxels labelled */
+    size_t plane; /* mdim[u] * mdim[w] */
+    float *ring;  /* [2][nc][plane]: planes z-1 and z, slot z & 1 */
+    int64_t next; /* next plane expected */
+    int64_t done; /* scan voxels labelled */
 };
 
 int backmap_create(const int64_t scan_dim[3], const int64_t model_dim[3],
@@ -180,8 +182,8 @@ int backmap_create(const int64_t scan_dim[3], const int64_t model_dim[3],
     b->exact = exact_perm(m, &b->perm);
     for (int c = 0; b->exact && c < 8; c++)
         for (int r = 0; r < 3; r++) {
-            int64_t x = (c >> b->perm.src[r] & 1) ? scan_dim[b->perm.src[r]] - 1
-                                                  : 0;
+            int64_t x =
+                (c >> b->perm.src[r] & 1) ? scan_dim[b->perm.src[r]] - 1 : 0;
             int64_t q = b->perm.sign[r] * x + b->perm.off[r];
             if (q < 0 || q >= model_dim[r]) b->exact = 0;
         }
@@ -215,27 +217,60 @@ int64_t backmap_done(const BackMap *b)
     return b->done;
 }
 
+/* ceil of z >= 0 without a libm call */
+static int64_t ceil_pos(double z)
+{
+    int64_t t = (int64_t)z;
+    return t + ((double)t < z);
+}
+
 /* The plane (along a0) whose arrival labels a voxel at a0-coordinate z:
  * the upper of the two it interpolates between. */
 static int64_t plane_key(double z, int64_t n)
 {
     if (z < 0.0) z = 0.0;
     if (z > (double)(n - 1)) z = (double)(n - 1);
-    return (int64_t)ceil(z);
+    return ceil_pos(z);
 }
 
-/* Bilinear read of class c of ring plane `slot` at in-plane (cu, cw). */
-static double plane_read(const BackMap *b, int slot, int c, int64_t u0,
-                         double fu, int64_t w0, double fw)
+/* Bilinear weights of an in-plane position: base (u0, w0) and the
+ * weights of its 4 neighbours (00, u+1, w+1, both); a neighbour whose
+ * weight is 0 is never read (it may lie past the plane's edge). */
+typedef struct {
+    size_t at, nu;
+    double w00, w10, w01, w11;
+    int hu, hw; /* fu != 0, fw != 0 */
+} Bilin;
+
+static Bilin bilin(const BackMap *b, const double q[3])
 {
-    const float *p = b->ring + ((size_t)slot * (size_t)b->nc + (size_t)c) *
-                                   b->plane;
-    int64_t nu = b->mdim[b->u];
-    double acc = (1.0 - fu) * (1.0 - fw) * (double)p[w0 * nu + u0];
-    if (fu != 0.0) acc += fu * (1.0 - fw) * (double)p[w0 * nu + u0 + 1];
-    if (fw != 0.0) {
-        acc += (1.0 - fu) * fw * (double)p[(w0 + 1) * nu + u0];
-        if (fu != 0.0) acc += fu * fw * (double)p[(w0 + 1) * nu + u0 + 1];
+    int64_t u0, w0;
+    double fu, fw;
+    split_coord(q[b->u], b->mdim[b->u], &u0, &fu);
+    split_coord(q[b->w], b->mdim[b->w], &w0, &fw);
+    Bilin l;
+    l.nu = (size_t)b->mdim[b->u];
+    l.at = (size_t)w0 * l.nu + (size_t)u0;
+    l.w00 = (1.0 - fu) * (1.0 - fw);
+    l.w10 = fu * (1.0 - fw);
+    l.w01 = (1.0 - fu) * fw;
+    l.w11 = fu * fw;
+    l.hu = fu != 0.0;
+    l.hw = fw != 0.0;
+    return l;
+}
+
+/* Bilinear read of class c of ring plane `slot`. */
+static double plane_read(const BackMap *b, int slot, int c, const Bilin *l)
+{
+    const float *p = b->ring +
+                     ((size_t)slot * (size_t)b->nc + (size_t)c) * b->plane +
+                     l->at;
+    double acc = l->w00 * (double)p[0];
+    if (l->hu) acc += l->w10 * (double)p[1];
+    if (l->hw) {
+        acc += l->w01 * (double)p[l->nu];
+        if (l->hu) acc += l->w11 * (double)p[l->nu + 1];
     }
     return acc;
 }
@@ -248,20 +283,17 @@ static void label_voxel(const BackMap *b, const double q[3], size_t vox)
     double z = q[b->a0];
     if (z < 0.0) z = 0.0;
     if (z > (double)(n0 - 1)) z = (double)(n0 - 1);
-    int64_t key = (int64_t)ceil(z);
+    int64_t key = ceil_pos(z);
     double wl = (double)key - z; /* weight of plane key-1 */
-    int64_t u0, w0;
-    double fu, fw;
-    split_coord(q[b->u], b->mdim[b->u], &u0, &fu);
-    split_coord(q[b->w], b->mdim[b->w], &w0, &fw);
+    Bilin l = bilin(b, q);
     size_t nvox = (size_t)(b->sdim[0] * b->sdim[1] * b->sdim[2]);
     int best = -1;
     double bv = 0.0;
     for (int c = 0; c < b->nc; c++) {
-        double s = plane_read(b, (int)(key & 1), c, u0, fu, w0, fw);
+        double s = plane_read(b, (int)(key & 1), c, &l);
         if (wl != 0.0)
             s = (1.0 - wl) * s +
-                wl * plane_read(b, (int)((key - 1) & 1), c, u0, fu, w0, fw);
+                wl * plane_read(b, (int)((key - 1) & 1), c, &l);
         if (b->probs) b->probs[(size_t)c * nvox + vox] = (float)s;
         if (s == s && (best < 0 || s > bv)) {
             best = c;
@@ -369,8 +401,8 @@ static void label_plane(BackMap *b, int64_t z)
     b->done += done;
 }
 
-void backmap_planes(void *ctx, const float *scores, const float *wsum,
-                    int nc, const int ax[3], const int64_t off[3],
+void backmap_planes(void *ctx, const float *scores, const float *wsum, int nc,
+                    const int ax[3], const int64_t off[3],
                     const int64_t box[3], const int64_t pad[3])
 {
     BackMap *b = ctx;

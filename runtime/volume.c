@@ -152,14 +152,6 @@ double volume_otsu_threshold(const float *x, int64_t n)
     return mn + (double)bt * (mx - mn) / VOLUME_OTSU_BINS;
 }
 
-float norm_apply(const NormAffine *a, float v)
-{
-    double d = (double)v;
-    if (d < a->lo) d = a->lo;
-    if (d > a->hi) d = a->hi;
-    return (float)((d - a->shift) * a->scale);
-}
-
 int volume_normalize(Volume *v, const Normalize *norms)
 {
     int64_t nv = volume_voxels(v);

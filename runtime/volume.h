@@ -48,7 +48,14 @@ typedef struct {
  * Returns 0 or ERR_ARG (CT with hi <= lo). */
 int volume_norm_affine(const Volume *v, int m, const Normalize *n,
                        NormAffine *out);
-float norm_apply(const NormAffine *a, float v);
+/* Inline: resampling applies it to 8 neighbours of every voxel. */
+static inline float norm_apply(const NormAffine *a, float v)
+{
+    double d = (double)v;
+    if (d < a->lo) d = a->lo;
+    if (d > a->hi) d = a->hi;
+    return (float)((d - a->shift) * a->scale);
+}
 
 /* The head/air threshold of x[0..n): Otsu's threshold on a histogram of
  * VOLUME_OTSU_BINS equal bins between the minimum and the maximum (bin

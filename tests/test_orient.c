@@ -15,11 +15,11 @@
 #include "runtime/common.h"
 #include "runtime/graph.h"
 #include "runtime/nifti_io.h"
-#include "runtime/sslim.h"
 #include "runtime/orient.h"
 #include "runtime/resample.h"
 #include "runtime/segment.h"
 #include "runtime/segment_scan.h"
+#include "runtime/sslim.h"
 #include "runtime/volume.h"
 #include "tests/graphbuild.h"
 #include "tests/niftifixture.h"
@@ -29,6 +29,45 @@ static Affine diag_affine(double sx, double sy, double sz, double ox,
 {
     Affine a = {{{sx, 0, 0, ox}, {0, sy, 0, oy}, {0, 0, sz, oz}}};
     return a;
+}
+
+/* orient_snap rounds without libm: it must agree with nearbyint's
+ * snapping (ties to even) everywhere, including past 2^51 and on NaN. */
+static void test_snap_matches_nearbyint(void **state)
+{
+    (void)state;
+    const double xs[] = {0.0,
+                         -0.0,
+                         0.5,
+                         1.5,
+                         2.5,
+                         -2.5,
+                         3.00005,
+                         2.99995,
+                         -7.00009,
+                         7.0002,
+                         1e-5,
+                         -1e-5,
+                         123456.49999,
+                         2251799813685247.5,
+                         2251799813685248.0,
+                         4503599627370497.0,
+                         -4503599627370497.0,
+                         1e300};
+    for (size_t n = 0; n < sizeof xs / sizeof xs[0]; n++) {
+        double r = nearbyint(xs[n]);
+        double want = fabs(xs[n] - r) <= ORIENT_SNAP ? r : xs[n];
+        assert_true(orient_snap(xs[n]) == want);
+        assert_true(signbit(orient_snap(xs[n])) == signbit(want));
+    }
+    TestRng g = {7};
+    for (int n = 0; n < 100000; n++) {
+        double x = (double)trng_uniform(&g, -1000.0f, 1000.0f);
+        if (n & 1) x = nearbyint(x) + (double)trng_uniform(&g, -2e-4f, 2e-4f);
+        double r = nearbyint(x);
+        assert_true(orient_snap(x) == (fabs(x - r) <= ORIENT_SNAP ? r : x));
+    }
+    assert_true(isnan(orient_snap(NAN)));
 }
 
 static void test_axcodes(void **state)
@@ -47,8 +86,8 @@ static void test_axcodes(void **state)
     assert_string_equal(c, "ASL");
     /* 10 degrees oblique about z: still closest to R and A */
     double t = 10.0 * 3.14159265358979323846 / 180.0;
-    Affine o = {{{cos(t), -sin(t), 0, 0}, {sin(t), cos(t), 0, 0},
-                 {0, 0, 1, 0}}};
+    Affine o = {
+        {{cos(t), -sin(t), 0, 0}, {sin(t), cos(t), 0, 0}, {0, 0, 1, 0}}};
     orient_axcodes(&o, c);
     assert_string_equal(c, "RAS");
     int w[3], sg[3];
@@ -82,7 +121,8 @@ static void store_permuted(const Volume *c, const Affine *ca, int n,
     int perm[3], flip[3];
     signed_perm(n, perm, flip);
     int64_t d[3];
-    for (int t = 0; t < 3; t++) d[t] = c->dim[perm[t]];
+    for (int t = 0; t < 3; t++)
+        d[t] = c->dim[perm[t]];
     assert_int_equal(volume_alloc(out, d[0], d[1], d[2], c->n_mod), 0);
     int64_t nv = volume_voxels(c);
     for (int m = 0; m < c->n_mod; m++)
@@ -187,7 +227,8 @@ static Affine random_map(TestRng *r, double scale)
                   -scale * sin(b), 0},
                  {scale * sin(a) * sin(b), scale * cos(a) * sin(b),
                   scale * cos(b), 0}}};
-    for (int i = 0; i < 3; i++) m.m[i][3] = trng_uniform(r, -1.5f, 1.5f);
+    for (int i = 0; i < 3; i++)
+        m.m[i][3] = trng_uniform(r, -1.5f, 1.5f);
     return m;
 }
 
@@ -248,7 +289,8 @@ static void test_resample_vs_brute_force(void **state)
         for (int c = 0; c < 2; c++) {
             const float *x = src.data + (size_t)c * (size_t)snv;
             float mn = x[0];
-            for (int64_t i = 0; i < snv; i++) mn = fminf(mn, x[i]);
+            for (int64_t i = 0; i < snv; i++)
+                mn = fminf(mn, x[i]);
             double fill = (double)norm_apply(&na[c], mn);
             for (int64_t k = 0; k < a.dim[2]; k++)
                 for (int64_t j = 0; j < a.dim[1]; j++)
@@ -307,8 +349,8 @@ static void check_backmap(int a0, int planes_per_call, int with_wsum,
     assert_non_null(buf);
     assert_non_null(wb);
     for (int64_t z0 = 0; z0 < md[a0]; z0 += planes_per_call) {
-        int64_t nb = md[a0] - z0 < planes_per_call ? md[a0] - z0
-                                                     : planes_per_call;
+        int64_t nb =
+            md[a0] - z0 < planes_per_call ? md[a0] - z0 : planes_per_call;
         for (int64_t x0 = 0; x0 < nb; x0++)
             for (int64_t x1 = 0; x1 < md[ax[1]]; x1++)
                 for (int64_t x2 = 0; x2 < md[ax[2]]; x2++) {
@@ -316,14 +358,15 @@ static void check_backmap(int a0, int planes_per_call, int with_wsum,
                     q[ax[0]] = z0 + x0;
                     q[ax[1]] = x1;
                     q[ax[2]] = x2;
-                    size_t mi = (size_t)((q[2] * md[1] + q[1]) * md[0] + q[0]);
+                    size_t mi =
+                        (size_t)((q[2] * md[1] + q[1]) * md[0] + q[0]);
                     size_t bi = (size_t)((x0 * pad[1] + x1) * pad[2] + x2);
                     wb[bi] = with_wsum ? ws[mi] : 1.0f;
                     for (int c = 0; c < nc; c++)
                         buf[(size_t)c * cst + bi] =
-                            with_wsum ? sc[(size_t)c * (size_t)mnv + mi] *
-                                            ws[mi]
-                                      : sc[(size_t)c * (size_t)mnv + mi];
+                            with_wsum
+                                ? sc[(size_t)c * (size_t)mnv + mi] * ws[mi]
+                                : sc[(size_t)c * (size_t)mnv + mi];
                 }
         int64_t off[3] = {z0, 0, 0}, box[3] = {nb, md[ax[1]], md[ax[2]]};
         backmap_planes(bm, buf, with_wsum ? wb : NULL, nc, ax, off, box, pad);
@@ -405,7 +448,8 @@ static double ones_fraction(Segmenter *s)
     int16_t *lab = NULL;
     assert_int_equal(segment_scan(s, &v, &a, &lab, NULL), 0);
     size_t ones = 0;
-    for (size_t i = 0; i < nv; i++) ones += lab[i] == 1;
+    for (size_t i = 0; i < nv; i++)
+        ones += lab[i] == 1;
     sl_free(lab);
     return (double)ones / (double)nv;
 }
@@ -420,8 +464,7 @@ static void check_48(int nsp, const char *code, const double sp[3])
     for (uint64_t seed = 1;; seed++) {
         assert_true(seed < 200);
         assert_int_equal(build_unet(&g, nsp, 1, 4, 2, 0, seed), 0);
-        if (nsp == 3)
-            g.meta.patch[0] = g.meta.patch[1] = g.meta.patch[2] = 8;
+        if (nsp == 3) g.meta.patch[0] = g.meta.patch[1] = g.meta.patch[2] = 8;
         snprintf(g.meta.orientation, sizeof g.meta.orientation, "%s", code);
         memcpy(g.meta.spacing, sp, sizeof g.meta.spacing);
         assert_int_equal(segmenter_create(&g, &o, &s), 0);
@@ -460,9 +503,11 @@ static void check_48(int nsp, const char *code, const double sp[3])
         }
         if (memcmp(ref, world, nv * sizeof *ref)) {
             size_t diff = 0;
-            for (size_t i = 0; i < nv; i++) diff += ref[i] != world[i];
+            for (size_t i = 0; i < nv; i++)
+                diff += ref[i] != world[i];
             fail_msg("%dD model, code '%s': permutation %d gives %zu "
-                     "voxels different in world space", nsp, code, n, diff);
+                     "voxels different in world space",
+                     nsp, code, n, diff);
         }
         sl_free(world);
     }
@@ -534,7 +579,8 @@ static void write_nifti(const char *path, const Volume *v, const Affine *a,
     memcpy(nim->data, v->data, sizeof(float) * (size_t)volume_voxels(v));
     nim->sform_code = NIFTI_XFORM_ALIGNED_ANAT;
     for (int r = 0; r < 3; r++)
-        for (int c = 0; c < 4; c++) nim->sto_xyz.m[r][c] = a->m[r][c];
+        for (int c = 0; c < 4; c++)
+            nim->sto_xyz.m[r][c] = a->m[r][c];
     nim->sto_xyz.m[3][3] = 1.0;
     nim->qform_code = NIFTI_XFORM_SCANNER_ANAT;
     nim->quatern_b = nim->quatern_c = nim->quatern_d = 0.0;
@@ -544,15 +590,16 @@ static void write_nifti(const char *path, const Volume *v, const Affine *a,
     nim->qfac = 1;
     for (int t = 0; t < 3; t++) {
         double n = 0;
-        for (int r = 0; r < 3; r++) n += a->m[r][t] * a->m[r][t];
+        for (int r = 0; r < 3; r++)
+            n += a->m[r][t] * a->m[r][t];
         nim->pixdim[t + 1] = (float)sqrt(n);
     }
     nim->dx = nim->pixdim[1];
     nim->dy = nim->pixdim[2];
     nim->dz = nim->pixdim[3];
-    nim->qto_xyz = nifti_quatern_to_dmat44(0, 0, 0, nim->qoffset_x,
-                                           nim->qoffset_y, nim->qoffset_z,
-                                           nim->dx, nim->dy, nim->dz, 1);
+    nim->qto_xyz =
+        nifti_quatern_to_dmat44(0, 0, 0, nim->qoffset_x, nim->qoffset_y,
+                                nim->qoffset_z, nim->dx, nim->dy, nim->dz, 1);
     nim->xyz_units = NIFTI_UNITS_MM;
     assert_int_equal(nifti_set_filenames(nim, path, 0, 1), 0);
     nifti_image_write(nim);
@@ -642,6 +689,7 @@ static void test_cli_geometry(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_snap_matches_nearbyint),
         cmocka_unit_test(test_axcodes),
         cmocka_unit_test(test_model_grid_of_permutations),
         cmocka_unit_test(test_resample_vs_brute_force),

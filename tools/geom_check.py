@@ -27,7 +27,7 @@ time over the plain run's (what mirroring costs and buys, issue 11).
 
     /usr/bin/python3 tools/geom_check.py [--segment build/bin/segment]
         [--model models/default.sslim] [--work build/geom] [--threads 2]
-        [--only 1mm,sagittal] [--tta]
+        [--only 1mm,sagittal] [--tta] [--repeat N]
 
 Prints one table row per variant, then the goal lines (Dice >= 0.95 on
 every variant; peak memory on the 0.5 mm scan <= its float32 size +
@@ -195,6 +195,11 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated variants")
     ap.add_argument("--tta", action="store_true",
                     help="also run each variant with segment --tta")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="time each variant N times, in N alternating "
+                    "rounds over the variants; the goal lines use the "
+                    "median CPU (this machine's speed drifts by up to "
+                    "30%% within minutes)")
     args = ap.parse_args()
     for p in (args.segment, args.model):
         if not os.path.exists(p):
@@ -255,6 +260,18 @@ def main():
     # ways; oblique: the same voxels, trilinear resampling both ways, on a
     # grid that also holds the corners the turn brings in (printed).
     cpu_of = {r[0]: r[4] for r in rows}
+    if args.repeat > 1:
+        runs = {r[0]: [r[4]] for r in rows}
+        for _ in range(args.repeat - 1):
+            for r in rows:
+                scan = os.path.join(args.work, r[0] + ".nii.gz")
+                out = os.path.join(args.work, r[0] + "_rep_seg.nii.gz")
+                runs[r[0]].append(run_segment(args, scan, out)[0])
+        print("segment CPU s in %d alternating rounds (median):" % args.repeat)
+        for name, v in runs.items():
+            cpu_of[name] = float(np.median(v))
+            print("  %s: %s (%.2f)" % (name, " ".join("%.2f" % x for x in v),
+                                       cpu_of[name]))
     for name, what in (("sagittal", "reorientation (exact)"),
                        ("oblique", "resampling (trilinear)")):
         if name in cpu_of and "1mm" in cpu_of and cpu_of["1mm"] > 0:
