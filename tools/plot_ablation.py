@@ -5,14 +5,15 @@ one point per epoch, one line per run.
     /usr/bin/python3 tools/plot_ablation.py OUT.png RUN_DIR[=LABEL] ...
         [--title TEXT] [--force]
 
-Each RUN_DIR is a run folder (OUT.sslim.run) holding sauron_epochs.jsonl
-(written by pruning runs: FLOPs after that epoch's pruning and the
-validation Dice of the network that was validated).  A --no-prune run has
-no sauron_epochs.jsonl; its epochs.jsonl gives the Dice and it is drawn at
-100% FLOPs.  Epoch 0 (the imported model) is every line's first point; the
-epoch the run wrote is ringed when its summary names it
-(sauron_summary.json, "written_epoch").  A dashed line marks one Dice point
-below the imported model's validation Dice.
+Each RUN_DIR is a run folder (OUT.sslim.run).  Its epochs.jsonl gives,
+for each epoch, the FLOPs and the validation Dice of the same network:
+the one validated at the end of that epoch, before that epoch's last
+pruning step (sauron_epochs.jsonl lists the sizes after it, the ones the
+next epoch trains with, so its FLOPs do not belong to its Dice).  A
+--no-prune run keeps 100% of the FLOPs.  Epoch 0 (the imported model) is
+every line's first point; the epoch the run wrote is ringed when its
+summary names it (sauron_summary.json, "written_epoch").  A dashed line
+marks one Dice point below the imported model's validation Dice.
 
 The table behind the picture goes to stdout (run, epoch, % FLOPs kept,
 Dice).  The PNG is written to a temporary name and renamed; an existing
@@ -27,17 +28,10 @@ import sys
 def load(run):
     """[(epoch, flops, dice)], best epoch or None"""
     pts = []
-    path = os.path.join(run, "sauron_epochs.jsonl")
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                d = json.loads(line)
-                pts.append((d["epoch"], float(d["flops"]), float(d["dice"])))
-    else:  # --no-prune: sizes never change
-        with open(os.path.join(run, "epochs.jsonl")) as f:
-            for line in f:
-                d = json.loads(line)
-                pts.append((d["epoch"], 1.0, float(d["dice_mean"])))
+    with open(os.path.join(run, "epochs.jsonl")) as f:
+        for line in f:
+            d = json.loads(line)
+            pts.append((d["epoch"], float(d["flops"]), float(d["dice_mean"])))
     best = None
     summ = os.path.join(run, "sauron_summary.json")
     if os.path.exists(summ):
