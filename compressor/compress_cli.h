@@ -50,6 +50,7 @@ typedef struct {
     double val_fraction;  /* --val-fraction, default 0.2 */
     int no_augment;       /* --no-augment */
     double fov_aug;       /* --fov-aug */
+    double crop_aug;      /* --crop-aug */
     int resume;           /* --resume */
     double teacher_weight; /* --teacher-weight W: with labels, the
                               imported model teaches too (loss = labels

@@ -191,6 +191,12 @@ static const CliOpt train_opts[] = {
              "(the slice cropped, or with more air around it: 0.7 to 1.4 "
              "times its size), so InstanceNorm does not learn the training "
              "scans' ratio of air to head (default 0: off)"},
+    {.name = "crop-aug", .type = CLI_DOUBLE, .lo = 0, .hi = 1, .metavar = "Q",
+     .off = OPT(crop_aug),
+     .help = "2D: fraction of the batches that see each slice cut close "
+             "around the case's labelled region (0 to 12 voxels of margin "
+             "a side), as a scan cropped around the organ is; with "
+             "--fov-aug P, P + Q <= 1 (default 0: off)"},
     {.name = "teacher-weight", .type = CLI_DOUBLE, .lo = 0, .hi = 100,
      .metavar = "W", .off = OPT(teacher_weight),
      .help = "with labels, the imported model teaches too: loss = labels' "
@@ -323,6 +329,15 @@ int compress_parse_args(int argc, char **argv, CompressOptions *o)
     /* ranges tying two settings together (--tau-max above tau0, ...) */
     rc = pruner_config_check(&o->prune);
     if (rc) goto done;
+    /* one uniform draw per batch splits it into field of view, crop and
+     * whole slices; 1e-12: 0.7 + 0.3 may round just above 1 */
+    if (o->fov_aug + o->crop_aug > 1.0 + 1e-12) {
+        sl_error("--fov-aug %g plus --crop-aug %g is more than 1 (they are "
+                 "fractions of the same batches); lower one of them",
+                 o->fov_aug, o->crop_aug);
+        rc = ERR_ARG;
+        goto done;
+    }
     if (npos > 2) {
         sl_error("unexpected argument '%s': give one input (.onnx or "
                  ".sslim) and one output (.sslim or .onnx)",

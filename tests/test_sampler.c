@@ -290,6 +290,268 @@ static void test_sampler_fov(void **state)
     mem_dataset_free(&ds);
 }
 
+/* FNV-1a over bytes: a fingerprint of a run of batches. */
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ c[i]) * 1099511628211ull;
+    return h;
+}
+
+/* Cases of 6x30x26 whose voxel values are their own flat index + 1
+ * (exact in float), air -7, a 5-voxel foreground cube in each. */
+static void mem_dataset_indexed(Dataset *ds, int n)
+{
+    int64_t S[3] = {6, 30, 26};
+    mem_dataset(ds, n, S, 2, 5);
+    int64_t nv = S[0] * S[1] * S[2];
+    for (int ci = 0; ci < n; ci++) {
+        DataCase *c = &ds->cases[ci];
+        for (int64_t v = 0; v < nv; v++)
+            c->image[v] = (float)(v + 1);
+        c->air = sl_alloc(sizeof(float));
+        c->air[0] = -7.0f;
+    }
+}
+
+static void mem_dataset_indexed_free(Dataset *ds)
+{
+    for (int ci = 0; ci < ds->n_cases; ci++)
+        sl_free(ds->cases[ci].air);
+    mem_dataset_free(ds);
+}
+
+/* Sizes the "network" accepts in the field-of-view tests: multiples
+ * of 8. */
+static void fit8(int64_t *fit, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        fit[i] = i < 8 ? 8 : (i + 7) / 8 * 8;
+}
+
+/* --fov-aug alone keeps its batches: the fingerprint of 60 batches of
+ * the field-of-view configuration of test_sampler_fov, recorded with
+ * the sampler before the crop augmentation existed (host byte order:
+ * the bytes of floats and ints as this machine stores them). */
+static void test_sampler_fov_unchanged(void **state)
+{
+    (void)state;
+    Dataset ds;
+    mem_dataset_indexed(&ds, 2);
+    int cases[2] = {0, 1};
+    int64_t fit[64];
+    fit8(fit, 64);
+    SamplerOptions o;
+    sampler_defaults(&o, 2);
+    augment_off(&o.aug);
+    o.batch = 3;
+    o.patch[1] = o.patch[2] = 32;
+    o.seed = 11;
+    o.fov.p = 0.5;
+    o.fov.lo = FOV_DEFAULT_LO;
+    o.fov.hi = FOV_DEFAULT_HI;
+    o.fov.fit[1] = o.fov.fit[2] = fit;
+    o.fov.n_fit[1] = o.fov.n_fit[2] = 64;
+    Sampler s;
+    Batch b;
+    assert_int_equal(sampler_init(&s, &ds, cases, 2, &o), 0);
+    assert_int_equal(batch_alloc(&b, &s), 0);
+    uint64_t h = 14695981039346656037ull;
+    for (int64_t k = 0; k < 60; k++) {
+        sampler_fill(&s, k, &b);
+        int64_t pv = b.P[1] * b.P[2];
+        h = fnv1a(h, b.P, sizeof b.P);
+        h = fnv1a(h, b.x, sizeof(float) * (size_t)(3 * pv));
+        h = fnv1a(h, b.y, (size_t)(3 * pv));
+        h = fnv1a(h, b.case_idx, sizeof(int) * 3);
+    }
+    assert_true(h == 0xf55febbc9846ccbfull);
+    batch_free(&b);
+    sampler_free(&s);
+    mem_dataset_indexed_free(&ds);
+}
+
+/* Crop augmentation on 4 cases of 6x30x26 (voxel value = flat index
+ * + 1, air -7, a 5-voxel cube of class 1 at a case-dependent place),
+ * --fov-aug 0.25 --crop-aug 0.4, margin 12 (the window is at most
+ * 5 + 24 = 29 voxels, so it always cuts the 30-row slice):
+ *  - the case box that dataset loading computes (data_case_relabel)
+ *    equals a brute-force box of the labels;
+ *  - a crop batch's window (the non-zero region of each sample) has one
+ *    size for the batch; sample 0's window is its case box widened by
+ *    margins in 0..12 on each side; the others' are centred on their own
+ *    box (floor of half the difference); every window voxel is the
+ *    slice's voxel there (one slice, labels with it) or air -7 with label
+ *    0 where the window runs past the slice; zeros outside the window;
+ *  - about 0.4 of 600 batches are crop batches (sd 0.02, tolerance 4 sd)
+ *    and about 0.25 field of view; both margin bounds 0 and 12 occur and
+ *    windows run past the slice;
+ *  - field-of-view and whole-slice batches are byte-identical to those
+ *    of a sampler with --fov-aug 0.25 alone (same uniform draw);
+ *  - p + crop > 1 and 3D models are refused. */
+static void test_sampler_crop(void **state)
+{
+    (void)state;
+    Dataset ds;
+    mem_dataset_indexed(&ds, 4);
+    const int64_t *S = ds.cases[0].S;
+    int M = CROP_DEFAULT_MARGIN;
+    int64_t lo[4][3], hi[4][3];
+    for (int ci = 0; ci < 4; ci++) {
+        DataCase *c = &ds.cases[ci];
+        assert_int_equal(data_case_relabel(c), 0);
+        for (int t = 0; t < 3; t++) {
+            lo[ci][t] = S[t];
+            hi[ci][t] = 0;
+        }
+        for (int64_t v = 0; v < S[0] * S[1] * S[2]; v++) {
+            if (!c->label[v]) continue;
+            int64_t p[3] = {v / (S[1] * S[2]), v / S[2] % S[1], v % S[2]};
+            for (int t = 0; t < 3; t++) {
+                lo[ci][t] = p[t] < lo[ci][t] ? p[t] : lo[ci][t];
+                hi[ci][t] = p[t] + 1 > hi[ci][t] ? p[t] + 1 : hi[ci][t];
+            }
+        }
+        for (int t = 0; t < 3; t++) {
+            assert_int_equal(c->box_lo[t], lo[ci][t]);
+            assert_int_equal(c->box_hi[t], hi[ci][t]);
+        }
+    }
+    int cases[4] = {0, 1, 2, 3};
+    int64_t fit[80];
+    fit8(fit, 80);
+    SamplerOptions o, of;
+    sampler_defaults(&o, 2);
+    augment_off(&o.aug);
+    o.batch = 3;
+    o.patch[1] = o.patch[2] = 32;
+    o.seed = 5;
+    o.fov.p = 0.25;
+    o.fov.lo = FOV_DEFAULT_LO;
+    o.fov.hi = FOV_DEFAULT_HI;
+    o.fov.fit[1] = o.fov.fit[2] = fit;
+    o.fov.n_fit[1] = o.fov.n_fit[2] = 80;
+    of = o;
+    o.fov.crop = 0.4;
+    o.fov.margin = M;
+    Sampler s, sf;
+    Batch b, bf;
+    assert_int_equal(sampler_init(&s, &ds, cases, 4, &o), 0);
+    assert_int_equal(sampler_init(&sf, &ds, cases, 4, &of), 0);
+    assert_int_equal(batch_alloc(&b, &s), 0);
+    assert_int_equal(batch_alloc(&bf, &sf), 0);
+    int nb = 600, n_crop = 0, n_fov = 0, m_zero = 0, m_max = 0, past = 0;
+    for (int64_t k = 0; k < nb; k++) {
+        sampler_fill(&s, k, &b);
+        sampler_fill(&sf, k, &bf);
+        int64_t pv = b.P[1] * b.P[2];
+        if (b.view != VIEW_CROP) {
+            n_fov += b.view == VIEW_FOV;
+            assert_int_equal(b.view, bf.view);
+            assert_memory_equal(b.P, bf.P, sizeof b.P);
+            assert_memory_equal(b.x, bf.x, sizeof(float) * (size_t)(3 * pv));
+            assert_memory_equal(b.y, bf.y, (size_t)(3 * pv));
+            continue;
+        }
+        n_crop++;
+        int64_t W1 = -1, W2 = -1;
+        for (int i = 0; i < 3; i++) {
+            const float *x = b.x + i * pv;
+            const uint8_t *y = b.y + i * pv;
+            int ci = b.case_idx[i];
+            const DataCase *c = &ds.cases[ci];
+            int64_t r0 = pv, r1 = -1, q0 = pv, q1 = -1, f = -1;
+            for (int64_t a = 0; a < b.P[1]; a++)
+                for (int64_t d = 0; d < b.P[2]; d++) {
+                    float v = x[a * b.P[2] + d];
+                    if (v == 0.0f) {
+                        assert_int_equal(y[a * b.P[2] + d], 0);
+                        continue;
+                    }
+                    r0 = a < r0 ? a : r0;
+                    r1 = a > r1 ? a : r1;
+                    q0 = d < q0 ? d : q0;
+                    q1 = d > q1 ? d : q1;
+                    if (v != -7.0f && f < 0) f = a * b.P[2] + d;
+                }
+            if (i == 0) {
+                W1 = r1 - r0 + 1;
+                W2 = q1 - q0 + 1;
+            }
+            assert_int_equal(r1 - r0 + 1, W1);
+            assert_int_equal(q1 - q0 + 1, W2);
+            assert_true(b.P[1] - W1 < 8 && b.P[2] - W2 < 8);
+            /* window origin in slice coordinates, from one slice voxel */
+            assert_true(f >= 0);
+            int64_t v0 = (int64_t)x[f] - 1, k0 = v0 / (S[1] * S[2]);
+            int64_t org1 = v0 / S[2] % S[1] - (f / b.P[2] - r0);
+            int64_t org2 = v0 % S[2] - (f % b.P[2] - q0);
+            int64_t e1 = hi[ci][1] - lo[ci][1], e2 = hi[ci][2] - lo[ci][2];
+            if (i == 0) {
+                int64_t m[4] = {lo[ci][1] - org1, W1 - e1 - (lo[ci][1] - org1),
+                                lo[ci][2] - org2,
+                                W2 - e2 - (lo[ci][2] - org2)};
+                for (int j = 0; j < 4; j++) {
+                    assert_true(m[j] >= 0 && m[j] <= M);
+                    m_zero += m[j] == 0;
+                    m_max += m[j] == M;
+                }
+            } else {
+                int64_t d1 = e1 - W1, d2 = e2 - W2;
+                assert_int_equal(org1, lo[ci][1] + (int64_t)floor(d1 / 2.0));
+                assert_int_equal(org2, lo[ci][2] + (int64_t)floor(d2 / 2.0));
+            }
+            for (int64_t a = 0; a < W1; a++)
+                for (int64_t d = 0; d < W2; d++) {
+                    int64_t at = (r0 + a) * b.P[2] + q0 + d;
+                    int64_t sa = org1 + a, sd = org2 + d;
+                    if (sa < 0 || sa >= S[1] || sd < 0 || sd >= S[2]) {
+                        past++;
+                        assert_true(x[at] == -7.0f);
+                        assert_int_equal(y[at], 0);
+                        continue;
+                    }
+                    int64_t v = (k0 * S[1] + sa) * S[2] + sd;
+                    assert_true(x[at] == (float)(v + 1));
+                    assert_int_equal(y[at], c->label[v]);
+                }
+        }
+    }
+    assert_true(fabs(n_crop / (double)nb - 0.4) < 0.08);
+    assert_true(fabs(n_fov / (double)nb - 0.25) < 0.08);
+    assert_true(m_zero > 0 && m_max > 0 && past > 0);
+    batch_free(&b);
+    batch_free(&bf);
+    sampler_free(&s);
+    sampler_free(&sf);
+
+    sl_error_quiet(1);
+    o.fov.crop = 0.8; /* 0.25 + 0.8 > 1 */
+    sl_error_reset();
+    assert_int_equal(sampler_init(&s, &ds, cases, 4, &o), ERR_ARG);
+    assert_non_null(strstr(sl_error_last(), "--crop-aug"));
+    o.fov.crop = 0.75; /* exactly 1: accepted */
+    assert_int_equal(sampler_init(&s, &ds, cases, 4, &o), 0);
+    sampler_free(&s);
+    o.fov.p = 0;
+    o.fov.crop = 0.5;
+    o.fov.n_fit[1] = 40; /* crop windows up to 30 + 24 = 54 not covered */
+    assert_int_equal(sampler_init(&s, &ds, cases, 4, &o), ERR_ARG);
+    o.fov.n_fit[1] = 80;
+    ds.layout.dims = 3;
+    SamplerOptions o3;
+    sampler_defaults(&o3, 3);
+    o3.patch[0] = 4;
+    o3.patch[1] = o3.patch[2] = 16;
+    o3.fov = o.fov;
+    sl_error_reset();
+    assert_int_equal(sampler_init(&s, &ds, cases, 4, &o3), ERR_ARG);
+    assert_non_null(strstr(sl_error_last(), "2D"));
+    sl_error_quiet(0);
+    mem_dataset_indexed_free(&ds);
+}
+
 /* Foreground oversampling: a 3x3 foreground square in 2D slices of a
  * 30x64x64 case hardly ever appears by chance in a 32x32 patch (only 3 of
  * 30 slices hold any); forced samples must contain it and their count is
@@ -665,6 +927,8 @@ int main(void)
         cmocka_unit_test(test_sampler_shapes_determinism),
         cmocka_unit_test(test_sampler_foreground),
         cmocka_unit_test(test_sampler_fov),
+        cmocka_unit_test(test_sampler_fov_unchanged),
+        cmocka_unit_test(test_sampler_crop),
         cmocka_unit_test(test_sampler_speed),
         cmocka_unit_test(test_sampler_nomem),
         cmocka_unit_test(test_augment_flips_identity),

@@ -671,6 +671,58 @@ static void test_fov_aug(void **state)
     bad("fov", "good", "--no-prune --fov-aug 1.5", "--fov-aug");
 }
 
+/* --crop-aug: the run gives the same bytes on 1 and 2 threads and other
+ * bytes than a run without it; a --resume with another value is refused
+ * naming it; 3D models, values outside [0, 1], text and --fov-aug P with
+ * P + Q > 1 get one line. */
+static void test_crop_aug(void **state)
+{
+    (void)state;
+    if (!have_data) skip();
+    char b[256], o0[600], o1[600], o2[600];
+    Cli r;
+    bin(b, sizeof b);
+    tmp("crop0.sslim", o0, sizeof o0);
+    tmp("crop1.sslim", o1, sizeof o1);
+    tmp("crop2.sslim", o2, sizeof o2);
+    cli(&r, "%s %s %s --data %s " FAST " --seed 3 --threads 2 --fov-aug 0.3",
+        b, MODEL, o0, good);
+    assert_int_equal(r.status, 0);
+    cli(&r,
+        "%s %s %s --data %s " FAST
+        " --seed 3 --threads 2 --fov-aug 0.3 --crop-aug 0.7",
+        b, MODEL, o1, good);
+    if (r.status) fprintf(stderr, "%s", r.err);
+    assert_int_equal(r.status, 0);
+    cli(&r,
+        "%s %s %s --data %s " FAST
+        " --seed 3 --threads 1 --fov-aug 0.3 --crop-aug 0.7",
+        b, MODEL, o2, good);
+    assert_int_equal(r.status, 0);
+    assert_true(files_equal(o1, o2));
+    assert_false(files_equal(o0, o1));
+    remove(o1);
+    cli(&r,
+        "%s %s %s --data %s " FAST
+        " --seed 3 --threads 2 --fov-aug 0.3 --crop-aug 0.5 --resume",
+        b, MODEL, o1, good);
+    assert_int_not_equal(r.status, 0);
+    assert_int_equal(r.lines, 1);
+    assert_non_null(strstr(r.last, "crop_aug=0.7 in the run folder"));
+    assert_false(sl_file_exists(o1));
+    cli(&r, "%s tests/fixtures/torch/nnunet3d.onnx %s --data %s " FAST
+        " --crop-aug 0.5 --force",
+        b, o0, good);
+    assert_int_not_equal(r.status, 0);
+    assert_int_equal(r.lines, 1);
+    assert_non_null(strstr(r.last, "2D"));
+    assert_non_null(strstr(r.last, "--crop-aug"));
+    bad("crop", "good", "--no-prune --crop-aug 1.5", "--crop-aug");
+    bad("croptext", "good", "--no-prune --crop-aug abc", "--crop-aug");
+    bad("fovcrop", "good", "--no-prune --fov-aug 0.6 --crop-aug 0.5",
+        "--crop-aug");
+}
+
 /* SGD at lr 1e6 diverges in epoch 1: the last line names it, no model. */
 static void test_nan_stop(void **state)
 {
@@ -705,6 +757,7 @@ int main(void)
         cmocka_unit_test(test_bad_flags),
         cmocka_unit_test(test_nan_stop),
         cmocka_unit_test(test_fov_aug),
+        cmocka_unit_test(test_crop_aug),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

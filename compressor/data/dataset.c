@@ -592,10 +592,38 @@ static int check_labels(const Volume *lab, int n_classes, const char *name,
     return 0;
 }
 
+/* c->box_lo/box_hi from the labels (tensor order). */
+static void label_box(DataCase *c)
+{
+    int64_t lo[3], hi[3];
+    for (int t = 0; t < 3; t++) {
+        lo[t] = c->S[t];
+        hi[t] = 0;
+    }
+    for (int64_t a = 0; a < c->S[0]; a++)
+        for (int64_t b = 0; b < c->S[1]; b++) {
+            const uint8_t *l = c->label + (a * c->S[1] + b) * c->S[2];
+            for (int64_t d = 0; d < c->S[2]; d++) {
+                if (!l[d]) continue;
+                int64_t v[3] = {a, b, d};
+                for (int t = 0; t < 3; t++) {
+                    if (v[t] < lo[t]) lo[t] = v[t];
+                    if (v[t] + 1 > hi[t]) hi[t] = v[t] + 1;
+                }
+            }
+        }
+    int none = hi[0] == 0;
+    for (int t = 0; t < 3; t++) {
+        c->box_lo[t] = none ? 0 : lo[t];
+        c->box_hi[t] = none ? c->S[t] : hi[t];
+    }
+}
+
 /* Foreground locations of c (labels already in tensor order).  Class k
  * with count voxels keeps keep = min(count, DATA_MAX_FG_LOCS): its j-th
  * voxel (raster order) is kept when floor(j*keep/count) steps up, an even
- * stride over the structure. */
+ * stride over the structure.  The labelled box too (label_box), so both
+ * follow a relabelling. */
 static int collect_fg(DataCase *c)
 {
     int nc = c->n_classes;
@@ -624,6 +652,7 @@ static int collect_fg(DataCase *c)
         int64_t s0 = j * keep / count[k], s1 = (j + 1) * keep / count[k];
         if (s1 > s0) c->fg_loc[c->fg_start[k] + s0] = i;
     }
+    label_box(c);
     rc = 0;
 fail:
     if (rc)

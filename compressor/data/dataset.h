@@ -72,6 +72,10 @@ typedef struct {
     int64_t *fg_start; /* [n_classes + 1]: class c's locations are
                           fg_loc[fg_start[c] .. fg_start[c+1]); class 0
                           (background) has none */
+    /* Bounding box of the non-background label voxels, tensor order,
+     * [box_lo, box_hi): what a scan cropped around the organ holds (the
+     * crop augmentation, sampler.h); the whole case when it has none. */
+    int64_t box_lo[3], box_hi[3];
     char orientation[4]; /* axis code of the image header (orient.h) */
     double spacing[3];   /* voxel size in mm along NIfTI i, j, k */
     float *air; /* [C] the darkest voxel of each modality after

@@ -22,24 +22,46 @@ void sampler_defaults(SamplerOptions *o, int dims)
     augment_defaults(&o->aug, dims);
 }
 
-/* Field-of-view options: range, 2D only, and a fit table that covers
- * the largest window; sets Wmax and Pmax. */
+/* Field-of-view and crop options: range, 2D only, and a fit table that
+ * covers the largest window; sets Wmax and Pmax. */
 static int fov_check(Sampler *s, const SamplerOptions *o, int dims)
 {
     const FovOptions *f = &o->fov;
     if (dims != 2) {
-        sl_error("field-of-view augmentation is for 2D models (a 3D patch "
-                 "is already a crop); drop --fov-aug");
+        sl_error("field-of-view and crop augmentation are for 2D models (a "
+                 "3D patch is already a crop); drop --fov-aug and "
+                 "--crop-aug");
         return ERR_ARG;
     }
-    if (!(f->p <= 1.0 && f->lo > 0.0 && f->lo <= f->hi && f->hi <= 4.0)) {
+    if (!(f->p >= 0.0 && f->p <= 1.0 && f->crop >= 0.0 && f->crop <= 1.0)) {
+        sl_error("field-of-view augmentation %g, crop augmentation %g: give "
+                 "fractions in [0, 1]",
+                 f->p, f->crop);
+        return ERR_ARG;
+    }
+    /* 1e-12: fractions that add up to 1 in decimal (0.7 + 0.3) may round
+     * just above it */
+    if (f->p + f->crop > 1.0 + 1e-12) {
+        sl_error("--fov-aug %g plus --crop-aug %g is more than 1 (they are "
+                 "fractions of the same batches); lower one of them",
+                 f->p, f->crop);
+        return ERR_ARG;
+    }
+    if (f->p > 0 && !(f->lo > 0.0 && f->lo <= f->hi && f->hi <= 4.0)) {
         sl_error("field-of-view augmentation: p %g, window %g to %g times "
                  "the slice; give p in [0, 1] and 0 < lo <= hi <= 4",
                  f->p, f->lo, f->hi);
         return ERR_ARG;
     }
+    if (f->crop > 0 && !(f->margin >= 0 && f->margin <= 4096)) {
+        sl_error("crop augmentation: margin %d voxels; give 0 to 4096",
+                 f->margin);
+        return ERR_ARG;
+    }
     for (int t = 1; t < 3; t++) {
-        int64_t w = (int64_t)llround(f->hi * (double)s->S[t]);
+        int64_t w = f->p > 0 ? (int64_t)llround(f->hi * (double)s->S[t]) : 1;
+        if (f->crop > 0 && s->S[t] + 2 * f->margin > w)
+            w = s->S[t] + 2 * f->margin;
         s->Wmax[t] = w < 1 ? 1 : w;
         if (!f->fit[t] || f->n_fit[t] <= s->Wmax[t]) {
             sl_error("field-of-view augmentation: no network size is known "
@@ -125,7 +147,8 @@ int sampler_init(Sampler *s, const Dataset *ds, const int *cases, int n_cases,
         s->Wmax[t] = s->S[t];
         s->Pmax[t] = o->patch[t];
     }
-    if (o->fov.p > 0 && fov_check(s, o, dims)) return ERR_ARG;
+    if ((o->fov.p > 0 || o->fov.crop > 0) && fov_check(s, o, dims))
+        return ERR_ARG;
     if (!(s->cases = sl_alloc(sizeof(int) * (size_t)n_cases))) {
         sl_error("out of memory");
         return ERR_NOMEM;
@@ -157,7 +180,7 @@ int batch_alloc(Batch *b, const Sampler *s)
     b->y = sl_alloc(vox);
     b->case_idx = sl_calloc((size_t)b->B, sizeof(int));
     b->forced = sl_calloc((size_t)b->B, sizeof(int));
-    int fov = s->o.fov.p > 0, bad_win = 0;
+    int fov = s->o.fov.p > 0 || s->o.fov.crop > 0, bad_win = 0;
     if (fov) {
         size_t wv = (size_t)(s->Wmax[1] * s->Wmax[2]);
         b->win = sl_alloc(sizeof(float) * wv * (size_t)b->C);
@@ -242,37 +265,73 @@ static int place(const DataCase *c, const int64_t P[3], int forced, Rng *r,
     return 0;
 }
 
-/* 1 if batch k sees another field of view, its window in W (W[0] = 1);
- * 0 otherwise (W untouched). */
-static int fov_window(const Sampler *s, int64_t k, int B, int64_t W[3])
+/* Case of a sample: the first draw of its stream r. */
+static int pick_case(const Sampler *s, Rng *r)
 {
-    const FovOptions *f = &s->o.fov;
-    if (!(f->p > 0)) return 0;
-    Rng r;
-    rng_seed(&r, s->o.seed, (uint64_t)k, (uint64_t)B);
-    if (!(rng_uniform(&r) < f->p)) return 0;
-    W[0] = 1;
-    for (int t = 1; t < 3; t++) {
-        int64_t w =
-            (int64_t)llround(rng_range(&r, f->lo, f->hi) * (double)s->S[t]);
-        W[t] = w < 1 ? 1 : w > s->Wmax[t] ? s->Wmax[t] : w;
-    }
-    return 1;
+    return s->cases[rng_below(r, s->n_cases)];
 }
 
-/* Slice `k0` of case c seen through a window of W[1] x W[2]: cut where
- * the slice is larger, the case's air around it where smaller, each at a
- * random offset. */
-static void cut_window(const DataCase *c, int C, int64_t k0,
-                       const int64_t W[3], Rng *r, float *win, uint8_t *winl)
+/* c's labelled box (the whole case when the box was never set). */
+static void case_box(const DataCase *c, int64_t lo[3], int64_t hi[3])
+{
+    int ok = 1;
+    for (int t = 0; t < 3; t++)
+        ok &= c->box_lo[t] >= 0 && c->box_lo[t] < c->box_hi[t] &&
+              c->box_hi[t] <= c->S[t];
+    for (int t = 0; t < 3; t++) {
+        lo[t] = ok ? c->box_lo[t] : 0;
+        hi[t] = ok ? c->box_hi[t] : c->S[t];
+    }
+}
+
+/* How batch k sees its slices, from the batch stream (seed, k, B) so the
+ * samples' own streams are unchanged.  Field of view: its window in W
+ * (W[0] = 1).  Crop: W and the low margins m0 of sample 0's window.
+ * Whole slices: W and m0 untouched. */
+static BatchView batch_view(const Sampler *s, int64_t k, int B, int64_t W[3],
+                            int64_t m0[3])
+{
+    const FovOptions *f = &s->o.fov;
+    if (!(f->p > 0 || f->crop > 0)) return VIEW_WHOLE;
+    Rng r;
+    rng_seed(&r, s->o.seed, (uint64_t)k, (uint64_t)B);
+    double u = rng_uniform(&r);
+    W[0] = 1;
+    if (u < f->p) {
+        for (int t = 1; t < 3; t++) {
+            int64_t w = (int64_t)llround(rng_range(&r, f->lo, f->hi) *
+                                         (double)s->S[t]);
+            W[t] = w < 1 ? 1 : w > s->Wmax[t] ? s->Wmax[t] : w;
+        }
+        return VIEW_FOV;
+    }
+    if (!(u < f->p + f->crop)) return VIEW_WHOLE;
+    Rng r0;
+    rng_seed(&r0, s->o.seed, (uint64_t)k, 0);
+    int64_t lo[3], hi[3];
+    case_box(&s->ds->cases[pick_case(s, &r0)], lo, hi);
+    m0[0] = 0;
+    for (int t = 1; t < 3; t++) {
+        m0[t] = rng_below(&r, f->margin + 1);
+        W[t] = hi[t] - lo[t] + m0[t] + rng_below(&r, f->margin + 1);
+        CHECK(W[t] <= s->Wmax[t]);
+    }
+    return VIEW_CROP;
+}
+
+/* Slice k0 of case c seen through a window of W[1] x W[2] whose lowest
+ * corner sits at org (slice coordinates, may lie outside the slice):
+ * the slice's voxels where they overlap, the case's air elsewhere. */
+static void copy_window(const DataCase *c, int C, int64_t k0,
+                        const int64_t W[3], const int64_t org[3], float *win,
+                        uint8_t *winl)
 {
     int64_t src[3] = {0, 0, 0}, dst[3] = {0, 0, 0}, n[3] = {1, 1, 1};
     for (int t = 1; t < 3; t++) {
-        int64_t S = c->S[t], d = S > W[t] ? S - W[t] : W[t] - S;
-        int64_t o = rng_below(r, d + 1);
-        src[t] = S > W[t] ? o : 0;
-        dst[t] = S > W[t] ? 0 : o;
-        n[t] = S < W[t] ? S : W[t];
+        src[t] = org[t] > 0 ? org[t] : 0;
+        dst[t] = src[t] - org[t];
+        int64_t e = org[t] + W[t] < c->S[t] ? org[t] + W[t] : c->S[t];
+        n[t] = e > src[t] ? e - src[t] : 0;
     }
     int64_t wv = W[1] * W[2], sv = c->S[1] * c->S[2];
     memset(winl, 0, (size_t)wv);
@@ -294,33 +353,71 @@ static void cut_window(const DataCase *c, int C, int64_t k0,
                l + (src[1] + a) * c->S[2] + src[2], (size_t)n[2]);
 }
 
+/* Field of view: the window cuts the slice where the slice is larger,
+ * and is air around it where smaller, each at a random offset. */
+static void cut_window(const DataCase *c, int C, int64_t k0,
+                       const int64_t W[3], Rng *r, float *win, uint8_t *winl)
+{
+    int64_t org[3] = {0, 0, 0};
+    for (int t = 1; t < 3; t++) {
+        int64_t S = c->S[t], d = S > W[t] ? S - W[t] : W[t] - S;
+        int64_t o = rng_below(r, d + 1);
+        org[t] = S > W[t] ? o : -o;
+    }
+    copy_window(c, C, k0, W, org, win, winl);
+}
+
+/* floor(x / 2) for either sign */
+static int64_t half_floor(int64_t x)
+{
+    return x >= 0 ? x / 2 : -((1 - x) / 2);
+}
+
+/* Crop: sample 0's window starts m0 before its case's box; the others'
+ * windows of the same size are centred on their own case's box. */
+static void crop_window(const DataCase *c, int C, int64_t k0,
+                        const int64_t W[3], const int64_t *m0, float *win,
+                        uint8_t *winl)
+{
+    int64_t lo[3], hi[3], org[3] = {0, 0, 0};
+    case_box(c, lo, hi);
+    for (int t = 1; t < 3; t++)
+        org[t] = m0 ? lo[t] - m0[t] : lo[t] + half_floor(hi[t] - lo[t] - W[t]);
+    copy_window(c, C, k0, W, org, win, winl);
+}
+
 void sampler_fill(const Sampler *s, int64_t k, Batch *b)
 {
     const Dataset *ds = s->ds;
     const SamplerOptions *o = &s->o;
     CHECK(b->B == o->batch && b->C == ds->n_modalities);
-    int64_t W[3] = {1, 1, 1};
-    int fov = fov_window(s, k, b->B, W);
+    int64_t W[3] = {1, 1, 1}, m0[3] = {0, 0, 0};
+    BatchView view = batch_view(s, k, b->B, W, m0);
+    b->view = view;
     b->P[0] = o->patch[0];
     for (int t = 1; t < 3; t++)
-        b->P[t] = fov ? o->fov.fit[t][W[t]] : o->patch[t];
+        b->P[t] = view != VIEW_WHOLE ? o->fov.fit[t][W[t]] : o->patch[t];
     int64_t pvox = b->P[0] * b->P[1] * b->P[2];
     CHECK(pvox <= b->cap);
     for (int i = 0; i < b->B; i++) {
         Rng r;
         rng_seed(&r, o->seed, (uint64_t)k, (uint64_t)i);
-        int ci = s->cases[rng_below(&r, s->n_cases)];
+        int ci = pick_case(s, &r);
         const DataCase *c = &ds->cases[ci];
         int forced = is_forced(k * b->B + i, o->fg_rate);
         int64_t off[3];
         const float *img = c->image;
         const uint8_t *lab = c->label;
         const int64_t *S = c->S;
-        if (fov) {
+        if (view != VIEW_WHOLE) {
             /* the whole slice as the "patch" picks the slice only */
             int64_t whole[3] = {1, c->S[1], c->S[2]};
             b->forced[i] = place(c, whole, forced, &r, off);
-            cut_window(c, b->C, off[0], W, &r, b->win, b->winl);
+            if (view == VIEW_FOV)
+                cut_window(c, b->C, off[0], W, &r, b->win, b->winl);
+            else
+                crop_window(c, b->C, off[0], W, i ? NULL : m0, b->win,
+                            b->winl);
             img = b->win;
             lab = b->winl;
             S = W;

@@ -40,6 +40,23 @@
  * surrounded by the case's air (DataCase.air) where smaller, at a random
  * offset; the window then goes into the patch like a case smaller than
  * the patch (random offset, zeros around, the same augmentation).
+ *
+ * Crop augmentation (2D only, FovOptions.crop): the field-of-view
+ * windows above sit at random offsets and never show a scan cut close
+ * around the organ on all sides, which is what a cropped clinical scan
+ * holds (brain: most misses on geom_check.py's cropped Colin27 copy are
+ * false negatives).  One uniform draw u of the batch stream decides:
+ * u < p field of view, u < p + crop crop, else the whole slice; so with
+ * crop = 0 every batch is what it was before the option.  A crop batch
+ * draws four margins m in 0..margin (top, bottom, left, right) from the
+ * same stream; its window is the in-plane extent of the first sample's
+ * case box (DataCase.box_lo/box_hi) widened by them, the same size for
+ * the whole batch.  Sample 0 sees its slice through that window exactly;
+ * every other sample through a window of the same size centred on its
+ * own case's box (origin box_lo + floor((extent - W) / 2) per axis).
+ * Slice voxels inside the window, the case's air where the window runs
+ * past the slice, labels 0 there; then into the patch as a field-of-view
+ * window (fit table, random offset, zeros around).
  */
 #ifndef SL_DATA_SAMPLER_H
 #define SL_DATA_SAMPLER_H
@@ -56,8 +73,12 @@ typedef struct {
     double p;      /* fraction of batches with another field of view;
                       0: off */
     double lo, hi; /* window size / slice size, U(lo, hi) per axis */
+    double crop;   /* fraction of batches cut around the labelled box
+                      (p + crop <= 1); 0: off */
+    int margin;    /* crop: each side widened by 0..margin voxels */
     /* fit[t][n] for n < n_fit[t] (t = 1, 2): the smallest size >= n the
-     * network accepts (caller-owned; must cover round(hi * St)) */
+     * network accepts (caller-owned; must cover round(hi * St) and, with
+     * crop, St + 2 * margin) */
     const int64_t *fit[3];
     int64_t n_fit[3];
 } FovOptions;
@@ -66,6 +87,15 @@ typedef struct {
  * the slice. */
 #define FOV_DEFAULT_LO 0.7
 #define FOV_DEFAULT_HI 1.4
+/* Crop margin: up to 12 voxels a side.  geom_check.py's cropped copy
+ * keeps 5 around the brain; 0..12 puts that well inside the range drawn,
+ * with tighter and looser crops on either side, while the window stays
+ * close to the organ (wider views are what --fov-aug and whole slices
+ * already show). */
+#define CROP_DEFAULT_MARGIN 12
+
+/* How a batch saw its slices. */
+typedef enum { VIEW_WHOLE = 0, VIEW_FOV = 1, VIEW_CROP = 2 } BatchView;
 
 typedef struct {
     int batch;        /* B >= 1 */
@@ -92,6 +122,7 @@ typedef struct {
     uint8_t *y;    /* [B][P0][P1][P2] class per voxel (owned) */
     int *case_idx; /* [B] Dataset case index of each sample (owned) */
     int *forced;   /* [B] 1 if centred on a foreground voxel (owned) */
+    BatchView view; /* whole slices, field of view or crop */
     int64_t k;     /* batch index held, -1 if none yet */
 } Batch;
 
@@ -101,15 +132,15 @@ typedef struct {
     int *cases; /* [n_cases] Dataset case indices (owned copy) */
     SamplerOptions o;
     int64_t S[3];    /* largest case size along each axis */
-    int64_t Wmax[3]; /* largest field-of-view window */
+    int64_t Wmax[3]; /* largest field-of-view or crop window */
     int64_t Pmax[3]; /* largest patch a batch can have */
 } Sampler;
 
 /* Bind a sampler to cases (e.g. DataSplit.train or .val) of a loaded
  * dataset.  ERR_ARG with a clear line for batch < 1, a bad patch, a
- * fg_rate outside [0, 1], no cases, or field-of-view options that are
- * out of range, given to a 3D model or without a fit table covering
- * them; ERR_NOMEM. */
+ * fg_rate outside [0, 1], no cases, or field-of-view or crop options
+ * that are out of range (p + crop > 1), given to a 3D model or without a
+ * fit table covering them; ERR_NOMEM. */
 int sampler_init(Sampler *s, const Dataset *ds, const int *cases, int n_cases,
                  const SamplerOptions *o);
 void sampler_free(Sampler *s);

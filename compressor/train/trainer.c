@@ -321,6 +321,7 @@ static int build_settings(Trainer *t)
             (unsigned long long)c->seed, c->val_fraction, c->augment);
     /* only when on: run folders from before the option resume */
     if (c->fov_aug > 0) fprintf(f, "fov_aug=%.9g\n", c->fov_aug);
+    if (c->crop_aug > 0) fprintf(f, "crop_aug=%.9g\n", c->crop_aug);
     if (t->settings) fprintf(f, "%s\n", t->settings);
     int closed = fclose(f);
     f = NULL;
@@ -360,7 +361,8 @@ static int exec_at(Trainer *t, const Shape *in)
 }
 
 /* fit[k][n]: the smallest size >= n along tensor axis k that the network
- * accepts, for every window the field-of-view augmentation can draw. */
+ * accepts, for every window the field-of-view and crop augmentations can
+ * draw. */
 static int build_fit(Trainer *t)
 {
     Graph *g = t->g;
@@ -371,6 +373,9 @@ static int build_fit(Trainer *t)
     base.d[0] = 1;
     for (int k = 1; k < 3 && !rc; k++) {
         int64_t n = (int64_t)llround(FOV_DEFAULT_HI * (double)S[k]) + 2;
+        /* only with crop, so --fov-aug alone keeps its table */
+        if (t->cfg.crop_aug > 0 && S[k] + 2 * CROP_DEFAULT_MARGIN + 2 > n)
+            n = S[k] + 2 * CROP_DEFAULT_MARGIN + 2;
         if (!(t->fit[k] = sl_alloc(sizeof(int64_t) * (size_t)n))) {
             sl_error("out of memory");
             rc = ERR_NOMEM;
@@ -386,8 +391,8 @@ static int build_fit(Trainer *t)
             else
                 t->fit[k][w] = graph_valid_size(g, &base, k - 1, v);
             if (t->fit[k][w] < v) {
-                sl_error("--fov-aug: no input size >= %lld along spatial dim "
-                         "%d suits the network",
+                sl_error("--fov-aug/--crop-aug: no input size >= %lld along "
+                         "spatial dim %d suits the network",
                          (long long)v, k - 1);
                 rc = ERR_SHAPE;
                 break;
@@ -415,16 +420,26 @@ static int build_samplers(Trainer *t)
     memcpy(so.patch, t->P, sizeof so.patch);
     so.seed = t->cfg.seed;
     if (!t->cfg.augment) augment_off(&so.aug);
-    if (t->cfg.fov_aug > 0) {
+    if (t->cfg.fov_aug > 0 || t->cfg.crop_aug > 0) {
+        const char *flag = t->cfg.fov_aug > 0 ? "--fov-aug" : "--crop-aug";
         if (t->g->meta.dims != 2) {
-            sl_error("--fov-aug is for 2D models (a 3D patch is already a "
-                     "crop); drop it");
+            sl_error("%s is for 2D models (a 3D patch is already a crop); "
+                     "drop it",
+                     flag);
+            return ERR_ARG;
+        }
+        if (t->cfg.fov_aug + t->cfg.crop_aug > 1.0 + 1e-12) {
+            sl_error("--fov-aug %g plus --crop-aug %g is more than 1 (they "
+                     "are fractions of the same batches); lower one of them",
+                     t->cfg.fov_aug, t->cfg.crop_aug);
             return ERR_ARG;
         }
         if ((rc = build_fit(t))) return rc;
         so.fov.p = t->cfg.fov_aug;
         so.fov.lo = FOV_DEFAULT_LO;
         so.fov.hi = FOV_DEFAULT_HI;
+        so.fov.crop = t->cfg.crop_aug;
+        so.fov.margin = CROP_DEFAULT_MARGIN;
         for (int k = 1; k < 3; k++) {
             so.fov.fit[k] = t->fit[k];
             so.fov.n_fit[k] = t->n_fit[k];

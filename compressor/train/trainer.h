@@ -94,6 +94,9 @@ typedef struct {
     int augment;         /* 1: augment_defaults; 0: no augmentation */
     double fov_aug;      /* 2D: fraction of batches that see another field
                             of view (sampler.h); 0: none */
+    double crop_aug;     /* 2D: fraction of batches cut close around the
+                            case's labelled box (sampler.h); 0: none;
+                            fov_aug + crop_aug <= 1 */
     int resume;          /* continue from RUN/checkpoint.sslck */
     int force;           /* start over in a run folder holding one */
     int quiet;           /* 1: no per-epoch stderr lines */
