@@ -552,6 +552,24 @@ static void test_sampler_crop(void **state)
     mem_dataset_indexed_free(&ds);
 }
 
+/* train_baseline.py --crop-aug cuts the windows this sampler cuts:
+ * tools/check_crop_aug.py checks its windows against the same rule
+ * (exact content, margins, centring, fraction; --crop-aug 0 draws as
+ * before) and exits non-zero on the first mismatch. */
+static void test_train_baseline_crop(void **state)
+{
+    (void)state;
+    char err[256];
+    if (run_cmd("/usr/bin/python3 -c 'import numpy'", err, sizeof err)) {
+        printf("skipped: /usr/bin/python3 with numpy missing\n");
+        skip();
+    }
+    int rc = run_cmd("/usr/bin/python3 tools/check_crop_aug.py >/dev/null",
+                     err, sizeof err);
+    if (rc) printf("%s", err);
+    assert_int_equal(rc, 0);
+}
+
 /* Foreground oversampling: a 3x3 foreground square in 2D slices of a
  * 30x64x64 case hardly ever appears by chance in a 32x32 patch (only 3 of
  * 30 slices hold any); forced samples must contain it and their count is
@@ -929,6 +947,7 @@ int main(void)
         cmocka_unit_test(test_sampler_fov),
         cmocka_unit_test(test_sampler_fov_unchanged),
         cmocka_unit_test(test_sampler_crop),
+        cmocka_unit_test(test_train_baseline_crop),
         cmocka_unit_test(test_sampler_speed),
         cmocka_unit_test(test_sampler_nomem),
         cmocka_unit_test(test_augment_flips_identity),

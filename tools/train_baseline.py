@@ -26,7 +26,10 @@ configuration where it matters for the exported graph and its input:
   * loss = cross-entropy + soft Dice (batch Dice over foreground classes);
     Adam, learning rate decayed polynomially (nnU-Net's poly, power 0.9);
   * one third of the slices in each batch are forced to contain
-    foreground (nnU-Net's oversampling), the rest are uniform.
+    foreground (nnU-Net's oversampling), the rest are uniform;
+  * --fov-aug P and --crop-aug Q: fractions of the batches that see
+    another field of view or a crop close around the labelled region, as
+    sauron-compress's options of the same names (tools/slice_batches.py).
 
 After training it predicts every imagesTs case slice by slice with the
 PyTorch model, reports per-case and mean Dice against labelsTs, optionally
@@ -49,8 +52,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import otsu  # tools/otsu.py
-
-DIVISOR = 16  # 2^(levels-1): every stride-2 stage must see an even size
+import slice_batches as sb  # tools/slice_batches.py
+from slice_batches import padded
 
 
 class ConvNormAct(nn.Sequential):
@@ -102,10 +105,6 @@ class WithSoftmax(nn.Module):
         return torch.softmax(self.net(x), 1)
 
 
-def padded(n):
-    return (n + DIVISOR - 1) // DIVISOR * DIVISOR
-
-
 def load_case(img_path, lab_path, normalize="zscore"):
     """-> image [K, J, I] float32 z-scored, label [K, J, I] uint8 or None,
     the nibabel image (for geometry) and the value intensity 0 (air)
@@ -149,62 +148,9 @@ def dice_loss(logits, target, classes):
     return 1 - dc[1:].mean()
 
 
-def pick_slice(rng, vols, fg_slices, b, batch):
-    """Case and slice of sample b: the first third of a batch (at least
-    one) on a slice holding foreground."""
-    c = int(rng.integers(len(vols)))
-    if b < max(1, batch // 3) and len(fg_slices[c]):
-        return c, int(fg_slices[c][rng.integers(len(fg_slices[c]))])
-    return c, int(rng.integers(vols[c][0].shape[0]))
-
-
 def sample_batch(rng, vols, fg_slices, batch, hp, wp):
-    x = np.zeros((batch, 1, hp, wp), np.float32)
-    y = np.zeros((batch, hp, wp), np.int64)
-    for b in range(batch):
-        c, k = pick_slice(rng, vols, fg_slices, b, batch)
-        img, lab = vols[c]
-        h, w = img.shape[1], img.shape[2]
-        oh = int(rng.integers(hp - h + 1))
-        ow = int(rng.integers(wp - w + 1))
-        x[b, 0, oh:oh + h, ow:ow + w] = img[k]
-        y[b, oh:oh + h, ow:ow + w] = lab[k]
-    return torch.from_numpy(x), torch.from_numpy(y)
-
-
-def sample_batch_fov(rng, vols, fg_slices, batch, airs):
-    """One batch whose slices see another field of view: a window of
-    Hr x Wr voxels (each 0.7 to 1.4 times the slice, the same for the
-    whole batch) cut from the slice where it is smaller and filled with
-    the case's air (intensity 0 after normalisation) where it is larger,
-    the slice at a random place inside, then padded with 0 to a multiple
-    of 16 at a random offset as in sample_batch.  InstanceNorm takes its
-    statistics over the whole slice, so without this the network learns
-    the training scans' ratio of air to head (measured: Dice 0.58 on the
-    Colin27 head with 40 voxels of air added, tools/geom_check.py)."""
-    h, w = vols[0][0].shape[1], vols[0][0].shape[2]
-    hr = int(round(h * rng.uniform(0.7, 1.4)))
-    wr = int(round(w * rng.uniform(0.7, 1.4)))
-    hp, wp = padded(hr), padded(wr)
-    x = np.zeros((batch, 1, hp, wp), np.float32)
-    y = np.zeros((batch, hp, wp), np.int64)
-    for b in range(batch):
-        c, k = pick_slice(rng, vols, fg_slices, b, batch)
-        img, lab = vols[c]
-        win = np.full((hr, wr), airs[c], np.float32)
-        wl = np.zeros((hr, wr), np.int64)
-        # source [s0, s0 + n) of the slice goes to [d0, d0 + n) of the window
-        sh = int(rng.integers(abs(h - hr) + 1))
-        sw = int(rng.integers(abs(w - wr) + 1))
-        nh, nw = min(h, hr), min(w, wr)
-        s0h, d0h = (sh, 0) if h > hr else (0, sh)
-        s0w, d0w = (sw, 0) if w > wr else (0, sw)
-        win[d0h:d0h + nh, d0w:d0w + nw] = img[k, s0h:s0h + nh, s0w:s0w + nw]
-        wl[d0h:d0h + nh, d0w:d0w + nw] = lab[k, s0h:s0h + nh, s0w:s0w + nw]
-        oh = int(rng.integers(hp - hr + 1))
-        ow = int(rng.integers(wp - wr + 1))
-        x[b, 0, oh:oh + hr, ow:ow + wr] = win
-        y[b, oh:oh + hr, ow:ow + wr] = wl
+    """Whole slices as tensors (tools/slice_batches.py)."""
+    x, y = sb.sample_batch(rng, vols, fg_slices, batch, hp, wp)
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
@@ -249,9 +195,22 @@ def main():
     ap.add_argument("--fov-aug", type=float, default=0.0, metavar="P",
                     help="fraction of the batches that see another field "
                     "of view (cropped, or with more air; default 0)")
+    ap.add_argument("--crop-aug", type=float, default=0.0, metavar="Q",
+                    help="fraction of the batches that see each slice cut "
+                    "close around the case's labelled region (0 to 12 "
+                    "voxels of margin a side); P + Q <= 1 (default 0)")
     ap.add_argument("--max-test", type=int, default=0,
                     help="evaluate only the first N test cases (0 = all)")
     args = ap.parse_args()
+    for name, v in (("--fov-aug", args.fov_aug),
+                    ("--crop-aug", args.crop_aug)):
+        if not 0.0 <= v <= 1.0:
+            sys.exit(f"error: {name} {v}: give a fraction in [0, 1]")
+    # 1e-12: 0.7 + 0.3 may round just above 1
+    if args.fov_aug + args.crop_aug > 1.0 + 1e-12:
+        sys.exit(f"error: --fov-aug {args.fov_aug} plus --crop-aug "
+                 f"{args.crop_aug} is more than 1 (fractions of the same "
+                 "batches); lower one of them")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -265,11 +224,12 @@ def main():
     if not train:
         sys.exit(f"error: no imagesTr/*_0000.nii.gz in {args.dataset}; "
                  "run tools/make_datasets.py first")
-    vols, fg, airs = [], [], []
+    vols, fg, airs, boxes = [], [], [], []
     for _, ip, lp in train:
         x, y, _, air = load_case(ip, lp, args.normalize)
         vols.append((x, y))
         airs.append(air)
+        boxes.append(sb.label_box(y))
         fg.append(np.nonzero(y.reshape(y.shape[0], -1).any(1))[0])
     hp, wp = padded(vols[0][0].shape[1]), padded(vols[0][0].shape[2])
     print(f"{len(train)} training cases, slices {vols[0][0].shape[1:]} "
@@ -286,10 +246,9 @@ def main():
         lr = args.lr * (1 - it / args.iters) ** 0.9
         for g in opt.param_groups:
             g["lr"] = lr
-        if args.fov_aug and rng.uniform() < args.fov_aug:
-            x, y = sample_batch_fov(rng, vols, fg, args.batch, airs)
-        else:
-            x, y = sample_batch(rng, vols, fg, args.batch, hp, wp)
+        x, y, _ = sb.draw_batch(rng, vols, fg, args.batch, hp, wp, airs,
+                                boxes, args.fov_aug, args.crop_aug)
+        x, y = torch.from_numpy(x), torch.from_numpy(y)
         logits = net(x)
         loss = F.cross_entropy(logits, y) + dice_loss(logits, y, classes)
         opt.zero_grad()
