@@ -489,9 +489,9 @@ static void test_sampler_crop(void **state)
             int64_t org2 = v0 % S[2] - (f % b.P[2] - q0);
             int64_t e1 = hi[ci][1] - lo[ci][1], e2 = hi[ci][2] - lo[ci][2];
             if (i == 0) {
-                int64_t m[4] = {lo[ci][1] - org1, W1 - e1 - (lo[ci][1] - org1),
-                                lo[ci][2] - org2,
-                                W2 - e2 - (lo[ci][2] - org2)};
+                int64_t m[4] = {
+                    lo[ci][1] - org1, W1 - e1 - (lo[ci][1] - org1),
+                    lo[ci][2] - org2, W2 - e2 - (lo[ci][2] - org2)};
                 for (int j = 0; j < 4; j++) {
                     assert_true(m[j] >= 0 && m[j] <= M);
                     m_zero += m[j] == 0;

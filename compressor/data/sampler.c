@@ -382,7 +382,8 @@ static void crop_window(const DataCase *c, int C, int64_t k0,
     int64_t lo[3], hi[3], org[3] = {0, 0, 0};
     case_box(c, lo, hi);
     for (int t = 1; t < 3; t++)
-        org[t] = m0 ? lo[t] - m0[t] : lo[t] + half_floor(hi[t] - lo[t] - W[t]);
+        org[t] =
+            m0 ? lo[t] - m0[t] : lo[t] + half_floor(hi[t] - lo[t] - W[t]);
     copy_window(c, C, k0, W, org, win, winl);
 }
 

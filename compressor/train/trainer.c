@@ -421,17 +421,14 @@ static int build_samplers(Trainer *t)
     so.seed = t->cfg.seed;
     if (!t->cfg.augment) augment_off(&so.aug);
     if (t->cfg.fov_aug > 0 || t->cfg.crop_aug > 0) {
-        const char *flag = t->cfg.fov_aug > 0 ? "--fov-aug" : "--crop-aug";
+        int both = t->cfg.fov_aug > 0 && t->cfg.crop_aug > 0;
         if (t->g->meta.dims != 2) {
-            sl_error("%s is for 2D models (a 3D patch is already a crop); "
-                     "drop it",
-                     flag);
-            return ERR_ARG;
-        }
-        if (t->cfg.fov_aug + t->cfg.crop_aug > 1.0 + 1e-12) {
-            sl_error("--fov-aug %g plus --crop-aug %g is more than 1 (they "
-                     "are fractions of the same batches); lower one of them",
-                     t->cfg.fov_aug, t->cfg.crop_aug);
+            sl_error("%s for 2D models (a 3D patch is already a crop); "
+                     "drop %s",
+                     both                 ? "--fov-aug and --crop-aug are"
+                     : t->cfg.fov_aug > 0 ? "--fov-aug is"
+                                          : "--crop-aug is",
+                     both ? "them" : "it");
             return ERR_ARG;
         }
         if ((rc = build_fit(t))) return rc;
