@@ -5,8 +5,8 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <math.h>
 #include <limits.h>
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -268,9 +268,10 @@ static int check_output_path(const CompressOptions *o)
                  o->out_path);
         return ERR_EXISTS;
     }
+    /* a run killed while writing its model left OUT.tmp.PID beside it */
+    sl_remove_dead_temps(o->out_path);
     return 0;
 }
-
 
 /* A .sslim by name, or by magic under any other name. */
 int compress_input_is_sslim(const char *path)
@@ -414,9 +415,9 @@ static int meta_from_dataset(Graph *g, const Dataset *ds,
     if (!o->classes &&
         (rc = copy_names(m->class_names, ds->class_names, m->n_classes)))
         return rc;
-    if (!o->modalities && (rc = copy_names(m->modality_names,
-                                           ds->modality_names,
-                                           m->n_modalities)))
+    if (!o->modalities &&
+        (rc = copy_names(m->modality_names, ds->modality_names,
+                         m->n_modalities)))
         return rc;
     /* nnU-Net normalises a "CT" channel with dataset-wide percentiles,
      * which we do not compute: ask for the window instead of silently
@@ -529,8 +530,10 @@ static int setup_pruning(const CompressOptions *o, Graph *g, int distill,
                        "(training cases without augmentation if there "
                        "is no validation split)",
                        pc.sched.kind == SAURON_SCHED_PAPER ? "paper"
-                                                          : "budget",
-                       o->in_path, NULL, g->meta.n_classes};
+                                                           : "budget",
+                       o->in_path,
+                       NULL,
+                       g->meta.n_classes};
     info.class_names = (const char *const *)g->meta.class_names;
     int rc = sauron_hooks_create(sh, g, &pc, cfg->epochs, &info, hooks);
     if (rc == ERR_UNSUPPORTED && o->allow_unpruned) {
@@ -581,8 +584,7 @@ static int write_trained(const CompressOptions *o, const Graph *g,
     char sb[64];
     printf("wrote %s: %dD, %d nodes, %lld parameters, input %s, %d "
            "classes; reports in %s\n",
-           o->out_path, g->meta.dims, g->n_nodes,
-           (long long)graph_params(g),
+           o->out_path, g->meta.dims, g->n_nodes, (long long)graph_params(g),
            shape_str(&g->values[g->input].shape, sb, sizeof sb),
            g->meta.n_classes, run_dir);
     const char *tl = sauron_hooks_target_line(sh);
@@ -616,9 +618,8 @@ int compress_train(const CompressOptions *o)
     if (!(run_dir = run_dir_for(o))) goto fail;
     train_config_from(o, run_dir, &cfg);
     if (o->threads > 0) omp_set_num_threads(o->threads);
-    if (!o->no_prune &&
-        (rc = setup_pruning(o, &g, distill, &cfg, settings, sizeof settings,
-                            &sh, &hooks)))
+    if (!o->no_prune && (rc = setup_pruning(o, &g, distill, &cfg, settings,
+                                            sizeof settings, &sh, &hooks)))
         goto fail;
     if (distill || o->teacher_weight > 0) {
         /* a resume must keep the mode and the teacher's weight */

@@ -2,8 +2,10 @@
 #define _POSIX_C_SOURCE 200809L
 #include "common.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +17,8 @@
 /* The only mutable process state in the library: the last error line (so a
  * failure is reported once, by the layer that knows most) and the test hook
  * hooks of the allocator (fail the n-th allocation, record the largest
- * request and the sum of requests).  All are diagnostics, never part of a computation. */
+ * request and the sum of requests).  All are diagnostics, never part of a
+ * computation. */
 static char last_error[1024];
 static int error_reported;
 static int error_quiet;
@@ -23,20 +26,29 @@ static long alloc_fail_countdown = -1;
 static size_t alloc_largest;
 static size_t alloc_total;
 static int alloc_track; /* record alloc_largest and alloc_total (off: no
-                          * shared writes) */
+                         * shared writes) */
 
 const char *sl_strerror(int code)
 {
     switch (code) {
-    case SL_OK: return "ok";
-    case ERR_NOMEM: return "out of memory";
-    case ERR_IO: return "input/output error";
-    case ERR_FORMAT: return "malformed file";
-    case ERR_UNSUPPORTED: return "unsupported";
-    case ERR_SHAPE: return "inconsistent shapes";
-    case ERR_ARG: return "bad argument";
-    case ERR_EXISTS: return "output exists";
-    default: return "unknown error";
+    case SL_OK:
+        return "ok";
+    case ERR_NOMEM:
+        return "out of memory";
+    case ERR_IO:
+        return "input/output error";
+    case ERR_FORMAT:
+        return "malformed file";
+    case ERR_UNSUPPORTED:
+        return "unsupported";
+    case ERR_SHAPE:
+        return "inconsistent shapes";
+    case ERR_ARG:
+        return "bad argument";
+    case ERR_EXISTS:
+        return "output exists";
+    default:
+        return "unknown error";
     }
 }
 
@@ -114,7 +126,10 @@ SlEsc sl_esc_n(const char *s, size_t n)
     return e;
 }
 
-SlEsc sl_esc(const char *s) { return sl_esc_n(s, s ? strlen(s) : 0); }
+SlEsc sl_esc(const char *s)
+{
+    return sl_esc_n(s, s ? strlen(s) : 0);
+}
 
 void sl_error(const char *fmt, ...)
 {
@@ -139,19 +154,36 @@ void sl_error_reset(void)
     last_error[0] = '\0';
 }
 
-int sl_error_reported(void) { return error_reported; }
-const char *sl_error_last(void) { return last_error; }
-void sl_error_quiet(int quiet) { error_quiet = quiet; }
-int sl_error_is_quiet(void) { return error_quiet; }
+int sl_error_reported(void)
+{
+    return error_reported;
+}
+const char *sl_error_last(void)
+{
+    return last_error;
+}
+void sl_error_quiet(int quiet)
+{
+    error_quiet = quiet;
+}
+int sl_error_is_quiet(void)
+{
+    return error_quiet;
+}
 
 void sl_check_failed(const char *expr, const char *file, int line)
 {
-    fprintf(stderr, "internal error: %s:%d: CHECK(%s) failed; please report "
-                    "this bug\n", file, line, expr);
+    fprintf(stderr,
+            "internal error: %s:%d: CHECK(%s) failed; please report "
+            "this bug\n",
+            file, line, expr);
     abort();
 }
 
-void sl_alloc_fail_after(long n) { alloc_fail_countdown = n; }
+void sl_alloc_fail_after(long n)
+{
+    alloc_fail_countdown = n;
+}
 
 void sl_alloc_track(int on)
 {
@@ -160,8 +192,14 @@ void sl_alloc_track(int on)
     alloc_total = 0;
 }
 
-size_t sl_alloc_largest(void) { return alloc_largest; }
-size_t sl_alloc_total(void) { return alloc_total; }
+size_t sl_alloc_largest(void)
+{
+    return alloc_largest;
+}
+size_t sl_alloc_total(void)
+{
+    return alloc_total;
+}
 
 static int alloc_should_fail(size_t bytes)
 {
@@ -204,7 +242,10 @@ void *sl_realloc(void *p, size_t bytes)
     return realloc(p, bytes ? bytes : 1);
 }
 
-void sl_free(void *p) { free(p); }
+void sl_free(void *p)
+{
+    free(p);
+}
 
 char *sl_strdup(const char *s)
 {
@@ -233,11 +274,28 @@ int sl_parse_bytes(const char *s, uint64_t *out)
     }
     int shift = 0;
     switch (*s) {
-    case 'k': case 'K': shift = 10; s++; break;
-    case 'm': case 'M': shift = 20; s++; break;
-    case 'g': case 'G': shift = 30; s++; break;
-    case 't': case 'T': shift = 40; s++; break;
-    default: break;
+    case 'k':
+    case 'K':
+        shift = 10;
+        s++;
+        break;
+    case 'm':
+    case 'M':
+        shift = 20;
+        s++;
+        break;
+    case 'g':
+    case 'G':
+        shift = 30;
+        s++;
+        break;
+    case 't':
+    case 'T':
+        shift = 40;
+        s++;
+        break;
+    default:
+        break;
     }
     if (*s == 'b' || *s == 'B') s++;
     if (*s || v == 0 || v > UINT64_MAX >> shift) return ERR_ARG;
@@ -284,8 +342,7 @@ int sl_read_file(const char *path, uint8_t **data, size_t *size)
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
         fclose(f);
-        sl_error("'%s' is not a regular file; give the path of a file",
-                 path);
+        sl_error("'%s' is not a regular file; give the path of a file", path);
         return ERR_IO;
     }
     size_t n = (size_t)st.st_size;
@@ -315,6 +372,48 @@ char *sl_tmp_path(const char *path)
     return t;
 }
 
+int sl_is_dead_temp(const char *name, const char *stem)
+{
+    const char *tmp = strstr(name, ".tmp."), *p;
+    if (!tmp || !tmp[5]) return 0;
+    if (stem && ((size_t)(tmp - name) != strlen(stem) ||
+                 strncmp(name, stem, (size_t)(tmp - name))))
+        return 0;
+    for (p = tmp + 5; *p >= '0' && *p <= '9'; p++)
+        continue;
+    long pid = strtol(tmp + 5, NULL, 10);
+    if (*p || pid <= 0 || pid == (long)getpid()) return 0;
+    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+void sl_remove_dead_temps(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    size_t dn = slash ? (size_t)(slash - path) + 1 : 0;
+    char *dir = sl_alloc(dn + 2);
+    if (!dir) return;
+    if (dn)
+        memcpy(dir, path, dn);
+    else
+        dir[dn++] = '.';
+    dir[dn] = '\0';
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (!sl_is_dead_temp(e->d_name, base)) continue;
+        size_t n = strlen(dir) + strlen(e->d_name) + 2;
+        char *f = sl_alloc(n);
+        if (f) {
+            snprintf(f, n, "%s%s%s", dir, slash ? "" : "/", e->d_name);
+            unlink(f);
+        }
+        sl_free(f);
+    }
+    if (d) closedir(d);
+    sl_free(dir);
+}
+
 int sl_write_file_atomic(const char *path, const void *data, size_t size,
                          int force)
 {
@@ -330,8 +429,9 @@ int sl_write_file_atomic(const char *path, const void *data, size_t size,
     int rc = ERR_IO;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) {
-        sl_error("cannot create '%s': %s; check the folder exists and is "
-                 "writable", tmp, strerror(errno));
+        sl_error("cannot write '%s' (creating '%s': %s); check the folder "
+                 "exists and is writable",
+                 path, tmp, strerror(errno));
         goto fail;
     }
     const uint8_t *p = data;
@@ -340,8 +440,9 @@ int sl_write_file_atomic(const char *path, const void *data, size_t size,
         ssize_t w = write(fd, p, left);
         if (w < 0) {
             if (errno == EINTR) continue;
-            sl_error("cannot write '%s': %s; check free disk space", tmp,
-                     strerror(errno));
+            sl_error("cannot write '%s': %s; check free disk space (no "
+                     "partial file is left)",
+                     path, strerror(errno));
             close(fd);
             unlink(tmp);
             goto fail;
@@ -350,8 +451,9 @@ int sl_write_file_atomic(const char *path, const void *data, size_t size,
         left -= (size_t)w;
     }
     if (fsync(fd) != 0 || close(fd) != 0) {
-        sl_error("cannot write '%s': %s; check free disk space", tmp,
-                 strerror(errno));
+        sl_error("cannot write '%s': %s; check free disk space (no "
+                 "partial file is left)",
+                 path, strerror(errno));
         unlink(tmp);
         goto fail;
     }

@@ -81,9 +81,9 @@ size_t sl_alloc_largest(void);
 size_t sl_alloc_total(void);
 
 /* Internal invariant (never input validation): print file:line and abort. */
-#define CHECK(x)                                                              \
-    do {                                                                      \
-        if (!(x)) sl_check_failed(#x, __FILE__, __LINE__);                    \
+#define CHECK(x)                                                             \
+    do {                                                                     \
+        if (!(x)) sl_check_failed(#x, __FILE__, __LINE__);                   \
     } while (0)
 void sl_check_failed(const char *expr, const char *file, int line)
     __attribute__((noreturn));
@@ -125,6 +125,13 @@ int sl_write_file_atomic(const char *path, const void *data, size_t size,
                          int force);
 /* Temporary name beside `path` for an atomic write (caller frees). */
 char *sl_tmp_path(const char *path);
+/* Nonzero if file name `name` is "STEM.tmp.PID" (STEM == stem; any stem
+ * when stem is NULL) of a process that no longer exists: what a write
+ * killed before its rename leaves. */
+int sl_is_dead_temp(const char *name, const char *stem);
+/* Remove the "path.tmp.PID" files of dead processes beside path.  Best
+ * effort: one it cannot remove is only clutter. */
+void sl_remove_dead_temps(const char *path);
 int sl_file_exists(const char *path);
 /* Nonzero if both paths name one existing file (same device and inode, so
  * also through links or another spelling of the path): an output that is

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "runtime/common.h"
@@ -65,9 +66,19 @@ static void test_parse_bytes(void **state)
     assert_true(v == 3072);
     assert_int_equal(sl_parse_bytes("18446744073709551615", &v), 0);
     assert_true(v == UINT64_MAX);
-    static const char *bad[] = {"", "0", "0G", "-1", "1.5G", "G", "12Q",
-                                "4GG", " 4G", "4G ", "18446744073709551616",
-                                "16777216T", "99999999999999999999999"};
+    static const char *bad[] = {"",
+                                "0",
+                                "0G",
+                                "-1",
+                                "1.5G",
+                                "G",
+                                "12Q",
+                                "4GG",
+                                " 4G",
+                                "4G ",
+                                "18446744073709551616",
+                                "16777216T",
+                                "99999999999999999999999"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         v = 42;
         if (sl_parse_bytes(bad[i], &v) != ERR_ARG) fail_msg("'%s'", bad[i]);
@@ -160,7 +171,10 @@ static void test_escape(void **state)
         "\\x80|\\xc3|\\xc0\\xaf|\\xed\\xa0\\x80|"
         "\\xf4\\x90\\x80\\x80|\\xff");
     /* C1 control NEL (U+0085) and the line/paragraph separators */
-    assert_string_equal(sl_esc("a\xc2\x85" "b\xe2\x80\xa8" "c\xe2\x80\xa9").s,
+    assert_string_equal(sl_esc("a\xc2\x85"
+                               "b\xe2\x80\xa8"
+                               "c\xe2\x80\xa9")
+                            .s,
                         "a\\xc2\\x85b\\xe2\\x80\\xa8c\\xe2\\x80\\xa9");
     /* bounded: a long name is cut and says so */
     char longname[1000];
@@ -179,7 +193,11 @@ static void test_escape(void **state)
     assert_string_equal(e.s + n - 3, "...");
     assert_int_equal((n - 3) % 2, 0);
     /* byte strings that need not end in a NUL */
-    assert_string_equal(sl_esc_n("ab\x01" "cd", 3).s, "ab\\x01");
+    assert_string_equal(sl_esc_n("ab\x01"
+                                 "cd",
+                                 3)
+                            .s,
+                        "ab\\x01");
     /* sl_error filters its whole line the same way (quotes kept): a name
      * that was not passed through sl_esc still cannot break the line */
     sl_error_quiet(1);
@@ -262,6 +280,10 @@ static void test_atomic_write(void **state)
     snprintf(bad, sizeof bad, "%s/no/such/dir/x.bin", test_tmpdir());
     assert_int_equal(sl_write_file_atomic(bad, "x", 1, 0), ERR_IO);
     assert_true(sl_error_reported());
+    /* the line names the output the user asked for, not the temporary */
+    char want[700];
+    snprintf(want, sizeof want, "cannot write '%s'", bad);
+    assert_non_null(strstr(sl_error_last(), want));
     sl_error_reset();
     /* Reading a missing file or a directory is an I/O error too. */
     assert_int_equal(sl_read_file(bad, &d, &n), ERR_IO);
@@ -276,6 +298,41 @@ static void test_atomic_write(void **state)
     assert_int_equal(n, 0);
     sl_free(d);
     sl_error_quiet(0);
+}
+
+/* A write killed before its rename leaves OUT.tmp.PID: the next run
+ * removes those of dead processes beside its output, and nothing else. */
+static void test_dead_temps(void **state)
+{
+    (void)state;
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) _exit(0);
+    assert_int_equal(waitpid(child, NULL, 0), child);
+    char out[512], f[5][700];
+    path_in_tmp("dt.sslim", out, sizeof out);
+    snprintf(f[0], sizeof f[0], "%s.tmp.%ld", out, (long)child);    /* dead */
+    snprintf(f[1], sizeof f[1], "%s.tmp.%ld", out, (long)getpid()); /* us */
+    snprintf(f[2], sizeof f[2], "%s.tmp.%ldx", out, (long)child); /* no PID */
+    path_in_tmp("dt.sslimx.tmp.", f[3], sizeof f[3]);
+    snprintf(f[3] + strlen(f[3]), sizeof f[3] - strlen(f[3]), "%ld",
+             (long)child);                  /* another output's */
+    snprintf(f[4], sizeof f[4], "%s", out); /* the output itself */
+    for (int i = 0; i < 5; i++) {
+        FILE *fp = fopen(f[i], "wb");
+        assert_non_null(fp);
+        fclose(fp);
+    }
+    assert_true(sl_is_dead_temp(strrchr(f[0], '/') + 1, NULL));
+    assert_false(sl_is_dead_temp(strrchr(f[0], '/') + 1, "dt.sslimx"));
+    sl_remove_dead_temps(out);
+    assert_false(sl_file_exists(f[0]));
+    for (int i = 1; i < 5; i++) {
+        assert_true(sl_file_exists(f[i]));
+        unlink(f[i]);
+    }
+    /* a bare file name works in the current folder too */
+    sl_remove_dead_temps("no-such-output-here.sslim");
 }
 
 static void test_now(void **state)
@@ -297,6 +354,7 @@ int main(void)
         cmocka_unit_test(test_escape),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_atomic_write),
+        cmocka_unit_test(test_dead_temps),
         cmocka_unit_test(test_now),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -600,14 +600,7 @@ static void remove_dead_temps(const Trainer *t)
     struct dirent *e;
     if (!d) return;
     while ((e = readdir(d))) {
-        const char *tmp = strstr(e->d_name, ".tmp."), *p;
-        if (!tmp || !tmp[5]) continue;
-        for (p = tmp + 5; *p >= '0' && *p <= '9'; p++)
-            continue;
-        long pid = strtol(tmp + 5, NULL, 10);
-        if (*p || pid <= 0 || pid == (long)getpid() ||
-            !(kill((pid_t)pid, 0) && errno == ESRCH))
-            continue;
+        if (!sl_is_dead_temp(e->d_name, NULL)) continue;
         char *path = trainer_path(t, e->d_name);
         if (path) unlink(path);
         sl_free(path);
