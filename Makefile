@@ -275,7 +275,7 @@ asan:
 	    test-run
 
 # ---- fuzzing (long; not part of test) ----
-# make fuzz SECONDS=N: builds each target with clang's libFuzzer, ASan and
+# make fuzz SECONDS=N [CPU=M]: builds each target with clang's libFuzzer, ASan and
 # UBSan in $(FUZZ_BUILD), then runs each for N seconds (nice 19) on its
 # committed corpus plus what earlier runs found (docs/FUZZING.md).
 # clang rejects the GCC target pragmas of runtime/ops/vecmath.h, so the
@@ -283,6 +283,9 @@ asan:
 # warnings differ from gcc's and are not errors there.
 FUZZ_BUILD ?= build-fuzz
 SECONDS ?= 60
+# CPU=N: rerun each target (SECONDS of wall time a run) until it has used
+# N CPU seconds (docs/FUZZING.md)
+CPU ?= 0
 FUZZ_SAN = -fsanitize=address,undefined -fno-omit-frame-pointer \
            -fno-sanitize-recover=all
 fuzz:
@@ -290,7 +293,8 @@ fuzz:
 	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=clang \
 	    OPT="-O1 -mavx2 -mfma" WERROR= \
 	    SANFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" fuzz-bins
-	@BUILD=$(FUZZ_BUILD) SECONDS=$(SECONDS) sh tests/fuzz/run.sh $(FUZZ_TARGETS)
+	@BUILD=$(FUZZ_BUILD) SECONDS=$(SECONDS) CPU=$(CPU) sh tests/fuzz/run.sh \
+	    $(FUZZ_TARGETS)
 
 fuzz-bins: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
 
