@@ -286,6 +286,8 @@ SECONDS ?= 60
 # CPU=N: rerun each target (SECONDS of wall time a run) until it has used
 # N CPU seconds (docs/FUZZING.md)
 CPU ?= 0
+# FUZZ_RUN=T: run only these targets (all are built: fuzz_util.c names them all)
+FUZZ_RUN ?= $(FUZZ_TARGETS)
 FUZZ_SAN = -fsanitize=address,undefined -fno-omit-frame-pointer \
            -fno-sanitize-recover=all
 fuzz:
@@ -294,7 +296,7 @@ fuzz:
 	    OPT="-O1 -mavx2 -mfma" WERROR= \
 	    SANFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" fuzz-bins
 	@BUILD=$(FUZZ_BUILD) SECONDS=$(SECONDS) CPU=$(CPU) sh tests/fuzz/run.sh \
-	    $(FUZZ_TARGETS)
+	    $(FUZZ_RUN)
 
 fuzz-bins: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
 
