@@ -41,17 +41,24 @@ def pick_slice(rng, vols, fg_slices, b, batch):
     return c, int(rng.integers(vols[c][0].shape[0]))
 
 
+def put(rng, x, y, b, win, wl):
+    """Sample b of the batch: window win (labels wl) at a random offset
+    inside the padded size, 0 around it."""
+    hr, wr = win.shape
+    hp, wp = y.shape[1], y.shape[2]
+    oh = int(rng.integers(hp - hr + 1))
+    ow = int(rng.integers(wp - wr + 1))
+    x[b, 0, oh:oh + hr, ow:ow + wr] = win
+    y[b, oh:oh + hr, ow:ow + wr] = wl
+
+
 def sample_batch(rng, vols, fg_slices, batch, hp, wp):
     x = np.zeros((batch, 1, hp, wp), np.float32)
     y = np.zeros((batch, hp, wp), np.int64)
     for b in range(batch):
         c, k = pick_slice(rng, vols, fg_slices, b, batch)
         img, lab = vols[c]
-        h, w = img.shape[1], img.shape[2]
-        oh = int(rng.integers(hp - h + 1))
-        ow = int(rng.integers(wp - w + 1))
-        x[b, 0, oh:oh + h, ow:ow + w] = img[k]
-        y[b, oh:oh + h, ow:ow + w] = lab[k]
+        put(rng, x, y, b, img[k], lab[k])
     return x, y
 
 
@@ -75,7 +82,7 @@ def sample_batch_fov(rng, vols, fg_slices, batch, airs):
     """One batch whose slices see another field of view: a window of
     Hr x Wr voxels (each 0.7 to 1.4 times the slice, the same for the
     whole batch) cut from the slice where it is smaller and filled with
-    the case's air (intensity 0 after normalisation) where it is larger,
+    the case's air (its darkest voxel after normalisation) where it is larger,
     the slice at a random place inside, then padded with 0 to a multiple
     of 16 at a random offset as in sample_batch.  InstanceNorm takes its
     statistics over the whole slice, so without this the network learns
@@ -95,10 +102,7 @@ def sample_batch_fov(rng, vols, fg_slices, batch, airs):
         sw = int(rng.integers(abs(w - wr) + 1))
         org = (sh if h > hr else -sh, sw if w > wr else -sw)
         win, wl = cut(img, lab, k, airs[c], org, hr, wr)
-        oh = int(rng.integers(hp - hr + 1))
-        ow = int(rng.integers(wp - wr + 1))
-        x[b, 0, oh:oh + hr, ow:ow + wr] = win
-        y[b, oh:oh + hr, ow:ow + wr] = wl
+        put(rng, x, y, b, win, wl)
     return x, y
 
 
@@ -131,10 +135,7 @@ def sample_batch_crop(rng, vols, fg_slices, batch, airs, boxes,
             org = (lo[1] + (hi[1] - lo[1] - hr) // 2,
                    lo[2] + (hi[2] - lo[2] - wr) // 2)
         win, wl = cut(img, lab, k, airs[c], org, hr, wr)
-        oh = int(rng.integers(hp - hr + 1))
-        ow = int(rng.integers(wp - wr + 1))
-        x[b, 0, oh:oh + hr, ow:ow + wr] = win
-        y[b, oh:oh + hr, ow:ow + wr] = wl
+        put(rng, x, y, b, win, wl)
         where.append((c, k, org))
     return x, y, where
 
