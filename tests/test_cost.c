@@ -296,6 +296,66 @@ static void test_target_stops_pruning(void **state)
     graph_free(&g);
 }
 
+/* --pause-below-margin: an epoch below the margin stops removal until
+ * one is back within it; the same run without the pause prunes. */
+static void test_pause_below_margin(void **state)
+{
+    (void)state;
+    for (int pause = 0; pause <= 1; pause++) {
+        Graph g;
+        build_net(&g, &SPEC, 1);
+        PrunerConfig cfg;
+        pruner_config_default(&cfg);
+        cfg.n_threads = 1;
+        cfg.seed = 99;
+        cfg.prune_guard = 0;
+        cfg.sched.tau_max = 0.9;
+        cfg.pause = pause;
+        Pruner *p = NULL;
+        assert_int_equal(pruner_create(&g, &cfg, 10, &p), 0);
+        Shape xs = {4, {2, 1, HW, HW, 0}};
+        float *x = calib_input(5);
+        assert_int_equal(pruner_set_calibration(p, x, &xs), 0);
+        assert_int_equal(pruner_start(p, 0.90), 0);
+        int now = 0;
+        /* epoch 1 at 0.8899: below 0.90 - 0.01 by 1e-4 */
+        assert_int_equal(pruner_end_epoch(p, 1, 1.0, 0.8899), 0);
+        assert_int_equal(pruner_decide(p, 1.0, &now), 0);
+        assert_int_equal(now, !pause);
+        /* still below at epoch 2: mid-epoch steps wait too */
+        assert_int_equal(pruner_end_epoch(p, 2, 1.0, 0.85), 0);
+        assert_int_equal(pruner_decide(p, 2.5, &now), 0);
+        assert_int_equal(now, !pause);
+        /* exactly on the margin counts as within it */
+        assert_int_equal(pruner_end_epoch(p, 3, 1.0, 0.89), 0);
+        assert_int_equal(pruner_decide(p, 3.0, &now), 0);
+        assert_int_equal(now, 1);
+        pruner_free(p);
+        sl_free(x);
+        graph_free(&g);
+    }
+    /* without validation data there is no margin: never pauses */
+    Graph g;
+    build_net(&g, &SPEC, 1);
+    PrunerConfig cfg;
+    pruner_config_default(&cfg);
+    cfg.n_threads = 1;
+    cfg.pause = 1;
+    Pruner *p = NULL;
+    assert_int_equal(pruner_create(&g, &cfg, 10, &p), 0);
+    Shape xs = {4, {2, 1, HW, HW, 0}};
+    float *x = calib_input(5);
+    assert_int_equal(pruner_set_calibration(p, x, &xs), 0);
+    assert_int_equal(pruner_start(p, NAN), 0);
+    assert_int_equal(pruner_end_epoch(p, 1, 1.0, NAN), 0);
+    int now = 0;
+    assert_int_equal(pruner_decide(p, 1.0, &now), 0);
+    assert_int_equal(now, 1);
+    pruner_free(p);
+    sl_free(x);
+    graph_free(&g);
+}
+
 /* sauron-compress's defaults (pruner_config_unset + _resolve): the
  * budget recipe, the paper's values untouched, a target asking for the
  * whole ladder and the margin as guard, and given flags kept. */
@@ -373,6 +433,9 @@ static void test_config(void **state)
     cfg.cost_rule = SAURON_COST_NONE;
     cfg.recovery_epochs = 2;
     assert_int_equal(pruner_config_check(&cfg), ERR_ARG);
+    cfg.recovery_epochs = -1; /* the paper's schedule never pauses */
+    cfg.pause = 1;
+    assert_int_equal(pruner_config_check(&cfg), ERR_ARG);
     pruner_config_default(&cfg);
     cfg.target_flops = 1.5;
     assert_int_equal(pruner_config_check(&cfg), ERR_ARG);
@@ -426,6 +489,7 @@ int main(void)
         cmocka_unit_test(test_guard_order),
         cmocka_unit_test(test_tau_rule_step),
         cmocka_unit_test(test_target_stops_pruning),
+        cmocka_unit_test(test_pause_below_margin),
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_default_recipe),
         cmocka_unit_test(test_verdict),

@@ -10,6 +10,7 @@
 # Needs /usr/bin/python3 with numpy, nibabel (and torch only to remake the
 # starting model, which is committed).  Each run prints the summary lines
 # of OUT/NAME.run/sauron_summary.txt (model written, FLOPs, Dice).
+# With "pace": the target rule and --pause-below-margin over five seeds.
 # With "cost" (or "cost30") as 4th argument, the FLOPs-aware rules,
 # --target-flops, --teacher-weight and --recovery-epochs on the phantom
 # (8 x 15 runs; cost30: 30 x 15), margin 1 point unless stated.
@@ -188,6 +189,22 @@ if [ "$4" = cost30 ]; then
     run e30_all_t01_t09 "$DS" $S30 --tau-max 0.9 --lambda 1.0 \
         --prune-every 5 --prune-guard 0.02 --max-dice-drop 0.03 \
         --cost-rule all --target-flops 0.1
+    exit 0
+fi
+if [ "$4" = pace ]; then
+    # The target rule as the default candidate, with and without
+    # --pause-below-margin, against the defaults and --no-prune, over five
+    # seeds at 8 x 15 and 30 x 15 (docs/SAURON_RESULTS.md, "Pacing").
+    for s in 1 2 3 4 5; do
+        for L in 8 30; do
+            E="--epochs $L --iters-per-epoch 15 --seed $s"
+            run np${L}_s$s "$DS" --no-prune $E
+            run def${L}_s$s "$DS" $E
+            run t01_${L}_s$s "$DS" $E --target-flops 0.1 --max-dice-drop 0.01
+            run t01p_${L}_s$s "$DS" $E --target-flops 0.1 --max-dice-drop 0.01 \
+                --pause-below-margin on
+        done
+    done
     exit 0
 fi
 CI="--tau-max 0.45 --keep-head-input --max-dice-drop 0.02 --lambda 1.0 --prune-every 5"

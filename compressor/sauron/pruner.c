@@ -67,6 +67,7 @@ void pruner_config_default(PrunerConfig *c)
     c->cost_rule = SAURON_COST_NONE;
     c->target_flops = 0.0;
     c->recovery_epochs = -1;
+    c->pause = 0;
     sauron_sched_defaults(&c->sched);
 }
 
@@ -76,6 +77,7 @@ void pruner_config_unset(PrunerConfig *c)
     c->sched.tau_max = -1.0;
     c->prune_every = -1;
     c->prune_guard = -1.0;
+    c->pause = -1;
 }
 
 void pruner_config_resolve(PrunerConfig *c, int iters_per_epoch)
@@ -103,6 +105,7 @@ void pruner_config_resolve(PrunerConfig *c, int iters_per_epoch)
     if (c->prune_every < 0)
         c->prune_every = !target || iters_per_epoch < 2 ? 0
                                                         : iters_per_epoch / 2;
+    if (c->pause < 0) c->pause = 0;
 }
 
 int pruner_config_check(const PrunerConfig *c)
@@ -156,11 +159,13 @@ int pruner_config_check(const PrunerConfig *c)
         return ERR_ARG;
     }
     if (c->sched.kind == SAURON_SCHED_PAPER &&
-        (c->cost_rule != SAURON_COST_NONE || c->recovery_epochs >= 0)) {
+        (c->cost_rule != SAURON_COST_NONE || c->recovery_epochs >= 0 ||
+         c->pause > 0)) {
         sl_error("%s works with the budgeted schedule only: the paper's "
                  "schedule is kept as published (drop one of the two flags)",
                  c->cost_rule != SAURON_COST_NONE ? "--cost-rule"
-                                                  : "--recovery-epochs");
+                 : c->recovery_epochs >= 0        ? "--recovery-epochs"
+                                                  : "--pause-below-margin");
         return ERR_ARG;
     }
     if (c->prune_every > 0 && c->sched.kind == SAURON_SCHED_PAPER) {
@@ -707,6 +712,15 @@ int pruner_decide(Pruner *p, double progress, int *now)
     if (*now && p->cfg.target_flops > 0 && p->cal_x) {
         int64_t f = p->flops_now >= 0 ? p->flops_now : pruner_flops(p);
         if ((double)f <= p->cfg.target_flops * (double)p->flops0) *now = 0;
+    }
+    /* --pause-below-margin: recover first (same slack as the choice of
+     * the model written) */
+    const SauronSched *s = &p->sched;
+    if (*now && p->cfg.pause && s->cfg.kind == SAURON_SCHED_BUDGET &&
+        s->ndice > 0 && !isnan(s->dice_ref)) {
+        double d = s->dice[s->ndice - 1];
+        if (!isnan(d) && d < s->dice_ref - s->cfg.max_dice_drop - 1e-12)
+            *now = 0;
     }
     return 0;
 }

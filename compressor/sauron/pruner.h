@@ -93,6 +93,15 @@ typedef struct {
      * then climbs within the first half of the epochs before them, or
      * as before if that is sooner).  Must be less than --epochs. */
     int recovery_epochs;
+    /* --pause-below-margin on|off (budget schedule only; -1 until
+     * resolved): while the last validation Dice is below the margin
+     * (dice_ref - max_dice_drop), no pruning step removes anything; the
+     * ladder still climbs, and removal resumes after the first epoch back
+     * within the margin.  Without validation data it never pauses.  The
+     * run then spends its epochs near the margin instead of pruning on
+     * from a network that is already outside it, which the model written
+     * (fewest FLOPs within the margin) could not use. */
+    int pause;
 } PrunerConfig;
 
 void pruner_config_default(PrunerConfig *c);

@@ -34,13 +34,13 @@ const char *sauron_settings_lines(const PrunerConfig *c, char *buf,
              "sauron.prune_every=%d\nsauron.keep_head_input=%d\n"
              "sauron.prune_guard=%.17g\nsauron.guard_retry=%.17g\n"
              "sauron.cost_rule=%s\nsauron.target_flops=%.17g\n"
-             "sauron.recovery_epochs=%d\n",
+             "sauron.recovery_epochs=%d\nsauron.pause=%d\n",
              c->lambda, c->sf,
              s->kind == SAURON_SCHED_PAPER ? "paper" : "budget", s->tau_max,
              s->kappa, s->rho, s->mu, s->max_dice_drop, c->prune_every,
              c->keep_head_input, c->prune_guard, c->guard_retry,
              sauron_cost_rule_name(c->cost_rule), c->target_flops,
-             c->recovery_epochs);
+             c->recovery_epochs, c->pause);
     return buf;
 }
 
@@ -281,6 +281,8 @@ void sauron_hooks_free(SauronHooks *h)
 
 #define PRUNE_OPT(field) offsetof(PrunerConfig, field)
 
+static const CliChoice on_off[] = {{"off", 0}, {"on", 1}, {NULL, 0}};
+
 static const CliChoice schedules[] = {
     {"budget", SAURON_SCHED_BUDGET}, {"paper", SAURON_SCHED_PAPER}, {NULL, 0}};
 
@@ -363,6 +365,11 @@ const CliOpt sauron_cli_opts[] = {
      .metavar = "N", .off = PRUNE_OPT(recovery_epochs),
      .help = "budget schedule: no pruning in the last N epochs (default: "
              "the last 20%; less than --epochs)"},
+    {.name = "pause-below-margin", .type = CLI_CHOICE, .choices = on_off,
+     .off = PRUNE_OPT(pause),
+     .help = "budget schedule: no removal while the last validation Dice "
+             "is below the margin, until an epoch is back within it "
+             "(default off)"},
     {.name = "keep-head-input", .type = CLI_FLAG,
      .off = PRUNE_OPT(keep_head_input),
      .help = "never prune the block feeding a class head"},
