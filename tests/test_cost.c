@@ -356,19 +356,36 @@ static void test_pause_below_margin(void **state)
     graph_free(&g);
 }
 
-/* sauron-compress's defaults (pruner_config_unset + _resolve): the
- * budget recipe, the paper's values untouched, a target asking for the
- * whole ladder and the margin as guard, and given flags kept. */
+/* sauron-compress's defaults (pruner_config_unset + _resolve): a target
+ * of 10% with the whole ladder, pruning every half epoch and the margin
+ * as guard; the published budget values with --target-flops none; the
+ * paper's values untouched; given flags kept. */
 static void test_default_recipe(void **state)
 {
     (void)state;
     PrunerConfig c;
     pruner_config_unset(&c);
     pruner_config_resolve(&c, 20);
-    assert_true(c.lambda == 0.5 && c.sched.tau_max == 0.3);
+    assert_true(c.target_flops == 0.1);
+    assert_true(c.lambda == 0.5 && c.sched.tau_max == 1.0);
     assert_int_equal(c.cost_rule, SAURON_COST_NONE);
+    assert_int_equal(c.prune_every, 10);
+    assert_true(c.prune_guard == 0.02);
+    assert_int_equal(c.pause, 0);
+    assert_int_equal(pruner_config_check(&c), 0);
+    pruner_config_unset(&c);
+    c.target_flops = 0.0; /* --target-flops none */
+    pruner_config_resolve(&c, 20);
+    assert_true(c.lambda == 0.5 && c.sched.tau_max == 0.3);
     assert_int_equal(c.prune_every, 0);
     assert_true(c.prune_guard == 0.02);
+    assert_int_equal(pruner_config_check(&c), 0);
+    pruner_config_unset(&c);
+    c.sched.kind = SAURON_SCHED_PAPER; /* no target by default */
+    pruner_config_resolve(&c, 250);
+    assert_true(c.target_flops == 0.0);
+    assert_true(c.lambda == 0.5 && c.sched.tau_max == 0.3);
+    assert_int_equal(c.prune_every, 0);
     assert_int_equal(pruner_config_check(&c), 0);
     pruner_config_unset(&c);
     c.sched.kind = SAURON_SCHED_PAPER;

@@ -386,17 +386,22 @@ static void test_default_command(void **state)
     double d1 = json_num(sum, "dice_after");
     fprintf(stderr, "default command: %.1f%% fewer FLOPs, Dice %.4f -> %.4f\n",
             100 * cut, d0, d1);
-    assert_true(cut >= 0.15);
+    /* the default target of 10%: 69.8% fewer here; over phantom seeds
+     * 1-5 the same command wrote 5% to 78% (tools/sauron_experiments.sh
+     * pace), so this pins half */
+    assert_true(cut >= 0.5);
     /* the --no-prune run of the same length ends at Dice 1.000 on the
      * two validation cases, as the imported model (d0) */
     assert_true(d1 >= d0 - 0.01);
     /* the checkpoint records the resolved defaults (a resume compares
      * them), and no teacher */
     snprintf(cmd, sizeof cmd,
-             "grep -a -c -e '^sauron.lambda=0.5$' -e '^sauron.tau_max=0.299999' "
-             "-e '^sauron.prune_every=0$' -e '^sauron.cost_rule=none$' "
+             "grep -a -c -e '^sauron.lambda=0.5$' -e '^sauron.tau_max=1$' "
+             "-e '^sauron.prune_every=7$' -e '^sauron.cost_rule=none$' "
+             "-e '^sauron.target_flops=0.10000000000000001$' "
+             "-e '^sauron.pause=0$' "
              "-e '^teacher_weight=' %s/defcmd.sslim.run/checkpoint.sslck "
-             "| grep -qx 4",
+             "| grep -qx 6",
              tmp);
     assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
 }

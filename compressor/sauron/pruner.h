@@ -81,7 +81,8 @@ typedef struct {
     /* --cost-rule none|tau|guard|all (cost.h; budget schedule only;
      * default none): put what a channel costs into the decision. */
     int cost_rule;
-    /* --target-flops F (0: none; else in (0, 1]): the fraction of the
+    /* --target-flops F (0: none; else in (0, 1]; the command line's
+     * default is 0.1, see pruner_config_resolve): the fraction of the
      * imported model's FLOPs to keep.  Once the network has at most
      * F * imported FLOPs, pruning stops for the rest of the run, which
      * then only recovers accuracy.  The model written is still the
@@ -107,15 +108,17 @@ typedef struct {
 void pruner_config_default(PrunerConfig *c);
 /* The command line's defaults depend on the schedule, and --prune-every's
  * on the epoch length, so sauron-compress starts from
- * pruner_config_unset (pruner_config_default with tau_max,
- * prune_every and prune_guard marked "not given") and, once every flag is
- * parsed, pruner_config_resolve fills what is still unset:
- *   both schedules: lambda 0.5, tau_max 0.3, no cost rule, pruning at
- *     epoch ends, guard 0.02 (a more aggressive budget recipe won on the
- *     phantom and lost on brain MRI: docs/SAURON_RESULTS.md, "Defaults");
- *   budget schedule with --target-flops: tau_max 1.0, pruning every half
- *     epoch (iters_per_epoch / 2, at least 1) and a guard of the Dice
- *     margin when that is larger. */
+ * pruner_config_unset (pruner_config_default with tau_max, prune_every,
+ * prune_guard, pause and target_flops marked "not given") and, once every
+ * flag is parsed, pruner_config_resolve fills what is still unset:
+ *   budget schedule: a target of 0.1 (--target-flops none: no target);
+ *   paper schedule: no target, as published;
+ *   with a target: tau_max 1.0, pruning every half epoch
+ *     (iters_per_epoch / 2, at least 1) and a guard of the Dice margin
+ *     when that is larger than 0.02;
+ *   without: tau_max 0.3, pruning at epoch ends, guard 0.02;
+ *   both: lambda 0.5, no cost rule, no pause.
+ * docs/SAURON_RESULTS.md ("The default") has the runs behind them. */
 void pruner_config_unset(PrunerConfig *c);
 void pruner_config_resolve(PrunerConfig *c, int iters_per_epoch);
 /* 0 or ERR_ARG naming the flag and its range (--lambda, --sf,

@@ -298,10 +298,15 @@ static int parse_cost_rule(const char *v, void *target)
     return 0;
 }
 
-/* Inside, 0 means "no target"; on the command line it is refused. */
+/* Inside, 0 means "no target": "none" on the command line (a number 0
+ * is refused). */
 static int parse_target_flops(const char *v, void *target)
 {
     double d;
+    if (!strcmp(v, "none")) {
+        *(double *)target = 0.0;
+        return 0;
+    }
     if (cli_parse_double(v, 0.0, 1.0, &d) || !(d > 0.0)) return -1;
     *(double *)target = d;
     return 0;
@@ -320,8 +325,8 @@ const CliOpt sauron_cli_opts[] = {
              "half of --epochs, prune until 80%, recover)"},
     {.name = "tau-max", .type = CLI_DOUBLE, .lo = 0, .hi = 1,
      .metavar = "X", .off = PRUNE_OPT(sched.tau_max),
-     .help = "last threshold, in (0, 1] (default 0.3; with --target-flops "
-             "1.0)"},
+     .help = "last threshold, in (0, 1] (default 1.0; 0.3 with "
+             "--target-flops none or --schedule paper)"},
     {.name = "kappa", .type = CLI_INT, .lo = 1, .hi = 1000, .metavar = "N",
      .off = PRUNE_OPT(sched.kappa), .help = "ladder steps (default 15)"},
     {.name = "rho", .type = CLI_INT, .lo = 0, .hi = 1000, .metavar = "N",
@@ -335,14 +340,15 @@ const CliOpt sauron_cli_opts[] = {
      .help = "Dice margin below the imported model (default 0.01)"},
     {.name = "prune-every", .type = CLI_INT, .lo = 0, .hi = 1000000,
      .metavar = "N", .off = PRUNE_OPT(prune_every),
-     .help = "also prune every N iterations (budget schedule; default 0: "
-             "at epoch ends only; with --target-flops half an epoch)"},
+     .help = "also prune every N iterations (budget schedule; default: "
+             "every half epoch; 0, and the default with --target-flops none: "
+             "at epoch ends only)"},
     {.name = "prune-guard", .type = CLI_DOUBLE, .lo = 0, .hi = 1,
      .metavar = "G", .off = PRUNE_OPT(prune_guard),
      .help = "budget schedule: skip a layer's removal that would change the "
              "calibration segmentation by more than G (1-Dice); that "
-             "layer steps down a rung and stops climbing (default 0.02; with "
-             "--target-flops the Dice margin if larger; 0: off)"},
+             "layer steps down a rung and stops climbing (default 0.02, or "
+             "the Dice margin if larger and there is a target; 0: off)"},
     {.name = "guard-retry", .type = CLI_DOUBLE, .lo = 0, .hi = 1e6,
      .metavar = "E", .off = PRUNE_OPT(guard_retry),
      .help = "a layer held back by the guard tries the next rung every E "
@@ -356,11 +362,13 @@ const CliOpt sauron_cli_opts[] = {
              "tries the removals saving most FLOPs first), all (both)"},
     {.name = "target-flops", .type = CLI_CUSTOM, .parse = parse_target_flops,
      .expect = "the fraction of the imported model's FLOPs to keep, a number "
-               "in (0, 1] (e.g. 0.1)",
+               "in (0, 1] (e.g. 0.1), or none",
      .metavar = "F", .off = PRUNE_OPT(target_flops),
      .help = "fraction of the imported model's FLOPs to keep, in (0, 1]: "
              "pruning stops once reached, the rest of the run recovers; the "
-             "summary says whether the target and the Dice margin were met"},
+             "summary says whether the target and the Dice margin were met "
+             "(default 0.1; none: no target, and the published budget values "
+             "tau_max 0.3, pruning at epoch ends; --schedule paper: none)"},
     {.name = "recovery-epochs", .type = CLI_INT, .lo = 0, .hi = 100000,
      .metavar = "N", .off = PRUNE_OPT(recovery_epochs),
      .help = "budget schedule: no pruning in the last N epochs (default: "
