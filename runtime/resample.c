@@ -68,13 +68,13 @@ static int exact_perm(const Affine *a, Perm *p)
 
 /* ---- scan -> model grid ---- */
 
-/* Normalised trilinear sample of modality plane src [nz][ny][nx] at
- * voxel coordinates p (snapped).  Weights that are 0 are skipped, so an
- * integer position returns the normalised voxel itself.  Corner c takes
- * the upper voxel along axis a when bit a of c is set; its weight is the
- * product of the three axis weights in axis order. */
+/* Trilinear sample of the (already normalised) modality plane src
+ * [nz][ny][nx] at voxel coordinates p (snapped).  Weights that are 0 are
+ * skipped, so an integer position returns the voxel itself.  Corner c
+ * takes the upper voxel along axis a when bit a of c is set; its weight
+ * is the product of the three axis weights in axis order. */
 static float sample(const float *src, const int64_t d[3], const double p[3],
-                    const NormAffine *na, float fill)
+                    float fill)
 {
     int64_t i0[3];
     double f[3];
@@ -93,22 +93,29 @@ static float sample(const float *src, const int64_t d[3], const double p[3],
         double w = wx[hx] * wy[hy] * wz[hz];
         if (w == 0.0) continue;
         float v = base[(size_t)hx + (size_t)hy * sy + (size_t)hz * sz];
-        acc += w * (double)norm_apply(na, v);
+        acc += w * (double)v;
     }
     return (float)acc;
 }
 
-void resample_volume(Volume *dst, const Volume *src, const NormAffine *na,
+void resample_volume(Volume *dst, Volume *src, const NormAffine *na,
                      const Affine *map, int n_threads)
 {
     const double(*m)[4] = map->m;
     int64_t snv = volume_voxels(src), dnv = volume_voxels(dst);
     for (int c = 0; c < src->n_mod; c++) {
-        const float *s = src->data + (size_t)c * (size_t)snv;
+        float *s = src->data + (size_t)c * (size_t)snv;
         float mn = s[0];
         for (int64_t i = 1; i < snv; i++)
             if (s[i] < mn) mn = s[i];
         float fill = norm_apply(&na[c], mn);
+        /* normalise once in place (the caller is done with the raw
+         * scan): trilinear sampling then reads each voxel up to 8 times
+         * without clamping and scaling it each time; the values are the
+         * ones norm_apply gives, so the result is unchanged */
+        const NormAffine nc = na[c];
+#pragma omp parallel for num_threads(threads(n_threads)) schedule(static)
+        for (int64_t i = 0; i < snv; i++) s[i] = norm_apply(&nc, s[i]);
         float *o = dst->data + (size_t)c * (size_t)dnv;
         const int64_t *dd = dst->dim;
         Perm pm;
@@ -126,9 +133,7 @@ void resample_volume(Volume *dst, const Volume *src, const NormAffine *na,
                             in &= p[r] >= 0 && p[r] < sd[r];
                         }
                         row[i] =
-                            in ? norm_apply(
-                                     &na[c],
-                                     s[(p[2] * sd[1] + p[1]) * sd[0] + p[0]])
+                            in ? s[(p[2] * sd[1] + p[1]) * sd[0] + p[0]]
                                : fill;
                     }
                 }
@@ -144,7 +149,7 @@ void resample_volume(Volume *dst, const Volume *src, const NormAffine *na,
                         p[r] = orient_snap(m[r][0] * (double)i +
                                            m[r][1] * (double)j +
                                            m[r][2] * (double)k + m[r][3]);
-                    row[i] = sample(s, src->dim, p, &na[c], fill);
+                    row[i] = sample(s, src->dim, p, fill);
                 }
             }
     }
@@ -379,10 +384,14 @@ static void label_plane(BackMap *b, int64_t z)
              * z-range alone, so the cost per plane is one test per row
              * plus the voxels that belong to the plane */
             double za = zb, zz = zb + r0[0] * (double)(d[0] - 1);
-            if (fmax(za, zz) < zlo || fmin(za, zz) > zhi) continue;
+            /* plain comparisons: fmin/fmax are library calls here, and
+             * this test runs once per row and plane; nothing is NaN */
+            double zmin = za < zz ? za : zz, zmax = za < zz ? zz : za;
+            if (zmax < zlo || zmin > zhi) continue;
             if (fabs(r0[0]) > 1e-12) {
                 double x1 = (zlo - zb) / r0[0], x2 = (zhi - zb) / r0[0];
-                double lo = fmin(x1, x2) - 1.0, hi = fmax(x1, x2) + 1.0;
+                double lo = (x1 < x2 ? x1 : x2) - 1.0,
+                       hi = (x1 < x2 ? x2 : x1) + 1.0;
                 if (hi < 0.0 || lo > (double)(d[0] - 1)) continue;
                 if (lo > 0.0) ilo = (int64_t)floor(lo);
                 if (hi < (double)(d[0] - 1)) ihi = (int64_t)ceil(hi);

@@ -27,9 +27,10 @@
 
 /* dst (already allocated on the model grid, dst->n_mod == src->n_mod) =
  * src normalised with na[m] and sampled at m_dst_to_src * q for each dst
- * voxel q (voxel coordinates).  Threads: n_threads (<= 0: all); the
- * result does not depend on it. */
-void resample_volume(Volume *dst, const Volume *src, const NormAffine *na,
+ * voxel q (voxel coordinates).  src is normalised IN PLACE first (its
+ * raw values are gone afterwards: the caller frees it).  Threads:
+ * n_threads (<= 0: all); the result does not depend on it. */
+void resample_volume(Volume *dst, Volume *src, const NormAffine *na,
                      const Affine *m_dst_to_src, int n_threads);
 
 typedef struct BackMap BackMap;

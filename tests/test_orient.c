@@ -279,8 +279,18 @@ static void test_resample_vs_brute_force(void **state)
         Normalize ct = {NORMALIZE_CT, -1, 5};
         assert_int_equal(volume_norm_affine(&src, 0, &z, &na[0]), 0);
         assert_int_equal(volume_norm_affine(&src, 1, &ct, &na[1]), 0);
-        resample_volume(&a, &src, na, &m, 1);
-        resample_volume(&b, &src, na, &m, 2);
+        /* resample_volume normalises its source in place: each call
+         * gets its own copy, and the brute force reads the raw one */
+        Volume s1, s2;
+        size_t sbytes = (size_t)volume_voxels(&src) * 2 * sizeof(float);
+        assert_int_equal(volume_alloc(&s1, 7, 6, 5, 2), 0);
+        assert_int_equal(volume_alloc(&s2, 7, 6, 5, 2), 0);
+        memcpy(s1.data, src.data, sbytes);
+        memcpy(s2.data, src.data, sbytes);
+        resample_volume(&a, &s1, na, &m, 1);
+        resample_volume(&b, &s2, na, &m, 2);
+        volume_free(&s1);
+        volume_free(&s2);
         size_t n = (size_t)volume_voxels(&a);
         assert_memory_equal(a.data, b.data, 2 * n * sizeof(float));
         float *ref = sl_alloc(2 * n * sizeof(float));
