@@ -262,25 +262,48 @@ static void test_tau_rule_step(void **state)
     assert_true(k1[0] < k0[0] && k1[1] > k0[1]);
 }
 
-static void test_target_stops_pruning(void **state)
-{
-    (void)state;
+/* A pruner on the test net (10 epochs, a fixed calibration batch) with
+ * the step's knobs of the two tests below: unguarded, ladder to 0.9. */
+typedef struct {
     Graph g;
-    build_net(&g, &SPEC, 1);
+    Pruner *p;
+    float *x;
+} TestPruner;
+
+static void test_pruner_open(TestPruner *t, double target_flops, int pause,
+                             double dice_imported)
+{
+    build_net(&t->g, &SPEC, 1);
     PrunerConfig cfg;
     pruner_config_default(&cfg);
     cfg.n_threads = 1;
     cfg.seed = 99;
     cfg.prune_guard = 0;
     cfg.sched.tau_max = 0.9;
-    /* any removal brings the network under 99.9% of its FLOPs */
-    cfg.target_flops = 0.999;
-    Pruner *p = NULL;
-    assert_int_equal(pruner_create(&g, &cfg, 10, &p), 0);
+    cfg.target_flops = target_flops;
+    cfg.pause = pause;
+    t->p = NULL;
+    assert_int_equal(pruner_create(&t->g, &cfg, 10, &t->p), 0);
     Shape xs = {4, {2, 1, HW, HW, 0}};
-    float *x = calib_input(5);
-    assert_int_equal(pruner_set_calibration(p, x, &xs), 0);
-    assert_int_equal(pruner_start(p, NAN), 0);
+    t->x = calib_input(5);
+    assert_int_equal(pruner_set_calibration(t->p, t->x, &xs), 0);
+    assert_int_equal(pruner_start(t->p, dice_imported), 0);
+}
+
+static void test_pruner_close(TestPruner *t)
+{
+    pruner_free(t->p);
+    sl_free(t->x);
+    graph_free(&t->g);
+}
+
+static void test_target_stops_pruning(void **state)
+{
+    (void)state;
+    TestPruner t;
+    /* any removal brings the network under 99.9% of its FLOPs */
+    test_pruner_open(&t, 0.999, 0, NAN);
+    Pruner *p = t.p;
     int now = 0, changed = 0;
     assert_int_equal(pruner_decide(p, 5.0, &now), 0);
     assert_int_equal(now, 1); /* 100% > 99.9%: prune */
@@ -291,9 +314,7 @@ static void test_target_stops_pruning(void **state)
      * still be allowed at 6 <= 0.8 * 10 */
     assert_int_equal(pruner_decide(p, 6.0, &now), 0);
     assert_int_equal(now, 0);
-    pruner_free(p);
-    sl_free(x);
-    graph_free(&g);
+    test_pruner_close(&t);
 }
 
 /* --pause-below-margin: an epoch below the margin stops removal until
@@ -301,23 +322,11 @@ static void test_target_stops_pruning(void **state)
 static void test_pause_below_margin(void **state)
 {
     (void)state;
+    TestPruner t;
+    int now = 0;
     for (int pause = 0; pause <= 1; pause++) {
-        Graph g;
-        build_net(&g, &SPEC, 1);
-        PrunerConfig cfg;
-        pruner_config_default(&cfg);
-        cfg.n_threads = 1;
-        cfg.seed = 99;
-        cfg.prune_guard = 0;
-        cfg.sched.tau_max = 0.9;
-        cfg.pause = pause;
-        Pruner *p = NULL;
-        assert_int_equal(pruner_create(&g, &cfg, 10, &p), 0);
-        Shape xs = {4, {2, 1, HW, HW, 0}};
-        float *x = calib_input(5);
-        assert_int_equal(pruner_set_calibration(p, x, &xs), 0);
-        assert_int_equal(pruner_start(p, 0.90), 0);
-        int now = 0;
+        test_pruner_open(&t, 0.0, pause, 0.90);
+        Pruner *p = t.p;
         /* epoch 1 at 0.8899: below 0.90 - 0.01 by 1e-4 */
         assert_int_equal(pruner_end_epoch(p, 1, 1.0, 0.8899), 0);
         assert_int_equal(pruner_decide(p, 1.0, &now), 0);
@@ -330,30 +339,14 @@ static void test_pause_below_margin(void **state)
         assert_int_equal(pruner_end_epoch(p, 3, 1.0, 0.89), 0);
         assert_int_equal(pruner_decide(p, 3.0, &now), 0);
         assert_int_equal(now, 1);
-        pruner_free(p);
-        sl_free(x);
-        graph_free(&g);
+        test_pruner_close(&t);
     }
     /* without validation data there is no margin: never pauses */
-    Graph g;
-    build_net(&g, &SPEC, 1);
-    PrunerConfig cfg;
-    pruner_config_default(&cfg);
-    cfg.n_threads = 1;
-    cfg.pause = 1;
-    Pruner *p = NULL;
-    assert_int_equal(pruner_create(&g, &cfg, 10, &p), 0);
-    Shape xs = {4, {2, 1, HW, HW, 0}};
-    float *x = calib_input(5);
-    assert_int_equal(pruner_set_calibration(p, x, &xs), 0);
-    assert_int_equal(pruner_start(p, NAN), 0);
-    assert_int_equal(pruner_end_epoch(p, 1, 1.0, NAN), 0);
-    int now = 0;
-    assert_int_equal(pruner_decide(p, 1.0, &now), 0);
+    test_pruner_open(&t, 0.0, 1, NAN);
+    assert_int_equal(pruner_end_epoch(t.p, 1, 1.0, NAN), 0);
+    assert_int_equal(pruner_decide(t.p, 1.0, &now), 0);
     assert_int_equal(now, 1);
-    pruner_free(p);
-    sl_free(x);
-    graph_free(&g);
+    test_pruner_close(&t);
 }
 
 /* sauron-compress's defaults (pruner_config_unset + _resolve): a target
