@@ -168,6 +168,8 @@ struct BackMap {
     float *probs;
     size_t plane; /* mdim[u] * mdim[w] */
     float *ring;  /* [2][nc][plane]: planes z-1 and z, slot z & 1 */
+    int16_t *lring; /* [2][plane]: argmax of each ring voxel, -1 if every
+                       score is NaN (label_voxel's shortcut) */
     int64_t next; /* next plane expected */
     int64_t done; /* scan voxels labelled */
 };
@@ -201,7 +203,8 @@ int backmap_create(const int64_t scan_dim[3], const int64_t model_dim[3],
     b->probs = probs;
     b->plane = (size_t)(model_dim[b->u] * model_dim[b->w]);
     b->ring = sl_calloc(2 * (size_t)nc * b->plane, sizeof(float));
-    if (!b->ring) goto nomem;
+    b->lring = sl_calloc(2 * b->plane, sizeof(int16_t));
+    if (!b->ring || !b->lring) goto nomem;
     *out = b;
     return 0;
 nomem:
@@ -214,6 +217,7 @@ void backmap_free(BackMap *b)
 {
     if (!b) return;
     sl_free(b->ring);
+    sl_free(b->lring);
     sl_free(b);
 }
 
@@ -280,6 +284,29 @@ static double plane_read(const BackMap *b, int slot, int c, const Bilin *l)
     return acc;
 }
 
+/* The common argmax of the model voxels an interpolation at l (planes
+ * `slot` and, if two, `slot2`) reads, or -1 if they differ.  Every
+ * weight is >= 0 and the classes share them, and rounded products and
+ * sums are monotonic, so where class c is the largest score at every
+ * corner it is the largest interpolated score as well: the argmax
+ * without interpolating (probabilities are not asked for).  Only an
+ * interpolated tie with a lower class, which needs the corners' strict
+ * differences to vanish in double rounding, could go the other way. */
+static int corner_label(const BackMap *b, const Bilin *l, int slot, int two)
+{
+    const int16_t *a = b->lring + (size_t)slot * b->plane + l->at;
+    int c = a[0];
+    if (c < 0 || (l->hu && a[1] != c) ||
+        (l->hw && (a[l->nu] != c || (l->hu && a[l->nu + 1] != c))))
+        return -1;
+    if (!two) return c;
+    a = b->lring + (size_t)(slot ^ 1) * b->plane + l->at;
+    if (a[0] != c || (l->hu && a[1] != c) ||
+        (l->hw && (a[l->nu] != c || (l->hu && a[l->nu + 1] != c))))
+        return -1;
+    return c;
+}
+
 /* Label scan voxel (i, j, k) at model position q (snapped); its key is
  * the plane just stored. */
 static void label_voxel(const BackMap *b, const double q[3], size_t vox)
@@ -291,6 +318,13 @@ static void label_voxel(const BackMap *b, const double q[3], size_t vox)
     int64_t key = ceil_pos(z);
     double wl = (double)key - z; /* weight of plane key-1 */
     Bilin l = bilin(b, q);
+    if (!b->probs) {
+        int c = corner_label(b, &l, (int)(key & 1), wl != 0.0);
+        if (c >= 0) {
+            b->labels[vox] = (int16_t)c;
+            return;
+        }
+    }
     size_t nvox = (size_t)(b->sdim[0] * b->sdim[1] * b->sdim[2]);
     int best = -1;
     double bv = 0.0;
@@ -434,6 +468,23 @@ void backmap_planes(void *ctx, const float *scores, const float *wsum, int nc,
                     slot[(size_t)c * b->plane + dst] = wsum ? v / ws : v;
                 }
             }
+        if (!b->exact && !b->probs) {
+            /* the argmax per ring voxel, first maximum, NaN skipped: as
+             * label_voxel picks among interpolated scores */
+            int16_t *lab = b->lring + (size_t)(z & 1) * b->plane;
+            for (size_t at = 0; at < b->plane; at++) {
+                int best = -1;
+                float bv = 0.0f;
+                for (int c = 0; c < nc; c++) {
+                    float v = slot[(size_t)c * b->plane + at];
+                    if (v == v && (best < 0 || v > bv)) {
+                        best = c;
+                        bv = v;
+                    }
+                }
+                lab[at] = (int16_t)best;
+            }
+        }
         label_plane(b, z);
         b->next = z + 1;
     }

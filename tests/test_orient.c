@@ -419,6 +419,93 @@ static void check_backmap(int a0, int planes_per_call, int with_wsum,
     sl_free(wb);
 }
 
+/* Labels of one back-mapping, plane by plane, of scores sc [nc][model]:
+ * with probabilities asked for (every voxel interpolated) or not (voxels
+ * whose corners agree take their common argmax). */
+static void backmap_labels(const float *sc, int nc, const int64_t md[3],
+                           const int64_t sd[3], const Affine *m, int a0,
+                           int16_t *lab, float *pr)
+{
+    BackMap *bm = NULL;
+    assert_int_equal(backmap_create(sd, md, m, a0, nc, lab, pr, 2, &bm), 0);
+    int ax[3] = {a0, a0 == 0 ? 2 : 0, a0 == 2 ? 1 : a0 == 1 ? 2 : 1};
+    int64_t pad[3] = {1, md[ax[1]], md[ax[2]]};
+    size_t cst = (size_t)(pad[1] * pad[2]);
+    float *buf = sl_alloc((size_t)nc * cst * sizeof(float));
+    assert_non_null(buf);
+    int64_t mnv = md[0] * md[1] * md[2];
+    for (int64_t z = 0; z < md[a0]; z++) {
+        for (int64_t x1 = 0; x1 < md[ax[1]]; x1++)
+            for (int64_t x2 = 0; x2 < md[ax[2]]; x2++) {
+                int64_t q[3];
+                q[ax[0]] = z;
+                q[ax[1]] = x1;
+                q[ax[2]] = x2;
+                size_t mi = (size_t)((q[2] * md[1] + q[1]) * md[0] + q[0]);
+                for (int c = 0; c < nc; c++)
+                    buf[(size_t)c * cst + (size_t)(x1 * pad[2] + x2)] =
+                        sc[(size_t)c * (size_t)mnv + mi];
+            }
+        int64_t off[3] = {z, 0, 0}, box[3] = {1, md[ax[1]], md[ax[2]]};
+        backmap_planes(bm, buf, NULL, nc, ax, off, box, pad);
+    }
+    assert_int_equal(backmap_done(bm), sd[0] * sd[1] * sd[2]);
+    backmap_free(bm);
+    sl_free(buf);
+}
+
+/* Without probabilities, a voxel whose interpolation corners share their
+ * argmax takes it without interpolating: the labels must be those of
+ * the full interpolation, on smooth scores (large regions, most voxels
+ * take the shortcut), on noise (few do), with NaN scores here and there
+ * and with an exact tie between two classes on a whole region. */
+static void test_backmap_shortcut(void **state)
+{
+    (void)state;
+    TestRng r = {99};
+    const int nc = 3;
+    int64_t md[3] = {17, 15, 13}, sd[3] = {20, 18, 16};
+    int64_t mnv = md[0] * md[1] * md[2], snv = sd[0] * sd[1] * sd[2];
+    float *sc = sl_alloc((size_t)(nc * mnv) * sizeof(float));
+    int16_t *full = sl_alloc((size_t)snv * sizeof(int16_t));
+    int16_t *fast = sl_alloc((size_t)snv * sizeof(int16_t));
+    float *pr = sl_alloc((size_t)(nc * snv) * sizeof(float));
+    assert_non_null(sc);
+    assert_non_null(full);
+    assert_non_null(fast);
+    assert_non_null(pr);
+    for (int kind = 0; kind < 4; kind++) {
+        float a[3][4];
+        trng_fill(&r, &a[0][0], 12, -1, 1);
+        for (int64_t k = 0; k < md[2]; k++)
+            for (int64_t j = 0; j < md[1]; j++)
+                for (int64_t i = 0; i < md[0]; i++) {
+                    size_t mi = (size_t)((k * md[1] + j) * md[0] + i);
+                    for (int c = 0; c < nc; c++) {
+                        float v = a[c][0] * (float)i / 4 +
+                                  a[c][1] * (float)j / 4 +
+                                  a[c][2] * (float)k / 4 + a[c][3];
+                        if (kind == 1) trng_fill(&r, &v, 1, -2, 2);
+                        sc[(size_t)c * (size_t)mnv + mi] = v;
+                    }
+                    if (kind == 2 && mi % 37 == 0)
+                        sc[(size_t)(mi % 3) * (size_t)mnv + mi] = NAN;
+                    if (kind == 3 && i < md[0] / 2) /* classes 0, 2 tie */
+                        sc[2 * (size_t)mnv + mi] = sc[mi] = 5.0f;
+                }
+        for (int a0 = 0; a0 < 3; a0++) {
+            Affine m = random_map(&r, 0.75);
+            backmap_labels(sc, nc, md, sd, &m, a0, full, pr);
+            backmap_labels(sc, nc, md, sd, &m, a0, fast, NULL);
+            assert_memory_equal(full, fast, (size_t)snv * sizeof(int16_t));
+        }
+    }
+    sl_free(sc);
+    sl_free(full);
+    sl_free(fast);
+    sl_free(pr);
+}
+
 static void test_backmap_vs_brute_force(void **state)
 {
     (void)state;
@@ -704,6 +791,7 @@ int main(void)
         cmocka_unit_test(test_model_grid_of_permutations),
         cmocka_unit_test(test_resample_vs_brute_force),
         cmocka_unit_test(test_backmap_vs_brute_force),
+        cmocka_unit_test(test_backmap_shortcut),
         cmocka_unit_test(test_48_orientations_same_labels),
         cmocka_unit_test(test_direct_path_unchanged),
         cmocka_unit_test(test_cli_geometry),
