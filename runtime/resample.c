@@ -392,6 +392,38 @@ static void label_plane_exact(BackMap *b, int64_t z)
     b->done += done;
 }
 
+/* The key of scan voxel (i, j, k): r0 is the map's row of the plane
+ * axis; the same expression as label_plane's q, so the same bits. */
+static int64_t row_key(const double *r0, int64_t i, int64_t j, int64_t k,
+                       int64_t n0)
+{
+    return plane_key(orient_snap(r0[0] * (double)i + r0[1] * (double)j +
+                                 r0[2] * (double)k + r0[3]),
+                     n0);
+}
+
+/* The run of plane z in [lo, hi] of a row whose keys rise (up) or fall
+ * with i and include z: its first index (last = 0) or its last. */
+static int64_t run_edge(const double *r0, int64_t lo, int64_t hi, int64_t j,
+                        int64_t k, int64_t n0, int64_t z, int up, int last)
+{
+    /* before(i): i lies before the edge sought; true then false */
+    while (lo < hi) {
+        int64_t mid = last ? lo + (hi - lo + 1) / 2 : lo + (hi - lo) / 2;
+        int64_t key = row_key(r0, mid, j, k, n0);
+        int in_or_before = up ? (last ? key <= z : key < z)
+                              : (last ? key >= z : key > z);
+        if (last) {
+            if (in_or_before) lo = mid;
+            else hi = mid - 1;
+        } else {
+            if (in_or_before) lo = mid + 1;
+            else hi = mid;
+        }
+    }
+    return lo;
+}
+
 /* Label every scan voxel whose key is plane z. */
 static void label_plane(BackMap *b, int64_t z)
 {
@@ -430,13 +462,23 @@ static void label_plane(BackMap *b, int64_t z)
                 if (lo > 0.0) ilo = (int64_t)floor(lo);
                 if (hi < (double)(d[0] - 1)) ihi = (int64_t)ceil(hi);
             }
-            for (int64_t i = ilo; i <= ihi; i++) {
+            /* key(i) is monotonic along the row (a linear function of
+             * i, rounded, snapped, clamped and ceiled: each step is), so
+             * plane z's voxels are one run, found by bisection instead
+             * of computing every voxel of [ilo, ihi] and dropping those
+             * of the neighbouring planes */
+            int64_t ka = row_key(r0, ilo, j, k, n0),
+                    kb = row_key(r0, ihi, j, k, n0);
+            int up = ka <= kb;
+            if (z < (up ? ka : kb) || z > (up ? kb : ka)) continue;
+            int64_t first = run_edge(r0, ilo, ihi, j, k, n0, z, up, 0);
+            int64_t last = run_edge(r0, ilo, ihi, j, k, n0, z, up, 1);
+            for (int64_t i = first; i <= last; i++) {
                 double q[3];
                 for (int r = 0; r < 3; r++)
                     q[r] = orient_snap(M[r][0] * (double)i +
                                        M[r][1] * (double)j +
                                        M[r][2] * (double)k + M[r][3]);
-                if (plane_key(q[b->a0], n0) != z) continue;
                 label_voxel(b, q, (size_t)((k * d[1] + j) * d[0] + i));
                 done++;
             }
