@@ -284,8 +284,8 @@ static double plane_read(const BackMap *b, int slot, int c, const Bilin *l)
     return acc;
 }
 
-/* The common argmax of the model voxels an interpolation at l (planes
- * `slot` and, if two, `slot2`) reads, or -1 if they differ.  Every
+/* The common argmax of the model voxels an interpolation at l reads
+ * (ring plane `slot` and, if two, the other one), or -1 if they differ.  Every
  * weight is >= 0 and the classes share them, and rounded products and
  * sums are monotonic, so where class c is the largest score at every
  * corner it is the largest interpolated score as well: the argmax
@@ -407,17 +407,20 @@ static int64_t row_key(const double *r0, int64_t i, int64_t j, int64_t k,
 static int64_t run_edge(const double *r0, int64_t lo, int64_t hi, int64_t j,
                         int64_t k, int64_t n0, int64_t z, int up, int last)
 {
-    /* before(i): i lies before the edge sought; true then false */
+    /* ahead(i): true up to some index, false after it.  First index:
+     * the key has not reached z (key < z rising, > z falling), and the
+     * edge is the first i where ahead fails.  Last index: the key has
+     * not passed z, and the edge is the last i where ahead holds. */
     while (lo < hi) {
         int64_t mid = last ? lo + (hi - lo + 1) / 2 : lo + (hi - lo) / 2;
         int64_t key = row_key(r0, mid, j, k, n0);
-        int in_or_before = up ? (last ? key <= z : key < z)
-                              : (last ? key >= z : key > z);
+        int ahead = last ? (up ? key <= z : key >= z)
+                         : (up ? key < z : key > z);
         if (last) {
-            if (in_or_before) lo = mid;
+            if (ahead) lo = mid;
             else hi = mid - 1;
         } else {
-            if (in_or_before) lo = mid + 1;
+            if (ahead) lo = mid + 1;
             else hi = mid;
         }
     }
