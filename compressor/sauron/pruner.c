@@ -85,11 +85,11 @@ void pruner_config_resolve(PrunerConfig *c, int iters_per_epoch)
 {
     int paper = c->sched.kind == SAURON_SCHED_PAPER;
     /* The default budget is a target of 10% of the FLOPs: on the phantom
-     * it cut 66-88% within 1 point where the published values (tau_max
-     * 0.3, pruning at epoch ends) cut 27-40%, and on brain MRI it gave
-     * the smallest model within the margin of every recipe tried
-     * (docs/SAURON_RESULTS.md, "Pacing" and "The default").  The paper's
-     * schedule stays as published: no target. */
+     * (five seeds, 30 x 15) it cut 66-88% within 1 point where the
+     * published values (tau_max 0.3, pruning at epoch ends) cut 27-40%,
+     * and on brain MRI it gave the smallest model within the margin of
+     * every recipe tried (docs/SAURON_RESULTS.md, "The default").  The
+     * paper's schedule stays as published: no target. */
     if (c->target_flops < 0) c->target_flops = paper ? 0.0 : 0.1;
     /* With --target-flops the run is asked for a size: the ladder goes
      * all the way (every channel a candidate) and each step may spend the
