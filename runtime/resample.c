@@ -66,6 +66,15 @@ static int exact_perm(const Affine *a, Perm *p)
     return 1;
 }
 
+/* Coordinate r of voxel (i, j, k) under a map whose row r is `row`,
+ * snapped: every path that locates a voxel (resampling, back-mapping and
+ * its plane keys) evaluates it this way, so they agree to the bit. */
+static double map_coord(const double row[4], int64_t i, int64_t j, int64_t k)
+{
+    return orient_snap(row[0] * (double)i + row[1] * (double)j +
+                       row[2] * (double)k + row[3]);
+}
+
 /* ---- scan -> model grid ---- */
 
 /* Trilinear sample of the (already normalised) modality plane src
@@ -146,9 +155,7 @@ void resample_volume(Volume *dst, Volume *src, const NormAffine *na,
                 for (int64_t i = 0; i < dd[0]; i++) {
                     double p[3];
                     for (int r = 0; r < 3; r++)
-                        p[r] = orient_snap(m[r][0] * (double)i +
-                                           m[r][1] * (double)j +
-                                           m[r][2] * (double)k + m[r][3]);
+                        p[r] = map_coord(m[r], i, j, k);
                     row[i] = sample(s, src->dim, p, fill);
                 }
             }
@@ -169,7 +176,8 @@ struct BackMap {
     size_t plane; /* mdim[u] * mdim[w] */
     float *ring;  /* [2][nc][plane]: planes z-1 and z, slot z & 1 */
     int16_t *lring; /* [2][plane]: argmax of each ring voxel, -1 if every
-                       score is NaN (label_voxel's shortcut) */
+                       score is NaN (label_voxel's shortcut); NULL for
+                       exact maps and when probs are asked for */
     int64_t next; /* next plane expected */
     int64_t done; /* scan voxels labelled */
 };
@@ -203,8 +211,11 @@ int backmap_create(const int64_t scan_dim[3], const int64_t model_dim[3],
     b->probs = probs;
     b->plane = (size_t)(model_dim[b->u] * model_dim[b->w]);
     b->ring = sl_calloc(2 * (size_t)nc * b->plane, sizeof(float));
-    b->lring = sl_calloc(2 * b->plane, sizeof(int16_t));
-    if (!b->ring || !b->lring) goto nomem;
+    if (!b->ring) goto nomem;
+    if (!b->exact && !probs) { /* label_voxel's shortcut only */
+        b->lring = sl_calloc(2 * b->plane, sizeof(int16_t));
+        if (!b->lring) goto nomem;
+    }
     *out = b;
     return 0;
 nomem:
@@ -294,16 +305,14 @@ static double plane_read(const BackMap *b, int slot, int c, const Bilin *l)
  * differences to vanish in double rounding, could go the other way. */
 static int corner_label(const BackMap *b, const Bilin *l, int slot, int two)
 {
-    const int16_t *a = b->lring + (size_t)slot * b->plane + l->at;
-    int c = a[0];
-    if (c < 0 || (l->hu && a[1] != c) ||
-        (l->hw && (a[l->nu] != c || (l->hu && a[l->nu + 1] != c))))
-        return -1;
-    if (!two) return c;
-    a = b->lring + (size_t)(slot ^ 1) * b->plane + l->at;
-    if (a[0] != c || (l->hu && a[1] != c) ||
-        (l->hw && (a[l->nu] != c || (l->hu && a[l->nu + 1] != c))))
-        return -1;
+    int c = b->lring[(size_t)slot * b->plane + l->at];
+    if (c < 0) return -1;
+    for (int s = 0; s <= two; s++) {
+        const int16_t *a = b->lring + (size_t)(slot ^ s) * b->plane + l->at;
+        if (a[0] != c || (l->hu && a[1] != c) ||
+            (l->hw && (a[l->nu] != c || (l->hu && a[l->nu + 1] != c))))
+            return -1;
+    }
     return c;
 }
 
@@ -318,7 +327,7 @@ static void label_voxel(const BackMap *b, const double q[3], size_t vox)
     int64_t key = ceil_pos(z);
     double wl = (double)key - z; /* weight of plane key-1 */
     Bilin l = bilin(b, q);
-    if (!b->probs) {
+    if (b->lring) {
         int c = corner_label(b, &l, (int)(key & 1), wl != 0.0);
         if (c >= 0) {
             b->labels[vox] = (int16_t)c;
@@ -393,13 +402,11 @@ static void label_plane_exact(BackMap *b, int64_t z)
 }
 
 /* The key of scan voxel (i, j, k): r0 is the map's row of the plane
- * axis; the same expression as label_plane's q, so the same bits. */
+ * axis (map_coord, as label_plane's q). */
 static int64_t row_key(const double *r0, int64_t i, int64_t j, int64_t k,
                        int64_t n0)
 {
-    return plane_key(orient_snap(r0[0] * (double)i + r0[1] * (double)j +
-                                 r0[2] * (double)k + r0[3]),
-                     n0);
+    return plane_key(map_coord(r0, i, j, k), n0);
 }
 
 /* The run of plane z in [lo, hi] of a row whose keys rise (up) or fall
@@ -479,9 +486,7 @@ static void label_plane(BackMap *b, int64_t z)
             for (int64_t i = first; i <= last; i++) {
                 double q[3];
                 for (int r = 0; r < 3; r++)
-                    q[r] = orient_snap(M[r][0] * (double)i +
-                                       M[r][1] * (double)j +
-                                       M[r][2] * (double)k + M[r][3]);
+                    q[r] = map_coord(M[r], i, j, k);
                 label_voxel(b, q, (size_t)((k * d[1] + j) * d[0] + i));
                 done++;
             }
@@ -513,7 +518,7 @@ void backmap_planes(void *ctx, const float *scores, const float *wsum, int nc,
                     slot[(size_t)c * b->plane + dst] = wsum ? v / ws : v;
                 }
             }
-        if (!b->exact && !b->probs) {
+        if (b->lring) {
             /* the argmax per ring voxel, first maximum, NaN skipped: as
              * label_voxel picks among interpolated scores */
             int16_t *lab = b->lring + (size_t)(z & 1) * b->plane;

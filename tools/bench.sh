@@ -125,6 +125,22 @@ grep -qw avx512f /proc/cpuinfo 2>/dev/null && avx512=yes
 # excluded; the faster of batch 1 and 4 is kept).  The Colin27 T1 is on
 # the default model's grid (RAS, 1 mm), so segment neither reorients nor
 # resamples it and ort_segment.js, which never does, runs the same slices.
+# ort_volume NAME TAG [ort_segment.js flags]: $OUT/NAME.onnx on the scan at
+# 1 and 4 slices per run, $VR runs each; prints the faster report's path
+# ($OUT/TAG.bN.txt).
+ort_volume() {
+    name=$1 tag=$2; shift 2
+    obest=""
+    for pb in 1 4; do
+        o=$OUT/$tag.b$pb.txt
+        node tools/ort_segment.js "$OUT/$name.onnx" "$VOL_SCAN" "$OUT/$tag.nii.gz" --threads $THREADS \
+            --batch $pb --repeat "$VR" --force "$@" >"$o" ||
+            die "tools/ort_segment.js failed on $OUT/$name.onnx"
+        if [ -z "$obest" ] || awk -v a="$(kv volume_ms "$o")" -v b="$(kv volume_ms "$obest")" \
+            'BEGIN {exit !(a + 0 < b + 0)}'; then obest=$o; fi
+    done
+    echo "$obest"
+}
 VOL_SCAN=${VOL_SCAN:-/usr/share/mricron/templates/ch2.nii.gz}
 VOL_MODEL=${VOL_MODEL:-models/default.sslim}
 if [ -n "${QUICK:-}" ]; then VR=${RUNS:-1}; else VR=${RUNS:-3}; fi
@@ -142,15 +158,7 @@ if [ -f "$VOL_SCAN" ] && [ -f "$VOL_MODEL" ]; then
     done
     vol_ms=$(printf '%s' "$vms" | sort -g | awk '{v[NR] = $1} END {if (!NR) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}')
     vol_mb=$(peak_mb "$OUT/vol.ours.1.time")
-    best=""
-    for pb in 1 4; do
-        o=$OUT/vol.ort.b$pb.txt
-        node tools/ort_segment.js "$OUT/vol_model.onnx" "$VOL_SCAN" "$OUT/vol.ort.nii.gz" --threads $THREADS \
-            --batch $pb --repeat "$VR" --force --check "$OUT/vol.ours.nii.gz" >"$o" ||
-            die "tools/ort_segment.js failed on $OUT/vol_model.onnx"
-        if [ -z "$best" ] || awk -v a="$(kv volume_ms "$o")" -v b="$(kv volume_ms "$best")" \
-            'BEGIN {exit !(a + 0 < b + 0)}'; then best=$o; fi
-    done
+    best=$(ort_volume vol_model vol.ort --check "$OUT/vol.ours.nii.gz")
     vol_ort_ms=$(kv volume_ms "$best")
     vol_ort_mb=$(kv peak_rss_mb "$best")
     vol_agree=$(kv agree "$best")
@@ -173,15 +181,7 @@ if [ -n "${VOL_BASELINE:-}" ] && [ -n "$vol_line" ]; then
     echo "bench: whole volume, ONNX Runtime on the baseline $VOL_BASELINE, $VR runs each" >&2
     "$BUILD/bin/sauron-compress" --no-finetune "$VOL_BASELINE" "$OUT/vol_base.onnx" --force >&2 ||
         die "sauron-compress failed exporting $VOL_BASELINE to ONNX"
-    bbest=""
-    for pb in 1 4; do
-        o=$OUT/vol.ortbase.b$pb.txt
-        node tools/ort_segment.js "$OUT/vol_base.onnx" "$VOL_SCAN" "$OUT/vol.ortbase.nii.gz" \
-            --threads $THREADS --batch $pb --repeat "$VR" --force >"$o" ||
-            die "tools/ort_segment.js failed on $OUT/vol_base.onnx"
-        if [ -z "$bbest" ] || awk -v a="$(kv volume_ms "$o")" -v b="$(kv volume_ms "$bbest")" \
-            'BEGIN {exit !(a + 0 < b + 0)}'; then bbest=$o; fi
-    done
+    bbest=$(ort_volume vol_base vol.ortbase)
     base_line="$(kv volume_ms "$bbest") $(basename "$bbest" .txt | sed 's/.*\.b/batch /')"
 fi
 
