@@ -10,7 +10,12 @@
 #include <string.h>
 
 #include "common.h"
+#include "ops/isa.h"
+#include "ops/vecmath.h"
 #include "orient.h"
+#if SL_ISA_X86
+#include <immintrin.h>
+#endif
 
 static int threads(int n)
 {
@@ -107,6 +112,130 @@ static float sample(const float *src, const int64_t d[3], const double p[3],
     return (float)acc;
 }
 
+#if SL_ISA_X86
+/* orient_snap on 4 lanes, the same operations in the same order. */
+__attribute__((target("avx2"))) static __m256d snap4(__m256d x)
+{
+    const __m256d sign = _mm256_set1_pd(-0.0),
+                  big = _mm256_set1_pd(6755399441055744.0);
+    __m256d r = _mm256_sub_pd(_mm256_add_pd(x, big), big);
+    r = _mm256_or_pd(_mm256_andnot_pd(sign, r), _mm256_and_pd(sign, x));
+    __m256d near = _mm256_cmp_pd(_mm256_andnot_pd(sign, _mm256_sub_pd(x, r)),
+                                 _mm256_set1_pd(ORIENT_SNAP), _CMP_LE_OQ);
+    __m256d small =
+        _mm256_cmp_pd(_mm256_andnot_pd(sign, x),
+                      _mm256_set1_pd(2251799813685248.0), _CMP_LT_OQ);
+    return _mm256_blendv_pd(x, r, _mm256_and_pd(near, small));
+}
+
+/* A 4 x 64-bit lane mask as 4 x 32-bit (the low half of each lane). */
+__attribute__((target("avx2"))) static __m128i mask4(__m256d m)
+{
+    return _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(
+        _mm256_castpd_si256(m), _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0)));
+}
+
+/* map_coord of voxels (i..i+3, j, k) for iv = {i, .., i+3}, bit for bit. */
+__attribute__((target("avx2"))) static __m256d
+map_coord4(const double row[4], __m256d iv, int64_t j, int64_t k)
+{
+    __m256d p = _mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(row[0]), iv),
+                              _mm256_set1_pd(row[1] * (double)j));
+    p = _mm256_add_pd(p, _mm256_set1_pd(row[2] * (double)k));
+    return snap4(_mm256_add_pd(p, _mm256_set1_pd(row[3])));
+}
+
+/* Voxels [0, n - n % 4) of model row (j, k): sample() on four voxels at
+ * a time, bit for bit.  The lanes do sample()'s operations in its order
+ * (positions by map_coord's sums, clamps, weights (wx * wy) * wz, the
+ * corners added 0..7, no fused multiply-add); a corner whose weight is 0
+ * reads a voxel inside the volume instead of being skipped and adds an
+ * exact +0, which leaves the sum as sample() has it.  Needs fewer than
+ * 2^31 source voxels (32-bit gather indices).  Returns the voxels done. */
+__attribute__((target("avx2"))) static int64_t
+sample_row_avx2(float *row, int64_t n, const float *src, const int64_t d[3],
+                const double (*m)[4], int64_t j, int64_t k, float fill)
+{
+    const __m256d zero = _mm256_setzero_pd(), one = _mm256_set1_pd(1.0);
+    const __m128i sy = _mm_set1_epi32((int)d[0]),
+                  sz = _mm_set1_epi32((int)(d[0] * d[1]));
+    __m256d top[3], lim[3];
+    for (int r = 0; r < 3; r++) {
+        top[r] = _mm256_set1_pd((double)(d[r] - 1));
+        lim[r] = _mm256_set1_pd((double)d[r] - 0.5);
+    }
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m256d iv = _mm256_set_pd((double)(i + 3), (double)(i + 2),
+                                   (double)(i + 1), (double)i);
+        __m256d in = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
+        __m256d f[3];
+        __m128i i0[3];
+#pragma GCC unroll 3
+        for (int r = 0; r < 3; r++) {
+            __m256d p = map_coord4(m[r], iv, j, k);
+            in = _mm256_and_pd(
+                in, _mm256_cmp_pd(p, _mm256_set1_pd(-0.5), _CMP_GE_OQ));
+            in = _mm256_and_pd(in, _mm256_cmp_pd(p, lim[r], _CMP_LE_OQ));
+            /* clamped to [0, d-1]: the truncation is the floor, and the
+             * last voxel's weight f is 0 by itself */
+            __m256d x = _mm256_min_pd(_mm256_max_pd(p, zero), top[r]);
+            i0[r] = _mm256_cvttpd_epi32(x);
+            f[r] = _mm256_sub_pd(x, _mm256_cvtepi32_pd(i0[r]));
+        }
+        if (_mm256_testz_pd(in, in)) { /* all four outside */
+            _mm_storeu_ps(row + i, _mm_set1_ps(fill));
+            continue;
+        }
+        __m256d wx[2] = {_mm256_sub_pd(one, f[0]), f[0]},
+                wy[2] = {_mm256_sub_pd(one, f[1]), f[1]},
+                wz[2] = {_mm256_sub_pd(one, f[2]), f[2]};
+        /* the upper voxel's offset along each axis, 0 where its weight
+         * is 0 (it may lie past the edge) */
+        __m128i up[3];
+        for (int r = 0; r < 3; r++)
+            up[r] = _mm256_cvtpd_epi32(
+                _mm256_and_pd(_mm256_cmp_pd(f[r], zero, _CMP_NEQ_UQ), one));
+        __m128i at = _mm_add_epi32(
+            _mm_mullo_epi32(
+                _mm_add_epi32(
+                    _mm_mullo_epi32(i0[2], _mm_set1_epi32((int)d[1])), i0[1]),
+                sy),
+            i0[0]);
+        __m128i ox = up[0], oy = _mm_mullo_epi32(up[1], sy),
+                oz = _mm_mullo_epi32(up[2], sz);
+        __m256d acc = zero;
+#pragma GCC unroll 8
+        for (int c = 0; c < 8; c++) {
+            int hx = c & 1, hy = c >> 1 & 1, hz = c >> 2 & 1;
+            __m256d w = _mm256_mul_pd(_mm256_mul_pd(wx[hx], wy[hy]), wz[hz]);
+            __m128i idx = at;
+            if (hx) idx = _mm_add_epi32(idx, ox);
+            if (hy) idx = _mm_add_epi32(idx, oy);
+            if (hz) idx = _mm_add_epi32(idx, oz);
+            __m256d v = _mm256_cvtps_pd(_mm_i32gather_ps(src, idx, 4));
+            __m256d t = _mm256_and_pd(_mm256_mul_pd(w, v),
+                                      _mm256_cmp_pd(w, zero, _CMP_NEQ_UQ));
+            acc = _mm256_add_pd(acc, t);
+        }
+        __m128 out = _mm256_cvtpd_ps(acc);
+        out = _mm_blendv_ps(_mm_set1_ps(fill), out,
+                            _mm_castsi128_ps(mask4(in)));
+        _mm_storeu_ps(row + i, out);
+    }
+    return i;
+}
+#else
+static int64_t sample_row_avx2(float *row, int64_t n, const float *src,
+                               const int64_t d[3], const double (*m)[4],
+                               int64_t j, int64_t k, float fill)
+{
+    (void)row, (void)n, (void)src, (void)d, (void)m, (void)j, (void)k,
+        (void)fill;
+    return 0;
+}
+#endif
+
 void resample_volume(Volume *dst, Volume *src, const NormAffine *na,
                      const Affine *map, int n_threads)
 {
@@ -124,7 +253,8 @@ void resample_volume(Volume *dst, Volume *src, const NormAffine *na,
          * ones norm_apply gives, so the result is unchanged */
         const NormAffine nc = na[c];
 #pragma omp parallel for num_threads(threads(n_threads)) schedule(static)
-        for (int64_t i = 0; i < snv; i++) s[i] = norm_apply(&nc, s[i]);
+        for (int64_t i = 0; i < snv; i++)
+            s[i] = norm_apply(&nc, s[i]);
         float *o = dst->data + (size_t)c * (size_t)dnv;
         const int64_t *dd = dst->dim;
         Perm pm;
@@ -141,18 +271,21 @@ void resample_volume(Volume *dst, Volume *src, const NormAffine *na,
                             p[r] = pm.sign[r] * q[pm.src[r]] + pm.off[r];
                             in &= p[r] >= 0 && p[r] < sd[r];
                         }
-                        row[i] =
-                            in ? s[(p[2] * sd[1] + p[1]) * sd[0] + p[0]]
-                               : fill;
+                        row[i] = in ? s[(p[2] * sd[1] + p[1]) * sd[0] + p[0]]
+                                    : fill;
                     }
                 }
             continue;
         }
+        const int avx2 = vec_use_avx2() && snv < INT32_MAX;
 #pragma omp parallel for num_threads(threads(n_threads)) schedule(static)
         for (int64_t k = 0; k < dd[2]; k++)
             for (int64_t j = 0; j < dd[1]; j++) {
                 float *row = o + (size_t)((k * dd[1] + j) * dd[0]);
-                for (int64_t i = 0; i < dd[0]; i++) {
+                int64_t i0 = avx2 ? sample_row_avx2(row, dd[0], s, src->dim,
+                                                    m, j, k, fill)
+                                  : 0;
+                for (int64_t i = i0; i < dd[0]; i++) {
                     double p[3];
                     for (int r = 0; r < 3; r++)
                         p[r] = map_coord(m[r], i, j, k);
@@ -173,13 +306,14 @@ struct BackMap {
     Perm perm;
     int16_t *labels;
     float *probs;
-    size_t plane; /* mdim[u] * mdim[w] */
-    float *ring;  /* [2][nc][plane]: planes z-1 and z, slot z & 1 */
+    size_t plane;   /* mdim[u] * mdim[w] */
+    float *ring;    /* [2][nc][plane]: planes z-1 and z, slot z & 1 */
     int16_t *lring; /* [2][plane]: argmax of each ring voxel, -1 if every
                        score is NaN (label_voxel's shortcut); NULL for
                        exact maps and when probs are asked for */
-    int64_t next; /* next plane expected */
-    int64_t done; /* scan voxels labelled */
+    int avx2;       /* label_run_avx2 for the shortcut (needs lring) */
+    int64_t next;   /* next plane expected */
+    int64_t done;   /* scan voxels labelled */
 };
 
 int backmap_create(const int64_t scan_dim[3], const int64_t model_dim[3],
@@ -213,8 +347,10 @@ int backmap_create(const int64_t scan_dim[3], const int64_t model_dim[3],
     b->ring = sl_calloc(2 * (size_t)nc * b->plane, sizeof(float));
     if (!b->ring) goto nomem;
     if (!b->exact && !probs) { /* label_voxel's shortcut only */
-        b->lring = sl_calloc(2 * b->plane, sizeof(int16_t));
+        /* one spare element for label_run_avx2's 32-bit reads */
+        b->lring = sl_calloc(2 * b->plane + 1, sizeof(int16_t));
         if (!b->lring) goto nomem;
+        b->avx2 = vec_use_avx2() && 2 * b->plane < INT32_MAX;
     }
     *out = b;
     return 0;
@@ -296,7 +432,7 @@ static double plane_read(const BackMap *b, int slot, int c, const Bilin *l)
 }
 
 /* The common argmax of the model voxels an interpolation at l reads
- * (ring plane `slot` and, if two, the other one), or -1 if they differ.  Every
+ * (ring plane `slot` and, if two, the other one), or -1 if they differ. Every
  * weight is >= 0 and the classes share them, and rounded products and
  * sums are monotonic, so where class c is the largest score at every
  * corner it is the largest interpolated score as well: the argmax
@@ -421,18 +557,119 @@ static int64_t run_edge(const double *r0, int64_t lo, int64_t hi, int64_t j,
     while (lo < hi) {
         int64_t mid = last ? lo + (hi - lo + 1) / 2 : lo + (hi - lo) / 2;
         int64_t key = row_key(r0, mid, j, k, n0);
-        int ahead = last ? (up ? key <= z : key >= z)
-                         : (up ? key < z : key > z);
+        int ahead =
+            last ? (up ? key <= z : key >= z) : (up ? key < z : key > z);
         if (last) {
-            if (ahead) lo = mid;
-            else hi = mid - 1;
+            if (ahead)
+                lo = mid;
+            else
+                hi = mid - 1;
         } else {
-            if (ahead) lo = mid + 1;
-            else hi = mid;
+            if (ahead)
+                lo = mid + 1;
+            else
+                hi = mid;
         }
     }
     return lo;
 }
+
+#if SL_ISA_X86
+/* Scan voxels first.. of row (j, k), four at a time, while 4 remain:
+ * label_voxel's shortcut on four lanes (the same positions, plane key,
+ * bilinear base and corner argmax test, bit for bit); a lane whose
+ * corners disagree goes through label_voxel itself.  Needs the label
+ * ring (b->lring).  Returns the first voxel not labelled. */
+__attribute__((target("avx2"))) static int64_t
+label_run_avx2(const BackMap *b, int64_t first, int64_t last, int64_t j,
+               int64_t k)
+{
+    const double(*M)[4] = b->map.m;
+    const int a0 = b->a0, u = b->u, w = b->w;
+    const int64_t *d = b->sdim;
+    const __m256d zero = _mm256_setzero_pd();
+    __m256d top[3];
+    for (int r = 0; r < 3; r++)
+        top[r] = _mm256_set1_pd((double)(b->mdim[r] - 1));
+    const __m128i nu = _mm_set1_epi32((int)b->mdim[u]),
+                  plane = _mm_set1_epi32((int)b->plane),
+                  one = _mm_set1_epi32(1);
+    /* 32-bit gathers of 16-bit labels: each reads its label and the
+     * next one (the ring has one spare element at its end) */
+    const int *ring = (const int *)(const void *)b->lring;
+    int64_t i = first;
+    for (; i + 3 <= last; i += 4) {
+        __m256d iv = _mm256_set_pd((double)(i + 3), (double)(i + 2),
+                                   (double)(i + 1), (double)i);
+        __m256d q[3];
+#pragma GCC unroll 3
+        for (int r = 0; r < 3; r++)
+            q[r] = map_coord4(M[r], iv, j, k);
+        /* the key ceil(z) of the clamped plane coordinate, and whether
+         * plane key-1 has a weight */
+        __m256d z = _mm256_min_pd(_mm256_max_pd(q[a0], zero), top[a0]);
+        __m128i t = _mm256_cvttpd_epi32(z);
+        __m128i key = _mm_sub_epi32(
+            t, mask4(_mm256_cmp_pd(_mm256_cvtepi32_pd(t), z, _CMP_LT_OQ)));
+        __m128i two = mask4(_mm256_cmp_pd(
+            _mm256_sub_pd(_mm256_cvtepi32_pd(key), z), zero, _CMP_NEQ_UQ));
+        /* bilinear base and which neighbours have a weight */
+        __m256d xu = _mm256_min_pd(_mm256_max_pd(q[u], zero), top[u]),
+                xw = _mm256_min_pd(_mm256_max_pd(q[w], zero), top[w]);
+        __m128i u0 = _mm256_cvttpd_epi32(xu), w0 = _mm256_cvttpd_epi32(xw);
+        __m128i hu = mask4(
+                    _mm256_cmp_pd(_mm256_sub_pd(xu, _mm256_cvtepi32_pd(u0)),
+                                  zero, _CMP_NEQ_UQ)),
+                hw = mask4(
+                    _mm256_cmp_pd(_mm256_sub_pd(xw, _mm256_cvtepi32_pd(w0)),
+                                  zero, _CMP_NEQ_UQ));
+        __m128i at = _mm_add_epi32(_mm_mullo_epi32(w0, nu), u0);
+        __m128i slot = _mm_mullo_epi32(_mm_and_si128(key, one), plane);
+        /* the other plane, or this one again where it has no weight */
+        __m128i other = _mm_mullo_epi32(
+            _mm_and_si128(_mm_andnot_si128(key, one), one), plane);
+        other = _mm_blendv_epi8(slot, other, two);
+        __m128i o10 = _mm_and_si128(hu, one), o01 = _mm_and_si128(hw, nu);
+        __m128i offs[4] = {_mm_setzero_si128(), o10, o01,
+                           _mm_add_epi32(o10, o01)};
+        __m128i c = _mm_srai_epi32(
+            _mm_slli_epi32(
+                _mm_i32gather_epi32(ring, _mm_add_epi32(slot, at), 2), 16),
+            16);
+        __m128i ok = _mm_cmpgt_epi32(c, _mm_set1_epi32(-1));
+#pragma GCC unroll 8
+        for (int n = 1; n < 8; n++) {
+            __m128i idx = _mm_add_epi32(
+                _mm_add_epi32(n < 4 ? slot : other, at), offs[n & 3]);
+            __m128i v = _mm_srai_epi32(
+                _mm_slli_epi32(_mm_i32gather_epi32(ring, idx, 2), 16), 16);
+            ok = _mm_and_si128(ok, _mm_cmpeq_epi32(v, c));
+        }
+        int lab[4];
+        _mm_storeu_si128((__m128i *)(void *)lab,
+                         _mm_blendv_epi8(_mm_set1_epi32(-1), c, ok));
+        for (int l = 0; l < 4; l++) {
+            size_t vox = (size_t)((k * d[1] + j) * d[0] + i + l);
+            if (lab[l] >= 0) {
+                b->labels[vox] = (int16_t)lab[l];
+            } else {
+                double p[3];
+                for (int r = 0; r < 3; r++)
+                    p[r] = map_coord(M[r], i + l, j, k);
+                label_voxel(b, p, vox);
+            }
+        }
+    }
+    return i;
+}
+#else
+static int64_t label_run_avx2(const BackMap *b, int64_t first, int64_t last,
+                              int64_t j, int64_t k)
+{
+    (void)b, (void)last, (void)j, (void)k;
+    return first;
+}
+#endif
 
 /* Label every scan voxel whose key is plane z. */
 static void label_plane(BackMap *b, int64_t z)
@@ -483,13 +720,15 @@ static void label_plane(BackMap *b, int64_t z)
             if (z < (up ? ka : kb) || z > (up ? kb : ka)) continue;
             int64_t first = run_edge(r0, ilo, ihi, j, k, n0, z, up, 0);
             int64_t last = run_edge(r0, ilo, ihi, j, k, n0, z, up, 1);
-            for (int64_t i = first; i <= last; i++) {
+            int64_t i0 =
+                cb->avx2 ? label_run_avx2(cb, first, last, j, k) : first;
+            for (int64_t i = i0; i <= last; i++) {
                 double q[3];
                 for (int r = 0; r < 3; r++)
                     q[r] = map_coord(M[r], i, j, k);
                 label_voxel(b, q, (size_t)((k * d[1] + j) * d[0] + i));
-                done++;
             }
+            done += last - first + 1;
         }
     b->done += done;
 }

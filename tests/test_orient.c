@@ -267,13 +267,20 @@ static void test_resample_vs_brute_force(void **state)
 {
     (void)state;
     TestRng r = {42};
-    for (int trial = 0; trial < 4; trial++) {
+    /* trials 4 and 5: axis-aligned scalings whose positions fall on
+     * voxels, on the last voxel and (offset 1e-5) within ORIENT_SNAP of
+     * them: the weight-0 corners and the snapping */
+    const Affine scaled[2] = {
+        {{{0.75, 0, 0, -0.25}, {0, 1, 0, 0.5}, {0, 0, 0.8, 0}}},
+        {{{0.75, 0, 0, 1e-5}, {0, 0.5, 0, -1e-5}, {0, 0, 1, -0.5}}}};
+    for (int trial = 0; trial < 6; trial++) {
         Volume src, a, b;
         assert_int_equal(volume_alloc(&src, 7, 6, 5, 2), 0);
         trng_fill(&r, src.data, (size_t)volume_voxels(&src) * 2, -3, 9);
         assert_int_equal(volume_alloc(&a, 9, 8, 6, 2), 0);
         assert_int_equal(volume_alloc(&b, 9, 8, 6, 2), 0);
-        Affine m = random_map(&r, trial < 2 ? 0.7 : 1.0);
+        Affine m = trial < 4 ? random_map(&r, trial < 2 ? 0.7 : 1.0)
+                             : scaled[trial - 4];
         NormAffine na[2];
         Normalize z = {NORMALIZE_ZSCORE, 0, 0};
         Normalize ct = {NORMALIZE_CT, -1, 5};
@@ -281,18 +288,29 @@ static void test_resample_vs_brute_force(void **state)
         assert_int_equal(volume_norm_affine(&src, 1, &ct, &na[1]), 0);
         /* resample_volume normalises its source in place: each call
          * gets its own copy, and the brute force reads the raw one */
-        Volume s1, s2;
+        Volume s1, s2, s3, c3;
         size_t sbytes = (size_t)volume_voxels(&src) * 2 * sizeof(float);
         assert_int_equal(volume_alloc(&s1, 7, 6, 5, 2), 0);
         assert_int_equal(volume_alloc(&s2, 7, 6, 5, 2), 0);
+        assert_int_equal(volume_alloc(&s3, 7, 6, 5, 2), 0);
+        assert_int_equal(volume_alloc(&c3, 9, 8, 6, 2), 0);
         memcpy(s1.data, src.data, sbytes);
         memcpy(s2.data, src.data, sbytes);
+        memcpy(s3.data, src.data, sbytes);
         resample_volume(&a, &s1, na, &m, 1);
         resample_volume(&b, &s2, na, &m, 2);
+        /* the portable path (SL_VEC_ISA=sse) gives the AVX2 rows' bits:
+         * rows of 9 voxels are two 4-voxel steps and one scalar voxel */
+        assert_int_equal(setenv("SL_VEC_ISA", "sse", 1), 0);
+        resample_volume(&c3, &s3, na, &m, 1);
+        unsetenv("SL_VEC_ISA");
         volume_free(&s1);
         volume_free(&s2);
+        volume_free(&s3);
         size_t n = (size_t)volume_voxels(&a);
         assert_memory_equal(a.data, b.data, 2 * n * sizeof(float));
+        assert_memory_equal(a.data, c3.data, 2 * n * sizeof(float));
+        volume_free(&c3);
         float *ref = sl_alloc(2 * n * sizeof(float));
         assert_non_null(ref);
         int64_t snv = volume_voxels(&src);
@@ -497,6 +515,11 @@ static void test_backmap_shortcut(void **state)
             Affine m = random_map(&r, 0.75);
             backmap_labels(sc, nc, md, sd, &m, a0, full, pr);
             backmap_labels(sc, nc, md, sd, &m, a0, fast, NULL);
+            assert_memory_equal(full, fast, (size_t)snv * sizeof(int16_t));
+            /* the shortcut's portable path: the AVX2 lanes' labels */
+            assert_int_equal(setenv("SL_VEC_ISA", "sse", 1), 0);
+            backmap_labels(sc, nc, md, sd, &m, a0, fast, NULL);
+            unsetenv("SL_VEC_ISA");
             assert_memory_equal(full, fast, (size_t)snv * sizeof(int16_t));
         }
     }
