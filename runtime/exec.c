@@ -131,7 +131,8 @@ static void plan_concats(Executor *e)
 }
 
 /* Direct or Winograd for each Conv (see the top of the file); labels
- * say which ran ("Conv/direct", "Conv/winograd").  release: free each
+ * say which ran ("Conv/direct", "Conv/winograd" for F(2,3),
+ * "Conv/winograd4" for F(4x4,3x3)).  release: free each
  * weight read by nothing but the Winograd layer that just transformed it
  * (exec_create_lean). */
 static int plan_convs(Executor *e, const int *uses, int release)
@@ -147,8 +148,8 @@ static int plan_convs(Executor *e, const int *uses, int release)
         int rc = conv_algo_choose(xs, ys, &n->p.conv, &algo);
         if (rc) return rc;
         if (!w) algo = CONV_ALGO_DIRECT; /* weights computed at run time */
-        if (algo == CONV_ALGO_WINOGRAD) {
-            rc = wino_create(&e->wino[i], w, xs, ys, &n->p.conv,
+        if (algo != CONV_ALGO_DIRECT) {
+            rc = wino_create(&e->wino[i], w, xs, ys, &n->p.conv, algo,
                              e->n_threads, n->name);
             if (rc) return rc;
             e->run[i] = RUN_WINOGRAD;
@@ -158,7 +159,9 @@ static int plan_convs(Executor *e, const int *uses, int release)
             }
         }
         snprintf(e->label[i], sizeof e->label[i], "%s/%s", op_name(n->op),
-                 algo == CONV_ALGO_WINOGRAD ? "winograd" : "direct");
+                 algo == CONV_ALGO_WINOGRAD    ? "winograd"
+                 : algo == CONV_ALGO_WINOGRAD4 ? "winograd4"
+                                               : "direct");
     }
     return 0;
 }

@@ -1,5 +1,6 @@
 /* Winograd convolution (runtime/ops/winograd.c): against the direct path
- * (conv_forward) and the naive reference (conv_forward_ref) on odd sizes,
+ * (conv_forward) and the naive reference (conv_forward_ref), F(2,3) and
+ * F(4x4,3x3), on odd sizes,
  * channel counts from 1 to 70, zero padding 0 or 1 at every border
  * combination, batches, with and without bias, 2D, 3D and a 3D model's
  * 1x3x3 layer; the AVX2 and scalar micro-kernels (SL_GEMM_ISA); bit
@@ -17,7 +18,9 @@
  * each of which is a sum of IC products of values up to ~4 (2D) / ~8 (3D)
  * times larger than the direct path's.  So its error is a small multiple
  * of the direct one; measured here, at most 2.1x on these cases (printed
- * at the end of the run).  We
+ * at the end of the run).  F(4x4,3x3) (every 2D case runs both ways)
+ * interpolates at +-2 with entries up to 8: up to ~40x (36.5 measured),
+ * which the bounds below still hold by a wide margin.  We
  * allow atol = 4e-6 * K (10x test_conv.c's bound) plus rtol 1e-5.  The
  * issue's promise is 1e-4 x the output scale: with the output scale
  * ~ sqrt(K)/3, 4e-6 * K is below it for K < 600^2, i.e. every case here,
@@ -109,10 +112,11 @@ static double max_diff(const float *a, const float *b, size_t n)
  * so the ISA in SL_GEMM_ISA at the call is the one used). */
 static void wino_run(float *y, const float *x, const float *w,
                      const float *b, const Shape *xs, const Shape *ys,
-                     const ConvParams *p, int threads)
+                     const ConvParams *p, ConvAlgo algo, int threads)
 {
     WinoConv *wc = NULL;
-    assert_int_equal(wino_create(&wc, w, xs, ys, p, threads, "test"), 0);
+    assert_int_equal(wino_create(&wc, w, xs, ys, p, algo, threads, "test"),
+                     0);
     float *scratch = alloc_nan(wino_scratch_floats(wc));
     int saved = omp_get_max_threads();
     omp_set_num_threads(threads);
@@ -122,11 +126,21 @@ static void wino_run(float *y, const float *x, const float *w,
     wino_free(wc);
 }
 
-/* Largest error ratio seen (|wino - ref| / |direct - ref| bound), for
- * the tolerance comment. */
-static double worst_scaled;
+/* Largest error ratio seen (|wino - ref| / |direct - ref| bound) of
+ * F(2,3) and of F(4x4,3x3), for the tolerance comment. */
+static double worst_scaled[2];
 
+/* The case as F(2,3), and also as F(4x4,3x3) when it has no convolved D
+ * dim. */
+static void run_case_algo(const WCase *c, int threads, ConvAlgo algo);
 static void run_case(const WCase *c, int threads)
+{
+    run_case_algo(c, threads, CONV_ALGO_WINOGRAD);
+    if (c->nsp < 3 || (c->k[0] ? c->k[0] : 3) == 1)
+        run_case_algo(c, threads, CONV_ALGO_WINOGRAD4);
+}
+
+static void run_case_algo(const WCase *c, int threads, ConvAlgo algo)
 {
     TestRng r = {(uint64_t)(c->ic * 977 + c->oc * 13 + c->in[0] * 3 +
                             c->plo[0] + 2 * c->phi[1])};
@@ -140,15 +154,15 @@ static void run_case(const WCase *c, int threads)
     float *b = c->bias ? alloc_fill(&r, (size_t)c->oc) : NULL;
     float *yw = alloc_nan(ny), *yd = alloc_nan(ny), *yr = alloc_nan(ny);
     float *scratch = alloc_nan(conv_scratch_floats(&xs, &ys, &p));
-    wino_run(yw, x, w, b, &xs, &ys, &p, threads);
+    wino_run(yw, x, w, b, &xs, &ys, &p, algo, threads);
     conv_forward(yd, x, w, b, &xs, &ys, &p, scratch);
     conv_forward_ref(yr, x, w, b, &xs, &ys, &p);
     long k = c->ic;
     for (int i = 0; i < c->nsp; i++) k *= p.kernel[i];
     char what[200], sb[64];
     snprintf(what, sizeof what,
-             "winograd %dD x%s oc=%d pads %d%d%d/%d%d%d bias=%d isa=%s",
-             c->nsp, shape_str(&xs, sb, sizeof sb), c->oc, c->plo[0],
+             "winograd%s %dD x%s oc=%d pads %d%d%d/%d%d%d bias=%d isa=%s",
+             algo == CONV_ALGO_WINOGRAD4 ? "4" : "", c->nsp, shape_str(&xs, sb, sizeof sb), c->oc, c->plo[0],
              c->plo[1], c->plo[2], c->phi[0], c->phi[1], c->phi[2], c->bias,
              gemm_isa_name(gemm_isa_best()));
     int ok = allclose(yw, yr, ny, 4e-6 * (double)k, 1e-5, what);
@@ -159,7 +173,8 @@ static void run_case(const WCase *c, int threads)
         ok = 0;
     }
     double de = max_diff(yd, yr, ny), we = max_diff(yw, yr, ny);
-    if (de > 0 && we / de > worst_scaled) worst_scaled = we / de;
+    int wi = algo == CONV_ALGO_WINOGRAD4;
+    if (de > 0 && we / de > worst_scaled[wi]) worst_scaled[wi] = we / de;
     sl_free(x); sl_free(w); sl_free(b); sl_free(yw); sl_free(yd);
     sl_free(yr); sl_free(scratch);
     assert_true(ok);
@@ -280,9 +295,13 @@ static void test_threads(void **state)
         float *x = alloc_fill(&r, nx), *w = alloc_fill(&r, nw);
         float *b = alloc_fill(&r, (size_t)cs[i].oc);
         float *y1 = alloc_nan(ny), *y2 = alloc_nan(ny);
-        wino_run(y1, x, w, b, &xs, &ys, &p, 1);
-        wino_run(y2, x, w, b, &xs, &ys, &p, 2);
-        int same = memcmp(y1, y2, ny * sizeof(float)) == 0;
+        int same = 1;
+        for (int a = 0; a < (cs[i].nsp == 2 ? 2 : 1); a++) {
+            ConvAlgo algo = a ? CONV_ALGO_WINOGRAD4 : CONV_ALGO_WINOGRAD;
+            wino_run(y1, x, w, b, &xs, &ys, &p, algo, 1);
+            wino_run(y2, x, w, b, &xs, &ys, &p, algo, 2);
+            same &= memcmp(y1, y2, ny * sizeof(float)) == 0;
+        }
         sl_free(x); sl_free(w); sl_free(b); sl_free(y1); sl_free(y2);
         assert_true(same);
     }
@@ -319,9 +338,12 @@ static void test_choice(void **state)
         assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a2), 0);
         omp_set_num_threads(saved_t);
         assert_int_equal(a1, a2);
-        assert_int_equal(a1, CONV_ALGO_WINOGRAD);
+        assert_int_equal(a1, CONV_ALGO_WINOGRAD4);
     }
     set_algo("auto");
+    assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
+    assert_int_equal(a1, CONV_ALGO_WINOGRAD4);
+    set_algo("winograd");
     assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
     assert_int_equal(a1, CONV_ALGO_WINOGRAD);
     set_algo("direct");
@@ -338,6 +360,19 @@ static void test_choice(void **state)
     case_shapes(&deep, &xs, &ws, &ys, &p);
     assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
     assert_int_equal(a1, CONV_ALGO_DIRECT);
+    /* 40x24 outputs: 60 tiles of 4x4 (too few), 240 of 2x2 */
+    WCase mid = {2, 1, 32, 32, {40, 24}, {3, 3}, {1, 1}, {1, 1}, 1};
+    case_shapes(&mid, &xs, &ws, &ys, &p);
+    assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
+    assert_int_equal(a1, CONV_ALGO_WINOGRAD);
+    /* winograd4 asks F(4x4,3x3) of 2D layers, F(2,3) of 3x3x3 ones */
+    set_algo("winograd4");
+    assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
+    assert_int_equal(a1, CONV_ALGO_WINOGRAD4);
+    WCase cube = {3, 1, 8, 8, {8, 8, 8}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1};
+    case_shapes(&cube, &xs, &ws, &ys, &p);
+    assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
+    assert_int_equal(a1, CONV_ALGO_WINOGRAD);
     /* Strided and dilated layers are never Winograd, even when asked. */
     set_algo("winograd");
     case_shapes(&big, &xs, &ws, &ys, &p);
@@ -380,16 +415,21 @@ static void test_executor(void **state)
         size_t nin = (size_t)shape_numel(&in);
         TestRng r = {9};
         float *x = alloc_fill(&r, nin);
-        float *out[3] = {NULL, NULL, NULL};
+        float *out[4] = {NULL, NULL, NULL, NULL};
         size_t nout = 0;
-        static const char *algo[3] = {"direct", "winograd", "winograd"};
-        for (int k = 0; k < 3; k++) {
+        static const char *algo[4] = {"direct", "winograd", "winograd",
+                                      "winograd4"};
+        for (int k = 0; k < 4; k++) {
             set_algo(algo[k]);
             Executor *e = NULL;
             assert_int_equal(exec_create(&g, &in, k == 2 ? 1 : 2, &e), 0);
-            int nw = count_label(e, &g, "Conv/winograd");
-            /* enc and dec blocks; down is strided, the head is 1x1 */
-            assert_int_equal(nw, k ? 2 : 0);
+            /* enc and dec blocks; down is strided, the head is 1x1;
+             * winograd4 is F(2,3) in 3D */
+            int f4 = k == 3 && nsp == 2;
+            assert_int_equal(count_label(e, &g, "Conv/winograd"),
+                             k && !f4 ? 2 : 0);
+            assert_int_equal(count_label(e, &g, "Conv/winograd4"),
+                             f4 ? 2 : 0);
             assert_int_equal(count_label(e, &g, "Conv/direct"), k ? 2 : 4);
             const float *o[SL_MAX_OUTPUTS];
             assert_int_equal(exec_run(e, x, o), 0);
@@ -400,6 +440,7 @@ static void test_executor(void **state)
             exec_free(e);
         }
         assert_allclose(out[1], out[0], nout, 1e-4, 0);
+        assert_allclose(out[3], out[0], nout, 1e-4, 0);
         assert_int_equal(memcmp(out[1], out[2], nout * sizeof(float)), 0);
         set_algo("sometimes");
         sl_error_quiet(1);
@@ -407,13 +448,15 @@ static void test_executor(void **state)
         assert_int_equal(exec_create(&g, &in, 2, &e), ERR_ARG);
         assert_null(e);
         sl_error_quiet(0);
-        for (int k = 0; k < 3; k++) sl_free(out[k]);
+        for (int k = 0; k < 4; k++) sl_free(out[k]);
         sl_free(x);
         graph_free(&g);
     }
     set_algo(saved);
-    fprintf(stderr, "winograd error / direct error, worst case: %.1f\n",
-            worst_scaled);
+    fprintf(stderr,
+            "winograd error / direct error, worst case: F(2,3) %.1f, "
+            "F(4x4,3x3) %.1f\n",
+            worst_scaled[0], worst_scaled[1]);
 }
 
 /* exec_create_lean keeps one form of each Winograd weight.  The model is

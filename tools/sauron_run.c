@@ -79,8 +79,9 @@ static const CliOpt run_opts[] = {
      .help = "also print the time per op type (fused pairs such as "
              "InstanceNorm+LeakyRelu count as one type), as ms per run and "
              "share of the total, then each Conv layer with its algorithm "
-             "(direct or winograd; SL_CONV_ALGO=direct|winograd|auto "
-             "overrides the choice)"},
+             "(direct, winograd: F(2,3), or winograd4: F(4x4,3x3); "
+             "SL_CONV_ALGO=direct|winograd|winograd4|auto overrides the "
+             "choice)"},
 };
 
 

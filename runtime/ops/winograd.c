@@ -1,5 +1,6 @@
-/* Winograd minimal filtering, F(2,3) along each convolved dim (Lavin and
- * Gray, "Fast algorithms for convolutional neural networks", 2016).
+/* Winograd minimal filtering (Lavin and Gray, "Fast algorithms for
+ * convolutional neural networks", 2016): F(2,3) along each convolved dim,
+ * or F(4,3) along H and W of a layer without a convolved D dim.
  *
  * Dimension letters: N batch, IC/OC channels, D H W spatial (padded to 3
  * dims, conv_geom.h), T tiles, E transform elements.
@@ -11,19 +12,22 @@
  *      A^T = [1 1 1 0; 0 1 -1 -1],
  * and the 2D/3D forms apply these along each dim: a tile of 2x2 (2x2x2)
  * outputs needs 16 (64) products per channel pair instead of 36 (216).
- * Summed over input channels, the products of transform element e are
- * one GEMM per element:
+ * F(4,3) takes 4 outputs from 6 inputs (matrices at WINO_BT6 below and
+ * wino_g4): a 4x4 tile needs 36 products instead of 144.  Summed over
+ * input channels, the products of transform element e are one GEMM per
+ * element:
  *   M[e][OC, T] = U[e][OC, IC] * V[e][IC, T],
  * U the transformed weights (once, at wino_create), V the transformed
  * input tiles.  The outputs are A^T M A plus the bias.
  *
- * Why F(2,3) and not F(4,3) (36 or 216 elements, 4 outputs per dim):
- * F(4,3) also interpolates at +-2, with matrix entries up to 8, so its
- * rounding error is larger (not implemented, so not measured), and its
- * 216-element 3D tiles would cost more in transforms than they save at
- * these channel counts.  F(2,3)'s entries are 0, +-1/2, +-1, so V, U and
- * the output transform add a few roundings of values of the output's
- * size (tests/test_winograd.c: at most ~2x the direct path's error).
+ * Rounding.  F(2,3)'s entries are 0, +-1/2, +-1, so V, U and the output
+ * transform add a few roundings of values of the output's size
+ * (tests/test_winograd.c: at most ~2x the direct path's error).  F(4,3)
+ * also interpolates at +-2, with entries up to 8 (and 1/6, 1/24 in G):
+ * its error is larger, up to ~40x the direct path's on those tests, still
+ * below 1e-4 of the output scale they check.  3D tiles stay F(2,3): a
+ * 216-element F(4,3) cube would cost more in transforms than it saves at
+ * these channel counts (not implemented, so not measured).
  *
  * Work is cut into chunks of tiles (a multiple of the micro-kernel's NR
  * columns): one thread transforms a chunk's input tiles straight into
@@ -55,7 +59,8 @@
 
 struct WinoConv {
     ConvGeom g;
-    int ti[3], to[3]; /* input / output tile extent per dim: 4/2 or 1/1 */
+    int m;            /* outputs per tile along H and W: 2 or 4 */
+    int ti[3], to[3]; /* input / output tile extent per dim: m+2/m or 1/1 */
     int nt[3];        /* tiles per dim */
     int ne, nrow;     /* transform elements, input rows per tile */
     int64_t ntile;    /* tiles per sample */
@@ -82,16 +87,19 @@ int wino_eligible(const Shape *xs, const Shape *ys, const ConvParams *p)
     return geom_eligible(&g);
 }
 
-static void tile_geom(WinoConv *wc)
+/* Tiles of F(m,3) along H and W (m = 4 only without a convolved D
+ * dim) and F(2,3) along D. */
+static void tile_geom(WinoConv *wc, int m)
 {
     const ConvGeom *g = &wc->g;
+    wc->m = m;
     wc->ne = 1;
     wc->ntile = 1;
     for (int i = 0; i < 3; i++) {
-        int w = g->k[i] == 3;
-        wc->ti[i] = w ? 4 : 1;
-        wc->to[i] = w ? 2 : 1;
-        wc->nt[i] = w ? (g->out[i] + 1) / 2 : g->out[i];
+        int w = g->k[i] == 3, mi = i == 0 ? 2 : m;
+        wc->ti[i] = w ? mi + 2 : 1;
+        wc->to[i] = w ? mi : 1;
+        wc->nt[i] = w ? (g->out[i] + mi - 1) / mi : g->out[i];
         wc->ne *= wc->ti[i];
         wc->ntile *= wc->nt[i];
     }
@@ -100,44 +108,70 @@ static void tile_geom(WinoConv *wc)
 
 /* ---- cost model ----
  *
- * Work per tile, in multiply-adds of the GEMM micro-kernel:
- *   direct:   taps * outputs per tile * IC * OC   (9 * 4 or 27 * 8)
- *   Winograd: E * IC * OCp + transform * (IC + OC) + per_tile
- * (OCp: OC rounded up to the kernel's MR rows, which the Winograd GEMMs
- * compute in full).  The transform and per-tile costs are fitted to
- * instruction counts of one layer run direct and Winograd (callgrind,
- * 1 thread, AVX2 kernels: valgrind has no AVX-512), 2D 8..128 channels
- * on 32^2..128^2, 3D 8..32 channels on 24^3: the 3D transforms touch
- * 64 elements per channel and tile in three passes, hence the larger
- * constants.  A layer also needs WINO_MIN_TILES tiles: below that the
- * setup (the weight transform is per plan, but the chunk loop is per
- * run) does not pay and the few chunks would leave threads idle.
- * The rule depends on the shapes and the ISA only, never on timings
- * (a probe would make plans depend on the machine's load) and never on
- * the thread count (so --threads 1 and 2 give the same bits). */
+ * Work per output, in multiply-adds of the GEMM micro-kernel:
+ *   direct:   taps * IC * OC
+ *   F(m,3):   (E * IC * OCp + transform * (IC + OC) + per_tile) / outputs
+ * per tile (OCp: OC rounded up to the kernel's MR rows, which the
+ * Winograd GEMMs compute in full).  The F(2,3) transform and per-tile
+ * costs are fitted to instruction counts of one layer run direct and
+ * Winograd (callgrind, 1 thread, AVX2 kernels: valgrind has no AVX-512),
+ * 2D 8..128 channels on 32^2..128^2, 3D 8..32 channels on 24^3: the 3D
+ * transforms touch 64 elements per channel and tile in three passes,
+ * hence the larger constants.  F(4x4,3x3)'s are fitted to the ratio of
+ * its time to F(2x2,3x3)'s on 15 2D layers (4 to 256 channels, 24x40 to
+ * 256x256; 1 thread, AVX-512, best of 15; the per-layer times of
+ * `sauron-run --profile` under SL_CONV_ALGO=winograd and winograd4 show
+ * the same): 0.64 to 0.98, best with many channels, where the GEMMs
+ * (36 products per 16 outputs instead of 16 per 4) dominate; its
+ * transforms cost about 5x F(2x2,3x3)'s per tile.  A layer also needs
+ * WINO_MIN_TILES tiles: below that the setup (the weight transform is
+ * per plan, but the chunk loop is per run) does not pay and the few
+ * chunks would leave threads idle.  The rule depends on the shapes and
+ * the ISA only, never on timings (a probe would make plans depend on the
+ * machine's load) and never on the thread count (so --threads 1 and 2
+ * give the same bits). */
 #define WINO_TRANSFORM_2D 210
 #define WINO_PER_TILE_2D 250
+#define WINO_TRANSFORM_4X4 1050
+#define WINO_PER_TILE_4X4 250
 #define WINO_TRANSFORM_3D 1600
 #define WINO_PER_TILE_3D 1700
 #define WINO_MIN_TILES 64
 
-static ConvAlgo cost_model(const ConvGeom *g)
+/* Cost per output of F(m,3) on g, or -1 where the layer has too few
+ * tiles for it. */
+static double wino_cost(const ConvGeom *g, int m, int mr)
 {
     WinoConv wc;
-    int mr, nr;
     wc.g = *g;
-    tile_geom(&wc);
-    gemm_kernel_dims(gemm_isa_best(), &mr, &nr);
+    tile_geom(&wc, m);
+    if ((double)wc.ntile * g->n < WINO_MIN_TILES) return -1;
     const int d3 = wc.ti[0] == 4;
     double ic = g->icg, oc = g->ocg, ocp = (g->ocg + mr - 1) / mr * mr;
-    double per_tile = (double)wc.to[0] * wc.to[1] * wc.to[2];
-    double direct = (double)g->k_sp * per_tile * ic * oc;
-    double wino = (double)wc.ne * ic * ocp +
-                  (ic + oc) * (d3 ? WINO_TRANSFORM_3D : WINO_TRANSFORM_2D) +
-                  (d3 ? WINO_PER_TILE_3D : WINO_PER_TILE_2D);
-    if (wino >= direct || (double)wc.ntile * g->n < WINO_MIN_TILES)
-        return CONV_ALGO_DIRECT;
-    return CONV_ALGO_WINOGRAD;
+    double outs = (double)wc.to[0] * wc.to[1] * wc.to[2];
+    double tr = d3       ? WINO_TRANSFORM_3D
+                : m == 4 ? WINO_TRANSFORM_4X4
+                         : WINO_TRANSFORM_2D;
+    double pt = d3       ? WINO_PER_TILE_3D
+                : m == 4 ? WINO_PER_TILE_4X4
+                         : WINO_PER_TILE_2D;
+    return ((double)wc.ne * ic * ocp + (ic + oc) * tr + pt) / outs;
+}
+
+static ConvAlgo cost_model(const ConvGeom *g)
+{
+    int mr, nr;
+    gemm_kernel_dims(gemm_isa_best(), &mr, &nr);
+    double direct = (double)g->k_sp * g->icg * g->ocg;
+    double w2 = wino_cost(g, 2, mr);
+    double w4 = g->k[0] == 3 ? -1 : wino_cost(g, 4, mr);
+    ConvAlgo best = CONV_ALGO_DIRECT;
+    if (w2 >= 0 && w2 < direct) {
+        best = CONV_ALGO_WINOGRAD;
+        direct = w2;
+    }
+    if (w4 >= 0 && w4 < direct) best = CONV_ALGO_WINOGRAD4;
+    return best;
 }
 
 int conv_algo_choose(const Shape *xs, const Shape *ys, const ConvParams *p,
@@ -146,30 +180,46 @@ int conv_algo_choose(const Shape *xs, const Shape *ys, const ConvParams *p,
     const char *env = getenv("SL_CONV_ALGO");
     *algo = CONV_ALGO_DIRECT;
     if (env && strcmp(env, "direct") && strcmp(env, "winograd") &&
-        strcmp(env, "auto")) {
+        strcmp(env, "winograd4") && strcmp(env, "auto")) {
         sl_error("SL_CONV_ALGO=%s is not a convolution algorithm; set it "
-                 "to direct, winograd or auto, or unset it", env);
+                 "to direct, winograd, winograd4 or auto, or unset it",
+                 env);
         return ERR_ARG;
     }
     if (!wino_eligible(xs, ys, p) || (env && !strcmp(env, "direct")))
         return 0;
+    ConvGeom g;
+    conv_geom_fill(&g, xs, ys, p);
     if (env && !strcmp(env, "winograd")) {
         *algo = CONV_ALGO_WINOGRAD;
         return 0;
     }
-    ConvGeom g;
-    conv_geom_fill(&g, xs, ys, p);
+    if (env && !strcmp(env, "winograd4")) { /* F(2,3) where D is convolved */
+        *algo = g.k[0] == 3 ? CONV_ALGO_WINOGRAD : CONV_ALGO_WINOGRAD4;
+        return 0;
+    }
     *algo = cost_model(&g);
     return 0;
 }
 
 /* ---- weights ---- */
 
-/* G of F(2,3), and the 1x1 identity for an unconvolved dim. */
-static const double wino_g[4][3] = {
+/* G of F(2,3) and of F(4,3) (interpolation points 0, +-1, +-2; Lavin
+ * and Gray), rows of 3 taps. */
+static const double wino_g2[4][3] = {
     {1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+static const double wino_g4[6][3] = {{1.0 / 4, 0, 0},
+                                     {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                     {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                     {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                     {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                     {0, 0, 1}};
 
-static double g_at(int w, int a, int i) { return w ? wino_g[a][i] : 1.0; }
+/* G[a][i] along a dim with tile extent ti (1: an unconvolved dim). */
+static double g_at(int ti, int a, int i)
+{
+    return ti == 1 ? 1.0 : ti == 4 ? wino_g2[a][i] : wino_g4[a][i];
+}
 
 /* u [E][ocp/mr][IC][mr] = G g G^T (per dim) of w [OC,IC,K...], in
  * double, rounded once; rows past OC are zero. */
@@ -177,29 +227,36 @@ static void weights_transform(WinoConv *wc, const float *w)
 {
     const ConvGeom *g = &wc->g;
     const int IC = g->ic, OC = g->oc, mr = wc->mr;
-    const int wz = g->k[0] == 3;
+    const int *ti = wc->ti, *k = g->k;
     memset(wc->u, 0, (size_t)wc->ne * wc->ocp * IC * sizeof(float));
     for (int oc = 0; oc < OC; oc++)
         for (int ic = 0; ic < IC; ic++) {
-            const float *k = w + ((size_t)oc * IC + ic) * (size_t)g->k_sp;
-            for (int a = 0; a < wc->ti[0]; a++)
-                for (int bb = 0; bb < 4; bb++)
-                    for (int c = 0; c < 4; c++) {
+            const float *kw = w + ((size_t)oc * IC + ic) * (size_t)g->k_sp;
+            for (int a = 0; a < ti[0]; a++)
+                for (int bb = 0; bb < ti[1]; bb++)
+                    for (int c = 0; c < ti[2]; c++) {
                         double s = 0;
-                        for (int i = 0; i < g->k[0]; i++)
-                            for (int j = 0; j < 3; j++)
-                                for (int l = 0; l < 3; l++)
-                                    s += g_at(wz, a, i) * wino_g[bb][j] *
-                                         wino_g[c][l] *
-                                         (double)k[(i * 3 + j) * 3 + l];
-                        int e = (a * 4 + bb) * 4 + c;
+                        for (int i = 0; i < k[0]; i++)
+                            for (int j = 0; j < k[1]; j++)
+                                for (int l = 0; l < k[2]; l++)
+                                    s +=
+                                        g_at(ti[0], a, i) *
+                                        g_at(ti[1], bb, j) *
+                                        g_at(ti[2], c, l) *
+                                        (double)kw[(i * k[1] + j) * k[2] + l];
+                        int e = (a * ti[1] + bb) * ti[2] + c;
                         wc->u[(((size_t)e * (wc->ocp / mr) + oc / mr) * IC +
-                               ic) * mr + oc % mr] = (float)s;
+                               ic) *
+                                  mr +
+                              oc % mr] = (float)s;
                     }
         }
 }
 
-static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
+static size_t round16(size_t n)
+{
+    return (n + 15) / 16 * 16;
+}
 
 /* Per-thread scratch: V [E][ntc/nr][IC][nr], M [E][ocp][ntc]. */
 static size_t per_thread(const WinoConv *wc)
@@ -215,15 +272,17 @@ static int procs(void)
 }
 
 int wino_create(WinoConv **out, const float *w, const Shape *xs,
-                const Shape *ys, const ConvParams *p, int n_threads,
-                const char *name)
+                const Shape *ys, const ConvParams *p, ConvAlgo algo,
+                int n_threads, const char *name)
 {
+    const int m = algo == CONV_ALGO_WINOGRAD4 ? 4 : 2;
     *out = NULL;
     WinoConv *wc = sl_calloc(1, sizeof *wc);
     if (!wc) goto nomem;
     conv_geom_fill(&wc->g, xs, ys, p);
     CHECK(geom_eligible(&wc->g));
-    tile_geom(wc);
+    CHECK(m == 2 || (m == 4 && wc->g.k[0] == 1));
+    tile_geom(wc, m);
     wc->isa = gemm_isa_best();
     gemm_kernel_dims(wc->isa, &wc->mr, &wc->nr);
     CHECK(wc->nr <= WINO_NR_MAX);
@@ -307,6 +366,29 @@ static int tile_runs(const WinoConv *wc, int64_t t, int nv, TileRun *runs)
 #define VF4_SHUF(a, b, i, j, k, l) __builtin_shuffle(a, b, (vi4){i, j, k, l})
 #endif
 
+/* F(4,3) along one dim, on vectors (vf4 or vf16) or floats, the same
+ * operations in the same order for every width (so the same bits):
+ *   B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0;
+ *          0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
+ *   A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
+ * a[0..5] in, r[0..5] / q[0..3] out (not aliasing a). */
+#define WINO_BT6(a, r)                                                       \
+    do {                                                                     \
+        r[0] = (a[0] * 4.0f - a[2] * 5.0f) + a[4];                           \
+        r[1] = (a[3] + a[4]) - (a[1] + a[2]) * 4.0f;                         \
+        r[2] = (a[4] - a[3]) + (a[1] - a[2]) * 4.0f;                         \
+        r[3] = (a[4] - a[2]) + (a[3] - a[1]) * 2.0f;                         \
+        r[4] = (a[4] - a[2]) - (a[3] - a[1]) * 2.0f;                         \
+        r[5] = (a[1] * 4.0f - a[3] * 5.0f) + a[5];                           \
+    } while (0)
+#define WINO_AT6(a, q)                                                       \
+    do {                                                                     \
+        q[0] = (a[0] + (a[1] + a[2])) + (a[3] + a[4]);                       \
+        q[1] = (a[1] - a[2]) + (a[3] - a[4]) * 2.0f;                         \
+        q[2] = (a[1] + a[2]) + (a[3] + a[4]) * 4.0f;                         \
+        q[3] = ((a[1] - a[2]) + (a[3] - a[4]) * 8.0f) + a[5];                \
+    } while (0)
+
 /* With AVX-512 (nr = 32) the transforms along H and D run 16 lanes at a
  * time: the same adds and subtracts lane by lane, so the same bits as
  * the 4-lane loops, in a quarter of the instructions (4-lane bt4 and
@@ -346,6 +428,32 @@ WINO_WIDE static void at16(float *o0, float *o1, const float *r, size_t s,
         vf16 r0 = a0 + a1 + a2, r1 = a1 - a2 - a3;
         memcpy(o0 + l, &r0, sizeof r0);
         memcpy(o1 + l, &r1, sizeof r1);
+    }
+}
+
+WINO_WIDE static void bt6_16(float *dst, size_t dstride, const float *src,
+                             size_t sstride, int nr)
+{
+    for (int l = 0; l < nr; l += 16) {
+        vf16 a[6], r[6];
+        for (int i = 0; i < 6; i++)
+            memcpy(&a[i], src + i * sstride + l, 64);
+        WINO_BT6(a, r);
+        for (int i = 0; i < 6; i++)
+            memcpy(dst + i * dstride + l, &r[i], 64);
+    }
+}
+
+WINO_WIDE static void at6_16(float *const o[4], const float *r, size_t s,
+                             int nr)
+{
+    for (int l = 0; l < nr; l += 16) {
+        vf16 a[6], q[4];
+        for (int i = 0; i < 6; i++)
+            memcpy(&a[i], r + i * s + l, 64);
+        WINO_AT6(a, q);
+        for (int i = 0; i < 4; i++)
+            memcpy(o[i] + l, &q[i], 64);
     }
 }
 #endif
@@ -536,8 +644,7 @@ static void output_tiles(const WinoConv *wc, float *yc, const float *m,
     if (wc->ti[0] == 4)
         for (int y = 0; y < 2; y++)
             for (int x = 0; x < 2; x++)
-                at4(t3[0][y][x], t3[1][y][x], t2[0][y][x], 2 * n2, nr,
-                    wide);
+                at4(t3[0][y][x], t3[1][y][x], t2[0][y][x], 2 * n2, nr, wide);
     for (int q = 0; q < nrun; q++) {
         const TileRun *r = &runs[q];
         for (int a = 0; a < wc->to[0]; a++) {
@@ -555,6 +662,197 @@ static void output_tiles(const WinoConv *wc, float *yc, const float *m,
     }
 }
 
+/* ---- F(4x4,3x3) tiles (no convolved D dim: a plane at a time) ---- */
+
+/* dst rows 0..5 (dstride apart) <- B^T of F(4,3) across src rows 0..5
+ * (sstride apart), nr lanes each; wide as for bt4. */
+static void bt6(float *dst, size_t dstride, const float *src, size_t sstride,
+                int nr, int wide)
+{
+#if SL_ISA_X86
+    if (wide) {
+        bt6_16(dst, dstride, src, sstride, nr);
+        return;
+    }
+#else
+    (void)wide;
+#endif
+    for (int l = 0; l < nr; l += 4) {
+        vf4 a[6], r[6];
+        for (int i = 0; i < 6; i++)
+            a[i] = vf4_load(src + i * sstride + l);
+        WINO_BT6(a, r);
+        for (int i = 0; i < 6; i++)
+            vf4_store(dst + i * dstride + l, r[i]);
+    }
+}
+
+/* o[0..3] (nr lanes) <- A^T of F(4,3) across rows r, r + s, .., r + 5s. */
+static void at6(float *const o[4], const float *r, size_t s, int nr, int wide)
+{
+#if SL_ISA_X86
+    if (wide) {
+        at6_16(o, r, s, nr);
+        return;
+    }
+#else
+    (void)wide;
+#endif
+    for (int l = 0; l < nr; l += 4) {
+        vf4 a[6], q[4];
+        for (int i = 0; i < 6; i++)
+            a[i] = vf4_load(r + i * s + l);
+        WINO_AT6(a, q);
+        for (int i = 0; i < 4; i++)
+            vf4_store(o[i] + l, q[i]);
+    }
+}
+
+/* d[c*nr + t], c < 6, t < len: B^T of the 6 inputs xr[ix0 + 4t ..
+ * ix0 + 4t + 5] (zero outside [0, iw)), one input row of len tiles
+ * transformed along W. */
+static void row_bt6(float *restrict d, int nr, const float *xr, int ix0,
+                    int len, int iw)
+{
+    /* Tiles tlo .. thi-1 read only inside the row. */
+    int tlo = ix0 >= 0 ? 0 : (3 - ix0) / 4;
+    int thi = iw - 6 - ix0 >= 0 ? (iw - 6 - ix0) / 4 + 1 : 0;
+    if (tlo > len) tlo = len;
+    if (thi > len) thi = len;
+    if (thi < tlo) thi = tlo;
+    int t = 0;
+    for (;;) {
+        int stop = t < tlo ? tlo : t < thi ? thi : len;
+        if (t >= tlo && t < thi && thi - tlo >= 4)
+            for (; t < thi; t += 4) {
+                /* as in row_bt: the last step ends at thi */
+                if (t + 4 > thi) t = thi - 4;
+                /* rows q[i]: inputs 0..3 of tile t+i; the 4x4 transpose
+                 * gives inputs 0..3 of the four tiles, and q[1..4]'s first
+                 * two (q[4]: s[16], s[17], the last inputs read) inputs
+                 * 4 and 5 */
+                const float *s = xr + ix0 + 4 * t;
+                vf4 q0 = vf4_load(s), q1 = vf4_load(s + 4);
+                vf4 q2 = vf4_load(s + 8), q3 = vf4_load(s + 12);
+                vf4 q4 = {s[16], s[17], 0.0f, 0.0f};
+                vf4 u0 = VF4_SHUF(q0, q1, 0, 4, 1, 5);
+                vf4 u1 = VF4_SHUF(q0, q1, 2, 6, 3, 7);
+                vf4 u2 = VF4_SHUF(q2, q3, 0, 4, 1, 5);
+                vf4 u3 = VF4_SHUF(q2, q3, 2, 6, 3, 7);
+                vf4 w0 = VF4_SHUF(q1, q2, 0, 4, 1, 5);
+                vf4 w1 = VF4_SHUF(q3, q4, 0, 4, 1, 5);
+                vf4 a[6] = {VF4_SHUF(u0, u2, 0, 1, 4, 5),
+                            VF4_SHUF(u0, u2, 2, 3, 6, 7),
+                            VF4_SHUF(u1, u3, 0, 1, 4, 5),
+                            VF4_SHUF(u1, u3, 2, 3, 6, 7),
+                            VF4_SHUF(w0, w1, 0, 1, 4, 5),
+                            VF4_SHUF(w0, w1, 2, 3, 6, 7)};
+                vf4 r[6];
+                WINO_BT6(a, r);
+                for (int c = 0; c < 6; c++)
+                    vf4_store(d + c * nr + t, r[c]);
+            }
+        for (; t < stop; t++) {
+            float a[6], r[6];
+            for (int c = 0; c < 6; c++) {
+                int ix = ix0 + 4 * t + c;
+                a[c] = ix >= 0 && ix < iw ? xr[ix] : 0.0f;
+            }
+            WINO_BT6(a, r);
+            for (int c = 0; c < 6; c++)
+                d[c * nr + t] = r[c];
+        }
+        if (t >= len) break;
+    }
+}
+
+/* input_tiles for F(4x4,3x3): 36 rows of V. */
+static void input_tiles4(const WinoConv *wc, float *dst, size_t estride,
+                         float *restrict dt, const float *xc,
+                         const TileRun *runs, int nrun, int nv)
+{
+    const ConvGeom *g = &wc->g;
+    const int nr = wc->nr, IH = g->in[1], IW = g->in[2];
+    for (int q = 0; q < nrun; q++) {
+        const TileRun *r = &runs[q];
+        const int ix0 = r->tx0 * 4 - g->pad[2];
+        for (int ry = 0; ry < 6; ry++) {
+            int iy = r->ty * 4 - g->pad[1] + ry;
+            float *d = dt + (size_t)(ry * 6) * nr + r->l0;
+            if (iy < 0 || iy >= IH) {
+                for (int c = 0; c < 6; c++)
+                    memset(d + (size_t)c * nr, 0,
+                           (size_t)r->len * sizeof(float));
+                continue;
+            }
+            row_bt6(d, nr, xc + ((size_t)r->tz * IH + iy) * IW, ix0, r->len,
+                    IW);
+        }
+    }
+    if (nv < nr)
+        for (int e = 0; e < 36; e++)
+            memset(dt + (size_t)e * nr + nv, 0,
+                   (size_t)(nr - nv) * sizeof(float));
+    /* then B^T along H, writing V */
+    const size_t n = (size_t)nr;
+    const int wide = wc->isa == GEMM_ISA_AVX512;
+    for (int c = 0; c < 6; c++)
+        bt6(dst + c * estride, 6 * estride, dt + c * n, 6 * n, nr, wide);
+}
+
+/* yr[4t + x] = bias + o[x][t] for t < len, while 4t + x < ow. */
+static void store_quads(float *yr, float *const o[4], float bias, int len,
+                        int ow)
+{
+    const vf4 bv = vf4_set1(bias);
+    int t = 0;
+    for (; t + 4 <= len && 4 * t + 16 <= ow; t += 4) {
+        vf4 a = vf4_load(o[0] + t), b = vf4_load(o[1] + t);
+        vf4 c = vf4_load(o[2] + t), e = vf4_load(o[3] + t);
+        vf4 u0 = VF4_SHUF(a, b, 0, 4, 1, 5), u1 = VF4_SHUF(a, b, 2, 6, 3, 7);
+        vf4 u2 = VF4_SHUF(c, e, 0, 4, 1, 5), u3 = VF4_SHUF(c, e, 2, 6, 3, 7);
+        vf4_store(yr + 4 * t, bv + VF4_SHUF(u0, u2, 0, 1, 4, 5));
+        vf4_store(yr + 4 * t + 4, bv + VF4_SHUF(u0, u2, 2, 3, 6, 7));
+        vf4_store(yr + 4 * t + 8, bv + VF4_SHUF(u1, u3, 0, 1, 4, 5));
+        vf4_store(yr + 4 * t + 12, bv + VF4_SHUF(u1, u3, 2, 3, 6, 7));
+    }
+    for (; t < len; t++)
+        for (int x = 0; x < 4 && 4 * t + x < ow; x++)
+            yr[4 * t + x] = bias + o[x][t];
+}
+
+/* output_tiles for F(4x4,3x3). */
+static void output_tiles4(const WinoConv *wc, float *yc, const float *m,
+                          size_t mstride, float bias, const TileRun *runs,
+                          int nrun)
+{
+    const ConvGeom *g = &wc->g;
+    const int OH = g->out[1], OW = g->out[2];
+    float t1[6][4][WINO_NR_MAX]; /* [ry][x] */
+    float t2[4][4][WINO_NR_MAX]; /* [y][x] */
+    const int nr = wc->nr, wide = wc->isa == GEMM_ISA_AVX512;
+    for (int ry = 0; ry < 6; ry++) {
+        float *const o[4] = {t1[ry][0], t1[ry][1], t1[ry][2], t1[ry][3]};
+        at6(o, m + (size_t)(ry * 6) * mstride, mstride, nr, wide);
+    }
+    for (int x = 0; x < 4; x++) {
+        float *const o[4] = {t2[0][x], t2[1][x], t2[2][x], t2[3][x]};
+        at6(o, t1[0][x], 4 * WINO_NR_MAX, nr, wide);
+    }
+    for (int q = 0; q < nrun; q++) {
+        const TileRun *r = &runs[q];
+        for (int y = 0; y < 4; y++) {
+            int oy = r->ty * 4 + y;
+            if (oy >= OH) continue;
+            int ox = r->tx0 * 4;
+            float *const o[4] = {t2[y][0] + r->l0, t2[y][1] + r->l0,
+                                 t2[y][2] + r->l0, t2[y][3] + r->l0};
+            store_quads(yc + ((size_t)r->tz * OH + oy) * OW + ox, o, bias,
+                        r->len, OW - ox);
+        }
+    }
+}
+
 /* One chunk of sample n: tiles t0 .. t0 + ntc (those below ntile). */
 static void run_chunk(const WinoConv *wc, float *y, const float *x,
                       const float *b, int n, int64_t t0, float *v, float *mb)
@@ -567,28 +865,30 @@ static void run_chunk(const WinoConv *wc, float *y, const float *x,
     TileRun runs[WINO_NR_MAX];
     for (int p = 0; p < ntc / nr; p++) {
         int64_t tp = t0 + (int64_t)p * nr;
-        int nv = tp >= wc->ntile ? 0
-                 : wc->ntile - tp < nr ? (int)(wc->ntile - tp) : nr;
+        int nv = tp >= wc->ntile       ? 0
+                 : wc->ntile - tp < nr ? (int)(wc->ntile - tp)
+                                       : nr;
         int nrun = tile_runs(wc, tp, nv, runs);
         for (int ic = 0; ic < IC; ic++)
-            input_tiles(wc, v + ((size_t)p * IC + ic) * nr,
-                        (size_t)ntc * IC, dt,
-                        xn + (size_t)ic * (size_t)g->in_sp, runs, nrun, nv);
+            (wc->m == 4 ? input_tiles4 : input_tiles)(
+                wc, v + ((size_t)p * IC + ic) * nr, (size_t)ntc * IC, dt,
+                xn + (size_t)ic * (size_t)g->in_sp, runs, nrun, nv);
     }
     const size_t ustride = (size_t)wc->ocp * IC;
     for (int e = 0; e < wc->ne; e++)
         gemm_prepacked_serial(wc->isa, mb + (size_t)e * wc->ocp * ntc, ntc,
-                              wc->u + e * ustride,
-                              v + (size_t)e * ntc * IC, wc->ocp, ntc, IC);
+                              wc->u + e * ustride, v + (size_t)e * ntc * IC,
+                              wc->ocp, ntc, IC);
     for (int p = 0; p < ntc / nr; p++) {
         int64_t tp = t0 + (int64_t)p * nr;
         if (tp >= wc->ntile) break;
         int nv = wc->ntile - tp < nr ? (int)(wc->ntile - tp) : nr;
         int nrun = tile_runs(wc, tp, nv, runs);
         for (int oc = 0; oc < g->oc; oc++)
-            output_tiles(wc, yn + (size_t)oc * (size_t)g->out_sp,
-                         mb + (size_t)oc * ntc + (size_t)p * nr,
-                         (size_t)wc->ocp * ntc, b ? b[oc] : 0.0f, runs, nrun);
+            (wc->m == 4 ? output_tiles4 : output_tiles)(
+                wc, yn + (size_t)oc * (size_t)g->out_sp,
+                mb + (size_t)oc * ntc + (size_t)p * nr, (size_t)wc->ocp * ntc,
+                b ? b[oc] : 0.0f, runs, nrun);
     }
 }
 

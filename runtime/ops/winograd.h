@@ -1,6 +1,6 @@
-/* Winograd convolution F(2,3) per spatial dim: F(2x2,3x3) for 2D 3x3
- * layers and F(2x2x2,3x3x3) for 3D 3x3x3 ones (a 1x3x3 layer of a 3D
- * model runs as F(2x2,3x3) on each plane).  Stride 1, dilation 1, one
+/* Winograd convolution: F(2x2,3x3) or F(4x4,3x3) for 2D 3x3 layers and
+ * F(2x2x2,3x3x3) for 3D 3x3x3 ones (a 1x3x3 layer of a 3D model runs as
+ * a 2D one on each plane).  Stride 1, dilation 1, one
  * group, any zero padding.
  *
  * A WinoConv is made once per layer and input shape (the executor does it
@@ -19,14 +19,22 @@
 
 typedef struct WinoConv WinoConv;
 
-typedef enum { CONV_ALGO_DIRECT, CONV_ALGO_WINOGRAD } ConvAlgo;
+/* WINOGRAD: F(2,3) per convolved dim; WINOGRAD4: F(4x4,3x3), for
+ * layers without a convolved D dim (2D, or a 3D model's 1x3x3). */
+typedef enum {
+    CONV_ALGO_DIRECT,
+    CONV_ALGO_WINOGRAD,
+    CONV_ALGO_WINOGRAD4
+} ConvAlgo;
 
 /* 1 if the layer x [N,IC,in...] -> y [N,OC,out...] can run as Winograd. */
 int wino_eligible(const Shape *xs, const Shape *ys, const ConvParams *p);
 
 /* How the executor runs this layer: the cost model of winograd.c,
- * overridden by the environment variable SL_CONV_ALGO=direct|winograd|auto
- * (winograd: every eligible layer).  Deterministic: a function of the
+ * overridden by the environment variable
+ * SL_CONV_ALGO=direct|winograd|winograd4|auto (winograd: F(2,3) on every
+ * eligible layer; winograd4: F(4x4,3x3) on every eligible layer without
+ * a convolved D dim, F(2,3) on the others).  Deterministic: a function of the
  * shapes, the CPU's GEMM kernel (SL_GEMM_ISA) and the variable, not of
  * the thread count (outputs stay bit-identical across thread counts).
  * Returns 0 and sets *algo, or ERR_ARG (message printed) when the
@@ -34,12 +42,13 @@ int wino_eligible(const Shape *xs, const Shape *ys, const ConvParams *p);
 int conv_algo_choose(const Shape *xs, const Shape *ys, const ConvParams *p,
                      ConvAlgo *algo);
 
-/* Transform w [OC,IC,K...] for an eligible layer (wino_eligible) run with
- * n_threads threads.  Returns 0, or ERR_NOMEM (message printed, naming
+/* Transform w [OC,IC,K...] for an eligible layer (wino_eligible) run as
+ * algo (WINOGRAD, or WINOGRAD4 for a layer without a convolved D dim)
+ * with n_threads threads.  Returns 0, or ERR_NOMEM (message printed, naming
  * `name`).  *out is owned by the caller: wino_free. */
 int wino_create(WinoConv **out, const float *w, const Shape *xs,
-                const Shape *ys, const ConvParams *p, int n_threads,
-                const char *name);
+                const Shape *ys, const ConvParams *p, ConvAlgo algo,
+                int n_threads, const char *name);
 void wino_free(WinoConv *wc);
 /* Bytes of its transformed weights. */
 size_t wino_weight_bytes(const WinoConv *wc);
