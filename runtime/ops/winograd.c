@@ -66,6 +66,7 @@ struct WinoConv {
     int64_t ntile;    /* tiles per sample */
     GemmIsa isa;
     int mr, nr, ocp; /* micro-kernel tile, OC rounded up to mr */
+    int lanes;       /* vector width of the transforms: 4, 8 or 16 */
     int ntc;         /* tiles per chunk, a multiple of nr */
     float *u;        /* [E][ocp/mr][IC][mr] */
 };
@@ -286,6 +287,12 @@ int wino_create(WinoConv **out, const float *w, const Shape *xs,
     wc->isa = gemm_isa_best();
     gemm_kernel_dims(wc->isa, &wc->mr, &wc->nr);
     CHECK(wc->nr <= WINO_NR_MAX);
+    /* the widest transforms the GEMM's ISA has (portable 4-lane ones for
+     * the scalar micro-kernel, so SL_GEMM_ISA=scalar tests them) */
+    wc->lanes = wc->isa == GEMM_ISA_AVX512 ? 16
+                : wc->isa == GEMM_ISA_AVX2 ? 8
+                                           : 4;
+    CHECK(wc->nr % wc->lanes == 0);
     wc->ocp = (wc->g.oc + wc->mr - 1) / wc->mr * wc->mr;
     /* Chunk: as many panels as the budget holds, but at most a quarter
      * of each thread's share, so dynamic scheduling can balance. */
@@ -389,98 +396,114 @@ static int tile_runs(const WinoConv *wc, int64_t t, int nv, TileRun *runs)
         q[3] = ((a[1] - a[2]) + (a[3] - a[4]) * 8.0f) + a[5];                \
     } while (0)
 
-/* With AVX-512 (nr = 32) the transforms along H and D run 16 lanes at a
- * time: the same adds and subtracts lane by lane, so the same bits as
- * the 4-lane loops, in a quarter of the instructions (4-lane bt4 and
- * at4 were a tenth of the shipped model's CPU time, as much as a third
- * of its Winograd GEMMs).  Vectors stay inside each function (passing
- * them would change the calling convention, -Wpsabi). */
+/* The transforms along H and D, on vectors of 4, 8 (AVX2) or 16
+ * (AVX-512) lanes: the same adds and subtracts lane by lane at every
+ * width, so the same bits (4-lane bt4 and at4 alone were a tenth of the
+ * shipped model's CPU time, as much as a third of its Winograd GEMMs).
+ * Each width is one instance of these functions, compiled for its ISA;
+ * vectors stay inside them (passing them would change the calling
+ * convention, -Wpsabi).  nr is a multiple of the width.
+ *   bt4: dst rows 0..3 (dstride apart) <- B^T of F(2,3) across src rows
+ *        0..3 (sstride apart); dst may equal src.
+ *   at4: o0, o1 <- A^T of F(2,3) across rows r, r + s, r + 2s, r + 3s.
+ *   bt6, at6: the same for F(4,3) (6 rows in; 6 rows, or 4 outputs,
+ *        out); dst must not overlap src. */
+#define WINO_LANE_FNS(W, VT, TGT)                                            \
+    TGT static void bt4_##W(float *dst, size_t dstride, const float *src,    \
+                            size_t sstride, int nr)                          \
+    {                                                                        \
+        for (int l = 0; l < nr; l += W) {                                    \
+            VT a[4];                                                         \
+            _Pragma("GCC unroll 6") for (int i = 0; i < 4; i++)              \
+                memcpy(&a[i], src + i * sstride + l, sizeof(VT));            \
+            VT r[4] = {a[0] - a[2], a[1] + a[2], a[2] - a[1], a[1] - a[3]};  \
+            _Pragma("GCC unroll 6") for (int i = 0; i < 4; i++)              \
+                memcpy(dst + i * dstride + l, &r[i], sizeof(VT));            \
+        }                                                                    \
+    }                                                                        \
+    TGT static void at4_##W(float *o0, float *o1, const float *r, size_t s,  \
+                            int nr)                                          \
+    {                                                                        \
+        for (int l = 0; l < nr; l += W) {                                    \
+            VT a[4];                                                         \
+            _Pragma("GCC unroll 6") for (int i = 0; i < 4; i++)              \
+                memcpy(&a[i], r + i * s + l, sizeof(VT));                    \
+            VT q0 = a[0] + a[1] + a[2], q1 = a[1] - a[2] - a[3];             \
+            memcpy(o0 + l, &q0, sizeof(VT));                                 \
+            memcpy(o1 + l, &q1, sizeof(VT));                                 \
+        }                                                                    \
+    }                                                                        \
+    TGT static void bt6_##W(float *dst, size_t dstride, const float *src,    \
+                            size_t sstride, int nr)                          \
+    {                                                                        \
+        for (int l = 0; l < nr; l += W) {                                    \
+            VT a[6], r[6];                                                   \
+            _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++)              \
+                memcpy(&a[i], src + i * sstride + l, sizeof(VT));            \
+            WINO_BT6(a, r);                                                  \
+            _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++)              \
+                memcpy(dst + i * dstride + l, &r[i], sizeof(VT));            \
+        }                                                                    \
+    }                                                                        \
+    TGT static void at6_##W(float *const o[4], const float *r, size_t s,     \
+                            int nr)                                          \
+    {                                                                        \
+        for (int l = 0; l < nr; l += W) {                                    \
+            VT a[6], q[4];                                                   \
+            _Pragma("GCC unroll 6") for (int i = 0; i < 6; i++)              \
+                memcpy(&a[i], r + i * s + l, sizeof(VT));                    \
+            WINO_AT6(a, q);                                                  \
+            _Pragma("GCC unroll 6") for (int i = 0; i < 4; i++)              \
+                memcpy(o[i] + l, &q[i], sizeof(VT));                         \
+        }                                                                    \
+    }
+
+#define WINO_NO_TARGET
+WINO_LANE_FNS(4, vf4, WINO_NO_TARGET)
 #if SL_ISA_X86
 typedef float vf16 __attribute__((vector_size(64)));
-#define WINO_WIDE __attribute__((target("avx512f")))
-
-WINO_WIDE static void bt16(float *dst, size_t dstride, const float *src,
-                           size_t sstride, int nr)
-{
-    for (int l = 0; l < nr; l += 16) {
-        vf16 a0, a1, a2, a3;
-        memcpy(&a0, src + l, sizeof a0);
-        memcpy(&a1, src + sstride + l, sizeof a1);
-        memcpy(&a2, src + 2 * sstride + l, sizeof a2);
-        memcpy(&a3, src + 3 * sstride + l, sizeof a3);
-        vf16 r0 = a0 - a2, r1 = a1 + a2, r2 = a2 - a1, r3 = a1 - a3;
-        memcpy(dst + l, &r0, sizeof r0);
-        memcpy(dst + dstride + l, &r1, sizeof r1);
-        memcpy(dst + 2 * dstride + l, &r2, sizeof r2);
-        memcpy(dst + 3 * dstride + l, &r3, sizeof r3);
-    }
-}
-
-WINO_WIDE static void at16(float *o0, float *o1, const float *r, size_t s,
-                           int nr)
-{
-    for (int l = 0; l < nr; l += 16) {
-        vf16 a0, a1, a2, a3;
-        memcpy(&a0, r + l, sizeof a0);
-        memcpy(&a1, r + s + l, sizeof a1);
-        memcpy(&a2, r + 2 * s + l, sizeof a2);
-        memcpy(&a3, r + 3 * s + l, sizeof a3);
-        vf16 r0 = a0 + a1 + a2, r1 = a1 - a2 - a3;
-        memcpy(o0 + l, &r0, sizeof r0);
-        memcpy(o1 + l, &r1, sizeof r1);
-    }
-}
-
-WINO_WIDE static void bt6_16(float *dst, size_t dstride, const float *src,
-                             size_t sstride, int nr)
-{
-    for (int l = 0; l < nr; l += 16) {
-        vf16 a[6], r[6];
-        for (int i = 0; i < 6; i++)
-            memcpy(&a[i], src + i * sstride + l, 64);
-        WINO_BT6(a, r);
-        for (int i = 0; i < 6; i++)
-            memcpy(dst + i * dstride + l, &r[i], 64);
-    }
-}
-
-WINO_WIDE static void at6_16(float *const o[4], const float *r, size_t s,
-                             int nr)
-{
-    for (int l = 0; l < nr; l += 16) {
-        vf16 a[6], q[4];
-        for (int i = 0; i < 6; i++)
-            memcpy(&a[i], r + i * s + l, 64);
-        WINO_AT6(a, q);
-        for (int i = 0; i < 4; i++)
-            memcpy(o[i] + l, &q[i], 64);
-    }
-}
-#endif
-
-/* dst rows 0..3 (dstride apart) <- B^T across src rows 0..3 (sstride
- * apart), nr lanes each; dst may equal src.  wide: 16-lane loops (nr a
- * multiple of 16, AVX-512). */
-static void bt4(float *dst, size_t dstride, const float *src, size_t sstride,
-                int nr, int wide)
-{
-#if SL_ISA_X86
-    if (wide) {
-        bt16(dst, dstride, src, sstride, nr);
-        return;
-    }
+WINO_LANE_FNS(8, vf8, __attribute__((target("avx2"))))
+WINO_LANE_FNS(16, vf16, __attribute__((target("avx512f"))))
+/* lanes: 4, 8 or 16 (wc->lanes) */
+#define WINO_DISPATCH(fn, lanes, ...)                                        \
+    do {                                                                     \
+        if ((lanes) == 16)                                                   \
+            fn##_16(__VA_ARGS__);                                            \
+        else if ((lanes) == 8)                                               \
+            fn##_8(__VA_ARGS__);                                             \
+        else                                                                 \
+            fn##_4(__VA_ARGS__);                                             \
+    } while (0)
 #else
-    (void)wide;
+#define WINO_DISPATCH(fn, lanes, ...)                                        \
+    do {                                                                     \
+        (void)(lanes);                                                       \
+        fn##_4(__VA_ARGS__);                                                 \
+    } while (0)
 #endif
-    for (int l = 0; l < nr; l += 4) {
-        vf4 a0 = vf4_load(src + l), a1 = vf4_load(src + sstride + l);
-        vf4 a2 = vf4_load(src + 2 * sstride + l);
-        vf4 a3 = vf4_load(src + 3 * sstride + l);
-        vf4_store(dst + l, a0 - a2);
-        vf4_store(dst + dstride + l, a1 + a2);
-        vf4_store(dst + 2 * dstride + l, a2 - a1);
-        vf4_store(dst + 3 * dstride + l, a1 - a3);
-    }
+
+static void bt4(float *dst, size_t dstride, const float *src, size_t sstride,
+                int nr, int lanes)
+{
+    WINO_DISPATCH(bt4, lanes, dst, dstride, src, sstride, nr);
+}
+
+static void at4(float *o0, float *o1, const float *r, size_t s, int nr,
+                int lanes)
+{
+    WINO_DISPATCH(at4, lanes, o0, o1, r, s, nr);
+}
+
+static void bt6(float *dst, size_t dstride, const float *src, size_t sstride,
+                int nr, int lanes)
+{
+    WINO_DISPATCH(bt6, lanes, dst, dstride, src, sstride, nr);
+}
+
+static void at6(float *const o[4], const float *r, size_t s, int nr,
+                int lanes)
+{
+    WINO_DISPATCH(at6, lanes, o, r, s, nr);
 }
 
 /* d[c*nr + t], c < 4, t < len: B^T of the 4 inputs xr[ix0 + 2t ..
@@ -563,44 +586,23 @@ static void input_tiles(const WinoConv *wc, float *dst, size_t estride,
                    (size_t)(nr - nv) * sizeof(float));
     /* Then B^T along H (and D); the last pass writes V. */
     const size_t n = (size_t)nr;
-    const int wide = wc->isa == GEMM_ISA_AVX512;
+    const int lanes = wc->lanes;
     if (wc->ti[0] == 1) {
         for (int c = 0; c < 4; c++)
-            bt4(dst + c * estride, 4 * estride, dt + c * n, 4 * n, nr, wide);
+            bt4(dst + c * estride, 4 * estride, dt + c * n, 4 * n, nr, lanes);
         return;
     }
     for (int rz = 0; rz < 4; rz++)
         for (int c = 0; c < 4; c++) {
             float *p = dt + (size_t)(rz * 16 + c) * n;
-            bt4(p, 4 * n, p, 4 * n, nr, wide);
+            bt4(p, 4 * n, p, 4 * n, nr, lanes);
         }
     for (int ry = 0; ry < 4; ry++)
         for (int c = 0; c < 4; c++) {
             size_t e = (size_t)ry * 4 + c;
             bt4(dst + e * estride, 16 * estride, dt + e * n, 16 * n, nr,
-                wide);
+                lanes);
         }
-}
-
-/* o0, o1 (nr lanes) <- A^T across rows r, r + s, r + 2s, r + 3s; wide
- * as for bt4. */
-static void at4(float *o0, float *o1, const float *r, size_t s, int nr,
-                int wide)
-{
-#if SL_ISA_X86
-    if (wide) {
-        at16(o0, o1, r, s, nr);
-        return;
-    }
-#else
-    (void)wide;
-#endif
-    for (int l = 0; l < nr; l += 4) {
-        vf4 a0 = vf4_load(r + l), a1 = vf4_load(r + s + l);
-        vf4 a2 = vf4_load(r + 2 * s + l), a3 = vf4_load(r + 3 * s + l);
-        vf4_store(o0 + l, a0 + a1 + a2);
-        vf4_store(o1 + l, a1 - a2 - a3);
-    }
 }
 
 /* yr[2t], yr[2t+1] = bias + o0[t], o1[t] for t < len, the second only
@@ -632,19 +634,19 @@ static void output_tiles(const WinoConv *wc, float *yc, const float *m,
     float t1[16][2][WINO_NR_MAX];   /* [rz*4+ry][x] */
     float t2[4][2][2][WINO_NR_MAX]; /* [rz][y][x] */
     float t3[2][2][2][WINO_NR_MAX]; /* [z][y][x] */
-    const int nr = wc->nr, wide = wc->isa == GEMM_ISA_AVX512;
+    const int nr = wc->nr, lanes = wc->lanes;
     const size_t n2 = 2 * WINO_NR_MAX;
     for (int row = 0; row < wc->nrow; row++)
         at4(t1[row][0], t1[row][1], m + (size_t)(row * 4) * mstride, mstride,
-            nr, wide);
+            nr, lanes);
     float(*out)[2][2][WINO_NR_MAX] = wc->ti[0] == 4 ? t3 : t2;
     for (int rz = 0; rz < wc->ti[0]; rz++)
         for (int x = 0; x < 2; x++)
-            at4(t2[rz][0][x], t2[rz][1][x], t1[rz * 4][x], n2, nr, wide);
+            at4(t2[rz][0][x], t2[rz][1][x], t1[rz * 4][x], n2, nr, lanes);
     if (wc->ti[0] == 4)
         for (int y = 0; y < 2; y++)
             for (int x = 0; x < 2; x++)
-                at4(t3[0][y][x], t3[1][y][x], t2[0][y][x], 2 * n2, nr, wide);
+                at4(t3[0][y][x], t3[1][y][x], t2[0][y][x], 2 * n2, nr, lanes);
     for (int q = 0; q < nrun; q++) {
         const TileRun *r = &runs[q];
         for (int a = 0; a < wc->to[0]; a++) {
@@ -663,50 +665,6 @@ static void output_tiles(const WinoConv *wc, float *yc, const float *m,
 }
 
 /* ---- F(4x4,3x3) tiles (no convolved D dim: a plane at a time) ---- */
-
-/* dst rows 0..5 (dstride apart) <- B^T of F(4,3) across src rows 0..5
- * (sstride apart), nr lanes each; wide as for bt4. */
-static void bt6(float *dst, size_t dstride, const float *src, size_t sstride,
-                int nr, int wide)
-{
-#if SL_ISA_X86
-    if (wide) {
-        bt6_16(dst, dstride, src, sstride, nr);
-        return;
-    }
-#else
-    (void)wide;
-#endif
-    for (int l = 0; l < nr; l += 4) {
-        vf4 a[6], r[6];
-        for (int i = 0; i < 6; i++)
-            a[i] = vf4_load(src + i * sstride + l);
-        WINO_BT6(a, r);
-        for (int i = 0; i < 6; i++)
-            vf4_store(dst + i * dstride + l, r[i]);
-    }
-}
-
-/* o[0..3] (nr lanes) <- A^T of F(4,3) across rows r, r + s, .., r + 5s. */
-static void at6(float *const o[4], const float *r, size_t s, int nr, int wide)
-{
-#if SL_ISA_X86
-    if (wide) {
-        at6_16(o, r, s, nr);
-        return;
-    }
-#else
-    (void)wide;
-#endif
-    for (int l = 0; l < nr; l += 4) {
-        vf4 a[6], q[4];
-        for (int i = 0; i < 6; i++)
-            a[i] = vf4_load(r + i * s + l);
-        WINO_AT6(a, q);
-        for (int i = 0; i < 4; i++)
-            vf4_store(o[i] + l, q[i]);
-    }
-}
 
 /* d[c*nr + t], c < 6, t < len: B^T of the 6 inputs xr[ix0 + 4t ..
  * ix0 + 4t + 5] (zero outside [0, iw)), one input row of len tiles
@@ -795,9 +753,9 @@ static void input_tiles4(const WinoConv *wc, float *dst, size_t estride,
                    (size_t)(nr - nv) * sizeof(float));
     /* then B^T along H, writing V */
     const size_t n = (size_t)nr;
-    const int wide = wc->isa == GEMM_ISA_AVX512;
+    const int lanes = wc->lanes;
     for (int c = 0; c < 6; c++)
-        bt6(dst + c * estride, 6 * estride, dt + c * n, 6 * n, nr, wide);
+        bt6(dst + c * estride, 6 * estride, dt + c * n, 6 * n, nr, lanes);
 }
 
 /* yr[4t + x] = bias + o[x][t] for t < len, while 4t + x < ow. */
@@ -830,14 +788,14 @@ static void output_tiles4(const WinoConv *wc, float *yc, const float *m,
     const int OH = g->out[1], OW = g->out[2];
     float t1[6][4][WINO_NR_MAX]; /* [ry][x] */
     float t2[4][4][WINO_NR_MAX]; /* [y][x] */
-    const int nr = wc->nr, wide = wc->isa == GEMM_ISA_AVX512;
+    const int nr = wc->nr, lanes = wc->lanes;
     for (int ry = 0; ry < 6; ry++) {
         float *const o[4] = {t1[ry][0], t1[ry][1], t1[ry][2], t1[ry][3]};
-        at6(o, m + (size_t)(ry * 6) * mstride, mstride, nr, wide);
+        at6(o, m + (size_t)(ry * 6) * mstride, mstride, nr, lanes);
     }
     for (int x = 0; x < 4; x++) {
         float *const o[4] = {t2[0][x], t2[1][x], t2[2][x], t2[3][x]};
-        at6(o, t1[0][x], 4 * WINO_NR_MAX, nr, wide);
+        at6(o, t1[0][x], 4 * WINO_NR_MAX, nr, lanes);
     }
     for (int q = 0; q < nrun; q++) {
         const TileRun *r = &runs[q];
