@@ -114,7 +114,7 @@ MAN_PATHS  = $(BINS:%=$(BUILD)/man/%.1)
 TEST_PATHS = $(TESTS:%=$(BUILD)/tests/%)
 
 .SECONDARY:
-.PHONY: all deps demo test test-run asan bench bench-quick check-long install \
+.PHONY: all deps demo test test-run asan bench bench-quick bench-conv check-long install \
         geom-check \
         clean fixtures format fuzz fuzz-bins check-layering check-arm64
 all: $(BIN_PATHS) $(MAN_PATHS) $(RT_SO) $(RT_PC) $(RT_HDR)
@@ -321,6 +321,16 @@ bench: all
 geom-check: all
 	@BUILD=$(BUILD) sh tools/deps.sh bench
 	/usr/bin/python3 tools/geom_check.py --segment $(BUILD)/bin/segment --work $(BUILD)/geom
+
+# Each convolution algorithm timed on 2D layers, and the cost model's pick
+# (tools/bench_conv.c; about a minute on one core).
+bench-conv: $(BUILD)/bench/bench_conv
+	$(BUILD)/bench/bench_conv
+
+$(BUILD)/bench/bench_conv: tools/bench_conv.c $(RT_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -MMD -MP,$(RT_CPPFLAGS)) -I. $(CFLAGS) $< $(RT_LIB) \
+	    $(NIFTI_LIBS) -lpng16 $(LDFLAGS) -o $@
 
 bench-quick: all
 	@BUILD=$(BUILD) sh tools/deps.sh bench

@@ -119,21 +119,21 @@ static void tile_geom(WinoConv *wc, int m)
  * 2D 8..128 channels on 32^2..128^2, 3D 8..32 channels on 24^3: the 3D
  * transforms touch 64 elements per channel and tile in three passes,
  * hence the larger constants.  F(4x4,3x3)'s are fitted to the ratio of
- * its time to F(2x2,3x3)'s on 15 2D layers (4 to 256 channels, 24x40 to
- * 256x256; 1 thread, AVX-512, best of 15; the per-layer times of
- * `sauron-run --profile` under SL_CONV_ALGO=winograd and winograd4 show
- * the same): 0.64 to 0.98, best with many channels, where the GEMMs
- * (36 products per 16 outputs instead of 16 per 4) dominate; its
- * transforms cost about 5x F(2x2,3x3)'s per tile.  A layer also needs
- * WINO_MIN_TILES tiles: below that the setup (the weight transform is
- * per plan, but the chunk loop is per run) does not pay and the few
- * chunks would leave threads idle.  The rule depends on the shapes and
+ * its time to F(2x2,3x3)'s on 14 2D layers (4 to 256 channels, 24x40 to
+ * 256x256; `make bench-conv`, 1 thread, best of 15): 0.62 to 0.86, the
+ * GEMMs (36 products per 16 outputs instead of 16 per 4) gaining most
+ * with many channels; its transforms cost about 4x F(2x2,3x3)'s per
+ * tile, and the constant is set where the measured direct/F(4x4)
+ * crossings fall (20->13 and 16->16 channels: direct by a few percent).
+ * A layer also needs WINO_MIN_TILES tiles: below that the setup (the
+ * weight transform is per plan, but the chunk loop is per run) does not
+ * pay and the few chunks would leave threads idle.  The rule depends on the shapes and
  * the ISA only, never on timings (a probe would make plans depend on the
  * machine's load) and never on the thread count (so --threads 1 and 2
  * give the same bits). */
 #define WINO_TRANSFORM_2D 210
 #define WINO_PER_TILE_2D 250
-#define WINO_TRANSFORM_4X4 1050
+#define WINO_TRANSFORM_4X4 900
 #define WINO_PER_TILE_4X4 250
 #define WINO_TRANSFORM_3D 1600
 #define WINO_PER_TILE_3D 1700

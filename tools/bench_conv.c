@@ -1,0 +1,105 @@
+/* Times each convolution algorithm on 2D 3x3 layers (stride 1, pad 1):
+ * direct, Winograd F(2x2,3x3) and F(4x4,3x3), best of 15 runs on one
+ * thread, and prints the algorithm the cost model picks for the layer
+ * (winograd.c).  The layers: the shipped model's largest (after Sauron:
+ * odd channel counts), dense nnU-Net levels, and pruned-style ones.
+ *
+ *   make bench-conv          (SL_GEMM_ISA=avx2 for the AVX2 kernels)
+ *
+ * Used to fit and check winograd.c's F(4x4,3x3) cost constants; run it on
+ * an otherwise idle machine. */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/common.h"
+#include "runtime/ops/ops.h"
+#include "runtime/ops/winograd.h"
+
+static double best_ms(ConvAlgo algo, const float *x, float *y,
+                      const float *w, const float *b, const Shape *xs,
+                      const Shape *ys, const ConvParams *p)
+{
+    WinoConv *wc = NULL;
+    size_t ns;
+    if (algo != CONV_ALGO_DIRECT) {
+        if (wino_create(&wc, w, xs, ys, p, algo, 1, "bench")) exit(1);
+        ns = wino_scratch_floats(wc);
+    } else {
+        ns = conv_scratch_floats(xs, ys, p);
+    }
+    float *s = sl_alloc(ns * sizeof(float));
+    if (!s) exit(1);
+    double best = 1e30;
+    for (int r = 0; r < 15; r++) {
+        double t = omp_get_wtime();
+        if (wc) wino_forward(y, x, b, wc, s);
+        else conv_forward(y, x, w, b, xs, ys, p, s);
+        t = omp_get_wtime() - t;
+        if (t < best) best = t;
+    }
+    sl_free(s);
+    wino_free(wc);
+    return best * 1e3;
+}
+
+int main(void)
+{
+    /* IC, OC, H, W */
+    static const int layers[][4] = {
+        {35, 58, 112, 96}, {58, 40, 112, 96}, {32, 38, 56, 48},
+        {7, 32, 56, 48},   {20, 13, 224, 192}, {13, 9, 224, 192},
+        {32, 32, 256, 256}, {64, 64, 128, 128}, {128, 128, 64, 64},
+        {256, 256, 32, 32}, {4, 6, 128, 128},  {8, 8, 128, 128},
+        {16, 16, 128, 128}, {32, 32, 40, 24}};
+    static const char *name[] = {"direct", "F(2x2)", "F(4x4)"};
+    omp_set_num_threads(1);
+    printf("%-18s %9s %9s %9s  %-7s  F4/F2  picked\n", "layer", "direct",
+           "F(2x2)", "F(4x4)", "best");
+    for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) {
+        int IC = layers[i][0], OC = layers[i][1], H = layers[i][2],
+            W = layers[i][3];
+        Shape xs = {4, {1, IC, H, W}}, ys = {4, {1, OC, H, W}};
+        ConvParams p;
+        memset(&p, 0, sizeof p);
+        p.nsp = 2;
+        p.group = 1;
+        for (int d = 0; d < 2; d++) {
+            p.kernel[d] = 3;
+            p.stride[d] = p.dilation[d] = 1;
+            p.pad_lo[d] = p.pad_hi[d] = 1;
+        }
+        size_t nx = (size_t)IC * H * W, ny = (size_t)OC * H * W,
+               nw = (size_t)OC * IC * 9;
+        float *x = sl_alloc(nx * sizeof(float)),
+              *y = sl_alloc(ny * sizeof(float)),
+              *w = sl_alloc(nw * sizeof(float)),
+              *b = sl_alloc((size_t)OC * sizeof(float));
+        if (!x || !y || !w || !b) return 1;
+        /* real-valued data (random bytes would hold denormals, which
+         * slow every path) */
+        for (size_t k = 0; k < nx; k++)
+            x[k] = (float)(k * 7919 % 1000) / 1000.0f - 0.5f;
+        for (size_t k = 0; k < nw; k++)
+            w[k] = (float)(k * 104729 % 1000) / 1000.0f - 0.5f;
+        for (int k = 0; k < OC; k++) b[k] = 0.1f;
+        double t[3];
+        for (int a = 0; a < 3; a++)
+            t[a] = best_ms((ConvAlgo)a, x, y, w, b, &xs, &ys, &p);
+        int best = 0;
+        for (int a = 1; a < 3; a++)
+            if (t[a] < t[best]) best = a;
+        ConvAlgo pick;
+        if (conv_algo_choose(&xs, &ys, &p, &pick)) return 1;
+        char l[32];
+        snprintf(l, sizeof l, "%d->%d %dx%d", IC, OC, H, W);
+        printf("%-18s %9.3f %9.3f %9.3f  %-7s  %5.2f  %s\n", l, t[0], t[1],
+               t[2], name[best], t[2] / t[1], name[pick]);
+        sl_free(x);
+        sl_free(y);
+        sl_free(w);
+        sl_free(b);
+    }
+    return 0;
+}
