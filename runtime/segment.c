@@ -24,6 +24,9 @@
 /* Executors kept alive (one per distinct input shape): one 2D batch
  * shape per grid, usually just one or two. */
 #define SEG_MAX_EXEC 4
+/* 2D slices run side by side, one single-threaded executor per thread,
+ * at most this many (run_2d). */
+#define SEG_MAX_LANES 16
 /* Largest spatial size probed when looking for a size the network
  * accepts. */
 #define SEG_MAX_PROBE 2048
@@ -37,6 +40,9 @@ struct Segmenter {
     Executor *ex[SEG_MAX_EXEC];
     Shape key[SEG_MAX_EXEC];
     int n_ex, evict, created;
+    Executor *lane[SEG_MAX_LANES]; /* run_2d's side-by-side executors */
+    Shape lane_key;
+    int n_lane;
     size_t accum_bytes;
 };
 
@@ -46,16 +52,16 @@ static int meta_check(const Graph *g)
     if (m->n_classes < 1 || m->n_classes > 32767 || m->n_modalities < 1 ||
         m->n_modalities > 4096) {
         sl_error("model metadata lists %d classes and %d modalities; "
-                 "re-export the model with sauron-compress", m->n_classes,
-                 m->n_modalities);
+                 "re-export the model with sauron-compress",
+                 m->n_classes, m->n_modalities);
         return ERR_FORMAT;
     }
     if (m->dims == 3)
         for (int t = 0; t < 3; t++)
             if (m->patch[t] < 1 || m->patch[t] > SEG_MAX_PROBE) {
                 sl_error("model metadata has 3D patch %dx%dx%d; re-export "
-                         "the model with sauron-compress", m->patch[0],
-                         m->patch[1], m->patch[2]);
+                         "the model with sauron-compress",
+                         m->patch[0], m->patch[1], m->patch[2]);
                 return ERR_FORMAT;
             }
     if (g->n_outputs < 1 || g->input < 0 || g->input >= g->n_values) {
@@ -104,14 +110,29 @@ int segmenter_create(Graph *g, const SegmentOptions *o, Segmenter **out)
 void segmenter_free(Segmenter *s)
 {
     if (!s) return;
-    for (int i = 0; i < s->n_ex; i++) exec_free(s->ex[i]);
+    for (int i = 0; i < s->n_ex; i++)
+        exec_free(s->ex[i]);
+    for (int i = 0; i < s->n_lane; i++)
+        exec_free(s->lane[i]);
     sl_free(s);
 }
 
-size_t segmenter_accum_bytes(const Segmenter *s) { return s->accum_bytes; }
-const Graph *segmenter_graph(const Segmenter *s) { return s->g; }
-SegmentOptions segmenter_options(const Segmenter *s) { return s->o; }
-int segmenter_exec_count(const Segmenter *s) { return s->created; }
+size_t segmenter_accum_bytes(const Segmenter *s)
+{
+    return s->accum_bytes;
+}
+const Graph *segmenter_graph(const Segmenter *s)
+{
+    return s->g;
+}
+SegmentOptions segmenter_options(const Segmenter *s)
+{
+    return s->o;
+}
+int segmenter_exec_count(const Segmenter *s)
+{
+    return s->created;
+}
 
 /* The executor for input shape `in`, created on first use; checks that
  * the first output is [N, n_classes, same spatial size]. */
@@ -128,7 +149,8 @@ static int get_exec(Segmenter *s, const Shape *in, Executor **out)
     const Shape *os = exec_output_shape(e, 0);
     int ok = os->ndim == in->ndim && os->d[0] == in->d[0] &&
              os->d[1] == s->g->meta.n_classes;
-    for (int t = 2; ok && t < in->ndim; t++) ok = os->d[t] == in->d[t];
+    for (int t = 2; ok && t < in->ndim; t++)
+        ok = os->d[t] == in->d[t];
     if (!ok) {
         char a[64], b[64];
         sl_error("model output %s does not match input %s with %d classes "
@@ -153,11 +175,30 @@ static int get_exec(Segmenter *s, const Shape *in, Executor **out)
     return 0;
 }
 
+/* n single-threaded executors for input shape `in` (s->lane), created on
+ * first use; get_exec's checks hold for them (same graph and shape). */
+static int get_lanes(Segmenter *s, const Shape *in, int n)
+{
+    if (s->n_lane >= n && shape_equal(&s->lane_key, in)) return 0;
+    for (int i = 0; i < s->n_lane; i++)
+        exec_free(s->lane[i]);
+    s->n_lane = 0;
+    for (int i = 0; i < n; i++) {
+        int rc = exec_create(s->g, in, 1, &s->lane[i]);
+        if (rc) return rc;
+        s->n_lane++;
+        s->created++;
+    }
+    s->lane_key = *in;
+    return 0;
+}
+
 /* Does input [1, C, sp...] give an output with the same spatial size? */
 static int size_ok(Graph *g, int nsp, const int64_t sp[3])
 {
     Shape in = {.ndim = 2 + nsp, .d = {1, g->meta.n_modalities}};
-    for (int t = 0; t < nsp; t++) in.d[2 + t] = sp[t];
+    for (int t = 0; t < nsp; t++)
+        in.d[2 + t] = sp[t];
     sl_error_reset();
     if (graph_infer_shapes(g, &in)) return 0;
     const Shape *o = &g->values[g->outputs[0]].shape;
@@ -189,18 +230,20 @@ static int valid_sizes(Segmenter *s, int nsp, const int64_t want[3],
     sl_error_quiet(was_quiet);
     if (cube < 0) {
         sl_error("the model accepts no %dD input up to %d voxels per side; "
-                 "check the model's input shape (re-export it)", nsp,
-                 SEG_MAX_PROBE);
+                 "check the model's input shape (re-export it)",
+                 nsp, SEG_MAX_PROBE);
         return ERR_SHAPE;
     }
     Shape base = {.ndim = 2 + nsp, .d = {1, g->meta.n_modalities}};
-    for (int t = 0; t < nsp; t++) base.d[2 + t] = cube;
+    for (int t = 0; t < nsp; t++)
+        base.d[2 + t] = cube;
     for (int t = 0; t < nsp; t++) {
         int64_t v = graph_valid_size(g, &base, t, want[t]);
         if (v < 0) {
             sl_error("no input size >= %lld along spatial dim %d suits the "
                      "model; the volume is too large or the model is "
-                     "inconsistent", (long long)want[t], t);
+                     "inconsistent",
+                     (long long)want[t], t);
             return ERR_SHAPE;
         }
         got[t] = v;
@@ -229,8 +272,7 @@ int segmenter_norm_affines(const Segmenter *s, const Volume *in,
  * voxels inside the padding. */
 static int run_mirrored(const Segmenter *s, Executor *e, Mirror *mr,
                         const float *x, int64_t nb, int C,
-                        const int64_t box[3], const int64_t pad[3],
-                        float *p)
+                        const int64_t box[3], const int64_t pad[3], float *p)
 {
     int nc = s->g->meta.n_classes;
     int64_t sp = pad[0] * pad[1] * pad[2];
@@ -240,8 +282,7 @@ static int run_mirrored(const Segmenter *s, Executor *e, Mirror *mr,
         const float *outs[SL_MAX_OUTPUTS];
         int rc = exec_run(e, mr->xf, outs);
         if (rc) return rc;
-        mirror_flip(mr->cur, outs[0], nb * nc, pad, box, mask,
-                    mr->n_threads);
+        mirror_flip(mr->cur, outs[0], nb * nc, pad, box, mask, mr->n_threads);
         if (!s->softmax_last) softmax_classes(mr->cur, nb, nc, sp);
         mirror_push(mr);
     }
@@ -277,10 +318,66 @@ static int auto_batch(Segmenter *s, const Shape *one, int64_t *B)
     int rc = get_exec(s, one, &e);
     if (rc) return rc;
     size_t per = exec_arena_bytes(e);
-    int64_t b = per > 0 ? (int64_t)(SEG_AUTO_BATCH_BYTES / per)
-                        : SEG_DEFAULT_BATCH;
+    int64_t b =
+        per > 0 ? (int64_t)(SEG_AUTO_BATCH_BYTES / per) : SEG_DEFAULT_BATCH;
     *B = b < 1 ? 1 : b > SEG_DEFAULT_BATCH ? SEG_DEFAULT_BATCH : b;
     return 0;
+}
+
+/* run_2d with `lanes` slices at a time, slice s0 + t on lane executor t
+ * (one thread each); the outputs then go to the label map or the sink in
+ * slice order.  shp: the one-slice input shape. */
+static int run_2d_lanes(Segmenter *s, const Volume *in, const NormAffine *na,
+                        const int ax[3], const Out *out, const Shape *shp,
+                        int lanes, const int64_t box[3], const int64_t pad[3])
+{
+    int nc = s->g->meta.n_classes;
+    int64_t n_sl = in->dim[ax[0]];
+    size_t per_in = (size_t)(shp->d[1] * pad[1] * pad[2]);
+    int rc = get_lanes(s, shp, lanes);
+    if (rc) return rc;
+    for (int t = 0; t < lanes; t++)
+        exec_set_skip_softmax(s->lane[t], 1);
+    float *x = sl_alloc(sizeof(float) * per_in * (size_t)lanes);
+    if (!x) {
+        sl_error("out of memory for %d slices", lanes);
+        return ERR_NOMEM;
+    }
+    /* exec_run re-infers the graph's shapes when another shape ran last;
+     * the lanes share the graph, so that happens here, before they start */
+    Graph *g = s->g;
+    if (!shape_equal(&g->values[g->input].shape, shp) &&
+        (rc = graph_infer_shapes(g, shp)))
+        goto done;
+    for (int64_t s0 = 0; s0 < n_sl && !rc; s0 += lanes) {
+        int nb = n_sl - s0 < lanes ? (int)(n_sl - s0) : lanes;
+        const float *y[SEG_MAX_LANES];
+        int lrc[SEG_MAX_LANES] = {0};
+#pragma omp parallel for num_threads(nb) schedule(static, 1)
+        for (int t = 0; t < nb; t++) {
+            int64_t off[3] = {s0 + t, 0, 0};
+            float *xt = x + (size_t)t * per_in;
+            volume_gather(xt, in, na, ax, off, box, pad);
+            const float *outs[SL_MAX_OUTPUTS];
+            lrc[t] = exec_run(s->lane[t], xt, outs);
+            y[t] = outs[0];
+        }
+        for (int t = 0; t < nb && !rc; t++)
+            rc = lrc[t];
+        for (int t = 0; t < nb && !rc; t++) {
+            int64_t off[3] = {s0 + t, 0, 0};
+            if (out->sink)
+                out->sink->planes(out->sink->ctx, y[t], NULL, nc, ax, off,
+                                  box, pad);
+            else
+                volume_argmax_scatter(out->labels, in->dim, y[t], nc, ax, off,
+                                      box, pad);
+        }
+        if (!rc) progress(s, s0 + nb, n_sl);
+    }
+done:
+    sl_free(x);
+    return rc;
 }
 
 static int run_2d(Segmenter *s, const Volume *in, const NormAffine *na,
@@ -318,17 +415,31 @@ static int run_2d(Segmenter *s, const Volume *in, const NormAffine *na,
     int need_p = s->o.tta || (want_probs && !s->softmax_last);
     x = sl_alloc(sizeof(float) * per_in * (size_t)B);
     if (need_p) p = sl_alloc(sizeof(float) * per_out * (size_t)B);
-    if (s->o.tta &&
-        (rc = mirror_init(&mr, 2, per_in * (size_t)B, per_out * (size_t)B,
-                          s->o.n_threads)))
+    if (s->o.tta && (rc = mirror_init(&mr, 2, per_in * (size_t)B,
+                                      per_out * (size_t)B, s->o.n_threads)))
         goto fail;
     rc = ERR_NOMEM;
     if (!x || (need_p && !p)) {
-        sl_error("out of memory for a batch of %lld slices",
-                 (long long)B);
+        sl_error("out of memory for a batch of %lld slices", (long long)B);
         goto fail;
     }
     int64_t box[3] = {1, want[0], want[1]}, pad[3] = {1, hw[0], hw[1]};
+    /* One slice per run (slices too large to batch): the slices run side
+     * by side, one single-threaded executor per thread, instead of one
+     * slice split across the threads op by op.  A slim model's layers
+     * are too small to keep several threads busy (each op forks, waits
+     * at a barrier and splits a few channels unevenly); separate slices
+     * need none of that.  Every kernel gives the same bits on 1 thread
+     * as on several, so the labels do not change.  Not with --tta or
+     * probabilities (their buffers are per run). */
+    int nt = s->o.n_threads > 0 ? s->o.n_threads : omp_get_num_procs();
+    int lanes = nt < SEG_MAX_LANES ? nt : SEG_MAX_LANES;
+    if (B != 1 || s->o.tta || want_probs || n_sl < 2) lanes = 1;
+    if (lanes > n_sl) lanes = (int)n_sl;
+    if (lanes > 1) {
+        rc = run_2d_lanes(s, in, na, ax, out, &shp, lanes, box, pad);
+        goto fail; /* done either way: frees the batch buffers */
+    }
     for (int64_t s0 = 0; s0 < n_sl; s0 += B) {
         int64_t nb = n_sl - s0 < B ? n_sl - s0 : B;
         for (int64_t b = 0; b < nb; b++) {
@@ -366,8 +477,8 @@ static int run_2d(Segmenter *s, const Volume *in, const NormAffine *na,
                                   ax, off, box, pad);
             if (probs)
                 volume_probs_scatter(probs, in->dim,
-                                     (p ? p : y) + b * per_out, NULL, nc,
-                                     ax, off, box, pad);
+                                     (p ? p : y) + b * per_out, NULL, nc, ax,
+                                     off, box, pad);
         }
         progress(s, s0 + nb, n_sl);
     }
@@ -495,22 +606,22 @@ static int run_3d(Segmenter *s, const Volume *in, const NormAffine *na,
     sl.wsum = sl_calloc(slab_vox, sizeof(float));
     for (int t = 0; t < 3; t++)
         starts[t] = sl_alloc(sizeof(int64_t) * (size_t)(S[t] + 1));
-    if (s->o.tta &&
-        (rc = mirror_init(&mr, 3, pv * (size_t)C, pv * (size_t)nc,
-                          s->o.n_threads)))
+    if (s->o.tta && (rc = mirror_init(&mr, 3, pv * (size_t)C, pv * (size_t)nc,
+                                      s->o.n_threads)))
         goto fail;
     rc = ERR_NOMEM;
     if (!x || !p || !w || !sl.acc || !sl.wsum || !starts[0] || !starts[1] ||
         !starts[2]) {
         sl_error("out of memory for the sliding window (%zu MB of slab "
-                 "buffers)", slab_vox * (size_t)(nc + 1) * 4 >> 20);
+                 "buffers)",
+                 slab_vox * (size_t)(nc + 1) * 4 >> 20);
         goto fail;
     }
     s->accum_bytes = slab_vox * (size_t)(nc + 1) * sizeof(float);
     gaussian_map(w, P);
     for (int t = 0; t < 3; t++)
-        nst[t] = window_starts(S[t], P[t], s->o.step, starts[t],
-                               (int)(S[t] + 1));
+        nst[t] =
+            window_starts(S[t], P[t], s->o.step, starts[t], (int)(S[t] + 1));
     int64_t total = (int64_t)nst[0] * nst[1] * nst[2], done = 0;
     int nt = s->o.n_threads > 0 ? s->o.n_threads : omp_get_num_procs();
     for (int i0 = 0; i0 < nst[0]; i0++) {
@@ -540,7 +651,8 @@ static int run_3d(Segmenter *s, const Volume *in, const NormAffine *na,
     rc = 0;
 fail:
     mirror_free(&mr);
-    for (int t = 0; t < 3; t++) sl_free(starts[t]);
+    for (int t = 0; t < 3; t++)
+        sl_free(starts[t]);
     sl_free(x);
     sl_free(p);
     sl_free(w);
@@ -558,8 +670,8 @@ int segmenter_run(Segmenter *s, const Volume *in, int16_t *labels,
     s->accum_bytes = 0;
     if (in->n_mod != m->n_modalities) {
         sl_error("model expects %d modalities, the scan has %d; pass them "
-                 "as one 4D file or joined by commas", m->n_modalities,
-                 in->n_mod);
+                 "as one 4D file or joined by commas",
+                 m->n_modalities, in->n_mod);
         return ERR_SHAPE;
     }
     if ((rc = volume_axes(m->order, m->dims, m->axis, ax))) return rc;
@@ -586,8 +698,8 @@ int segmenter_run_sink(Segmenter *s, const Volume *in, const ScoreSink *sink)
     s->accum_bytes = 0;
     if (in->n_mod != m->n_modalities) {
         sl_error("model expects %d modalities, the scan has %d; pass them "
-                 "as one 4D file or joined by commas", m->n_modalities,
-                 in->n_mod);
+                 "as one 4D file or joined by commas",
+                 m->n_modalities, in->n_mod);
         return ERR_SHAPE;
     }
     if ((rc = volume_axes(m->order, m->dims, m->axis, ax))) return rc;

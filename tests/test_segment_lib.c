@@ -280,6 +280,23 @@ static void test_batching_and_threads_agree(void **state)
             assert_int_equal(segment_volume(&g, &v, &ob, lab, NULL), 0);
             assert_int_equal(count_diff(lab, ref, n), 0);
         }
+    /* One slice per run on several threads: the slices run side by side
+     * on single-threaded executors (2, 3 and 4 lanes over 9 slices: the
+     * last group short or full), same labels; a second volume reuses the
+     * lanes */
+    for (int t = 2; t <= 4; t++) {
+        SegmentOptions ol = {.n_threads = t, .batch = 1};
+        Segmenter *s = NULL;
+        assert_int_equal(segmenter_create(&g, &ol, &s), 0);
+        for (int rep = 0; rep < 2; rep++) {
+            memset(lab, 0xff, sizeof(int16_t) * (size_t)n);
+            assert_int_equal(segmenter_run(s, &v, lab, NULL), 0);
+            assert_int_equal(count_diff(lab, ref, n), 0);
+        }
+        /* the one-slice executor and t lanes */
+        assert_int_equal(segmenter_exec_count(s), 1 + t);
+        segmenter_free(s);
+    }
     int16_t *e = expected(&v, &ms);
     assert_int_equal(count_diff(ref, e, n), 0);
     free(e);
