@@ -11,6 +11,7 @@
 # starting model, which is committed).  Each run prints the summary lines
 # of OUT/NAME.run/sauron_summary.txt (model written, FLOPs, Dice).
 # With "pace": the target rule and --pause-below-margin over five seeds.
+# With "ablation10": the cost rules on brain MRI at 10 x 25 iterations.
 # With "cost" (or "cost30") as 4th argument, the FLOPs-aware rules,
 # --target-flops, --teacher-weight and --recovery-epochs on the phantom
 # (8 x 15 runs; cost30: 30 x 15), margin 1 point unless stated.
@@ -68,6 +69,42 @@ if [ "$4" = ablation ]; then
     arun tau $R --cost-rule tau
     arun guard_nt --lambda 1.0 --tau-max 0.8 --prune-every 10 --prune-guard 0.02 --max-dice-drop 0.01 --cost-rule guard
     arun paper --schedule paper --lambda 1.0 --max-dice-drop 0.01
+    exit 0
+fi
+if [ "$4" = ablation10 ]; then
+    # The cost rules on brain MRI at one short budget (docs/SAURON_RESULTS.md,
+    # "Cost rules on brain MRI"): 10 x 25 iterations at the default batch,
+    # the field-of-view baseline and its fine-tuning flags, every
+    # --cost-rule under the default target (10% of the FLOPs), the
+    # published budget values (--target-flops none), the paper schedule
+    # and a --no-prune control.  BRAIN_DS: Dataset001_BrainExtraction;
+    # BRAIN_MODEL: the baseline trained with --normalize zscore-fg
+    # --fov-aug 0.5 (docs/SAURON_RESULTS.md, "The default").  ONLY="a b"
+    # runs a subset.
+    BDS=${BRAIN_DS:?set BRAIN_DS}
+    BM=${BRAIN_MODEL:?set BRAIN_MODEL}
+    L="--epochs 10 --iters-per-epoch 25 --threads $T --seed 1 --lr 2e-4 --val-fraction 0.2 --normalize zscore-fg --no-augment --fov-aug 0.5 --crop-aug 0.3"
+    arun() { # name, flags...
+        name=$1; shift
+        case " ${ONLY:-$name} " in *" $name "*) ;; *) return 0 ;; esac
+        [ -f "$OUT/$name.sslim" ] || /usr/bin/time -f "%e s wall, %U s user CPU" \
+            -o "$OUT/$name.time" "$B/bin/sauron-compress" "$BM" "$OUT/$name.sslim" \
+            --data "$BDS" $L --force --run-dir "$OUT/$name.run" "$@" \
+            2>"$OUT/$name.log" >/dev/null ||
+            { echo "$name: failed: $(tail -1 "$OUT/$name.log")"; return 0; }
+        echo "$name: $* ($(cat "$OUT/$name.time"))"
+        grep -E "written|FLOPs|Dice|target" "$OUT/$name.run/sauron_summary.txt" \
+            2>/dev/null | sed "s/^/$name: /"
+        BUILD="$B" THREADS="$T" sh tools/heldout_dice.sh "$OUT/$name.sslim" "$BDS" 2>/dev/null |
+            tail -1 | sed "s/^/$name held-out: /"
+    }
+    arun np --no-prune
+    arun none --cost-rule none
+    arun tau --cost-rule tau
+    arun guard --cost-rule guard
+    arun all --cost-rule all
+    arun budget --target-flops none
+    arun paper --schedule paper
     exit 0
 fi
 if [ "$4" = brain ]; then
