@@ -707,16 +707,19 @@ static void row_bt6(float *restrict d, int nr, const float *xr, int ix0,
                             VF4_SHUF(w0, w1, 2, 3, 6, 7)};
                 vf4 r[6];
                 WINO_BT6(a, r);
+#pragma GCC unroll 6
                 for (int c = 0; c < 6; c++)
                     vf4_store(d + c * nr + t, r[c]);
             }
         for (; t < stop; t++) {
             float a[6], r[6];
+#pragma GCC unroll 6
             for (int c = 0; c < 6; c++) {
                 int ix = ix0 + 4 * t + c;
                 a[c] = ix >= 0 && ix < iw ? xr[ix] : 0.0f;
             }
             WINO_BT6(a, r);
+#pragma GCC unroll 6
             for (int c = 0; c < 6; c++)
                 d[c * nr + t] = r[c];
         }
