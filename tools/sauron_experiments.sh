@@ -23,6 +23,29 @@ DS=$OUT/Dataset910_SauronPhantom
 DSU=$OUT/Dataset911_SauronPhantomUnlabeled
 MODEL=tests/fixtures/sauron/phantom_unet.onnx
 mkdir -p "$OUT"
+# One brain-MRI run of the ablations below: sauron-compress with the
+# mode's flags $L plus the run's, its summary lines, and the held-out
+# Dice of tools/heldout_dice.sh.  BDS, BM, L set by the mode; ONLY="a b"
+# runs a subset.  Run "base" is the imported model on the same grid.
+arun() { # name, flags...
+    name=$1; shift
+    case " ${ONLY:-$name} " in *" $name "*) ;; *) return 0 ;; esac
+    if [ "$name" = base ]; then
+        "$B/bin/sauron-compress" "$BM" "$OUT/base.sslim" --no-finetune --force \
+            --normalize zscore-fg --orientation RAS --spacing 1,1,1 >/dev/null
+        echo "0 s wall, 0 s user CPU" >"$OUT/base.time"
+    fi
+    [ -f "$OUT/$name.sslim" ] || /usr/bin/time -f "%e s wall, %U s user CPU" \
+        -o "$OUT/$name.time" "$B/bin/sauron-compress" "$BM" "$OUT/$name.sslim" \
+        --data "$BDS" $L --force --run-dir "$OUT/$name.run" "$@" \
+        2>"$OUT/$name.log" >/dev/null ||
+        { echo "$name: failed: $(tail -1 "$OUT/$name.log")"; return 0; }
+    echo "$name: $* ($(cat "$OUT/$name.time"))"
+    grep -E "written|FLOPs|Dice|target" "$OUT/$name.run/sauron_summary.txt" \
+        2>/dev/null | sed "s/^/$name: /"
+    BUILD="$B" THREADS="$T" sh tools/heldout_dice.sh "$OUT/$name.sslim" "$BDS" \
+        2>/dev/null | tail -1 | sed "s/^/$name held-out: /"
+}
 if [ "$4" = ablation ]; then
     # The brain-MRI ablation of docs/SAURON_RESULTS.md ("Brain MRI,
     # head-only normalisation"): one budget (30 x 20 iterations, batch 4,
@@ -35,31 +58,6 @@ if [ "$4" = ablation ]; then
     BM=${BRAIN_MODEL:?set BRAIN_MODEL}
     L="--epochs 30 --iters-per-epoch 20 --batch 4 --threads $T --seed 1 --lr 2e-4 --val-fraction 0.1 --normalize zscore-fg"
     R="--lambda 1.0 --tau-max 0.8 --prune-every 10 --prune-guard 0.02 --max-dice-drop 0.01 --teacher-weight 0.5"
-    arun() { # name, flags...
-        name=$1; shift
-        case " ${ONLY:-$name} " in *" $name "*) ;; *) return 0 ;; esac
-        if [ "$name" = base ]; then # the imported model, on the same grid
-            "$B/bin/sauron-compress" "$BM" "$OUT/base.sslim" --no-finetune --force \
-                --normalize zscore-fg --orientation RAS --spacing 1,1,1 >/dev/null
-            echo "0 s wall, 0 s user CPU" >"$OUT/base.time"
-        fi
-        [ -f "$OUT/$name.sslim" ] || /usr/bin/time -f "%e s wall, %U s user CPU" \
-            -o "$OUT/$name.time" "$B/bin/sauron-compress" "$BM" "$OUT/$name.sslim" \
-            --data "$BDS" $L --force --run-dir "$OUT/$name.run" "$@" \
-            2>"$OUT/$name.log" >/dev/null ||
-            { echo "$name: failed: $(tail -1 "$OUT/$name.log")"; return 0; }
-        echo "$name: $* ($(cat "$OUT/$name.time"))"
-        grep -E "written|FLOPs|Dice|target" "$OUT/$name.run/sauron_summary.txt" \
-            2>/dev/null | sed "s/^/$name: /"
-        for f in "$BDS"/imagesTs/*_0000.nii.gz; do
-            c=$(basename "$f" _0000.nii.gz)
-            "$B/bin/segment" -q -m "$OUT/$name.sslim" -o "$OUT/$name.$c.nii.gz" \
-                --threads "$T" --force "$f" &&
-                "$B/bin/sauron-eval" "$OUT/$name.$c.nii.gz" \
-                    "$BDS/labelsTs/$c.nii.gz" --classes 2 | grep '^mean' |
-                sed "s/^/$name $c held-out: /"
-        done
-    }
     arun base
     arun guard $R --cost-rule guard
     arun none $R --cost-rule none
@@ -79,25 +77,10 @@ if [ "$4" = ablation10 ]; then
     # published budget values (--target-flops none), the paper schedule
     # and a --no-prune control.  BRAIN_DS: Dataset001_BrainExtraction;
     # BRAIN_MODEL: the baseline trained with --normalize zscore-fg
-    # --fov-aug 0.5 (docs/SAURON_RESULTS.md, "The default").  ONLY="a b"
-    # runs a subset.
+    # --fov-aug 0.5 (docs/SAURON_RESULTS.md, "The default").
     BDS=${BRAIN_DS:?set BRAIN_DS}
     BM=${BRAIN_MODEL:?set BRAIN_MODEL}
     L="--epochs 10 --iters-per-epoch 25 --threads $T --seed 1 --lr 2e-4 --val-fraction 0.2 --normalize zscore-fg --no-augment --fov-aug 0.5 --crop-aug 0.3"
-    arun() { # name, flags...
-        name=$1; shift
-        case " ${ONLY:-$name} " in *" $name "*) ;; *) return 0 ;; esac
-        [ -f "$OUT/$name.sslim" ] || /usr/bin/time -f "%e s wall, %U s user CPU" \
-            -o "$OUT/$name.time" "$B/bin/sauron-compress" "$BM" "$OUT/$name.sslim" \
-            --data "$BDS" $L --force --run-dir "$OUT/$name.run" "$@" \
-            2>"$OUT/$name.log" >/dev/null ||
-            { echo "$name: failed: $(tail -1 "$OUT/$name.log")"; return 0; }
-        echo "$name: $* ($(cat "$OUT/$name.time"))"
-        grep -E "written|FLOPs|Dice|target" "$OUT/$name.run/sauron_summary.txt" \
-            2>/dev/null | sed "s/^/$name: /"
-        BUILD="$B" THREADS="$T" sh tools/heldout_dice.sh "$OUT/$name.sslim" "$BDS" 2>/dev/null |
-            tail -1 | sed "s/^/$name held-out: /"
-    }
     arun np --no-prune
     arun none --cost-rule none
     arun tau --cost-rule tau

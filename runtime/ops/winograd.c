@@ -127,9 +127,9 @@ static void tile_geom(WinoConv *wc, int m)
  * crossings fall (20->13 and 16->16 channels: direct by a few percent).
  * A layer also needs WINO_MIN_TILES tiles: below that the setup (the
  * weight transform is per plan, but the chunk loop is per run) does not
- * pay and the few chunks would leave threads idle.  The rule depends on the shapes and
- * the ISA only, never on timings (a probe would make plans depend on the
- * machine's load) and never on the thread count (so --threads 1 and 2
+ * pay and the few chunks would leave threads idle.  The rule depends on the
+ * shapes and the ISA only, never on timings (a probe would make plans depend
+ * on the machine's load) and never on the thread count (so --threads 1 and 2
  * give the same bits). */
 #define WINO_TRANSFORM_2D 210
 #define WINO_PER_TILE_2D 250
@@ -506,26 +506,43 @@ static void at6(float *const o[4], const float *r, size_t s, int nr,
     WINO_DISPATCH(at6, lanes, o, r, s, nr);
 }
 
+/* A row of len tiles whose tile t reads the inputs ix0 + step*t ..
+ * + width-1: the tiles [*lo, *hi) read only inside [0, iw), and [*lo,
+ * *vhi) are those the 4-tile vector loops take (at least 4 of them, or
+ * none); the rest take the scalar path, which reads zeros outside. */
+static void inside_tiles(int ix0, int step, int width, int len, int iw,
+                         int *lo, int *vhi)
+{
+    int tlo = ix0 >= 0 ? 0 : (step - 1 - ix0) / step;
+    int thi = iw - width - ix0 >= 0 ? (iw - width - ix0) / step + 1 : 0;
+    if (tlo > len) tlo = len;
+    if (thi > len) thi = len;
+    if (thi < tlo) thi = tlo;
+    *lo = tlo;
+    *vhi = thi - tlo >= 4 ? thi : tlo;
+}
+
+/* Input c of tile t of a row (zero outside [0, iw)). */
+static float row_in(const float *xr, int ix0, int step, int t, int c, int iw)
+{
+    int ix = ix0 + step * t + c;
+    return ix >= 0 && ix < iw ? xr[ix] : 0.0f;
+}
+
 /* d[c*nr + t], c < 4, t < len: B^T of the 4 inputs xr[ix0 + 2t ..
  * ix0 + 2t + 3] (zero outside [0, iw)), i.e. one input row of len
  * tiles transformed along W. */
 static void row_bt(float *restrict d, int nr, const float *xr, int ix0,
                    int len, int iw)
 {
-    /* Tiles tlo .. thi-1 read only inside the row. */
-    int tlo = ix0 >= 0 ? 0 : (1 - ix0) / 2;
-    int thi = iw - 4 - ix0 >= 0 ? (iw - 4 - ix0) / 2 + 1 : 0;
-    if (tlo > len) tlo = len;
-    if (thi > len) thi = len;
-    if (thi < tlo) thi = tlo;
-    int t = 0;
-    for (;;) {
-        int stop = t < tlo ? tlo : t < thi ? thi : len;
-        if (t >= tlo && t < thi && thi - tlo >= 4)
-            for (; t < thi; t += 4) {
-                /* The last step ends at thi, redoing up to 3 tiles
+    int lo, vhi;
+    inside_tiles(ix0, 2, 4, len, iw, &lo, &vhi);
+    for (int t = 0; t < len; t++) {
+        if (t == lo && lo < vhi) {
+            for (; t < vhi; t += 4) {
+                /* The last step ends at vhi, redoing up to 3 tiles
                  * (same values) instead of a scalar remainder. */
-                if (t + 4 > thi) t = thi - 4;
+                if (t + 4 > vhi) t = vhi - 4;
                 const float *s = xr + ix0 + 2 * t;
                 vf4 a = vf4_load(s), b = vf4_load(s + 4);
                 vf4 c = vf4_load(s + 2), e = vf4_load(s + 6);
@@ -538,18 +555,68 @@ static void row_bt(float *restrict d, int nr, const float *xr, int ix0,
                 vf4_store(d + 2 * nr + t, d2 - d1);
                 vf4_store(d + 3 * nr + t, d1 - d3);
             }
-        for (; t < stop; t++) {
-            float v[4];
-            for (int c = 0; c < 4; c++) {
-                int ix = ix0 + 2 * t + c;
-                v[c] = ix >= 0 && ix < iw ? xr[ix] : 0.0f;
-            }
-            d[t] = v[0] - v[2];
-            d[nr + t] = v[1] + v[2];
-            d[2 * nr + t] = v[2] - v[1];
-            d[3 * nr + t] = v[1] - v[3];
+            t = vhi - 1;
+            continue;
         }
-        if (t >= len) break;
+        float v[4];
+        for (int c = 0; c < 4; c++)
+            v[c] = row_in(xr, ix0, 2, t, c, iw);
+        d[t] = v[0] - v[2];
+        d[nr + t] = v[1] + v[2];
+        d[2 * nr + t] = v[2] - v[1];
+        d[3 * nr + t] = v[1] - v[3];
+    }
+}
+
+/* d[c*nr + t], c < 6, t < len: B^T of the 6 inputs xr[ix0 + 4t ..
+ * ix0 + 4t + 5] (zero outside [0, iw)), one input row of len tiles
+ * transformed along W. */
+static void row_bt6(float *restrict d, int nr, const float *xr, int ix0,
+                    int len, int iw)
+{
+    int lo, vhi;
+    inside_tiles(ix0, 4, 6, len, iw, &lo, &vhi);
+    for (int t = 0; t < len; t++) {
+        if (t == lo && lo < vhi) {
+            for (; t < vhi; t += 4) {
+                if (t + 4 > vhi) t = vhi - 4; /* as in row_bt */
+                /* rows q[i]: inputs 0..3 of tile t+i; the 4x4 transpose
+                 * gives inputs 0..3 of the four tiles, and q[1..4]'s first
+                 * two (q[4]: s[16], s[17], the last inputs read) inputs
+                 * 4 and 5 */
+                const float *s = xr + ix0 + 4 * t;
+                vf4 q0 = vf4_load(s), q1 = vf4_load(s + 4);
+                vf4 q2 = vf4_load(s + 8), q3 = vf4_load(s + 12);
+                vf4 q4 = {s[16], s[17], 0.0f, 0.0f};
+                vf4 u0 = VF4_SHUF(q0, q1, 0, 4, 1, 5);
+                vf4 u1 = VF4_SHUF(q0, q1, 2, 6, 3, 7);
+                vf4 u2 = VF4_SHUF(q2, q3, 0, 4, 1, 5);
+                vf4 u3 = VF4_SHUF(q2, q3, 2, 6, 3, 7);
+                vf4 w0 = VF4_SHUF(q1, q2, 0, 4, 1, 5);
+                vf4 w1 = VF4_SHUF(q3, q4, 0, 4, 1, 5);
+                vf4 a[6] = {VF4_SHUF(u0, u2, 0, 1, 4, 5),
+                            VF4_SHUF(u0, u2, 2, 3, 6, 7),
+                            VF4_SHUF(u1, u3, 0, 1, 4, 5),
+                            VF4_SHUF(u1, u3, 2, 3, 6, 7),
+                            VF4_SHUF(w0, w1, 0, 1, 4, 5),
+                            VF4_SHUF(w0, w1, 2, 3, 6, 7)};
+                vf4 r[6];
+                WINO_BT6(a, r);
+#pragma GCC unroll 6
+                for (int c = 0; c < 6; c++)
+                    vf4_store(d + c * nr + t, r[c]);
+            }
+            t = vhi - 1;
+            continue;
+        }
+        float a[6], r[6];
+#pragma GCC unroll 6
+        for (int c = 0; c < 6; c++)
+            a[c] = row_in(xr, ix0, 4, t, c, iw);
+        WINO_BT6(a, r);
+#pragma GCC unroll 6
+        for (int c = 0; c < 6; c++)
+            d[c * nr + t] = r[c];
     }
 }
 
@@ -562,31 +629,38 @@ static void input_tiles(const WinoConv *wc, float *dst, size_t estride,
 {
     const ConvGeom *g = &wc->g;
     const int nr = wc->nr, IH = g->in[1], IW = g->in[2];
+    const int th = wc->ti[1], tw = wc->ti[2]; /* 4 or 6 */
+    /* Each input row of a tile transformed along W first. */
     for (int q = 0; q < nrun; q++) {
         const TileRun *r = &runs[q];
-        const int ix0 = r->tx0 * 2 - g->pad[2];
+        const int ix0 = r->tx0 * wc->to[2] - g->pad[2];
         for (int rz = 0; rz < wc->ti[0]; rz++)
-            for (int ry = 0; ry < 4; ry++) {
+            for (int ry = 0; ry < th; ry++) {
                 int iz = r->tz * wc->to[0] - g->pad[0] + rz;
-                int iy = r->ty * 2 - g->pad[1] + ry;
-                float *d = dt + (size_t)((rz * 4 + ry) * 4) * nr + r->l0;
+                int iy = r->ty * wc->to[1] - g->pad[1] + ry;
+                float *d = dt + (size_t)((rz * th + ry) * tw) * nr + r->l0;
                 if (iz < 0 || iz >= g->in[0] || iy < 0 || iy >= IH) {
-                    for (int c = 0; c < 4; c++)
+                    for (int c = 0; c < tw; c++)
                         memset(d + (size_t)c * nr, 0,
                                (size_t)r->len * sizeof(float));
                     continue;
                 }
-                row_bt(d, nr, xc + ((size_t)iz * IH + iy) * IW, ix0, r->len,
-                       IW);
+                (wc->m == 4 ? row_bt6 : row_bt)(
+                    d, nr, xc + ((size_t)iz * IH + iy) * IW, ix0, r->len, IW);
             }
     }
     if (nv < nr)
         for (int e = 0; e < wc->ne; e++)
             memset(dt + (size_t)e * nr + nv, 0,
                    (size_t)(nr - nv) * sizeof(float));
-    /* Then B^T along H (and D); the last pass writes V. */
     const size_t n = (size_t)nr;
     const int lanes = wc->lanes;
+    if (wc->m == 4) { /* then B^T of F(4,3) along H, writing V */
+        for (int c = 0; c < 6; c++)
+            bt6(dst + c * estride, 6 * estride, dt + c * n, 6 * n, nr, lanes);
+        return;
+    }
+    /* Then B^T along H (and D); the last pass writes V. */
     if (wc->ti[0] == 1) {
         for (int c = 0; c < 4; c++)
             bt4(dst + c * estride, 4 * estride, dt + c * n, 4 * n, nr, lanes);
@@ -666,101 +740,6 @@ static void output_tiles(const WinoConv *wc, float *yc, const float *m,
 
 /* ---- F(4x4,3x3) tiles (no convolved D dim: a plane at a time) ---- */
 
-/* d[c*nr + t], c < 6, t < len: B^T of the 6 inputs xr[ix0 + 4t ..
- * ix0 + 4t + 5] (zero outside [0, iw)), one input row of len tiles
- * transformed along W. */
-static void row_bt6(float *restrict d, int nr, const float *xr, int ix0,
-                    int len, int iw)
-{
-    /* Tiles tlo .. thi-1 read only inside the row. */
-    int tlo = ix0 >= 0 ? 0 : (3 - ix0) / 4;
-    int thi = iw - 6 - ix0 >= 0 ? (iw - 6 - ix0) / 4 + 1 : 0;
-    if (tlo > len) tlo = len;
-    if (thi > len) thi = len;
-    if (thi < tlo) thi = tlo;
-    int t = 0;
-    for (;;) {
-        int stop = t < tlo ? tlo : t < thi ? thi : len;
-        if (t >= tlo && t < thi && thi - tlo >= 4)
-            for (; t < thi; t += 4) {
-                /* as in row_bt: the last step ends at thi */
-                if (t + 4 > thi) t = thi - 4;
-                /* rows q[i]: inputs 0..3 of tile t+i; the 4x4 transpose
-                 * gives inputs 0..3 of the four tiles, and q[1..4]'s first
-                 * two (q[4]: s[16], s[17], the last inputs read) inputs
-                 * 4 and 5 */
-                const float *s = xr + ix0 + 4 * t;
-                vf4 q0 = vf4_load(s), q1 = vf4_load(s + 4);
-                vf4 q2 = vf4_load(s + 8), q3 = vf4_load(s + 12);
-                vf4 q4 = {s[16], s[17], 0.0f, 0.0f};
-                vf4 u0 = VF4_SHUF(q0, q1, 0, 4, 1, 5);
-                vf4 u1 = VF4_SHUF(q0, q1, 2, 6, 3, 7);
-                vf4 u2 = VF4_SHUF(q2, q3, 0, 4, 1, 5);
-                vf4 u3 = VF4_SHUF(q2, q3, 2, 6, 3, 7);
-                vf4 w0 = VF4_SHUF(q1, q2, 0, 4, 1, 5);
-                vf4 w1 = VF4_SHUF(q3, q4, 0, 4, 1, 5);
-                vf4 a[6] = {VF4_SHUF(u0, u2, 0, 1, 4, 5),
-                            VF4_SHUF(u0, u2, 2, 3, 6, 7),
-                            VF4_SHUF(u1, u3, 0, 1, 4, 5),
-                            VF4_SHUF(u1, u3, 2, 3, 6, 7),
-                            VF4_SHUF(w0, w1, 0, 1, 4, 5),
-                            VF4_SHUF(w0, w1, 2, 3, 6, 7)};
-                vf4 r[6];
-                WINO_BT6(a, r);
-#pragma GCC unroll 6
-                for (int c = 0; c < 6; c++)
-                    vf4_store(d + c * nr + t, r[c]);
-            }
-        for (; t < stop; t++) {
-            float a[6], r[6];
-#pragma GCC unroll 6
-            for (int c = 0; c < 6; c++) {
-                int ix = ix0 + 4 * t + c;
-                a[c] = ix >= 0 && ix < iw ? xr[ix] : 0.0f;
-            }
-            WINO_BT6(a, r);
-#pragma GCC unroll 6
-            for (int c = 0; c < 6; c++)
-                d[c * nr + t] = r[c];
-        }
-        if (t >= len) break;
-    }
-}
-
-/* input_tiles for F(4x4,3x3): 36 rows of V. */
-static void input_tiles4(const WinoConv *wc, float *dst, size_t estride,
-                         float *restrict dt, const float *xc,
-                         const TileRun *runs, int nrun, int nv)
-{
-    const ConvGeom *g = &wc->g;
-    const int nr = wc->nr, IH = g->in[1], IW = g->in[2];
-    for (int q = 0; q < nrun; q++) {
-        const TileRun *r = &runs[q];
-        const int ix0 = r->tx0 * 4 - g->pad[2];
-        for (int ry = 0; ry < 6; ry++) {
-            int iy = r->ty * 4 - g->pad[1] + ry;
-            float *d = dt + (size_t)(ry * 6) * nr + r->l0;
-            if (iy < 0 || iy >= IH) {
-                for (int c = 0; c < 6; c++)
-                    memset(d + (size_t)c * nr, 0,
-                           (size_t)r->len * sizeof(float));
-                continue;
-            }
-            row_bt6(d, nr, xc + ((size_t)r->tz * IH + iy) * IW, ix0, r->len,
-                    IW);
-        }
-    }
-    if (nv < nr)
-        for (int e = 0; e < 36; e++)
-            memset(dt + (size_t)e * nr + nv, 0,
-                   (size_t)(nr - nv) * sizeof(float));
-    /* then B^T along H, writing V */
-    const size_t n = (size_t)nr;
-    const int lanes = wc->lanes;
-    for (int c = 0; c < 6; c++)
-        bt6(dst + c * estride, 6 * estride, dt + c * n, 6 * n, nr, lanes);
-}
-
 /* yr[4t + x] = bias + o[x][t] for t < len, while 4t + x < ow. */
 static void store_quads(float *yr, float *const o[4], float bias, int len,
                         int ow)
@@ -831,9 +810,9 @@ static void run_chunk(const WinoConv *wc, float *y, const float *x,
                                        : nr;
         int nrun = tile_runs(wc, tp, nv, runs);
         for (int ic = 0; ic < IC; ic++)
-            (wc->m == 4 ? input_tiles4 : input_tiles)(
-                wc, v + ((size_t)p * IC + ic) * nr, (size_t)ntc * IC, dt,
-                xn + (size_t)ic * (size_t)g->in_sp, runs, nrun, nv);
+            input_tiles(wc, v + ((size_t)p * IC + ic) * nr, (size_t)ntc * IC,
+                        dt, xn + (size_t)ic * (size_t)g->in_sp, runs, nrun,
+                        nv);
     }
     const size_t ustride = (size_t)wc->ocp * IC;
     for (int e = 0; e < wc->ne; e++)
