@@ -733,6 +733,40 @@ static void label_plane(BackMap *b, int64_t z)
     b->done += done;
 }
 
+/* lab[at] = the argmax over the classes of ring plane slot at each
+ * voxel, first maximum, NaN skipped (-1 if all are NaN): as label_voxel
+ * picks among interpolated scores.  Four voxels at a time (the same
+ * comparisons lane by lane), the rest one by one. */
+static void ring_argmax(const BackMap *b, const float *slot, int16_t *lab)
+{
+    const size_t plane = b->plane;
+    size_t at = 0;
+    for (; at + 4 <= plane; at += 4) {
+        vi4 best = {-1, -1, -1, -1};
+        vf4 bv = vf4_set1(0.0f);
+        for (int c = 0; c < b->nc; c++) {
+            vf4 v = vf4_load(slot + (size_t)c * plane + at);
+            vi4 take = (v == v) & ((best < 0) | (v > bv));
+            best = (take & (vi4){c, c, c, c}) | (~take & best);
+            bv = vf4_select(take, v, bv);
+        }
+        for (int l = 0; l < 4; l++)
+            lab[at + (size_t)l] = (int16_t)best[l];
+    }
+    for (; at < plane; at++) {
+        int best = -1;
+        float bv = 0.0f;
+        for (int c = 0; c < b->nc; c++) {
+            float v = slot[(size_t)c * plane + at];
+            if (v == v && (best < 0 || v > bv)) {
+                best = c;
+                bv = v;
+            }
+        }
+        lab[at] = (int16_t)best;
+    }
+}
+
 void backmap_planes(void *ctx, const float *scores, const float *wsum, int nc,
                     const int ax[3], const int64_t off[3],
                     const int64_t box[3], const int64_t pad[3])
@@ -744,36 +778,33 @@ void backmap_planes(void *ctx, const float *scores, const float *wsum, int nc,
     for (int64_t x0 = 0; x0 < box[0]; x0++) {
         int64_t z = off[0] + x0;
         float *slot = b->ring + (size_t)(z & 1) * (size_t)nc * b->plane;
-        for (int64_t x1 = 0; x1 < box[1]; x1++)
+        for (int64_t x1 = 0; x1 < box[1]; x1++) {
+            int64_t q[3];
+            q[ax[1]] = off[1] + x1;
+            q[ax[2]] = off[2];
+            size_t src = (size_t)((x0 * pad[1] + x1) * pad[2]);
+            if (ax[2] == b->u && !wsum) {
+                /* a row of the slice is a row of the plane (2D models
+                 * slicing the model grid in its own order): copies */
+                size_t dst = (size_t)(q[b->w] * nu + q[b->u]);
+                for (int c = 0; c < nc; c++)
+                    memcpy(slot + (size_t)c * b->plane + dst,
+                           scores + (size_t)c * cstride + src,
+                           (size_t)box[2] * sizeof(float));
+                continue;
+            }
             for (int64_t x2 = 0; x2 < box[2]; x2++) {
-                int64_t q[3];
-                q[ax[1]] = off[1] + x1;
                 q[ax[2]] = off[2] + x2;
                 size_t dst = (size_t)(q[b->w] * nu + q[b->u]);
-                size_t src = (size_t)((x0 * pad[1] + x1) * pad[2] + x2);
-                float ws = wsum ? wsum[src] : 1.0f;
+                float ws = wsum ? wsum[src + (size_t)x2] : 1.0f;
                 for (int c = 0; c < nc; c++) {
-                    float v = scores[(size_t)c * cstride + src];
+                    float v = scores[(size_t)c * cstride + src + (size_t)x2];
                     slot[(size_t)c * b->plane + dst] = wsum ? v / ws : v;
                 }
             }
-        if (b->lring) {
-            /* the argmax per ring voxel, first maximum, NaN skipped: as
-             * label_voxel picks among interpolated scores */
-            int16_t *lab = b->lring + (size_t)(z & 1) * b->plane;
-            for (size_t at = 0; at < b->plane; at++) {
-                int best = -1;
-                float bv = 0.0f;
-                for (int c = 0; c < nc; c++) {
-                    float v = slot[(size_t)c * b->plane + at];
-                    if (v == v && (best < 0 || v > bv)) {
-                        best = c;
-                        bv = v;
-                    }
-                }
-                lab[at] = (int16_t)best;
-            }
         }
+        if (b->lring)
+            ring_argmax(b, slot, b->lring + (size_t)(z & 1) * b->plane);
         label_plane(b, z);
         b->next = z + 1;
     }
