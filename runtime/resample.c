@@ -204,16 +204,44 @@ sample_row_avx2(float *row, int64_t n, const float *src, const int64_t d[3],
             i0[0]);
         __m128i ox = up[0], oy = _mm_mullo_epi32(up[1], sy),
                 oz = _mm_mullo_epi32(up[2], sz);
+        /* Four voxels on one source row (a slightly turned grid: the
+         * usual case) read their corners as 4-float runs, not gathers:
+         * the lanes share y0 and z0, their x0 are consecutive, and the
+         * upper neighbours along all three axes lie inside the volume
+         * (a corner of weight 0 is then read from there: any value,
+         * masked to +0 as in the gather path). */
+        __m128i x00 = _mm_shuffle_epi32(i0[0], 0);
+        __m128i same = _mm_and_si128(
+            _mm_and_si128(
+                _mm_cmpeq_epi32(i0[1], _mm_shuffle_epi32(i0[1], 0)),
+                _mm_cmpeq_epi32(i0[2], _mm_shuffle_epi32(i0[2], 0))),
+            _mm_cmpeq_epi32(i0[0],
+                            _mm_add_epi32(x00, _mm_setr_epi32(0, 1, 2, 3))));
+        int x0 = _mm_cvtsi128_si32(i0[0]), y0 = _mm_cvtsi128_si32(i0[1]),
+            z0 = _mm_cvtsi128_si32(i0[2]);
+        const float *run = NULL;
+        if (_mm_movemask_epi8(same) == 0xffff && x0 + 4 < d[0] &&
+            y0 + 1 < d[1] && z0 + 1 < d[2])
+            run = src +
+                  ((size_t)z0 * (size_t)d[1] + (size_t)y0) * (size_t)d[0] +
+                  (size_t)x0;
         __m256d acc = zero;
 #pragma GCC unroll 8
         for (int c = 0; c < 8; c++) {
             int hx = c & 1, hy = c >> 1 & 1, hz = c >> 2 & 1;
             __m256d w = _mm256_mul_pd(_mm256_mul_pd(wx[hx], wy[hy]), wz[hz]);
-            __m128i idx = at;
-            if (hx) idx = _mm_add_epi32(idx, ox);
-            if (hy) idx = _mm_add_epi32(idx, oy);
-            if (hz) idx = _mm_add_epi32(idx, oz);
-            __m256d v = _mm256_cvtps_pd(_mm_i32gather_ps(src, idx, 4));
+            __m256d v;
+            if (run) {
+                v = _mm256_cvtps_pd(
+                    _mm_loadu_ps(run + hx + (size_t)hy * (size_t)d[0] +
+                                 (size_t)hz * (size_t)d[0] * (size_t)d[1]));
+            } else {
+                __m128i idx = at;
+                if (hx) idx = _mm_add_epi32(idx, ox);
+                if (hy) idx = _mm_add_epi32(idx, oy);
+                if (hz) idx = _mm_add_epi32(idx, oz);
+                v = _mm256_cvtps_pd(_mm_i32gather_ps(src, idx, 4));
+            }
             __m256d t = _mm256_and_pd(_mm256_mul_pd(w, v),
                                       _mm256_cmp_pd(w, zero, _CMP_NEQ_UQ));
             acc = _mm256_add_pd(acc, t);

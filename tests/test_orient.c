@@ -345,6 +345,43 @@ static void test_resample_vs_brute_force(void **state)
     }
 }
 
+/* A grid turned by a degree or two, as scanners store oblique scans:
+ * four neighbouring voxels of a row mostly read their corners from one
+ * source row (sample_row_avx2's contiguous loads), the others gather;
+ * both give the portable path's bits (SL_VEC_ISA=sse). */
+static void test_resample_turned_grid(void **state)
+{
+    (void)state;
+    TestRng r = {5};
+    for (int trial = 0; trial < 3; trial++) {
+        double a = 0.01 + 0.012 * trial, c = cos(a), s = sin(a);
+        Affine m = {{{c, -s, 0, 0.3}, {s * c, c * c, -s, -0.45},
+                     {s * s, c * s, c, 0.2 + 0.5 * trial}}};
+        Volume src, v[2];
+        assert_int_equal(volume_alloc(&src, 41, 23, 11, 1), 0);
+        trng_fill(&r, src.data, (size_t)volume_voxels(&src), -2, 7);
+        Normalize z = {NORMALIZE_ZSCORE, 0, 0};
+        NormAffine na;
+        assert_int_equal(volume_norm_affine(&src, 0, &z, &na), 0);
+        for (int k = 0; k < 2; k++) {
+            Volume cp;
+            assert_int_equal(volume_alloc(&cp, 41, 23, 11, 1), 0);
+            memcpy(cp.data, src.data,
+                   (size_t)volume_voxels(&src) * sizeof(float));
+            assert_int_equal(volume_alloc(&v[k], 43, 22, 12, 1), 0);
+            if (k) assert_int_equal(setenv("SL_VEC_ISA", "sse", 1), 0);
+            resample_volume(&v[k], &cp, &na, &m, 2);
+            unsetenv("SL_VEC_ISA");
+            volume_free(&cp);
+        }
+        assert_memory_equal(v[0].data, v[1].data,
+                            (size_t)volume_voxels(&v[0]) * sizeof(float));
+        volume_free(&v[0]);
+        volume_free(&v[1]);
+        volume_free(&src);
+    }
+}
+
 /* Back-mapping: random model-grid scores fed plane by plane (one at a
  * time, or three with weight sums as a 3D slab does), interpolated at
  * the scan voxels of a random oblique map; labels and scores against
@@ -815,6 +852,7 @@ int main(void)
         cmocka_unit_test(test_resample_vs_brute_force),
         cmocka_unit_test(test_backmap_vs_brute_force),
         cmocka_unit_test(test_backmap_shortcut),
+        cmocka_unit_test(test_resample_turned_grid),
         cmocka_unit_test(test_48_orientations_same_labels),
         cmocka_unit_test(test_direct_path_unchanged),
         cmocka_unit_test(test_cli_geometry),
