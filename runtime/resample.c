@@ -603,6 +603,13 @@ static int64_t run_edge(const double *r0, int64_t lo, int64_t hi, int64_t j,
 }
 
 #if SL_ISA_X86
+/* Four consecutive 16-bit labels, widened to 32 bits. */
+__attribute__((target("avx2"))) static __m128i run4(const int16_t *p)
+{
+    return _mm_cvtepi16_epi32(
+        _mm_loadl_epi64((const __m128i *)(const void *)p));
+}
+
 /* Scan voxels first.. of row (j, k), four at a time, while 4 remain:
  * label_voxel's shortcut on four lanes (the same positions, plane key,
  * bilinear base and corner argmax test, bit for bit); a lane whose
@@ -621,7 +628,7 @@ label_run_avx2(const BackMap *b, int64_t first, int64_t last, int64_t j,
         top[r] = _mm256_set1_pd((double)(b->mdim[r] - 1));
     const __m128i nu = _mm_set1_epi32((int)b->mdim[u]),
                   plane = _mm_set1_epi32((int)b->plane),
-                  one = _mm_set1_epi32(1);
+                  one = _mm_set1_epi32(1), all1 = _mm_set1_epi32(-1);
     /* 32-bit gathers of 16-bit labels: each reads its label and the
      * next one (the ring has one spare element at its end) */
     const int *ring = (const int *)(const void *)b->lring;
@@ -660,18 +667,62 @@ label_run_avx2(const BackMap *b, int64_t first, int64_t last, int64_t j,
         __m128i o10 = _mm_and_si128(hu, one), o01 = _mm_and_si128(hw, nu);
         __m128i offs[4] = {_mm_setzero_si128(), o10, o01,
                            _mm_add_epi32(o10, o01)};
-        __m128i c = _mm_srai_epi32(
-            _mm_slli_epi32(
-                _mm_i32gather_epi32(ring, _mm_add_epi32(slot, at), 2), 16),
-            16);
-        __m128i ok = _mm_cmpgt_epi32(c, _mm_set1_epi32(-1));
+        __m128i c, ok;
+        /* Four voxels on one row of one model plane (the same key and
+         * w0, consecutive u0, neighbours inside the plane: most of a
+         * slightly turned grid) read their corner labels as runs of 4;
+         * a corner without weight then holds any label and is masked
+         * out.  The others gather, with such corners read at offset 0. */
+        int U0 = _mm_cvtsi128_si32(u0), W0 = _mm_cvtsi128_si32(w0),
+            K0 = _mm_cvtsi128_si32(key);
+        __m128i same = _mm_and_si128(
+            _mm_and_si128(_mm_cmpeq_epi32(key, _mm_shuffle_epi32(key, 0)),
+                          _mm_cmpeq_epi32(w0, _mm_shuffle_epi32(w0, 0))),
+            _mm_cmpeq_epi32(u0, _mm_add_epi32(_mm_shuffle_epi32(u0, 0),
+                                              _mm_setr_epi32(0, 1, 2, 3))));
+        if (_mm_movemask_epi8(same) == 0xffff && U0 + 4 < b->mdim[u] &&
+            W0 + 1 < b->mdim[w]) {
+            const int64_t nu1 = b->mdim[u];
+            const int16_t *pl[2] = {b->lring + (size_t)(K0 & 1) * b->plane +
+                                        (size_t)((int64_t)W0 * nu1 + U0),
+                                    b->lring +
+                                        (size_t)((K0 - 1) & 1) * b->plane +
+                                        (size_t)((int64_t)W0 * nu1 + U0)};
+            c = run4(pl[0]);
+            ok = _mm_cmpgt_epi32(c, _mm_set1_epi32(-1));
+            __m128i huw = _mm_and_si128(hu, hw);
+            for (int pi = 0; pi < 2; pi++) {
+                const int16_t *p = pl[pi];
+                __m128i m = _mm_and_si128(
+                    _mm_cmpeq_epi32(run4(p), c),
+                    _mm_or_si128(_mm_cmpeq_epi32(run4(p + 1), c),
+                                 _mm_andnot_si128(hu, all1)));
+                m = _mm_and_si128(
+                    m, _mm_or_si128(_mm_cmpeq_epi32(run4(p + nu1), c),
+                                    _mm_andnot_si128(hw, all1)));
+                m = _mm_and_si128(
+                    m, _mm_or_si128(_mm_cmpeq_epi32(run4(p + nu1 + 1), c),
+                                    _mm_andnot_si128(huw, all1)));
+                /* the other plane counts only where it has a weight */
+                if (pi) m = _mm_or_si128(m, _mm_andnot_si128(two, all1));
+                ok = _mm_and_si128(ok, m);
+            }
+        } else {
+            c = _mm_srai_epi32(
+                _mm_slli_epi32(
+                    _mm_i32gather_epi32(ring, _mm_add_epi32(slot, at), 2),
+                    16),
+                16);
+            ok = _mm_cmpgt_epi32(c, _mm_set1_epi32(-1));
 #pragma GCC unroll 8
-        for (int n = 1; n < 8; n++) {
-            __m128i idx = _mm_add_epi32(
-                _mm_add_epi32(n < 4 ? slot : other, at), offs[n & 3]);
-            __m128i v = _mm_srai_epi32(
-                _mm_slli_epi32(_mm_i32gather_epi32(ring, idx, 2), 16), 16);
-            ok = _mm_and_si128(ok, _mm_cmpeq_epi32(v, c));
+            for (int n = 1; n < 8; n++) {
+                __m128i idx = _mm_add_epi32(
+                    _mm_add_epi32(n < 4 ? slot : other, at), offs[n & 3]);
+                __m128i v = _mm_srai_epi32(
+                    _mm_slli_epi32(_mm_i32gather_epi32(ring, idx, 2), 16),
+                    16);
+                ok = _mm_and_si128(ok, _mm_cmpeq_epi32(v, c));
+            }
         }
         int lab[4];
         _mm_storeu_si128((__m128i *)(void *)lab,

@@ -548,8 +548,16 @@ static void test_backmap_shortcut(void **state)
                     if (kind == 3 && i < md[0] / 2) /* classes 0, 2 tie */
                         sc[2 * (size_t)mnv + mi] = sc[mi] = 5.0f;
                 }
-        for (int a0 = 0; a0 < 3; a0++) {
-            Affine m = random_map(&r, 0.75);
+        for (int v = 0; v < 5; v++) {
+            /* v 3, 4: a grid turned by about a degree, where four
+             * neighbouring voxels mostly read one row of one plane
+             * (label_run_avx2's runs) */
+            int a0 = v < 3 ? v : 2;
+            double t = 0.012 * v, c = cos(t), sn = sin(t);
+            Affine m = v < 3 ? random_map(&r, 0.75)
+                             : (Affine){{{c, -sn, 0, 0.3},
+                                         {sn * c, c * c, -sn, -0.2},
+                                         {sn * sn, c * sn, c, 0.45}}};
             backmap_labels(sc, nc, md, sd, &m, a0, full, pr);
             backmap_labels(sc, nc, md, sd, &m, a0, fast, NULL);
             assert_memory_equal(full, fast, (size_t)snv * sizeof(int16_t));
