@@ -190,20 +190,6 @@ sample_row_avx2(float *row, int64_t n, const float *src, const int64_t d[3],
         __m256d wx[2] = {_mm256_sub_pd(one, f[0]), f[0]},
                 wy[2] = {_mm256_sub_pd(one, f[1]), f[1]},
                 wz[2] = {_mm256_sub_pd(one, f[2]), f[2]};
-        /* the upper voxel's offset along each axis, 0 where its weight
-         * is 0 (it may lie past the edge) */
-        __m128i up[3];
-        for (int r = 0; r < 3; r++)
-            up[r] = _mm256_cvtpd_epi32(
-                _mm256_and_pd(_mm256_cmp_pd(f[r], zero, _CMP_NEQ_UQ), one));
-        __m128i at = _mm_add_epi32(
-            _mm_mullo_epi32(
-                _mm_add_epi32(
-                    _mm_mullo_epi32(i0[2], _mm_set1_epi32((int)d[1])), i0[1]),
-                sy),
-            i0[0]);
-        __m128i ox = up[0], oy = _mm_mullo_epi32(up[1], sy),
-                oz = _mm_mullo_epi32(up[2], sz);
         /* Four voxels on one source row (a slightly turned grid: the
          * usual case) read their corners as 4-float runs, not gathers:
          * the lanes share y0 and z0, their x0 are consecutive, and the
@@ -225,6 +211,25 @@ sample_row_avx2(float *row, int64_t n, const float *src, const int64_t d[3],
             run = src +
                   ((size_t)z0 * (size_t)d[1] + (size_t)y0) * (size_t)d[0] +
                   (size_t)x0;
+        /* otherwise the gathers' indices: the upper voxel's offset along
+         * each axis is 0 where its weight is 0 (it may lie past the edge) */
+        __m128i at = _mm_setzero_si128(), ox = at, oy = at, oz = at;
+        if (!run) {
+            __m128i up[3];
+            for (int r = 0; r < 3; r++)
+                up[r] = _mm256_cvtpd_epi32(_mm256_and_pd(
+                    _mm256_cmp_pd(f[r], zero, _CMP_NEQ_UQ), one));
+            at = _mm_add_epi32(
+                _mm_mullo_epi32(
+                    _mm_add_epi32(
+                        _mm_mullo_epi32(i0[2], _mm_set1_epi32((int)d[1])),
+                        i0[1]),
+                    sy),
+                i0[0]);
+            ox = up[0];
+            oy = _mm_mullo_epi32(up[1], sy);
+            oz = _mm_mullo_epi32(up[2], sz);
+        }
         __m256d acc = zero;
 #pragma GCC unroll 8
         for (int c = 0; c < 8; c++) {
@@ -658,15 +663,6 @@ label_run_avx2(const BackMap *b, int64_t first, int64_t last, int64_t j,
                 hw = mask4(
                     _mm256_cmp_pd(_mm256_sub_pd(xw, _mm256_cvtepi32_pd(w0)),
                                   zero, _CMP_NEQ_UQ));
-        __m128i at = _mm_add_epi32(_mm_mullo_epi32(w0, nu), u0);
-        __m128i slot = _mm_mullo_epi32(_mm_and_si128(key, one), plane);
-        /* the other plane, or this one again where it has no weight */
-        __m128i other = _mm_mullo_epi32(
-            _mm_and_si128(_mm_andnot_si128(key, one), one), plane);
-        other = _mm_blendv_epi8(slot, other, two);
-        __m128i o10 = _mm_and_si128(hu, one), o01 = _mm_and_si128(hw, nu);
-        __m128i offs[4] = {_mm_setzero_si128(), o10, o01,
-                           _mm_add_epi32(o10, o01)};
         __m128i c, ok;
         /* Four voxels on one row of one model plane (the same key and
          * w0, consecutive u0, neighbours inside the plane: most of a
@@ -708,6 +704,15 @@ label_run_avx2(const BackMap *b, int64_t first, int64_t last, int64_t j,
                 ok = _mm_and_si128(ok, m);
             }
         } else {
+            __m128i at = _mm_add_epi32(_mm_mullo_epi32(w0, nu), u0);
+            __m128i slot = _mm_mullo_epi32(_mm_and_si128(key, one), plane);
+            /* the other plane, or this one again where it has no weight */
+            __m128i other = _mm_mullo_epi32(
+                _mm_and_si128(_mm_andnot_si128(key, one), one), plane);
+            other = _mm_blendv_epi8(slot, other, two);
+            __m128i o10 = _mm_and_si128(hu, one), o01 = _mm_and_si128(hw, nu);
+            __m128i offs[4] = {_mm_setzero_si128(), o10, o01,
+                               _mm_add_epi32(o10, o01)};
             c = _mm_srai_epi32(
                 _mm_slli_epi32(
                     _mm_i32gather_epi32(ring, _mm_add_epi32(slot, at), 2),
