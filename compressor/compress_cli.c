@@ -496,7 +496,12 @@ static void train_config_from(const CompressOptions *o, const char *run_dir,
     cfg->iters_per_epoch = o->iters_per_epoch;
     cfg->batch = o->batch;
     optim_options_default(&cfg->optim, (OptimKind)o->optimizer);
-    if (o->lr > 0.0) cfg->optim.lr = (float)o->lr;
+    if (o->lr > 0.0)
+        cfg->optim.lr = (float)o->lr;
+    else
+        cfg->optim.lr = optim_default_lr(
+            (OptimKind)o->optimizer,
+            (long long)o->epochs * (long long)o->iters_per_epoch);
     if (o->weight_decay >= 0.0)
         cfg->optim.weight_decay = (float)o->weight_decay;
     cfg->clip_grad = o->clip_grad;
@@ -634,6 +639,16 @@ int compress_train(const CompressOptions *o)
     if ((rc = trainer_create(&t, &g, &ds, &cfg, sh ? &hooks : NULL)))
         goto fail;
     if (dd) trainer_set_targets(t, &tt);
+    /* said once everything is checked, so an error stays one line */
+    OptimOptions full;
+    optim_options_default(&full, cfg.optim.kind);
+    if (!o->quiet && o->lr <= 0.0 && cfg.optim.lr != full.lr)
+        fprintf(stderr,
+                "learning rate %.3g: Adam's default %.3g times %d / %lld "
+                "iterations, for this run's length (--lr sets it)\n",
+                (double)cfg.optim.lr, (double)full.lr,
+                OPTIM_ADAM_FULL_RATE_ITERS,
+                (long long)o->epochs * o->iters_per_epoch);
     rc = trainer_run(t);
     if (!rc && sh) rc = sauron_hooks_finish(sh, t);
     /* The grid the model learned on: what the training headers share

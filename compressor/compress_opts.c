@@ -168,8 +168,9 @@ static const CliOpt train_opts[] = {
      .help = "Adam (default) or SGD with Nesterov momentum 0.99"},
     {.name = "lr", .type = CLI_DOUBLE, .lo = 1e-12, .hi = 1e6, .metavar = "X",
      .off = OPT(lr),
-     .help = "learning rate (default 1e-3 Adam, 1e-2 SGD), polynomial decay "
-             "over the epochs"},
+     .help = "learning rate, polynomial decay over the epochs (default: "
+             "SGD 1e-2; Adam 1e-3, times 1000 / iterations for runs longer "
+             "than 1000 iterations)"},
     {.name = "weight-decay", .type = CLI_DOUBLE, .lo = 0, .hi = 1000,
      .metavar = "X", .off = OPT(weight_decay),
      .help = "L2 weight decay (default 1e-5 Adam, 3e-5 SGD)"},

@@ -253,6 +253,21 @@ static void test_poly_lr(void **state)
     assert_near(optim_poly_lr(1e-2f, 100, 100), 0.0, 0.0);
 }
 
+/* The default rate by run length: Adam's full 1e-3 up to 1000
+ * iterations, then 1e-3 x 1000 / iterations (the brain default, 20 x
+ * 250, gets 2e-4); SGD's 1e-2 at any length.  Tolerance: the float
+ * rounding of 1e-2 (2e-10). */
+static void test_default_lr(void **state)
+{
+    (void)state;
+    assert_near(optim_default_lr(OPTIM_ADAM, 1), 1e-3, 1e-9);
+    assert_near(optim_default_lr(OPTIM_ADAM, 120), 1e-3, 1e-9);
+    assert_near(optim_default_lr(OPTIM_ADAM, 1000), 1e-3, 1e-9);
+    assert_near(optim_default_lr(OPTIM_ADAM, 1250), 8e-4, 1e-9);
+    assert_near(optim_default_lr(OPTIM_ADAM, 5000), 2e-4, 1e-9);
+    assert_near(optim_default_lr(OPTIM_SGD, 5000), 1e-2, 1e-9);
+}
+
 static void test_clip_grad_norm(void **state)
 {
     (void)state;
@@ -593,6 +608,7 @@ int main(void)
         cmocka_unit_test(test_adam_vs_torch),
         cmocka_unit_test(test_sgd_nesterov_vs_torch),
         cmocka_unit_test(test_poly_lr),
+        cmocka_unit_test(test_default_lr),
         cmocka_unit_test(test_clip_grad_norm),
         cmocka_unit_test(test_slice_state),
         cmocka_unit_test(test_determinism_threads),

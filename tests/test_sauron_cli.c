@@ -28,6 +28,8 @@
  *     resume with another --teacher-weight refused;
  *   - --teacher-weight W: the first step's loss is the labels' loss plus
  *     W times a positive teacher term (affine in W);
+ *   - without --lr, a run of 1250 iterations trains at 8e-4 (1e-3 x
+ *     1000 / 1250), says so and records it;
  *   - bad values of the new flags (--target-flops 0, 1.5, abc, -0.1, "";
  *     --cost-rule flops; cost rule with the paper schedule;
  *     --recovery-epochs >= --epochs): one line, exit 2;
@@ -399,9 +401,39 @@ static void test_default_command(void **state)
              "grep -a -c -e '^sauron.lambda=0.5$' -e '^sauron.tau_max=1$' "
              "-e '^sauron.prune_every=7$' -e '^sauron.cost_rule=none$' "
              "-e '^sauron.target_flops=0.10000000000000001$' "
-             "-e '^sauron.pause=0$' "
+             "-e '^sauron.pause=0$' -e '^lr=0.00100000005$' "
              "-e '^teacher_weight=' %s/defcmd.sslim.run/checkpoint.sslck "
-             "| grep -qx 6",
+             "| grep -qx 7",
+             tmp);
+    assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
+}
+
+/* Without --lr, a run longer than 1000 iterations takes Adam's 1e-3
+ * scaled by 1000 / iterations (optim_default_lr), says so on stderr, and
+ * records it in the checkpoint (a resume compares it).  1 x 1250
+ * iterations at batch 1, no pruning: about 5 s. */
+static void test_default_lr_long_run(void **state)
+{
+    (void)state;
+    char cmd[2048], err[512], bin[512], path[700];
+    const char *tmp = test_tmpdir();
+    bin_path("sauron-compress", bin, sizeof bin);
+    snprintf(cmd, sizeof cmd,
+             "%s tests/fixtures/sauron/phantom_unet.onnx %s/lr.sslim --data "
+             "%s --force --no-prune --epochs 1 --iters-per-epoch 1250 "
+             "--batch 1 --threads 2 --seed 1 >/dev/null",
+             bin, tmp, g_ds);
+    int rc = run_cmd(cmd, err, sizeof err);
+    if (rc) fprintf(stderr, "long run: exit %d: %s\n", rc, err);
+    assert_int_equal(rc, 0);
+    snprintf(path, sizeof path, "%s/stderr.txt", tmp);
+    char *s = slurp_text(path);
+    assert_non_null(s);
+    assert_non_null(strstr(s, "learning rate 0.0008: Adam's default 0.001 "
+                              "times 1000 / 1250 iterations"));
+    free(s);
+    snprintf(cmd, sizeof cmd,
+             "grep -a -q '^lr=0.000800000038$' %s/lr.sslim.run/checkpoint.sslck",
              tmp);
     assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
 }
@@ -699,6 +731,7 @@ int main(void)
         cmocka_unit_test(test_target_flops),
         cmocka_unit_test(test_target_kill_and_resume),
         cmocka_unit_test(test_default_command),
+        cmocka_unit_test(test_default_lr_long_run),
         cmocka_unit_test(test_target_flops_tenth),
     };
     return cmocka_run_group_tests(tests, setup, NULL);

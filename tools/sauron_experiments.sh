@@ -11,6 +11,7 @@
 # starting model, which is committed).  Each run prints the summary lines
 # of OUT/NAME.run/sauron_summary.txt (model written, FLOPs, Dice).
 # With "pace": the target rule and --pause-below-margin over five seeds.
+# With "pace_all": the default with --cost-rule none and all, as "pace".
 # With "ablation10": the cost rules on brain MRI at 10 x 25 iterations.
 # With "cost" (or "cost30") as 4th argument, the FLOPs-aware rules,
 # --target-flops, --teacher-weight and --recovery-epochs on the phantom
@@ -226,6 +227,20 @@ if [ "$4" = pace ]; then
             run t01_${L}_s$s "$DS" $E --target-flops 0.1 --max-dice-drop 0.01
             run t01p_${L}_s$s "$DS" $E --target-flops 0.1 --max-dice-drop 0.01 \
                 --pause-below-margin on
+        done
+    done
+    exit 0
+fi
+if [ "$4" = pace_all ]; then
+    # The default (target 0.1) with each cost rule over the same five seeds
+    # and lengths as "pace", to choose the default --cost-rule.
+    for s in 1 2 3 4 5; do
+        for L in 8 30; do
+            E="--epochs $L --iters-per-epoch 15 --seed $s"
+            for r in none all; do
+                run ${r}${L}_s$s "$DS" $E --target-flops 0.1 --max-dice-drop 0.01 \
+                    --cost-rule $r
+            done
         done
     done
     exit 0

@@ -44,6 +44,14 @@ typedef struct {
 /* Defaults listed above for the given kind. */
 void optim_options_default(OptimOptions *o, OptimKind kind);
 
+/* Iterations up to which a fine-tuning run takes Adam's full default rate. */
+#define OPTIM_ADAM_FULL_RATE_ITERS 1000
+
+/* The default learning rate of a fine-tuning run of `iters` iterations.
+ * Adam: 1e-3 up to OPTIM_ADAM_FULL_RATE_ITERS iterations, then
+ * 1e-3 x OPTIM_ADAM_FULL_RATE_ITERS / iters.  SGD: 1e-2 at any length. */
+float optim_default_lr(OptimKind kind, long long iters);
+
 typedef struct {
     int value;   /* graph value index */
     Shape shape; /* the parameter's shape when last stepped or sliced */
