@@ -608,7 +608,7 @@ int compress_train(const CompressOptions *o)
     TrainHooks hooks;
     Distill *dd = NULL;
     TrainTargets tt;
-    char settings[1024];
+    char settings[1024], lr_note[160];
     int rc;
     graph_init(&g);
     memset(&ds, 0, sizeof ds);
@@ -622,6 +622,17 @@ int compress_train(const CompressOptions *o)
     rc = ERR_NOMEM;
     if (!(run_dir = run_dir_for(o))) goto fail;
     train_config_from(o, run_dir, &cfg);
+    OptimOptions full;
+    optim_options_default(&full, cfg.optim.kind);
+    if (o->lr <= 0.0 && cfg.optim.lr != full.lr) {
+        snprintf(lr_note, sizeof lr_note,
+                 "learning rate %.3g: Adam's default %.3g times %d / %lld "
+                 "iterations, for this run's length (--lr sets it)",
+                 (double)cfg.optim.lr, (double)full.lr,
+                 OPTIM_ADAM_FULL_RATE_ITERS,
+                 (long long)o->epochs * o->iters_per_epoch);
+        cfg.lr_note = lr_note;
+    }
     if (o->threads > 0) omp_set_num_threads(o->threads);
     if (!o->no_prune && (rc = setup_pruning(o, &g, distill, &cfg, settings,
                                             sizeof settings, &sh, &hooks)))
@@ -639,16 +650,6 @@ int compress_train(const CompressOptions *o)
     if ((rc = trainer_create(&t, &g, &ds, &cfg, sh ? &hooks : NULL)))
         goto fail;
     if (dd) trainer_set_targets(t, &tt);
-    /* said once everything is checked, so an error stays one line */
-    OptimOptions full;
-    optim_options_default(&full, cfg.optim.kind);
-    if (!o->quiet && o->lr <= 0.0 && cfg.optim.lr != full.lr)
-        fprintf(stderr,
-                "learning rate %.3g: Adam's default %.3g times %d / %lld "
-                "iterations, for this run's length (--lr sets it)\n",
-                (double)cfg.optim.lr, (double)full.lr,
-                OPTIM_ADAM_FULL_RATE_ITERS,
-                (long long)o->epochs * o->iters_per_epoch);
     rc = trainer_run(t);
     if (!rc && sh) rc = sauron_hooks_finish(sh, t);
     /* The grid the model learned on: what the training headers share

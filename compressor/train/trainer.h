@@ -100,6 +100,9 @@ typedef struct {
     int resume;          /* continue from RUN/checkpoint.sslck */
     int force;           /* start over in a run folder holding one */
     int quiet;           /* 1: no per-epoch stderr lines */
+    const char *lr_note; /* a line said before the expected time (once
+                            training has started: every check passed), or
+                            NULL */
     /* Settings of the caller (e.g. the pruning flags) that a resume must
      * match, "key=value" lines; NULL if none.  Compared line by line. */
     const char *extra_settings;

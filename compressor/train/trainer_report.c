@@ -32,6 +32,7 @@ void trainer_print_estimate(const Trainer *t, int n_epochs, double per_iter,
                             int n_probe, double val_s)
 {
     if (t->cfg.quiet) return;
+    if (t->cfg.lr_note) fprintf(stderr, "%s\n", t->cfg.lr_note);
     char d[32];
     double total =
         n_epochs * (t->cfg.iters_per_epoch * per_iter + val_s);
