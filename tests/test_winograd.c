@@ -130,14 +130,13 @@ static void wino_run(float *y, const float *x, const float *w,
  * F(2,3) and of F(4x4,3x3), for the tolerance comment. */
 static double worst_scaled[2];
 
-/* The case as F(2,3), and also as F(4x4,3x3) when it has no convolved D
- * dim. */
+/* The case as F(2,3) and as F(4x4,3x3) (a 3x3x3 layer: D's taps summed
+ * in the GEMMs). */
 static void run_case_algo(const WCase *c, int threads, ConvAlgo algo);
 static void run_case(const WCase *c, int threads)
 {
     run_case_algo(c, threads, CONV_ALGO_WINOGRAD);
-    if (c->nsp < 3 || (c->k[0] ? c->k[0] : 3) == 1)
-        run_case_algo(c, threads, CONV_ALGO_WINOGRAD4);
+    run_case_algo(c, threads, CONV_ALGO_WINOGRAD4);
 }
 
 static void run_case_algo(const WCase *c, int threads, ConvAlgo algo)
@@ -246,6 +245,16 @@ static void test_3d(void **state)
     };
     for (size_t i = 0; i < sizeof more / sizeof more[0]; i++)
         run_case(&more[i], 2);
+    /* F(4x4,3x3) of 3x3x3 layers cuts D into chunks of planes, sized
+     * by the thread count: on 1 thread these take chunks of 6, 6 and 1
+     * output planes per sample (a short last one), and all 9 planes of
+     * a panel in one chunk. */
+    static const WCase chunked[] = {
+        {3, 2, 9, 11, {13, 7, 9}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1},
+        {3, 1, 3, 5, {9, 40, 40}, {3, 3, 3}, {1, 0, 1}, {0, 1, 1}, 1},
+    };
+    for (size_t i = 0; i < sizeof chunked / sizeof chunked[0]; i++)
+        run_case(&chunked[i], 1);
 }
 
 /* The AVX2 and scalar micro-kernels (SL_GEMM_ISA caps the ISA), where
@@ -284,6 +293,7 @@ static void test_threads(void **state)
         {2, 1, 24, 20, {37, 41}, {3, 3}, {1, 1}, {1, 0}, 1},
         {2, 2, 5, 3, {64, 9}, {3, 3}, {0, 1}, {1, 1}, 1},
         {3, 1, 10, 12, {9, 10, 11}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1},
+        {3, 2, 9, 11, {13, 7, 9}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1},
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
         TestRng r = {77 + i};
@@ -296,7 +306,7 @@ static void test_threads(void **state)
         float *b = alloc_fill(&r, (size_t)cs[i].oc);
         float *y1 = alloc_nan(ny), *y2 = alloc_nan(ny);
         int same = 1;
-        for (int a = 0; a < (cs[i].nsp == 2 ? 2 : 1); a++) {
+        for (int a = 0; a < 2; a++) {
             ConvAlgo algo = a ? CONV_ALGO_WINOGRAD4 : CONV_ALGO_WINOGRAD;
             wino_run(y1, x, w, b, &xs, &ys, &p, algo, 1);
             wino_run(y2, x, w, b, &xs, &ys, &p, algo, 2);
@@ -365,14 +375,30 @@ static void test_choice(void **state)
     case_shapes(&mid, &xs, &ws, &ys, &p);
     assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
     assert_int_equal(a1, CONV_ALGO_WINOGRAD);
-    /* winograd4 asks F(4x4,3x3) of 2D layers, F(2,3) of 3x3x3 ones */
+    /* winograd4 asks F(4x4,3x3) of 2D and 3x3x3 layers */
     set_algo("winograd4");
     assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
     assert_int_equal(a1, CONV_ALGO_WINOGRAD4);
     WCase cube = {3, 1, 8, 8, {8, 8, 8}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1};
     case_shapes(&cube, &xs, &ws, &ys, &p);
     assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
-    assert_int_equal(a1, CONV_ALGO_WINOGRAD);
+    assert_int_equal(a1, CONV_ALGO_WINOGRAD4);
+    /* A dense 3D U-Net's full-resolution layer (16 channels on 48^3):
+     * the model prefers F(4x4,3x3) in-plane with D summed in the GEMMs
+     * (36 x 3 products per 16 outputs against 27 x 16) to direct and
+     * to F(2x2x2,3x3x3), whose 64-element transforms cost more; a 4 ->
+     * 4 channel pruned one stays direct. */
+    set_algo(NULL);
+    WCase vol = {3, 1, 16, 16, {48, 48, 48}, {3, 3, 3}, {1, 1, 1},
+                 {1, 1, 1}, 1};
+    case_shapes(&vol, &xs, &ws, &ys, &p);
+    assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
+    assert_int_equal(a1, CONV_ALGO_WINOGRAD4);
+    WCase vslim = {3, 1, 4, 4, {48, 48, 48}, {3, 3, 3}, {1, 1, 1},
+                   {1, 1, 1}, 1};
+    case_shapes(&vslim, &xs, &ws, &ys, &p);
+    assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
+    assert_int_equal(a1, CONV_ALGO_DIRECT);
     /* Strided and dilated layers are never Winograd, even when asked. */
     set_algo("winograd");
     case_shapes(&big, &xs, &ws, &ys, &p);
@@ -423,9 +449,8 @@ static void test_executor(void **state)
             set_algo(algo[k]);
             Executor *e = NULL;
             assert_int_equal(exec_create(&g, &in, k == 2 ? 1 : 2, &e), 0);
-            /* enc and dec blocks; down is strided, the head is 1x1;
-             * winograd4 is F(2,3) in 3D */
-            int f4 = k == 3 && nsp == 2;
+            /* enc and dec blocks; down is strided, the head is 1x1 */
+            int f4 = k == 3;
             assert_int_equal(count_label(e, &g, "Conv/winograd"),
                              k && !f4 ? 2 : 0);
             assert_int_equal(count_label(e, &g, "Conv/winograd4"),

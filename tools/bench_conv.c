@@ -1,8 +1,11 @@
-/* Times each convolution algorithm on 2D 3x3 layers (stride 1, pad 1):
- * direct, Winograd F(2x2,3x3) and F(4x4,3x3), best of 15 runs on one
- * thread, and prints the algorithm the cost model picks for the layer
- * (winograd.c).  The layers: the shipped model's largest (after Sauron:
- * odd channel counts), dense nnU-Net levels, and pruned-style ones.
+/* Times each convolution algorithm on 2D 3x3 and 3D 3x3x3 layers (stride
+ * 1, pad 1): direct, Winograd F(2x2,3x3) (3D: F(2x2x2,3x3x3)) and
+ * F(4x4,3x3) (3D: in-plane, D's taps summed in the GEMMs), best of 15
+ * runs on one thread, and prints the algorithm the cost model picks for
+ * the layer (winograd.c).  The layers: the shipped model's largest
+ * (after Sauron: odd channel counts), dense nnU-Net levels, pruned-style
+ * ones, and the levels of a dense 3D U-Net on fewer planes than a 96^3
+ * patch (the cost per output does not depend on D).
  *
  *   make bench-conv          (SL_GEMM_ISA=avx2 for the AVX2 kernels)
  *
@@ -46,32 +49,39 @@ static double best_ms(ConvAlgo algo, const float *x, float *y,
 
 int main(void)
 {
-    /* IC, OC, H, W */
-    static const int layers[][4] = {
-        {35, 58, 112, 96}, {58, 40, 112, 96}, {32, 38, 56, 48},
-        {7, 32, 56, 48},   {20, 13, 224, 192}, {13, 9, 224, 192},
-        {32, 32, 256, 256}, {64, 64, 128, 128}, {128, 128, 64, 64},
-        {256, 256, 32, 32}, {4, 6, 128, 128},  {8, 8, 128, 128},
-        {16, 16, 128, 128}, {32, 32, 40, 24}};
+    /* IC, OC, H, W, D (0: a 2D layer) */
+    static const int layers[][5] = {
+        {35, 58, 112, 96, 0}, {58, 40, 112, 96, 0}, {32, 38, 56, 48, 0},
+        {7, 32, 56, 48, 0},   {20, 13, 224, 192, 0}, {13, 9, 224, 192, 0},
+        {32, 32, 256, 256, 0}, {64, 64, 128, 128, 0}, {128, 128, 64, 64, 0},
+        {256, 256, 32, 32, 0}, {4, 6, 128, 128, 0},  {8, 8, 128, 128, 0},
+        {16, 16, 128, 128, 0}, {32, 32, 40, 24, 0},  {16, 16, 96, 96, 8},
+        {32, 32, 48, 48, 16}, {64, 64, 24, 24, 24},  {128, 128, 12, 12, 12},
+        {8, 8, 96, 96, 8},    {5, 7, 48, 48, 16}};
     static const char *name[] = {"direct", "F(2x2)", "F(4x4)"};
     omp_set_num_threads(1);
     printf("%-18s %9s %9s %9s  %-7s  F4/F2  picked\n", "layer", "direct",
            "F(2x2)", "F(4x4)", "best");
     for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) {
         int IC = layers[i][0], OC = layers[i][1], H = layers[i][2],
-            W = layers[i][3];
+            W = layers[i][3], D = layers[i][4];
         Shape xs = {4, {1, IC, H, W}}, ys = {4, {1, OC, H, W}};
+        if (D) {
+            xs = (Shape){5, {1, IC, D, H, W}};
+            ys = (Shape){5, {1, OC, D, H, W}};
+        }
         ConvParams p;
         memset(&p, 0, sizeof p);
-        p.nsp = 2;
+        p.nsp = D ? 3 : 2;
         p.group = 1;
-        for (int d = 0; d < 2; d++) {
+        for (int d = 0; d < p.nsp; d++) {
             p.kernel[d] = 3;
             p.stride[d] = p.dilation[d] = 1;
             p.pad_lo[d] = p.pad_hi[d] = 1;
         }
-        size_t nx = (size_t)IC * H * W, ny = (size_t)OC * H * W,
-               nw = (size_t)OC * IC * 9;
+        size_t dd = D ? (size_t)D : 1, taps = D ? 27 : 9;
+        size_t nx = (size_t)IC * H * W * dd, ny = (size_t)OC * H * W * dd,
+               nw = (size_t)OC * IC * taps;
         float *x = sl_alloc(nx * sizeof(float)),
               *y = sl_alloc(ny * sizeof(float)),
               *w = sl_alloc(nw * sizeof(float)),
@@ -93,7 +103,10 @@ int main(void)
         ConvAlgo pick;
         if (conv_algo_choose(&xs, &ys, &p, &pick)) return 1;
         char l[32];
-        snprintf(l, sizeof l, "%d->%d %dx%d", IC, OC, H, W);
+        if (D)
+            snprintf(l, sizeof l, "%d->%d %dx%dx%d", IC, OC, D, H, W);
+        else
+            snprintf(l, sizeof l, "%d->%d %dx%d", IC, OC, H, W);
         printf("%-18s %9.3f %9.3f %9.3f  %-7s  %5.2f  %s\n", l, t[0], t[1],
                t[2], name[best], t[2] / t[1], name[pick]);
         sl_free(x);

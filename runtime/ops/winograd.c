@@ -1,6 +1,7 @@
 /* Winograd minimal filtering (Lavin and Gray, "Fast algorithms for
  * convolutional neural networks", 2016): F(2,3) along each convolved dim,
- * or F(4,3) along H and W of a layer without a convolved D dim.
+ * or F(4,3) along H and W with a convolved D dim's 3 taps summed
+ * directly (below).
  *
  * Dimension letters: N batch, IC/OC channels, D H W spatial (padded to 3
  * dims, conv_geom.h), T tiles, E transform elements.
@@ -25,9 +26,16 @@
  * (tests/test_winograd.c: at most ~2x the direct path's error).  F(4,3)
  * also interpolates at +-2, with entries up to 8 (and 1/6, 1/24 in G):
  * its error is larger, up to ~40x the direct path's on those tests, still
- * below 1e-4 of the output scale they check.  3D tiles stay F(2,3): a
- * 216-element F(4,3) cube would cost more in transforms than it saves at
- * these channel counts (not implemented, so not measured).
+ * below 1e-4 of the output scale they check.
+ *
+ * 3x3x3 layers with F(4x4,3x3): a full F(4,3) cube would need 216
+ * elements per tile, and transforms that cost more than they save at the
+ * 16-32 channels of a 3D U-Net's large levels.  Instead each output plane
+ * takes F(4x4,3x3) in-plane and sums D's 3 taps inside the GEMMs: the
+ * inner size becomes 3 * IC (input plane z-1+kz for tap kz), 36 x 3
+ * products per 16 outputs against 27 x 16 direct.  Each input plane is
+ * transformed once per chunk of output planes (run_chunk_d), so the input
+ * transforms cost about what they cost in 2D.
  *
  * Work is cut into chunks of tiles (a multiple of the micro-kernel's NR
  * columns): one thread transforms a chunk's input tiles straight into
@@ -41,6 +49,7 @@
  */
 #include "winograd.h"
 
+#include <math.h>
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -63,11 +72,15 @@ struct WinoConv {
     int ti[3], to[3]; /* input / output tile extent per dim: m+2/m or 1/1 */
     int nt[3];        /* tiles per dim */
     int ne, nrow;     /* transform elements, input rows per tile */
+    int kd;           /* D taps summed in the GEMMs (3: F(4x4,3x3) of a
+                         3x3x3 layer, D direct; else 1) */
+    int kk;           /* the GEMMs' inner size: kd * IC */
     int64_t ntile;    /* tiles per sample */
     GemmIsa isa;
     int mr, nr, ocp; /* micro-kernel tile, OC rounded up to mr */
     int lanes;       /* vector width of the transforms: 4, 8 or 16 */
-    int ntc;         /* tiles per chunk, a multiple of nr */
+    int ntc;         /* tiles per chunk (kd = 3: per plane), a multiple of nr */
+    int nzc;         /* kd = 3: output planes per chunk */
     float *u;        /* [E][ocp/mr][IC][mr] */
 };
 
@@ -88,16 +101,19 @@ int wino_eligible(const Shape *xs, const Shape *ys, const ConvParams *p)
     return geom_eligible(&g);
 }
 
-/* Tiles of F(m,3) along H and W (m = 4 only without a convolved D
- * dim) and F(2,3) along D. */
+/* Tiles of F(m,3) along H and W, and along D F(2,3) (m = 2) or, for
+ * m = 4, one output plane per tile with D's 3 taps summed in the GEMMs
+ * (kd = 3). */
 static void tile_geom(WinoConv *wc, int m)
 {
     const ConvGeom *g = &wc->g;
     wc->m = m;
     wc->ne = 1;
     wc->ntile = 1;
+    wc->kd = m == 4 ? g->k[0] : 1;
+    wc->kk = wc->kd * g->ic;
     for (int i = 0; i < 3; i++) {
-        int w = g->k[i] == 3, mi = i == 0 ? 2 : m;
+        int w = g->k[i] == 3 && !(i == 0 && m == 4), mi = i == 0 ? 2 : m;
         wc->ti[i] = w ? mi + 2 : 1;
         wc->to[i] = w ? mi : 1;
         wc->nt[i] = w ? (g->out[i] + mi - 1) / mi : g->out[i];
@@ -141,7 +157,7 @@ static void tile_geom(WinoConv *wc, int m)
 
 /* Cost per output of F(m,3) on g, or -1 where the layer has too few
  * tiles for it. */
-static double wino_cost(const ConvGeom *g, int m, int mr)
+static double wino_cost(const ConvGeom *g, int m, int mr, int nr)
 {
     WinoConv wc;
     wc.g = *g;
@@ -150,13 +166,23 @@ static double wino_cost(const ConvGeom *g, int m, int mr)
     const int d3 = wc.ti[0] == 4;
     double ic = g->icg, oc = g->ocg, ocp = (g->ocg + mr - 1) / mr * mr;
     double outs = (double)wc.to[0] * wc.to[1] * wc.to[2];
+    /* kd = 3: the GEMMs sum D's 3 taps, each input plane is transformed
+     * once per chunk of output planes plus 2 per chunk (taken at 8
+     * planes: 1.25 per output plane), and a panel's nr lanes hold tiles
+     * of one plane only, so small planes leave lanes idle. */
+    double kd = wc.kd, kin = wc.kd == 3 ? 1.25 : 1.0, idle = 1.0;
+    if (wc.kd == 3) {
+        double t2 = (double)wc.nt[1] * wc.nt[2];
+        idle = ceil(t2 / nr) * nr / t2;
+    }
     double tr = d3       ? WINO_TRANSFORM_3D
                 : m == 4 ? WINO_TRANSFORM_4X4
                          : WINO_TRANSFORM_2D;
     double pt = d3       ? WINO_PER_TILE_3D
                 : m == 4 ? WINO_PER_TILE_4X4
                          : WINO_PER_TILE_2D;
-    return ((double)wc.ne * ic * ocp + (ic + oc) * tr + pt) / outs;
+    return ((double)wc.ne * kd * ic * ocp + (kin * ic + oc) * tr + pt) /
+           outs * idle;
 }
 
 static ConvAlgo cost_model(const ConvGeom *g)
@@ -164,8 +190,8 @@ static ConvAlgo cost_model(const ConvGeom *g)
     int mr, nr;
     gemm_kernel_dims(gemm_isa_best(), &mr, &nr);
     double direct = (double)g->k_sp * g->icg * g->ocg;
-    double w2 = wino_cost(g, 2, mr);
-    double w4 = g->k[0] == 3 ? -1 : wino_cost(g, 4, mr);
+    double w2 = wino_cost(g, 2, mr, nr);
+    double w4 = wino_cost(g, 4, mr, nr);
     ConvAlgo best = CONV_ALGO_DIRECT;
     if (w2 >= 0 && w2 < direct) {
         best = CONV_ALGO_WINOGRAD;
@@ -195,8 +221,8 @@ int conv_algo_choose(const Shape *xs, const Shape *ys, const ConvParams *p,
         *algo = CONV_ALGO_WINOGRAD;
         return 0;
     }
-    if (env && !strcmp(env, "winograd4")) { /* F(2,3) where D is convolved */
-        *algo = g.k[0] == 3 ? CONV_ALGO_WINOGRAD : CONV_ALGO_WINOGRAD4;
+    if (env && !strcmp(env, "winograd4")) {
+        *algo = CONV_ALGO_WINOGRAD4;
         return 0;
     }
     *algo = cost_model(&g);
@@ -222,22 +248,27 @@ static double g_at(int ti, int a, int i)
     return ti == 1 ? 1.0 : ti == 4 ? wino_g2[a][i] : wino_g4[a][i];
 }
 
-/* u [E][ocp/mr][IC][mr] = G g G^T (per dim) of w [OC,IC,K...], in
- * double, rounded once; rows past OC are zero. */
+/* u [E][ocp/mr][KK][mr] = G g G^T (per transformed dim) of w
+ * [OC,IC,K...], in double, rounded once; rows past OC are zero.  Row
+ * kz * IC + ic of KK holds input channel ic at D tap kz (kd = 3) or
+ * summed over D's taps (kd = 1). */
 static void weights_transform(WinoConv *wc, const float *w)
 {
     const ConvGeom *g = &wc->g;
-    const int IC = g->ic, OC = g->oc, mr = wc->mr;
+    const int IC = g->ic, OC = g->oc, mr = wc->mr, KK = wc->kk;
     const int *ti = wc->ti, *k = g->k;
-    memset(wc->u, 0, (size_t)wc->ne * wc->ocp * IC * sizeof(float));
+    memset(wc->u, 0, (size_t)wc->ne * wc->ocp * KK * sizeof(float));
     for (int oc = 0; oc < OC; oc++)
-        for (int ic = 0; ic < IC; ic++) {
+        for (int kic = 0; kic < KK; kic++) {
+            const int ic = kic % IC, kz = kic / IC;
             const float *kw = w + ((size_t)oc * IC + ic) * (size_t)g->k_sp;
+            const int i0 = wc->kd == 1 ? 0 : kz;
+            const int i1 = wc->kd == 1 ? k[0] : kz + 1;
             for (int a = 0; a < ti[0]; a++)
                 for (int bb = 0; bb < ti[1]; bb++)
                     for (int c = 0; c < ti[2]; c++) {
                         double s = 0;
-                        for (int i = 0; i < k[0]; i++)
+                        for (int i = i0; i < i1; i++)
                             for (int j = 0; j < k[1]; j++)
                                 for (int l = 0; l < k[2]; l++)
                                     s +=
@@ -246,8 +277,8 @@ static void weights_transform(WinoConv *wc, const float *w)
                                         g_at(ti[2], c, l) *
                                         (double)kw[(i * k[1] + j) * k[2] + l];
                         int e = (a * ti[1] + bb) * ti[2] + c;
-                        wc->u[(((size_t)e * (wc->ocp / mr) + oc / mr) * IC +
-                               ic) *
+                        wc->u[(((size_t)e * (wc->ocp / mr) + oc / mr) * KK +
+                               kic) *
                                   mr +
                               oc % mr] = (float)s;
                     }
@@ -259,11 +290,18 @@ static size_t round16(size_t n)
     return (n + 15) / 16 * 16;
 }
 
-/* Per-thread scratch: V [E][ntc/nr][IC][nr], M [E][ocp][ntc]. */
+/* V of a chunk: [E][ntc/nr][KK][nr], or with kd = 3 [E][ntc/nr][nzc +
+ * 2][IC][nr] (the chunk's input planes, each transformed once). */
+static size_t v_floats(const WinoConv *wc)
+{
+    size_t k = wc->kd == 3 ? (size_t)(wc->nzc + 2) * wc->g.ic : (size_t)wc->kk;
+    return round16((size_t)wc->ne * k * wc->ntc);
+}
+
+/* Per-thread scratch: V, then M [E][ocp][ntc]. */
 static size_t per_thread(const WinoConv *wc)
 {
-    return round16((size_t)wc->ne * wc->g.ic * wc->ntc) +
-           round16((size_t)wc->ne * wc->ocp * wc->ntc);
+    return v_floats(wc) + round16((size_t)wc->ne * wc->ocp * wc->ntc);
 }
 
 static int procs(void)
@@ -282,7 +320,7 @@ int wino_create(WinoConv **out, const float *w, const Shape *xs,
     if (!wc) goto nomem;
     conv_geom_fill(&wc->g, xs, ys, p);
     CHECK(geom_eligible(&wc->g));
-    CHECK(m == 2 || (m == 4 && wc->g.k[0] == 1));
+    CHECK(m == 2 || m == 4);
     tile_geom(wc, m);
     wc->isa = gemm_isa_best();
     gemm_kernel_dims(wc->isa, &wc->mr, &wc->nr);
@@ -297,7 +335,7 @@ int wino_create(WinoConv **out, const float *w, const Shape *xs,
     /* Chunk: as many panels as the budget holds, but at most a quarter
      * of each thread's share, so dynamic scheduling can balance. */
     int64_t panels = ((int64_t)wc->ntile + wc->nr - 1) / wc->nr * wc->g.n;
-    int64_t per_panel = (int64_t)wc->ne * (wc->g.ic + wc->ocp) * wc->nr;
+    int64_t per_panel = (int64_t)wc->ne * (wc->kk + wc->ocp) * wc->nr;
     int64_t np = WINO_CHUNK_FLOATS / per_panel;
     int64_t share = panels / (4 * (int64_t)(n_threads > 0 ? n_threads : 1));
     if (np > share) np = share;
@@ -305,7 +343,27 @@ int wino_create(WinoConv **out, const float *w, const Shape *xs,
         np = (wc->ntile + wc->nr - 1) / wc->nr;
     if (np < 1) np = 1;
     wc->ntc = (int)np * wc->nr;
-    wc->u = sl_alloc((size_t)wc->ne * wc->ocp * wc->g.ic * sizeof(float));
+    if (wc->kd == 3) {
+        /* One panel of a plane's tiles over nzc output planes: V holds
+         * nzc + 2 input planes, transformed once each (reading 2 planes
+         * twice per chunk), and stays within 4x the budget; the GEMMs of
+         * one output plane read 3 of them.  At least 4 chunks per
+         * thread, as above. */
+        const int64_t ppp = (int64_t)(wc->nt[1] * wc->nt[2] + wc->nr - 1) /
+                            wc->nr;
+        const int64_t slot = (int64_t)wc->ne * wc->g.ic * wc->nr;
+        int64_t nz = 4 * (int64_t)WINO_CHUNK_FLOATS / slot - 2;
+        int64_t want = 4 * (int64_t)(n_threads > 0 ? n_threads : 1);
+        int64_t per_nz = ppp * wc->g.n; /* chunks per plane range */
+        int64_t nzmax = per_nz >= want ? wc->g.out[0]
+                                       : wc->g.out[0] * per_nz / want;
+        if (nz > nzmax) nz = nzmax;
+        if (nz > wc->g.out[0]) nz = wc->g.out[0];
+        if (nz < 1) nz = 1;
+        wc->ntc = wc->nr;
+        wc->nzc = (int)nz;
+    }
+    wc->u = sl_alloc((size_t)wc->ne * wc->ocp * wc->kk * sizeof(float));
     if (!wc->u) goto nomem;
     weights_transform(wc, w);
     *out = wc;
@@ -320,7 +378,7 @@ nomem:
 
 size_t wino_weight_bytes(const WinoConv *wc)
 {
-    return (size_t)wc->ne * wc->ocp * wc->g.ic * sizeof(float);
+    return (size_t)wc->ne * wc->ocp * wc->kk * sizeof(float);
 }
 
 void wino_free(WinoConv *wc)
@@ -622,9 +680,10 @@ static void row_bt6(float *restrict d, int nr, const float *xr, int ix0,
 
 /* V rows of channel ic for one panel: dst + e * estride (nr lanes) for
  * each transform element e; the runs' input tiles of xc [D, H, W]
- * (channel ic), lanes from nv on zero.  dt: [E][nr] work space. */
+ * (channel ic) shifted kz planes along D (D tap kz, kd = 3), lanes
+ * from nv on zero.  dt: [E][nr] work space. */
 static void input_tiles(const WinoConv *wc, float *dst, size_t estride,
-                        float *restrict dt, const float *xc,
+                        float *restrict dt, const float *xc, int kz,
                         const TileRun *runs, int nrun, int nv)
 {
     const ConvGeom *g = &wc->g;
@@ -636,7 +695,7 @@ static void input_tiles(const WinoConv *wc, float *dst, size_t estride,
         const int ix0 = r->tx0 * wc->to[2] - g->pad[2];
         for (int rz = 0; rz < wc->ti[0]; rz++)
             for (int ry = 0; ry < th; ry++) {
-                int iz = r->tz * wc->to[0] - g->pad[0] + rz;
+                int iz = r->tz * wc->to[0] - g->pad[0] + rz + kz;
                 int iy = r->ty * wc->to[1] - g->pad[1] + ry;
                 float *d = dt + (size_t)((rz * th + ry) * tw) * nr + r->l0;
                 if (iz < 0 || iz >= g->in[0] || iy < 0 || iy >= IH) {
@@ -798,7 +857,7 @@ static void run_chunk(const WinoConv *wc, float *y, const float *x,
                       const float *b, int n, int64_t t0, float *v, float *mb)
 {
     const ConvGeom *g = &wc->g;
-    const int nr = wc->nr, ntc = wc->ntc, IC = g->ic;
+    const int nr = wc->nr, ntc = wc->ntc, IC = g->ic, KK = wc->kk;
     const float *xn = x + (size_t)n * IC * (size_t)g->in_sp;
     float *yn = y + (size_t)n * g->oc * (size_t)g->out_sp;
     float dt[64 * WINO_NR_MAX];
@@ -809,16 +868,16 @@ static void run_chunk(const WinoConv *wc, float *y, const float *x,
                  : wc->ntile - tp < nr ? (int)(wc->ntile - tp)
                                        : nr;
         int nrun = tile_runs(wc, tp, nv, runs);
-        for (int ic = 0; ic < IC; ic++)
-            input_tiles(wc, v + ((size_t)p * IC + ic) * nr, (size_t)ntc * IC,
-                        dt, xn + (size_t)ic * (size_t)g->in_sp, runs, nrun,
-                        nv);
+        for (int kic = 0; kic < KK; kic++)
+            input_tiles(wc, v + ((size_t)p * KK + kic) * nr, (size_t)ntc * KK,
+                        dt, xn + (size_t)(kic % IC) * (size_t)g->in_sp,
+                        kic / IC, runs, nrun, nv);
     }
-    const size_t ustride = (size_t)wc->ocp * IC;
+    const size_t ustride = (size_t)wc->ocp * KK;
     for (int e = 0; e < wc->ne; e++)
         gemm_prepacked_serial(wc->isa, mb + (size_t)e * wc->ocp * ntc, ntc,
-                              wc->u + e * ustride, v + (size_t)e * ntc * IC,
-                              wc->ocp, ntc, IC);
+                              wc->u + e * ustride, v + (size_t)e * ntc * KK,
+                              wc->ocp, ntc, KK);
     for (int p = 0; p < ntc / nr; p++) {
         int64_t tp = t0 + (int64_t)p * nr;
         if (tp >= wc->ntile) break;
@@ -832,9 +891,74 @@ static void run_chunk(const WinoConv *wc, float *y, const float *x,
     }
 }
 
+/* F(4x4,3x3) of a 3x3x3 layer (kd = 3), chunk c of sample n: one
+ * panel of a plane's tiles (tiles p*nr .. of each plane) over output
+ * planes z0 .. z0 + nzc.  Input plane z0 - pad + s goes to slot s of
+ * V [E][nzc + 2][IC][nr], transformed once; the GEMM operand of output
+ * plane oz (K index kz * IC + ic: D tap kz, channel ic) is then slots
+ * oz - z0 .. oz - z0 + 2, contiguous: a [3 IC][nr] panel. */
+static void run_chunk_d(const WinoConv *wc, float *y, const float *x,
+                        const float *b, int n, int64_t p, int z0, float *v,
+                        float *mb)
+{
+    const ConvGeom *g = &wc->g;
+    const int nr = wc->nr, IC = g->ic, OD = g->out[0];
+    const int nzc = z0 + wc->nzc <= OD ? wc->nzc : OD - z0;
+    const int64_t t2 = (int64_t)wc->nt[1] * wc->nt[2];
+    const float *xn = x + (size_t)n * IC * (size_t)g->in_sp;
+    float *yn = y + (size_t)n * g->oc * (size_t)g->out_sp;
+    const size_t estride = (size_t)(wc->nzc + 2) * IC * nr;
+    float dt[64 * WINO_NR_MAX];
+    TileRun runs[WINO_NR_MAX];
+    int64_t tp = p * nr;
+    int nv = t2 - tp < nr ? (int)(t2 - tp) : nr;
+    int nrun = tile_runs(wc, tp, nv, runs);
+    /* tz = z0 and D shift s: input plane z0 - pad + s */
+    for (int q = 0; q < nrun; q++) runs[q].tz = z0;
+    for (int sl = 0; sl < nzc + 2; sl++)
+        for (int ic = 0; ic < IC; ic++)
+            input_tiles(wc, v + ((size_t)sl * IC + ic) * nr, estride, dt,
+                        xn + (size_t)ic * (size_t)g->in_sp, sl, runs, nrun,
+                        nv);
+    const size_t ustride = (size_t)wc->ocp * wc->kk;
+    for (int oz = z0; oz < z0 + nzc; oz++) {
+        const float *vz = v + (size_t)(oz - z0) * IC * nr;
+        for (int e = 0; e < wc->ne; e++)
+            gemm_prepacked_serial(wc->isa, mb + (size_t)e * wc->ocp * nr, nr,
+                                  wc->u + e * ustride, vz + e * estride,
+                                  wc->ocp, nr, wc->kk);
+        for (int q = 0; q < nrun; q++) runs[q].tz = oz;
+        for (int oc = 0; oc < g->oc; oc++)
+            output_tiles4(wc, yn + (size_t)oc * (size_t)g->out_sp,
+                          mb + (size_t)oc * nr, (size_t)wc->ocp * nr,
+                          b ? b[oc] : 0.0f, runs, nrun);
+    }
+}
+
 void wino_forward(float *y, const float *x, const float *b,
                   const WinoConv *wc, float *scratch)
 {
+    if (wc->kd == 3) {
+        const int64_t ppp = ((int64_t)wc->nt[1] * wc->nt[2] + wc->nr - 1) /
+                            wc->nr;
+        const int64_t nzr = (wc->g.out[0] + wc->nzc - 1) / wc->nzc;
+        const int64_t nchunk = ppp * nzr * wc->g.n;
+        const size_t per = per_thread(wc);
+        float *base = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+        int nthr = gemm_max_threads();
+        if (nthr > procs()) nthr = procs();
+        if (nthr > nchunk) nthr = (int)nchunk;
+#pragma omp parallel num_threads(nthr)
+        {
+            float *v = base + (size_t)omp_get_thread_num() * per;
+            float *mb = v + v_floats(wc);
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t c = 0; c < nchunk; c++)
+                run_chunk_d(wc, y, x, b, (int)(c / (ppp * nzr)), c % ppp,
+                            (int)(c / ppp % nzr) * wc->nzc, v, mb);
+        }
+        return;
+    }
     const int64_t cps = (wc->ntile + wc->ntc - 1) / wc->ntc;
     const int64_t nchunk = cps * wc->g.n;
     const size_t per = per_thread(wc);
@@ -845,7 +969,7 @@ void wino_forward(float *y, const float *x, const float *b,
 #pragma omp parallel num_threads(nthr)
     {
         float *v = base + (size_t)omp_get_thread_num() * per;
-        float *mb = v + round16((size_t)wc->ne * wc->g.ic * wc->ntc);
+        float *mb = v + v_floats(wc);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t c = 0; c < nchunk; c++)
             run_chunk(wc, y, x, b, (int)(c / cps), c % cps * wc->ntc, v, mb);

@@ -1,7 +1,7 @@
-/* Winograd convolution: F(2x2,3x3) or F(4x4,3x3) for 2D 3x3 layers and
- * F(2x2x2,3x3x3) for 3D 3x3x3 ones (a 1x3x3 layer of a 3D model runs as
- * a 2D one on each plane).  Stride 1, dilation 1, one
- * group, any zero padding.
+/* Winograd convolution: F(2x2,3x3) or F(4x4,3x3) for 2D 3x3 layers, and
+ * F(2x2x2,3x3x3) or F(4x4,3x3) in-plane with D's 3 taps summed in the
+ * GEMMs for 3D 3x3x3 ones (a 1x3x3 layer of a 3D model runs as a 2D one
+ * on each plane).  Stride 1, dilation 1, one group, any zero padding.
  *
  * A WinoConv is made once per layer and input shape (the executor does it
  * at exec_create): it holds the transformed weights, so later changes to
@@ -19,8 +19,8 @@
 
 typedef struct WinoConv WinoConv;
 
-/* WINOGRAD: F(2,3) per convolved dim; WINOGRAD4: F(4x4,3x3), for
- * layers without a convolved D dim (2D, or a 3D model's 1x3x3). */
+/* WINOGRAD: F(2,3) per convolved dim; WINOGRAD4: F(4x4,3x3) along H and
+ * W (a convolved D dim: its 3 taps summed in the GEMMs). */
 typedef enum {
     CONV_ALGO_DIRECT,
     CONV_ALGO_WINOGRAD,
@@ -33,8 +33,7 @@ int wino_eligible(const Shape *xs, const Shape *ys, const ConvParams *p);
 /* How the executor runs this layer: the cost model of winograd.c,
  * overridden by the environment variable
  * SL_CONV_ALGO=direct|winograd|winograd4|auto (winograd: F(2,3) on every
- * eligible layer; winograd4: F(4x4,3x3) on every eligible layer without
- * a convolved D dim, F(2,3) on the others).  Deterministic: a function of the
+ * eligible layer; winograd4: F(4x4,3x3) on every eligible layer).  Deterministic: a function of the
  * shapes, the CPU's GEMM kernel (SL_GEMM_ISA) and the variable, not of
  * the thread count (outputs stay bit-identical across thread counts).
  * Returns 0 and sets *algo, or ERR_ARG (message printed) when the
@@ -43,8 +42,7 @@ int conv_algo_choose(const Shape *xs, const Shape *ys, const ConvParams *p,
                      ConvAlgo *algo);
 
 /* Transform w [OC,IC,K...] for an eligible layer (wino_eligible) run as
- * algo (WINOGRAD, or WINOGRAD4 for a layer without a convolved D dim)
- * with n_threads threads.  Returns 0, or ERR_NOMEM (message printed, naming
+ * algo (WINOGRAD or WINOGRAD4) with n_threads threads.  Returns 0, or ERR_NOMEM (message printed, naming
  * `name`).  *out is owned by the caller: wino_free. */
 int wino_create(WinoConv **out, const float *w, const Shape *xs,
                 const Shape *ys, const ConvParams *p, ConvAlgo algo,
