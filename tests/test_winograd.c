@@ -265,6 +265,8 @@ static void test_isas(void **state)
     static const WCase cs[] = {
         {2, 1, 19, 13, {15, 22}, {3, 3}, {1, 0}, {1, 1}, 1},
         {3, 1, 9, 7, {5, 6, 7}, {3, 3, 3}, {1, 1, 1}, {0, 1, 1}, 1},
+        /* rows of 18 tiles on the AVX2 and scalar kernels */
+        {2, 1, 7, 9, {11, 70}, {3, 3}, {1, 1}, {1, 1}, 1},
     };
     const char *saved = getenv("SL_GEMM_ISA");
     static const char *isa[] = {"avx2", "scalar"};
