@@ -12,6 +12,7 @@
 # of OUT/NAME.run/sauron_summary.txt (model written, FLOPs, Dice).
 # With "pace": the target rule and --pause-below-margin over five seeds.
 # With "pace_all": the default with --cost-rule none and all, as "pace".
+# With "pace_target": the default at targets 0.08 and 0.09, as "pace".
 # With "ablation10": the cost rules on brain MRI at 10 x 25 iterations.
 # With "cost" (or "cost30") as 4th argument, the FLOPs-aware rules,
 # --target-flops, --teacher-weight and --recovery-epochs on the phantom
@@ -227,6 +228,19 @@ if [ "$4" = pace ]; then
             run t01_${L}_s$s "$DS" $E --target-flops 0.1 --max-dice-drop 0.01
             run t01p_${L}_s$s "$DS" $E --target-flops 0.1 --max-dice-drop 0.01 \
                 --pause-below-margin on
+        done
+    done
+    exit 0
+fi
+if [ "$4" = pace_target ]; then
+    # The default with lower targets (8% and 9% of the FLOPs kept) over
+    # the same five seeds and lengths as "pace", beside target 0.1.
+    for s in 1 2 3 4 5; do
+        for L in 8 30; do
+            E="--epochs $L --iters-per-epoch 15 --seed $s"
+            for f in 0.08 0.09; do
+                run t${f#0.}_${L}_s$s "$DS" $E --target-flops $f --max-dice-drop 0.01
+            done
         done
     done
     exit 0
