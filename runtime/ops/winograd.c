@@ -60,6 +60,10 @@
 #include "gemm_core.h"
 #include "vecmath.h"
 
+#if SL_ISA_X86
+#include <immintrin.h>
+#endif
+
 /* Widest micro-kernel column count (gemm.c: 8, 16 or 32). */
 #define WINO_NR_MAX 32
 /* Per-thread chunk budget: V and M of a chunk in 256 Ki floats (1 MiB,
@@ -81,7 +85,7 @@ struct WinoConv {
     int lanes;       /* vector width of the transforms: 4, 8 or 16 */
     int ntc;         /* tiles per chunk (kd = 3: per plane), a multiple of nr */
     int nzc;         /* kd = 3: output planes per chunk */
-    float *u;        /* [E][ocp/mr][IC][mr] */
+    float *u;        /* [E][ocp/mr][KK][mr] */
 };
 
 static int geom_eligible(const ConvGeom *g)
@@ -533,11 +537,16 @@ WINO_LANE_FNS(16, vf16, __attribute__((target("avx512f"))))
             fn##_4(__VA_ARGS__);                                             \
     } while (0)
 
-/* B^T of F(4,3) along W for 16 consecutive tiles of a row (tile i reads
- * s[4i .. 4i+5]; s[0 .. 65] are inside the row): d[c*nr + i].  The
- * four phases s[4i+k] come from two rounds of two-source shuffles, the
- * fifth and sixth inputs are phases 0 and 1 one tile on; then WINO_BT6,
- * lane by lane, as in row_bt6's 4-tile path (the same bits). */
+/* B^T of F(4,3) along W for n <= 16 consecutive tiles of a row xr
+ * [0, iw): tile i reads xr[ws + 4i .. ws + 4i + 5], zero outside the
+ * row, and d[c*nr + i] (i < n) gets its element c.  The four phases
+ * xr[ws + 4i + k] come from two rounds of two-source shuffles, the fifth
+ * and sixth inputs are phases 0 and 1 one tile on; then WINO_BT6, lane
+ * by lane, as in row_bt6's 4-tile path and row_in's zeros (the same
+ * bits).  Runs that touch a border, or hold fewer than 16 tiles, take
+ * masked loads and stores instead of the scalar path.  (An AVX2 8-tile
+ * version, with its cross-lane shuffles, measured slower than the
+ * 4-tile steps, which AVX2 keeps.) */
 #if defined(__clang__)
 #define WINO_SHUF(VI, a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
 #else
@@ -545,11 +554,25 @@ WINO_LANE_FNS(16, vf16, __attribute__((target("avx512f"))))
 #endif
 typedef int32_t vi16 __attribute__((vector_size(64)));
 __attribute__((target("avx512f"))) static void
-row_bt6_16(float *restrict d, int nr, const float *s)
+row_bt6_16(float *restrict d, int nr, const float *xr, int ws, int iw, int n)
 {
     vf16 v[4], a[6], r[6];
-    for (int i = 0; i < 4; i++)
-        memcpy(&v[i], s + 16 * i, sizeof(vf16));
+    const int full = n == 16 && ws >= 0 && ws + 66 <= iw;
+    for (int i = 0; i < 4; i++) {
+        const int b = ws + 16 * i;
+        if (full) {
+            memcpy(&v[i], xr + b, sizeof(vf16));
+            continue;
+        }
+        /* lanes [lo, hi) lie inside the row; the address of lane 0 may
+         * not (masked-off lanes are not read) */
+        int lo = b < 0 ? -b : 0, hi = iw - b < 16 ? iw - b : 16;
+        __mmask16 m = 0;
+        if (lo < 16 && hi > lo)
+            m = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+        v[i] = (vf16)_mm512_maskz_loadu_ps(
+            m, (const void *)((uintptr_t)xr + (intptr_t)b * 4));
+    }
     /* u[0]: phases 0 | 1 of tiles 0..7, u[1]: 2 | 3; u[2], u[3]: 8..15 */
     vf16 u[4];
     for (int h = 0; h < 2; h++) {
@@ -565,14 +588,22 @@ row_bt6_16(float *restrict d, int nr, const float *s)
         a[2 * k + 1] = WINO_SHUF(vi16, u[k], u[2 + k], 8, 9, 10, 11, 12, 13,
                                  14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
     }
-    vf16 e4 = {s[64]}, e5 = {s[65]};
+    const int b4 = ws + 64;
+    vf16 e4 = {b4 >= 0 && b4 < iw ? xr[b4] : 0.0f};
+    vf16 e5 = {b4 + 1 >= 0 && b4 + 1 < iw ? xr[b4 + 1] : 0.0f};
     a[4] = WINO_SHUF(vi16, a[0], e4, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
                      13, 14, 15, 16);
     a[5] = WINO_SHUF(vi16, a[1], e5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
                      13, 14, 15, 16);
     WINO_BT6(a, r);
+    if (n == 16) {
+        for (int c = 0; c < 6; c++)
+            memcpy(d + (size_t)c * nr, &r[c], sizeof(vf16));
+        return;
+    }
+    const __mmask16 sm = (__mmask16)((1u << n) - 1);
     for (int c = 0; c < 6; c++)
-        memcpy(d + (size_t)c * nr, &r[c], sizeof(vf16));
+        _mm512_mask_storeu_ps(d + (size_t)c * nr, sm, (__m512)r[c]);
 }
 
 #else
@@ -675,27 +706,23 @@ static void row_bt(float *restrict d, int nr, const float *xr, int ix0,
 static void row_bt6(float *restrict d, int nr, const float *xr, int ix0,
                     int len, int iw, int lanes)
 {
+#if SL_ISA_X86
+    /* With AVX-512 every tile of the run, 16 at a time. */
+    if (lanes == 16) {
+        for (int t = 0; t < len; t += 16)
+            row_bt6_16(d + t, nr, xr, ix0 + 4 * t, iw,
+                       len - t < 16 ? len - t : 16);
+        return;
+    }
+#else
+    (void)lanes;
+#endif
     int lo, vhi;
     inside_tiles(ix0, 4, 6, len, iw, &lo, &vhi);
-#if !SL_ISA_X86
-    lanes = 4;
-#endif
     for (int t = 0; t < len; t++) {
         if (t == lo && lo < vhi) {
-            /* 16 tiles per step with AVX-512 when the inside run holds
-             * that many: F(4x4) layers of bench-conv took 0.84-1.04 of
-             * their time with 4-tile steps only.  An AVX2 8-tile version
-             * (cross-lane shuffles) and copying border runs with their
-             * zeros to skip the scalar tiles were slower than this. */
-            const int w = lanes == 16 && vhi - lo >= 16 ? 16 : 4;
-            for (; t < vhi; t += w) {
-                if (t + w > vhi) t = vhi - w; /* as in row_bt */
-#if SL_ISA_X86
-                if (w == 16) {
-                    row_bt6_16(d + t, nr, xr + ix0 + 4 * t);
-                    continue;
-                }
-#endif
+            for (; t < vhi; t += 4) {
+                if (t + 4 > vhi) t = vhi - 4; /* as in row_bt */
                 /* rows q[i]: inputs 0..3 of tile t+i; the 4x4 transpose
                  * gives inputs 0..3 of the four tiles, and q[1..4]'s first
                  * two (q[4]: s[16], s[17], the last inputs read) inputs
