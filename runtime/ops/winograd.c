@@ -1027,28 +1027,13 @@ static void run_chunk_d(const WinoConv *wc, float *y, const float *x,
 void wino_forward(float *y, const float *x, const float *b,
                   const WinoConv *wc, float *scratch)
 {
-    if (wc->kd == 3) {
-        const int64_t ppp = ((int64_t)wc->nt[1] * wc->nt[2] + wc->nr - 1) /
-                            wc->nr;
-        const int64_t nzr = (wc->g.out[0] + wc->nzc - 1) / wc->nzc;
-        const int64_t nchunk = ppp * nzr * wc->g.n;
-        const size_t per = per_thread(wc);
-        float *base = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-        int nthr = gemm_max_threads();
-        if (nthr > procs()) nthr = procs();
-        if (nthr > nchunk) nthr = (int)nchunk;
-#pragma omp parallel num_threads(nthr)
-        {
-            float *v = base + (size_t)omp_get_thread_num() * per;
-            float *mb = v + v_floats(wc);
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t c = 0; c < nchunk; c++)
-                run_chunk_d(wc, y, x, b, (int)(c / (ppp * nzr)), c % ppp,
-                            (int)(c / ppp % nzr) * wc->nzc, v, mb);
-        }
-        return;
-    }
-    const int64_t cps = (wc->ntile + wc->ntc - 1) / wc->ntc;
+    /* Chunks per sample: runs of ntc tiles, or with kd = 3 one panel of
+     * a plane's tiles times a range of nzc output planes. */
+    const int64_t ppp = ((int64_t)wc->nt[1] * wc->nt[2] + wc->nr - 1) / wc->nr;
+    const int64_t nzr = wc->kd == 3 ? (wc->g.out[0] + wc->nzc - 1) / wc->nzc
+                                    : 1;
+    const int64_t cps = wc->kd == 3 ? ppp * nzr
+                                    : (wc->ntile + wc->ntc - 1) / wc->ntc;
     const int64_t nchunk = cps * wc->g.n;
     const size_t per = per_thread(wc);
     float *base = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
@@ -1060,7 +1045,14 @@ void wino_forward(float *y, const float *x, const float *b,
         float *v = base + (size_t)omp_get_thread_num() * per;
         float *mb = v + v_floats(wc);
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t c = 0; c < nchunk; c++)
-            run_chunk(wc, y, x, b, (int)(c / cps), c % cps * wc->ntc, v, mb);
+        for (int64_t c = 0; c < nchunk; c++) {
+            const int n = (int)(c / cps);
+            const int64_t k = c % cps;
+            if (wc->kd == 3)
+                run_chunk_d(wc, y, x, b, n, k % ppp, (int)(k / ppp) * wc->nzc,
+                            v, mb);
+            else
+                run_chunk(wc, y, x, b, n, k * wc->ntc, v, mb);
+        }
     }
 }
