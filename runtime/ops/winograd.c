@@ -544,9 +544,9 @@ WINO_LANE_FNS(16, vf16, __attribute__((target("avx512f"))))
  * and sixth inputs are phases 0 and 1 one tile on; then WINO_BT6, lane
  * by lane, as in row_bt6's 4-tile path and row_in's zeros (the same
  * bits).  Runs that touch a border, or hold fewer than 16 tiles, take
- * masked loads and stores instead of the scalar path.  (An AVX2 8-tile
- * version, with its cross-lane shuffles, measured slower than the
- * 4-tile steps, which AVX2 keeps.) */
+ * masked loads and stores instead of the scalar path.  (An 8-tile
+ * version for AVX2, with its cross-lane shuffles, did not beat the
+ * 4-tile steps on bench-conv, so AVX2 keeps those.) */
 #if defined(__clang__)
 #define WINO_SHUF(VI, a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
 #else
