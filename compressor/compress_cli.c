@@ -487,21 +487,31 @@ static char *run_dir_for(const CompressOptions *o)
     return dir;
 }
 
-/* Trainer settings from the options (run_dir is borrowed). */
+/* Trainer settings from the options (run_dir borrowed; lr_note, of
+ * note_len bytes, holds the line that says a length-scaled rate). */
 static void train_config_from(const CompressOptions *o, const char *run_dir,
-                              TrainConfig *cfg)
+                              TrainConfig *cfg, char *lr_note,
+                              size_t note_len)
 {
     trainer_config_default(cfg);
     cfg->epochs = o->epochs;
     cfg->iters_per_epoch = o->iters_per_epoch;
     cfg->batch = o->batch;
     optim_options_default(&cfg->optim, (OptimKind)o->optimizer);
+    const float full = cfg->optim.lr;
+    const long long iters = (long long)o->epochs * o->iters_per_epoch;
     if (o->lr > 0.0)
         cfg->optim.lr = (float)o->lr;
     else
-        cfg->optim.lr = optim_default_lr(
-            (OptimKind)o->optimizer,
-            (long long)o->epochs * (long long)o->iters_per_epoch);
+        cfg->optim.lr = optim_default_lr(cfg->optim.kind, iters);
+    if (o->lr <= 0.0 && cfg->optim.lr != full) {
+        snprintf(lr_note, note_len,
+                 "learning rate %.3g: Adam's default %.3g times %d / %lld "
+                 "iterations, for this run's length (--lr sets it)",
+                 (double)cfg->optim.lr, (double)full,
+                 OPTIM_ADAM_FULL_RATE_ITERS, iters);
+        cfg->lr_note = lr_note;
+    }
     if (o->weight_decay >= 0.0)
         cfg->optim.weight_decay = (float)o->weight_decay;
     cfg->clip_grad = o->clip_grad;
@@ -621,18 +631,7 @@ int compress_train(const CompressOptions *o)
     if ((rc = setup_teacher(o, &g, distill, &dd, &tt))) goto fail;
     rc = ERR_NOMEM;
     if (!(run_dir = run_dir_for(o))) goto fail;
-    train_config_from(o, run_dir, &cfg);
-    OptimOptions full;
-    optim_options_default(&full, cfg.optim.kind);
-    if (o->lr <= 0.0 && cfg.optim.lr != full.lr) {
-        snprintf(lr_note, sizeof lr_note,
-                 "learning rate %.3g: Adam's default %.3g times %d / %lld "
-                 "iterations, for this run's length (--lr sets it)",
-                 (double)cfg.optim.lr, (double)full.lr,
-                 OPTIM_ADAM_FULL_RATE_ITERS,
-                 (long long)o->epochs * o->iters_per_epoch);
-        cfg.lr_note = lr_note;
-    }
+    train_config_from(o, run_dir, &cfg, lr_note, sizeof lr_note);
     if (o->threads > 0) omp_set_num_threads(o->threads);
     if (!o->no_prune && (rc = setup_pruning(o, &g, distill, &cfg, settings,
                                             sizeof settings, &sh, &hooks)))
