@@ -232,28 +232,19 @@ if [ "$4" = pace ]; then
     done
     exit 0
 fi
-if [ "$4" = pace_target ]; then
-    # The default with lower targets (8% and 9% of the FLOPs kept) over
-    # the same five seeds and lengths as "pace", beside target 0.1.
+if [ "$4" = pace_all ] || [ "$4" = pace_target ]; then
+    # The default over the same five seeds and lengths as "pace":
+    # pace_all with --cost-rule none and all (to choose the default rule),
+    # pace_target at targets 0.08 and 0.09 (beside 0.1 in "pace").
+    case $4 in pace_all) V="none all" ;; *) V="0.08 0.09" ;; esac
     for s in 1 2 3 4 5; do
         for L in 8 30; do
-            E="--epochs $L --iters-per-epoch 15 --seed $s"
-            for f in 0.08 0.09; do
-                run t${f#0.}_${L}_s$s "$DS" $E --target-flops $f --max-dice-drop 0.01
-            done
-        done
-    done
-    exit 0
-fi
-if [ "$4" = pace_all ]; then
-    # The default (target 0.1) with each cost rule over the same five seeds
-    # and lengths as "pace", to choose the default --cost-rule.
-    for s in 1 2 3 4 5; do
-        for L in 8 30; do
-            E="--epochs $L --iters-per-epoch 15 --seed $s"
-            for r in none all; do
-                run ${r}${L}_s$s "$DS" $E --target-flops 0.1 --max-dice-drop 0.01 \
-                    --cost-rule $r
+            E="--epochs $L --iters-per-epoch 15 --seed $s --max-dice-drop 0.01"
+            for v in $V; do
+                case $4 in
+                pace_all) run ${v}${L}_s$s "$DS" $E --target-flops 0.1 --cost-rule $v ;;
+                *) run t${v#0.}_${L}_s$s "$DS" $E --target-flops $v ;;
+                esac
             done
         done
     done
