@@ -410,6 +410,9 @@ void exec_reexec_passive_wait(char **argv)
 {
     if (getenv("OMP_WAIT_POLICY") || !argv || !argv[0]) return;
     if (setenv("OMP_WAIT_POLICY", "passive", 1)) return;
+    if (!getenv("GOMP_SPINCOUNT") &&
+        setenv("GOMP_SPINCOUNT", EXEC_SPIN_COUNT, 1))
+        return;
     execv("/proc/self/exe", argv);
     /* not possible here: carry on with libgomp's default policy */
 }

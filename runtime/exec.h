@@ -88,7 +88,19 @@ const char *exec_node_label(const Executor *e, int i);
  * user+sys CPU seconds: with the re-exec 8.7, 11.3, 11.2 (wall 12-24 s);
  * libgomp's default policy (OMP_WAIT_POLICY set to an invalid value, so
  * no re-exec) 60.1, 52.5 (wall 239, 190 s); OMP_WAIT_POLICY=passive set
- * by the caller 8.8, 8.2. */
+ * by the caller 8.8, 8.2.
+ *
+ * A fully passive wait costs small layers, though: each parallel region
+ * then wakes the other thread through the kernel (on a KVM guest, tens of
+ * microseconds), more than a 16-channel layer's work.  So the re-exec
+ * also sets GOMP_SPINCOUNT to EXEC_SPIN_COUNT (unless it is set): spin
+ * that long, then sleep.  slim2d (tools/make_bench_models.py), sauron-run
+ * --repeat 300 --threads 2, quiet 2-core AMD EPYC: 3.2-5.0 ms passive,
+ * 2.8 ms at 100 spins, 2.3 at 300, 1.6-2.2 at 1000, 1.6 at 10000 (and 2.2
+ * fully active).  Loaded by 6 busy processes: segment of Colin27 2.0 s CPU
+ * at 0 and 1000 spins, 2.1 at 10000, 2.5 at libgomp's default 300000;
+ * slim2d 11 ms at 0 spins, 15 at 1000. */
+#define EXEC_SPIN_COUNT "1000"
 void exec_reexec_passive_wait(char **argv);
 
 #endif
