@@ -2,8 +2,8 @@
 # Benchmark: our runtime (sauron-run) against ONNX Runtime (onnxruntime-node)
 # on the same ONNX models, same input, same machine, same run, 2 threads.
 #
-#   BUILD=build [QUICK=1] [RUNS=n] [BENCH_TRAIN=0] [VOL_BASELINE=base.sslim] sh tools/bench.sh
-#       (make bench / bench-quick; RUNS=1 BENCH_TRAIN=0 checks that it runs)
+#   BUILD=build [QUICK=1] [RUNS=n] [ROUNDS=n] [BENCH_TRAIN=0] [VOL_BASELINE=base.sslim] sh tools/bench.sh
+#       (make bench / bench-quick; RUNS=1 ROUNDS=1 BENCH_TRAIN=0 checks that it runs)
 #
 # Needs the built programs in $BUILD/bin, /usr/bin/python3 with torch (to
 # export the models, once, into $BUILD/bench), node and npm (onnxruntime-node
@@ -12,13 +12,20 @@
 # runs, the first included on both sides (sauron-run has no warm-up); peak memory is the process's maximum resident set
 # (GNU time), so ORT's figure includes node itself (its baseline is shown).
 # Also checks that our output equals ORT's within 1e-4 of the output scale.
+#
+# Rounds: the speed of a shared 2-core VM drifts by up to 1.4x within
+# minutes, more than the margins measured here, so each model (and the
+# whole volume) runs ROUNDS times, ours and the peer back to back in each
+# round, and a ratio is the median of the rounds' own ratios (its range
+# is printed beside it); a time is the median of the rounds' medians.
 set -eu
 BUILD=${BUILD:-build}
 OUT=$BUILD/bench
 NODE_DIR=$BUILD/node
 ORT_VERSION=1.30.0
 THREADS=2
-if [ -n "${QUICK:-}" ]; then R2=${RUNS:-5}; R3=${RUNS:-3}; else R2=${RUNS:-20}; R3=${RUNS:-10}; fi
+if [ -n "${QUICK:-}" ]; then R2=${RUNS:-5}; R3=${RUNS:-3}; ROUNDS=${ROUNDS:-3}; else
+    R2=${RUNS:-20}; R3=${RUNS:-10}; ROUNDS=${ROUNDS:-5}; fi
 
 die() { echo "error: bench: $*" >&2; exit 1; }
 for b in sauron-compress sauron-run; do
@@ -76,15 +83,26 @@ ours() { # model shape runs tag [VAR=value ...]
 }
 # median ms from sauron-run's "median X ms" line (or n/a)
 ours_ms() { awk '$1 == "median" {print $2; f = 1} END {if (!f) print "n/a"}' "$1"; }
+# over a file of one line per round: the median of column $1 (or of the
+# ratio $1 / $2 of two columns) and, for ratios, "median min-max"
+col_median() {
+    awk -v a="$1" -v b="${2:-}" '{x = $a; if (b != "") x = ($a + 0 > 0 && $b + 0 > 0) ? $a / $b : "n/a"
+        if (x != "n/a") print x}' "$3" | sort -g | awk -v r="${2:+range}" '{v[NR] = $1}
+        END {if (!NR) {print "n/a"; exit}
+             m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+             if (r == "") print m; else printf "%.2f %.2f-%.2f\n", m, v[1], v[NR]}'
+}
 
 # Issue 13's goals for ours (auto) / ONNX Runtime, per model.
 goal_of() { case $1 in bench2d) echo 0.6 ;; slim2d) echo 0.33 ;; bench3d) echo 0.35 ;; slim3d) echo 0.2 ;; *) echo - ;; esac; }
 
 # bench2d/bench3d: dense nnU-Nets; slim2d/slim3d: the same shapes with
 # Sauron-pruned channel counts (4..16), where per-op overheads, not FLOPs,
-# decide the latency (more runs: they are fast).  Each model runs ours
+# decide the latency (more runs: they are fast).  Each round runs ours
 # with the per-layer algorithm choice (SL_CONV_ALGO=auto, the default),
-# ours with every convolution direct, and ONNX Runtime, one after the other.
+# ours with every convolution direct, and ONNX Runtime, one after the
+# other; $OUT/$m.rounds keeps one line per round: auto, direct, ORT and
+# (bench2d) AVX2 milliseconds.
 for m in bench2d slim2d bench3d slim3d; do
     shape=$(cat "$OUT/$m.shape")
     case $m in bench2d) runs=$R2 ;; slim2d) runs=$((R2 * 5)) ;; slim3d) runs=$((R3 * 3)) ;; *) runs=$R3 ;; esac
@@ -92,17 +110,25 @@ for m in bench2d slim2d bench3d slim3d; do
     echo "bench: $m ($shape), $runs runs" >&2
     "$BUILD/bin/sauron-compress" --no-finetune "$OUT/$m.onnx" "$OUT/$m.sslim" --force >&2 ||
         die "sauron-compress failed on $OUT/$m.onnx"
-    ours "$m" "$shape" "$runs" ours SL_CONV_ALGO=auto
-    ours "$m" "$shape" "$runs" direct SL_CONV_ALGO=direct
-    # the AVX2 kernels on the same machine (issue 13: both paths first class)
-    [ $m = bench2d ] && ours "$m" "$shape" "$runs" avx2 SL_CONV_ALGO=auto SL_GEMM_ISA=avx2
-    timed "$OUT/$m.ort.time" node tools/bench_ort.js "$OUT/$m.onnx" "$OUT/$m.in.bin" "$shape" \
-        --runs "$runs" --threads $THREADS --compare "$OUT/$m.ours.bin" \
-        >"$OUT/$m.ort.txt" || die "ONNX Runtime failed on $OUT/$m.onnx"
-    ours_ms=$(ours_ms "$OUT/$m.ours.txt")
-    direct_ms=$(ours_ms "$OUT/$m.direct.txt")
+    : >"$OUT/$m.rounds"
+    for round in $(seq "$ROUNDS"); do
+        ours "$m" "$shape" "$runs" ours SL_CONV_ALGO=auto
+        ours "$m" "$shape" "$runs" direct SL_CONV_ALGO=direct
+        # the AVX2 kernels on the same machine (issue 13: both paths first class)
+        [ $m = bench2d ] && ours "$m" "$shape" "$runs" avx2 SL_CONV_ALGO=auto SL_GEMM_ISA=avx2
+        timed "$OUT/$m.ort.time" node tools/bench_ort.js "$OUT/$m.onnx" "$OUT/$m.in.bin" "$shape" \
+            --runs "$runs" --threads $THREADS --compare "$OUT/$m.ours.bin" \
+            >"$OUT/$m.ort.txt" || die "ONNX Runtime failed on $OUT/$m.onnx"
+        a2=n/a
+        [ $m = bench2d ] && a2=$(ours_ms "$OUT/$m.avx2.txt")
+        echo "$(ours_ms "$OUT/$m.ours.txt") $(ours_ms "$OUT/$m.direct.txt") $(field ort_ms "$OUT/$m.ort.txt") $a2" \
+            >>"$OUT/$m.rounds"
+    done
+    ours_ms=$(col_median 1 "" "$OUT/$m.rounds")
+    direct_ms=$(col_median 2 "" "$OUT/$m.rounds")
     ours_mb=$(peak_mb "$OUT/$m.ours.time")
-    ort_ms=$(field ort_ms "$OUT/$m.ort.txt")
+    ort_ms=$(col_median 3 "" "$OUT/$m.rounds")
+    ratio=$(col_median 1 3 "$OUT/$m.rounds")
     ort_mb=$(peak_mb "$OUT/$m.ort.time")
     [ "$ort_mb" = n/a ] && ort_mb=$(field ort_peak_mb "$OUT/$m.ort.txt")
     node_mb=$(field ort_base_mb "$OUT/$m.ort.txt")
@@ -110,10 +136,11 @@ for m in bench2d slim2d bench3d slim3d; do
     scale=$(awk '$1 == "max_abs_diff" {print $4}' "$OUT/$m.ort.txt")
     ok=$(awk -v d="$diff" -v s="$scale" 'BEGIN {print (d != "n/a" && d + 0 <= 1e-4 * s) ? "ok" : "MISMATCH"}')
     [ "$ok" = ok ] || status=1
-    rows="$rows$m $ours_ms $direct_ms $ort_ms $(goal_of $m) $ours_mb $ort_mb $node_mb $diff $ok
+    rows="$rows$m $ours_ms $direct_ms $ort_ms $(goal_of $m) $ours_mb $ort_mb $node_mb $diff $ok $ratio
 "
 done
-avx2_ms=$(ours_ms "$OUT/bench2d.avx2.txt")
+avx2_ms=$(col_median 4 "" "$OUT/bench2d.rounds")
+avx2_ratio=$(col_median 4 1 "$OUT/bench2d.rounds")
 avx512=no
 grep -qw avx512f /proc/cpuinfo 2>/dev/null && avx512=yes
 
@@ -145,82 +172,86 @@ VOL_SCAN=${VOL_SCAN:-/usr/share/mricron/templates/ch2.nii.gz}
 VOL_MODEL=${VOL_MODEL:-models/default.sslim}
 if [ -n "${QUICK:-}" ]; then VR=${RUNS:-1}; else VR=${RUNS:-3}; fi
 vol_line=""
+base_line=""
+# VOL_BASELINE=base.sslim (the unpruned model the shipped one came from,
+# with its normalisation, e.g. `sauron-compress --no-finetune base.onnx
+# base.sslim --normalize zscore-fg`): ONNX Runtime on it, same scan, same
+# rounds, for issue 10's "ours on the slim model >= 8x faster than ONNX
+# Runtime on the baseline".  The baseline is not committed (20 MB).
+[ -z "${VOL_BASELINE:-}" ] || [ -f "$VOL_BASELINE" ] || die "VOL_BASELINE=$VOL_BASELINE: no such file"
 if [ -f "$VOL_SCAN" ] && [ -f "$VOL_MODEL" ]; then
-    echo "bench: whole volume, $VOL_MODEL on $VOL_SCAN, $VR runs each" >&2
+    echo "bench: whole volume, $VOL_MODEL on $VOL_SCAN, $ROUNDS rounds of $VR runs each" >&2
     "$BUILD/bin/sauron-compress" --no-finetune "$VOL_MODEL" "$OUT/vol_model.onnx" --force >&2 ||
         die "sauron-compress failed exporting $VOL_MODEL to ONNX"
-    vms=""
-    for r in $(seq "$VR"); do
-        timed "$OUT/vol.ours.$r.time" "$BUILD/bin/segment" -q --force --threads $THREADS \
-            -m "$VOL_MODEL" -o "$OUT/vol.ours.nii.gz" "$VOL_SCAN" || die "segment failed on $VOL_SCAN"
-        vms="$vms$(awk '/Elapsed \(wall clock\)/ {n = split($NF, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i]; printf "%.0f\n", s * 1000}' "$OUT/vol.ours.$r.time")
-"
+    [ -z "${VOL_BASELINE:-}" ] || "$BUILD/bin/sauron-compress" --no-finetune "$VOL_BASELINE" \
+        "$OUT/vol_base.onnx" --force >&2 || die "sauron-compress failed exporting $VOL_BASELINE to ONNX"
+    # one line per round: ours, ORT on the model, ORT on VOL_BASELINE (ms)
+    : >"$OUT/vol.rounds"
+    for round in $(seq "$ROUNDS"); do
+        : >"$OUT/vol.ours.ms"
+        for r in $(seq "$VR"); do
+            timed "$OUT/vol.ours.$r.time" "$BUILD/bin/segment" -q --force --threads $THREADS \
+                -m "$VOL_MODEL" -o "$OUT/vol.ours.nii.gz" "$VOL_SCAN" || die "segment failed on $VOL_SCAN"
+            awk '/Elapsed \(wall clock\)/ {n = split($NF, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i]; printf "%.0f\n", s * 1000}' \
+                "$OUT/vol.ours.$r.time" >>"$OUT/vol.ours.ms"
+        done
+        best=$(ort_volume vol_model vol.ort --check "$OUT/vol.ours.nii.gz")
+        base_ms=n/a
+        if [ -n "${VOL_BASELINE:-}" ]; then
+            echo "bench: round $round, ONNX Runtime on the baseline $VOL_BASELINE" >&2
+            bbest=$(ort_volume vol_base vol.ortbase)
+            base_ms=$(kv volume_ms "$bbest")
+        fi
+        echo "$(col_median 1 "" "$OUT/vol.ours.ms") $(kv volume_ms "$best") $base_ms" >>"$OUT/vol.rounds"
     done
-    vol_ms=$(printf '%s' "$vms" | sort -g | awk '{v[NR] = $1} END {if (!NR) print "n/a"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}')
     vol_mb=$(peak_mb "$OUT/vol.ours.1.time")
-    best=$(ort_volume vol_model vol.ort --check "$OUT/vol.ours.nii.gz")
-    vol_ort_ms=$(kv volume_ms "$best")
     vol_ort_mb=$(kv peak_rss_mb "$best")
     vol_agree=$(kv agree "$best")
     vol_differ=$(awk '$1 == "agree" {print $4 " of " $6}' "$best")
     awk -v a="$vol_agree" 'BEGIN {exit !(a != "" && a + 0 >= 0.999)}' || {
         echo "error: bench: ONNX Runtime's label map differs from ours on more than 0.1% of the voxels ($best)" >&2
         status=1; }
-    vol_line="volume $(basename "$VOL_MODEL") $vol_ms $vol_ort_ms $vol_mb $vol_ort_mb $(basename "$best" .txt | sed 's/.*\.b/batch /') differ=$vol_differ"
+    vol_line="volume $(basename "$VOL_MODEL") $(col_median 1 "" "$OUT/vol.rounds") $(col_median 2 "" "$OUT/vol.rounds") $vol_mb $vol_ort_mb $(basename "$best" .txt | sed 's/.*\.b/batch /') differ=$vol_differ $(col_median 1 2 "$OUT/vol.rounds")"
+    [ -z "${VOL_BASELINE:-}" ] ||
+        base_line="$(col_median 3 "" "$OUT/vol.rounds") $(basename "$bbest" .txt | sed 's/.*\.b/batch /') $(col_median 3 1 "$OUT/vol.rounds")"
 else
     echo "bench: $VOL_SCAN or $VOL_MODEL missing: no whole-volume line" >&2
 fi
-# VOL_BASELINE=base.sslim (the unpruned model the shipped one came from,
-# with its normalisation, e.g. `sauron-compress --no-finetune base.onnx
-# base.sslim --normalize zscore-fg`): ONNX Runtime on it, same scan, same
-# run, for issue 10's "ours on the slim model >= 8x faster than ONNX
-# Runtime on the baseline".  The baseline is not committed (20 MB).
-base_line=""
-if [ -n "${VOL_BASELINE:-}" ] && [ -n "$vol_line" ]; then
-    [ -f "$VOL_BASELINE" ] || die "VOL_BASELINE=$VOL_BASELINE: no such file"
-    echo "bench: whole volume, ONNX Runtime on the baseline $VOL_BASELINE, $VR runs each" >&2
-    "$BUILD/bin/sauron-compress" --no-finetune "$VOL_BASELINE" "$OUT/vol_base.onnx" --force >&2 ||
-        die "sauron-compress failed exporting $VOL_BASELINE to ONNX"
-    bbest=$(ort_volume vol_base vol.ortbase)
-    base_line="$(kv volume_ms "$bbest") $(basename "$bbest" .txt | sed 's/.*\.b/batch /')"
-fi
 
-printf '\n%-8s %10s %10s %10s %8s %-16s %8s %8s %7s %12s\n' model "ours ms" "direct ms" "ORT ms" \
-    "ours/ORT" "goal" "ours MB" "ORT MB" "MB o/O" "max |diff|"
+printf '\n%-8s %10s %10s %10s %8s %-11s %-16s %8s %8s %7s %12s\n' model "ours ms" "direct ms" "ORT ms" \
+    "ours/ORT" "range" "goal" "ours MB" "ORT MB" "MB o/O" "max |diff|"
 printf '%s' "$rows" | awk '
 function ratio(a, b) { return (a + 0 > 0 && b + 0 > 0) ? sprintf("%.2f", a / b) : "n/a" }
 function verdict(r, g) { return (r == "n/a" || g == "-") ? "" : (r + 0 <= g + 0 ? "met" : "NOT met") }
-NF { r = ratio($2, $4)
-     printf "%-8s %10s %10s %10s %8s %-16s %8s %8s %7s %12s %s\n", $1, $2, $3, $4,
-         r, "<= " $5 " " verdict(r, $5), $6, $7, ratio($6, $7), $9, $10; node = $8 }
+NF { printf "%-8s %10s %10s %10s %8s %-11s %-16s %8s %8s %7s %12s %s\n", $1, $2, $3, $4,
+         $11, $12, "<= " $5 " " verdict($11, $5), $6, $7, ratio($6, $7), $9, $10; node = $8 }
 END { printf "threads %d; ours = sauron-run, per-layer algorithm choice (SL_CONV_ALGO=auto); " \
-             "direct = SL_CONV_ALGO=direct; goal = issue 13 (ours/ORT); latency: median over all " \
-             "runs, the first included on both sides; peak = max RSS of the process (ORT includes " \
+             "direct = SL_CONV_ALGO=direct; goal = issue 13 (ours/ORT); '"$ROUNDS"' rounds, ours and " \
+             "ORT back to back in each: times are medians of the rounds (each the median of its runs, " \
+             "the first included on both sides), ours/ORT the median of the per-round ratios and " \
+             "range their min-max; peak = max RSS of the process (ORT includes " \
              "node, %s MB before the session); other load on the machine skews both\n", \
              '"$THREADS"', node }'
-awk -v a="$avx2_ms" -v b="$(ours_ms "$OUT/bench2d.ours.txt")" -v x="$avx512" 'BEGIN {
-    r = (a + 0 > 0 && b + 0 > 0) ? sprintf("%.2f", a / b) : "n/a"
-    v = r == "n/a" ? "" : (r + 0 <= 1.3 ? " met" : " NOT met")
+printf '%s\n' "$avx2_ms $avx2_ratio" | awk -v x="$avx512" '{
+    v = $2 == "n/a" ? "" : ($2 + 0 <= 1.3 ? " met" : " NOT met")
     if (x == "yes")
-        printf "bench2d AVX2 kernels (SL_GEMM_ISA=avx2): %s ms; AVX2 / AVX-512 = %s%s (goal <= 1.3)\n", a, r, v
+        printf "bench2d AVX2 kernels (SL_GEMM_ISA=avx2): %s ms; AVX2 / AVX-512 = %s (rounds %s)%s (goal <= 1.3)\n", $1, $2, $3, v
     else
-        printf "bench2d SL_GEMM_ISA=avx2: %s ms; this CPU has no AVX-512, so ours above is AVX2 too (ratio %s)\n", a, r }'
+        printf "bench2d SL_GEMM_ISA=avx2: %s ms; this CPU has no AVX-512, so ours above is AVX2 too (ratio %s)\n", $1, $2 }'
 if [ -n "$vol_line" ]; then
     printf '%s\n' "$vol_line" | awk '{
-        r = ($3 + 0 > 0 && $4 + 0 > 0) ? sprintf("%.2f", $3 / $4) : "n/a"
-        v = r == "n/a" ? "" : (r + 0 <= 0.5 ? " met" : " NOT met")
+        v = $12 == "n/a" ? "" : ($12 + 0 <= 0.5 ? " met" : " NOT met")
         s = ($3 + 0 > 0) ? ($3 + 0 < 3000 ? " met" : " NOT met") : ""
-        printf "volume   %s on Colin27 (181 slices): ours %s ms, ORT %s ms (%s %s), ours/ORT %s%s (goal <= 0.5); " \
+        printf "volume   %s on Colin27 (181 slices): ours %s ms, ORT %s ms (%s %s), ours/ORT %s (rounds %s)%s (goal <= 0.5); " \
                "ours under 3 s:%s; peak ours %s MB, ORT %s MB (node included); labels differ on %s voxels\n",
-               $2, $3, $4, $7, $8, r, v, s, $5, $6, substr($9, 8) " " $10 " " $11 }'
-    echo "volume: ours = segment process wall time (median of $VR), ORT = tools/ort_segment.js pipeline inside node (start-up excluded)"
+               $2, $3, $4, $7, $8, $12, $13, v, s, $5, $6, substr($9, 8) " " $10 " " $11 }'
+    echo "volume: $ROUNDS rounds; ours = segment process wall time (median of $VR per round), ORT = tools/ort_segment.js pipeline inside node (start-up excluded); times are medians of the rounds, ratios the median of the rounds' own"
 fi
 if [ -n "$base_line" ]; then
     printf '%s %s\n' "$vol_line" "$base_line" | awk -v b="$(basename "$VOL_BASELINE")" '{
-        r = ($3 + 0 > 0 && $12 + 0 > 0) ? sprintf("%.2f", $12 / $3) : "n/a"
-        v = r == "n/a" ? "" : (r + 0 >= 8 ? " met" : " NOT met")
-        printf "volume   ORT on the baseline %s: %s ms (%s %s); ours on %s %s ms: %sx faster%s (issue 10 goal >= 8x)\n",
-               b, $12, $13, $14, $2, $3, r, v }'
+        v = $17 == "n/a" ? "" : ($17 + 0 >= 8 ? " met" : " NOT met")
+        printf "volume   ORT on the baseline %s: %s ms (%s %s); ours on %s %s ms: %sx faster (rounds %s)%s (issue 10 goal >= 8x)\n",
+               b, $14, $15, $16, $2, $3, $17, $18, v }'
 fi
 echo "$fixtures_line"
 
