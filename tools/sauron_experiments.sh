@@ -13,6 +13,7 @@
 # With "pace": the target rule and --pause-below-margin over five seeds.
 # With "pace_all": the default with --cost-rule none and all, as "pace".
 # With "pace_target": the default at targets 0.08 and 0.09, as "pace".
+# With "pace_end": the default against --recovery-epochs (a tenth, 0).
 # With "ablation10": the cost rules on brain MRI at 10 x 25 iterations.
 # With "cost" (or "cost30") as 4th argument, the FLOPs-aware rules,
 # --target-flops, --teacher-weight and --recovery-epochs on the phantom
@@ -232,17 +233,26 @@ if [ "$4" = pace ]; then
     done
     exit 0
 fi
-if [ "$4" = pace_all ] || [ "$4" = pace_target ]; then
+if [ "$4" = pace_all ] || [ "$4" = pace_target ] || [ "$4" = pace_end ]; then
     # The default over the same five seeds and lengths as "pace":
     # pace_all with --cost-rule none and all (to choose the default rule),
-    # pace_target at targets 0.08 and 0.09 (beside 0.1 in "pace").
-    case $4 in pace_all) V="none all" ;; *) V="0.08 0.09" ;; esac
+    # pace_target at targets 0.08 and 0.09 (beside 0.1 in "pace"),
+    # pace_end: how long the target rule may prune: the default of the
+    # binary under test (def), the last tenth of the epochs left to
+    # recovery (r10: --recovery-epochs 1 at 8 epochs, 3 at 30) and none
+    # (r0: --recovery-epochs 0, pruning until the target or the end).
+    case $4 in pace_all) V="none all" ;; pace_end) V="def r10 r0" ;;
+    *) V="0.08 0.09" ;; esac
     for s in 1 2 3 4 5; do
         for L in 8 30; do
             E="--epochs $L --iters-per-epoch 15 --seed $s --max-dice-drop 0.01"
             for v in $V; do
                 case $4 in
                 pace_all) run ${v}${L}_s$s "$DS" $E --target-flops 0.1 --cost-rule $v ;;
+                pace_end)
+                    case $v in def) R="" ;; r0) R="--recovery-epochs 0" ;;
+                    *) R="--recovery-epochs $(((L + 9) / 10))" ;; esac
+                    run ${v}_${L}_s$s "$DS" $E --target-flops 0.1 $R ;;
                 *) run t${v#0.}_${L}_s$s "$DS" $E --target-flops $v ;;
                 esac
             done
