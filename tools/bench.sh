@@ -260,13 +260,13 @@ echo "$fixtures_line"
 # Forward, CE + Dice, backward and Adam on one random batch, the same
 # architecture (tools/make_bench_models.py) and batch on both sides, 2
 # threads, both runs one after the other in this run.  Both sides use
-# OMP_WAIT_POLICY=passive unless it is set (PyTorch's CPU kernels use the
-# same libgomp; see exec_reexec_passive_wait).  Peak = the process's max
+# OMP_WAIT_POLICY=passive with GOMP_SPINCOUNT=1000 unless set (PyTorch's
+# CPU kernels use the same libgomp; see exec_reexec_passive_wait).  Peak = the process's max
 # RSS (PyTorch's includes the torch library itself).
 if [ -n "${QUICK:-}" ]; then TS=${TRAIN_STEPS:-2}; else TS=${TRAIN_STEPS:-5}; fi
 [ -x "$BUILD/bin/bench-train" ] || make --no-print-directory BUILD="$BUILD" "$BUILD/bin/bench-train" >&2 ||
     die "building $BUILD/bin/bench-train failed"
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}" GOMP_SPINCOUNT="${GOMP_SPINCOUNT:-1000}"
 trows=""
 for spec in bench2d:4,1,256,256 bench3d:1,1,96,96,96; do
     m=${spec%%:*}; shape=${spec#*:}
@@ -288,6 +288,6 @@ function ratio(a, b) { return (a + 0 > 0 && b + 0 > 0) ? sprintf("%.2f", a / b) 
 NF { printf "%-8s %-14s %10s %10s %6s %9s %9s %6s %6s/%s\n", $1, $2, $3, $4, ratio($3, $4),
          $5, $6, ratio($5, $6), $7, $8 }
 END { printf "threads %d; training step = forward + CE/Dice + backward + Adam, median " \
-             "over '"$TS"' steps after 1 warm-up; OMP_WAIT_POLICY=%s on both sides; " \
-             "cpu = process CPU time per step\n", '"$THREADS"', "'"$OMP_WAIT_POLICY"'" }'
+             "over '"$TS"' steps after 1 warm-up; OMP_WAIT_POLICY=%s GOMP_SPINCOUNT=%s on both sides; " \
+             "cpu = process CPU time per step\n", '"$THREADS"', "'"$OMP_WAIT_POLICY"'", "'"$GOMP_SPINCOUNT"'" }'
 exit $status

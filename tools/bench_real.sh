@@ -92,7 +92,8 @@ done
 [ -d "$BUILD/node/node_modules/onnxruntime-node" ] ||
     die "onnxruntime-node missing in $BUILD/node; run 'BUILD=$BUILD sh tools/deps.sh bench'"
 export ORT_NODE_PATH="$BUILD/node"
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
+# both sides wait as our programs do by themselves (exec_reexec_passive_wait)
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}" GOMP_SPINCOUNT="${GOMP_SPINCOUNT:-1000}"
 TIME=/usr/bin/time
 [ -x $TIME ] || die "/usr/bin/time missing (Debian package 'time')"
 mkdir -p "$REAL"

@@ -13,7 +13,8 @@ class and sums over the batch too in 2D (nnU-Net's batch Dice), Adam with
 lr 1e-3.  Prints "key value" lines like bench-train: step_ms (median wall),
 step_cpu_ms (median process CPU time), min_ms, loss_first, loss_last,
 peak_mb (the process's maximum resident set, torch itself included),
-omp_wait_policy (OMP_WAIT_POLICY: passive unless the caller set it).
+omp_wait_policy (OMP_WAIT_POLICY: passive, with GOMP_SPINCOUNT 1000, unless
+the caller set them).
 """
 
 import argparse
@@ -26,6 +27,7 @@ import time
 # libgomp reads this when torch loads it: passive unless the caller chose,
 # as our programs do (exec_reexec_passive_wait), so both sides wait alike
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402

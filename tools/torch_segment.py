@@ -31,7 +31,8 @@ from the ONNX file, normalise, all slices, argmax, write), load_ms its
 model-building part, base_rss_mb the RSS before the first model load
 (python, torch, onnx, nibabel imported) and peak_rss_mb ru_maxrss at the
 end; with --check also "agree <fraction> differ <n> of <voxels>".
-OMP_WAIT_POLICY is passive unless the caller set it (segment's policy).
+OMP_WAIT_POLICY is passive and GOMP_SPINCOUNT 1000 unless the caller set
+them (segment's policy).
 Exit 1 with one "error: torch_segment: ..." line on failure.
 """
 import gzip
@@ -59,11 +60,12 @@ def die(msg):
     sys.exit(1)
 
 
-# Before libgomp starts (torch's CPU kernels use it): idle threads block
-# instead of spinning, the policy segment selects for itself; spinning
-# threads crawl when other processes hold the cores.  The caller's
-# setting wins.
+# Before libgomp starts (torch's CPU kernels use it): idle threads spin
+# briefly, then block, the policy segment selects for itself
+# (exec_reexec_passive_wait); threads spinning for long crawl when other
+# processes hold the cores.  The caller's setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 try:
     import numpy as np
