@@ -781,8 +781,47 @@ static void test_sauron_run(void **state)
     graph_free(&g);
 }
 
-int main(void)
+/* exec_reexec_passive_wait, seen from a re-executed copy of this binary
+ * (main's --report-wait-env): the variables it ends up with under the
+ * environment `env` sets up. */
+static void wait_env_of(const char *env, char *out, size_t cap)
 {
+    char self[512], cmd[800];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    assert_true(n > 0);
+    self[n] = '\0';
+    snprintf(cmd, sizeof cmd, "env %s '%s' --report-wait-env", env, self);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    out[0] = '\0';
+    if (!fgets(out, (int)cap, p)) out[0] = '\0';
+    assert_int_equal(pclose(p), 0);
+    out[strcspn(out, "\n")] = '\0';
+}
+
+static void test_wait_policy(void **state)
+{
+    (void)state;
+    char got[128];
+    /* nothing set: passive after a short spin */
+    wait_env_of("-u OMP_WAIT_POLICY -u GOMP_SPINCOUNT", got, sizeof got);
+    assert_string_equal(got, "passive " EXEC_SPIN_COUNT);
+    /* the user's spin count is kept */
+    wait_env_of("-u OMP_WAIT_POLICY GOMP_SPINCOUNT=7", got, sizeof got);
+    assert_string_equal(got, "passive 7");
+    /* the user's policy is kept, and nothing is added to it */
+    wait_env_of("-u GOMP_SPINCOUNT OMP_WAIT_POLICY=active", got, sizeof got);
+    assert_string_equal(got, "active -");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 2 && !strcmp(argv[1], "--report-wait-env")) {
+        exec_reexec_passive_wait(argv);
+        const char *w = getenv("OMP_WAIT_POLICY"), *c = getenv("GOMP_SPINCOUNT");
+        printf("%s %s\n", w ? w : "-", c ? c : "-");
+        return 0;
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plan_unets),
         cmocka_unit_test(test_plan_chain),
@@ -795,6 +834,7 @@ int main(void)
         cmocka_unit_test(test_concat_in_place),
         cmocka_unit_test(test_exec_errors),
         cmocka_unit_test(test_sauron_run),
+        cmocka_unit_test(test_wait_policy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
