@@ -372,6 +372,26 @@ static void test_choice(void **state)
     case_shapes(&deep, &xs, &ws, &ys, &p);
     assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
     assert_int_equal(a1, CONV_ALGO_DIRECT);
+    /* With the AVX2 micro-kernel a MAC costs twice the time and the
+     * transforms the same (WINO_AVX2_SCALE): a pruned full-resolution
+     * layer goes to F(4x4,3x3) there and stays direct with AVX-512;
+     * few channels stay direct on both. */
+    if (gemm_isa_best() == GEMM_ISA_AVX512) {
+        WCase hires = {2, 1, 13, 9, {224, 192}, {3, 3}, {1, 1}, {1, 1}, 1};
+        WCase tiny = {2, 1, 8, 8, {128, 128}, {3, 3}, {1, 1}, {1, 1}, 1};
+        const char *isa = getenv("SL_GEMM_ISA");
+        case_shapes(&hires, &xs, &ws, &ys, &p);
+        assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
+        assert_int_equal(a1, CONV_ALGO_DIRECT);
+        setenv("SL_GEMM_ISA", "avx2", 1);
+        assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
+        assert_int_equal(a1, CONV_ALGO_WINOGRAD4);
+        case_shapes(&tiny, &xs, &ws, &ys, &p);
+        assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
+        assert_int_equal(a1, CONV_ALGO_DIRECT);
+        if (isa) setenv("SL_GEMM_ISA", isa, 1);
+        else unsetenv("SL_GEMM_ISA");
+    }
     /* 40x24 outputs: 60 tiles of 4x4 (too few), 240 of 2x2 */
     WCase mid = {2, 1, 32, 32, {40, 24}, {3, 3}, {1, 1}, {1, 1}, 1};
     case_shapes(&mid, &xs, &ws, &ys, &p);

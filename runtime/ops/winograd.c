@@ -158,11 +158,26 @@ static void tile_geom(WinoConv *wc, int m)
 #define WINO_TRANSFORM_3D 1600
 #define WINO_PER_TILE_3D 1700
 #define WINO_MIN_TILES 64
+/* The constants above are in MACs of the AVX-512 micro-kernel.  The AVX2
+ * one does half as many per cycle (`bench-kernels --filter "2d
+ * 128->128"`, 1 thread, 2-core AMD EPYC: 92.6 against 166.6-184.9
+ * GFLOP/s), while the transforms, bound by loads, stores and shuffles,
+ * take about the same time on both: with AVX2 a transform costs half as
+ * many of its MACs.  `SL_GEMM_ISA=avx2 make bench-conv` (2026-12-07,
+ * two runs): F(4x4,3x3) took 0.50-0.64 of direct's time on 20->13 and
+ * 13->9 at 224x192, 16->16 at 128x128, 7->32 at 56x48 and 5->7 on
+ * 16x48x48, layers the unscaled constants gave to direct; with them
+ * halved the picks are the fastest algorithm on 19 of the 20 rows (not
+ * 32->32 at 40x24, whose 60 F(4x4) tiles are below WINO_MIN_TILES). */
+#define WINO_AVX2_SCALE 0.5
 
 /* Cost per output of F(m,3) on g, or -1 where the layer has too few
  * tiles for it. */
-static double wino_cost(const ConvGeom *g, int m, int mr, int nr)
+static double wino_cost(const ConvGeom *g, int m, GemmIsa isa)
 {
+    int mr, nr;
+    gemm_kernel_dims(isa, &mr, &nr);
+    const double scale = isa == GEMM_ISA_AVX2 ? WINO_AVX2_SCALE : 1.0;
     WinoConv wc;
     wc.g = *g;
     tile_geom(&wc, m);
@@ -185,17 +200,16 @@ static double wino_cost(const ConvGeom *g, int m, int mr, int nr)
     double pt = d3       ? WINO_PER_TILE_3D
                 : m == 4 ? WINO_PER_TILE_4X4
                          : WINO_PER_TILE_2D;
-    return ((double)wc.ne * kd * ic * ocp + (kin * ic + oc) * tr + pt) /
+    return ((double)wc.ne * kd * ic * ocp + ((kin * ic + oc) * tr + pt) * scale) /
            outs * idle;
 }
 
 static ConvAlgo cost_model(const ConvGeom *g)
 {
-    int mr, nr;
-    gemm_kernel_dims(gemm_isa_best(), &mr, &nr);
+    const GemmIsa isa = gemm_isa_best();
     double direct = (double)g->k_sp * g->icg * g->ocg;
-    double w2 = wino_cost(g, 2, mr, nr);
-    double w4 = wino_cost(g, 4, mr, nr);
+    double w2 = wino_cost(g, 2, isa);
+    double w4 = wino_cost(g, 4, isa);
     ConvAlgo best = CONV_ALGO_DIRECT;
     if (w2 >= 0 && w2 < direct) {
         best = CONV_ALGO_WINOGRAD;
