@@ -20,8 +20,8 @@
  * when n_threads <= 0.  On a machine busy with other work, idle libgomp
  * threads spinning at barriers made all cores much slower than one
  * thread; exec_reexec_passive_wait (called first in main, see exec.h
- * for why it re-executes) selects the passive wait policy.  Results do not depend on the
- * thread count (every kernel reduces in a fixed order).
+ * for why it re-executes) selects the passive wait policy.  Results do not
+ * depend on the thread count (every kernel reduces in a fixed order).
  */
 #include "exec.h"
 
@@ -53,8 +53,8 @@ struct Executor {
     size_t scratch_floats;
     int n_threads;
     Shape out_shape[SL_MAX_OUTPUTS];
-    uint8_t *run;  /* per node: RunKind */
-    PostAct *post; /* per node: the activation a RUN_NORM_ACT applies */
+    uint8_t *run;    /* per node: RunKind */
+    PostAct *post;   /* per node: the activation a RUN_NORM_ACT applies */
     WinoConv **wino; /* per node: transformed weights of a RUN_WINOGRAD */
     int skip_out_softmax; /* node index of output 0's Softmax, or -1 */
     int skipping;         /* exec_set_skip_softmax state */
@@ -186,8 +186,7 @@ static int create(Graph *g, const Shape *input, int n_threads, int release,
     e->n_threads = n_threads > 0 ? n_threads : omp_get_num_procs();
     if (e->n_threads < 1) e->n_threads = 1;
     e->skip_out_softmax = -1;
-    if ((rc = plan_create(g, PLAN_INPLACE_ALL | PLAN_ALIAS_CONCAT,
-                          &e->plan)))
+    if ((rc = plan_create(g, PLAN_INPLACE_ALL | PLAN_ALIAS_CONCAT, &e->plan)))
         goto fail;
     rc = ERR_NOMEM;
     size_t nn = (size_t)g->n_nodes + 1;

@@ -19,8 +19,8 @@ typedef struct Executor Executor;
  * activation shapes are overwritten by shape inference; Conv weights run
  * through Winograd are copied, transformed, here, so later changes to
  * them are not seen).  SL_CONV_ALGO=direct|winograd|auto in the
- * environment overrides the per-layer choice (ops/winograd.h).  n_threads <= 0
- * means all cores (omp_get_num_procs()); on a busy machine that is only
+ * environment overrides the per-layer choice (ops/winograd.h).  n_threads <=
+ * 0 means all cores (omp_get_num_procs()); on a busy machine that is only
  * fast with the passive wait policy, see exec_reexec_passive_wait.
  * Returns 0 or a negative code (message printed). */
 int exec_create(Graph *g, const Shape *input, int n_threads, Executor **out);

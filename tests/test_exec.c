@@ -488,8 +488,8 @@ static void table_run(const Graph *g, const float *input, float **outs)
             assert_non_null(in[k]);
         }
         size_t ny = (size_t)shape_numel(&g->values[n->out].shape);
-        size_t ns = op_table[n->op].scratch ? op_table[n->op].scratch(g, n)
-                                            : 0;
+        size_t ns =
+            op_table[n->op].scratch ? op_table[n->op].scratch(g, n) : 0;
         float *y = malloc(ny * 4), *sc = malloc(ns * 4 + 64);
         assert_non_null(y);
         assert_non_null(sc);
@@ -533,7 +533,8 @@ static int build_unet_odd(Graph *g, int nsp, int in_c, int classes,
     int c0 = up_first ? gb_concat(&b, u0, e0) : gb_concat(&b, e0, u0);
     int r = gb_unary(&b, OP_LEAKY_RELU, c0, 0.01f);
     int d0 = gb_block(&b, r, 8, 3, nsp, 1);
-    g->outputs[0] = gb_softmax(&b, gb_conv(&b, d0, 3, classes, nsp, 1, 1, 0, 1));
+    g->outputs[0] =
+        gb_softmax(&b, gb_conv(&b, d0, 3, classes, nsp, 1, 1, 0, 1));
     g->n_outputs = 1;
     if (reread) {
         int h = gb_conv(&b, e0, 3, classes, nsp, 1, 1, 0, 0);
@@ -572,8 +573,8 @@ static int build_concat_nest(Graph *g, uint64_t seed)
  * aliasing saved; *aliased: Concat inputs written in place. */
 static int check_alias(Graph *g, Shape in, size_t *saved, int *aliased)
 {
-    char *algo = getenv("SL_CONV_ALGO") ? strdup(getenv("SL_CONV_ALGO"))
-                                        : NULL;
+    char *algo =
+        getenv("SL_CONV_ALGO") ? strdup(getenv("SL_CONV_ALGO")) : NULL;
     setenv("SL_CONV_ALGO", "direct", 1);
     float *x = random_input(in, 7);
     Executor *e1 = NULL, *e2 = NULL;
@@ -595,8 +596,8 @@ static int check_alias(Graph *g, Shape in, size_t *saved, int *aliased)
         skipped += !strcmp(exec_node_label(e1, i), "Concat/in-place");
     Plan p0, p1;
     assert_int_equal(plan_create(g, PLAN_INPLACE_ALL, &p0), 0);
-    assert_int_equal(plan_create(g, PLAN_INPLACE_ALL | PLAN_ALIAS_CONCAT, &p1),
-                     0);
+    assert_int_equal(
+        plan_create(g, PLAN_INPLACE_ALL | PLAN_ALIAS_CONCAT, &p1), 0);
     check_plan(g, &p1, 1);
     assert_int_equal(p0.n_aliased, 0);
     assert_true(p1.arena_bytes <= p0.arena_bytes);
@@ -637,8 +638,8 @@ static void test_concat_in_place(void **state)
     /* odd channel counts, 2D and 3D, either Concat order, batch 1 and 3 */
     for (int up_first = 0; up_first < 2; up_first++) {
         for (int nsp = 2; nsp <= 3; nsp++) {
-            Shape one = nsp == 2 ? mk(4, 1, 2, 20, 36, 0)
-                                 : mk(5, 1, 2, 8, 12, 4);
+            Shape one =
+                nsp == 2 ? mk(4, 1, 2, 20, 36, 0) : mk(5, 1, 2, 8, 12, 4);
             Shape three = one;
             three.d[0] = 3;
             assert_int_equal(build_unet_odd(&g, nsp, 2, 3, up_first, 0, 40),
@@ -728,7 +729,8 @@ static void test_sauron_run(void **state)
     snprintf(prof, sizeof prof, "%s/run_prof.txt", dir);
     snprintf(cmd, sizeof cmd,
              "SL_CONV_ALGO=winograd %s %s --input %s --shape 1,1,16,24 "
-             "--threads 2 --profile >%s", bin, model, xin, prof);
+             "--threads 2 --profile >%s",
+             bin, model, xin, prof);
     assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
     char *pt = slurp_text(prof);
     assert_non_null(pt);
@@ -746,7 +748,8 @@ static void test_sauron_run(void **state)
     assert_int_equal(ndirect, 2);
     snprintf(cmd, sizeof cmd,
              "SL_CONV_ALGO=sometimes %s %s --input %s --shape 1,1,16,24 "
-             ">/dev/null", bin, model, xin);
+             ">/dev/null",
+             bin, model, xin);
     assert_int_not_equal(run_cmd(cmd, err, sizeof err), 0);
     assert_non_null(strstr(err, "SL_CONV_ALGO=sometimes"));
 
@@ -818,7 +821,8 @@ int main(int argc, char **argv)
 {
     if (argc == 2 && !strcmp(argv[1], "--report-wait-env")) {
         exec_reexec_passive_wait(argv);
-        const char *w = getenv("OMP_WAIT_POLICY"), *c = getenv("GOMP_SPINCOUNT");
+        const char *w = getenv("OMP_WAIT_POLICY"),
+                   *c = getenv("GOMP_SPINCOUNT");
         printf("%s %s\n", w ? w : "-", c ? c : "-");
         return 0;
     }

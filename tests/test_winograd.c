@@ -86,7 +86,8 @@ static float *alloc_nan(size_t n)
 {
     float *p = sl_alloc((n ? n : 1) * sizeof(float));
     assert_non_null(p);
-    for (size_t i = 0; i < n; i++) p[i] = NAN;
+    for (size_t i = 0; i < n; i++)
+        p[i] = NAN;
     return p;
 }
 
@@ -110,9 +111,9 @@ static double max_diff(const float *a, const float *b, size_t n)
 
 /* y = Winograd conv of the case with `threads` threads (fresh WinoConv,
  * so the ISA in SL_GEMM_ISA at the call is the one used). */
-static void wino_run(float *y, const float *x, const float *w,
-                     const float *b, const Shape *xs, const Shape *ys,
-                     const ConvParams *p, ConvAlgo algo, int threads)
+static void wino_run(float *y, const float *x, const float *w, const float *b,
+                     const Shape *xs, const Shape *ys, const ConvParams *p,
+                     ConvAlgo algo, int threads)
 {
     WinoConv *wc = NULL;
     assert_int_equal(wino_create(&wc, w, xs, ys, p, algo, threads, "test"),
@@ -157,12 +158,14 @@ static void run_case_algo(const WCase *c, int threads, ConvAlgo algo)
     conv_forward(yd, x, w, b, &xs, &ys, &p, scratch);
     conv_forward_ref(yr, x, w, b, &xs, &ys, &p);
     long k = c->ic;
-    for (int i = 0; i < c->nsp; i++) k *= p.kernel[i];
+    for (int i = 0; i < c->nsp; i++)
+        k *= p.kernel[i];
     char what[200], sb[64];
     snprintf(what, sizeof what,
              "winograd%s %dD x%s oc=%d pads %d%d%d/%d%d%d bias=%d isa=%s",
-             algo == CONV_ALGO_WINOGRAD4 ? "4" : "", c->nsp, shape_str(&xs, sb, sizeof sb), c->oc, c->plo[0],
-             c->plo[1], c->plo[2], c->phi[0], c->phi[1], c->phi[2], c->bias,
+             algo == CONV_ALGO_WINOGRAD4 ? "4" : "", c->nsp,
+             shape_str(&xs, sb, sizeof sb), c->oc, c->plo[0], c->plo[1],
+             c->plo[2], c->phi[0], c->phi[1], c->phi[2], c->bias,
              gemm_isa_name(gemm_isa_best()));
     int ok = allclose(yw, yr, ny, 4e-6 * (double)k, 1e-5, what);
     double scale = max_abs(yd, ny), dd = max_diff(yw, yd, ny);
@@ -174,8 +177,13 @@ static void run_case_algo(const WCase *c, int threads, ConvAlgo algo)
     double de = max_diff(yd, yr, ny), we = max_diff(yw, yr, ny);
     int wi = algo == CONV_ALGO_WINOGRAD4;
     if (de > 0 && we / de > worst_scaled[wi]) worst_scaled[wi] = we / de;
-    sl_free(x); sl_free(w); sl_free(b); sl_free(yw); sl_free(yd);
-    sl_free(yr); sl_free(scratch);
+    sl_free(x);
+    sl_free(w);
+    sl_free(b);
+    sl_free(yw);
+    sl_free(yd);
+    sl_free(yr);
+    sl_free(scratch);
     assert_true(ok);
 }
 
@@ -184,7 +192,7 @@ static void run_case_algo(const WCase *c, int threads, ConvAlgo algo)
 static void test_2d_pads_and_channels(void **state)
 {
     (void)state;
-    static const int ch[][2] = {{1, 1}, {3, 7}, {13, 2}, {22, 9},
+    static const int ch[][2] = {{1, 1},   {3, 7},  {13, 2}, {22, 9},
                                 {33, 17}, {70, 5}, {8, 70}, {41, 64}};
     static const int sz[][2] = {{5, 7}, {9, 4}, {12, 13}, {3, 3}, {17, 40}};
     int t = 0;
@@ -275,14 +283,18 @@ static void test_isas(void **state)
         for (size_t j = 0; j < sizeof cs / sizeof cs[0]; j++)
             run_case(&cs[j], 2);
     }
-    if (saved) setenv("SL_GEMM_ISA", saved, 1);
-    else unsetenv("SL_GEMM_ISA");
+    if (saved)
+        setenv("SL_GEMM_ISA", saved, 1);
+    else
+        unsetenv("SL_GEMM_ISA");
     /* With AVX-512 present, both caps really changed the kernel. */
     if (gemm_isa_best() == GEMM_ISA_AVX512) {
         setenv("SL_GEMM_ISA", "scalar", 1);
         assert_int_equal(gemm_isa_best(), GEMM_ISA_SCALAR);
-        if (saved) setenv("SL_GEMM_ISA", saved, 1);
-        else unsetenv("SL_GEMM_ISA");
+        if (saved)
+            setenv("SL_GEMM_ISA", saved, 1);
+        else
+            unsetenv("SL_GEMM_ISA");
     }
 }
 
@@ -314,15 +326,21 @@ static void test_threads(void **state)
             wino_run(y2, x, w, b, &xs, &ys, &p, algo, 2);
             same &= memcmp(y1, y2, ny * sizeof(float)) == 0;
         }
-        sl_free(x); sl_free(w); sl_free(b); sl_free(y1); sl_free(y2);
+        sl_free(x);
+        sl_free(w);
+        sl_free(b);
+        sl_free(y1);
+        sl_free(y2);
         assert_true(same);
     }
 }
 
 static void set_algo(const char *v)
 {
-    if (v) setenv("SL_CONV_ALGO", v, 1);
-    else unsetenv("SL_CONV_ALGO");
+    if (v)
+        setenv("SL_CONV_ALGO", v, 1);
+    else
+        unsetenv("SL_CONV_ALGO");
 }
 
 /* The choice: a function of the shape, the same for any thread count,
@@ -389,8 +407,10 @@ static void test_choice(void **state)
         case_shapes(&tiny, &xs, &ws, &ys, &p);
         assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
         assert_int_equal(a1, CONV_ALGO_DIRECT);
-        if (isa) setenv("SL_GEMM_ISA", isa, 1);
-        else unsetenv("SL_GEMM_ISA");
+        if (isa)
+            setenv("SL_GEMM_ISA", isa, 1);
+        else
+            unsetenv("SL_GEMM_ISA");
     }
     /* 40x24 outputs: 60 tiles of 4x4 (too few), 240 of 2x2 */
     WCase mid = {2, 1, 32, 32, {40, 24}, {3, 3}, {1, 1}, {1, 1}, 1};
@@ -411,13 +431,13 @@ static void test_choice(void **state)
      * to F(2x2x2,3x3x3), whose 64-element transforms cost more; a 4 ->
      * 4 channel pruned one stays direct. */
     set_algo(NULL);
-    WCase vol = {3, 1, 16, 16, {48, 48, 48}, {3, 3, 3}, {1, 1, 1},
-                 {1, 1, 1}, 1};
+    WCase vol = {3,         1,         16,        16, {48, 48, 48},
+                 {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1};
     case_shapes(&vol, &xs, &ws, &ys, &p);
     assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
     assert_int_equal(a1, CONV_ALGO_WINOGRAD4);
-    WCase vslim = {3, 1, 4, 4, {48, 48, 48}, {3, 3, 3}, {1, 1, 1},
-                   {1, 1, 1}, 1};
+    WCase vslim = {3,         1,         4,         4, {48, 48, 48},
+                   {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, 1};
     case_shapes(&vslim, &xs, &ws, &ys, &p);
     assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
     assert_int_equal(a1, CONV_ALGO_DIRECT);
@@ -495,7 +515,8 @@ static void test_executor(void **state)
         assert_int_equal(exec_create(&g, &in, 2, &e), ERR_ARG);
         assert_null(e);
         sl_error_quiet(0);
-        for (int k = 0; k < 4; k++) sl_free(out[k]);
+        for (int k = 0; k < 4; k++)
+            sl_free(out[k]);
         sl_free(x);
         graph_free(&g);
     }
@@ -550,8 +571,9 @@ static void test_lean_weights(void **state)
     size_t wraw = 0;
     for (int i = 0; i < ref.n_nodes; i++)
         if (!strcmp(exec_node_label(e, i), "Conv/winograd"))
-            wraw += (size_t)shape_numel(
-                        &ref.values[ref.nodes[i].in[1]].shape) * 4;
+            wraw +=
+                (size_t)shape_numel(&ref.values[ref.nodes[i].in[1]].shape) *
+                4;
     assert_true(wraw > 0);
     exec_free(e);
 
@@ -568,8 +590,10 @@ static void test_lean_weights(void **state)
      * bookkeeping (plan, labels, per-node arrays: a few KiB here) */
     size_t need = wino + exec_arena_bytes(e);
     if (!(t_exec >= need && t_exec < need + 32 * 1024))
-        fprintf(stderr, "exec_create_lean allocated %zu, expected %zu + "
-                "bookkeeping\n", t_exec, need);
+        fprintf(stderr,
+                "exec_create_lean allocated %zu, expected %zu + "
+                "bookkeeping\n",
+                t_exec, need);
     assert_true(t_exec >= need && t_exec < need + 32 * 1024);
     size_t live = 0;
     for (int i = 0; i < g2.n_values; i++)

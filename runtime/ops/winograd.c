@@ -83,9 +83,9 @@ struct WinoConv {
     GemmIsa isa;
     int mr, nr, ocp; /* micro-kernel tile, OC rounded up to mr */
     int lanes;       /* vector width of the transforms: 4, 8 or 16 */
-    int ntc;         /* tiles per chunk (kd = 3: per plane), a multiple of nr */
-    int nzc;         /* kd = 3: output planes per chunk */
-    float *u;        /* [E][ocp/mr][KK][mr] */
+    int ntc;  /* tiles per chunk (kd = 3: per plane), a multiple of nr */
+    int nzc;  /* kd = 3: output planes per chunk */
+    float *u; /* [E][ocp/mr][KK][mr] */
 };
 
 static int geom_eligible(const ConvGeom *g)
@@ -200,7 +200,8 @@ static double wino_cost(const ConvGeom *g, int m, GemmIsa isa)
     double pt = d3       ? WINO_PER_TILE_3D
                 : m == 4 ? WINO_PER_TILE_4X4
                          : WINO_PER_TILE_2D;
-    return ((double)wc.ne * kd * ic * ocp + ((kin * ic + oc) * tr + pt) * scale) /
+    return ((double)wc.ne * kd * ic * ocp +
+            ((kin * ic + oc) * tr + pt) * scale) /
            outs * idle;
 }
 
@@ -312,7 +313,8 @@ static size_t round16(size_t n)
  * 2][IC][nr] (the chunk's input planes, each transformed once). */
 static size_t v_floats(const WinoConv *wc)
 {
-    size_t k = wc->kd == 3 ? (size_t)(wc->nzc + 2) * wc->g.ic : (size_t)wc->kk;
+    size_t k =
+        wc->kd == 3 ? (size_t)(wc->nzc + 2) * wc->g.ic : (size_t)wc->kk;
     return round16((size_t)wc->ne * k * wc->ntc);
 }
 
@@ -367,14 +369,14 @@ int wino_create(WinoConv **out, const float *w, const Shape *xs,
          * twice per chunk), and stays within 4x the budget; the GEMMs of
          * one output plane read 3 of them.  At least 4 chunks per
          * thread, as above. */
-        const int64_t ppp = (int64_t)(wc->nt[1] * wc->nt[2] + wc->nr - 1) /
-                            wc->nr;
+        const int64_t ppp =
+            (int64_t)(wc->nt[1] * wc->nt[2] + wc->nr - 1) / wc->nr;
         const int64_t slot = (int64_t)wc->ne * wc->g.ic * wc->nr;
         int64_t nz = 4 * (int64_t)WINO_CHUNK_FLOATS / slot - 2;
         int64_t want = 4 * (int64_t)(n_threads > 0 ? n_threads : 1);
         int64_t per_nz = ppp * wc->g.n; /* chunks per plane range */
-        int64_t nzmax = per_nz >= want ? wc->g.out[0]
-                                       : wc->g.out[0] * per_nz / want;
+        int64_t nzmax =
+            per_nz >= want ? wc->g.out[0] : wc->g.out[0] * per_nz / want;
         if (nz > nzmax) nz = nzmax;
         if (nz > wc->g.out[0]) nz = wc->g.out[0];
         if (nz < 1) nz = 1;
@@ -592,13 +594,13 @@ row_bt6_16(float *restrict d, int nr, const float *xr, int ws, int iw, int n)
     for (int h = 0; h < 2; h++) {
         u[2 * h] = WINO_SHUF(vi16, v[2 * h], v[2 * h + 1], 0, 4, 8, 12, 16,
                              20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
-        u[2 * h + 1] = WINO_SHUF(vi16, v[2 * h], v[2 * h + 1], 2, 6, 10, 14,
-                                 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27,
-                                 31);
+        u[2 * h + 1] =
+            WINO_SHUF(vi16, v[2 * h], v[2 * h + 1], 2, 6, 10, 14, 18, 22, 26,
+                      30, 3, 7, 11, 15, 19, 23, 27, 31);
     }
     for (int k = 0; k < 2; k++) {
-        a[2 * k] = WINO_SHUF(vi16, u[k], u[2 + k], 0, 1, 2, 3, 4, 5, 6, 7,
-                             16, 17, 18, 19, 20, 21, 22, 23);
+        a[2 * k] = WINO_SHUF(vi16, u[k], u[2 + k], 0, 1, 2, 3, 4, 5, 6, 7, 16,
+                             17, 18, 19, 20, 21, 22, 23);
         a[2 * k + 1] = WINO_SHUF(vi16, u[k], u[2 + k], 8, 9, 10, 11, 12, 13,
                                  14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
     }
@@ -1017,7 +1019,8 @@ static void run_chunk_d(const WinoConv *wc, float *y, const float *x,
     int nv = t2 - tp < nr ? (int)(t2 - tp) : nr;
     int nrun = tile_runs(wc, tp, nv, runs);
     /* tz = z0 and D shift s: input plane z0 - pad + s */
-    for (int q = 0; q < nrun; q++) runs[q].tz = z0;
+    for (int q = 0; q < nrun; q++)
+        runs[q].tz = z0;
     for (int sl = 0; sl < nzc + 2; sl++)
         for (int ic = 0; ic < IC; ic++)
             input_tiles(wc, v + ((size_t)sl * IC + ic) * nr, estride, dt,
@@ -1030,7 +1033,8 @@ static void run_chunk_d(const WinoConv *wc, float *y, const float *x,
             gemm_prepacked_serial(wc->isa, mb + (size_t)e * wc->ocp * nr, nr,
                                   wc->u + e * ustride, vz + e * estride,
                                   wc->ocp, nr, wc->kk);
-        for (int q = 0; q < nrun; q++) runs[q].tz = oz;
+        for (int q = 0; q < nrun; q++)
+            runs[q].tz = oz;
         for (int oc = 0; oc < g->oc; oc++)
             output_tiles4(wc, yn + (size_t)oc * (size_t)g->out_sp,
                           mb + (size_t)oc * nr, (size_t)wc->ocp * nr,
@@ -1043,11 +1047,12 @@ void wino_forward(float *y, const float *x, const float *b,
 {
     /* Chunks per sample: runs of ntc tiles, or with kd = 3 one panel of
      * a plane's tiles times a range of nzc output planes. */
-    const int64_t ppp = ((int64_t)wc->nt[1] * wc->nt[2] + wc->nr - 1) / wc->nr;
-    const int64_t nzr = wc->kd == 3 ? (wc->g.out[0] + wc->nzc - 1) / wc->nzc
-                                    : 1;
-    const int64_t cps = wc->kd == 3 ? ppp * nzr
-                                    : (wc->ntile + wc->ntc - 1) / wc->ntc;
+    const int64_t ppp =
+        ((int64_t)wc->nt[1] * wc->nt[2] + wc->nr - 1) / wc->nr;
+    const int64_t nzr =
+        wc->kd == 3 ? (wc->g.out[0] + wc->nzc - 1) / wc->nzc : 1;
+    const int64_t cps =
+        wc->kd == 3 ? ppp * nzr : (wc->ntile + wc->ntc - 1) / wc->ntc;
     const int64_t nchunk = cps * wc->g.n;
     const size_t per = per_thread(wc);
     float *base = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
