@@ -500,17 +500,18 @@ static void train_config_from(const CompressOptions *o, const char *run_dir,
     optim_options_default(&cfg->optim, (OptimKind)o->optimizer);
     const float full = cfg->optim.lr;
     const long long iters = (long long)o->epochs * o->iters_per_epoch;
-    if (o->lr > 0.0)
+    if (o->lr > 0.0) {
         cfg->optim.lr = (float)o->lr;
-    else
+    } else {
         cfg->optim.lr = optim_default_lr(cfg->optim.kind, iters);
-    if (o->lr <= 0.0 && cfg->optim.lr != full) {
-        snprintf(lr_note, note_len,
-                 "learning rate %.3g: Adam's default %.3g times %d / %lld "
-                 "iterations, for this run's length (--lr sets it)",
-                 (double)cfg->optim.lr, (double)full,
-                 OPTIM_ADAM_FULL_RATE_ITERS, iters);
-        cfg->lr_note = lr_note;
+        if (cfg->optim.lr != full) {
+            snprintf(lr_note, note_len,
+                     "learning rate %.3g: Adam's default %.3g times %d / "
+                     "%lld iterations, for this run's length (--lr sets it)",
+                     (double)cfg->optim.lr, (double)full,
+                     OPTIM_ADAM_FULL_RATE_ITERS, iters);
+            cfg->lr_note = lr_note;
+        }
     }
     if (o->weight_decay >= 0.0)
         cfg->optim.weight_decay = (float)o->weight_decay;
