@@ -236,6 +236,72 @@ static void test_prune_guard(void **state)
     assert_true(lost[1] > 0);
 }
 
+/* One guarded pruning step (tau_max 0.9, epoch 1 of 2) on the untrained
+ * net of test_prune_guard: the channels it removed in total, and how many
+ * points froze. */
+static int guarded_step(double guard, int split, int *frozen)
+{
+    Graph g;
+    assert_int_equal(build_unet(&g, 2, 1, 6, 2, 0, 21), 0);
+    PrunerConfig cfg;
+    cfg_for(&cfg, 0.9);
+    cfg.prune_guard = guard;
+    cfg.guard_split = split;
+    Pruner *p = NULL;
+    assert_int_equal(pruner_create(&g, &cfg, 2, &p), 0);
+    Shape in = net_in(1);
+    float *x = rand_input(1, 7);
+    uint8_t *y = disc_labels(2);
+    assert_int_equal(pruner_set_calibration(p, x, &in), 0);
+    assert_int_equal(pruner_start(p, 0.5), 0);
+    TrainExec *t = NULL;
+    assert_int_equal(train_exec_create(&g, &in, 1, &t), 0);
+    step(t, p, NULL, x, y, 1e-3f);
+    assert_int_equal(pruner_end_epoch(p, 1, 1.0, 0.5), 0);
+    int changed = 0;
+    assert_int_equal(pruner_step(p, NULL, 1.0, &changed), 0);
+    int lost = 0;
+    *frozen = 0;
+    for (int i = 0; i < pruner_n_points(p); i++) {
+        lost += pruner_point_channels0(p, i) - pruner_point_channels(p, i);
+        *frozen += pruner_sched(p)->pt[i].frozen != 0;
+    }
+    train_exec_free(t);
+    pruner_free(p);
+    sl_free(x);
+    sl_free(y);
+    graph_free(&g);
+    return lost;
+}
+
+/* --guard-split: where a layer's whole removal fails the guard, a part of
+ * it that passes is kept (the layer still freezes); where everything
+ * passes, splitting changes nothing. */
+static void test_guard_split(void **state)
+{
+    (void)state;
+    /* guard 0.1 on this seeded net: without splitting one channel goes
+     * (the other layers fail whole), with it five, the same three layers
+     * frozen; the numbers are exact because the run is seeded, and the
+     * relations are what --guard-split promises */
+    int f0, f1;
+    int l0 = guarded_step(0.1, 0, &f0);
+    int l1 = guarded_step(0.1, 4, &f1);
+    assert_true(f0 > 0);
+    assert_int_equal(f1, f0);
+    assert_true(l1 > l0);
+    /* one halving is a weaker search than four: never more channels */
+    int fh;
+    int lh = guarded_step(0.1, 1, &fh);
+    assert_true(lh >= l0 && lh <= l1);
+    /* a guard everything passes: nothing to split */
+    l0 = guarded_step(1.0, 0, &f0);
+    l1 = guarded_step(1.0, 4, &f1);
+    assert_int_equal(f0, 0);
+    assert_int_equal(f1, 0);
+    assert_int_equal(l1, l0);
+}
+
 /* Budgeted schedule with 2 epochs: at the end of epoch 1 tau is at its
  * top (climb_end 0.5) and pruning is allowed (prune_end 0.8). */
 static void test_prune_shrinks(void **state)
@@ -664,6 +730,7 @@ int main(void)
         cmocka_unit_test(test_regularizer_gradient),
         cmocka_unit_test(test_prune_shrinks),
         cmocka_unit_test(test_prune_guard),
+        cmocka_unit_test(test_guard_split),
         cmocka_unit_test(test_prune_add_tied),
         cmocka_unit_test(test_optim_state_sliced),
         cmocka_unit_test(test_resume_equivalence),

@@ -642,6 +642,12 @@ static void test_bad_flags(void **state)
              bin, tmp, g_ds);
     assert_int_equal(run_cmd(cmd, err, sizeof err), 2);
     assert_non_null(strstr(err, "--guard-retry"));
+    snprintf(cmd, sizeof cmd,
+             "%s tests/fixtures/sauron/phantom_unet.onnx %s/x.sslim --data %s "
+             "--guard-split 31",
+             bin, tmp, g_ds);
+    assert_int_equal(run_cmd(cmd, err, sizeof err), 2);
+    assert_non_null(strstr(err, "--guard-split"));
     /* --target-flops: one line naming the flag and the range */
     const char *bad_target[] = {"0", "1.5", "abc", "-0.1", ""};
     for (size_t k = 0; k < sizeof bad_target / sizeof *bad_target; k++) {

@@ -508,6 +508,26 @@ static void test_prune_hand_worked(void **st)
     assert_int_equal(out[1], 2);
 }
 
+/* --guard-split's order: nearest first, ties by channel, NaN last; the
+ * scores travel with their channels. */
+static void test_sort_candidates(void **st)
+{
+    (void)st;
+    int ids[6] = {0, 1, 3, 4, 5, 7};
+    float sc[6] = {0.5f, NAN, 0.1f, 0.5f, 0.0f, 0.1f};
+    sauron_sort_candidates(ids, sc, 6);
+    const int want[6] = {5, 3, 7, 0, 4, 1};
+    const float wsc[5] = {0.0f, 0.1f, 0.1f, 0.5f, 0.5f};
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(ids[i], want[i]);
+    for (int i = 0; i < 5; i++)
+        assert_true(sc[i] == wsc[i]);
+    assert_true(isnan(sc[5]));
+    sauron_sort_candidates(ids, sc, 0); /* nothing to order */
+    sauron_sort_candidates(ids, sc, 1);
+    assert_int_equal(ids[0], 5);
+}
+
 static void test_prune_candidates(void **st)
 {
     (void)st;
@@ -597,6 +617,7 @@ int main(void)
         cmocka_unit_test(test_threads_bit_identical),
         cmocka_unit_test(test_prune_hand_worked),
         cmocka_unit_test(test_prune_candidates),
+        cmocka_unit_test(test_sort_candidates),
         cmocka_unit_test(test_draw_reference),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -14,6 +14,7 @@
 # With "pace_all": the default with --cost-rule none and all, as "pace".
 # With "pace_target": the default at targets 0.08 and 0.09, as "pace".
 # With "pace_end": the default against --recovery-epochs (a tenth, 0).
+# With "pace_split": the default against --guard-split 2 and 4.
 # With "ablation10": the cost rules on brain MRI at 10 x 25 iterations.
 # With "cost" (or "cost30") as 4th argument, the FLOPs-aware rules,
 # --target-flops, --teacher-weight and --recovery-epochs on the phantom
@@ -233,15 +234,18 @@ if [ "$4" = pace ]; then
     done
     exit 0
 fi
-if [ "$4" = pace_all ] || [ "$4" = pace_target ] || [ "$4" = pace_end ]; then
+if [ "$4" = pace_all ] || [ "$4" = pace_target ] || [ "$4" = pace_end ] ||
+    [ "$4" = pace_split ]; then
     # The default over the same five seeds and lengths as "pace":
     # pace_all with --cost-rule none and all (to choose the default rule),
     # pace_target at targets 0.08 and 0.09 (beside 0.1 in "pace"),
     # pace_end: how long the target rule may prune: the default of the
     # binary under test (def), the last tenth of the epochs left to
     # recovery (r10: --recovery-epochs 1 at 8 epochs, 3 at 30) and none
-    # (r0: --recovery-epochs 0, pruning until the target or the end).
+    # (r0: --recovery-epochs 0, pruning until the target or the end);
+    # pace_split: the default against --guard-split 2 and 4 (g2, g4).
     case $4 in pace_all) V="none all" ;; pace_end) V="def r10 r0" ;;
+    pace_split) V="def g2 g4" ;;
     *) V="0.08 0.09" ;; esac
     for s in 1 2 3 4 5; do
         for L in 8 30; do
@@ -252,6 +256,9 @@ if [ "$4" = pace_all ] || [ "$4" = pace_target ] || [ "$4" = pace_end ]; then
                 pace_end)
                     case $v in def) R="" ;; r0) R="--recovery-epochs 0" ;;
                     *) R="--recovery-epochs $(((L + 9) / 10))" ;; esac
+                    run ${v}_${L}_s$s "$DS" $E --target-flops 0.1 $R ;;
+                pace_split)
+                    case $v in def) R="" ;; *) R="--guard-split ${v#g}" ;; esac
                     run ${v}_${L}_s$s "$DS" $E --target-flops 0.1 $R ;;
                 *) run t${v#0.}_${L}_s$s "$DS" $E --target-flops $v ;;
                 esac

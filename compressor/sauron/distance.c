@@ -413,3 +413,27 @@ int sauron_prune_candidates(int *out, const float *e, int C, int r, float tau)
         if (c != r && e[c] < tau) out[k++] = c;
     return k;
 }
+
+/* a before b: smaller score, then smaller index; NaN after any number */
+static int cand_before(float sa, int ia, float sb, int ib)
+{
+    if (isnan(sa) || isnan(sb)) return isnan(sb) && (!isnan(sa) || ia < ib);
+    return sa < sb || (sa == sb && ia < ib);
+}
+
+void sauron_sort_candidates(int *ids, float *score, int n)
+{
+    /* insertion sort: n is one layer's channels, and the order must not
+     * depend on a library sort's stability */
+    for (int i = 1; i < n; i++) {
+        int id = ids[i], j = i;
+        float sc = score[i];
+        while (j > 0 && cand_before(sc, id, score[j - 1], ids[j - 1])) {
+            ids[j] = ids[j - 1];
+            score[j] = score[j - 1];
+            j--;
+        }
+        ids[j] = id;
+        score[j] = sc;
+    }
+}

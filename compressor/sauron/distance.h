@@ -112,4 +112,10 @@ void sauron_prune_distance(float *e, const float *F, const Shape *fs, int sf,
 int sauron_prune_candidates(int *out, const float *e, int C, int r,
                             float tau);
 
+/* Orders the n candidates ids[] (with their distances score[], moved
+ * alongside) nearest first: score ascending, ties by channel index, a NaN
+ * last.  --guard-split then removes a prefix: the channels most like the
+ * reference, which the removal changes least. */
+void sauron_sort_candidates(int *ids, float *score, int n);
+
 #endif

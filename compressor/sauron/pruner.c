@@ -64,6 +64,7 @@ void pruner_config_default(PrunerConfig *c)
     /* phantom, 30 epochs: 76.3% -> 87.1% fewer FLOPs within 1 Dice point
      * (docs/SAURON_RESULTS.md) */
     c->guard_retry = 2.0;
+    c->guard_split = 0;
     c->cost_rule = SAURON_COST_NONE;
     c->target_flops = 0.0;
     c->recovery_epochs = -1;
@@ -135,6 +136,12 @@ int pruner_config_check(const PrunerConfig *c)
         sl_error("--guard-retry %g is out of range: give a number of epochs "
                  ">= 0 (0: never)",
                  c->guard_retry);
+        return ERR_ARG;
+    }
+    if (c->guard_split < 0 || c->guard_split > 30) {
+        sl_error("--guard-split %d is out of range: give a number of "
+                 "halvings in [0, 30] (0: off)",
+                 c->guard_split);
         return ERR_ARG;
     }
     if (c->prune_every < 0) {
@@ -493,8 +500,9 @@ static int calibrate(Pruner *p)
  * group, channels that are candidates in every tied point.  req[] gets
  * one request per group with something to remove; rem is room for the
  * indices (sum of the points' channels). */
-static int build_requests(Pruner *p, TrainExec *cal, PruneRequest *req, int *n_req, int *rem,
-                          float *e, int *cand, uint8_t *mask, float *scr)
+static int build_requests(Pruner *p, TrainExec *cal, PruneRequest *req,
+                          int *n_req, int *rem, float *score, float *e,
+                          float *emax, int *cand, uint8_t *mask, float *scr)
 {
     const PruneGroups *pg = &p->pg;
     int nr = 0, used = 0;
@@ -508,6 +516,8 @@ static int build_requests(Pruner *p, TrainExec *cal, PruneRequest *req, int *n_r
         int r = sauron_draw_reference(&p->rng, C);
         memset(mask, 1, (size_t)C);
         mask[r] = 0;
+        for (int c = 0; c < C; c++)
+            emax[c] = 0;
         for (int j = i; j < p->n; j++) {
             const PrunePoint *q = &pg->points[p->pidx[j]];
             if (q->group != pt->group) continue;
@@ -532,11 +542,16 @@ static int build_requests(Pruner *p, TrainExec *cal, PruneRequest *req, int *n_r
                 int is = k < nc && cand[k] == c;
                 if (is) k++;
                 hit[c] = (uint8_t)(hit[c] && is);
+                /* a tied channel is as near as its farthest point */
+                if (e[c] > emax[c]) emax[c] = e[c];
             }
         }
         int m = 0;
         for (int c = 0; c < C; c++)
-            if (mask[c]) rem[used + m++] = c;
+            if (mask[c]) {
+                score[used + m] = emax[c];
+                rem[used + m++] = c;
+            }
         if (m == 0) continue;
         req[nr].point = p->pidx[i];
         req[nr].n_remove = m;
@@ -609,24 +624,60 @@ static void order_by_savings(const Pruner *p, PruneRequest *req, int n)
     }
 }
 
+/* Segmentation change (*ch) of the calibration batch when req[0..keep)
+ * (accepted) and *try are applied to a copy of the graph: lab0 is the
+ * unpruned network's, lab1 scratch of the same size. */
+static int guard_change(Pruner *p, PruneRequest *req, int keep,
+                        const PruneRequest *try, const uint8_t *lab0,
+                        uint8_t *lab1, double *ch)
+{
+    int out = p->g->outputs[0];
+    TrainExec *te = NULL;
+    Graph c;
+    graph_init(&c);
+    if (graph_clone(&c, p->g)) {
+        sl_error("out of memory in the Sauron pruning guard");
+        return ERR_NOMEM;
+    }
+    PruneRequest save = req[keep];
+    req[keep] = *try;
+    int rc = sauron_prune_batch(&c, &p->pg, req, keep + 1, NULL, NULL);
+    req[keep] = save;
+    if (!rc) rc = train_exec_create(&c, &p->cal_shape, p->cfg.n_threads, &te);
+    /* a training-mode forward, like the calibration one; it moves the
+     * copy's BatchNorm statistics only */
+    if (!rc) rc = train_forward(te, p->cal_x);
+    if (!rc) {
+        const Shape *ts = train_shape(te, out);
+        const float *o = train_value(te, out);
+        CHECK(o != NULL && ts != NULL);
+        int B = (int)ts->d[0], K = (int)ts->d[1];
+        size_t S = (size_t)(shape_numel(ts) / ((int64_t)B * K));
+        argmax_labels(o, B, K, S, lab1);
+        *ch = label_change(lab0, lab1, (size_t)B * S, K);
+    }
+    train_exec_free(te);
+    graph_free(&c);
+    return rc;
+}
+
 /* The step's requests tried one at a time, in point order (--cost-rule
  * guard: in order of FLOPs saved), on a copy of
  * the graph with the requests accepted so far (--prune-guard): a removal
  * that would bring the calibration segmentation's change (against the
- * unpruned network) above the guard is dropped from req[] and its group's
- * points step one rung down (budget: and freeze; paper: and wait rho
- * epochs).  So the whole step changes the segmentation by at most the
- * guard, however many layers prune in it. */
+ * unpruned network) above the guard is dropped from req[] (--guard-split:
+ * cut to the largest nearest-first half, quarter, ... that passes) and
+ * its group's points step one rung down (budget: and freeze; paper: and
+ * wait rho epochs).  So the whole step changes the segmentation by at
+ * most the guard, however many layers prune in it.  score[] holds the
+ * distances of rem[]'s channels (the requests' lists point into rem). */
 static int guard_requests(Pruner *p, TrainExec *cal, PruneRequest *req,
-                          int *n_req, double progress)
+                          int *n_req, int *rem, float *score, double progress)
 {
     int out = p->g->outputs[0], rc = 0, keep = 0;
     const float *ref = train_value(cal, out);
     const Shape *os = train_shape(cal, out);
     uint8_t *lab0 = NULL, *lab1 = NULL;
-    TrainExec *te = NULL;
-    Graph c;
-    graph_init(&c);
     if (!ref || !os || os->ndim < 3 || os->d[1] < 2 || os->d[1] > 255)
         return 0; /* no class map to compare (internal layouts only) */
     int B = (int)os->d[0], K = (int)os->d[1];
@@ -643,34 +694,28 @@ static int guard_requests(Pruner *p, TrainExec *cal, PruneRequest *req,
     argmax_labels(ref, B, K, S, lab0);
     if (p->cfg.cost_rule & SAURON_COST_GUARD) order_by_savings(p, req, *n_req);
     for (int r = 0; r < *n_req; r++) {
-        graph_free(&c);
-        graph_init(&c);
-        if (graph_clone(&c, p->g)) {
-            sl_error("out of memory in the Sauron pruning guard");
-            rc = ERR_NOMEM;
-            goto fail;
-        }
-        /* req[0..keep) are the accepted ones; try them with req[r] */
-        PruneRequest save = req[keep];
-        req[keep] = req[r];
-        rc = sauron_prune_batch(&c, &p->pg, req, keep + 1, NULL, NULL);
-        req[keep] = save;
+        double ch = 0;
+        rc = guard_change(p, req, keep, &req[r], lab0, lab1, &ch);
         if (rc) goto fail;
-        rc = train_exec_create(&c, &p->cal_shape, p->cfg.n_threads, &te);
-        if (rc) goto fail;
-        /* a training-mode forward, like the calibration one; it moves the
-         * copy's BatchNorm statistics only */
-        rc = train_forward(te, p->cal_x);
-        if (rc) goto fail;
-        const float *o = train_value(te, out);
-        CHECK(o != NULL);
-        argmax_labels(o, B, K, S, lab1);
-        train_exec_free(te);
-        te = NULL;
-        double ch = label_change(lab0, lab1, (size_t)B * S, K);
         if (ch <= p->cfg.prune_guard) {
             req[keep++] = req[r];
             continue;
+        }
+        int n = req[r].n_remove;
+        if (p->cfg.guard_split > 0 && n > 1) {
+            /* the list is rem's own memory: reorder it nearest first */
+            size_t off = (size_t)(req[r].remove - rem);
+            sauron_sort_candidates(rem + off, score + off, n);
+            for (int h = 1; h <= p->cfg.guard_split && (n >> h) > 0; h++) {
+                PruneRequest part = req[r];
+                part.n_remove = n >> h;
+                rc = guard_change(p, req, keep, &part, lab0, lab1, &ch);
+                if (rc) goto fail;
+                if (ch <= p->cfg.prune_guard) {
+                    req[keep++] = part;
+                    break;
+                }
+            }
         }
         int grp = p->pg.points[req[r].point].group;
         for (int i = 0; i < p->n; i++) {
@@ -689,8 +734,6 @@ static int guard_requests(Pruner *p, TrainExec *cal, PruneRequest *req,
     *n_req = keep;
     rc = 0;
 fail:
-    train_exec_free(te);
-    graph_free(&c);
     sl_free(lab0);
     sl_free(lab1);
     return rc;
@@ -774,7 +817,7 @@ int pruner_apply(Pruner *p, TrainExec *cal, Optim *opt, double progress,
     *changed = 0;
     PruneRequest *req = NULL;
     int *rem = NULL, *cand = NULL;
-    float *e = NULL, *scr = NULL;
+    float *e = NULL, *emax = NULL, *score = NULL, *scr = NULL;
     uint8_t *mask = NULL;
     TensorSlice *slices = NULL;
     int n_slices = 0, n_req = 0, rc;
@@ -792,19 +835,22 @@ int pruner_apply(Pruner *p, TrainExec *cal, Optim *opt, double progress,
     rem = sl_alloc(tot * sizeof(int));
     cand = sl_alloc(cmax * sizeof(int));
     e = sl_alloc(cmax * sizeof(float));
+    emax = sl_alloc(cmax * sizeof(float));
+    score = sl_alloc(tot * sizeof(float));
     mask = sl_alloc(cmax);
     scr = sl_alloc(smax * sizeof(float));
-    if (!req || !rem || !cand || !e || !mask || !scr) {
+    if (!req || !rem || !cand || !e || !emax || !score || !mask || !scr) {
         sl_error("out of memory in the Sauron pruning step");
         goto fail;
     }
     rc = step_thresholds(p);
     if (rc) goto fail;
-    rc = build_requests(p, cal, req, &n_req, rem, e, cand, mask, scr);
+    rc = build_requests(p, cal, req, &n_req, rem, score, e, emax, cand,
+                        mask, scr);
     if (rc) goto fail;
     if (p->cfg.prune_guard > 0 && n_req > 0 && p->cal_x &&
         p->cfg.sched.kind == SAURON_SCHED_BUDGET) {
-        rc = guard_requests(p, cal, req, &n_req, progress);
+        rc = guard_requests(p, cal, req, &n_req, rem, score, progress);
         if (rc) goto fail;
     }
     if (n_req > 0) {
@@ -835,6 +881,8 @@ fail:
     sl_free(rem);
     sl_free(cand);
     sl_free(e);
+    sl_free(emax);
+    sl_free(score);
     sl_free(mask);
     sl_free(scr);
     return rc;

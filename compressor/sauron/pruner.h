@@ -78,6 +78,13 @@ typedef struct {
      * guard tries the next rung after E epochs (then again after E more,
      * each try guarded), never above the ladder's current rung. */
     double guard_retry;
+    /* --guard-split N (default 0: off): when a layer's removal fails the
+     * guard, try the nearest half of its candidates (smallest delta_prune
+     * first), then the nearest quarter, ... N times, and keep the first
+     * part that passes.  The layer still steps down a rung and freezes
+     * (its full removal failed).  Cost: up to N more guarded forwards per
+     * failing layer and step. */
+    int guard_split;
     /* --cost-rule none|tau|guard|all (cost.h; budget schedule only;
      * default none): put what a channel costs into the decision. */
     int cost_rule;

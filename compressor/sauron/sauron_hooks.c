@@ -33,12 +33,13 @@ const char *sauron_settings_lines(const PrunerConfig *c, char *buf,
              "sauron.mu=%.17g\nsauron.max_dice_drop=%.17g\n"
              "sauron.prune_every=%d\nsauron.keep_head_input=%d\n"
              "sauron.prune_guard=%.17g\nsauron.guard_retry=%.17g\n"
+             "sauron.guard_split=%d\n"
              "sauron.cost_rule=%s\nsauron.target_flops=%.17g\n"
              "sauron.recovery_epochs=%d\nsauron.pause=%d\n",
              c->lambda, c->sf,
              s->kind == SAURON_SCHED_PAPER ? "paper" : "budget", s->tau_max,
              s->kappa, s->rho, s->mu, s->max_dice_drop, c->prune_every,
-             c->keep_head_input, c->prune_guard, c->guard_retry,
+             c->keep_head_input, c->prune_guard, c->guard_retry, c->guard_split,
              sauron_cost_rule_name(c->cost_rule), c->target_flops,
              c->recovery_epochs, c->pause);
     return buf;
@@ -353,6 +354,11 @@ const CliOpt sauron_cli_opts[] = {
      .metavar = "E", .off = PRUNE_OPT(guard_retry),
      .help = "a layer held back by the guard tries the next rung every E "
              "epochs (default 2, 0: never)"},
+    {.name = "guard-split", .type = CLI_INT, .lo = 0, .hi = 30,
+     .metavar = "N", .off = PRUNE_OPT(guard_split),
+     .help = "when a layer's removal fails the guard, try its nearest "
+             "half, quarter, ... of the candidates, N times (default 0: "
+             "off)"},
     {.name = "cost-rule", .type = CLI_CUSTOM, .parse = parse_cost_rule,
      .expect = "one of none, tau, guard, all", .metavar = "R",
      .off = PRUNE_OPT(cost_rule),
