@@ -407,6 +407,13 @@ static void test_choice(void **state)
         case_shapes(&tiny, &xs, &ws, &ys, &p);
         assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
         assert_int_equal(a1, CONV_ALGO_DIRECT);
+        /* the shipped model's largest layer (14 -> 21 at 224x192): F(4x4)
+         * with AVX-512 too (bench_conv: 0.68-0.93 of direct's time) */
+        WCase ship = {2, 1, 14, 21, {224, 192}, {3, 3}, {1, 1}, {1, 1}, 1};
+        unsetenv("SL_GEMM_ISA");
+        case_shapes(&ship, &xs, &ws, &ys, &p);
+        assert_int_equal(conv_algo_choose(&xs, &ys, &p, &a1), 0);
+        assert_int_equal(a1, CONV_ALGO_WINOGRAD4);
         if (isa)
             setenv("SL_GEMM_ISA", isa, 1);
         else

@@ -8,6 +8,7 @@
  * patch (the cost per output does not depend on D).
  *
  *   make bench-conv          (SL_GEMM_ISA=avx2 for the AVX2 kernels)
+ *   build/bench/bench_conv IC,OC,H,W[,D] ...   (those layers instead)
  *
  * Used to fit and check winograd.c's F(4x4,3x3) cost constants; run it on
  * an otherwise idle machine. */
@@ -47,10 +48,10 @@ static double best_ms(ConvAlgo algo, const float *x, float *y,
     return best * 1e3;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     /* IC, OC, H, W, D (0: a 2D layer) */
-    static const int layers[][5] = {
+    static int layers[][5] = {
         {35, 58, 112, 96, 0}, {58, 40, 112, 96, 0}, {32, 38, 56, 48, 0},
         {7, 32, 56, 48, 0},   {20, 13, 224, 192, 0}, {13, 9, 224, 192, 0},
         {32, 32, 256, 256, 0}, {64, 64, 128, 128, 0}, {128, 128, 64, 64, 0},
@@ -59,10 +60,31 @@ int main(void)
         {32, 32, 48, 48, 16}, {64, 64, 24, 24, 24},  {128, 128, 12, 12, 12},
         {8, 8, 96, 96, 8},    {5, 7, 48, 48, 16}};
     static const char *name[] = {"direct", "F(2x2)", "F(4x4)"};
+    size_t nl = sizeof layers / sizeof layers[0];
+    if (argc > 1) { /* the layers given, in place of the table */
+        if ((size_t)(argc - 1) > nl) {
+            fprintf(stderr, "bench_conv: at most %zu layers\n", nl);
+            return 2;
+        }
+        nl = (size_t)(argc - 1);
+        for (size_t i = 0; i < nl; i++) {
+            int *l = layers[i];
+            l[4] = 0;
+            if (sscanf(argv[i + 1], "%d,%d,%d,%d,%d", &l[0], &l[1], &l[2],
+                       &l[3], &l[4]) < 4 ||
+                l[0] < 1 || l[1] < 1 || l[2] < 1 || l[3] < 1 || l[4] < 0) {
+                fprintf(stderr,
+                        "bench_conv: '%s': expected IC,OC,H,W or "
+                        "IC,OC,H,W,D (positive integers)\n",
+                        argv[i + 1]);
+                return 2;
+            }
+        }
+    }
     omp_set_num_threads(1);
     printf("%-18s %9s %9s %9s  %-7s  F4/F2  picked\n", "layer", "direct",
            "F(2x2)", "F(4x4)", "best");
-    for (size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) {
+    for (size_t i = 0; i < nl; i++) {
         int IC = layers[i][0], OC = layers[i][1], H = layers[i][2],
             W = layers[i][3], D = layers[i][4];
         Shape xs = {4, {1, IC, H, W}}, ys = {4, {1, OC, H, W}};

@@ -144,7 +144,13 @@ static void tile_geom(WinoConv *wc, int m)
  * GEMMs (36 products per 16 outputs instead of 16 per 4) gaining most
  * with many channels; its transforms cost about 4x F(2x2,3x3)'s per
  * tile, and the constant is set where the measured direct/F(4x4)
- * crossings fall (20->13 and 16->16 channels: direct by a few percent).
+ * crossings fall: 900 put them at 20->13 and 16->16 channels (direct by
+ * a few percent) on an Intel Xeon; on the 2-core AMD EPYC (Zen 5) direct
+ * runs closer to the FMA peak, yet F(4x4) took 0.63-0.93 of direct's time
+ * on the shipped model's largest layer, 14->21 at 224x192, in four
+ * `bench_conv 14,21,224,192` runs (2026-12-07), which 900 gave to
+ * direct; 800 gives it F(4x4), and of the table's rows it moves only
+ * 16->16 at 128x128 (a tie there).
  * A layer also needs WINO_MIN_TILES tiles: below that the setup (the
  * weight transform is per plan, but the chunk loop is per run) does not
  * pay and the few chunks would leave threads idle.  The rule depends on the
@@ -153,7 +159,7 @@ static void tile_geom(WinoConv *wc, int m)
  * give the same bits). */
 #define WINO_TRANSFORM_2D 210
 #define WINO_PER_TILE_2D 250
-#define WINO_TRANSFORM_4X4 900
+#define WINO_TRANSFORM_4X4 800
 #define WINO_PER_TILE_4X4 250
 #define WINO_TRANSFORM_3D 1600
 #define WINO_PER_TILE_3D 1700
