@@ -382,7 +382,7 @@ static void modality_list(const ModelMeta *m, char *buf, size_t len)
 /* One case: read, segment, write.  0 or a negative code (one line
  * reported through sl_error). */
 static int run_case(const SegBatch *b, int c, Segmenter *seg, const Graph *g,
-                    int force, uint64_t max_memory)
+                    int force, uint64_t max_memory, int64_t *nonfinite)
 {
     const char *spec = b->cases[c], *out = b->outputs[c];
     const char *ovl = b->overlays ? b->overlays[c] : NULL;
@@ -417,6 +417,15 @@ static int run_case(const SegBatch *b, int c, Segmenter *seg, const Graph *g,
         goto fail;
     }
     if ((rc = nio_read_within(spec, max_memory, &v, &geom))) goto fail;
+    *nonfinite = volume_count_nonfinite(&v, -1);
+    for (int mo = 0; *nonfinite && mo < v.n_mod; mo++)
+        if (volume_count_nonfinite(&v, mo) == volume_voxels(&v)) {
+            sl_error("'%s': modality %d has no finite voxel (every one is "
+                     "NaN or infinite); check the scan",
+                     spec, mo + 1);
+            rc = ERR_FORMAT;
+            goto fail;
+        }
     const ModelMeta *m = &g->meta;
     if (v.n_mod != m->n_modalities) {
         char names[512];
@@ -519,9 +528,11 @@ int segbatch_run(const SegBatch *b, Graph *g, const SegBatchOptions *o,
         /* SegBatch mode: the case's error is printed below, with its number
          * and (when the message does not say it) its file. */
         if (b->batch_mode) sl_error_quiet(1);
+        int64_t nonfinite = 0;
         int crc = run_case(b, c, seg, g, o->force,
                            o->max_memory ? o->max_memory
-                                         : nio_default_max_memory());
+                                         : nio_default_max_memory(),
+                           &nonfinite);
         sl_error_quiet(was_quiet);
         double dt = sl_now() - pr.t0;
         if (crc) {
@@ -540,6 +551,12 @@ int segbatch_run(const SegBatch *b, Graph *g, const SegBatchOptions *o,
         }
         r->n_ok++;
         if (o->quiet) continue;
+        if (nonfinite > 0)
+            fprintf(stderr,
+                    "note: '%s': %lld voxels are NaN or infinite; they were "
+                    "segmented as the lowest finite value of their "
+                    "modality\n",
+                    b->cases[c], (long long)nonfinite);
         const char *ovl = b->overlays ? b->overlays[c] : NULL;
         if (b->batch_mode)
             printf("[%d/%d] %s -> %s%s%s (%.2f s)\n", c + 1, b->n,

@@ -54,6 +54,7 @@ int volume_norm_affine(const Volume *v, int m, const Normalize *n,
     out->hi = INFINITY;
     out->shift = 0.0;
     out->scale = 1.0;
+    out->fill = 0.0;
     if (!n || n->kind == NORMALIZE_NONE) return 0;
     if (n->kind == NORMALIZE_CT) {
         if (!(n->hi > n->lo)) {
@@ -65,6 +66,7 @@ int volume_norm_affine(const Volume *v, int m, const Normalize *n,
         /* (v - lo) / (hi - lo) * 2 - 1  ==  (v - mid) * 2 / (hi - lo) */
         out->lo = n->lo;
         out->hi = n->hi;
+        out->fill = n->lo;
         out->shift = 0.5 * ((double)n->lo + (double)n->hi);
         out->scale = 2.0 / ((double)n->hi - (double)n->lo);
         return 0;
@@ -88,17 +90,28 @@ int volume_norm_affine(const Volume *v, int m, const Normalize *n,
                      : -(double)INFINITY;
     /* Two passes in double: the mean first, then squared deviations, so a
      * large offset (CT, raw scanner units) does not cancel out. */
-    double s = 0.0;
+    double s = 0.0, mn = INFINITY;
     int64_t cnt = 0;
-    for (int64_t i = 0; i < nv; i++)
-        if ((double)x[i] >= thr) {
-            s += (double)x[i];
+    for (int64_t i = 0; i < nv; i++) {
+        double xi = (double)x[i];
+        if (!isfinite(xi)) continue;
+        if (xi < mn) mn = xi;
+        if (xi >= thr) {
+            s += xi;
             cnt++;
         }
+    }
+    if (cnt == 0) {
+        sl_error("modality %d of the scan has no finite voxel (every one "
+                 "is NaN or infinite); check the scan",
+                 m + 1);
+        return ERR_FORMAT;
+    }
+    out->fill = mn;
     double mean = s / (double)cnt;
     double ss = 0.0;
     for (int64_t i = 0; i < nv; i++)
-        if ((double)x[i] >= thr) {
+        if (isfinite(x[i]) && (double)x[i] >= thr) {
             double d = (double)x[i] - mean;
             ss += d * d;
         }
@@ -117,17 +130,23 @@ int volume_norm_affine(const Volume *v, int m, const Normalize *n,
 
 double volume_otsu_threshold(const float *x, int64_t n)
 {
+    /* plain comparisons and casts: fmin, fmax and floor are library
+     * calls at -O2, and this scans the whole scan on one thread before
+     * any slice runs */
     double mn = (double)INFINITY, mx = -(double)INFINITY;
     for (int64_t i = 0; i < n; i++) {
-        mn = fmin(mn, (double)x[i]);
-        mx = fmax(mx, (double)x[i]);
+        double xi = (double)x[i];
+        if (!isfinite(xi)) continue;
+        if (xi < mn) mn = xi;
+        if (xi > mx) mx = xi;
     }
     if (!(mx > mn)) return -(double)INFINITY;
     double h[VOLUME_OTSU_BINS] = {0};
     for (int64_t i = 0; i < n; i++) {
-        double b = floor(((double)x[i] - mn) / (mx - mn) * VOLUME_OTSU_BINS);
-        int k = b < 0 ? 0 : b > VOLUME_OTSU_BINS - 1 ? VOLUME_OTSU_BINS - 1
-                                                      : (int)b;
+        if (!isfinite(x[i])) continue;
+        /* b >= 0 here, where truncation is floor */
+        double b = ((double)x[i] - mn) / (mx - mn) * VOLUME_OTSU_BINS;
+        int k = b > VOLUME_OTSU_BINS - 1 ? VOLUME_OTSU_BINS - 1 : (int)b;
         h[k] += 1.0;
     }
     double tot = 0.0, tot_m = 0.0;
@@ -163,6 +182,16 @@ int volume_normalize(Volume *v, const Normalize *norms)
         for (int64_t i = 0; i < nv; i++) x[i] = norm_apply(&a, x[i]);
     }
     return 0;
+}
+
+int64_t volume_count_nonfinite(const Volume *v, int m)
+{
+    int64_t nv = volume_voxels(v), bad = 0;
+    const float *x = v->data + (m < 0 ? 0 : (size_t)m * (size_t)nv);
+    int64_t n = m < 0 ? nv * v->n_mod : nv;
+    for (int64_t i = 0; i < n; i++)
+        bad += !isfinite(x[i]);
+    return bad;
 }
 
 int volume_axes(VoxelOrder order, int dims, int axis, int ax[3])

@@ -16,6 +16,7 @@
 #ifndef SL_VOLUME_H
 #define SL_VOLUME_H
 
+#include <math.h>
 #include <stdint.h>
 
 #include "graph.h"
@@ -34,24 +35,31 @@ int64_t volume_voxels(const Volume *v);
 
 /* Per-modality affine map applied on the fly while gathering: clip to
  * [lo, hi] then ((double)v - shift) * scale (the zscore divides by the
- * std: scale = 1/max(std,1e-8), computed in double). */
+ * std: scale = 1/max(std,1e-8), computed in double).  A voxel that is
+ * NaN or infinite is taken as `fill` first: the lowest finite value of
+ * the modality (CT: the window's bottom; no normalisation: 0).  Scans
+ * written by some tools store "no data" as NaN; unmapped, one NaN would
+ * spread through every convolution it reaches. */
 typedef struct {
     double lo, hi;
     double shift, scale;
+    double fill;
 } NormAffine;
 
 /* Statistics of modality m of v for normalisation `n` (n may be NULL:
- * identity).  zscore: mean and population std over all voxels, in double,
- * in a fixed order (thread-count independent).  zscore-fg: the same over
- * the voxels >= volume_otsu_threshold (all voxels if the modality is
- * constant).  CT: clip to [lo, hi], (v - lo) / (hi - lo) * 2 - 1.
- * Returns 0 or ERR_ARG (CT with hi <= lo). */
+ * identity).  zscore: mean and population std over all finite voxels, in
+ * double, in a fixed order (thread-count independent).  zscore-fg: the
+ * same over the finite voxels >= volume_otsu_threshold (all of them if
+ * the modality is constant).  CT: clip to [lo, hi], (v - lo) / (hi - lo)
+ * * 2 - 1.  Returns 0, ERR_ARG (CT with hi <= lo) or ERR_FORMAT (a
+ * z-score of a modality with no finite voxel). */
 int volume_norm_affine(const Volume *v, int m, const Normalize *n,
                        NormAffine *out);
 /* Inline: resampling applies it to 8 neighbours of every voxel. */
 static inline float norm_apply(const NormAffine *a, float v)
 {
     double d = (double)v;
+    if (!isfinite(d)) d = a->fill;
     if (d < a->lo) d = a->lo;
     if (d > a->hi) d = a->hi;
     return (float)((d - a->shift) * a->scale);
@@ -59,7 +67,8 @@ static inline float norm_apply(const NormAffine *a, float v)
 
 /* The head/air threshold of x[0..n): Otsu's threshold on a histogram of
  * VOLUME_OTSU_BINS equal bins between the minimum and the maximum (bin
- * of v: floor((v - min) / (max - min) * BINS), the maximum in the last);
+ * of v: floor((v - min) / (max - min) * BINS), the maximum in the last;
+ * NaN and infinite voxels are left out of all three);
  * the split t (1..BINS-1) maximising w0 * w1 * (mu0 - mu1)^2 over bin
  * indices, the first on ties; returns min + t * (max - min) / BINS.
  * Everything in double, in index order, so the Python and JavaScript
@@ -69,6 +78,9 @@ static inline float norm_apply(const NormAffine *a, float v)
 double volume_otsu_threshold(const float *x, int64_t n);
 /* Normalise every modality in place (norms: n_mod entries, or NULL). */
 int volume_normalize(Volume *v, const Normalize *norms);
+/* Voxels of modality m of v (m < 0: of all modalities) that are NaN or
+ * infinite. */
+int64_t volume_count_nonfinite(const Volume *v, int m);
 
 /* Tensor-to-NIfTI axis map for a model (see the top of this file).
  * dims 3: NNUNET (k, j, i), NIBABEL (i, j, k).  dims 2 along `axis`:

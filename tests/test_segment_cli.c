@@ -217,6 +217,74 @@ static void test_cli(void **state)
     volume_free(&v4);
 }
 
+/* A scan whose "no data" voxels are NaN or infinite (as some tools write
+ * them): segmented as if they held the lowest finite value (the CT
+ * window's bottom here, where that is exact), with one note on stderr
+ * naming the file and the count, none with -q; a scan with no finite
+ * voxel fails with one line. */
+static void test_nonfinite_scan(void **state)
+{
+    (void)state;
+    char args[4096], err[512];
+    ModelSpec ms = {.dims = 2, .axis = 2, .nmod = 1, .kind = KIND_SHIFT,
+                    .norm = NORMALIZE_CT, .lo = -15.0f, .hi = 35.0f};
+    Volume v, f;
+    fill_volume(&v, 13, 11, 7, 1, 21);
+    fill_volume(&f, 13, 11, 7, 1, 21);
+    ms.t = mid_threshold(&v, &ms);
+    int64_t n = volume_voxels(&v), bad = 0;
+    for (int64_t i = 0; i < n; i += 7) {
+        v.data[i] = i % 2 ? NAN : -INFINITY;
+        f.data[i] = ms.lo;
+        bad++;
+    }
+    Graph g;
+    graph_init(&g);
+    build_model(&g, &ms);
+    const char *model = tmp("mnan.sslim");
+    assert_int_equal(sslim_write(&g, model, 1), 0);
+    const char *scan = tmp("nan_case.nii.gz"), *out = tmp("nan_seg.nii.gz");
+    write_scan(scan, &v);
+    unlink(out);
+    char bin[512], cmd[5000], note[64];
+    bin_path("segment", bin, sizeof bin);
+    snprintf(cmd, sizeof cmd, "%s -m %s -o %s %s >/dev/null", bin, model,
+             out, scan);
+    assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
+    snprintf(note, sizeof note, "%lld voxels are NaN or infinite",
+             (long long)bad);
+    assert_non_null(strstr(err, note));
+    assert_non_null(strstr(err, "nan_case.nii.gz"));
+    int16_t *lab = read_labels(out, n), *e = expected(&f, &ms);
+    assert_int_equal(count_diff(lab, e, n), 0);
+    free(lab);
+    free(e);
+    snprintf(args, sizeof args, "-q --force -m %s -o %s %s", model, out,
+             scan);
+    assert_int_equal(segment_cmd(args, err, sizeof err), 0);
+    assert_null(strstr(err, "NaN"));
+    /* nothing finite: one error line, non-zero exit (a z-score model;
+     * the CT window needs no statistics) */
+    ModelSpec mz = ms;
+    mz.norm = NORMALIZE_ZSCORE;
+    Graph gz;
+    graph_init(&gz);
+    build_model(&gz, &mz);
+    const char *modelz = tmp("mnanz.sslim");
+    assert_int_equal(sslim_write(&gz, modelz, 1), 0);
+    for (int64_t i = 0; i < n; i++)
+        v.data[i] = NAN;
+    write_scan(scan, &v);
+    snprintf(args, sizeof args, "--force -m %s -o %s %s", modelz, out, scan);
+    assert_int_equal(segment_cmd(args, err, sizeof err), 1);
+    assert_non_null(strstr(err, "no finite voxel"));
+    assert_non_null(strstr(err, "nan_case.nii.gz"));
+    graph_free(&g);
+    graph_free(&gz);
+    volume_free(&v);
+    volume_free(&f);
+}
+
 static void test_cli_3d_threads(void **state)
 {
     (void)state;
@@ -350,6 +418,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cli),
         cmocka_unit_test(test_cli_3d_threads),
+        cmocka_unit_test(test_nonfinite_scan),
         cmocka_unit_test(test_ch2),
         cmocka_unit_test(test_shipped_3d_model),
     };

@@ -193,6 +193,69 @@ static void test_foreground_normalisation(void **state)
     volume_free(&w);
 }
 
+/* NaN and infinite voxels ("no data" in scans some tools write): left
+ * out of the threshold and the statistics, and read as the modality's
+ * lowest finite value, so the same scan with its air replaced by NaN
+ * normalises to the same numbers; a modality with no finite voxel is an
+ * error, not a NaN network input. */
+static void test_nonfinite_voxels(void **state)
+{
+    (void)state;
+    TestRng r = {9};
+    Volume v, w;
+    assert_int_equal(volume_alloc(&v, 20, 20, 20, 1), 0);
+    assert_int_equal(volume_alloc(&w, 20, 20, 20, 1), 0);
+    for (int i = 0; i < 8000; i++) {
+        int k = i / 400, j = i / 20 % 20, x = i % 20;
+        int in = x >= 5 && x < 15 && j >= 5 && j < 15 && k >= 5 && k < 15;
+        v.data[i] = in ? trng_uniform(&r, 80, 120) : 0.0f;
+        /* w: the head, and half the air as NaN, +inf or -inf (the rest
+         * stays 0: the lowest finite value) */
+        w.data[i] = in || i % 2 ? v.data[i]
+                    : i % 3 == 0 ? NAN
+                    : i % 3 == 1 ? INFINITY
+                                 : -INFINITY;
+    }
+    int64_t bad = volume_count_nonfinite(&w, -1);
+    assert_int_equal(volume_count_nonfinite(&v, -1), 0);
+    assert_int_equal(volume_count_nonfinite(&w, 0), bad);
+    assert_true(bad > 3000 && bad < 4000);
+    double tv = volume_otsu_threshold(v.data, 8000);
+    double tw = volume_otsu_threshold(w.data, 8000);
+    assert_true(tv > 0.0 && tv <= 80.0);
+    assert_true(tw > 0.0 && tw <= 80.0);
+    Normalize fg = {NORMALIZE_ZSCORE_FG, 0, 1}, z = {NORMALIZE_ZSCORE, 0, 0};
+    NormAffine a, b;
+    assert_int_equal(volume_norm_affine(&v, 0, &fg, &a), 0);
+    assert_int_equal(volume_norm_affine(&w, 0, &fg, &b), 0);
+    assert_true(a.shift == b.shift && a.scale == b.scale);
+    assert_true(b.fill == 0.0);
+    for (int i = 0; i < 8000; i++) {
+        float x = norm_apply(&b, w.data[i]);
+        assert_true(isfinite(x));
+        assert_true(x == norm_apply(&a, v.data[i]));
+    }
+    /* plain z-score: over the finite voxels only */
+    assert_int_equal(volume_norm_affine(&w, 0, &z, &b), 0);
+    assert_true(isfinite(b.shift) && isfinite(b.scale) && b.scale > 0);
+    /* CT: a missing voxel is the window's bottom */
+    Normalize ct = {NORMALIZE_CT, -100.0f, 300.0f};
+    assert_int_equal(volume_norm_affine(&w, 0, &ct, &b), 0);
+    assert_true(norm_apply(&b, NAN) == -1.0f);
+    /* nothing finite */
+    for (int i = 0; i < 8000; i++)
+        w.data[i] = NAN;
+    assert_true(isinf(volume_otsu_threshold(w.data, 8000)));
+    sl_error_quiet(1);
+    assert_int_equal(volume_norm_affine(&w, 0, &fg, &b), ERR_FORMAT);
+    assert_int_equal(volume_norm_affine(&w, 0, &z, &b), ERR_FORMAT);
+    sl_error_quiet(0);
+    assert_non_null(strstr(sl_error_last(), "no finite voxel"));
+    sl_error_reset();
+    volume_free(&v);
+    volume_free(&w);
+}
+
 static void test_gaussian_and_windows(void **state)
 {
     (void)state;
@@ -232,6 +295,7 @@ int main(void)
         cmocka_unit_test(test_volume_axes),
         cmocka_unit_test(test_normalisation),
         cmocka_unit_test(test_foreground_normalisation),
+        cmocka_unit_test(test_nonfinite_voxels),
         cmocka_unit_test(test_gaussian_and_windows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
