@@ -15,6 +15,7 @@
 # With "pace_target": the default at targets 0.08 and 0.09, as "pace".
 # With "pace_end": the default against --recovery-epochs (a tenth, 0).
 # With "pace_split": the default against --guard-split 2 and 4.
+# With "pace_guard": the default against --prune-guard 0.03 and 0.04.
 # With "ablation10": the cost rules on brain MRI at 10 x 25 iterations.
 # With "cost" (or "cost30") as 4th argument, the FLOPs-aware rules,
 # --target-flops, --teacher-weight and --recovery-epochs on the phantom
@@ -235,7 +236,7 @@ if [ "$4" = pace ]; then
     exit 0
 fi
 if [ "$4" = pace_all ] || [ "$4" = pace_target ] || [ "$4" = pace_end ] ||
-    [ "$4" = pace_split ]; then
+    [ "$4" = pace_split ] || [ "$4" = pace_guard ]; then
     # The default over the same five seeds and lengths as "pace":
     # pace_all with --cost-rule none and all (to choose the default rule),
     # pace_target at targets 0.08 and 0.09 (beside 0.1 in "pace"),
@@ -243,9 +244,10 @@ if [ "$4" = pace_all ] || [ "$4" = pace_target ] || [ "$4" = pace_end ] ||
     # binary under test (def), the last tenth of the epochs left to
     # recovery (r10: --recovery-epochs 1 at 8 epochs, 3 at 30) and none
     # (r0: --recovery-epochs 0, pruning until the target or the end);
-    # pace_split: the default against --guard-split 2 and 4 (g2, g4).
+    # pace_split: the default against --guard-split 2 and 4 (g2, g4);
+    # pace_guard: against --prune-guard 0.03 and 0.04 (pg3, pg4).
     case $4 in pace_all) V="none all" ;; pace_end) V="def r10 r0" ;;
-    pace_split) V="def g2 g4" ;;
+    pace_split) V="def g2 g4" ;; pace_guard) V="def pg3 pg4" ;;
     *) V="0.08 0.09" ;; esac
     for s in 1 2 3 4 5; do
         for L in 8 30; do
@@ -259,6 +261,9 @@ if [ "$4" = pace_all ] || [ "$4" = pace_target ] || [ "$4" = pace_end ] ||
                     run ${v}_${L}_s$s "$DS" $E --target-flops 0.1 $R ;;
                 pace_split)
                     case $v in def) R="" ;; *) R="--guard-split ${v#g}" ;; esac
+                    run ${v}_${L}_s$s "$DS" $E --target-flops 0.1 $R ;;
+                pace_guard)
+                    case $v in def) R="" ;; *) R="--prune-guard 0.0${v#pg}" ;; esac
                     run ${v}_${L}_s$s "$DS" $E --target-flops 0.1 $R ;;
                 *) run t${v#0.}_${L}_s$s "$DS" $E --target-flops $v ;;
                 esac

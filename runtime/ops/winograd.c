@@ -146,9 +146,9 @@ static void tile_geom(WinoConv *wc, int m)
  * tile, and the constant is set where the measured direct/F(4x4)
  * crossings fall: 900 put them at 20->13 and 16->16 channels (direct by
  * a few percent) on an Intel Xeon; on the 2-core AMD EPYC (Zen 5) direct
- * runs closer to the FMA peak, yet F(4x4) took 0.63-0.93 of direct's time
- * on the shipped model's largest layer, 14->21 at 224x192, in four
- * `bench_conv 14,21,224,192` runs (2026-12-07), which 900 gave to
+ * runs closer to the FMA peak, yet F(4x4) took 0.68-0.93 of direct's time
+ * on the shipped model's largest layer, 14->21 at 224x192, in five
+ * `bench_conv` runs (2026-12-07), which 900 gave to
  * direct; 800 gives it F(4x4), and of the table's rows it moves only
  * 16->16 at 128x128 (a tie there).
  * A layer also needs WINO_MIN_TILES tiles: below that the setup (the
