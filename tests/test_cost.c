@@ -400,6 +400,27 @@ static void test_default_recipe(void **state)
     c.target_flops = 0.1;
     pruner_config_resolve(&c, 15);
     assert_true(c.prune_guard == 0.02);
+    /* steps at least PRUNER_WIDE_GUARD_ITERS apart: the guard doubles
+     * (the default length, 250 iterations per epoch: 0.04) */
+    pruner_config_unset(&c);
+    pruner_config_resolve(&c, 250);
+    assert_int_equal(c.prune_every, 125);
+    assert_true(c.prune_guard == 0.04);
+    pruner_config_unset(&c);
+    pruner_config_resolve(&c, 2 * PRUNER_WIDE_GUARD_ITERS - 1);
+    assert_true(c.prune_guard == 0.02); /* steps 99 apart */
+    pruner_config_unset(&c);
+    c.sched.max_dice_drop = 0.03;
+    pruner_config_resolve(&c, 2 * PRUNER_WIDE_GUARD_ITERS);
+    assert_true(fabs(c.prune_guard - 0.06) < 1e-15);
+    pruner_config_unset(&c); /* given --prune-every: its gap decides */
+    c.prune_every = 10;
+    pruner_config_resolve(&c, 250);
+    assert_true(c.prune_guard == 0.02);
+    pruner_config_unset(&c); /* no target: the published guard */
+    c.target_flops = 0.0;
+    pruner_config_resolve(&c, 250);
+    assert_true(c.prune_guard == 0.02);
     pruner_config_unset(&c); /* given values win */
     c.lambda = 0.25;
     c.sched.tau_max = 0.6;

@@ -100,15 +100,20 @@ void pruner_config_resolve(PrunerConfig *c, int iters_per_epoch)
      * docs/SAURON_RESULTS.md) */
     int target = !paper && c->target_flops > 0;
     if (c->sched.tau_max < 0) c->sched.tau_max = target ? 1.0 : 0.3;
-    if (c->prune_guard < 0)
-        c->prune_guard = target && c->sched.max_dice_drop > 0.02
-                             ? c->sched.max_dice_drop
-                             : 0.02;
     /* with a target, prune every half epoch as well: the phantom's
      * --target-flops runs were measured so */
     if (c->prune_every < 0)
         c->prune_every = !target || iters_per_epoch < 2 ? 0
                                                         : iters_per_epoch / 2;
+    if (c->prune_guard < 0) {
+        c->prune_guard = target && c->sched.max_dice_drop > 0.02
+                             ? c->sched.max_dice_drop
+                             : 0.02;
+        /* Steps far apart leave the training time to repair what each
+         * one breaks: there the guard doubles (PRUNER_WIDE_GUARD_ITERS) */
+        if (target && c->prune_every >= PRUNER_WIDE_GUARD_ITERS)
+            c->prune_guard *= 2;
+    }
     if (c->pause < 0) c->pause = 0;
 }
 

@@ -349,7 +349,9 @@ const CliOpt sauron_cli_opts[] = {
      .help = "budget schedule: skip a layer's removal that would change the "
              "calibration segmentation by more than G (1-Dice); that "
              "layer steps down a rung and stops climbing (default 0.02, or "
-             "the Dice margin if larger and there is a target; 0: off)"},
+             "the Dice margin if larger and there is a target; with a "
+             "target, doubled when pruning steps are at least 100 "
+             "iterations apart; 0: off)"},
     {.name = "guard-retry", .type = CLI_DOUBLE, .lo = 0, .hi = 1e6,
      .metavar = "E", .off = PRUNE_OPT(guard_retry),
      .help = "a layer held back by the guard tries the next rung every E "
