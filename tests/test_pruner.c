@@ -179,67 +179,13 @@ static void test_regularizer_gradient(void **state)
     graph_free(&g);
 }
 
-/* --prune-guard: the step of test_prune_shrinks with a guard no removal
- * can pass (the untrained network's segmentation moves with any channel)
- * removes nothing, and every point that had channels to remove steps one
- * rung down from the top and freezes; a guard of 1 lets everything
- * through, as no guard does. */
-static void test_prune_guard(void **state)
-{
-    (void)state;
-    int lost[2] = {0, 0};
-    for (int run = 0; run < 2; run++) {
-        Graph g;
-        assert_int_equal(build_unet(&g, 2, 1, 6, 2, 0, 21), 0);
-        PrunerConfig cfg;
-        cfg_for(&cfg, 0.9);
-        cfg.prune_guard = run == 0 ? 1e-9 : 1.0;
-        Pruner *p = NULL;
-        assert_int_equal(pruner_create(&g, &cfg, 2, &p), 0);
-        Shape in = net_in(1);
-        float *x = rand_input(1, 7);
-        uint8_t *y = disc_labels(2);
-        assert_int_equal(pruner_set_calibration(p, x, &in), 0);
-        assert_int_equal(pruner_start(p, 0.5), 0);
-        TrainExec *t = NULL;
-        assert_int_equal(train_exec_create(&g, &in, 1, &t), 0);
-        step(t, p, NULL, x, y, 1e-3f);
-        assert_int_equal(pruner_end_epoch(p, 1, 1.0, 0.5), 0);
-        int changed = 0;
-        assert_int_equal(pruner_step(p, NULL, 1.0, &changed), 0);
-        int frozen = 0;
-        const SauronSched *sc = pruner_sched(p);
-        for (int i = 0; i < pruner_n_points(p); i++) {
-            lost[run] += pruner_point_channels0(p, i) -
-                         pruner_point_channels(p, i);
-            if (sc->pt[i].frozen) {
-                frozen++;
-                assert_int_equal(sc->pt[i].rung, sc->cfg.kappa - 1);
-                assert_true(pruner_point_tau(p, i) < 0.9);
-            } else {
-                assert_true(fabs(pruner_point_tau(p, i) - 0.9) < 1e-12);
-            }
-        }
-        if (run == 0) {
-            assert_int_equal(changed, 0);
-            assert_true(frozen > 0);
-        } else {
-            assert_int_equal(frozen, 0);
-        }
-        train_exec_free(t);
-        pruner_free(p);
-        sl_free(x);
-        sl_free(y);
-        graph_free(&g);
-    }
-    assert_int_equal(lost[0], 0);
-    assert_true(lost[1] > 0);
-}
-
-/* One guarded pruning step (tau_max 0.9, epoch 1 of 2) on the untrained
- * net of test_prune_guard: the channels it removed in total, and how many
- * points froze. */
-static int guarded_step(double guard, int split, int *frozen)
+/* One guarded pruning step (tau_max 0.9, epoch 1 of 2) on an untrained
+ * net: the channels it removed in total, and how many points froze.
+ * check (may be NULL) sees the pruner and whether the graph changed
+ * before it is freed. */
+typedef void (*StepCheck)(const Pruner *p, int changed);
+static int guarded_step(double guard, int split, int *frozen,
+                        StepCheck check)
 {
     Graph g;
     assert_int_equal(build_unet(&g, 2, 1, 6, 2, 0, 21), 0);
@@ -266,12 +212,50 @@ static int guarded_step(double guard, int split, int *frozen)
         lost += pruner_point_channels0(p, i) - pruner_point_channels(p, i);
         *frozen += pruner_sched(p)->pt[i].frozen != 0;
     }
+    if (check) check(p, changed);
     train_exec_free(t);
     pruner_free(p);
     sl_free(x);
     sl_free(y);
     graph_free(&g);
     return lost;
+}
+
+/* A frozen point stepped one rung down from the top; the others kept
+ * the top's tau. */
+static void check_rungs(const Pruner *p, int changed)
+{
+    (void)changed;
+    const SauronSched *sc = pruner_sched(p);
+    for (int i = 0; i < pruner_n_points(p); i++) {
+        if (sc->pt[i].frozen) {
+            assert_int_equal(sc->pt[i].rung, sc->cfg.kappa - 1);
+            assert_true(pruner_point_tau(p, i) < 0.9);
+        } else {
+            assert_true(fabs(pruner_point_tau(p, i) - 0.9) < 1e-12);
+        }
+    }
+}
+
+static void check_unchanged(const Pruner *p, int changed)
+{
+    check_rungs(p, changed);
+    assert_int_equal(changed, 0);
+}
+
+/* --prune-guard: the step of test_prune_shrinks with a guard no removal
+ * can pass (the untrained network's segmentation moves with any channel)
+ * removes nothing, and every point that had channels to remove steps one
+ * rung down from the top and freezes; a guard of 1 lets everything
+ * through, as no guard does. */
+static void test_prune_guard(void **state)
+{
+    (void)state;
+    int frozen;
+    assert_int_equal(guarded_step(1e-9, 0, &frozen, check_unchanged), 0);
+    assert_true(frozen > 0);
+    assert_true(guarded_step(1.0, 0, &frozen, check_rungs) > 0);
+    assert_int_equal(frozen, 0);
 }
 
 /* --guard-split: where a layer's whole removal fails the guard, a part of
@@ -285,18 +269,18 @@ static void test_guard_split(void **state)
      * frozen; the numbers are exact because the run is seeded, and the
      * relations are what --guard-split promises */
     int f0, f1;
-    int l0 = guarded_step(0.1, 0, &f0);
-    int l1 = guarded_step(0.1, 4, &f1);
+    int l0 = guarded_step(0.1, 0, &f0, NULL);
+    int l1 = guarded_step(0.1, 4, &f1, NULL);
     assert_true(f0 > 0);
     assert_int_equal(f1, f0);
     assert_true(l1 > l0);
     /* one halving is a weaker search than four: never more channels */
     int fh;
-    int lh = guarded_step(0.1, 1, &fh);
+    int lh = guarded_step(0.1, 1, &fh, NULL);
     assert_true(lh >= l0 && lh <= l1);
     /* a guard everything passes: nothing to split */
-    l0 = guarded_step(1.0, 0, &f0);
-    l1 = guarded_step(1.0, 4, &f1);
+    l0 = guarded_step(1.0, 0, &f0, NULL);
+    l1 = guarded_step(1.0, 4, &f1, NULL);
     assert_int_equal(f0, 0);
     assert_int_equal(f1, 0);
     assert_int_equal(l1, l0);
