@@ -417,15 +417,19 @@ static int run_case(const SegBatch *b, int c, Segmenter *seg, const Graph *g,
         goto fail;
     }
     if ((rc = nio_read_within(spec, max_memory, &v, &geom))) goto fail;
-    *nonfinite = volume_count_nonfinite(&v, -1);
-    for (int mo = 0; *nonfinite && mo < v.n_mod; mo++)
-        if (volume_count_nonfinite(&v, mo) == volume_voxels(&v)) {
+    /* one pass per modality: the count for the note, and a modality
+     * with nothing finite refused here, where the file can be named */
+    for (int mo = 0; mo < v.n_mod; mo++) {
+        int64_t bad = volume_count_nonfinite(&v, mo);
+        *nonfinite += bad;
+        if (bad == volume_voxels(&v)) {
             sl_error("'%s': modality %d has no finite voxel (every one is "
                      "NaN or infinite); check the scan",
                      spec, mo + 1);
             rc = ERR_FORMAT;
             goto fail;
         }
+    }
     const ModelMeta *m = &g->meta;
     if (v.n_mod != m->n_modalities) {
         char names[512];
