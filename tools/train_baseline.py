@@ -199,6 +199,11 @@ def main():
                     help="fraction of the batches that see each slice cut "
                     "close around the case's labelled region (0 to 12 "
                     "voxels of margin a side); P + Q <= 1 (default 0)")
+    ap.add_argument("--init-only", action="store_true",
+                    help="export the seeded, randomly initialised network "
+                    "without training or evaluating it: the start of a "
+                    "baseline trained by our own trainer "
+                    "(tools/train_baseline2d.sh)")
     ap.add_argument("--max-test", type=int, default=0,
                     help="evaluate only the first N test cases (0 = all)")
     args = ap.parse_args()
@@ -242,8 +247,9 @@ def main():
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     t1 = time.time()
     net.train()
-    for it in range(args.iters):
-        lr = args.lr * (1 - it / args.iters) ** 0.9
+    iters = 0 if args.init_only else args.iters
+    for it in range(iters):
+        lr = args.lr * (1 - it / iters) ** 0.9
         for g in opt.param_groups:
             g["lr"] = lr
         x, y, _ = sb.draw_batch(rng, vols, fg, args.batch, hp, wp, airs,
@@ -254,15 +260,15 @@ def main():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if it % 20 == 0 or it == args.iters - 1:
+        if it % 20 == 0 or it == iters - 1:
             el = time.time() - t1
-            eta = el / (it + 1) * (args.iters - it - 1)
+            eta = el / (it + 1) * (iters - it - 1)
             print(f"iter {it:5d}  loss {loss.item():.4f}  lr {lr:.2e}  "
                   f"{el:.0f} s  eta {eta:.0f} s", file=sys.stderr, flush=True)
     train_s = time.time() - t1
 
     net.eval()
-    test = list_cases(args.dataset, "Ts")
+    test = [] if args.init_only else list_cases(args.dataset, "Ts")
     if args.max_test:
         test = test[:args.max_test]
     scores = []
@@ -300,7 +306,7 @@ def main():
                       dynamic_axes={"input": {0: "n", 2: "h", 3: "w"},
                                     "probabilities": {0: "n", 2: "h", 3: "w"}},
                       do_constant_folding=True)
-    print(f"params {nparam}, iters {args.iters}, batch {args.batch}, "
+    print(f"params {nparam}, iters {iters}, batch {args.batch}, "
           f"threads {args.threads}, train {train_s:.0f} s, total "
           f"{time.time() - t0:.0f} s -> {args.out_onnx}", file=sys.stderr)
 

@@ -1,0 +1,54 @@
+#!/bin/sh
+# Train a 2D baseline of the real-data benchmark with our own trainer:
+# tools/train_baseline.py's U-Net (5 levels, 32 to 256 features), seeded
+# and randomly initialised (--init-only), trained from scratch by
+# sauron-compress --no-prune and written as ONNX with the metadata
+# segment needs, so that it is compressed like the PyTorch baselines.
+#
+#   BUILD=build sh tools/train_baseline2d.sh DATASET OUT.onnx
+#
+# Why not PyTorch: our training step is about 3x faster on this machine
+# class (BENCHMARKS.md, "Training"), and the 2400 iterations the anatomy
+# baseline needs took 86 min in tools/train_baseline.py on 2 threads.
+# The data flags are the ones the brain baselines were trained with: no
+# geometric augmentation, other fields of view (--fov-aug 0.5) and crops
+# around the labels (--crop-aug 0.3); compress the result with the same
+# three flags.  sauron-compress keeps a checkpoint in OUT.run: rerunning
+# the same command after a crash or a kill resumes the run (--resume);
+# FRESH=1 starts again.  Knobs (environment): EPOCHS, ITERS (per epoch),
+# BATCH, LR, THREADS, SEED, NORM.  The defaults are 2400 iterations of
+# batch 4, as the PyTorch anatomy baseline.
+set -eu
+BUILD=${BUILD:-build}
+EPOCHS=${EPOCHS:-12}
+ITERS=${ITERS:-200}
+BATCH=${BATCH:-4}
+LR=${LR:-1e-3}
+THREADS=${THREADS:-2}
+SEED=${SEED:-1}
+NORM=${NORM:-zscore-fg}
+die() { echo "error: train_baseline2d: $*" >&2; exit 1; }
+[ $# -eq 2 ] || die "usage: sh tools/train_baseline2d.sh DATASET OUT.onnx"
+ds=$1; out=$2
+case $out in *.onnx) ;; *) die "the output '$out' must end in .onnx (bench_real.sh compresses it)" ;; esac
+[ -f "$ds/dataset.json" ] || die "$ds has no dataset.json; make it with tools/make_datasets.py"
+[ -x "$BUILD/bin/sauron-compress" ] || die "$BUILD/bin/sauron-compress missing; run 'make BUILD=$BUILD' first"
+[ -f "$out" ] && [ -z "${FRESH:-}" ] && die "$out exists; remove it or give FRESH=1 to train again"
+run=${out%.onnx}.run
+init=${out%.onnx}.init.onnx
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
+
+if [ -z "${FRESH:-}" ] && [ -f "$run/checkpoint.sslck" ] && [ -f "$init" ]; then
+    echo "train_baseline2d: resuming the run in $run" >&2
+    mode=--resume
+else
+    /usr/bin/python3 tools/train_baseline.py "$ds" "$init" --init-only --seed "$SEED" \
+        --normalize "$NORM" || die "tools/train_baseline.py --init-only failed"
+    mode=--force
+fi
+# --val-fraction 0.1: two of the 20 training cases, as the other baselines
+"$BUILD/bin/sauron-compress" "$init" "$out" --data "$ds" --no-prune --normalize "$NORM" \
+    --no-augment --fov-aug 0.5 --crop-aug 0.3 \
+    --epochs "$EPOCHS" --iters-per-epoch "$ITERS" --batch "$BATCH" --lr "$LR" \
+    --threads "$THREADS" --seed "$SEED" --val-fraction 0.1 --run-dir "$run" $mode ||
+    die "sauron-compress failed (run folder $run)"
