@@ -326,7 +326,7 @@ int compress_parse_args(int argc, char **argv, CompressOptions *o)
     o->man = rc == CLI_MAN;
     if (rc > 0) rc = 0;
     if (rc || o->help || o->version || o->man) goto done;
-    pruner_config_resolve(&o->prune, o->iters_per_epoch);
+    pruner_config_resolve(&o->prune, o->epochs, o->iters_per_epoch);
     /* ranges tying two settings together (--tau-max above tau0, ...) */
     rc = pruner_config_check(&o->prune);
     if (rc) goto done;

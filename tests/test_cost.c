@@ -358,7 +358,7 @@ static void test_default_recipe(void **state)
     (void)state;
     PrunerConfig c;
     pruner_config_unset(&c);
-    pruner_config_resolve(&c, 20);
+    pruner_config_resolve(&c, 20, 20);
     assert_true(c.target_flops == 0.1);
     assert_true(c.lambda == 0.5 && c.sched.tau_max == 1.0);
     assert_int_equal(c.cost_rule, SAURON_COST_NONE);
@@ -368,14 +368,14 @@ static void test_default_recipe(void **state)
     assert_int_equal(pruner_config_check(&c), 0);
     pruner_config_unset(&c);
     c.target_flops = 0.0; /* --target-flops none */
-    pruner_config_resolve(&c, 20);
+    pruner_config_resolve(&c, 20, 20);
     assert_true(c.lambda == 0.5 && c.sched.tau_max == 0.3);
     assert_int_equal(c.prune_every, 0);
     assert_true(c.prune_guard == 0.02);
     assert_int_equal(pruner_config_check(&c), 0);
     pruner_config_unset(&c);
     c.sched.kind = SAURON_SCHED_PAPER; /* no target by default */
-    pruner_config_resolve(&c, 250);
+    pruner_config_resolve(&c, 20, 250);
     assert_true(c.target_flops == 0.0);
     assert_true(c.lambda == 0.5 && c.sched.tau_max == 0.3);
     assert_int_equal(c.prune_every, 0);
@@ -383,44 +383,73 @@ static void test_default_recipe(void **state)
     pruner_config_unset(&c);
     c.sched.kind = SAURON_SCHED_PAPER;
     c.target_flops = 0.1; /* the paper's schedule ignores the target rule */
-    pruner_config_resolve(&c, 250);
+    pruner_config_resolve(&c, 20, 250);
     assert_true(c.lambda == 0.5 && c.sched.tau_max == 0.3);
     assert_int_equal(c.prune_every, 0);
     pruner_config_unset(&c);
     c.target_flops = 0.1;
     c.sched.max_dice_drop = 0.03;
-    pruner_config_resolve(&c, 15);
+    pruner_config_resolve(&c, 20, 15);
     assert_true(c.sched.tau_max == 1.0 && c.prune_guard == 0.03);
     assert_int_equal(c.prune_every, 7);
     pruner_config_unset(&c);
     c.target_flops = 0.1;
-    pruner_config_resolve(&c, 1); /* one iteration per epoch: epoch ends */
+    pruner_config_resolve(&c, 20, 1); /* one iteration per epoch: epoch ends */
     assert_int_equal(c.prune_every, 0);
     pruner_config_unset(&c); /* a margin below the guard keeps the guard */
     c.target_flops = 0.1;
-    pruner_config_resolve(&c, 15);
+    pruner_config_resolve(&c, 20, 15);
     assert_true(c.prune_guard == 0.02);
     /* steps at least PRUNER_WIDE_GUARD_ITERS apart: the guard doubles
      * (the default length, 250 iterations per epoch: 0.04) */
     pruner_config_unset(&c);
-    pruner_config_resolve(&c, 250);
+    pruner_config_resolve(&c, 20, 250);
     assert_int_equal(c.prune_every, 125);
     assert_true(c.prune_guard == 0.04);
     pruner_config_unset(&c);
-    pruner_config_resolve(&c, 2 * PRUNER_WIDE_GUARD_ITERS - 1);
+    pruner_config_resolve(&c, 20, 2 * PRUNER_WIDE_GUARD_ITERS - 1);
     assert_true(c.prune_guard == 0.02); /* steps 99 apart */
     pruner_config_unset(&c);
     c.sched.max_dice_drop = 0.03;
-    pruner_config_resolve(&c, 2 * PRUNER_WIDE_GUARD_ITERS);
+    pruner_config_resolve(&c, 20, 2 * PRUNER_WIDE_GUARD_ITERS);
     assert_true(fabs(c.prune_guard - 0.06) < 1e-15);
     pruner_config_unset(&c); /* given --prune-every: its gap decides */
     c.prune_every = 10;
-    pruner_config_resolve(&c, 250);
+    pruner_config_resolve(&c, 20, 250);
     assert_true(c.prune_guard == 0.02);
     pruner_config_unset(&c); /* no target: the published guard */
     c.target_flops = 0.0;
-    pruner_config_resolve(&c, 250);
+    pruner_config_resolve(&c, 20, 250);
     assert_true(c.prune_guard == 0.02);
+    /* recovery with a target: the last 20% of the run, but at most
+     * PRUNER_RECOVERY_ITERS iterations in whole epochs */
+    pruner_config_unset(&c);
+    pruner_config_resolve(&c, 20, 250); /* the default length */
+    assert_int_equal(c.recovery_epochs, 2);
+    pruner_config_unset(&c);
+    pruner_config_resolve(&c, 20, 167); /* ceil(500 / 167) = 3 < 4 */
+    assert_int_equal(c.recovery_epochs, 3);
+    pruner_config_unset(&c);
+    pruner_config_resolve(&c, 20, 126); /* 4 epochs: not fewer than 20% */
+    assert_int_equal(c.recovery_epochs, -1);
+    pruner_config_unset(&c);
+    pruner_config_resolve(&c, 8, 15); /* the phantom's runs */
+    assert_int_equal(c.recovery_epochs, -1);
+    pruner_config_unset(&c);
+    pruner_config_resolve(&c, 100, 10); /* 50 epochs, 20% is 20 */
+    assert_int_equal(c.recovery_epochs, -1);
+    pruner_config_unset(&c);
+    pruner_config_resolve(&c, 300, 10); /* 50 epochs, 20% is 60 */
+    assert_int_equal(c.recovery_epochs, 50);
+    pruner_config_unset(&c); /* given --recovery-epochs wins */
+    c.recovery_epochs = 5;
+    pruner_config_resolve(&c, 20, 250);
+    assert_int_equal(c.recovery_epochs, 5);
+    pruner_config_unset(&c); /* no target: the schedule's own 20% */
+    c.target_flops = 0.0;
+    pruner_config_resolve(&c, 20, 250);
+    assert_int_equal(c.recovery_epochs, -1);
+    assert_int_equal(pruner_config_check(&c), 0);
     pruner_config_unset(&c); /* given values win */
     c.lambda = 0.25;
     c.sched.tau_max = 0.6;
@@ -428,7 +457,7 @@ static void test_default_recipe(void **state)
     c.prune_every = 3;
     c.prune_guard = 0;
     c.target_flops = 0.1;
-    pruner_config_resolve(&c, 20);
+    pruner_config_resolve(&c, 20, 20);
     assert_true(c.lambda == 0.25 && c.sched.tau_max == 0.6);
     assert_int_equal(c.cost_rule, SAURON_COST_GUARD);
     assert_int_equal(c.prune_every, 3);

@@ -82,7 +82,7 @@ void pruner_config_unset(PrunerConfig *c)
     c->target_flops = -1.0;
 }
 
-void pruner_config_resolve(PrunerConfig *c, int iters_per_epoch)
+void pruner_config_resolve(PrunerConfig *c, int epochs, int iters_per_epoch)
 {
     int paper = c->sched.kind == SAURON_SCHED_PAPER;
     /* The default budget is a target of 10% of the FLOPs: on the phantom
@@ -115,6 +115,13 @@ void pruner_config_resolve(PrunerConfig *c, int iters_per_epoch)
             c->prune_guard *= 2;
     }
     if (c->pause < 0) c->pause = 0;
+    /* With a target, recovery needs a number of steps, not a share of
+     * the run: long runs prune on until PRUNER_RECOVERY_ITERS are left */
+    if (target && c->recovery_epochs < 0 && iters_per_epoch > 0) {
+        int r = (PRUNER_RECOVERY_ITERS + iters_per_epoch - 1) / iters_per_epoch;
+        if (r < (1.0 - c->sched.prune_end) * epochs - 1e-9)
+            c->recovery_epochs = r;
+    }
 }
 
 int pruner_config_check(const PrunerConfig *c)

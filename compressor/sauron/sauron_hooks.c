@@ -380,7 +380,8 @@ const CliOpt sauron_cli_opts[] = {
     {.name = "recovery-epochs", .type = CLI_INT, .lo = 0, .hi = 100000,
      .metavar = "N", .off = PRUNE_OPT(recovery_epochs),
      .help = "budget schedule: no pruning in the last N epochs (default: "
-             "the last 20%; less than --epochs)"},
+             "the last 20%, with a target at most 500 iterations; less "
+             "than --epochs)"},
     {.name = "pause-below-margin", .type = CLI_CHOICE, .choices = on_off,
      .off = PRUNE_OPT(pause),
      .help = "budget schedule: no removal while the last validation Dice "
