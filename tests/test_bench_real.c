@@ -818,6 +818,41 @@ static void test_train_baseline3d(void **state)
     assert_one_error("t3.err", "error: train_baseline3d: ");
 }
 
+/* tools/train_baseline2d.sh with tiny knobs: train_baseline.py's 2D
+ * U-Net, seeded and untrained, trained by our trainer on the 2D phantom
+ * for 2 iterations and written as ONNX with the class count of
+ * dataset.json; run again, it refuses to replace it with one error line
+ * that names the script (the checks it shares with the 3D script). */
+static void test_train_baseline2d(void **state)
+{
+    (void)state;
+    const char *ds = test_tmp_path("Dataset911_Tiny2D");
+    make_phantom(ds, "32,32,8");
+    char cmd[3000];
+    snprintf(cmd, sizeof cmd,
+             "env BUILD='%s' EPOCHS=1 ITERS=2 BATCH=2 sh "
+             "tools/train_baseline2d.sh '%s' '%s'",
+             test_build_dir(), ds, test_tmp_path("tiny2d.onnx"));
+    int st = run_to(cmd, "t2.out", "t2.err");
+    if (st) {
+        char *e = slurp_text(test_tmp_path("t2.err"));
+        fail_msg("train_baseline2d.sh: exit %d: %s", st, e);
+    }
+    char *e = slurp_text(test_tmp_path("t2.err")),
+         *o = slurp_text(test_tmp_path("t2.out"));
+    assert_non_null(e);
+    assert_non_null(o);
+    assert_non_null(strstr(e, "epoch 1/1"));
+    assert_non_null(strstr(o, "wrote "));
+    assert_non_null(strstr(o, "2D, 64 nodes, 5142"));
+    assert_non_null(strstr(o, "3 classes"));
+    free(e);
+    free(o);
+    assert_int_equal(access(test_tmp_path("tiny2d.onnx"), F_OK), 0);
+    assert_int_equal(run_to(cmd, "t2.out", "t2.err") != 0, 1);
+    assert_one_error("t2.err", "error: train_baseline2d: ");
+}
+
 /* TASKS=brain3d with that model as the baseline and EXTRA="paper best":
  * five accuracy rows checked against their sources, speed rows for our
  * segment only (no peer row, no speed goal), the goal FLOPs line, the
@@ -940,6 +975,7 @@ int main(void)
         cmocka_unit_test(test_bench_real_errors),
         cmocka_unit_test(test_bench_real_quick_untrained),
         cmocka_unit_test(test_bench_real_quick_cached),
+        cmocka_unit_test(test_train_baseline2d),
         cmocka_unit_test(test_train_baseline3d),
         cmocka_unit_test(test_bench_real_brain3d),
         cmocka_unit_test(test_bench_real_brain3d_errors),

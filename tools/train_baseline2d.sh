@@ -27,24 +27,11 @@ LR=${LR:-1e-3}
 THREADS=${THREADS:-2}
 SEED=${SEED:-1}
 NORM=${NORM:-zscore-fg}
-die() { echo "error: train_baseline2d: $*" >&2; exit 1; }
-[ $# -eq 2 ] || die "usage: sh tools/train_baseline2d.sh DATASET OUT.onnx"
-ds=$1; out=$2
-case $out in *.onnx) ;; *) die "the output '$out' must end in .onnx (bench_real.sh compresses it)" ;; esac
-[ -f "$ds/dataset.json" ] || die "$ds has no dataset.json; make it with tools/make_datasets.py"
-[ -x "$BUILD/bin/sauron-compress" ] || die "$BUILD/bin/sauron-compress missing; run 'make BUILD=$BUILD' first"
-[ -f "$out" ] && [ -z "${FRESH:-}" ] && die "$out exists; remove it or give FRESH=1 to train again"
-run=${out%.onnx}.run
-init=${out%.onnx}.init.onnx
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
-
-if [ -z "${FRESH:-}" ] && [ -f "$run/checkpoint.sslck" ] && [ -f "$init" ]; then
-    echo "train_baseline2d: resuming the run in $run" >&2
-    mode=--resume
-else
+NAME=train_baseline2d
+. "$(dirname "$0")/baseline_common.sh"
+if [ "$mode" = --force ]; then
     /usr/bin/python3 tools/train_baseline.py "$ds" "$init" --init-only --seed "$SEED" \
         --normalize "$NORM" || die "tools/train_baseline.py --init-only failed"
-    mode=--force
 fi
 # --val-fraction 0.1: two of the 20 training cases, as the other baselines
 "$BUILD/bin/sauron-compress" "$init" "$out" --data "$ds" --no-prune --normalize "$NORM" \

@@ -32,26 +32,13 @@ LR=${LR:-1e-3}
 THREADS=${THREADS:-2}
 SEED=${SEED:-1}
 NORM=${NORM:-zscore-fg}
-die() { echo "error: train_baseline3d: $*" >&2; exit 1; }
-[ $# -eq 2 ] || die "usage: sh tools/train_baseline3d.sh DATASET OUT.onnx"
-ds=$1; out=$2
-case $out in *.onnx) ;; *) die "the output '$out' must end in .onnx (bench_real.sh compresses it)" ;; esac
-[ -f "$ds/dataset.json" ] || die "$ds has no dataset.json; make it with tools/downsample_dataset.py"
-[ -x "$BUILD/bin/sauron-compress" ] || die "$BUILD/bin/sauron-compress missing; run 'make BUILD=$BUILD' first"
-[ -f "$out" ] && [ -z "${FRESH:-}" ] && die "$out exists; remove it or give FRESH=1 to train again"
-run=${out%.onnx}.run
-init=${out%.onnx}.init.onnx
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
-
-if [ -z "${FRESH:-}" ] && [ -f "$run/checkpoint.sslck" ] && [ -f "$init" ]; then
-    echo "train_baseline3d: resuming the run in $run" >&2
-    mode=--resume
-else
+NAME=train_baseline3d
+. "$(dirname "$0")/baseline_common.sh"
+if [ "$mode" = --force ]; then
     classes=$(/usr/bin/python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["labels"]))' \
         "$ds/dataset.json") || die "cannot read the labels of $ds/dataset.json"
     /usr/bin/python3 tools/init_unet3d.py "$init" --classes "$classes" --patch "$PATCH" --levels "$LEVELS" \
         --base "$BASE" --max-feat "$MAX_FEAT" --seed "$SEED" --force || die "tools/init_unet3d.py failed"
-    mode=--force
 fi
 # --val-fraction 0.1: two of the 20 training cases, as the 2D benchmark
 "$BUILD/bin/sauron-compress" "$init" "$out" --data "$ds" --no-prune --normalize "$NORM" \
