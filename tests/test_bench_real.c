@@ -784,6 +784,34 @@ static void test_bench_real_quick_cached(void **state)
 
 #define DS3D "data/Dataset003_BrainExtraction2mm"
 
+/* `env BUILD=... ENV sh tools/SCRIPT.sh DS ONNX`, the baselines our
+ * trainer trains, run twice: the first run must succeed and write ONNX
+ * (its stdout and stderr in *o and *e, for the caller to check and
+ * free); the second must refuse to replace it with one error line that
+ * names the script. */
+static void train_twice(const char *script, const char *env, const char *ds,
+                        const char *onnx, char **o, char **e)
+{
+    /* onnx and ds may sit in test_tmp_path's ring of buffers, which the
+     * calls below turn over: copy them first */
+    char cmd[3000], prefix[100], out[700];
+    snprintf(out, sizeof out, "%s", onnx);
+    snprintf(cmd, sizeof cmd, "env BUILD='%s' %s sh tools/%s.sh '%s' '%s'",
+             test_build_dir(), env, script, ds, out);
+    int st = run_to(cmd, "t.out", "t.err");
+    if (st)
+        fail_msg("%s.sh: exit %d: %s", script, st,
+                 slurp_text(test_tmp_path("t.err")));
+    *e = slurp_text(test_tmp_path("t.err"));
+    *o = slurp_text(test_tmp_path("t.out"));
+    assert_non_null(*e);
+    assert_non_null(*o);
+    assert_int_equal(access(out, F_OK), 0);
+    assert_int_equal(run_to(cmd, "t.out", "t.err") != 0, 1);
+    snprintf(prefix, sizeof prefix, "error: %s: ", script);
+    assert_one_error("t.err", prefix);
+}
+
 /* tools/train_baseline3d.sh with tiny knobs: a 3D U-Net (16^3 input, 3
  * levels of 4-8-16 features) trained from scratch on the 3D phantom in 6
  * iterations, written as ONNX; run again, it refuses to replace it with
@@ -793,29 +821,16 @@ static void test_train_baseline3d(void **state)
     (void)state;
     snprintf(g_real, sizeof g_real, "%s", test_tmp_path("real3d"));
     make_phantom(real(DS3D), "64,64,32");
-    char cmd[3000];
-    snprintf(cmd, sizeof cmd,
-             "env BUILD='%s' EPOCHS=2 ITERS=3 PATCH=16 LEVELS=3 BASE=4 "
-             "MAX_FEAT=16 sh tools/train_baseline3d.sh '%s' '%s'",
-             test_build_dir(), real(DS3D), test_tmp_path("tiny3d.onnx"));
-    int st = run_to(cmd, "t3.out", "t3.err");
-    if (st) {
-        char *e = slurp_text(test_tmp_path("t3.err"));
-        fail_msg("train_baseline3d.sh: exit %d: %s", st, e);
-    }
-    char *e = slurp_text(test_tmp_path("t3.err")),
-         *o = slurp_text(test_tmp_path("t3.out"));
-    assert_non_null(e);
-    assert_non_null(o);
+    char *o, *e;
+    train_twice("train_baseline3d",
+                "EPOCHS=2 ITERS=3 PATCH=16 LEVELS=3 BASE=4 MAX_FEAT=16",
+                real(DS3D), test_tmp_path("tiny3d.onnx"), &o, &e);
     assert_non_null(strstr(e, "epoch 2/2"));
     /* the class count came from dataset.json (the phantom's 3), the
      * input is the PATCH asked for */
     assert_non_null(strstr(o, "input [1,1,16,16,16], 3 classes"));
     free(e);
     free(o);
-    assert_int_equal(access(test_tmp_path("tiny3d.onnx"), F_OK), 0);
-    assert_int_equal(run_to(cmd, "t3.out", "t3.err") != 0, 1);
-    assert_one_error("t3.err", "error: train_baseline3d: ");
 }
 
 /* tools/train_baseline2d.sh with tiny knobs: train_baseline.py's 2D
@@ -828,29 +843,15 @@ static void test_train_baseline2d(void **state)
     (void)state;
     const char *ds = test_tmp_path("Dataset911_Tiny2D");
     make_phantom(ds, "32,32,8");
-    char cmd[3000];
-    snprintf(cmd, sizeof cmd,
-             "env BUILD='%s' EPOCHS=1 ITERS=2 BATCH=2 sh "
-             "tools/train_baseline2d.sh '%s' '%s'",
-             test_build_dir(), ds, test_tmp_path("tiny2d.onnx"));
-    int st = run_to(cmd, "t2.out", "t2.err");
-    if (st) {
-        char *e = slurp_text(test_tmp_path("t2.err"));
-        fail_msg("train_baseline2d.sh: exit %d: %s", st, e);
-    }
-    char *e = slurp_text(test_tmp_path("t2.err")),
-         *o = slurp_text(test_tmp_path("t2.out"));
-    assert_non_null(e);
-    assert_non_null(o);
+    char *o, *e;
+    train_twice("train_baseline2d", "EPOCHS=1 ITERS=2 BATCH=2", ds,
+                test_tmp_path("tiny2d.onnx"), &o, &e);
     assert_non_null(strstr(e, "epoch 1/1"));
     assert_non_null(strstr(o, "wrote "));
     assert_non_null(strstr(o, "2D, 64 nodes, 5142"));
     assert_non_null(strstr(o, "3 classes"));
     free(e);
     free(o);
-    assert_int_equal(access(test_tmp_path("tiny2d.onnx"), F_OK), 0);
-    assert_int_equal(run_to(cmd, "t2.out", "t2.err") != 0, 1);
-    assert_one_error("t2.err", "error: train_baseline2d: ");
 }
 
 /* TASKS=brain3d with that model as the baseline and EXTRA="paper best":
