@@ -351,7 +351,7 @@ static void test_pause_below_margin(void **state)
 
 /* sauron-compress's defaults (pruner_config_unset + _resolve): a target
  * of 10% with the whole ladder, pruning every half epoch and the margin
- * as guard; the published budget values with --target-flops none; the
+ * as guard (no cost rule at 20 iterations per epoch); the published budget values with --target-flops none; the
  * paper's values untouched; given flags kept. */
 static void test_default_recipe(void **state)
 {
@@ -401,26 +401,47 @@ static void test_default_recipe(void **state)
     pruner_config_resolve(&c, 20, 15);
     assert_true(c.prune_guard == 0.02);
     /* steps at least PRUNER_WIDE_GUARD_ITERS apart: the guard doubles
-     * (the default length, 250 iterations per epoch: 0.04) */
+     * and both cost rules apply (the default length, 250 iterations per
+     * epoch: 0.04, all) */
     pruner_config_unset(&c);
     pruner_config_resolve(&c, 20, 250);
     assert_int_equal(c.prune_every, 125);
     assert_true(c.prune_guard == 0.04);
+    assert_int_equal(c.cost_rule, SAURON_COST_ALL);
+    assert_int_equal(pruner_config_check(&c), 0);
     pruner_config_unset(&c);
     pruner_config_resolve(&c, 20, 2 * PRUNER_WIDE_GUARD_ITERS - 1);
     assert_true(c.prune_guard == 0.02); /* steps 99 apart */
+    assert_int_equal(c.cost_rule, SAURON_COST_NONE);
     pruner_config_unset(&c);
     c.sched.max_dice_drop = 0.03;
     pruner_config_resolve(&c, 20, 2 * PRUNER_WIDE_GUARD_ITERS);
     assert_true(fabs(c.prune_guard - 0.06) < 1e-15);
+    assert_int_equal(c.cost_rule, SAURON_COST_ALL);
     pruner_config_unset(&c); /* given --prune-every: its gap decides */
     c.prune_every = 10;
     pruner_config_resolve(&c, 20, 250);
     assert_true(c.prune_guard == 0.02);
-    pruner_config_unset(&c); /* no target: the published guard */
+    assert_int_equal(c.cost_rule, SAURON_COST_NONE);
+    pruner_config_unset(&c);
+    c.prune_every = PRUNER_WIDE_GUARD_ITERS;
+    pruner_config_resolve(&c, 20, 20);
+    assert_int_equal(c.cost_rule, SAURON_COST_ALL);
+    pruner_config_unset(&c); /* a given rule wins in the wide regime too */
+    c.cost_rule = SAURON_COST_NONE;
+    pruner_config_resolve(&c, 20, 250);
+    assert_int_equal(c.cost_rule, SAURON_COST_NONE);
+    assert_true(c.prune_guard == 0.04);
+    pruner_config_unset(&c); /* no target: the published guard, no rule */
     c.target_flops = 0.0;
     pruner_config_resolve(&c, 20, 250);
     assert_true(c.prune_guard == 0.02);
+    assert_int_equal(c.cost_rule, SAURON_COST_NONE);
+    pruner_config_unset(&c); /* the paper's schedule: none, and it checks */
+    c.sched.kind = SAURON_SCHED_PAPER;
+    pruner_config_resolve(&c, 20, 250);
+    assert_int_equal(c.cost_rule, SAURON_COST_NONE);
+    assert_int_equal(pruner_config_check(&c), 0);
     /* recovery with a target: the last 20% of the run, but at most
      * PRUNER_RECOVERY_ITERS iterations in whole epochs */
     pruner_config_unset(&c);

@@ -80,6 +80,7 @@ void pruner_config_unset(PrunerConfig *c)
     c->prune_guard = -1.0;
     c->pause = -1;
     c->target_flops = -1.0;
+    c->cost_rule = -1;
 }
 
 void pruner_config_resolve(PrunerConfig *c, int epochs, int iters_per_epoch)
@@ -114,6 +115,15 @@ void pruner_config_resolve(PrunerConfig *c, int epochs, int iters_per_epoch)
         if (target && c->prune_every >= PRUNER_WIDE_GUARD_ITERS)
             c->prune_guard *= 2;
     }
+    /* Where the steps are far apart, say what a channel costs as well
+     * (both cost rules): on brain 2D, brain 3D and anatomy it removed
+     * more FLOPs at the same or better held-out Dice (runs B2all, D3all2,
+     * Aall in docs/SAURON_RESULTS.md).  The phantom's short runs, steps
+     * a few iterations apart, lost with it (pace_all): they keep none. */
+    if (c->cost_rule < 0)
+        c->cost_rule = target && c->prune_every >= PRUNER_WIDE_GUARD_ITERS
+                           ? SAURON_COST_ALL
+                           : SAURON_COST_NONE;
     if (c->pause < 0) c->pause = 0;
     /* With a target, recovery needs a number of steps, not a share of
      * the run: long runs prune on until PRUNER_RECOVERY_ITERS are left */

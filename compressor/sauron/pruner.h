@@ -86,7 +86,8 @@ typedef struct {
      * failing layer and step. */
     int guard_split;
     /* --cost-rule none|tau|guard|all (cost.h; budget schedule only;
-     * default none): put what a channel costs into the decision. */
+     * see pruner_config_resolve for the default): put what a channel
+     * costs into the decision. */
     int cost_rule;
     /* --target-flops F (0: none; else in (0, 1]; the command line's
      * default is 0.1, see pruner_config_resolve): the fraction of the
@@ -117,20 +118,21 @@ void pruner_config_default(PrunerConfig *c);
 /* The command line's defaults depend on the schedule, and --prune-every's
  * on the epoch length, so sauron-compress starts from
  * pruner_config_unset (pruner_config_default with tau_max, prune_every,
- * prune_guard, pause and target_flops marked "not given") and, once every
- * flag is parsed, pruner_config_resolve fills what is still unset:
+ * prune_guard, cost_rule, pause and target_flops marked "not given")
+ * and, once every flag is parsed, pruner_config_resolve fills what is
+ * still unset:
  *   budget schedule: a target of 0.1 (--target-flops none: no target);
  *   paper schedule: no target, as published;
  *   with a target: tau_max 1.0, pruning every half epoch
  *     (iters_per_epoch / 2, at least 1) and a guard of the Dice margin
- *     when that is larger than 0.02, doubled when at least
+ *     when that is larger than 0.02; when at least
  *     PRUNER_WIDE_GUARD_ITERS iterations separate the pruning steps,
- *     and a recovery phase of the last 20% of the run but at most
- *     PRUNER_RECOVERY_ITERS iterations (recovery_epochs =
- *     ceil(PRUNER_RECOVERY_ITERS / iters_per_epoch) where that is
- *     fewer epochs than 20% of them);
+ *     that guard doubles and the cost rule is all; a recovery phase of
+ *     the last 20% of the run but at most PRUNER_RECOVERY_ITERS
+ *     iterations (recovery_epochs = ceil(PRUNER_RECOVERY_ITERS /
+ *     iters_per_epoch) where that is fewer epochs than 20% of them);
  *   without: tau_max 0.3, pruning at epoch ends, guard 0.02;
- *   both: lambda 0.5, no cost rule, no pause.
+ *   elsewhere no cost rule; always lambda 0.5, no pause.
  * docs/SAURON_RESULTS.md ("The default") has the runs behind them. */
 void pruner_config_unset(PrunerConfig *c);
 void pruner_config_resolve(PrunerConfig *c, int epochs, int iters_per_epoch);

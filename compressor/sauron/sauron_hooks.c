@@ -365,9 +365,11 @@ const CliOpt sauron_cli_opts[] = {
      .expect = "one of none, tau, guard, all", .metavar = "R",
      .off = PRUNE_OPT(cost_rule),
      .help = "budget schedule: put FLOPs per channel into the decision: "
-             "none (default), tau (thresholds scaled by sqrt of a layer's "
-             "FLOPs per channel over the geometric mean), guard (the guard "
-             "tries the removals saving most FLOPs first), all (both)"},
+             "none, tau (thresholds scaled by sqrt of a layer's FLOPs per "
+             "channel over the geometric mean), guard (the guard tries the "
+             "removals saving most FLOPs first), all (both; default with a "
+             "target when pruning steps are at least 100 iterations apart, "
+             "as at the default length; none otherwise)"},
     {.name = "target-flops", .type = CLI_CUSTOM, .parse = parse_target_flops,
      .expect = "the fraction of the imported model's FLOPs to keep, a number "
                "in (0, 1] (e.g. 0.1), or none",
