@@ -351,8 +351,9 @@ static void test_pause_below_margin(void **state)
 
 /* sauron-compress's defaults (pruner_config_unset + _resolve): a target
  * of 10% with the whole ladder, pruning every half epoch and the margin
- * as guard (no cost rule at 20 iterations per epoch); the published budget values with --target-flops none; the
- * paper's values untouched; given flags kept. */
+ * as guard (no cost rule at 20 iterations per epoch); the published
+ * budget values with --target-flops none; the paper's values untouched;
+ * given flags kept. */
 static void test_default_recipe(void **state)
 {
     (void)state;
