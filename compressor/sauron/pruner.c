@@ -106,14 +106,14 @@ void pruner_config_resolve(PrunerConfig *c, int epochs, int iters_per_epoch)
     if (c->prune_every < 0)
         c->prune_every = !target || iters_per_epoch < 2 ? 0
                                                         : iters_per_epoch / 2;
+    /* Steps far apart (PRUNER_WIDE_GUARD_ITERS) leave the training time
+     * to repair what each one breaks */
+    int wide = target && c->prune_every >= PRUNER_WIDE_GUARD_ITERS;
     if (c->prune_guard < 0) {
         c->prune_guard = target && c->sched.max_dice_drop > 0.02
                              ? c->sched.max_dice_drop
                              : 0.02;
-        /* Steps far apart leave the training time to repair what each
-         * one breaks: there the guard doubles (PRUNER_WIDE_GUARD_ITERS) */
-        if (target && c->prune_every >= PRUNER_WIDE_GUARD_ITERS)
-            c->prune_guard *= 2;
+        if (wide) c->prune_guard *= 2; /* there the guard doubles */
     }
     /* Where the steps are far apart, say what a channel costs as well
      * (both cost rules): on brain 2D, brain 3D and anatomy it removed
@@ -121,9 +121,7 @@ void pruner_config_resolve(PrunerConfig *c, int epochs, int iters_per_epoch)
      * Aall in docs/SAURON_RESULTS.md).  The phantom's short runs, steps
      * a few iterations apart, lost with it (pace_all): they keep none. */
     if (c->cost_rule < 0)
-        c->cost_rule = target && c->prune_every >= PRUNER_WIDE_GUARD_ITERS
-                           ? SAURON_COST_ALL
-                           : SAURON_COST_NONE;
+        c->cost_rule = wide ? SAURON_COST_ALL : SAURON_COST_NONE;
     if (c->pause < 0) c->pause = 0;
     /* With a target, recovery needs a number of steps, not a share of
      * the run: long runs prune on until PRUNER_RECOVERY_ITERS are left */
