@@ -311,7 +311,7 @@ static int load_sslim(const CompressOptions *o, Graph *g)
  * options given explicitly win either way. */
 static int load_onnx(const CompressOptions *o, Graph *g)
 {
-    OnnxImportOptions io = {o->output_name, NULL};
+    OnnxImportOptions io = {o->output_name, NULL, 0};
     int rc = onnx_import(o->in_path, &io, g);
     if (rc) return rc;
     const Shape *in = &g->values[g->input].shape;
@@ -449,10 +449,12 @@ static int check_data_dir(const char *dir)
 
 /* The ONNX model to train: at its own input shape, or, for a 3D model
  * with --patch, imported again at the patch size so every folded shape
- * matches it.  A 2D model takes --patch 1,H,W only. */
+ * matches it.  A 2D model takes --patch 1,H,W only.  Its source is this
+ * file, even when it is an export of an earlier run: the summary, the
+ * resume check and the model written name what the user gave. */
 static int import_for_training(const CompressOptions *o, Graph *g)
 {
-    OnnxImportOptions io = {o->output_name, NULL};
+    OnnxImportOptions io = {o->output_name, NULL, 1};
     int rc = onnx_import(o->in_path, &io, g);
     if (rc) return rc;
     int nsp = g->values[g->input].shape.ndim - 2;

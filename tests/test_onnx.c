@@ -215,7 +215,7 @@ static void test_typed_fields_and_dynamic_dims(void **state)
 
     /* An explicit import shape overrides the default. */
     Shape s = {4, {1, 2, 40, 24}};
-    OnnxImportOptions o = {NULL, &s};
+    OnnxImportOptions o = {NULL, &s, 0};
     import_ok("typed_fields.onnx", &o, &g);
     assert_int_equal(g.values[g.outputs[0]].shape.d[2], 40);
     assert_int_equal(g.values[g.outputs[0]].shape.d[3], 24);
@@ -347,7 +347,7 @@ static void test_multi_output(void **state)
     for (int k = 0; k < g.n_nodes; k++)
         assert_int_not_equal(g.nodes[k].op, OP_SIGMOID);
     graph_free(&g);
-    OnnxImportOptions o = {"low", NULL};
+    OnnxImportOptions o = {"low", NULL, 0};
     import_ok("multi_output.onnx", &o, &g);
     assert_string_equal(g.values[g.outputs[0]].name, "low");
     assert_int_equal(g.values[g.outputs[0]].shape.d[2], 4);

@@ -62,7 +62,7 @@ static void check_net(const char *name, int batch_dice)
 
     char rel[256], path[300];
     snprintf(rel, sizeof rel, "grad/%s.onnx", name);
-    OnnxImportOptions io = {NULL, &xs};
+    OnnxImportOptions io = {NULL, &xs, 0};
     sl_error_reset();
     int rc = onnx_import(fixture_path(rel, path, sizeof path), &io, &g);
     if (rc) fprintf(stderr, "onnx_import(%s): %s\n", path, sl_error_last());

@@ -36,6 +36,7 @@
 #include <sys/wait.h>
 
 #include "compressor/onnx/onnx_import.h"
+#include "compressor/sha256.h"
 #include "runtime/common.h"
 #include "runtime/graph.h"
 #include "runtime/sslim.h"
@@ -343,7 +344,38 @@ static void test_onnx_output(void **state)
     assert_int_equal(onnx_import(out, NULL, &g), 0);
     assert_int_equal(g.meta.n_classes, 2);
     assert_string_equal(g.meta.class_names[1], "organ1");
+    /* A conversion keeps the source the export carries. */
+    assert_string_equal(g.meta.source_name, "e2e2d.onnx");
     graph_free(&g);
+
+    /* Fine-tuning the export makes a model whose source is the export
+     * itself (name and checksum), not the model it was trained from:
+     * the summary and the resume check then name the file given. */
+    char again[600];
+    tmp("e2e_again.sslim", again, sizeof again);
+    cli(&r,
+        "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 "
+        "--batch 2",
+        b, out, again, good);
+    if (r.status) fprintf(stderr, "%s", r.err);
+    assert_int_equal(r.status, 0);
+    FILE *f = fopen(out, "rb");
+    assert_non_null(f);
+    static uint8_t bytes[1 << 22];
+    size_t n = fread(bytes, 1, sizeof bytes, f);
+    assert_true(n > 0 && n < sizeof bytes && feof(f));
+    fclose(f);
+    uint8_t want[32];
+    sha256(bytes, n, want);
+    graph_init(&g);
+    assert_int_equal(sslim_read(again, &g), 0);
+    assert_string_equal(g.meta.source_name, "e2e.onnx");
+    assert_memory_equal(g.meta.source_sha256, want, 32);
+    assert_string_equal(g.meta.class_names[1], "organ1");
+    graph_free(&g);
+    char summary[700];
+    snprintf(summary, sizeof summary, "%s.run/summary.txt", again);
+    assert_true(file_has_line_starting(summary, "model:        e2e.onnx"));
 }
 
 /* kill -9 during epoch 2 of 3, then --resume: byte-identical output. */

@@ -153,7 +153,7 @@ int main(int argc, char **argv)
     float *x = NULL;
     uint8_t *lab = NULL;
     int status = 1;
-    OnnxImportOptions io = {NULL, &xs};
+    OnnxImportOptions io = {NULL, &xs, 0};
     if (onnx_import(model, &io, &g)) goto fail;
     if (train_exec_create(&g, &xs, threads, &t)) goto fail;
     OptimOptions oo;

@@ -417,8 +417,22 @@ int onnx_import(const char *path, const OnnxImportOptions *opt, Graph *g)
         if (rc) goto fail;
     }
     /* A Sauron export carries its ModelMeta (absent: nothing changes). */
-    rc = onnx_meta_decode(m, path, g);
-    if (rc) goto fail;
+    {
+        uint8_t own[32];
+        memcpy(own, g->meta.source_sha256, sizeof own);
+        rc = onnx_meta_decode(m, path, g);
+        if (rc) goto fail;
+        if (opt && opt->source_is_file) {
+            char *name = sl_strdup(base_name(path));
+            if (!name) {
+                rc = ERR_NOMEM;
+                goto fail;
+            }
+            memcpy(g->meta.source_sha256, own, sizeof own);
+            sl_free(g->meta.source_name);
+            g->meta.source_name = name;
+        }
+    }
     rc = 0;
 fail:
     if (rc) {

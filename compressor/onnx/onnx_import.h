@@ -22,7 +22,8 @@
  * Metadata filled here: meta.source_sha256, meta.source_name, meta.dims
  * (number of spatial dims).  The rest comes from the caller (CLI), unless
  * the file is a Sauron export (onnx_export.h) whose "sauron.*"
- * metadata_props then restore the whole ModelMeta.
+ * metadata_props then restore the whole ModelMeta (the source too, unless
+ * opt->source_is_file).
  *
  * Returns 0, or ERR_IO (missing/unreadable file), ERR_FORMAT (not an ONNX
  * model, bad tensor data, a node input nobody produces), ERR_UNSUPPORTED
@@ -47,6 +48,10 @@
 typedef struct {
     const char *output_name;  /* NULL: default (largest spatial output) */
     const Shape *input_shape; /* NULL: from the model (see above) */
+    /* Nonzero: meta.source_* name this file even when it is a Sauron
+     * export carrying the source it was made from.  Fine-tuning makes a
+     * new model from this file; a plain conversion keeps the carried one. */
+    int source_is_file;
 } OnnxImportOptions;
 
 /* g must be initialised (graph_init) and empty.  opt may be NULL. */
