@@ -157,7 +157,7 @@ static const CliOpt main_opts[] = {
 
 static const CliOpt train_opts[] = {
     {.name = "epochs", .type = CLI_INT, .lo = 1, .hi = 100000, .metavar = "E",
-     .off = OPT(epochs), .help = "epochs (default 20)"},
+     .off = OPT(epochs), .help = "epochs (default 30)"},
     {.name = "iters-per-epoch", .type = CLI_INT, .lo = 1, .hi = 10000000,
      .metavar = "I", .off = OPT(iters_per_epoch),
      .help = "iterations per epoch (default 250)"},
@@ -308,7 +308,7 @@ int compress_parse_args(int argc, char **argv, CompressOptions *o)
     o->normalize.kind = NORMALIZE_ZSCORE;
     o->order = ORDER_NNUNET;
     pruner_config_unset(&o->prune);
-    o->epochs = 20;
+    o->epochs = COMPRESS_DEFAULT_EPOCHS;
     o->iters_per_epoch = 250;
     o->batch = 2;
     o->optimizer = OPTIM_ADAM;

@@ -35,6 +35,7 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 
+#include "compressor/compress_cli.h"
 #include "compressor/onnx/onnx_import.h"
 #include "compressor/sha256.h"
 #include "runtime/common.h"
@@ -256,6 +257,38 @@ static void test_end_to_end(void **state)
         MODEL, out, good);
     assert_int_equal(r.status, 0);
     assert_int_equal(r.lines, 0);
+}
+
+/* Without --epochs the run is COMPRESS_DEFAULT_EPOCHS long (the length
+ * the real-MRI goals were met at): the estimate, the last epoch line and
+ * the checkpoint's settings say so.  One iteration per epoch keeps it
+ * short. */
+static void test_default_length(void **state)
+{
+    (void)state;
+    if (!have_data) skip();
+    char b[256], out[600], want[64], cmd[1400], err[256];
+    Cli r;
+    bin(b, sizeof b);
+    tmp("len.sslim", out, sizeof out);
+    cli(&r, "%s %s %s --data %s --no-prune --iters-per-epoch 1 --batch 1",
+        b, MODEL, out, good);
+    if (r.status) fprintf(stderr, "%s", r.err);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(COMPRESS_DEFAULT_EPOCHS, 30);
+    snprintf(want, sizeof want, "for %d epochs", COMPRESS_DEFAULT_EPOCHS);
+    assert_non_null(strstr(r.err, want));
+    snprintf(want, sizeof want, "epoch %d/%d ", COMPRESS_DEFAULT_EPOCHS,
+             COMPRESS_DEFAULT_EPOCHS);
+    assert_non_null(strstr(r.last, want));
+    snprintf(cmd, sizeof cmd,
+             "grep -a -q '^epochs=%d$' %s.run/checkpoint.sslck",
+             COMPRESS_DEFAULT_EPOCHS, out);
+    assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
+    /* and --help states the same default */
+    snprintf(cmd, sizeof cmd, "%s --help | grep -q 'epochs (default %d)'", b,
+             COMPRESS_DEFAULT_EPOCHS);
+    assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
 }
 
 /* The fine-tuned model segments a training scan with segment (the
@@ -779,6 +812,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_end_to_end),
         cmocka_unit_test(test_onnx_output),
+        cmocka_unit_test(test_default_length),
         cmocka_unit_test(test_segment_uses_model),
         cmocka_unit_test(test_3d_and_deep_supervision),
         cmocka_unit_test(test_kill_and_resume),

@@ -144,7 +144,7 @@ void pruner_config_resolve(PrunerConfig *c, int epochs, int iters_per_epoch);
  * (median 3.7% against 69.8% at 8 x 15) and keep 0.02 by construction
  * (docs/SAURON_RESULTS.md, "Brain 3D on a second machine"). */
 #define PRUNER_WIDE_GUARD_ITERS 100
-/* Brain MRI 3D at the default length (20 x 250 iterations): pruning
+/* Brain MRI 3D at 20 x 250 iterations (the default length then): pruning
  * until 90% of the run instead of 80% (recovery 2 epochs, 500
  * iterations) met the target, 9.9% of the FLOPs kept at held-out Dice
  * 0.9637 against the baseline's 0.9726 (run D3r2), where pruning
