@@ -526,6 +526,7 @@ static void train_config_from(const CompressOptions *o, const char *run_dir,
     cfg->augment = !o->no_augment;
     cfg->fov_aug = o->fov_aug;
     cfg->crop_aug = o->crop_aug;
+    cfg->shrinks = !o->no_prune;
     cfg->resume = o->resume;
     cfg->force = o->force;
     cfg->quiet = o->quiet;

@@ -187,8 +187,8 @@ static void check_time_lines(const char *err)
     assert_non_null(per);
     double s_iter = -1;
     int n_iter = 0;
-    assert_int_equal(sscanf(per, " for 2 epochs (%lf s per iteration over "
-                                 "%d iterations",
+    assert_int_equal(sscanf(per, " for 2 epochs (%lf s per iteration, "
+                                 "median of %d iterations",
                             &s_iter, &n_iter),
                      2);
     assert_true(s_iter > 0);
@@ -278,6 +278,8 @@ static void test_default_length(void **state)
     assert_int_equal(COMPRESS_DEFAULT_EPOCHS, 30);
     snprintf(want, sizeof want, "for %d epochs", COMPRESS_DEFAULT_EPOCHS);
     assert_non_null(strstr(r.err, want));
+    /* without pruning the estimate is not a bound */
+    assert_null(strstr(r.err, "at most"));
     snprintf(want, sizeof want, "epoch %d/%d ", COMPRESS_DEFAULT_EPOCHS,
              COMPRESS_DEFAULT_EPOCHS);
     assert_non_null(strstr(r.last, want));
@@ -289,6 +291,16 @@ static void test_default_length(void **state)
     snprintf(cmd, sizeof cmd, "%s --help | grep -q 'epochs (default %d)'", b,
              COMPRESS_DEFAULT_EPOCHS);
     assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
+    /* with pruning it is one (at the imported model's speed), from the
+     * median of the 8 iterations after the first */
+    cli(&r, "%s %s %s --data %s --epochs 1 --iters-per-epoch 9 --batch 1 "
+            "--force",
+        b, MODEL, out, good);
+    if (r.status) fprintf(stderr, "%s", r.err);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.err, "expected time: at most "));
+    assert_non_null(strstr(r.err, "median of 8 iterations"));
+    assert_non_null(strstr(r.err, "pruning makes later epochs faster"));
 }
 
 /* The fine-tuned model segments a training scan with segment (the

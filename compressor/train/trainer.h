@@ -103,6 +103,9 @@ typedef struct {
     const char *lr_note; /* a line said before the expected time (once
                             training has started: every check passed), or
                             NULL */
+    int shrinks; /* the hooks remove channels as the run goes: the expected
+                    time, at the imported model's speed, says it is a
+                    bound */
     /* Settings of the caller (e.g. the pruning flags) that a resume must
      * match, "key=value" lines; NULL if none.  Compared line by line. */
     const char *extra_settings;

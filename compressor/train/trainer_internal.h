@@ -58,8 +58,9 @@ int trainer_eval_val(Trainer *t, EpochStats *st);
  * with the wall time elapsed and the ETA of the remaining epochs. */
 void trainer_print_epoch(const Trainer *t, const EpochStats *st);
 /* One stderr line (unless quiet): the expected wall time of n_epochs
- * epochs of iters iterations at per_iter seconds each (measured over
- * n_probe iterations) plus val_s seconds of validation per epoch. */
+ * epochs of iters iterations at per_iter seconds each (the median of
+ * n_probe iterations) plus val_s seconds of validation per epoch; "at
+ * most" when cfg.shrinks (pruning makes the later epochs faster). */
 void trainer_print_estimate(const Trainer *t, int n_epochs, double per_iter,
                             int n_probe, double val_s);
 /* Rewrite RUN/epochs.csv and RUN/epochs.jsonl from the history. */

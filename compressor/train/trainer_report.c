@@ -37,11 +37,13 @@ void trainer_print_estimate(const Trainer *t, int n_epochs, double per_iter,
     double total =
         n_epochs * (t->cfg.iters_per_epoch * per_iter + val_s);
     fprintf(stderr,
-            "expected time: %s for %d epoch%s (%.3g s per iteration over "
-            "%d iteration%s, validation %.1f s per epoch)\n",
+            "expected time: %s%s for %d epoch%s (%.3g s per iteration, "
+            "median of %d iteration%s, validation %.1f s per epoch%s)\n",
+            t->cfg.shrinks ? "at most " : "",
             fmt_duration(total, d, sizeof d), n_epochs,
             n_epochs == 1 ? "" : "s", per_iter, n_probe,
-            n_probe == 1 ? "" : "s", val_s);
+            n_probe == 1 ? "" : "s", val_s,
+            t->cfg.shrinks ? "; pruning makes later epochs faster" : "");
 }
 
 void trainer_print_epoch(const Trainer *t, const EpochStats *st)
