@@ -18,7 +18,7 @@
 # With "pace_guard": the default against --prune-guard 0.03 and 0.04.
 # With "pace_short": the default at 8 x 15 against one other flag each
 # (--teacher-weight 0.5 and 1, --lambda 1, --prune-every 15 and 4,
-# --lr 5e-4), five seeds.
+# --lr 5e-4, --cost-rule tau and guard), five seeds; guard at 30 x 15 too.
 # With "ablation10": the cost rules on brain MRI at 10 x 25 iterations.
 # With "cost" (or "cost30") as 4th argument, the FLOPs-aware rules,
 # --target-flops, --teacher-weight and --recovery-epochs on the phantom
@@ -289,6 +289,10 @@ if [ "$4" = pace_short ]; then
         run pe15_s$s "$DS" $E --prune-every 15
         run pe4_s$s "$DS" $E --prune-every 4
         run lr5e4_s$s "$DS" $E --lr 5e-4
+        run tau_s$s "$DS" $E --cost-rule tau
+        run guard_s$s "$DS" $E --cost-rule guard
+        run guard30_s$s "$DS" --epochs 30 --iters-per-epoch 15 --seed $s \
+            --max-dice-drop 0.01 --cost-rule guard
     done
     exit 0
 fi
