@@ -476,6 +476,23 @@ double sl_now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+void sl_sort_doubles(double *x, size_t n)
+{
+    qsort(x, n, sizeof *x, cmp_double);
+}
+
+double sl_median(double *x, size_t n)
+{
+    sl_sort_doubles(x, n);
+    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
 uint32_t sl_crc32(uint32_t crc, const void *buf, size_t n)
 {
     /* Reflected polynomial 0xEDB88320, a nibble at a time: a 16-entry

@@ -149,4 +149,10 @@ const char *sl_fmt_bytes(double bytes, char buf[32]);
 /* Wall clock in seconds (monotonic). */
 double sl_now(void);
 
+/* Sorts x[0..n) ascending in place. */
+void sl_sort_doubles(double *x, size_t n);
+/* Sorts x[0..n) and returns its median (the mean of the two middle values
+ * for even n).  n >= 1. */
+double sl_median(double *x, size_t n);
+
 #endif

@@ -342,6 +342,25 @@ static void test_now(void **state)
     assert_true(b >= a);
 }
 
+/* The median that timings share (trainer estimate, sauron-run,
+ * bench-train): odd n the middle value, even n the mean of the two middle
+ * ones, the array left sorted. */
+static void test_median(void **state)
+{
+    (void)state;
+    double one[] = {3.0};
+    assert_true(sl_median(one, 1) == 3.0);
+    double odd[] = {5.0, 1.0, 4.0, 2.0, 3.0};
+    assert_true(sl_median(odd, 5) == 3.0);
+    for (int i = 0; i < 5; i++) assert_true(odd[i] == (double)(i + 1));
+    double even[] = {0.8, 0.3, 1.4, 0.5};
+    assert_true(sl_median(even, 4) == 0.5 * (0.5 + 0.8));
+    double dist[] = {2.0, -1.0, 2.0, 0.0};
+    sl_sort_doubles(dist, 4);
+    assert_true(dist[0] == -1.0 && dist[1] == 0.0 && dist[2] == 2.0 &&
+                dist[3] == 2.0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -356,6 +375,7 @@ int main(void)
         cmocka_unit_test(test_atomic_write),
         cmocka_unit_test(test_dead_temps),
         cmocka_unit_test(test_now),
+        cmocka_unit_test(test_median),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

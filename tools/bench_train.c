@@ -56,18 +56,6 @@ static float rng_unit(uint64_t *s)
     return (float)(rng_next(s) >> 40) * (1.0f / 16777216.0f);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 static int parse_shape(const char *s, Shape *out)
 {
     memset(out, 0, sizeof *out);
@@ -206,7 +194,7 @@ int main(int argc, char **argv)
     const char *wp = getenv("OMP_WAIT_POLICY");
     printf("omp_wait_policy %s\n", wp ? wp : "default");
     printf("step_ms %.1f\nstep_cpu_ms %.1f\nmin_ms %.1f\n",
-           median(wall, steps), median(cpu, steps), best);
+           sl_median(wall, (size_t)steps), sl_median(cpu, (size_t)steps), best);
     printf("loss_first %.6f\nloss_last %.6f\n", loss_first, loss);
     printf("exec_mb %.1f\npeak_mb %.1f\n",
            (double)train_bytes(t) / (1024.0 * 1024.0),

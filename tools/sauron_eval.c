@@ -268,12 +268,6 @@ static int is_boundary(const uint8_t *m, const int64_t dim[3], int64_t x,
            !m[i - nx * ny] || !m[i + nx * ny];
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* HD95 in mm between masks p and g [nz][ny][nx] (both non-empty). */
 static int hd95(const uint8_t *p, const uint8_t *g, const int64_t dim[3],
                 const double sp[3], double *out)
@@ -328,7 +322,7 @@ static int hd95(const uint8_t *p, const uint8_t *g, const int64_t dim[3],
                         dist[nd++] = sqrt(grid[(z * b[1] + y) * b[0] + x]);
     }
     CHECK(nd == nb);
-    qsort(dist, (size_t)nd, sizeof *dist, cmp_double);
+    sl_sort_doubles(dist, (size_t)nd);
     double pos = 0.95 * (double)(nd - 1);
     int64_t i0 = (int64_t)floor(pos);
     int64_t i1 = i0 + 1 < nd ? i0 + 1 : i0;

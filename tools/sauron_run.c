@@ -43,12 +43,6 @@ static int has_suffix(const char *s, const char *suf)
     return n >= m && strcmp(s + n - m, suf) == 0;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 typedef struct {
     const char *model, *input, *output;
     Shape shape;
@@ -322,10 +316,7 @@ static int run(const Args *a)
         if ((rc = exec_run(e, x, outs))) goto fail;
         ms[r] = (sl_now() - t0) * 1e3;
     }
-    qsort(ms, (size_t)a->repeat, sizeof *ms, cmp_double);
-    double med = a->repeat % 2
-                     ? ms[a->repeat / 2]
-                     : 0.5 * (ms[a->repeat / 2 - 1] + ms[a->repeat / 2]);
+    double med = sl_median(ms, (size_t)a->repeat);
     if (a->output && (rc = write_output(a->output, outs[0],
                                         exec_output_shape(e, 0), a->force)))
         goto fail;

@@ -403,7 +403,9 @@ int onnx_import(const char *path, const OnnxImportOptions *opt, Graph *g)
     rc = graph_compact(&tmp, g);
     if (rc) goto fail;
     g->meta.dims = g->values[g->input].shape.ndim - 2;
-    sha256(bytes, size, g->meta.source_sha256);
+    uint8_t own_sha[32]; /* this file's, kept for opt->source_is_file */
+    sha256(bytes, size, own_sha);
+    memcpy(g->meta.source_sha256, own_sha, sizeof own_sha);
     g->meta.source_name = sl_strdup(base_name(path));
     if (!g->meta.source_name) {
         rc = ERR_NOMEM;
@@ -417,21 +419,17 @@ int onnx_import(const char *path, const OnnxImportOptions *opt, Graph *g)
         if (rc) goto fail;
     }
     /* A Sauron export carries its ModelMeta (absent: nothing changes). */
-    {
-        uint8_t own[32];
-        memcpy(own, g->meta.source_sha256, sizeof own);
-        rc = onnx_meta_decode(m, path, g);
-        if (rc) goto fail;
-        if (opt && opt->source_is_file) {
-            char *name = sl_strdup(base_name(path));
-            if (!name) {
-                rc = ERR_NOMEM;
-                goto fail;
-            }
-            memcpy(g->meta.source_sha256, own, sizeof own);
-            sl_free(g->meta.source_name);
-            g->meta.source_name = name;
+    rc = onnx_meta_decode(m, path, g);
+    if (rc) goto fail;
+    if (opt && opt->source_is_file) {
+        char *name = sl_strdup(base_name(path));
+        if (!name) {
+            rc = ERR_NOMEM;
+            goto fail;
         }
+        memcpy(g->meta.source_sha256, own_sha, sizeof own_sha);
+        sl_free(g->meta.source_name);
+        g->meta.source_name = name;
     }
     rc = 0;
 fail:

@@ -782,12 +782,6 @@ static int train_step(Trainer *t, const Batch *b, float lr, double *loss,
  * where the epoch ran at 0.42). */
 #define TRAIN_ESTIMATE_ITERS 8
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static int run_epoch(Trainer *t, int e)
 {
     EpochStats *st = &t->hist[e];
@@ -821,14 +815,15 @@ static int run_epoch(Trainer *t, int e)
         steps += sl_now() - s0;
         sum += loss;
         sum_extra += extra;
-        if (it < probe) probe_s[it] = sl_now() - t_it; /* batch wait too */
-        t_it = sl_now();
+        if (!t->estimate_shown && it < probe) {
+            probe_s[it] = sl_now() - t_it; /* batch wait too */
+            t_it = sl_now();
+        }
         if (!t->estimate_shown && it + 1 == probe) {
             /* Validation as long as the imported model's (epoch 0). */
             int n = probe > 1 ? probe - 1 : 1;
-            double *p = probe > 1 ? probe_s + 1 : probe_s;
-            qsort(p, (size_t)n, sizeof *p, cmp_double);
-            double per = n % 2 ? p[n / 2] : 0.5 * (p[n / 2 - 1] + p[n / 2]);
+            double per = sl_median(probe > 1 ? probe_s + 1 : probe_s,
+                                   (size_t)n);
             double val = t->n_hist > 0 ? t->hist[0].seconds : 0.0;
             if (tty) fprintf(stderr, "\r\033[K");
             trainer_print_estimate(t, c->epochs - e + 1, per, n, val);
