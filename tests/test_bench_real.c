@@ -814,8 +814,9 @@ static void train_twice(const char *script, const char *env, const char *ds,
 
 /* tools/train_baseline3d.sh with tiny knobs: a 3D U-Net (16^3 input, 3
  * levels of 4-8-16 features) trained from scratch on the 3D phantom in 6
- * iterations, written as ONNX; run again, it refuses to replace it with
- * one error line. */
+ * iterations (the first stage, kept as tiny3d.stage1.onnx), fine-tuned 2
+ * more (the second stage), written as ONNX; run again, it refuses to
+ * replace it with one error line. */
 static void test_train_baseline3d(void **state)
 {
     (void)state;
@@ -823,9 +824,13 @@ static void test_train_baseline3d(void **state)
     make_phantom(real(DS3D), "64,64,32");
     char *o, *e;
     train_twice("train_baseline3d",
-                "EPOCHS=2 ITERS=3 PATCH=16 LEVELS=3 BASE=4 MAX_FEAT=16",
+                "EPOCHS=2 ITERS=3 PATCH=16 LEVELS=3 BASE=4 MAX_FEAT=16 "
+                "FT_EPOCHS=1 FT_ITERS=2",
                 real(DS3D), test_tmp_path("tiny3d.onnx"), &o, &e);
     assert_non_null(strstr(e, "epoch 2/2"));
+    assert_non_null(strstr(e, "epoch 1/1"));
+    assert_int_equal(access(test_tmp_path("tiny3d.stage1.onnx"), F_OK), 0);
+    assert_int_equal(access(test_tmp_path("tiny3d.ft.run/checkpoint.sslck"), F_OK), 0);
     /* the class count came from dataset.json (the phantom's 3), the
      * input is the PATCH asked for */
     assert_non_null(strstr(o, "input [1,1,16,16,16], 3 classes"));
@@ -836,22 +841,31 @@ static void test_train_baseline3d(void **state)
 /* tools/train_baseline2d.sh with tiny knobs: train_baseline.py's 2D
  * U-Net, seeded and untrained, trained by our trainer on the 2D phantom
  * for 2 iterations and written as ONNX with the class count of
- * dataset.json; run again, it refuses to replace it with one error line
- * that names the script (the checks it shares with the 3D script). */
+ * dataset.json, without the second stage (FT_EPOCHS=0: no stage1 file);
+ * run again, it refuses to replace it with one error line that names the
+ * script (the checks it shares with the 3D script), as it does a
+ * FT_EPOCHS that is not a whole number. */
 static void test_train_baseline2d(void **state)
 {
     (void)state;
     const char *ds = test_tmp_path("Dataset911_Tiny2D");
     make_phantom(ds, "32,32,8");
     char *o, *e;
-    train_twice("train_baseline2d", "EPOCHS=1 ITERS=2 BATCH=2", ds,
+    train_twice("train_baseline2d", "EPOCHS=1 ITERS=2 BATCH=2 FT_EPOCHS=0", ds,
                 test_tmp_path("tiny2d.onnx"), &o, &e);
     assert_non_null(strstr(e, "epoch 1/1"));
+    assert_int_not_equal(access(test_tmp_path("tiny2d.stage1.onnx"), F_OK), 0);
     assert_non_null(strstr(o, "wrote "));
     assert_non_null(strstr(o, "2D, 64 nodes, 5142"));
     assert_non_null(strstr(o, "3 classes"));
     free(e);
     free(o);
+    char cmd[2000];
+    snprintf(cmd, sizeof cmd,
+             "env BUILD='%s' FT_EPOCHS=2x sh tools/train_baseline2d.sh '%s' '%s'",
+             test_build_dir(), ds, test_tmp_path("never2d.onnx"));
+    assert_int_not_equal(run_to(cmd, "t.out", "t.err"), 0);
+    assert_one_error("t.err", "error: train_baseline2d: FT_EPOCHS must be");
 }
 
 /* TASKS=brain3d with that model as the baseline and EXTRA="paper best":

@@ -178,7 +178,7 @@ for task in $TASKS; do
         elif is3d "$task"; then
             say "$task: training the 3D baseline with our trainer (tools/train_baseline3d.sh; long)"
             BUILD=$BUILD THREADS=$BT NORM=$NORM EPOCHS=${BASELINE3D_EPOCHS:-10} ITERS=${BASELINE3D_ITERS:-20} \
-                PATCH=64 sh tools/train_baseline3d.sh "$ds" "$W/baseline.onnx" \
+                FT_EPOCHS=${BASELINE3D_FT_EPOCHS:-0} PATCH=64 sh tools/train_baseline3d.sh "$ds" "$W/baseline.onnx" \
                 2>"$W/baseline.log" || die "tools/train_baseline3d.sh failed ($W/baseline.log)"
         else
             it=$(iters_of "$task")
