@@ -26,6 +26,7 @@
  *     names the epoch, no output.
  * Needs /usr/bin/python3 with numpy and nibabel (skipped otherwise). */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdarg.h>
@@ -209,6 +210,30 @@ static void check_time_lines(const char *err)
     }
 }
 
+/* Each trained epoch's ETA is that epoch's own time (the "S s (" on its
+ * line) times the epochs left: the pace of the epoch shown, which pruning
+ * makes faster than the ones before.  Tolerance: S is printed to 0.1 s
+ * (0.05 per epoch left) and the ETA to 0.1 s below 10 s, to 1 s above. */
+static void check_eta_pace(const char *err, int epochs)
+{
+    for (int e = 1; e <= epochs; e++) {
+        char tag[32];
+        snprintf(tag, sizeof tag, "epoch %d/%d ", e, epochs);
+        const char *l = strstr(err, tag), *nl, *sec, *eta;
+        assert_non_null(l);
+        nl = strchr(l, '\n');
+        sec = strstr(l, " s (");
+        eta = strstr(l, "ETA ");
+        assert_true(nl && sec && eta && sec < eta && eta < nl);
+        while (sec > l && sec[-1] != ' ')
+            sec--;
+        double s = strtod(sec, NULL), tr = duration_at(eta + 4);
+        int left = epochs - e;
+        assert_true(s >= 0 && tr >= 0);
+        assert_true(fabs(tr - s * left) <= 0.05 * left + 0.5);
+    }
+}
+
 /* The common fast training flags. */
 #define FAST "--no-prune --epochs 2 --iters-per-epoch 4 --batch 2"
 
@@ -291,6 +316,7 @@ static void test_default_length(void **state)
     snprintf(cmd, sizeof cmd, "%s --help | grep -q 'epochs (default %d)'", b,
              COMPRESS_DEFAULT_EPOCHS);
     assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
+    check_eta_pace(r.err, COMPRESS_DEFAULT_EPOCHS);
     /* with pruning it is one (at the imported model's speed), from the
      * median of the 8 iterations after the first */
     cli(&r, "%s %s %s --data %s --epochs 1 --iters-per-epoch 9 --batch 1 "

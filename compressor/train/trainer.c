@@ -797,7 +797,6 @@ static int run_epoch(Trainer *t, int e)
     int probe = c->iters_per_epoch < 1 + TRAIN_ESTIMATE_ITERS
                     ? c->iters_per_epoch
                     : 1 + TRAIN_ESTIMATE_ITERS;
-    t->epoch_t0 = t0;
     memset(st, 0, sizeof *st);
     st->epoch = e;
     st->lr = lr;
@@ -872,9 +871,7 @@ static int run_epoch(Trainer *t, int e)
     t->n_hist = e + 1;
     t->epoch = e;
     trainer_print_epoch(t, st);
-    rc = finish_epoch_files(t);
-    t->last_epoch = sl_now() - t0;
-    return rc;
+    return finish_epoch_files(t);
 fail:
     prefetch_stop(pf);
     return rc;

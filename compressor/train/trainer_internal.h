@@ -44,8 +44,6 @@ struct Trainer {
      * only: never written to a file, so a resumed run's files do not
      * depend on them. */
     double run_t0;      /* trainer_run entered */
-    double epoch_t0;    /* the epoch being run started */
-    double last_epoch;  /* seconds of the last epoch run here; 0: none */
     int estimate_shown; /* the expected-time line was printed */
 };
 

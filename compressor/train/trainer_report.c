@@ -62,15 +62,13 @@ void trainer_print_epoch(const Trainer *t, const EpochStats *st)
         fprintf(stderr, " (%.3f s/step, data wait %.2f s)", st->step_seconds,
                 st->data_wait);
     if (st->epoch > 0) {
-        /* The last epoch's pace, not the mean: pruning makes each epoch
-         * cheaper than the one before. */
+        /* The pace of the epoch on this line, not the mean: pruning
+         * makes each epoch cheaper than the one before. */
         char el[32], eta[32];
-        double now = sl_now();
-        double last = t->last_epoch > 0 ? t->last_epoch : now - t->epoch_t0;
         fprintf(stderr, "  elapsed %s  ETA %s",
-                fmt_duration(now - t->run_t0, el, sizeof el),
-                fmt_duration(last * (t->cfg.epochs - st->epoch), eta,
-                             sizeof eta));
+                fmt_duration(sl_now() - t->run_t0, el, sizeof el),
+                fmt_duration(st->seconds * (t->cfg.epochs - st->epoch),
+                             eta, sizeof eta));
     }
     fprintf(stderr, "\n");
 }
