@@ -39,32 +39,32 @@ typedef struct {
     int quiet; /* -q/--quiet: no progress, estimates or epoch lines */
     int help, version, man; /* print and exit 0 */
     /* Fine-tuning (--data): */
-    int n_patch;          /* 1 if --patch was given (2D: 1,H,W), else 0 */
-    int normalize_set;    /* --normalize given */
-    int no_prune;         /* --no-prune: plain fine-tuning */
-    int distill;          /* --distill: the imported model's outputs are
-                             the targets (also when there is no labelsTr) */
-    int epochs;           /* --epochs, default COMPRESS_DEFAULT_EPOCHS */
-    int iters_per_epoch;  /* --iters-per-epoch, default 250 */
-    int batch;            /* --batch, default 2 */
-    int optimizer;        /* --optimizer: OPTIM_ADAM (default) or SGD */
-    double lr;            /* --lr; 0: the optimiser's default */
-    double weight_decay;  /* --weight-decay; < 0: the optimiser's default */
+    int n_patch;         /* 1 if --patch was given (2D: 1,H,W), else 0 */
+    int normalize_set;   /* --normalize given */
+    int no_prune;        /* --no-prune: plain fine-tuning */
+    int distill;         /* --distill: the imported model's outputs are
+                            the targets (also when there is no labelsTr) */
+    int epochs;          /* --epochs, default COMPRESS_DEFAULT_EPOCHS */
+    int iters_per_epoch; /* --iters-per-epoch, default 250 */
+    int batch;           /* --batch, default 2 */
+    int optimizer;       /* --optimizer: OPTIM_ADAM (default) or SGD */
+    double lr;           /* --lr; 0: the optimiser's default */
+    double weight_decay; /* --weight-decay; < 0: the optimiser's default */
     unsigned long long seed; /* --seed, default 0 */
-    int threads;          /* --threads, 0: all cores */
-    double clip_grad;     /* --clip-grad, 0: none */
-    const char *run_dir;  /* --run-dir, NULL: "<out>.run" */
-    double val_fraction;  /* --val-fraction, default 0.2 */
-    int no_augment;       /* --no-augment */
-    double fov_aug;       /* --fov-aug */
-    double crop_aug;      /* --crop-aug */
-    int resume;           /* --resume */
-    double teacher_weight; /* --teacher-weight W: with labels, the
-                              imported model teaches too (loss = labels
-                              + W * soft targets); 0: off (default) */
+    int threads;             /* --threads, 0: all cores */
+    double clip_grad;        /* --clip-grad, 0: none */
+    const char *run_dir;     /* --run-dir, NULL: "<out>.run" */
+    double val_fraction;     /* --val-fraction, default 0.2 */
+    int no_augment;          /* --no-augment */
+    double fov_aug;          /* --fov-aug */
+    double crop_aug;         /* --crop-aug */
+    int resume;              /* --resume */
+    double teacher_weight;   /* --teacher-weight W: with labels, the
+                                imported model teaches too (loss = labels
+                                + W * soft targets); 0: off (default) */
     /* Sauron pruning (default with --data unless --no-prune): */
-    PrunerConfig prune;   /* --lambda --sf --schedule --tau-max ... */
-    int allow_unpruned;   /* --allow-unpruned */
+    PrunerConfig prune; /* --lambda --sf --schedule --tau-max ... */
+    int allow_unpruned; /* --allow-unpruned */
 } CompressOptions;
 
 #define SAURON_VERSION "0.1.0"

@@ -15,9 +15,9 @@
 
 #define STR2(x) #x
 #define STR(x) STR2(x)
-#define VERSION_LINE                                                          \
-    "sauron-compress " SAURON_VERSION " (.sslim " STR(SSLIM_MAJOR) "." STR(  \
-        SSLIM_MINOR) ")"
+#define VERSION_LINE                                                         \
+    "sauron-compress " SAURON_VERSION                                        \
+    " (.sslim " STR(SSLIM_MAJOR) "." STR(SSLIM_MINOR) ")"
 
 /* CLI_CHOICE stores an int */
 _Static_assert(sizeof(VoxelOrder) == sizeof(int), "--order is an int");
@@ -74,7 +74,8 @@ static int parse_orientation(const char *v, void *target)
     if (!strcmp(v, "none")) return 0;
     if (orient_parse(v, w, sg)) return -1;
     for (int k = 0; k < 3; k++)
-        code[k] = (char)(v[k] >= 'a' && v[k] <= 'z' ? v[k] - 'a' + 'A' : v[k]);
+        code[k] =
+            (char)(v[k] >= 'a' && v[k] <= 'z' ? v[k] - 'a' + 'A' : v[k]);
     return 0;
 }
 
@@ -129,127 +130,236 @@ static const CliChoice orders[] = {
 #define OPT(field) offsetof(CompressOptions, field)
 
 static const CliOpt main_opts[] = {
-    {.name = "data", .type = CLI_STRING, .metavar = "DIR", .off = OPT(data_dir),
+    {.name = "data",
+     .type = CLI_STRING,
+     .metavar = "DIR",
+     .off = OPT(data_dir),
      .help = "training data (nnU-Net raw layout: dataset.json, imagesTr/, "
              "labelsTr/)"},
-    {.name = "no-finetune", .type = CLI_FLAG, .off = OPT(no_finetune),
+    {.name = "no-finetune",
+     .type = CLI_FLAG,
+     .off = OPT(no_finetune),
      .help = "convert only (no training, no pruning)"},
-    {.name = "no-prune", .type = CLI_FLAG, .off = OPT(no_prune),
+    {.name = "no-prune",
+     .type = CLI_FLAG,
+     .off = OPT(no_prune),
      .help = "fine-tune only (no Sauron pruning)"},
-    {.name = "distill", .type = CLI_FLAG, .off = OPT(distill),
+    {.name = "distill",
+     .type = CLI_FLAG,
+     .off = OPT(distill),
      .help = "label-free: the imported model's own outputs are the targets "
              "(automatic when the dataset has no labelsTr); validation Dice "
              "is agreement with the imported model"},
-    {.name = "axis", .type = CLI_INT, .lo = 0, .hi = 2, .metavar = "0|1|2",
-     .off = OPT(axis), .has_mark = 1, .mark = OPT(axis_set),
+    {.name = "axis",
+     .type = CLI_INT,
+     .lo = 0,
+     .hi = 2,
+     .metavar = "0|1|2",
+     .off = OPT(axis),
+     .has_mark = 1,
+     .mark = OPT(axis_set),
      .help = "2D models: NIfTI axis to slice along (default 2)"},
-    {.name = "patch", .type = CLI_CUSTOM, .parse = parse_patch,
+    {.name = "patch",
+     .type = CLI_CUSTOM,
+     .parse = parse_patch,
      .expect = "three sizes D,H,W in 1..4096 (1,H,W for a 2D model)",
-     .metavar = "D,H,W", .off = OPT(patch), .has_mark = 1,
+     .metavar = "D,H,W",
+     .off = OPT(patch),
+     .has_mark = 1,
      .mark = OPT(n_patch),
      .help = "patch size: 3D (default: the model's input); 2D training "
              "1,H,W (default: whole slices, padded to a size the network "
              "accepts)"},
-    {.name = "quiet", .short_name = 'q', .type = CLI_FLAG, .off = OPT(quiet),
+    {.name = "quiet",
+     .short_name = 'q',
+     .type = CLI_FLAG,
+     .off = OPT(quiet),
      .help = "no progress on stderr: no expected time, no line per epoch "
              "(the run folder's reports are written all the same)"},
 };
 
 static const CliOpt train_opts[] = {
-    {.name = "epochs", .type = CLI_INT, .lo = 1, .hi = 100000, .metavar = "E",
-     .off = OPT(epochs), .help = "epochs (default 30)"},
-    {.name = "iters-per-epoch", .type = CLI_INT, .lo = 1, .hi = 10000000,
-     .metavar = "I", .off = OPT(iters_per_epoch),
+    {.name = "epochs",
+     .type = CLI_INT,
+     .lo = 1,
+     .hi = 100000,
+     .metavar = "E",
+     .off = OPT(epochs),
+     .help = "epochs (default 30)"},
+    {.name = "iters-per-epoch",
+     .type = CLI_INT,
+     .lo = 1,
+     .hi = 10000000,
+     .metavar = "I",
+     .off = OPT(iters_per_epoch),
      .help = "iterations per epoch (default 250)"},
-    {.name = "batch", .type = CLI_INT, .lo = 1, .hi = 4096, .metavar = "B",
-     .off = OPT(batch), .help = "batch size (default 2)"},
-    {.name = "optimizer", .type = CLI_CHOICE, .choices = optimizers,
+    {.name = "batch",
+     .type = CLI_INT,
+     .lo = 1,
+     .hi = 4096,
+     .metavar = "B",
+     .off = OPT(batch),
+     .help = "batch size (default 2)"},
+    {.name = "optimizer",
+     .type = CLI_CHOICE,
+     .choices = optimizers,
      .off = OPT(optimizer),
      .help = "Adam (default) or SGD with Nesterov momentum 0.99"},
-    {.name = "lr", .type = CLI_DOUBLE, .lo = 1e-12, .hi = 1e6, .metavar = "X",
+    {.name = "lr",
+     .type = CLI_DOUBLE,
+     .lo = 1e-12,
+     .hi = 1e6,
+     .metavar = "X",
      .off = OPT(lr),
      .help = "learning rate, polynomial decay over the epochs (default: "
              "SGD 1e-2; Adam 1e-3, times 1000 / iterations for runs longer "
              "than 1000 iterations)"},
-    {.name = "weight-decay", .type = CLI_DOUBLE, .lo = 0, .hi = 1000,
-     .metavar = "X", .off = OPT(weight_decay),
+    {.name = "weight-decay",
+     .type = CLI_DOUBLE,
+     .lo = 0,
+     .hi = 1000,
+     .metavar = "X",
+     .off = OPT(weight_decay),
      .help = "L2 weight decay (default 1e-5 Adam, 3e-5 SGD)"},
-    {.name = "clip-grad", .type = CLI_DOUBLE, .lo = 0, .hi = 1e12,
-     .metavar = "X", .off = OPT(clip_grad),
+    {.name = "clip-grad",
+     .type = CLI_DOUBLE,
+     .lo = 0,
+     .hi = 1e12,
+     .metavar = "X",
+     .off = OPT(clip_grad),
      .help = "clip the gradient L2 norm at X (default: off)"},
-    {.name = "seed", .type = CLI_U64, .metavar = "S", .off = OPT(seed),
+    {.name = "seed",
+     .type = CLI_U64,
+     .metavar = "S",
+     .off = OPT(seed),
      .help = "seed of split, sampling and augmentation (default 0)"},
-    {.name = "threads", .type = CLI_INT, .lo = 1, .hi = 4096, .metavar = "N",
-     .off = OPT(threads), .help = "threads (default: all cores)"},
-    {.name = "val-fraction", .type = CLI_DOUBLE, .lo = 0, .hi = 0.95,
-     .metavar = "F", .off = OPT(val_fraction),
+    {.name = "threads",
+     .type = CLI_INT,
+     .lo = 1,
+     .hi = 4096,
+     .metavar = "N",
+     .off = OPT(threads),
+     .help = "threads (default: all cores)"},
+    {.name = "val-fraction",
+     .type = CLI_DOUBLE,
+     .lo = 0,
+     .hi = 0.95,
+     .metavar = "F",
+     .off = OPT(val_fraction),
      .help = "training cases held out for validation (default 0.2)"},
-    {.name = "no-augment", .type = CLI_FLAG, .off = OPT(no_augment),
+    {.name = "no-augment",
+     .type = CLI_FLAG,
+     .off = OPT(no_augment),
      .help = "no data augmentation"},
-    {.name = "fov-aug", .type = CLI_DOUBLE, .lo = 0, .hi = 1, .metavar = "P",
+    {.name = "fov-aug",
+     .type = CLI_DOUBLE,
+     .lo = 0,
+     .hi = 1,
+     .metavar = "P",
      .off = OPT(fov_aug),
      .help = "2D: fraction of the batches that see another field of view "
              "(the slice cropped, or with more air around it: 0.7 to 1.4 "
              "times its size), so InstanceNorm does not learn the training "
              "scans' ratio of air to head (default 0: off)"},
-    {.name = "crop-aug", .type = CLI_DOUBLE, .lo = 0, .hi = 1, .metavar = "Q",
+    {.name = "crop-aug",
+     .type = CLI_DOUBLE,
+     .lo = 0,
+     .hi = 1,
+     .metavar = "Q",
      .off = OPT(crop_aug),
      .help = "2D: fraction of the batches that see each slice cut close "
              "around the case's labelled region (0 to 12 voxels of margin "
              "a side), as a scan cropped around the organ is; with "
              "--fov-aug P, P + Q <= 1 (default 0: off)"},
-    {.name = "teacher-weight", .type = CLI_DOUBLE, .lo = 0, .hi = 100,
-     .metavar = "W", .off = OPT(teacher_weight),
+    {.name = "teacher-weight",
+     .type = CLI_DOUBLE,
+     .lo = 0,
+     .hi = 100,
+     .metavar = "W",
+     .off = OPT(teacher_weight),
      .help = "with labels, the imported model teaches too: loss = labels' "
              "loss + W * soft-target loss against its outputs (default 0: "
              "labels only)"},
-    {.name = "run-dir", .type = CLI_STRING, .metavar = "DIR",
-     .off = OPT(run_dir), .help = "reports and checkpoint (default OUT.run)"},
-    {.name = "resume", .type = CLI_FLAG, .off = OPT(resume),
+    {.name = "run-dir",
+     .type = CLI_STRING,
+     .metavar = "DIR",
+     .off = OPT(run_dir),
+     .help = "reports and checkpoint (default OUT.run)"},
+    {.name = "resume",
+     .type = CLI_FLAG,
+     .off = OPT(resume),
      .help = "continue the run in --run-dir after a crash"},
 };
 
 static const CliOpt meta_opts[] = {
-    {.name = "normalize", .type = CLI_CUSTOM, .parse = parse_normalize,
+    {.name = "normalize",
+     .type = CLI_CUSTOM,
+     .parse = parse_normalize,
      .expect = "zscore, zscore-fg, zscore-fg:GAIN,OFFSET with GAIN > 0, "
                "none or ct:LOW,HIGH with LOW < HIGH",
-     .metavar = "SPEC", .off = OPT(normalize), .has_mark = 1,
+     .metavar = "SPEC",
+     .off = OPT(normalize),
+     .has_mark = 1,
      .mark = OPT(normalize_set),
      .help = "zscore (default); zscore-fg: over the head only (voxels at or "
              "above the Otsu threshold), zscore-fg:GAIN,OFFSET then maps it "
              "to another scale; none; or ct:LOW,HIGH"},
-    {.name = "classes", .type = CLI_STRING, .metavar = "a,b,c",
-     .off = OPT(classes), .help = "class names (default class0..classK-1)"},
-    {.name = "modalities", .type = CLI_STRING, .metavar = "t1,t2",
-     .off = OPT(modalities), .help = "modality names (default mod0..)"},
-    {.name = "order", .type = CLI_CHOICE, .choices = orders, .off = OPT(order),
-     .has_mark = 1, .mark = OPT(order_set),
+    {.name = "classes",
+     .type = CLI_STRING,
+     .metavar = "a,b,c",
+     .off = OPT(classes),
+     .help = "class names (default class0..classK-1)"},
+    {.name = "modalities",
+     .type = CLI_STRING,
+     .metavar = "t1,t2",
+     .off = OPT(modalities),
+     .help = "modality names (default mod0..)"},
+    {.name = "order",
+     .type = CLI_CHOICE,
+     .choices = orders,
+     .off = OPT(order),
+     .has_mark = 1,
+     .mark = OPT(order_set),
      .help = "voxel order the model was trained on (default nnunet)"},
-    {.name = "orientation", .type = CLI_CUSTOM, .parse = parse_orientation,
+    {.name = "orientation",
+     .type = CLI_CUSTOM,
+     .parse = parse_orientation,
      .expect = "three letters, one of R/L, A/P and S/I each (e.g. RAS), or "
                "none",
-     .metavar = "CODE", .off = OPT(orientation), .has_mark = 1,
+     .metavar = "CODE",
+     .off = OPT(orientation),
+     .has_mark = 1,
      .mark = OPT(orientation_set),
      .help = "axis code of the voxel axes the model was trained on, e.g. RAS "
              "or LPS (default: what the training data's headers share, with "
              "--data; none: segment keeps each scan's axes)"},
-    {.name = "spacing", .type = CLI_CUSTOM, .parse = parse_spacing,
+    {.name = "spacing",
+     .type = CLI_CUSTOM,
+     .parse = parse_spacing,
      .expect = "three voxel sizes in mm X,Y,Z, each in (0, 1000], or none",
-     .metavar = "X,Y,Z", .off = OPT(spacing), .has_mark = 1,
+     .metavar = "X,Y,Z",
+     .off = OPT(spacing),
+     .has_mark = 1,
      .mark = OPT(spacing_set),
      .help = "voxel spacing in mm it was trained at, along those axes "
              "(default: from the training data; none: segment keeps each "
              "scan's spacing)"},
-    {.name = "output", .type = CLI_STRING, .metavar = "NAME",
+    {.name = "output",
+     .type = CLI_STRING,
+     .metavar = "NAME",
      .off = OPT(output_name),
      .help = "ONNX output to use (default: the largest)"},
-    {.name = "force", .type = CLI_FLAG, .off = OPT(force),
+    {.name = "force",
+     .type = CLI_FLAG,
+     .off = OPT(force),
      .help = "overwrite out.sslim if it exists (and start a new run in a run "
              "folder holding a checkpoint)"},
 };
 
 static const CliOpt prune_extra_opts[] = {
-    {.name = "allow-unpruned", .type = CLI_FLAG, .off = OPT(allow_unpruned),
+    {.name = "allow-unpruned",
+     .type = CLI_FLAG,
+     .off = OPT(allow_unpruned),
      .help = "a model without prunable point is fine-tuned and written "
              "unpruned instead of refused"},
 };

@@ -11,8 +11,8 @@
 
 #include "common.h"
 #include "nifti_io.h"
-#include "segment_scan.h"
 #include "overlay.h"
+#include "segment_scan.h"
 
 /* Length of the scan name without .nii.gz / .nii. */
 static size_t stem_len(const char *name, size_t n)
@@ -127,11 +127,11 @@ static int list_dir(SegBatch *b, int *cap, const char *dir)
     }
     if (b->n == first) {
         sl_error("no .nii or .nii.gz files in input folder '%s'; give the "
-                 "folder that holds the scans", dir);
+                 "folder that holds the scans",
+                 dir);
         return ERR_ARG;
     }
-    qsort(b->cases + first, (size_t)(b->n - first), sizeof(char *),
-          cmp_str);
+    qsort(b->cases + first, (size_t)(b->n - first), sizeof(char *), cmp_str);
     return 0;
 }
 
@@ -148,8 +148,8 @@ static int collect_input_ids(SegBatch *b)
             if (stat(path, &st) == 0) {
                 if (b->n_input_ids == cap) {
                     cap = cap ? 2 * cap : 64;
-                    unsigned long long *na = sl_realloc(
-                        b->input_ids, sizeof *na * (size_t)cap);
+                    unsigned long long *na =
+                        sl_realloc(b->input_ids, sizeof *na * (size_t)cap);
                     if (!na) {
                         sl_error("out of memory listing the inputs");
                         return ERR_NOMEM;
@@ -173,8 +173,8 @@ static int is_an_input(const SegBatch *b, const char *path)
     if (stat(path, &st) != 0) return 0; /* inputs exist; path does not */
     unsigned long long id = file_id(&st);
     return b->n_input_ids > 0 &&
-           bsearch(&id, b->input_ids, (size_t)b->n_input_ids,
-                   sizeof id, cmp_u64) != NULL;
+           bsearch(&id, b->input_ids, (size_t)b->n_input_ids, sizeof id,
+                   cmp_u64) != NULL;
 }
 
 /* Is -o a folder?  1 yes, 0 a file, negative: refused (message). */
@@ -186,7 +186,8 @@ static int out_is_folder(const char *out, int n_cases, int several)
     if (nio_is_nifti_name(out)) {
         sl_error("-o '%s' is one file and takes one scan, %d cases were "
                  "given; give an output folder with -o, or drop -o to "
-                 "write <scan>_seg.nii.gz beside each scan", out, n_cases);
+                 "write <scan>_seg.nii.gz beside each scan",
+                 out, n_cases);
         return ERR_ARG;
     }
     if (sl_file_exists(out)) {
@@ -213,7 +214,8 @@ static int refuse_duplicates(char **outputs, int n)
         if (!strcmp(sorted[c - 1], sorted[c])) {
             sl_error("two cases would both write '%s' (scans with the "
                      "same name); segment them into different output "
-                     "folders", sorted[c]);
+                     "folders",
+                     sorted[c]);
             sl_free(sorted);
             return ERR_ARG;
         }
@@ -222,7 +224,7 @@ static int refuse_duplicates(char **outputs, int n)
 }
 
 int segbatch_plan(SegBatch *b, char *const *scans, int n_scans,
-               const char *input_dir, const char *out, const char *probs)
+                  const char *input_dir, const char *out, const char *probs)
 {
     memset(b, 0, sizeof *b);
     b->probs = probs;
@@ -243,7 +245,8 @@ int segbatch_plan(SegBatch *b, char *const *scans, int n_scans,
     if (folder < 0) return folder;
     if (probs && b->n > 1) {
         sl_error("--probabilities takes one scan, %d were given; run the "
-                 "cases one by one to keep their probabilities", b->n);
+                 "cases one by one to keep their probabilities",
+                 b->n);
         return ERR_ARG;
     }
     if (input_dir && !folder) {
@@ -268,10 +271,10 @@ int segbatch_plan(SegBatch *b, char *const *scans, int n_scans,
         return ERR_NOMEM;
     }
     for (int c = 0; c < b->n; c++) {
-        b->outputs[c] = out && !folder ? sl_strdup(out)
-                                       : case_output(b->cases[c],
-                                                     folder ? out : NULL,
-                                                     "_seg.nii.gz");
+        b->outputs[c] = out && !folder
+                            ? sl_strdup(out)
+                            : case_output(b->cases[c], folder ? out : NULL,
+                                          "_seg.nii.gz");
         if (!b->outputs[c]) {
             sl_error("out of memory");
             return ERR_NOMEM;
@@ -281,7 +284,8 @@ int segbatch_plan(SegBatch *b, char *const *scans, int n_scans,
     if ((rc = collect_input_ids(b))) return rc;
     if (folder && !is_dir(out) && mkdir(out, 0777) != 0 && errno != EEXIST) {
         sl_error("cannot create output folder '%s': %s; create it (and "
-                 "its parents) first", out, strerror(errno));
+                 "its parents) first",
+                 out, strerror(errno));
         return ERR_IO;
     }
     return 0;
@@ -315,9 +319,9 @@ int segbatch_set_overlay(SegBatch *b, const char *overlay)
         return ERR_NOMEM;
     }
     for (int c = 0; c < b->n; c++) {
-        b->overlays[c] = one_file ? sl_strdup(overlay)
-                                  : case_output(b->cases[c], overlay,
-                                                "_overlay.png");
+        b->overlays[c] =
+            one_file ? sl_strdup(overlay)
+                     : case_output(b->cases[c], overlay, "_overlay.png");
         if (!b->overlays[c]) {
             sl_error("out of memory");
             return ERR_NOMEM;
@@ -328,7 +332,8 @@ int segbatch_set_overlay(SegBatch *b, const char *overlay)
     if (!one_file && !is_dir(overlay) && mkdir(overlay, 0777) != 0 &&
         errno != EEXIST) {
         sl_error("cannot create overlay folder '%s': %s; create it (and "
-                 "its parents) first", overlay, strerror(errno));
+                 "its parents) first",
+                 overlay, strerror(errno));
         return ERR_IO;
     }
     return 0;
@@ -395,7 +400,8 @@ static int run_case(const SegBatch *b, int c, Segmenter *seg, const Graph *g,
     if (is_an_input(b, out) || (b->probs && is_an_input(b, b->probs)) ||
         (ovl && is_an_input(b, ovl))) {
         sl_error("output '%s' is one of the input scans; choose another "
-                 "output name with -o", out);
+                 "output name with -o",
+                 out);
         goto fail;
     }
     if (!nio_is_nifti_name(out)) {
@@ -435,30 +441,28 @@ static int run_case(const SegBatch *b, int c, Segmenter *seg, const Graph *g,
         char names[512];
         modality_list(m, names, sizeof names);
         sl_error("model expects %d modalit%s (%s), '%s' has %d; pass them "
-                 "as one 4D file or joined by commas", m->n_modalities,
-                 m->n_modalities == 1 ? "y" : "ies", names, spec, v.n_mod);
+                 "as one 4D file or joined by commas",
+                 m->n_modalities, m->n_modalities == 1 ? "y" : "ies", names,
+                 spec, v.n_mod);
         rc = ERR_SHAPE;
         goto fail;
     }
     size_t nv = (size_t)volume_voxels(&v);
     /* The scan fitted the limit; so must it with its outputs (far below
      * overflow: the scan's own float32 size fitted). */
-    double need = (double)nv * ((double)v.n_mod * sizeof(float) +
-                                sizeof *labels +
-                                (b->probs ? (double)m->n_classes *
-                                                sizeof(float)
-                                          : 0.0));
+    double need = (double)nv *
+                  ((double)v.n_mod * sizeof(float) + sizeof *labels +
+                   (b->probs ? (double)m->n_classes * sizeof(float) : 0.0));
     if (need > (double)max_memory) {
         char need_s[32], max_s[32];
         sl_error("'%s' needs %s for its voxels and outputs, above the "
-                 "memory limit of %s; raise it with --max-memory", spec,
-                 sl_fmt_bytes(need, need_s),
+                 "memory limit of %s; raise it with --max-memory",
+                 spec, sl_fmt_bytes(need, need_s),
                  sl_fmt_bytes((double)max_memory, max_s));
         rc = ERR_NOMEM;
         goto fail;
     }
-    if (b->probs)
-        probs = sl_calloc(nv * (size_t)m->n_classes, sizeof(float));
+    if (b->probs) probs = sl_calloc(nv * (size_t)m->n_classes, sizeof(float));
     if (b->probs && !probs) {
         sl_error("out of memory for the probabilities of '%s'", spec);
         rc = ERR_NOMEM;
@@ -508,7 +512,7 @@ static int names_a_file(const char *msg, const char *spec)
 }
 
 int segbatch_run(const SegBatch *b, Graph *g, const SegBatchOptions *o,
-              SegBatchResult *r)
+                 SegBatchResult *r)
 {
     memset(r, 0, sizeof *r);
     Progress pr = {.n_cases = b->n,
@@ -533,10 +537,10 @@ int segbatch_run(const SegBatch *b, Graph *g, const SegBatchOptions *o,
          * and (when the message does not say it) its file. */
         if (b->batch_mode) sl_error_quiet(1);
         int64_t nonfinite = 0;
-        int crc = run_case(b, c, seg, g, o->force,
-                           o->max_memory ? o->max_memory
-                                         : nio_default_max_memory(),
-                           &nonfinite);
+        int crc =
+            run_case(b, c, seg, g, o->force,
+                     o->max_memory ? o->max_memory : nio_default_max_memory(),
+                     &nonfinite);
         sl_error_quiet(was_quiet);
         double dt = sl_now() - pr.t0;
         if (crc) {

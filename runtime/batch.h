@@ -24,8 +24,8 @@ typedef struct {
     char **cases;   /* [n] scan specs (owned copies) */
     char **outputs; /* [n] label map paths (owned) */
     int n;
-    int batch_mode; /* several cases, an input folder or an output folder:
-                     * per-case times and a summary line are printed */
+    int batch_mode;    /* several cases, an input folder or an output folder:
+                        * per-case times and a summary line are printed */
     const char *probs; /* --probabilities FILE (one case only), borrowed */
     char **overlays;   /* [n] overlay PNG paths (owned), or NULL: none */
     /* (st_dev, st_ino) of every input file of every case, sorted, so an
@@ -45,7 +45,7 @@ typedef struct {
  * several cases, or when the output folder is the input folder.  Free
  * with segbatch_free (also after a failure). */
 int segbatch_plan(SegBatch *b, char *const *scans, int n_scans,
-               const char *input_dir, const char *out, const char *probs);
+                  const char *input_dir, const char *out, const char *probs);
 void segbatch_free(SegBatch *b);
 
 /* Ask for overlay pictures (runtime/overlay.h), after segbatch_plan.
@@ -57,13 +57,13 @@ void segbatch_free(SegBatch *b);
 int segbatch_set_overlay(SegBatch *b, const char *overlay);
 
 typedef struct {
-    int force;         /* replace existing outputs (never inputs) */
+    int force;           /* replace existing outputs (never inputs) */
     uint64_t max_memory; /* bytes a case's voxels and outputs may take
                           * (0: nio_default_max_memory()); a case above
                           * it fails with one line */
-    int quiet;         /* no per-case lines, no summary */
-    int show_progress; /* progress line per slice batch/window on stderr */
-    SegmentOptions seg; /* threads, batch; progress fields are set here */
+    int quiet;           /* no per-case lines, no summary */
+    int show_progress;   /* progress line per slice batch/window on stderr */
+    SegmentOptions seg;  /* threads, batch; progress fields are set here */
 } SegBatchOptions;
 
 typedef struct {
@@ -80,6 +80,6 @@ typedef struct {
  * stderr naming it and counts in r->n_failed.  Returns 0, or a negative
  * code when no case could run (the model's metadata is unusable). */
 int segbatch_run(const SegBatch *b, Graph *g, const SegBatchOptions *o,
-              SegBatchResult *r);
+                 SegBatchResult *r);
 
 #endif

@@ -73,7 +73,9 @@ static void expect_text(const CliOpt *o, char *buf, size_t len)
         snprintf(buf, len, "an integer in %ld..%ld", (long)o->lo,
                  (long)o->hi);
         break;
-    case CLI_U64: snprintf(buf, len, "a non-negative integer"); break;
+    case CLI_U64:
+        snprintf(buf, len, "a non-negative integer");
+        break;
     case CLI_DOUBLE:
         snprintf(buf, len, "a number in %g..%g", o->lo, o->hi);
         break;
@@ -87,8 +89,12 @@ static void expect_text(const CliOpt *o, char *buf, size_t len)
     case CLI_CUSTOM:
         snprintf(buf, len, "%s", o->expect ? o->expect : "a valid value");
         break;
-    case CLI_STRING: snprintf(buf, len, "a non-empty value"); break;
-    case CLI_FLAG: snprintf(buf, len, "allowed (no value)"); break;
+    case CLI_STRING:
+        snprintf(buf, len, "a non-empty value");
+        break;
+    case CLI_FLAG:
+        snprintf(buf, len, "allowed (no value)");
+        break;
     }
 }
 
@@ -111,7 +117,9 @@ static int set_value(const CliSpec *s, const Flat *f, const char *typed,
     double d = 0;
     int ok = 1;
     switch (o->type) {
-    case CLI_FLAG: *(int *)(void *)t = 1; break;
+    case CLI_FLAG:
+        *(int *)(void *)t = 1;
+        break;
     case CLI_INT:
         if ((ok = !cli_parse_long(v, (long)o->lo, (long)o->hi, &l)))
             *(int *)(void *)t = (int)l;
@@ -139,7 +147,9 @@ static int set_value(const CliSpec *s, const Flat *f, const char *typed,
                 ok = 1;
             }
         break;
-    case CLI_CUSTOM: ok = o->parse && o->parse(v, t) == 0; break;
+    case CLI_CUSTOM:
+        ok = o->parse && o->parse(v, t) == 0;
+        break;
     }
     if (!ok) {
         expect_text(o, exp, sizeof exp);
@@ -167,7 +177,8 @@ static int refuse_long(const CliSpec *s, const char *arg)
 {
     const char *name = arg + 2;
     size_t len = strcspn(name, "=");
-    int n = n_flat(s), nb = (int)(sizeof builtin_names / sizeof *builtin_names);
+    int n = n_flat(s),
+        nb = (int)(sizeof builtin_names / sizeof *builtin_names);
     int matches = 0, exact_flag = 0, flag_match = 0;
     const char *first = NULL, *second = NULL;
     for (int k = 0; k < n + nb; k++) {
@@ -195,14 +206,14 @@ static int refuse_long(const CliSpec *s, const char *arg)
         sl_error("--%s takes no value, got '%s'; see %s --help", first, arg,
                  s->prog);
     } else {
-        sl_error("unknown option '%.*s'; see %s --help", (int)(len + 2),
-                 arg, s->prog);
+        sl_error("unknown option '%.*s'; see %s --help", (int)(len + 2), arg,
+                 s->prog);
     }
     return ERR_ARG;
 }
 
-int cli_parse(const CliSpec *s, int argc, char **argv, void *opts,
-              char **pos, int *n_pos)
+int cli_parse(const CliSpec *s, int argc, char **argv, void *opts, char **pos,
+              int *n_pos)
 {
     int n = n_flat(s), rc = ERR_NOMEM;
     *n_pos = 0;

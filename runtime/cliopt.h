@@ -58,10 +58,10 @@ typedef struct {
 } CliGroup;
 
 typedef struct {
-    const char *prog;     /* "segment" */
-    const char *version;  /* the --version line */
-    const char *summary;  /* NAME line of the man page */
-    const char *synopsis; /* after the program name: "[options] SCAN..." */
+    const char *prog;        /* "segment" */
+    const char *version;     /* the --version line */
+    const char *summary;     /* NAME line of the man page */
+    const char *synopsis;    /* after the program name: "[options] SCAN..." */
     const char *description; /* paragraphs separated by blank lines */
     const CliGroup *groups;
     int n_groups;
@@ -78,8 +78,8 @@ enum { CLI_HELP = 1, CLI_VERSION = 2, CLI_MAN = 3 };
  * CLI_HELP, CLI_VERSION or CLI_MAN (nothing printed).  Returns 0, or
  * ERR_ARG with one sl_error() line (unknown or ambiguous option, missing
  * value, bad value), or ERR_NOMEM. */
-int cli_parse(const CliSpec *s, int argc, char **argv, void *opts,
-              char **pos, int *n_pos);
+int cli_parse(const CliSpec *s, int argc, char **argv, void *opts, char **pos,
+              int *n_pos);
 
 /* --help text / roff man page, both generated from the table. */
 void cli_help(const CliSpec *s, FILE *f);

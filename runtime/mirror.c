@@ -27,7 +27,8 @@ int mirror_init(Mirror *m, int n_axes, size_t n_in, size_t n_out,
     if (!ok) {
         mirror_free(m);
         sl_error("out of memory for --tta (%zu MB of mirrored outputs); "
-                 "run without --tta", (size_t)(n_axes + 2) * n_out * 4 >> 20);
+                 "run without --tta",
+                 (size_t)(n_axes + 2) * n_out * 4 >> 20);
         return ERR_NOMEM;
     }
     return 0;
@@ -37,7 +38,8 @@ void mirror_free(Mirror *m)
 {
     sl_free(m->xf);
     sl_free(m->cur);
-    for (int l = 0; l < 4; l++) sl_free(m->lvl[l]);
+    for (int l = 0; l < 4; l++)
+        sl_free(m->lvl[l]);
     memset(m, 0, sizeof *m);
 }
 
@@ -57,7 +59,8 @@ void mirror_flip(float *dst, const float *src, int64_t nbc,
             float *d = dst + ((c * P0 + z) * P1 + y) * P2;
             const float *s = src + ((c * P0 + sz) * P1 + sy) * P2;
             if (f2) {
-                for (int64_t x = 0; x < box[2]; x++) d[x] = s[box[2] - 1 - x];
+                for (int64_t x = 0; x < box[2]; x++)
+                    d[x] = s[box[2] - 1 - x];
                 memcpy(d + box[2], s + box[2],
                        sizeof(float) * (size_t)(P2 - box[2]));
             } else {
@@ -71,7 +74,8 @@ void mirror_flip(float *dst, const float *src, int64_t nbc,
 static void add_into(float *a, const float *b, size_t n, int n_threads)
 {
 #pragma omp parallel for num_threads(n_threads) schedule(static)
-    for (size_t i = 0; i < n; i++) a[i] += b[i];
+    for (size_t i = 0; i < n; i++)
+        a[i] += b[i];
 }
 
 void mirror_push(Mirror *m)
@@ -81,7 +85,8 @@ void mirror_push(Mirror *m)
     const float *c = m->cur;
     for (int l = 0; l <= m->n_axes; l++) {
         if (!m->have[l]) {
-            if (c != m->lvl[l]) memcpy(m->lvl[l], c, sizeof(float) * m->n_out);
+            if (c != m->lvl[l])
+                memcpy(m->lvl[l], c, sizeof(float) * m->n_out);
             m->have[l] = 1;
             return;
         }
@@ -105,6 +110,7 @@ void mirror_mean(Mirror *m, float *out)
     CHECK(m->have[m->n_axes]);
     const float *s = m->lvl[m->n_axes];
     float inv = 1.0f / (float)m->n_pass;
-    for (size_t i = 0; i < m->n_out; i++) out[i] = s[i] * inv;
+    for (size_t i = 0; i < m->n_out; i++)
+        out[i] = s[i] * inv;
     memset(m->have, 0, sizeof m->have);
 }

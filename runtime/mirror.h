@@ -22,16 +22,16 @@
 #include <stdint.h>
 
 typedef struct {
-    int n_axes;      /* mirrored axes: 2 (2D model) or 3 (3D) */
-    int first_axis;  /* tensor spatial axis of mask bit 0: 1 in 2D (the
-                      * slice axis 0 has size 1), 0 in 3D */
-    int n_pass;      /* 1 << n_axes */
-    int n_threads;   /* OpenMP threads of the flips and sums */
+    int n_axes;         /* mirrored axes: 2 (2D model) or 3 (3D) */
+    int first_axis;     /* tensor spatial axis of mask bit 0: 1 in 2D (the
+                         * slice axis 0 has size 1), 0 in 3D */
+    int n_pass;         /* 1 << n_axes */
+    int n_threads;      /* OpenMP threads of the flips and sums */
     size_t n_in, n_out; /* floats of one network input / output */
-    float *xf;       /* [n_in] the flipped input */
-    float *cur;      /* [n_out] this pass's probabilities, flipped back */
-    float *lvl[4];   /* [n_axes + 1][n_out] partial sums of the tree */
-    int have[4];     /* lvl[i] holds a partial sum of 1 << i passes */
+    float *xf;          /* [n_in] the flipped input */
+    float *cur;         /* [n_out] this pass's probabilities, flipped back */
+    float *lvl[4];      /* [n_axes + 1][n_out] partial sums of the tree */
+    int have[4];        /* lvl[i] holds a partial sum of 1 << i passes */
 } Mirror;
 
 /* Buffers for inputs of n_in floats and outputs of n_out floats;

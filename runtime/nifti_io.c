@@ -50,10 +50,10 @@ struct NiftiGeom {
  * arithmetic range-checked. */
 typedef struct {
     const char *path;
-    nifti_image *nim;  /* header only (no extensions, no data) */
-    int version;       /* 1 or 2 */
-    int swap;          /* stored in the other byte order than this host's */
-    int gz;            /* gzip-compressed */
+    nifti_image *nim; /* header only (no extensions, no data) */
+    int version;      /* 1 or 2 */
+    int swap;         /* stored in the other byte order than this host's */
+    int gz;           /* gzip-compressed */
     int datatype;
     int nbyper;        /* bytes per voxel value */
     int64_t dim[4];    /* nx, ny, nz, volumes (dim[4..7] folded in) */
@@ -99,11 +99,22 @@ int nio_is_nifti_name(const char *path)
 static int datatype_bytes(int dt)
 {
     switch (dt) {
-    case DT_UINT8: case DT_INT8: return 1;
-    case DT_UINT16: case DT_INT16: return 2;
-    case DT_UINT32: case DT_INT32: case DT_FLOAT32: return 4;
-    case DT_UINT64: case DT_INT64: case DT_FLOAT64: return 8;
-    default: return 0;
+    case DT_UINT8:
+    case DT_INT8:
+        return 1;
+    case DT_UINT16:
+    case DT_INT16:
+        return 2;
+    case DT_UINT32:
+    case DT_INT32:
+    case DT_FLOAT32:
+        return 4;
+    case DT_UINT64:
+    case DT_INT64:
+    case DT_FLOAT64:
+        return 8;
+    default:
+        return 0;
     }
 }
 
@@ -141,13 +152,15 @@ static int parse_header(const char *path, NiiFile *f)
     int32_t declared = f->swap ? swapped : size_hdr;
     if (declared != 348 && declared != 540) {
         sl_error("'%s' is not a NIfTI-1/NIfTI-2 file (bad header); give a "
-                 ".nii or .nii.gz scan", path);
+                 ".nii or .nii.gz scan",
+                 path);
         return ERR_FORMAT;
     }
     f->version = declared == 348 ? 1 : 2;
     if (got < (size_t)declared) {
         sl_error("'%s' ends inside its %d-byte NIfTI header; the file is "
-                 "truncated", path, (int)declared);
+                 "truncated",
+                 path, (int)declared);
         return ERR_FORMAT;
     }
     if (f->version == 1) {
@@ -160,7 +173,8 @@ static int parse_header(const char *path, NiiFile *f)
     double vox_offset; /* for messages; offset is what is used */
     const char *magic;
     if (f->version == 1) {
-        for (int i = 0; i < 8; i++) dim[i] = h.n1.dim[i];
+        for (int i = 0; i < 8; i++)
+            dim[i] = h.n1.dim[i];
         f->datatype = h.n1.datatype;
         vox_offset = (double)h.n1.vox_offset;
         if (vox_offset >= 0.0 && vox_offset < 0x1p62 &&
@@ -168,7 +182,8 @@ static int parse_header(const char *path, NiiFile *f)
             offset = (int64_t)vox_offset;
         magic = h.n1.magic;
     } else {
-        for (int i = 0; i < 8; i++) dim[i] = h.n2.dim[i];
+        for (int i = 0; i < 8; i++)
+            dim[i] = h.n2.dim[i];
         f->datatype = h.n2.datatype;
         vox_offset = (double)h.n2.vox_offset;
         if (h.n2.vox_offset >= 0 && h.n2.vox_offset < (int64_t)1 << 62)
@@ -180,42 +195,47 @@ static int parse_header(const char *path, NiiFile *f)
      * with a data size stay below INT64_MAX). */
     if (offset < 0) {
         sl_error("'%s': header vox_offset=%g is not a byte offset; the "
-                 "file is corrupt, re-export the scan", path, vox_offset);
+                 "file is corrupt, re-export the scan",
+                 path, vox_offset);
         return ERR_FORMAT;
     }
     if (magic[0] == 'n' && magic[1] == 'i' && magic[3] == '\0' &&
         (magic[2] == '1' || magic[2] == '2')) {
         sl_error("'%s' is the header of a .hdr/.img pair (magic 'ni%c'); "
                  "segment reads single-file .nii or .nii.gz scans: "
-                 "convert it (e.g. with nibabel or fslchfiletype)", path,
-                 magic[2]);
+                 "convert it (e.g. with nibabel or fslchfiletype)",
+                 path, magic[2]);
         return ERR_UNSUPPORTED;
     }
     if (magic[0] != 'n' || magic[1] != '+' ||
         magic[2] != (f->version == 1 ? '1' : '2') || magic[3] != '\0') {
         sl_error("'%s' is not a NIfTI-%d file (magic is not 'n+%d'); give "
-                 "a .nii or .nii.gz scan", path, f->version, f->version);
+                 "a .nii or .nii.gz scan",
+                 path, f->version, f->version);
         return ERR_FORMAT;
     }
     if (dim[0] < 1 || dim[0] > 7) {
         sl_error("'%s': header dim[0]=%lld is outside 1..7; the file is "
-                 "corrupt, re-export the scan", path, (long long)dim[0]);
+                 "corrupt, re-export the scan",
+                 path, (long long)dim[0]);
         return ERR_FORMAT;
     }
     for (int i = 1; i <= dim[0]; i++)
         if (dim[i] < 1) {
             sl_error("'%s': header dim[%d]=%lld is not positive; the file "
-                     "is corrupt, re-export the scan", path, i,
-                     (long long)dim[i]);
+                     "is corrupt, re-export the scan",
+                     path, i, (long long)dim[i]);
             return ERR_FORMAT;
         }
-    for (int i = (int)dim[0] + 1; i < 8; i++) dim[i] = 1;
+    for (int i = (int)dim[0] + 1; i < 8; i++)
+        dim[i] = 1;
     f->nbyper = datatype_bytes(f->datatype);
     if (!f->nbyper) {
         const char *name = nifti_datatype_to_string(f->datatype);
         sl_error("'%s' has datatype %s (%d), which segment does not read; "
                  "convert the scan to a real-valued type (e.g. float32 or "
-                 "int16)", path, name ? name : "unknown", f->datatype);
+                 "int16)",
+                 path, name ? name : "unknown", f->datatype);
         return ERR_UNSUPPORTED;
     }
     /* The voxel count times the value size stays under 2^62: dims are
@@ -226,7 +246,8 @@ static int parse_header(const char *path, NiiFile *f)
         if (dim[i] > ((int64_t)1 << 62) / n) {
             sl_error("'%s': header dims overflow (%lld x %lld x %lld x "
                      "%lld ... voxels); the file is corrupt, re-export the "
-                     "scan", path, (long long)dim[1], (long long)dim[2],
+                     "scan",
+                     path, (long long)dim[1], (long long)dim[2],
                      (long long)dim[3], (long long)dim[4]);
             return ERR_FORMAT;
         }
@@ -235,11 +256,12 @@ static int parse_header(const char *path, NiiFile *f)
     for (int i = 5; i < 8; i++)
         if (dim[i] > 1) {
             sl_error("'%s' is %lldD (dim[%d]=%lld); segment takes 3D scans "
-                     "or 4D with one volume per modality", path,
-                     (long long)dim[0], i, (long long)dim[i]);
+                     "or 4D with one volume per modality",
+                     path, (long long)dim[0], i, (long long)dim[i]);
             return ERR_UNSUPPORTED;
         }
-    for (int i = 0; i < 4; i++) f->dim[i] = dim[i + 1];
+    for (int i = 0; i < 4; i++)
+        f->dim[i] = dim[i + 1];
     /* vox_offset: a whole byte count past the header and its 4-byte
      * extension flag (NIfTI-1 stores it as a float; 0 there is the
      * ANALYZE-era "right after the header"). */
@@ -247,8 +269,8 @@ static int parse_header(const char *path, NiiFile *f)
     if (f->version == 1 && offset == 0) offset = 352;
     if (offset < min_off) {
         sl_error("'%s': header vox_offset=%lld is inside the %lld-byte "
-                 "header; the file is corrupt, re-export the scan", path,
-                 (long long)offset, (long long)min_off);
+                 "header; the file is corrupt, re-export the scan",
+                 path, (long long)offset, (long long)min_off);
         return ERR_FORMAT;
     }
     f->offset = offset;
@@ -258,13 +280,15 @@ static int parse_header(const char *path, NiiFile *f)
                              : nifti_convert_n2hdr2nim(h.n2, path);
     if (!f->nim) {
         sl_error("'%s' is not a readable NIfTI file (libnifti rejected "
-                 "its header); re-export the scan", path);
+                 "its header); re-export the scan",
+                 path);
         return ERR_FORMAT;
     }
     if (f->nim->nx != f->dim[0] || f->nim->ny != f->dim[1] ||
         f->nim->nz != f->dim[2] || f->nim->datatype != f->datatype) {
         sl_error("'%s': libnifti reads its header differently (dims or "
-                 "datatype); the file is corrupt, re-export the scan", path);
+                 "datatype); the file is corrupt, re-export the scan",
+                 path);
         return ERR_FORMAT;
     }
     return 0;
@@ -291,7 +315,8 @@ static int open_file(const char *path, NiiFile *f)
     }
     if (!S_ISREG(st.st_mode)) {
         sl_error("'%s' is not a regular file; give the path of a .nii or "
-                 ".nii.gz scan", path);
+                 ".nii.gz scan",
+                 path);
         return ERR_IO;
     }
     f->file_size = (int64_t)st.st_size;
@@ -299,15 +324,16 @@ static int open_file(const char *path, NiiFile *f)
     int rc = parse_header(path, f);
     if (rc) return rc;
     int64_t have = f->file_size;
-    if (f->gz) have = have > INT64_MAX / DEFLATE_MAX_RATIO
-                          ? INT64_MAX
-                          : have * DEFLATE_MAX_RATIO;
+    if (f->gz)
+        have = have > INT64_MAX / DEFLATE_MAX_RATIO
+                   ? INT64_MAX
+                   : have * DEFLATE_MAX_RATIO;
     int64_t bytes = data_bytes(f);
     if (f->offset > have || bytes > have - f->offset) {
         sl_error("'%s': data shorter than the header says (%lld voxels of "
                  "%d bytes from byte %lld declared, file has %lld bytes%s); "
-                 "the file is truncated or its header is wrong", path,
-                 (long long)(bytes / f->nbyper), f->nbyper,
+                 "the file is truncated or its header is wrong",
+                 path, (long long)(bytes / f->nbyper), f->nbyper,
                  (long long)f->offset, (long long)f->file_size,
                  f->gz ? " compressed" : "");
         return ERR_FORMAT;
@@ -347,7 +373,8 @@ static int check_same_grid(const nifti_image *a, const char *pa,
         what = "sform";
     if (!what) return 0;
     sl_error("modality files '%s' and '%s' have different %s; register or "
-             "resample them to one grid first", pa, pb, what);
+             "resample them to one grid first",
+             pa, pb, what);
     return ERR_SHAPE;
 }
 
@@ -367,27 +394,48 @@ static void convert_to_float(float *dst, const uint8_t *src, size_t n,
                              const NiiFile *f, double slope, double inter)
 {
     int big = f->swap ? !HOST_BIG_ENDIAN : HOST_BIG_ENDIAN;
-#define CONVERT(T, U)                                                         \
-    do {                                                                      \
-        for (size_t i = 0; i < n; i++) {                                      \
-            U u = (U)load_uint(src + i * sizeof(T), (int)sizeof(T), big);     \
-            T x;                                                              \
-            memcpy(&x, &u, sizeof x);                                         \
-            dst[i] = (float)((double)x * slope + inter);                      \
-        }                                                                     \
+#define CONVERT(T, U)                                                        \
+    do {                                                                     \
+        for (size_t i = 0; i < n; i++) {                                     \
+            U u = (U)load_uint(src + i * sizeof(T), (int)sizeof(T), big);    \
+            T x;                                                             \
+            memcpy(&x, &u, sizeof x);                                        \
+            dst[i] = (float)((double)x * slope + inter);                     \
+        }                                                                    \
     } while (0)
     switch (f->datatype) {
-    case DT_UINT8: CONVERT(uint8_t, uint8_t); break;
-    case DT_INT8: CONVERT(int8_t, uint8_t); break;
-    case DT_UINT16: CONVERT(uint16_t, uint16_t); break;
-    case DT_INT16: CONVERT(int16_t, uint16_t); break;
-    case DT_UINT32: CONVERT(uint32_t, uint32_t); break;
-    case DT_INT32: CONVERT(int32_t, uint32_t); break;
-    case DT_UINT64: CONVERT(uint64_t, uint64_t); break;
-    case DT_INT64: CONVERT(int64_t, uint64_t); break;
-    case DT_FLOAT32: CONVERT(float, uint32_t); break;
-    case DT_FLOAT64: CONVERT(double, uint64_t); break;
-    default: CHECK(!"datatype validated in parse_header");
+    case DT_UINT8:
+        CONVERT(uint8_t, uint8_t);
+        break;
+    case DT_INT8:
+        CONVERT(int8_t, uint8_t);
+        break;
+    case DT_UINT16:
+        CONVERT(uint16_t, uint16_t);
+        break;
+    case DT_INT16:
+        CONVERT(int16_t, uint16_t);
+        break;
+    case DT_UINT32:
+        CONVERT(uint32_t, uint32_t);
+        break;
+    case DT_INT32:
+        CONVERT(int32_t, uint32_t);
+        break;
+    case DT_UINT64:
+        CONVERT(uint64_t, uint64_t);
+        break;
+    case DT_INT64:
+        CONVERT(int64_t, uint64_t);
+        break;
+    case DT_FLOAT32:
+        CONVERT(float, uint32_t);
+        break;
+    case DT_FLOAT64:
+        CONVERT(double, uint64_t);
+        break;
+    default:
+        CHECK(!"datatype validated in parse_header");
     }
 #undef CONVERT
 }
@@ -456,8 +504,8 @@ static int read_voxels(const NiiFile *f, Volume *v, size_t *cap, size_t at,
 short_data:
     sl_error("cannot read the voxels of '%s': data shorter than the header "
              "says (%lld voxels of %d bytes from byte %lld) or not "
-             "decompressible; the file is truncated or corrupt", f->path,
-             (long long)n, f->nbyper, (long long)f->offset);
+             "decompressible; the file is truncated or corrupt",
+             f->path, (long long)n, f->nbyper, (long long)f->offset);
 out:
     znzclose(fp);
     return rc;
@@ -473,7 +521,8 @@ static int split_spec(char *buf, char **paths, const char *spec)
         if (comma) *comma = '\0';
         if (!*p) {
             sl_error("empty file name in '%s'; join modality files with "
-                     "single commas", spec);
+                     "single commas",
+                     spec);
             return ERR_ARG;
         }
         if (n == MAX_INPUT_FILES) {
@@ -524,7 +573,8 @@ int nio_read_within(const char *spec, uint64_t max_bytes, Volume *v,
         total += files[nf].dim[3];
         if (total > MAX_VOLUMES) {
             sl_error("'%s' holds more than %d volumes; segment expects one "
-                     "volume per modality", spec, MAX_VOLUMES);
+                     "volume per modality",
+                     spec, MAX_VOLUMES);
             rc = ERR_UNSUPPORTED;
             goto fail;
         }
@@ -538,8 +588,8 @@ int nio_read_within(const char *spec, uint64_t max_bytes, Volume *v,
         char need_s[32], max_s[32];
         sl_error("'%s' needs %s for its %lld x %lld x %lld x %lld float32 "
                  "voxels, above the memory limit of %s; raise it with "
-                 "--max-memory if the scan is real", spec,
-                 sl_fmt_bytes(claim, need_s), (long long)d[0],
+                 "--max-memory if the scan is real",
+                 spec, sl_fmt_bytes(claim, need_s), (long long)d[0],
                  (long long)d[1], (long long)d[2], (long long)total,
                  sl_fmt_bytes((double)max_bytes, max_s));
         rc = ERR_NOMEM;
@@ -554,7 +604,8 @@ int nio_read_within(const char *spec, uint64_t max_bytes, Volume *v,
     size_t n_all = (size_t)vox * (size_t)total, cap = 0, at = 0;
     /* A .gz case starts small and grows with the data (see reserve). */
     int any_gz = 0;
-    for (int f = 0; f < nf; f++) any_gz |= files[f].gz;
+    for (int f = 0; f < nf; f++)
+        any_gz |= files[f].gz;
     if (any_gz &&
         (rc = reserve(v, &cap,
                       n_all < GZ_FIRST_FLOATS ? n_all : GZ_FIRST_FLOATS,
@@ -615,7 +666,8 @@ static nifti_image *output_header(const NiftiGeom *g, int64_t nt, int dt)
     if (nt > 1) d0 = 4;
     nim->dim[0] = d0;
     nim->dim[4] = nt;
-    for (int i = 5; i < 8; i++) nim->dim[i] = 1;
+    for (int i = 5; i < 8; i++)
+        nim->dim[i] = 1;
     if (nt > 1) nim->pixdim[4] = 1.0;
     nifti_update_dims_from_array(nim);
     nim->datatype = dt;
@@ -629,8 +681,8 @@ static nifti_image *output_header(const NiftiGeom *g, int64_t nt, int dt)
     snprintf(nim->descrip, sizeof nim->descrip, "sauron segment");
     /* Keep the input's NIfTI version (NIfTI-2 stores the geometry in
      * double, NIfTI-1 in float). */
-    if (g->version == 2 || nim->nx > 32767 ||
-        nim->ny > 32767 || nim->nz > 32767 || nt > 32767)
+    if (g->version == 2 || nim->nx > 32767 || nim->ny > 32767 ||
+        nim->nz > 32767 || nt > 32767)
         nim->nifti_type = NIFTI_FTYPE_NIFTI2_1;
     else
         nim->nifti_type = NIFTI_FTYPE_NIFTI1_1;
@@ -669,8 +721,8 @@ static int write_file(const nifti_image *nim, const char *path)
      * in pieces well below 4 GiB. */
     const uint8_t *d = nim->data;
     for (size_t done = 0; ok && done < bytes;) {
-        size_t n = bytes - done < ((size_t)1 << 30) ? bytes - done
-                                                    : (size_t)1 << 30;
+        size_t n =
+            bytes - done < ((size_t)1 << 30) ? bytes - done : (size_t)1 << 30;
         ok = znzwrite(d + done, 1, n, fp) == n;
         done += n;
     }
@@ -703,8 +755,8 @@ static int write_atomic(const nifti_image *nim, const char *path, int force)
     rc = write_file(nim, tmp);
     if (rc) {
         sl_error("cannot write '%s': %s; check the folder exists, is "
-                 "writable and has free space", tmp,
-                 errno ? strerror(errno) : "write failed");
+                 "writable and has free space",
+                 tmp, errno ? strerror(errno) : "write failed");
         unlink(tmp);
         goto fail;
     }
@@ -751,7 +803,8 @@ int nio_write_labels(const char *path, const NiftiGeom *g,
             sl_error("out of memory writing '%s'", path);
             goto fail;
         }
-        for (size_t i = 0; i < n; i++) b[i] = (uint8_t)labels[i];
+        for (size_t i = 0; i < n; i++)
+            b[i] = (uint8_t)labels[i];
         buf = b;
     } else {
         buf = sl_alloc(n * sizeof(int16_t));

@@ -82,7 +82,8 @@ static int affine_invert(const Affine *x, Affine *y)
                  a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0]);
     double scale = 0.0;
     for (int r = 0; r < 3; r++)
-        for (int c = 0; c < 3; c++) scale = fmax(scale, fabs(a[r][c]));
+        for (int c = 0; c < 3; c++)
+            scale = fmax(scale, fabs(a[r][c]));
     if (!(scale > 0.0) || !(fabs(det) > 1e-12 * scale * scale * scale) ||
         !isfinite(det))
         return -1;
@@ -107,7 +108,8 @@ static void affine_mul(const Affine *x, const Affine *y, Affine *z)
     for (int r = 0; r < 3; r++) {
         for (int c = 0; c < 4; c++) {
             double s = c == 3 ? a[r][3] : 0.0;
-            for (int k = 0; k < 3; k++) s += a[r][k] * b[k][c];
+            for (int k = 0; k < 3; k++)
+                s += a[r][k] * b[k][c];
             out[r][c] = s;
         }
     }
@@ -135,12 +137,13 @@ int orient_model_grid(const Grid *in, const char *code, const double sp[3],
 {
     int world[3], sign[3], in_world[3], in_sign[3];
     Affine dir = {{{0}}}; /* unit direction of model axis t: column t */
-    double in_sp[3];          /* scan spacing along the matching axis */
+    double in_sp[3];      /* scan spacing along the matching axis */
     memset(out, 0, sizeof *out);
     int keep = !code || !code[0];
     if (!keep && orient_parse(code, world, sign)) {
         sl_error("model axis code '%s' is not three of R/L, A/P, S/I; "
-                 "re-export the model with sauron-compress", code);
+                 "re-export the model with sauron-compress",
+                 code);
         return ERR_ARG;
     }
     const double(*A)[4] = in->aff.m;
@@ -155,7 +158,8 @@ int orient_model_grid(const Grid *in, const char *code, const double sp[3],
         int v = t; /* scan axis matching model axis t */
         if (keep) {
             double n = col_norm(&in->aff, t);
-            for (int r = 0; r < 3; r++) dir.m[r][t] = A[r][t] / n;
+            for (int r = 0; r < 3; r++)
+                dir.m[r][t] = A[r][t] / n;
         } else {
             dir.m[world[t]][t] = sign[t];
             for (int u = 0; u < 3; u++)
@@ -179,11 +183,10 @@ int orient_model_grid(const Grid *in, const char *code, const double sp[3],
         for (int v = 0; v < 3; v++)
             p[v] = (c >> v & 1) ? (double)(in->dim[v] - 1) : 0.0;
         for (int r = 0; r < 3; r++)
-            w[r] = A[r][0] * p[0] + A[r][1] * p[1] + A[r][2] * p[2] +
-                   A[r][3];
+            w[r] = A[r][0] * p[0] + A[r][1] * p[1] + A[r][2] * p[2] + A[r][3];
         for (int t = 0; t < 3; t++) {
-            double q = di.m[t][0] * w[0] + di.m[t][1] * w[1] +
-                       di.m[t][2] * w[2];
+            double q =
+                di.m[t][0] * w[0] + di.m[t][1] * w[1] + di.m[t][2] * w[2];
             lo[t] = fmin(lo[t], q);
             hi[t] = fmax(hi[t], q);
         }
@@ -198,15 +201,17 @@ int orient_model_grid(const Grid *in, const char *code, const double sp[3],
         if (!(n >= 1.0 && n <= ORIENT_MAX_DIM)) {
             sl_error("the model grid would have %.0f voxels along axis %d "
                      "(scan extent %.1f mm at %.3g mm); check the scan's "
-                     "pixdim and the model's spacing", n, t, ext, s);
+                     "pixdim and the model's spacing",
+                     n, t, ext, s);
             return ERR_SHAPE;
         }
         out->dim[t] = (int64_t)n;
         origin[t] = lo[t] + 0.5 * (ext - (n - 1.0) * s);
-        for (int r = 0; r < 3; r++) out->aff.m[r][t] = dir.m[r][t] * s;
+        for (int r = 0; r < 3; r++)
+            out->aff.m[r][t] = dir.m[r][t] * s;
     }
     for (int r = 0; r < 3; r++)
-        out->aff.m[r][3] = dir.m[r][0] * origin[0] +
-                           dir.m[r][1] * origin[1] + dir.m[r][2] * origin[2];
+        out->aff.m[r][3] = dir.m[r][0] * origin[0] + dir.m[r][1] * origin[1] +
+                           dir.m[r][2] * origin[2];
     return 0;
 }

@@ -21,8 +21,8 @@
 /* Colours of classes 1, 2, ... (repeating): saturated hues that stay
  * distinct from each other and from grey when blended at OVERLAY_ALPHA. */
 static const uint8_t palette[][3] = {
-    {255, 40, 40},  {40, 220, 40},  {60, 120, 255}, {255, 220, 0},
-    {0, 220, 220},  {255, 0, 255},  {255, 140, 0},  {160, 80, 255},
+    {255, 40, 40},   {40, 220, 40},   {60, 120, 255}, {255, 220, 0},
+    {0, 220, 220},   {255, 0, 255},   {255, 140, 0},  {160, 80, 255},
     {140, 255, 140}, {255, 150, 180},
 };
 #define N_PALETTE (int)(sizeof palette / sizeof palette[0])
@@ -42,9 +42,13 @@ static const char panel_letters[OVERLAY_PANELS][4] = {
     {'R', 'L', 'A', 'P'}, {'R', 'L', 'S', 'I'}, {'A', 'P', 'S', 'I'}};
 
 /* Font scale, margins (pixels). */
-enum { FS = 2, GLYPH_W = FONT_W * FS, GLYPH_H = FONT_H * FS,
-       MARGIN = GLYPH_H + 8,
-       TITLE_H = GLYPH_H + 8 };
+enum {
+    FS = 2,
+    GLYPH_W = FONT_W * FS,
+    GLYPH_H = FONT_H * FS,
+    MARGIN = GLYPH_H + 8,
+    TITLE_H = GLYPH_H + 8
+};
 static const uint8_t background[3] = {32, 32, 40};
 static const uint8_t ink[3] = {255, 255, 255};
 /* Percentile window and histogram resolution. */
@@ -174,8 +178,8 @@ static void sample(const Scene *s, const double p[3], uint8_t *grey,
     double d[3] = {p[0] - s->a[0][3], p[1] - s->a[1][3], p[2] - s->a[2][3]};
     int64_t idx[3];
     for (int r = 0; r < 3; r++) {
-        double u = s->inv[r][0] * d[0] + s->inv[r][1] * d[1] +
-                   s->inv[r][2] * d[2];
+        double u =
+            s->inv[r][0] * d[0] + s->inv[r][1] * d[1] + s->inv[r][2] * d[2];
         idx[r] = round_index(u, s->up[r]);
         if (idx[r] < 0 || idx[r] >= s->v->dim[r]) {
             *grey = 0;
@@ -183,8 +187,8 @@ static void sample(const Scene *s, const double p[3], uint8_t *grey,
             return;
         }
     }
-    size_t o = (size_t)((idx[2] * s->v->dim[1] + idx[1]) * s->v->dim[0] +
-                        idx[0]);
+    size_t o =
+        (size_t)((idx[2] * s->v->dim[1] + idx[1]) * s->v->dim[0] + idx[0]);
     double x = s->v->data[o];
     double g = isfinite(x) ? (x - s->glo) / (s->ghi - s->glo) : 0;
     g = g < 0 ? 0 : g > 1 ? 1 : g;
@@ -227,10 +231,11 @@ static int draw_panel(OverlayImage *img, const Scene *s, int p)
                            (r > 0 && lab[o - (size_t)pn->w] != l) ||
                            (r + 1 < pn->h && lab[o + (size_t)pn->w] != l);
                 for (int k = 0; k < 3; k++)
-                    px[k] = edge ? col[k]
-                                 : (uint8_t)((grey[o] * (256 - OVERLAY_ALPHA) +
-                                              col[k] * OVERLAY_ALPHA + 128) >>
-                                             8);
+                    px[k] = edge
+                                ? col[k]
+                                : (uint8_t)((grey[o] * (256 - OVERLAY_ALPHA) +
+                                             col[k] * OVERLAY_ALPHA + 128) >>
+                                            8);
             }
             put_pixel(img, pn->x0 + c, pn->y0 + r, px);
         }
@@ -247,7 +252,8 @@ int overlay_render(OverlayImage *img, const Volume *v, const int16_t *labels,
     memcpy(s.a, aff, sizeof s.a);
     if (invert3(s.a, s.inv)) {
         sl_error("the voxel-to-world affine of '%s' is singular; fix its "
-                 "qform/sform, or drop --overlay", what);
+                 "qform/sform, or drop --overlay",
+                 what);
         return ERR_ARG;
     }
     /* Pixel side: the smallest voxel spacing; the dominant world axis of
@@ -266,12 +272,15 @@ int overlay_render(OverlayImage *img, const Volume *v, const int16_t *labels,
         lo[r] = s.world_hi[r] = s.a[r][3];
         for (int c = 0; c < 3; c++) {
             double e = s.a[r][c] * (double)(v->dim[c] - 1);
-            if (e < 0) lo[r] += e;
-            else s.world_hi[r] += e;
+            if (e < 0)
+                lo[r] += e;
+            else
+                s.world_hi[r] += e;
         }
         if (s.world_hi[r] - lo[r] > ext) ext = s.world_hi[r] - lo[r];
     }
-    if (ext / step > OVERLAY_MAX_PANEL - 1) step = ext / (OVERLAY_MAX_PANEL - 1);
+    if (ext / step > OVERLAY_MAX_PANEL - 1)
+        step = ext / (OVERLAY_MAX_PANEL - 1);
     img->step = step;
     int size[3];
     for (int r = 0; r < 3; r++)
@@ -290,8 +299,8 @@ int overlay_render(OverlayImage *img, const Volume *v, const int16_t *labels,
                     cnt++;
                 }
     for (int c = 0; c < 3; c++) {
-        double m = cnt ? (double)sum[c] / (double)cnt
-                       : (double)(v->dim[c] - 1) / 2;
+        double m =
+            cnt ? (double)sum[c] / (double)cnt : (double)(v->dim[c] - 1) / 2;
         img->centre[c] = round_index(m, s.up[c]);
     }
     for (int r = 0; r < 3; r++)
@@ -312,7 +321,9 @@ int overlay_render(OverlayImage *img, const Volume *v, const int16_t *labels,
         x += pn->w + 2 * MARGIN;
         if (pn->h > hmax) hmax = pn->h;
     }
-    img->width = x > text_width(convention, FS) + 8 ? x : text_width(convention, FS) + 8;
+    img->width = x > text_width(convention, FS) + 8
+                     ? x
+                     : text_width(convention, FS) + 8;
     img->height = TITLE_H + hmax + 2 * MARGIN;
     size_t bytes = (size_t)img->width * (size_t)img->height * 3;
     img->rgb = sl_alloc(bytes);
@@ -320,7 +331,8 @@ int overlay_render(OverlayImage *img, const Volume *v, const int16_t *labels,
         sl_error("out of memory for the overlay picture of '%s'", what);
         return ERR_NOMEM;
     }
-    for (size_t b = 0; b < bytes; b += 3) memcpy(img->rgb + b, background, 3);
+    for (size_t b = 0; b < bytes; b += 3)
+        memcpy(img->rgb + b, background, 3);
     draw_text(img, 4, 4, convention, FS);
     for (int p = 0; p < OVERLAY_PANELS; p++) {
         if (draw_panel(img, &s, p)) {
@@ -336,11 +348,13 @@ int overlay_render(OverlayImage *img, const Volume *v, const int16_t *labels,
         one[0] = L[0];
         draw_text(img, pn->x0 - MARGIN / 2 - GLYPH_W / 2, mid_y, one, FS);
         one[0] = L[1];
-        draw_text(img, pn->x0 + pn->w + MARGIN / 2 - GLYPH_W / 2, mid_y, one, FS);
+        draw_text(img, pn->x0 + pn->w + MARGIN / 2 - GLYPH_W / 2, mid_y, one,
+                  FS);
         one[0] = L[2];
         draw_text(img, mid_x, pn->y0 - MARGIN / 2 - GLYPH_H / 2, one, FS);
         one[0] = L[3];
-        draw_text(img, mid_x, pn->y0 + pn->h + MARGIN / 2 - GLYPH_H / 2, one, FS);
+        draw_text(img, mid_x, pn->y0 + pn->h + MARGIN / 2 - GLYPH_H / 2, one,
+                  FS);
         /* The panel's name, small, in its top-left margin when it fits
          * beside the top letter. */
         if (text_width(panel_name[p], 1) + GLYPH_W < pn->w / 2)
@@ -378,10 +392,9 @@ static int png_to_file(FILE *f, const OverlayImage *img)
         return -1;
     }
     png_init_io(png, f);
-    png_set_IHDR(png, info, (png_uint_32)img->width,
-                 (png_uint_32)img->height, 8, PNG_COLOR_TYPE_RGB,
-                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
-                 PNG_FILTER_TYPE_DEFAULT);
+    png_set_IHDR(png, info, (png_uint_32)img->width, (png_uint_32)img->height,
+                 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     png_write_info(png, info);
     for (int y = 0; y < img->height; y++)
         png_write_row(png, img->rgb + (size_t)y * (size_t)img->width * 3);
@@ -410,7 +423,8 @@ int overlay_write_png(const char *path, const OverlayImage *img, int force)
     FILE *f = fopen(tmp, "wb");
     if (!f) {
         sl_error("cannot create '%s': %s; check the folder exists and is "
-                 "writable", tmp, strerror(errno));
+                 "writable",
+                 tmp, strerror(errno));
         goto done;
     }
     int bad = png_to_file(f, img);

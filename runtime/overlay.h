@@ -42,15 +42,15 @@ enum { OVERLAY_MAX_PANEL = 1024 };
 enum { OVERLAY_ALPHA = 115 };
 
 typedef struct {
-    int x0, y0;  /* top-left pixel of the panel in the picture */
-    int w, h;    /* its size in pixels */
+    int x0, y0; /* top-left pixel of the panel in the picture */
+    int w, h;   /* its size in pixels */
 } OverlayPanel;
 
 typedef struct {
     int width, height;
     uint8_t *rgb; /* [height][width][3], owned (sl_alloc) */
     OverlayPanel panel[OVERLAY_PANELS];
-    double step;      /* pixel side in mm */
+    double step;       /* pixel side in mm */
     int64_t centre[3]; /* voxel (i, j, k) the three planes go through */
 } OverlayImage;
 

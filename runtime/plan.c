@@ -130,7 +130,8 @@ static size_t place_all(Buffer *bufs, int nb, int *ids, int *live)
 
 static int root_of(const Buffer *bufs, int b)
 {
-    while (bufs[b].parent >= 0) b = bufs[b].parent;
+    while (bufs[b].parent >= 0)
+        b = bufs[b].parent;
     return b;
 }
 
@@ -178,7 +179,8 @@ static size_t alias_concats(const Graph *g, Plan *p, Buffer *bufs, int nb,
         int axis = n->p.concat.axis < 0 ? n->p.concat.axis + os->ndim
                                         : n->p.concat.axis;
         int64_t outer = 1;
-        for (int i = 0; i < axis; i++) outer *= os->d[i];
+        for (int i = 0; i < axis; i++)
+            outer *= os->d[i];
         if (outer != 1) continue;
         size_t delta = 0;
         for (int k = 0; k < n->n_in; k++) {
@@ -306,12 +308,14 @@ int plan_create(const Graph *g, int inplace, Plan *p)
         total += p->bytes[v];
     }
     size_t peak = place_all(bufs, nb, ids, live);
-    if (inplace & PLAN_ALIAS_CONCAT) peak = alias_concats(g, p, bufs, nb, ids, live, peak);
+    if (inplace & PLAN_ALIAS_CONCAT)
+        peak = alias_concats(g, p, bufs, nb, ids, live, peak);
     for (int v = 0; v < nv; v++) {
         int b = p->buffer[v];
         if (b < 0) continue;
         size_t off = 0;
-        for (; bufs[b].parent >= 0; b = bufs[b].parent) off += bufs[b].delta;
+        for (; bufs[b].parent >= 0; b = bufs[b].parent)
+            off += bufs[b].delta;
         p->offset[v] = bufs[b].offset + off;
     }
     p->n_buffers = nb;

@@ -64,8 +64,8 @@ int segmenter_run(Segmenter *s, const Volume *in, int16_t *labels,
  * scores [nc, pad0, pad1, pad2] (tensor order ax, see volume.h), to be
  * divided by wsum [pad0, pad1, pad2] when it is not NULL (3D fusion). */
 typedef struct {
-    void (*planes)(void *ctx, const float *scores, const float *wsum,
-                   int nc, const int ax[3], const int64_t off[3],
+    void (*planes)(void *ctx, const float *scores, const float *wsum, int nc,
+                   const int ax[3], const int64_t off[3],
                    const int64_t box[3], const int64_t pad[3]);
     void *ctx;
     /* Nonzero: scores are probabilities.  Zero: 2D models pass the

@@ -1,8 +1,8 @@
 /* segment: the clinic-side CLI.  Loads a .sslim model once, segments one
  * or more NIfTI scans, writes a label map beside each (or to -o). */
 #include <limits.h>
-#include <stddef.h>
 #include <omp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,23 +35,35 @@ static int parse_max_memory(const char *value, void *target)
 }
 
 static const CliOpt segment_opts[] = {
-    {.name = "model", .short_name = 'm', .type = CLI_STRING,
-     .metavar = "MODEL.sslim", .off = offsetof(Args, model),
+    {.name = "model",
+     .short_name = 'm',
+     .type = CLI_STRING,
+     .metavar = "MODEL.sslim",
+     .off = offsetof(Args, model),
      .help = "model (default: the shipped models/default.sslim)"},
-    {.name = "output", .short_name = 'o', .type = CLI_STRING,
-     .metavar = "OUT", .off = offsetof(Args, out),
+    {.name = "output",
+     .short_name = 'o',
+     .type = CLI_STRING,
+     .metavar = "OUT",
+     .off = offsetof(Args, out),
      .help = "output label map OUT.nii[.gz] (one case only), or output "
              "folder (several cases, --input-dir, an existing folder or a "
              "name ending in /): OUT/<scan>_seg.nii.gz; created if missing"},
-    {.name = "input-dir", .type = CLI_STRING, .metavar = "DIR",
+    {.name = "input-dir",
+     .type = CLI_STRING,
+     .metavar = "DIR",
      .off = offsetof(Args, input_dir),
      .help = "every .nii/.nii.gz file of DIR is a case (name order; needs "
              "-o OUTDIR)"},
-    {.name = "probabilities", .type = CLI_STRING, .metavar = "FILE",
+    {.name = "probabilities",
+     .type = CLI_STRING,
+     .metavar = "FILE",
      .off = offsetof(Args, probs),
      .help = "also write per-class probabilities as a 4D float32 NIfTI "
              "(one case only)"},
-    {.name = "overlay", .type = CLI_STRING, .metavar = "PNG",
+    {.name = "overlay",
+     .type = CLI_STRING,
+     .metavar = "PNG",
      .off = offsetof(Args, overlay),
      .help = "also write a picture of the scan with its labels: axial, "
              "coronal and sagittal planes through the labelled region, "
@@ -59,28 +71,46 @@ static const CliOpt segment_opts[] = {
              "storage order of the scan.  One case: PNG is the file "
              "(.png); several cases: a folder receiving "
              "<scan>_overlay.png"},
-    {.name = "force", .type = CLI_FLAG, .off = offsetof(Args, force),
+    {.name = "force",
+     .type = CLI_FLAG,
+     .off = offsetof(Args, force),
      .help = "overwrite existing outputs (never inputs)"},
-    {.name = "threads", .type = CLI_INT, .lo = 1, .hi = 4096,
-     .metavar = "N", .off = offsetof(Args, threads),
+    {.name = "threads",
+     .type = CLI_INT,
+     .lo = 1,
+     .hi = 4096,
+     .metavar = "N",
+     .off = offsetof(Args, threads),
      .help = "threads (default: all cores)"},
-    {.name = "max-memory", .type = CLI_CUSTOM, .metavar = "SIZE",
-     .off = offsetof(Args, max_memory), .parse = parse_max_memory,
+    {.name = "max-memory",
+     .type = CLI_CUSTOM,
+     .metavar = "SIZE",
+     .off = offsetof(Args, max_memory),
+     .parse = parse_max_memory,
      .expect = "a size such as 4G or 512M",
      .help = "refuse a scan whose voxels, label map and probabilities need "
              "more than SIZE bytes (suffix K/M/G/T; default: half the "
              "physical RAM)"},
-    {.name = "batch", .type = CLI_INT, .lo = 1, .hi = 4096, .metavar = "N",
+    {.name = "batch",
+     .type = CLI_INT,
+     .lo = 1,
+     .hi = 4096,
+     .metavar = "N",
      .off = offsetof(Args, batch),
      .help = "2D slices per network run (default: as many as fit 16 MiB of "
              "activations, at most 4)"},
-    {.name = "tta", .type = CLI_FLAG, .off = offsetof(Args, tta),
+    {.name = "tta",
+     .type = CLI_FLAG,
+     .off = offsetof(Args, tta),
      .help = "test-time mirroring: average the class probabilities of "
              "the scan and its mirror images along each axis the network "
              "sees (on the model's grid; 4 passes for 2D models, 8 for "
              "3D), as nnU-Net does; that many times the network's time"},
-    {.name = "quiet", .short_name = 'q', .type = CLI_FLAG,
-     .off = offsetof(Args, quiet), .help = "no progress, no summary lines"},
+    {.name = "quiet",
+     .short_name = 'q',
+     .type = CLI_FLAG,
+     .off = offsetof(Args, quiet),
+     .help = "no progress, no summary lines"},
 };
 
 static const CliGroup segment_groups[] = {
@@ -91,8 +121,8 @@ static const CliGroup segment_groups[] = {
 #define STR(x) STR2(x)
 static const CliSpec segment_cli = {
     .prog = "segment",
-    .version = "segment (sauron) " SEGMENT_VERSION ", reads .sslim " STR(
-        SSLIM_MAJOR) ".x",
+    .version = "segment (sauron) " SEGMENT_VERSION
+               ", reads .sslim " STR(SSLIM_MAJOR) ".x",
     .summary = "segment NIfTI scans with a slim U-Net",
     .synopsis = "[options] scan.nii.gz [scan2.nii.gz ...]\n"
                 "       segment [options] --input-dir DIR -o OUTDIR",
@@ -183,13 +213,12 @@ int main(int argc, char **argv)
     if (!model) goto done;
     if (sslim_read(model, &g)) goto done;
     if (a.threads > 0) omp_set_num_threads(a.threads);
-    SegBatchOptions bo = {.force = a.force,
-                       .max_memory = a.max_memory,
-                       .quiet = a.quiet,
-                       .show_progress = isatty(2),
-                       .seg = {.n_threads = a.threads,
-                               .batch = a.batch,
-                               .tta = a.tta}};
+    SegBatchOptions bo = {
+        .force = a.force,
+        .max_memory = a.max_memory,
+        .quiet = a.quiet,
+        .show_progress = isatty(2),
+        .seg = {.n_threads = a.threads, .batch = a.batch, .tta = a.tta}};
     SegBatchResult br;
     if (segbatch_run(&b, &g, &bo, &br)) goto done;
     status = br.n_failed ? 1 : 0;

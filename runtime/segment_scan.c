@@ -49,8 +49,8 @@ int segment_scan_grid(const Segmenter *s, const int64_t dim[3],
     return 0;
 }
 
-int segment_scan(Segmenter *s, Volume *v, const Affine *aff,
-                 int16_t **labels, float *probs)
+int segment_scan(Segmenter *s, Volume *v, const Affine *aff, int16_t **labels,
+                 float *probs)
 {
     const Graph *g = segmenter_graph(s);
     const ModelMeta *m = &g->meta;

@@ -27,8 +27,8 @@
  * [nz][ny][nx] label map on the scan's grid (caller sl_free()s).  probs:
  * NULL or [nc][nz][ny][nx] (overwritten).  Returns 0 or a negative code
  * (message printed); *labels is NULL on failure. */
-int segment_scan(Segmenter *s, Volume *v, const Affine *aff,
-                 int16_t **labels, float *probs);
+int segment_scan(Segmenter *s, Volume *v, const Affine *aff, int16_t **labels,
+                 float *probs);
 
 /* What segment_scan does with a scan on grid (dim, aff): the model grid
  * (== the scan's when run on it directly).  *direct: nonzero if the scan

@@ -150,7 +150,8 @@ static void put_grid(ByteWriter *b, const ModelMeta *m)
 {
     bw_u32(b, GEOM_VERSION);
     bw_bytes(b, m->orientation, 4);
-    for (int t = 0; t < 3; t++) bw_f64(b, m->spacing[t]);
+    for (int t = 0; t < 3; t++)
+        bw_f64(b, m->spacing[t]);
 }
 
 static void put_geometry(ByteWriter *b, int nsp, const int *kernel,
@@ -359,7 +360,8 @@ static void get_grid(ByteReader *r, ModelMeta *m)
     uint32_t version = br_u32(r);
     const uint8_t *code = br_bytes(r, 4);
     double sp[3];
-    for (int t = 0; t < 3; t++) sp[t] = br_f64(r);
+    for (int t = 0; t < 3; t++)
+        sp[t] = br_f64(r);
     if (r->err) return;
     memcpy(m->orientation, code, 4);
     memcpy(m->spacing, sp, sizeof sp);
@@ -591,12 +593,11 @@ typedef struct {
 
 /* Read ne floats at section offset off (>= ws->pos, checked by the
  * caller) into data. */
-static int weights_take(WeightStream *ws, size_t off, float *data,
-                        size_t ne)
+static int weights_take(WeightStream *ws, size_t off, float *data, size_t ne)
 {
     size_t nb = ne * sizeof(float);
-    int rc = src_scan(ws->src, ws->off + ws->pos, off - ws->pos, &ws->crc,
-                      NULL);
+    int rc =
+        src_scan(ws->src, ws->off + ws->pos, off - ws->pos, &ws->crc, NULL);
     if (!rc) rc = src_read(ws->src, ws->off + off, data, nb);
     if (rc) return rc;
     ws->crc = sl_crc32(ws->crc, data, nb);
@@ -905,8 +906,7 @@ int sslim_read(const char *path, Graph *g)
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 0 ||
         (uint64_t)st.st_size > SIZE_MAX) {
         close(fd);
-        sl_error("'%s' is not a regular file; give the path of a file",
-                 path);
+        sl_error("'%s' is not a regular file; give the path of a file", path);
         return ERR_IO;
     }
     Src src = {NULL, fd, (size_t)st.st_size, path};

@@ -17,8 +17,8 @@ int volume_alloc(Volume *v, int64_t nx, int64_t ny, int64_t nz, int n_mod)
     size_t n = 1;
     if (nx < 1 || ny < 1 || nz < 1 || n_mod < 1 ||
         sl_mul_size(n, (size_t)nx, &n) || sl_mul_size(n, (size_t)ny, &n) ||
-        sl_mul_size(n, (size_t)nz, &n) ||
-        sl_mul_size(n, (size_t)n_mod, &n) || n > (size_t)INT64_MAX / 4) {
+        sl_mul_size(n, (size_t)nz, &n) || sl_mul_size(n, (size_t)n_mod, &n) ||
+        n > (size_t)INT64_MAX / 4) {
         sl_error("volume of %lld x %lld x %lld x %d voxels is out of range",
                  (long long)nx, (long long)ny, (long long)nz, n_mod);
         return ERR_SHAPE;
@@ -73,21 +73,22 @@ int volume_norm_affine(const Volume *v, int m, const Normalize *n,
     }
     if (n->kind == NORMALIZE_ZSCORE_FG && !(n->hi > 0.0f)) {
         sl_error("zscore-fg gain %g is not positive; the model metadata is "
-                 "wrong, re-export it with sauron-compress", (double)n->hi);
+                 "wrong, re-export it with sauron-compress",
+                 (double)n->hi);
         return ERR_ARG;
     }
     if (n->kind != NORMALIZE_ZSCORE && n->kind != NORMALIZE_ZSCORE_FG) {
         sl_error("unknown normalisation kind %d in the model metadata; "
-                 "re-export it with sauron-compress", (int)n->kind);
+                 "re-export it with sauron-compress",
+                 (int)n->kind);
         return ERR_ARG;
     }
     int64_t nv = volume_voxels(v);
     const float *x = v->data + (size_t)m * (size_t)nv;
     /* zscore-fg: statistics over the voxels at or above the threshold
      * (the head); -inf keeps them all */
-    double thr = n->kind == NORMALIZE_ZSCORE_FG
-                     ? volume_otsu_threshold(x, nv)
-                     : -(double)INFINITY;
+    double thr = n->kind == NORMALIZE_ZSCORE_FG ? volume_otsu_threshold(x, nv)
+                                                : -(double)INFINITY;
     /* Two passes in double: the mean first, then squared deviations, so a
      * large offset (CT, raw scanner units) does not cancel out. */
     double s = 0.0, mn = INFINITY;
@@ -179,7 +180,8 @@ int volume_normalize(Volume *v, const Normalize *norms)
         int rc = volume_norm_affine(v, m, norms ? &norms[m] : NULL, &a);
         if (rc) return rc;
         float *x = v->data + (size_t)m * (size_t)nv;
-        for (int64_t i = 0; i < nv; i++) x[i] = norm_apply(&a, x[i]);
+        for (int64_t i = 0; i < nv; i++)
+            x[i] = norm_apply(&a, x[i]);
     }
     return 0;
 }
@@ -198,7 +200,8 @@ int volume_axes(VoxelOrder order, int dims, int axis, int ax[3])
 {
     if (order != ORDER_NNUNET && order != ORDER_NIBABEL) {
         sl_error("unknown voxel order %d in the model metadata; re-export "
-                 "it with sauron-compress", (int)order);
+                 "it with sauron-compress",
+                 (int)order);
         return ERR_ARG;
     }
     if (dims == 3) {
@@ -208,8 +211,8 @@ int volume_axes(VoxelOrder order, int dims, int axis, int ax[3])
     }
     if (dims != 2 || axis < 0 || axis > 2) {
         sl_error("model metadata has dims=%d axis=%d; expected dims 2 (axis "
-                 "0..2) or 3; re-export it with sauron-compress", dims,
-                 axis);
+                 "0..2) or 3; re-export it with sauron-compress",
+                 dims, axis);
         return ERR_ARG;
     }
     ax[0] = axis;
@@ -230,7 +233,8 @@ int volume_axes(VoxelOrder order, int dims, int axis, int ax[3])
 static void axis_strides(const int64_t dim[3], const int ax[3], int64_t s[3])
 {
     int64_t st[3] = {1, dim[0], dim[0] * dim[1]};
-    for (int t = 0; t < 3; t++) s[t] = st[ax[t]];
+    for (int t = 0; t < 3; t++)
+        s[t] = st[ax[t]];
 }
 
 /* dst [C, pad0, pad1, pad2]; v->data [C][nz][ny][nx]. */

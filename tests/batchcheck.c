@@ -84,11 +84,11 @@ const char *bc_model(void)
     if (path[0]) return path;
     char bin[300], onnx[300], want[512];
     snprintf(want, sizeof want, "%s", test_tmp_path("batch.sslim"));
-    BcRun r = bc_sh("%s --no-finetune %s %s --axis 2 --normalize zscore "
-                    "--classes background,fg --force >/dev/null",
-                    bin_path("sauron-compress", bin, sizeof bin),
-                    fixture_path("torch/e2e2d.onnx", onnx, sizeof onnx),
-                    want);
+    BcRun r =
+        bc_sh("%s --no-finetune %s %s --axis 2 --normalize zscore "
+              "--classes background,fg --force >/dev/null",
+              bin_path("sauron-compress", bin, sizeof bin),
+              fixture_path("torch/e2e2d.onnx", onnx, sizeof onnx), want);
     if (r.status) fprintf(stderr, "sauron-compress: %s\n", r.err_first);
     assert_int_equal(r.status, 0);
     bc_free(&r);
@@ -124,7 +124,8 @@ char *bc_readme_line(const char *needle)
     char *p = strstr(t, needle);
     if (!p) fail_msg("README.md has no line with '%s'", needle);
     char *start = p;
-    while (start > t && start[-1] != '\n') start--;
+    while (start > t && start[-1] != '\n')
+        start--;
     size_t len = strcspn(start, "\n");
     char *line = malloc(len + 1);
     assert_non_null(line);

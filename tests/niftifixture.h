@@ -1,5 +1,5 @@
-/* NIfTI fixture geometry shared by test_segment_cli and test_peer: 1.2 x 0.8 x
- * 3.0 mm voxels, an oblique qform and a different sform, so a tool that
+/* NIfTI fixture geometry shared by test_segment_cli and test_peer: 1.2 x 0.8
+ * x 3.0 mm voxels, an oblique qform and a different sform, so a tool that
  * drops or swaps either transform is caught.  Header-only (static inline)
  * so each test program stays one file. */
 #ifndef SL_TEST_NIFTIFIXTURE_H

@@ -43,7 +43,8 @@ const char *peer_model(void)
     static int done;
     static char path[512];
     if (done) return path;
-    snprintf(path, sizeof path, "%s", test_tmp_path("default_scangrid.sslim"));
+    snprintf(path, sizeof path, "%s",
+             test_tmp_path("default_scangrid.sslim"));
     char bin[300], cmd[1500], err[512];
     snprintf(cmd, sizeof cmd,
              "%s --no-finetune --orientation none --spacing none --force %s "

@@ -17,8 +17,8 @@
 #include "testutil.h"
 
 /* Datatypes the batch tests cycle through; scaled types use scl_slope. */
-static const int phantom_types[] = {DT_UINT8,   DT_INT16,   DT_FLOAT32,
-                                    DT_FLOAT64, DT_UINT16,  DT_INT32};
+static const int phantom_types[] = {DT_UINT8,   DT_INT16,  DT_FLOAT32,
+                                    DT_FLOAT64, DT_UINT16, DT_INT32};
 #define N_PHANTOM_TYPES (int)(sizeof phantom_types / sizeof phantom_types[0])
 
 /* Write the phantom to `path` (.nii or .nii.gz); returns 0 or -1. */
@@ -49,13 +49,27 @@ static inline int phantom_write(const char *path, int nx, int ny, int nz,
                 if (scaled) val /= 0.5;
                 void *d = nim->data;
                 switch (datatype) {
-                case DT_UINT8: ((uint8_t *)d)[idx] = (uint8_t)lrint(val); break;
-                case DT_INT16: ((int16_t *)d)[idx] = (int16_t)lrint(val); break;
-                case DT_UINT16: ((uint16_t *)d)[idx] = (uint16_t)lrint(val); break;
-                case DT_INT32: ((int32_t *)d)[idx] = (int32_t)lrint(val); break;
-                case DT_FLOAT32: ((float *)d)[idx] = (float)val; break;
-                case DT_FLOAT64: ((double *)d)[idx] = val; break;
-                default: nifti_image_free(nim); return -1;
+                case DT_UINT8:
+                    ((uint8_t *)d)[idx] = (uint8_t)lrint(val);
+                    break;
+                case DT_INT16:
+                    ((int16_t *)d)[idx] = (int16_t)lrint(val);
+                    break;
+                case DT_UINT16:
+                    ((uint16_t *)d)[idx] = (uint16_t)lrint(val);
+                    break;
+                case DT_INT32:
+                    ((int32_t *)d)[idx] = (int32_t)lrint(val);
+                    break;
+                case DT_FLOAT32:
+                    ((float *)d)[idx] = (float)val;
+                    break;
+                case DT_FLOAT64:
+                    ((double *)d)[idx] = val;
+                    break;
+                default:
+                    nifti_image_free(nim);
+                    return -1;
                 }
             }
     if (scaled) {

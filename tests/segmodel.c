@@ -18,18 +18,18 @@ float *weights(size_t n)
 }
 
 int seg_add_value(Graph *g, const char *name, int ndim, const int64_t *d,
-                     float *data)
+                  float *data)
 {
     Shape s = {.ndim = ndim};
-    for (int i = 0; i < ndim; i++) s.d[i] = d[i];
+    for (int i = 0; i < ndim; i++)
+        s.d[i] = d[i];
     int v = graph_add_value(g, name, &s, data);
     assert_true(v >= 0);
     return v;
 }
 
-static int add_conv(Graph *g, const char *name, int x, int w, int b,
-                    int out, int nsp, int k, int stride, int pad,
-                    int transpose)
+static int add_conv(Graph *g, const char *name, int x, int w, int b, int out,
+                    int nsp, int k, int stride, int pad, int transpose)
 {
     Node n;
     memset(&n, 0, sizeof n);
@@ -94,13 +94,13 @@ void build_model(Graph *g, const ModelSpec *ms)
     if (ms->downup) {
         int64_t wd2[5] = {4, C, 2, 2, 2}, bd2[1] = {4};
         int w2 = seg_add_value(g, "w_down", 2 + nsp, wd2,
-                           weights(4 * (size_t)C * (nsp == 3 ? 8 : 4)));
+                               weights(4 * (size_t)C * (nsp == 3 ? 8 : 4)));
         int b2 = seg_add_value(g, "b_down", 1, bd2, weights(4));
         int down = seg_add_value(g, "down", 2 + nsp, ad, NULL);
         add_conv(g, "conv_down", x, w2, b2, down, nsp, 2, 2, 0, 0);
         int64_t wd3[5] = {4, 2, 2, 2, 2}, bd3[1] = {2};
         int w3 = seg_add_value(g, "w_up", 2 + nsp, wd3,
-                           weights(8 * (size_t)(nsp == 3 ? 8 : 4)));
+                               weights(8 * (size_t)(nsp == 3 ? 8 : 4)));
         int b3 = seg_add_value(g, "b_up", 1, bd3, weights(2));
         int up = seg_add_value(g, "up", 2 + nsp, ad, NULL);
         add_conv(g, "conv_up", down, w3, b3, up, nsp, 2, 2, 0, 1);
@@ -108,7 +108,7 @@ void build_model(Graph *g, const ModelSpec *ms)
         Node n;
         memset(&n, 0, sizeof n);
         n.op = OP_ADD;
-        n.name = (char *)(uintptr_t)"add";
+        n.name = (char *)(uintptr_t) "add";
         n.n_in = 2;
         n.in[0] = main_out;
         n.in[1] = up;
@@ -121,7 +121,7 @@ void build_model(Graph *g, const ModelSpec *ms)
         Node n;
         memset(&n, 0, sizeof n);
         n.op = OP_SOFTMAX;
-        n.name = (char *)(uintptr_t)"softmax";
+        n.name = (char *)(uintptr_t) "softmax";
         n.n_in = 1;
         n.in[0] = last;
         n.out = sm;
@@ -148,15 +148,16 @@ void build_model(Graph *g, const ModelSpec *ms)
     m->dims = ms->dims;
     m->axis = ms->axis;
     m->order = ms->order;
-    for (int t = 0; t < 3; t++) m->patch[t] = ms->patch[t];
+    for (int t = 0; t < 3; t++)
+        m->patch[t] = ms->patch[t];
     m->source_name = seg_strdup("test_segment.c");
     assert_int_equal(graph_validate(g, "test model"), 0);
 }
 
 /* Voxel values on a coarse grid (multiples of 10) so that a threshold
  * half-way between two levels is far from every voxel. */
-void fill_volume(Volume *v, int64_t nx, int64_t ny, int64_t nz,
-                 int nmod, int seed)
+void fill_volume(Volume *v, int64_t nx, int64_t ny, int64_t nz, int nmod,
+                 int seed)
 {
     assert_int_equal(volume_alloc(v, nx, ny, nz, nmod), 0);
     TestRng r = {(uint64_t)seed};
@@ -172,7 +173,8 @@ double *normalised(const Volume *v, const ModelSpec *ms)
     double *o = malloc(sizeof(double) * (size_t)n);
     assert_non_null(o);
     double s = 0, ss = 0;
-    for (int64_t i = 0; i < n; i++) s += (double)v->data[i];
+    for (int64_t i = 0; i < n; i++)
+        s += (double)v->data[i];
     double mean = s / (double)n;
     for (int64_t i = 0; i < n; i++)
         ss += ((double)v->data[i] - mean) * ((double)v->data[i] - mean);
@@ -256,7 +258,7 @@ int16_t *expected(const Volume *v, const ModelSpec *ms)
 int count_diff(const int16_t *a, const int16_t *b, int64_t n)
 {
     int d = 0;
-    for (int64_t i = 0; i < n; i++) d += a[i] != b[i];
+    for (int64_t i = 0; i < n; i++)
+        d += a[i] != b[i];
     return d;
 }
-

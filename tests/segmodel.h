@@ -33,8 +33,8 @@ typedef struct {
 
 float *weights(size_t n);
 void build_model(Graph *g, const ModelSpec *ms);
-void fill_volume(Volume *v, int64_t nx, int64_t ny, int64_t nz,
-                 int nmod, int seed);
+void fill_volume(Volume *v, int64_t nx, int64_t ny, int64_t nz, int nmod,
+                 int seed);
 double *normalised(const Volume *v, const ModelSpec *ms);
 float mid_threshold(const Volume *v, const ModelSpec *ms);
 int16_t *expected(const Volume *v, const ModelSpec *ms);

@@ -33,10 +33,10 @@ static void make_scan(const char *dir, const char *name, int i)
     const int *s = sizes[i % 3];
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    assert_int_equal(
-        phantom_write(path, s[0], s[1], s[2],
-                      phantom_types[i % N_PHANTOM_TYPES], 1000 + (uint64_t)i),
-        0);
+    assert_int_equal(phantom_write(path, s[0], s[1], s[2],
+                                   phantom_types[i % N_PHANTOM_TYPES],
+                                   1000 + (uint64_t)i),
+                     0);
 }
 
 typedef struct {
@@ -82,7 +82,8 @@ static void test_corrupt_case_in_the_middle(void **state)
     bc_free(&r);
     const char *names[5] = {"a.nii.gz", "b.nii", "bad.nii.gz", "d.nii.gz",
                             "e.nii.gz"};
-    for (int i = 0; i < 5; i++) make_scan(in, names[i], i);
+    for (int i = 0; i < 5; i++)
+        make_scan(in, names[i], i);
     char bad[1024];
     snprintf(bad, sizeof bad, "%s/bad.nii.gz", in);
     /* 400 bytes of a .nii.gz: a whole header, a fraction of the data */
@@ -94,8 +95,8 @@ static void test_corrupt_case_in_the_middle(void **state)
         snap(paths[i], &sn[i]);
     }
     r = bc_sh("%s --threads 2 -m %s -o '%s' '%s' '%s' '%s' '%s' '%s'",
-           bc_segment_bin(), bc_model(), out, paths[0], paths[1], paths[2],
-           paths[3], paths[4]);
+              bc_segment_bin(), bc_model(), out, paths[0], paths[1], paths[2],
+              paths[3], paths[4]);
     fprintf(stderr, "batch: exit %d, stderr: %s\nstdout:\n%s", r.status,
             r.err, r.out);
     assert_int_equal(r.status, 1);
@@ -120,7 +121,8 @@ static void test_corrupt_case_in_the_middle(void **state)
         }
         bc_assert_same_as_single(paths[i], o);
     }
-    for (int i = 0; i < 5; i++) assert_untouched(paths[i], &sn[i]);
+    for (int i = 0; i < 5; i++)
+        assert_untouched(paths[i], &sn[i]);
     /* only the outputs in the output folder: no temporary left */
     r = bc_sh("ls '%s' | wc -l", out);
     assert_int_equal(atoi(r.out), 4);
@@ -138,12 +140,14 @@ static void test_input_dir(void **state)
     snprintf(out, sizeof out, "%s", test_tmp_path("dir_out"));
     bc_fresh_dir(in);
     BcRun r = bc_sh("rm -rf '%s' && echo notes >'%s/README.txt' && "
-               "echo x >'%s/.hidden.nii.gz'", out, in, in);
+                    "echo x >'%s/.hidden.nii.gz'",
+                    out, in, in);
     bc_free(&r);
     const char *names[3] = {"c.nii.gz", "a.nii", "b.nii.gz"};
-    for (int i = 0; i < 3; i++) make_scan(in, names[i], i + 1);
-    r = bc_sh("%s --threads 2 -m %s --input-dir '%s' -o '%s'", bc_segment_bin(),
-           bc_model(), in, out);
+    for (int i = 0; i < 3; i++)
+        make_scan(in, names[i], i + 1);
+    r = bc_sh("%s --threads 2 -m %s --input-dir '%s' -o '%s'",
+              bc_segment_bin(), bc_model(), in, out);
     fprintf(stderr, "input-dir: exit %d, stderr: %s\nstdout:\n%s", r.status,
             r.err, r.out);
     assert_int_equal(r.status, 0);
@@ -183,8 +187,8 @@ static void test_no_clobber_per_case(void **state)
     }
     snprintf(kept, sizeof kept, "%s/s1_seg.nii.gz", out);
     assert_int_equal(sl_write_file_atomic(kept, "keep me\n", 8, 1), 0);
-    BcRun r = bc_sh("%s -q -m %s -o '%s' '%s' '%s' '%s'", bc_segment_bin(), bc_model(),
-               out, p[0], p[1], p[2]);
+    BcRun r = bc_sh("%s -q -m %s -o '%s' '%s' '%s' '%s'", bc_segment_bin(),
+                    bc_model(), out, p[0], p[1], p[2]);
     fprintf(stderr, "no clobber: exit %d: %s\n", r.status, r.err_first);
     assert_int_equal(r.status, 1);
     assert_int_equal(r.err_lines, 1);
@@ -201,7 +205,7 @@ static void test_no_clobber_per_case(void **state)
     bc_assert_same_as_single(p[0], o0);
     bc_assert_same_as_single(p[2], o2);
     r = bc_sh("%s -q --force -m %s -o '%s' '%s' '%s' '%s'", bc_segment_bin(),
-           bc_model(), out, p[0], p[1], p[2]);
+              bc_model(), out, p[0], p[1], p[2]);
     assert_int_equal(r.status, 0);
     assert_int_equal(r.err_lines, 0);
     bc_free(&r);
@@ -226,7 +230,8 @@ static void test_beside_each_scan(void **state)
     snprintf(want, sizeof want, "%s -> %s/x_seg.nii.gz\n", s0, in);
     assert_string_equal(r.out, want);
     bc_free(&r);
-    r = bc_sh("%s -m %s --force '%s' '%s'", bc_segment_bin(), bc_model(), s0, s1);
+    r = bc_sh("%s -m %s --force '%s' '%s'", bc_segment_bin(), bc_model(), s0,
+              s1);
     assert_int_equal(r.status, 0);
     assert_int_equal(bc_count_lines(r.out, "["), 2);
     bc_free(&r);
@@ -276,7 +281,8 @@ static void test_refusals(void **state)
     cases[n].what = "--probabilities with two scans";
     snprintf(cases[n].args, sizeof cases[n].args,
              "--probabilities '%s/p.nii.gz' -o '%s' '%s/a.nii.gz' "
-             "'%s/a.nii.gz'", in, out, in, other);
+             "'%s/a.nii.gz'",
+             in, out, in, other);
     cases[n++].status = 2;
     cases[n].what = "an input folder without scans";
     snprintf(cases[n].args, sizeof cases[n].args, "--input-dir '%s' -o '%s'",
@@ -329,9 +335,9 @@ static void test_executors_reused(void **state)
         /* one case: the trailing '/' makes -o a folder */
         snprintf(outdir, sizeof outdir, "%s/", out);
         SegBatch b;
-        assert_int_equal(t == 0 ? segbatch_plan(&b, scans, 1, NULL, outdir,
-                                                NULL)
-                                : segbatch_plan(&b, NULL, 0, in, out, NULL),
+        assert_int_equal(t == 0
+                             ? segbatch_plan(&b, scans, 1, NULL, outdir, NULL)
+                             : segbatch_plan(&b, NULL, 0, in, out, NULL),
                          0);
         assert_int_equal(b.n, t == 0 ? 1 : 3);
         SegBatchOptions o = {.quiet = 1, .seg = {.n_threads = 1}};
@@ -416,10 +422,11 @@ static void test_slurm_array_script(void **state)
     bc_abs_path("tools/segment_array.sh", script, sizeof script);
     int failed = 0;
     for (int task = 3; task <= 5; task++) {
-        BcRun r = bc_sh("cd '%s' && PATH='%s':\"$PATH\" SLURM_ARRAY_TASK_ID=%d "
-                   "SLURM_ARRAY_TASK_MIN=3 SLURM_ARRAY_TASK_COUNT=3 "
-                   "SLURM_CPUS_PER_TASK=1 sh '%s' scans out model.sslim",
-                   dir, bc_bin_dir(), task, script);
+        BcRun r =
+            bc_sh("cd '%s' && PATH='%s':\"$PATH\" SLURM_ARRAY_TASK_ID=%d "
+                  "SLURM_ARRAY_TASK_MIN=3 SLURM_ARRAY_TASK_COUNT=3 "
+                  "SLURM_CPUS_PER_TASK=1 sh '%s' scans out model.sslim",
+                  dir, bc_bin_dir(), task, script);
         fprintf(stderr, "task %d: exit %d, %d stderr line(s): %s\n", task,
                 r.status, r.err_lines, r.err_first);
         if (r.status) {

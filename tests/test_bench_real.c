@@ -830,7 +830,8 @@ static void test_train_baseline3d(void **state)
     assert_non_null(strstr(e, "epoch 2/2"));
     assert_non_null(strstr(e, "epoch 1/1"));
     assert_int_equal(access(test_tmp_path("tiny3d.stage1.onnx"), F_OK), 0);
-    assert_int_equal(access(test_tmp_path("tiny3d.ft.run/checkpoint.sslck"), F_OK), 0);
+    assert_int_equal(
+        access(test_tmp_path("tiny3d.ft.run/checkpoint.sslck"), F_OK), 0);
     /* the class count came from dataset.json (the phantom's 3), the
      * input is the PATCH asked for */
     assert_non_null(strstr(o, "input [1,1,16,16,16], 3 classes"));
@@ -851,19 +852,21 @@ static void test_train_baseline2d(void **state)
     const char *ds = test_tmp_path("Dataset911_Tiny2D");
     make_phantom(ds, "32,32,8");
     char *o, *e;
-    train_twice("train_baseline2d", "EPOCHS=1 ITERS=2 BATCH=2 FT_EPOCHS=0", ds,
-                test_tmp_path("tiny2d.onnx"), &o, &e);
+    train_twice("train_baseline2d", "EPOCHS=1 ITERS=2 BATCH=2 FT_EPOCHS=0",
+                ds, test_tmp_path("tiny2d.onnx"), &o, &e);
     assert_non_null(strstr(e, "epoch 1/1"));
-    assert_int_not_equal(access(test_tmp_path("tiny2d.stage1.onnx"), F_OK), 0);
+    assert_int_not_equal(access(test_tmp_path("tiny2d.stage1.onnx"), F_OK),
+                         0);
     assert_non_null(strstr(o, "wrote "));
     assert_non_null(strstr(o, "2D, 64 nodes, 5142"));
     assert_non_null(strstr(o, "3 classes"));
     free(e);
     free(o);
     char cmd[2000];
-    snprintf(cmd, sizeof cmd,
-             "env BUILD='%s' FT_EPOCHS=2x sh tools/train_baseline2d.sh '%s' '%s'",
-             test_build_dir(), ds, test_tmp_path("never2d.onnx"));
+    snprintf(
+        cmd, sizeof cmd,
+        "env BUILD='%s' FT_EPOCHS=2x sh tools/train_baseline2d.sh '%s' '%s'",
+        test_build_dir(), ds, test_tmp_path("never2d.onnx"));
     assert_int_not_equal(run_to(cmd, "t.out", "t.err"), 0);
     assert_one_error("t.err", "error: train_baseline2d: FT_EPOCHS must be");
 }

@@ -503,8 +503,8 @@ static void test_segment_max_memory(void **state)
     fixture_path("torch/e2e_scan.nii.gz", scan, sizeof scan);
     tmp("mm_seg.nii.gz", seg, sizeof seg);
     unlink(seg);
-    CmdResult r = run("%s -q %s -m %s -o %s --max-memory 1K", bin, scan,
-                      model, seg);
+    CmdResult r =
+        run("%s -q %s -m %s -o %s --max-memory 1K", bin, scan, model, seg);
     assert_one_line_failure(&r, "segment --max-memory 1K");
     assert_int_equal(r.status, 1);
     assert_non_null(strstr(r.first, "memory limit"));
@@ -692,11 +692,12 @@ static void test_segment_installed_default_model(void **state)
     snprintf(scan, sizeof scan, "%s/scan.nii.gz", pre);
     tmp("inst_a.nii.gz", a, sizeof a);
     tmp("inst_b.nii.gz", b, sizeof b);
-    CmdResult r = run("rm -rf %s && mkdir -p %s/bin %s/share/sauron/models && "
-                      "cp %s %s/bin/ && cp models/default.sslim "
-                      "%s/share/sauron/models/ && cp %s %s && rm -f %s %s",
-                      pre, pre, pre, bin_path("segment", bin, sizeof bin),
-                      pre, pre, src, scan, a, b);
+    CmdResult r =
+        run("rm -rf %s && mkdir -p %s/bin %s/share/sauron/models && "
+            "cp %s %s/bin/ && cp models/default.sslim "
+            "%s/share/sauron/models/ && cp %s %s && rm -f %s %s",
+            pre, pre, pre, bin_path("segment", bin, sizeof bin), pre, pre,
+            src, scan, a, b);
     assert_int_equal(r.status, 0);
     r = run("%s/bin/segment -q %s -o %s", pre, scan, a);
     if (r.status != 0) fprintf(stderr, "segment: %s\n", r.first);

@@ -43,20 +43,43 @@ static int parse_pair(const char *v, void *target)
 static const CliChoice colours[] = {{"red", 7}, {"green", 8}, {NULL, 0}};
 
 static const CliOpt test_opts[] = {
-    {.name = "flag", .short_name = 'f', .type = CLI_FLAG,
-     .off = offsetof(Opts, flag), .help = "a flag"},
-    {.name = "count", .short_name = 'n', .type = CLI_INT, .lo = -3,
-     .hi = 12, .metavar = "N", .off = offsetof(Opts, n), .has_mark = 1,
-     .mark = offsetof(Opts, n_set), .help = "an integer"},
-    {.name = "colour", .type = CLI_CHOICE, .choices = colours,
-     .off = offsetof(Opts, choice), .help = "a choice"},
-    {.name = "seed", .type = CLI_U64, .metavar = "S",
-     .off = offsetof(Opts, seed), .help = "an unsigned 64-bit integer"},
-    {.name = "name", .type = CLI_STRING, .metavar = "NAME",
-     .off = offsetof(Opts, name), .help = "a string"},
-    {.name = "pair", .type = CLI_CUSTOM, .parse = parse_pair,
-     .expect = "two digits A,B", .metavar = "A,B",
-     .off = offsetof(Opts, pair), .help = "a custom value"},
+    {.name = "flag",
+     .short_name = 'f',
+     .type = CLI_FLAG,
+     .off = offsetof(Opts, flag),
+     .help = "a flag"},
+    {.name = "count",
+     .short_name = 'n',
+     .type = CLI_INT,
+     .lo = -3,
+     .hi = 12,
+     .metavar = "N",
+     .off = offsetof(Opts, n),
+     .has_mark = 1,
+     .mark = offsetof(Opts, n_set),
+     .help = "an integer"},
+    {.name = "colour",
+     .type = CLI_CHOICE,
+     .choices = colours,
+     .off = offsetof(Opts, choice),
+     .help = "a choice"},
+    {.name = "seed",
+     .type = CLI_U64,
+     .metavar = "S",
+     .off = offsetof(Opts, seed),
+     .help = "an unsigned 64-bit integer"},
+    {.name = "name",
+     .type = CLI_STRING,
+     .metavar = "NAME",
+     .off = offsetof(Opts, name),
+     .help = "a string"},
+    {.name = "pair",
+     .type = CLI_CUSTOM,
+     .parse = parse_pair,
+     .expect = "two digits A,B",
+     .metavar = "A,B",
+     .off = offsetof(Opts, pair),
+     .help = "a custom value"},
 };
 
 typedef struct {
@@ -65,9 +88,16 @@ typedef struct {
 } Outer;
 
 static const CliOpt inner_opts[] = {
-    {.name = "xval", .type = CLI_DOUBLE, .lo = 0.25, .hi = 2.5,
-     .metavar = "X", .off = offsetof(Opts, x), .help = "a number"},
-    {.name = "count-more", .type = CLI_FLAG, .off = offsetof(Opts, flag),
+    {.name = "xval",
+     .type = CLI_DOUBLE,
+     .lo = 0.25,
+     .hi = 2.5,
+     .metavar = "X",
+     .off = offsetof(Opts, x),
+     .help = "a number"},
+    {.name = "count-more",
+     .type = CLI_FLAG,
+     .off = offsetof(Opts, flag),
      .help = "shares a prefix with --count"},
 };
 
@@ -272,8 +302,8 @@ static void test_positionals_and_builtins(void **state)
 
 /* Every table option appears in --help and the man page of the test
  * spec; the man page renders without groff warnings. */
-static char *capture(void (*print)(const CliSpec *, FILE *),
-                     const CliSpec *s, const char *name)
+static char *capture(void (*print)(const CliSpec *, FILE *), const CliSpec *s,
+                     const char *name)
 {
     const char *path = test_tmp_path(name);
     FILE *f = fopen(path, "w");
@@ -370,16 +400,17 @@ static void check_program(const char *prog, const char *bad_args,
 
     const char *page = test_tmp_path("page.1");
     const char *help = test_tmp_path("help.txt");
-    snprintf(cmd, sizeof cmd, "%s --man >%s && %s --help >%s", bin, page,
-             bin, help);
+    snprintf(cmd, sizeof cmd, "%s --man >%s && %s --help >%s", bin, page, bin,
+             help);
     assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
     char *ht = slurp_text(help), *mt = slurp_text(page);
     assert_non_null(ht);
     assert_non_null(mt);
     static char hn[128][48], mn[128][48];
     int nh = help_names(ht, hn, 128), nm = man_names(mt, mn, 128);
-    if (nh != nm) fprintf(stderr, "%s: %d options in --help, %d in man\n",
-                          prog, nh, nm);
+    if (nh != nm)
+        fprintf(stderr, "%s: %d options in --help, %d in man\n", prog, nh,
+                nm);
     assert_int_equal(nh, nm);
     assert_true(nh >= 5); /* the table's options, --help, --version */
     for (int k = 0; k < nh; k++) {
@@ -410,8 +441,9 @@ static void test_programs(void **state)
     check_program("segment", "--threads=0 x.nii.gz",
                   "error: --threads: '0' is not an integer in 1..4096; "
                   "see segment --help");
-    check_program("segment", "-m", "error: -m: missing value (MODEL.sslim); "
-                                   "see segment --help");
+    check_program("segment", "-m",
+                  "error: -m: missing value (MODEL.sslim); "
+                  "see segment --help");
     check_program("segment", "--frobnicate x.nii.gz",
                   "error: unknown option '--frobnicate'; see segment --help");
     check_program("sauron-compress", "--epochs=abc a.onnx b.sslim",

@@ -352,7 +352,8 @@ static void test_median(void **state)
     assert_true(sl_median(one, 1) == 3.0);
     double odd[] = {5.0, 1.0, 4.0, 2.0, 3.0};
     assert_true(sl_median(odd, 5) == 3.0);
-    for (int i = 0; i < 5; i++) assert_true(odd[i] == (double)(i + 1));
+    for (int i = 0; i < 5; i++)
+        assert_true(odd[i] == (double)(i + 1));
     double even[] = {0.8, 0.3, 1.4, 0.5};
     assert_true(sl_median(even, 4) == 0.5 * (0.5 + 0.8));
     double dist[] = {2.0, -1.0, 2.0, 0.0};

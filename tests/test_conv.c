@@ -30,7 +30,10 @@
 #include "runtime/ops/ops.h"
 #include "tests/testutil.h"
 
-static double tol_for_k(long k) { return 4e-7 * (double)(k > 0 ? k : 1); }
+static double tol_for_k(long k)
+{
+    return 4e-7 * (double)(k > 0 ? k : 1);
+}
 
 static float *alloc_fill(TestRng *r, size_t n)
 {
@@ -46,7 +49,8 @@ static float *alloc_nan(size_t n)
 {
     float *p = sl_alloc((n ? n : 1) * sizeof(float));
     assert_non_null(p);
-    for (size_t i = 0; i < n; i++) p[i] = NAN;
+    for (size_t i = 0; i < n; i++)
+        p[i] = NAN;
     return p;
 }
 
@@ -66,17 +70,20 @@ static void check_gemm(GemmIsa isa, int m, int n, int k, int pad, int acc,
     /* Plain row-major copies of op(A), op(B) for the reference. */
     for (int i = 0; i < m; i++)
         for (int kk = 0; kk < k; kk++)
-            an[(size_t)i * k + kk] = ta ? a[(size_t)kk * lda + i] : a[(size_t)i * lda + kk];
+            an[(size_t)i * k + kk] =
+                ta ? a[(size_t)kk * lda + i] : a[(size_t)i * lda + kk];
     for (int kk = 0; kk < k; kk++)
         for (int j = 0; j < n; j++)
-            bn[(size_t)kk * n + j] = tb ? b[(size_t)j * ldb + kk] : b[(size_t)kk * ldb + j];
+            bn[(size_t)kk * n + j] =
+                tb ? b[(size_t)j * ldb + kk] : b[(size_t)kk * ldb + j];
     float *pack = alloc_nan(gemm_pack_floats(m, n, k));
     GemmSrc as = {gemm_pack_a_dense, a, lda, ta, NULL};
     GemmSrc bs = {gemm_pack_b_dense, b, ldb, tb, NULL};
     gemm_run(isa, c, ldc, &as, &bs, m, n, k, acc, NULL, pack);
     gemm_ref(cref, an, bn, m, n, k, k, n, ldc, acc);
     char what[160];
-    snprintf(what, sizeof what, "gemm %s m=%d n=%d k=%d pad=%d acc=%d ta=%d tb=%d",
+    snprintf(what, sizeof what,
+             "gemm %s m=%d n=%d k=%d pad=%d acc=%d ta=%d tb=%d",
              gemm_isa_name(isa), m, n, k, pad, acc, ta, tb);
     int ok = 1;
     for (int i = 0; i < m && ok; i++)
@@ -86,12 +93,20 @@ static void check_gemm(GemmIsa isa, int m, int n, int k, int pad, int acc,
     for (int i = 0; i < m && ok; i++)
         for (int j = n; j < ldc; j++)
             ok = ok && c[(size_t)i * ldc + j] == cref[(size_t)i * ldc + j];
-    sl_free(a); sl_free(b); sl_free(c); sl_free(cref); sl_free(an);
-    sl_free(bn); sl_free(pack);
+    sl_free(a);
+    sl_free(b);
+    sl_free(c);
+    sl_free(cref);
+    sl_free(an);
+    sl_free(bn);
+    sl_free(pack);
     assert_true(ok);
 }
 
-static int isa_ok(GemmIsa isa) { return isa <= gemm_isa_best(); }
+static int isa_ok(GemmIsa isa)
+{
+    return isa <= gemm_isa_best();
+}
 
 static void test_gemm_shapes(void **state)
 {
@@ -103,8 +118,8 @@ static void test_gemm_shapes(void **state)
         for (int i = 0; i < 5; i++)
             for (int j = 0; j < 5; j++)
                 for (int l = 0; l < 5; l++)
-                    check_gemm((GemmIsa)isa, sz[i], sz[j], sz[l], (i + j + l) % 3,
-                               (i + l) % 2, 0, 0, &r);
+                    check_gemm((GemmIsa)isa, sz[i], sz[j], sz[l],
+                               (i + j + l) % 3, (i + l) % 2, 0, 0, &r);
         /* Several k blocks (GEMM_KC = 256), tiles over M and N, and
          * transposed operands. */
         check_gemm((GemmIsa)isa, 97, 401, 600, 1, 0, 0, 0, &r);
@@ -120,8 +135,10 @@ static void test_gemm_public_and_k0(void **state)
     (void)state;
     TestRng r = {2};
     int m = 13, n = 29, k = 21;
-    float *a = alloc_fill(&r, (size_t)m * k), *b = alloc_fill(&r, (size_t)k * n);
-    float *c = alloc_fill(&r, (size_t)m * n), *cref = sl_alloc((size_t)m * n * 4);
+    float *a = alloc_fill(&r, (size_t)m * k),
+          *b = alloc_fill(&r, (size_t)k * n);
+    float *c = alloc_fill(&r, (size_t)m * n),
+          *cref = sl_alloc((size_t)m * n * 4);
     float *pack = alloc_nan(gemm_pack_floats(m, n, k));
     memcpy(cref, c, (size_t)m * n * 4);
     gemm(c, a, b, m, n, k, k, n, n, 1, pack);
@@ -131,8 +148,13 @@ static void test_gemm_public_and_k0(void **state)
     gemm(c, a, b, m, n, 0, k, n, n, 1, pack);
     assert_allclose(c, cref, (size_t)m * n, 2 * tol_for_k(k), 1e-5);
     gemm(c, a, b, m, n, 0, k, n, n, 0, pack);
-    for (int i = 0; i < m * n; i++) assert_true(c[i] == 0.0f);
-    sl_free(a); sl_free(b); sl_free(c); sl_free(cref); sl_free(pack);
+    for (int i = 0; i < m * n; i++)
+        assert_true(c[i] == 0.0f);
+    sl_free(a);
+    sl_free(b);
+    sl_free(c);
+    sl_free(cref);
+    sl_free(pack);
 }
 
 /* ---- convolution cases ---- */
@@ -166,8 +188,11 @@ static void case_shapes(const ConvCase *cc, int transpose, Shape *xs,
         ws->d[2 + i] = cc->k[i];
         int span = p->dilation[i] * (cc->k[i] - 1) + 1;
         ys->d[2 + i] = transpose
-            ? p->stride[i] * (cc->in[i] - 1) + cc->opad[i] + span - cc->plo[i] - cc->phi[i]
-            : (cc->in[i] + cc->plo[i] + cc->phi[i] - span) / p->stride[i] + 1;
+                           ? p->stride[i] * (cc->in[i] - 1) + cc->opad[i] +
+                                 span - cc->plo[i] - cc->phi[i]
+                           : (cc->in[i] + cc->plo[i] + cc->phi[i] - span) /
+                                     p->stride[i] +
+                                 1;
     }
 }
 
@@ -177,8 +202,10 @@ static double case_macs(const ConvCase *cc, int transpose)
     Shape xs, ws, ys;
     ConvParams p;
     case_shapes(cc, transpose, &xs, &ws, &ys, &p);
-    double m = (double)shape_numel(transpose ? &xs : &ys) * (cc->ic / cc->group);
-    for (int i = 0; i < cc->nsp; i++) m *= cc->k[i];
+    double m =
+        (double)shape_numel(transpose ? &xs : &ys) * (cc->ic / cc->group);
+    for (int i = 0; i < cc->nsp; i++)
+        m *= cc->k[i];
     return transpose ? m / cc->ic * cc->oc : m;
 }
 
@@ -197,7 +224,8 @@ static void run_case(const ConvCase *cc, int transpose)
                           : conv_scratch_floats(&xs, &ys, &p);
     float *scratch = alloc_nan(ns);
     long kterms = (long)(transpose ? cc->ic / cc->group : cc->ic / cc->group);
-    for (int i = 0; i < cc->nsp; i++) kterms *= cc->k[i];
+    for (int i = 0; i < cc->nsp; i++)
+        kterms *= cc->k[i];
     if (transpose) {
         conv_transpose_forward(y, x, w, b, &xs, &ys, &p, scratch);
         conv_transpose_forward_ref(yref, x, w, b, &xs, &ys, &p);
@@ -206,11 +234,15 @@ static void run_case(const ConvCase *cc, int transpose)
         conv_forward_ref(yref, x, w, b, &xs, &ys, &p);
     }
     char what[200], sb[64];
-    snprintf(what, sizeof what, "%s %dD x%s ic=%d oc=%d g=%d", transpose ?
-             "convT" : "conv", cc->nsp, shape_str(&xs, sb, sizeof sb), cc->ic,
-             cc->oc, cc->group);
+    snprintf(what, sizeof what, "%s %dD x%s ic=%d oc=%d g=%d",
+             transpose ? "convT" : "conv", cc->nsp,
+             shape_str(&xs, sb, sizeof sb), cc->ic, cc->oc, cc->group);
     int ok = allclose(y, yref, ny, tol_for_k(kterms), 1e-5, what);
-    sl_free(x); sl_free(w); sl_free(b); sl_free(y); sl_free(yref);
+    sl_free(x);
+    sl_free(w);
+    sl_free(b);
+    sl_free(y);
+    sl_free(yref);
     sl_free(scratch);
     assert_true(ok);
 }
@@ -219,30 +251,102 @@ static void run_case(const ConvCase *cc, int transpose)
 static const ConvCase conv2d_cases[] = {
     {2, 1, 3, 5, {7, 9}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1, 1},
     {2, 2, 4, 6, {9, 7}, {3, 3}, {2, 2}, {1, 1}, {0, 1}, {1, 0}, {0}, 2, 1},
-    {2, 1, 5, 17, {11, 10}, {3, 3}, {1, 1}, {2, 2}, {2, 2}, {2, 2}, {0}, 1, 0},
+    {2,
+     1,
+     5,
+     17,
+     {11, 10},
+     {3, 3},
+     {1, 1},
+     {2, 2},
+     {2, 2},
+     {2, 2},
+     {0},
+     1,
+     0},
     {2, 1, 17, 3, {8, 8}, {1, 1}, {1, 1}, {1, 1}, {0}, {0}, {0}, 1, 1},
     {2, 1, 8, 16, {13, 6}, {5, 3}, {2, 1}, {1, 2}, {2, 0}, {1, 1}, {0}, 1, 1},
     {2, 1, 6, 6, {9, 9}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 6, 1},
     {2, 1, 6, 9, {10, 12}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 3, 0},
     /* >1 N tile (P = 740 > 384) and >1 k block (K = 288 > 256). */
-    {2, 1, 32, 32, {20, 37}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1, 1},
+    {2,
+     1,
+     32,
+     32,
+     {20, 37},
+     {3, 3},
+     {1, 1},
+     {1, 1},
+     {1, 1},
+     {1, 1},
+     {0},
+     1,
+     1},
     {2, 1, 64, 40, {6, 6}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1, 1},
     /* 1x1 with stride (not the pointwise path), strided 2x2. */
     {2, 1, 5, 7, {9, 11}, {1, 1}, {2, 2}, {1, 1}, {0}, {0}, {0}, 1, 1},
     {2, 1, 4, 8, {10, 13}, {2, 2}, {2, 2}, {1, 1}, {0}, {0}, {0}, 1, 1},
     /* stride 1 on wide rows (padded-slab path), several slabs */
-    {2, 1, 64, 8, {200, 128}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1, 1},
+    {2,
+     1,
+     64,
+     8,
+     {200, 128},
+     {3, 3},
+     {1, 1},
+     {1, 1},
+     {1, 1},
+     {1, 1},
+     {0},
+     1,
+     1},
     {2, 2, 3, 4, {9, 40}, {3, 5}, {1, 1}, {2, 1}, {0, 3}, {2, 1}, {0}, 1, 1},
     /* K = 720: several k blocks on the slab path, with a partial row
      * panel (29 = 3*8 + 5) */
-    {2, 1, 80, 29, {12, 40}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1, 1},
+    {2,
+     1,
+     80,
+     29,
+     {12, 40},
+     {3, 3},
+     {1, 1},
+     {1, 1},
+     {1, 1},
+     {1, 1},
+     {0},
+     1,
+     1},
     /* the same with a 2-row remainder (64-column kernel) over 3 column
      * tiles of 128 */
-    {2, 1, 80, 26, {6, 70}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1, 1},
+    {2,
+     1,
+     80,
+     26,
+     {6, 70},
+     {3, 3},
+     {1, 1},
+     {1, 1},
+     {1, 1},
+     {1, 1},
+     {0},
+     1,
+     1},
     /* strided on wide rows (phase-split slab path): stride 3 with
      * dilation 2, and stride 2 */
     {2, 1, 3, 5, {20, 61}, {5, 3}, {3, 3}, {2, 2}, {4, 1}, {3, 2}, {0}, 1, 1},
-    {2, 1, 16, 24, {31, 70}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, {1, 1}, {0}, 1, 1},
+    {2,
+     1,
+     16,
+     24,
+     {31, 70},
+     {3, 3},
+     {2, 2},
+     {1, 1},
+     {1, 1},
+     {1, 1},
+     {0},
+     1,
+     1},
     /* 1 to 4 output channels (narrow micro-kernel) */
     {2, 1, 4, 4, {19, 70}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1, 1},
     {2, 1, 6, 1, {9, 66}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1, 1},
@@ -260,45 +364,285 @@ static const ConvCase conv2d_cases[] = {
 };
 
 static const ConvCase conv3d_cases[] = {
-    {3, 1, 3, 5, {5, 6, 7}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0}, 1, 1},
-    {3, 1, 4, 6, {6, 7, 5}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, {0, 0, 1}, {0}, 2, 1},
-    {3, 2, 5, 3, {7, 5, 6}, {1, 3, 3}, {1, 1, 2}, {1, 2, 1}, {0, 2, 1}, {0, 2, 0}, {0}, 1, 0},
-    {3, 1, 8, 8, {4, 4, 4}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0}, {0}, {0}, 1, 1},
+    {3,
+     1,
+     3,
+     5,
+     {5, 6, 7},
+     {3, 3, 3},
+     {1, 1, 1},
+     {1, 1, 1},
+     {1, 1, 1},
+     {1, 1, 1},
+     {0},
+     1,
+     1},
+    {3,
+     1,
+     4,
+     6,
+     {6, 7, 5},
+     {3, 3, 3},
+     {2, 2, 2},
+     {1, 1, 1},
+     {1, 1, 1},
+     {0, 0, 1},
+     {0},
+     2,
+     1},
+    {3,
+     2,
+     5,
+     3,
+     {7, 5, 6},
+     {1, 3, 3},
+     {1, 1, 2},
+     {1, 2, 1},
+     {0, 2, 1},
+     {0, 2, 0},
+     {0},
+     1,
+     0},
+    {3,
+     1,
+     8,
+     8,
+     {4, 4, 4},
+     {1, 1, 1},
+     {1, 1, 1},
+     {1, 1, 1},
+     {0},
+     {0},
+     {0},
+     1,
+     1},
     /* stride 1, wide planes (padded-slab path): dilation, asymmetric
      * pads, groups, several slabs */
-    {3, 1, 5, 7, {5, 18, 21}, {3, 3, 3}, {1, 1, 1}, {2, 1, 1}, {2, 1, 0}, {1, 1, 2}, {0}, 1, 1},
-    {3, 2, 4, 6, {4, 20, 24}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0}, 2, 0},
-    {3, 1, 64, 4, {20, 40, 40}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0}, 1, 1},
-    {3, 1, 8, 6, {9, 24, 26}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0}, 1, 1},
-    {3, 1, 3, 4, {8, 20, 37}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0}, 1, 0},
-    {3, 1, 17, 12, {6, 9, 8}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0}, 1, 1},
+    {3,
+     1,
+     5,
+     7,
+     {5, 18, 21},
+     {3, 3, 3},
+     {1, 1, 1},
+     {2, 1, 1},
+     {2, 1, 0},
+     {1, 1, 2},
+     {0},
+     1,
+     1},
+    {3,
+     2,
+     4,
+     6,
+     {4, 20, 24},
+     {3, 3, 3},
+     {1, 1, 1},
+     {1, 1, 1},
+     {1, 1, 1},
+     {1, 1, 1},
+     {0},
+     2,
+     0},
+    {3,
+     1,
+     64,
+     4,
+     {20, 40, 40},
+     {3, 3, 3},
+     {1, 1, 1},
+     {1, 1, 1},
+     {1, 1, 1},
+     {1, 1, 1},
+     {0},
+     1,
+     1},
+    {3,
+     1,
+     8,
+     6,
+     {9, 24, 26},
+     {3, 3, 3},
+     {2, 2, 2},
+     {1, 1, 1},
+     {1, 1, 1},
+     {1, 1, 1},
+     {0},
+     1,
+     1},
+    {3,
+     1,
+     3,
+     4,
+     {8, 20, 37},
+     {3, 3, 3},
+     {1, 1, 1},
+     {1, 1, 1},
+     {1, 1, 1},
+     {1, 1, 1},
+     {0},
+     1,
+     0},
+    {3,
+     1,
+     17,
+     12,
+     {6, 9, 8},
+     {3, 3, 3},
+     {1, 1, 1},
+     {1, 1, 1},
+     {1, 1, 1},
+     {1, 1, 1},
+     {0},
+     1,
+     1},
     /* one input channel: 3x3x3, and 1x3x3 with asymmetric pads */
-    {3, 2, 1, 4, {5, 6, 19}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0}, 1, 1},
-    {3, 1, 1, 3, {4, 5, 9}, {1, 3, 3}, {1, 1, 1}, {1, 1, 1}, {0, 1, 0}, {0, 1, 2}, {0}, 1, 0},
+    {3,
+     2,
+     1,
+     4,
+     {5, 6, 19},
+     {3, 3, 3},
+     {1, 1, 1},
+     {1, 1, 1},
+     {1, 1, 1},
+     {1, 1, 1},
+     {0},
+     1,
+     1},
+    {3,
+     1,
+     1,
+     3,
+     {4, 5, 9},
+     {1, 3, 3},
+     {1, 1, 1},
+     {1, 1, 1},
+     {0, 1, 0},
+     {0, 1, 2},
+     {0},
+     1,
+     0},
 };
 
 static const ConvCase convt_cases[] = {
     /* kernel == stride: the tiling path */
     {2, 1, 6, 5, {7, 9}, {2, 2}, {2, 2}, {1, 1}, {0}, {0}, {0}, 1, 1},
     {2, 2, 4, 6, {5, 3}, {2, 2}, {2, 2}, {1, 1}, {0}, {0}, {0}, 2, 0},
-    {3, 1, 8, 4, {5, 6, 7}, {2, 2, 2}, {2, 2, 2}, {1, 1, 1}, {0}, {0}, {0}, 1, 1},
-    {3, 1, 3, 5, {3, 4, 5}, {1, 2, 2}, {1, 2, 2}, {1, 1, 1}, {0}, {0}, {0}, 1, 1},
+    {3,
+     1,
+     8,
+     4,
+     {5, 6, 7},
+     {2, 2, 2},
+     {2, 2, 2},
+     {1, 1, 1},
+     {0},
+     {0},
+     {0},
+     1,
+     1},
+    {3,
+     1,
+     3,
+     5,
+     {3, 4, 5},
+     {1, 2, 2},
+     {1, 2, 2},
+     {1, 1, 1},
+     {0},
+     {0},
+     {0},
+     1,
+     1},
     /* overlap, pads, output padding, dilation, groups */
-    {2, 1, 4, 6, {7, 8}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, 2, 1},
-    {2, 1, 5, 3, {6, 5}, {4, 4}, {2, 2}, {1, 1}, {1, 0}, {1, 2}, {0, 1}, 1, 1},
-    {2, 1, 3, 4, {5, 7}, {3, 2}, {1, 3}, {2, 1}, {0, 1}, {1, 0}, {0, 2}, 1, 0},
-    {3, 1, 4, 4, {4, 5, 3}, {3, 3, 3}, {1, 1, 1}, {2, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0}, 1, 1},
+    {2,
+     1,
+     4,
+     6,
+     {7, 8},
+     {3, 3},
+     {2, 2},
+     {1, 1},
+     {1, 1},
+     {1, 1},
+     {1, 1},
+     2,
+     1},
+    {2,
+     1,
+     5,
+     3,
+     {6, 5},
+     {4, 4},
+     {2, 2},
+     {1, 1},
+     {1, 0},
+     {1, 2},
+     {0, 1},
+     1,
+     1},
+    {2,
+     1,
+     3,
+     4,
+     {5, 7},
+     {3, 2},
+     {1, 3},
+     {2, 1},
+     {0, 1},
+     {1, 0},
+     {0, 2},
+     1,
+     0},
+    {3,
+     1,
+     4,
+     4,
+     {4, 5, 3},
+     {3, 3, 3},
+     {1, 1, 1},
+     {2, 1, 1},
+     {1, 1, 1},
+     {1, 1, 1},
+     {0},
+     1,
+     1},
     {1, 1, 3, 2, {9}, {3}, {2}, {1}, {1}, {0}, {1}, 1, 1},
     /* tiling with odd channel counts (pairs of kx rows split across
      * micro-tiles), a 1-wide kernel along W, and ICg = 300 > 256 (the
      * column-buffer path) */
     {2, 1, 13, 7, {9, 11}, {2, 2}, {2, 2}, {1, 1}, {0}, {0}, {0}, 1, 1},
-    {3, 2, 7, 3, {3, 5, 7}, {2, 2, 2}, {2, 2, 2}, {1, 1, 1}, {0}, {0}, {0}, 1, 0},
+    {3,
+     2,
+     7,
+     3,
+     {3, 5, 7},
+     {2, 2, 2},
+     {2, 2, 2},
+     {1, 1, 1},
+     {0},
+     {0},
+     {0},
+     1,
+     0},
     {2, 1, 5, 3, {6, 7}, {2, 1}, {2, 1}, {1, 1}, {0}, {0}, {0}, 1, 1},
     {2, 1, 300, 3, {5, 6}, {2, 2}, {2, 2}, {1, 1}, {0}, {0}, {0}, 1, 1},
     /* several column chunks (OCg*K*Pin > 2 Mi floats) */
     {2, 1, 4, 8, {260, 257}, {2, 2}, {2, 2}, {1, 1}, {0}, {0}, {0}, 1, 1},
-    {2, 1, 2, 4, {250, 251}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, 1, 1},
+    {2,
+     1,
+     2,
+     4,
+     {250, 251},
+     {3, 3},
+     {2, 2},
+     {1, 1},
+     {1, 1},
+     {1, 1},
+     {1, 1},
+     1,
+     1},
 };
 
 static void test_conv2d(void **state)
@@ -336,8 +680,32 @@ static void test_conv_transpose_direct(void **state)
         {2, 1, 94, 19, {7, 6}, {2, 2}, {2, 2}, {1, 1}, {0}, {0}, {0}, 1, 0},
         {2, 2, 6, 10, {5, 37}, {2, 2}, {2, 2}, {1, 1}, {0}, {0}, {0}, 2, 1},
         {2, 1, 256, 3, {4, 5}, {2, 2}, {2, 2}, {1, 1}, {0}, {0}, {0}, 1, 1},
-        {3, 2, 7, 5, {3, 5, 7}, {2, 2, 2}, {2, 2, 2}, {1, 1, 1}, {0}, {0}, {0}, 1, 1},
-        {3, 1, 3, 5, {3, 4, 5}, {1, 2, 2}, {1, 2, 2}, {1, 1, 1}, {0}, {0}, {0}, 1, 1},
+        {3,
+         2,
+         7,
+         5,
+         {3, 5, 7},
+         {2, 2, 2},
+         {2, 2, 2},
+         {1, 1, 1},
+         {0},
+         {0},
+         {0},
+         1,
+         1},
+        {3,
+         1,
+         3,
+         5,
+         {3, 4, 5},
+         {1, 2, 2},
+         {1, 2, 2},
+         {1, 1, 1},
+         {0},
+         {0},
+         {0},
+         1,
+         1},
         {2, 1, 5, 3, {6, 7}, {2, 1}, {2, 1}, {1, 1}, {0}, {0}, {0}, 1, 1},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
@@ -379,10 +747,13 @@ static void test_conv_transpose_direct(void **state)
                     for (int j = 0; j < pin; j++) {
                         int ix = j % in3[2], iy = j / in3[2] % in3[1];
                         int iz = j / (in3[2] * in3[1]);
-                        size_t o = ((((size_t)n * cc->oc + oc) * in3[0] * k3[0] +
-                                     (size_t)iz * k3[0] + kz) * in3[1] * k3[1] +
-                                    (size_t)iy * k3[1] + ky) * in3[2] * k3[2] +
-                                   (size_t)ix * k3[2] + kx;
+                        size_t o =
+                            ((((size_t)n * cc->oc + oc) * in3[0] * k3[0] +
+                              (size_t)iz * k3[0] + kz) *
+                                 in3[1] * k3[1] +
+                             (size_t)iy * k3[1] + ky) *
+                                in3[2] * k3[2] +
+                            (size_t)ix * k3[2] + kx;
                         yold[o] = bias + col[(size_t)i * pin + j];
                     }
                 }
@@ -390,8 +761,14 @@ static void test_conv_transpose_direct(void **state)
         if (memcmp(y, yold, ny * sizeof(float)))
             fprintf(stderr, "convT case %zu: direct store differs\n", ci);
         assert_memory_equal(y, yold, ny * sizeof(float));
-        sl_free(x); sl_free(w); sl_free(b); sl_free(y); sl_free(yold);
-        sl_free(sc); sl_free(col); sl_free(pack);
+        sl_free(x);
+        sl_free(w);
+        sl_free(b);
+        sl_free(y);
+        sl_free(yold);
+        sl_free(sc);
+        sl_free(col);
+        sl_free(pack);
     }
 }
 
@@ -408,9 +785,19 @@ static void test_conv_pruned_channels(void **state)
     for (size_t o = 0; o < sizeof ocs / sizeof ocs[0]; o++)
         for (size_t w = 0; w < sizeof widths / sizeof widths[0]; w++)
             for (int s = 1; s <= 2; s++) {
-                ConvCase cc = {2, 1, 3, ocs[o], {5 + 2 * s, widths[w]},
-                               {3, 3}, {s, s}, {1, 1}, {1, 1}, {1, 1},
-                               {0}, 1, (int)(o % 2)};
+                ConvCase cc = {2,
+                               1,
+                               3,
+                               ocs[o],
+                               {5 + 2 * s, widths[w]},
+                               {3, 3},
+                               {s, s},
+                               {1, 1},
+                               {1, 1},
+                               {1, 1},
+                               {0},
+                               1,
+                               (int)(o % 2)};
                 run_case(&cc, 0);
             }
 }
@@ -427,14 +814,18 @@ static void test_fallback_isas(void **state)
     for (int c = 0; c < 2; c++) {
         if (c == 0 && gemm_isa_best() < GEMM_ISA_AVX2) continue;
         setenv("SL_GEMM_ISA", caps[c], 1);
-        assert_true(gemm_isa_best() <= (c == 0 ? GEMM_ISA_AVX2 : GEMM_ISA_SCALAR));
-        for (size_t i = 0; i < sizeof conv2d_cases / sizeof conv2d_cases[0]; i++)
+        assert_true(gemm_isa_best() <=
+                    (c == 0 ? GEMM_ISA_AVX2 : GEMM_ISA_SCALAR));
+        for (size_t i = 0; i < sizeof conv2d_cases / sizeof conv2d_cases[0];
+             i++)
             if (case_macs(&conv2d_cases[i], 0) <= FALLBACK_MAX_MACS)
                 run_case(&conv2d_cases[i], 0);
-        for (size_t i = 0; i < sizeof conv3d_cases / sizeof conv3d_cases[0]; i++)
+        for (size_t i = 0; i < sizeof conv3d_cases / sizeof conv3d_cases[0];
+             i++)
             if (case_macs(&conv3d_cases[i], 0) <= FALLBACK_MAX_MACS)
                 run_case(&conv3d_cases[i], 0);
-        for (size_t i = 0; i < sizeof convt_cases / sizeof convt_cases[0]; i++)
+        for (size_t i = 0; i < sizeof convt_cases / sizeof convt_cases[0];
+             i++)
             if (case_macs(&convt_cases[i], 1) <= FALLBACK_MAX_MACS)
                 run_case(&convt_cases[i], 1);
         unsetenv("SL_GEMM_ISA");
@@ -463,14 +854,21 @@ static void run_threads(const ConvCase *cc, int transpose)
     for (int t = 1; t <= 2; t++) {
         omp_set_num_threads(t);
         if (transpose)
-            conv_transpose_forward(t == 1 ? y1 : y2, x, w, b, &xs, &ys, &p, scratch);
+            conv_transpose_forward(t == 1 ? y1 : y2, x, w, b, &xs, &ys, &p,
+                                   scratch);
         else
             conv_forward(t == 1 ? y1 : y2, x, w, b, &xs, &ys, &p, scratch);
     }
     omp_set_num_threads(saved);
     int same = memcmp(y1, y2, ny * sizeof(float)) == 0;
-    if (!same) fprintf(stderr, "1 vs 2 threads differ (%s)\n", transpose ? "convT" : "conv");
-    sl_free(x); sl_free(w); sl_free(b); sl_free(y1); sl_free(y2);
+    if (!same)
+        fprintf(stderr, "1 vs 2 threads differ (%s)\n",
+                transpose ? "convT" : "conv");
+    sl_free(x);
+    sl_free(w);
+    sl_free(b);
+    sl_free(y1);
+    sl_free(y2);
     sl_free(scratch);
     assert_true(same);
 }
@@ -478,21 +876,38 @@ static void run_threads(const ConvCase *cc, int transpose)
 static void test_threads_identical(void **state)
 {
     (void)state;
-    static const ConvCase c2 = {2, 1, 32, 24, {40, 50}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1, 1};
-    static const ConvCase c3 = {3, 1, 8, 16, {10, 11, 12}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0}, 1, 1};
-    static const ConvCase cw = {2, 1, 320, 40, {8, 8}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1, 1};
-    static const ConvCase t1 = {2, 1, 16, 8, {30, 31}, {2, 2}, {2, 2}, {1, 1}, {0}, {0}, {0}, 1, 1};
-    static const ConvCase t2 = {3, 1, 6, 4, {7, 8, 9}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1, 1};
+    static const ConvCase c2 = {2,      1,      32,     24,     {40, 50},
+                                {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1},
+                                {0},    1,      1};
+    static const ConvCase c3 = {
+        3,         1,         8,         16,        {10, 11, 12},
+        {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1},
+        {0},       1,         1};
+    static const ConvCase cw = {2,      1,      320,    40,     {8, 8},
+                                {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1},
+                                {0},    1,      1};
+    static const ConvCase t1 = {
+        2, 1, 16, 8, {30, 31}, {2, 2}, {2, 2}, {1, 1}, {0}, {0}, {0}, 1, 1};
+    static const ConvCase t2 = {3,         1,         6,         4,
+                                {7, 8, 9}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1},
+                                {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1,
+                                1};
     /* 6^3 planes: too much ring for the slab path, so im2col. */
-    static const ConvCase c4 = {3, 1, 40, 36, {6, 6, 6}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0}, 1, 1};
+    static const ConvCase c4 = {
+        3,         1,         40,        36,  {6, 6, 6}, {3, 3, 3}, {1, 1, 1},
+        {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, {0}, 1,         1};
     run_threads(&c4, 0);
     /* 19 output channels (two full 8-row panels and a 3-row remainder)
      * on rows that do not divide into tiles. */
-    static const ConvCase c6 = {2, 1, 14, 19, {30, 97}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1, 1};
+    static const ConvCase c6 = {2,      1,      14,     19,     {30, 97},
+                                {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1},
+                                {0},    1,      1};
     run_threads(&c6, 0);
     /* Many output channels, deep K, few columns: the tile split differs
      * between 1 and 2 threads, the k blocking must not. */
-    static const ConvCase c5 = {2, 1, 67, 384, {8, 10}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1}, {0}, 1, 1};
+    static const ConvCase c5 = {2,      1,      67,     384,    {8, 10},
+                                {3, 3}, {1, 1}, {1, 1}, {1, 1}, {1, 1},
+                                {0},    1,      1};
     run_threads(&c5, 0);
     run_threads(&c2, 0);
     run_threads(&c3, 0);
@@ -502,8 +917,10 @@ static void test_threads_identical(void **state)
     /* Plain GEMM with M and N tiles split differently per thread count. */
     TestRng r = {5};
     int m = 203, n = 517, k = 300;
-    float *a = alloc_fill(&r, (size_t)m * k), *bm = alloc_fill(&r, (size_t)k * n);
-    float *c1 = sl_alloc((size_t)m * n * 4), *c2m = sl_alloc((size_t)m * n * 4);
+    float *a = alloc_fill(&r, (size_t)m * k),
+          *bm = alloc_fill(&r, (size_t)k * n);
+    float *c1 = sl_alloc((size_t)m * n * 4),
+          *c2m = sl_alloc((size_t)m * n * 4);
     float *pack = alloc_nan(gemm_pack_floats(m, n, k));
     int saved = omp_get_max_threads();
     omp_set_num_threads(1);
@@ -512,7 +929,11 @@ static void test_threads_identical(void **state)
     gemm(c2m, a, bm, m, n, k, k, n, n, 0, pack);
     omp_set_num_threads(saved);
     int same = memcmp(c1, c2m, (size_t)m * n * 4) == 0;
-    sl_free(a); sl_free(bm); sl_free(c1); sl_free(c2m); sl_free(pack);
+    sl_free(a);
+    sl_free(bm);
+    sl_free(c1);
+    sl_free(c2m);
+    sl_free(pack);
     assert_true(same);
 }
 
@@ -548,7 +969,8 @@ static int add_val(Graph *g, const char *name, int ndim, const int64_t *d,
                    int weight)
 {
     Shape s = {ndim, {0}};
-    for (int i = 0; i < ndim; i++) s.d[i] = d[i];
+    for (int i = 0; i < ndim; i++)
+        s.d[i] = d[i];
     float *data = NULL;
     if (weight) {
         data = sl_calloc((size_t)shape_numel(&s) + 1, sizeof(float));
@@ -586,9 +1008,9 @@ static int infer_conv(int transpose, int64_t xc, const int64_t *wd, int bn,
         g.values[nd.out].shape = *out;
         int64_t f = transpose ? conv_transpose_flops(&g, &g.nodes[ni])
                               : conv_flops(&g, &g.nodes[ni]);
-        int64_t want = transpose
-            ? 2 * xc * wd[1] * wd[2] * wd[3] * 10 * 12
-            : 2 * out->d[1] * (xc / p->group) * wd[2] * wd[3] * out->d[2] * out->d[3];
+        int64_t want = transpose ? 2 * xc * wd[1] * wd[2] * wd[3] * 10 * 12
+                                 : 2 * out->d[1] * (xc / p->group) * wd[2] *
+                                       wd[3] * out->d[2] * out->d[3];
         assert_int_equal(f, want);
         size_t sc = transpose ? conv_transpose_scratch(&g, &g.nodes[ni])
                               : conv_scratch(&g, &g.nodes[ni]);

@@ -396,7 +396,8 @@ static void test_refusals(void **state)
     tmp_file("truncated.sslim", trunc, sizeof trunc);
     tmp_file("data", data, sizeof data);
     unlink(out);
-    snprintf(args, sizeof args, "cp %s %s && head -c 100000 %s > %s && "
+    snprintf(args, sizeof args,
+             "cp %s %s && head -c 100000 %s > %s && "
              "mkdir -p %s",
              DEFAULT_MODEL, in, DEFAULT_MODEL, trunc, data);
     assert_int_equal(system(args), 0);

@@ -163,8 +163,8 @@ static void expected_keep(Graph *g, const float *x, const Shape *xs,
                                      sizeof(float));
         int cand[16];
         int r = sauron_draw_reference(&rng, C);
-        sauron_prune_distance(e, train_value(t, pg.points[i].value), fs, 2,
-                              r, scr);
+        sauron_prune_distance(e, train_value(t, pg.points[i].value), fs, 2, r,
+                              scr);
         keep[i] = C - sauron_prune_candidates(cand, e, C, r, (float)tau[i]);
         sl_free(scr);
     }
@@ -395,7 +395,8 @@ static void test_default_recipe(void **state)
     assert_int_equal(c.prune_every, 7);
     pruner_config_unset(&c);
     c.target_flops = 0.1;
-    pruner_config_resolve(&c, 20, 1); /* one iteration per epoch: epoch ends */
+    pruner_config_resolve(&c, 20,
+                          1); /* one iteration per epoch: epoch ends */
     assert_int_equal(c.prune_every, 0);
     pruner_config_unset(&c); /* a margin below the guard keeps the guard */
     c.target_flops = 0.1;
@@ -533,9 +534,9 @@ static void test_verdict(void **state)
 {
     (void)state;
     char b[512];
-    assert_int_equal(
-        report_target_verdict(0.1, 0.08, 0.09, 0.99, 0.985, 0.01, b, sizeof b),
-        1);
+    assert_int_equal(report_target_verdict(0.1, 0.08, 0.09, 0.99, 0.985, 0.01,
+                                           b, sizeof b),
+                     1);
     assert_non_null(strstr(b, "target met"));
     assert_non_null(strstr(b, "Dice margin met"));
     /* reached at some epoch, but the model written (within the margin)
@@ -552,9 +553,8 @@ static void test_verdict(void **state)
     assert_non_null(strstr(b, "target not reached"));
     assert_non_null(strstr(b, "40.0%"));
     /* no validation data: the target decides, the margin is unchecked */
-    assert_int_equal(report_target_verdict(0.5, 0.4, 0.4, NAN, NAN, 0.01, b,
-                                           sizeof b),
-                     1);
+    assert_int_equal(
+        report_target_verdict(0.5, 0.4, 0.4, NAN, NAN, 0.01, b, sizeof b), 1);
     assert_non_null(strstr(b, "not checked"));
     /* exact decimal targets: 10% of 1000 FLOPs is met by 100 of them */
     assert_int_equal(report_target_verdict(0.1, 100.0 / 1000.0,

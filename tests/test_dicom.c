@@ -38,15 +38,26 @@ static double value_at(const nifti_image *nim, size_t i)
 {
     double v;
     switch (nim->datatype) {
-    case DT_UINT8: v = ((const uint8_t *)nim->data)[i]; break;
-    case DT_INT16: v = ((const int16_t *)nim->data)[i]; break;
-    case DT_UINT16: v = ((const uint16_t *)nim->data)[i]; break;
-    case DT_INT32: v = ((const int32_t *)nim->data)[i]; break;
-    case DT_FLOAT32: v = ((const float *)nim->data)[i]; break;
-    default: fail_msg("datatype %d not handled here", nim->datatype); return 0;
+    case DT_UINT8:
+        v = ((const uint8_t *)nim->data)[i];
+        break;
+    case DT_INT16:
+        v = ((const int16_t *)nim->data)[i];
+        break;
+    case DT_UINT16:
+        v = ((const uint16_t *)nim->data)[i];
+        break;
+    case DT_INT32:
+        v = ((const int32_t *)nim->data)[i];
+        break;
+    case DT_FLOAT32:
+        v = ((const float *)nim->data)[i];
+        break;
+    default:
+        fail_msg("datatype %d not handled here", nim->datatype);
+        return 0;
     }
-    if (nim->scl_slope != 0)
-        v = v * nim->scl_slope + nim->scl_inter;
+    if (nim->scl_slope != 0) v = v * nim->scl_slope + nim->scl_inter;
     return v;
 }
 
@@ -60,7 +71,8 @@ static void test_dicom_route(void **state)
     (void)state;
     if (!sl_file_exists(DEMO_SCAN))
         fail_msg("%s is missing: install Debian's mricron-data "
-                 "(sh tools/deps.sh test)", DEMO_SCAN);
+                 "(sh tools/deps.sh test)",
+                 DEMO_SCAN);
     char dir[600];
     snprintf(dir, sizeof dir, "%s", test_tmp_path("dicom_route"));
     bc_fresh_dir(dir);
@@ -98,8 +110,8 @@ static void test_dicom_route(void **state)
     snprintf(p[3], sizeof p[3], "%s/labels/1_T1_seg.nii.gz", dir);
     nifti_image *a = read_nii(p[0]), *b = read_nii(p[1]);
     nifti_image *la = read_nii(p[2]), *lb = read_nii(p[3]);
-    nifti_dmat44 to_b = nifti_dmat44_mul(nifti_dmat44_inverse(affine(b)),
-                                         affine(a));
+    nifti_dmat44 to_b =
+        nifti_dmat44_mul(nifti_dmat44_inverse(affine(b)), affine(a));
     int64_t nx = a->nx, ny = a->ny, nz = a->nz;
     long off_grid = 0, diff_val = 0, diff_lab = 0, brain = 0;
     double worst = 0;
@@ -118,8 +130,7 @@ static void test_dicom_route(void **state)
                 }
                 if (here > worst) worst = here;
                 if (here > GRID_TOL || q[0] < 0 || q[0] >= b->nx ||
-                    q[1] < 0 || q[1] >= b->ny || q[2] < 0 ||
-                    q[2] >= b->nz) {
+                    q[1] < 0 || q[1] >= b->ny || q[2] < 0 || q[2] >= b->nz) {
                     off_grid++;
                     continue;
                 }

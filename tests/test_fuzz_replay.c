@@ -55,7 +55,8 @@ static int replay_dir(const FuzzTarget *t, const char *dir)
         /* 0: handled (accepted or refused); anything else is the harness
          * failing, reported with the file so it can be rerun alone. */
         int rc = t->run(buf, (size_t)size);
-        if (rc) fprintf(stderr, "replay %s: %s returned %d\n", t->name, path, rc);
+        if (rc)
+            fprintf(stderr, "replay %s: %s returned %d\n", t->name, path, rc);
         assert_int_equal(rc, 0);
         free(buf);
         free(names[i]);
@@ -87,9 +88,10 @@ int main(void)
     int index[FUZZ_N_TARGETS];
     for (int i = 0; i < FUZZ_N_TARGETS; i++) {
         index[i] = i;
-        snprintf(names[i], sizeof names[i], "replay_%s", fuzz_targets[i].name);
-        tests[i] = (struct CMUnitTest){names[i], test_replay, NULL, NULL,
-                                       &index[i]};
+        snprintf(names[i], sizeof names[i], "replay_%s",
+                 fuzz_targets[i].name);
+        tests[i] =
+            (struct CMUnitTest){names[i], test_replay, NULL, NULL, &index[i]};
     }
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -218,7 +218,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     Inputs *in = *state;
-    for (int i = 0; i < in->n; i++) free(in->f[i].data);
+    for (int i = 0; i < in->n; i++)
+        free(in->f[i].data);
     return 0;
 }
 
@@ -229,31 +230,44 @@ static void test_segment(void **state)
     char b[256];
     bin_path("segment", b, sizeof b);
     const char *i = in->in, *o = in->out;
-    run_check(in, 1, "%s -q %s/scan.nii.gz -m %s/model.sslim -o %s/seg.nii.gz",
-              b, i, i, o);
+    run_check(in, 1,
+              "%s -q %s/scan.nii.gz -m %s/model.sslim -o %s/seg.nii.gz", b, i,
+              i, o);
     run_check(in, 1,
               "%s -q %s/scan.nii.gz -m %s/model.sslim -o %s/seg.nii.gz "
               "--probabilities %s/prob.nii.gz --force",
               b, i, i, o, o);
     /* Two modalities from one file named twice (the model has one: refused
      * after both are read). */
-    run_check(in, 0, "%s -q %s/scan.nii.gz,%s/scan.nii.gz -m %s/model.sslim "
-              "-o %s/seg2.nii.gz", b, i, i, i, o);
+    run_check(in, 0,
+              "%s -q %s/scan.nii.gz,%s/scan.nii.gz -m %s/model.sslim "
+              "-o %s/seg2.nii.gz",
+              b, i, i, i, o);
     run_check(in, 0, "%s -q --frobnicate %s/scan.nii.gz -m %s/model.sslim", b,
               i, i);
-    run_check(in, 0, "%s -q %s/corrupt.nii.gz -m %s/model.sslim -o "
-              "%s/c.nii.gz", b, i, i, o);
-    run_check(in, 0, "%s -q %s/scan.nii.gz -m %s/corrupt.sslim -o "
-              "%s/c.nii.gz", b, i, i, o);
+    run_check(in, 0,
+              "%s -q %s/corrupt.nii.gz -m %s/model.sslim -o "
+              "%s/c.nii.gz",
+              b, i, i, o);
+    run_check(in, 0,
+              "%s -q %s/scan.nii.gz -m %s/corrupt.sslim -o "
+              "%s/c.nii.gz",
+              b, i, i, o);
     run_check(in, 0, "%s -q %s/scan.nii.gz -m %s/model.onnx -o %s/c.nii.gz",
               b, i, i, o);
-    run_check(in, 0, "%s -q %s/scan.nii.gz -m %s/model.sslim -o "
-              "%s/notadir/seg.nii.gz", b, i, i, o);
+    run_check(in, 0,
+              "%s -q %s/scan.nii.gz -m %s/model.sslim -o "
+              "%s/notadir/seg.nii.gz",
+              b, i, i, o);
     /* The output named as an input: refused, even with --force. */
-    run_check(in, 0, "%s -q %s/scan.nii.gz -m %s/model.sslim -o "
-              "%s/scan.nii.gz --force", b, i, i, i);
-    run_check(in, 0, "%s -q %s/scan.nii.gz -m %s/model.sslim -o "
-              "%s/gt.nii.gz", b, i, i, i);
+    run_check(in, 0,
+              "%s -q %s/scan.nii.gz -m %s/model.sslim -o "
+              "%s/scan.nii.gz --force",
+              b, i, i, i);
+    run_check(in, 0,
+              "%s -q %s/scan.nii.gz -m %s/model.sslim -o "
+              "%s/gt.nii.gz",
+              b, i, i, i);
 }
 
 static void test_compress_convert(void **state)
@@ -263,21 +277,28 @@ static void test_compress_convert(void **state)
     char b[256];
     bin_path("sauron-compress", b, sizeof b);
     const char *i = in->in, *o = in->out;
-    const char *meta = "--axis 2 --normalize zscore --classes background,organ1";
+    const char *meta =
+        "--axis 2 --normalize zscore --classes background,organ1";
     run_check(in, 1, "%s --no-finetune %s/model.onnx %s/conv.sslim %s", b, i,
               o, meta);
     run_check(in, 1, "%s --no-finetune %s/model.sslim %s/conv.onnx", b, i, o);
-    run_check(in, 0, "%s --no-finetune --frobnicate %s/model.onnx "
-              "%s/x.sslim %s", b, i, o, meta);
+    run_check(in, 0,
+              "%s --no-finetune --frobnicate %s/model.onnx "
+              "%s/x.sslim %s",
+              b, i, o, meta);
     run_check(in, 0, "%s --no-finetune %s/corrupt.onnx %s/x.sslim %s", b, i,
               o, meta);
     run_check(in, 0, "%s --no-finetune %s/corrupt.sslim %s/x.onnx", b, i, o);
     run_check(in, 0, "%s --no-finetune %s/model.onnx %s/notadir/x.sslim %s",
               b, i, o, meta);
-    run_check(in, 0, "%s --no-finetune %s/model.onnx %s/model.onnx --force "
-              "%s", b, i, i, meta);
-    run_check(in, 0, "%s --no-finetune %s/model.sslim %s/model.sslim "
-              "--force", b, i, i);
+    run_check(in, 0,
+              "%s --no-finetune %s/model.onnx %s/model.onnx --force "
+              "%s",
+              b, i, i, meta);
+    run_check(in, 0,
+              "%s --no-finetune %s/model.sslim %s/model.sslim "
+              "--force",
+              b, i, i);
 }
 
 /* The common fast fine-tuning flags (2 short epochs). */
@@ -290,34 +311,45 @@ static void test_compress_finetune(void **state)
     char b[256];
     bin_path("sauron-compress", b, sizeof b);
     const char *i = in->in, *o = in->out;
-    run_check(in, 1, "%s %s/model.onnx %s/tuned.sslim --data %s --no-prune "
-              FAST, b, i, o, in->ds);
-    run_check(in, 1, "%s %s/model.onnx %s/pruned.sslim --data %s " FAST, b,
+    run_check(in, 1,
+              "%s %s/model.onnx %s/tuned.sslim --data %s --no-prune " FAST, b,
               i, o, in->ds);
+    run_check(in, 1, "%s %s/model.onnx %s/pruned.sslim --data %s " FAST, b, i,
+              o, in->ds);
     /* Resuming a finished run. */
-    run_check(in, 1, "%s %s/model.onnx %s/pruned.sslim --data %s --resume "
-              "--force " FAST, b, i, o, in->ds);
-    run_check(in, 0, "%s %s/model.onnx %s/x.sslim --data %s --frobnicate "
-              FAST, b, i, o, in->ds);
+    run_check(in, 1,
+              "%s %s/model.onnx %s/pruned.sslim --data %s --resume "
+              "--force " FAST,
+              b, i, o, in->ds);
+    run_check(in, 0,
+              "%s %s/model.onnx %s/x.sslim --data %s --frobnicate " FAST, b,
+              i, o, in->ds);
     run_check(in, 0, "%s %s/model.onnx %s/x.sslim --data %s " FAST, b, i, o,
               in->bad_ds);
-    run_check(in, 0, "%s %s/corrupt.onnx %s/x.sslim --data %s " FAST, b, i,
-              o, in->ds);
+    run_check(in, 0, "%s %s/corrupt.onnx %s/x.sslim --data %s " FAST, b, i, o,
+              in->ds);
     /* Fine-tuning starts from ONNX only: a .sslim model is refused. */
-    run_check(in, 0, "%s %s/model.sslim %s/x.sslim --data %s --no-prune "
-              FAST, b, i, o, in->ds);
-    run_check(in, 0, "%s %s/model.onnx %s/notadir/x.sslim --data %s " FAST,
-              b, i, o, in->ds);
+    run_check(in, 0,
+              "%s %s/model.sslim %s/x.sslim --data %s --no-prune " FAST, b, i,
+              o, in->ds);
+    run_check(in, 0, "%s %s/model.onnx %s/notadir/x.sslim --data %s " FAST, b,
+              i, o, in->ds);
     /* Diverges in epoch 1 (SGD at lr 1e6, as in test_train_cli): fails
      * after training started. */
-    run_check(in, 0, "%s %s/model.onnx %s/nan.sslim --data %s --no-prune "
+    run_check(in, 0,
+              "%s %s/model.onnx %s/nan.sslim --data %s --no-prune "
               "--optimizer sgd --lr 1e6 --epochs 2 --iters-per-epoch 15 "
-              "--batch 2 --threads 2", b, i, o, in->ds);
+              "--batch 2 --threads 2",
+              b, i, o, in->ds);
     /* An output inside the dataset, or named as the input model. */
-    run_check(in, 0, "%s %s/model.onnx %s/model.onnx --force --data %s "
-              "--no-prune " FAST, b, i, i, in->ds);
-    run_check(in, 0, "%s %s/model.onnx %s/imagesTr/phantom_000_0000.nii.gz "
-              "--force --data %s --no-prune " FAST, b, i, in->ds, in->ds);
+    run_check(in, 0,
+              "%s %s/model.onnx %s/model.onnx --force --data %s "
+              "--no-prune " FAST,
+              b, i, i, in->ds);
+    run_check(in, 0,
+              "%s %s/model.onnx %s/imagesTr/phantom_000_0000.nii.gz "
+              "--force --data %s --no-prune " FAST,
+              b, i, in->ds, in->ds);
 }
 
 static void test_inspect_run_eval(void **state)
@@ -335,27 +367,41 @@ static void test_inspect_run_eval(void **state)
     run_check(in, 0, "%s %s/corrupt.onnx", insp, i);
     run_check(in, 0, "%s %s/corrupt.sslim --json", insp, i);
 
-    run_check(in, 1, "%s %s/model.sslim --input %s/x.bin --shape 1,1,32,32 "
-              "--output %s/y.bin --repeat 2", run, i, i, o);
-    run_check(in, 0, "%s %s/model.sslim --input %s/x.bin --shape 1,1,32,32 "
-              "--frobnicate", run, i, i);
-    run_check(in, 0, "%s %s/model.sslim --input %s/short.bin --shape "
-              "1,1,32,32", run, i, i);
+    run_check(in, 1,
+              "%s %s/model.sslim --input %s/x.bin --shape 1,1,32,32 "
+              "--output %s/y.bin --repeat 2",
+              run, i, i, o);
+    run_check(in, 0,
+              "%s %s/model.sslim --input %s/x.bin --shape 1,1,32,32 "
+              "--frobnicate",
+              run, i, i);
+    run_check(in, 0,
+              "%s %s/model.sslim --input %s/short.bin --shape "
+              "1,1,32,32",
+              run, i, i);
     run_check(in, 0, "%s %s/corrupt.sslim --input %s/x.bin --shape 1,1,32,32",
               run, i, i);
-    run_check(in, 0, "%s %s/model.sslim --input %s/x.bin --shape 1,1,32,32 "
-              "--output %s/notadir/y.bin", run, i, i, o);
-    run_check(in, 0, "%s %s/model.sslim --input %s/x.bin --shape 1,1,32,32 "
-              "--output %s/x.bin --force", run, i, i, i);
+    run_check(in, 0,
+              "%s %s/model.sslim --input %s/x.bin --shape 1,1,32,32 "
+              "--output %s/notadir/y.bin",
+              run, i, i, o);
+    run_check(in, 0,
+              "%s %s/model.sslim --input %s/x.bin --shape 1,1,32,32 "
+              "--output %s/x.bin --force",
+              run, i, i, i);
 
-    run_check(in, 1, "%s %s/pred.nii.gz %s/gt.nii.gz --csv %s/e.csv --json "
-              "%s/e.json", ev, i, i, o, o);
+    run_check(in, 1,
+              "%s %s/pred.nii.gz %s/gt.nii.gz --csv %s/e.csv --json "
+              "%s/e.json",
+              ev, i, i, o, o);
     run_check(in, 0, "%s %s/pred.nii.gz %s/gt.nii.gz --frobnicate", ev, i, i);
     run_check(in, 0, "%s %s/corrupt.nii.gz %s/gt.nii.gz", ev, i, i);
     run_check(in, 0, "%s %s/pred.nii.gz %s/gt.nii.gz --csv %s/notadir/e.csv",
               ev, i, i, o);
-    run_check(in, 0, "%s %s/pred.nii.gz %s/gt.nii.gz --csv %s/gt.nii.gz "
-              "--force", ev, i, i, i);
+    run_check(in, 0,
+              "%s %s/pred.nii.gz %s/gt.nii.gz --csv %s/gt.nii.gz "
+              "--force",
+              ev, i, i, i);
 }
 
 int main(void)

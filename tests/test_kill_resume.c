@@ -33,7 +33,7 @@
 #ifndef KILLS
 #define KILLS 20
 #endif
-#define FLAGS                                                                 \
+#define FLAGS                                                                \
     "--tau-max 0.45 --keep-head-input --max-dice-drop 0.02 --lambda 1.0 "    \
     "--prune-every 5 --prune-guard 0.01 "                                    \
     "--epochs 4 --iters-per-epoch 15 --batch 8 --threads 2 --seed 1"
@@ -44,8 +44,7 @@ static char g_ds[512];
 static int setup(void **state)
 {
     (void)state;
-    snprintf(g_ds, sizeof g_ds, "%s/Dataset910_SauronPhantom",
-             test_tmpdir());
+    snprintf(g_ds, sizeof g_ds, "%s/Dataset910_SauronPhantom", test_tmpdir());
     char cmd[1024], err[256];
     snprintf(cmd, sizeof cmd,
              "/usr/bin/python3 tools/make_phantom.py %s --cases 8 --test 2 "
@@ -253,8 +252,8 @@ static void test_kill(void **state)
     snprintf(ref, sizeof ref, "%s/ref.sslim", tmp);
     snprintf(refrun, sizeof refrun, "%s.run", ref);
     double t0 = sl_now();
-    snprintf(cmd, sizeof cmd, "%s %s %s --data %s " FLAGS " >/dev/null",
-             bin, MODEL, ref, g_ds);
+    snprintf(cmd, sizeof cmd, "%s %s %s --data %s " FLAGS " >/dev/null", bin,
+             MODEL, ref, g_ds);
     assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
     long total_ms = (long)((sl_now() - t0) * 1000);
     fprintf(stderr, "uninterrupted run: %ld ms\n", total_ms);
@@ -309,8 +308,8 @@ static void test_kill(void **state)
         }
         int rc = run_cmd(cmd, err, sizeof err);
         int eq = rc == 0 && files_equal(ref, out);
-        fprintf(stderr, "kill %2d at %5ld ms: %s: exit %d, model %s", k,
-                ms, how, rc, eq ? "identical" : "DIFFERS");
+        fprintf(stderr, "kill %2d at %5ld ms: %s: exit %d, model %s", k, ms,
+                how, rc, eq ? "identical" : "DIFFERS");
         assert_int_equal(rc, 0);
         assert_true(eq);
         int nf = assert_run_dirs_same(refrun, run);

@@ -37,7 +37,8 @@ static void write_n2(const nifti_image *nim, const char *path)
     memcpy(h.magic, "n+2\0\r\n\032\n", 8);
     h.vox_offset = 544;
     size_t len = strlen(path);
-    znzFile f = znzopen(path, "wb", len > 3 && !strcmp(path + len - 3, ".gz"));
+    znzFile f =
+        znzopen(path, "wb", len > 3 && !strcmp(path + len - 3, ".gz"));
     assert_false(znz_isnull(f));
     static const char ext[4] = {0};
     size_t bytes = (size_t)nim->nvox * (size_t)nim->nbyper;
@@ -61,23 +62,44 @@ static void write_nifti(const char *path, const int64_t d[4], int dt,
     for (int64_t i = 0; i < n; i++) {
         double v = vals[i];
         char *p = (char *)nim->data + i * nim->nbyper;
-#define PUT(T)                                                                \
-    do {                                                                      \
-        T t = (T)v;                                                           \
-        memcpy(p, &t, sizeof t);                                              \
+#define PUT(T)                                                               \
+    do {                                                                     \
+        T t = (T)v;                                                          \
+        memcpy(p, &t, sizeof t);                                             \
     } while (0)
         switch (dt) {
-        case DT_UINT8: PUT(uint8_t); break;
-        case DT_INT8: PUT(int8_t); break;
-        case DT_UINT16: PUT(uint16_t); break;
-        case DT_INT16: PUT(int16_t); break;
-        case DT_UINT32: PUT(uint32_t); break;
-        case DT_INT32: PUT(int32_t); break;
-        case DT_UINT64: PUT(uint64_t); break;
-        case DT_INT64: PUT(int64_t); break;
-        case DT_FLOAT32: PUT(float); break;
-        case DT_FLOAT64: PUT(double); break;
-        default: fail_msg("bad dt");
+        case DT_UINT8:
+            PUT(uint8_t);
+            break;
+        case DT_INT8:
+            PUT(int8_t);
+            break;
+        case DT_UINT16:
+            PUT(uint16_t);
+            break;
+        case DT_INT16:
+            PUT(int16_t);
+            break;
+        case DT_UINT32:
+            PUT(uint32_t);
+            break;
+        case DT_INT32:
+            PUT(int32_t);
+            break;
+        case DT_UINT64:
+            PUT(uint64_t);
+            break;
+        case DT_INT64:
+            PUT(int64_t);
+            break;
+        case DT_FLOAT32:
+            PUT(float);
+            break;
+        case DT_FLOAT64:
+            PUT(double);
+            break;
+        default:
+            fail_msg("bad dt");
         }
 #undef PUT
     }
@@ -123,7 +145,8 @@ static double *ramp(int64_t n, double lo, double step, double mod)
 {
     double *v = malloc(sizeof(double) * (size_t)n);
     assert_non_null(v);
-    for (int64_t i = 0; i < n; i++) v[i] = lo + fmod((double)i * step, mod);
+    for (int64_t i = 0; i < n; i++)
+        v[i] = lo + fmod((double)i * step, mod);
     return v;
 }
 
@@ -193,7 +216,8 @@ static void test_nifti2_and_4d(void **state)
     assert_int_equal(v.n_mod, 2);
     assert_int_equal(v.dim[0] * v.dim[1] * v.dim[2], 120);
     float want[240];
-    for (int i = 0; i < 240; i++) want[i] = (float)vals[i];
+    for (int i = 0; i < 240; i++)
+        want[i] = (float)vals[i];
     assert_allclose(v.data, want, 240, 0.0, 0.0);
     int64_t gd[3];
     nio_geom_dims(g, gd);
@@ -281,7 +305,11 @@ static void test_comma_joined(void **state)
 
 /* ---- crafted headers ---- */
 
-static void put16(uint8_t *p, int v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static void put16(uint8_t *p, int v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
 static void putf(uint8_t *p, float f)
 {
     uint32_t u;
@@ -306,13 +334,16 @@ static void craft_n1_at(const char *path, const int dim[8], int dt,
     uint8_t *b = calloc(1, n);
     assert_non_null(b);
     sl_wr32(b, 348);
-    for (int i = 0; i < 8; i++) put16(b + 40 + 2 * i, dim[i]);
+    for (int i = 0; i < 8; i++)
+        put16(b + 40 + 2 * i, dim[i]);
     put16(b + 70, dt);
     put16(b + 72, bitpix);
-    for (int i = 0; i < 8; i++) putf(b + 76 + 4 * i, 1.0f);
+    for (int i = 0; i < 8; i++)
+        putf(b + 76 + 4 * i, 1.0f);
     putf(b + 108, off);
     memcpy(b + 344, magic, 4);
-    for (size_t i = 352; i < n; i++) b[i] = (uint8_t)(i * 7);
+    for (size_t i = 352; i < n; i++)
+        b[i] = (uint8_t)(i * 7);
     if (gz) {
         gzFile f = gzopen(path, "wb");
         assert_non_null(f);
@@ -349,10 +380,13 @@ static void craft_n2_at(const char *path, const int64_t dim[8], int dt,
     memcpy(b + 8, "\r\n\032\n", 4);
     put16(b + 12, dt);
     put16(b + 14, bitpix);
-    for (int i = 0; i < 8; i++) sl_wr64(b + 16 + 8 * i, (uint64_t)dim[i]);
-    for (int i = 0; i < 8; i++) putd(b + 104 + 8 * i, 1.0);
+    for (int i = 0; i < 8; i++)
+        sl_wr64(b + 16 + 8 * i, (uint64_t)dim[i]);
+    for (int i = 0; i < 8; i++)
+        putd(b + 104 + 8 * i, 1.0);
     sl_wr64(b + 168, (uint64_t)off);
-    for (size_t i = 544; i < n; i++) b[i] = (uint8_t)(i * 3);
+    for (size_t i = 544; i < n; i++)
+        b[i] = (uint8_t)(i * 3);
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
     assert_int_equal(fwrite(b, 1, n, f), n);
@@ -444,7 +478,8 @@ static void test_malformed_headers(void **state)
     /* Not NIfTI at all; missing file. */
     FILE *f = fopen(p, "wb");
     assert_non_null(f);
-    for (int i = 0; i < 1000; i++) fputc((i * 37) & 0xff, f);
+    for (int i = 0; i < 1000; i++)
+        fputc((i * 37) & 0xff, f);
     fclose(f);
     expect_fail(p, ERR_FORMAT, "not a NIfTI");
     expect_fail(tmp("does_not_exist.nii.gz"), ERR_IO, "cannot open");
@@ -466,7 +501,6 @@ static void test_malformed_headers(void **state)
     craft_n2(p2, s2, DT_UINT8, 8, 12);
     expect_fail(p2, ERR_FORMAT, "shorter");
 }
-
 
 /* ---- resource claims: headers that claim more than the file holds ---- */
 
@@ -534,8 +568,7 @@ static CappedRead read_capped(const char *path)
     return r;
 }
 
-static void expect_capped_fail(const char *path, int code,
-                               const char *needle)
+static void expect_capped_fail(const char *path, int code, const char *needle)
 {
     CappedRead r = read_capped(path);
     if (r.rc != code || !strstr(r.msg, needle) || !strstr(r.msg, path))
@@ -570,8 +603,8 @@ static void test_vox_offset_class(void **state)
     const char *p = tmp("off.nii"), *p2 = tmp("off2.nii");
     int d1[8] = {3, 4, 3, 2, 1, 1, 1, 1};
     int64_t d2[8] = {3, 4, 3, 2, 1, 1, 1, 1};
-    static const int64_t bad2[] = {-1, -932007903233, INT64_MIN, 0, 543,
-                                   INT64_MAX, (int64_t)1 << 62 | 1};
+    static const int64_t bad2[] = {-1,  -932007903233, INT64_MIN,           0,
+                                   543, INT64_MAX,     (int64_t)1 << 62 | 1};
     for (size_t i = 0; i < sizeof bad2 / sizeof bad2[0]; i++) {
         craft_n2_at(p2, d2, DT_UINT8, 8, 24, bad2[i], "n+2");
         expect_capped_fail(p2, ERR_FORMAT, "vox_offset");
@@ -637,14 +670,17 @@ static void test_claims_beyond_the_data(void **state)
     uint8_t *b = calloc(1, n);
     assert_non_null(b);
     sl_wr32(b, 348);
-    for (int i = 0; i < 8; i++) put16(b + 40 + 2 * i, big[i]);
+    for (int i = 0; i < 8; i++)
+        put16(b + 40 + 2 * i, big[i]);
     put16(b + 70, DT_FLOAT32);
     put16(b + 72, 32);
-    for (int i = 0; i < 8; i++) putf(b + 76 + 4 * i, 1.0f);
+    for (int i = 0; i < 8; i++)
+        putf(b + 76 + 4 * i, 1.0f);
     putf(b + 108, 352.0f);
     memcpy(b + 344, "n+1", 4);
     TestRng r = {7};
-    for (size_t i = 352; i < n; i++) b[i] = (uint8_t)trng_next(&r);
+    for (size_t i = 352; i < n; i++)
+        b[i] = (uint8_t)trng_next(&r);
     gzFile f = gzopen(pg, "wb");
     assert_non_null(f);
     assert_int_equal(gzwrite(f, b, (unsigned)n), (int)n);
@@ -665,8 +701,8 @@ static void test_claims_beyond_the_data(void **state)
         craft_n1(pg, claims[i], DT_FLOAT64, 64, 24, 1);
         expect_capped_fail(pg, ERR_FORMAT, "shorter");
     }
-    int64_t c2[8] = {4, (int64_t)1 << 20, (int64_t)1 << 20, 1 << 10, 2,
-                     1, 1, 1};
+    int64_t c2[8] = {4, (int64_t)1 << 20, (int64_t)1 << 20, 1 << 10, 2, 1, 1,
+                     1};
     craft_n2(p, c2, DT_INT64, 64, 24);
     expect_capped_fail(p, ERR_FORMAT, "shorter");
     unlink(p);
@@ -721,7 +757,8 @@ static void test_write_labels_and_probs(void **state)
     NiftiGeom *g = NULL;
     assert_int_equal(nio_read(in, &v, &g), 0);
     int16_t lab[210];
-    for (int i = 0; i < 210; i++) lab[i] = (int16_t)(i % 4);
+    for (int i = 0; i < 210; i++)
+        lab[i] = (int16_t)(i % 4);
 
     const char *out = tmp("geom_seg.nii.gz");
     unlink(out);
@@ -746,16 +783,17 @@ static void test_write_labels_and_probs(void **state)
     assert_non_null(strstr(sl_error_last(), "--force"));
     assert_int_equal(nio_write_labels(tmp("x.img"), g, lab, 4, 1), ERR_ARG);
     assert_int_equal(
-        nio_write_labels(tmp("no/such/dir/x.nii.gz"), g, lab, 4, 1),
-        ERR_IO);
+        nio_write_labels(tmp("no/such/dir/x.nii.gz"), g, lab, 4, 1), ERR_IO);
     sl_error_quiet(0);
     sl_error_reset();
-    for (int i = 0; i < 210; i++) lab[i] = (int16_t)(i * 3 % 300);
+    for (int i = 0; i < 210; i++)
+        lab[i] = (int16_t)(i * 3 % 300);
     assert_int_equal(nio_write_labels(out, g, lab, 300, 1), 0);
     assert_false(has_tmp_files());
     Volume r;
     assert_int_equal(nio_read(out, &r, NULL), 0);
-    for (int i = 0; i < 210; i++) assert_true(r.data[i] == (float)lab[i]);
+    for (int i = 0; i < 210; i++)
+        assert_true(r.data[i] == (float)lab[i]);
     volume_free(&r);
     o = nifti_image_read(out, 0);
     assert_int_equal(o->datatype, DT_INT16);
@@ -768,7 +806,8 @@ static void test_write_labels_and_probs(void **state)
     assert_same_nifti_geometry(in, outn, 1);
 
     float probs[3 * 210];
-    for (int i = 0; i < 630; i++) probs[i] = (float)i / 630.0f;
+    for (int i = 0; i < 630; i++)
+        probs[i] = (float)i / 630.0f;
     const char *pp = tmp("geom_probs.nii.gz");
     unlink(pp);
     assert_int_equal(nio_write_probs(pp, g, probs, 3, 0), 0);

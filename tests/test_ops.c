@@ -26,17 +26,19 @@ static Shape shp(int ndim, const int64_t *d)
     Shape s;
     memset(&s, 0, sizeof s);
     s.ndim = ndim;
-    for (int i = 0; i < ndim; i++) s.d[i] = d[i];
+    for (int i = 0; i < ndim; i++)
+        s.d[i] = d[i];
     return s;
 }
-#define SHAPE(...)                                                            \
+#define SHAPE(...)                                                           \
     shp((int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)),           \
         (int64_t[]){__VA_ARGS__})
 
 static size_t numel(const Shape *s)
 {
     size_t k = 1;
-    for (int i = 0; i < s->ndim; i++) k *= (size_t)s->d[i];
+    for (int i = 0; i < s->ndim; i++)
+        k *= (size_t)s->d[i];
     return k;
 }
 
@@ -246,7 +248,8 @@ static void test_instance_norm_moments(void **state)
     instance_norm_forward(y, x, sc, bi, &xs, &p);
     for (size_t pl = 0; pl < 6; pl++) {
         double m = 0, v = 0;
-        for (size_t i = 0; i < S; i++) m += (double)y[pl * S + i];
+        for (size_t i = 0; i < S; i++)
+            m += (double)y[pl * S + i];
         m /= (double)S;
         for (size_t i = 0; i < S; i++)
             v += ((double)y[pl * S + i] - m) * ((double)y[pl * S + i] - m);
@@ -407,7 +410,8 @@ static void check_softmax(const Shape *xs, int axis, int flatten, float lo,
 
     /* Every softmax group sums to 1. */
     int64_t outer = 1, C = 1, inner = 1;
-    for (int i = 0; i < axis; i++) outer *= xs->d[i];
+    for (int i = 0; i < axis; i++)
+        outer *= xs->d[i];
     for (int i = axis; i < xs->ndim; i++)
         if (i == axis || flatten)
             C *= xs->d[i];
@@ -496,15 +500,18 @@ static void test_concat(void **state)
             op_table[OP_CONCAT].forward(&t.g, &t.n, yf, ins, NULL);
             /* oracle: walk the output, find the source element */
             int64_t outer = 1, inner = 1;
-            for (int i = 0; i < axis; i++) outer *= out.d[i];
-            for (int i = axis + 1; i < out.ndim; i++) inner *= out.d[i];
+            for (int i = 0; i < axis; i++)
+                outer *= out.d[i];
+            for (int i = axis + 1; i < out.ndim; i++)
+                inner *= out.d[i];
             size_t q = 0;
             for (int64_t o = 0; o < outer; o++)
                 for (int i = 0; i < 3; i++)
                     for (int64_t j = 0; j < (i + 1) * inner; j++)
                         yo[q++] = x[i][o * (i + 1) * inner + j];
             assert_memory_equal(yf, yo, ny * 4);
-            for (int i = 0; i < 3; i++) free(x[i]);
+            for (int i = 0; i < 3; i++)
+                free(x[i]);
             free(yf);
             free(yo);
         }
@@ -576,7 +583,8 @@ static void test_max_pool_known(void **state)
     /* 3x3 stride 1 pad 1 average of a constant 1 image: with
      * count_include_pad the corner sees 4 of 9, without it 1. */
     float ones[16];
-    for (int i = 0; i < 16; i++) ones[i] = 1;
+    for (int i = 0; i < 16; i++)
+        ones[i] = 1;
     PoolParams q = pool2(3, 1, 1, 0);
     float y16[16];
     q.count_include_pad = 1;
@@ -704,8 +712,8 @@ static void test_pool_rejects(void **state)
 
 /* ------------------------------------------------------------- resize */
 
-static ResizeParams rp(int nsp, ResizeMode m, ResizeCoord c,
-                       ResizeNearest nr, double scale)
+static ResizeParams rp(int nsp, ResizeMode m, ResizeCoord c, ResizeNearest nr,
+                       double scale)
 {
     ResizeParams p;
     memset(&p, 0, sizeof p);
@@ -713,7 +721,8 @@ static ResizeParams rp(int nsp, ResizeMode m, ResizeCoord c,
     p.mode = m;
     p.coord = c;
     p.nearest = nr;
-    for (int i = 0; i < 3; i++) p.scale[i] = scale;
+    for (int i = 0; i < 3; i++)
+        p.scale[i] = scale;
     return p;
 }
 
@@ -727,8 +736,7 @@ static void test_resize_known(void **state)
         rp(2, RESIZE_NEAREST, COORD_ASYMMETRIC, NEAREST_FLOOR, 2);
     float y[16];
     resize_forward(y, x, &xs, &ys, &p);
-    const float want[16] = {1, 1, 2, 2, 1, 1, 2, 2,
-                            3, 3, 4, 4, 3, 3, 4, 4};
+    const float want[16] = {1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4};
     assert_allclose(y, want, 16, 0, 0);
     /* half_pixel + round_prefer_ceil gives the same for 2x */
     p.coord = COORD_HALF_PIXEL;
@@ -777,8 +785,8 @@ static void test_resize_known(void **state)
         float o[2];
         resize_forward(o, x3, &xs3, &ys2, &q);
         if (o[0] != nc[i].a || o[1] != nc[i].b)
-            fprintf(stderr, "nearest case %zu: got %g %g\n", i,
-                    (double)o[0], (double)o[1]);
+            fprintf(stderr, "nearest case %zu: got %g %g\n", i, (double)o[0],
+                    (double)o[1]);
         assert_true(o[0] == nc[i].a && o[1] == nc[i].b);
     }
     /* pytorch_half_pixel with one output: coordinate 0, not the centre */
@@ -838,8 +846,7 @@ static void test_resize_vs_ref(void **state)
                 }
             }
     /* W wider than one tap tile, anisotropic scales */
-    ResizeParams p =
-        rp(2, RESIZE_LINEAR, COORD_HALF_PIXEL, NEAREST_FLOOR, 2);
+    ResizeParams p = rp(2, RESIZE_LINEAR, COORD_HALF_PIXEL, NEAREST_FLOOR, 2);
     p.scale[0] = 1.5;
     check_resize(&wide, &p);
     p.mode = RESIZE_NEAREST;
@@ -852,8 +859,7 @@ static void test_resize_infer(void **state)
     Shape s[2] = {SHAPE(1, 4, 5, 7), SHAPE(1, 8, 10, 13)};
     OneNode t;
     one_node(&t, OP_RESIZE, 1, s);
-    t.n.p.resize =
-        rp(2, RESIZE_NEAREST, COORD_ASYMMETRIC, NEAREST_FLOOR, 2);
+    t.n.p.resize = rp(2, RESIZE_NEAREST, COORD_ASYMMETRIC, NEAREST_FLOOR, 2);
     t.n.p.resize.scale[1] = 1.5; /* 7 * 1.5 = 10.5 -> 10 */
     Shape out;
     assert_int_equal(infer(&t, &out), 0);
@@ -888,8 +894,7 @@ static void test_resize_infer(void **state)
 static void test_norm_rejects(void **state)
 {
     (void)state;
-    Shape in[5] = {SHAPE(1, 4, 5, 5), SHAPE(4), SHAPE(3), SHAPE(4),
-                   SHAPE(4)};
+    Shape in[5] = {SHAPE(1, 4, 5, 5), SHAPE(4), SHAPE(3), SHAPE(4), SHAPE(4)};
     OneNode t;
     one_node(&t, OP_INSTANCE_NORM, 3, in); /* bias has 3, not 4 */
     t.n.p.norm.eps = 1e-5f;

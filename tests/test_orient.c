@@ -355,7 +355,8 @@ static void test_resample_turned_grid(void **state)
     TestRng r = {5};
     for (int trial = 0; trial < 3; trial++) {
         double a = 0.01 + 0.012 * trial, c = cos(a), s = sin(a);
-        Affine m = {{{c, -s, 0, 0.3}, {s * c, c * c, -s, -0.45},
+        Affine m = {{{c, -s, 0, 0.3},
+                     {s * c, c * c, -s, -0.45},
                      {s * s, c * s, c, 0.2 + 0.5 * trial}}};
         Volume src, v[2];
         assert_int_equal(volume_alloc(&src, 41, 23, 11, 1), 0);

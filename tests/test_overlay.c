@@ -73,7 +73,8 @@ static void free_scene(Scene *s)
 static void restore(Scene *d, const Scene *s, const int perm[3], int flips)
 {
     int64_t n[3];
-    for (int a = 0; a < 3; a++) n[a] = s->v.dim[perm[a]];
+    for (int a = 0; a < 3; a++)
+        n[a] = s->v.dim[perm[a]];
     assert_int_equal(volume_alloc(&d->v, n[0], n[1], n[2], 1), 0);
     d->labels = sl_calloc((size_t)NX * NY * NZ, sizeof(int16_t));
     assert_non_null(d->labels);
@@ -108,10 +109,14 @@ static const uint8_t *px(const OverlayImage *img, int p, int r, int c)
     const OverlayPanel *pn = &img->panel[p];
     assert_true(r >= 0 && r < pn->h && c >= 0 && c < pn->w);
     return img->rgb + ((size_t)(pn->y0 + r) * (size_t)img->width +
-                       (size_t)(pn->x0 + c)) * 3;
+                       (size_t)(pn->x0 + c)) *
+                          3;
 }
 
-static int is_grey(const uint8_t *p) { return p[0] == p[1] && p[1] == p[2]; }
+static int is_grey(const uint8_t *p)
+{
+    return p[0] == p[1] && p[1] == p[2];
+}
 
 /* Pixel (r, c) of panel p shows class 1: opaque on the cube's outline,
  * blended inside, grey outside the rectangle [r0,r1] x [c0,c1]. */
@@ -129,8 +134,8 @@ static void assert_cube(const OverlayImage *img, int p, int r0, int r1,
             if (!inside) {
                 if (!is_grey(q))
                     fail_msg("panel %d pixel (%d, %d) is coloured, the cube "
-                             "is at rows %d..%d cols %d..%d", p, r, c, r0,
-                             r1, c0, c1);
+                             "is at rows %d..%d cols %d..%d",
+                             p, r, c, r0, r1, c0, c1);
             } else if (edge) {
                 assert_memory_equal(q, red, 3);
             } else {
@@ -182,10 +187,12 @@ static void test_pixels_at_known_points(void **state)
 }
 
 /* Store s again (any grid size: the scene's own). */
-static void restore_any(Scene *d, const Scene *s, const int perm[3], int flips)
+static void restore_any(Scene *d, const Scene *s, const int perm[3],
+                        int flips)
 {
     int64_t n[3];
-    for (int a = 0; a < 3; a++) n[a] = s->v.dim[perm[a]];
+    for (int a = 0; a < 3; a++)
+        n[a] = s->v.dim[perm[a]];
     size_t nv = (size_t)(n[0] * n[1] * n[2]);
     assert_int_equal(volume_alloc(&d->v, n[0], n[1], n[2], 1), 0);
     d->labels = sl_calloc(nv, sizeof(int16_t));
@@ -208,8 +215,8 @@ static void restore_any(Scene *d, const Scene *s, const int perm[3], int flips)
                 int64_t old[3];
                 for (int a = 0; a < 3; a++)
                     old[perm[a]] = flips >> a & 1 ? n[a] - 1 - q[a] : q[a];
-                size_t so = (size_t)((old[2] * sd[1] + old[1]) * sd[0] +
-                                     old[0]);
+                size_t so =
+                    (size_t)((old[2] * sd[1] + old[1]) * sd[0] + old[0]);
                 d->v.data[o] = s->v.data[so];
                 d->labels[o] = s->labels[so];
             }
@@ -228,12 +235,14 @@ static void test_colin27_two_storages(void **state)
     const char *ch2 = "/usr/share/mricron/templates/ch2.nii.gz";
     if (!sl_file_exists(ch2))
         fail_msg("%s is missing: install Debian's mricron-data "
-                 "(tools/deps.sh test)", ch2);
+                 "(tools/deps.sh test)",
+                 ch2);
     char perm_path[600];
     snprintf(perm_path, sizeof perm_path, "%s",
              test_tmp_path("ov_ch2_perm.nii.gz"));
     BcRun r = bc_sh("/usr/bin/python3 tools/restore_nifti.py '%s' '%s' "
-                    "--perm 2,0,1 --flip 0,1,1", ch2, perm_path);
+                    "--perm 2,0,1 --flip 0,1,1",
+                    ch2, perm_path);
     if (r.status != 0) fail_msg("tools/restore_nifti.py: %s", r.err_first);
     bc_free(&r);
     Scene s, d, want;
@@ -245,8 +254,9 @@ static void test_colin27_two_storages(void **state)
     s.labels = sl_calloc(nv, sizeof(int16_t));
     assert_non_null(s.labels);
     for (size_t o = 0; o < nv; o++)
-        s.labels[o] = (int16_t)(s.v.data[o] > 110 ? 2
-                                : s.v.data[o] > 70 ? 1 : 0);
+        s.labels[o] = (int16_t)(s.v.data[o] > 110  ? 2
+                                : s.v.data[o] > 70 ? 1
+                                                   : 0);
     static const int perm[3] = {2, 0, 1};
     restore_any(&want, &s, perm, 6 /* flip new axes 1 and 2 */);
     assert_int_equal(nio_read(perm_path, &d.v, &g), 0);
@@ -304,11 +314,11 @@ static void test_48_storages_one_picture(void **state)
                 assert_int_equal(
                     overlay_render(&img, &d.v, d.labels, d.aff, "copy"), 0);
                 if (img.width != ref.width || img.height != ref.height ||
-                    memcmp(img.rgb, ref.rgb, (size_t)img.width *
-                                                 (size_t)img.height * 3))
+                    memcmp(img.rgb, ref.rgb,
+                           (size_t)img.width * (size_t)img.height * 3))
                     fail_msg("spacing %d: storage perm %d%d%d flips %d "
-                             "gives another picture", sp, perms[p][0],
-                             perms[p][1], perms[p][2], f);
+                             "gives another picture",
+                             sp, perms[p][0], perms[p][1], perms[p][2], f);
                 overlay_free(&img);
                 free_scene(&d);
             }
@@ -381,9 +391,8 @@ static void test_segment_overlay_cli(void **state)
     for (int i = 0; i < 2; i++) {
         char path[700];
         snprintf(path, sizeof path, "%s/s%d.nii.gz", dir, i);
-        assert_int_equal(phantom_write(path, 24, 32, 6, DT_FLOAT32,
-                                       (uint64_t)(7 + i)),
-                         0);
+        assert_int_equal(
+            phantom_write(path, 24, 32, 6, DT_FLOAT32, (uint64_t)(7 + i)), 0);
     }
     const char *seg = bc_segment_bin(), *model = bc_model();
     BcRun r = bc_sh("'%s' -q -m '%s' --overlay '%s/one.png' '%s/s0.nii.gz'",
@@ -398,18 +407,20 @@ static void test_segment_overlay_cli(void **state)
     assert_true(w > 3 * 24 && h > 24);
     free(rgb);
     r = bc_sh("'%s' -q -m '%s' --force --overlay '%s/one.png' "
-              "-o '%s/x_seg.nii.gz' '%s/s0.nii.gz'", seg, model, dir, dir,
-              dir);
+              "-o '%s/x_seg.nii.gz' '%s/s0.nii.gz'",
+              seg, model, dir, dir, dir);
     assert_int_equal(r.status, 0);
     bc_free(&r);
     r = bc_sh("'%s' -q -m '%s' --overlay '%s/one.png' -o '%s/y_seg.nii.gz' "
-              "'%s/s0.nii.gz'", seg, model, dir, dir, dir);
+              "'%s/s0.nii.gz'",
+              seg, model, dir, dir, dir);
     assert_int_equal(r.status, 1);
     assert_int_equal(r.err_lines, 1);
     assert_non_null(strstr(r.err_first, "one.png' exists"));
     bc_free(&r);
     r = bc_sh("'%s' -m '%s' -o '%s/out' --overlay '%s/pics' '%s/s0.nii.gz' "
-              "'%s/s1.nii.gz'", seg, model, dir, dir, dir, dir);
+              "'%s/s1.nii.gz'",
+              seg, model, dir, dir, dir, dir);
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "pics/s1_overlay.png"));
     bc_free(&r);
@@ -419,8 +430,8 @@ static void test_segment_overlay_cli(void **state)
         free(rgb);
     }
     r = bc_sh("'%s' -m '%s' -o '%s/out2' --overlay '%s/p.png' "
-              "'%s/s0.nii.gz' '%s/s1.nii.gz'", seg, model, dir, dir, dir,
-              dir);
+              "'%s/s0.nii.gz' '%s/s1.nii.gz'",
+              seg, model, dir, dir, dir, dir);
     assert_int_equal(r.status, 2);
     assert_int_equal(r.err_lines, 1);
     assert_non_null(strstr(r.err_first, "takes one scan"));

@@ -50,7 +50,8 @@ static float phantom(int i, int j, int k, TestRng *rng)
     v += 40.0 * i / NX + 10.0 * k;
     /* sum of three uniforms: roughly Gaussian, sd 30 */
     double n = 0;
-    for (int t = 0; t < 3; t++) n += (double)trng_uniform(rng, -52.0f, 52.0f);
+    for (int t = 0; t < 3; t++)
+        n += (double)trng_uniform(rng, -52.0f, 52.0f);
     return (float)(v + n);
 }
 

@@ -184,8 +184,7 @@ static void test_regularizer_gradient(void **state)
  * check (may be NULL) sees the pruner and whether the graph changed
  * before it is freed. */
 typedef void (*StepCheck)(const Pruner *p, int changed);
-static int guarded_step(double guard, int split, int *frozen,
-                        StepCheck check)
+static int guarded_step(double guard, int split, int *frozen, StepCheck check)
 {
     Graph g;
     assert_int_equal(build_unet(&g, 2, 1, 6, 2, 0, 21), 0);

@@ -1,8 +1,8 @@
 /* The `segment` CLI on the tiny models of segmodel.h: labels, geometry
  * (tests/nifti_check.py), 3D with threads, and the shipped model on ch2;
  * the shipped 3D model's brain mask on ch2 against ch2bet. */
-#include "testutil.h"
 #include "niftifixture.h"
+#include "testutil.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -36,8 +36,14 @@ static const char *tmp(const char *name)
 /* Write v as a float32 NIfTI-1 with an oblique qform and an sform. */
 static void write_scan(const char *path, const Volume *v)
 {
-    int64_t dims[8] = {v->n_mod > 1 ? 4 : 3, v->dim[0], v->dim[1],
-                       v->dim[2], v->n_mod, 1, 1, 1};
+    int64_t dims[8] = {v->n_mod > 1 ? 4 : 3,
+                       v->dim[0],
+                       v->dim[1],
+                       v->dim[2],
+                       v->n_mod,
+                       1,
+                       1,
+                       1};
     nifti_image *nim = nifti_make_new_nim(dims, DT_FLOAT32, 1);
     assert_non_null(nim);
     memcpy(nim->data, v->data,
@@ -56,7 +62,8 @@ static int16_t *read_labels(const char *path, int64_t n)
     assert_int_equal(nio_read(path, &r, NULL), 0);
     assert_int_equal(volume_voxels(&r), n);
     int16_t *l = malloc(sizeof(int16_t) * (size_t)n);
-    for (int64_t i = 0; i < n; i++) l[i] = (int16_t)r.data[i];
+    for (int64_t i = 0; i < n; i++)
+        l[i] = (int16_t)r.data[i];
     volume_free(&r);
     return l;
 }
@@ -74,8 +81,13 @@ static void test_cli(void **state)
     (void)state;
     char args[4096], err[512];
     /* 2D model on odd sizes (padding), threshold with softmax. */
-    ModelSpec ms = {.dims = 2, .axis = 2, .nmod = 1, .kind = KIND_SHIFT,
-                    .downup = 1, .softmax = 1, .norm = NORMALIZE_ZSCORE};
+    ModelSpec ms = {.dims = 2,
+                    .axis = 2,
+                    .nmod = 1,
+                    .kind = KIND_SHIFT,
+                    .downup = 1,
+                    .softmax = 1,
+                    .norm = NORMALIZE_ZSCORE};
     Volume v;
     fill_volume(&v, 19, 14, 9, 1, 11);
     ms.t = mid_threshold(&v, &ms);
@@ -151,8 +163,7 @@ static void test_cli(void **state)
              scan);
     assert_int_not_equal(segment_cmd(args, err, sizeof err), 0);
     assert_non_null(strstr(err, "input"));
-    snprintf(args, sizeof args, "-q -m %s %s", model,
-             tmp("missing.nii.gz"));
+    snprintf(args, sizeof args, "-q -m %s %s", model, tmp("missing.nii.gz"));
     assert_int_not_equal(segment_cmd(args, err, sizeof err), 0);
     assert_non_null(strstr(err, "cannot open"));
     snprintf(args, sizeof args, "-q -m %s %s", tmp("nomodel.sslim"), scan);
@@ -226,8 +237,13 @@ static void test_nonfinite_scan(void **state)
 {
     (void)state;
     char args[4096], err[512];
-    ModelSpec ms = {.dims = 2, .axis = 2, .nmod = 1, .kind = KIND_SHIFT,
-                    .norm = NORMALIZE_CT, .lo = -15.0f, .hi = 35.0f};
+    ModelSpec ms = {.dims = 2,
+                    .axis = 2,
+                    .nmod = 1,
+                    .kind = KIND_SHIFT,
+                    .norm = NORMALIZE_CT,
+                    .lo = -15.0f,
+                    .hi = 35.0f};
     Volume v, f;
     fill_volume(&v, 13, 11, 7, 1, 21);
     fill_volume(&f, 13, 11, 7, 1, 21);
@@ -248,8 +264,8 @@ static void test_nonfinite_scan(void **state)
     unlink(out);
     char bin[512], cmd[5000], note[64];
     bin_path("segment", bin, sizeof bin);
-    snprintf(cmd, sizeof cmd, "%s -m %s -o %s %s >/dev/null", bin, model,
-             out, scan);
+    snprintf(cmd, sizeof cmd, "%s -m %s -o %s %s >/dev/null", bin, model, out,
+             scan);
     assert_int_equal(run_cmd(cmd, err, sizeof err), 0);
     snprintf(note, sizeof note, "%lld voxels are NaN or infinite",
              (long long)bad);
@@ -289,8 +305,12 @@ static void test_cli_3d_threads(void **state)
 {
     (void)state;
     char args[4096], err[512];
-    ModelSpec ms = {.dims = 3, .nmod = 1, .kind = KIND_THRESH, .downup = 1,
-                    .patch = {8, 8, 8}, .norm = NORMALIZE_ZSCORE};
+    ModelSpec ms = {.dims = 3,
+                    .nmod = 1,
+                    .kind = KIND_THRESH,
+                    .downup = 1,
+                    .patch = {8, 8, 8},
+                    .norm = NORMALIZE_ZSCORE};
     Volume v;
     fill_volume(&v, 21, 18, 11, 1, 31);
     ms.t = mid_threshold(&v, &ms);
@@ -335,8 +355,13 @@ static void test_ch2(void **state)
     assert_int_equal(v.dim[0], 181);
     assert_int_equal(v.dim[1], 217);
     assert_int_equal(v.dim[2], 181);
-    ModelSpec ms = {.dims = 2, .axis = 2, .nmod = 1, .kind = KIND_THRESH,
-                    .downup = 1, .softmax = 1, .norm = NORMALIZE_ZSCORE};
+    ModelSpec ms = {.dims = 2,
+                    .axis = 2,
+                    .nmod = 1,
+                    .kind = KIND_THRESH,
+                    .downup = 1,
+                    .softmax = 1,
+                    .norm = NORMALIZE_ZSCORE};
     /* ch2 holds integers: a threshold half-way between raw 100 and 101
      * is >= 0.5 / std away from every voxel. */
     {
@@ -366,7 +391,8 @@ static void test_ch2(void **state)
     int16_t *e = expected(&v, &ms);
     assert_int_equal(count_diff(lab, e, n), 0);
     int64_t ones = 0;
-    for (int64_t i = 0; i < n; i++) ones += lab[i];
+    for (int64_t i = 0; i < n; i++)
+        ones += lab[i];
     assert_true(ones > n / 20 && ones < n / 2); /* a brain-sized mask */
     assert_same_nifti_geometry(ch2, out, 0);
     free(lab);

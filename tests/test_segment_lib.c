@@ -2,8 +2,8 @@
  * segmodel.h: 2D slices along each axis and order, 3D sliding windows
  * and their fusion, batching and threads; labels compared with the
  * expected map computed independently (double statistics). */
-#include "testutil.h"
 #include "niftifixture.h"
+#include "testutil.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -42,8 +42,9 @@ static void check_lib(const ModelSpec *ms0, int64_t nx, int64_t ny,
     int bad = count_diff(lab, e, n);
     if (bad)
         fail_msg("dims %d axis %d order %d kind %d downup %d: %d of %lld "
-                 "labels differ", ms.dims, ms.axis, ms.order, ms.kind,
-                 ms.downup, bad, (long long)n);
+                 "labels differ",
+                 ms.dims, ms.axis, ms.order, ms.kind, ms.downup, bad,
+                 (long long)n);
     if (probs) {
         /* p1 = softmax(x - t, t - x) = 1 / (1 + exp(-2 (x - t))); the
          * network computes it in float32: 1e-5 absolute covers the
@@ -53,7 +54,8 @@ static void check_lib(const ModelSpec *ms0, int64_t nx, int64_t ny,
         double *nv = normalised(&one, &ms);
         float *want = malloc(sizeof(float) * (size_t)n);
         for (int64_t i = 0; i < n; i++)
-            want[i] = (float)(1.0 / (1.0 + exp(-2.0 * (nv[i] - (double)ms.t))));
+            want[i] =
+                (float)(1.0 / (1.0 + exp(-2.0 * (nv[i] - (double)ms.t))));
         assert_allclose(probs + n, want, (size_t)n, 1e-5, 0);
         for (int64_t i = 0; i < n; i++)
             assert_true(fabsf(probs[i] + probs[n + i] - 1.0f) < 1e-5f);
@@ -67,14 +69,17 @@ static void check_lib(const ModelSpec *ms0, int64_t nx, int64_t ny,
     volume_free(&v);
 }
 
-
 /* ---- library runs ---- */
 
 static void test_2d_threshold(void **state)
 {
     (void)state;
-    ModelSpec ms = {.dims = 2, .axis = 2, .nmod = 1, .kind = KIND_THRESH,
-                    .softmax = 1, .norm = NORMALIZE_ZSCORE};
+    ModelSpec ms = {.dims = 2,
+                    .axis = 2,
+                    .nmod = 1,
+                    .kind = KIND_THRESH,
+                    .softmax = 1,
+                    .norm = NORMALIZE_ZSCORE};
     check_lib(&ms, 13, 11, 7, 1);
     ms.softmax = 0; /* logits: same labels, probabilities via softmax */
     check_lib(&ms, 13, 11, 7, 1);
@@ -92,8 +97,11 @@ static void test_2d_axes_and_orders(void **state)
     for (int order = 0; order < 2; order++)
         for (int axis = 0; axis < 3; axis++)
             for (int du = 0; du < 2; du++) {
-                ModelSpec ms = {.dims = 2, .axis = axis, .nmod = 1,
-                                .kind = KIND_SHIFT, .downup = du,
+                ModelSpec ms = {.dims = 2,
+                                .axis = axis,
+                                .nmod = 1,
+                                .kind = KIND_SHIFT,
+                                .downup = du,
                                 .order = (VoxelOrder)order,
                                 .norm = NORMALIZE_ZSCORE};
                 check_lib(&ms, 9, 8, 7, 0);
@@ -106,8 +114,12 @@ static void test_3d_sliding_window(void **state)
     /* Larger than the patch, sizes not multiples of it nor of the step;
      * 1x1x1 threshold so every window agrees and the fused argmax is
      * exact; down/up path makes the patch the only accepted shape. */
-    ModelSpec ms = {.dims = 3, .nmod = 1, .kind = KIND_THRESH, .downup = 1,
-                    .softmax = 0, .patch = {8, 6, 10},
+    ModelSpec ms = {.dims = 3,
+                    .nmod = 1,
+                    .kind = KIND_THRESH,
+                    .downup = 1,
+                    .softmax = 0,
+                    .patch = {8, 6, 10},
                     .norm = NORMALIZE_ZSCORE};
     check_lib(&ms, 23, 17, 13, 1);
     /* Smaller than the patch along some dims: padded. */
@@ -119,8 +131,11 @@ static void test_3d_sliding_window(void **state)
     /* The shift kernel in one window (volume <= patch) pins the 3D axis
      * mapping for both orders. */
     for (int order = 0; order < 2; order++) {
-        ModelSpec sh = {.dims = 3, .nmod = 1, .kind = KIND_SHIFT,
-                        .order = (VoxelOrder)order, .patch = {8, 8, 8},
+        ModelSpec sh = {.dims = 3,
+                        .nmod = 1,
+                        .kind = KIND_SHIFT,
+                        .order = (VoxelOrder)order,
+                        .patch = {8, 8, 8},
                         .norm = NORMALIZE_ZSCORE};
         check_lib(&sh, 7, 6, 5, 0);
     }
@@ -166,8 +181,11 @@ static void test_3d_sliding_window(void **state)
 static void test_3d_fusion_reference(void **state)
 {
     (void)state;
-    ModelSpec ms = {.dims = 3, .nmod = 1, .kind = KIND_SHIFT,
-                    .patch = {6, 8, 4}, .norm = NORMALIZE_ZSCORE};
+    ModelSpec ms = {.dims = 3,
+                    .nmod = 1,
+                    .kind = KIND_SHIFT,
+                    .patch = {6, 8, 4},
+                    .norm = NORMALIZE_ZSCORE};
     const int64_t nx = 11, ny = 13, nz = 9;
     Volume v;
     fill_volume(&v, nx, ny, nz, 1, 77);
@@ -211,7 +229,8 @@ static void test_3d_fusion_reference(void **state)
                                 val = xn[((o[0] + y0) * ny + o[1] + x1) * nx +
                                          o[2] + y2];
                             double p1 =
-                                1.0 / (1.0 + exp(-2.0 * (val - (double)ms.t)));
+                                1.0 /
+                                (1.0 + exp(-2.0 * (val - (double)ms.t)));
                             double e = 0.0;
                             int64_t x[3] = {x0, x1, x2};
                             for (int t = 0; t < 3; t++) {
@@ -227,7 +246,8 @@ static void test_3d_fusion_reference(void **state)
                         }
             }
     float *want = malloc(sizeof(float) * (size_t)n);
-    for (int64_t i = 0; i < n; i++) want[i] = (float)(num[i] / den[i]);
+    for (int64_t i = 0; i < n; i++)
+        want[i] = (float)(num[i] / den[i]);
     Graph g;
     graph_init(&g);
     build_model(&g, &ms);
@@ -259,8 +279,12 @@ static void test_batching_and_threads_agree(void **state)
     (void)state;
     /* Shift model with down/up path on odd sizes: labels must not depend
      * on the slice batch nor on the thread count. */
-    ModelSpec ms = {.dims = 2, .axis = 1, .nmod = 1, .kind = KIND_SHIFT,
-                    .downup = 1, .norm = NORMALIZE_ZSCORE};
+    ModelSpec ms = {.dims = 2,
+                    .axis = 1,
+                    .nmod = 1,
+                    .kind = KIND_SHIFT,
+                    .downup = 1,
+                    .norm = NORMALIZE_ZSCORE};
     Volume v;
     fill_volume(&v, 15, 9, 11, 1, 3);
     ms.t = mid_threshold(&v, &ms);

@@ -1,7 +1,7 @@
 /* runtime/volume.c units: voxel orders and axes, normalisation (z-score,
  * foreground, CT window), the Gaussian weights and sliding windows. */
-#include "testutil.h"
 #include "niftifixture.h"
+#include "testutil.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -49,14 +49,17 @@ static void test_volume_axes(void **state)
      * from (2 "classes" = value and its negation). */
     Volume v;
     assert_int_equal(volume_alloc(&v, 5, 4, 3, 1), 0);
-    for (int i = 0; i < 60; i++) v.data[i] = (float)(i % 7) - 3.0f;
+    for (int i = 0; i < 60; i++)
+        v.data[i] = (float)(i % 7) - 3.0f;
     int64_t off[3] = {1, 1, 0}, box[3] = {2, 3, 2}, pad[3] = {3, 4, 4};
     assert_int_equal(volume_axes(ORDER_NNUNET, 3, 0, ax), 0);
     float buf[2 * 48];
     volume_gather(buf, &v, NULL, ax, off, box, pad);
-    for (int i = 0; i < 48; i++) buf[48 + i] = -buf[i];
+    for (int i = 0; i < 48; i++)
+        buf[48 + i] = -buf[i];
     int16_t lab[60];
-    for (int i = 0; i < 60; i++) lab[i] = 7;
+    for (int i = 0; i < 60; i++)
+        lab[i] = 7;
     volume_argmax_scatter(lab, v.dim, buf, 2, ax, off, box, pad);
     int touched = 0;
     for (int k = 0; k < 3; k++)
@@ -132,10 +135,10 @@ static void test_foreground_normalisation(void **state)
     for (int k = 0; k < 20; k++)
         for (int j = 0; j < 20; j++)
             for (int i = 0; i < 20; i++) {
-                int in = i >= 5 && i < 15 && j >= 5 && j < 15 && k >= 5 &&
-                         k < 15;
-                float x = in ? trng_uniform(&r, 80, 120)
-                             : trng_uniform(&r, 0, 4);
+                int in =
+                    i >= 5 && i < 15 && j >= 5 && j < 15 && k >= 5 && k < 15;
+                float x =
+                    in ? trng_uniform(&r, 80, 120) : trng_uniform(&r, 0, 4);
                 v.data[(k * 20 + j) * 20 + i] = x;
                 w.data[((k + 10) * 40 + j + 10) * 40 + i + 10] = x;
                 if (in) {
@@ -211,7 +214,7 @@ static void test_nonfinite_voxels(void **state)
         v.data[i] = in ? trng_uniform(&r, 80, 120) : 0.0f;
         /* w: the head, and half the air as NaN, +inf or -inf (the rest
          * stays 0: the lowest finite value) */
-        w.data[i] = in || i % 2 ? v.data[i]
+        w.data[i] = in || i % 2  ? v.data[i]
                     : i % 3 == 0 ? NAN
                     : i % 3 == 1 ? INFINITY
                                  : -INFINITY;

@@ -43,7 +43,10 @@ static const int soak_sizes[][3] = {
 #define N_SIZES (int)(sizeof soak_sizes / sizeof soak_sizes[0])
 
 /* Cases 37, 138, 239, 340, 441: .nii and .nii.gz, early and late. */
-static int is_corrupt(int i) { return i % 101 == 37; }
+static int is_corrupt(int i)
+{
+    return i % 101 == 37;
+}
 
 static void scan_name(int i, char *buf, size_t len)
 {
@@ -60,7 +63,8 @@ static void corrupt(const char *path, int kind)
         assert_int_equal(phantom_truncate(path, path, 400), 0);
         break;
     case 1:
-        assert_int_equal(sl_write_file_atomic(path, "not a scan\n", 11, 1), 0);
+        assert_int_equal(sl_write_file_atomic(path, "not a scan\n", 11, 1),
+                         0);
         break;
     case 2:
         assert_int_equal(sl_write_file_atomic(path, "", 0, 1), 0);
@@ -129,11 +133,11 @@ static void test_soak_500_scans(void **state)
         scan_name(i, name, sizeof name);
         snprintf(path, sizeof path, "%s/%s", in, name);
         const int *s = soak_sizes[i % N_SIZES];
-        assert_int_equal(phantom_write(path, s[0], s[1], s[2],
-                                       phantom_types[(i / N_SIZES) %
-                                                     N_PHANTOM_TYPES],
-                                       7000 + (uint64_t)i),
-                         0);
+        assert_int_equal(
+            phantom_write(path, s[0], s[1], s[2],
+                          phantom_types[(i / N_SIZES) % N_PHANTOM_TYPES],
+                          7000 + (uint64_t)i),
+            0);
         if (is_corrupt(i)) corrupt(path, n_corrupt++);
     }
     const char *model = bc_model();
@@ -148,8 +152,8 @@ static void test_soak_500_scans(void **state)
         close(pfd[1]);
         if (!freopen(errf, "w", stderr)) _exit(127);
         /* nice execs segment: the PID watched below is segment's */
-        execlp("nice", "nice", "-n", "19", bc_segment_bin(), "--threads",
-               "2", "-m", model, "--input-dir", in, "-o", out, (char *)NULL);
+        execlp("nice", "nice", "-n", "19", bc_segment_bin(), "--threads", "2",
+               "-m", model, "--input-dir", in, "-o", out, (char *)NULL);
         _exit(127);
     }
     close(pfd[1]);

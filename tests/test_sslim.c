@@ -231,7 +231,8 @@ static void test_grid_section(void **state)
     assert_int_equal(sslim_read("tests/fixtures/codec/tiny_unet.sslim", &h),
                      0);
     assert_string_equal(h.meta.orientation, "");
-    for (int t = 0; t < 3; t++) assert_true(h.meta.spacing[t] == 0.0);
+    for (int t = 0; t < 3; t++)
+        assert_true(h.meta.spacing[t] == 0.0);
     graph_free(&h);
 }
 
@@ -299,8 +300,10 @@ static void test_weights_one_copy(void **state)
     expect_same_graph(&g, &h);
     /* names, value and node arrays, META and GRPH: a few KiB here */
     if (!(total >= wbytes && total < wbytes + 32 * 1024))
-        fprintf(stderr, "sslim_read allocated %zu bytes for %zu of "
-                "weights\n", total, wbytes);
+        fprintf(stderr,
+                "sslim_read allocated %zu bytes for %zu of "
+                "weights\n",
+                total, wbytes);
     assert_true(total >= wbytes);
     assert_true(total < wbytes + 32 * 1024);
     graph_free(&h);
@@ -321,8 +324,8 @@ static void test_weights_one_copy(void **state)
         sl_error_reset();
         assert_int_equal(sslim_read(path, &h), ERR_FORMAT);
         assert_null(h.values);
-        assert_non_null(strstr(sl_error_last(),
-                               k == 0 ? "WGHT checksum" : "truncated"));
+        assert_non_null(
+            strstr(sl_error_last(), k == 0 ? "WGHT checksum" : "truncated"));
         if (k == 0) d[woff + wlen - 100] ^= 0x10;
     }
     sl_error_reset();

@@ -46,7 +46,7 @@ enum { FORM_QFORM = 1, FORM_SFORM = 2, FORM_BOTH = 3 };
 typedef struct {
     int dt;
     int nifti2;
-    int big;   /* big-endian on disk */
+    int big; /* big-endian on disk */
     int gz;
     int forms; /* FORM_* */
 } Storage;
@@ -102,23 +102,44 @@ static void fill(nifti_image *nim, const Scan *s)
         if (nim->datatype == DT_FLOAT64)
             x = ((double)s->ref[i] - inter) / slope;
         char *p = (char *)nim->data + i * (size_t)nim->nbyper;
-#define PUT(T)                                                                \
-    do {                                                                      \
-        T t = (T)x;                                                           \
-        memcpy(p, &t, sizeof t);                                              \
+#define PUT(T)                                                               \
+    do {                                                                     \
+        T t = (T)x;                                                          \
+        memcpy(p, &t, sizeof t);                                             \
     } while (0)
         switch (nim->datatype) {
-        case DT_UINT8: PUT(uint8_t); break;
-        case DT_INT8: PUT(int8_t); break;
-        case DT_UINT16: PUT(uint16_t); break;
-        case DT_INT16: PUT(int16_t); break;
-        case DT_UINT32: PUT(uint32_t); break;
-        case DT_INT32: PUT(int32_t); break;
-        case DT_UINT64: PUT(uint64_t); break;
-        case DT_INT64: PUT(int64_t); break;
-        case DT_FLOAT32: PUT(float); break;
-        case DT_FLOAT64: PUT(double); break;
-        default: fail_msg("datatype %d", nim->datatype);
+        case DT_UINT8:
+            PUT(uint8_t);
+            break;
+        case DT_INT8:
+            PUT(int8_t);
+            break;
+        case DT_UINT16:
+            PUT(uint16_t);
+            break;
+        case DT_INT16:
+            PUT(int16_t);
+            break;
+        case DT_UINT32:
+            PUT(uint32_t);
+            break;
+        case DT_INT32:
+            PUT(int32_t);
+            break;
+        case DT_UINT64:
+            PUT(uint64_t);
+            break;
+        case DT_INT64:
+            PUT(int64_t);
+            break;
+        case DT_FLOAT32:
+            PUT(float);
+            break;
+        case DT_FLOAT64:
+            PUT(double);
+            break;
+        default:
+            fail_msg("datatype %d", nim->datatype);
         }
 #undef PUT
     }
@@ -201,8 +222,9 @@ static void store(const char *path, const Scan *s, const Storage *st)
 
 static const char *storage_name(const Storage *st, char *buf, size_t len)
 {
-    snprintf(buf, len, "scan_%s_n%d_%s_%s%s", nifti_datatype_to_string(st->dt),
-             st->nifti2 ? 2 : 1, st->big ? "be" : "le",
+    snprintf(buf, len, "scan_%s_n%d_%s_%s%s",
+             nifti_datatype_to_string(st->dt), st->nifti2 ? 2 : 1,
+             st->big ? "be" : "le",
              st->forms == FORM_BOTH    ? "qs"
              : st->forms == FORM_QFORM ? "q"
                                        : "s",
@@ -226,8 +248,8 @@ static void assert_on_disk(const char *path, const Storage *st)
     assert_int_equal(st->big ? be : le, want);
 }
 
-static const int DATATYPES[] = {DT_UINT8,  DT_INT8,   DT_UINT16, DT_INT16,
-                                DT_UINT32, DT_INT32,  DT_UINT64, DT_INT64,
+static const int DATATYPES[] = {DT_UINT8,   DT_INT8,   DT_UINT16, DT_INT16,
+                                DT_UINT32,  DT_INT32,  DT_UINT64, DT_INT64,
                                 DT_FLOAT32, DT_FLOAT64};
 
 /* Every datatype x NIfTI-1/-2 x byte order x .nii/.nii.gz, plus the
@@ -259,7 +281,8 @@ static void test_every_storage_same_labels(void **state)
     volume_free(&v);
     /* A label map with both classes, so "the same labels" says something. */
     size_t fg = 0;
-    for (size_t i = 0; i < n; i++) fg += ref[i] == 1;
+    for (size_t i = 0; i < n; i++)
+        fg += ref[i] == 1;
     fprintf(stderr, "original: %zu of %zu voxels foreground\n", fg, n);
     assert_true(fg > 0 && fg < n);
 
@@ -271,8 +294,10 @@ static void test_every_storage_same_labels(void **state)
              * and little-endian NIfTI-1 .nii). */
             Storage st = {DATATYPES[t], variant & 1, (variant >> 1) & 1,
                           (variant >> 2) & 1, FORM_BOTH};
-            if (variant == 8) st = (Storage){DATATYPES[t], 1, 1, 1, FORM_QFORM};
-            if (variant == 9) st = (Storage){DATATYPES[t], 0, 0, 0, FORM_SFORM};
+            if (variant == 8)
+                st = (Storage){DATATYPES[t], 1, 1, 1, FORM_QFORM};
+            if (variant == 9)
+                st = (Storage){DATATYPES[t], 0, 0, 0, FORM_SFORM};
             char path[512], out[600];
             snprintf(path, sizeof path, "%s",
                      test_tmp_path(storage_name(&st, name, sizeof name)));

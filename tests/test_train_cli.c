@@ -28,8 +28,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <signal.h>
-#include <stdint.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,8 +188,9 @@ static void check_time_lines(const char *err)
     assert_non_null(per);
     double s_iter = -1;
     int n_iter = 0;
-    assert_int_equal(sscanf(per, " for 2 epochs (%lf s per iteration, "
-                                 "median of %d iterations",
+    assert_int_equal(sscanf(per,
+                            " for 2 epochs (%lf s per iteration, "
+                            "median of %d iterations",
                             &s_iter, &n_iter),
                      2);
     assert_true(s_iter > 0);
@@ -296,8 +297,8 @@ static void test_default_length(void **state)
     Cli r;
     bin(b, sizeof b);
     tmp("len.sslim", out, sizeof out);
-    cli(&r, "%s %s %s --data %s --no-prune --iters-per-epoch 1 --batch 1",
-        b, MODEL, out, good);
+    cli(&r, "%s %s %s --data %s --no-prune --iters-per-epoch 1 --batch 1", b,
+        MODEL, out, good);
     if (r.status) fprintf(stderr, "%s", r.err);
     assert_int_equal(r.status, 0);
     assert_int_equal(COMPRESS_DEFAULT_EPOCHS, 30);
@@ -319,8 +320,9 @@ static void test_default_length(void **state)
     check_eta_pace(r.err, COMPRESS_DEFAULT_EPOCHS);
     /* with pruning it is one (at the imported model's speed), from the
      * median of the 8 iterations after the first */
-    cli(&r, "%s %s %s --data %s --epochs 1 --iters-per-epoch 9 --batch 1 "
-            "--force",
+    cli(&r,
+        "%s %s %s --data %s --epochs 1 --iters-per-epoch 9 --batch 1 "
+        "--force",
         b, MODEL, out, good);
     if (r.status) fprintf(stderr, "%s", r.err);
     assert_int_equal(r.status, 0);
@@ -545,11 +547,10 @@ static void test_resume_refusals(void **state)
     assert_false(sl_file_exists(out));
 }
 
-
 /* A training run of one short epoch into run folder `run` (output
  * removed), the checkpoint copied to `saved`: the start of the
  * checkpoint fault tests. */
-#define SHORT_RUN                                                             \
+#define SHORT_RUN                                                            \
     "--no-prune --epochs 1 --iters-per-epoch 2 --batch 2 --threads 2 "       \
     "--seed 5"
 static void short_run(const char *out, const char *run, const char *saved)
@@ -557,8 +558,8 @@ static void short_run(const char *out, const char *run, const char *saved)
     char b[256], ck[700];
     Cli r;
     bin(b, sizeof b);
-    cli(&r, "%s %s %s --data %s " SHORT_RUN " --run-dir %s --force", b,
-        MODEL, out, good, run);
+    cli(&r, "%s %s %s --data %s " SHORT_RUN " --run-dir %s --force", b, MODEL,
+        out, good, run);
     assert_int_equal(r.status, 0);
     remove(out);
     snprintf(ck, sizeof ck, "%s/checkpoint.sslck", run);
@@ -610,8 +611,8 @@ static void test_damaged_checkpoint(void **state)
         free(m);
         cli(&r, "%s %s %s --data %s " SHORT_RUN " --run-dir %s --resume", b,
             MODEL, out, good, run);
-        fprintf(stderr, "checkpoint %s: exit %d: %s", cases[i].what,
-                r.status, r.err);
+        fprintf(stderr, "checkpoint %s: exit %d: %s", cases[i].what, r.status,
+                r.err);
         assert_int_not_equal(r.status, 0);
         assert_int_equal(r.lines, 1);
         assert_non_null(strstr(r.last, cases[i].want));
@@ -658,8 +659,8 @@ static void test_model_write_fails(void **state)
     assert_int_equal(r.status, 0);
     short_run(out, run, saved);
     cli(&r,
-        "sh -c \"trap '' XFSZ; ulimit -f 8; exec %s %s %s --data %s "
-        SHORT_RUN " --run-dir %s --resume\"",
+        "sh -c \"trap '' XFSZ; ulimit -f 8; exec %s %s %s --data "
+        "%s " SHORT_RUN " --run-dir %s --resume\"",
         b, MODEL, out, good, run);
     fprintf(stderr, "final write under ulimit -f 8: exit %d: %s", r.status,
             r.err);
@@ -761,11 +762,12 @@ static void test_fov_aug(void **state)
     graph_init(&g1);
     assert_int_equal(sslim_read(o0, &g0), 0);
     assert_int_equal(sslim_read(o1, &g1), 0);
-    assert_true(shape_equal(&g0.values[g0.input].shape,
-                            &g1.values[g1.input].shape));
+    assert_true(
+        shape_equal(&g0.values[g0.input].shape, &g1.values[g1.input].shape));
     graph_free(&g0);
     graph_free(&g1);
-    cli(&r, "%s tests/fixtures/torch/nnunet3d.onnx %s --data %s " FAST
+    cli(&r,
+        "%s tests/fixtures/torch/nnunet3d.onnx %s --data %s " FAST
         " --fov-aug 0.5 --force",
         b, o0, good);
     assert_int_not_equal(r.status, 0);
@@ -813,7 +815,8 @@ static void test_crop_aug(void **state)
     assert_int_equal(r.lines, 1);
     assert_non_null(strstr(r.last, "crop_aug=0.7 in the run folder"));
     assert_false(sl_file_exists(o1));
-    cli(&r, "%s tests/fixtures/torch/nnunet3d.onnx %s --data %s " FAST
+    cli(&r,
+        "%s tests/fixtures/torch/nnunet3d.onnx %s --data %s " FAST
         " --crop-aug 0.5 --force",
         b, o0, good);
     assert_int_not_equal(r.status, 0);

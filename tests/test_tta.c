@@ -38,7 +38,8 @@ static void test_tree_sum_exact(void **state)
     assert_int_equal(mirror_init(&m, 3, 5, N, 2), 0);
     float p[8][N], want[N], got[N];
     TestRng r = {11};
-    for (int k = 0; k < 8; k++) trng_fill(&r, p[k], N, 0.0f, 1.0f);
+    for (int k = 0; k < 8; k++)
+        trng_fill(&r, p[k], N, 0.0f, 1.0f);
     for (int i = 0; i < N; i++)
         want[i] = (((p[0][i] + p[1][i]) + (p[2][i] + p[3][i])) +
                    ((p[4][i] + p[5][i]) + (p[6][i] + p[7][i]))) *
@@ -61,7 +62,8 @@ static void test_flip_box(void **state)
     const int64_t pad[3] = {3, 4, 6}, box[3] = {2, 3, 5};
     enum { NBC = 2, N = NBC * 3 * 4 * 6 };
     float a[N], b[N], c[N];
-    for (int i = 0; i < N; i++) a[i] = (float)i;
+    for (int i = 0; i < N; i++)
+        a[i] = (float)i;
     for (int mask = 0; mask < 8; mask++) {
         mirror_flip(b, a, NBC, pad, box, mask, 2);
         for (int n = 0; n < NBC; n++)
@@ -130,7 +132,7 @@ static void build_mirror_model(Graph *g, int nsp, const int patch[3])
             int rv = seg_add_value(g, "relu0", 2 + nsp, d, NULL);
             memset(&n, 0, sizeof n);
             n.op = OP_RELU;
-            n.name = (char *)(uintptr_t)"relu";
+            n.name = (char *)(uintptr_t) "relu";
             n.n_in = 1;
             n.in[0] = prev;
             n.out = rv;
@@ -154,7 +156,8 @@ static void build_mirror_model(Graph *g, int nsp, const int patch[3])
     m->dims = nsp;
     m->axis = 2;
     m->order = ORDER_NNUNET;
-    for (int t = 0; t < 3; t++) m->patch[t] = patch[t];
+    for (int t = 0; t < 3; t++)
+        m->patch[t] = patch[t];
     m->source_name = seg_strdup("test_tta.c");
     assert_int_equal(graph_validate(g, "test model"), 0);
 }
@@ -171,8 +174,9 @@ static void symmetric_scan(Volume *v, int64_t nx, int64_t ny, int64_t nz)
                 int64_t a = i < nx - 1 - i ? i : nx - 1 - i;
                 int64_t b = j < ny - 1 - j ? j : ny - 1 - j;
                 int64_t c = k < nz - 1 - k ? k : nz - 1 - k;
-                uint64_t h = (uint64_t)(a * 73856093 ^ b * 19349663 ^
-                                        c * 83492791) * 0x9E3779B97F4A7C15ull;
+                uint64_t h =
+                    (uint64_t)(a * 73856093 ^ b * 19349663 ^ c * 83492791) *
+                    0x9E3779B97F4A7C15ull;
                 v->data[o] = (float)(h >> 40) / (float)(1u << 24);
             }
 }
@@ -189,8 +193,9 @@ static long asymmetric(const float *p, const int64_t n[3], int nc, int a)
                 for (int64_t i = 0; i < n[0]; i++, o++) {
                     int64_t q[3] = {i, j, k};
                     q[a] = n[a] - 1 - q[a];
-                    size_t m = (size_t)(((c * n[2] + q[2]) * n[1] + q[1]) *
-                                            n[0] + q[0]);
+                    size_t m =
+                        (size_t)(((c * n[2] + q[2]) * n[1] + q[1]) * n[0] +
+                                 q[0]);
                     bad += p[o] != p[m];
                 }
     return bad;
@@ -219,11 +224,15 @@ static void check_symmetry(int nsp, const int patch[3], const int64_t n[3])
     for (int a = 0; a < n_axes; a++) {
         long with = asymmetric(p[1], n, 2, a);
         without += asymmetric(p[0], n, 2, a);
-        if (with) fail_msg("%dD --tta: %ld probabilities differ from their "
-                           "mirror image along axis %d", nsp, with, a);
+        if (with)
+            fail_msg("%dD --tta: %ld probabilities differ from their "
+                     "mirror image along axis %d",
+                     nsp, with, a);
     }
-    fprintf(stderr, "%dD: without --tta %ld asymmetric probabilities, "
-            "with --tta 0\n", nsp, without);
+    fprintf(stderr,
+            "%dD: without --tta %ld asymmetric probabilities, "
+            "with --tta 0\n",
+            nsp, without);
     assert_true(without > 0);
     assert_memory_equal(p[1], p[2], sizeof(float) * nv * 2);
     assert_memory_equal(lab[1], lab[2], sizeof(int16_t) * nv);
@@ -246,8 +255,7 @@ static void test_symmetric_3d(void **state)
     (void)state;
     /* One window covering the scan, odd sides: the Gaussian weights are
      * symmetric as well. */
-    check_symmetry(3, (const int[3]){7, 9, 11},
-                   (const int64_t[3]){11, 9, 7});
+    check_symmetry(3, (const int[3]){7, 9, 11}, (const int64_t[3]){11, 9, 7});
 }
 
 /* A head-like phantom (bright ellipsoid, darker core, noise) on a
@@ -335,13 +343,15 @@ static void test_model_grid_two_storages(void **state)
         assert_int_equal(build_unet(&g, nsp, 1, 4, 2, 0, 7), 0);
         if (nsp == 3) g.meta.patch[0] = g.meta.patch[1] = g.meta.patch[2] = 8;
         snprintf(g.meta.orientation, sizeof g.meta.orientation, "PIR");
-        for (int t = 0; t < 3; t++) g.meta.spacing[t] = 1.25;
+        for (int t = 0; t < 3; t++)
+            g.meta.spacing[t] = 1.25;
         int16_t *lab[2][2]; /* [tta][sagittal] */
         for (int tta = 0; tta < 2; tta++) {
             SegmentOptions o = {.n_threads = 2, .tta = tta};
             Segmenter *s = NULL;
             assert_int_equal(segmenter_create(&g, &o, &s), 0);
-            for (int sag = 0; sag < 2; sag++) lab[tta][sag] = head_labels(s, sag);
+            for (int sag = 0; sag < 2; sag++)
+                lab[tta][sag] = head_labels(s, sag);
             segmenter_free(s);
         }
         size_t nv = 14 * 12 * 10, changed = 0, ones = 0;
@@ -349,12 +359,15 @@ static void test_model_grid_two_storages(void **state)
             changed += lab[0][0][i] != lab[1][0][i];
             ones += lab[1][0][i] == 1;
         }
-        fprintf(stderr, "%dD model grid: --tta changed %zu of %zu labels, "
-                "%zu labelled 1\n", nsp, changed, nv, ones);
+        fprintf(stderr,
+                "%dD model grid: --tta changed %zu of %zu labels, "
+                "%zu labelled 1\n",
+                nsp, changed, nv, ones);
         assert_memory_equal(lab[0][0], lab[0][1], nv * sizeof(int16_t));
         assert_memory_equal(lab[1][0], lab[1][1], nv * sizeof(int16_t));
         assert_true(changed > 0);
-        for (int i = 0; i < 4; i++) sl_free(lab[i / 2][i % 2]);
+        for (int i = 0; i < 4; i++)
+            sl_free(lab[i / 2][i % 2]);
         graph_free(&g);
     }
 }
@@ -371,18 +384,17 @@ static void test_cli_tta(void **state)
     assert_int_equal(phantom_write(scan, 24, 32, 6, DT_FLOAT32, 3), 0);
     /* one case on 2 threads, one on 1 thread, and a batch of two cases
      * (a copy of the scan): the same label maps */
-    BcRun r = bc_sh("'%s' -q --tta -m '%s' -o '%s/a_seg.nii.gz' '%s' && "
-                    "'%s' -q --tta --threads 1 -m '%s' -o '%s/b_seg.nii.gz' "
-                    "'%s' && cmp '%s/a_seg.nii.gz' '%s/b_seg.nii.gz' && "
-                    "cp '%s' '%s/t.nii.gz' && "
-                    "'%s' -q --tta -m '%s' -o '%s/batch/' '%s' '%s/t.nii.gz' "
-                    "&& cmp '%s/a_seg.nii.gz' '%s/batch/s_seg.nii.gz' && "
-                    "cmp '%s/a_seg.nii.gz' '%s/batch/t_seg.nii.gz'",
-                    bc_segment_bin(), bc_model(), dir, scan,
-                    bc_segment_bin(), bc_model(), dir, scan, dir, dir,
-                    scan, dir,
-                    bc_segment_bin(), bc_model(), dir, scan, dir,
-                    dir, dir, dir, dir);
+    BcRun r =
+        bc_sh("'%s' -q --tta -m '%s' -o '%s/a_seg.nii.gz' '%s' && "
+              "'%s' -q --tta --threads 1 -m '%s' -o '%s/b_seg.nii.gz' "
+              "'%s' && cmp '%s/a_seg.nii.gz' '%s/b_seg.nii.gz' && "
+              "cp '%s' '%s/t.nii.gz' && "
+              "'%s' -q --tta -m '%s' -o '%s/batch/' '%s' '%s/t.nii.gz' "
+              "&& cmp '%s/a_seg.nii.gz' '%s/batch/s_seg.nii.gz' && "
+              "cmp '%s/a_seg.nii.gz' '%s/batch/t_seg.nii.gz'",
+              bc_segment_bin(), bc_model(), dir, scan, bc_segment_bin(),
+              bc_model(), dir, scan, dir, dir, scan, dir, bc_segment_bin(),
+              bc_model(), dir, scan, dir, dir, dir, dir, dir);
     if (r.status != 0) fail_msg("segment --tta: %s", r.err_first);
     bc_free(&r);
     /* --help and the man page list it */

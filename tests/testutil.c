@@ -29,7 +29,8 @@ float trng_uniform(TestRng *r, float lo, float hi)
 
 void trng_fill(TestRng *r, float *x, size_t n, float lo, float hi)
 {
-    for (size_t i = 0; i < n; i++) x[i] = trng_uniform(r, lo, hi);
+    for (size_t i = 0; i < n; i++)
+        x[i] = trng_uniform(r, lo, hi);
 }
 
 int allclose(const float *a, const float *b, size_t n, double atol,
@@ -166,7 +167,8 @@ float *load_tensor(const char *path, int64_t *dims, int *ndim)
     }
     unsigned char hdr[16];
     float *data = NULL;
-    if (fread(hdr, 1, 16, f) != 16 || memcmp(hdr, "SLTENSOR", 8) != 0) goto bad;
+    if (fread(hdr, 1, 16, f) != 16 || memcmp(hdr, "SLTENSOR", 8) != 0)
+        goto bad;
     uint32_t ver = (uint32_t)hdr[8] | (uint32_t)hdr[9] << 8 |
                    (uint32_t)hdr[10] << 16 | (uint32_t)hdr[11] << 24;
     uint32_t nd = (uint32_t)hdr[12] | (uint32_t)hdr[13] << 8 |
@@ -177,7 +179,8 @@ float *load_tensor(const char *path, int64_t *dims, int *ndim)
         unsigned char b[8];
         if (fread(b, 1, 8, f) != 8) goto bad;
         int64_t d = 0;
-        for (int k = 7; k >= 0; k--) d = (d << 8) | b[k];
+        for (int k = 7; k >= 0; k--)
+            d = (d << 8) | b[k];
         if (d < 0 || d > (1 << 28)) goto bad;
         dims[i] = d;
         numel *= (size_t)d;
@@ -293,9 +296,8 @@ int ort_run_model(const char *model, const char *input,
     return run_cmd(cmd, err, len);
 }
 
-int ort_output_close(const char *path, const float *ours,
-                     const int64_t *dims, int ndim, double rel_tol,
-                     const char *what)
+int ort_output_close(const char *path, const float *ours, const int64_t *dims,
+                     int ndim, double rel_tol, const char *what)
 {
     int64_t got[8];
     int nd = 0;

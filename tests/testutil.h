@@ -23,7 +23,7 @@ void trng_fill(TestRng *r, float *x, size_t n, float lo, float hi);
  * and the first bad index with `what`, and returns 0. */
 int allclose(const float *a, const float *b, size_t n, double atol,
              double rtol, const char *what);
-#define assert_allclose(a, b, n, atol, rtol)                                  \
+#define assert_allclose(a, b, n, atol, rtol)                                 \
     assert_true(allclose((a), (b), (n), (atol), (rtol), #a " vs " #b))
 
 /* Path of a committed fixture: tests/fixtures/<name>. */
@@ -73,7 +73,8 @@ int save_tensor(const char *path, const float *x, const int64_t *dims,
  * and a cmocka failure of the calling test. */
 int ort_available(void);
 /* The folder holding onnxruntime-node ($SL_BUILD/node, else build/node), for
- * ORT_NODE_PATH of other node tools; NULL when node or the package is missing. */
+ * ORT_NODE_PATH of other node tools; NULL when node or the package is
+ * missing. */
 const char *ort_dir(void);
 
 /* Run `model` once on the SLTENSOR file `input`, writing graph output k
@@ -89,9 +90,8 @@ int ort_run_model(const char *model, const char *input,
  * docs/DESIGN.md states the ONNX Runtime criterion).  Prints the max
  * difference labelled `what`, and allclose's report on a mismatch.
  * Returns 1 if close, 0 if not (or the file is unreadable). */
-int ort_output_close(const char *path, const float *ours,
-                     const int64_t *dims, int ndim, double rel_tol,
-                     const char *what);
+int ort_output_close(const char *path, const float *ours, const int64_t *dims,
+                     int ndim, double rel_tol, const char *what);
 
 /* cmocka-asserts that every field of two ModelMeta is equal (names,
  * normalisation, dims/axis/patch/order, source name and sha256, notes). */

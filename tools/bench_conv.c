@@ -21,9 +21,9 @@
 #include "runtime/ops/ops.h"
 #include "runtime/ops/winograd.h"
 
-static double best_ms(ConvAlgo algo, const float *x, float *y,
-                      const float *w, const float *b, const Shape *xs,
-                      const Shape *ys, const ConvParams *p)
+static double best_ms(ConvAlgo algo, const float *x, float *y, const float *w,
+                      const float *b, const Shape *xs, const Shape *ys,
+                      const ConvParams *p)
 {
     WinoConv *wc = NULL;
     size_t ns;
@@ -38,8 +38,10 @@ static double best_ms(ConvAlgo algo, const float *x, float *y,
     double best = 1e30;
     for (int r = 0; r < 15; r++) {
         double t = omp_get_wtime();
-        if (wc) wino_forward(y, x, b, wc, s);
-        else conv_forward(y, x, w, b, xs, ys, p, s);
+        if (wc)
+            wino_forward(y, x, b, wc, s);
+        else
+            conv_forward(y, x, w, b, xs, ys, p, s);
         t = omp_get_wtime() - t;
         if (t < best) best = t;
     }
@@ -52,13 +54,13 @@ int main(int argc, char **argv)
 {
     /* IC, OC, H, W, D (0: a 2D layer) */
     static int layers[][5] = {
-        {35, 58, 112, 96, 0}, {58, 40, 112, 96, 0}, {32, 38, 56, 48, 0},
-        {7, 32, 56, 48, 0},   {20, 13, 224, 192, 0}, {13, 9, 224, 192, 0},
+        {35, 58, 112, 96, 0},  {58, 40, 112, 96, 0},  {32, 38, 56, 48, 0},
+        {7, 32, 56, 48, 0},    {20, 13, 224, 192, 0}, {13, 9, 224, 192, 0},
         {32, 32, 256, 256, 0}, {64, 64, 128, 128, 0}, {128, 128, 64, 64, 0},
-        {256, 256, 32, 32, 0}, {4, 6, 128, 128, 0},  {8, 8, 128, 128, 0},
-        {16, 16, 128, 128, 0}, {32, 32, 40, 24, 0},  {16, 16, 96, 96, 8},
-        {32, 32, 48, 48, 16}, {64, 64, 24, 24, 24},  {128, 128, 12, 12, 12},
-        {8, 8, 96, 96, 8},    {5, 7, 48, 48, 16}};
+        {256, 256, 32, 32, 0}, {4, 6, 128, 128, 0},   {8, 8, 128, 128, 0},
+        {16, 16, 128, 128, 0}, {32, 32, 40, 24, 0},   {16, 16, 96, 96, 8},
+        {32, 32, 48, 48, 16},  {64, 64, 24, 24, 24},  {128, 128, 12, 12, 12},
+        {8, 8, 96, 96, 8},     {5, 7, 48, 48, 16}};
     static const char *name[] = {"direct", "F(2x2)", "F(4x4)"};
     size_t nl = sizeof layers / sizeof layers[0];
     if (argc > 1) { /* the layers given, in place of the table */
@@ -115,7 +117,8 @@ int main(int argc, char **argv)
             x[k] = (float)(k * 7919 % 1000) / 1000.0f - 0.5f;
         for (size_t k = 0; k < nw; k++)
             w[k] = (float)(k * 104729 % 1000) / 1000.0f - 0.5f;
-        for (int k = 0; k < OC; k++) b[k] = 0.1f;
+        for (int k = 0; k < OC; k++)
+            b[k] = 0.1f;
         double t[3];
         for (int a = 0; a < 3; a++)
             t[a] = best_ms((ConvAlgo)a, x, y, w, b, &xs, &ys, &p);

@@ -10,11 +10,11 @@
  * busy machine the 1-thread column then stays meaningful (the 2-thread
  * one then counts both threads' time, spinning included).
  */
-#include <time.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "runtime/common.h"
 #include "runtime/ops/gemm_core.h"
@@ -82,7 +82,8 @@ static double layer_flops(const Layer *l, const Shape *xs, const Shape *ys)
 {
     double f = 2.0 * l->ic * l->oc;
     const Shape *sp = l->transpose ? xs : ys; /* MACs actually performed */
-    for (int i = 0; i < l->nsp; i++) f *= (double)sp->d[2 + i] * l->k;
+    for (int i = 0; i < l->nsp; i++)
+        f *= (double)sp->d[2 + i] * l->k;
     return f;
 }
 
@@ -95,10 +96,10 @@ static double now(int cputime)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static double time_layer(int cputime, const Layer *l, float *y, const float *x,
-                         const float *w, const float *b, const Shape *xs,
-                         const Shape *ys, const ConvParams *p, float *scratch,
-                         double budget)
+static double time_layer(int cputime, const Layer *l, float *y,
+                         const float *x, const float *w, const float *b,
+                         const Shape *xs, const Shape *ys,
+                         const ConvParams *p, float *scratch, double budget)
 {
     double best = 1e30, spent = 0;
     for (int r = 0; r < 20 && (r < 2 || spent < budget); r++) {
@@ -119,8 +120,10 @@ int main(int argc, char **argv)
     int quick = 0, threads2 = 2, cputime = 0;
     const char *filter = NULL;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--quick")) quick = 1;
-        else if (!strcmp(argv[i], "--cputime")) cputime = 1;
+        if (!strcmp(argv[i], "--quick"))
+            quick = 1;
+        else if (!strcmp(argv[i], "--cputime"))
+            cputime = 1;
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             threads2 = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--filter") && i + 1 < argc)
@@ -154,9 +157,12 @@ int main(int argc, char **argv)
             fprintf(stderr, "error: out of memory for layer %s\n", l->name);
             return 1;
         }
-        for (size_t i = 0; i < nx; i++) x[i] = (float)(i % 17) * 0.05f - 0.4f;
-        for (size_t i = 0; i < nw; i++) w[i] = (float)(i % 13) * 0.01f - 0.06f;
-        for (int i = 0; i < l->oc; i++) b[i] = 0.1f;
+        for (size_t i = 0; i < nx; i++)
+            x[i] = (float)(i % 17) * 0.05f - 0.4f;
+        for (size_t i = 0; i < nw; i++)
+            w[i] = (float)(i % 13) * 0.01f - 0.06f;
+        for (int i = 0; i < l->oc; i++)
+            b[i] = 0.1f;
         double f = layer_flops(l, &xs, &ys), t[2];
         for (int ti = 0; ti < 2; ti++) {
             omp_set_num_threads(ti == 0 ? 1 : threads2);
@@ -168,10 +174,15 @@ int main(int argc, char **argv)
         printf("%-32s %9.3f %9.1f %9.1f %10.1f\n", l->name, f * 1e-9,
                f / t[0] * 1e-9, f / t[1] * 1e-9, (double)ns * 4e-6);
         fflush(stdout);
-        sl_free(x); sl_free(w); sl_free(b); sl_free(y); sl_free(scratch);
+        sl_free(x);
+        sl_free(w);
+        sl_free(b);
+        sl_free(y);
+        sl_free(scratch);
     }
     if (tot_f > 0)
         printf("%-32s %9.3f %9.1f %9.1f\n", "all listed (time-weighted)",
-               tot_f * 1e-9, tot_f / tot_t[0] * 1e-9, tot_f / tot_t[1] * 1e-9);
+               tot_f * 1e-9, tot_f / tot_t[0] * 1e-9,
+               tot_f / tot_t[1] * 1e-9);
     return 0;
 }

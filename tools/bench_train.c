@@ -194,7 +194,8 @@ int main(int argc, char **argv)
     const char *wp = getenv("OMP_WAIT_POLICY");
     printf("omp_wait_policy %s\n", wp ? wp : "default");
     printf("step_ms %.1f\nstep_cpu_ms %.1f\nmin_ms %.1f\n",
-           sl_median(wall, (size_t)steps), sl_median(cpu, (size_t)steps), best);
+           sl_median(wall, (size_t)steps), sl_median(cpu, (size_t)steps),
+           best);
     printf("loss_first %.6f\nloss_last %.6f\n", loss_first, loss);
     printf("exec_mb %.1f\npeak_mb %.1f\n",
            (double)train_bytes(t) / (1024.0 * 1024.0),

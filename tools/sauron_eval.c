@@ -24,9 +24,9 @@
  * Links the runtime only (NIfTI reading); header geometry comes straight
  * from libnifti because the runtime's NiftiGeom is opaque.
  */
-#include <stddef.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -500,14 +500,26 @@ typedef struct {
 } Args;
 
 static const CliOpt eval_opts[] = {
-    {.name = "classes", .type = CLI_INT, .lo = 2, .hi = MAX_CLASSES + 1,
-     .metavar = "N", .off = offsetof(Args, classes),
+    {.name = "classes",
+     .type = CLI_INT,
+     .lo = 2,
+     .hi = MAX_CLASSES + 1,
+     .metavar = "N",
+     .off = offsetof(Args, classes),
      .help = "score classes 1..N-1 (default: largest label + 1)"},
-    {.name = "csv", .type = CLI_STRING, .metavar = "OUT.csv",
-     .off = offsetof(Args, csv), .help = "also write the table as CSV"},
-    {.name = "json", .type = CLI_STRING, .metavar = "OUT.json",
-     .off = offsetof(Args, json), .help = "also write the table as JSON"},
-    {.name = "force", .type = CLI_FLAG, .off = offsetof(Args, force),
+    {.name = "csv",
+     .type = CLI_STRING,
+     .metavar = "OUT.csv",
+     .off = offsetof(Args, csv),
+     .help = "also write the table as CSV"},
+    {.name = "json",
+     .type = CLI_STRING,
+     .metavar = "OUT.json",
+     .off = offsetof(Args, json),
+     .help = "also write the table as JSON"},
+    {.name = "force",
+     .type = CLI_FLAG,
+     .off = offsetof(Args, force),
      .help = "overwrite --csv/--json outputs if they exist"},
 };
 
@@ -554,8 +566,7 @@ static int parse_args(int argc, char **argv, Args *a)
     if (rc) goto done;
     rc = ERR_ARG;
     if (npos > 2)
-        sl_error("unexpected argument '%s'; see sauron-eval --help",
-                 pos[2]);
+        sl_error("unexpected argument '%s'; see sauron-eval --help", pos[2]);
     else if (npos < 2)
         sl_error("need PRED.nii.gz and GT.nii.gz; see sauron-eval --help");
     else

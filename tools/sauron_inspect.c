@@ -44,15 +44,23 @@ typedef struct {
 } Args;
 
 static const CliOpt inspect_opts[] = {
-    {.name = "shape", .type = CLI_CUSTOM, .parse = parse_shape,
+    {.name = "shape",
+     .type = CLI_CUSTOM,
+     .parse = parse_shape,
      .expect = "N,C,(D,)H,W with positive sizes",
-     .metavar = "N,C,(D,)H,W", .off = offsetof(Args, shape), .has_mark = 1,
+     .metavar = "N,C,(D,)H,W",
+     .off = offsetof(Args, shape),
+     .has_mark = 1,
      .mark = offsetof(Args, have_shape),
      .help = "input shape the table is computed for (default: the model's "
              "import shape or 3D patch)"},
-    {.name = "json", .type = CLI_FLAG, .off = offsetof(Args, json),
+    {.name = "json",
+     .type = CLI_FLAG,
+     .off = offsetof(Args, json),
      .help = "print JSON instead of a table"},
-    {.name = "groups", .type = CLI_FLAG, .off = offsetof(Args, groups),
+    {.name = "groups",
+     .type = CLI_FLAG,
+     .off = offsetof(Args, groups),
      .help = "list the prunable points instead (channels, producer, norm and "
              "activation, uses with channel offsets, Add groups, or why a "
              "point is excluded)"},

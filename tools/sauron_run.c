@@ -50,26 +50,48 @@ typedef struct {
 } Args;
 
 static const CliOpt run_opts[] = {
-    {.name = "input", .type = CLI_STRING, .metavar = "IN.bin",
+    {.name = "input",
+     .type = CLI_STRING,
+     .metavar = "IN.bin",
      .off = offsetof(Args, input),
      .help = "raw little-endian float32 tensor of the given shape"},
-    {.name = "shape", .type = CLI_CUSTOM, .parse = parse_shape,
-     .expect = "3 to " STR(SL_MAX_DIMS)
-               " positive integers separated by commas, e.g. 1,1,64,64",
-     .metavar = "N,C,[D,]H,W", .off = offsetof(Args, shape), .has_mark = 1,
-     .mark = offsetof(Args, has_shape), .help = "input shape"},
-    {.name = "output", .type = CLI_STRING, .metavar = "OUT.bin",
+    {.name = "shape",
+     .type = CLI_CUSTOM,
+     .parse = parse_shape,
+     .expect = "3 to " STR(SL_MAX_DIMS) " positive integers separated by "
+                                        "commas, e.g. 1,1,64,64",
+     .metavar = "N,C,[D,]H,W",
+     .off = offsetof(Args, shape),
+     .has_mark = 1,
+     .mark = offsetof(Args, has_shape),
+     .help = "input shape"},
+    {.name = "output",
+     .type = CLI_STRING,
+     .metavar = "OUT.bin",
      .off = offsetof(Args, output),
      .help = "write the first graph output as raw little-endian float32 "
              "(refuses an existing file unless --force)"},
-    {.name = "repeat", .type = CLI_INT, .lo = 1, .hi = 100000, .metavar = "N",
+    {.name = "repeat",
+     .type = CLI_INT,
+     .lo = 1,
+     .hi = 100000,
+     .metavar = "N",
      .off = offsetof(Args, repeat),
      .help = "runs; the median time is printed (default 1)"},
-    {.name = "threads", .type = CLI_INT, .lo = 1, .hi = 4096, .metavar = "N",
-     .off = offsetof(Args, threads), .help = "threads (default: all cores)"},
-    {.name = "force", .type = CLI_FLAG, .off = offsetof(Args, force),
+    {.name = "threads",
+     .type = CLI_INT,
+     .lo = 1,
+     .hi = 4096,
+     .metavar = "N",
+     .off = offsetof(Args, threads),
+     .help = "threads (default: all cores)"},
+    {.name = "force",
+     .type = CLI_FLAG,
+     .off = offsetof(Args, force),
      .help = "overwrite --output if it exists"},
-    {.name = "profile", .type = CLI_FLAG, .off = offsetof(Args, profile),
+    {.name = "profile",
+     .type = CLI_FLAG,
+     .off = offsetof(Args, profile),
      .help = "also print the time per op type (fused pairs such as "
              "InstanceNorm+LeakyRelu count as one type), as ms per run and "
              "share of the total, then each Conv layer with its algorithm "
@@ -77,7 +99,6 @@ static const CliOpt run_opts[] = {
              "SL_CONV_ALGO=direct|winograd|winograd4|auto overrides the "
              "choice)"},
 };
-
 
 static const CliGroup run_groups[] = {
     {NULL, run_opts, sizeof run_opts / sizeof *run_opts, 0},

@@ -729,9 +729,9 @@ static int load_case(const Dataset *ds, const char *name, const char *image,
     nio_geom_affine(gimg, aff.m);
     orient_axcodes(&aff, out->orientation);
     for (int t = 0; t < 3; t++)
-        out->spacing[t] = sqrt(aff.m[0][t] * aff.m[0][t] +
-                               aff.m[1][t] * aff.m[1][t] +
-                               aff.m[2][t] * aff.m[2][t]);
+        out->spacing[t] =
+            sqrt(aff.m[0][t] * aff.m[0][t] + aff.m[1][t] * aff.m[1][t] +
+                 aff.m[2][t] * aff.m[2][t]);
     for (int m = 0; m < img.n_mod; m++)
         if ((rc = volume_norm_affine(&img, m, &ds->normalize[m], &na[m])))
             goto fail;
@@ -817,8 +817,8 @@ static void training_grid(Dataset *ds)
         const DataCase *c = &ds->cases[i];
         same_o &= !strcmp(c->orientation, c0->orientation);
         for (int t = 0; t < 3; t++)
-            same_s &= fabs(c->spacing[t] - c0->spacing[t]) <=
-                      1e-3 * c0->spacing[t];
+            same_s &=
+                fabs(c->spacing[t] - c0->spacing[t]) <= 1e-3 * c0->spacing[t];
     }
     memset(ds->orientation, 0, sizeof ds->orientation);
     memset(ds->spacing, 0, sizeof ds->spacing);

@@ -78,9 +78,9 @@ typedef struct {
     int64_t box_lo[3], box_hi[3];
     char orientation[4]; /* axis code of the image header (orient.h) */
     double spacing[3];   /* voxel size in mm along NIfTI i, j, k */
-    float *air; /* [C] the darkest voxel of each modality after
-                   normalisation: what the field-of-view augmentation
-                   fills added air with (owned; NULL reads as 0) */
+    float *air;          /* [C] the darkest voxel of each modality after
+                            normalisation: what the field-of-view augmentation
+                            fills added air with (owned; NULL reads as 0) */
 } DataCase;
 
 typedef struct {

@@ -399,7 +399,7 @@ fail:
 #define KEY_SCAN_MAX 16
 
 typedef struct {
-    int *slot; /* member index + 1; 0 = empty */
+    int *slot;  /* member index + 1; 0 = empty */
     size_t cap; /* power of two, > 2 x members */
 } KeyTable;
 

@@ -80,8 +80,8 @@ static int fov_check(Sampler *s, const SamplerOptions *o, int dims)
         }
         if (pf > s->Pmax[t]) s->Pmax[t] = pf;
     }
-    int64_t n = (int64_t)o->batch * s->ds->n_modalities * s->Pmax[1] *
-                s->Pmax[2];
+    int64_t n =
+        (int64_t)o->batch * s->ds->n_modalities * s->Pmax[1] * s->Pmax[2];
     if (n > SAMPLER_MAX_BATCH_FLOATS) {
         sl_error("a batch of %d slices of up to %lldx%lld is too large; "
                  "lower --batch",
@@ -337,8 +337,9 @@ static void copy_window(const DataCase *c, int C, int64_t k0,
     memset(winl, 0, (size_t)wv);
     for (int m = 0; m < C; m++) {
         float *w = win + (size_t)m * (size_t)wv;
-        const float *x = c->image + ((size_t)m * (size_t)c->S[0] +
-                                     (size_t)k0) * (size_t)sv;
+        const float *x =
+            c->image +
+            ((size_t)m * (size_t)c->S[0] + (size_t)k0) * (size_t)sv;
         float air = c->air ? c->air[m] : 0.0f;
         for (int64_t i = 0; i < wv; i++)
             w[i] = air;

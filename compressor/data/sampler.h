@@ -112,18 +112,18 @@ void sampler_defaults(SamplerOptions *o, int dims);
 
 typedef struct {
     int B, C, dims;
-    int64_t P[3];  /* this batch's patch, tensor order (P0 = 1 for 2D);
-                      differs between batches with field-of-view
-                      augmentation */
-    int64_t cap;   /* voxels one sample's buffers hold */
-    float *win;    /* field-of-view window scratch (owned; may be NULL) */
+    int64_t P[3]; /* this batch's patch, tensor order (P0 = 1 for 2D);
+                     differs between batches with field-of-view
+                     augmentation */
+    int64_t cap;  /* voxels one sample's buffers hold */
+    float *win;   /* field-of-view window scratch (owned; may be NULL) */
     uint8_t *winl;
-    float *x;      /* [B][C][P0][P1][P2] network input (owned) */
-    uint8_t *y;    /* [B][P0][P1][P2] class per voxel (owned) */
-    int *case_idx; /* [B] Dataset case index of each sample (owned) */
-    int *forced;   /* [B] 1 if centred on a foreground voxel (owned) */
+    float *x;       /* [B][C][P0][P1][P2] network input (owned) */
+    uint8_t *y;     /* [B][P0][P1][P2] class per voxel (owned) */
+    int *case_idx;  /* [B] Dataset case index of each sample (owned) */
+    int *forced;    /* [B] 1 if centred on a foreground voxel (owned) */
     BatchView view; /* whole slices, field of view or crop */
-    int64_t k;     /* batch index held, -1 if none yet */
+    int64_t k;      /* batch index held, -1 if none yet */
 } Batch;
 
 typedef struct {

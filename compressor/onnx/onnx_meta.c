@@ -304,7 +304,8 @@ int onnx_meta_decode(const Onnx__ModelProto *mp, const char *path, Graph *g)
         double *sp = m.spacing;
         if (sscanf(v, "%lf,%lf,%lf%n", &sp[0], &sp[1], &sp[2], &n) != 3 ||
             n < 0 || v[n] || !(sp[0] >= 0 && sp[0] <= 1000) ||
-            !(sp[1] >= 0 && sp[1] <= 1000) || !(sp[2] >= 0 && sp[2] <= 1000)) {
+            !(sp[1] >= 0 && sp[1] <= 1000) ||
+            !(sp[2] >= 0 && sp[2] <= 1000)) {
             bad = "sauron.spacing";
             goto fail;
         }

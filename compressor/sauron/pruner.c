@@ -20,8 +20,8 @@ struct Pruner {
     PrunerConfig cfg;
     int epochs;
     PruneGroups pg;
-    int n;         /* Sauron points */
-    int *pidx;     /* [n] index into pg.points */
+    int n;          /* Sauron points */
+    int *pidx;      /* [n] index into pg.points */
     int *channels0; /* [n] channels at import */
     SauronSched sched;
     uint64_t rng; /* reference draws (splitmix64 state) */
@@ -36,7 +36,7 @@ struct Pruner {
     size_t scratch_floats;
     int64_t flops0, params0;
     int started;
-    Graph best; /* copy of the best model (best_kind 1) */
+    Graph best;    /* copy of the best model (best_kind 1) */
     int best_kind; /* 0 none, 1 the copy, 2 the current graph */
     int best_epoch;
     double last_reg;
@@ -104,8 +104,8 @@ void pruner_config_resolve(PrunerConfig *c, int epochs, int iters_per_epoch)
     /* with a target, prune every half epoch as well: the phantom's
      * --target-flops runs were measured so */
     if (c->prune_every < 0)
-        c->prune_every = !target || iters_per_epoch < 2 ? 0
-                                                        : iters_per_epoch / 2;
+        c->prune_every =
+            !target || iters_per_epoch < 2 ? 0 : iters_per_epoch / 2;
     /* Steps far apart (PRUNER_WIDE_GUARD_ITERS) leave the training time
      * to repair what each one breaks */
     int wide = target && c->prune_every >= PRUNER_WIDE_GUARD_ITERS;
@@ -126,7 +126,8 @@ void pruner_config_resolve(PrunerConfig *c, int epochs, int iters_per_epoch)
     /* With a target, recovery needs a number of steps, not a share of
      * the run: long runs prune on until PRUNER_RECOVERY_ITERS are left */
     if (target && c->recovery_epochs < 0 && iters_per_epoch > 0) {
-        int r = (PRUNER_RECOVERY_ITERS + iters_per_epoch - 1) / iters_per_epoch;
+        int r =
+            (PRUNER_RECOVERY_ITERS + iters_per_epoch - 1) / iters_per_epoch;
         if (r < (1.0 - c->sched.prune_end) * epochs - 1e-9)
             c->recovery_epochs = r;
     }
@@ -240,8 +241,7 @@ static int select_points(Pruner *p)
     return n;
 }
 
-int pruner_create(Graph *g, const PrunerConfig *cfg, int epochs,
-                  Pruner **out)
+int pruner_create(Graph *g, const PrunerConfig *cfg, int epochs, Pruner **out)
 {
     *out = NULL;
     int rc = pruner_config_check(cfg);
@@ -499,8 +499,8 @@ static int calibrate(Pruner *p)
         return ERR_ARG;
     }
     if (!p->cal) {
-        rc = train_exec_create(p->g, &p->cal_shape, p->cfg.n_threads,
-                               &p->cal);
+        rc =
+            train_exec_create(p->g, &p->cal_shape, p->cfg.n_threads, &p->cal);
         if (rc) return rc;
     }
     size_t nbn = bn_stats(p->g, NULL, 1);
@@ -550,12 +550,12 @@ static int build_requests(Pruner *p, TrainExec *cal, PruneRequest *req,
                 return ERR_UNSUPPORTED;
             }
             CHECK(fs->d[1] == C);
-            int rc = sauron_dist_check(fs, p->cfg.sf,
-                                       p->g->values[q->value].name);
+            int rc =
+                sauron_dist_check(fs, p->cfg.sf, p->g->values[q->value].name);
             if (rc) return rc;
             sauron_prune_distance(e, F, fs, p->cfg.sf, r, scr);
-            int nc = sauron_prune_candidates(cand, e, C, r,
-                                             (float)p->tau_used[j]);
+            int nc =
+                sauron_prune_candidates(cand, e, C, r, (float)p->tau_used[j]);
             uint8_t *hit = mask; /* AND with this point's candidates */
             int k = 0;
             for (int c = 0; c < C; c++) {
@@ -634,8 +634,8 @@ static void order_by_savings(const Pruner *p, PruneRequest *req, int n)
             saved[r] = 0;
             for (int i = 0; i < p->n; i++)
                 if (p->pidx[i] == req[base + r].point)
-                    saved[r] = (double)req[base + r].n_remove *
-                               (double)p->cost[i];
+                    saved[r] =
+                        (double)req[base + r].n_remove * (double)p->cost[i];
             tmp[r] = req[base + r];
         }
         sauron_cost_order(order, saved, m);
@@ -712,7 +712,8 @@ static int guard_requests(Pruner *p, TrainExec *cal, PruneRequest *req,
         goto fail;
     }
     argmax_labels(ref, B, K, S, lab0);
-    if (p->cfg.cost_rule & SAURON_COST_GUARD) order_by_savings(p, req, *n_req);
+    if (p->cfg.cost_rule & SAURON_COST_GUARD)
+        order_by_savings(p, req, *n_req);
     for (int r = 0; r < *n_req; r++) {
         double ch = 0;
         rc = guard_change(p, req, keep, &req[r], lab0, lab1, &ch);
@@ -812,8 +813,8 @@ static int step_thresholds(Pruner *p)
             p->cost[i] = p->cost[j];
             continue;
         }
-        int rc = sauron_channel_flops(p->g, &p->pg, p->pidx[i], &in1,
-                                      &p->cost[i]);
+        int rc =
+            sauron_channel_flops(p->g, &p->pg, p->pidx[i], &in1, &p->cost[i]);
         if (rc) return rc;
     }
     if (!(p->cfg.cost_rule & SAURON_COST_TAU)) return 0;
@@ -865,8 +866,8 @@ int pruner_apply(Pruner *p, TrainExec *cal, Optim *opt, double progress,
     }
     rc = step_thresholds(p);
     if (rc) goto fail;
-    rc = build_requests(p, cal, req, &n_req, rem, score, e, emax, cand,
-                        mask, scr);
+    rc = build_requests(p, cal, req, &n_req, rem, score, e, emax, cand, mask,
+                        scr);
     if (rc) goto fail;
     if (p->cfg.prune_guard > 0 && n_req > 0 && p->cal_x &&
         p->cfg.sched.kind == SAURON_SCHED_BUDGET) {
@@ -874,8 +875,7 @@ int pruner_apply(Pruner *p, TrainExec *cal, Optim *opt, double progress,
         if (rc) goto fail;
     }
     if (n_req > 0) {
-        rc = sauron_prune_batch(p->g, &p->pg, req, n_req, &slices,
-                                &n_slices);
+        rc = sauron_prune_batch(p->g, &p->pg, req, n_req, &slices, &n_slices);
         if (rc) goto fail;
         if (opt && slices) {
             rc = optim_slice_all(opt, slices, n_slices);
@@ -919,8 +919,14 @@ int pruner_step(Pruner *p, Optim *opt, double progress, int *changed)
     return pruner_apply(p, p->cal, opt, progress, changed);
 }
 
-int pruner_n_points(const Pruner *p) { return p->n; }
-const PrunerConfig *pruner_config(const Pruner *p) { return &p->cfg; }
+int pruner_n_points(const Pruner *p)
+{
+    return p->n;
+}
+const PrunerConfig *pruner_config(const Pruner *p)
+{
+    return &p->cfg;
+}
 int pruner_point_value(const Pruner *p, int i)
 {
     return p->pg.points[p->pidx[i]].value;
@@ -937,7 +943,10 @@ int pruner_point_channels0(const Pruner *p, int i)
 {
     return p->channels0[i];
 }
-double pruner_point_tau(const Pruner *p, int i) { return p->sched.pt[i].tau; }
+double pruner_point_tau(const Pruner *p, int i)
+{
+    return p->sched.pt[i].tau;
+}
 double pruner_point_tau_used(const Pruner *p, int i)
 {
     return p->tau_used[i] > 0 ? p->tau_used[i] : p->sched.pt[i].tau;
@@ -946,18 +955,36 @@ int64_t pruner_point_channel_flops(const Pruner *p, int i)
 {
     return p->cost[i];
 }
-const SauronSched *pruner_sched(const Pruner *p) { return &p->sched; }
-const PruneGroups *pruner_groups(const Pruner *p) { return &p->pg; }
-int64_t pruner_flops0(const Pruner *p) { return p->flops0; }
-int64_t pruner_params0(const Pruner *p) { return p->params0; }
+const SauronSched *pruner_sched(const Pruner *p)
+{
+    return &p->sched;
+}
+const PruneGroups *pruner_groups(const Pruner *p)
+{
+    return &p->pg;
+}
+int64_t pruner_flops0(const Pruner *p)
+{
+    return p->flops0;
+}
+int64_t pruner_params0(const Pruner *p)
+{
+    return p->params0;
+}
 const Graph *pruner_best(const Pruner *p)
 {
     if (p->best_kind == 1) return &p->best;
     if (p->best_kind == 2) return p->g;
     return NULL;
 }
-int pruner_best_epoch(const Pruner *p) { return p->best_epoch; }
-double pruner_last_reg(const Pruner *p) { return p->last_reg; }
+int pruner_best_epoch(const Pruner *p)
+{
+    return p->best_epoch;
+}
+double pruner_last_reg(const Pruner *p)
+{
+    return p->last_reg;
+}
 
 /* ---- checkpoint ---- */
 
@@ -1057,12 +1084,18 @@ int pruner_load(Pruner *p, const uint8_t *buf, size_t len, const char *what)
     int64_t params0 = br_i64(&r);
     int n = br_i32(&r);
     if (r.err) goto corrupt;
-    if (lambda != p->cfg.lambda) diff = "--lambda";
-    else if (sf != p->cfg.sf) diff = "--sf";
-    else if (every != p->cfg.prune_every) diff = "--prune-every";
-    else if (keep != p->cfg.keep_head_input) diff = "--keep-head-input";
-    else if (seed != p->cfg.seed) diff = "--seed";
-    else if (n < 1 || n > p->pg.n_points) diff = "the model (prunable points)";
+    if (lambda != p->cfg.lambda)
+        diff = "--lambda";
+    else if (sf != p->cfg.sf)
+        diff = "--sf";
+    else if (every != p->cfg.prune_every)
+        diff = "--prune-every";
+    else if (keep != p->cfg.keep_head_input)
+        diff = "--keep-head-input";
+    else if (seed != p->cfg.seed)
+        diff = "--seed";
+    else if (n < 1 || n > p->pg.n_points)
+        diff = "the model (prunable points)";
     if (diff) {
         sl_error("%s: the run being resumed used other settings (%s "
                  "differs); resume with the same flags and model, or start "

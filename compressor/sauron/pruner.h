@@ -51,13 +51,13 @@
 #include "runtime/graph.h"
 
 typedef struct {
-    double lambda;   /* regulariser weight, --lambda (see _resolve) */
-    int sf;          /* pooling factor in both distances (2), --sf */
-    int prune_every; /* also prune every N iterations (budget only) */
+    double lambda;       /* regulariser weight, --lambda (see _resolve) */
+    int sf;              /* pooling factor in both distances (2), --sf */
+    int prune_every;     /* also prune every N iterations (budget only) */
     int keep_head_input; /* 1: points feeding a class head are not Sauron
                             points (docs/METHOD.md: protects Dice); 0 */
-    uint64_t seed;   /* reference-channel draws */
-    int n_threads;   /* calibration executor; <= 0 all cores */
+    uint64_t seed;       /* reference-channel draws */
+    int n_threads;       /* calibration executor; <= 0 all cores */
     SauronSchedConfig sched;
     /* --prune-guard G (budget schedule only; default 0.02, 0: off; the
      * paper schedule is kept exactly as published, unguarded): before a
@@ -245,7 +245,6 @@ const Graph *pruner_best(const Pruner *p);
 int pruner_best_epoch(const Pruner *p);
 /* Last regulariser value and the mean seconds it took per call. */
 double pruner_last_reg(const Pruner *p);
-
 
 /* ---- checkpoint ----
  * Blob "SLPRUNR1": version, the settings (lambda, sf, prune_every,

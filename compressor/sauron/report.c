@@ -60,8 +60,8 @@ static int trim_rows(const char *path, int last, int json)
     return rc;
 }
 
-static void point_name(char *buf, size_t len, const Graph *g,
-                       const Pruner *p, int i)
+static void point_name(char *buf, size_t len, const Graph *g, const Pruner *p,
+                       int i)
 {
     const char *nm = g->nodes[pruner_point_node(p, i)].name;
     size_t k = 0;
@@ -190,7 +190,9 @@ int report_epoch(SauronReport *r, Pruner *p, const Graph *g,
     num(f, e->dice, 0);
     for (int k = 1; k < r->n_classes; k++) {
         fputc(',', f);
-        num(f, e->dice_class && k < e->n_classes ? e->dice_class[k] : (double)NAN,
+        num(f,
+            e->dice_class && k < e->n_classes ? e->dice_class[k]
+                                              : (double)NAN,
             0);
     }
     fprintf(f, ",%lld,%lld,%d", (long long)params, (long long)flops,
@@ -218,7 +220,9 @@ int report_epoch(SauronReport *r, Pruner *p, const Graph *g,
     fprintf(f, ", \"dice_class\": [");
     for (int k = 0; k < r->n_classes; k++) {
         if (k) fprintf(f, ", ");
-        num(f, e->dice_class && k < e->n_classes ? e->dice_class[k] : (double)NAN,
+        num(f,
+            e->dice_class && k < e->n_classes ? e->dice_class[k]
+                                              : (double)NAN,
             1);
     }
     fprintf(f, "], \"params\": %lld, \"flops\": %lld, \"channels\": [",
@@ -277,10 +281,9 @@ static void write_removals(FILE *f, const SauronPoint *pt, int json)
     }
 }
 
-int report_target_verdict(double target, double kept_min,
-                          double kept_written, double dice_ref,
-                          double dice_written, double max_dice_drop,
-                          char *buf, size_t len)
+int report_target_verdict(double target, double kept_min, double kept_written,
+                          double dice_ref, double dice_written,
+                          double max_dice_drop, char *buf, size_t len)
 {
     char margin[160];
     int margin_ok = 1;
@@ -318,8 +321,8 @@ int report_target_verdict(double target, double kept_min,
     return met && margin_ok;
 }
 
-int report_summary(SauronReport *r, Pruner *p, Graph *written,
-                   int best_epoch, double dice_before, double dice_after,
+int report_summary(SauronReport *r, Pruner *p, Graph *written, int best_epoch,
+                   double dice_before, double dice_after,
                    const char *target_line)
 {
     char *pj = join(r->dir, SUMMARY_JSON), *pt = join(r->dir, SUMMARY_TXT);
@@ -355,9 +358,9 @@ int report_summary(SauronReport *r, Pruner *p, Graph *written,
     fprintf(f, "  \"flops_before\": %lld, \"flops_after\": %lld,\n",
             (long long)f0, (long long)flops_after);
     fprintf(f, "  \"flops_cut\": ");
-    num(f, f0 > 0 && flops_after >= 0
-               ? 1.0 - (double)flops_after / (double)f0
-               : (double)NAN,
+    num(f,
+        f0 > 0 && flops_after >= 0 ? 1.0 - (double)flops_after / (double)f0
+                                   : (double)NAN,
         1);
     fprintf(f, ",\n  \"dice_before\": ");
     num(f, dice_before, 1);
@@ -397,8 +400,7 @@ int report_summary(SauronReport *r, Pruner *p, Graph *written,
             p0 > 0 ? 100.0 * (1.0 - (double)p1 / (double)p0) : 0.0);
     fprintf(f, "FLOPs per sample: %lld -> %lld (%.1f%% fewer)\n",
             (long long)f0, (long long)flops_after,
-            f0 > 0 ? 100.0 * (1.0 - (double)flops_after / (double)f0)
-                   : 0.0);
+            f0 > 0 ? 100.0 * (1.0 - (double)flops_after / (double)f0) : 0.0);
     fprintf(f, "validation Dice: %.4f -> %.4f\n", dice_before, dice_after);
     if (target_line) fprintf(f, "%s\n", target_line);
     fprintf(f, "%-32s %6s %6s %8s  removals (-n@epoch)\n", "point", "before",

@@ -45,10 +45,10 @@ typedef struct {
 } ReportEpoch;
 
 typedef struct {
-    const char *mode;        /* "labels" or "distill" */
-    const char *calibration; /* how the calibration batch was chosen */
-    const char *schedule;    /* "budget" or "paper" */
-    const char *model_in;    /* imported model path */
+    const char *mode;               /* "labels" or "distill" */
+    const char *calibration;        /* how the calibration batch was chosen */
+    const char *schedule;           /* "budget" or "paper" */
+    const char *model_in;           /* imported model path */
     const char *const *class_names; /* [n_classes] or NULL */
     int n_classes;
 } ReportInfo;
@@ -69,8 +69,8 @@ int report_epoch(SauronReport *r, Pruner *p, const Graph *g,
 /* Write the summary files for the model that is written out (best, from
  * epoch best_epoch with validation Dice dice_after); its activation
  * shapes are re-inferred for the calibration sample. */
-int report_summary(SauronReport *r, Pruner *p, Graph *written,
-                   int best_epoch, double dice_before, double dice_after,
+int report_summary(SauronReport *r, Pruner *p, Graph *written, int best_epoch,
+                   double dice_before, double dice_after,
                    const char *target_line);
 
 /* --target-flops: whether the target and the Dice margin were both met by
@@ -85,9 +85,8 @@ int report_summary(SauronReport *r, Pruner *p, Graph *written,
  *   dice_written  the written model's validation Dice
  * Returns 1 when both were met (the margin counts as met without
  * validation data: the sentence says it was not checked), else 0. */
-int report_target_verdict(double target, double kept_min,
-                          double kept_written, double dice_ref,
-                          double dice_written, double max_dice_drop,
-                          char *buf, size_t len);
+int report_target_verdict(double target, double kept_min, double kept_written,
+                          double dice_ref, double dice_written,
+                          double max_dice_drop, char *buf, size_t len);
 
 #endif

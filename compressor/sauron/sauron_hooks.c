@@ -21,7 +21,10 @@ struct SauronHooks {
     char target_line[512];   /* --target-flops verdict, "" if none */
 };
 
-Pruner *sauron_hooks_pruner(SauronHooks *h) { return h->p; }
+Pruner *sauron_hooks_pruner(SauronHooks *h)
+{
+    return h->p;
+}
 
 const char *sauron_settings_lines(const PrunerConfig *c, char *buf,
                                   size_t len)
@@ -39,9 +42,9 @@ const char *sauron_settings_lines(const PrunerConfig *c, char *buf,
              c->lambda, c->sf,
              s->kind == SAURON_SCHED_PAPER ? "paper" : "budget", s->tau_max,
              s->kappa, s->rho, s->mu, s->max_dice_drop, c->prune_every,
-             c->keep_head_input, c->prune_guard, c->guard_retry, c->guard_split,
-             sauron_cost_rule_name(c->cost_rule), c->target_flops,
-             c->recovery_epochs, c->pause);
+             c->keep_head_input, c->prune_guard, c->guard_retry,
+             c->guard_split, sauron_cost_rule_name(c->cost_rule),
+             c->target_flops, c->recovery_epochs, c->pause);
     return buf;
 }
 
@@ -213,9 +216,8 @@ int sauron_hooks_create(SauronHooks **out, Graph *g, const PrunerConfig *cfg,
         char clean[NAME_LEN - 8];
         size_t k = 0;
         for (; nm && nm[k] && k + 1 < sizeof clean; k++)
-            clean[k] = (nm[k] == ',' || nm[k] == '"' || nm[k] < ' ')
-                           ? '_'
-                           : nm[k];
+            clean[k] =
+                (nm[k] == ',' || nm[k] == '"' || nm[k] < ' ') ? '_' : nm[k];
         clean[k] = 0;
         snprintf(h->names[1 + i], NAME_LEN, "ch_%s", clean);
         snprintf(h->names[1 + np + i], NAME_LEN, "tau_%s", clean);
@@ -284,8 +286,9 @@ void sauron_hooks_free(SauronHooks *h)
 
 static const CliChoice on_off[] = {{"off", 0}, {"on", 1}, {NULL, 0}};
 
-static const CliChoice schedules[] = {
-    {"budget", SAURON_SCHED_BUDGET}, {"paper", SAURON_SCHED_PAPER}, {NULL, 0}};
+static const CliChoice schedules[] = {{"budget", SAURON_SCHED_BUDGET},
+                                      {"paper", SAURON_SCHED_PAPER},
+                                      {NULL, 0}};
 
 _Static_assert(sizeof(SauronSchedKind) == sizeof(int),
                "--schedule is stored as an int");
@@ -314,55 +317,105 @@ static int parse_target_flops(const char *v, void *target)
 }
 
 const CliOpt sauron_cli_opts[] = {
-    {.name = "lambda", .type = CLI_DOUBLE, .lo = 0, .hi = 100,
-     .metavar = "X", .off = PRUNE_OPT(lambda),
+    {.name = "lambda",
+     .type = CLI_DOUBLE,
+     .lo = 0,
+     .hi = 100,
+     .metavar = "X",
+     .off = PRUNE_OPT(lambda),
      .help = "weight of the delta_opt regulariser (default 0.5)"},
-    {.name = "sf", .type = CLI_INT, .lo = 1, .hi = 16, .metavar = "N",
+    {.name = "sf",
+     .type = CLI_INT,
+     .lo = 1,
+     .hi = 16,
+     .metavar = "N",
      .off = PRUNE_OPT(sf),
      .help = "average-pool factor in the distances (default 2)"},
-    {.name = "schedule", .type = CLI_CHOICE, .choices = schedules,
+    {.name = "schedule",
+     .type = CLI_CHOICE,
+     .choices = schedules,
      .off = PRUNE_OPT(sched.kind),
      .help = "threshold schedule (default budget: climb within the first "
              "half of --epochs, prune until 80%, recover)"},
-    {.name = "tau-max", .type = CLI_DOUBLE, .lo = 0, .hi = 1,
-     .metavar = "X", .off = PRUNE_OPT(sched.tau_max),
+    {.name = "tau-max",
+     .type = CLI_DOUBLE,
+     .lo = 0,
+     .hi = 1,
+     .metavar = "X",
+     .off = PRUNE_OPT(sched.tau_max),
      .help = "last threshold, in (0, 1] (default 1.0; 0.3 with "
              "--target-flops none or --schedule paper)"},
-    {.name = "kappa", .type = CLI_INT, .lo = 1, .hi = 1000, .metavar = "N",
-     .off = PRUNE_OPT(sched.kappa), .help = "ladder steps (default 15)"},
-    {.name = "rho", .type = CLI_INT, .lo = 0, .hi = 1000, .metavar = "N",
+    {.name = "kappa",
+     .type = CLI_INT,
+     .lo = 1,
+     .hi = 1000,
+     .metavar = "N",
+     .off = PRUNE_OPT(sched.kappa),
+     .help = "ladder steps (default 15)"},
+    {.name = "rho",
+     .type = CLI_INT,
+     .lo = 0,
+     .hi = 1000,
+     .metavar = "N",
      .off = PRUNE_OPT(sched.rho),
      .help = "paper schedule: patience (default 5)"},
-    {.name = "mu", .type = CLI_DOUBLE, .lo = 0, .hi = 1, .metavar = "X",
+    {.name = "mu",
+     .type = CLI_DOUBLE,
+     .lo = 0,
+     .hi = 1,
+     .metavar = "X",
      .off = PRUNE_OPT(sched.mu),
      .help = "paper schedule: stall fraction (default 0.02)"},
-    {.name = "max-dice-drop", .type = CLI_DOUBLE, .lo = 0, .hi = 1,
-     .metavar = "X", .off = PRUNE_OPT(sched.max_dice_drop),
+    {.name = "max-dice-drop",
+     .type = CLI_DOUBLE,
+     .lo = 0,
+     .hi = 1,
+     .metavar = "X",
+     .off = PRUNE_OPT(sched.max_dice_drop),
      .help = "Dice margin below the imported model (default 0.01)"},
-    {.name = "prune-every", .type = CLI_INT, .lo = 0, .hi = 1000000,
-     .metavar = "N", .off = PRUNE_OPT(prune_every),
+    {.name = "prune-every",
+     .type = CLI_INT,
+     .lo = 0,
+     .hi = 1000000,
+     .metavar = "N",
+     .off = PRUNE_OPT(prune_every),
      .help = "also prune every N iterations (budget schedule; default: "
              "every half epoch; 0, and the default with --target-flops none: "
              "at epoch ends only)"},
-    {.name = "prune-guard", .type = CLI_DOUBLE, .lo = 0, .hi = 1,
-     .metavar = "G", .off = PRUNE_OPT(prune_guard),
+    {.name = "prune-guard",
+     .type = CLI_DOUBLE,
+     .lo = 0,
+     .hi = 1,
+     .metavar = "G",
+     .off = PRUNE_OPT(prune_guard),
      .help = "budget schedule: skip a layer's removal that would change the "
              "calibration segmentation by more than G (1-Dice); that "
              "layer steps down a rung and stops climbing (default 0.02, or "
              "the Dice margin if larger and there is a target; with a "
              "target, doubled when pruning steps are at least 100 "
              "iterations apart; 0: off)"},
-    {.name = "guard-retry", .type = CLI_DOUBLE, .lo = 0, .hi = 1e6,
-     .metavar = "E", .off = PRUNE_OPT(guard_retry),
+    {.name = "guard-retry",
+     .type = CLI_DOUBLE,
+     .lo = 0,
+     .hi = 1e6,
+     .metavar = "E",
+     .off = PRUNE_OPT(guard_retry),
      .help = "a layer held back by the guard tries the next rung every E "
              "epochs (default 2, 0: never)"},
-    {.name = "guard-split", .type = CLI_INT, .lo = 0, .hi = 30,
-     .metavar = "N", .off = PRUNE_OPT(guard_split),
+    {.name = "guard-split",
+     .type = CLI_INT,
+     .lo = 0,
+     .hi = 30,
+     .metavar = "N",
+     .off = PRUNE_OPT(guard_split),
      .help = "when a layer's removal fails the guard, try its nearest "
              "half, quarter, ... of the candidates, N times (default 0: "
              "off)"},
-    {.name = "cost-rule", .type = CLI_CUSTOM, .parse = parse_cost_rule,
-     .expect = "one of none, tau, guard, all", .metavar = "R",
+    {.name = "cost-rule",
+     .type = CLI_CUSTOM,
+     .parse = parse_cost_rule,
+     .expect = "one of none, tau, guard, all",
+     .metavar = "R",
      .off = PRUNE_OPT(cost_rule),
      .help = "budget schedule: put FLOPs per channel into the decision: "
              "none, tau (thresholds scaled by sqrt of a layer's FLOPs per "
@@ -370,28 +423,39 @@ const CliOpt sauron_cli_opts[] = {
              "removals saving most FLOPs first), all (both; default with a "
              "target when pruning steps are at least 100 iterations apart, "
              "as at the default length; none otherwise)"},
-    {.name = "target-flops", .type = CLI_CUSTOM, .parse = parse_target_flops,
+    {.name = "target-flops",
+     .type = CLI_CUSTOM,
+     .parse = parse_target_flops,
      .expect = "the fraction of the imported model's FLOPs to keep, a number "
                "in (0, 1] (e.g. 0.1), or none",
-     .metavar = "F", .off = PRUNE_OPT(target_flops),
+     .metavar = "F",
+     .off = PRUNE_OPT(target_flops),
      .help = "fraction of the imported model's FLOPs to keep, in (0, 1]: "
              "pruning stops once reached, the rest of the run recovers; the "
              "summary says whether the target and the Dice margin were met "
              "(default 0.1; none: no target, and the published budget values "
              "tau_max 0.3, pruning at epoch ends; --schedule paper: none)"},
-    {.name = "recovery-epochs", .type = CLI_INT, .lo = 0, .hi = 100000,
-     .metavar = "N", .off = PRUNE_OPT(recovery_epochs),
+    {.name = "recovery-epochs",
+     .type = CLI_INT,
+     .lo = 0,
+     .hi = 100000,
+     .metavar = "N",
+     .off = PRUNE_OPT(recovery_epochs),
      .help = "budget schedule: no pruning in the last N epochs (default: "
              "the last 20%, with a target at most 500 iterations; less "
              "than --epochs)"},
-    {.name = "pause-below-margin", .type = CLI_CHOICE, .choices = on_off,
+    {.name = "pause-below-margin",
+     .type = CLI_CHOICE,
+     .choices = on_off,
      .off = PRUNE_OPT(pause),
      .help = "budget schedule: no removal while the last validation Dice "
              "is below the margin, until an epoch is back within it "
              "(default off)"},
-    {.name = "keep-head-input", .type = CLI_FLAG,
+    {.name = "keep-head-input",
+     .type = CLI_FLAG,
      .off = PRUNE_OPT(keep_head_input),
      .help = "never prune the block feeding a class head"},
 };
 
-const int sauron_cli_n_opts = sizeof sauron_cli_opts / sizeof *sauron_cli_opts;
+const int sauron_cli_n_opts =
+    sizeof sauron_cli_opts / sizeof *sauron_cli_opts;

@@ -31,7 +31,8 @@ typedef struct SauronHooks SauronHooks;
  * Returns 0 or the pruner_create codes (ERR_UNSUPPORTED: no prunable
  * point, message printed). */
 int sauron_hooks_create(SauronHooks **out, Graph *g, const PrunerConfig *cfg,
-                        int epochs, const ReportInfo *info, TrainHooks *hooks);
+                        int epochs, const ReportInfo *info,
+                        TrainHooks *hooks);
 /* After a successful trainer_run: summary files for the model the trainer
  * left in its graph (the best one within the margin). */
 int sauron_hooks_finish(SauronHooks *h, Trainer *t);

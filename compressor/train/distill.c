@@ -13,15 +13,18 @@
 struct Distill {
     Graph teacher; /* owned copy of the imported graph */
     int n_threads;
-    Executor *ex;   /* for the training batch shape */
-    Shape ex_shape; /* its input shape */
+    Executor *ex;             /* for the training batch shape */
+    Shape ex_shape;           /* its input shape */
     float *q[SL_MAX_OUTPUTS]; /* teacher probabilities per output */
     size_t q_n[SL_MAX_OUTPUTS];
     double seconds;
     double teach_w; /* > 0: labels + teach_w * soft targets */
 };
 
-double distill_seconds(const Distill *d) { return d->seconds; }
+double distill_seconds(const Distill *d)
+{
+    return d->seconds;
+}
 
 /* Teacher segmentation of training case i into its label map (tensor
  * order: label[i0][i1][i2] is NIfTI voxel c[ax[t]] = i_t). */
@@ -193,8 +196,8 @@ int distill_create(Distill **out, const Graph *teacher, int n_threads,
     return 0;
 }
 
-int distill_create_teacher(Distill **out, const Graph *teacher,
-                           int n_threads, double weight, TrainTargets *tt)
+int distill_create_teacher(Distill **out, const Graph *teacher, int n_threads,
+                           double weight, TrainTargets *tt)
 {
     int rc = distill_create(out, teacher, n_threads, tt);
     if (rc) return rc;

@@ -42,8 +42,8 @@ int distill_create(Distill **out, const Graph *teacher, int n_threads,
  * the teacher's outputs for the same batch; validation, calibration and
  * sampling keep the dataset's labels (no relabelling), so validation Dice
  * is against the ground truth.  Fills *tt as distill_create does. */
-int distill_create_teacher(Distill **out, const Graph *teacher,
-                           int n_threads, double weight, TrainTargets *tt);
+int distill_create_teacher(Distill **out, const Graph *teacher, int n_threads,
+                           double weight, TrainTargets *tt);
 void distill_free(Distill *d);
 
 /* Seconds spent in teacher forwards so far (relabelling included). */

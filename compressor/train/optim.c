@@ -46,7 +46,8 @@ float optim_default_lr(OptimKind kind, long long iters)
 {
     OptimOptions o;
     optim_options_default(&o, kind);
-    if (kind != OPTIM_ADAM || iters <= OPTIM_ADAM_FULL_RATE_ITERS) return o.lr;
+    if (kind != OPTIM_ADAM || iters <= OPTIM_ADAM_FULL_RATE_ITERS)
+        return o.lr;
     return (float)((double)o.lr * OPTIM_ADAM_FULL_RATE_ITERS / (double)iters);
 }
 

@@ -821,8 +821,8 @@ static int run_epoch(Trainer *t, int e)
         if (!t->estimate_shown && it + 1 == probe) {
             /* Validation as long as the imported model's (epoch 0). */
             int n = probe > 1 ? probe - 1 : 1;
-            double per = sl_median(probe > 1 ? probe_s + 1 : probe_s,
-                                   (size_t)n);
+            double per =
+                sl_median(probe > 1 ? probe_s + 1 : probe_s, (size_t)n);
             double val = t->n_hist > 0 ? t->hist[0].seconds : 0.0;
             if (tty) fprintf(stderr, "\r\033[K");
             trainer_print_estimate(t, c->epochs - e + 1, per, n, val);

@@ -34,8 +34,7 @@ void trainer_print_estimate(const Trainer *t, int n_epochs, double per_iter,
     if (t->cfg.quiet) return;
     if (t->cfg.lr_note) fprintf(stderr, "%s\n", t->cfg.lr_note);
     char d[32];
-    double total =
-        n_epochs * (t->cfg.iters_per_epoch * per_iter + val_s);
+    double total = n_epochs * (t->cfg.iters_per_epoch * per_iter + val_s);
     fprintf(stderr,
             "expected time: %s%s for %d epoch%s (%.3g s per iteration, "
             "median of %d iteration%s, validation %.1f s per epoch%s)\n",
@@ -67,8 +66,8 @@ void trainer_print_epoch(const Trainer *t, const EpochStats *st)
         char el[32], eta[32];
         fprintf(stderr, "  elapsed %s  ETA %s",
                 fmt_duration(sl_now() - t->run_t0, el, sizeof el),
-                fmt_duration(st->seconds * (t->cfg.epochs - st->epoch),
-                             eta, sizeof eta));
+                fmt_duration(st->seconds * (t->cfg.epochs - st->epoch), eta,
+                             sizeof eta));
     }
     fprintf(stderr, "\n");
 }

@@ -43,7 +43,8 @@ static void add_bcast(float *y, const Shape *ys, const float *a,
     int64_t total = op_numel(ys);
     if (shape_equal(as, ys) && shape_equal(bs, ys)) {
 #pragma omp parallel for schedule(static) if (total > ELEMWISE_PAR_MIN)
-        for (int64_t i = 0; i < total; i++) y[i] = a[i] + b[i];
+        for (int64_t i = 0; i < total; i++)
+            y[i] = a[i] + b[i];
         return;
     }
     int64_t yd[5], sa[5], sb[5];
@@ -68,13 +69,17 @@ static void add_bcast(float *y, const Shape *ys, const float *a,
         float *yp = y + r * W;
         int64_t ja = sa[4], jb = sb[4];
         if (ja && jb)
-            for (int64_t w = 0; w < W; w++) yp[w] = ap[w] + bp[w];
+            for (int64_t w = 0; w < W; w++)
+                yp[w] = ap[w] + bp[w];
         else if (ja)
-            for (int64_t w = 0; w < W; w++) yp[w] = ap[w] + bp[0];
+            for (int64_t w = 0; w < W; w++)
+                yp[w] = ap[w] + bp[0];
         else if (jb)
-            for (int64_t w = 0; w < W; w++) yp[w] = ap[0] + bp[w];
+            for (int64_t w = 0; w < W; w++)
+                yp[w] = ap[0] + bp[w];
         else
-            for (int64_t w = 0; w < W; w++) yp[w] = ap[0] + bp[0];
+            for (int64_t w = 0; w < W; w++)
+                yp[w] = ap[0] + bp[0];
     }
 }
 

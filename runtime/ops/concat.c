@@ -28,8 +28,10 @@ void concat_forward(float *y, const float *const *x, const Shape *const *xs,
     int axis = norm_axis(p->axis, xs[0]->ndim);
     int64_t outer = 1, inner = 1, row = 0;
     int64_t len[SL_MAX_INPUTS], off[SL_MAX_INPUTS];
-    for (int i = 0; i < axis; i++) outer *= xs[0]->d[i];
-    for (int i = axis + 1; i < xs[0]->ndim; i++) inner *= xs[0]->d[i];
+    for (int i = 0; i < axis; i++)
+        outer *= xs[0]->d[i];
+    for (int i = axis + 1; i < xs[0]->ndim; i++)
+        inner *= xs[0]->d[i];
     for (int k = 0; k < n_in; k++) {
         len[k] = xs[k]->d[axis] * inner;
         off[k] = row;
@@ -41,7 +43,8 @@ void concat_forward(float *y, const float *const *x, const Shape *const *xs,
     for (int k = 0; k < n_in; k++)
         if (outer == 1 && x[k] == y + off[k]) len[k] = 0;
     int64_t max_len = 0;
-    for (int k = 0; k < n_in; k++) max_len = len[k] > max_len ? len[k] : max_len;
+    for (int k = 0; k < n_in; k++)
+        max_len = len[k] > max_len ? len[k] : max_len;
     if (max_len == 0) return;
     int64_t blocks = (max_len + CONCAT_BLOCK - 1) / CONCAT_BLOCK;
     int64_t tasks = outer * n_in * blocks;
@@ -52,8 +55,8 @@ void concat_forward(float *y, const float *const *x, const Shape *const *xs,
         int64_t o = ok / n_in;
         int64_t start = b * CONCAT_BLOCK;
         if (start >= len[k]) continue;
-        int64_t m = len[k] - start < CONCAT_BLOCK ? len[k] - start
-                                                   : CONCAT_BLOCK;
+        int64_t m =
+            len[k] - start < CONCAT_BLOCK ? len[k] - start : CONCAT_BLOCK;
         memcpy(y + o * row + off[k] + start, x[k] + o * len[k] + start,
                (size_t)m * sizeof(float));
     }
@@ -91,8 +94,7 @@ int concat_infer(const Graph *g, const Node *n, Shape *out)
         out->d[axis] += s->d[axis];
     }
     if (op_numel(out) > OP_MAX_NUMEL) {
-        sl_error("node '%s' (Concat): output is too large",
-                 op_node_name(n));
+        sl_error("node '%s' (Concat): output is too large", op_node_name(n));
         return ERR_SHAPE;
     }
     return 0;
@@ -114,6 +116,7 @@ void concat_node_forward(const Graph *g, const Node *n, float *out,
 {
     (void)scratch;
     const Shape *xs[SL_MAX_INPUTS];
-    for (int k = 0; k < n->n_in; k++) xs[k] = op_in_shape(g, n, k);
+    for (int k = 0; k < n->n_in; k++)
+        xs[k] = op_in_shape(g, n, k);
     concat_forward(out, in, xs, n->n_in, &n->p.concat);
 }

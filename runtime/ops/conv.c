@@ -8,11 +8,11 @@
  * Every fast path computes, per (sample, group), the GEMM
  *   Y[OCg, P] = W[OCg, ICg*K] * col[ICg*K, P] + b
  * where col is the im2col (vol2col in 3D) matrix, which is never formed:
- *  - slab path (the usual one; AVX-512 or AVX2): the input is copied, a slab of
- *    planes at a time, into a zero-padded, phase-split buffer in which
- *    every col row is the buffer read at a fixed offset, so the GEMM reads
- *    B in place (gemm_run_shifted).  Scratch: slab (<= 4 MiB unless one
- *    plane is bigger) plus per-thread tiles.
+ *  - slab path (the usual one; AVX-512 or AVX2): the input is copied, a slab
+ * of planes at a time, into a zero-padded, phase-split buffer in which every
+ * col row is the buffer read at a fixed offset, so the GEMM reads B in place
+ * (gemm_run_shifted).  Scratch: slab (<= 4 MiB unless one plane is bigger)
+ * plus per-thread tiles.
  *  - im2col path (small planes, where the slab's padding ring would be
  *    too much extra work, and CPUs without AVX2): the GEMM's B packer
  *    (im2col_pack) gathers each block straight from the input into the
@@ -65,9 +65,9 @@ static void im2col_pack(const GemmSrc *s, float *dst, int k0, int kc, int j0,
         int ox = j % OW, oy = (j / OW) % OH, oz = j / (OW * OH);
         for (int jj = 0; jj < rv;) {
             int len = OW - ox < rv - jj ? OW - ox : rv - jj;
-            runs[nrun++] = (Im2colRun){jj, len, oz * g->s[0] - g->pad[0],
-                                       oy * g->s[1] - g->pad[1],
-                                       ox * sx - g->pad[2]};
+            runs[nrun++] =
+                (Im2colRun){jj, len, oz * g->s[0] - g->pad[0],
+                            oy * g->s[1] - g->pad[1], ox * sx - g->pad[2]};
             jj += len;
             ox = 0;
             if (++oy == OH) {
@@ -98,17 +98,20 @@ static void im2col_pack(const GemmSrc *s, float *dst, int k0, int kc, int j0,
                     int hi = IW - ix0 < u->len ? IW - ix0 : u->len;
                     if (lo > u->len) lo = u->len;
                     if (hi < lo) hi = lo;
-                    for (int t = 0; t < lo; t++) dq[t] = 0;
+                    for (int t = 0; t < lo; t++)
+                        dq[t] = 0;
                     if (hi > lo)
                         memcpy(dq + lo, row + ix0 + lo,
                                (size_t)(hi - lo) * sizeof(float));
-                    for (int t = hi; t < u->len; t++) dq[t] = 0;
+                    for (int t = hi; t < u->len; t++)
+                        dq[t] = 0;
                 } else {
                     for (int t = 0, ix = ix0; t < u->len; t++, ix += sx)
                         dq[t] = ix >= 0 && ix < IW ? row[ix] : 0.0f;
                 }
             }
-            for (int jj = rv; jj < r; jj++) d[jj] = 0;
+            for (int jj = rv; jj < r; jj++)
+                d[jj] = 0;
             if (++kx == g->k[2]) {
                 kx = 0;
                 if (++ky == g->k[1]) {
@@ -161,13 +164,13 @@ static int conv_is_pointwise(const ConvGeom *g)
 #define SLAB_MAX_XPH 8
 
 typedef struct {
-    int sd;              /* slab dim: 0 or 1 */
-    int z;               /* output planes (along sd) per slab */
-    int qmax[3];         /* largest t / s per dim */
-    int nph[3];          /* phases per dim (the stride) */
-    int s1, s2;          /* grid rows per plane (full slab) and row length */
+    int sd;               /* slab dim: 0 or 1 */
+    int z;                /* output planes (along sd) per slab */
+    int qmax[3];          /* largest t / s per dim */
+    int nph[3];           /* phases per dim (the stride) */
+    int s1, s2;           /* grid rows per plane (full slab) and row length */
     int64_t phase_stride; /* floats per (channel, phase) grid */
-    int64_t cstride;     /* floats per channel */
+    int64_t cstride;      /* floats per channel */
 } SlabPlan;
 
 static int conv_shift_plan(const ConvGeom *g, SlabPlan *sp)
@@ -182,7 +185,8 @@ static int conv_shift_plan(const ConvGeom *g, SlabPlan *sp)
     /* A real D dim (or a padded one) needs D slabs. */
     sp->sd = g->out[0] == 1 && g->in[0] == 1 && g->k[0] == 1 &&
                      g->pad[0] == 0 && g->s[0] == 1
-                 ? 1 : 0;
+                 ? 1
+                 : 0;
     int64_t g1 = (int64_t)g->out[1] + sp->qmax[1];
     int64_t g2 = (int64_t)g->out[2] + sp->qmax[2];
     double waste = (double)g2 / g->out[2];
@@ -197,8 +201,8 @@ static int conv_shift_plan(const ConvGeom *g, SlabPlan *sp)
     sp->z = (int)z;
     sp->s2 = (int)g2;
     sp->s1 = (int)(sp->sd == 0 ? g1 : z + sp->qmax[1]);
-    sp->phase_stride = (sp->sd == 0 ? z + sp->qmax[0] : 1) *
-                       (int64_t)sp->s1 * g2;
+    sp->phase_stride =
+        (sp->sd == 0 ? z + sp->qmax[0] : 1) * (int64_t)sp->s1 * g2;
     sp->cstride = nph * sp->phase_stride;
     /* koff is int32 and the GEMM takes int sizes. */
     return (int64_t)g->icg * sp->cstride < INT_MAX / 4;
@@ -218,8 +222,8 @@ static size_t shift_scratch(const ConvGeom *g, const SlabPlan *sp)
 __attribute__((target("avx512f"))) static void
 copy_stride2(float *restrict d, const float *restrict src, int n)
 {
-    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16,
-                                          14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14,
+                                          12, 10, 8, 6, 4, 2, 0);
     int c = 0;
     /* Only src[0 .. 2n-2] may be read: c + 17 <= n keeps the second load
      * (up to src[2c + 31]) inside. */
@@ -235,10 +239,10 @@ copy_stride2(float *restrict d, const float *restrict src, int n)
         int m = 2 * rem - 1;
         __m512 lo = _mm512_maskz_loadu_ps(
             (__mmask16)(m >= 16 ? 0xffffu : (1u << m) - 1), src + 2 * c);
-        __m512 hi = m > 16 ? _mm512_maskz_loadu_ps(
-                                 (__mmask16)((1u << (m - 16)) - 1),
-                                 src + 2 * c + 16)
-                           : _mm512_setzero_ps();
+        __m512 hi =
+            m > 16 ? _mm512_maskz_loadu_ps((__mmask16)((1u << (m - 16)) - 1),
+                                           src + 2 * c + 16)
+                   : _mm512_setzero_ps();
         _mm512_mask_storeu_ps(d + c, (__mmask16)((1u << rem) - 1),
                               _mm512_permutex2var_ps(lo, even, hi));
     }
@@ -299,25 +303,31 @@ static void slab_fill(float *slab, const float *xg, const ConvGeom *g,
         int inside = iz >= 0 && iz < g->in[0] && iy >= 0 && iy < g->in[1];
         const float *xr = xg + (size_t)ic * (size_t)g->in_sp +
                           ((size_t)(inside ? iz : 0) * g->in[1] +
-                           (size_t)(inside ? iy : 0)) * (size_t)iw;
+                           (size_t)(inside ? iy : 0)) *
+                              (size_t)iw;
         for (int phx = 0; phx < sp->nph[2]; phx++) {
-            float *d = slab + (size_t)ic * (size_t)sp->cstride +
-                       (size_t)(pzy * sp->nph[2] + phx) * (size_t)sp->phase_stride +
-                       ((size_t)a * sp->s1 + bb) * (size_t)s2;
+            float *d =
+                slab + (size_t)ic * (size_t)sp->cstride +
+                (size_t)(pzy * sp->nph[2] + phx) * (size_t)sp->phase_stride +
+                ((size_t)a * sp->s1 + bb) * (size_t)s2;
             if (!inside) {
                 memset(d, 0, (size_t)s2 * sizeof(float));
                 continue;
             }
             int x0 = phx - px, lo = xlo[phx], hi = xhi[phx];
             /* The padding runs are a column or two: plain loops. */
-            for (int c = 0; c < lo; c++) d[c] = 0;
+            for (int c = 0; c < lo; c++)
+                d[c] = 0;
             if (sx == 1)
-                memcpy(d + lo, xr + x0 + lo, (size_t)(hi - lo) * sizeof(float));
+                memcpy(d + lo, xr + x0 + lo,
+                       (size_t)(hi - lo) * sizeof(float));
             else if (sx == 2 && avx512)
                 copy_stride2(d + lo, xr + x0 + 2 * lo, hi - lo);
             else
-                for (int c = lo; c < hi; c++) d[c] = xr[x0 + c * sx];
-            for (int c = hi; c < s2; c++) d[c] = 0;
+                for (int c = lo; c < hi; c++)
+                    d[c] = xr[x0 + c * sx];
+            for (int c = hi; c < s2; c++)
+                d[c] = 0;
         }
         if (++phy == sp->nph[1]) {
             phy = 0;
@@ -359,9 +369,11 @@ static void conv_forward_shifted(float *y, const float *x, const float *w,
         int tz = kz * g->d[0], ty = ky * g->d[1], tx = kx * g->d[2];
         int ph = ((tz % g->s[0]) * sp->nph[1] + ty % g->s[1]) * sp->nph[2] +
                  tx % g->s[2];
-        koff[k] = (int32_t)(ph * sp->phase_stride +
-                            ((int64_t)(tz / g->s[0]) * sp->s1 +
-                             ty / g->s[1]) * sp->s2 + tx / g->s[2]);
+        koff[k] =
+            (int32_t)(ph * sp->phase_stride +
+                      ((int64_t)(tz / g->s[0]) * sp->s1 + ty / g->s[1]) *
+                          sp->s2 +
+                      tx / g->s[2]);
     }
     for (int k = (int)g->k_sp; k < kdim; k++)
         koff[k] = koff[k - g->k_sp] + (int32_t)sp->cstride;
@@ -389,12 +401,18 @@ static void conv_forward_shifted(float *y, const float *x, const float *w,
                 ShiftMap mp;
                 int ncols;
                 if (sp->sd == 0) {
-                    mp = (ShiftMap){sp->s1, sp->s2, zc, OH, OW,
-                                    (int64_t)o0 * OH * OW, (int64_t)OH * OW, OW};
+                    mp = (ShiftMap){sp->s1,
+                                    sp->s2,
+                                    zc,
+                                    OH,
+                                    OW,
+                                    (int64_t)o0 * OH * OW,
+                                    (int64_t)OH * OW,
+                                    OW};
                     ncols = ((zc - 1) * sp->s1 + (OH - 1)) * sp->s2 + OW;
                 } else {
                     mp = (ShiftMap){zc + sp->qmax[1], sp->s2, 1, zc, OW,
-                                    (int64_t)o0 * OW, 0, OW};
+                                    (int64_t)o0 * OW, 0,      OW};
                     ncols = (zc - 1) * sp->s2 + OW;
                 }
                 gemm_shifted_team(isa, yg, (int)g->out_sp, &as, slab, koff,
@@ -433,9 +451,10 @@ void conv_forward(float *y, const float *x, const float *w, const float *b,
     const GemmIsa isa = gemm_isa_best();
     for (int n = 0; n < g.n; n++) {
         for (int gr = 0; gr < g.group; gr++) {
-            const float *xg = x + ((size_t)n * g.ic + (size_t)gr * g.icg) *
-                                      (size_t)g.in_sp;
-            float *yg = y + ((size_t)n * g.oc + (size_t)gr * g.ocg) * (size_t)P;
+            const float *xg =
+                x + ((size_t)n * g.ic + (size_t)gr * g.icg) * (size_t)g.in_sp;
+            float *yg =
+                y + ((size_t)n * g.oc + (size_t)gr * g.ocg) * (size_t)P;
             GemmSrc as = {gemm_pack_a_dense, w + (size_t)gr * g.ocg * kdim,
                           kdim, 0, NULL};
             GemmSrc bs = {im2col_pack, xg, 0, 0, &g};
@@ -454,33 +473,47 @@ void conv_forward_ref(float *y, const float *x, const float *w,
     ConvGeom g;
     conv_geom_fill(&g, xs, ys, p);
     for (int n = 0; n < g.n; n++)
-    for (int oc = 0; oc < g.oc; oc++) {
-        int gr = oc / g.ocg;
-        float *yc = y + ((size_t)n * g.oc + oc) * (size_t)g.out_sp;
-        for (int oz = 0; oz < g.out[0]; oz++)
-        for (int oy = 0; oy < g.out[1]; oy++)
-        for (int ox = 0; ox < g.out[2]; ox++) {
-            double s = b ? (double)b[oc] : 0.0;
-            for (int icl = 0; icl < g.icg; icl++) {
-                const float *xc = x + ((size_t)n * g.ic + (size_t)gr * g.icg +
-                                       icl) * (size_t)g.in_sp;
-                const float *wc = w + ((size_t)oc * g.icg + icl) * (size_t)g.k_sp;
-                for (int kz = 0; kz < g.k[0]; kz++)
-                for (int ky = 0; ky < g.k[1]; ky++)
-                for (int kx = 0; kx < g.k[2]; kx++) {
-                    int iz = oz * g.s[0] - g.pad[0] + kz * g.d[0];
-                    int iy = oy * g.s[1] - g.pad[1] + ky * g.d[1];
-                    int ix = ox * g.s[2] - g.pad[2] + kx * g.d[2];
-                    if (iz < 0 || iz >= g.in[0] || iy < 0 || iy >= g.in[1] ||
-                        ix < 0 || ix >= g.in[2])
-                        continue;
-                    s += (double)wc[((size_t)kz * g.k[1] + ky) * g.k[2] + kx] *
-                         (double)xc[((size_t)iz * g.in[1] + iy) * g.in[2] + ix];
-                }
-            }
-            yc[((size_t)oz * g.out[1] + oy) * g.out[2] + ox] = (float)s;
+        for (int oc = 0; oc < g.oc; oc++) {
+            int gr = oc / g.ocg;
+            float *yc = y + ((size_t)n * g.oc + oc) * (size_t)g.out_sp;
+            for (int oz = 0; oz < g.out[0]; oz++)
+                for (int oy = 0; oy < g.out[1]; oy++)
+                    for (int ox = 0; ox < g.out[2]; ox++) {
+                        double s = b ? (double)b[oc] : 0.0;
+                        for (int icl = 0; icl < g.icg; icl++) {
+                            const float *xc = x + ((size_t)n * g.ic +
+                                                   (size_t)gr * g.icg + icl) *
+                                                      (size_t)g.in_sp;
+                            const float *wc = w + ((size_t)oc * g.icg + icl) *
+                                                      (size_t)g.k_sp;
+                            for (int kz = 0; kz < g.k[0]; kz++)
+                                for (int ky = 0; ky < g.k[1]; ky++)
+                                    for (int kx = 0; kx < g.k[2]; kx++) {
+                                        int iz = oz * g.s[0] - g.pad[0] +
+                                                 kz * g.d[0];
+                                        int iy = oy * g.s[1] - g.pad[1] +
+                                                 ky * g.d[1];
+                                        int ix = ox * g.s[2] - g.pad[2] +
+                                                 kx * g.d[2];
+                                        if (iz < 0 || iz >= g.in[0] ||
+                                            iy < 0 || iy >= g.in[1] ||
+                                            ix < 0 || ix >= g.in[2])
+                                            continue;
+                                        s +=
+                                            (double)wc[((size_t)kz * g.k[1] +
+                                                        ky) *
+                                                           g.k[2] +
+                                                       kx] *
+                                            (double)xc[((size_t)iz * g.in[1] +
+                                                        iy) *
+                                                           g.in[2] +
+                                                       ix];
+                                    }
+                        }
+                        yc[((size_t)oz * g.out[1] + oy) * g.out[2] + ox] =
+                            (float)s;
+                    }
         }
-    }
 }
 
 /* ---- op-table hooks ---- */
@@ -492,7 +525,8 @@ int conv_check_common(const Graph *g, const Node *n, int transpose)
     char b0[96], b1[96];
     if (n->n_in != 2 && n->n_in != 3) {
         sl_error("node '%s' (%s): has %d inputs, expected X, W and optional "
-                 "B; check the model export", n->name, opname, n->n_in);
+                 "B; check the model export",
+                 n->name, opname, n->n_in);
         return ERR_SHAPE;
     }
     const Shape *xs = &g->values[n->in[0]].shape;
@@ -530,8 +564,9 @@ int conv_check_common(const Graph *g, const Node *n, int transpose)
         int64_t oc = transpose ? ws->d[1] * p->group : ws->d[0];
         if (bs->ndim != 1 || bs->d[0] != oc) {
             sl_error("node '%s' (%s): bias %s should be [%lld] (one value "
-                     "per output channel)", n->name, opname,
-                     shape_str(bs, b0, sizeof b0), (long long)oc);
+                     "per output channel)",
+                     n->name, opname, shape_str(bs, b0, sizeof b0),
+                     (long long)oc);
             return ERR_SHAPE;
         }
     }
@@ -543,8 +578,8 @@ int conv_check_int_range(const Node *n, const char *opname, int64_t a,
 {
     if (a > INT_MAX / 2 || b > INT_MAX / 2 || c > INT_MAX / 2) {
         sl_error("node '%s' (%s): GEMM sizes %lld x %lld x %lld exceed this "
-                 "runtime's limit (2^30); use a smaller patch size", n->name,
-                 opname, (long long)a, (long long)b, (long long)c);
+                 "runtime's limit (2^30); use a smaller patch size",
+                 n->name, opname, (long long)a, (long long)b, (long long)c);
         return ERR_SHAPE;
     }
     return 0;
@@ -587,10 +622,10 @@ int conv_infer(const Graph *g, const Node *n, Shape *out)
         out->d[2 + i] = o;
         osp *= o;
     }
-    return conv_check_int_range(n, "Conv", ws->d[0],
-                                osp, ws->d[1] * (ws->d[2] *
-                                (p->nsp > 1 ? ws->d[3] : 1) *
-                                (p->nsp > 2 ? ws->d[4] : 1)));
+    return conv_check_int_range(n, "Conv", ws->d[0], osp,
+                                ws->d[1] *
+                                    (ws->d[2] * (p->nsp > 1 ? ws->d[3] : 1) *
+                                     (p->nsp > 2 ? ws->d[4] : 1)));
 }
 
 int64_t conv_flops(const Graph *g, const Node *n)
@@ -598,7 +633,8 @@ int64_t conv_flops(const Graph *g, const Node *n)
     const Shape *ws = &g->values[n->in[1]].shape;
     const Shape *ys = &g->values[n->out].shape;
     int64_t f = 2 * ys->d[0] * ys->d[1] * ws->d[1];
-    for (int i = 2; i < ys->ndim; i++) f *= ys->d[i] * ws->d[i];
+    for (int i = 2; i < ys->ndim; i++)
+        f *= ys->d[i] * ws->d[i];
     return f;
 }
 

@@ -86,8 +86,8 @@ __attribute__((target("avx512f"))) static void
 interleave2_avx512(float *restrict y, const float *restrict a,
                    const float *restrict b, float bias, int n)
 {
-    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3,
-                                        18, 2, 17, 1, 16, 0);
+    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18,
+                                        2, 17, 1, 16, 0);
     const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27,
                                         11, 26, 10, 25, 9, 24, 8);
     const __m512 vb = _mm512_set1_ps(bias);
@@ -127,24 +127,26 @@ static void col2im_tiling_w2(float *yg, const float *col, const float *bg,
         float *yc = yg + (size_t)oc * (size_t)g->out_sp;
         float bias = bg ? bg[oc] : 0.0f;
         for (int kz = 0; kz < g->k[0]; kz++)
-        for (int ky = 0; ky < g->k[1]; ky++) {
-            const float *c0 = col + (((size_t)oc * g->k[0] + kz) * g->k[1] +
-                                     ky) * 2 * (size_t)nc;
-            const float *c1 = c0 + nc;
-            int jj = 0, ix = j0 % IW, iy = j0 / IW % IH, iz = j0 / (IW * IH);
-            while (jj < nc) {
-                int len = IW - ix < nc - jj ? IW - ix : nc - jj;
-                int oz = iz * g->s[0] + kz, oy = iy * g->s[1] + ky;
-                float *yr = yc + ((size_t)oz * OH + oy) * OW + 2 * ix;
-                interleave2_avx512(yr, c0 + jj, c1 + jj, bias, len);
-                jj += len;
-                ix = 0;
-                if (++iy == IH) {
-                    iy = 0;
-                    iz++;
+            for (int ky = 0; ky < g->k[1]; ky++) {
+                const float *c0 =
+                    col + (((size_t)oc * g->k[0] + kz) * g->k[1] + ky) * 2 *
+                              (size_t)nc;
+                const float *c1 = c0 + nc;
+                int jj = 0, ix = j0 % IW, iy = j0 / IW % IH,
+                    iz = j0 / (IW * IH);
+                while (jj < nc) {
+                    int len = IW - ix < nc - jj ? IW - ix : nc - jj;
+                    int oz = iz * g->s[0] + kz, oy = iy * g->s[1] + ky;
+                    float *yr = yc + ((size_t)oz * OH + oy) * OW + 2 * ix;
+                    interleave2_avx512(yr, c0 + jj, c1 + jj, bias, len);
+                    jj += len;
+                    ix = 0;
+                    if (++iy == IH) {
+                        iy = 0;
+                        iz++;
+                    }
                 }
             }
-        }
     }
 }
 
@@ -162,34 +164,38 @@ static void col2im_chunk(float *yg, const float *col, const float *bg,
         float *yc = yg + (size_t)oc * (size_t)g->out_sp;
         float bias = bg ? bg[oc] : 0.0f;
         for (int kz = 0; kz < g->k[0]; kz++)
-        for (int ky = 0; ky < g->k[1]; ky++)
-        for (int kx = 0; kx < g->k[2]; kx++) {
-            const float *cr = col + (((size_t)oc * g->k[0] + kz) * g->k[1] +
-                                     ky) * g->k[2] * nc + (size_t)kx * nc;
-            int j = j0, jj = 0;
-            int ix = j % IW, iy = (j / IW) % IH, iz = j / (IW * IH);
-            while (jj < nc) {
-                /* One input row segment: ix .. min(IW, ix + nc - jj). */
-                int len = IW - ix < nc - jj ? IW - ix : nc - jj;
-                int oz = iz * g->s[0] - g->pad[0] + kz * g->d[0];
-                int oy = iy * g->s[1] - g->pad[1] + ky * g->d[1];
-                if (oz >= 0 && oz < OD && oy >= 0 && oy < OH) {
-                    float *yr = yc + ((size_t)oz * OH + oy) * OW;
-                    int ox = ix * g->s[2] - g->pad[2] + kx * g->d[2];
-                    for (int t = 0; t < len; t++, ox += g->s[2]) {
-                        if (ox < 0 || ox >= OW) continue;
-                        yr[ox] = assign ? bias + cr[jj + t]
-                                        : yr[ox] + cr[jj + t];
+            for (int ky = 0; ky < g->k[1]; ky++)
+                for (int kx = 0; kx < g->k[2]; kx++) {
+                    const float *cr =
+                        col +
+                        (((size_t)oc * g->k[0] + kz) * g->k[1] + ky) *
+                            g->k[2] * nc +
+                        (size_t)kx * nc;
+                    int j = j0, jj = 0;
+                    int ix = j % IW, iy = (j / IW) % IH, iz = j / (IW * IH);
+                    while (jj < nc) {
+                        /* One input row segment: ix .. min(IW, ix + nc - jj).
+                         */
+                        int len = IW - ix < nc - jj ? IW - ix : nc - jj;
+                        int oz = iz * g->s[0] - g->pad[0] + kz * g->d[0];
+                        int oy = iy * g->s[1] - g->pad[1] + ky * g->d[1];
+                        if (oz >= 0 && oz < OD && oy >= 0 && oy < OH) {
+                            float *yr = yc + ((size_t)oz * OH + oy) * OW;
+                            int ox = ix * g->s[2] - g->pad[2] + kx * g->d[2];
+                            for (int t = 0; t < len; t++, ox += g->s[2]) {
+                                if (ox < 0 || ox >= OW) continue;
+                                yr[ox] = assign ? bias + cr[jj + t]
+                                                : yr[ox] + cr[jj + t];
+                            }
+                        }
+                        jj += len;
+                        ix = 0;
+                        if (++iy == IH) {
+                            iy = 0;
+                            iz++;
+                        }
                     }
                 }
-                jj += len;
-                ix = 0;
-                if (++iy == IH) {
-                    iy = 0;
-                    iz++;
-                }
-            }
-        }
     }
 }
 
@@ -230,8 +236,9 @@ static void ct_store(const void *ctx, int i0, int j0, const float *tile,
         int l = IW - ix < nr_v - jj ? IW - ix : nr_v - jj;
         jr[nrun] = jj;
         len[nrun] = l;
-        base[nrun++] = ((size_t)iz * g->s[0] * OH + (size_t)iy * g->s[1]) *
-                           OW + (size_t)ix * g->s[2];
+        base[nrun++] =
+            ((size_t)iz * g->s[0] * OH + (size_t)iy * g->s[1]) * OW +
+            (size_t)ix * g->s[2];
         jj += l;
         ix = 0;
         if (++iy == IH) {
@@ -286,8 +293,8 @@ void conv_transpose_forward(float *y, const float *x, const float *w,
                                       (size_t)g.out_sp,
                               b ? b + (size_t)gr * g.ocg : NULL,
                               isa == GEMM_ISA_AVX512};
-                GemmSrc as = {gemm_pack_a_dense,
-                              w + (size_t)gr * g.icg * m, m, 1, NULL};
+                GemmSrc as = {gemm_pack_a_dense, w + (size_t)gr * g.icg * m,
+                              m, 1, NULL};
                 GemmSrc bs = {gemm_pack_b_dense,
                               x + ((size_t)n * g.ic + (size_t)gr * g.icg) *
                                       (size_t)pin,
@@ -302,8 +309,8 @@ void conv_transpose_forward(float *y, const float *x, const float *w,
     float *pack = scratch + ((size_t)m * (size_t)chunk + 15) / 16 * 16;
     for (int n = 0; n < g.n; n++) {
         for (int gr = 0; gr < g.group; gr++) {
-            const float *xg = x + ((size_t)n * g.ic + (size_t)gr * g.icg) *
-                                      (size_t)pin;
+            const float *xg =
+                x + ((size_t)n * g.ic + (size_t)gr * g.icg) * (size_t)pin;
             float *yg = y + ((size_t)n * g.oc + (size_t)gr * g.ocg) *
                                 (size_t)g.out_sp;
             const float *bg = b ? b + (size_t)gr * g.ocg : NULL;
@@ -311,12 +318,13 @@ void conv_transpose_forward(float *y, const float *x, const float *w,
                 for (int oc = 0; oc < g.ocg; oc++) {
                     float v = bg ? bg[oc] : 0.0f;
                     float *yc = yg + (size_t)oc * (size_t)g.out_sp;
-                    for (int64_t i = 0; i < g.out_sp; i++) yc[i] = v;
+                    for (int64_t i = 0; i < g.out_sp; i++)
+                        yc[i] = v;
                 }
             }
             /* A(i, k) = w[g*ICg + k][i]: W^T of this group's [ICg, OCg*K]. */
-            GemmSrc as = {gemm_pack_a_dense, w + (size_t)gr * g.icg * m, m,
-                          1, NULL};
+            GemmSrc as = {gemm_pack_a_dense, w + (size_t)gr * g.icg * m, m, 1,
+                          NULL};
             for (int j0 = 0; j0 < pin; j0 += chunk) {
                 int nc = pin - j0 < chunk ? pin - j0 : chunk;
                 GemmSrc bs = {gemm_pack_b_dense, xg + j0, pin, 0, NULL};
@@ -340,36 +348,52 @@ void conv_transpose_forward_ref(float *y, const float *x, const float *w,
     conv_geom_fill(&g, xs, ys, p);
     int o[3], k[3], i[3];
     for (int n = 0; n < g.n; n++)
-    for (int oc = 0; oc < g.oc; oc++) {
-        int gr = oc / g.ocg, ocl = oc % g.ocg;
-        float *yc = y + ((size_t)n * g.oc + oc) * (size_t)g.out_sp;
-        for (o[0] = 0; o[0] < g.out[0]; o[0]++)
-        for (o[1] = 0; o[1] < g.out[1]; o[1]++)
-        for (o[2] = 0; o[2] < g.out[2]; o[2]++) {
-            double s = b ? (double)b[oc] : 0.0;
-            for (k[0] = 0; k[0] < g.k[0]; k[0]++)
-            for (k[1] = 0; k[1] < g.k[1]; k[1]++)
-            for (k[2] = 0; k[2] < g.k[2]; k[2]++) {
-                int ok = 1;
-                for (int a = 0; a < 3; a++) {
-                    int t = o[a] + g.pad[a] - k[a] * g.d[a];
-                    if (t < 0 || t % g.s[a] != 0 || t / g.s[a] >= g.in[a])
-                        ok = 0;
-                    else
-                        i[a] = t / g.s[a];
-                }
-                if (!ok) continue;
-                size_t xi = ((size_t)i[0] * g.in[1] + i[1]) * g.in[2] + i[2];
-                size_t ki = ((size_t)k[0] * g.k[1] + k[1]) * g.k[2] + k[2];
-                for (int icl = 0; icl < g.icg; icl++) {
-                    int ic = gr * g.icg + icl;
-                    s += (double)x[((size_t)n * g.ic + ic) * g.in_sp + xi] *
-                         (double)w[((size_t)ic * g.ocg + ocl) * g.k_sp + ki];
-                }
-            }
-            yc[((size_t)o[0] * g.out[1] + o[1]) * g.out[2] + o[2]] = (float)s;
+        for (int oc = 0; oc < g.oc; oc++) {
+            int gr = oc / g.ocg, ocl = oc % g.ocg;
+            float *yc = y + ((size_t)n * g.oc + oc) * (size_t)g.out_sp;
+            for (o[0] = 0; o[0] < g.out[0]; o[0]++)
+                for (o[1] = 0; o[1] < g.out[1]; o[1]++)
+                    for (o[2] = 0; o[2] < g.out[2]; o[2]++) {
+                        double s = b ? (double)b[oc] : 0.0;
+                        for (k[0] = 0; k[0] < g.k[0]; k[0]++)
+                            for (k[1] = 0; k[1] < g.k[1]; k[1]++)
+                                for (k[2] = 0; k[2] < g.k[2]; k[2]++) {
+                                    int ok = 1;
+                                    for (int a = 0; a < 3; a++) {
+                                        int t =
+                                            o[a] + g.pad[a] - k[a] * g.d[a];
+                                        if (t < 0 || t % g.s[a] != 0 ||
+                                            t / g.s[a] >= g.in[a])
+                                            ok = 0;
+                                        else
+                                            i[a] = t / g.s[a];
+                                    }
+                                    if (!ok) continue;
+                                    size_t xi =
+                                        ((size_t)i[0] * g.in[1] + i[1]) *
+                                            g.in[2] +
+                                        i[2];
+                                    size_t ki =
+                                        ((size_t)k[0] * g.k[1] + k[1]) *
+                                            g.k[2] +
+                                        k[2];
+                                    for (int icl = 0; icl < g.icg; icl++) {
+                                        int ic = gr * g.icg + icl;
+                                        s +=
+                                            (double)
+                                                x[((size_t)n * g.ic + ic) *
+                                                      g.in_sp +
+                                                  xi] *
+                                            (double)
+                                                w[((size_t)ic * g.ocg + ocl) *
+                                                      g.k_sp +
+                                                  ki];
+                                    }
+                                }
+                        yc[((size_t)o[0] * g.out[1] + o[1]) * g.out[2] +
+                           o[2]] = (float)s;
+                    }
         }
-    }
 }
 
 /* ---- op-table hooks ---- */
@@ -387,8 +411,7 @@ int conv_transpose_infer(const Graph *g, const Node *n, Shape *out)
                  "weight %s expects %lld (a multiple of group %d); check the "
                  "model export",
                  n->name, shape_str(xs, b0, sizeof b0), (long long)xs->d[1],
-                 shape_str(ws, b1, sizeof b1), (long long)ws->d[0],
-                 p->group);
+                 shape_str(ws, b1, sizeof b1), (long long)ws->d[0], p->group);
         return ERR_SHAPE;
     }
     out->ndim = xs->ndim;
@@ -397,8 +420,9 @@ int conv_transpose_infer(const Graph *g, const Node *n, Shape *out)
     int64_t ksp = 1;
     for (int i = 0; i < p->nsp; i++) {
         int64_t o = (int64_t)p->stride[i] * (xs->d[2 + i] - 1) +
-                    p->out_pad[i] + (int64_t)p->dilation[i] *
-                    (p->kernel[i] - 1) + 1 - p->pad_lo[i] - p->pad_hi[i];
+                    p->out_pad[i] +
+                    (int64_t)p->dilation[i] * (p->kernel[i] - 1) + 1 -
+                    p->pad_lo[i] - p->pad_hi[i];
         if (xs->d[2 + i] < 1 || o < 1) {
             sl_error("node '%s' (ConvTranspose): input %s gives output size "
                      "%lld < 1 in spatial dim %d (pads %d/%d too large)",
@@ -410,7 +434,8 @@ int conv_transpose_infer(const Graph *g, const Node *n, Shape *out)
         ksp *= p->kernel[i];
     }
     int64_t insp = 1;
-    for (int i = 2; i < xs->ndim; i++) insp *= xs->d[i];
+    for (int i = 2; i < xs->ndim; i++)
+        insp *= xs->d[i];
     return conv_check_int_range(n, "ConvTranspose", ws->d[1] * ksp, insp,
                                 ws->d[0] / p->group);
 }
@@ -423,15 +448,15 @@ int64_t conv_transpose_flops(const Graph *g, const Node *n)
     const Shape *xs = &g->values[n->in[0]].shape;
     const Shape *ws = &g->values[n->in[1]].shape;
     int64_t f = 2 * xs->d[0] * xs->d[1] * ws->d[1];
-    for (int i = 2; i < xs->ndim; i++) f *= xs->d[i] * ws->d[i];
+    for (int i = 2; i < xs->ndim; i++)
+        f *= xs->d[i] * ws->d[i];
     return f;
 }
 
 size_t conv_transpose_scratch(const Graph *g, const Node *n)
 {
-    return conv_transpose_scratch_floats(&g->values[n->in[0]].shape,
-                                         &g->values[n->out].shape,
-                                         &n->p.conv);
+    return conv_transpose_scratch_floats(
+        &g->values[n->in[0]].shape, &g->values[n->out].shape, &n->p.conv);
 }
 
 void conv_transpose_node_forward(const Graph *g, const Node *n, float *out,

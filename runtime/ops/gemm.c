@@ -85,9 +85,12 @@ static void kern_scalar_4x8(int kc, const float *restrict ap, int lda,
     for (int i = 0; i < 4; i++) {
         float *ci = c + (size_t)i * ldc;
         for (int j = 0; j < 8; j++) {
-            if (mode == STORE_SET) ci[j] = acc[i][j];
-            else if (mode == STORE_ADD) ci[j] = ci[j] + acc[i][j];
-            else ci[j] = rowinit[i] + acc[i][j];
+            if (mode == STORE_SET)
+                ci[j] = acc[i][j];
+            else if (mode == STORE_ADD)
+                ci[j] = ci[j] + acc[i][j];
+            else
+                ci[j] = rowinit[i] + acc[i][j];
         }
     }
 }
@@ -153,43 +156,42 @@ AVX2_TARGET static void kern_avx2_6x16(int kc, const float *restrict ap,
  * A element (i, k) is ap[i*ARS + k*AKS]: a packed panel [kc][MR]
  * (ARS 1, AKS MR) or MR weight rows read in place (ARS lda, AKS 1).
  * bp [kc][16*NV], c [MR, 16*NV] with ldc. */
-#define DEFINE_KERN_AVX512(NAME, MR, NV, ARS, AKS)                            \
-    AVX512_TARGET static void NAME(int kc, const float *restrict ap,          \
-                                   int lda, const float *restrict bp,         \
-                                   float *restrict c, int ldc, int mode,      \
-                                   const float *rowinit)                      \
-    {                                                                         \
-        __m512 acc[MR][NV];                                                   \
-        (void)lda;                                                            \
-        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                 \
-            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)              \
-                acc[i][v] = _mm512_setzero_ps();                              \
-        for (int k = 0; k < kc; k++) {                                        \
-            __m512 b[NV];                                                     \
-            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)              \
-                b[v] = _mm512_loadu_ps(bp + 16 * v);                          \
-            _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)             \
-            {                                                                 \
-                __m512 a = _mm512_set1_ps(ap[(size_t)i * (ARS)]);             \
-                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)          \
-                    acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);          \
-            }                                                                 \
-            ap += (AKS);                                                      \
-            bp += 16 * NV;                                                    \
-        }                                                                     \
-        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                 \
-        {                                                                     \
-            float *ci = c + (size_t)i * ldc;                                  \
-            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)              \
-            {                                                                 \
-                __m512 r = acc[i][v];                                         \
-                if (mode == STORE_ADD)                                        \
-                    r = _mm512_add_ps(_mm512_loadu_ps(ci + 16 * v), r);       \
-                else if (mode == STORE_ROWINIT)                               \
-                    r = _mm512_add_ps(_mm512_set1_ps(rowinit[i]), r);         \
-                _mm512_storeu_ps(ci + 16 * v, r);                             \
-            }                                                                 \
-        }                                                                     \
+#define DEFINE_KERN_AVX512(NAME, MR, NV, ARS, AKS)                           \
+    AVX512_TARGET static void NAME(                                          \
+        int kc, const float *restrict ap, int lda, const float *restrict bp, \
+        float *restrict c, int ldc, int mode, const float *rowinit)          \
+    {                                                                        \
+        __m512 acc[MR][NV];                                                  \
+        (void)lda;                                                           \
+        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[i][v] = \
+                _mm512_setzero_ps();                                         \
+        for (int k = 0; k < kc; k++) {                                       \
+            __m512 b[NV];                                                    \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) b[v] =      \
+                _mm512_loadu_ps(bp + 16 * v);                                \
+            _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)            \
+            {                                                                \
+                __m512 a = _mm512_set1_ps(ap[(size_t)i * (ARS)]);            \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)         \
+                    acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);         \
+            }                                                                \
+            ap += (AKS);                                                     \
+            bp += 16 * NV;                                                   \
+        }                                                                    \
+        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                \
+        {                                                                    \
+            float *ci = c + (size_t)i * ldc;                                 \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)             \
+            {                                                                \
+                __m512 r = acc[i][v];                                        \
+                if (mode == STORE_ADD)                                       \
+                    r = _mm512_add_ps(_mm512_loadu_ps(ci + 16 * v), r);      \
+                else if (mode == STORE_ROWINIT)                              \
+                    r = _mm512_add_ps(_mm512_set1_ps(rowinit[i]), r);        \
+                _mm512_storeu_ps(ci + 16 * v, r);                            \
+            }                                                                \
+        }                                                                    \
     }
 
 DEFINE_KERN_AVX512(kern_avx512_8x32, 8, 2, 1, 8)
@@ -238,49 +240,48 @@ AVX512_TARGET static inline void store_segs(float *ci, __m512 r, int v,
  * follow, so packing the weights on every call is not worth its cost).
  * xb + koff[k] .. + 16*NV, c [MR, 16*NV] with ldc, or (sg not NULL) the
  * column runs sg describes. */
-#define DEFINE_KERN_SHIFTED_AVX512(NAME, MR, NV, ARS, AKS)                    \
-    AVX512_TARGET static void NAME(int kc, const float *restrict ap,          \
-                                   int lda, const float *restrict xb,         \
-                                   const int32_t *restrict koff,              \
-                                   float *restrict c, int ldc, int mode,      \
-                                   const float *rowinit, const ColSegs *sg)   \
-    {                                                                         \
-        __m512 acc[MR][NV];                                                   \
-        (void)lda;                                                            \
-        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                 \
-            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)              \
-                acc[i][v] = _mm512_setzero_ps();                              \
-        for (int k = 0; k < kc; k++) {                                        \
-            const float *src = xb + koff[k];                                  \
-            /* Same row two panels on: ~4% with a busy L3, else neutral */ \
-            _mm_prefetch((const char *)(src + 16 * NV + 32), _MM_HINT_T0);    \
-            __m512 b[NV];                                                     \
-            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)              \
-                b[v] = _mm512_loadu_ps(src + 16 * v);                         \
-            _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)             \
-            {                                                                 \
-                __m512 a = _mm512_set1_ps(ap[(size_t)i * (ARS)]);             \
-                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)          \
-                    acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);          \
-            }                                                                 \
-            ap += (AKS);                                                      \
-        }                                                                     \
-        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                 \
-        {                                                                     \
-            float *ci = c + (size_t)i * ldc;                                  \
-            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)              \
-            {                                                                 \
-                __m512 r = acc[i][v];                                         \
-                if (mode == STORE_ADD)                                        \
-                    r = _mm512_add_ps(_mm512_loadu_ps(ci + 16 * v), r);       \
-                else if (mode == STORE_ROWINIT)                               \
-                    r = _mm512_add_ps(_mm512_set1_ps(rowinit[i]), r);         \
-                if (sg)                                                       \
-                    store_segs(ci, r, v, sg);                                 \
-                else                                                          \
-                    _mm512_storeu_ps(ci + 16 * v, r);                         \
-            }                                                                 \
-        }                                                                     \
+#define DEFINE_KERN_SHIFTED_AVX512(NAME, MR, NV, ARS, AKS)                   \
+    AVX512_TARGET static void NAME(                                          \
+        int kc, const float *restrict ap, int lda, const float *restrict xb, \
+        const int32_t *restrict koff, float *restrict c, int ldc, int mode,  \
+        const float *rowinit, const ColSegs *sg)                             \
+    {                                                                        \
+        __m512 acc[MR][NV];                                                  \
+        (void)lda;                                                           \
+        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[i][v] = \
+                _mm512_setzero_ps();                                         \
+        for (int k = 0; k < kc; k++) {                                       \
+            const float *src = xb + koff[k];                                 \
+            /* Same row two panels on: ~4% with a busy L3, else neutral */   \
+            _mm_prefetch((const char *)(src + 16 * NV + 32), _MM_HINT_T0);   \
+            __m512 b[NV];                                                    \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) b[v] =      \
+                _mm512_loadu_ps(src + 16 * v);                               \
+            _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)            \
+            {                                                                \
+                __m512 a = _mm512_set1_ps(ap[(size_t)i * (ARS)]);            \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)         \
+                    acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);         \
+            }                                                                \
+            ap += (AKS);                                                     \
+        }                                                                    \
+        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                \
+        {                                                                    \
+            float *ci = c + (size_t)i * ldc;                                 \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)             \
+            {                                                                \
+                __m512 r = acc[i][v];                                        \
+                if (mode == STORE_ADD)                                       \
+                    r = _mm512_add_ps(_mm512_loadu_ps(ci + 16 * v), r);      \
+                else if (mode == STORE_ROWINIT)                              \
+                    r = _mm512_add_ps(_mm512_set1_ps(rowinit[i]), r);        \
+                if (sg)                                                      \
+                    store_segs(ci, r, v, sg);                                \
+                else                                                         \
+                    _mm512_storeu_ps(ci + 16 * v, r);                        \
+            }                                                                \
+        }                                                                    \
     }
 
 DEFINE_KERN_SHIFTED_AVX512(kern_shifted_avx512_8x32, 8, 2, 1, 8)
@@ -312,9 +313,9 @@ typedef void (*ShiftFn)(int kc, const float *ap, int lda, const float *xb,
                         const float *rowinit, const ColSegs *sg);
 typedef struct {
     int mr, nr;
-    ShiftFn fn;  /* packed A */
-    ShiftFn fnu; /* A rows in place */
-    int segs;    /* the kernels take ColSegs */
+    ShiftFn fn;     /* packed A */
+    ShiftFn fnu;    /* A rows in place */
+    int segs;       /* the kernels take ColSegs */
     ShiftFn rem[8]; /* [r]: the last r < mr rows in place, or NULL */
 } ShiftKern;
 
@@ -322,45 +323,44 @@ typedef struct {
 /* AVX2 + FMA versions (16 ymm registers): 6x16 keeps 12 accumulators,
  * 4x16 (for 1 to 4 output channels) the 8 that two FMA pipes of latency
  * 4 need.  ap, xb, c as in the AVX-512 generator. */
-#define DEFINE_KERN_SHIFTED_AVX2(NAME, MR, NV, ARS, AKS)                      \
-    AVX2_TARGET static void NAME(int kc, const float *restrict ap, int lda,   \
-                                 const float *restrict xb,                    \
-                                 const int32_t *restrict koff,                \
-                                 float *restrict c, int ldc, int mode,        \
-                                 const float *rowinit, const ColSegs *sg)     \
-    {                                                                         \
-        __m256 acc[MR][NV];                                                   \
-        (void)lda;                                                            \
-        (void)sg; /* never given: segs is 0 for these */                      \
-        _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                  \
-            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)              \
-                acc[i][v] = _mm256_setzero_ps();                              \
-        for (int k = 0; k < kc; k++) {                                        \
-            const float *src = xb + koff[k];                                  \
-            __m256 b[NV];                                                     \
-            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)              \
-                b[v] = _mm256_loadu_ps(src + 8 * v);                          \
-            _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)              \
-            {                                                                 \
-                __m256 a = _mm256_broadcast_ss(ap + (size_t)i * (ARS));       \
-                _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)          \
-                    acc[i][v] = _mm256_fmadd_ps(a, b[v], acc[i][v]);          \
-            }                                                                 \
-            ap += (AKS);                                                      \
-        }                                                                     \
-        _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                  \
-        {                                                                     \
-            float *ci = c + (size_t)i * ldc;                                  \
-            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)              \
-            {                                                                 \
-                __m256 r = acc[i][v];                                         \
-                if (mode == STORE_ADD)                                        \
-                    r = _mm256_add_ps(_mm256_loadu_ps(ci + 8 * v), r);        \
-                else if (mode == STORE_ROWINIT)                               \
-                    r = _mm256_add_ps(_mm256_set1_ps(rowinit[i]), r);         \
-                _mm256_storeu_ps(ci + 8 * v, r);                              \
-            }                                                                 \
-        }                                                                     \
+#define DEFINE_KERN_SHIFTED_AVX2(NAME, MR, NV, ARS, AKS)                     \
+    AVX2_TARGET static void NAME(                                            \
+        int kc, const float *restrict ap, int lda, const float *restrict xb, \
+        const int32_t *restrict koff, float *restrict c, int ldc, int mode,  \
+        const float *rowinit, const ColSegs *sg)                             \
+    {                                                                        \
+        __m256 acc[MR][NV];                                                  \
+        (void)lda;                                                           \
+        (void)sg; /* never given: segs is 0 for these */                     \
+        _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                 \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) acc[i][v] = \
+                _mm256_setzero_ps();                                         \
+        for (int k = 0; k < kc; k++) {                                       \
+            const float *src = xb + koff[k];                                 \
+            __m256 b[NV];                                                    \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) b[v] =      \
+                _mm256_loadu_ps(src + 8 * v);                                \
+            _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)             \
+            {                                                                \
+                __m256 a = _mm256_broadcast_ss(ap + (size_t)i * (ARS));      \
+                _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)         \
+                    acc[i][v] = _mm256_fmadd_ps(a, b[v], acc[i][v]);         \
+            }                                                                \
+            ap += (AKS);                                                     \
+        }                                                                    \
+        _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                 \
+        {                                                                    \
+            float *ci = c + (size_t)i * ldc;                                 \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)             \
+            {                                                                \
+                __m256 r = acc[i][v];                                        \
+                if (mode == STORE_ADD)                                       \
+                    r = _mm256_add_ps(_mm256_loadu_ps(ci + 8 * v), r);       \
+                else if (mode == STORE_ROWINIT)                              \
+                    r = _mm256_add_ps(_mm256_set1_ps(rowinit[i]), r);        \
+                _mm256_storeu_ps(ci + 8 * v, r);                             \
+            }                                                                \
+        }                                                                    \
     }
 
 DEFINE_KERN_SHIFTED_AVX2(kern_shifted_avx2_6x16, 6, 2, 1, 6)
@@ -376,16 +376,26 @@ DEFINE_KERN_SHIFTED_AVX2(kern_shifted_avx2_4x16_u, 4, 2, lda, 1)
 #define SHIFTED_NR_MAX 64
 static const ShiftKern shift_kerns[GEMM_ISA_AVX512 + 1][2] = {
 #if SL_ISA_X86
-    [GEMM_ISA_AVX2] = {{6, 16, kern_shifted_avx2_6x16, kern_shifted_avx2_6x16_u, 0, {0}},
-                       {4, 16, kern_shifted_avx2_4x16, kern_shifted_avx2_4x16_u, 0, {0}}},
-    [GEMM_ISA_AVX512] = {{8, 32, kern_shifted_avx512_8x32, kern_shifted_avx512_8x32_u, 1,
-                          {NULL, kern_shifted_avx512_1x32_u, kern_shifted_avx512_2x32_u,
-                           kern_shifted_avx512_3x32_u, kern_shifted_avx512_4x32_u,
-                           kern_shifted_avx512_5x32_u, kern_shifted_avx512_6x32_u,
-                           kern_shifted_avx512_7x32_u}},
-                         {4, 64, kern_shifted_avx512_4x64, kern_shifted_avx512_4x64_u, 1,
-                          {NULL, kern_shifted_avx512_1x64_u, kern_shifted_avx512_2x64_u,
-                           kern_shifted_avx512_3x64_u}}},
+    [GEMM_ISA_AVX2] =
+        {{6, 16, kern_shifted_avx2_6x16, kern_shifted_avx2_6x16_u, 0, {0}},
+         {4, 16, kern_shifted_avx2_4x16, kern_shifted_avx2_4x16_u, 0, {0}}},
+    [GEMM_ISA_AVX512] =
+        {{8,
+          32,
+          kern_shifted_avx512_8x32,
+          kern_shifted_avx512_8x32_u,
+          1,
+          {NULL, kern_shifted_avx512_1x32_u, kern_shifted_avx512_2x32_u,
+           kern_shifted_avx512_3x32_u, kern_shifted_avx512_4x32_u,
+           kern_shifted_avx512_5x32_u, kern_shifted_avx512_6x32_u,
+           kern_shifted_avx512_7x32_u}},
+         {4,
+          64,
+          kern_shifted_avx512_4x64,
+          kern_shifted_avx512_4x64_u,
+          1,
+          {NULL, kern_shifted_avx512_1x64_u, kern_shifted_avx512_2x64_u,
+           kern_shifted_avx512_3x64_u}}},
 #else
     [GEMM_ISA_SCALAR] = {{0}}, /* unused: gemm_shifted_available() is 0 */
 #endif
@@ -430,7 +440,10 @@ GemmIsa gemm_isa_best(void)
     return best;
 }
 
-const char *gemm_isa_name(GemmIsa isa) { return kern_table[isa].name; }
+const char *gemm_isa_name(GemmIsa isa)
+{
+    return kern_table[isa].name;
+}
 
 int gemm_max_threads(void)
 {
@@ -463,15 +476,19 @@ void gemm_pack_a_dense(const GemmSrc *s, float *dst, int k0, int kc, int i0,
                 const float *src = s->p + (size_t)(k0 + kk) * ld + i0 + ip;
                 float *d = dst + (size_t)kk * r;
                 memcpy(d, src, (size_t)rv * sizeof(float));
-                for (int ii = rv; ii < r; ii++) d[ii] = 0;
+                for (int ii = rv; ii < r; ii++)
+                    d[ii] = 0;
             }
         } else {
             for (int ii = 0; ii < r; ii++) {
                 if (ii < rv) {
-                    const float *src = s->p + (size_t)(i0 + ip + ii) * ld + k0;
-                    for (int kk = 0; kk < kc; kk++) dst[(size_t)kk * r + ii] = src[kk];
+                    const float *src =
+                        s->p + (size_t)(i0 + ip + ii) * ld + k0;
+                    for (int kk = 0; kk < kc; kk++)
+                        dst[(size_t)kk * r + ii] = src[kk];
                 } else {
-                    for (int kk = 0; kk < kc; kk++) dst[(size_t)kk * r + ii] = 0;
+                    for (int kk = 0; kk < kc; kk++)
+                        dst[(size_t)kk * r + ii] = 0;
                 }
             }
         }
@@ -492,15 +509,19 @@ void gemm_pack_b_dense(const GemmSrc *s, float *dst, int k0, int kc, int j0,
                 const float *src = s->p + (size_t)(k0 + kk) * ld + j0 + jp;
                 float *d = dst + (size_t)kk * r;
                 memcpy(d, src, (size_t)rv * sizeof(float));
-                for (int jj = rv; jj < r; jj++) d[jj] = 0;
+                for (int jj = rv; jj < r; jj++)
+                    d[jj] = 0;
             }
         } else {
             for (int jj = 0; jj < r; jj++) {
                 if (jj < rv) {
-                    const float *src = s->p + (size_t)(j0 + jp + jj) * ld + k0;
-                    for (int kk = 0; kk < kc; kk++) dst[(size_t)kk * r + jj] = src[kk];
+                    const float *src =
+                        s->p + (size_t)(j0 + jp + jj) * ld + k0;
+                    for (int kk = 0; kk < kc; kk++)
+                        dst[(size_t)kk * r + jj] = src[kk];
                 } else {
-                    for (int kk = 0; kk < kc; kk++) dst[(size_t)kk * r + jj] = 0;
+                    for (int kk = 0; kk < kc; kk++)
+                        dst[(size_t)kk * r + jj] = 0;
                 }
             }
         }
@@ -510,8 +531,14 @@ void gemm_pack_b_dense(const GemmSrc *s, float *dst, int k0, int kc, int j0,
 
 /* ---- driver ---- */
 
-static int min_i(int a, int b) { return a < b ? a : b; }
-static int round_up(int a, int r) { return (a + r - 1) / r * r; }
+static int min_i(int a, int b)
+{
+    return a < b ? a : b;
+}
+static int round_up(int a, int r)
+{
+    return (a + r - 1) / r * r;
+}
 
 /* Per-thread pack floats: A block + B block, each rounded to 16 floats so
  * every block starts 64-byte aligned. */
@@ -558,9 +585,12 @@ static void run_tile(const KernInfo *kd, MicroFn fn, int kc, const float *ap,
         float *ci = c + (size_t)i * ldc;
         const float *ti = tmp + (size_t)i * kd->nr;
         for (int j = 0; j < nr_v; j++) {
-            if (mode == STORE_SET) ci[j] = ti[j];
-            else if (mode == STORE_ADD) ci[j] = ci[j] + ti[j];
-            else ci[j] = rowinit[i] + ti[j];
+            if (mode == STORE_SET)
+                ci[j] = ti[j];
+            else if (mode == STORE_ADD)
+                ci[j] = ci[j] + ti[j];
+            else
+                ci[j] = rowinit[i] + ti[j];
         }
     }
 }
@@ -597,8 +627,8 @@ static void gemm_drive(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
     const int ntiles = tm * tn;
     const size_t per = pack_per_thread(m, n, k);
     float *base = (float *)(((uintptr_t)pack + 63) & ~(uintptr_t)63);
-    const size_t a_floats = (size_t)min_i(m + GEMM_MR_MAX, GEMM_MC) *
-                            (size_t)min_i(k, GEMM_KC);
+    const size_t a_floats =
+        (size_t)min_i(m + GEMM_MR_MAX, GEMM_MC) * (size_t)min_i(k, GEMM_KC);
     const size_t a_off = (a_floats + 15) / 16 * 16;
 
 #pragma omp parallel num_threads(ntiles < nthr ? ntiles : nthr)
@@ -613,8 +643,8 @@ static void gemm_drive(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
             for (int pc = 0; pc < k; pc += GEMM_KC) {
                 int kc = min_i(GEMM_KC, k - pc);
                 int mode = pc > 0 || accumulate ? STORE_ADD
-                           : rowinit           ? STORE_ROWINIT
-                                               : STORE_SET;
+                           : rowinit            ? STORE_ROWINIT
+                                                : STORE_SET;
                 /* Full row panels of a plain A are read in place; a
                  * partial last panel (and any other A) is packed. */
                 int mfull = in_place ? mcur / mr * mr : 0;
@@ -706,7 +736,10 @@ int gemm_shifted_available(GemmIsa isa)
 {
     return SL_ISA_X86 && isa >= GEMM_ISA_AVX2;
 }
-int gemm_shifted_nr(void) { return SHIFTED_NR_MAX; }
+int gemm_shifted_nr(void)
+{
+    return SHIFTED_NR_MAX;
+}
 
 /* c [mv rows] <- rowinit + t [mv, ldt] over product columns j0 .. j0+nv
  * through the column map. */
@@ -727,7 +760,8 @@ static void shifted_store(float *c, int ldc, const float *t, int ldt,
                 const float *ti = t + (size_t)i * ldt + jj;
                 float r = rowinit ? rowinit[i] : 0.0f;
                 if (rowinit)
-                    for (int q = 0; q < lv; q++) ci[q] = r + ti[q];
+                    for (int q = 0; q < lv; q++)
+                        ci[q] = r + ti[q];
                 else
                     memcpy(ci, ti, (size_t)lv * sizeof(float));
             }
@@ -802,8 +836,8 @@ static void shifted_tile(const ShiftKern *sk, ShiftFn fn, int kmr, int kc,
  * padded rows do not line up with micro-tiles, and mapping every k block
  * would cost as much as the arithmetic when K is large.  (With one k
  * block, shifted_tile stores straight into C instead: for few channels
- * the extra pass through the buffer would cost more than it saves.)  128 columns:
- * with GEMM_MC rows that is 192 KiB, in L2 beside the A block. */
+ * the extra pass through the buffer would cost more than it saves.)  128
+ * columns: with GEMM_MC rows that is 192 KiB, in L2 beside the A block. */
 #define SHIFTED_NC 128
 
 /* One k block up to SHIFTED_K1 deep (3x3 convs of up to 64 channels,
@@ -844,10 +878,12 @@ void gemm_shifted_team(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
     if (m <= 0 || n <= 0 || k <= 0) return;
     /* The narrow kernel when it wastes fewer rows (few output channels,
      * e.g. 4, 8 or 12 with AVX2's 6-row kernel). */
-    const ShiftKern *wide = &shift_kerns[isa][0], *narrow = &shift_kerns[isa][1];
+    const ShiftKern *wide = &shift_kerns[isa][0],
+                    *narrow = &shift_kerns[isa][1];
     const ShiftKern *sk =
         m <= 16 && round_up(m, narrow->mr) - m < round_up(m, wide->mr) - m
-            ? narrow : wide;
+            ? narrow
+            : wide;
     const int mr = sk->mr, nr = sk->nr;
     const int nthr = omp_get_num_threads();
     int mc = min_i(round_up(m, mr), GEMM_MC);
@@ -880,7 +916,8 @@ void gemm_shifted_team(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
              * and so does a partial last panel when there is a kernel
              * for its rows; any other is packed. */
             int mfull = in_place ? mcur / mr * mr : 0;
-            ShiftFn remfn = in_place && mfull < mcur ? sk->rem[mcur - mfull] : NULL;
+            ShiftFn remfn =
+                in_place && mfull < mcur ? sk->rem[mcur - mfull] : NULL;
             if (remfn) mfull = mcur;
             for (int pc = 0; pc < k; pc += kblk) {
                 int kc = min_i(kblk, k - pc);
@@ -914,12 +951,12 @@ void gemm_shifted_team(GemmIsa isa, float *c, int ldc, const GemmSrc *a,
                             fn = narrow->rem[kmr];
                         }
                         if (one_block)
-                            shifted_tile(tk, fn, kmr, kc, ap, a->ld, xb + j0 + jr,
-                                         koff, c + (size_t)(i0 + ir) * ldc,
-                                         ldc, map, j0 + jr,
-                                         min_i(tk->nr, ncur - jr),
-                                         min_i(mr, mcur - ir),
-                                         rowinit ? rowinit + i0 + ir : NULL);
+                            shifted_tile(
+                                tk, fn, kmr, kc, ap, a->ld, xb + j0 + jr,
+                                koff, c + (size_t)(i0 + ir) * ldc, ldc, map,
+                                j0 + jr, min_i(tk->nr, ncur - jr),
+                                min_i(mr, mcur - ir),
+                                rowinit ? rowinit + i0 + ir : NULL);
                         else
                             fn(kc, ap, a->ld, xb + j0 + jr, koff + pc,
                                ct + (size_t)ir * SHIFTED_NC + jr, SHIFTED_NC,

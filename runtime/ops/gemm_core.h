@@ -29,9 +29,9 @@ typedef void (*GemmPackFn)(const GemmSrc *s, float *dst, int k0, int kc,
 
 struct GemmSrc {
     GemmPackFn pack;
-    const float *p; /* dense operand, or the conv input for im2col */
-    int ld;         /* leading dimension of the dense operand */
-    int trans;      /* dense operand stored transposed */
+    const float *p;  /* dense operand, or the conv input for im2col */
+    int ld;          /* leading dimension of the dense operand */
+    int trans;       /* dense operand stored transposed */
     const void *ctx; /* packer-specific geometry (conv) */
 };
 
@@ -75,11 +75,11 @@ void gemm_pack_b_dense(const GemmSrc *s, float *dst, int k0, int kc, int j0,
 
 /* Shifted-pointer ("implicit") GEMM for convolution on a zero-padded,
  * phase-split input slab (any stride; see conv.c): B(k, j) =
- * xb[koff[k] + j], so B is read in place and never packed.  Column j of the product is slab position
- * (z', y', x') = (j / (s1*s2), j / s2 % s1, j % s2) and is stored at
- * c[i*ldc + base + z'*zpitch + y'*ypitch + x'] when z' < zv, y' < yv and
- * x' < ow; other columns (the padding ring) are computed and dropped.
- * Overwrites C (plus rowinit[i] when given).  Same determinism as
+ * xb[koff[k] + j], so B is read in place and never packed.  Column j of the
+ * product is slab position (z', y', x') = (j / (s1*s2), j / s2 % s1, j % s2)
+ * and is stored at c[i*ldc + base + z'*zpitch + y'*ypitch + x'] when z' < zv,
+ * y' < yv and x' < ow; other columns (the padding ring) are computed and
+ * dropped. Overwrites C (plus rowinit[i] when given).  Same determinism as
  * gemm_run.  AVX-512 and AVX2 only: call only when
  * gemm_shifted_available(isa). */
 typedef struct {

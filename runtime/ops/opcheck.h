@@ -27,7 +27,8 @@ static inline const Shape *op_in_shape(const Graph *g, const Node *n, int i)
 static inline int64_t op_numel(const Shape *s)
 {
     int64_t k = 1;
-    for (int i = 0; i < s->ndim; i++) k *= s->d[i];
+    for (int i = 0; i < s->ndim; i++)
+        k *= s->d[i];
     return k;
 }
 

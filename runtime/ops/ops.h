@@ -40,11 +40,11 @@ const char *op_name(OpType op);
  * X_infer, X_flops, X_scratch and X_node_forward with the OpInfo
  * signatures (scratch may be NULL in the table when the op needs none).
  * optable.c lists them. */
-#define SL_DECLARE_OP(X)                                                      \
-    int X##_infer(const Graph *g, const Node *n, Shape *out);                 \
-    int64_t X##_flops(const Graph *g, const Node *n);                         \
-    size_t X##_scratch(const Graph *g, const Node *n);                        \
-    void X##_node_forward(const Graph *g, const Node *n, float *out,          \
+#define SL_DECLARE_OP(X)                                                     \
+    int X##_infer(const Graph *g, const Node *n, Shape *out);                \
+    int64_t X##_flops(const Graph *g, const Node *n);                        \
+    size_t X##_scratch(const Graph *g, const Node *n);                       \
+    void X##_node_forward(const Graph *g, const Node *n, float *out,         \
                           const float *const *in, float *scratch);
 SL_DECLARE_OP(conv)
 SL_DECLARE_OP(conv_transpose)

@@ -3,9 +3,9 @@
  * forward.  The hooks live in each op family's file. */
 #include "ops.h"
 
-#define OP_ROW(NAME, X)                                                       \
-    {                                                                         \
-        NAME, X##_infer, X##_flops, X##_scratch, X##_node_forward             \
+#define OP_ROW(NAME, X)                                                      \
+    {                                                                        \
+        NAME, X##_infer, X##_flops, X##_scratch, X##_node_forward            \
     }
 
 /* Designated indices keep each row tied to its enum value even if the

@@ -37,9 +37,8 @@ static void pool_geom(PoolGeom *q, const Shape *xs, const Shape *ys,
         q->k[i] = j >= 0 ? p->kernel[j] : 1;
         q->s[i] = j >= 0 ? p->stride[j] : 1;
         /* dilation 0 means "not given": 1 */
-        q->dil[i] = j >= 0 && use_dilation && p->dilation[j] > 1
-                        ? p->dilation[j]
-                        : 1;
+        q->dil[i] =
+            j >= 0 && use_dilation && p->dilation[j] > 1 ? p->dilation[j] : 1;
         q->pl[i] = j >= 0 ? p->pad_lo[j] : 0;
         q->ph[i] = j >= 0 ? p->pad_hi[j] : 0;
     }
@@ -139,9 +138,10 @@ void avg_pool_forward(float *y, const float *x, const Shape *xs,
         int d0, d1, h0, h1;
         window(&q, 0, od, &sd, &d0, &d1);
         window(&q, 1, oh, &sh, &h0, &h1);
-        int64_t cnt_dh = p->count_include_pad
-                             ? padded_count(&q, 0, sd) * padded_count(&q, 1, sh)
-                             : (int64_t)(d1 - d0) * (h1 - h0);
+        int64_t cnt_dh =
+            p->count_include_pad
+                ? padded_count(&q, 0, sd) * padded_count(&q, 1, sh)
+                : (int64_t)(d1 - d0) * (h1 - h0);
         for (int64_t ow = 0; ow < q.out[2]; ow++) {
             int64_t sw;
             int w0, w1;
@@ -151,12 +151,13 @@ void avg_pool_forward(float *y, const float *x, const Shape *xs,
                 const float *xd = xp + (sd + a) * q.in[1] * q.in[2];
                 for (int b = h0; b < h1; b++) {
                     const float *xh = xd + (sh + b) * q.in[2] + sw;
-                    for (int c = w0; c < w1; c++) s += xh[c];
+                    for (int c = w0; c < w1; c++)
+                        s += xh[c];
                 }
             }
-            int64_t cnt = cnt_dh * (p->count_include_pad
-                                        ? padded_count(&q, 2, sw)
-                                        : (int64_t)(w1 - w0));
+            int64_t cnt =
+                cnt_dh * (p->count_include_pad ? padded_count(&q, 2, sw)
+                                               : (int64_t)(w1 - w0));
             yp[ow] = cnt > 0 ? s / (float)cnt : 0.0f;
         }
     }
@@ -191,11 +192,10 @@ static void pool_ref(float *y, const float *x, const Shape *xs,
                                 if (id < 0 || id >= q.in[0] || ih < 0 ||
                                     ih >= q.in[1] || iw < 0 || iw >= q.in[2])
                                     continue;
-                                double v = (double)x[((pl * q.in[0] + id) *
-                                                          q.in[1] +
-                                                      ih) *
-                                                         q.in[2] +
-                                                     iw];
+                                double v = (double)
+                                    x[((pl * q.in[0] + id) * q.in[1] + ih) *
+                                          q.in[2] +
+                                      iw];
                                 if (v > m) m = v;
                                 s += v;
                                 n_in++;
@@ -252,8 +252,7 @@ static int pool_infer(const Graph *g, const Node *n, Shape *out,
             p->kernel[i] > 4096 || dil > 4096 || p->stride[i] > 4096) {
             sl_error("node '%s' (%s): kernel %d, stride %d, dilation %d "
                      "along spatial dim %d: each must be in 1..4096",
-                     op_node_name(n), op, p->kernel[i], p->stride[i], dil,
-                     i);
+                     op_node_name(n), op, p->kernel[i], p->stride[i], dil, i);
             return ERR_SHAPE;
         }
         int64_t ext = (int64_t)dil * (p->kernel[i] - 1) + 1;
@@ -274,11 +273,10 @@ static int pool_infer(const Graph *g, const Node *n, Shape *out,
                      op_node_name(n), op, i, (long long)in, (long long)ext);
             return ERR_SHAPE;
         }
-        int64_t o = (p->ceil_mode ? span + p->stride[i] - 1 : span) /
-                        p->stride[i] +
-                    1;
-        if (p->ceil_mode && (o - 1) * p->stride[i] >= in + p->pad_lo[i])
-            o--;
+        int64_t o =
+            (p->ceil_mode ? span + p->stride[i] - 1 : span) / p->stride[i] +
+            1;
+        if (p->ceil_mode && (o - 1) * p->stride[i] >= in + p->pad_lo[i]) o--;
         out->d[2 + i] = o;
     }
     return 0;
@@ -287,7 +285,8 @@ static int pool_infer(const Graph *g, const Node *n, Shape *out,
 static int64_t pool_flops(const Graph *g, const Node *n)
 {
     int64_t k = 1;
-    for (int i = 0; i < n->p.pool.nsp && i < 3; i++) k *= n->p.pool.kernel[i];
+    for (int i = 0; i < n->p.pool.nsp && i < 3; i++)
+        k *= n->p.pool.kernel[i];
     return k * op_numel(&g->values[n->out].shape);
 }
 

@@ -97,7 +97,8 @@ static void resize_row(float *y, const float *xp, const ResizeGeom *q,
         int64_t id = resize_nearest_index(sd, q->in[0], p->nearest);
         int64_t ih = resize_nearest_index(sh, q->in[1], p->nearest);
         const float *r = xp + id * ps + ih * rs;
-        for (int64_t k = 0; k < nw; k++) y[k] = r[t->i0[k]];
+        for (int64_t k = 0; k < nw; k++)
+            y[k] = r[t->i0[k]];
         return;
     }
     int64_t d0, d1, h0, h1;
@@ -136,8 +137,8 @@ void resize_forward(float *y, const float *x, const Shape *xs,
                 q.out[2] - w0 < RESIZE_TILE ? q.out[2] - w0 : RESIZE_TILE;
             fill_tile(&t, &q, p, w0, nw);
             for (int64_t r = r0; r < r1; r++)
-                resize_row(y + (pl * rows + r) * q.out[2] + w0, xp, &q, p,
-                           &t, nw, r / q.out[1], r % q.out[1]);
+                resize_row(y + (pl * rows + r) * q.out[2] + w0, xp, &q, p, &t,
+                           nw, r / q.out[1], r % q.out[1]);
         }
     }
 }
@@ -180,11 +181,12 @@ void resize_forward_ref(float *y, const float *x, const Shape *xs,
                             wt *= hi ? w[i] : 1 - w[i];
                         }
                         if (wt == 0) continue;
-                        v += wt * (double)x[((pl * q.in[0] + id[0]) *
-                                                 q.in[1] +
-                                             id[1]) *
-                                                q.in[2] +
-                                            id[2]];
+                        v +=
+                            wt *
+                            (double)
+                                x[((pl * q.in[0] + id[0]) * q.in[1] + id[1]) *
+                                      q.in[2] +
+                                  id[2]];
                     }
                     y[k] = (float)v;
                 }
@@ -255,8 +257,7 @@ int64_t resize_flops(const Graph *g, const Node *n)
 {
     int nsp = n->p.resize.nsp;
     if (n->p.resize.mode != RESIZE_LINEAR || nsp < 1 || nsp > 3) return 0;
-    return ((int64_t)2 << nsp) *
-           op_numel(&g->values[n->out].shape);
+    return ((int64_t)2 << nsp) * op_numel(&g->values[n->out].shape);
 }
 size_t resize_scratch(const Graph *g, const Node *n)
 {
@@ -268,6 +269,6 @@ void resize_node_forward(const Graph *g, const Node *n, float *out,
                          const float *const *in, float *scratch)
 {
     (void)scratch;
-    resize_forward(out, in[0], op_in_shape(g, n, 0),
-                   &g->values[n->out].shape, &n->p.resize);
+    resize_forward(out, in[0], op_in_shape(g, n, 0), &g->values[n->out].shape,
+                   &n->p.resize);
 }

@@ -33,17 +33,18 @@ int wino_eligible(const Shape *xs, const Shape *ys, const ConvParams *p);
 /* How the executor runs this layer: the cost model of winograd.c,
  * overridden by the environment variable
  * SL_CONV_ALGO=direct|winograd|winograd4|auto (winograd: F(2,3) on every
- * eligible layer; winograd4: F(4x4,3x3) on every eligible layer).  Deterministic: a function of the
- * shapes, the CPU's GEMM kernel (SL_GEMM_ISA) and the variable, not of
- * the thread count (outputs stay bit-identical across thread counts).
- * Returns 0 and sets *algo, or ERR_ARG (message printed) when the
- * variable holds anything else. */
+ * eligible layer; winograd4: F(4x4,3x3) on every eligible layer).
+ * Deterministic: a function of the shapes, the CPU's GEMM kernel
+ * (SL_GEMM_ISA) and the variable, not of the thread count (outputs stay
+ * bit-identical across thread counts). Returns 0 and sets *algo, or ERR_ARG
+ * (message printed) when the variable holds anything else. */
 int conv_algo_choose(const Shape *xs, const Shape *ys, const ConvParams *p,
                      ConvAlgo *algo);
 
 /* Transform w [OC,IC,K...] for an eligible layer (wino_eligible) run as
- * algo (WINOGRAD or WINOGRAD4) with n_threads threads.  Returns 0, or ERR_NOMEM (message printed, naming
- * `name`).  *out is owned by the caller: wino_free. */
+ * algo (WINOGRAD or WINOGRAD4) with n_threads threads.  Returns 0, or
+ * ERR_NOMEM (message printed, naming `name`).  *out is owned by the caller:
+ * wino_free. */
 int wino_create(WinoConv **out, const float *w, const Shape *xs,
                 const Shape *ys, const ConvParams *p, ConvAlgo algo,
                 int n_threads, const char *name);

@@ -17,7 +17,6 @@ const FuzzTarget fuzz_targets[FUZZ_N_TARGETS] = {
     {"dataset", fuzz_dataset},
 };
 
-
 int fuzz_mkdtemp(char *dir, size_t len)
 {
     const char *t = getenv("TMPDIR");

@@ -20,6 +20,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     /* -1 is the harness failing (no temporary folder): stop at once
      * rather than report millions of false passes. */
-    if (FUZZ_ENTRY(data, size)) sl_check_failed("harness", __FILE__, __LINE__);
+    if (FUZZ_ENTRY(data, size))
+        sl_check_failed("harness", __FILE__, __LINE__);
     return 0;
 }
