@@ -16,7 +16,10 @@
 #   baseline  tools/train_baseline.py, PyTorch on BASELINE_THREADS threads
 #             (brain 400, anatomy 2400 iterations; 20 to 80 min); brain3d:
 #             tools/train_baseline3d.sh, our trainer from a random
-#             initialisation (200 iterations of one 64^3 patch); or a copy of
+#             initialisation (200 iterations of one 64^3 patch, the first
+#             stage alone: BASELINE3D_EPOCHS, BASELINE3D_ITERS and
+#             BASELINE3D_FT_EPOCHS set its EPOCHS, ITERS, FT_EPOCHS; the
+#             script's own defaults train the converged one); or a copy of
 #             $BASELINE_BRAIN / $BASELINE_ANATOMY / $BASELINE_BRAIN3D
 #   sauron    sauron-compress with the recipe below (SAURON_FLAGS)
 #   control   the same fine-tune with --no-prune (same length, seed, lr)
