@@ -17,6 +17,7 @@
 
 #include "runtime/common.h"
 #include "runtime/nifti_io.h"
+#include "tests/niftifixture.h"
 
 static const char *tmp(const char *name)
 {
@@ -61,47 +62,7 @@ static void write_nifti(const char *path, const int64_t d[4], int dt,
     int64_t n = nim->nvox;
     for (int64_t i = 0; i < n; i++) {
         double v = vals[i];
-        char *p = (char *)nim->data + i * nim->nbyper;
-#define PUT(T)                                                               \
-    do {                                                                     \
-        T t = (T)v;                                                          \
-        memcpy(p, &t, sizeof t);                                             \
-    } while (0)
-        switch (dt) {
-        case DT_UINT8:
-            PUT(uint8_t);
-            break;
-        case DT_INT8:
-            PUT(int8_t);
-            break;
-        case DT_UINT16:
-            PUT(uint16_t);
-            break;
-        case DT_INT16:
-            PUT(int16_t);
-            break;
-        case DT_UINT32:
-            PUT(uint32_t);
-            break;
-        case DT_INT32:
-            PUT(int32_t);
-            break;
-        case DT_UINT64:
-            PUT(uint64_t);
-            break;
-        case DT_INT64:
-            PUT(int64_t);
-            break;
-        case DT_FLOAT32:
-            PUT(float);
-            break;
-        case DT_FLOAT64:
-            PUT(double);
-            break;
-        default:
-            fail_msg("bad dt");
-        }
-#undef PUT
+        if (nifti_fixture_put(nim, i, v)) fail_msg("bad dt %d", dt);
     }
     nim->scl_slope = slope;
     nim->scl_inter = inter;

@@ -27,6 +27,7 @@
 #include "runtime/nifti_io.h"
 #include "runtime/segment.h"
 #include "runtime/sslim.h"
+#include "tests/niftifixture.h"
 
 /* The scan: the e2e fixture's grid, intensities quantised to q * 0.5 - 3
  * with q in 0..100, so every datatype (int8 included) holds q exactly and
@@ -101,47 +102,8 @@ static void fill(nifti_image *nim, const Scan *s)
         if (nim->datatype == DT_FLOAT32) x = s->ref[i];
         if (nim->datatype == DT_FLOAT64)
             x = ((double)s->ref[i] - inter) / slope;
-        char *p = (char *)nim->data + i * (size_t)nim->nbyper;
-#define PUT(T)                                                               \
-    do {                                                                     \
-        T t = (T)x;                                                          \
-        memcpy(p, &t, sizeof t);                                             \
-    } while (0)
-        switch (nim->datatype) {
-        case DT_UINT8:
-            PUT(uint8_t);
-            break;
-        case DT_INT8:
-            PUT(int8_t);
-            break;
-        case DT_UINT16:
-            PUT(uint16_t);
-            break;
-        case DT_INT16:
-            PUT(int16_t);
-            break;
-        case DT_UINT32:
-            PUT(uint32_t);
-            break;
-        case DT_INT32:
-            PUT(int32_t);
-            break;
-        case DT_UINT64:
-            PUT(uint64_t);
-            break;
-        case DT_INT64:
-            PUT(int64_t);
-            break;
-        case DT_FLOAT32:
-            PUT(float);
-            break;
-        case DT_FLOAT64:
-            PUT(double);
-            break;
-        default:
+        if (nifti_fixture_put(nim, (int64_t)i, x))
             fail_msg("datatype %d", nim->datatype);
-        }
-#undef PUT
     }
     nim->scl_slope = slope;
     nim->scl_inter = inter;
