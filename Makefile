@@ -235,7 +235,7 @@ $(RT_TESTS:%=$(BUILD)/tests/%): $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o \
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(NIFTI_LIBS) $(PNG_LIBS) $(CMOCKA_LIBS) -o $@
 $(BUILD)/tests/test_peer $(BUILD)/tests/test_torch_segment: $(BUILD)/obj/tests/peercheck.o
-$(BUILD)/tests/test_segment_lib $(BUILD)/tests/test_segment_cli $(BUILD)/tests/test_tta: $(BUILD)/obj/tests/segmodel.o
+$(BUILD)/tests/test_segment_lib $(BUILD)/tests/test_segment_cli $(BUILD)/tests/test_tta $(BUILD)/tests/test_trainer: $(BUILD)/obj/tests/segmodel.o
 $(BUILD)/tests/test_batch $(BUILD)/tests/test_soak $(BUILD)/tests/test_dicom $(BUILD)/tests/test_storage $(BUILD)/tests/test_overlay $(BUILD)/tests/test_tta: $(BUILD)/obj/tests/batchcheck.o
 # (its own rule: the fuzz objects must come before the libraries)
 $(BUILD)/tests/test_fuzz_replay: $(BUILD)/obj/tests/test_fuzz_replay.o \

@@ -30,9 +30,11 @@
 #include "compressor/data/dataset.h"
 #include "compressor/onnx/onnx_import.h"
 #include "compressor/train/trainer.h"
+#include "compressor/train/trainer_internal.h"
 #include "runtime/common.h"
 #include "runtime/exec.h"
 #include "runtime/graph.h"
+#include "tests/segmodel.h"
 #include "tests/testutil.h"
 
 static char phantom_dir[512];
@@ -592,6 +594,103 @@ static void test_config_errors(void **state)
     assert_false(sl_file_exists(run_path("bad_batch", path, sizeof path)));
 }
 
+/* val_tiles, along one axis: as few tiles as cover it, the first at 0
+ * and the last at S - P, and the voxels each scores partition [0, S),
+ * each tile scoring only voxels inside itself (so 3D validation counts
+ * every voxel once, with the network's own output for it). */
+static void test_val_tiles(void **state)
+{
+    (void)state;
+    int64_t st[VAL_MAX_TILES], own[VAL_MAX_TILES + 1];
+    const int64_t Ps[] = {1, 3, 8, 12, 64};
+    for (size_t q = 0; q < sizeof Ps / sizeof Ps[0]; q++) {
+        const int64_t P = Ps[q];
+        for (int64_t S = 1; S <= 3 * P + 5; S++) {
+            int n = val_tiles(S, P, st, own);
+            assert_int_equal(n, S <= P ? 1 : (S + P - 1) / P);
+            assert_true(st[0] == 0 && own[0] == 0 && own[n] == S);
+            assert_true(st[n - 1] == (S > P ? S - P : 0));
+            for (int i = 0; i < n; i++) {
+                assert_true(own[i] < own[i + 1]);
+                assert_true(own[i] >= st[i] && own[i + 1] <= st[i] + P);
+                if (i) assert_true(st[i] > st[i - 1]);
+            }
+        }
+    }
+    /* 32 voxels, patches of 12: tiles at 0, 10, 20, each overlap split
+     * at its middle */
+    assert_int_equal(val_tiles(32, 12, st, own), 3);
+    assert_true(st[1] == 10 && st[2] == 20);
+    assert_true(own[1] == 11 && own[2] == 21 && own[3] == 32);
+}
+
+/* 3D validation scores each validation case whole, every voxel once: a
+ * pointwise model (tests/segmodel.c's threshold, a 1x1x1 conv: label =
+ * normalised intensity > 0.5) labels each voxel by its own intensity
+ * whatever the tiling, so the validation Dice must equal the Dice of
+ * thresholding the validation cases here (to rounding of the sums).
+ * Patches of 12^3 on the 32x32x16 phantom: overlapping tiles along every
+ * axis, which counted twice or left out would change the counts. */
+static void test_val_3d_whole_cases(void **state)
+{
+    (void)state;
+    if (!have_phantom) skip();
+    Graph g;
+    Dataset ds;
+    TrainConfig cfg;
+    Trainer *t = NULL;
+    ModelSpec ms;
+    char rd[512];
+    memset(&ms, 0, sizeof ms);
+    ms.dims = 3;
+    ms.nmod = 1;
+    ms.kind = KIND_THRESH;
+    ms.norm = NORMALIZE_ZSCORE;
+    ms.t = 0.5f;
+    ms.patch[0] = ms.patch[1] = ms.patch[2] = 12;
+    graph_init(&g);
+    build_model(&g, &ms);
+    memset(&ds, 0, sizeof ds);
+    assert_int_equal(dataset_open(&ds, phantom_dir), 0);
+    trainer_config_default(&cfg);
+    cfg.run_dir = run_path("val3d", rd, sizeof rd);
+    cfg.batch = 2;
+    cfg.threads = 2;
+    cfg.quiet = 1;
+    cfg.force = 1;
+    cfg.val_fraction = 0.5;
+    cfg.epochs = 1;
+    cfg.iters_per_epoch = 1;
+    assert_int_equal(trainer_create(&t, &g, &ds, &cfg, NULL), 0);
+    assert_int_equal(trainer_run(t), 0);
+    int nh;
+    const EpochStats *h = trainer_history(t, &nh);
+    assert_int_equal(nh, 2);
+    const EpochStats st = h[0]; /* the imported model, before training */
+    const DataSplit *sp = trainer_split(t);
+    const Dataset *d = trainer_dataset(t);
+    int64_t tp = 0, fp = 0, fn = 0;
+    assert_true(sp->n_val >= 2);
+    for (int i = 0; i < sp->n_val; i++) {
+        const DataCase *dc = &d->cases[sp->val[i]];
+        int64_t n = dc->S[0] * dc->S[1] * dc->S[2];
+        /* the tiling is exercised: larger than a patch on two axes */
+        assert_true(dc->S[0] * dc->S[1] * dc->S[2] > 2 * 12 * 12 * 12);
+        for (int64_t v = 0; v < n; v++) {
+            int pred = dc->image[v] > 0.5f, lab = dc->label[v] == 1;
+            tp += pred && lab;
+            fp += pred && !lab;
+            fn += !pred && lab;
+        }
+    }
+    assert_true(tp > 0 && fp + fn > 0);
+    double want = 2.0 * (double)tp / (double)(2 * tp + fp + fn);
+    assert_true(fabs(st.val_dice[1] - want) < 1e-12);
+    trainer_free(t);
+    graph_free(&g);
+    dataset_free(&ds);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -607,6 +706,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_resume_refusals),
         cmocka_unit_test(test_nan_stops),
         cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_val_tiles),
+        cmocka_unit_test(test_val_3d_whole_cases),
     };
     return cmocka_run_group_tests(tests, setup_phantom, NULL);
 }

@@ -71,9 +71,6 @@
 /* Validation of 2D models: at most this many slices per validation case,
  * evenly spaced over the case (all slices when it has fewer). */
 #define TRAINER_VAL_MAX_SLICES 64
-/* Validation of 3D models: this many fixed patches per validation case
- * (a third centred on foreground, as the training sampler does). */
-#define TRAINER_VAL_PATCHES_PER_CASE 2
 /* Extra report columns a hook may add. */
 #define TRAINER_MAX_COLUMNS 64
 
