@@ -125,21 +125,21 @@ static void tile_in(const DataCase *dc, int C, const int64_t *P,
                     const int64_t *a, float *x)
 {
     const int64_t *S = dc->S;
+    const int64_t w = S[2] - a[2] < P[2] ? S[2] - a[2] : P[2];
     for (int c = 0; c < C; c++) {
-        float air = dc->air ? dc->air[c] : 0.0f;
+        const float air = dc->air ? dc->air[c] : 0.0f;
         for (int64_t i = 0; i < P[0]; i++)
             for (int64_t j = 0; j < P[1]; j++) {
-                float *row = x + ((c * P[0] + i) * P[1] + j) * P[2];
-                int64_t si = a[0] + i, sj = a[1] + j, n = S[2] - a[2];
-                n = n < P[2] ? n : P[2];
-                if (si >= S[0] || sj >= S[1]) n = 0;
+                float *dst = x + ((c * P[0] + i) * P[1] + j) * P[2];
+                const int64_t si = a[0] + i, sj = a[1] + j;
+                const int64_t n = si < S[0] && sj < S[1] ? w : 0;
                 if (n > 0)
-                    memcpy(row,
+                    memcpy(dst,
                            dc->image + ((c * S[0] + si) * S[1] + sj) * S[2] +
                                a[2],
-                           (size_t)n * sizeof *row);
-                for (int64_t k = n > 0 ? n : 0; k < P[2]; k++)
-                    row[k] = air;
+                           (size_t)n * sizeof *dst);
+                for (int64_t k = n; k < P[2]; k++)
+                    dst[k] = air;
             }
     }
 }
@@ -152,22 +152,22 @@ static void tile_out(const DataCase *dc, int K, const int64_t *P,
 {
     const int64_t *S = dc->S;
     const int64_t d0 = hi[0] - lo[0], d1 = hi[1] - lo[1], d2 = hi[2] - lo[2];
+    /* the box's first voxel inside the tile */
+    const int64_t o0 = lo[0] - a[0], o1 = lo[1] - a[1], o2 = lo[2] - a[2];
     for (int k = 0; k < K; k++)
         for (int64_t i = 0; i < d0; i++)
-            for (int64_t j = 0; j < d1; j++)
-                memcpy(crop + ((k * d0 + i) * d1 + j) * d2,
-                       out +
-                           ((k * P[0] + lo[0] - a[0] + i) * P[1] + lo[1] -
-                            a[1] + j) *
-                               P[2] +
-                           lo[2] - a[2],
-                       (size_t)d2 * sizeof *crop);
+            for (int64_t j = 0; j < d1; j++) {
+                const float *src =
+                    out + ((k * P[0] + o0 + i) * P[1] + o1 + j) * P[2] + o2;
+                float *dst = crop + ((k * d0 + i) * d1 + j) * d2;
+                memcpy(dst, src, (size_t)d2 * sizeof *dst);
+            }
     for (int64_t i = 0; i < d0; i++)
-        for (int64_t j = 0; j < d1; j++)
-            memcpy(lab + (i * d1 + j) * d2,
-                   dc->label + ((lo[0] + i) * S[1] + lo[1] + j) * S[2] +
-                       lo[2],
-                   (size_t)d2);
+        for (int64_t j = 0; j < d1; j++) {
+            const uint8_t *src =
+                dc->label + ((lo[0] + i) * S[1] + lo[1] + j) * S[2] + lo[2];
+            memcpy(lab + (i * d1 + j) * d2, src, (size_t)d2);
+        }
 }
 
 /* A tile waiting in the batch: its corner and the box it scores. */
