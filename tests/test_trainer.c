@@ -617,6 +617,8 @@ static void test_val_tiles(void **state)
             }
         }
     }
+    /* more tiles than the arrays hold: refused, nothing written */
+    assert_int_equal(val_tiles(VAL_MAX_TILES * 4 + 1, 4, st, own), -1);
     /* 32 voxels, patches of 12: tiles at 0, 10, 20, each overlap split
      * at its middle */
     assert_int_equal(val_tiles(32, 12, st, own), 3);

@@ -109,6 +109,7 @@ static int eval_2d(Trainer *t, Executor *ex, float *x, float *crop,
 
 int val_tiles(int64_t S, int64_t P, int64_t *start, int64_t *own)
 {
+    if ((S + P - 1) / P > VAL_MAX_TILES) return -1;
     int n = S <= P ? 1 : (int)((S + P - 1) / P);
     for (int i = 0; i < n; i++)
         start[i] = n == 1 ? 0 : (i * (S - P) + (n - 1) / 2) / (n - 1);
@@ -226,16 +227,15 @@ static int eval_3d(Trainer *t, Executor *ex, Tile *tl, float *x, float *crop,
         const DataCase *dc = &t->ds->cases[t->split.val[vi]];
         int64_t st[3][VAL_MAX_TILES], ow[3][VAL_MAX_TILES + 1];
         int n[3], at[3];
-        for (int d = 0; d < 3; d++) {
-            if ((dc->S[d] + P[d] - 1) / P[d] > VAL_MAX_TILES) {
-                sl_error("validation: case %d is %lld voxels along axis %d, "
-                         "more than %d patches of %lld",
-                         t->split.val[vi], (long long)dc->S[d], d,
-                         VAL_MAX_TILES, (long long)P[d]);
+        for (int d = 0; d < 3; d++)
+            if ((n[d] = val_tiles(dc->S[d], P[d], st[d], ow[d])) < 0) {
+                sl_error("validation: case '%s' is %lld voxels along axis "
+                         "%d, more than %d patches of %lld",
+                         t->ds->case_names[t->split.val[vi]],
+                         (long long)dc->S[d], d, VAL_MAX_TILES,
+                         (long long)P[d]);
                 return ERR_UNSUPPORTED;
             }
-            n[d] = val_tiles(dc->S[d], P[d], st[d], ow[d]);
-        }
         for (at[0] = 0; at[0] < n[0]; at[0]++)
             for (at[1] = 0; at[1] < n[1]; at[1]++)
                 for (at[2] = 0; at[2] < n[2]; at[2]++) {

@@ -54,9 +54,9 @@ int trainer_eval_val(Trainer *t, EpochStats *st);
  * few as cover it (ceil(S / P), 1 when S <= P), their first voxels
  * start[0..n-1] spread evenly from 0 to S - P, and the voxels tile i
  * scores, [own[i], own[i + 1]) (own[0] = 0, own[n] = S; each overlap
- * split at its middle), so the tiles score every voxel once.  Returns n;
- * start and own hold VAL_MAX_TILES and VAL_MAX_TILES + 1 (the caller
- * checks ceil(S / P) <= VAL_MAX_TILES). */
+ * split at its middle), so the tiles score every voxel once.  Returns n,
+ * or -1 (nothing written) when that is more than VAL_MAX_TILES; start and
+ * own hold VAL_MAX_TILES and VAL_MAX_TILES + 1. */
 #define VAL_MAX_TILES 64
 int val_tiles(int64_t S, int64_t P, int64_t *start, int64_t *own);
 
