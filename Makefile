@@ -56,7 +56,7 @@ CMP_SRC += compressor/sauron/distance.c compressor/sauron/threshold.c
 CMP_SRC += compressor/sauron/pruner.c compressor/sauron/report.c compressor/sauron/sauron_hooks.c
 CMP_SRC += compressor/onnx/onnx_export.c compressor/onnx/onnx_meta.c
 CMP_SRC += compressor/data/json.c compressor/data/dataset.c compressor/data/split.c compressor/data/sampler.c compressor/data/augment.c compressor/data/prefetch.c
-CMP_SRC += compressor/train/checkpoint.c compressor/train/trainer.c compressor/train/trainer_eval.c compressor/train/trainer_report.c compressor/train/loss_soft.c compressor/train/distill.c
+CMP_SRC += compressor/train/checkpoint.c compressor/train/trainer.c compressor/train/trainer_eval.c compressor/train/trainer_report.c compressor/train/trainer_decision.c compressor/train/decision.c compressor/train/loss_soft.c compressor/train/distill.c
 GEN_SRC = $(BUILD)/gen/onnx.pb-c.c
 
 BINS = segment sauron-compress sauron-inspect sauron-run sauron-eval

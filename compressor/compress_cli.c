@@ -526,6 +526,7 @@ static void train_config_from(const CompressOptions *o, const char *run_dir,
     cfg->augment = !o->no_augment;
     cfg->fov_aug = o->fov_aug;
     cfg->crop_aug = o->crop_aug;
+    cfg->tune_decision = o->tune_decision;
     cfg->shrinks = !o->no_prune;
     cfg->resume = o->resume;
     cfg->force = o->force;
@@ -594,7 +595,8 @@ static int setup_teacher(const CompressOptions *o, Graph *g, int distill,
 /* Write the trained network (ONNX or .sslim, by the output's name) and
  * print what was written (and the --target-flops verdict, if any). */
 static int write_trained(const CompressOptions *o, const Graph *g,
-                         const char *run_dir, const SauronHooks *sh)
+                         const char *run_dir, const SauronHooks *sh,
+                         const char *threshold)
 {
     int rc = is_onnx_path(o->out_path)
                  ? onnx_export(g, o->out_path, o->force)
@@ -606,6 +608,7 @@ static int write_trained(const CompressOptions *o, const Graph *g,
            o->out_path, g->meta.dims, g->n_nodes, (long long)graph_params(g),
            shape_str(&g->values[g->input].shape, sb, sizeof sb),
            g->meta.n_classes, run_dir);
+    if (threshold) printf("threshold: %s\n", threshold);
     const char *tl = sauron_hooks_target_line(sh);
     if (tl) printf("--target-flops: %s\n", tl);
     return 0;
@@ -662,7 +665,10 @@ int compress_train(const CompressOptions *o)
     if (!rc && !o->spacing_set)
         memcpy(g.meta.spacing, ds.spacing, sizeof g.meta.spacing);
     /* Only now, with a finite network, is the output written. */
-    if (!rc) rc = write_trained(o, &g, run_dir, sh);
+    char thr[256];
+    if (!rc && o->tune_decision) trainer_decision_line(t, thr, sizeof thr);
+    if (!rc)
+        rc = write_trained(o, &g, run_dir, sh, o->tune_decision ? thr : NULL);
 fail:
     trainer_free(t);
     distill_free(dd);

@@ -59,6 +59,7 @@ typedef struct {
     double fov_aug;          /* --fov-aug */
     double crop_aug;         /* --crop-aug */
     int resume;              /* --resume */
+    int tune_decision;       /* --tune-decision on (default) | off */
     double teacher_weight;   /* --teacher-weight W: with labels, the
                                 imported model teaches too (loss = labels
                                 + W * soft targets); 0: off (default) */

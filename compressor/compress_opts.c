@@ -22,6 +22,8 @@
 /* CLI_CHOICE stores an int */
 _Static_assert(sizeof(VoxelOrder) == sizeof(int), "--order is an int");
 
+static const CliChoice tune_on_off[] = {{"off", 0}, {"on", 1}, {NULL, 0}};
+
 static int parse_normalize(const char *s, void *target)
 {
     Normalize *n = target;
@@ -280,6 +282,14 @@ static const CliOpt train_opts[] = {
      .help = "with labels, the imported model teaches too: loss = labels' "
              "loss + W * soft-target loss against its outputs (default 0: "
              "labels only)"},
+    {.name = "tune-decision",
+     .type = CLI_CHOICE,
+     .choices = tune_on_off,
+     .off = OPT(tune_decision),
+     .help = "two-class models: once trained, label foreground where its "
+             "logit exceeds the background's by the margin (within +-3, "
+             "steps of 0.01) that gives the highest validation Dice, "
+             "folded into the last layer's bias (default on)"},
     {.name = "run-dir",
      .type = CLI_STRING,
      .metavar = "DIR",
@@ -424,6 +434,7 @@ int compress_parse_args(int argc, char **argv, CompressOptions *o)
     o->optimizer = OPTIM_ADAM;
     o->weight_decay = -1.0;
     o->val_fraction = SPLIT_DEFAULT_VAL_FRAC;
+    o->tune_decision = 1;
     char **pos = sl_calloc((size_t)argc + 1, sizeof *pos);
     if (!pos) {
         sl_error("out of memory parsing the command line");

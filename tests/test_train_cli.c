@@ -273,6 +273,25 @@ static void test_end_to_end(void **state)
         snprintf(p, sizeof p, "%s/%s", run, files[i]);
         assert_true(sl_file_exists(p));
     }
+    /* a two-class model: its decision threshold was tuned (or kept at 0,
+     * the best) on the validation cases; --tune-decision off: not */
+    snprintf(p, sizeof p, "%s/summary.txt", run);
+    char *sum = slurp_text(p);
+    assert_non_null(sum);
+    const char *th = strstr(sum, "\nthreshold:    ");
+    assert_non_null(th);
+    assert_true(!strncmp(th + 15, "foreground where", 16) ||
+                !strncmp(th + 15, "kept at 0", 9));
+    free(sum);
+    cli(&r,
+        "%s %s %s --data %s " FAST " --seed 3 --threads 2 --force -q "
+        "--tune-decision off",
+        b, MODEL, out, good);
+    assert_int_equal(r.status, 0);
+    sum = slurp_text(p);
+    assert_non_null(sum);
+    assert_null(strstr(sum, "threshold:"));
+    free(sum);
     /* The output exists now: a second run needs --force. */
     cli(&r, "%s %s %s --data %s " FAST, b, MODEL, out, good);
     assert_int_not_equal(r.status, 0);
@@ -726,6 +745,8 @@ static void test_bad_flags(void **state)
     bad("optim", "good", "--no-prune --optimizer rmsprop", "--optimizer");
     bad("wd", "good", "--no-prune --weight-decay -3", "--weight-decay");
     bad("clip", "good", "--no-prune --clip-grad -1", "--clip-grad");
+    bad("tune", "good", "--no-prune --tune-decision maybe",
+        "--tune-decision");
     bad("patch2d", "good", "--no-prune --patch 16,32,32", "1,H,W");
     bad("patchbad", "good", "--no-prune --patch 1,30,30", "--patch");
     bad("classes", "good", "--no-prune --classes a,b,c", "--classes");

@@ -29,6 +29,7 @@
 #include "compressor/compress_cli.h"
 #include "compressor/data/dataset.h"
 #include "compressor/onnx/onnx_import.h"
+#include "compressor/train/decision.h"
 #include "compressor/train/trainer.h"
 #include "compressor/train/trainer_internal.h"
 #include "runtime/common.h"
@@ -706,6 +707,145 @@ static void test_val_3d_whole_cases(void **state)
     val_3d_whole_cases(20);
 }
 
+/* Run a 3D pointwise threshold model (threshold t on the normalised
+ * intensity) for one tiny step with tuning on or off; the trainer is
+ * returned, its graph in *g. */
+static Trainer *run_thresh(Graph *g, Dataset *ds, float thr, int tune,
+                           char *rd, size_t rd_len)
+{
+    ModelSpec ms;
+    TrainConfig cfg;
+    Trainer *t = NULL;
+    memset(&ms, 0, sizeof ms);
+    ms.dims = 3;
+    ms.nmod = 1;
+    ms.kind = KIND_THRESH;
+    ms.norm = NORMALIZE_ZSCORE;
+    ms.t = thr;
+    ms.patch[0] = ms.patch[1] = ms.patch[2] = 12;
+    graph_init(g);
+    build_model(g, &ms);
+    memset(ds, 0, sizeof *ds);
+    assert_int_equal(dataset_open(ds, phantom_dir), 0);
+    trainer_config_default(&cfg);
+    cfg.run_dir = run_path(tune ? "tune_on" : "tune_off", rd, rd_len);
+    cfg.batch = 2;
+    cfg.threads = 2;
+    cfg.quiet = 1;
+    cfg.force = 1;
+    cfg.val_fraction = 0.5;
+    cfg.epochs = 1;
+    cfg.iters_per_epoch = 1;
+    cfg.optim.lr = 1e-6f;
+    cfg.tune_decision = tune;
+    assert_int_equal(trainer_create(&t, g, ds, &cfg, NULL), 0);
+    assert_int_equal(trainer_run(t), 0);
+    return t;
+}
+
+/* Foreground Dice over the validation cases of labelling x > c on the
+ * normalised intensity the trainer holds. */
+static double dice_at(const Trainer *t, double c)
+{
+    const DataSplit *sp = trainer_split(t);
+    const Dataset *d = trainer_dataset(t);
+    int64_t tp = 0, fp = 0, fn = 0;
+    for (int i = 0; i < sp->n_val; i++) {
+        const DataCase *dc = &d->cases[sp->val[i]];
+        int64_t n = dc->S[0] * dc->S[1] * dc->S[2];
+        for (int64_t v = 0; v < n; v++) {
+            int p = (double)dc->image[v] > c, y = dc->label[v] == 1;
+            tp += p && y;
+            fp += p && !y;
+            fn += !p && y;
+        }
+    }
+    return 2.0 * (double)tp / (double)(2 * tp + fp + fn);
+}
+
+/* The decision threshold tuned at the end of a run (decision.h).  A
+ * pointwise model labels x > t with margin m = z1 - z0 = 2 (x - t), in
+ * every window alike, so the fused margins are exact and the threshold d
+ * chosen must be the best of the grid for "x > t + d / 2" computed here.
+ * t = -0.8 labels much of the background foreground: the tuning must
+ * raise the threshold and Dice.  The tuned graph must be the untuned one
+ * with only the foreground bias lowered by d.  Tolerance 1e-3 between
+ * Dice here (the trainer's normalised images) and the trainer's (the
+ * segmenter normalising the files itself): voxels within float rounding
+ * of the threshold may flip; 1e-3 is a few voxels of the ~10^4 labelled
+ * foreground. */
+static void test_decision_tuning(void **state)
+{
+    (void)state;
+    if (!have_phantom) skip();
+    Graph ga, gb;
+    Dataset da, db;
+    char ra[512], rb[512];
+    const float thr = -0.8f;
+    Trainer *ta = run_thresh(&ga, &da, thr, 0, ra, sizeof ra);
+    Trainer *tb = run_thresh(&gb, &db, thr, 1, rb, sizeof rb);
+    const DecisionTune *r = &tb->decision;
+    assert_false(sl_error_is_quiet()); /* errors after tuning still show */
+    assert_int_equal(ta->decision.done, 0);
+    assert_int_equal(r->done, 1);
+    assert_true(r->offset > 0.1);
+    assert_true(r->dice_after > r->dice_before + 0.01);
+    /* the same network, but for the foreground bias */
+    assert_int_equal(ga.n_values, gb.n_values);
+    float *fb = decision_bias(&gb), *fa = decision_bias(&ga);
+    assert_non_null(fa);
+    assert_true(fb[0] == (float)((double)fa[0] - r->offset));
+    for (int v = 0; v < ga.n_values; v++) {
+        if (!ga.values[v].data) continue;
+        int64_t n = shape_numel(&ga.values[v].shape);
+        for (int64_t k = 0; k < n; k++)
+            if (ga.values[v].data + k != fa)
+                assert_true(ga.values[v].data[k] == gb.values[v].data[k]);
+    }
+    /* the threshold of the model as trained: x > -b1 / w1 (w0 = -w1,
+     * b0 = -b1 still, to rounding of one 1e-6 step) */
+    const int cv = decision_logit_conv(&ga);
+    const float *w = ga.values[ga.nodes[cv].in[1]].data;
+    const double c0 = -(double)fa[0] / (double)w[1];
+    assert_true(fabs(c0 - (double)thr) < 1e-3);
+    assert_true(fabs(dice_at(ta, c0) - r->dice_before) < 1e-3);
+    assert_true(fabs(dice_at(ta, c0 + r->offset / 2) - r->dice_after) < 1e-3);
+    for (int i = 0; i <= 2 * DECISION_HALF; i++)
+        assert_true(dice_at(ta, c0 + (i - DECISION_HALF) * DECISION_STEP /
+                                         2) <= r->dice_after + 1e-3);
+    trainer_free(ta);
+    trainer_free(tb);
+    graph_free(&ga);
+    graph_free(&gb);
+    dataset_free(&da);
+    dataset_free(&db);
+    /* where the foreground logit is found: the conv itself, or before a
+     * Softmax; an Add (the down/up path) cannot take the threshold */
+    for (int variant = 0; variant < 3; variant++) {
+        ModelSpec ms;
+        memset(&ms, 0, sizeof ms);
+        ms.dims = 3;
+        ms.nmod = 1;
+        ms.kind = KIND_THRESH;
+        ms.norm = NORMALIZE_ZSCORE;
+        ms.patch[0] = ms.patch[1] = ms.patch[2] = 12;
+        ms.softmax = variant == 1;
+        ms.downup = variant == 2;
+        graph_init(&ga);
+        build_model(&ga, &ms);
+        int lc = decision_logit_conv(&ga);
+        if (variant == 2) {
+            assert_int_equal(lc, -1);
+            assert_null(decision_bias(&ga));
+        } else {
+            assert_true(lc >= 0 && ga.nodes[lc].op == OP_CONV);
+            assert_true(decision_bias(&ga) ==
+                        ga.values[ga.nodes[lc].in[2]].data + 1);
+        }
+        graph_free(&ga);
+    }
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -723,6 +863,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_val_tiles),
         cmocka_unit_test(test_val_3d_whole_cases),
+        cmocka_unit_test(test_decision_tuning),
     };
     return cmocka_run_group_tests(tests, setup_phantom, NULL);
 }

@@ -969,6 +969,7 @@ int trainer_run(Trainer *t)
         graph_free(t->g);
         *t->g = ng;
     }
+    if (t->cfg.tune_decision && (rc = trainer_tune_decision(t))) goto fail;
     /* The result keeps the imported input shape (batch and spatial
      * size), not the training batch's, as a --no-finetune model does. */
     if ((rc = graph_infer_shapes(t->g, &t->import_shape))) goto fail;

@@ -7,6 +7,18 @@
 
 #include "compressor/train/trainer.h"
 
+/* What trainer_tune_decision did (decision.h). */
+typedef struct {
+    int done;           /* 1: tuned (a two-class model with validation) */
+    double offset;      /* the threshold on z1 - z0 folded in (0: kept) */
+    double rejected;    /* the best threshold of the fused margins, when
+                           folding it in did not raise Dice (else 0) */
+    double predicted;   /* the Dice the fused margins gave for it */
+    double dice_before; /* validation Dice as trained (threshold 0) */
+    double dice_after;  /* with the threshold folded in, measured again
+                           (dice_before when the best was 0) */
+} DecisionTune;
+
 struct Trainer {
     Graph *g;
     Dataset *ds;
@@ -37,8 +49,9 @@ struct Trainer {
     int best_epoch; /* -1: none */
     uint8_t *best;  /* .sslim bytes of the best network (owned) */
     size_t best_n;
-    TrainTargets targets; /* zero: the dataset's labels */
-    float *bn_save;       /* BatchNorm running statistics (calibration) */
+    TrainTargets targets;  /* zero: the dataset's labels */
+    DecisionTune decision; /* set at the end of trainer_run */
+    float *bn_save;        /* BatchNorm running statistics (calibration) */
     size_t bn_save_n;
     /* Wall clock of this invocation (sl_now), for the stderr estimates
      * only: never written to a file, so a resumed run's files do not
@@ -59,6 +72,14 @@ int trainer_eval_val(Trainer *t, EpochStats *st);
  * own hold VAL_MAX_TILES and VAL_MAX_TILES + 1. */
 #define VAL_MAX_TILES 64
 int val_tiles(int64_t S, int64_t P, int64_t *start, int64_t *own);
+
+/* trainer_decision.c */
+/* At the end of the run, for a two-class t->g with validation cases: the
+ * decision threshold that maximises the Dice of the validation cases
+ * segmented as segment does, folded into t->g if that Dice rises
+ * (decision.h); t->decision says what was done.  Other models:
+ * nothing. */
+int trainer_tune_decision(Trainer *t);
 
 /* trainer_report.c */
 /* One stderr line for st (unless quiet); after a trained epoch it ends

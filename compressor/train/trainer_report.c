@@ -324,6 +324,11 @@ static void write_summary_to(const SummaryArgs *a, FILE *f)
                 t->best_epoch);
     else
         fprintf(f, "\nresult: the network after epoch %d\n", last->epoch);
+    if (t->cfg.tune_decision) {
+        char line[256];
+        trainer_decision_line(t, line, sizeof line);
+        fprintf(f, "threshold:    %s\n", line);
+    }
     fprintf(f, "wall time of this invocation: %.1f s\n", a->seconds);
 }
 
@@ -345,4 +350,29 @@ fail:
     free(text);
     sl_free(path);
     return rc;
+}
+
+void trainer_decision_line(const Trainer *t, char *buf, size_t len)
+{
+    const DecisionTune *d = &t->decision;
+    if (!d->done)
+        snprintf(buf, len, "not tuned (%s)",
+                 t->split.n_val == 0     ? "no validation cases"
+                 : t->ds->n_classes != 2 ? "more than two classes"
+                                         : "output 0 is not a two-channel "
+                                           "convolution with a bias");
+    else if (d->offset != 0)
+        snprintf(buf, len,
+                 "foreground where its logit exceeds the background's by "
+                 "%+.2f: validation Dice %.4f -> %.4f (the val cases "
+                 "segmented as segment does)",
+                 d->offset, d->dice_before, d->dice_after);
+    else if (d->rejected != 0)
+        snprintf(buf, len,
+                 "kept at 0: %+.2f looked best (Dice %.4f) but gave %.4f "
+                 "against %.4f once in the model",
+                 d->rejected, d->predicted, d->dice_after, d->dice_before);
+    else
+        snprintf(buf, len, "kept at 0, the best on the val cases (Dice %.4f)",
+                 d->dice_before);
 }
