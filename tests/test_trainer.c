@@ -595,47 +595,15 @@ static void test_config_errors(void **state)
     assert_false(sl_file_exists(run_path("bad_batch", path, sizeof path)));
 }
 
-/* val_tiles, along one axis: as few tiles as cover it, the first at 0
- * and the last at S - P, and the voxels each scores partition [0, S),
- * each tile scoring only voxels inside itself (so 3D validation counts
- * every voxel once, with the network's own output for it). */
-static void test_val_tiles(void **state)
-{
-    (void)state;
-    int64_t st[VAL_MAX_TILES], own[VAL_MAX_TILES + 1];
-    const int64_t Ps[] = {1, 3, 8, 12, 64};
-    for (size_t q = 0; q < sizeof Ps / sizeof Ps[0]; q++) {
-        const int64_t P = Ps[q];
-        for (int64_t S = 1; S <= 3 * P + 5; S++) {
-            int n = val_tiles(S, P, st, own);
-            assert_int_equal(n, S <= P ? 1 : (S + P - 1) / P);
-            assert_true(st[0] == 0 && own[0] == 0 && own[n] == S);
-            assert_true(st[n - 1] == (S > P ? S - P : 0));
-            for (int i = 0; i < n; i++) {
-                assert_true(own[i] < own[i + 1]);
-                assert_true(own[i] >= st[i] && own[i + 1] <= st[i] + P);
-                if (i) assert_true(st[i] > st[i - 1]);
-            }
-        }
-    }
-    /* more tiles than the arrays hold: refused, nothing written */
-    assert_int_equal(val_tiles(VAL_MAX_TILES * 4 + 1, 4, st, own), -1);
-    /* 32 voxels, patches of 12: tiles at 0, 10, 20, each overlap split
-     * at its middle */
-    assert_int_equal(val_tiles(32, 12, st, own), 3);
-    assert_true(st[1] == 10 && st[2] == 20);
-    assert_true(own[1] == 11 && own[2] == 21 && own[3] == 32);
-}
-
-/* 3D validation scores each validation case whole, every voxel once: a
- * pointwise model (tests/segmodel.c's threshold, a 1x1x1 conv: label =
+/* 3D validation segments each validation case whole, as segment does:
+ * a pointwise model (tests/segmodel.c's threshold, a 1x1x1 conv: label =
  * normalised intensity > 0.5) labels each voxel by its own intensity
- * whatever the tiling, so the validation Dice must equal the Dice of
- * thresholding the validation cases here (to rounding of the sums).  On
- * the 32x32x16 phantom, patches of 12^3 overlap along every axis (voxels
- * counted twice or left out would change the counts) and patches of
- * 20^3 are larger than the case along one axis (air added, not
- * scored). */
+ * whatever the windows and their fusion, so the validation Dice must
+ * equal the Dice of thresholding the validation cases here (to rounding
+ * of the sums).  On the 32x32x16 phantom, windows of 12^3 overlap along
+ * every axis (voxels counted twice or left out would change the counts)
+ * and windows of 20^3 are larger than the case along one axis (padding,
+ * not scored). */
 static void val_3d_whole_cases(int patch)
 {
     Graph g;
@@ -802,6 +770,21 @@ static void test_decision_tuning(void **state)
             if (ga.values[v].data + k != fa)
                 assert_true(ga.values[v].data[k] == gb.values[v].data[k]);
     }
+    /* per-epoch validation: the imported model's Dice as it is without
+     * tuning, at its best threshold with tuning (what it would be
+     * once tuned) */
+    int nh;
+    const EpochStats *ha = trainer_history(ta, &nh);
+    const EpochStats *hb = trainer_history(tb, &nh);
+    assert_true(fabs(ha[0].val_dice[1] - dice_at(ta, (double)thr)) < 1e-3);
+    assert_true(hb[0].val_dice[1] > ha[0].val_dice[1] + 0.01);
+    double grid_best = 0;
+    for (int i = 0; i <= 2 * DECISION_HALF; i++) {
+        double d = dice_at(ta, (double)thr +
+                                   (i - DECISION_HALF) * DECISION_STEP / 2);
+        grid_best = d > grid_best ? d : grid_best;
+    }
+    assert_true(fabs(hb[0].val_dice[1] - grid_best) < 1e-3);
     /* the threshold of the model as trained: x > -b1 / w1 (w0 = -w1,
      * b0 = -b1 still, to rounding of one 1e-6 step) */
     const int cv = decision_logit_conv(&ga);
@@ -861,7 +844,6 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_resume_refusals),
         cmocka_unit_test(test_nan_stops),
         cmocka_unit_test(test_config_errors),
-        cmocka_unit_test(test_val_tiles),
         cmocka_unit_test(test_val_3d_whole_cases),
         cmocka_unit_test(test_decision_tuning),
     };

@@ -2,10 +2,10 @@
  * on the validation cases segmented as segment would (decision.h).
  *
  * The margins come from segment's own pipeline (normalisation, 2D slices
- * or the 3D sliding window with Gaussian fusion), not from the per-epoch
- * validation: its nearest-tile stitching of 3D tiles chose +1.79 for run
- * D3c where segment's fused probabilities peak near +0.85, and that
- * threshold lowered held-out Dice (0.9734 -> 0.9723).  Fusion averages
+ * or the 3D sliding window with Gaussian fusion).  A first version that
+ * tuned on 3D tiles stitched by nearest tile chose +1.79 for run D3c
+ * where segment's fused probabilities peak near +0.85, and that threshold
+ * lowered held-out Dice (0.9734 -> 0.9723).  Fusion averages
  * probabilities, so a shift of the logits is not exactly a shift of the
  * fused margin: the cases are segmented again with the threshold folded
  * in, and it is kept only if that Dice is higher.
@@ -16,66 +16,33 @@
 #include "compressor/train/decision.h"
 #include "compressor/train/trainer_internal.h"
 #include "runtime/common.h"
-#include "runtime/nifti_io.h"
 #include "runtime/segment.h"
 
-/* Segment validation case i with sg; count tp/fp/fn of its labels into
- * cnt, and its margins into h when h is not NULL. */
+/* Count validation case i as sg segments it: tp/fp/fn of its labels
+ * into cnt, its margins into h when h is not NULL. */
 static int segment_case(Trainer *t, Segmenter *sg, int i, DecisionHist *h,
                         int64_t cnt[3])
 {
-    const Dataset *ds = t->ds;
-    const DataCase *c = &ds->cases[i];
-    char *image = NULL, *label = NULL;
-    int16_t *lab = NULL;
-    float *probs = NULL;
-    Volume v;
-    memset(&v, 0, sizeof v);
-    int rc = dataset_case_paths(ds, 0, i, &image, &label);
-    if (rc) goto fail;
-    if ((rc = nio_read(image, &v, NULL))) goto fail;
-    const int64_t nv = volume_voxels(&v);
-    if (nv != c->S[0] * c->S[1] * c->S[2]) {
-        sl_error("threshold: case '%s' changed size since it was loaded",
-                 c->name);
-        rc = ERR_FORMAT;
-        goto fail;
-    }
-    lab = sl_alloc((size_t)nv * sizeof *lab);
-    probs = h ? sl_alloc((size_t)2 * nv * sizeof *probs) : NULL;
-    if (!lab || (h && !probs)) {
+    const DataCase *c = &t->ds->cases[i];
+    const int64_t nv = c->S[0] * c->S[1] * c->S[2];
+    float *pt = sl_alloc((size_t)2 * nv * sizeof *pt);
+    if (!pt) {
         sl_error("out of memory segmenting validation case '%s'", c->name);
-        rc = ERR_NOMEM;
-        goto fail;
+        return ERR_NOMEM;
     }
-    if ((rc = segmenter_run(sg, &v, lab, probs))) goto fail;
-    /* the case's labels are in tensor order, the segmentation in NIfTI
-     * order: tensor axis t is NIfTI axis ds->ax[t] */
-    const int64_t stride[3] = {1, v.dim[0], v.dim[0] * v.dim[1]};
-    const int64_t s0 = stride[ds->ax[0]], s1 = stride[ds->ax[1]],
-                  s2 = stride[ds->ax[2]];
-    int64_t o = 0;
-    for (int64_t a = 0; a < c->S[0]; a++)
-        for (int64_t b = 0; b < c->S[1]; b++)
-            for (int64_t e = 0; e < c->S[2]; e++, o++) {
-                const int y = c->label[o];
-                if (y > 1) continue;
-                const int64_t q = a * s0 + b * s1 + e * s2;
-                const int p = lab[q] == 1;
-                cnt[0] += p && y;
-                cnt[1] += p && !y;
-                cnt[2] += !p && y;
-                if (h)
-                    decision_count(
-                        h, log((double)probs[nv + q]) - log((double)probs[q]),
-                        y);
-            }
-fail:
-    volume_free(&v);
-    sl_free(lab);
-    sl_free(probs);
-    sl_free(image);
-    sl_free(label);
+    int rc = trainer_val_case_probs(t, sg, i, pt);
+    for (int64_t o = 0; !rc && o < nv; o++) {
+        const int y = c->label[o];
+        if (y > 1) continue;
+        const int p = pt[nv + o] > pt[o]; /* argmax, ties to background */
+        cnt[0] += p && y;
+        cnt[1] += p && !y;
+        cnt[2] += !p && y;
+        if (h)
+            decision_count(h, log((double)pt[nv + o]) - log((double)pt[o]),
+                           y);
+    }
+    sl_free(pt);
     return rc;
 }
 

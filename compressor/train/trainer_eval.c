@@ -1,5 +1,5 @@
-/* Validation of the current network with the runtime executor (inference
- * mode, as segment runs it: BatchNorm uses running statistics).
+/* Validation of the current network with the runtime (inference mode,
+ * as segment runs it: BatchNorm uses running statistics).
  *
  * 2D models: up to TRAINER_VAL_MAX_SLICES slices of every validation case
  * (evenly spaced), each zero-padded to t->V (a size covering every slice)
@@ -8,15 +8,17 @@
  * over these batches of the training loss (CE + soft Dice, the Dice
  * summed over the batch's slices as in training; a batch never mixes
  * cases).
- * 3D models: every voxel of every validation case, once.  Each case is
- * cut into patch-sized tiles (val_tiles: as few as cover each axis,
- * overlapping evenly), run in batches of --batch, and each tile scores
- * only the voxels nearer its centre than its neighbours' (the overlap
- * split at its middle), so the counts are those of the stitched map.
- * The loss is the mean over tiles of the loss on the voxels a tile
- * scores.  Two random patches per case, as before, said a pruned model
- * was 0.49 point below the imported one where the same 4 cases segmented
- * whole were 1.68 points below (run D3c, docs/SAURON_RESULTS.md).
+ * 3D models: every validation case segmented as segment does it (read
+ * from its file, normalised, the sliding window with Gaussian fusion,
+ * runtime/segment.h), scored whole; the loss is the mean over cases of
+ * the loss of the fused probabilities.  Two random patches per case, as
+ * at first, said a pruned model was 0.49 point below the imported one
+ * where the same 4 cases segmented whole were 1.68 points below; tiles
+ * stitched by nearest tile, as next, said 1.90 where segment's fused
+ * windows said 1.63 (run D3c, docs/SAURON_RESULTS.md).
+ * Two-class models whose threshold the run tunes (cfg.tune_decision,
+ * decision.h): Dice is that at the threshold with the highest Dice, the
+ * Dice the model will have once tuned.
  * Only output 0 is scored (deep-supervision heads are training aids).
  * Hard Dice per class comes from confusion counts summed over the whole
  * validation set.
@@ -24,9 +26,12 @@
 #include <math.h>
 #include <string.h>
 
+#include "compressor/train/decision.h"
 #include "compressor/train/trainer_internal.h"
 #include "runtime/common.h"
 #include "runtime/exec.h"
+#include "runtime/nifti_io.h"
+#include "runtime/segment.h"
 
 static void no_validation(EpochStats *st, int K)
 {
@@ -51,10 +56,27 @@ static void dice_from_counts(EpochStats *st, const int64_t *tp,
     st->val_dice_mean = n ? sum / n : (double)NAN;
 }
 
+/* Margins of x [B, 2, n] (logits, or probabilities when probs) with
+ * labels [B, n] into th (decision.h). */
+static void count_margins(DecisionHist *th, const float *x, int64_t B,
+                          int64_t n, const uint8_t *lab, int probs)
+{
+    for (int64_t b = 0; b < B; b++) {
+        const float *x0 = x + b * 2 * n, *x1 = x0 + n;
+        const uint8_t *y = lab + b * n;
+        for (int64_t s = 0; s < n; s++)
+            if (y[s] < 2)
+                decision_count(th,
+                               probs ? log((double)x1[s]) - log((double)x0[s])
+                                     : (double)x1[s] - (double)x0[s],
+                               y[s]);
+    }
+}
+
 /* 2D: slices of the validation cases through an executor for [B,C,V1,V2]. */
 static int eval_2d(Trainer *t, Executor *ex, float *x, float *crop,
                    uint8_t *lab, int64_t *cnt, double *loss_sum,
-                   int64_t *n_items, const LossOptions *lo)
+                   int64_t *n_items, const LossOptions *lo, DecisionHist *th)
 {
     const Dataset *ds = t->ds;
     const int B = t->cfg.batch, C = ds->n_modalities, K = ds->n_classes;
@@ -100,6 +122,8 @@ static int eval_2d(Trainer *t, Executor *ex, float *x, float *crop,
                 return rc;
             if ((rc = metric_confusion(tp, fp, fn, crop, &cs, lab)))
                 return rc;
+            if (th)
+                count_margins(th, crop, nb, S1 * S2, lab, !lo->from_logits);
             *loss_sum += lv.total;
             ++*n_items;
         }
@@ -107,165 +131,99 @@ static int eval_2d(Trainer *t, Executor *ex, float *x, float *crop,
     return 0;
 }
 
-int val_tiles(int64_t S, int64_t P, int64_t *start, int64_t *own)
+int trainer_val_case_probs(Trainer *t, Segmenter *sg, int i, float *pt)
 {
-    if ((S + P - 1) / P > VAL_MAX_TILES) return -1;
-    int n = S <= P ? 1 : (int)((S + P - 1) / P);
-    for (int i = 0; i < n; i++)
-        start[i] = n == 1 ? 0 : (i * (S - P) + (n - 1) / 2) / (n - 1);
-    own[0] = 0;
-    for (int i = 1; i < n; i++) /* the middle of the overlap with i - 1 */
-        own[i] = (start[i] + start[i - 1] + P) / 2;
-    own[n] = S;
-    return n;
-}
-
-/* One tile of case dc: its voxels from (a[0], a[1], a[2]) into x [C, P]
- * (air beyond the case, where it is smaller than the patch). */
-static void tile_in(const DataCase *dc, int C, const int64_t *P,
-                    const int64_t *a, float *x)
-{
-    const int64_t *S = dc->S;
-    const int64_t w = S[2] - a[2] < P[2] ? S[2] - a[2] : P[2];
-    for (int c = 0; c < C; c++) {
-        const float air = dc->air ? dc->air[c] : 0.0f;
-        for (int64_t i = 0; i < P[0]; i++)
-            for (int64_t j = 0; j < P[1]; j++) {
-                float *dst = x + ((c * P[0] + i) * P[1] + j) * P[2];
-                const int64_t si = a[0] + i, sj = a[1] + j;
-                const int64_t n = si < S[0] && sj < S[1] ? w : 0;
-                if (n > 0)
-                    memcpy(dst,
-                           dc->image + ((c * S[0] + si) * S[1] + sj) * S[2] +
-                               a[2],
-                           (size_t)n * sizeof *dst);
-                for (int64_t k = n; k < P[2]; k++)
-                    dst[k] = air;
-            }
+    const Dataset *ds = t->ds;
+    const DataCase *c = &ds->cases[i];
+    const int K = ds->n_classes;
+    char *image = NULL, *label = NULL;
+    int16_t *lab = NULL;
+    float *probs = NULL;
+    Volume v;
+    memset(&v, 0, sizeof v);
+    int rc = dataset_case_paths(ds, 0, i, &image, &label);
+    if (rc) goto fail;
+    if ((rc = nio_read(image, &v, NULL))) goto fail;
+    const int64_t nv = volume_voxels(&v);
+    if (nv != c->S[0] * c->S[1] * c->S[2]) {
+        sl_error("validation: case '%s' changed size since it was loaded",
+                 c->name);
+        rc = ERR_FORMAT;
+        goto fail;
     }
+    lab = sl_alloc((size_t)nv * sizeof *lab);
+    probs = sl_alloc((size_t)K * nv * sizeof *probs);
+    if (!lab || !probs) {
+        sl_error("out of memory segmenting validation case '%s'", c->name);
+        rc = ERR_NOMEM;
+        goto fail;
+    }
+    if ((rc = segmenter_run(sg, &v, lab, probs))) goto fail;
+    /* NIfTI order (i fastest) to tensor order: tensor axis a is NIfTI
+     * axis ds->ax[a] */
+    const int64_t stride[3] = {1, v.dim[0], v.dim[0] * v.dim[1]};
+    const int64_t s0 = stride[ds->ax[0]], s1 = stride[ds->ax[1]],
+                  s2 = stride[ds->ax[2]];
+    for (int k = 0; k < K; k++) {
+        const float *src = probs + (size_t)k * nv;
+        float *dst = pt + (size_t)k * nv;
+        int64_t o = 0;
+        for (int64_t a0 = 0; a0 < c->S[0]; a0++)
+            for (int64_t a1 = 0; a1 < c->S[1]; a1++)
+                for (int64_t a2 = 0; a2 < c->S[2]; a2++)
+                    dst[o++] = src[a0 * s0 + a1 * s1 + a2 * s2];
+    }
+fail:
+    volume_free(&v);
+    sl_free(lab);
+    sl_free(probs);
+    sl_free(image);
+    sl_free(label);
+    return rc;
 }
 
-/* The voxels tile (a) scores, [lo, hi) per axis in case coordinates: its
- * outputs out [K, P] and the labels into crop [K, box] and lab [box]. */
-static void tile_out(const DataCase *dc, int K, const int64_t *P,
-                     const int64_t *a, const int64_t *lo, const int64_t *hi,
-                     const float *out, float *crop, uint8_t *lab)
+/* 3D: every validation case segmented as segment does it. */
+static int eval_3d(Trainer *t, int64_t *cnt, double *loss_sum,
+                   int64_t *n_items, const LossOptions *lo, DecisionHist *th)
 {
-    const int64_t *S = dc->S;
-    const int64_t d0 = hi[0] - lo[0], d1 = hi[1] - lo[1], d2 = hi[2] - lo[2];
-    /* the box's first voxel inside the tile */
-    const int64_t o0 = lo[0] - a[0], o1 = lo[1] - a[1], o2 = lo[2] - a[2];
-    for (int k = 0; k < K; k++)
-        for (int64_t i = 0; i < d0; i++)
-            for (int64_t j = 0; j < d1; j++) {
-                const float *src =
-                    out + ((k * P[0] + o0 + i) * P[1] + o1 + j) * P[2] + o2;
-                float *dst = crop + ((k * d0 + i) * d1 + j) * d2;
-                memcpy(dst, src, (size_t)d2 * sizeof *dst);
-            }
-    for (int64_t i = 0; i < d0; i++)
-        for (int64_t j = 0; j < d1; j++) {
-            const uint8_t *src =
-                dc->label + ((lo[0] + i) * S[1] + lo[1] + j) * S[2] + lo[2];
-            memcpy(lab + (i * d1 + j) * d2, src, (size_t)d2);
+    const int K = t->ds->n_classes;
+    SegmentOptions so;
+    memset(&so, 0, sizeof so);
+    so.n_threads = t->cfg.threads;
+    Segmenter *sg = NULL;
+    float *pt = NULL;
+    int rc = segmenter_create(t->g, &so, &sg);
+    LossOptions lp = *lo;
+    lp.from_logits = 0; /* segment's output: fused probabilities */
+    for (int vi = 0; !rc && vi < t->split.n_val; vi++) {
+        const DataCase *dc = &t->ds->cases[t->split.val[vi]];
+        const int64_t nv = dc->S[0] * dc->S[1] * dc->S[2];
+        sl_free(pt);
+        if (!(pt = sl_alloc((size_t)K * nv * sizeof *pt))) {
+            sl_error("out of memory for validation");
+            rc = ERR_NOMEM;
+            break;
         }
-}
-
-/* A tile waiting in the batch: its corner and the box it scores. */
-typedef struct {
-    const DataCase *dc;
-    int64_t a[3], lo[3], hi[3];
-} Tile;
-
-static int score_tiles(Executor *ex, const Tile *tl, int nb, int K,
-                       const int64_t *P, float *crop, uint8_t *lab,
-                       int64_t *cnt, double *loss_sum, int64_t *n_items,
-                       const LossOptions *lo, const float *x)
-{
-    const float *outs[SL_MAX_OUTPUTS];
-    int rc = exec_run(ex, x, outs);
-    if (rc) return rc;
-    const int64_t pv = P[0] * P[1] * P[2];
-    for (int b = 0; b < nb; b++) {
-        const Tile *t = &tl[b];
-        tile_out(t->dc, K, P, t->a, t->lo, t->hi,
-                 outs[0] + (size_t)b * K * pv, crop, lab);
-        Shape cs = {5,
-                    {1, K, t->hi[0] - t->lo[0], t->hi[1] - t->lo[1],
-                     t->hi[2] - t->lo[2]}};
+        if ((rc = trainer_val_case_probs(t, sg, t->split.val[vi], pt))) break;
+        Shape cs = {5, {1, K, dc->S[0], dc->S[1], dc->S[2]}};
         LossValue lv = {0, 0, 0};
-        if ((rc = loss_ce_dice(&lv, NULL, crop, &cs, lab, lo, 1.0f)))
-            return rc;
-        if ((rc =
-                 metric_confusion(cnt, cnt + K, cnt + 2 * K, crop, &cs, lab)))
-            return rc;
+        if ((rc = loss_ce_dice(&lv, NULL, pt, &cs, dc->label, &lp, 1.0f)))
+            break;
+        if ((rc = metric_confusion(cnt, cnt + K, cnt + 2 * K, pt, &cs,
+                                   dc->label)))
+            break;
+        if (th) count_margins(th, pt, 1, nv, dc->label, 1);
         *loss_sum += lv.total;
         ++*n_items;
     }
-    return 0;
+    sl_free(pt);
+    segmenter_free(sg);
+    return rc;
 }
 
-/* 3D: every validation case whole, in tiles of the model's input. */
-static int eval_3d(Trainer *t, Executor *ex, Tile *tl, float *x, float *crop,
-                   uint8_t *lab, int64_t *cnt, double *loss_sum,
-                   int64_t *n_items, const LossOptions *lo)
-{
-    const int K = t->ds->n_classes, C = t->ds->n_modalities, B = t->cfg.batch;
-    const int64_t *P = t->in_shape.d + 2, pv = P[0] * P[1] * P[2];
-    const Shape *os = exec_output_shape(ex, 0);
-    if (os->ndim != 5 || os->d[1] != K || os->d[2] != P[0] ||
-        os->d[3] != P[1] || os->d[4] != P[2]) {
-        sl_error("validation: the model's output [%lld,%lld,%lld,...] is "
-                 "not its input's size with %d classes; 3D validation "
-                 "needs a same-size segmentation output",
-                 (long long)os->d[0], (long long)os->d[1],
-                 (long long)os->d[2], K);
-        return ERR_UNSUPPORTED;
-    }
-    int nb = 0, rc;
-    for (int vi = 0; vi < t->split.n_val; vi++) {
-        const DataCase *dc = &t->ds->cases[t->split.val[vi]];
-        int64_t st[3][VAL_MAX_TILES], ow[3][VAL_MAX_TILES + 1];
-        int n[3], at[3];
-        for (int d = 0; d < 3; d++)
-            if ((n[d] = val_tiles(dc->S[d], P[d], st[d], ow[d])) < 0) {
-                sl_error("validation: case '%s' is %lld voxels along axis "
-                         "%d, more than %d patches of %lld",
-                         t->ds->case_names[t->split.val[vi]],
-                         (long long)dc->S[d], d, VAL_MAX_TILES,
-                         (long long)P[d]);
-                return ERR_UNSUPPORTED;
-            }
-        for (at[0] = 0; at[0] < n[0]; at[0]++)
-            for (at[1] = 0; at[1] < n[1]; at[1]++)
-                for (at[2] = 0; at[2] < n[2]; at[2]++) {
-                    Tile *tt = &tl[nb];
-                    tt->dc = dc;
-                    for (int d = 0; d < 3; d++) {
-                        tt->a[d] = st[d][at[d]];
-                        tt->lo[d] = ow[d][at[d]];
-                        tt->hi[d] = ow[d][at[d] + 1];
-                    }
-                    tile_in(dc, C, P, tt->a, x + (size_t)nb * C * pv);
-                    if (++nb == B) {
-                        rc = score_tiles(ex, tl, nb, K, P, crop, lab, cnt,
-                                         loss_sum, n_items, lo, x);
-                        if (rc) return rc;
-                        nb = 0;
-                    }
-                }
-    }
-    if (nb > 0) { /* the last, partial batch: the rest of x is not scored */
-        memset(x + (size_t)nb * C * pv, 0,
-               (size_t)(B - nb) * C * pv * sizeof *x);
-        rc = score_tiles(ex, tl, nb, K, P, crop, lab, cnt, loss_sum, n_items,
-                         lo, x);
-        if (rc) return rc;
-    }
-    return 0;
-}
-
-int trainer_eval_val(Trainer *t, EpochStats *st)
+/* Validation of t->g; th (or NULL) also receives the margins of a
+ * two-class model. */
+static int eval_val(Trainer *t, EpochStats *st, DecisionHist *th)
 {
     const int K = t->ds->n_classes, C = t->ds->n_modalities;
     const int B = t->cfg.batch;
@@ -274,7 +232,6 @@ int trainer_eval_val(Trainer *t, EpochStats *st)
     uint8_t *lab = NULL;
     int64_t *cnt = NULL, n_items = 0;
     double loss_sum = 0.0;
-    Tile *tiles = NULL;
     int rc;
     LossOptions lo = t->lo;
     no_validation(st, K);
@@ -289,22 +246,27 @@ int trainer_eval_val(Trainer *t, EpochStats *st)
         crop = sl_alloc((size_t)B * K * t->V[1] * t->V[2] * sizeof *crop);
         lab = sl_alloc((size_t)B * t->V[1] * t->V[2]);
         if (!x || !crop || !lab) goto nomem;
-        rc = eval_2d(t, ex, x, crop, lab, cnt, &loss_sum, &n_items, &lo);
+        rc = eval_2d(t, ex, x, crop, lab, cnt, &loss_sum, &n_items, &lo, th);
     } else {
-        const int64_t pv =
-            t->in_shape.d[2] * t->in_shape.d[3] * t->in_shape.d[4];
-        if ((rc = exec_create(t->g, &t->in_shape, t->cfg.threads, &ex)))
-            goto fail;
-        x = sl_alloc((size_t)B * C * pv * sizeof *x);
-        crop = sl_alloc((size_t)K * pv * sizeof *crop);
-        lab = sl_alloc((size_t)pv);
-        tiles = sl_calloc((size_t)B, sizeof *tiles);
-        if (!x || !crop || !lab || !tiles) goto nomem;
-        rc = eval_3d(t, ex, tiles, x, crop, lab, cnt, &loss_sum, &n_items,
-                     &lo);
+        rc = eval_3d(t, cnt, &loss_sum, &n_items, &lo, th);
     }
     if (rc) goto fail;
     st->val_loss = n_items ? loss_sum / (double)n_items : (double)NAN;
+    if (th) { /* the confusion counts at the best threshold */
+        const int i = decision_best(th);
+        memset(cnt, 0, (size_t)3 * K * sizeof *cnt);
+        for (int j = 0; j < DECISION_BINS; j++) {
+            if (j > i) {
+                cnt[1] += th->n[1][j];     /* tp */
+                cnt[K + 1] += th->n[0][j]; /* fp */
+            } else {
+                cnt[0] += th->n[0][j];
+                cnt[2 * K + 1] += th->n[1][j]; /* fn */
+            }
+        }
+        cnt[K] = cnt[2 * K + 1]; /* background fp = foreground fn */
+        cnt[2 * K] = cnt[K + 1];
+    }
     dice_from_counts(st, cnt, cnt + K, cnt + 2 * K, K);
 fail:
     exec_free(ex);
@@ -312,10 +274,25 @@ fail:
     sl_free(crop);
     sl_free(lab);
     sl_free(cnt);
-    sl_free(tiles);
     return rc;
 nomem:
     sl_error("out of memory for validation");
     rc = ERR_NOMEM;
     goto fail;
+}
+
+int trainer_eval_val(Trainer *t, EpochStats *st)
+{
+    /* two-class models whose threshold the run will tune: the Dice at
+     * the best threshold, the Dice the model will have once tuned */
+    int tuned = t->cfg.tune_decision && t->ds->n_classes == 2 &&
+                decision_logit_conv(t->g) >= 0;
+    DecisionHist *h = NULL;
+    if (tuned && !(h = sl_calloc(1, sizeof *h))) {
+        sl_error("out of memory for validation");
+        return ERR_NOMEM;
+    }
+    int rc = eval_val(t, st, h);
+    sl_free(h);
+    return rc;
 }

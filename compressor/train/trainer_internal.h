@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "compressor/train/trainer.h"
+#include "runtime/segment.h"
 
 /* What trainer_tune_decision did (decision.h). */
 typedef struct {
@@ -63,15 +64,11 @@ struct Trainer {
 /* trainer_eval.c */
 /* Validation over the split's validation cases (see trainer.h). */
 int trainer_eval_val(Trainer *t, EpochStats *st);
-/* 3D validation tiles along one axis of S voxels with patches of P: as
- * few as cover it (ceil(S / P), 1 when S <= P), their first voxels
- * start[0..n-1] spread evenly from 0 to S - P, and the voxels tile i
- * scores, [own[i], own[i + 1]) (own[0] = 0, own[n] = S; each overlap
- * split at its middle), so the tiles score every voxel once.  Returns n,
- * or -1 (nothing written) when that is more than VAL_MAX_TILES; start and
- * own hold VAL_MAX_TILES and VAL_MAX_TILES + 1. */
-#define VAL_MAX_TILES 64
-int val_tiles(int64_t S, int64_t P, int64_t *start, int64_t *own);
+/* The probabilities of validation case i as sg (a segmenter of t->g)
+ * gives them, the case read from its file: into pt [K, S0, S1, S2] in
+ * the case's tensor order (the caller's buffer).  0 or < 0 (message
+ * printed). */
+int trainer_val_case_probs(Trainer *t, Segmenter *sg, int i, float *pt);
 
 /* trainer_decision.c */
 /* At the end of the run, for a two-class t->g with validation cases: the
