@@ -304,7 +304,7 @@ static void write_summary_to(const SummaryArgs *a, FILE *f)
     fprintf(f, "validation:   %s\n",
             t->g->meta.dims == 2
                 ? "every slice (at most 64 per case) of each val case"
-                : "every voxel of each val case, in patch-sized tiles");
+                : "each val case segmented whole, as segment does");
     fprintf(f, "calibration:  batch 0 of the unaugmented %s sampler\n",
             t->split.n_val ? "validation" : "training");
     fprintf(f, "\n%-12s %12s %12s\n", "", "imported", "final");
