@@ -595,6 +595,42 @@ static void test_config_errors(void **state)
     assert_false(sl_file_exists(run_path("bad_batch", path, sizeof path)));
 }
 
+/* Run a 3D pointwise threshold model (threshold t on the normalised
+ * intensity, windows of patch^3) for one tiny step with tuning on or off; the
+ * trainer is returned, its graph in *g. */
+static Trainer *run_thresh(Graph *g, Dataset *ds, float thr, int patch,
+                           int tune, char *rd, size_t rd_len)
+{
+    ModelSpec ms;
+    TrainConfig cfg;
+    Trainer *t = NULL;
+    memset(&ms, 0, sizeof ms);
+    ms.dims = 3;
+    ms.nmod = 1;
+    ms.kind = KIND_THRESH;
+    ms.norm = NORMALIZE_ZSCORE;
+    ms.t = thr;
+    ms.patch[0] = ms.patch[1] = ms.patch[2] = patch;
+    graph_init(g);
+    build_model(g, &ms);
+    memset(ds, 0, sizeof *ds);
+    assert_int_equal(dataset_open(ds, phantom_dir), 0);
+    trainer_config_default(&cfg);
+    cfg.run_dir = run_path(tune ? "tune_on" : "tune_off", rd, rd_len);
+    cfg.batch = 2;
+    cfg.threads = 2;
+    cfg.quiet = 1;
+    cfg.force = 1;
+    cfg.val_fraction = 0.5;
+    cfg.epochs = 1;
+    cfg.iters_per_epoch = 1;
+    cfg.optim.lr = 1e-6f;
+    cfg.tune_decision = tune;
+    assert_int_equal(trainer_create(&t, g, ds, &cfg, NULL), 0);
+    assert_int_equal(trainer_run(t), 0);
+    return t;
+}
+
 /* 3D validation segments each validation case whole, as segment does:
  * a pointwise model (tests/segmodel.c's threshold, a 1x1x1 conv: label =
  * normalised intensity > 0.5) labels each voxel by its own intensity
@@ -608,32 +644,8 @@ static void val_3d_whole_cases(int patch)
 {
     Graph g;
     Dataset ds;
-    TrainConfig cfg;
-    Trainer *t = NULL;
-    ModelSpec ms;
     char rd[512];
-    memset(&ms, 0, sizeof ms);
-    ms.dims = 3;
-    ms.nmod = 1;
-    ms.kind = KIND_THRESH;
-    ms.norm = NORMALIZE_ZSCORE;
-    ms.t = 0.5f;
-    ms.patch[0] = ms.patch[1] = ms.patch[2] = patch;
-    graph_init(&g);
-    build_model(&g, &ms);
-    memset(&ds, 0, sizeof ds);
-    assert_int_equal(dataset_open(&ds, phantom_dir), 0);
-    trainer_config_default(&cfg);
-    cfg.run_dir = run_path("val3d", rd, sizeof rd);
-    cfg.batch = 2;
-    cfg.threads = 2;
-    cfg.quiet = 1;
-    cfg.force = 1;
-    cfg.val_fraction = 0.5;
-    cfg.epochs = 1;
-    cfg.iters_per_epoch = 1;
-    assert_int_equal(trainer_create(&t, &g, &ds, &cfg, NULL), 0);
-    assert_int_equal(trainer_run(t), 0);
+    Trainer *t = run_thresh(&g, &ds, 0.5f, patch, 0, rd, sizeof rd);
     int nh;
     const EpochStats *h = trainer_history(t, &nh);
     assert_int_equal(nh, 2);
@@ -675,42 +687,6 @@ static void test_val_3d_whole_cases(void **state)
     val_3d_whole_cases(20);
 }
 
-/* Run a 3D pointwise threshold model (threshold t on the normalised
- * intensity) for one tiny step with tuning on or off; the trainer is
- * returned, its graph in *g. */
-static Trainer *run_thresh(Graph *g, Dataset *ds, float thr, int tune,
-                           char *rd, size_t rd_len)
-{
-    ModelSpec ms;
-    TrainConfig cfg;
-    Trainer *t = NULL;
-    memset(&ms, 0, sizeof ms);
-    ms.dims = 3;
-    ms.nmod = 1;
-    ms.kind = KIND_THRESH;
-    ms.norm = NORMALIZE_ZSCORE;
-    ms.t = thr;
-    ms.patch[0] = ms.patch[1] = ms.patch[2] = 12;
-    graph_init(g);
-    build_model(g, &ms);
-    memset(ds, 0, sizeof *ds);
-    assert_int_equal(dataset_open(ds, phantom_dir), 0);
-    trainer_config_default(&cfg);
-    cfg.run_dir = run_path(tune ? "tune_on" : "tune_off", rd, rd_len);
-    cfg.batch = 2;
-    cfg.threads = 2;
-    cfg.quiet = 1;
-    cfg.force = 1;
-    cfg.val_fraction = 0.5;
-    cfg.epochs = 1;
-    cfg.iters_per_epoch = 1;
-    cfg.optim.lr = 1e-6f;
-    cfg.tune_decision = tune;
-    assert_int_equal(trainer_create(&t, g, ds, &cfg, NULL), 0);
-    assert_int_equal(trainer_run(t), 0);
-    return t;
-}
-
 /* Foreground Dice over the validation cases of labelling x > c on the
  * normalised intensity the trainer holds. */
 static double dice_at(const Trainer *t, double c)
@@ -750,8 +726,8 @@ static void test_decision_tuning(void **state)
     Dataset da, db;
     char ra[512], rb[512];
     const float thr = -0.8f;
-    Trainer *ta = run_thresh(&ga, &da, thr, 0, ra, sizeof ra);
-    Trainer *tb = run_thresh(&gb, &db, thr, 1, rb, sizeof rb);
+    Trainer *ta = run_thresh(&ga, &da, thr, 12, 0, ra, sizeof ra);
+    Trainer *tb = run_thresh(&gb, &db, thr, 12, 1, rb, sizeof rb);
     const DecisionTune *r = &tb->decision;
     assert_false(sl_error_is_quiet()); /* errors after tuning still show */
     assert_int_equal(ta->decision.done, 0);

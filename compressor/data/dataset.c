@@ -891,3 +891,22 @@ void dataset_free(Dataset *ds)
     sl_free(ds->normalize);
     memset(ds, 0, sizeof *ds);
 }
+
+int dataset_read_image(const Dataset *ds, int i, Volume *v)
+{
+    const DataCase *c = &ds->cases[i];
+    char *image = NULL, *label = NULL;
+    memset(v, 0, sizeof *v);
+    int rc = dataset_case_paths(ds, 0, i, &image, &label);
+    if (!rc && !(rc = nio_read(image, v, NULL)) &&
+        volume_voxels(v) != c->S[0] * c->S[1] * c->S[2]) {
+        sl_error("case '%s' changed size since it was loaded (%s); "
+                 "restart the run",
+                 c->name, image);
+        volume_free(v);
+        rc = ERR_FORMAT;
+    }
+    sl_free(image);
+    sl_free(label);
+    return rc;
+}

@@ -44,6 +44,7 @@
 #include <stdint.h>
 
 #include "runtime/graph.h"
+#include "runtime/volume.h"
 
 /* Classes are stored as uint8 (0..254). */
 #define DATA_MAX_CLASSES 255
@@ -141,6 +142,12 @@ int dataset_load_test_case(const Dataset *ds, int i, DataCase *out);
  * frees both with sl_free. */
 int dataset_case_paths(const Dataset *ds, int test, int i, char **image,
                        char **label);
+
+/* The image of loaded training case i read again from its file(s), as
+ * segment would read it (raw intensities, NIfTI order), for running the
+ * runtime's segmenter on it; the file must still hold the case's voxel
+ * count.  Free with volume_free.  0 or < 0 (message printed). */
+int dataset_read_image(const Dataset *ds, int i, Volume *v);
 
 /* Largest tensor-order size over the loaded training cases (for choosing
  * a patch that covers every slice). */

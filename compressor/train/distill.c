@@ -30,21 +30,12 @@ double distill_seconds(const Distill *d)
  * order: label[i0][i1][i2] is NIfTI voxel c[ax[t]] = i_t). */
 static int relabel_case(Distill *d, Segmenter *sg, Dataset *ds, int i)
 {
-    char *image = NULL, *label = NULL;
     Volume v;
     int16_t *lab = NULL;
-    memset(&v, 0, sizeof v);
-    int rc = dataset_case_paths(ds, 0, i, &image, &label);
-    if (rc) goto fail;
-    if ((rc = nio_read(image, &v, NULL))) goto fail;
+    int rc = dataset_read_image(ds, i, &v);
+    if (rc) return rc;
     DataCase *c = &ds->cases[i];
     int64_t nv = volume_voxels(&v);
-    if (nv != c->S[0] * c->S[1] * c->S[2]) {
-        sl_error("--distill: case '%s' changed size since it was loaded",
-                 c->name);
-        rc = ERR_FORMAT;
-        goto fail;
-    }
     lab = sl_alloc((size_t)nv * sizeof *lab);
     if (!lab) {
         sl_error("out of memory for the teacher's segmentation of '%s'",
@@ -67,8 +58,6 @@ static int relabel_case(Distill *d, Segmenter *sg, Dataset *ds, int i)
 fail:
     volume_free(&v);
     sl_free(lab);
-    sl_free(image);
-    sl_free(label);
     return rc;
 }
 

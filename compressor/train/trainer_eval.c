@@ -136,21 +136,12 @@ int trainer_val_case_probs(Trainer *t, Segmenter *sg, int i, float *pt)
     const Dataset *ds = t->ds;
     const DataCase *c = &ds->cases[i];
     const int K = ds->n_classes;
-    char *image = NULL, *label = NULL;
     int16_t *lab = NULL;
     float *probs = NULL;
     Volume v;
-    memset(&v, 0, sizeof v);
-    int rc = dataset_case_paths(ds, 0, i, &image, &label);
-    if (rc) goto fail;
-    if ((rc = nio_read(image, &v, NULL))) goto fail;
+    int rc = dataset_read_image(ds, i, &v);
+    if (rc) return rc;
     const int64_t nv = volume_voxels(&v);
-    if (nv != c->S[0] * c->S[1] * c->S[2]) {
-        sl_error("validation: case '%s' changed size since it was loaded",
-                 c->name);
-        rc = ERR_FORMAT;
-        goto fail;
-    }
     lab = sl_alloc((size_t)nv * sizeof *lab);
     probs = sl_alloc((size_t)K * nv * sizeof *probs);
     if (!lab || !probs) {
@@ -177,8 +168,6 @@ fail:
     volume_free(&v);
     sl_free(lab);
     sl_free(probs);
-    sl_free(image);
-    sl_free(label);
     return rc;
 }
 
