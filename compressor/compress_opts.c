@@ -22,8 +22,6 @@
 /* CLI_CHOICE stores an int */
 _Static_assert(sizeof(VoxelOrder) == sizeof(int), "--order is an int");
 
-static const CliChoice tune_on_off[] = {{"off", 0}, {"on", 1}, {NULL, 0}};
-
 static int parse_normalize(const char *s, void *target)
 {
     Normalize *n = target;
@@ -284,7 +282,7 @@ static const CliOpt train_opts[] = {
              "labels only)"},
     {.name = "tune-decision",
      .type = CLI_CHOICE,
-     .choices = tune_on_off,
+     .choices = cli_on_off,
      .off = OPT(tune_decision),
      .help = "two-class models: once trained, label foreground where its "
              "logit exceeds the background's by the margin (within +-3, "

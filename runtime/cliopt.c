@@ -10,6 +10,8 @@
 
 #include "common.h"
 
+const CliChoice cli_on_off[] = {{"off", 0}, {"on", 1}, {NULL, 0}};
+
 /* getopt_long returns a long-only option as LONG_BASE + its index in the
  * flattened table (above every char value); built-ins follow the table. */
 #define LONG_BASE 256

@@ -32,6 +32,9 @@ typedef struct {
     int value;
 } CliChoice;
 
+/* The choices of an on/off switch: off = 0, on = 1. */
+extern const CliChoice cli_on_off[];
+
 typedef struct {
     const char *name; /* long name without "--" */
     char short_name;  /* 0: none */

@@ -284,8 +284,6 @@ void sauron_hooks_free(SauronHooks *h)
 
 #define PRUNE_OPT(field) offsetof(PrunerConfig, field)
 
-static const CliChoice on_off[] = {{"off", 0}, {"on", 1}, {NULL, 0}};
-
 static const CliChoice schedules[] = {{"budget", SAURON_SCHED_BUDGET},
                                       {"paper", SAURON_SCHED_PAPER},
                                       {NULL, 0}};
@@ -446,7 +444,7 @@ const CliOpt sauron_cli_opts[] = {
              "than --epochs)"},
     {.name = "pause-below-margin",
      .type = CLI_CHOICE,
-     .choices = on_off,
+     .choices = cli_on_off,
      .off = PRUNE_OPT(pause),
      .help = "budget schedule: no removal while the last validation Dice "
              "is below the margin, until an epoch is back within it "

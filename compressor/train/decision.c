@@ -15,22 +15,40 @@ static int margin_bin(double m)
     return (int)c + DECISION_HALF;
 }
 
-void decision_count(DecisionHist *h, double m, int y)
+void decision_add(DecisionHist *h, const float *x, int64_t B, int64_t n,
+                  const uint8_t *labels, int probs)
 {
-    h->n[y != 0][margin_bin(m)]++;
+    for (int64_t b = 0; b < B; b++) {
+        const float *x0 = x + b * 2 * n, *x1 = x0 + n;
+        const uint8_t *y = labels + b * n;
+        for (int64_t s = 0; s < n; s++) {
+            if (y[s] > 1) continue;
+            double m = probs ? log((double)x1[s]) - log((double)x0[s])
+                             : (double)x1[s] - (double)x0[s];
+            h->n[y[s]][margin_bin(m)]++;
+        }
+    }
+}
+
+void decision_counts(const DecisionHist *h, int i, int64_t *tp, int64_t *fp,
+                     int64_t *fn, int64_t *tn)
+{
+    *tp = *fp = *fn = *tn = 0;
+    for (int j = 0; j < DECISION_BINS; j++) {
+        if (j > i) { /* above the threshold: labelled foreground */
+            *tp += h->n[1][j];
+            *fp += h->n[0][j];
+        } else {
+            *fn += h->n[1][j];
+            *tn += h->n[0][j];
+        }
+    }
 }
 
 double decision_dice(const DecisionHist *h, int i)
 {
-    int64_t tp = 0, fp = 0, fn = 0;
-    for (int j = 0; j < DECISION_BINS; j++) {
-        if (j > i) { /* labelled foreground above the threshold */
-            tp += h->n[1][j];
-            fp += h->n[0][j];
-        } else {
-            fn += h->n[1][j];
-        }
-    }
+    int64_t tp, fp, fn, tn;
+    decision_counts(h, i, &tp, &fp, &fn, &tn);
     int64_t den = 2 * tp + fp + fn;
     return den ? 2.0 * (double)tp / (double)den : (double)NAN;
 }

@@ -37,8 +37,16 @@ typedef struct {
     int64_t n[2][DECISION_BINS];
 } DecisionHist;
 
-/* Count one voxel: its margin m and its label y (0 or 1). */
-void decision_count(DecisionHist *h, double m, int y);
+/* Count the voxels of x [B, 2, n] (logits, or probabilities when probs:
+ * m = log p1 - log p0) with labels [B, n]; labels other than 0 and 1 are
+ * skipped. */
+void decision_add(DecisionHist *h, const float *x, int64_t B, int64_t n,
+                  const uint8_t *labels, int probs);
+
+/* Foreground confusion counts at threshold index i: true and false
+ * positives, false negatives and true negatives. */
+void decision_counts(const DecisionHist *h, int i, int64_t *tp, int64_t *fp,
+                     int64_t *fn, int64_t *tn);
 
 /* Foreground Dice at threshold index i (NaN when nothing is labelled or
  * predicted foreground). */

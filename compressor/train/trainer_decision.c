@@ -10,7 +10,6 @@
  * fused margin: the cases are segmented again with the threshold folded
  * in, and it is kept only if that Dice is higher.
  */
-#include <math.h>
 #include <string.h>
 
 #include "compressor/train/decision.h"
@@ -18,48 +17,26 @@
 #include "runtime/common.h"
 #include "runtime/segment.h"
 
-/* Count validation case i as sg segments it: tp/fp/fn of its labels
- * into cnt, its margins into h when h is not NULL. */
-static int segment_case(Trainer *t, Segmenter *sg, int i, DecisionHist *h,
-                        int64_t cnt[3])
-{
-    const DataCase *c = &t->ds->cases[i];
-    const int64_t nv = c->S[0] * c->S[1] * c->S[2];
-    float *pt = sl_alloc((size_t)2 * nv * sizeof *pt);
-    if (!pt) {
-        sl_error("out of memory segmenting validation case '%s'", c->name);
-        return ERR_NOMEM;
-    }
-    int rc = trainer_val_case_probs(t, sg, i, pt);
-    for (int64_t o = 0; !rc && o < nv; o++) {
-        const int y = c->label[o];
-        if (y > 1) continue;
-        const int p = pt[nv + o] > pt[o]; /* argmax, ties to background */
-        cnt[0] += p && y;
-        cnt[1] += p && !y;
-        cnt[2] += !p && y;
-        if (h)
-            decision_count(h, log((double)pt[nv + o]) - log((double)pt[o]),
-                           y);
-    }
-    sl_free(pt);
-    return rc;
-}
-
-/* Foreground Dice of t->g over the validation cases (margins into h). */
-static int val_dice(Trainer *t, DecisionHist *h, double *dice)
+/* The margins of the validation cases as t->g segments them, into h
+ * (zeroed first): its Dice at index DECISION_HALF is the model's own. */
+static int val_margins(Trainer *t, DecisionHist *h)
 {
     SegmentOptions so;
     memset(&so, 0, sizeof so);
     so.n_threads = t->cfg.threads;
+    memset(h, 0, sizeof *h);
     Segmenter *sg = NULL;
-    int64_t cnt[3] = {0, 0, 0};
+    float *pt = NULL;
     int rc = segmenter_create(t->g, &so, &sg);
-    for (int k = 0; !rc && k < t->split.n_val; k++)
-        rc = segment_case(t, sg, t->split.val[k], h, cnt);
+    for (int k = 0; !rc && k < t->split.n_val; k++) {
+        const DataCase *c = &t->ds->cases[t->split.val[k]];
+        const int64_t nv = c->S[0] * c->S[1] * c->S[2];
+        sl_free(pt);
+        if (!(rc = trainer_val_case_probs(t, sg, t->split.val[k], &pt)))
+            decision_add(h, pt, 1, nv, c->label, 1);
+    }
+    sl_free(pt);
     segmenter_free(sg);
-    const int64_t den = 2 * cnt[0] + cnt[1] + cnt[2];
-    *dice = den ? 2.0 * (double)cnt[0] / (double)den : (double)NAN;
     return rc;
 }
 
@@ -74,17 +51,19 @@ int trainer_tune_decision(Trainer *t)
         sl_error("out of memory tuning the decision threshold");
         return ERR_NOMEM;
     }
-    int rc = val_dice(t, h, &r->dice_before);
+    int rc = val_margins(t, h);
     if (rc) goto done;
     const int i = decision_best(h);
     r->done = 1;
+    r->dice_before = decision_dice(h, DECISION_HALF);
     r->predicted = decision_dice(h, i);
     r->dice_after = r->dice_before;
     if (i == DECISION_HALF) goto done;
     const float b0 = *bias;
     r->offset = (i - DECISION_HALF) * DECISION_STEP;
     *bias = (float)((double)b0 - r->offset);
-    if ((rc = val_dice(t, NULL, &r->dice_after))) goto done;
+    if ((rc = val_margins(t, h))) goto done;
+    r->dice_after = decision_dice(h, DECISION_HALF);
     if (!(r->dice_after > r->dice_before)) {
         /* fusion undid the gain: keep the model as trained */
         *bias = b0;

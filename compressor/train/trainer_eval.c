@@ -30,7 +30,6 @@
 #include "compressor/train/trainer_internal.h"
 #include "runtime/common.h"
 #include "runtime/exec.h"
-#include "runtime/nifti_io.h"
 #include "runtime/segment.h"
 
 static void no_validation(EpochStats *st, int K)
@@ -54,23 +53,6 @@ static void dice_from_counts(EpochStats *st, const int64_t *tp,
             n++;
         }
     st->val_dice_mean = n ? sum / n : (double)NAN;
-}
-
-/* Margins of x [B, 2, n] (logits, or probabilities when probs) with
- * labels [B, n] into th (decision.h). */
-static void count_margins(DecisionHist *th, const float *x, int64_t B,
-                          int64_t n, const uint8_t *lab, int probs)
-{
-    for (int64_t b = 0; b < B; b++) {
-        const float *x0 = x + b * 2 * n, *x1 = x0 + n;
-        const uint8_t *y = lab + b * n;
-        for (int64_t s = 0; s < n; s++)
-            if (y[s] < 2)
-                decision_count(th,
-                               probs ? log((double)x1[s]) - log((double)x0[s])
-                                     : (double)x1[s] - (double)x0[s],
-                               y[s]);
-    }
 }
 
 /* 2D: slices of the validation cases through an executor for [B,C,V1,V2]. */
@@ -123,7 +105,7 @@ static int eval_2d(Trainer *t, Executor *ex, float *x, float *crop,
             if ((rc = metric_confusion(tp, fp, fn, crop, &cs, lab)))
                 return rc;
             if (th)
-                count_margins(th, crop, nb, S1 * S2, lab, !lo->from_logits);
+                decision_add(th, crop, nb, S1 * S2, lab, !lo->from_logits);
             *loss_sum += lv.total;
             ++*n_items;
         }
@@ -131,20 +113,22 @@ static int eval_2d(Trainer *t, Executor *ex, float *x, float *crop,
     return 0;
 }
 
-int trainer_val_case_probs(Trainer *t, Segmenter *sg, int i, float *pt)
+int trainer_val_case_probs(Trainer *t, Segmenter *sg, int i, float **out)
 {
     const Dataset *ds = t->ds;
     const DataCase *c = &ds->cases[i];
     const int K = ds->n_classes;
     int16_t *lab = NULL;
-    float *probs = NULL;
+    float *probs = NULL, *pt = NULL;
     Volume v;
+    *out = NULL;
     int rc = dataset_read_image(ds, i, &v);
     if (rc) return rc;
     const int64_t nv = volume_voxels(&v);
     lab = sl_alloc((size_t)nv * sizeof *lab);
     probs = sl_alloc((size_t)K * nv * sizeof *probs);
-    if (!lab || !probs) {
+    pt = sl_alloc((size_t)K * nv * sizeof *pt);
+    if (!lab || !probs || !pt) {
         sl_error("out of memory segmenting validation case '%s'", c->name);
         rc = ERR_NOMEM;
         goto fail;
@@ -164,10 +148,13 @@ int trainer_val_case_probs(Trainer *t, Segmenter *sg, int i, float *pt)
                 for (int64_t a2 = 0; a2 < c->S[2]; a2++)
                     dst[o++] = src[a0 * s0 + a1 * s1 + a2 * s2];
     }
+    *out = pt;
+    pt = NULL;
 fail:
     volume_free(&v);
     sl_free(lab);
     sl_free(probs);
+    sl_free(pt);
     return rc;
 }
 
@@ -188,12 +175,8 @@ static int eval_3d(Trainer *t, int64_t *cnt, double *loss_sum,
         const DataCase *dc = &t->ds->cases[t->split.val[vi]];
         const int64_t nv = dc->S[0] * dc->S[1] * dc->S[2];
         sl_free(pt);
-        if (!(pt = sl_alloc((size_t)K * nv * sizeof *pt))) {
-            sl_error("out of memory for validation");
-            rc = ERR_NOMEM;
+        if ((rc = trainer_val_case_probs(t, sg, t->split.val[vi], &pt)))
             break;
-        }
-        if ((rc = trainer_val_case_probs(t, sg, t->split.val[vi], pt))) break;
         Shape cs = {5, {1, K, dc->S[0], dc->S[1], dc->S[2]}};
         LossValue lv = {0, 0, 0};
         if ((rc = loss_ce_dice(&lv, NULL, pt, &cs, dc->label, &lp, 1.0f)))
@@ -201,7 +184,7 @@ static int eval_3d(Trainer *t, int64_t *cnt, double *loss_sum,
         if ((rc = metric_confusion(cnt, cnt + K, cnt + 2 * K, pt, &cs,
                                    dc->label)))
             break;
-        if (th) count_margins(th, pt, 1, nv, dc->label, 1);
+        if (th) decision_add(th, pt, 1, nv, dc->label, 1);
         *loss_sum += lv.total;
         ++*n_items;
     }
@@ -241,19 +224,11 @@ static int eval_val(Trainer *t, EpochStats *st, DecisionHist *th)
     }
     if (rc) goto fail;
     st->val_loss = n_items ? loss_sum / (double)n_items : (double)NAN;
-    if (th) { /* the confusion counts at the best threshold */
-        const int i = decision_best(th);
-        memset(cnt, 0, (size_t)3 * K * sizeof *cnt);
-        for (int j = 0; j < DECISION_BINS; j++) {
-            if (j > i) {
-                cnt[1] += th->n[1][j];     /* tp */
-                cnt[K + 1] += th->n[0][j]; /* fp */
-            } else {
-                cnt[0] += th->n[0][j];
-                cnt[2 * K + 1] += th->n[1][j]; /* fn */
-            }
-        }
-        cnt[K] = cnt[2 * K + 1]; /* background fp = foreground fn */
+    if (th) { /* the confusion counts at the best threshold: class 1's,
+               * and class 0's are their mirror */
+        decision_counts(th, decision_best(th), &cnt[1], &cnt[K + 1],
+                        &cnt[2 * K + 1], &cnt[0]);
+        cnt[K] = cnt[2 * K + 1];
         cnt[2 * K] = cnt[K + 1];
     }
     dice_from_counts(st, cnt, cnt + K, cnt + 2 * K, K);

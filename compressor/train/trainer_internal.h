@@ -65,10 +65,10 @@ struct Trainer {
 /* Validation over the split's validation cases (see trainer.h). */
 int trainer_eval_val(Trainer *t, EpochStats *st);
 /* The probabilities of validation case i as sg (a segmenter of t->g)
- * gives them, the case read from its file: into pt [K, S0, S1, S2] in
- * the case's tensor order (the caller's buffer).  0 or < 0 (message
+ * gives them, the case read from its file: *out [K, S0, S1, S2] in the
+ * case's tensor order (sl_free it; NULL on error).  0 or < 0 (message
  * printed). */
-int trainer_val_case_probs(Trainer *t, Segmenter *sg, int i, float *pt);
+int trainer_val_case_probs(Trainer *t, Segmenter *sg, int i, float **out);
 
 /* trainer_decision.c */
 /* At the end of the run, for a two-class t->g with validation cases: the
