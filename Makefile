@@ -65,7 +65,7 @@ TESTS = test_common test_graph test_ops test_conv test_exec test_sslim \
         test_segment_cli test_cli test_grad test_eval
 TESTS += test_sauron_distance test_sauron_threshold
 TESTS += test_data test_sampler
-TESTS += test_train test_loss_optim test_loss_soft
+TESTS += test_train test_loss_optim test_loss_soft test_decision
 TESTS += test_trainer test_train_cli
 TESTS += test_surgery
 TESTS += test_pruner test_cost test_sauron_cli

@@ -596,7 +596,7 @@ static int setup_teacher(const CompressOptions *o, Graph *g, int distill,
  * print what was written (and the --target-flops verdict, if any). */
 static int write_trained(const CompressOptions *o, const Graph *g,
                          const char *run_dir, const SauronHooks *sh,
-                         const char *threshold)
+                         const char *decision)
 {
     int rc = is_onnx_path(o->out_path)
                  ? onnx_export(g, o->out_path, o->force)
@@ -608,7 +608,7 @@ static int write_trained(const CompressOptions *o, const Graph *g,
            o->out_path, g->meta.dims, g->n_nodes, (long long)graph_params(g),
            shape_str(&g->values[g->input].shape, sb, sizeof sb),
            g->meta.n_classes, run_dir);
-    if (threshold) printf("threshold: %s\n", threshold);
+    if (decision) printf("decision: %s\n", decision);
     const char *tl = sauron_hooks_target_line(sh);
     if (tl) printf("--target-flops: %s\n", tl);
     return 0;
@@ -665,7 +665,7 @@ int compress_train(const CompressOptions *o)
     if (!rc && !o->spacing_set)
         memcpy(g.meta.spacing, ds.spacing, sizeof g.meta.spacing);
     /* Only now, with a finite network, is the output written. */
-    char thr[256];
+    char thr[512];
     if (!rc && o->tune_decision) trainer_decision_line(t, thr, sizeof thr);
     if (!rc)
         rc = write_trained(o, &g, run_dir, sh, o->tune_decision ? thr : NULL);

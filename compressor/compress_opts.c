@@ -284,10 +284,11 @@ static const CliOpt train_opts[] = {
      .type = CLI_CHOICE,
      .choices = cli_on_off,
      .off = OPT(tune_decision),
-     .help = "two-class models: once trained, label foreground where its "
-             "logit exceeds the background's by the margin (within +-3, "
-             "steps of 0.01) that gives the highest validation Dice, "
-             "folded into the last layer's bias (default on)"},
+     .help = "validate every epoch, and write the model, with the class "
+             "biases added to the logits (within +-3, steps of 0.01) that "
+             "give the highest validation mean Dice; folded into the last "
+             "layer's bias (default on; with two classes, a threshold on "
+             "the foreground margin)"},
     {.name = "run-dir",
      .type = CLI_STRING,
      .metavar = "DIR",

@@ -273,15 +273,16 @@ static void test_end_to_end(void **state)
         snprintf(p, sizeof p, "%s/%s", run, files[i]);
         assert_true(sl_file_exists(p));
     }
-    /* a two-class model: its decision threshold was tuned (or kept at 0,
-     * the best) on the validation cases; --tune-decision off: not */
+    /* a two-class model: its decision threshold was tuned (or kept as
+     * trained, the best) on the validation cases; --tune-decision off:
+     * not */
     snprintf(p, sizeof p, "%s/summary.txt", run);
     char *sum = slurp_text(p);
     assert_non_null(sum);
-    const char *th = strstr(sum, "\nthreshold:    ");
+    const char *th = strstr(sum, "\ndecision:     ");
     assert_non_null(th);
     assert_true(!strncmp(th + 15, "foreground where", 16) ||
-                !strncmp(th + 15, "kept at 0", 9));
+                !strncmp(th + 15, "kept as trained", 15));
     free(sum);
     cli(&r,
         "%s %s %s --data %s " FAST " --seed 3 --threads 2 --force -q "
@@ -290,7 +291,7 @@ static void test_end_to_end(void **state)
     assert_int_equal(r.status, 0);
     sum = slurp_text(p);
     assert_non_null(sum);
-    assert_null(strstr(sum, "threshold:"));
+    assert_null(strstr(sum, "decision:"));
     free(sum);
     /* The output exists now: a second run needs --force. */
     cli(&r, "%s %s %s --data %s " FAST, b, MODEL, out, good);

@@ -732,18 +732,22 @@ static void test_decision_tuning(void **state)
     assert_false(sl_error_is_quiet()); /* errors after tuning still show */
     assert_int_equal(ta->decision.done, 0);
     assert_int_equal(r->done, 1);
-    assert_true(r->offset > 0.1);
+    assert_int_equal(r->folded, 1);
+    assert_true(r->bias[0] == 0);
+    const double offset = -r->bias[1]; /* the threshold on z1 - z0 */
+    assert_true(offset > 0.1);
     assert_true(r->dice_after > r->dice_before + 0.01);
     /* the same network, but for the foreground bias */
     assert_int_equal(ga.n_values, gb.n_values);
-    float *fb = decision_bias(&gb), *fa = decision_bias(&ga);
+    float *fb = decision_bias(&gb, 2), *fa = decision_bias(&ga, 2);
     assert_non_null(fa);
-    assert_true(fb[0] == (float)((double)fa[0] - r->offset));
+    assert_true(fb[0] == fa[0]);
+    assert_true(fb[1] == (float)((double)fa[1] - offset));
     for (int v = 0; v < ga.n_values; v++) {
         if (!ga.values[v].data) continue;
         int64_t n = shape_numel(&ga.values[v].shape);
         for (int64_t k = 0; k < n; k++)
-            if (ga.values[v].data + k != fa)
+            if (ga.values[v].data + k != fa + 1)
                 assert_true(ga.values[v].data[k] == gb.values[v].data[k]);
     }
     /* per-epoch validation: the imported model's Dice as it is without
@@ -763,12 +767,12 @@ static void test_decision_tuning(void **state)
     assert_true(fabs(hb[0].val_dice[1] - grid_best) < 1e-3);
     /* the threshold of the model as trained: x > -b1 / w1 (w0 = -w1,
      * b0 = -b1 still, to rounding of one 1e-6 step) */
-    const int cv = decision_logit_conv(&ga);
+    const int cv = decision_logit_conv(&ga, 2);
     const float *w = ga.values[ga.nodes[cv].in[1]].data;
-    const double c0 = -(double)fa[0] / (double)w[1];
+    const double c0 = -(double)fa[1] / (double)w[1];
     assert_true(fabs(c0 - (double)thr) < 1e-3);
     assert_true(fabs(dice_at(ta, c0) - r->dice_before) < 1e-3);
-    assert_true(fabs(dice_at(ta, c0 + r->offset / 2) - r->dice_after) < 1e-3);
+    assert_true(fabs(dice_at(ta, c0 + offset / 2) - r->dice_after) < 1e-3);
     for (int i = 0; i <= 2 * DECISION_HALF; i++)
         assert_true(dice_at(ta, c0 + (i - DECISION_HALF) * DECISION_STEP /
                                          2) <= r->dice_after + 1e-3);
@@ -792,14 +796,15 @@ static void test_decision_tuning(void **state)
         ms.downup = variant == 2;
         graph_init(&ga);
         build_model(&ga, &ms);
-        int lc = decision_logit_conv(&ga);
+        int lc = decision_logit_conv(&ga, 2);
+        assert_int_equal(decision_logit_conv(&ga, 3), -1);
         if (variant == 2) {
             assert_int_equal(lc, -1);
-            assert_null(decision_bias(&ga));
+            assert_null(decision_bias(&ga, 2));
         } else {
             assert_true(lc >= 0 && ga.nodes[lc].op == OP_CONV);
-            assert_true(decision_bias(&ga) ==
-                        ga.values[ga.nodes[lc].in[2]].data + 1);
+            assert_true(decision_bias(&ga, 2) ==
+                        ga.values[ga.nodes[lc].in[2]].data);
         }
         graph_free(&ga);
     }

@@ -16,6 +16,7 @@
 # With "pace_end": the default against --recovery-epochs (a tenth, 0).
 # With "pace_split": the default against --guard-split 2 and 4.
 # With "pace_guard": the default against --prune-guard 0.03 and 0.04.
+# With "pace_decision": the default against --tune-decision off.
 # With "pace_short": the default at 8 x 15 against one other flag each
 # (--teacher-weight 0.5 and 1, --lambda 1, --prune-every 15 and 4,
 # --lr 5e-4, --cost-rule tau and guard), five seeds; guard at 30 x 15 too.
@@ -239,7 +240,8 @@ if [ "$4" = pace ]; then
     exit 0
 fi
 if [ "$4" = pace_all ] || [ "$4" = pace_target ] || [ "$4" = pace_end ] ||
-    [ "$4" = pace_split ] || [ "$4" = pace_guard ]; then
+    [ "$4" = pace_split ] || [ "$4" = pace_guard ] ||
+    [ "$4" = pace_decision ]; then
     # The default over the same five seeds and lengths as "pace":
     # pace_all with --cost-rule none and all (to choose the default rule),
     # pace_target at targets 0.08 and 0.09 (beside 0.1 in "pace"),
@@ -248,8 +250,10 @@ if [ "$4" = pace_all ] || [ "$4" = pace_target ] || [ "$4" = pace_end ] ||
     # recovery (r10: --recovery-epochs 1 at 8 epochs, 3 at 30) and none
     # (r0: --recovery-epochs 0, pruning until the target or the end);
     # pace_split: the default against --guard-split 2 and 4 (g2, g4);
-    # pace_guard: against --prune-guard 0.03 and 0.04 (pg3, pg4).
-    case $4 in pace_all) V="none all" ;; pace_end) V="def r10 r0" ;;
+    # pace_guard: against --prune-guard 0.03 and 0.04 (pg3, pg4);
+    # pace_decision: the default (class biases tuned: validation at the
+    # best biases) against --tune-decision off (td0).
+    case $4 in pace_decision) V="def td0" ;; pace_all) V="none all" ;; pace_end) V="def r10 r0" ;;
     pace_split) V="def g2 g4" ;; pace_guard) V="def pg3 pg4" ;;
     *) V="0.08 0.09" ;; esac
     for s in 1 2 3 4 5; do
@@ -267,6 +271,9 @@ if [ "$4" = pace_all ] || [ "$4" = pace_target ] || [ "$4" = pace_end ] ||
                     run ${v}_${L}_s$s "$DS" $E --target-flops 0.1 $R ;;
                 pace_guard)
                     case $v in def) R="" ;; *) R="--prune-guard 0.0${v#pg}" ;; esac
+                    run ${v}_${L}_s$s "$DS" $E --target-flops 0.1 $R ;;
+                pace_decision)
+                    case $v in def) R="" ;; *) R="--tune-decision off" ;; esac
                     run ${v}_${L}_s$s "$DS" $E --target-flops 0.1 $R ;;
                 *) run t${v#0.}_${L}_s$s "$DS" $E --target-flops $v ;;
                 esac

@@ -1,19 +1,30 @@
-/* The decision threshold of a two-class model: counting margins, the Dice
- * of every threshold, and where the threshold goes in the network.
+/* The decision rule of a segmentation model: one bias per class added to
+ * its logits, tuned for Dice on counted voxels, and where the biases go
+ * in the network.
  *
- * A two-class model labels a voxel foreground when its margin m = log p1
- * - log p0 (= z1 - z0, the foreground logit minus the background's) is
- * above 0.  Pruned 3D brain models came out biased: on the held-out cases
- * of the brain 3D benchmark they labelled up to twice the control's
- * false-positive voxels, nearly all one voxel outside the brain
- * (docs/SAURON_RESULTS.md, "A tuned decision threshold").  Counting, per
- * label, how many voxels fall in each margin bin gives the Dice of every
- * threshold d in [-DECISION_RANGE, DECISION_RANGE] in steps of
- * DECISION_STEP exactly ("m > d"); the chosen d is subtracted from the
- * bias of the convolution that computes z1, so segment needs nothing
- * new.  compressor/train/trainer_decision.c does this at the end of a
- * run.  Models with more classes are left as they are (a threshold per
- * class pair is a different search, not done).
+ * A model labels a voxel with argmax_k z_k (z: logits, or log
+ * probabilities).  Pruned 3D brain models came out biased: on the
+ * held-out cases of the brain 3D benchmark they labelled up to twice the
+ * control's false-positive voxels, nearly all one voxel outside the brain
+ * (docs/SAURON_RESULTS.md, "A tuned decision threshold").  Adding b_k to
+ * z_k (b_0 = 0) moves every boundary between classes; b is tuned here to
+ * maximise the mean foreground Dice of a set of voxels, and added to the
+ * bias of the convolution that computes the logits, so segment needs
+ * nothing new.  compressor/train/trainer_decision.c does this at the end
+ * of a run.
+ *
+ * The search is exact per class.  With the other biases fixed, voxel v
+ * takes class c when its margin m = z_c - max_{k != c} (z_k + b_k)
+ * exceeds d = -b_c; counting, per bin of m, which class each voxel would
+ * otherwise take and which it is labelled gives the counts of every d in
+ * [-DECISION_RANGE, DECISION_RANGE] (steps of DECISION_STEP) in one sweep.
+ * Classes 1..K-1 are tuned in turn until a round changes nothing
+ * (coordinate ascent; each step keeps the current value unless another
+ * is strictly better, so Dice never falls).  With two classes one step
+ * is the whole search: the threshold on z1 - z0 with the highest Dice.
+ * Voxels whose best class leads the second by more than 2 *
+ * DECISION_RANGE keep their label under any such b and are only counted;
+ * the others are kept (K floats and a label each).
  */
 #ifndef SL_TRAIN_DECISION_H
 #define SL_TRAIN_DECISION_H
@@ -23,47 +34,57 @@
 #include "runtime/graph.h"
 
 #define DECISION_STEP 0.01
-#define DECISION_HALF 300 /* bins each side of 0: thresholds within +-3 */
+#define DECISION_HALF 300 /* steps each side of 0: biases within +-3 */
 #define DECISION_RANGE (DECISION_HALF * DECISION_STEP)
-#define DECISION_BINS (2 * DECISION_HALF + 2)
+#define DECISION_ROUNDS 8 /* at most; each round tunes classes 1..K-1 */
+#define DECISION_MAX_CLASSES 256 /* labels are uint8 */
 
-/* n[y][b]: voxels labelled y (0: background, 1: foreground) whose margin
- * is in bin b.  Bin 0 holds m <= -DECISION_RANGE, bin DECISION_BINS - 1
- * m > DECISION_RANGE, and bin j in between (j - DECISION_HALF - 1) * STEP
- * < m <= (j - DECISION_HALF) * STEP, so threshold index i (d = (i -
- * DECISION_HALF) * STEP, 0 <= i <= 2 * DECISION_HALF) labels foreground
- * exactly the bins above i. */
+/* Voxels and their labels, as decision_tune needs them. */
 typedef struct {
-    int64_t n[2][DECISION_BINS];
-} DecisionHist;
+    int K;
+    int64_t *tp, *fp, *fn; /* [K] each: counts of the voxels no bias
+                              within the range relabels */
+    float *z;              /* [n][K] the scores of the others */
+    uint8_t *y;            /* [n] their labels */
+    int64_t n, cap;
+} DecisionSet;
 
-/* Count the voxels of x [B, 2, n] (logits, or probabilities when probs:
- * m = log p1 - log p0) with labels [B, n]; labels other than 0 and 1 are
- * skipped. */
-void decision_add(DecisionHist *h, const float *x, int64_t B, int64_t n,
-                  const uint8_t *labels, int probs);
+/* An empty set for 2 <= K <= DECISION_MAX_CLASSES classes.  0, ERR_ARG
+ * or ERR_NOMEM (message printed). */
+int decision_set_init(DecisionSet *s, int K);
+void decision_set_free(DecisionSet *s);
 
-/* Foreground confusion counts at threshold index i: true and false
- * positives, false negatives and true negatives. */
-void decision_counts(const DecisionHist *h, int i, int64_t *tp, int64_t *fp,
-                     int64_t *fn, int64_t *tn);
+/* Add the voxels of x [B, K, n] (logits, or probabilities when probs:
+ * z = log p) with labels [B, n]; labels >= K are skipped.  0 or
+ * ERR_NOMEM (message printed). */
+int decision_add(DecisionSet *s, const float *x, int64_t B, int64_t n,
+                 const uint8_t *labels, int probs);
 
-/* Foreground Dice at threshold index i (NaN when nothing is labelled or
- * predicted foreground). */
-double decision_dice(const DecisionHist *h, int i);
+/* Per-class counts (tp, fp, fn: [K] each) of labelling the set with
+ * argmax_k (z_k + b[k]), ties to the lower class as metric_confusion. */
+void decision_confusion(const DecisionSet *s, const double *b, int64_t *tp,
+                        int64_t *fp, int64_t *fn);
 
-/* The threshold index of the highest Dice; among equal ones the nearest
- * to 0 (DECISION_HALF), so a balanced model keeps its threshold. */
-int decision_best(const DecisionHist *h);
+/* Mean Dice over classes 1..K-1 present in prediction or labels (NaN
+ * when none is), as validation reports it. */
+double decision_mean_dice(const int64_t *tp, const int64_t *fp,
+                          const int64_t *fn, int K);
 
-/* The convolution whose output channel 1 is the foreground logit of
- * output 0: the producer of output 0, or of a Softmax's input when
- * output 0 is a Softmax over channels.  Its node index, or -1 when the
- * graph does not end that way with two channels and a bias. */
-int decision_logit_conv(const Graph *g);
+/* Tune b [K] (from all 0; b[0] stays 0) for the highest mean Dice on s,
+ * which goes to *dice.  Every b[k] is a multiple of DECISION_STEP within
+ * +-RANGE; among equal Dice a class keeps the value nearest its current
+ * one (so a model already at its best keeps b = 0).  0 or ERR_NOMEM
+ * (message printed). */
+int decision_tune(const DecisionSet *s, double *b, double *dice);
 
-/* The foreground bias of decision_logit_conv's node (NULL when there is
- * none): subtracting d from it makes the margin m - d decide. */
-float *decision_bias(Graph *g);
+/* The convolution whose output channels are the K logits of output 0:
+ * the producer of output 0, or of a Softmax's input when output 0 is a
+ * Softmax over channels.  Its node index, or -1 when the graph does not
+ * end that way with a K-channel bias. */
+int decision_logit_conv(const Graph *g, int K);
+
+/* The K biases of decision_logit_conv's node (NULL when there is none):
+ * adding b[k] to bias[k] makes the network label argmax_k (z_k + b[k]). */
+float *decision_bias(Graph *g, int K);
 
 #endif

@@ -100,9 +100,10 @@ typedef struct {
     const char *lr_note; /* a line said before the expected time (once
                             training has started: every check passed), or
                             NULL */
-    int tune_decision;   /* two-class models: at the end, fold in the
-                             threshold on z1 - z0 that maximises validation
-                             Dice (decision.h); 0: keep 0 */
+    int tune_decision;   /* at the end, fold into the logits the class
+                             biases that maximise validation mean Dice, and
+                             validate every epoch at its best biases
+                             (decision.h); 0: argmax as trained */
     int shrinks; /* the hooks remove channels as the run goes: the expected
                     time, at the imported model's speed, says it is a
                     bound */
@@ -234,9 +235,9 @@ int trainer_mark_best(Trainer *t);
 /* Epoch last marked best, or -1. */
 int trainer_best_epoch(const Trainer *t);
 
-/* After trainer_run with cfg.tune_decision: what the decision threshold
- * tuning did, one line without newline ("foreground where ...", "kept at
- * 0 ...", "not tuned (why)"). */
+/* After trainer_run with cfg.tune_decision: what the tuning of the
+ * decision rule did, one line without newline ("foreground where ...",
+ * "class logits shifted ...", "kept as trained ...", "not tuned (why)"). */
 void trainer_decision_line(const Trainer *t, char *buf, size_t len);
 
 #endif

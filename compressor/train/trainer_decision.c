@@ -1,14 +1,14 @@
-/* The decision threshold of a two-class model, tuned at the end of a run
- * on the validation cases segmented as segment would (decision.h).
+/* The class biases of the decision rule, tuned at the end of a run on the
+ * validation cases segmented as segment would (decision.h).
  *
- * The margins come from segment's own pipeline (normalisation, 2D slices
+ * The scores come from segment's own pipeline (normalisation, 2D slices
  * or the 3D sliding window with Gaussian fusion).  A first version that
- * tuned on 3D tiles stitched by nearest tile chose +1.79 for run D3c
- * where segment's fused probabilities peak near +0.85, and that threshold
- * lowered held-out Dice (0.9734 -> 0.9723).  Fusion averages
- * probabilities, so a shift of the logits is not exactly a shift of the
- * fused margin: the cases are segmented again with the threshold folded
- * in, and it is kept only if that Dice is higher.
+ * tuned on 3D tiles stitched by nearest tile chose a threshold of +1.79
+ * for run D3c where segment's fused probabilities peak near +0.85, and
+ * that threshold lowered held-out Dice (0.9734 -> 0.9723).  Fusion
+ * averages probabilities, so a shift of the logits is not exactly a
+ * shift of the fused scores: the cases are segmented again with the
+ * biases folded in, and they are kept only if that Dice is higher.
  */
 #include <string.h>
 
@@ -17,60 +17,84 @@
 #include "runtime/common.h"
 #include "runtime/segment.h"
 
-/* The margins of the validation cases as t->g segments them, into h
- * (zeroed first): its Dice at index DECISION_HALF is the model's own. */
-static int val_margins(Trainer *t, DecisionHist *h)
+/* The validation cases as t->g segments them, into *s (initialised
+ * here; decision_set_free it, also on error). */
+static int val_scores(Trainer *t, DecisionSet *s)
 {
     SegmentOptions so;
     memset(&so, 0, sizeof so);
     so.n_threads = t->cfg.threads;
-    memset(h, 0, sizeof *h);
     Segmenter *sg = NULL;
     float *pt = NULL;
-    int rc = segmenter_create(t->g, &so, &sg);
+    int rc = decision_set_init(s, t->ds->n_classes);
+    if (!rc) rc = segmenter_create(t->g, &so, &sg);
     for (int k = 0; !rc && k < t->split.n_val; k++) {
         const DataCase *c = &t->ds->cases[t->split.val[k]];
         const int64_t nv = c->S[0] * c->S[1] * c->S[2];
         sl_free(pt);
         if (!(rc = trainer_val_case_probs(t, sg, t->split.val[k], &pt)))
-            decision_add(h, pt, 1, nv, c->label, 1);
+            rc = decision_add(s, pt, 1, nv, c->label, 1);
     }
     sl_free(pt);
     segmenter_free(sg);
     return rc;
 }
 
+/* Mean foreground Dice of s labelled by plain argmax. */
+static int dice_as_is(const DecisionSet *s, double *dice)
+{
+    const int K = s->K;
+    double *b = sl_calloc((size_t)K, sizeof *b);
+    int64_t *cnt = sl_calloc((size_t)3 * K, sizeof *cnt);
+    int rc = 0;
+    if (!b || !cnt) {
+        sl_error("out of memory tuning the decision rule");
+        rc = ERR_NOMEM;
+    } else {
+        decision_confusion(s, b, cnt, cnt + K, cnt + 2 * K);
+        *dice = decision_mean_dice(cnt, cnt + K, cnt + 2 * K, K);
+    }
+    sl_free(b);
+    sl_free(cnt);
+    return rc;
+}
+
 int trainer_tune_decision(Trainer *t)
 {
     DecisionTune *r = &t->decision;
+    const int K = t->ds->n_classes;
     memset(r, 0, sizeof *r);
-    float *bias = decision_bias(t->g);
-    if (t->split.n_val == 0 || t->ds->n_classes != 2 || !bias) return 0;
-    DecisionHist *h = sl_calloc(1, sizeof *h);
-    if (!h) {
-        sl_error("out of memory tuning the decision threshold");
-        return ERR_NOMEM;
-    }
-    int rc = val_margins(t, h);
+    float *bias = decision_bias(t->g, K);
+    if (t->split.n_val == 0 || !bias) return 0;
+    float *trained = NULL;
+    DecisionSet s;
+    int rc = val_scores(t, &s);
+    if (!rc) rc = dice_as_is(&s, &r->dice_before);
+    if (!rc) rc = decision_tune(&s, r->bias, &r->predicted);
     if (rc) goto done;
-    const int i = decision_best(h);
     r->done = 1;
-    r->dice_before = decision_dice(h, DECISION_HALF);
-    r->predicted = decision_dice(h, i);
     r->dice_after = r->dice_before;
-    if (i == DECISION_HALF) goto done;
-    const float b0 = *bias;
-    r->offset = (i - DECISION_HALF) * DECISION_STEP;
-    *bias = (float)((double)b0 - r->offset);
-    if ((rc = val_margins(t, h))) goto done;
-    r->dice_after = decision_dice(h, DECISION_HALF);
-    if (!(r->dice_after > r->dice_before)) {
-        /* fusion undid the gain: keep the model as trained */
-        *bias = b0;
-        r->rejected = r->offset;
-        r->offset = 0;
+    int moved = 0;
+    for (int k = 0; k < K; k++)
+        moved |= r->bias[k] != 0;
+    if (!moved) goto done;
+    if (!(trained = sl_alloc((size_t)K * sizeof *trained))) {
+        sl_error("out of memory tuning the decision rule");
+        rc = ERR_NOMEM;
+        goto done;
     }
+    memcpy(trained, bias, (size_t)K * sizeof *bias);
+    for (int k = 0; k < K; k++)
+        bias[k] = (float)((double)bias[k] + r->bias[k]);
+    decision_set_free(&s);
+    if ((rc = val_scores(t, &s)) || (rc = dice_as_is(&s, &r->dice_after)))
+        goto done;
+    if (r->dice_after > r->dice_before)
+        r->folded = 1;
+    else /* fusion undid the gain: keep the model as trained */
+        memcpy(bias, trained, (size_t)K * sizeof *bias);
 done:
-    sl_free(h);
+    decision_set_free(&s);
+    sl_free(trained);
     return rc;
 }

@@ -16,9 +16,9 @@
  * where the same 4 cases segmented whole were 1.68 points below; tiles
  * stitched by nearest tile, as next, said 1.90 where segment's fused
  * windows said 1.63 (run D3c, docs/SAURON_RESULTS.md).
- * Two-class models whose threshold the run tunes (cfg.tune_decision,
- * decision.h): Dice is that at the threshold with the highest Dice, the
- * Dice the model will have once tuned.
+ * Models whose decision rule the run tunes (cfg.tune_decision,
+ * decision.h): Dice is that at the class biases with the highest mean
+ * Dice, the Dice the model will have once tuned.
  * Only output 0 is scored (deep-supervision heads are training aids).
  * Hard Dice per class comes from confusion counts summed over the whole
  * validation set.
@@ -58,7 +58,7 @@ static void dice_from_counts(EpochStats *st, const int64_t *tp,
 /* 2D: slices of the validation cases through an executor for [B,C,V1,V2]. */
 static int eval_2d(Trainer *t, Executor *ex, float *x, float *crop,
                    uint8_t *lab, int64_t *cnt, double *loss_sum,
-                   int64_t *n_items, const LossOptions *lo, DecisionHist *th)
+                   int64_t *n_items, const LossOptions *lo, DecisionSet *th)
 {
     const Dataset *ds = t->ds;
     const int B = t->cfg.batch, C = ds->n_modalities, K = ds->n_classes;
@@ -104,8 +104,10 @@ static int eval_2d(Trainer *t, Executor *ex, float *x, float *crop,
                 return rc;
             if ((rc = metric_confusion(tp, fp, fn, crop, &cs, lab)))
                 return rc;
-            if (th)
-                decision_add(th, crop, nb, S1 * S2, lab, !lo->from_logits);
+            if (th &&
+                (rc = decision_add(th, crop, nb, S1 * S2, lab,
+                                   !lo->from_logits)))
+                return rc;
             *loss_sum += lv.total;
             ++*n_items;
         }
@@ -160,7 +162,7 @@ fail:
 
 /* 3D: every validation case segmented as segment does it. */
 static int eval_3d(Trainer *t, int64_t *cnt, double *loss_sum,
-                   int64_t *n_items, const LossOptions *lo, DecisionHist *th)
+                   int64_t *n_items, const LossOptions *lo, DecisionSet *th)
 {
     const int K = t->ds->n_classes;
     SegmentOptions so;
@@ -184,7 +186,7 @@ static int eval_3d(Trainer *t, int64_t *cnt, double *loss_sum,
         if ((rc = metric_confusion(cnt, cnt + K, cnt + 2 * K, pt, &cs,
                                    dc->label)))
             break;
-        if (th) decision_add(th, pt, 1, nv, dc->label, 1);
+        if (th && (rc = decision_add(th, pt, 1, nv, dc->label, 1))) break;
         *loss_sum += lv.total;
         ++*n_items;
     }
@@ -193,9 +195,9 @@ static int eval_3d(Trainer *t, int64_t *cnt, double *loss_sum,
     return rc;
 }
 
-/* Validation of t->g; th (or NULL) also receives the margins of a
- * two-class model. */
-static int eval_val(Trainer *t, EpochStats *st, DecisionHist *th)
+/* Validation of t->g; th (or NULL) also receives the scores, and the
+ * counts are then those at its best class biases. */
+static int eval_val(Trainer *t, EpochStats *st, DecisionSet *th)
 {
     const int K = t->ds->n_classes, C = t->ds->n_modalities;
     const int B = t->cfg.batch;
@@ -224,12 +226,10 @@ static int eval_val(Trainer *t, EpochStats *st, DecisionHist *th)
     }
     if (rc) goto fail;
     st->val_loss = n_items ? loss_sum / (double)n_items : (double)NAN;
-    if (th) { /* the confusion counts at the best threshold: class 1's,
-               * and class 0's are their mirror */
-        decision_counts(th, decision_best(th), &cnt[1], &cnt[K + 1],
-                        &cnt[2 * K + 1], &cnt[0]);
-        cnt[K] = cnt[2 * K + 1];
-        cnt[2 * K] = cnt[K + 1];
+    if (th) {
+        double b[DECISION_MAX_CLASSES], dice;
+        if ((rc = decision_tune(th, b, &dice))) goto fail;
+        decision_confusion(th, b, cnt, cnt + K, cnt + 2 * K);
     }
     dice_from_counts(st, cnt, cnt + K, cnt + 2 * K, K);
 fail:
@@ -247,16 +247,14 @@ nomem:
 
 int trainer_eval_val(Trainer *t, EpochStats *st)
 {
-    /* two-class models whose threshold the run will tune: the Dice at
-     * the best threshold, the Dice the model will have once tuned */
-    int tuned = t->cfg.tune_decision && t->ds->n_classes == 2 &&
-                decision_logit_conv(t->g) >= 0;
-    DecisionHist *h = NULL;
-    if (tuned && !(h = sl_calloc(1, sizeof *h))) {
-        sl_error("out of memory for validation");
-        return ERR_NOMEM;
-    }
-    int rc = eval_val(t, st, h);
-    sl_free(h);
+    /* models whose decision rule the run will tune: the Dice at the best
+     * class biases, the Dice the model will have once tuned */
+    const int K = t->ds->n_classes;
+    if (!t->cfg.tune_decision || decision_logit_conv(t->g, K) < 0)
+        return eval_val(t, st, NULL);
+    DecisionSet s;
+    int rc = decision_set_init(&s, K);
+    if (!rc) rc = eval_val(t, st, &s);
+    decision_set_free(&s);
     return rc;
 }

@@ -5,19 +5,22 @@
 
 #include <stdint.h>
 
+#include "compressor/train/decision.h"
 #include "compressor/train/trainer.h"
 #include "runtime/segment.h"
 
 /* What trainer_tune_decision did (decision.h). */
 typedef struct {
-    int done;           /* 1: tuned (a two-class model with validation) */
-    double offset;      /* the threshold on z1 - z0 folded in (0: kept) */
-    double rejected;    /* the best threshold of the fused margins, when
-                           folding it in did not raise Dice (else 0) */
-    double predicted;   /* the Dice the fused margins gave for it */
-    double dice_before; /* validation Dice as trained (threshold 0) */
-    double dice_after;  /* with the threshold folded in, measured again
-                           (dice_before when the best was 0) */
+    int done;           /* 1: tuned (validation cases, and output 0 a
+                           convolution with one bias per class) */
+    int folded;         /* 1: bias added to the model's logits */
+    double bias[DECISION_MAX_CLASSES]; /* the best of the validation
+                           scores (all 0: the model was at its best);
+                           not in the model when !folded */
+    double predicted;   /* the mean Dice the scores gave for it */
+    double dice_before; /* validation mean Dice as trained */
+    double dice_after;  /* with bias folded in, measured again
+                           (dice_before when bias is all 0) */
 } DecisionTune;
 
 struct Trainer {
@@ -71,11 +74,11 @@ int trainer_eval_val(Trainer *t, EpochStats *st);
 int trainer_val_case_probs(Trainer *t, Segmenter *sg, int i, float **out);
 
 /* trainer_decision.c */
-/* At the end of the run, for a two-class t->g with validation cases: the
- * decision threshold that maximises the Dice of the validation cases
- * segmented as segment does, folded into t->g if that Dice rises
- * (decision.h); t->decision says what was done.  Other models:
- * nothing. */
+/* At the end of the run, when t->g has validation cases and its logits
+ * come from a convolution with a bias: the class biases that maximise
+ * the mean Dice of the validation cases segmented as segment does,
+ * folded into t->g if that Dice rises (decision.h); t->decision says
+ * what was done. */
 int trainer_tune_decision(Trainer *t);
 
 /* trainer_report.c */

@@ -325,9 +325,9 @@ static void write_summary_to(const SummaryArgs *a, FILE *f)
     else
         fprintf(f, "\nresult: the network after epoch %d\n", last->epoch);
     if (t->cfg.tune_decision) {
-        char line[256];
+        char line[512];
         trainer_decision_line(t, line, sizeof line);
-        fprintf(f, "threshold:    %s\n", line);
+        fprintf(f, "decision:     %s\n", line);
     }
     fprintf(f, "wall time of this invocation: %.1f s\n", a->seconds);
 }
@@ -352,27 +352,55 @@ fail:
     return rc;
 }
 
+/* "+0.10 -0.65 ..." for classes 1..K-1 (the first 8, then "..."). */
+static void shifts(const double *b, int K, char *buf, size_t len)
+{
+    size_t o = 0;
+    buf[0] = 0;
+    for (int k = 1; k < K && o < len; k++) {
+        int n = k > 8 ? snprintf(buf + o, len - o, " ...")
+                      : snprintf(buf + o, len - o, "%s%+.2f", k > 1 ? " " : "",
+                                 b[k]);
+        if (n < 0 || k > 8) break;
+        o += (size_t)n;
+    }
+}
+
 void trainer_decision_line(const Trainer *t, char *buf, size_t len)
 {
     const DecisionTune *d = &t->decision;
-    if (!d->done)
+    const int K = t->ds->n_classes;
+    char sh[128];
+    if (!d->done) {
         snprintf(buf, len, "not tuned (%s)",
-                 t->split.n_val == 0     ? "no validation cases"
-                 : t->ds->n_classes != 2 ? "more than two classes"
-                                         : "output 0 is not a two-channel "
-                                           "convolution with a bias");
-    else if (d->offset != 0)
+                 t->split.n_val == 0 ? "no validation cases"
+                                     : "output 0 is not a convolution with "
+                                       "one bias per class");
+        return;
+    }
+    int moved = 0;
+    for (int k = 1; k < K; k++)
+        moved |= d->bias[k] != 0;
+    shifts(d->bias, K, sh, sizeof sh);
+    if (d->folded && K == 2)
         snprintf(buf, len,
                  "foreground where its logit exceeds the background's by "
                  "%+.2f: validation Dice %.4f -> %.4f (the val cases "
                  "segmented as segment does)",
-                 d->offset, d->dice_before, d->dice_after);
-    else if (d->rejected != 0)
+                 -d->bias[1], d->dice_before, d->dice_after);
+    else if (d->folded)
         snprintf(buf, len,
-                 "kept at 0: %+.2f looked best (Dice %.4f) but gave %.4f "
-                 "against %.4f once in the model",
-                 d->rejected, d->predicted, d->dice_after, d->dice_before);
+                 "logits of classes 1-%d shifted by %s against class 0: "
+                 "validation mean Dice %.4f -> %.4f (the val cases "
+                 "segmented as segment does)",
+                 K - 1, sh, d->dice_before, d->dice_after);
+    else if (moved)
+        snprintf(buf, len,
+                 "kept as trained: shifts %s looked best (Dice %.4f) but "
+                 "gave %.4f against %.4f once in the model",
+                 sh, d->predicted, d->dice_after, d->dice_before);
     else
-        snprintf(buf, len, "kept at 0, the best on the val cases (Dice %.4f)",
+        snprintf(buf, len,
+                 "kept as trained, the best on the val cases (Dice %.4f)",
                  d->dice_before);
 }
