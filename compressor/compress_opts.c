@@ -284,11 +284,11 @@ static const CliOpt train_opts[] = {
      .type = CLI_CHOICE,
      .choices = cli_on_off,
      .off = OPT(tune_decision),
-     .help = "validate every epoch, and write the model, with the class "
-             "biases added to the logits (within +-3, steps of 0.01) that "
-             "give the highest validation mean Dice; folded into the last "
-             "layer's bias (default on; with two classes, a threshold on "
-             "the foreground margin)"},
+     .help = "once trained, add to the logits the class biases (within "
+             "+-3, steps of 0.01) that give the highest validation mean "
+             "Dice, folded into the last layer's bias; two-class models "
+             "(a threshold on the foreground margin) are also validated "
+             "at their best threshold every epoch (default on)"},
     {.name = "run-dir",
      .type = CLI_STRING,
      .metavar = "DIR",

@@ -416,6 +416,17 @@ static void test_3d_and_deep_supervision(void **state)
     assert_int_equal(sslim_read(out, &g), 0);
     assert_int_equal(g.meta.n_classes, 3);
     graph_free(&g);
+    /* three classes: the decision rule is tuned too (biases of classes
+     * 1-2 folded in, or kept as trained when that is the best) */
+    char sp[700];
+    snprintf(sp, sizeof sp, "%s.run/summary.txt", out);
+    char *sum = slurp_text(sp);
+    assert_non_null(sum);
+    const char *dl = strstr(sum, "\ndecision:     ");
+    assert_non_null(dl);
+    assert_true(!strncmp(dl + 15, "logits of classes 1-2 shifted", 29) ||
+                !strncmp(dl + 15, "kept as trained", 15));
+    free(sum);
 }
 
 static void test_onnx_output(void **state)

@@ -101,9 +101,10 @@ typedef struct {
                             training has started: every check passed), or
                             NULL */
     int tune_decision;   /* at the end, fold into the logits the class
-                             biases that maximise validation mean Dice, and
-                             validate every epoch at its best biases
-                             (decision.h); 0: argmax as trained */
+                             biases that maximise validation mean Dice;
+                             two-class models are validated every epoch at
+                             their best threshold (decision.h); 0: argmax
+                             as trained */
     int shrinks; /* the hooks remove channels as the run goes: the expected
                     time, at the imported model's speed, says it is a
                     bound */
