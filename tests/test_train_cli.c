@@ -238,6 +238,19 @@ static void check_eta_pace(const char *err, int epochs)
 /* The common fast training flags. */
 #define FAST "--no-prune --epochs 2 --iters-per-epoch 4 --batch 2"
 
+/* The summary at path says the decision rule was tuned: it begins with
+ * tuned (the rule folded in) or "kept as trained" (already the best). */
+static void check_decision_line(const char *path, const char *tuned)
+{
+    char *sum = slurp_text(path);
+    assert_non_null(sum);
+    const char *dl = strstr(sum, "\ndecision:     ");
+    assert_non_null(dl);
+    assert_true(!strncmp(dl + 15, tuned, strlen(tuned)) ||
+                !strncmp(dl + 15, "kept as trained", 15));
+    free(sum);
+}
+
 static void test_end_to_end(void **state)
 {
     (void)state;
@@ -277,19 +290,13 @@ static void test_end_to_end(void **state)
      * trained, the best) on the validation cases; --tune-decision off:
      * not */
     snprintf(p, sizeof p, "%s/summary.txt", run);
-    char *sum = slurp_text(p);
-    assert_non_null(sum);
-    const char *th = strstr(sum, "\ndecision:     ");
-    assert_non_null(th);
-    assert_true(!strncmp(th + 15, "foreground where", 16) ||
-                !strncmp(th + 15, "kept as trained", 15));
-    free(sum);
+    check_decision_line(p, "foreground where");
     cli(&r,
         "%s %s %s --data %s " FAST " --seed 3 --threads 2 --force -q "
         "--tune-decision off",
         b, MODEL, out, good);
     assert_int_equal(r.status, 0);
-    sum = slurp_text(p);
+    char *sum = slurp_text(p);
     assert_non_null(sum);
     assert_null(strstr(sum, "decision:"));
     free(sum);
@@ -420,13 +427,7 @@ static void test_3d_and_deep_supervision(void **state)
      * 1-2 folded in, or kept as trained when that is the best) */
     char sp[700];
     snprintf(sp, sizeof sp, "%s.run/summary.txt", out);
-    char *sum = slurp_text(sp);
-    assert_non_null(sum);
-    const char *dl = strstr(sum, "\ndecision:     ");
-    assert_non_null(dl);
-    assert_true(!strncmp(dl + 15, "logits of classes 1-2 shifted", 29) ||
-                !strncmp(dl + 15, "kept as trained", 15));
-    free(sum);
+    check_decision_line(sp, "logits of classes 1-2 shifted");
 }
 
 static void test_onnx_output(void **state)
