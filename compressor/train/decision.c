@@ -127,6 +127,20 @@ void decision_confusion(const DecisionSet *s, const double *b, int64_t *tp,
         count(tp, fp, fn, s->y[v], best_class(s->z + v * K, b, K, -1));
 }
 
+int decision_dice(const DecisionSet *s, const double *b, double *dice)
+{
+    const int K = s->K;
+    int64_t *cnt = sl_calloc((size_t)3 * K, sizeof *cnt);
+    if (!cnt) {
+        sl_error("out of memory tuning the decision rule");
+        return ERR_NOMEM;
+    }
+    decision_confusion(s, b, cnt, cnt + K, cnt + 2 * K);
+    *dice = decision_mean_dice(cnt, cnt + K, cnt + 2 * K, K);
+    sl_free(cnt);
+    return 0;
+}
+
 double decision_mean_dice(const int64_t *tp, const int64_t *fp,
                           const int64_t *fn, int K)
 {
@@ -214,11 +228,10 @@ int decision_tune(const DecisionSet *s, double *b, double *dice)
     const int K = s->K;
     int rc = 0;
     int *idx = sl_calloc((size_t)K, sizeof *idx);
-    int64_t *cnt = sl_calloc((size_t)3 * K, sizeof *cnt);
     Sweep w;
     w.ct = sl_calloc((size_t)(2 + 2 * K) * BINS + 3 * K, sizeof *w.ct);
     w.dice = sl_calloc(2 * DECISION_HALF + 1, sizeof *w.dice);
-    if (!idx || !cnt || !w.ct || !w.dice) {
+    if (!idx || !w.ct || !w.dice) {
         sl_error("out of memory tuning the decision rule");
         rc = ERR_NOMEM;
         goto done;
@@ -245,11 +258,9 @@ int decision_tune(const DecisionSet *s, double *b, double *dice)
         /* two classes: class 1's rival is always 0, one round is all */
         if (!moved || K == 2) break;
     }
-    decision_confusion(s, b, cnt, cnt + K, cnt + 2 * K);
-    *dice = decision_mean_dice(cnt, cnt + K, cnt + 2 * K, K);
+    if (dice) rc = decision_dice(s, b, dice);
 done:
     sl_free(idx);
-    sl_free(cnt);
     sl_free(w.ct);
     sl_free(w.dice);
     return rc;

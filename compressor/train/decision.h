@@ -65,13 +65,18 @@ int decision_add(DecisionSet *s, const float *x, int64_t B, int64_t n,
 void decision_confusion(const DecisionSet *s, const double *b, int64_t *tp,
                         int64_t *fp, int64_t *fn);
 
+/* The mean Dice (decision_mean_dice) of labelling the set with argmax_k
+ * (z_k + b[k]); b NULL: plain argmax.  0 or ERR_NOMEM (message
+ * printed). */
+int decision_dice(const DecisionSet *s, const double *b, double *dice);
+
 /* Mean Dice over classes 1..K-1 present in prediction or labels (NaN
  * when none is), as validation reports it. */
 double decision_mean_dice(const int64_t *tp, const int64_t *fp,
                           const int64_t *fn, int K);
 
 /* Tune b [K] (from all 0; b[0] stays 0) for the highest mean Dice on s,
- * which goes to *dice.  Every b[k] is a multiple of DECISION_STEP within
+ * which goes to *dice (unless NULL).  Every b[k] is a multiple of DECISION_STEP within
  * +-RANGE; among equal Dice a class keeps the value nearest its current
  * one (so a model already at its best keeps b = 0).  0 or ERR_NOMEM
  * (message printed). */

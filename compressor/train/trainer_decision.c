@@ -40,25 +40,6 @@ static int val_scores(Trainer *t, DecisionSet *s)
     return rc;
 }
 
-/* Mean foreground Dice of s labelled by plain argmax. */
-static int dice_as_is(const DecisionSet *s, double *dice)
-{
-    const int K = s->K;
-    double *b = sl_calloc((size_t)K, sizeof *b);
-    int64_t *cnt = sl_calloc((size_t)3 * K, sizeof *cnt);
-    int rc = 0;
-    if (!b || !cnt) {
-        sl_error("out of memory tuning the decision rule");
-        rc = ERR_NOMEM;
-    } else {
-        decision_confusion(s, b, cnt, cnt + K, cnt + 2 * K);
-        *dice = decision_mean_dice(cnt, cnt + K, cnt + 2 * K, K);
-    }
-    sl_free(b);
-    sl_free(cnt);
-    return rc;
-}
-
 int trainer_tune_decision(Trainer *t)
 {
     DecisionTune *r = &t->decision;
@@ -69,7 +50,7 @@ int trainer_tune_decision(Trainer *t)
     float *trained = NULL;
     DecisionSet s;
     int rc = val_scores(t, &s);
-    if (!rc) rc = dice_as_is(&s, &r->dice_before);
+    if (!rc) rc = decision_dice(&s, NULL, &r->dice_before);
     if (!rc) rc = decision_tune(&s, r->bias, &r->predicted);
     if (rc) goto done;
     r->done = 1;
@@ -87,7 +68,7 @@ int trainer_tune_decision(Trainer *t)
     for (int k = 0; k < K; k++)
         bias[k] = (float)((double)bias[k] + r->bias[k]);
     decision_set_free(&s);
-    if ((rc = val_scores(t, &s)) || (rc = dice_as_is(&s, &r->dice_after)))
+    if ((rc = val_scores(t, &s)) || (rc = decision_dice(&s, NULL, &r->dice_after)))
         goto done;
     if (r->dice_after > r->dice_before)
         r->folded = 1;

@@ -232,8 +232,8 @@ static int eval_val(Trainer *t, EpochStats *st, DecisionSet *th)
     if (rc) goto fail;
     st->val_loss = n_items ? loss_sum / (double)n_items : (double)NAN;
     if (th) {
-        double b[DECISION_MAX_CLASSES], dice;
-        if ((rc = decision_tune(th, b, &dice))) goto fail;
+        double b[DECISION_MAX_CLASSES];
+        if ((rc = decision_tune(th, b, NULL))) goto fail;
         decision_confusion(th, b, cnt, cnt + K, cnt + 2 * K);
     }
     dice_from_counts(st, cnt, cnt + K, cnt + 2 * K, K);
