@@ -286,9 +286,10 @@ static const CliOpt train_opts[] = {
      .off = OPT(tune_decision),
      .help = "once trained, add to the logits the class biases (within "
              "+-3, steps of 0.01) that give the highest validation mean "
-             "Dice, folded into the last layer's bias; two-class models "
-             "(a threshold on the foreground margin) are also validated "
-             "at their best threshold every epoch (default on)"},
+             "Dice, folded into the last layer's bias; every epoch is "
+             "also scored at its best biases, and a pruning run chooses "
+             "the model it writes by that Dice (two-class models: their "
+             "validation Dice is that Dice) (default on)"},
     {.name = "run-dir",
      .type = CLI_STRING,
      .metavar = "DIR",

@@ -12,7 +12,9 @@
  *     the pruner's blob with its schedule), made by this program with
  *     `test_codec --make-fixtures DIR`.
  * The tests check that each still loads, and that writing what was loaded
- * again gives the same bytes (the formats did not change).  The codec's
+ * again gives the same bytes (the formats did not change), except where a
+ * format grew on purpose: checkpoints gained the TUNE section (minor 1)
+ * and the schedule state select_ref (version 2).  The codec's
  * own unit tests are in test_bytes (runtime only, so they also run on
  * aarch64).
  */
@@ -102,7 +104,7 @@ static int make_fixtures(const char *dir)
     OptimOptions oo;
     optim_options_default(&oo, OPTIM_ADAM);
     if (pruner_create(&g, &cfg, EPOCHS, &p) ||
-        pruner_set_calibration(p, x, &in) || pruner_start(p, 0.9) ||
+        pruner_set_calibration(p, x, &in) || pruner_start(p, 0.9, NAN) ||
         optim_create(&oo, &opt))
         return fail_gen("pruner set-up");
     TrainExec *t = NULL;
@@ -124,7 +126,7 @@ static int make_fixtures(const char *dir)
                 return fail_gen("training step");
             loss += (lv.total + reg) / 2;
         }
-        if (pruner_end_epoch(p, e, loss, 0.9)) return fail_gen("end_epoch");
+        if (pruner_end_epoch(p, e, loss, 0.9, NAN)) return fail_gen("end_epoch");
         int changed = 0;
         if (pruner_step(p, opt, e, &changed)) return fail_gen("prune step");
         if (changed) {
@@ -246,10 +248,36 @@ static void test_old_checkpoint(void **state)
     assert_true(c.n_opt > 0);
     assert_non_null(c.opt[0].v); /* Adam */
     assert_non_null(c.hook);
-    /* written again: the same bytes */
+    /* minor version 0 has no TUNE section: every epoch reads as not
+     * tuned */
+    assert_int_equal(c.have_tune, 0);
+    for (int e = 0; e < EPOCHS; e++)
+        assert_true(isnan(c.hist[e].val_dice_tuned));
+    /* written again: the same sections, plus TUNE (minor version 1) */
     const char *again = test_tmp_path("again.sslck");
     assert_int_equal(ckpt_write(again, &c), 0);
-    assert_true(files_equal(path, again));
+    Checkpoint d;
+    assert_int_equal(ckpt_read(again, &d), 0);
+    assert_int_equal(d.have_tune, 1);
+    assert_string_equal(d.settings, c.settings);
+    assert_int_equal(d.epoch, c.epoch);
+    assert_int_equal(d.best_epoch, c.best_epoch);
+    assert_int_equal(d.n_hist, c.n_hist);
+    for (int e = 0; e < EPOCHS; e++) /* NaNs included: compare the bits */
+        assert_memory_equal(&d.hist[e], &c.hist[e], sizeof d.hist[e]);
+    assert_int_equal(d.n_opt, c.n_opt);
+    assert_int_equal(d.graph_n, c.graph_n);
+    assert_memory_equal(d.graph, c.graph, c.graph_n);
+    assert_int_equal(d.hook_n, c.hook_n);
+    assert_memory_equal(d.hook, c.hook, c.hook_n);
+    size_t n_old = 0, n_new = 0;
+    uint8_t *b_old = slurp(path, &n_old), *b_new = slurp(again, &n_new);
+    /* TUNE: tag, size, 3 doubles, CRC */
+    assert_int_equal(n_new, n_old + 4 + 8 + EPOCHS * 8 + 4);
+    assert_int_equal(b_new[12], 1); /* minor */
+    sl_free(b_old);
+    sl_free(b_new);
+    ckpt_free(&d);
     remove(again);
 
     /* the network and the pruner's blob inside it */
@@ -273,8 +301,22 @@ static void test_old_checkpoint(void **state)
     uint8_t *blob = NULL;
     size_t bn = 0;
     assert_int_equal(pruner_save(p, &blob, &bn), 0);
-    assert_int_equal(bn, c.hook_n);
-    assert_memory_equal(blob, c.hook, bn);
+    /* the schedule state is now version 2: select_ref (NaN here, the
+     * run chose by the Dice as trained) follows dice_ref; the rest is
+     * the same bytes */
+    assert_true(isnan(pruner_sched(p)->select_ref));
+    assert_int_equal(bn, c.hook_n + 8);
+    Pruner *q = NULL;
+    assert_int_equal(pruner_create(&g, &cfg, EPOCHS, &q), 0);
+    assert_int_equal(pruner_set_calibration(q, x, &in), 0);
+    assert_int_equal(pruner_load(q, blob, bn, "again"), 0);
+    uint8_t *blob2 = NULL;
+    size_t bn2 = 0;
+    assert_int_equal(pruner_save(q, &blob2, &bn2), 0);
+    assert_int_equal(bn2, bn);
+    assert_memory_equal(blob2, blob, bn);
+    sl_free(blob2);
+    pruner_free(q);
     /* the run pruned something, so the comparison covers a real state */
     int lost = 0;
     for (int i = 0; i < pruner_n_points(p); i++)

@@ -192,7 +192,7 @@ static void one_step(int rule, double tau_max, int *keep, double *used,
     Shape xs = {4, {2, 1, HW, HW, 0}};
     float *x = calib_input(5);
     assert_int_equal(pruner_set_calibration(p, x, &xs), 0);
-    assert_int_equal(pruner_start(p, NAN), 0);
+    assert_int_equal(pruner_start(p, NAN, NAN), 0);
     /* what the step must do, from the kernels */
     double tau[4];
     double s[4];
@@ -287,7 +287,7 @@ static void test_pruner_open(TestPruner *t, double target_flops, int pause,
     Shape xs = {4, {2, 1, HW, HW, 0}};
     t->x = calib_input(5);
     assert_int_equal(pruner_set_calibration(t->p, t->x, &xs), 0);
-    assert_int_equal(pruner_start(t->p, dice_imported), 0);
+    assert_int_equal(pruner_start(t->p, dice_imported, NAN), 0);
 }
 
 static void test_pruner_close(TestPruner *t)
@@ -328,22 +328,22 @@ static void test_pause_below_margin(void **state)
         test_pruner_open(&t, 0.0, pause, 0.90);
         Pruner *p = t.p;
         /* epoch 1 at 0.8899: below 0.90 - 0.01 by 1e-4 */
-        assert_int_equal(pruner_end_epoch(p, 1, 1.0, 0.8899), 0);
+        assert_int_equal(pruner_end_epoch(p, 1, 1.0, 0.8899, NAN), 0);
         assert_int_equal(pruner_decide(p, 1.0, &now), 0);
         assert_int_equal(now, !pause);
         /* still below at epoch 2: mid-epoch steps wait too */
-        assert_int_equal(pruner_end_epoch(p, 2, 1.0, 0.85), 0);
+        assert_int_equal(pruner_end_epoch(p, 2, 1.0, 0.85, NAN), 0);
         assert_int_equal(pruner_decide(p, 2.5, &now), 0);
         assert_int_equal(now, !pause);
         /* exactly on the margin counts as within it */
-        assert_int_equal(pruner_end_epoch(p, 3, 1.0, 0.89), 0);
+        assert_int_equal(pruner_end_epoch(p, 3, 1.0, 0.89, NAN), 0);
         assert_int_equal(pruner_decide(p, 3.0, &now), 0);
         assert_int_equal(now, 1);
         test_pruner_close(&t);
     }
     /* without validation data there is no margin: never pauses */
     test_pruner_open(&t, 0.0, 1, NAN);
-    assert_int_equal(pruner_end_epoch(t.p, 1, 1.0, NAN), 0);
+    assert_int_equal(pruner_end_epoch(t.p, 1, 1.0, NAN, NAN), 0);
     assert_int_equal(pruner_decide(t.p, 1.0, &now), 0);
     assert_int_equal(now, 1);
     test_pruner_close(&t);

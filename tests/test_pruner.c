@@ -198,11 +198,11 @@ static int guarded_step(double guard, int split, int *frozen, StepCheck check)
     float *x = rand_input(1, 7);
     uint8_t *y = disc_labels(2);
     assert_int_equal(pruner_set_calibration(p, x, &in), 0);
-    assert_int_equal(pruner_start(p, 0.5), 0);
+    assert_int_equal(pruner_start(p, 0.5, NAN), 0);
     TrainExec *t = NULL;
     assert_int_equal(train_exec_create(&g, &in, 1, &t), 0);
     step(t, p, NULL, x, y, 1e-3f);
-    assert_int_equal(pruner_end_epoch(p, 1, 1.0, 0.5), 0);
+    assert_int_equal(pruner_end_epoch(p, 1, 1.0, 0.5, NAN), 0);
     int changed = 0;
     assert_int_equal(pruner_step(p, NULL, 1.0, &changed), 0);
     int lost = 0;
@@ -287,6 +287,60 @@ static void test_guard_split(void **state)
 
 /* Budgeted schedule with 2 epochs: at the end of epoch 1 tau is at its
  * top (climb_end 0.5) and pruning is allowed (prune_end 0.8). */
+/* The model kept is chosen by the Dice it would be written with (class
+ * biases tuned) when the caller gives one; the guards keep the Dice as
+ * trained.  Dice values are made up: 0.5 as trained and 0.6 as written
+ * for the imported model, margin 0.01. */
+static void test_best_by_written_dice(void **state)
+{
+    (void)state;
+    Graph g;
+    assert_int_equal(build_unet(&g, 2, 1, 6, 2, 0, 21), 0);
+    PrunerConfig cfg;
+    cfg_for(&cfg, 0.9);
+    Pruner *p = NULL;
+    assert_int_equal(pruner_create(&g, &cfg, 3, &p), 0);
+    Shape in = net_in(1);
+    float *x = rand_input(1, 7);
+    uint8_t *y = disc_labels(2);
+    assert_int_equal(pruner_set_calibration(p, x, &in), 0);
+    assert_int_equal(pruner_start(p, 0.5, 0.6), 0);
+    assert_int_equal(pruner_best_epoch(p), 0);
+    /* same FLOPs, higher as trained but lower as written: not better */
+    assert_int_equal(pruner_end_epoch(p, 1, 1.0, 0.52, 0.59), 0);
+    assert_int_equal(pruner_best_epoch(p), 0);
+    TrainExec *t = NULL;
+    assert_int_equal(train_exec_create(&g, &in, 1, &t), 0);
+    step(t, p, NULL, x, y, 1e-3f);
+    int changed = 0;
+    assert_int_equal(pruner_step(p, NULL, 1.0, &changed), 0);
+    assert_int_equal(changed, 1);
+    /* fewer FLOPs, out of the margin as trained (0.45 < 0.49) but within
+     * it as written (0.595 >= 0.59): kept */
+    assert_int_equal(pruner_end_epoch(p, 2, 1.0, 0.45, 0.595), 0);
+    assert_int_equal(pruner_best_epoch(p), 2);
+    /* the Dice trend guard still sees the Dice as trained */
+    const SauronSched *s = pruner_sched(p);
+    assert_int_equal(s->ndice, 2);
+    assert_true(s->dice[0] == 0.52 && s->dice[1] == 0.45);
+    train_exec_free(t);
+    pruner_free(p);
+
+    /* NaN as written: chosen by the Dice as trained, as before */
+    Graph h;
+    assert_int_equal(build_unet(&h, 2, 1, 6, 2, 0, 21), 0);
+    assert_int_equal(pruner_create(&h, &cfg, 3, &p), 0);
+    assert_int_equal(pruner_set_calibration(p, x, &in), 0);
+    assert_int_equal(pruner_start(p, 0.5, NAN), 0);
+    assert_int_equal(pruner_end_epoch(p, 1, 1.0, 0.52, 0.59), 0);
+    assert_int_equal(pruner_best_epoch(p), 1);
+    pruner_free(p);
+    graph_free(&h);
+    sl_free(x);
+    sl_free(y);
+    graph_free(&g);
+}
+
 static void test_prune_shrinks(void **state)
 {
     (void)state;
@@ -300,13 +354,13 @@ static void test_prune_shrinks(void **state)
     float *x = rand_input(1, 7);
     uint8_t *y = disc_labels(2);
     assert_int_equal(pruner_set_calibration(p, x, &in), 0);
-    assert_int_equal(pruner_start(p, 0.5), 0);
+    assert_int_equal(pruner_start(p, 0.5, NAN), 0);
     int64_t f0 = pruner_flops(p);
     assert_true(f0 == pruner_flops0(p) && f0 > 0);
     TrainExec *t = NULL;
     assert_int_equal(train_exec_create(&g, &in, 1, &t), 0);
     step(t, p, NULL, x, y, 1e-3f);
-    assert_int_equal(pruner_end_epoch(p, 1, 1.0, 0.5), 0);
+    assert_int_equal(pruner_end_epoch(p, 1, 1.0, 0.5, NAN), 0);
     int changed = 0;
     assert_int_equal(pruner_step(p, NULL, 1.0, &changed), 0);
     assert_int_equal(changed, 1);
@@ -327,7 +381,7 @@ static void test_prune_shrinks(void **state)
     double l = step(t, p, NULL, x, y, 1e-3f);
     assert_true(isfinite(l));
     /* epoch 2 is in the recovery tail (2 > 0.8 * 2): no pruning */
-    assert_int_equal(pruner_end_epoch(p, 2, l, 0.5), 0);
+    assert_int_equal(pruner_end_epoch(p, 2, l, 0.5, NAN), 0);
     assert_int_equal(pruner_step(p, NULL, 2.0, &changed), 0);
     assert_int_equal(changed, 0);
     /* the imported model is the best of epoch 0 unless a smaller one
@@ -353,8 +407,8 @@ static void test_prune_add_tied(void **state)
     Shape in = net_in(2);
     float *x = rand_input(2, 9);
     assert_int_equal(pruner_set_calibration(p, x, &in), 0);
-    assert_int_equal(pruner_start(p, NAN), 0);
-    assert_int_equal(pruner_end_epoch(p, 1, 1.0, NAN), 0);
+    assert_int_equal(pruner_start(p, NAN, NAN), 0);
+    assert_int_equal(pruner_end_epoch(p, 1, 1.0, NAN, NAN), 0);
     int changed = 0;
     assert_int_equal(pruner_step(p, NULL, 1.0, &changed), 0);
     const PruneGroups *pg = pruner_groups(p);
@@ -426,8 +480,8 @@ static void test_optim_state_sliced(void **state)
     memcpy(m_before, st->m, (size_t)st->numel * sizeof(float));
     memcpy(b_before, g.values[bias].data, (size_t)st->numel * sizeof(float));
     assert_int_equal(pruner_set_calibration(p, x, &in), 0);
-    assert_int_equal(pruner_start(p, NAN), 0);
-    assert_int_equal(pruner_end_epoch(p, 1, 1.0, NAN), 0);
+    assert_int_equal(pruner_start(p, NAN, NAN), 0);
+    assert_int_equal(pruner_end_epoch(p, 1, 1.0, NAN, NAN), 0);
     int changed = 0;
     assert_int_equal(pruner_step(p, og, 1.0, &changed), 0);
     assert_int_equal(changed, 1);
@@ -522,7 +576,7 @@ static void run_epochs(Graph *g, Pruner *p, int first, int last,
         double l = 0;
         for (int it = 0; it < 2; it++)
             l += step(t, p, NULL, x, y, 1e-2f) / 2;
-        assert_int_equal(pruner_end_epoch(p, e, l, 0.9), 0);
+        assert_int_equal(pruner_end_epoch(p, e, l, 0.9, NAN), 0);
         int changed = 0;
         assert_int_equal(pruner_step(p, NULL, e, &changed), 0);
         if (changed) {
@@ -548,12 +602,12 @@ static void test_resume_equivalence(void **state)
     Pruner *pa = NULL, *pb = NULL;
     assert_int_equal(pruner_create(&a, &cfg, 6, &pa), 0);
     assert_int_equal(pruner_set_calibration(pa, x, &in), 0);
-    assert_int_equal(pruner_start(pa, 0.9), 0);
+    assert_int_equal(pruner_start(pa, 0.9, NAN), 0);
     run_epochs(&a, pa, 1, 6, x, y);
 
     assert_int_equal(pruner_create(&b, &cfg, 6, &pb), 0);
     assert_int_equal(pruner_set_calibration(pb, x, &in), 0);
-    assert_int_equal(pruner_start(pb, 0.9), 0);
+    assert_int_equal(pruner_start(pb, 0.9, NAN), 0);
     run_epochs(&b, pb, 1, 3, x, y);
     uint8_t *gm = NULL, *blob = NULL;
     size_t gn = 0, bn = 0;
@@ -686,8 +740,8 @@ static void test_alloc_failures(void **state)
         sl_alloc_fail_after(k);
         int rc = pruner_create(&g, &cfg, 2, &p);
         if (!rc) rc = pruner_set_calibration(p, x, &in);
-        if (!rc) rc = pruner_start(p, 0.5);
-        if (!rc) rc = pruner_end_epoch(p, 1, 1.0, 0.5);
+        if (!rc) rc = pruner_start(p, 0.5, NAN);
+        if (!rc) rc = pruner_end_epoch(p, 1, 1.0, 0.5, NAN);
         if (!rc) rc = pruner_step(p, NULL, 1.0, &changed);
         if (!rc) rc = pruner_save(p, &blob, &bn);
         sl_alloc_fail_after(-1);
@@ -712,6 +766,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_regularizer_gradient),
         cmocka_unit_test(test_prune_shrinks),
+        cmocka_unit_test(test_best_by_written_dice),
         cmocka_unit_test(test_prune_guard),
         cmocka_unit_test(test_guard_split),
         cmocka_unit_test(test_prune_add_tied),

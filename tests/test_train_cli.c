@@ -235,6 +235,41 @@ static void check_eta_pace(const char *err, int epochs)
     }
 }
 
+/* epochs.csv at path has n_rows epochs whose dice_tuned is a number
+ * at least dice_mean. */
+static void check_tuned_column(const char *path, int n_rows)
+{
+    char *csv = slurp_text(path);
+    assert_non_null(csv);
+    int i_mean = -1, i_tuned = -1, col = 0, rows = 0;
+    char *save = NULL;
+    char *line = strtok_r(csv, "\n", &save);
+    assert_non_null(line);
+    for (char *f = line; f; col++) {
+        char *comma = strchr(f, ',');
+        size_t len = comma ? (size_t)(comma - f) : strlen(f);
+        if (len == 9 && !strncmp(f, "dice_mean", 9)) i_mean = col;
+        if (len == 10 && !strncmp(f, "dice_tuned", 10)) i_tuned = col;
+        f = comma ? comma + 1 : NULL;
+    }
+    assert_true(i_mean >= 0 && i_tuned == i_mean + 1);
+    while ((line = strtok_r(NULL, "\n", &save))) {
+        double v[2] = {NAN, NAN};
+        col = 0;
+        for (char *f = line; f; col++) {
+            if (col == i_mean || col == i_tuned)
+                v[col - i_mean] = strtod(f, NULL);
+            f = strchr(f, ',');
+            if (f) f++;
+        }
+        assert_true(isfinite(v[0]) && isfinite(v[1]));
+        assert_true(v[1] >= v[0]);
+        rows++;
+    }
+    assert_int_equal(rows, n_rows);
+    free(csv);
+}
+
 /* The common fast training flags. */
 #define FAST "--no-prune --epochs 2 --iters-per-epoch 4 --batch 2"
 
@@ -428,6 +463,17 @@ static void test_3d_and_deep_supervision(void **state)
     char sp[700];
     snprintf(sp, sizeof sp, "%s.run/summary.txt", out);
     check_decision_line(sp, "logits of classes 1-2 shifted");
+    /* every epoch is also scored at its best biases: never below the
+     * Dice as trained, since the search starts at biases 0 and only
+     * moves when the Dice rises */
+    assert_non_null(strstr(r.last, ", tuned "));
+    char *sum = slurp_text(sp);
+    assert_non_null(sum);
+    assert_non_null(strstr(sum, "\ndice tuned "));
+    free(sum);
+    char cp[700];
+    snprintf(cp, sizeof cp, "%s.run/epochs.csv", out);
+    check_tuned_column(cp, 3);
 }
 
 static void test_onnx_output(void **state)

@@ -252,10 +252,12 @@ if [ "$4" = pace_all ] || [ "$4" = pace_target ] || [ "$4" = pace_end ] ||
     # pace_split: the default against --guard-split 2 and 4 (g2, g4);
     # pace_guard: against --prune-guard 0.03 and 0.04 (pg3, pg4);
     # pace_decision: the default (class biases tuned: validation at the
-    # best biases) against --tune-decision off (td0).
+    # best biases) against --tune-decision off (td0).  VARIANTS="def"
+    # runs only the variants named.
     case $4 in pace_decision) V="def td0" ;; pace_all) V="none all" ;; pace_end) V="def r10 r0" ;;
     pace_split) V="def g2 g4" ;; pace_guard) V="def pg3 pg4" ;;
     *) V="0.08 0.09" ;; esac
+    V=${VARIANTS:-$V} # a subset, e.g. VARIANTS=def
     for s in 1 2 3 4 5; do
         for L in 8 30; do
             E="--epochs $L --iters-per-epoch 15 --seed $s --max-dice-drop 0.01"

@@ -378,9 +378,10 @@ static int keep_best(Pruner *p, int epoch)
     return 0;
 }
 
-int pruner_start(Pruner *p, double dice_imported)
+int pruner_start(Pruner *p, double dice_imported, double written)
 {
     p->sched.dice_ref = dice_imported;
+    p->sched.select_ref = isnan(dice_imported) ? (double)NAN : written;
     p->started = 1;
     if (isnan(dice_imported)) {
         /* no validation data: no margin to respect, the last model wins */
@@ -388,9 +389,9 @@ int pruner_start(Pruner *p, double dice_imported)
         p->best_epoch = 0;
         return 0;
     }
-    sauron_best_within_margin(&p->sched.best, 0, dice_imported,
-                              (double)pruner_flops(p), dice_imported,
-                              &p->sched.cfg);
+    double d = isnan(written) ? dice_imported : written;
+    sauron_best_within_margin(&p->sched.best, 0, d, (double)pruner_flops(p),
+                              d, &p->sched.cfg);
     return keep_best(p, 0);
 }
 
@@ -451,7 +452,8 @@ int pruner_wants_step(const Pruner *p, int it, int iters)
            it % p->cfg.prune_every == 0;
 }
 
-int pruner_end_epoch(Pruner *p, int epoch, double train_loss, double dice)
+int pruner_end_epoch(Pruner *p, int epoch, double train_loss, double dice,
+                     double written)
 {
     int rc = sauron_sched_end_epoch(&p->sched, train_loss, dice);
     if (rc) return rc;
@@ -460,8 +462,14 @@ int pruner_end_epoch(Pruner *p, int epoch, double train_loss, double dice)
         p->best_epoch = epoch;
         return 0;
     }
-    if (sauron_best_within_margin(&p->sched.best, epoch, dice,
-                                  (double)pruner_flops(p), p->sched.dice_ref,
+    /* the model is chosen by the Dice it will be written with */
+    double d = dice, ref = p->sched.dice_ref;
+    if (!isnan(p->sched.select_ref) && !isnan(written)) {
+        d = written;
+        ref = p->sched.select_ref;
+    }
+    if (sauron_best_within_margin(&p->sched.best, epoch, d,
+                                  (double)pruner_flops(p), ref,
                                   &p->sched.cfg))
         return keep_best(p, epoch);
     return 0;

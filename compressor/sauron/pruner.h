@@ -7,7 +7,7 @@
  *
  *   pruner_create(&p, g, &cfg, epochs);
  *   pruner_set_calibration(p, batch, &shape);      // fixed, seeded batch
- *   pruner_start(p, dice_of_imported);             // epoch 0 = imported
+ *   pruner_start(p, dice_of_imported, written);    // epoch 0 = imported
  *   for e = 1..E:
  *       for each iteration it of iters:
  *           train_zero_grads; train_forward; loss into the output grads
@@ -16,7 +16,7 @@
  *           if (pruner_wants_step(p, e, it + 1, iters))   // --prune-every
  *               pruner_step(p, opt, progress, &changed); rebuild if changed
  *       validate -> dice
- *       pruner_end_epoch(p, e, train_loss, dice);  // history, best model
+ *       pruner_end_epoch(p, e, loss, dice, written); // history, best model
  *       pruner_step(p, opt, e, &changed);          // prune; rebuild t
  *       checkpoint: the graph, the optimiser and pruner_save()
  *   write pruner_best(p) (the best model within the Dice margin)
@@ -173,8 +173,15 @@ int pruner_set_calibration(Pruner *p, const float *x, const Shape *xs);
 /* Validation Dice of the imported model (NaN if there is no validation
  * data): the reference of the Dice guard; the imported graph becomes the
  * best model of epoch 0 (a copy is kept).  Call once, before epoch 1 (not
- * after pruner_load, which restores it). */
-int pruner_start(Pruner *p, double dice_imported);
+ * after pruner_load, which restores it).
+ * written: the validation Dice of the model as the run would write it
+ * (class biases tuned, compressor/train/decision.h), or NaN when the run
+ * writes models as trained.  When it is a number here and at every
+ * pruner_end_epoch, the model kept is chosen by that Dice against this
+ * reference, while the guards (threshold.h) keep the Dice as trained:
+ * the anatomy run that let the tuned Dice drive the guards pruned faster
+ * and wrote a worse model (run Ad, docs/SAURON_RESULTS.md). */
+int pruner_start(Pruner *p, double dice_imported, double written);
 
 /* After train_forward and the loss, before train_backward: adds
  * lambda / n * d delta_opt / dF into the grad of every Sauron point's
@@ -190,8 +197,10 @@ int pruner_wants_step(const Pruner *p, int it, int iters);
 
 /* Epoch e ended with this training loss (segmentation + regulariser) and
  * validation Dice (NaN if none): appended to the schedule's history; if
- * this network is the best within the Dice margin, a copy is kept. */
-int pruner_end_epoch(Pruner *p, int epoch, double train_loss, double dice);
+ * this network is the best within the Dice margin, a copy is kept.
+ * written: as in pruner_start (NaN: choose by dice). */
+int pruner_end_epoch(Pruner *p, int epoch, double train_loss, double dice,
+                     double written);
 
 /* One pruning step at progress (epochs done, fractional inside an epoch):
  * the schedule moves the thresholds and decides; if it prunes, delta_prune

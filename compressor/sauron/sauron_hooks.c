@@ -91,7 +91,8 @@ static int hk_begin(void *ctx, Trainer *t)
     const EpochStats *hist = trainer_history(t, &n);
     int resume = trainer_config(t)->resume;
     if (!resume) {
-        rc = pruner_start(h->p, n > 0 ? hist[0].val_dice_mean : (double)NAN);
+        rc = pruner_start(h->p, n > 0 ? hist[0].val_dice_mean : (double)NAN,
+                          n > 0 ? hist[0].val_dice_tuned : (double)NAN);
         /* the imported network is the fallback result */
         if (!rc && n > 0 && !isnan(hist[0].val_dice_mean))
             rc = trainer_mark_best(t);
@@ -141,7 +142,8 @@ static int hk_end_of_epoch(void *ctx, Trainer *t, int epoch,
                            const EpochStats *st)
 {
     SauronHooks *h = ctx;
-    int rc = pruner_end_epoch(h->p, epoch, st->train_loss, st->val_dice_mean);
+    int rc = pruner_end_epoch(h->p, epoch, st->train_loss, st->val_dice_mean,
+                              st->val_dice_tuned);
     if (rc) return rc;
     if (pruner_best_epoch(h->p) == epoch && pruner_best(h->p) != h->g &&
         (rc = trainer_mark_best(t)))
@@ -239,14 +241,20 @@ fail:
     return rc;
 }
 
+static double written_dice(const EpochStats *st)
+{
+    return isnan(st->val_dice_tuned) ? st->val_dice_mean : st->val_dice_tuned;
+}
+
 int sauron_hooks_finish(SauronHooks *h, Trainer *t)
 {
     int n = 0;
     const EpochStats *hist = trainer_history(t, &n);
     int be = trainer_best_epoch(t);
     if (be < 0) be = n - 1;
-    double before = n > 0 ? hist[0].val_dice_mean : (double)NAN;
-    double after = be >= 0 && be < n ? hist[be].val_dice_mean : (double)NAN;
+    /* the Dice the written model was chosen by (pruner_end_epoch) */
+    double before = n > 0 ? written_dice(&hist[0]) : (double)NAN;
+    double after = be >= 0 && be < n ? written_dice(&hist[be]) : (double)NAN;
     if (!h->rep) return 0;
     const PrunerConfig *pc = pruner_config(h->p);
     h->target_line[0] = 0;

@@ -170,6 +170,7 @@ int sauron_sched_init(SauronSched *s, const SauronSchedConfig *cfg,
     s->cfg = *cfg;
     s->epochs = epochs;
     s->dice_ref = dice_ref;
+    s->select_ref = (double)NAN;
     s->npoints = npoints;
     rc = ERR_NOMEM;
     s->pt = sl_calloc((size_t)(npoints > 0 ? npoints : 1), sizeof *s->pt);
@@ -329,7 +330,9 @@ void sauron_sched_update(SauronSched *s, double progress, int *prune_now)
  * u32, reals as IEEE f64 bits, all little-endian. */
 
 #define SCHED_MAGIC "SLSCHED1"
-#define SCHED_VERSION 1u
+/* Version 2 added select_ref; a version-1 state reads it as NaN (the
+ * runs that wrote it chose the model by the Dice as trained). */
+#define SCHED_VERSION 2u
 
 void sauron_sched_save(const SauronSched *s, ByteWriter *b)
 {
@@ -348,6 +351,7 @@ void sauron_sched_save(const SauronSched *s, ByteWriter *b)
     bw_i32(b, c->dice_window);
     bw_i32(b, s->epochs);
     bw_f64(b, s->dice_ref);
+    bw_f64(b, s->select_ref);
     bw_i32(b, s->npoints);
     bw_i32(b, s->nloss);
     bw_i32(b, s->dice_checked);
@@ -405,9 +409,10 @@ int sauron_sched_load(SauronSched *s, const uint8_t *buf, size_t len,
                  what);
         return ERR_FORMAT;
     }
-    if (br_u32(&r) != SCHED_VERSION) {
-        sl_error("%s: schedule state version %u is not %u; start the run "
-                 "again without --resume",
+    uint32_t version = br_u32(&r);
+    if (version < 1 || version > SCHED_VERSION) {
+        sl_error("%s: schedule state version %u is not 1 to %u; start the "
+                 "run again without --resume",
                  what, sl_rd32(buf + 8), SCHED_VERSION);
         return ERR_FORMAT;
     }
@@ -425,6 +430,7 @@ int sauron_sched_load(SauronSched *s, const uint8_t *buf, size_t len,
     c.dice_window = br_i32(&r);
     int epochs = br_i32(&r);
     double dice_ref = br_f64(&r);
+    double select_ref = version >= 2 ? br_f64(&r) : (double)NAN;
     int npoints = br_i32(&r);
     if (r.err) {
         sl_error("%s: schedule state is truncated; start the run again "
@@ -445,6 +451,7 @@ int sauron_sched_load(SauronSched *s, const uint8_t *buf, size_t len,
     s->cfg = c;
     s->epochs = epochs;
     s->dice_ref = dice_ref;
+    s->select_ref = select_ref;
     s->npoints = npoints;
     int nl = (int)br_count(&r, 1000000, 16);
     s->dice_checked = br_i32(&r);

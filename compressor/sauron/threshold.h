@@ -152,6 +152,10 @@ typedef struct {
     SauronSchedConfig cfg;
     int epochs;      /* E (budgeted schedule) */
     double dice_ref; /* validation Dice of the imported model */
+    /* The same for the model as it would be written (class biases
+     * tuned, pruner.h): the reference of sauron_best_within_margin when
+     * not NaN; NaN when the written model is the model as trained. */
+    double select_ref;
     int npoints;
     SauronPoint *pt; /* [npoints] */
     int nloss, ndice, cap;

@@ -17,6 +17,9 @@
 #define TAG_GRPH TAG('G', 'R', 'P', 'H')
 #define TAG_BEST TAG('B', 'E', 'S', 'T')
 #define TAG_HOOK TAG('H', 'O', 'O', 'K')
+/* Since minor version 1: each epoch's val_dice_tuned, after HIST.  A
+ * checkpoint without it reads them as NaN (not tuned). */
+#define TAG_TUNE TAG('T', 'U', 'N', 'E')
 
 static const uint8_t ckpt_magic[8] = {'S', 'L', 'C',  'K',
                                       'P', 'T', '\r', '\n'};
@@ -75,6 +78,10 @@ int ckpt_write(const char *path, const Checkpoint *c)
     for (int i = 0; i < c->n_hist; i++)
         put_stats(&b, &c->hist[i]);
     sec_end(&b, s);
+    s = sec_begin(&b, TAG_TUNE);
+    for (int i = 0; i < c->n_hist; i++)
+        bw_f64(&b, c->hist[i].val_dice_tuned);
+    sec_end(&b, s);
     s = sec_begin(&b, TAG_OPTM);
     bw_u32(&b, (uint32_t)c->n_opt);
     for (int i = 0; i < c->n_opt; i++) {
@@ -129,6 +136,7 @@ static void get_stats(ByteReader *c, EpochStats *s)
     for (int k = 0; k < s->n_classes; k++)
         s->val_dice[k] = br_f64(c);
     s->val_dice_mean = br_f64(c);
+    s->val_dice_tuned = (double)NAN; /* TAG_TUNE, when present */
     s->seconds = br_f64(c);
     s->step_seconds = br_f64(c);
     s->data_wait = br_f64(c);
@@ -218,6 +226,13 @@ static int read_section(Checkpoint *ck, uint32_t tag, const uint8_t *p,
             get_stats(&c, &ck->hist[i]);
         return br_finish(&c);
     }
+    case TAG_TUNE:
+        if (!ck->hist || ck->have_tune || n != (size_t)ck->n_hist * 8)
+            return ERR_FORMAT;
+        ck->have_tune = 1;
+        for (int i = 0; i < ck->n_hist; i++)
+            ck->hist[i].val_dice_tuned = br_f64(&c);
+        return br_finish(&c);
     case TAG_OPTM:
         if (ck->opt) return ERR_FORMAT;
         rc = read_optm(&c, ck);

@@ -2,7 +2,7 @@
  * at an epoch boundary, in one checksummed file written atomically.
  *
  * File (little-endian):
- *   "SLCKPT\r\n" (8 bytes), u32 major = 1, u32 minor = 0,
+ *   "SLCKPT\r\n" (8 bytes), u32 major = 1, u32 minor = 1,
  *   then sections until the end: u32 tag, u64 size, size bytes, u32 CRC-32
  *   of the payload.  Tags (four ASCII letters as a little-endian u32):
  *     SETT  settings text ("key=value" lines) a resume must match
@@ -13,6 +13,8 @@
  *           wall-clock fields (seconds, step_seconds, data_wait), so two
  *           runs of the same settings write the same bytes: the times
  *           are in RUN/epochs.csv
+ *     TUNE  (minor 1) n_hist doubles: each epoch's val_dice_tuned, after
+ *           HIST; without it they read as NaN
  *     OPTM  u32 count, then per state: u32 name length, name (the graph
  *           value's name: value indices are not stored), u32 ndim,
  *           ndim x i64 dims, i64 step, u32 has_v, numel floats m, then v
@@ -37,7 +39,7 @@
 #include "runtime/graph.h"
 
 #define CKPT_MAJOR 1
-#define CKPT_MINOR 0
+#define CKPT_MINOR 1
 
 typedef struct {
     char *name; /* graph value name (owned) */
@@ -54,6 +56,7 @@ typedef struct {
     int best_epoch; /* -1: none */
     int n_hist;
     EpochStats *hist; /* owned */
+    int have_tune;    /* reading: a TUNE section was seen */
     int n_opt;
     CkptOptState *opt; /* owned */
     uint8_t *graph;    /* .sslim bytes (owned) */

@@ -129,6 +129,11 @@ typedef struct {
                                           class is absent from prediction
                                           and labels (or no validation) */
     double val_dice_mean; /* mean over foreground classes present */
+    /* The same at the validation cases' best class biases, the Dice of
+     * the model as the run writes it (trainer_eval.c); NaN when the run
+     * does not tune its decision rule.  Two classes: val_dice_mean is
+     * already that Dice. */
+    double val_dice_tuned;
     double seconds;       /* wall time of the epoch, validation included */
     double step_seconds;  /* mean time of one training step */
     double data_wait;     /* seconds spent waiting for batches */

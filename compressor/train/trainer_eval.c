@@ -16,14 +16,16 @@
  * where the same 4 cases segmented whole were 1.68 points below; tiles
  * stitched by nearest tile, as next, said 1.90 where segment's fused
  * windows said 1.63 (run D3c, docs/SAURON_RESULTS.md).
- * Two-class models whose decision rule the run tunes (cfg.tune_decision,
- * decision.h): Dice is that at the threshold with the highest Dice, the
- * Dice the model will have once tuned.  With more classes the biases
- * are tuned at the end only: scoring every epoch at its best biases let
- * the anatomy default command prune faster and write 73.5% fewer FLOPs
- * at held-out 0.9363 (run Ad), where scoring as trained wrote 78.9% at
- * 0.9379 once tuned at the end (Ac; docs/SAURON_RESULTS.md, "Class
- * biases for any class count").
+ * Models whose decision rule the run tunes (cfg.tune_decision,
+ * decision.h) are also scored at the validation set's best class biases,
+ * the Dice the model will have once tuned (val_dice_tuned).  Two-class
+ * models report that Dice as their Dice too (val_dice, val_dice_mean).
+ * With more classes val_dice and val_dice_mean stay as trained: they
+ * drive the pruning guards, and scoring every epoch at its best biases
+ * there let the anatomy default command prune faster and write 73.5%
+ * fewer FLOPs at held-out 0.9363 (run Ad), where scoring as trained
+ * wrote 78.9% at 0.9379 once tuned at the end (Ac; docs/SAURON_RESULTS.md,
+ * "Class biases for any class count").
  * Only output 0 is scored (deep-supervision heads are training aids).
  * Hard Dice per class comes from confusion counts summed over the whole
  * validation set.
@@ -44,6 +46,7 @@ static void no_validation(EpochStats *st, int K)
     for (int k = 0; k < K; k++)
         st->val_dice[k] = (double)NAN;
     st->val_dice_mean = (double)NAN;
+    st->val_dice_tuned = (double)NAN;
 }
 
 static void dice_from_counts(EpochStats *st, const int64_t *tp,
@@ -233,10 +236,11 @@ static int eval_val(Trainer *t, EpochStats *st, DecisionSet *th)
     st->val_loss = n_items ? loss_sum / (double)n_items : (double)NAN;
     if (th) {
         double b[DECISION_MAX_CLASSES];
-        if ((rc = decision_tune(th, b, NULL))) goto fail;
-        decision_confusion(th, b, cnt, cnt + K, cnt + 2 * K);
+        if ((rc = decision_tune(th, b, &st->val_dice_tuned))) goto fail;
+        if (K == 2) decision_confusion(th, b, cnt, cnt + K, cnt + 2 * K);
     }
     dice_from_counts(st, cnt, cnt + K, cnt + 2 * K, K);
+    if (th && K == 2) st->val_dice_tuned = st->val_dice_mean; /* the same */
 fail:
     exec_free(ex);
     sl_free(x);
@@ -252,10 +256,10 @@ nomem:
 
 int trainer_eval_val(Trainer *t, EpochStats *st)
 {
-    /* two-class models whose threshold the run will tune: the Dice at
-     * the best threshold, the Dice the model will have once tuned */
+    /* models whose decision rule the run will tune: also the Dice at
+     * the best class biases, the Dice the model will have once tuned */
     const int K = t->ds->n_classes;
-    if (!t->cfg.tune_decision || K != 2 || decision_logit_conv(t->g, K) < 0)
+    if (!t->cfg.tune_decision || decision_logit_conv(t->g, K) < 0)
         return eval_val(t, st, NULL);
     DecisionSet s;
     int rc = decision_set_init(&s, K);

@@ -56,6 +56,9 @@ void trainer_print_epoch(const Trainer *t, const EpochStats *st)
     fprintf(stderr, "  val %.4f  dice", st->val_loss);
     for (int k = 1; k < st->n_classes; k++)
         fprintf(stderr, " %s %.4f", t->ds->class_names[k], st->val_dice[k]);
+    if (st->n_classes > 2 && !isnan(st->val_dice_tuned))
+        fprintf(stderr, "  mean %.4f, tuned %.4f", st->val_dice_mean,
+                st->val_dice_tuned);
     fprintf(stderr, "  %.1f s", st->seconds);
     if (st->epoch > 0)
         fprintf(stderr, " (%.3f s/step, data wait %.2f s)", st->step_seconds,
@@ -114,7 +117,8 @@ static void write_csv(const Trainer *t, FILE *f)
         fprintf(f, ",dice_");
         csv_name(f, ds->class_names[k]);
     }
-    fprintf(f, ",dice_mean,seconds,step_seconds,data_wait,flops,params");
+    fprintf(f, ",dice_mean,dice_tuned,seconds,step_seconds,data_wait,flops,"
+               "params");
     for (int k = 0; k < t->hooks.n_columns; k++) {
         fputc(',', f);
         csv_name(f, t->hooks.column_name(t->hooks.ctx, k));
@@ -136,6 +140,8 @@ static void write_csv(const Trainer *t, FILE *f)
         }
         fputc(',', f);
         csv_num(f, s->val_dice_mean);
+        fputc(',', f);
+        csv_num(f, s->val_dice_tuned);
         fprintf(f, ",%.3f,%.5f,%.3f,%lld,%lld", s->seconds, s->step_seconds,
                 s->data_wait, (long long)s->flops, (long long)s->params);
         for (int k = 0; k < s->n_columns; k++) {
@@ -168,6 +174,8 @@ static void write_jsonl(const Trainer *t, FILE *f)
         }
         fprintf(f, "}, \"dice_mean\": ");
         json_num(f, s->val_dice_mean);
+        fprintf(f, ", \"dice_tuned\": ");
+        json_num(f, s->val_dice_tuned);
         /* a time lost with its epochs.csv is NaN: null, as above */
         fprintf(f, ", \"seconds\": ");
         json_fixed(f, 3, s->seconds);
@@ -315,6 +323,9 @@ static void write_summary_to(const SummaryArgs *a, FILE *f)
                 first->val_dice[k], last->val_dice[k]);
     fprintf(f, "%-12s %12.4f %12.4f\n", "dice mean", first->val_dice_mean,
             last->val_dice_mean);
+    if (ds->n_classes > 2 && !isnan(first->val_dice_tuned))
+        fprintf(f, "%-12s %12.4f %12.4f\n", "dice tuned",
+                first->val_dice_tuned, last->val_dice_tuned);
     fprintf(f, "%-12s %12lld %12lld\n", "parameters",
             (long long)first->params, (long long)last->params);
     fprintf(f, "%-12s %12lld %12lld\n", "FLOPs/batch",
