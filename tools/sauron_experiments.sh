@@ -241,7 +241,7 @@ if [ "$4" = pace ]; then
 fi
 if [ "$4" = pace_all ] || [ "$4" = pace_target ] || [ "$4" = pace_end ] ||
     [ "$4" = pace_split ] || [ "$4" = pace_guard ] ||
-    [ "$4" = pace_decision ]; then
+    [ "$4" = pace_decision ] || [ "$4" = pace_retry ]; then
     # The default over the same five seeds and lengths as "pace":
     # pace_all with --cost-rule none and all (to choose the default rule),
     # pace_target at targets 0.08 and 0.09 (beside 0.1 in "pace"),
@@ -252,10 +252,13 @@ if [ "$4" = pace_all ] || [ "$4" = pace_target ] || [ "$4" = pace_end ] ||
     # pace_split: the default against --guard-split 2 and 4 (g2, g4);
     # pace_guard: against --prune-guard 0.03 and 0.04 (pg3, pg4);
     # pace_decision: the default (class biases tuned: validation at the
-    # best biases) against --tune-decision off (td0).  VARIANTS="def"
+    # best biases) against --tune-decision off (td0); pace_retry: the
+    # default (a layer the guard held back tries again after 2 epochs)
+    # against --guard-retry 1 and 0.5 (gr1, gr0.5).  VARIANTS="def"
     # runs only the variants named.
     case $4 in pace_decision) V="def td0" ;; pace_all) V="none all" ;; pace_end) V="def r10 r0" ;;
     pace_split) V="def g2 g4" ;; pace_guard) V="def pg3 pg4" ;;
+    pace_retry) V="def gr1 gr0.5" ;;
     *) V="0.08 0.09" ;; esac
     V=${VARIANTS:-$V} # a subset, e.g. VARIANTS=def
     for s in 1 2 3 4 5; do
@@ -273,6 +276,9 @@ if [ "$4" = pace_all ] || [ "$4" = pace_target ] || [ "$4" = pace_end ] ||
                     run ${v}_${L}_s$s "$DS" $E --target-flops 0.1 $R ;;
                 pace_guard)
                     case $v in def) R="" ;; *) R="--prune-guard 0.0${v#pg}" ;; esac
+                    run ${v}_${L}_s$s "$DS" $E --target-flops 0.1 $R ;;
+                pace_retry)
+                    case $v in def) R="" ;; *) R="--guard-retry ${v#gr}" ;; esac
                     run ${v}_${L}_s$s "$DS" $E --target-flops 0.1 $R ;;
                 pace_decision)
                     case $v in def) R="" ;; *) R="--tune-decision off" ;; esac
