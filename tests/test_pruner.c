@@ -179,6 +179,19 @@ static void test_regularizer_gradient(void **state)
     graph_free(&g);
 }
 
+/* The small 2D U-Net of these tests (seed 21) in *g, a pruner on it for
+ * `epochs` epochs with cfg, calibrated on x (net_in(1)). */
+static Pruner *unet_pruner(Graph *g, const PrunerConfig *cfg, int epochs,
+                           const float *x)
+{
+    assert_int_equal(build_unet(g, 2, 1, 6, 2, 0, 21), 0);
+    Pruner *p = NULL;
+    assert_int_equal(pruner_create(g, cfg, epochs, &p), 0);
+    Shape in = net_in(1);
+    assert_int_equal(pruner_set_calibration(p, x, &in), 0);
+    return p;
+}
+
 /* One guarded pruning step (tau_max 0.9, epoch 1 of 2) on an untrained
  * net: the channels it removed in total, and how many points froze.
  * check (may be NULL) sees the pruner and whether the graph changed
@@ -187,17 +200,14 @@ typedef void (*StepCheck)(const Pruner *p, int changed);
 static int guarded_step(double guard, int split, int *frozen, StepCheck check)
 {
     Graph g;
-    assert_int_equal(build_unet(&g, 2, 1, 6, 2, 0, 21), 0);
     PrunerConfig cfg;
     cfg_for(&cfg, 0.9);
     cfg.prune_guard = guard;
     cfg.guard_split = split;
-    Pruner *p = NULL;
-    assert_int_equal(pruner_create(&g, &cfg, 2, &p), 0);
     Shape in = net_in(1);
     float *x = rand_input(1, 7);
     uint8_t *y = disc_labels(2);
-    assert_int_equal(pruner_set_calibration(p, x, &in), 0);
+    Pruner *p = unet_pruner(&g, &cfg, 2, x);
     assert_int_equal(pruner_start(p, 0.5, NAN), 0);
     TrainExec *t = NULL;
     assert_int_equal(train_exec_create(&g, &in, 1, &t), 0);
@@ -295,15 +305,12 @@ static void test_best_by_written_dice(void **state)
 {
     (void)state;
     Graph g;
-    assert_int_equal(build_unet(&g, 2, 1, 6, 2, 0, 21), 0);
     PrunerConfig cfg;
     cfg_for(&cfg, 0.9);
-    Pruner *p = NULL;
-    assert_int_equal(pruner_create(&g, &cfg, 3, &p), 0);
     Shape in = net_in(1);
     float *x = rand_input(1, 7);
     uint8_t *y = disc_labels(2);
-    assert_int_equal(pruner_set_calibration(p, x, &in), 0);
+    Pruner *p = unet_pruner(&g, &cfg, 3, x);
     assert_int_equal(pruner_start(p, 0.5, 0.6), 0);
     assert_int_equal(pruner_best_epoch(p), 0);
     /* same FLOPs, higher as trained but lower as written: not better */
@@ -328,9 +335,7 @@ static void test_best_by_written_dice(void **state)
 
     /* NaN as written: chosen by the Dice as trained, as before */
     Graph h;
-    assert_int_equal(build_unet(&h, 2, 1, 6, 2, 0, 21), 0);
-    assert_int_equal(pruner_create(&h, &cfg, 3, &p), 0);
-    assert_int_equal(pruner_set_calibration(p, x, &in), 0);
+    p = unet_pruner(&h, &cfg, 3, x);
     assert_int_equal(pruner_start(p, 0.5, NAN), 0);
     assert_int_equal(pruner_end_epoch(p, 1, 1.0, 0.52, 0.59), 0);
     assert_int_equal(pruner_best_epoch(p), 1);
@@ -345,15 +350,12 @@ static void test_prune_shrinks(void **state)
 {
     (void)state;
     Graph g;
-    assert_int_equal(build_unet(&g, 2, 1, 6, 2, 0, 21), 0);
     PrunerConfig cfg;
     cfg_for(&cfg, 0.9);
-    Pruner *p = NULL;
-    assert_int_equal(pruner_create(&g, &cfg, 2, &p), 0);
     Shape in = net_in(1);
     float *x = rand_input(1, 7);
     uint8_t *y = disc_labels(2);
-    assert_int_equal(pruner_set_calibration(p, x, &in), 0);
+    Pruner *p = unet_pruner(&g, &cfg, 2, x);
     assert_int_equal(pruner_start(p, 0.5, NAN), 0);
     int64_t f0 = pruner_flops(p);
     assert_true(f0 == pruner_flops0(p) && f0 > 0);
