@@ -815,8 +815,9 @@ static void train_twice(const char *script, const char *env, const char *ds,
 /* tools/train_baseline3d.sh with tiny knobs: a 3D U-Net (16^3 input, 3
  * levels of 4-8-16 features) trained from scratch on the 3D phantom in 6
  * iterations (the first stage, kept as tiny3d.stage1.onnx), fine-tuned 2
- * more (the second stage), written as ONNX; run again, it refuses to
- * replace it with one error line. */
+ * more (the second stage), written as ONNX as trained (neither stage
+ * tunes its decision rule); run again, it refuses to replace it with one
+ * error line. */
 static void test_train_baseline3d(void **state)
 {
     (void)state;
@@ -835,6 +836,8 @@ static void test_train_baseline3d(void **state)
     /* the class count came from dataset.json (the phantom's 3), the
      * input is the PATCH asked for */
     assert_non_null(strstr(o, "input [1,1,16,16,16], 3 classes"));
+    /* baselines are written as trained: no stage tuned its decision */
+    assert_null(strstr(o, "decision: "));
     free(e);
     free(o);
 }
@@ -860,6 +863,7 @@ static void test_train_baseline2d(void **state)
     assert_non_null(strstr(o, "wrote "));
     assert_non_null(strstr(o, "2D, 64 nodes, 5142"));
     assert_non_null(strstr(o, "3 classes"));
+    assert_null(strstr(o, "decision: "));
     free(e);
     free(o);
     char cmd[2000];

@@ -20,6 +20,11 @@ case $out in *.onnx) ;; *) die "the output '$out' must end in .onnx (bench_real.
 run=${out%.onnx}.run
 init=${out%.onnx}.init.onnx
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
+# Baselines are written as trained, as the PyTorch ones and the
+# documented baselines (Anp, D3np): sauron-compress would otherwise fold
+# class biases tuned on its validation cases into them (--tune-decision,
+# on by default for any class count since 2026-12-07).
+AS_TRAINED="--tune-decision off"
 FT_EPOCHS=${FT_EPOCHS:-0}
 FT_ITERS=${FT_ITERS:-250}
 case $FT_EPOCHS in *[!0-9]* | '') die "FT_EPOCHS must be a whole number (0: no second stage), not '$FT_EPOCHS'" ;; esac
@@ -51,7 +56,7 @@ finetune_stage() { # flags...
         echo "$NAME: resuming the second stage in $ftrun" >&2
         ftmode=--resume
     fi
-    "$BUILD/bin/sauron-compress" "$first" "$out" --data "$ds" --no-prune "$@" \
+    "$BUILD/bin/sauron-compress" "$first" "$out" --data "$ds" --no-prune $AS_TRAINED "$@" \
         --epochs "$FT_EPOCHS" --iters-per-epoch "$FT_ITERS" \
         --threads "$THREADS" --seed "$SEED" --run-dir "$ftrun" $ftmode ||
         die "sauron-compress failed in the second stage (run folder $ftrun)"

@@ -41,7 +41,7 @@ if [ "$skip1" = 0 ]; then
             --normalize "$NORM" || die "tools/train_baseline.py --init-only failed"
     fi
     # --val-fraction 0.1: two of the 20 training cases, as the other baselines
-    "$BUILD/bin/sauron-compress" "$init" "$first" --data "$ds" --no-prune --normalize "$NORM" \
+    "$BUILD/bin/sauron-compress" "$init" "$first" --data "$ds" --no-prune $AS_TRAINED --normalize "$NORM" \
         --no-augment --fov-aug 0.5 --crop-aug 0.3 \
         --epochs "$EPOCHS" --iters-per-epoch "$ITERS" --batch "$BATCH" --lr "$LR" \
         --threads "$THREADS" --seed "$SEED" --val-fraction 0.1 --run-dir "$run" $mode ||

@@ -50,7 +50,7 @@ if [ "$skip1" = 0 ]; then
             --base "$BASE" --max-feat "$MAX_FEAT" --seed "$SEED" --force || die "tools/init_unet3d.py failed"
     fi
     # --val-fraction 0.1: two of the 20 training cases, as the 2D benchmark
-    "$BUILD/bin/sauron-compress" "$init" "$first" --data "$ds" --no-prune --normalize "$NORM" \
+    "$BUILD/bin/sauron-compress" "$init" "$first" --data "$ds" --no-prune $AS_TRAINED --normalize "$NORM" \
         --epochs "$EPOCHS" --iters-per-epoch "$ITERS" --batch "$BATCH" --lr "$LR" \
         --threads "$THREADS" --seed "$SEED" --val-fraction 0.1 --run-dir "$run" $mode ||
         die "sauron-compress failed (run folder $run)"
