@@ -235,12 +235,16 @@ static int eval_val(Trainer *t, EpochStats *st, DecisionSet *th)
     if (rc) goto fail;
     st->val_loss = n_items ? loss_sum / (double)n_items : (double)NAN;
     if (th) {
+        /* two classes: the counts at the best threshold become the Dice
+         * (and the tuned Dice is that Dice, below); more classes keep
+         * their counts as trained and only the tuned mean */
         double b[DECISION_MAX_CLASSES];
-        if ((rc = decision_tune(th, b, &st->val_dice_tuned))) goto fail;
+        if ((rc = decision_tune(th, b, K == 2 ? NULL : &st->val_dice_tuned)))
+            goto fail;
         if (K == 2) decision_confusion(th, b, cnt, cnt + K, cnt + 2 * K);
     }
     dice_from_counts(st, cnt, cnt + K, cnt + 2 * K, K);
-    if (th && K == 2) st->val_dice_tuned = st->val_dice_mean; /* the same */
+    if (th && K == 2) st->val_dice_tuned = st->val_dice_mean;
 fail:
     exec_free(ex);
     sl_free(x);
