@@ -626,11 +626,15 @@ int compress_train(const CompressOptions *o)
     Distill *dd = NULL;
     TrainTargets tt;
     char settings[1024], lr_note[160];
-    int rc;
+    char **val_cases = NULL;
+    int n_val_cases = 0, rc;
     graph_init(&g);
     memset(&ds, 0, sizeof ds);
     if ((rc = check_data_dir(o->data_dir))) return rc;
     if ((rc = check_output_path(o))) return rc;
+    if (o->val_cases && (rc = compress_split_list(o->val_cases, "--val-cases",
+                                                  &val_cases, &n_val_cases)))
+        return rc;
     if ((rc = import_for_training(o, &g))) goto fail;
     if ((rc = dataset_open_unlabeled(&ds, o->data_dir))) goto fail;
     if ((rc = meta_from_dataset(&g, &ds, o))) goto fail;
@@ -639,6 +643,8 @@ int compress_train(const CompressOptions *o)
     rc = ERR_NOMEM;
     if (!(run_dir = run_dir_for(o))) goto fail;
     train_config_from(o, run_dir, &cfg, lr_note, sizeof lr_note);
+    cfg.val_cases = val_cases;
+    cfg.n_val_cases = n_val_cases;
     if (o->threads > 0) omp_set_num_threads(o->threads);
     if (!o->no_prune && (rc = setup_pruning(o, &g, distill, &cfg, settings,
                                             sizeof settings, &sh, &hooks)))
@@ -676,6 +682,9 @@ fail:
     dataset_free(&ds);
     graph_free(&g);
     sl_free(run_dir);
+    for (int k = 0; k < n_val_cases; k++)
+        sl_free(val_cases[k]);
+    sl_free(val_cases);
     return rc;
 }
 

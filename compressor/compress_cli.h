@@ -55,6 +55,9 @@ typedef struct {
     double clip_grad;        /* --clip-grad, 0: none */
     const char *run_dir;     /* --run-dir, NULL: "<out>.run" */
     double val_fraction;     /* --val-fraction, default 0.2 */
+    int val_fraction_set;    /* --val-fraction given */
+    const char *val_cases;   /* --val-cases a,b: the validation cases by
+                                name instead of a seeded fraction */
     int no_augment;          /* --no-augment */
     double fov_aug;          /* --fov-aug */
     double crop_aug;         /* --crop-aug */

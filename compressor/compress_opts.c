@@ -246,7 +246,16 @@ static const CliOpt train_opts[] = {
      .hi = 0.95,
      .metavar = "F",
      .off = OPT(val_fraction),
+     .has_mark = 1,
+     .mark = OPT(val_fraction_set),
      .help = "training cases held out for validation (default 0.2)"},
+    {.name = "val-cases",
+     .type = CLI_STRING,
+     .metavar = "a,b",
+     .off = OPT(val_cases),
+     .help = "validate on these imagesTr cases (names as in labelsTr, "
+             "e.g. the baseline's own validation cases) and train on the "
+             "others, instead of a seeded --val-fraction"},
     {.name = "no-augment",
      .type = CLI_FLAG,
      .off = OPT(no_augment),
@@ -457,6 +466,12 @@ int compress_parse_args(int argc, char **argv, CompressOptions *o)
         sl_error("--fov-aug %g plus --crop-aug %g is more than 1 (they are "
                  "fractions of the same batches); lower one of them",
                  o->fov_aug, o->crop_aug);
+        rc = ERR_ARG;
+        goto done;
+    }
+    if (o->val_cases && o->val_fraction_set) {
+        sl_error("--val-cases and --val-fraction both choose the validation "
+                 "cases; give one of them");
         rc = ERR_ARG;
         goto done;
     }

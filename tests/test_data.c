@@ -846,6 +846,33 @@ static void test_split(void **state)
     assert_non_null(strstr(sl_error_last(), "entry 1"));
     sl_error_quiet(0);
     split_free(&a);
+
+    /* Chosen by name: the named cases validate, the others train. */
+    char *names[] = {ds.case_names[3], ds.case_names[1], ds.case_names[1]};
+    assert_int_equal(split_from_names(&a, &ds, names, 2, 9), 0);
+    assert_int_equal(a.n_val, 2);
+    assert_int_equal(a.val[0], 1);
+    assert_int_equal(a.val[1], 3);
+    assert_int_equal(a.n_train, 3);
+    assert_int_equal(a.train[0], 0);
+    assert_int_equal(a.train[1], 2);
+    assert_int_equal(a.train[2], 4);
+    assert_true(a.val_frac == 0.4);
+    split_free(&a);
+    sl_error_quiet(1);
+    sl_error_reset();
+    assert_int_equal(split_from_names(&a, &ds, names, 3, 9), ERR_ARG);
+    assert_non_null(strstr(sl_error_last(), "twice"));
+    sl_error_reset();
+    char nope[] = "nope", *bad_name[] = {nope};
+    assert_int_equal(split_from_names(&a, &ds, bad_name, 1, 9), ERR_ARG);
+    assert_non_null(strstr(sl_error_last(), "'nope'"));
+    sl_error_reset();
+    assert_int_equal(split_from_names(&a, &ds, ds.case_names, 5, 9),
+                     ERR_ARG);
+    assert_non_null(strstr(sl_error_last(), "train on"));
+    sl_error_reset();
+    sl_error_quiet(0);
     dataset_free(&ds);
 }
 

@@ -37,6 +37,7 @@
 #include <sys/wait.h>
 
 #include "compressor/compress_cli.h"
+#include "compressor/data/json.h"
 #include "compressor/onnx/onnx_import.h"
 #include "compressor/sha256.h"
 #include "runtime/common.h"
@@ -625,6 +626,51 @@ static void test_resume_refusals(void **state)
     assert_false(sl_file_exists(out));
 }
 
+/* --val-cases: split.json validates on exactly the named cases; a resume
+ * may give them in another order but not other ones; --val-fraction
+ * beside it, or a name that is not a case, is one line. */
+static void test_val_cases(void **state)
+{
+    (void)state;
+    if (!have_data) skip();
+    char b[256], out[600], run[600], p[700];
+    Cli r;
+    bin(b, sizeof b);
+    tmp("vc.sslim", out, sizeof out);
+    tmp("vc.run", run, sizeof run);
+    cli(&r,
+        "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 -q "
+        "--val-cases phantom_003,phantom_001 --run-dir %s",
+        b, MODEL, out, good, run);
+    assert_int_equal(r.status, 0);
+    snprintf(p, sizeof p, "%s/split.json", run);
+    JsonValue *j = NULL;
+    assert_int_equal(json_parse_file(p, &j), 0);
+    const JsonValue *val = json_get(j, "val"), *tr = json_get(j, "train");
+    assert_int_equal(val->n, 2);
+    assert_string_equal(val->items[0]->str, "phantom_001");
+    assert_string_equal(val->items[1]->str, "phantom_003");
+    assert_int_equal(tr->n, 3);
+    for (int i = 0; i < tr->n; i++)
+        assert_null(strstr("phantom_001 phantom_003", tr->items[i]->str));
+    json_free(j);
+    remove(out);
+    cli(&r,
+        "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 -q "
+        "--val-cases phantom_001,phantom_004 --run-dir %s --resume",
+        b, MODEL, out, good, run);
+    assert_int_not_equal(r.status, 0);
+    assert_int_equal(r.lines, 1);
+    assert_non_null(strstr(r.last, "val_cases=phantom_001,phantom_003"));
+    assert_false(sl_file_exists(out));
+    cli(&r,
+        "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 -q "
+        "--val-cases phantom_001,phantom_003 --run-dir %s --resume",
+        b, MODEL, out, good, run);
+    assert_int_equal(r.status, 0);
+    assert_true(sl_file_exists(out));
+}
+
 /* A training run of one short epoch into run folder `run` (output
  * removed), the checkpoint copied to `saved`: the start of the
  * checkpoint fault tests. */
@@ -809,6 +855,19 @@ static void test_bad_flags(void **state)
     bad("patch2d", "good", "--no-prune --patch 16,32,32", "1,H,W");
     bad("patchbad", "good", "--no-prune --patch 1,30,30", "--patch");
     bad("classes", "good", "--no-prune --classes a,b,c", "--classes");
+    bad("vcname", "good", "--no-prune --val-cases phantom_001,colin_000",
+        "'colin_000' is not a training case");
+    bad("vctwice", "good", "--no-prune --val-cases phantom_001,phantom_001",
+        "twice");
+    bad("vcall", "good",
+        "--no-prune --val-cases "
+        "phantom_000,phantom_001,phantom_002,phantom_003,phantom_004",
+        "at least one to train on");
+    bad("vcempty", "good", "--no-prune --val-cases phantom_001,,phantom_002",
+        "empty name");
+    bad("vcfrac", "good",
+        "--no-prune --val-cases phantom_001 --val-fraction 0.2",
+        "--val-fraction");
 }
 
 /* --fov-aug: batches of other shapes train (the executor follows them);
@@ -938,6 +997,7 @@ int main(void)
         cmocka_unit_test(test_3d_and_deep_supervision),
         cmocka_unit_test(test_kill_and_resume),
         cmocka_unit_test(test_resume_refusals),
+        cmocka_unit_test(test_val_cases),
         cmocka_unit_test(test_damaged_checkpoint),
         cmocka_unit_test(test_model_write_fails),
         cmocka_unit_test(test_bad_datasets),

@@ -68,6 +68,65 @@ int split_make(DataSplit *sp, int n_cases, double val_frac, uint64_t seed)
     return 0;
 }
 
+int split_from_names(DataSplit *sp, const Dataset *ds, char *const *names,
+                     int n_names, uint64_t seed)
+{
+    char *is_val = NULL;
+    int rc = ERR_NOMEM;
+    memset(sp, 0, sizeof *sp);
+    if (ds->n_cases < 1) {
+        sl_error("dataset '%s' has no training case to split", ds->dir);
+        return ERR_ARG;
+    }
+    is_val = sl_calloc((size_t)ds->n_cases + 1, 1);
+    sp->train = sl_alloc(sizeof(int) * (size_t)(ds->n_cases + 1));
+    sp->val = sl_alloc(sizeof(int) * (size_t)(ds->n_cases + 1));
+    if (!is_val || !sp->train || !sp->val) {
+        sl_error("out of memory making the validation split");
+        goto fail;
+    }
+    rc = ERR_ARG;
+    for (int i = 0; i < n_names; i++) {
+        int k = -1;
+        for (int c = 0; c < ds->n_cases && k < 0; c++)
+            if (strcmp(ds->case_names[c], names[i]) == 0) k = c;
+        if (k < 0) {
+            /* the names of imagesTr files without "_0000.nii.gz" */
+            sl_error("--val-cases: '%s' is not a training case of dataset "
+                     "'%s' (give names as in labelsTr without the "
+                     "extension, e.g. '%s')",
+                     names[i], ds->dir, ds->case_names[0]);
+            goto fail;
+        }
+        if (is_val[k]) {
+            sl_error("--val-cases: '%s' is listed twice; give each "
+                     "validation case once",
+                     names[i]);
+            goto fail;
+        }
+        is_val[k] = 1;
+    }
+    for (int c = 0; c < ds->n_cases; c++) {
+        if (is_val[c])
+            sp->val[sp->n_val++] = c;
+        else
+            sp->train[sp->n_train++] = c;
+    }
+    if (sp->n_train < 1) {
+        sl_error("--val-cases names all %d cases of dataset '%s'; leave at "
+                 "least one to train on",
+                 ds->n_cases, ds->dir);
+        goto fail;
+    }
+    sp->seed = seed;
+    sp->val_frac = (double)sp->n_val / ds->n_cases;
+    rc = 0;
+fail:
+    if (rc) split_free(sp);
+    sl_free(is_val);
+    return rc;
+}
+
 void split_free(DataSplit *sp)
 {
     if (!sp) return;

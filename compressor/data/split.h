@@ -28,6 +28,13 @@ typedef struct {
 /* 0, ERR_ARG (val_frac outside [0, 1) or n_cases < 1), ERR_NOMEM. */
 int split_make(DataSplit *sp, int n_cases, double val_frac, uint64_t seed);
 
+/* The validation cases named by the user (--val-cases), the other cases of
+ * ds training; sp->val_frac is their share, sp->seed is informative.
+ * ERR_ARG with one line if a name is not a case of ds, is given twice, or
+ * the names leave no case to train on; ERR_NOMEM. */
+int split_from_names(DataSplit *sp, const Dataset *ds, char *const *names,
+                     int n_names, uint64_t seed);
+
 /* Write DIR/split.json:
  *   {"seed": S, "val_fraction": F, "train": ["case", ...],
  *    "val": ["case", ...]}

@@ -289,6 +289,27 @@ static int choose_patch(Trainer *t)
 
 /* ---- settings a resume must match ---- */
 
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* "val_cases=a,b\n", sorted so the order the names were given in does not
+ * matter to a resume.  -1 when out of memory. */
+static int print_val_cases(FILE *f, const TrainConfig *c)
+{
+    char **sorted = sl_alloc(sizeof *sorted * (size_t)c->n_val_cases);
+    if (!sorted) return -1;
+    memcpy(sorted, c->val_cases, sizeof *sorted * (size_t)c->n_val_cases);
+    qsort(sorted, (size_t)c->n_val_cases, sizeof *sorted, cmp_name);
+    fputs("val_cases=", f);
+    for (int k = 0; k < c->n_val_cases; k++)
+        fprintf(f, "%s%s", k ? "," : "", sorted[k]);
+    fputc('\n', f);
+    sl_free(sorted);
+    return 0;
+}
+
 static int build_settings(Trainer *t)
 {
     char *text = NULL;
@@ -322,6 +343,7 @@ static int build_settings(Trainer *t)
     /* only when on: run folders from before the option resume */
     if (c->fov_aug > 0) fprintf(f, "fov_aug=%.9g\n", c->fov_aug);
     if (c->crop_aug > 0) fprintf(f, "crop_aug=%.9g\n", c->crop_aug);
+    if (c->n_val_cases && print_val_cases(f, c)) goto nomem;
     if (t->settings) fprintf(f, "%s\n", t->settings);
     int closed = fclose(f);
     f = NULL;
@@ -908,8 +930,11 @@ static int setup(Trainer *t, Checkpoint *ck)
                      t->run_dir);
             return ERR_EXISTS;
         }
-        rc = split_make(&t->split, t->ds->n_cases, t->cfg.val_fraction,
-                        t->cfg.seed);
+        rc = t->cfg.n_val_cases
+                 ? split_from_names(&t->split, t->ds, t->cfg.val_cases,
+                                    t->cfg.n_val_cases, t->cfg.seed)
+                 : split_make(&t->split, t->ds->n_cases, t->cfg.val_fraction,
+                              t->cfg.seed);
         if (rc) return rc;
         t->have_split = 1;
         if ((rc = make_run_dir(t))) return rc;

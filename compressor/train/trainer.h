@@ -88,6 +88,10 @@ typedef struct {
                             dataset's slices, i.e. whole slices;
                             3D: g->meta.patch, else the import size) */
     double val_fraction; /* SPLIT_DEFAULT_VAL_FRAC by default; 0: none */
+    char *const *val_cases; /* [n_val_cases] case names (borrowed): the
+                               validation cases instead of a seeded
+                               val_fraction, e.g. the baseline's own */
+    int n_val_cases;        /* 0: the seeded split */
     int augment;         /* 1: augment_defaults; 0: no augmentation */
     double fov_aug;      /* 2D: fraction of batches that see another field
                             of view (sampler.h); 0: none */
