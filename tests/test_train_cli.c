@@ -626,6 +626,18 @@ static void test_resume_refusals(void **state)
     assert_false(sl_file_exists(out));
 }
 
+/* One short --no-prune run of MODEL on `good` with --val-cases `names`. */
+static void val_cases_run(Cli *r, const char *out, const char *run,
+                          const char *names, const char *more)
+{
+    char b[256];
+    bin(b, sizeof b);
+    cli(r,
+        "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 -q "
+        "--val-cases %s --run-dir %s %s",
+        b, MODEL, out, good, names, run, more);
+}
+
 /* --val-cases: split.json validates on exactly the named cases; a resume
  * may give them in another order but not other ones; --val-fraction
  * beside it, or a name that is not a case, is one line. */
@@ -633,15 +645,11 @@ static void test_val_cases(void **state)
 {
     (void)state;
     if (!have_data) skip();
-    char b[256], out[600], run[600], p[700];
+    char out[600], run[600], p[700];
     Cli r;
-    bin(b, sizeof b);
     tmp("vc.sslim", out, sizeof out);
     tmp("vc.run", run, sizeof run);
-    cli(&r,
-        "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 -q "
-        "--val-cases phantom_003,phantom_001 --run-dir %s",
-        b, MODEL, out, good, run);
+    val_cases_run(&r, out, run, "phantom_003,phantom_001", "");
     assert_int_equal(r.status, 0);
     snprintf(p, sizeof p, "%s/split.json", run);
     JsonValue *j = NULL;
@@ -655,18 +663,12 @@ static void test_val_cases(void **state)
         assert_null(strstr("phantom_001 phantom_003", tr->items[i]->str));
     json_free(j);
     remove(out);
-    cli(&r,
-        "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 -q "
-        "--val-cases phantom_001,phantom_004 --run-dir %s --resume",
-        b, MODEL, out, good, run);
+    val_cases_run(&r, out, run, "phantom_001,phantom_004", "--resume");
     assert_int_not_equal(r.status, 0);
     assert_int_equal(r.lines, 1);
     assert_non_null(strstr(r.last, "val_cases=phantom_001,phantom_003"));
     assert_false(sl_file_exists(out));
-    cli(&r,
-        "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 -q "
-        "--val-cases phantom_001,phantom_003 --run-dir %s --resume",
-        b, MODEL, out, good, run);
+    val_cases_run(&r, out, run, "phantom_001,phantom_003", "--resume");
     assert_int_equal(r.status, 0);
     assert_true(sl_file_exists(out));
 }
