@@ -253,9 +253,10 @@ static const CliOpt train_opts[] = {
      .type = CLI_STRING,
      .metavar = "a,b",
      .off = OPT(val_cases),
-     .help = "validate on these imagesTr cases (names as in labelsTr, "
-             "e.g. the baseline's own validation cases) and train on the "
-             "others, instead of a seeded --val-fraction"},
+     .help = "validate on these training cases (names such as "
+             "case_001, e.g. the cases the imported model was validated "
+             "on) and train on the others, instead of a seeded "
+             "--val-fraction"},
     {.name = "no-augment",
      .type = CLI_FLAG,
      .off = OPT(no_augment),

@@ -91,10 +91,9 @@ int split_from_names(DataSplit *sp, const Dataset *ds, char *const *names,
         for (int c = 0; c < ds->n_cases && k < 0; c++)
             if (strcmp(ds->case_names[c], names[i]) == 0) k = c;
         if (k < 0) {
-            /* the names of imagesTr files without "_0000.nii.gz" */
             sl_error("--val-cases: '%s' is not a training case of dataset "
-                     "'%s' (give names as in labelsTr without the "
-                     "extension, e.g. '%s')",
+                     "'%s'; give case names as its files have them, such "
+                     "as '%s'",
                      names[i], ds->dir, ds->case_names[0]);
             goto fail;
         }
