@@ -126,7 +126,8 @@ static int make_fixtures(const char *dir)
                 return fail_gen("training step");
             loss += (lv.total + reg) / 2;
         }
-        if (pruner_end_epoch(p, e, loss, 0.9, NAN)) return fail_gen("end_epoch");
+        if (pruner_end_epoch(p, e, loss, 0.9, NAN))
+            return fail_gen("end_epoch");
         int changed = 0;
         if (pruner_step(p, opt, e, &changed)) return fail_gen("prune step");
         if (changed) {
@@ -215,6 +216,41 @@ static void expect_sslim_reencodes(const char *path)
     sl_free(again);
     sl_free(old);
     graph_free(&g);
+}
+
+/* A resume compares the settings both ways, naming the first difference;
+ * a key recorded only by later versions (tune_decision) is accepted with
+ * any value when the run folder lacks it, and compared when it has it. */
+static void test_settings_diff(void **state)
+{
+    (void)state;
+    char why[200];
+    const char *saved = "epochs=3\nseed=1\n";
+    assert_int_equal(
+        ckpt_settings_diff(saved, "epochs=3\nseed=1\n", why, sizeof why), 0);
+    assert_int_equal(
+        ckpt_settings_diff(saved, "epochs=4\nseed=1\n", why, sizeof why), 1);
+    assert_string_equal(why, "epochs=3 in the run folder, epochs=4 now");
+    assert_int_equal(ckpt_settings_diff(saved,
+                                        "epochs=3\nseed=1\nfov_aug=0.5\n",
+                                        why, sizeof why),
+                     1);
+    assert_string_equal(why, "fov_aug=(none) in the run folder, "
+                             "fov_aug=0.5 now");
+    assert_int_equal(ckpt_settings_diff(saved,
+                                        "epochs=3\nseed=1\ntune_decision=0\n",
+                                        why, sizeof why),
+                     0);
+    assert_int_equal(ckpt_settings_diff("epochs=3\ntune_decision=1\n",
+                                        "epochs=3\ntune_decision=0\n", why,
+                                        sizeof why),
+                     1);
+    assert_string_equal(why, "tune_decision=1 in the run folder, "
+                             "tune_decision=0 now");
+    /* the run folder's key is still required now */
+    assert_int_equal(ckpt_settings_diff("epochs=3\ntune_decision=1\n",
+                                        "epochs=3\n", why, sizeof why),
+                     1);
 }
 
 static void test_old_sslim_files(void **state)
@@ -336,6 +372,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_old_sslim_files),
         cmocka_unit_test(test_old_checkpoint),
+        cmocka_unit_test(test_settings_diff),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -868,8 +868,7 @@ static void test_split(void **state)
     assert_int_equal(split_from_names(&a, &ds, bad_name, 1, 9), ERR_ARG);
     assert_non_null(strstr(sl_error_last(), "'nope'"));
     sl_error_reset();
-    assert_int_equal(split_from_names(&a, &ds, ds.case_names, 5, 9),
-                     ERR_ARG);
+    assert_int_equal(split_from_names(&a, &ds, ds.case_names, 5, 9), ERR_ARG);
     assert_non_null(strstr(sl_error_last(), "train on"));
     sl_error_reset();
     sl_error_quiet(0);

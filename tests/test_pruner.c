@@ -19,6 +19,7 @@
 
 #include "compressor/sauron/distance.h"
 #include "compressor/sauron/pruner.h"
+#include "compressor/sauron/sauron_hooks.h"
 #include "compressor/sauron/surgery.h"
 #include "compressor/train/loss.h"
 #include "runtime/sslim.h"
@@ -295,8 +296,6 @@ static void test_guard_split(void **state)
     assert_int_equal(l1, l0);
 }
 
-/* Budgeted schedule with 2 epochs: at the end of epoch 1 tau is at its
- * top (climb_end 0.5) and pruning is allowed (prune_end 0.8). */
 /* The model kept is chosen by the Dice it would be written with (class
  * biases tuned) when the caller gives one; the guards keep the Dice as
  * trained.  Dice values are made up: 0.5 as trained and 0.6 as written
@@ -346,6 +345,37 @@ static void test_best_by_written_dice(void **state)
     graph_free(&g);
 }
 
+/* The Dice the summary judges the written model by: tuned at both ends
+ * only when the model is written tuned; as trained when the end's tuning
+ * kept it as trained, or when epoch 0 has no tuned Dice (a run resumed
+ * from an older checkpoint). */
+static void test_written_dice(void **state)
+{
+    (void)state;
+    EpochStats h[3];
+    memset(h, 0, sizeof h);
+    const double trained[3] = {0.90, 0.88, 0.87};
+    const double tuned[3] = {0.91, 0.905, 0.89};
+    for (int e = 0; e < 3; e++) {
+        h[e].val_dice_mean = trained[e];
+        h[e].val_dice_tuned = tuned[e];
+    }
+    double b, a;
+    sauron_written_dice(h, 3, 1, 1, &b, &a);
+    assert_true(b == 0.91 && a == 0.905);
+    /* tuned 0.905 is within 0.01 of 0.91; as trained 0.88 is not within
+     * 0.01 of 0.90: a model kept as trained is judged as trained */
+    sauron_written_dice(h, 3, 1, 0, &b, &a);
+    assert_true(b == 0.90 && a == 0.88);
+    h[0].val_dice_tuned = NAN;
+    sauron_written_dice(h, 3, 2, 1, &b, &a);
+    assert_true(b == 0.90 && a == 0.87);
+    sauron_written_dice(h, 0, -1, 1, &b, &a);
+    assert_true(isnan(b) && isnan(a));
+}
+
+/* Budgeted schedule with 2 epochs: at the end of epoch 1 tau is at its
+ * top (climb_end 0.5) and pruning is allowed (prune_end 0.8). */
 static void test_prune_shrinks(void **state)
 {
     (void)state;
@@ -769,6 +799,7 @@ int main(void)
         cmocka_unit_test(test_regularizer_gradient),
         cmocka_unit_test(test_prune_shrinks),
         cmocka_unit_test(test_best_by_written_dice),
+        cmocka_unit_test(test_written_dice),
         cmocka_unit_test(test_prune_guard),
         cmocka_unit_test(test_guard_split),
         cmocka_unit_test(test_prune_add_tied),

@@ -615,6 +615,15 @@ static void test_resume_refusals(void **state)
     assert_non_null(strstr(r.last, "iters_per_epoch=2 in the run folder"));
     assert_non_null(strstr(r.last, "iters_per_epoch=3 now"));
     assert_false(sl_file_exists(out));
+    /* the decision rule sets what validation scores */
+    cli(&r,
+        "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 "
+        "--run-dir %s --resume --tune-decision off",
+        b, MODEL, out, good, run);
+    assert_int_not_equal(r.status, 0);
+    assert_int_equal(r.lines, 1);
+    assert_non_null(strstr(r.last, "tune_decision=1 in the run folder"));
+    assert_false(sl_file_exists(out));
     /* A new run there without --resume. */
     cli(&r,
         "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 "

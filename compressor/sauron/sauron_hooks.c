@@ -241,22 +241,27 @@ fail:
     return rc;
 }
 
+void sauron_written_dice(const EpochStats *hist, int n, int be, int folded,
+                         double *before, double *after)
+{
+    *before = n > 0 ? hist[0].val_dice_mean : (double)NAN;
+    *after = be >= 0 && be < n ? hist[be].val_dice_mean : (double)NAN;
+    if (folded && n > 0 && be >= 0 && be < n &&
+        !isnan(hist[0].val_dice_tuned) && !isnan(hist[be].val_dice_tuned)) {
+        *before = hist[0].val_dice_tuned;
+        *after = hist[be].val_dice_tuned;
+    }
+}
+
 int sauron_hooks_finish(SauronHooks *h, Trainer *t)
 {
     int n = 0;
     const EpochStats *hist = trainer_history(t, &n);
     int be = trainer_best_epoch(t);
     if (be < 0) be = n - 1;
-    double before = n > 0 ? hist[0].val_dice_mean : (double)NAN;
-    double after = be >= 0 && be < n ? hist[be].val_dice_mean : (double)NAN;
-    /* the Dice the written model was chosen by (pruner_end_epoch): the
-     * tuned one when the run scored both ends that way (a run resumed
-     * from an older checkpoint has none for epoch 0) */
-    if (n > 0 && be >= 0 && be < n && !isnan(hist[0].val_dice_tuned) &&
-        !isnan(hist[be].val_dice_tuned)) {
-        before = hist[0].val_dice_tuned;
-        after = hist[be].val_dice_tuned;
-    }
+    double before, after;
+    sauron_written_dice(hist, n, be, trainer_decision_folded(t), &before,
+                        &after);
     if (!h->rep) return 0;
     const PrunerConfig *pc = pruner_config(h->p);
     h->target_line[0] = 0;

@@ -36,6 +36,15 @@ int sauron_hooks_create(SauronHooks **out, Graph *g, const PrunerConfig *cfg,
 /* After a successful trainer_run: summary files for the model the trainer
  * left in its graph (the best one within the margin). */
 int sauron_hooks_finish(SauronHooks *h, Trainer *t);
+/* The Dice before (epoch 0) and after (epoch `be`, the one written) that
+ * the summary and the --target-flops verdict judge the margin by: the
+ * tuned Dice the epoch was chosen by (pruner_end_epoch) when both ends
+ * have one and the model is written tuned (`folded`, the end's tuning
+ * changed it); else the Dice as trained, as the model is written then
+ * (segmenting whole cases gave no gain), so the verdict says if that
+ * misses the margin.  NaN where an epoch is missing. */
+void sauron_written_dice(const EpochStats *hist, int n, int be, int folded,
+                         double *before, double *after);
 void sauron_hooks_free(SauronHooks *h);
 /* After sauron_hooks_finish with --target-flops: the verdict sentence
  * (report_target_verdict) also in sauron_summary.txt; NULL otherwise. */

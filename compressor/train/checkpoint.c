@@ -464,6 +464,21 @@ static const char *setting_find(const char *text, const char *key,
     return NULL;
 }
 
+/* Keys recorded by later versions than the first; a run folder without
+ * one resumes with any value, since what it ran with is unknown (keys
+ * that are written only when an option is on, as fov_aug, need none). */
+static const char *const RECORDED_LATER[] = {"tune_decision"};
+
+static int recorded_later(const char *key, size_t klen)
+{
+    for (size_t i = 0; i < sizeof RECORDED_LATER / sizeof *RECORDED_LATER;
+         i++)
+        if (strlen(RECORDED_LATER[i]) == klen &&
+            !strncmp(RECORDED_LATER[i], key, klen))
+            return 1;
+    return 0;
+}
+
 /* Compare every key of a against b; 1 and the phrase at the first
  * difference (a_is_saved says which text is the run folder's). */
 static int diff_one_way(const char *a, const char *b, int a_is_saved,
@@ -476,7 +491,8 @@ static int diff_one_way(const char *a, const char *b, int a_is_saved,
         if (eq) {
             size_t klen = (size_t)(eq - l), avl = n - klen - 1, bvl = 0;
             const char *bv = setting_find(b, l, klen, &bvl);
-            if (!bv || bvl != avl || strncmp(bv, eq + 1, avl)) {
+            int unknown = !bv && !a_is_saved && recorded_later(l, klen);
+            if (!unknown && (!bv || bvl != avl || strncmp(bv, eq + 1, avl))) {
                 const char *sv = a_is_saved ? eq + 1 : bv;
                 const char *nv = a_is_saved ? bv : eq + 1;
                 int sl = (int)(a_is_saved ? avl : bvl);

@@ -340,6 +340,8 @@ static int build_settings(Trainer *t)
             (double)c->optim.beta2, c->clip_grad);
     fprintf(f, "seed=%llu\nval_fraction=%.9g\naugment=%d\n",
             (unsigned long long)c->seed, c->val_fraction, c->augment);
+    /* it sets what validation scores, which the pruning decisions use */
+    fprintf(f, "tune_decision=%d\n", c->tune_decision ? 1 : 0);
     /* only when on: run folders from before the option resume */
     if (c->fov_aug > 0) fprintf(f, "fov_aug=%.9g\n", c->fov_aug);
     if (c->crop_aug > 0) fprintf(f, "crop_aug=%.9g\n", c->crop_aug);

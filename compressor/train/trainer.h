@@ -88,10 +88,11 @@ typedef struct {
                             dataset's slices, i.e. whole slices;
                             3D: g->meta.patch, else the import size) */
     double val_fraction; /* SPLIT_DEFAULT_VAL_FRAC by default; 0: none */
-    char *const *val_cases; /* [n_val_cases] case names (borrowed): the
-                               validation cases instead of a seeded
-                               val_fraction, e.g. the baseline's own */
-    int n_val_cases;        /* 0: the seeded split */
+    /* --val-cases: the validation cases by name (borrowed), e.g. those
+     * the imported model was validated on, instead of a seeded
+     * val_fraction; n_val_cases 0: the seeded split */
+    char *const *val_cases;
+    int n_val_cases;
     int augment;         /* 1: augment_defaults; 0: no augmentation */
     double fov_aug;      /* 2D: fraction of batches that see another field
                             of view (sampler.h); 0: none */
@@ -138,10 +139,10 @@ typedef struct {
      * does not tune its decision rule.  Two classes: val_dice_mean is
      * already that Dice. */
     double val_dice_tuned;
-    double seconds;       /* wall time of the epoch, validation included */
-    double step_seconds;  /* mean time of one training step */
-    double data_wait;     /* seconds spent waiting for batches */
-    int64_t flops;        /* one forward at the training input shape */
+    double seconds;      /* wall time of the epoch, validation included */
+    double step_seconds; /* mean time of one training step */
+    double data_wait;    /* seconds spent waiting for batches */
+    int64_t flops;       /* one forward at the training input shape */
     int64_t params;
     int n_columns; /* hook columns, names from hooks.column_name */
     double columns[TRAINER_MAX_COLUMNS];
@@ -249,5 +250,8 @@ int trainer_best_epoch(const Trainer *t);
  * decision rule did, one line without newline ("foreground where ...",
  * "class logits shifted ...", "kept as trained ...", "not tuned (why)"). */
 void trainer_decision_line(const Trainer *t, char *buf, size_t len);
+/* 1 if that tuning changed the network (biases folded into its logits):
+ * the model written is then the tuned one; 0 if it is as trained. */
+int trainer_decision_folded(const Trainer *t);
 
 #endif

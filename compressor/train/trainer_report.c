@@ -370,11 +370,16 @@ static void shifts(const double *b, int K, char *buf, size_t len)
     buf[0] = 0;
     for (int k = 1; k < K && o < len; k++) {
         int n = k > 8 ? snprintf(buf + o, len - o, " ...")
-                      : snprintf(buf + o, len - o, "%s%+.2f", k > 1 ? " " : "",
-                                 b[k]);
+                      : snprintf(buf + o, len - o, "%s%+.2f",
+                                 k > 1 ? " " : "", b[k]);
         if (n < 0 || k > 8) break;
         o += (size_t)n;
     }
+}
+
+int trainer_decision_folded(const Trainer *t)
+{
+    return t->decision.done && t->decision.folded;
 }
 
 void trainer_decision_line(const Trainer *t, char *buf, size_t len)
