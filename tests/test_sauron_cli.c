@@ -396,6 +396,16 @@ static void test_default_command(void **state)
     /* the --no-prune run of the same length ends at Dice 1.000 on the
      * two validation cases, as the imported model (d0) */
     assert_true(d1 >= d0 - 0.01);
+    /* the epoch written is the one the rule picks from epochs.csv as a
+     * separate reading of it derives it (tools/epoch_pick.py; three
+     * classes, so by the tuned Dice) */
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 tools/epoch_pick.py %s/defcmd.sslim.run "
+             "--check >/dev/null",
+             tmp);
+    rc = run_cmd(cmd, err, sizeof err);
+    if (rc) fprintf(stderr, "epoch_pick.py: exit %d: %s\n", rc, err);
+    assert_int_equal(rc, 0);
     /* the checkpoint records the resolved defaults (a resume compares
      * them), and no teacher */
     snprintf(cmd, sizeof cmd,
