@@ -578,6 +578,21 @@ static void test_kill_and_resume(void **state)
     assert_true(file_has_line_starting(csv, "3,"));
 }
 
+/* A run into folder `run` with `flags` (after "--no-prune --epochs 1") is
+ * refused with one line holding `want`, and writes nothing. */
+static void run_refused(const char *model, const char *out, const char *run,
+                        const char *flags, const char *want, Cli *r)
+{
+    char b[256];
+    bin(b, sizeof b);
+    cli(r, "%s %s %s --data %s --no-prune --epochs 1 %s --run-dir %s", b,
+        model, out, good, flags, run);
+    assert_int_not_equal(r->status, 0);
+    assert_int_equal(r->lines, 1);
+    assert_non_null(strstr(r->last, want));
+    assert_false(sl_file_exists(out));
+}
+
 static void test_resume_refusals(void **state)
 {
     (void)state;
@@ -594,45 +609,21 @@ static void test_resume_refusals(void **state)
     assert_int_equal(r.status, 0);
     remove(out);
     /* Another model. */
-    cli(&r,
-        "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 "
-        "--run-dir %s --resume",
-        b, OTHER_MODEL, out, good, run);
-    assert_int_not_equal(r.status, 0);
-    assert_int_equal(r.lines, 1);
-    assert_non_null(strstr(r.last, "another model"));
+    run_refused(OTHER_MODEL, out, run, "--iters-per-epoch 2 --resume",
+                "another model", &r);
     /* both checksums, so the user can tell which file made the folder */
     assert_non_null(strstr(r.last, "in the run folder"));
     assert_non_null(strstr(r.last, "... for '"));
-    assert_false(sl_file_exists(out));
     /* Other settings: named. */
-    cli(&r,
-        "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 3 "
-        "--run-dir %s --resume",
-        b, MODEL, out, good, run);
-    assert_int_not_equal(r.status, 0);
-    assert_int_equal(r.lines, 1);
-    assert_non_null(strstr(r.last, "iters_per_epoch=2 in the run folder"));
+    run_refused(MODEL, out, run, "--iters-per-epoch 3 --resume",
+                "iters_per_epoch=2 in the run folder", &r);
     assert_non_null(strstr(r.last, "iters_per_epoch=3 now"));
-    assert_false(sl_file_exists(out));
     /* the decision rule sets what validation scores */
-    cli(&r,
-        "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 "
-        "--run-dir %s --resume --tune-decision off",
-        b, MODEL, out, good, run);
-    assert_int_not_equal(r.status, 0);
-    assert_int_equal(r.lines, 1);
-    assert_non_null(strstr(r.last, "tune_decision=1 in the run folder"));
-    assert_false(sl_file_exists(out));
+    run_refused(MODEL, out, run,
+                "--iters-per-epoch 2 --resume --tune-decision off",
+                "tune_decision=1 in the run folder", &r);
     /* A new run there without --resume. */
-    cli(&r,
-        "%s %s %s --data %s --no-prune --epochs 1 --iters-per-epoch 2 "
-        "--run-dir %s",
-        b, MODEL, out, good, run);
-    assert_int_not_equal(r.status, 0);
-    assert_int_equal(r.lines, 1);
-    assert_non_null(strstr(r.last, "--resume"));
-    assert_false(sl_file_exists(out));
+    run_refused(MODEL, out, run, "--iters-per-epoch 2", "--resume", &r);
 }
 
 /* One short --no-prune run of MODEL on `good` with --val-cases `names`. */
