@@ -682,9 +682,7 @@ fail:
     dataset_free(&ds);
     graph_free(&g);
     sl_free(run_dir);
-    for (int k = 0; k < n_val_cases; k++)
-        sl_free(val_cases[k]);
-    sl_free(val_cases);
+    free_names(val_cases, n_val_cases);
     return rc;
 }
 

@@ -68,6 +68,14 @@ int split_make(DataSplit *sp, int n_cases, double val_frac, uint64_t seed)
     return 0;
 }
 
+/* Index of the case called `name` in ds, or -1. */
+static int case_index(const Dataset *ds, const char *name)
+{
+    for (int c = 0; c < ds->n_cases; c++)
+        if (strcmp(ds->case_names[c], name) == 0) return c;
+    return -1;
+}
+
 int split_from_names(DataSplit *sp, const Dataset *ds, char *const *names,
                      int n_names, uint64_t seed)
 {
@@ -87,9 +95,7 @@ int split_from_names(DataSplit *sp, const Dataset *ds, char *const *names,
     }
     rc = ERR_ARG;
     for (int i = 0; i < n_names; i++) {
-        int k = -1;
-        for (int c = 0; c < ds->n_cases && k < 0; c++)
-            if (strcmp(ds->case_names[c], names[i]) == 0) k = c;
+        int k = case_index(ds, names[i]);
         if (k < 0) {
             sl_error("--val-cases: '%s' is not a training case of dataset "
                      "'%s'; give case names as its files have them, such "
@@ -192,9 +198,7 @@ static int read_list(const JsonValue *arr, const Dataset *ds, char *used,
     }
     for (int i = 0; i < arr->n; i++) {
         const JsonValue *v = arr->items[i];
-        int k = -1;
-        for (int c = 0; v->type == JSON_STRING && c < ds->n_cases; c++)
-            if (strcmp(ds->case_names[c], v->str) == 0) k = c;
+        int k = v->type == JSON_STRING ? case_index(ds, v->str) : -1;
         if (k < 0 || used[k]) {
             sl_error("'%s': entry %d is %s; the split does not match "
                      "dataset '%s' (remove the split file to make a new "
